@@ -1,0 +1,34 @@
+"""The only code in Corral that talks to NATS.
+
+``Bus.connect(settings, name=...)`` gives a connected ``Bus`` (an async context manager that drains
+the connection on exit). See ``corral.bus.client`` for the operations.
+"""
+
+from corral.bus.client import Bus, Delivery, PubAck, StoredMessage
+from corral.bus.errors import (
+    BusError,
+    KeyChanged,
+    KeyExists,
+    NoResponders,
+    Reject,
+    Retry,
+    StreamMismatch,
+    WrongLastSequence,
+)
+from corral.bus.kv import KeyValueBucket
+
+__all__ = [
+    "Bus",
+    "BusError",
+    "Delivery",
+    "KeyChanged",
+    "KeyExists",
+    "KeyValueBucket",
+    "NoResponders",
+    "PubAck",
+    "Reject",
+    "Retry",
+    "StoredMessage",
+    "StreamMismatch",
+    "WrongLastSequence",
+]

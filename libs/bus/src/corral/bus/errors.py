@@ -1,0 +1,50 @@
+"""Outcomes a caller of ``corral.bus`` can act on.
+
+    BusError
+    ├── StreamMismatch       the stream exists with a configuration Corral does not expect: refuse to start
+    ├── WrongLastSequence    a fenced publish lost the race: reload, re-decide, retry (or give up)
+    ├── KeyExists            KV create on a key that is held
+    ├── KeyChanged           KV update/delete with a stale revision
+    └── NoResponders         nobody serves the request subject: the service is down
+
+Handler outcomes (raised inside a durable-consumer handler):
+
+    Retry(delay)   -> nak with a delay, the message comes back later
+    Reject         -> term, the message is never redelivered
+"""
+
+from __future__ import annotations
+
+
+class BusError(Exception):
+    pass
+
+
+class StreamMismatch(BusError):
+    pass
+
+
+class WrongLastSequence(BusError):
+    pass
+
+
+class KeyExists(BusError):
+    pass
+
+
+class KeyChanged(BusError):
+    pass
+
+
+class NoResponders(BusError):
+    pass
+
+
+class Retry(Exception):
+    def __init__(self, reason: str, *, delay: float | None = None) -> None:
+        super().__init__(reason)
+        self.delay = delay
+
+
+class Reject(Exception):
+    pass

@@ -1,0 +1,52 @@
+"""A JetStream key-value bucket with compare-and-set, as used for harness leases."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from nats.js import errors as js_errors
+from nats.js.kv import KeyValue
+
+from corral.bus.errors import KeyChanged, KeyExists
+
+
+@dataclass(frozen=True)
+class Entry:
+    value: bytes
+    revision: int
+
+
+class KeyValueBucket:
+    def __init__(self, kv: KeyValue) -> None:
+        self._kv = kv
+
+    async def get(self, key: str) -> Entry | None:
+        try:
+            entry = await self._kv.get(key)
+        except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
+            return None
+        if entry.value is None or entry.revision is None:
+            return None
+        return Entry(entry.value, entry.revision)
+
+    async def create(self, key: str, value: bytes) -> int:
+        """Create ``key`` if nobody holds it; raises ``KeyExists`` otherwise."""
+        try:
+            return await self._kv.create(key, value)
+        except js_errors.KeyWrongLastSequenceError as exc:
+            raise KeyExists(key) from exc
+
+    async def update(self, key: str, value: bytes, *, last: int) -> int:
+        """Replace the value if its revision is still ``last``; raises ``KeyChanged`` otherwise."""
+        try:
+            return await self._kv.update(key, value, last=last)
+        except js_errors.KeyWrongLastSequenceError as exc:
+            raise KeyChanged(key) from exc
+
+    async def delete(self, key: str, *, last: int) -> None:
+        try:
+            await self._kv.delete(key, last=last)
+        except js_errors.APIError as exc:
+            if exc.err_code in (10071, 10164):
+                raise KeyChanged(key) from exc
+            raise

@@ -1,0 +1,337 @@
+"""Session events: what clients send, and everything the session log holds (section 5 and 6).
+
+One model per event type, each with a ``type`` literal; ``SessionEvent`` is their discriminated
+union and ``parse_event`` loads any stored event. Stream-only frames (``event_start``,
+``event_delta``, ``session.deleted``) live in ``corral.contracts.api.stream``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, StringConstraints, TypeAdapter
+
+from corral.contracts.api.base import Request, Resource
+
+# --- content blocks --------------------------------------------------------------------------------
+
+
+class Base64Source(Request):
+    type: Literal["base64"]
+    media_type: str
+    data: str
+
+
+class UrlSource(Request):
+    type: Literal["url"]
+    url: str
+
+
+class FileSource(Request):
+    type: Literal["file"]
+    file_id: str
+
+
+class PlainTextSource(Request):
+    type: Literal["text"]
+    media_type: Literal["text/plain"] = "text/plain"
+    data: str
+
+
+ImageSource = Annotated[Base64Source | UrlSource | FileSource, Field(discriminator="type")]
+DocumentSource = Annotated[Base64Source | UrlSource | FileSource | PlainTextSource, Field(discriminator="type")]
+
+
+class TextBlock(Request):
+    type: Literal["text"]
+    text: str
+
+
+class ImageBlock(Request):
+    type: Literal["image"]
+    source: ImageSource
+
+
+class DocumentBlock(Request):
+    type: Literal["document"]
+    source: DocumentSource
+    title: str | None = None
+    context: str | None = None
+
+
+class RedactedBlock(Request):
+    type: Literal["redacted"]
+
+
+class SearchResultBlock(Request):
+    type: Literal["search_result"]
+    source: str
+    title: str
+    content: list[TextBlock]
+
+
+UserContent = Annotated[TextBlock | ImageBlock | DocumentBlock | RedactedBlock, Field(discriminator="type")]
+ToolResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")]
+AgentContent = Annotated[TextBlock | RedactedBlock, Field(discriminator="type")]
+
+# --- what a client may send (POST /v1/sessions/{id}/events) ----------------------------------------
+
+
+class UserMessageParams(Request):
+    type: Literal["user.message"]
+    content: Annotated[list[UserContent], Field(min_length=1)]
+
+
+class UserInterruptParams(Request):
+    type: Literal["user.interrupt"]
+    session_thread_id: str | None = None
+
+
+class UserToolConfirmationParams(Request):
+    type: Literal["user.tool_confirmation"]
+    tool_use_id: Annotated[str, StringConstraints(min_length=1)]
+    result: Literal["allow", "deny"]
+    deny_message: str | None = None
+
+
+class UserCustomToolResultParams(Request):
+    type: Literal["user.custom_tool_result"]
+    custom_tool_use_id: Annotated[str, StringConstraints(min_length=1)]
+    content: list[ToolResultContent] | None = None
+    is_error: bool | None = None
+
+
+class UserToolResultParams(Request):
+    type: Literal["user.tool_result"]
+    tool_use_id: Annotated[str, StringConstraints(min_length=1)]
+    content: list[ToolResultContent] | None = None
+    is_error: bool | None = None
+
+
+EventParams = Annotated[
+    UserMessageParams
+    | UserInterruptParams
+    | UserToolConfirmationParams
+    | UserCustomToolResultParams
+    | UserToolResultParams,
+    Field(discriminator="type"),
+]
+
+
+class SendEventsParams(Request):
+    events: Annotated[list[EventParams], Field(min_length=1, max_length=50)]
+
+
+# --- stored events -----------------------------------------------------------------------------------
+
+
+class StoredEvent(Resource):
+    """Fields every event in the log carries."""
+
+    id: str
+    processed_at: str | None = None
+
+
+class UserMessage(StoredEvent):
+    type: Literal["user.message"] = "user.message"
+    content: list[dict[str, Any]]
+
+
+class UserInterrupt(StoredEvent):
+    type: Literal["user.interrupt"] = "user.interrupt"
+    session_thread_id: str | None = None
+
+
+class UserToolConfirmation(StoredEvent):
+    type: Literal["user.tool_confirmation"] = "user.tool_confirmation"
+    tool_use_id: str
+    result: Literal["allow", "deny"]
+    deny_message: str | None = None
+    session_thread_id: str | None = None
+
+
+class UserCustomToolResult(StoredEvent):
+    type: Literal["user.custom_tool_result"] = "user.custom_tool_result"
+    custom_tool_use_id: str
+    content: list[dict[str, Any]] | None = None
+    is_error: bool | None = None
+    session_thread_id: str | None = None
+
+
+class UserToolResult(StoredEvent):
+    type: Literal["user.tool_result"] = "user.tool_result"
+    tool_use_id: str
+    content: list[dict[str, Any]] | None = None
+    is_error: bool | None = None
+    session_thread_id: str | None = None
+
+
+class AgentMessage(StoredEvent):
+    type: Literal["agent.message"] = "agent.message"
+    content: list[dict[str, Any]]
+
+
+class AgentThinking(StoredEvent):
+    type: Literal["agent.thinking"] = "agent.thinking"
+
+
+class AgentToolUse(StoredEvent):
+    type: Literal["agent.tool_use"] = "agent.tool_use"
+    name: str
+    input: dict[str, Any]
+    evaluated_permission: Literal["allow", "ask", "deny"] | None = None
+    evaluation: dict[str, Any] | None = None
+    session_thread_id: str | None = None
+
+
+class AgentToolResult(StoredEvent):
+    type: Literal["agent.tool_result"] = "agent.tool_result"
+    tool_use_id: str
+    content: list[dict[str, Any]] | None = None
+    is_error: bool | None = None
+
+
+class AgentCustomToolUse(StoredEvent):
+    type: Literal["agent.custom_tool_use"] = "agent.custom_tool_use"
+    name: str
+    input: dict[str, Any]
+    session_thread_id: str | None = None
+
+
+class ModelUsage(Resource):
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    speed: Literal["standard", "fast"] | None = None
+
+
+class SpanModelRequestStart(StoredEvent):
+    type: Literal["span.model_request_start"] = "span.model_request_start"
+
+
+class SpanModelRequestEnd(StoredEvent):
+    type: Literal["span.model_request_end"] = "span.model_request_end"
+    model_request_start_id: str
+    model_usage: ModelUsage
+    is_error: bool | None = None
+
+
+class SessionStatusRunning(StoredEvent):
+    type: Literal["session.status_running"] = "session.status_running"
+
+
+class SessionStatusRescheduled(StoredEvent):
+    type: Literal["session.status_rescheduled"] = "session.status_rescheduled"
+
+
+class SessionStatusTerminated(StoredEvent):
+    type: Literal["session.status_terminated"] = "session.status_terminated"
+
+
+StopReasonType = Literal["end_turn", "requires_action", "retries_exhausted", "budget_reached", "refusal"]
+
+
+class StopReason(Resource):
+    type: StopReasonType
+    event_ids: list[str] | None = None
+
+
+class SessionStatusIdle(StoredEvent):
+    type: Literal["session.status_idle"] = "session.status_idle"
+    stop_reason: StopReason
+    stop_details: dict[str, Any] | None = None
+
+
+RetryStatus = Literal["retrying", "exhausted", "terminal"]
+SessionErrorType = Literal[
+    "unknown_error",
+    "model_overloaded_error",
+    "model_rate_limited_error",
+    "model_request_failed_error",
+    "mcp_connection_failed_error",
+    "mcp_authentication_failed_error",
+    "billing_error",
+    "credential_host_unreachable_error",
+    "tool_use_limit_reached_error",
+    "compaction_limit_reached_error",
+]
+
+
+class RetryStatusObj(Resource):
+    type: RetryStatus
+
+
+class SessionErrorBody(Resource):
+    type: SessionErrorType
+    message: str
+    retry_status: RetryStatusObj
+
+
+class SessionError(StoredEvent):
+    type: Literal["session.error"] = "session.error"
+    error: SessionErrorBody
+
+
+class SessionUpdated(StoredEvent):
+    type: Literal["session.updated"] = "session.updated"
+    agent: dict[str, Any] | None = None
+    metadata: dict[str, str] | None = None
+    title: str | None = None
+
+
+SessionEvent = Annotated[
+    UserMessage
+    | UserInterrupt
+    | UserToolConfirmation
+    | UserCustomToolResult
+    | UserToolResult
+    | AgentMessage
+    | AgentThinking
+    | AgentToolUse
+    | AgentToolResult
+    | AgentCustomToolUse
+    | SpanModelRequestStart
+    | SpanModelRequestEnd
+    | SessionStatusRunning
+    | SessionStatusRescheduled
+    | SessionStatusTerminated
+    | SessionStatusIdle
+    | SessionError
+    | SessionUpdated,
+    Field(discriminator="type"),
+]
+
+SESSION_EVENT_ADAPTER: TypeAdapter[SessionEvent] = TypeAdapter(SessionEvent)
+
+#: Every public event type name the list endpoint's ``types[]`` filter accepts.
+EVENT_TYPES: frozenset[str] = frozenset(
+    {
+        "user.message", "user.interrupt", "user.tool_confirmation", "user.custom_tool_result",
+        "user.tool_result", "user.define_outcome", "system.message",
+        "agent.message", "agent.thinking", "agent.tool_use", "agent.tool_result", "agent.mcp_tool_use",
+        "agent.mcp_tool_result", "agent.custom_tool_use", "agent.thread_message_sent",
+        "agent.thread_message_received", "agent.thread_context_compacted",
+        "session.status_running", "session.status_rescheduled", "session.status_terminated",
+        "session.status_idle", "session.error", "session.updated", "session.usage",
+        "session.thread_created", "session.thread_status_running", "session.thread_status_rescheduled",
+        "session.thread_status_terminated", "session.thread_status_idle",
+        "span.model_request_start", "span.model_request_end", "span.outcome_evaluation_start",
+        "span.outcome_evaluation_ongoing", "span.outcome_evaluation_end",
+        "workflow_run.created", "workflow_run.status_running", "workflow_run.status_idle",
+        "workflow_run.phase_started", "workflow_run.phase_ended", "workflow_run.error",
+        "workflow_run.status_ended",
+    }
+)  # fmt: skip
+
+
+def parse_event(data: bytes | str | dict[str, Any]) -> SessionEvent:
+    """Load a stored event (JSON bytes, text or an already-decoded dict)."""
+    if isinstance(data, dict):
+        return SESSION_EVENT_ADAPTER.validate_python(data)
+    return SESSION_EVENT_ADAPTER.validate_json(data)
+
+
+def dump_event(event: SessionEvent) -> dict[str, Any]:
+    """The event exactly as the API shows it (list, stream and send echo agree)."""
+    return event.model_dump(mode="json")

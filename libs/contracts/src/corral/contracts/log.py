@@ -1,0 +1,104 @@
+"""What the two durable streams hold.
+
+The session log (``CORRAL_SESSIONS``, one subject per session) holds every public event of a session
+plus three records that are not events: the session's creation snapshot, its archive mark and its
+deletion mark. The catalog (``CORRAL_CATALOG``, one subject per object) holds agents (every version),
+environments and API keys. Postgres is a projection of both; either stream alone can rebuild it.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, TypeAdapter
+
+from corral.contracts.api.agents import Agent
+from corral.contracts.api.base import Resource
+from corral.contracts.api.environments import Environment
+from corral.contracts.api.events import SessionEvent
+from corral.contracts.api.sessions import Session
+
+
+class SessionCreated(Resource):
+    """First record of every session subject: the session as created (status ``idle``)."""
+
+    type: Literal["corral.session_created"] = "corral.session_created"
+    workspace_id: str
+    session: Session
+
+
+class SessionArchived(Resource):
+    type: Literal["corral.session_archived"] = "corral.session_archived"
+    archived_at: str
+
+
+class SessionDeleted(Resource):
+    """Tombstone: the session's other records are purged from the stream once this is written."""
+
+    type: Literal["corral.session_deleted"] = "corral.session_deleted"
+    deleted_at: str
+
+
+SessionRecord = Annotated[SessionEvent | SessionCreated | SessionArchived | SessionDeleted, Field(discriminator="type")]
+SESSION_RECORD_ADAPTER: TypeAdapter[SessionRecord] = TypeAdapter(SessionRecord)
+CONTROL_RECORD_TYPES: frozenset[str] = frozenset(
+    {"corral.session_created", "corral.session_archived", "corral.session_deleted"}
+)
+
+
+class AgentSaved(Resource):
+    """A new agent version (create or update); the newest version is the agent."""
+
+    type: Literal["corral.agent_saved"] = "corral.agent_saved"
+    workspace_id: str
+    agent: Agent
+
+
+class AgentArchived(Resource):
+    type: Literal["corral.agent_archived"] = "corral.agent_archived"
+    workspace_id: str
+    agent_id: str
+    archived_at: str
+
+
+class EnvironmentSaved(Resource):
+    type: Literal["corral.environment_saved"] = "corral.environment_saved"
+    workspace_id: str
+    environment: Environment
+
+
+class EnvironmentDeleted(Resource):
+    type: Literal["corral.environment_deleted"] = "corral.environment_deleted"
+    workspace_id: str
+    environment_id: str
+    deleted_at: str
+
+
+class ApiKeyCreated(Resource):
+    """An API key, by its SHA-256 hash only; the key itself is never stored."""
+
+    type: Literal["corral.api_key_created"] = "corral.api_key_created"
+    workspace_id: str
+    key_id: str
+    key_sha256: str
+    name: str
+    created_at: str
+
+
+CatalogRecord = Annotated[
+    AgentSaved | AgentArchived | EnvironmentSaved | EnvironmentDeleted | ApiKeyCreated,
+    Field(discriminator="type"),
+]
+CATALOG_RECORD_ADAPTER: TypeAdapter[CatalogRecord] = TypeAdapter(CatalogRecord)
+
+
+def parse_session_record(data: bytes | dict[str, Any]) -> SessionRecord:
+    if isinstance(data, dict):
+        return SESSION_RECORD_ADAPTER.validate_python(data)
+    return SESSION_RECORD_ADAPTER.validate_json(data)
+
+
+def parse_catalog_record(data: bytes | dict[str, Any]) -> CatalogRecord:
+    if isinstance(data, dict):
+        return CATALOG_RECORD_ADAPTER.validate_python(data)
+    return CATALOG_RECORD_ADAPTER.validate_json(data)

@@ -1,0 +1,206 @@
+"""Session-store operations: the request and reply of every ``corral.rpc.store.<op>`` call.
+
+The gateway validates HTTP bodies with the ``corral.contracts.api`` params models and forwards them
+here; ``workspace_id`` scopes every lookup (``None`` only for trusted internal callers such as the
+harness). A reply is ``RpcReply``: ``result`` on success, or an Anthropic ``error`` detail that the
+gateway turns into the HTTP error as is.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from corral.contracts.api.errors import ErrorDetail
+
+
+class Op:
+    """Operation names; each is the last part of its request subject."""
+
+    AUTH_RESOLVE = "auth.resolve"
+    API_KEYS_CREATE = "apikeys.create"
+    AGENTS_CREATE = "agents.create"
+    AGENTS_GET = "agents.get"
+    AGENTS_UPDATE = "agents.update"
+    AGENTS_LIST = "agents.list"
+    AGENTS_ARCHIVE = "agents.archive"
+    AGENTS_VERSIONS = "agents.versions"
+    ENVIRONMENTS_CREATE = "environments.create"
+    ENVIRONMENTS_GET = "environments.get"
+    ENVIRONMENTS_UPDATE = "environments.update"
+    ENVIRONMENTS_LIST = "environments.list"
+    ENVIRONMENTS_ARCHIVE = "environments.archive"
+    ENVIRONMENTS_DELETE = "environments.delete"
+    SESSIONS_CREATE = "sessions.create"
+    SESSIONS_GET = "sessions.get"
+    SESSIONS_UPDATE = "sessions.update"
+    SESSIONS_LIST = "sessions.list"
+    SESSIONS_ARCHIVE = "sessions.archive"
+    SESSIONS_DELETE = "sessions.delete"
+    SESSIONS_CONTEXT = "sessions.context"
+    EVENTS_APPEND = "events.append"
+    EVENTS_LIST = "events.list"
+
+
+class Message(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RpcReply(BaseModel):
+    """Every reply: exactly one of ``result`` and ``error``."""
+
+    ok: bool
+    result: Any = None
+    error: ErrorDetail | None = None
+
+
+# --- auth ---------------------------------------------------------------------------------------------
+class ResolveKey(Message):
+    key_sha256: str
+
+
+class ResolvedKey(Message):
+    workspace_id: str
+    key_id: str
+
+
+class CreateApiKey(Message):
+    """Register a key by its hash (the caller generates the key and shows it once)."""
+
+    workspace_id: str
+    key_sha256: str
+    name: str = "default"
+
+
+# --- objects ---------------------------------------------------------------------------------------------
+class Scoped(Message):
+    workspace_id: str | None
+
+
+class CreateObject(Scoped):
+    """``agents.create`` / ``environments.create`` / ``sessions.create``: ``params`` is the validated body."""
+
+    params: dict[str, Any]
+
+
+class GetObject(Scoped):
+    id: str
+    version: int | None = None
+
+
+class UpdateObject(Scoped):
+    """``params`` holds only the fields the client sent (absent = keep, null = clear where allowed)."""
+
+    id: str
+    params: dict[str, Any]
+
+
+class ObjectAction(Scoped):
+    """archive / delete."""
+
+    id: str
+
+
+class ListObjects(Scoped):
+    limit: int = Field(default=20, ge=1, le=1000)
+    page: str | None = None
+    include_archived: bool = False
+    order: Literal["asc", "desc"] | None = None
+    created_at_gt: str | None = None
+    created_at_gte: str | None = None
+    created_at_lt: str | None = None
+    created_at_lte: str | None = None
+    # agents.versions
+    agent_id: str | None = None
+    # sessions.list
+    agent_version: int | None = None
+    statuses: list[str] | None = None
+
+
+class Page(Message):
+    data: list[dict[str, Any]]
+    next_page: str | None = None
+    prev_page: str | None = None
+
+
+class Deleted(Message):
+    id: str
+    type: str
+
+
+# --- events ------------------------------------------------------------------------------------------------
+class Lease(Message):
+    """Proof that the caller holds the harness lease on the session (see ``corral.contracts.subjects``)."""
+
+    holder: str
+    token: str
+
+
+class AppendEvents(Scoped):
+    """Append events to a session's log.
+
+    Clients (``origin="client"``) send ``user.*`` event params; the harness (``origin="harness"``)
+    sends agent, span and status events without ``id``/``processed_at`` and must hold the lease.
+    ``dedupe_keys`` (one per event) become ``Nats-Msg-Id``, so a retried append is stored once.
+    ``expected_last_seq`` fences the append: it fails with a conflict unless the session's log ends
+    at that stream sequence.
+    """
+
+    session_id: str
+    events: list[dict[str, Any]]
+    origin: Literal["client", "harness"] = "client"
+    lease: Lease | None = None
+    dedupe_keys: list[str] | None = None
+    expected_last_seq: int | None = None
+
+
+class Appended(Message):
+    events: list[dict[str, Any]]
+    last_seq: int
+
+
+class ListEvents(Scoped):
+    session_id: str
+    limit: int = Field(default=1000, ge=1, le=1000)
+    page: str | None = None
+    order: Literal["asc", "desc"] = "asc"
+    types: list[str] | None = None
+    created_at_gt: str | None = None
+    created_at_gte: str | None = None
+    created_at_lt: str | None = None
+    created_at_lte: str | None = None
+
+
+class GetContext(Message):
+    """The harness's read: the session and its whole log (public events with stream sequences)."""
+
+    session_id: str
+
+
+class LoggedEvent(Message):
+    seq: int
+    event: dict[str, Any]
+
+
+class SessionContext(Message):
+    session: dict[str, Any]
+    workspace_id: str
+    last_seq: int
+    events: list[LoggedEvent]
+
+
+# --- wake-ups and health ------------------------------------------------------------------------------------
+class Wake(Message):
+    """Published to ``corral.wake.<session_id>`` when a session has input a harness should handle."""
+
+    session_id: str
+    seq: int
+    reason: str
+
+
+class Health(Message):
+    service: str
+    instance: str
+    status: Literal["ok", "degraded"]
+    details: dict[str, str] = Field(default_factory=dict)

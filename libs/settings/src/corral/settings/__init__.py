@@ -1,0 +1,9 @@
+"""Settings fragments shared by the services; each service composes its own ``Settings`` from them.
+
+Build settings in ``main()``, never at import time. Every field is read from the environment with
+the ``CORRAL_`` prefix shown on its class.
+"""
+
+from corral.settings.fragments import LogSettings, NatsSettings, TelemetrySettings
+
+__all__ = ["LogSettings", "NatsSettings", "TelemetrySettings"]
