@@ -1,0 +1,22 @@
+"""Settings, read from ``CORRAL_EMBEDDED_MODEL_*`` (and the shared ``CORRAL_LOG_*``) variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.settings import LogSettings
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_EMBEDDED_MODEL_", env_ignore_empty=True, frozen=True, extra="ignore"
+    )
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8090, ge=0, le=65535)
+    script: Path | None = Field(default=None, description="JSON script document loaded at start")
+    max_recorded_requests: int = Field(default=500, ge=1, description="Size of the /_corral/requests ring")
+    log: LogSettings = Field(default_factory=LogSettings)
