@@ -1,0 +1,92 @@
+"""session-store: the sole writer of the session log, and the owner of the Postgres projections."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import os
+import signal
+import socket
+
+from corral import telemetry
+from corral.bus import Bus, StreamMismatch
+from corral.contracts import subjects
+from corral.contracts.rpc import CreateApiKey, Health
+from corral.session_store import db
+from corral.session_store.handlers import auth
+from corral.session_store.log import Catalog, SessionLog
+from corral.session_store.projector import Projector
+from corral.session_store.rpc import serve_all
+from corral.session_store.service import Deps
+from corral.session_store.settings import Settings
+
+logger = logging.getLogger("corral.session_store")
+
+
+async def run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    instance = f"{socket.gethostname()}:{os.getpid()}"
+
+    async with contextlib.AsyncExitStack() as stack:
+        bus = await stack.enter_async_context(Bus.connect(settings.nats, name="session-store"))
+        for spec in (subjects.SESSIONS_SPEC, subjects.CATALOG_SPEC, subjects.WAKE_SPEC):
+            await bus.ensure_stream(spec)
+        leases = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
+        pool = await stack.enter_async_context(db.open_pool(settings.database_url))
+        await db.migrate(pool)
+        projector = Projector(bus, pool)
+        deps = Deps(
+            bus=bus,
+            pool=pool,
+            log=SessionLog(bus, cache_size=settings.state_cache_size),
+            catalog=Catalog(bus),
+            projector=projector,
+            leases=leases,
+        )
+
+        async def health(_data: bytes, _headers: dict[str, str]) -> bytes:
+            return Health(service="session-store", instance=instance, status="ok").model_dump_json().encode()
+
+        async with asyncio.TaskGroup() as tg:
+            projecting = tg.create_task(projector.run(), name="projector")
+            if settings.bootstrap_api_key is not None:
+                digest = hashlib.sha256(settings.bootstrap_api_key.get_secret_value().encode()).hexdigest()
+                await _wait_projection(bus, projector)
+                await auth.create(
+                    deps, CreateApiKey(workspace_id=settings.bootstrap_workspace, key_sha256=digest, name="bootstrap")
+                )
+            async with serve_all(bus, deps), bus.serve(subjects.health("session-store"), health, queue="session-store"):
+                logger.info("session-store ready", extra={"fields": {"instance": instance}})
+                await stop.wait()
+                logger.info("session-store stopping")
+            projecting.cancel()
+
+
+async def _wait_projection(bus: Bus, projector: Projector) -> None:
+    """Before serving, catch the projection up with what the streams already hold."""
+    for stream in (subjects.CATALOG_STREAM, subjects.SESSIONS_STREAM):
+        info = await bus.js.stream_info(stream)
+        last = int(info.state.last_seq or 0)
+        if last:
+            await projector.caught_up(stream, last, timeout=120.0)
+
+
+def main() -> None:
+    settings = Settings()
+    telemetry.configure("session-store", logs=settings.log)
+    try:
+        asyncio.run(run(settings))
+    except StreamMismatch as exc:
+        logger.error("refusing to start: %s", exc)
+        raise SystemExit(2) from None
+    finally:
+        telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,58 @@
+"""The Postgres pool, and the migrations applied at start-up (in order, once each)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+from collections.abc import AsyncIterator
+from importlib import resources
+
+import asyncpg
+
+logger = logging.getLogger(__name__)
+
+Pool = asyncpg.Pool
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    # Every table is a projection of the JetStream log, and each commit records the stream position
+    # it reached: a crash that loses the last commits only makes the projector replay them. So
+    # commits need not wait for the WAL flush.
+    await conn.execute("SET synchronous_commit TO off")
+
+
+@contextlib.asynccontextmanager
+async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> AsyncIterator[Pool]:
+    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+async def migrate(pool: Pool) -> None:
+    """Apply every ``migrations/NNNN_*.sql`` not yet recorded, each in its own transaction."""
+    files = sorted(
+        (f for f in resources.files("corral.session_store.migrations").iterdir() if f.name.endswith(".sql")),
+        key=lambda f: f.name,
+    )
+    async with pool.acquire() as conn:
+        await conn.execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations "
+            "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+        )
+        await conn.execute("SELECT pg_advisory_lock(4242001)")
+        try:
+            done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
+            for f in files:
+                if f.name in done:
+                    continue
+                async with conn.transaction():
+                    await conn.execute(f.read_text())
+                    await conn.execute("INSERT INTO schema_migrations (name) VALUES ($1)", f.name)
+                logger.info("applied migration", extra={"fields": {"migration": f.name}})
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock(4242001)")

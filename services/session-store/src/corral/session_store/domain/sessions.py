@@ -1,0 +1,220 @@
+"""A session's state as a fold of its log, and the rules every append is checked against. Pure.
+
+Statuses move ``idle -> running -> idle``; ``running -> rescheduling -> running`` when a harness
+died mid-turn; ``terminated`` is final. Clients may queue input while ``idle``, ``running`` or
+``rescheduling``; the harness appends agent, span and status events while it holds the lease.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from corral.contracts.api.errors import ApiError, conflict, invalid
+from corral.contracts.clock import parse_rfc3339
+
+CLIENT_TYPES = frozenset({"user.message", "user.interrupt"})
+#: Client event types the API defines that this deployment does not act on yet.
+UNSUPPORTED_CLIENT_TYPES = frozenset({"user.tool_confirmation", "user.custom_tool_result", "user.tool_result"})
+WAKING_TYPES = frozenset({"user.message", "user.interrupt"})
+STATUS_FOR_EVENT = {
+    "session.status_running": "running",
+    "session.status_idle": "idle",
+    "session.status_rescheduled": "rescheduling",
+    "session.status_terminated": "terminated",
+}
+#: What the harness may append in each status (besides the status events themselves).
+HARNESS_WHILE_RUNNING = frozenset(
+    {
+        "agent.message",
+        "agent.thinking",
+        "agent.tool_use",
+        "agent.tool_result",
+        "agent.custom_tool_use",
+        "span.model_request_start",
+        "span.model_request_end",
+        "session.error",
+    }
+)
+STATUS_FROM = {
+    "session.status_running": {"idle", "rescheduling"},
+    "session.status_rescheduled": {"running"},
+    "session.status_idle": {"running", "rescheduling"},
+    "session.status_terminated": {"idle", "running", "rescheduling"},
+}
+
+
+@dataclass
+class SessionState:
+    """What the store needs to check the next append: the fold of a session subject so far."""
+
+    session_id: str
+    workspace_id: str = ""
+    session: dict[str, Any] = field(default_factory=dict)
+    status: str = "idle"
+    last_seq: int = 0
+    archived: bool = False
+    deleted: bool = False
+    created: bool = False
+
+    def apply(self, record: dict[str, Any], seq: int) -> None:
+        kind = record["type"]
+        self.last_seq = seq
+        if kind == "corral.session_created":
+            self.created = True
+            self.workspace_id = record["workspace_id"]
+            self.session = dict(record["session"])
+            self.status = self.session.get("status", "idle")
+        elif kind == "corral.session_archived":
+            self.archived = True
+            self.session["archived_at"] = record["archived_at"]
+        elif kind == "corral.session_deleted":
+            self.deleted = True
+        elif kind in STATUS_FOR_EVENT:
+            self.status = STATUS_FOR_EVENT[kind]
+        elif kind == "session.updated":
+            for key in ("title", "metadata", "agent", "budget"):
+                if key in record and (record[key] is not None or key in ("title", "budget")):
+                    self.session[key] = record[key]
+        self.session["status"] = self.status
+
+
+def check_client_append(state: SessionState, events: list[dict[str, Any]]) -> None:
+    """Raise the API error a client gets for appending ``events`` in this state."""
+    ensure_writable(state)
+    if state.status == "terminated":
+        raise conflict(
+            f"session {state.session_id!r} is terminated and accepts no more events", error_code="session_terminated"
+        )
+    for i, event in enumerate(events):
+        kind = event.get("type")
+        if kind in UNSUPPORTED_CLIENT_TYPES:
+            raise invalid(
+                f"events.{i}.type: {kind!r} is not supported by this Corral version yet "
+                "(tool confirmations and custom tools arrive with the tool loop)",
+                error_code="event_type_not_supported",
+            )
+        if kind not in CLIENT_TYPES:
+            raise invalid(f"events.{i}.type: clients cannot send {kind!r} events")
+
+
+def check_harness_append(state: SessionState, events: list[dict[str, Any]]) -> None:
+    """Walk the status machine over ``events``; raise a conflict at the first illegal step."""
+    if not state.created or state.deleted:
+        raise conflict(f"session {state.session_id!r} no longer exists", error_code="session_not_found")
+    status = state.status
+    for i, event in enumerate(events):
+        kind = event.get("type", "")
+        if kind in STATUS_FROM:
+            if status not in STATUS_FROM[kind]:
+                raise conflict(f"events.{i}: {kind} is not allowed while the session is {status}")
+            status = STATUS_FOR_EVENT[kind]
+        elif kind in HARNESS_WHILE_RUNNING:
+            if status != "running":
+                raise conflict(f"events.{i}: {kind} is only allowed while the session is running, not {status}")
+        else:
+            raise invalid(f"events.{i}.type: the harness cannot append {kind!r}")
+
+
+def ensure_exists(state: SessionState, workspace_id: str | None) -> None:
+    if not state.created or state.deleted or (workspace_id is not None and state.workspace_id != workspace_id):
+        raise ApiError("not_found_error", f"session {state.session_id!r} was not found", error_code="session_not_found")
+
+
+def ensure_writable(state: SessionState) -> None:
+    if state.archived:
+        raise conflict(f"session {state.session_id!r} is archived and read-only", error_code="session_archived")
+
+
+def ensure_not_running(state: SessionState, action: str) -> None:
+    if state.status in ("running", "rescheduling"):
+        raise conflict(
+            f"session {state.session_id!r} is {state.status}; send a user.interrupt and wait for "
+            f"session.status_idle before you {action} it",
+            error_code="session_running",
+        )
+
+
+# --- the projection row: usage and active-time accounting -----------------------------------------------
+
+
+@dataclass
+class SessionRow:
+    """The ``sessions`` projection row for one session; ``apply`` is the projector's fold."""
+
+    session_id: str
+    workspace_id: str = ""
+    body: dict[str, Any] = field(default_factory=dict)
+    status: str = "idle"
+    created_at: datetime | None = None
+    archived_at: datetime | None = None
+    running_since: datetime | None = None
+    active_seconds: float = 0.0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation_input_tokens: int = 0
+    last_seq: int = 0
+    deleted: bool = False
+
+    def apply(self, record: dict[str, Any], seq: int) -> None:
+        kind = record["type"]
+        self.last_seq = seq
+        at = record.get("processed_at")
+        when = parse_rfc3339(at) if isinstance(at, str) else None
+        if kind == "corral.session_created":
+            self.workspace_id = record["workspace_id"]
+            self.body = dict(record["session"])
+            self.status = self.body.get("status", "idle")
+            self.created_at = parse_rfc3339(self.body["created_at"])
+        elif kind == "corral.session_archived":
+            self.archived_at = parse_rfc3339(record["archived_at"])
+            self.body["archived_at"] = record["archived_at"]
+            self.body["updated_at"] = record["archived_at"]
+        elif kind == "corral.session_deleted":
+            self.deleted = True
+        elif kind in STATUS_FOR_EVENT:
+            new_status = STATUS_FOR_EVENT[kind]
+            if new_status == "running":
+                if self.running_since is None:
+                    self.running_since = when
+            elif self.running_since is not None and when is not None:
+                self.active_seconds += max(0.0, (when - self.running_since).total_seconds())
+                self.running_since = None
+            self.status = new_status
+            if at:
+                self.body["updated_at"] = at
+        elif kind == "span.model_request_end":
+            usage = record.get("model_usage") or {}
+            self.input_tokens += int(usage.get("input_tokens") or 0)
+            self.output_tokens += int(usage.get("output_tokens") or 0)
+            self.cache_read_input_tokens += int(usage.get("cache_read_input_tokens") or 0)
+            self.cache_creation_input_tokens += int(usage.get("cache_creation_input_tokens") or 0)
+        elif kind == "session.updated":
+            for key in ("title", "metadata", "agent", "budget"):
+                if key in record and (record[key] is not None or key in ("title", "budget")):
+                    self.body[key] = record[key]
+            if at:
+                self.body["updated_at"] = at
+        self.body["status"] = self.status
+
+    def session(self, now: datetime) -> dict[str, Any]:
+        """The public Session object, with usage and stats as of ``now``."""
+        active = self.active_seconds
+        if self.running_since is not None:
+            active += max(0.0, (now - self.running_since).total_seconds())
+        duration = (now - self.created_at).total_seconds() if self.created_at else 0.0
+        body = dict(self.body)
+        body["stats"] = {"active_seconds": round(active, 3), "duration_seconds": round(max(0.0, duration), 3)}
+        body["usage"] = {
+            "input_tokens": self.input_tokens,
+            "output_tokens": self.output_tokens,
+            "cache_read_input_tokens": self.cache_read_input_tokens,
+            "cache_creation": {
+                "ephemeral_5m_input_tokens": self.cache_creation_input_tokens,
+                "ephemeral_1h_input_tokens": 0,
+            },
+            "active_seconds": round(active, 3),
+        }
+        return body

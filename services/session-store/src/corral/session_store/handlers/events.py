@@ -1,0 +1,72 @@
+"""events.append / events.list, and the wake-ups appends cause."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from corral.contracts import subjects
+from corral.contracts.api.errors import conflict
+from corral.contracts.rpc import Appended, AppendEvents, ListEvents, Page, Wake
+from corral.session_store import queries
+from corral.session_store.domain.sessions import (
+    WAKING_TYPES,
+    SessionState,
+    check_client_append,
+    check_harness_append,
+    ensure_exists,
+)
+from corral.session_store.service import Deps
+
+
+async def publish_wake(deps: Deps, session_id: str, seq: int, reason: str) -> None:
+    wake = Wake(session_id=session_id, seq=seq, reason=reason)
+    await deps.bus.publish(
+        subjects.wake(session_id), wake.model_dump_json().encode(), msg_id=f"wake:{session_id}:{seq}"
+    )
+
+
+async def _check_lease(deps: Deps, req: AppendEvents) -> None:
+    if req.lease is None:
+        raise conflict("harness appends must carry the session lease", error_code="lease_required")
+    entry = await deps.leases.get(req.session_id)
+    held = json.loads(entry.value) if entry is not None else None
+    if not held or held.get("token") != req.lease.token:
+        raise conflict(
+            f"the lease on session {req.session_id!r} is no longer held by {req.lease.holder!r}",
+            error_code="lease_lost",
+        )
+
+
+async def append(deps: Deps, req: AppendEvents) -> Appended:
+    if req.origin == "harness":
+        await _check_lease(deps, req)
+    events = [dict(e) for e in req.events]
+    if req.origin == "client":
+        for event in events:  # ids and timestamps are the store's to give
+            event.pop("id", None)
+            event.pop("processed_at", None)
+
+    def decide(state: SessionState) -> list[dict[str, Any]]:
+        ensure_exists(state, req.workspace_id)
+        if req.origin == "client":
+            check_client_append(state, events)
+        else:
+            check_harness_append(state, events)
+        return [dict(e) for e in events]
+
+    msg_ids: list[str | None] | None = list(req.dedupe_keys) if req.dedupe_keys else None
+    state, stored = await deps.log.append(
+        req.session_id, decide, msg_ids=msg_ids, expected_last_seq=req.expected_last_seq
+    )
+    await deps.caught_up_sessions(state.last_seq)
+    if req.origin == "client" and any(s.record.get("type") in WAKING_TYPES for s in stored):
+        await publish_wake(deps, req.session_id, stored[-1].seq, "input")
+    return Appended(events=[s.record for s in stored], last_seq=state.last_seq)
+
+
+async def list_(deps: Deps, req: ListEvents) -> Page:
+    state = await deps.log.state(req.session_id)
+    ensure_exists(state, req.workspace_id)
+    async with deps.pool.acquire() as conn:
+        return await queries.list_events(conn, req)

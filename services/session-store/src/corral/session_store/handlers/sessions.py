@@ -1,0 +1,245 @@
+"""sessions.create / get / update / list / archive / delete / context."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from corral.contracts import ids, subjects
+from corral.contracts.api.agents import AgentRef, McpServerParams
+from corral.contracts.api.base import apply_metadata_patch
+from corral.contracts.api.errors import invalid, not_found
+from corral.contracts.api.sessions import AgentWithOverrides, Session, SessionCreateParams, SessionUpdateParams
+from corral.contracts.clock import now, now_rfc3339
+from corral.contracts.log import CONTROL_RECORD_TYPES, SessionArchived, SessionCreated, SessionDeleted
+from corral.contracts.rpc import (
+    CreateObject,
+    Deleted,
+    GetContext,
+    GetObject,
+    ListObjects,
+    LoggedEvent,
+    ObjectAction,
+    Page,
+    SessionContext,
+    UpdateObject,
+)
+from corral.session_store import queries
+from corral.session_store.domain.agents import reject_archived, resolve_model, resolve_tools, snapshot
+from corral.session_store.domain.sessions import (
+    SessionState,
+    ensure_exists,
+    ensure_not_running,
+    ensure_writable,
+)
+from corral.session_store.handlers import agents, environments
+from corral.session_store.handlers.events import publish_wake
+from corral.session_store.projector import load_row, row_from_record
+from corral.session_store.service import Deps
+
+
+async def _agent_snapshot(deps: Deps, workspace_id: str, ref: str | AgentRef | AgentWithOverrides) -> dict[str, Any]:
+    if isinstance(ref, str):
+        agent, _ = await agents.load(deps, workspace_id, ref)
+    else:
+        agent, _ = await agents.load(deps, workspace_id, ref.id, ref.version)
+    reject_archived(agent)
+    snap = snapshot(agent)
+    if isinstance(ref, AgentWithOverrides):
+        sent = ref.model_fields_set
+        if "model" in sent and ref.model is not None:
+            snap["model"] = resolve_model(ref.model).model_dump(mode="json")
+        if "system" in sent:
+            snap["system"] = ref.system or None
+        mcp = ref.mcp_servers if "mcp_servers" in sent and ref.mcp_servers is not None else None
+        if mcp is not None:
+            snap["mcp_servers"] = [s.model_dump(mode="json") for s in mcp]
+        if "tools" in sent:
+            servers = mcp if mcp is not None else [McpServerParams.model_validate(s) for s in snap["mcp_servers"]]
+            snap["tools"] = resolve_tools(ref.tools or [], servers)
+        if "skills" in sent:
+            snap["skills"] = [
+                {"type": s.type, "skill_id": s.skill_id, "version": s.version or "latest"} for s in ref.skills or []
+            ]
+    return snap
+
+
+async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
+    assert req.workspace_id is not None
+    params = SessionCreateParams.model_validate(req.params)
+    if params.resources:
+        raise invalid("resources: session resources are not supported by this Corral version yet; omit them")
+    if params.vault_ids:
+        raise invalid(f"vault_ids: vault {params.vault_ids[0]!r} was not found", error_code="vault_not_found")
+    (env, _, _), snap = await asyncio.gather(
+        environments.load(deps, req.workspace_id, params.environment_id),
+        _agent_snapshot(deps, req.workspace_id, params.agent),
+    )
+    if env.archived_at is not None:
+        raise invalid(
+            f"environment_id: environment {env.id!r} is archived and cannot be used by new sessions",
+            error_code="environment_archived",
+        )
+    at = now_rfc3339()
+    session = Session(
+        id=ids.new_id(ids.SESSION),
+        status="idle",
+        title=params.title,
+        environment_id=env.id,
+        agent=snap,
+        metadata=dict(params.metadata or {}),
+        budget=params.budget.model_dump(mode="json") if params.budget else None,
+        created_at=at,
+        updated_at=at,
+    )
+    created = SessionCreated(workspace_id=req.workspace_id, session=session).model_dump(mode="json")
+    initial = [e.model_dump(mode="json") for e in params.initial_events or []]
+
+    def decide(_state: SessionState) -> list[dict[str, Any]]:
+        return [created, *initial]
+
+    state, stored = await deps.log.append(session.id, decide, new=True)
+    await deps.caught_up_sessions(state.last_seq)
+    if initial:
+        await publish_wake(deps, session.id, stored[-1].seq, "initial_events")
+        return await _read(deps, session.id)
+    return session.model_dump(mode="json")
+
+
+async def _read(deps: Deps, session_id: str) -> dict[str, Any]:
+    async with deps.pool.acquire() as conn:
+        row = await load_row(conn, session_id)
+    if row.created_at is None:
+        raise not_found("session", session_id)
+    return row.session(now())
+
+
+async def _state(deps: Deps, workspace_id: str | None, session_id: str) -> SessionState:
+    state = await deps.log.state(session_id)
+    ensure_exists(state, workspace_id)
+    return state
+
+
+async def get(deps: Deps, req: GetObject) -> dict[str, Any]:
+    row_ws = await deps.pool.fetchval("SELECT workspace_id FROM sessions WHERE session_id = $1", req.id)
+    if row_ws is None or (req.workspace_id is not None and row_ws != req.workspace_id):
+        raise not_found("session", req.id)
+    return await _read(deps, req.id)
+
+
+async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
+    await _state(deps, req.workspace_id, req.id)
+    params = SessionUpdateParams.model_validate(req.params)
+    sent = set(req.params)
+    if "vault_ids" in sent:
+        raise invalid("vault_ids: cannot be changed after a session is created")
+
+    def decide(state: SessionState) -> list[dict[str, Any]]:
+        ensure_exists(state, req.workspace_id)
+        ensure_writable(state)
+        changed: dict[str, Any] = {}
+        current = state.session
+        if "title" in sent and params.title != current.get("title"):
+            changed["title"] = params.title
+        if "metadata" in sent:
+            merged = apply_metadata_patch(current.get("metadata") or {}, params.metadata or {})
+            if merged != current.get("metadata"):
+                changed["metadata"] = merged
+        if "budget" in sent:
+            if current.get("budget") is None and params.budget is not None:
+                raise invalid("budget: a budget can only be set when the session is created")
+            budget = params.budget.model_dump(mode="json") if params.budget else None
+            if budget != current.get("budget"):
+                changed["budget"] = budget
+        if "agent" in sent and params.agent is not None:
+            ensure_not_running(state, "change its agent")
+            agent = dict(current.get("agent") or {})
+            agent_sent = params.agent.model_fields_set
+            servers = [McpServerParams.model_validate(s) for s in agent.get("mcp_servers", [])]
+            if "mcp_servers" in agent_sent:
+                servers = params.agent.mcp_servers or []
+                agent["mcp_servers"] = [s.model_dump(mode="json") for s in servers]
+            if "tools" in agent_sent:
+                agent["tools"] = resolve_tools(params.agent.tools or [], servers)
+            if agent != current.get("agent"):
+                changed["agent"] = agent
+        if not changed:
+            return []
+        return [{"type": "session.updated", **changed}]
+
+    state, stored = await deps.log.append(req.id, decide)
+    if stored:
+        await deps.caught_up_sessions(state.last_seq)
+    return await _read(deps, req.id)
+
+
+async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
+    def decide(state: SessionState) -> list[dict[str, Any]]:
+        ensure_exists(state, req.workspace_id)
+        if state.archived:
+            return []
+        ensure_not_running(state, "archive")
+        return [SessionArchived(archived_at=now_rfc3339()).model_dump(mode="json")]
+
+    state, stored = await deps.log.append(req.id, decide)
+    if stored:
+        await deps.caught_up_sessions(state.last_seq)
+    return await _read(deps, req.id)
+
+
+async def delete(deps: Deps, req: ObjectAction) -> Deleted:
+    def decide(state: SessionState) -> list[dict[str, Any]]:
+        ensure_exists(state, req.workspace_id)
+        ensure_not_running(state, "delete")
+        return [SessionDeleted(deleted_at=now_rfc3339()).model_dump(mode="json")]
+
+    state, _ = await deps.log.append(req.id, decide)
+    await deps.caught_up_sessions(state.last_seq)
+    # The tombstone stays; the rest of the history goes, as the API promises for delete.
+    await deps.bus.purge(subjects.SESSIONS_STREAM, subjects.session_log(req.id), keep=1)
+    return Deleted(id=req.id, type="session_deleted")
+
+
+async def list_(deps: Deps, req: ListObjects) -> Page:
+    assert req.workspace_id is not None
+    extra: list[str] = []
+    args: list[Any] = []
+    if req.agent_id is not None:
+        args.append(req.agent_id)
+        extra.append(f"agent_id = ${len(args) + 1}")
+    if req.agent_version is not None:
+        args.append(req.agent_version)
+        extra.append(f"agent_version = ${len(args) + 1}")
+    if req.statuses:
+        bad = [s for s in req.statuses if s not in ("idle", "running", "rescheduling", "terminated")]
+        if bad:
+            raise invalid(f"statuses: {bad[0]!r} is not a session status (idle, running, rescheduling, terminated)")
+        args.append(req.statuses)
+        extra.append(f"status = ANY(${len(args) + 1}::text[])")
+    at = now()
+    async with deps.pool.acquire() as conn:
+        rows, next_page, prev_page = await queries.page_by_created(
+            conn,
+            table="sessions",
+            id_column="session_id",
+            workspace_id=req.workspace_id,
+            params=req,
+            order=req.order or "desc",
+            extra=extra,
+            extra_args=args,
+            bidirectional=True,
+        )
+    return Page(data=[row_from_record(r).session(at) for r in rows], next_page=next_page, prev_page=prev_page)
+
+
+async def context(deps: Deps, req: GetContext) -> SessionContext:
+    state, records = await deps.log.records(req.session_id)
+    ensure_exists(state, None)
+    return SessionContext(
+        session=state.session,
+        workspace_id=state.workspace_id,
+        last_seq=state.last_seq,
+        events=[
+            LoggedEvent(seq=s.seq, event=s.record) for s in records if s.record["type"] not in CONTROL_RECORD_TYPES
+        ],
+    )

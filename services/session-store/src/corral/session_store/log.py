@@ -1,0 +1,184 @@
+"""The session log and the catalog on JetStream: the only place Corral's durable state is written.
+
+Every append is checked against the session's state (a fold of its subject, cached here), stamped
+with an id and ``processed_at``, and published with ``Nats-Msg-Id`` (dedupe) and
+``Nats-Expected-Last-Subject-Sequence`` (fencing). A second session-store, or a stale cache, loses
+the race on the expected sequence: the state is reloaded from the stream and the append re-decided.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from corral.bus import Bus, WrongLastSequence
+from corral.contracts import ids, subjects
+from corral.contracts.api.errors import conflict
+from corral.contracts.clock import now_rfc3339
+from corral.session_store.domain.sessions import SessionState
+
+logger = logging.getLogger(__name__)
+
+_MAX_RACES = 5
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    return json.dumps(record, separators=(",", ":")).encode()
+
+
+@dataclass(frozen=True)
+class Stored:
+    seq: int
+    record: dict[str, Any]
+
+
+Decide = Callable[[SessionState], list[dict[str, Any]]]
+"""Given the current state, return the records to append (raising ``ApiError`` to refuse)."""
+
+
+class SessionLog:
+    def __init__(self, bus: Bus, *, cache_size: int) -> None:
+        self._bus = bus
+        self._cache: OrderedDict[str, SessionState] = OrderedDict()
+        self._cache_size = cache_size
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    def _lock(self, session_id: str) -> asyncio.Lock:
+        lock = self._locks.get(session_id)
+        if lock is None:
+            lock = self._locks[session_id] = asyncio.Lock()
+        return lock
+
+    async def _load(self, session_id: str) -> SessionState:
+        state = SessionState(session_id=session_id)
+        async for msg in self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id)):
+            state.apply(json.loads(msg.data), msg.seq)
+        return state
+
+    def _remember(self, state: SessionState) -> None:
+        self._cache[state.session_id] = state
+        self._cache.move_to_end(state.session_id)
+        while len(self._cache) > self._cache_size:
+            old, _ = self._cache.popitem(last=False)
+            lock = self._locks.get(old)
+            if lock is not None and not lock.locked():
+                del self._locks[old]
+
+    async def state(self, session_id: str) -> SessionState:
+        """The session's state as of the last record this store knows of."""
+        cached = self._cache.get(session_id)
+        if cached is not None:
+            return cached
+        async with self._lock(session_id):
+            cached = self._cache.get(session_id)
+            if cached is None:
+                cached = await self._load(session_id)
+                self._remember(cached)
+            return cached
+
+    async def records(self, session_id: str) -> tuple[SessionState, list[Stored]]:
+        """Everything on the session's subject, read from the stream (not the cache)."""
+        state = SessionState(session_id=session_id)
+        out: list[Stored] = []
+        async for msg in self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id)):
+            record = json.loads(msg.data)
+            state.apply(record, msg.seq)
+            out.append(Stored(msg.seq, record))
+        async with self._lock(session_id):
+            cached = self._cache.get(session_id)
+            if cached is None or cached.last_seq <= state.last_seq:
+                self._remember(state)
+        return state, out
+
+    async def append(
+        self,
+        session_id: str,
+        decide: Decide,
+        *,
+        msg_ids: list[str | None] | None = None,
+        expected_last_seq: int | None = None,
+        new: bool = False,
+    ) -> tuple[SessionState, list[Stored]]:
+        """Append what ``decide`` returns, in order, fenced on the subject's last sequence.
+
+        Records without ``id``/``processed_at`` that are public events get them here. Returns the
+        state after the append and the stored records with their stream sequences. ``new`` says
+        the session id was just minted, so there is no history to read (fencing still holds: the
+        publish expects an empty subject).
+        """
+        subject = subjects.session_log(session_id)
+        async with self._lock(session_id):
+            for _ in range(_MAX_RACES):
+                state = self._cache.get(session_id)
+                if state is None:
+                    state = SessionState(session_id=session_id) if new else await self._load(session_id)
+                new = False
+                if expected_last_seq is not None and state.last_seq != expected_last_seq:
+                    raise conflict(
+                        f"session {session_id!r} log is at sequence {state.last_seq}, not {expected_last_seq}",
+                        error_code="wrong_last_sequence",
+                    )
+                records = decide(state)
+                try:
+                    stored = await self._publish_all(subject, state, records, msg_ids)
+                except WrongLastSequence:
+                    self._cache.pop(session_id, None)  # someone else wrote: reload and decide again
+                    if expected_last_seq is not None:
+                        raise conflict(
+                            f"session {session_id!r} log moved past sequence {expected_last_seq}",
+                            error_code="wrong_last_sequence",
+                        ) from None
+                    continue
+                self._remember(state)
+                return state, stored
+        raise conflict(f"session {session_id!r} is being written too fast; retry", error_code="append_contention")
+
+    async def _publish_all(
+        self, subject: str, state: SessionState, records: list[dict[str, Any]], msg_ids: list[str | None] | None
+    ) -> list[Stored]:
+        stored: list[Stored] = []
+        for i, record in enumerate(records):
+            if "type" in record and not record["type"].startswith("corral."):
+                record.setdefault("id", ids.new_id(ids.EVENT))
+                record["processed_at"] = now_rfc3339()
+            msg_id = (msg_ids[i] if msg_ids and i < len(msg_ids) else None) or record.get("id")
+            ack = await self._bus.publish(
+                subject, encode(record), msg_id=msg_id, expected_last_subject_seq=state.last_seq
+            )
+            if ack.duplicate:
+                # Stored before (a retried append): report what the log holds, not what we built.
+                original = await self._bus.get(subjects.SESSIONS_STREAM, ack.seq)
+                record = json.loads(original.data)
+                stored.append(Stored(ack.seq, record))
+                continue
+            state.apply(record, ack.seq)
+            stored.append(Stored(ack.seq, record))
+        return stored
+
+    def forget(self, session_id: str) -> None:
+        self._cache.pop(session_id, None)
+
+
+class Catalog:
+    """Agents, environments and API keys: one subject per object, fenced per subject."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def append(
+        self, subject: str, record: dict[str, Any], *, expected_last_seq: int | None, msg_id: str | None = None
+    ) -> int:
+        try:
+            ack = await self._bus.publish(
+                subject, encode(record), msg_id=msg_id, expected_last_subject_seq=expected_last_seq
+            )
+        except WrongLastSequence:
+            raise conflict(
+                "the object was changed concurrently; retrieve it again and retry", error_code="concurrent_update"
+            ) from None
+        return ack.seq

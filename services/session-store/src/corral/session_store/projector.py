@@ -1,0 +1,250 @@
+"""Projects both streams into Postgres, in stream order, recording each stream's position in the
+same transaction as the rows it wrote, so a message seen twice changes nothing.
+
+Only one projector runs at a time (a Postgres advisory lock); it reads with an ordered consumer from
+the recorded position. Command handlers wait on ``caught_up`` before they reply, so a client reads
+its own writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from datetime import datetime
+from typing import Any
+
+import asyncpg
+
+from corral.bus import Bus, StoredMessage
+from corral.contracts import subjects
+from corral.contracts.clock import parse_rfc3339
+from corral.contracts.log import CONTROL_RECORD_TYPES
+from corral.session_store.db import Conn
+from corral.session_store.domain.sessions import SessionRow
+
+logger = logging.getLogger(__name__)
+
+_LOCK_KEY = 4242002
+_BATCH = 512
+
+
+class Projector:
+    def __init__(self, bus: Bus, pool: asyncpg.Pool) -> None:
+        self._bus = bus
+        self._pool = pool
+        self._positions: dict[str, int] = {}
+        self._moved = asyncio.Condition()
+
+    async def caught_up(self, stream: str, seq: int, *, timeout: float = 10.0) -> None:
+        """Wait until the projection has applied ``stream`` up to ``seq``."""
+        async with asyncio.timeout(timeout), self._moved:
+            await self._moved.wait_for(lambda: self._positions.get(stream, 0) >= seq)
+
+    async def run(self) -> None:
+        """Project until cancelled. Waits for the projection lock if another store holds it."""
+        async with self._pool.acquire() as lock_conn:
+            # Blocks while a sibling store holds the projection lock.
+            await lock_conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+            try:
+                rows = await lock_conn.fetch("SELECT stream, seq FROM projection_positions")
+                async with self._moved:
+                    for row in rows:
+                        self._positions[row["stream"]] = row["seq"]
+                    self._moved.notify_all()
+                async with asyncio.TaskGroup() as tg:
+                    tg.create_task(
+                        self._follow(subjects.CATALOG_STREAM, subjects.CATALOG_WILDCARD, self._apply_catalog)
+                    )
+                    tg.create_task(
+                        self._follow(subjects.SESSIONS_STREAM, subjects.SESSIONS_WILDCARD, self._apply_sessions)
+                    )
+            finally:
+                with contextlib.suppress(Exception):
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+    async def _follow(self, stream: str, wildcard: str, apply: Any) -> None:
+        queue: asyncio.Queue[StoredMessage] = asyncio.Queue(maxsize=10_000)
+
+        async def reader() -> None:
+            async for msg in self._bus.follow(stream, wildcard, after_seq=self._positions.get(stream, 0)):
+                await queue.put(msg)
+
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(reader())
+            while True:
+                batch = [await queue.get()]
+                while len(batch) < _BATCH and not queue.empty():
+                    batch.append(queue.get_nowait())
+                batch = [m for m in batch if m.seq > self._positions.get(stream, 0)]
+                if not batch:
+                    continue
+                async with self._pool.acquire() as conn, conn.transaction():
+                    await apply(conn, batch)
+                    await conn.execute(
+                        "INSERT INTO projection_positions (stream, seq) VALUES ($1, $2) "
+                        "ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq",
+                        stream,
+                        batch[-1].seq,
+                    )
+                async with self._moved:
+                    self._positions[stream] = batch[-1].seq
+                    self._moved.notify_all()
+
+    # --- catalog -----------------------------------------------------------------------------------
+    async def _apply_catalog(self, conn: Conn, batch: list[StoredMessage]) -> None:
+        for msg in batch:
+            record = _decode(msg)
+            if record is None:
+                continue
+            kind = record["type"]
+            if kind == "corral.agent_saved":
+                agent = record["agent"]
+                await conn.execute(
+                    "INSERT INTO agent_versions (agent_id, version, workspace_id, body) VALUES ($1, $2, $3, $4) "
+                    "ON CONFLICT (agent_id, version) DO UPDATE SET body = EXCLUDED.body",
+                    agent["id"], agent["version"], record["workspace_id"], agent,
+                )  # fmt: skip
+                await conn.execute(
+                    "INSERT INTO agents (agent_id, workspace_id, version, created_at, archived_at, log_seq, body) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id) DO UPDATE SET "
+                    "version = EXCLUDED.version, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
+                    "body = EXCLUDED.body",
+                    agent["id"], record["workspace_id"], agent["version"], parse_rfc3339(agent["created_at"]),
+                    _ts(agent.get("archived_at")), msg.seq, agent,
+                )  # fmt: skip
+            elif kind == "corral.agent_archived":
+                row = await conn.fetchrow("SELECT body FROM agents WHERE agent_id = $1", record["agent_id"])
+                if row is not None:
+                    body = dict(row["body"], archived_at=record["archived_at"])
+                    await conn.execute(
+                        "UPDATE agents SET archived_at = $2, log_seq = $3, body = $4 WHERE agent_id = $1",
+                        record["agent_id"], parse_rfc3339(record["archived_at"]), msg.seq, body,
+                    )  # fmt: skip
+                    await conn.execute(
+                        "UPDATE agent_versions SET body = jsonb_set(body, '{archived_at}', to_jsonb($2::text)) "
+                        "WHERE agent_id = $1",
+                        record["agent_id"], record["archived_at"],
+                    )  # fmt: skip
+            elif kind == "corral.environment_saved":
+                env = record["environment"]
+                await conn.execute(
+                    "INSERT INTO environments "
+                    "(environment_id, workspace_id, name, created_at, archived_at, log_seq, body) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (environment_id) DO UPDATE SET "
+                    "name = EXCLUDED.name, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
+                    "body = EXCLUDED.body",
+                    env["id"], record["workspace_id"], env["name"], parse_rfc3339(env["created_at"]),
+                    _ts(env.get("archived_at")), msg.seq, env,
+                )  # fmt: skip
+            elif kind == "corral.environment_deleted":
+                await conn.execute("DELETE FROM environments WHERE environment_id = $1", record["environment_id"])
+            elif kind == "corral.api_key_created":
+                await conn.execute(
+                    "INSERT INTO api_keys (key_id, workspace_id, key_sha256, name, created_at) "
+                    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                    record["key_id"], record["workspace_id"], record["key_sha256"], record["name"],
+                    parse_rfc3339(record["created_at"]),
+                )  # fmt: skip
+            else:
+                logger.warning("unknown catalog record skipped", extra={"fields": {"type": kind, "seq": msg.seq}})
+
+    # --- sessions ----------------------------------------------------------------------------------
+    async def _apply_sessions(self, conn: Conn, batch: list[StoredMessage]) -> None:
+        rows: dict[str, SessionRow] = {}
+        events: list[tuple[str, int, str, str, datetime, dict[str, Any]]] = []
+        purged: set[str] = set()
+        for msg in batch:
+            session_id = subjects.session_id_of(msg.subject)
+            record = _decode(msg)
+            if record is None:
+                continue
+            row = rows.get(session_id)
+            if row is None:
+                fresh = record["type"] == "corral.session_created"
+                row = SessionRow(session_id=session_id) if fresh else await load_row(conn, session_id)
+                rows[session_id] = row
+            if row.last_seq >= msg.seq:
+                continue
+            row.apply(record, msg.seq)
+            if record["type"] == "corral.session_deleted":
+                purged.add(session_id)
+                events = [e for e in events if e[0] != session_id]
+            elif record["type"] not in CONTROL_RECORD_TYPES:
+                processed = parse_rfc3339(record["processed_at"])
+                events.append((session_id, msg.seq, record["id"], record["type"], processed, record))
+        if events:
+            await conn.executemany(
+                "INSERT INTO events (session_id, seq, event_id, type, processed_at, body) "
+                "VALUES ($1, $2, $3, $4, $5, $6) "
+                "ON CONFLICT (session_id, seq) DO NOTHING",
+                events,
+            )
+        for session_id, row in rows.items():
+            if session_id in purged or row.deleted:
+                await conn.execute("DELETE FROM events WHERE session_id = $1", session_id)
+                await conn.execute("DELETE FROM sessions WHERE session_id = $1", session_id)
+            elif row.created_at is not None:
+                await save_row(conn, row)
+
+
+def _decode(msg: StoredMessage) -> dict[str, Any] | None:
+    """The record a message holds, or ``None`` (logged) for one no Corral writer could have made."""
+    try:
+        record = json.loads(msg.data)
+    except ValueError:
+        record = None
+    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
+        logger.error("skipping a malformed record", extra={"fields": {"subject": msg.subject, "seq": msg.seq}})
+        return None
+    return record
+
+
+def _ts(value: str | None) -> datetime | None:
+    return parse_rfc3339(value) if value else None
+
+
+_ROW_COLUMNS = (
+    "session_id, workspace_id, agent_id, agent_version, status, created_at, archived_at, running_since, "
+    "active_seconds, input_tokens, output_tokens, cache_read_input_tokens, cache_creation_input_tokens, last_seq, body"
+)
+
+
+async def load_row(conn: Conn, session_id: str) -> SessionRow:
+    r = await conn.fetchrow(f"SELECT {_ROW_COLUMNS} FROM sessions WHERE session_id = $1", session_id)
+    return row_from_record(r) if r is not None else SessionRow(session_id=session_id)
+
+
+def row_from_record(r: asyncpg.Record) -> SessionRow:
+    return SessionRow(
+        session_id=r["session_id"],
+        workspace_id=r["workspace_id"],
+        body=dict(r["body"]),
+        status=r["status"],
+        created_at=r["created_at"],
+        archived_at=r["archived_at"],
+        running_since=r["running_since"],
+        active_seconds=r["active_seconds"],
+        input_tokens=r["input_tokens"],
+        output_tokens=r["output_tokens"],
+        cache_read_input_tokens=r["cache_read_input_tokens"],
+        cache_creation_input_tokens=r["cache_creation_input_tokens"],
+        last_seq=r["last_seq"],
+    )
+
+
+async def save_row(conn: Conn, row: SessionRow) -> None:
+    agent = row.body.get("agent") or {}
+    await conn.execute(
+        f"INSERT INTO sessions ({_ROW_COLUMNS}) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15) "
+        "ON CONFLICT (session_id) DO UPDATE SET status = EXCLUDED.status, archived_at = EXCLUDED.archived_at, "
+        "running_since = EXCLUDED.running_since, active_seconds = EXCLUDED.active_seconds, "
+        "input_tokens = EXCLUDED.input_tokens, output_tokens = EXCLUDED.output_tokens, "
+        "cache_read_input_tokens = EXCLUDED.cache_read_input_tokens, "
+        "cache_creation_input_tokens = EXCLUDED.cache_creation_input_tokens, last_seq = EXCLUDED.last_seq, "
+        "body = EXCLUDED.body",
+        row.session_id, row.workspace_id, agent.get("id", ""), int(agent.get("version") or 0), row.status,
+        row.created_at, row.archived_at, row.running_since, row.active_seconds, row.input_tokens,
+        row.output_tokens, row.cache_read_input_tokens, row.cache_creation_input_tokens, row.last_seq, row.body,
+    )  # fmt: skip

@@ -1,0 +1,22 @@
+"""session-store settings (env prefix ``CORRAL_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.settings import LogSettings, NatsSettings
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore")
+
+    database_url: str = Field(description="asyncpg DSN of the projection database (CORRAL_DATABASE_URL)")
+    bootstrap_api_key: SecretStr | None = Field(
+        default=None, description="An API key registered at start-up if new (CORRAL_BOOTSTRAP_API_KEY)"
+    )
+    bootstrap_workspace: str = "default"
+    lease_ttl_s: float = Field(default=10.0, gt=0, description="TTL of the harness lease bucket if created here")
+    state_cache_size: int = Field(default=10_000, ge=1)
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
