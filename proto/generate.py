@@ -1,0 +1,125 @@
+"""Export the JSON Schema of every Corral message shape from ``corral.contracts`` into ``proto/``.
+
+    python proto/generate.py           # rewrite proto/schemas and proto/subjects.json
+    python proto/generate.py --check   # exit 1 and name the stale files when proto/ is out of date
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, TypeAdapter
+
+from corral.contracts import log, rpc, subjects
+from corral.contracts.api import agents, environments, events, sessions
+from corral.contracts.api.errors import ErrorBody
+
+HERE = Path(__file__).resolve().parent
+
+GROUPS: dict[str, list[type[BaseModel]]] = {
+    "api/requests": [
+        agents.AgentCreateParams,
+        agents.AgentUpdateParams,
+        environments.EnvironmentCreateParams,
+        environments.EnvironmentUpdateParams,
+        sessions.SessionCreateParams,
+        sessions.SessionUpdateParams,
+        events.SendEventsParams,
+    ],
+    "api/objects": [agents.Agent, environments.Environment, sessions.Session, ErrorBody],
+    "bus/rpc": [
+        rpc.RpcReply,
+        rpc.ResolveKey,
+        rpc.ResolvedKey,
+        rpc.CreateApiKey,
+        rpc.CreateObject,
+        rpc.GetObject,
+        rpc.UpdateObject,
+        rpc.ObjectAction,
+        rpc.ListObjects,
+        rpc.Page,
+        rpc.Deleted,
+        rpc.AppendEvents,
+        rpc.Appended,
+        rpc.ListEvents,
+        rpc.GetContext,
+        rpc.SessionContext,
+        rpc.Wake,
+        rpc.Health,
+    ],
+}
+UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
+    "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
+    "SessionRecord": ("log", log.SESSION_RECORD_ADAPTER),
+    "CatalogRecord": ("log", log.CATALOG_RECORD_ADAPTER),
+}
+
+
+def render(schema: dict[str, Any]) -> str:
+    return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def subject_catalogue() -> dict[str, Any]:
+    return {
+        "streams": {
+            spec.name: spec.model_dump(mode="json")
+            for spec in (subjects.SESSIONS_SPEC, subjects.CATALOG_SPEC, subjects.WAKE_SPEC)
+        },
+        "subjects": {
+            "session_log": {"pattern": subjects.session_log("{session_id}"), "payload": "log/SessionRecord"},
+            "agent_log": {"pattern": subjects.agent_log("{agent_id}"), "payload": "log/CatalogRecord"},
+            "environment_log": {"pattern": subjects.environment_log("{environment_id}"), "payload": "log/CatalogRecord"},
+            "api_key_log": {"pattern": subjects.api_key_log("{key_id}"), "payload": "log/CatalogRecord"},
+            "wake": {"pattern": subjects.wake("{session_id}"), "payload": "bus/rpc/Wake"},
+            "deltas": {"pattern": subjects.deltas("{session_id}"), "payload": "event_start | event_delta (stream-only)"},
+            "store_rpc": {"pattern": subjects.store_rpc("{op}"), "payload": "bus/rpc/* -> bus/rpc/RpcReply"},
+            "health": {"pattern": subjects.health("{service}"), "payload": "bus/rpc/Health"},
+        },
+        "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
+        "kv_buckets": {subjects.LEASE_BUCKET: "harness lease per session id"},
+    }
+
+
+def expected_files() -> dict[Path, str]:
+    files: dict[Path, str] = {}
+    for group, models in GROUPS.items():
+        for model in models:
+            files[HERE / "schemas" / group / f"{model.__name__}.json"] = render(model.model_json_schema())
+    for name, (group, adapter) in UNIONS.items():
+        files[HERE / "schemas" / group / f"{name}.json"] = render(adapter.json_schema())
+    files[HERE / "subjects.json"] = render(subject_catalogue())
+    return files
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--check", action="store_true", help="fail if proto/ differs from the contracts")
+    args = parser.parse_args()
+    files = expected_files()
+    present = set((HERE / "schemas").rglob("*.json")) | {HERE / "subjects.json"}
+    stale = sorted(
+        str(p.relative_to(HERE.parent)) for p, text in files.items() if not p.exists() or p.read_text() != text
+    )
+    extra = sorted(str(p.relative_to(HERE.parent)) for p in present - set(files) if p.exists())
+    if args.check:
+        if stale or extra:
+            sys.stderr.write("proto/ is stale; run `make gen` and commit the result:\n")
+            for name in stale + extra:
+                sys.stderr.write(f"  {name}\n")
+            return 1
+        return 0
+    for path, text in files.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for name in extra:
+        (HERE.parent / name).unlink()
+    sys.stdout.write(f"wrote {len(files)} files under proto/\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

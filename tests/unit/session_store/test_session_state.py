@@ -1,0 +1,98 @@
+"""The status machine every append is checked against, and the projection fold."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+
+from corral.contracts.api.errors import ApiError
+from corral.session_store.domain.sessions import (
+    SessionRow,
+    SessionState,
+    check_client_append,
+    check_harness_append,
+)
+
+CREATED = {
+    "type": "corral.session_created",
+    "workspace_id": "w",
+    "session": {"id": "sesn_1", "status": "idle", "created_at": "2026-01-01T00:00:00Z", "agent": {"id": "agent_1"}},
+}
+
+
+def state_after(*records: dict[str, object]) -> SessionState:
+    state = SessionState(session_id="sesn_1")
+    for seq, record in enumerate([CREATED, *records], start=1):
+        state.apply(dict(record), seq)
+    return state
+
+
+def event(kind: str, at: str = "2026-01-01T00:00:01Z", **fields: object) -> dict[str, object]:
+    return {"type": kind, "id": f"sevt_{kind}", "processed_at": at, **fields}
+
+
+def test_a_user_message_is_accepted_while_idle_or_running() -> None:
+    check_client_append(state_after(), [{"type": "user.message"}])
+    check_client_append(state_after(event("session.status_running")), [{"type": "user.message"}])
+
+
+def test_clients_cannot_append_agent_events() -> None:
+    with pytest.raises(ApiError) as err:
+        check_client_append(state_after(), [{"type": "user.message"}, {"type": "agent.message"}])
+    assert err.value.status == 400
+    assert "events.1.type" in err.value.message
+
+
+def test_an_archived_session_is_read_only() -> None:
+    state = state_after({"type": "corral.session_archived", "archived_at": "2026-01-01T00:00:02Z"})
+    with pytest.raises(ApiError) as err:
+        check_client_append(state, [{"type": "user.message"}])
+    assert err.value.status == 409
+
+
+def test_the_harness_walks_idle_running_idle() -> None:
+    check_harness_append(
+        state_after(),
+        [
+            {"type": "session.status_running"},
+            {"type": "span.model_request_start"},
+            {"type": "agent.message"},
+            {"type": "span.model_request_end"},
+            {"type": "session.status_idle"},
+        ],
+    )
+
+
+def test_the_harness_cannot_write_agent_events_to_an_idle_session() -> None:
+    with pytest.raises(ApiError) as err:
+        check_harness_append(state_after(), [{"type": "agent.message"}])
+    assert err.value.status == 409
+
+
+def test_a_rescheduled_session_must_run_again_before_agent_events() -> None:
+    running = state_after(event("session.status_running"))
+    check_harness_append(running, [{"type": "session.status_rescheduled"}, {"type": "session.status_running"}])
+    with pytest.raises(ApiError):
+        check_harness_append(running, [{"type": "session.status_rescheduled"}, {"type": "agent.message"}])
+
+
+def test_the_projection_accrues_active_seconds_only_while_running_and_sums_usage() -> None:
+    row = SessionRow(session_id="sesn_1")
+    records = [
+        CREATED,
+        event("user.message", "2026-01-01T00:00:01Z"),
+        event("session.status_running", "2026-01-01T00:00:02Z"),
+        event("span.model_request_end", "2026-01-01T00:00:03Z", model_usage={"input_tokens": 10, "output_tokens": 4}),
+        event("session.status_idle", "2026-01-01T00:00:04.500Z"),
+        event("session.status_running", "2026-01-01T00:01:00Z"),
+        event("span.model_request_end", "2026-01-01T00:01:01Z", model_usage={"input_tokens": 1, "output_tokens": 1}),
+    ]
+    for seq, record in enumerate(records, start=1):
+        row.apply(dict(record), seq)
+    session = row.session(datetime(2026, 1, 1, 0, 1, 3, tzinfo=UTC))
+    assert session["status"] == "running"
+    assert session["usage"]["input_tokens"] == 11
+    assert session["usage"]["output_tokens"] == 5
+    assert session["usage"]["active_seconds"] == pytest.approx(2.5 + 3.0)
+    assert session["stats"]["duration_seconds"] == pytest.approx(63.0)
