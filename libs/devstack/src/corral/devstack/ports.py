@@ -1,0 +1,115 @@
+"""The TCP ports the stack listens on, where their settings come from, and free-port picking."""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import socket
+from collections.abc import Mapping
+from dataclasses import dataclass
+
+from corral.devstack.errors import DevstackError
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class PortSetting:
+    """One configurable port: the ``Ports`` field, its env var, default and owner."""
+
+    field: str
+    env_var: str
+    default: int
+    component: str
+
+
+PORT_SETTINGS: tuple[PortSetting, ...] = (
+    PortSetting("nats", "CORRAL_NATS_PORT", 4222, "nats"),
+    PortSetting("nats_monitor", "CORRAL_NATS_MONITOR_PORT", 8222, "nats"),
+    PortSetting("postgres", "CORRAL_POSTGRES_PORT", 55432, "postgres"),
+    PortSetting("bao", "CORRAL_BAO_PORT", 8200, "openbao"),
+    PortSetting("bao_cluster", "CORRAL_BAO_CLUSTER_PORT", 8201, "openbao"),
+    PortSetting("gateway", "CORRAL_GATEWAY_PORT", 8080, "gateway"),
+    PortSetting("embedded_model", "CORRAL_EMBEDDED_MODEL_PORT", 8090, "embedded-model"),
+)
+
+_SETTING_BY_FIELD = {setting.field: setting for setting in PORT_SETTINGS}
+
+
+def port_setting(field: str) -> PortSetting:
+    return _SETTING_BY_FIELD[field]
+
+
+@dataclass(frozen=True)
+class Ports:
+    """Every port of one stack. ``Ports()`` is the ``make up`` defaults."""
+
+    nats: int = 4222
+    nats_monitor: int = 8222
+    postgres: int = 55432
+    bao: int = 8200
+    bao_cluster: int = 8201
+    gateway: int = 8080
+    embedded_model: int = 8090
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str]) -> Ports:
+        """Read the ``CORRAL_*_PORT`` variables; unset ones keep their defaults.
+
+        ``CORRAL_BAO_CLUSTER_PORT`` defaults to ``CORRAL_BAO_PORT + 1``.
+        """
+        values: dict[str, int] = {}
+        for setting in PORT_SETTINGS:
+            raw = environ.get(setting.env_var, "").strip()
+            if not raw:
+                continue
+            try:
+                port = int(raw)
+            except ValueError:
+                raise DevstackError(f"{setting.env_var}={raw!r} is not a port number") from None
+            if not 0 < port < 65536:
+                raise DevstackError(f"{setting.env_var}={port} is not between 1 and 65535")
+            values[setting.field] = port
+        if "bao" in values and "bao_cluster" not in values:
+            values["bao_cluster"] = values["bao"] + 1
+        return cls(**values)
+
+    @classmethod
+    def free(cls) -> Ports:
+        """Distinct ports that are free right now, so a test stack never clashes with ``make up``."""
+        sockets: list[socket.socket] = []
+        try:
+            for _ in PORT_SETTINGS:
+                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                sockets.append(sock)
+                sock.bind((HOST, 0))
+            numbers = [sock.getsockname()[1] for sock in sockets]
+        finally:
+            for sock in sockets:
+                sock.close()
+        return cls(**{s.field: n for s, n in zip(PORT_SETTINGS, numbers, strict=True)})
+
+    def as_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, object]) -> Ports:
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: int(str(v)) for k, v in data.items() if k in known})
+
+    def replace(self, **changes: int) -> Ports:
+        return dataclasses.replace(self, **changes)
+
+
+def port_in_use(port: int, host: str = HOST) -> bool:
+    """True when something already listens on (or otherwise holds) ``host:port``."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        # SO_REUSEADDR: a port in TIME_WAIT after a recent ``down`` is not "in use".
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as exc:
+            if exc.errno in (errno.EADDRINUSE, errno.EACCES):
+                return True
+            raise
+    return False

