@@ -1,0 +1,119 @@
+"""API keys: read from ``x-api-key`` or ``Authorization: Bearer``, resolved to a workspace by hash.
+
+The gateway never sees a stored key: it sends the key's SHA-256 (hex) to the session-store
+(``auth.resolve``) and caches the answer, positive ones for ``auth_cache_ttl_s`` and unknown keys
+for a few seconds, in a bounded LRU, so a hot key costs one lookup per TTL.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Final
+
+from pydantic import ValidationError
+
+from corral.contracts.api.errors import ApiError
+from corral.contracts.rpc import Op, ResolvedKey, ResolveKey
+from corral.gateway.store import Store
+
+NEGATIVE_TTL_S: Final = 5.0
+MAX_CACHED_KEYS: Final = 10_000
+
+_HOW_TO: Final = "send your Corral API key as `x-api-key: <key>` or `Authorization: Bearer <key>`"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    resolved: ResolvedKey | None
+    expires_at: float
+
+
+class KeyCache:
+    """Resolved keys by hash; ``None`` records a key the session-store does not know."""
+
+    def __init__(
+        self,
+        *,
+        ttl_s: float,
+        negative_ttl_s: float = NEGATIVE_TTL_S,
+        max_entries: int = MAX_CACHED_KEYS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._ttl_s = ttl_s
+        self._negative_ttl_s = negative_ttl_s
+        self._max_entries = max_entries
+        self._clock = clock
+        self._entries: OrderedDict[str, _Entry] = OrderedDict()
+
+    def lookup(self, key_sha256: str) -> tuple[bool, ResolvedKey | None]:
+        """``(hit, resolved)``: whether a live answer is cached, and what it is."""
+        entry = self._entries.get(key_sha256)
+        if entry is None:
+            return False, None
+        if entry.expires_at <= self._clock():
+            del self._entries[key_sha256]
+            return False, None
+        self._entries.move_to_end(key_sha256)
+        return True, entry.resolved
+
+    def remember(self, key_sha256: str, resolved: ResolvedKey | None) -> None:
+        ttl = self._ttl_s if resolved is not None else self._negative_ttl_s
+        if ttl <= 0:
+            return
+        self._entries[key_sha256] = _Entry(resolved, self._clock() + ttl)
+        self._entries.move_to_end(key_sha256)
+        while len(self._entries) > self._max_entries:
+            self._entries.popitem(last=False)
+
+
+def api_key_from(headers: Mapping[str, str]) -> str | None:
+    """The key the client sent: ``x-api-key`` first, else a ``Bearer`` token."""
+    key = headers.get("x-api-key", "").strip()
+    if key:
+        return key
+    scheme, _, token = headers.get("authorization", "").strip().partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def key_sha256(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+async def resolve(headers: Mapping[str, str], *, store: Store, cache: KeyCache) -> ResolvedKey:
+    """The workspace and key id of the request's API key.
+
+    Raises:
+        ApiError: 401 when the key is missing or unknown; the store's own error when it fails.
+    """
+    key = api_key_from(headers)
+    if key is None:
+        raise ApiError("authentication_error", f"missing API key: {_HOW_TO}")
+    digest = key_sha256(key)
+    hit, resolved = cache.lookup(digest)
+    if not hit:
+        resolved = await _ask_store(store, digest)
+        cache.remember(digest, resolved)
+    if resolved is None:
+        raise ApiError("authentication_error", f"invalid x-api-key: this key is not known here; {_HOW_TO}")
+    return resolved
+
+
+async def _ask_store(store: Store, digest: str) -> ResolvedKey | None:
+    try:
+        result = await store.call(Op.AUTH_RESOLVE, ResolveKey(key_sha256=digest))
+    except ApiError as exc:
+        if exc.error_type in ("authentication_error", "permission_error", "not_found_error"):
+            return None
+        raise
+    if result is None:
+        return None
+    try:
+        return ResolvedKey.model_validate(result)
+    except ValidationError as exc:
+        raise ApiError("api_error", "the session-store sent a malformed auth.resolve reply") from exc

@@ -1,0 +1,40 @@
+"""FastAPI dependencies every API route declares: the caller's workspace and the backends."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends
+from starlette.requests import Request
+
+from corral.contracts.rpc import ResolvedKey
+from corral.gateway.auth import resolve
+from corral.gateway.feed import SessionFeed
+from corral.gateway.settings import Settings
+from corral.gateway.state import gateway_state
+from corral.gateway.store import Store
+
+
+async def _caller(request: Request) -> ResolvedKey:
+    state = gateway_state(request)
+    return await resolve(request.headers, store=state.ready().store, cache=state.keys)
+
+
+def _store(request: Request) -> Store:
+    return gateway_state(request).ready().store
+
+
+def _feed(request: Request) -> SessionFeed:
+    return gateway_state(request).ready().feed
+
+
+def _settings(request: Request) -> Settings:
+    return gateway_state(request).settings
+
+
+Caller = Annotated[ResolvedKey, Depends(_caller)]
+"""The authenticated API key (401 before anything else runs when it is missing or unknown)."""
+
+StoreClient = Annotated[Store, Depends(_store)]
+Feed = Annotated[SessionFeed, Depends(_feed)]
+GatewaySettings = Annotated[Settings, Depends(_settings)]

@@ -1,0 +1,117 @@
+"""Pure ASGI middleware: the request context (id, span, last-resort 500) and the body-size cap."""
+
+from __future__ import annotations
+
+import logging
+
+from opentelemetry import trace
+from starlette.datastructures import Headers, MutableHeaders
+from starlette.requests import ClientDisconnect
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from corral.contracts import ids
+from corral.contracts.api.errors import ApiError
+from corral.gateway.errors import REQUEST_ID_HEADER, api_error_response, internal_error_response, request_id_of
+from corral.telemetry import extract, tracer
+
+logger = logging.getLogger(__name__)
+
+_tracer = tracer("corral.gateway")
+
+
+class RequestContextMiddleware:
+    """Outermost: a ``req_...`` id on every response (header and error bodies) and a server span.
+
+    An exception nothing else handled is logged with its traceback and answered with a 500
+    ``api_error`` envelope that carries only the request id.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = ids.new_id(ids.REQUEST)
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+        status = 0
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started, status
+            if message["type"] == "http.response.start":
+                started = True
+                status = int(message["status"])
+                MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
+            await send(message)
+
+        method = str(scope.get("method", ""))
+        headers = Headers(scope=scope)
+        parent = extract({k: v for k, v in headers.items() if k in ("traceparent", "tracestate")})
+        with _tracer.start_as_current_span(method, context=parent, kind=trace.SpanKind.SERVER) as span:
+            span.set_attribute("http.request.method", method)
+            span.set_attribute("corral.request_id", request_id)
+            try:
+                await self.app(scope, receive, send_with_id)
+            except ClientDisconnect:
+                logger.debug("client went away", extra={"fields": {"request_id": request_id}})
+            except Exception:
+                logger.exception(
+                    "unhandled error in %s %s",
+                    method,
+                    scope.get("path", ""),
+                    extra={"fields": {"request_id": request_id}},
+                )
+                span.set_status(trace.StatusCode.ERROR)
+                if not started:
+                    await internal_error_response(request_id)(scope, receive, send_with_id)
+            finally:
+                route = scope.get("route")
+                template = getattr(route, "path", None)
+                if isinstance(template, str):
+                    span.update_name(f"{method} {template}")
+                    span.set_attribute("http.route", template)
+                if status:
+                    span.set_attribute("http.response.status_code", status)
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413 ``request_too_large``, before they are read whole.
+
+    A declared ``content-length`` is checked up front; a chunked body is counted as it arrives
+    and the read that crosses the limit raises (the route's error handler answers 413).
+    """
+
+    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    def _too_large(self) -> ApiError:
+        return ApiError("request_too_large", f"request body is larger than the limit of {self.max_bytes} bytes")
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = Headers(scope=scope).get("content-length")
+        if declared is not None:
+            if not declared.strip().isdigit():
+                bad = ApiError("invalid_request_error", f"content-length header is not a number: {declared!r}")
+                await api_error_response(bad, request_id=request_id_of(scope))(scope, receive, send)
+                return
+            if int(declared) > self.max_bytes:
+                await api_error_response(self._too_large(), request_id=request_id_of(scope))(scope, receive, send)
+                return
+        received = 0
+
+        async def counted_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise self._too_large()
+            return message
+
+        await self.app(scope, counted_receive, send)

@@ -1,0 +1,45 @@
+"""Service health over the bus: asking the others (``GET /health``), and answering for the gateway."""
+
+from __future__ import annotations
+
+import os
+import socket
+from typing import Protocol
+
+from pydantic import ValidationError
+
+from corral.bus import Bus, NoResponders
+from corral.contracts.rpc import Health
+from corral.contracts.subjects import health
+
+
+class HealthProbe(Protocol):
+    async def check(self, service: str, *, timeout_s: float) -> Health | None:
+        """The service's answer, or ``None`` when no instance answered within ``timeout_s``."""
+        ...
+
+
+class BusProbe:
+    """``HealthProbe`` over request-reply on ``corral.health.<service>``."""
+
+    def __init__(self, bus: Bus) -> None:
+        self._bus = bus
+
+    async def check(self, service: str, *, timeout_s: float) -> Health | None:
+        try:
+            raw = await self._bus.request(health(service), b"{}", timeout=timeout_s)
+        except (NoResponders, TimeoutError):
+            return None
+        try:
+            return Health.model_validate_json(raw)
+        except ValidationError:
+            return None
+
+
+def instance_name() -> str:
+    """``<hostname>:<pid>``: which gateway process answered."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def gateway_health(instance: str) -> Health:
+    return Health(service="gateway", instance=instance, status="ok")

@@ -1,0 +1,84 @@
+"""``/v1/sessions``: create, retrieve, update, list, archive, delete (API section 4)."""
+
+from __future__ import annotations
+
+from typing import Final
+
+from fastapi import APIRouter
+from starlette.requests import Request
+from starlette.responses import JSONResponse
+
+from corral.contracts import ids
+from corral.contracts.api.sessions import SESSION_STATUSES, SessionCreateParams, SessionUpdateParams
+from corral.contracts.rpc import CreateObject, GetObject, ListObjects, ObjectAction, Op, UpdateObject
+from corral.gateway.body import read_params
+from corral.gateway.deps import Caller, StoreClient
+from corral.gateway.paths import object_id
+from corral.gateway.query import Query
+from corral.gateway.responses import deleted, ok, page
+
+router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
+
+DEFAULT_LIMIT: Final = 20
+MAX_LIMIT: Final = 100
+
+
+def session_id_of(value: str) -> str:
+    return object_id(value, prefix=ids.SESSION, kind="session")
+
+
+@router.post("", response_model=None)
+async def create_session(request: Request, caller: Caller, store: StoreClient) -> JSONResponse:
+    params = await read_params(request, SessionCreateParams)
+    create = CreateObject(workspace_id=caller.workspace_id, params=params.model_dump(mode="json", exclude_unset=True))
+    return ok(await store.call(Op.SESSIONS_CREATE, create))
+
+
+@router.get("/{session_id}", response_model=None)
+async def retrieve_session(session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
+    get = GetObject(workspace_id=caller.workspace_id, id=session_id_of(session_id))
+    return ok(await store.call(Op.SESSIONS_GET, get))
+
+
+@router.post("/{session_id}", response_model=None)
+async def update_session(request: Request, session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
+    target = session_id_of(session_id)
+    params = await read_params(request, SessionUpdateParams)
+    update = UpdateObject(
+        workspace_id=caller.workspace_id, id=target, params=params.model_dump(mode="json", exclude_unset=True)
+    )
+    return ok(await store.call(Op.SESSIONS_UPDATE, update))
+
+
+@router.get("", response_model=None)
+async def list_sessions(request: Request, caller: Caller, store: StoreClient) -> JSONResponse:
+    """A bidirectional page: ``prev_page`` as well as ``next_page``."""
+    query = Query(request.query_params)
+    created = query.time_bounds("created_at")
+    listing = ListObjects(
+        workspace_id=caller.workspace_id,
+        agent_id=query.text("agent_id"),
+        agent_version=query.optional_integer("agent_version", ge=1),
+        statuses=query.values("statuses", allowed=SESSION_STATUSES),
+        include_archived=query.boolean("include_archived"),
+        order=query.order(default="desc"),
+        limit=query.integer("limit", default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
+        page=query.text("page"),
+        created_at_gt=created.gt,
+        created_at_gte=created.gte,
+        created_at_lt=created.lt,
+        created_at_lte=created.lte,
+    )
+    return page(await store.call(Op.SESSIONS_LIST, listing), bidirectional=True)
+
+
+@router.post("/{session_id}/archive", response_model=None)
+async def archive_session(session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
+    action = ObjectAction(workspace_id=caller.workspace_id, id=session_id_of(session_id))
+    return ok(await store.call(Op.SESSIONS_ARCHIVE, action))
+
+
+@router.delete("/{session_id}", response_model=None)
+async def delete_session(session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
+    action = ObjectAction(workspace_id=caller.workspace_id, id=session_id_of(session_id))
+    return deleted(await store.call(Op.SESSIONS_DELETE, action))

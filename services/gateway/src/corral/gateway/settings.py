@@ -1,0 +1,24 @@
+"""Settings, read from ``CORRAL_GATEWAY_*`` (plus the shared ``CORRAL_NATS_*`` and ``CORRAL_LOG_*``)."""
+
+from __future__ import annotations
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.settings import LogSettings, NatsSettings
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_GATEWAY_", env_ignore_empty=True, frozen=True, extra="ignore")
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above)")
+    sse_heartbeat_s: float = Field(default=15.0, gt=0, description="Idle time after which a stream sends a ping")
+    auth_cache_ttl_s: float = Field(default=30.0, ge=0, description="How long a resolved API key is trusted")
+    store_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of each session-store request")
+    health_timeout_s: float = Field(default=1.0, gt=0, description="Deadline of each service's /health probe")
+    startup_timeout_s: float = Field(default=30.0, gt=0, description="How long start-up waits for NATS")
+    shutdown_grace_s: int = Field(default=5, ge=0, description="Seconds shutdown waits for open requests")
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)

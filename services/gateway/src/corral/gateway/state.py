@@ -1,0 +1,55 @@
+"""What one gateway app holds: its settings, the key cache, the open streams and the backends."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass, field
+
+from starlette.applications import Starlette
+from starlette.requests import HTTPConnection
+
+from corral.gateway.auth import KeyCache
+from corral.gateway.errors import Unavailable
+from corral.gateway.feed import SessionFeed
+from corral.gateway.probe import HealthProbe
+from corral.gateway.settings import Settings
+from corral.gateway.sse import StreamRegistry
+from corral.gateway.store import Store
+
+
+@dataclass(frozen=True)
+class Backends:
+    """The gateway's ports; the bus adapters in production, fakes in unit tests."""
+
+    store: Store
+    feed: SessionFeed
+    probe: HealthProbe
+
+
+@dataclass
+class GatewayState:
+    settings: Settings
+    keys: KeyCache
+    streams: StreamRegistry = field(default_factory=StreamRegistry)
+    backends: Backends | None = None
+    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def request_stop(self) -> None:
+        """A stop signal arrived: end the open streams, and give up connecting if still starting."""
+        self.stop_requested.set()
+        self.streams.close_all()
+
+    def ready(self) -> Backends:
+        if self.backends is None:
+            raise Unavailable("api_error", "the gateway is not connected to the bus yet; retry shortly")
+        return self.backends
+
+
+def gateway_state(conn: HTTPConnection) -> GatewayState:
+    return state_of(conn.app)
+
+
+def state_of(app: Starlette) -> GatewayState:
+    state = app.state.gateway
+    assert isinstance(state, GatewayState)
+    return state

@@ -1,0 +1,110 @@
+"""Composition root: ``python -m corral.harness`` (or ``corral-harness``).
+
+Settings → telemetry → bus, wake consumer, lease bucket, model client → a TaskGroup of the wake
+loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
+``shutdown_grace_s`` to finish, then their wake-ups are handed back and their leases released.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import anthropic
+
+from corral import telemetry
+from corral.bus import Bus
+from corral.contracts import subjects
+from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
+from corral.harness.deltas import BusDeltas
+from corral.harness.health import serve_health
+from corral.harness.interrupts import BusWakeFeed
+from corral.harness.lease import Leases
+from corral.harness.model import AnthropicModel
+from corral.harness.retry import RetryPolicy
+from corral.harness.settings import ConfigError, Settings, load_settings, model_endpoint
+from corral.harness.store import BusStore
+from corral.harness.turn import SessionDriver
+from corral.harness.wake import WakeLoop
+
+logger = logging.getLogger("corral.harness")
+
+
+async def run(settings: Settings) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    endpoint = model_endpoint(settings)
+    crashpoint: Crashpoint = ExitAt(settings.crashpoint) if settings.crashpoint else no_crash
+    logger.info(
+        "harness starting",
+        extra={
+            "fields": {
+                "worker_id": settings.worker_id,
+                "model": endpoint.describe(),
+                "concurrency": settings.concurrency,
+                "crashpoint": settings.crashpoint,
+            }
+        },
+    )
+    api_key = endpoint.api_key.get_secret_value()
+    async with contextlib.AsyncExitStack() as stack:
+        client = anthropic.AsyncAnthropic(base_url=endpoint.base_url, api_key=api_key, max_retries=0)
+        stack.push_async_callback(client.close)
+        bus = await stack.enter_async_context(Bus.connect(settings.nats, name=f"harness {settings.worker_id}"))
+        await bus.ensure_stream(subjects.WAKE_SPEC)
+        consumer = await bus.durable(
+            subjects.WAKE_STREAM,
+            subjects.WAKE_CONSUMER,
+            filter_subject=subjects.WAKE_WILDCARD,
+            ack_wait_s=settings.ack_wait_s,
+        )
+        stack.push_async_callback(consumer.close)
+        bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
+
+        driver = SessionDriver(
+            store=BusStore(bus),
+            model=AnthropicModel(client, secrets=[api_key]),
+            deltas=BusDeltas(bus),
+            wake_feed=BusWakeFeed(bus),
+            policy=RetryPolicy(
+                max_retries=settings.max_model_retries,
+                backoff_s=settings.retry_backoff_s,
+                max_backoff_s=settings.retry_backoff_max_s,
+            ),
+            max_tokens=settings.max_tokens,
+            crashpoint=crashpoint,
+        )
+        wake_loop = WakeLoop(
+            consumer,
+            leases=Leases(bucket, holder=settings.worker_id, ttl_s=settings.lease_ttl_s),
+            runner=driver,
+            concurrency=settings.concurrency,
+            ack_wait_s=settings.ack_wait_s,
+            shutdown_grace_s=settings.shutdown_grace_s,
+            fetch_timeout_s=settings.fetch_timeout_s,
+        )
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(wake_loop.run(stop), name="wake-loop")
+            tg.create_task(serve_health(bus, worker_id=settings.worker_id, loop=wake_loop, stop=stop), name="health")
+        logger.info("harness stopped", extra={"fields": {"worker_id": settings.worker_id}})
+
+
+def main() -> None:
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        raise SystemExit(f"corral-harness: {exc}") from None
+    telemetry.configure("harness", logs=settings.log)
+    try:
+        asyncio.run(run(settings))
+    finally:
+        telemetry.shutdown()
+
+
+if __name__ == "__main__":
+    main()

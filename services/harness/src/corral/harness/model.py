@@ -1,0 +1,155 @@
+"""The model port and its ``anthropic`` adapter: one streamed Messages request, errors mapped.
+
+The adapter never retries (the client is built with ``max_retries=0``): the turn driver retries
+visibly, appending a ``session.error`` per failed attempt. A failure reaches the driver as a
+``ModelError`` whose ``error_type`` is a ``session.error`` type and whose message is safe to show
+(no key, no request body).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, cast
+
+import anthropic
+from anthropic.types import RawContentBlockDeltaEvent, TextBlock, TextDelta
+
+from corral.contracts.api.events import ModelUsage, SessionErrorType
+from corral.harness.conversation import ChatMessage
+
+if TYPE_CHECKING:
+    from anthropic.types import MessageParam
+
+logger = logging.getLogger(__name__)
+
+TextSink = Callable[[int, str], Awaitable[None]]
+"""Called with (text block index in the reply, chunk) as text streams in."""
+
+_MESSAGE_LIMIT = 300
+_TERMINAL_STATUSES = frozenset({400, 401, 402, 403, 404, 405, 413, 422})
+
+
+@dataclass(frozen=True)
+class ModelRequest:
+    model: str
+    messages: list[ChatMessage]
+    max_tokens: int
+    system: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelReply:
+    """The non-empty text blocks of the reply, in order; deltas concatenate to a prefix of each."""
+
+    texts: tuple[str, ...]
+    usage: ModelUsage = field(default_factory=ModelUsage)
+    stop_reason: str | None = None
+
+
+class ModelError(Exception):
+    """A failed model request. ``retryable=False`` means asking again cannot help (bad request, auth)."""
+
+    def __init__(
+        self, error_type: SessionErrorType, message: str, *, retryable: bool, status: int | None = None
+    ) -> None:
+        super().__init__(message)
+        self.error_type: SessionErrorType = error_type
+        self.message = message
+        self.retryable = retryable
+        self.status = status
+
+
+class Model(Protocol):
+    async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+        """Run one request, calling ``on_text`` per text chunk; raises ``ModelError``."""
+        ...
+
+
+def _clip(text: str, secrets: Sequence[str]) -> str:
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, "[redacted]")
+    text = " ".join(text.split())
+    return text if len(text) <= _MESSAGE_LIMIT else text[: _MESSAGE_LIMIT - 3] + "..."
+
+
+def classify(exc: anthropic.AnthropicError, *, secrets: Sequence[str] = ()) -> ModelError:
+    """Map an SDK exception to the ``session.error`` it becomes.
+
+    429 (or a ``rate_limit_error`` body) → ``model_rate_limited_error``; 529 (or an
+    ``overloaded_error`` body, as sent mid-stream) → ``model_overloaded_error``; 402 →
+    ``billing_error``; anything else → ``model_request_failed_error``. Client errors that asking again
+    cannot fix (400, 401, 403, 404, ...) are not retryable; 408, 409, 429, 5xx, connection
+    failures and timeouts are.
+    """
+    if isinstance(exc, anthropic.APIStatusError):
+        status = exc.status_code
+        body_type = exc.type or ""
+        detail = f": {exc.api_message}" if exc.api_message else ""
+        described = _clip(f"The model API answered {status} {body_type}{detail}".replace("  ", " "), secrets)
+        if status == 429 or body_type == "rate_limit_error":
+            return ModelError("model_rate_limited_error", described, retryable=True, status=status)
+        if status == 529 or body_type == "overloaded_error":
+            return ModelError("model_overloaded_error", described, retryable=True, status=status)
+        if status == 402 or body_type == "billing_error":
+            return ModelError("billing_error", described, retryable=False, status=status)
+        retryable = status not in _TERMINAL_STATUSES and body_type not in (
+            "invalid_request_error",
+            "authentication_error",
+            "permission_error",
+            "not_found_error",
+        )
+        return ModelError("model_request_failed_error", described, retryable=retryable, status=status)
+    if isinstance(exc, anthropic.APITimeoutError):
+        return ModelError("model_request_failed_error", "The model API did not answer in time.", retryable=True)
+    if isinstance(exc, anthropic.APIConnectionError):
+        return ModelError("model_request_failed_error", "Could not connect to the model API.", retryable=True)
+    return ModelError(
+        "model_request_failed_error",
+        _clip(f"The model request failed ({type(exc).__name__}).", secrets),
+        retryable=True,
+    )
+
+
+def _usage(usage: anthropic.types.Usage) -> ModelUsage:
+    return ModelUsage(
+        input_tokens=usage.input_tokens or 0,
+        output_tokens=usage.output_tokens or 0,
+        cache_creation_input_tokens=usage.cache_creation_input_tokens or 0,
+        cache_read_input_tokens=usage.cache_read_input_tokens or 0,
+    )
+
+
+class AnthropicModel:
+    """``Model`` over ``anthropic.AsyncAnthropic`` (build the client with ``max_retries=0``).
+
+    ``secrets`` are strings that must never appear in an error message (the API key).
+    """
+
+    def __init__(self, client: anthropic.AsyncAnthropic, *, secrets: Sequence[str] = ()) -> None:
+        self._client = client
+        self._secrets = tuple(secrets)
+
+    async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+        messages = cast("list[MessageParam]", request.messages)
+        system: str | anthropic.Omit = request.system if request.system else anthropic.omit
+        ordinals: dict[int, int] = {}
+        try:
+            async with self._client.messages.stream(
+                model=request.model, system=system, messages=messages, max_tokens=request.max_tokens
+            ) as stream:
+                async for event in stream:
+                    if (
+                        isinstance(event, RawContentBlockDeltaEvent)
+                        and isinstance(event.delta, TextDelta)
+                        and event.delta.text
+                    ):
+                        ordinal = ordinals.setdefault(event.index, len(ordinals))
+                        await on_text(ordinal, event.delta.text)
+                final = await stream.get_final_message()
+        except anthropic.AnthropicError as exc:
+            raise classify(exc, secrets=self._secrets) from None
+        texts = tuple(block.text for block in final.content if isinstance(block, TextBlock) and block.text)
+        return ModelReply(texts=texts, usage=_usage(final.usage), stop_reason=final.stop_reason)

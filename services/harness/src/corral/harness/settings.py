@@ -1,0 +1,112 @@
+"""The harness's configuration, read from the environment in ``main()`` (never at import time).
+
+Worker knobs use the ``CORRAL_HARNESS_`` prefix. The model endpoint uses the names every Corral
+process agrees on: ``CORRAL_MODEL_BASE_URL`` and ``CORRAL_MODEL_API_KEY`` (a Messages-API server
+such as the embedded model), else ``ANTHROPIC_API_KEY`` (the Anthropic API itself).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.harness.crashpoints import NAMES as CRASHPOINTS
+from corral.settings import LogSettings, NatsSettings
+
+#: Sent as the API key to a model server configured without one (the embedded model ignores it).
+PLACEHOLDER_API_KEY = "corral-no-key"
+
+_NO_MODEL = (
+    "no model is configured: set CORRAL_MODEL_BASE_URL to a Messages-API server (for example the "
+    "embedded model, http://127.0.0.1:<port>), or set a real Anthropic key in CORRAL_MODEL_API_KEY "
+    "or ANTHROPIC_API_KEY"
+)
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="CORRAL_HARNESS_", frozen=True, extra="ignore", env_ignore_empty=True)
+
+    worker_id: str = Field(default_factory=default_worker_id, min_length=1)
+    lease_ttl_s: float = Field(default=10.0, gt=0)
+    ack_wait_s: float = Field(default=30.0, gt=0)
+    max_model_retries: int = Field(default=3, ge=0)
+    retry_backoff_s: float = Field(default=1.0, ge=0)
+    retry_backoff_max_s: float = Field(default=30.0, ge=0)
+    max_tokens: int = Field(default=4096, ge=1)
+    concurrency: int = Field(default=8, ge=1)
+    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    fetch_timeout_s: float = Field(default=1.0, gt=0)
+    crashpoint: str | None = Field(
+        default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT"
+    )
+    """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
+
+    model_base_url: str | None = Field(default=None, validation_alias="CORRAL_MODEL_BASE_URL")
+    model_api_key: SecretStr | None = Field(default=None, validation_alias="CORRAL_MODEL_API_KEY")
+    anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+
+    nats: NatsSettings = Field(default_factory=NatsSettings)
+    log: LogSettings = Field(default_factory=LogSettings)
+
+    @field_validator("crashpoint")
+    @classmethod
+    def _known_crashpoint(cls, value: str | None) -> str | None:
+        if value is not None and value not in CRASHPOINTS:
+            raise ValueError(f"unknown crashpoint {value!r}; expected one of {', '.join(sorted(CRASHPOINTS))}")
+        return value
+
+    @model_validator(mode="after")
+    def _a_model_is_configured(self) -> Settings:
+        if not (self.model_base_url or self.model_api_key or self.anthropic_api_key):
+            raise ValueError(_NO_MODEL)
+        return self
+
+
+class ConfigError(Exception):
+    """The environment does not describe a runnable harness; the message says what to set."""
+
+
+def load_settings() -> Settings:
+    """Read the settings, turning validation errors into one readable line without input values.
+
+    Raises:
+        ConfigError: a value is missing or invalid.
+    """
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors(include_input=False, include_url=False):
+            where = ".".join(str(part) for part in error["loc"])
+            message = error["msg"].removeprefix("Value error, ")
+            problems.append(f"{where}: {message}" if where else message)
+        raise ConfigError("; ".join(problems)) from None
+
+
+@dataclass(frozen=True)
+class ModelEndpoint:
+    """Where the model lives. ``base_url=None`` means the SDK's default (the Anthropic API)."""
+
+    base_url: str | None
+    api_key: SecretStr
+
+    def describe(self) -> str:
+        """For logs: says where requests go, never what the key is."""
+        return f"model server at {self.base_url}" if self.base_url else "Anthropic API"
+
+
+def model_endpoint(settings: Settings) -> ModelEndpoint:
+    """``CORRAL_MODEL_*`` when either is set, else ``ANTHROPIC_API_KEY`` against the real API."""
+    if settings.model_base_url or settings.model_api_key:
+        return ModelEndpoint(settings.model_base_url, settings.model_api_key or SecretStr(PLACEHOLDER_API_KEY))
+    if settings.anthropic_api_key is None:  # the validator makes this unreachable
+        raise ConfigError(_NO_MODEL)
+    return ModelEndpoint(None, settings.anthropic_api_key)

@@ -1,0 +1,148 @@
+"""Fakes for the gateway's ports (store, feed, probe) and a client wired to an app that uses them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from corral.contracts.api.errors import ApiError
+from corral.contracts.rpc import Health, Message, Op, ResolvedKey
+from corral.gateway.app import create_app
+from corral.gateway.auth import key_sha256
+from corral.gateway.settings import Settings
+from corral.gateway.state import Backends
+
+API_KEY = "sk-corral-test"
+WORKSPACE = "wrkspc_01TEST"
+
+Reply = Any | ApiError | Exception | Callable[[Message], Any]
+
+
+@dataclass
+class FakeStore:
+    """Records every call; answers from ``replies[op]`` (a value, an exception to raise, or a function)."""
+
+    replies: dict[str, Reply] = field(default_factory=dict)
+    keys: dict[str, ResolvedKey] = field(default_factory=dict)
+    calls: list[tuple[str, Message]] = field(default_factory=list)
+    auth_failure: Exception | None = None
+
+    def __post_init__(self) -> None:
+        self.keys.setdefault(key_sha256(API_KEY), ResolvedKey(workspace_id=WORKSPACE, key_id="apikey_01TEST"))
+
+    def ops(self) -> list[str]:
+        return [op for op, _ in self.calls]
+
+    def last(self, op: str) -> Any:
+        matching = [request for called, request in self.calls if called == op]
+        assert matching, f"{op} was never called (calls: {self.ops()})"
+        return matching[-1]
+
+    async def call(self, op: str, request: Message) -> Any:
+        self.calls.append((op, request))
+        if op == Op.AUTH_RESOLVE:
+            if self.auth_failure is not None:
+                raise self.auth_failure
+            found = self.keys.get(request.key_sha256)  # type: ignore[attr-defined]
+            if found is None:
+                raise ApiError("authentication_error", "unknown key")
+            return found.model_dump()
+        reply = self.replies.get(op)
+        if isinstance(reply, BaseException):
+            raise reply
+        if callable(reply):
+            return reply(request)
+        return reply
+
+
+@dataclass
+class FakeFeed:
+    """Log records and delta payloads to hand out, and what happened to the iterators."""
+
+    records: list[bytes] = field(default_factory=list)
+    deltas: list[bytes] = field(default_factory=list)
+    hold_log_until_deltas_sent: bool = False
+    opened: list[str] = field(default_factory=list)
+    closed: list[str] = field(default_factory=list)
+    deltas_sent: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def open_log(self, session_id: str) -> AsyncIterator[bytes]:
+        self.opened.append("log")
+        return self._log()
+
+    async def open_deltas(self, session_id: str) -> AsyncIterator[bytes]:
+        self.opened.append("deltas")
+        return self._deltas()
+
+    async def _log(self) -> AsyncIterator[bytes]:
+        try:
+            for i, record in enumerate(self.records):
+                if self.hold_log_until_deltas_sent and i == len(self.records) - 2:
+                    await self.deltas_sent.wait()
+                yield record
+            await asyncio.Event().wait()  # a live follow never ends by itself
+        finally:
+            self.closed.append("log")
+
+    async def _deltas(self) -> AsyncIterator[bytes]:
+        try:
+            for payload in self.deltas:
+                yield payload
+            self.deltas_sent.set()
+            await asyncio.Event().wait()
+        finally:
+            self.closed.append("deltas")
+
+
+@dataclass
+class FakeProbe:
+    answers: dict[str, Health] = field(default_factory=dict)
+
+    async def check(self, service: str, *, timeout_s: float) -> Health | None:
+        return self.answers.get(service)
+
+
+def settings(**overrides: Any) -> Settings:
+    values: dict[str, Any] = {"max_body_bytes": 4096, "sse_heartbeat_s": 15.0, **overrides}
+    return Settings(**values)
+
+
+def client_for(
+    store: FakeStore,
+    *,
+    feed: FakeFeed | None = None,
+    probe: FakeProbe | None = None,
+    api_key: str | None = API_KEY,
+    raise_app_exceptions: bool = True,
+    **setting_overrides: Any,
+) -> httpx.AsyncClient:
+    app = create_app(
+        settings(**setting_overrides),
+        backends=Backends(store=store, feed=feed or FakeFeed(), probe=probe or FakeProbe()),
+    )
+    headers = {"x-api-key": api_key} if api_key else {}
+    transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test", headers=headers)
+
+
+def agent(agent_id: str = "agent_01AAA", **fields: Any) -> dict[str, Any]:
+    return {
+        "type": "agent",
+        "id": agent_id,
+        "version": 1,
+        "name": "a",
+        "model": {"id": "claude-sonnet-4-6", "effort": None, "speed": "standard", "inference_geo": None},
+        "tools": [],
+        "mcp_servers": [],
+        "skills": [],
+        "execution_identity": {"type": "service_account"},
+        "metadata": {},
+        "archived_at": None,
+        "created_at": "2026-01-01T00:00:00.000000Z",
+        "updated_at": "2026-01-01T00:00:00.000000Z",
+        **fields,
+    }

@@ -1,0 +1,217 @@
+"""The session event stream: frame format, what is forwarded, deltas, heartbeats and clean-up."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from gateway_fakes import FakeFeed, FakeStore, client_for
+
+from corral.contracts.api.errors import not_found
+from corral.contracts.rpc import GetObject, Op
+from corral.gateway.sse import PING, DeltaFilter, StreamRegistry, event_stream, frame, record_frame
+
+
+def raw(record: dict[str, Any]) -> bytes:
+    return json.dumps(record).encode()
+
+
+def parse_frames(text: str) -> list[dict[str, str]]:
+    frames = []
+    for block in text.split("\n\n"):
+        if not block:
+            continue
+        fields: dict[str, str] = {}
+        for line in block.split("\n"):
+            name, _, value = line.partition(": ")
+            fields[name] = value
+        frames.append(fields)
+    return frames
+
+
+USER_MESSAGE = {
+    "type": "user.message",
+    "id": "sevt_01U",
+    "content": [{"type": "text", "text": "hi"}],
+    "processed_at": None,
+}
+AGENT_MESSAGE = {
+    "type": "agent.message",
+    "id": "sevt_01A",
+    "content": [{"type": "text", "text": "Hello there"}],
+    "processed_at": "2026-01-01T00:00:01.000000Z",
+}
+ARCHIVED = {"type": "corral.session_archived", "archived_at": "2026-01-01T00:00:02.000000Z"}
+DELETED = {"type": "corral.session_deleted", "deleted_at": "2026-01-01T00:00:03.000000Z"}
+
+
+def test_a_frame_has_an_event_line_an_optional_id_and_one_compact_data_line() -> None:
+    data = {"type": "agent.message", "id": "sevt_1", "content": [{"type": "text", "text": "a\nb ü"}]}
+    assert frame("agent.message", data, event_id="sevt_1") == (
+        b"event: agent.message\nid: sevt_1\n"
+        b'data: {"type":"agent.message","id":"sevt_1","content":[{"type":"text","text":"a\\nb \xc3\xbc"}]}\n\n'
+    )
+    assert frame("event_delta", {"type": "event_delta"}) == b'event: event_delta\ndata: {"type":"event_delta"}\n\n'
+
+
+def test_a_frame_never_lets_a_newline_into_the_event_or_id_line() -> None:
+    assert frame("a\nb", {}, event_id="x\r\ny") == b"event: ab\nid: xy\ndata: {}\n\n"
+
+
+def test_the_ping_frame_is_an_event_the_sdk_skips() -> None:
+    assert PING == b"event: ping\ndata: {}\n\n"
+
+
+def test_stored_events_are_forwarded_as_stored_with_their_id() -> None:
+    out, event_id, last = record_frame(raw(USER_MESSAGE))
+    assert (event_id, last) == ("sevt_01U", False)
+    assert out == frame("user.message", USER_MESSAGE, event_id="sevt_01U")
+
+
+def test_control_records_are_skipped_except_the_deletion_which_ends_the_stream() -> None:
+    assert record_frame(raw(ARCHIVED)) == (None, None, False)
+    assert record_frame(raw({"type": "corral.session_created", "workspace_id": "w"})) == (None, None, False)
+    out, _, last = record_frame(raw(DELETED))
+    assert last is True
+    assert out is not None
+    (parsed,) = parse_frames(out.decode())
+    deleted = json.loads(parsed["data"])
+    assert parsed["event"] == "session.deleted"
+    assert parsed["id"] == deleted["id"]
+    assert deleted["id"].startswith("sevt_")
+    assert deleted == {"type": "session.deleted", "id": deleted["id"], "processed_at": "2026-01-01T00:00:03.000000Z"}
+
+
+def test_records_that_are_not_json_objects_with_a_type_are_skipped() -> None:
+    assert record_frame(b"not json") == (None, None, False)
+    assert record_frame(b"[1]") == (None, None, False)
+    assert record_frame(b'{"id": "sevt_1"}') == (None, None, False)
+
+
+def test_deltas_pass_only_for_requested_types_and_only_until_the_event_is_stored() -> None:
+    previews = DeltaFilter(frozenset({"agent.message"}))
+    start = {"type": "event_start", "event": {"type": "agent.message", "id": "sevt_1"}}
+    delta = {"type": "event_delta", "event_id": "sevt_1", "delta": {"type": "content_delta", "index": 0}}
+    thinking = {"type": "event_start", "event": {"type": "agent.thinking", "id": "sevt_2"}}
+    assert previews.frame(raw(delta)) is None  # no start seen yet
+    assert previews.frame(raw(thinking)) is None  # not requested
+    assert previews.frame(raw(start)) == frame("event_start", start)
+    assert previews.frame(raw(start)) is None  # at most one start per event
+    assert previews.frame(raw(delta)) == frame("event_delta", delta)
+    previews.finish("sevt_1")
+    assert previews.frame(raw(delta)) is None
+    assert previews.frame(raw(start)) is None
+
+
+async def never() -> AsyncIterator[bytes]:
+    await asyncio.Event().wait()
+    yield b""
+
+
+async def test_an_idle_stream_sends_pings() -> None:
+    stream = event_stream(never(), None, delta_types=frozenset(), heartbeat_s=0.01)
+    try:
+        async with asyncio.timeout(5):
+            assert await anext(stream) == PING
+            assert await anext(stream) == PING
+    finally:
+        await stream.aclose()
+
+
+async def test_closing_the_stream_closes_both_subscriptions() -> None:
+    feed = FakeFeed(records=[raw(USER_MESSAGE)], deltas=[])
+    log, deltas = await feed.open_log("sesn_1"), await feed.open_deltas("sesn_1")
+    stream = event_stream(log, deltas, delta_types=frozenset({"agent.message"}), heartbeat_s=10)
+    async with asyncio.timeout(5):
+        assert await anext(stream) == frame("user.message", USER_MESSAGE, event_id="sevt_01U")
+        await stream.aclose()
+    assert sorted(feed.closed) == ["deltas", "log"]
+
+
+async def test_a_shutdown_ends_every_open_stream() -> None:
+    registry = StreamRegistry()
+    feed = FakeFeed(records=[raw(USER_MESSAGE)])
+    stream = event_stream(
+        await feed.open_log("sesn_1"), None, delta_types=frozenset(), heartbeat_s=10, registry=registry
+    )
+    async with asyncio.timeout(5):
+        await anext(stream)  # the stream is open (and registered)
+        assert len(registry) == 1
+        registry.close_all()
+        with pytest.raises(StopAsyncIteration):
+            await anext(stream)
+    assert len(registry) == 0
+    assert feed.closed == ["log"]
+
+
+async def test_the_stream_route_forwards_events_and_requested_deltas_then_ends_on_deletion() -> None:
+    start = {"type": "event_start", "event": {"type": "agent.message", "id": "sevt_01A"}}
+    delta = {
+        "type": "event_delta",
+        "event_id": "sevt_01A",
+        "delta": {"type": "content_delta", "index": 0, "content": {"type": "text", "text": "Hello"}},
+    }
+    thinking = {"type": "event_start", "event": {"type": "agent.thinking", "id": "sevt_01T"}}
+    feed = FakeFeed(
+        records=[raw(USER_MESSAGE), raw(ARCHIVED), raw(AGENT_MESSAGE), raw(DELETED)],
+        deltas=[raw(thinking), raw(start), raw(delta)],
+        hold_log_until_deltas_sent=True,
+    )
+    store = FakeStore(replies={Op.SESSIONS_GET: {"type": "session", "id": "sesn_01SSS"}})
+    async with client_for(store, feed=feed) as client, asyncio.timeout(5):
+        response = await client.get("/v1/sessions/sesn_01SSS/events/stream?event_deltas%5B%5D=agent.message")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    assert response.headers["cache-control"] == "no-cache"
+    assert response.headers["x-accel-buffering"] == "no"
+    assert response.headers["request-id"].startswith("req_")
+    frames = parse_frames(response.text)
+    assert [f["event"] for f in frames] == [
+        "user.message",
+        "event_start",
+        "event_delta",
+        "agent.message",
+        "session.deleted",
+    ]
+    assert json.loads(frames[0]["data"]) == USER_MESSAGE
+    assert frames[0]["id"] == "sevt_01U"
+    assert json.loads(frames[2]["data"]) == delta
+    assert "id" not in frames[2]
+    assert frames[3]["id"] == "sevt_01A"
+    assert store.last(Op.SESSIONS_GET) == GetObject(workspace_id="wrkspc_01TEST", id="sesn_01SSS")
+    assert sorted(feed.closed) == ["deltas", "log"]
+
+
+async def test_without_event_deltas_no_delta_subscription_is_made() -> None:
+    feed = FakeFeed(records=[raw(AGENT_MESSAGE), raw(DELETED)])
+    store = FakeStore(replies={Op.SESSIONS_GET: {"type": "session", "id": "sesn_01SSS"}})
+    async with client_for(store, feed=feed) as client, asyncio.timeout(5):
+        response = await client.get("/v1/sessions/sesn_01SSS/events/stream")
+    assert [f["event"] for f in parse_frames(response.text)] == ["agent.message", "session.deleted"]
+    assert feed.opened == ["log"]
+
+
+async def test_streaming_an_unknown_session_is_a_json_404_before_any_stream() -> None:
+    feed = FakeFeed()
+    store = FakeStore(replies={Op.SESSIONS_GET: not_found("session", "sesn_01NOPE")})
+    async with client_for(store, feed=feed) as client:
+        response = await client.get("/v1/sessions/sesn_01NOPE/events/stream")
+    assert response.status_code == 404
+    assert response.json()["error"]["type"] == "not_found_error"
+    assert feed.opened == []
+
+
+async def test_event_deltas_outside_message_and_thinking_are_a_400() -> None:
+    feed = FakeFeed()
+    async with client_for(FakeStore(), feed=feed) as client:
+        response = await client.get("/v1/sessions/sesn_01SSS/events/stream?event_deltas[]=agent.tool_use")
+        too_many = await client.get(
+            "/v1/sessions/sesn_01SSS/events/stream?" + "&".join(["event_deltas[]=agent.message"] * 101)
+        )
+    assert response.status_code == 400
+    assert response.json()["error"]["message"].startswith("event_deltas[]: 'agent.tool_use' is not one of")
+    assert too_many.status_code == 400
+    assert feed.opened == []

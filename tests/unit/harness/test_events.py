@@ -1,0 +1,56 @@
+from __future__ import annotations
+
+from corral.contracts.api.events import ModelUsage, parse_event
+from corral.harness import events
+from corral.harness.deltas import Preview
+from tests.unit.harness.fakes import SESSION_ID, FakeDeltas
+
+
+def test_every_harness_event_is_a_valid_public_event_without_processed_at() -> None:
+    built = [
+        events.status_running(),
+        events.status_rescheduled(),
+        events.status_idle("end_turn"),
+        events.model_request_start(),
+        events.model_request_end("sevt_start", usage=ModelUsage(input_tokens=3, output_tokens=4)),
+        events.agent_message("sevt_msg", ["hello", "world"]),
+        events.session_error("model_rate_limited_error", "slow down", "retrying"),
+    ]
+
+    for event in built:
+        assert "processed_at" not in event
+        assert event["id"].startswith("sevt_")
+        assert parse_event({**event, "processed_at": "2026-01-01T00:00:00Z"}).type == event["type"]
+    assert len({e["id"] for e in built[:5]}) == 5
+
+
+def test_idle_and_error_events_have_the_documented_shapes() -> None:
+    assert events.status_idle("retries_exhausted")["stop_reason"] == {"type": "retries_exhausted"}
+    error = events.session_error("model_overloaded_error", "busy", "exhausted")
+    assert error["error"] == {
+        "type": "model_overloaded_error",
+        "message": "busy",
+        "retry_status": {"type": "exhausted"},
+    }
+    end = events.model_request_end("sevt_s", is_error=True)
+    assert end["is_error"] is True
+    assert end["model_usage"] == {
+        "input_tokens": 0,
+        "output_tokens": 0,
+        "cache_creation_input_tokens": 0,
+        "cache_read_input_tokens": 0,
+    }
+
+
+async def test_a_preview_starts_once_and_tracks_text_per_block() -> None:
+    deltas = FakeDeltas()
+    preview = Preview(deltas, SESSION_ID, "sevt_msg")
+
+    await preview.on_text(0, "")
+    await preview.on_text(0, "a")
+    await preview.on_text(0, "b")
+    await preview.on_text(1, "c")
+
+    assert [f["type"] for f in deltas.frames] == ["event_start", "event_delta", "event_delta", "event_delta"]
+    assert preview.texts == ("ab", "c")
+    assert deltas.frames[-1]["delta"] == {"type": "content_delta", "index": 1, "content": {"type": "text", "text": "c"}}

@@ -1,0 +1,127 @@
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from corral.bus import BusError
+from corral.harness.lease import HeldLease, LeaseBusy, Leases
+from tests.unit.harness.fakes import SESSION_ID, FakeBucket, SteppedSleep
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def leases(bucket: FakeBucket, sleep: SteppedSleep, clock: Clock | None = None, ttl_s: float = 9.0) -> Leases:
+    return Leases(bucket, holder="worker-1", ttl_s=ttl_s, sleep=sleep, monotonic=clock or Clock())
+
+
+async def renewal(sleep: SteppedSleep) -> None:
+    """Let one renewal run and park in its next sleep."""
+    sleep.tick()
+    async with asyncio.timeout(5):
+        await sleep.parked.wait()
+
+
+async def test_holding_a_lease_writes_holder_and_a_fresh_token_and_releases_it_after() -> None:
+    bucket = FakeBucket()
+    sleep = SteppedSleep()
+    tokens = []
+
+    for _ in range(2):
+        async with leases(bucket, sleep).hold(SESSION_ID) as lease:
+            value = json.loads(bucket.entries[SESSION_ID][0])
+            assert value["holder"] == "worker-1"
+            assert value["token"] == lease.token
+            assert "acquired_at" in value
+            tokens.append(lease.token)
+
+    assert SESSION_ID not in bucket.entries
+    assert tokens[0] != tokens[1]
+    assert ("delete", SESSION_ID, 2) in bucket.calls
+
+
+async def test_a_lease_someone_else_holds_is_busy() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+
+    with pytest.raises(LeaseBusy):
+        async with leases(bucket, SteppedSleep()).hold(SESSION_ID):
+            pytest.fail("the block must not run")
+
+    assert bucket.entries[SESSION_ID][0] == b'{"holder":"someone-else"}'
+
+
+async def test_the_lease_is_renewed_every_third_of_its_ttl_with_the_last_revision() -> None:
+    bucket = FakeBucket()
+    sleep = SteppedSleep()
+    delays: list[float] = []
+
+    async def recording(delay: float) -> None:
+        delays.append(delay)
+        await sleep(delay)
+
+    lease_manager = Leases(bucket, holder="worker-1", ttl_s=9.0, sleep=recording, monotonic=Clock())
+    async with lease_manager.hold(SESSION_ID) as lease:
+        async with asyncio.timeout(5):
+            await sleep.parked.wait()
+        await renewal(sleep)
+        await renewal(sleep)
+        assert lease.revision == 3
+        assert not lease.lost.is_set()
+
+    assert [c for c in bucket.calls if c[0] == "update"] == [("update", SESSION_ID, 1), ("update", SESSION_ID, 2)]
+    assert delays[0] == 3.0
+    assert bucket.calls[-1] == ("delete", SESSION_ID, 3)
+
+
+async def test_a_renewal_that_finds_the_key_changed_loses_the_lease_and_leaves_the_key_alone() -> None:
+    bucket = FakeBucket()
+    sleep = SteppedSleep()
+    async with leases(bucket, sleep).hold(SESSION_ID) as lease:
+        async with asyncio.timeout(5):
+            await sleep.parked.wait()
+        bucket.steal(SESSION_ID)
+        sleep.tick()
+        async with asyncio.timeout(5):
+            await lease.lost.wait()
+
+    assert not any(c[0] == "delete" for c in bucket.calls)
+    assert bucket.entries[SESSION_ID][0] == b'{"holder":"someone-else"}'
+
+
+async def test_renewals_failing_for_a_whole_ttl_lose_the_lease() -> None:
+    bucket = FakeBucket()
+    sleep = SteppedSleep()
+    clock = Clock()
+    async with leases(bucket, sleep, clock).hold(SESSION_ID) as lease:
+        async with asyncio.timeout(5):
+            await sleep.parked.wait()
+        bucket.fail_update = BusError("nats is down")
+        clock.now += 3
+        await renewal(sleep)
+        assert not lease.lost.is_set()
+        clock.now += 6
+        sleep.tick()
+        async with asyncio.timeout(5):
+            await lease.lost.wait()
+
+
+async def test_the_lease_is_released_when_the_block_fails() -> None:
+    bucket = FakeBucket()
+    lease_seen: list[HeldLease] = []
+
+    with pytest.raises(ExceptionGroup) as raised:
+        async with leases(bucket, SteppedSleep()).hold(SESSION_ID) as lease:
+            lease_seen.append(lease)
+            raise RuntimeError("boom")
+
+    assert raised.group_contains(RuntimeError)
+    assert SESSION_ID not in bucket.entries
+    assert lease_seen[0].proof().token == lease_seen[0].token

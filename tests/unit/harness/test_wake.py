@@ -1,0 +1,208 @@
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from corral.harness.lease import HeldLease, Leases
+from corral.harness.turn import Outcome
+from corral.harness.wake import WakeLoop, redelivery_delay
+from tests.unit.harness.fakes import SESSION_ID, FakeBucket, FakeDelivery, FakeSource, SteppedSleep, wake_delivery
+
+
+class FakeRunner:
+    def __init__(self, outcome: Outcome = Outcome.DONE, *, block: bool = False, error: Exception | None = None) -> None:
+        self.outcome = outcome
+        self.block = block
+        self.error = error
+        self.started = asyncio.Event()
+        self.release = asyncio.Event()
+        self.calls: list[tuple[str, int]] = []
+        self.leases: list[HeldLease] = []
+
+    async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:
+        self.calls.append((session_id, min_seq))
+        self.leases.append(lease)
+        self.started.set()
+        if self.block:
+            await self.release.wait()
+        if self.error is not None:
+            raise self.error
+        return self.outcome
+
+
+class Harness:
+    def __init__(self, runner: FakeRunner, *, concurrency: int = 4, grace_s: float = 10.0) -> None:
+        self.source = FakeSource()
+        self.bucket = FakeBucket()
+        self.heartbeat_sleep = SteppedSleep()
+        self.runner = runner
+        self.loop = WakeLoop(
+            self.source,
+            leases=Leases(self.bucket, holder="worker-1", ttl_s=9.0, sleep=SteppedSleep()),
+            runner=runner,
+            concurrency=concurrency,
+            ack_wait_s=30.0,
+            shutdown_grace_s=grace_s,
+            sleep=self.heartbeat_sleep,
+        )
+        self.stop = asyncio.Event()
+
+    async def deliver(self, delivery: FakeDelivery) -> None:
+        self.source.queue.put_nowait(delivery)
+
+
+async def run_until_settled(harness: Harness, *deliveries: FakeDelivery) -> None:
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    for delivery in deliveries:
+        await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        for delivery in deliveries:
+            await delivery.done.wait()
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+
+
+async def test_a_session_with_nothing_left_to_do_is_acked_and_its_lease_released() -> None:
+    harness = Harness(FakeRunner(Outcome.DONE))
+    delivery = wake_delivery(seq=42)
+
+    await run_until_settled(harness, delivery)
+
+    assert delivery.settled == [("ack", None)]
+    assert harness.runner.calls == [(SESSION_ID, 42)]
+    assert harness.bucket.entries == {}
+
+
+async def test_a_session_leased_elsewhere_is_handed_back_after_a_second() -> None:
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)
+    delivery = wake_delivery()
+
+    await run_until_settled(harness, delivery)
+
+    assert delivery.settled == [("nak", 1.0)]
+    assert harness.runner.calls == []
+
+
+async def test_an_unreadable_wake_up_is_terminated() -> None:
+    harness = Harness(FakeRunner())
+    delivery = FakeDelivery(data=b"{not json")
+
+    await run_until_settled(harness, delivery)
+
+    assert delivery.settled == [("term", None)]
+
+
+@pytest.mark.parametrize(
+    ("outcome", "settled"),
+    [
+        (Outcome.LOST, ("nak", redelivery_delay(3))),
+        (Outcome.RETRY_LATER, ("nak", redelivery_delay(3))),
+        (Outcome.REJECTED, ("term", None)),
+    ],
+)
+async def test_each_outcome_settles_the_wake_up_its_own_way(outcome: Outcome, settled: tuple[str, float]) -> None:
+    harness = Harness(FakeRunner(outcome))
+    delivery = wake_delivery(num_delivered=3)
+
+    await run_until_settled(harness, delivery)
+
+    assert delivery.settled == [settled]
+
+
+async def test_a_crashing_session_is_handed_back_with_backoff_and_the_worker_carries_on() -> None:
+    harness = Harness(FakeRunner(error=RuntimeError("bug")))
+    first, second = wake_delivery(num_delivered=2), wake_delivery("sesn_other", num_delivered=1)
+
+    await run_until_settled(harness, first, second)
+
+    assert first.settled == [("nak", redelivery_delay(2))]
+    assert second.settled == [("nak", redelivery_delay(1))]
+    assert harness.bucket.entries == {}
+
+
+def test_redelivery_backoff_doubles_and_is_capped() -> None:
+    assert [redelivery_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
+    assert redelivery_delay(50) == 30.0
+
+
+async def test_a_long_session_keeps_its_wake_up_alive_with_in_progress() -> None:
+    runner = FakeRunner(block=True)
+    harness = Harness(runner)
+    delivery = wake_delivery()
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+        await harness.heartbeat_sleep.parked.wait()
+        harness.heartbeat_sleep.tick()
+        await harness.heartbeat_sleep.parked.wait()
+
+    assert delivery.heartbeats == 1
+    assert harness.loop.active == {SESSION_ID}
+    runner.release.set()
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+    assert delivery.settled == [("ack", None)]
+
+
+async def test_a_busy_worker_fetches_nothing_until_a_slot_frees_up() -> None:
+    runner = FakeRunner(block=True)
+    harness = Harness(runner, concurrency=1)
+    first, second = wake_delivery(), wake_delivery("sesn_other")
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(first)
+    await harness.deliver(second)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    fetches = harness.source.fetches
+    for _ in range(20):
+        await asyncio.sleep(0)
+
+    assert harness.source.fetches == fetches
+    assert runner.calls == [(SESSION_ID, 1)]
+    runner.release.set()
+    async with asyncio.timeout(5):
+        await second.done.wait()
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+    assert [c[0] for c in runner.calls] == [SESSION_ID, "sesn_other"]
+
+
+async def test_on_shutdown_a_running_session_may_finish_within_the_grace_period() -> None:
+    runner = FakeRunner(block=True)
+    harness = Harness(runner, grace_s=60.0)
+    delivery = wake_delivery()
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+
+    harness.stop.set()
+    runner.release.set()
+    async with asyncio.timeout(5):
+        await task
+
+    assert delivery.settled == [("ack", None)]
+
+
+async def test_on_shutdown_a_session_still_running_after_the_grace_is_handed_back_and_its_lease_released() -> None:
+    runner = FakeRunner(block=True)
+    harness = Harness(runner, grace_s=0.0)
+    delivery = wake_delivery()
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    assert SESSION_ID in harness.bucket.entries
+
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+
+    assert delivery.settled == [("nak", None)]
+    assert harness.bucket.entries == {}
