@@ -47,6 +47,8 @@ class SessionLog:
         self._cache: OrderedDict[str, SessionState] = OrderedDict()
         self._cache_size = cache_size
         self._locks: dict[str, asyncio.Lock] = {}
+        self.high_water = 0
+        """The highest stream sequence this store has written; readers wait for the projection to reach it."""
 
     def _lock(self, session_id: str) -> asyncio.Lock:
         lock = self._locks.get(session_id)
@@ -158,6 +160,7 @@ class SessionLog:
                 continue
             state.apply(record, ack.seq)
             stored.append(Stored(ack.seq, record))
+            self.high_water = max(self.high_water, ack.seq)
         return stored
 
     def forget(self, session_id: str) -> None:

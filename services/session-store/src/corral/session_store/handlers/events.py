@@ -68,5 +68,6 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
 async def list_(deps: Deps, req: ListEvents) -> Page:
     state = await deps.log.state(req.session_id)
     ensure_exists(state, req.workspace_id)
+    await deps.caught_up_sessions(state.last_seq)
     async with deps.pool.acquire() as conn:
         return await queries.list_events(conn, req)

@@ -121,6 +121,10 @@ async def _state(deps: Deps, workspace_id: str | None, session_id: str) -> Sessi
 
 
 async def get(deps: Deps, req: GetObject) -> dict[str, Any]:
+    # Someone may have seen the session's latest event on a stream already: read at least that far.
+    state = await deps.log.state(req.id)
+    if state.created and not state.deleted:
+        await deps.caught_up_sessions(state.last_seq)
     row_ws = await deps.pool.fetchval("SELECT workspace_id FROM sessions WHERE session_id = $1", req.id)
     if row_ws is None or (req.workspace_id is not None and row_ws != req.workspace_id):
         raise not_found("session", req.id)
@@ -216,6 +220,7 @@ async def list_(deps: Deps, req: ListObjects) -> Page:
             raise invalid(f"statuses: {bad[0]!r} is not a session status (idle, running, rescheduling, terminated)")
         args.append(req.statuses)
         extra.append(f"status = ANY(${len(args) + 1}::text[])")
+    await deps.caught_up_sessions(deps.log.high_water)
     at = now()
     async with deps.pool.acquire() as conn:
         rows, next_page, prev_page = await queries.page_by_created(

@@ -1,0 +1,91 @@
+"""One private Corral stack for the e2e tests: real NATS JetStream, Postgres, OpenBao, the five
+services (two harness processes) and the embedded Messages-API model, on free ports in a temp dir.
+
+Nothing here is faked: tests talk to the gateway with the official ``anthropic`` SDK or plain HTTP,
+and to the bus with ``corral.bus``. If a component cannot start, every e2e test errors (never skips).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import anthropic
+import httpx
+import pytest
+
+from corral.bus import Bus
+from corral.devstack.ports import Ports
+from corral.devstack.stack import Stack
+from corral.settings import NatsSettings
+
+#: Short lease and ack wait so a killed harness's session is picked up within seconds.
+FAST_RECOVERY = {
+    "CORRAL_HARNESS_LEASE_TTL_S": "3",
+    "CORRAL_HARNESS_ACK_WAIT_S": "4",
+    "CORRAL_HARNESS_RETRY_BACKOFF_S": "0.2",
+}
+
+
+def _environ() -> dict[str, str]:
+    """The test stack always uses the embedded model, whatever keys the developer has set."""
+    drop = ("ANTHROPIC_", "CORRAL_MODEL_", "DATABASE_URL", "CORRAL_")
+    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+
+
+def start_stack(state_dir: Path) -> Stack:
+    stack = Stack(
+        state_dir,
+        Ports.free(),
+        environ=_environ(),
+        service_env={"harness": FAST_RECOVERY, "session-store": {"CORRAL_LEASE_TTL_S": "3"}},
+        log_level="INFO",
+    )
+    stack.start(timeout=180)
+    return stack
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("corral"))
+    try:
+        yield stack
+    finally:
+        stack.stop()
+
+
+@pytest.fixture(scope="session")
+async def client(stack: Stack) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(
+        base_url=stack.gateway_url, api_key=stack.api_key, max_retries=0, timeout=30
+    ) as sdk:
+        yield sdk
+
+
+@pytest.fixture
+async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    headers = {"x-api-key": stack.api_key, "anthropic-version": "2023-06-01"}
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=30) as c:
+        yield c
+
+
+@pytest.fixture
+async def bus(stack: Stack) -> AsyncIterator[Bus]:
+    async with Bus.connect(NatsSettings(url=stack.nats_url), name="tests") as b:
+        yield b
+
+
+@pytest.fixture
+async def model(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    """The embedded model's control API (install scripted scenarios, read recorded requests)."""
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.embedded_model}", timeout=10) as c:
+        yield c
+
+
+@pytest.fixture
+async def agent_env(client: anthropic.AsyncAnthropic) -> tuple[str, str]:
+    """A fresh agent and environment (unique names) for a test."""
+    agent = await client.beta.agents.create(name="e2e", model="claude-sonnet-4-6", system="Be brief.")
+    env = await client.beta.environments.create(name=f"e2e-{agent.id.lower()}")
+    return agent.id, env.id

@@ -1,0 +1,84 @@
+"""A harness SIGKILLed mid-turn loses nothing: the other harness finishes the turn, once."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+
+import anthropic
+import httpx
+import pytest
+
+from corral.bus import Bus
+from corral.contracts import subjects
+from corral.devstack.stack import Stack
+from tests.e2e.flows import all_events, open_stream, read_until_idle, send_text
+
+pytestmark = pytest.mark.e2e
+
+SLOW = {
+    "scenarios": [
+        {
+            "name": "slow-reply",
+            "match": "^crash-test-slow",
+            "turns": [
+                {
+                    "content": [{"type": "text", "text": " ".join(f"word{i}" for i in range(40))}],
+                    "chunk_delay_ms": 100,
+                }
+            ],
+        }
+    ]
+}
+
+
+async def lease_holder(bus: Bus, session_id: str) -> str:
+    bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=3)
+    async with asyncio.timeout(10):
+        while True:
+            entry = await bucket.get(session_id)
+            if entry is not None:
+                return str(json.loads(entry.value)["holder"])
+            await asyncio.sleep(0.05)
+
+
+async def test_killing_the_harness_mid_turn_hands_the_turn_to_the_other_one(
+    stack: Stack, bus: Bus, model: httpx.AsyncClient, client: anthropic.AsyncAnthropic, agent_env: tuple[str, str]
+) -> None:
+    assert (await model.post("/_corral/scripts", json=SLOW)).status_code == 200
+    agent_id, env_id = agent_env
+    session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
+
+    stream = await open_stream(client, session.id, event_deltas=["agent.message"])
+    async with stream:
+        await send_text(client, session.id, "crash-test-slow: take your time")
+        deltas = 0
+        async with asyncio.timeout(20):
+            async for event in stream:
+                if event.type == "event_delta":
+                    deltas += 1
+                    if deltas == 3:
+                        break
+        holder = await lease_holder(bus, session.id)
+        assert holder in ("harness-1", "harness-2")
+        stack.kill(holder, signal.SIGKILL)
+        try:
+            rest = await read_until_idle(stream, timeout=60)
+        finally:
+            stack.start_service(holder)
+
+    assert rest[-1].stop_reason.type == "end_turn"
+    events = await all_events(client, session.id)
+    types = [e.type for e in events]
+    assert types.count("user.message") == 1
+    assert types.count("agent.message") == 1, types
+    assert types.count("session.status_idle") == 1
+    assert "session.status_rescheduled" in types
+    starts = [e.id for e in events if e.type == "span.model_request_start"]
+    ends = [e.model_request_start_id for e in events if e.type == "span.model_request_end"]
+    assert sorted(starts) == sorted(ends), "every model request start has exactly one end"
+    message = next(e for e in events if e.type == "agent.message")
+    assert message.content[0].text.startswith("word0 word1")
+    final = await client.beta.sessions.retrieve(session.id)
+    assert final.status == "idle"
