@@ -12,7 +12,9 @@ from pydantic import SecretStr
 
 class Vault:
     def __init__(self, addr: str, token: SecretStr | None, *, timeout: float) -> None:
-        self._client = hvac.Client(url=addr, token=token.get_secret_value() if token else None, timeout=max(1, round(timeout)))
+        self._client = hvac.Client(
+            url=addr, token=token.get_secret_value() if token else None, timeout=max(1, round(timeout))
+        )
 
     def _status(self) -> str:
         health = self._client.sys.read_health_status(method="GET")

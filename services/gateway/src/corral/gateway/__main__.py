@@ -48,7 +48,9 @@ class GatewayServer(uvicorn.Server):
 def bind(host: str, port: int) -> socket.socket:
     """A listening-ready socket on ``host:port``, or exit 1 with one line saying what to change."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
+    # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on accepted sockets whose proto says TCP,
+    # and without it keep-alive responses (headers, then body) stall ~40 ms on Nagle + delayed ACK.
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind((host, port))
@@ -81,6 +83,8 @@ def main() -> None:
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         lifespan="on",
+        http="httptools",
+        loop="uvloop",
     )
     server = GatewayServer(config, state=state_of(app))
     try:

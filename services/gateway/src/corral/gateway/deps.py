@@ -20,15 +20,17 @@ async def _caller(request: Request) -> ResolvedKey:
     return await resolve(request.headers, store=state.ready().store, cache=state.keys)
 
 
-def _store(request: Request) -> Store:
+# Dependencies are coroutines on purpose: FastAPI runs plain functions in a worker thread, a hop
+# that cost more than the rest of a cached request.
+async def _store(request: Request) -> Store:
     return gateway_state(request).ready().store
 
 
-def _feed(request: Request) -> SessionFeed:
+async def _feed(request: Request) -> SessionFeed:
     return gateway_state(request).ready().feed
 
 
-def _settings(request: Request) -> Settings:
+async def _settings(request: Request) -> Settings:
     return gateway_state(request).settings
 
 

@@ -13,6 +13,7 @@ import logging
 import signal
 
 import anthropic
+import uvloop
 
 from corral import telemetry
 from corral.bus import Bus
@@ -101,7 +102,7 @@ def main() -> None:
         raise SystemExit(f"corral-harness: {exc}") from None
     telemetry.configure("harness", logs=settings.log)
     try:
-        asyncio.run(run(settings))
+        uvloop.run(run(settings))
     finally:
         telemetry.shutdown()
 

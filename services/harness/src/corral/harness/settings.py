@@ -44,9 +44,7 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=8, ge=1)
     shutdown_grace_s: float = Field(default=10.0, ge=0)
     fetch_timeout_s: float = Field(default=1.0, gt=0)
-    crashpoint: str | None = Field(
-        default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT"
-    )
+    crashpoint: str | None = Field(default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT")
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
 
     model_base_url: str | None = Field(default=None, validation_alias="CORRAL_MODEL_BASE_URL")

@@ -10,6 +10,8 @@ import os
 import signal
 import socket
 
+import uvloop
+
 from corral import telemetry
 from corral.bus import Bus, StreamMismatch
 from corral.contracts import subjects
@@ -80,7 +82,7 @@ def main() -> None:
     settings = Settings()
     telemetry.configure("session-store", logs=settings.log)
     try:
-        asyncio.run(run(settings))
+        uvloop.run(run(settings))
     except StreamMismatch as exc:
         logger.error("refusing to start: %s", exc)
         raise SystemExit(2) from None

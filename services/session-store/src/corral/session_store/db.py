@@ -18,15 +18,26 @@ Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    # Every table is a projection of the JetStream log, and each commit records the stream position
-    # it reached: a crash that loses the last commits only makes the projector replay them. So
-    # commits need not wait for the WAL flush.
-    await conn.execute("SET synchronous_commit TO off")
+
+
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Return connections to the pool as they are: Corral keeps no session state on them (no
+    LISTEN, prepared cursors or SETs), so asyncpg's default reset would be a wasted round trip."""
 
 
 @contextlib.asynccontextmanager
 async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> AsyncIterator[Pool]:
-    pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size, init=_init_connection)
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=min_size,
+        max_size=max_size,
+        init=_init_connection,
+        reset=_keep_session,
+        # Every table is a projection of the JetStream log and each commit records the stream
+        # position it reached: a crash that loses the last commits only makes the projector replay
+        # them, so commits need not wait for the WAL flush.
+        server_settings={"synchronous_commit": "off"},
+    )
     try:
         yield pool
     finally:

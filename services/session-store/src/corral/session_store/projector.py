@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -20,7 +21,7 @@ import asyncpg
 from corral.bus import Bus, StoredMessage
 from corral.contracts import subjects
 from corral.contracts.clock import parse_rfc3339
-from corral.contracts.log import CONTROL_RECORD_TYPES
+from corral.contracts.log import CONTROL_RECORD_TYPES, parse_catalog_record, parse_session_record
 from corral.session_store.db import Conn
 from corral.session_store.domain.sessions import SessionRow
 
@@ -95,7 +96,7 @@ class Projector:
     # --- catalog -----------------------------------------------------------------------------------
     async def _apply_catalog(self, conn: Conn, batch: list[StoredMessage]) -> None:
         for msg in batch:
-            record = _decode(msg)
+            record = _decode(msg, parse_catalog_record)
             if record is None:
                 continue
             kind = record["type"]
@@ -157,7 +158,7 @@ class Projector:
         purged: set[str] = set()
         for msg in batch:
             session_id = subjects.session_id_of(msg.subject)
-            record = _decode(msg)
+            record = _decode(msg, parse_session_record)
             if record is None:
                 continue
             row = rows.get(session_id)
@@ -189,16 +190,18 @@ class Projector:
                 await save_row(conn, row)
 
 
-def _decode(msg: StoredMessage) -> dict[str, Any] | None:
+def _decode(msg: StoredMessage, parse: Callable[[bytes], object]) -> dict[str, Any] | None:
     """The record a message holds, or ``None`` (logged) for one no Corral writer could have made."""
     try:
+        parse(msg.data)
         record = json.loads(msg.data)
-    except ValueError:
-        record = None
-    if not isinstance(record, dict) or not isinstance(record.get("type"), str):
-        logger.error("skipping a malformed record", extra={"fields": {"subject": msg.subject, "seq": msg.seq}})
+    except ValueError as exc:  # pydantic's ValidationError is a ValueError
+        logger.error(
+            "skipping a record that is not a Corral record",
+            extra={"fields": {"subject": msg.subject, "seq": msg.seq, "error": str(exc)[:200]}},
+        )
         return None
-    return record
+    return record  # type: ignore[no-any-return]
 
 
 def _ts(value: str | None) -> datetime | None:

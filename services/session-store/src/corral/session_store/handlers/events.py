@@ -59,7 +59,8 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
     state, stored = await deps.log.append(
         req.session_id, decide, msg_ids=msg_ids, expected_last_seq=req.expected_last_seq
     )
-    await deps.caught_up_sessions(state.last_seq)
+    # Readers wait for the projection themselves (see ``list_``); appends return as soon as the
+    # log holds the events.
     if req.origin == "client" and any(s.record.get("type") in WAKING_TYPES for s in stored):
         await publish_wake(deps, req.session_id, stored[-1].seq, "input")
     return Appended(events=[s.record for s in stored], last_seq=state.last_seq)

@@ -98,15 +98,18 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
     def decide(_state: SessionState) -> list[dict[str, Any]]:
         return [created, *initial]
 
-    state, stored = await deps.log.append(session.id, decide, new=True)
-    await deps.caught_up_sessions(state.last_seq)
+    # No wait for the projection here: every read of a session first waits for the projection to
+    # reach what the log holds (see ``get``, ``list_`` and ``events.list_``).
+    _, stored = await deps.log.append(session.id, decide, new=True)
     if initial:
         await publish_wake(deps, session.id, stored[-1].seq, "initial_events")
-        return await _read(deps, session.id)
+        return await _read(deps, session.id, stored[-1].seq)
     return session.model_dump(mode="json")
 
 
-async def _read(deps: Deps, session_id: str) -> dict[str, Any]:
+async def _read(deps: Deps, session_id: str, seq: int) -> dict[str, Any]:
+    """The session as the projection has it once it reached ``seq``."""
+    await deps.caught_up_sessions(seq)
     async with deps.pool.acquire() as conn:
         row = await load_row(conn, session_id)
     if row.created_at is None:
@@ -123,12 +126,8 @@ async def _state(deps: Deps, workspace_id: str | None, session_id: str) -> Sessi
 async def get(deps: Deps, req: GetObject) -> dict[str, Any]:
     # Someone may have seen the session's latest event on a stream already: read at least that far.
     state = await deps.log.state(req.id)
-    if state.created and not state.deleted:
-        await deps.caught_up_sessions(state.last_seq)
-    row_ws = await deps.pool.fetchval("SELECT workspace_id FROM sessions WHERE session_id = $1", req.id)
-    if row_ws is None or (req.workspace_id is not None and row_ws != req.workspace_id):
-        raise not_found("session", req.id)
-    return await _read(deps, req.id)
+    ensure_exists(state, req.workspace_id)
+    return await _read(deps, req.id, state.last_seq)
 
 
 async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
@@ -171,10 +170,8 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
             return []
         return [{"type": "session.updated", **changed}]
 
-    state, stored = await deps.log.append(req.id, decide)
-    if stored:
-        await deps.caught_up_sessions(state.last_seq)
-    return await _read(deps, req.id)
+    state, _ = await deps.log.append(req.id, decide)
+    return await _read(deps, req.id, state.last_seq)
 
 
 async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
@@ -185,10 +182,8 @@ async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
         ensure_not_running(state, "archive")
         return [SessionArchived(archived_at=now_rfc3339()).model_dump(mode="json")]
 
-    state, stored = await deps.log.append(req.id, decide)
-    if stored:
-        await deps.caught_up_sessions(state.last_seq)
-    return await _read(deps, req.id)
+    state, _ = await deps.log.append(req.id, decide)
+    return await _read(deps, req.id, state.last_seq)
 
 
 async def delete(deps: Deps, req: ObjectAction) -> Deleted:
