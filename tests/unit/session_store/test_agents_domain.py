@@ -13,7 +13,9 @@ NOW = "2026-01-01T00:00:00.000000Z"
 
 def make(**params: object) -> object:
     return create_agent(
-        AgentCreateParams.model_validate({"name": "a", "model": "claude-sonnet-4-6", **params}), agent_id="agent_1", now=NOW
+        AgentCreateParams.model_validate({"name": "a", "model": "claude-sonnet-4-6", **params}),
+        agent_id="agent_1",
+        now=NOW,
     )
 
 
@@ -35,7 +37,10 @@ def test_the_toolset_resolves_every_builtin_tool_with_per_tool_overrides() -> No
             {
                 "type": "agent_toolset_20260401",
                 "default_config": {"permission_policy": {"type": "always_ask"}},
-                "configs": [{"name": "bash", "enabled": False}, {"name": "read", "permission_policy": {"type": "always_allow"}}],
+                "configs": [
+                    {"name": "bash", "enabled": False},
+                    {"name": "read", "permission_policy": {"type": "always_allow"}},
+                ],
             }
         ]
     )

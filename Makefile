@@ -1,0 +1,50 @@
+# Corral: `make demo` runs a real agent session end to end; `make test` runs every check CI runs.
+SHELL := /bin/bash
+UV ?= uv
+export UV_LINK_MODE ?= copy
+
+.PHONY: help install up down status demo test lint typecheck lint-imports gen gen-check test-unit test-integration bench
+
+help: ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+install: ## create .venv with every package and dev tool (needs uv; `pip install uv` if missing)
+	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
+	@$(UV) sync --all-packages --quiet
+
+up: install ## start NATS, Postgres, OpenBao and the five services in the background (state in .corral/)
+	@$(UV) run corral-dev up
+
+down: ## stop everything `make up` started; keeps all data
+	@$(UV) run corral-dev down
+
+status: ## what is running
+	@$(UV) run corral-dev status
+
+demo: up ## an agent, an environment and a session through the anthropic SDK, streamed to the terminal
+	@set -a; . .corral/env; set +a; $(UV) run python infra/dev/demo.py
+
+lint: install ## ruff lint and format check
+	@$(UV) run ruff check .
+	@$(UV) run ruff format --check .
+
+typecheck: install ## mypy --strict over every package
+	@$(UV) run mypy libs/*/src services/*/src proto/generate.py
+
+lint-imports: install ## services never import each other; only corral.bus imports nats
+	@$(UV) run lint-imports
+
+gen: install ## regenerate proto/ from the contracts
+	@$(UV) run python proto/generate.py
+
+gen-check: install ## fail when proto/ is stale
+	@$(UV) run python proto/generate.py --check
+
+test-unit: install ## unit and contract tests only (no services)
+	@$(UV) run pytest tests/unit tests/contract -q
+
+test: lint typecheck lint-imports gen-check ## everything: lint, types, imports, proto, unit, contract, integration, e2e
+	@$(UV) run pytest tests -q
+
+bench: install ## benchmarks on a private local stack; prints figures
+	@$(UV) run python bench/core_flow.py

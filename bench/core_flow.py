@@ -1,0 +1,201 @@
+"""Benchmark of the core flow on a private local stack (real NATS, Postgres, services, embedded model).
+
+Prints, next to a bare NATS baseline measured in the same run:
+  * POST /v1/sessions/{id}/events -> the event on that session's SSE stream (p50, p99), with
+    `--sessions` sessions (default 100) each holding an open stream;
+  * sequential session creates per second over HTTP.
+
+    uv run python bench/core_flow.py [--sessions 100] [--samples 400] [--creates 400]
+
+Targets (reported, not asserted): append->SSE p50 <= 2 ms, p99 <= 10 ms; >= 400 creates/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from corral.bus import Bus
+from corral.contracts.subjects import StreamSpec
+from corral.devstack.ports import Ports
+from corral.devstack.stack import Stack
+from corral.settings import NatsSettings
+
+#: A stream of the same kind as the session log (file storage, limits), used only for the baseline.
+BENCH_SPEC = StreamSpec(
+    name="CORRAL_BENCH", subjects=("corral.bench.>",), retention="limits", storage="file", duplicate_window_s=120.0
+)
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(label: str, values_ms: list[float]) -> str:
+    return (
+        f"{label:<44} p50 {pct(values_ms, 0.50):7.3f} ms   p99 {pct(values_ms, 0.99):7.3f} ms   "
+        f"mean {statistics.fmean(values_ms):7.3f} ms   n={len(values_ms)}"
+    )
+
+
+async def nats_baseline(url: str, samples: int) -> tuple[list[float], list[float]]:
+    """Core publish->subscribe and JetStream publish->ordered-consumer, one message at a time."""
+    core: list[float] = []
+    stored: list[float] = []
+    async with Bus.connect(NatsSettings(url=url), name="bench") as bus:
+        got: asyncio.Queue[float] = asyncio.Queue()
+
+        async def sink() -> None:
+            async for _ in bus.subscribe_core("bench.baseline"):
+                got.put_nowait(time.perf_counter())
+
+        task = asyncio.create_task(sink())
+        await asyncio.sleep(0.2)
+        for _ in range(samples):
+            t0 = time.perf_counter()
+            await bus.publish_core("bench.baseline", b"x" * 400)
+            core.append((await got.get() - t0) * 1000)
+        task.cancel()
+
+        await bus.ensure_stream(BENCH_SPEC)
+        subject = "corral.bench.baseline"
+        follower = bus.follow(BENCH_SPEC.name, subject)
+        first = asyncio.ensure_future(follower.__anext__())
+        await asyncio.sleep(0.2)
+        pending = first
+        for i in range(samples):
+            t0 = time.perf_counter()
+            await bus.publish(subject, json.dumps({"i": i, "pad": "x" * 380}).encode())
+            await pending
+            stored.append((time.perf_counter() - t0) * 1000)
+            pending = asyncio.ensure_future(follower.__anext__())
+        pending.cancel()
+        await follower.aclose()
+    return core, stored
+
+
+def ok(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise SystemExit(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+class SseWatcher:
+    """Reads one session's SSE stream and timestamps each event id as it arrives."""
+
+    def __init__(self, http: httpx.AsyncClient, session_id: str) -> None:
+        self.http = http
+        self.session_id = session_id
+        self.seen: dict[str, float] = {}
+        self.waiters: dict[str, asyncio.Future[float]] = {}
+        self.ready = asyncio.Event()
+
+    async def run(self) -> None:
+        async with self.http.stream("GET", f"/v1/sessions/{self.session_id}/events/stream") as response:
+            self.ready.set()
+            async for raw in response.aiter_lines():
+                if raw.startswith("id: "):
+                    now = time.perf_counter()
+                    event_id = raw[4:]
+                    waiter = self.waiters.pop(event_id, None)
+                    if waiter is not None and not waiter.done():
+                        waiter.set_result(now)
+                    else:
+                        self.seen[event_id] = now
+
+
+async def append_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
+    headers = {"x-api-key": stack.api_key}
+    limits = httpx.Limits(max_connections=sessions + 20, max_keepalive_connections=sessions + 20)
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60, limits=limits) as http:
+        agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
+        env = ok(await http.post("/v1/environments", json={"name": f"bench-{agent['id'].lower()}"}))
+        ids = []
+        for _ in range(sessions):
+            ids.append(
+                (await http.post("/v1/sessions", json={"agent": agent["id"], "environment_id": env["id"]})).json()["id"]
+            )
+        watchers = [SseWatcher(http, sid) for sid in ids]
+        tasks = [asyncio.create_task(w.run()) for w in watchers]
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in watchers)), 60)
+        latencies: list[float] = []
+        rng = random.Random(7)
+        body = {"events": [{"type": "user.message", "content": [{"type": "text", "text": "ping"}]}]}
+        for _ in range(samples):
+            watcher = rng.choice(watchers)
+            t0 = time.perf_counter()
+            response = await http.post(f"/v1/sessions/{watcher.session_id}/events", json=body)
+            event_id = response.json()["data"][0]["id"]
+            arrived = watcher.seen.pop(event_id, None)
+            if arrived is None:
+                future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+                watcher.waiters[event_id] = future
+                arrived = await asyncio.wait_for(future, 30)
+            latencies.append((arrived - t0) * 1000)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return latencies
+
+
+async def session_creates(stack: Stack, count: int) -> float:
+    async with httpx.AsyncClient(base_url=stack.gateway_url, headers={"x-api-key": stack.api_key}, timeout=30) as http:
+        agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
+        env = ok(await http.post("/v1/environments", json={"name": f"creates-{agent['id'].lower()}"}))
+        body = {"agent": agent["id"], "environment_id": env["id"]}
+        for _ in range(20):  # warm-up
+            await http.post("/v1/sessions", json=body)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            response = await http.post("/v1/sessions", json=body)
+            response.raise_for_status()
+        return count / (time.perf_counter() - t0)
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sessions", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=400)
+    parser.add_argument("--creates", type=int, default=400)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+        say = lambda text: sys.stdout.write(text + "\n") or sys.stdout.flush()  # noqa: E731
+        say("starting a private stack ...")
+        stack = Stack(Path(tmp), Ports.free(), environ={}, log_level="WARNING")
+        stack.start(timeout=180)
+        try:
+            say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")
+            core, stored = await nats_baseline(stack.nats_url, args.samples)
+            say("measuring append -> SSE ...")
+            sse = await append_to_sse(stack, args.sessions, args.samples)
+            say("measuring session creates ...")
+            rate = await session_creates(stack, args.creates)
+        finally:
+            stack.stop()
+
+    say("")
+    say("B2 / core flow on the local stack (2 cores)")
+    say(line("baseline: NATS core publish -> subscribe", core))
+    say(line("baseline: JetStream publish -> ordered consumer", stored))
+    say(line(f"POST event -> SSE ({args.sessions} open sessions)", sse) + "   target p50 <= 2 ms, p99 <= 10 ms")
+    say(f"{'session creates, sequential over HTTP':<44} {rate:7.1f} /s" + " " * 43 + "target >= 400 /s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
