@@ -42,7 +42,7 @@ class Settings(BaseSettings):
     retry_backoff_max_s: float = Field(default=30.0, ge=0)
     max_tokens: int = Field(default=4096, ge=1)
     concurrency: int = Field(default=8, ge=1)
-    shutdown_grace_s: float = Field(default=10.0, ge=0)
+    shutdown_grace_s: float = Field(default=5.0, ge=0)
     fetch_timeout_s: float = Field(default=1.0, gt=0)
     crashpoint: str | None = Field(default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT")
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
