@@ -118,7 +118,7 @@ class SseWatcher:
                         self.seen[event_id] = now
 
 
-async def append_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
+async def append_to_sse(stack: Stack, sessions: int, samples: int) -> tuple[list[float], list[float]]:
     headers = {"x-api-key": stack.api_key}
     limits = httpx.Limits(max_connections=sessions + 20, max_keepalive_connections=sessions + 20)
     async with httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60, limits=limits) as http:
@@ -133,12 +133,14 @@ async def append_to_sse(stack: Stack, sessions: int, samples: int) -> list[float
         tasks = [asyncio.create_task(w.run()) for w in watchers]
         await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in watchers)), 60)
         latencies: list[float] = []
+        posts: list[float] = []
         rng = random.Random(7)
         body = {"events": [{"type": "user.message", "content": [{"type": "text", "text": "ping"}]}]}
         for _ in range(samples):
             watcher = rng.choice(watchers)
             t0 = time.perf_counter()
             response = await http.post(f"/v1/sessions/{watcher.session_id}/events", json=body)
+            posts.append((time.perf_counter() - t0) * 1000)
             event_id = response.json()["data"][0]["id"]
             arrived = watcher.seen.pop(event_id, None)
             if arrived is None:
@@ -149,7 +151,7 @@ async def append_to_sse(stack: Stack, sessions: int, samples: int) -> list[float
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return latencies
+    return latencies, posts
 
 
 async def session_creates(stack: Stack, count: int) -> float:
@@ -182,7 +184,7 @@ async def main() -> int:
             say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")
             core, stored = await nats_baseline(stack.nats_url, args.samples)
             say("measuring append -> SSE ...")
-            sse = await append_to_sse(stack, args.sessions, args.samples)
+            sse, posts = await append_to_sse(stack, args.sessions, args.samples)
             say("measuring session creates ...")
             rate = await session_creates(stack, args.creates)
         finally:
@@ -193,6 +195,7 @@ async def main() -> int:
     say(line("baseline: NATS core publish -> subscribe", core))
     say(line("baseline: JetStream publish -> ordered consumer", stored))
     say(line(f"POST event -> SSE ({args.sessions} open sessions)", sse) + "   target p50 <= 2 ms, p99 <= 10 ms")
+    say(line("  of which: POST event -> HTTP response", posts))
     say(f"{'session creates, sequential over HTTP':<44} {rate:7.1f} /s" + " " * 43 + "target >= 400 /s")
     return 0
 

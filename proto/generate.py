@@ -1,7 +1,7 @@
 """Export the JSON Schema of every Corral message shape from ``corral.contracts`` into ``proto/``.
 
-    python proto/generate.py           # rewrite proto/schemas and proto/subjects.json
-    python proto/generate.py --check   # exit 1 and name the stale files when proto/ is out of date
+python proto/generate.py           # rewrite proto/schemas and proto/subjects.json
+python proto/generate.py --check   # exit 1 and name the stale files when proto/ is out of date
 """
 
 from __future__ import annotations
@@ -72,10 +72,16 @@ def subject_catalogue() -> dict[str, Any]:
         "subjects": {
             "session_log": {"pattern": subjects.session_log("{session_id}"), "payload": "log/SessionRecord"},
             "agent_log": {"pattern": subjects.agent_log("{agent_id}"), "payload": "log/CatalogRecord"},
-            "environment_log": {"pattern": subjects.environment_log("{environment_id}"), "payload": "log/CatalogRecord"},
+            "environment_log": {
+                "pattern": subjects.environment_log("{environment_id}"),
+                "payload": "log/CatalogRecord",
+            },
             "api_key_log": {"pattern": subjects.api_key_log("{key_id}"), "payload": "log/CatalogRecord"},
             "wake": {"pattern": subjects.wake("{session_id}"), "payload": "bus/rpc/Wake"},
-            "deltas": {"pattern": subjects.deltas("{session_id}"), "payload": "event_start | event_delta (stream-only)"},
+            "deltas": {
+                "pattern": subjects.deltas("{session_id}"),
+                "payload": "event_start | event_delta (stream-only)",
+            },
             "store_rpc": {"pattern": subjects.store_rpc("{op}"), "payload": "bus/rpc/* -> bus/rpc/RpcReply"},
             "health": {"pattern": subjects.health("{service}"), "payload": "bus/rpc/Health"},
         },
