@@ -33,7 +33,7 @@ def test_a_model_base_url_alone_is_enough(monkeypatch: pytest.MonkeyPatch) -> No
     assert endpoint.api_key.get_secret_value() == PLACEHOLDER_API_KEY
     assert (settings.lease_ttl_s, settings.ack_wait_s, settings.max_model_retries) == (10.0, 30.0, 3)
     assert (settings.retry_backoff_s, settings.max_tokens, settings.concurrency) == (1.0, 4096, 8)
-    assert settings.shutdown_grace_s == 10.0
+    assert settings.shutdown_grace_s == 5.0
     assert settings.worker_id
 
 

@@ -1,0 +1,95 @@
+"""corral.bus against a real nats-server: stream configuration checks, fencing, dedupe, leases."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.bus import Bus, KeyChanged, KeyExists, StreamMismatch, WrongLastSequence
+from corral.contracts.subjects import SESSIONS_SPEC, StreamSpec
+from corral.devstack.nats import Nats
+from corral.devstack.ports import Ports
+from corral.devstack.state import StateDir
+from corral.settings import NatsSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    ports = Ports.free()
+    server = Nats(StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor)
+    server.launch()
+    server.wait_ready(time.monotonic() + 20)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    async with Bus.connect(NatsSettings(url=nats_url), name="bus-tests") as b:
+        yield b
+
+
+async def test_a_missing_stream_is_created_as_declared(bus: Bus) -> None:
+    spec = SESSIONS_SPEC.model_copy(update={"name": "T_CREATED", "subjects": ("t.created.*",)})
+    await bus.ensure_stream(spec)
+    await bus.ensure_stream(spec)  # and accepted as is the next time
+    info = await bus.js.stream_info("T_CREATED")
+    assert getattr(info.config.storage, "value", info.config.storage) == "file"
+    assert getattr(info.config.retention, "value", info.config.retention) == "limits"
+    assert info.config.duplicate_window == 120.0
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("storage", "memory"), ("retention", "workqueue"), ("duplicate_window_s", 5.0)],
+)
+async def test_a_stream_configured_otherwise_is_refused_with_the_difference_named(
+    bus: Bus, field: str, value: object
+) -> None:
+    name = f"T_MISMATCH_{field.upper()}"
+    wrong = StreamSpec(
+        name=name, subjects=(f"t.{field}.*",), retention="limits", storage="file", duplicate_window_s=120.0
+    )
+    await bus.ensure_stream(wrong.model_copy(update={field: value}))
+    with pytest.raises(StreamMismatch) as err:
+        await bus.ensure_stream(wrong)
+    assert field in str(err.value) and name in str(err.value)
+
+
+async def test_a_fenced_publish_with_a_stale_sequence_is_rejected(bus: Bus) -> None:
+    spec = SESSIONS_SPEC.model_copy(update={"name": "T_FENCE", "subjects": ("t.fence.*",)})
+    await bus.ensure_stream(spec)
+    first = await bus.publish("t.fence.a", b"1", expected_last_subject_seq=0)
+    await bus.publish("t.fence.a", b"2", expected_last_subject_seq=first.seq)
+    with pytest.raises(WrongLastSequence):
+        await bus.publish("t.fence.a", b"3", expected_last_subject_seq=first.seq)
+    assert [m.data async for m in bus.read("T_FENCE", "t.fence.a")] == [b"1", b"2"]
+
+
+async def test_a_republished_message_id_is_stored_once(bus: Bus) -> None:
+    spec = SESSIONS_SPEC.model_copy(update={"name": "T_DEDUPE", "subjects": ("t.dedupe.*",)})
+    await bus.ensure_stream(spec)
+    one = await bus.publish("t.dedupe.a", b"x", msg_id="same")
+    two = await bus.publish("t.dedupe.a", b"x", msg_id="same")
+    assert two.duplicate and two.seq == one.seq
+    assert await bus.last_seq("T_DEDUPE", "t.dedupe.a") == one.seq
+
+
+async def test_a_lease_is_taken_once_and_renewed_only_by_its_revision(bus: Bus) -> None:
+    leases = await bus.key_value("t_leases", ttl_s=30)
+    revision = await leases.create("sesn_x", b"a")
+    with pytest.raises(KeyExists):
+        await leases.create("sesn_x", b"b")
+    renewed = await leases.update("sesn_x", b"a", last=revision)
+    with pytest.raises(KeyChanged):
+        await leases.update("sesn_x", b"b", last=revision)
+    await leases.delete("sesn_x", last=renewed)
+    assert await leases.get("sesn_x") is None
+    assert await leases.create("sesn_x", b"c") > renewed
