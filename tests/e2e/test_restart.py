@@ -110,3 +110,26 @@ async def populate(client: anthropic.AsyncAnthropic) -> dict[str, Any]:
     await run_turn(client, deleted.id, "forget me")
     await client.beta.sessions.delete(deleted.id)
     return await snapshot(client)
+
+
+async def test_the_projection_is_rebuilt_from_the_streams_when_postgres_loses_it(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    stack = start_stack(tmp_path_factory.mktemp("rebuild"))
+    try:
+        async with anthropic.AsyncAnthropic(base_url=stack.gateway_url, api_key=stack.api_key, max_retries=0) as client:
+            before = await populate(client)
+        stack.stop_service("session-store")
+        conn = await asyncpg.connect(stack.database_url)
+        try:
+            await conn.execute(
+                "TRUNCATE agents, agent_versions, environments, sessions, events, api_keys, projection_positions"
+            )
+        finally:
+            await conn.close()
+        stack.start_service("session-store")
+        async with anthropic.AsyncAnthropic(base_url=stack.gateway_url, api_key=stack.api_key, max_retries=0) as client:
+            assert await snapshot(client) == before
+        await fold_matches_projection(stack)
+    finally:
+        stack.stop()
