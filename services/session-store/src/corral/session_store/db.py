@@ -13,6 +13,17 @@ import asyncpg
 logger = logging.getLogger(__name__)
 
 Pool = asyncpg.Pool
+
+#: What a lost or unreachable database raises: the store answers from the log where it can, and
+#: otherwise says the database is unavailable (never a bare internal error).
+UNAVAILABLE: tuple[type[BaseException], ...] = (
+    OSError,
+    TimeoutError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.InterfaceError,
+    asyncpg.exceptions.AdminShutdownError,
+)
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 

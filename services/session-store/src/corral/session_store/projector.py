@@ -29,6 +29,8 @@ logger = logging.getLogger(__name__)
 
 _LOCK_KEY = 4242002
 _BATCH = 512
+_RETRY_MIN_S = 0.5
+_RETRY_MAX_S = 10.0
 
 
 class Projector:
@@ -37,14 +39,48 @@ class Projector:
         self._pool = pool
         self._positions: dict[str, int] = {}
         self._moved = asyncio.Condition()
+        self._failing = False
 
-    async def caught_up(self, stream: str, seq: int, *, timeout: float = 10.0) -> None:
-        """Wait until the projection has applied ``stream`` up to ``seq``."""
+    async def caught_up(self, stream: str, seq: int, *, timeout: float = 5.0) -> None:
+        """Wait until the projection has applied ``stream`` up to ``seq``.
+
+        Raises:
+            TimeoutError: not within ``timeout``, or at once while the projection is failing
+                (its database is down): waiting would only delay the caller's fallback.
+        """
+        if self._failing and self._positions.get(stream, 0) < seq:
+            raise TimeoutError("the projection is not running")
         async with asyncio.timeout(timeout), self._moved:
-            await self._moved.wait_for(lambda: self._positions.get(stream, 0) >= seq)
+            await self._moved.wait_for(lambda: self._failing or self._positions.get(stream, 0) >= seq)
+        if self._positions.get(stream, 0) < seq:
+            raise TimeoutError("the projection stopped")
 
     async def run(self) -> None:
-        """Project until cancelled. Waits for the projection lock if another store holds it."""
+        """Project until cancelled; a lost database or bus connection is retried with backoff.
+
+        Work resumes from the positions committed with the rows, so a failure mid-batch repeats
+        nothing and loses nothing.
+        """
+        delay = _RETRY_MIN_S
+        while True:
+            started = asyncio.get_running_loop().time()
+            try:
+                await self._project()
+            except Exception as exc:
+                async with self._moved:
+                    self._failing = True
+                    self._moved.notify_all()
+                if asyncio.get_running_loop().time() - started > _RETRY_MAX_S:
+                    delay = _RETRY_MIN_S
+                logger.error(
+                    "projection stopped; retrying",
+                    extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_s": delay}},
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+
+    async def _project(self) -> None:
+        """Take the projection lock (waiting while a sibling store holds it) and follow both streams."""
         async with self._pool.acquire() as lock_conn:
             # Blocks while a sibling store holds the projection lock.
             await lock_conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
@@ -53,6 +89,7 @@ class Projector:
                 async with self._moved:
                     for row in rows:
                         self._positions[row["stream"]] = row["seq"]
+                    self._failing = False
                     self._moved.notify_all()
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(
@@ -91,6 +128,7 @@ class Projector:
                     )
                 async with self._moved:
                     self._positions[stream] = batch[-1].seq
+                    self._failing = False
                     self._moved.notify_all()
 
     # --- catalog -----------------------------------------------------------------------------------

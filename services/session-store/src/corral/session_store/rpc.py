@@ -28,6 +28,7 @@ from corral.contracts.rpc import (
     RpcReply,
     UpdateObject,
 )
+from corral.session_store.db import UNAVAILABLE
 from corral.session_store.handlers import agents, auth, environments, events, sessions
 from corral.session_store.service import Deps
 
@@ -80,10 +81,13 @@ async def handle(deps: Deps, op: str, data: bytes) -> bytes:
         reply = RpcReply(ok=False, error=exc.detail())
     except ValidationError as exc:
         reply = RpcReply(ok=False, error=ErrorDetail(type="invalid_request_error", message=_field_message(exc)))
-    except TimeoutError:
-        logger.warning("operation timed out", extra={"fields": {"op": op}})
+    except UNAVAILABLE as exc:
+        logger.warning("database unavailable", extra={"fields": {"op": op, "error": type(exc).__name__}})
         reply = RpcReply(
-            ok=False, error=ErrorDetail(type="api_error", message=f"{op} timed out inside the session store; retry")
+            ok=False,
+            error=ErrorDetail(
+                type="overloaded_error", message=f"{op}: Corral's database is unavailable right now; retry shortly"
+            ),
         )
     except Exception:
         logger.exception("operation failed", extra={"fields": {"op": op}})

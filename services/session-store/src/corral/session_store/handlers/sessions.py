@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 from corral.contracts import ids, subjects
@@ -25,8 +26,10 @@ from corral.contracts.rpc import (
     UpdateObject,
 )
 from corral.session_store import queries
+from corral.session_store.db import UNAVAILABLE
 from corral.session_store.domain.agents import reject_archived, resolve_model, resolve_tools, snapshot
 from corral.session_store.domain.sessions import (
+    SessionRow,
     SessionState,
     ensure_exists,
     ensure_not_running,
@@ -36,6 +39,8 @@ from corral.session_store.handlers import agents, environments
 from corral.session_store.handlers.events import publish_wake
 from corral.session_store.projector import load_row, row_from_record
 from corral.session_store.service import Deps
+
+logger = logging.getLogger(__name__)
 
 
 async def _agent_snapshot(deps: Deps, workspace_id: str, ref: str | AgentRef | AgentWithOverrides) -> dict[str, Any]:
@@ -127,7 +132,19 @@ async def get(deps: Deps, req: GetObject) -> dict[str, Any]:
     # Someone may have seen the session's latest event on a stream already: read at least that far.
     state = await deps.log.state(req.id)
     ensure_exists(state, req.workspace_id)
-    return await _read(deps, req.id, state.last_seq)
+    try:
+        return await _read(deps, req.id, state.last_seq)
+    except UNAVAILABLE as exc:
+        # Postgres is only a projection: fold the session from its log instead.
+        logger.warning(
+            "projection unavailable; serving the session from its log",
+            extra={"fields": {"session_id": req.id, "error": type(exc).__name__}},
+        )
+        _, records = await deps.log.records(req.id)
+        row = SessionRow(session_id=req.id)
+        for stored in records:
+            row.apply(stored.record, stored.seq)
+        return row.session(now())
 
 
 async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:

@@ -1,0 +1,45 @@
+"""Postgres is only a projection: while it is down, sessions keep taking input and running turns;
+when it is back, the projection catches up to exactly the log (reliability plan F9)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import anthropic
+import httpx
+import pytest
+
+from corral.devstack.stack import Stack
+from tests.e2e.flows import run_turn
+from tests.e2e.test_restart import fold_matches_projection
+
+pytestmark = pytest.mark.e2e
+
+
+async def test_turns_run_while_postgres_is_down_and_the_projection_catches_up(
+    stack: Stack, client: anthropic.AsyncAnthropic, http: httpx.AsyncClient, agent_env: tuple[str, str]
+) -> None:
+    agent_id, env_id = agent_env
+    session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
+    await run_turn(client, session.id, "before the outage")
+
+    stack.component("postgres").stop()
+    try:
+        during = await run_turn(client, session.id, "during the outage")
+        assert during[-1].type == "session.status_idle" and during[-1].stop_reason.type == "end_turn"
+    finally:
+        stack.start(timeout=120)
+
+    expected = {"before the outage", "during the outage"}
+    async with asyncio.timeout(60):
+        while True:
+            response = await http.get(f"/v1/sessions/{session.id}/events", params={"types[]": "user.message"})
+            if response.status_code == 200:
+                texts = {e["content"][0]["text"] for e in response.json()["data"]}
+                if texts == expected:
+                    break
+            await asyncio.sleep(0.25)
+    listed = [e async for e in client.beta.sessions.events.list(session.id)]
+    assert [e.type for e in listed].count("agent.message") == 2
+    assert (await client.beta.sessions.retrieve(session.id)).status == "idle"
+    await fold_matches_projection(stack)
