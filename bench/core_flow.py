@@ -1,8 +1,9 @@
 """Benchmark of the core flow on a private local stack (real NATS, Postgres, services, embedded model).
 
 Prints, next to a bare NATS baseline measured in the same run:
-  * POST /v1/sessions/{id}/events -> the event on that session's SSE stream (p50, p99), with
-    `--sessions` sessions (default 100) each holding an open stream;
+  * B2: a harness-style append (bus request to session-store, lease held) -> the frame on that
+    session's SSE stream, with `--sessions` sessions (default 100) each holding an open stream;
+  * POST /v1/sessions/{id}/events -> the event on the SSE stream (each message also runs a turn);
   * sequential session creates per second over HTTP.
 
     uv run python bench/core_flow.py [--sessions 100] [--samples 400] [--creates 400]
@@ -16,6 +17,7 @@ import argparse
 import asyncio
 import json
 import random
+import secrets
 import statistics
 import sys
 import tempfile
@@ -26,7 +28,9 @@ from typing import Any
 import httpx
 
 from corral.bus import Bus
-from corral.contracts.subjects import StreamSpec
+from corral.contracts.ids import EVENT, new_id
+from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
+from corral.contracts.subjects import LEASE_BUCKET, StreamSpec, store_rpc
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 from corral.settings import NatsSettings
@@ -154,6 +158,57 @@ async def append_to_sse(stack: Stack, sessions: int, samples: int) -> tuple[list
     return latencies, posts
 
 
+async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
+    """B2 proper: a harness-style append over the bus (lease held) -> the frame on the SSE stream."""
+    headers = {"x-api-key": stack.api_key}
+    limits = httpx.Limits(max_connections=sessions + 20, max_keepalive_connections=sessions + 20)
+    async with (
+        httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60, limits=limits) as http,
+        Bus.connect(NatsSettings(url=stack.nats_url), name="bench-emitter") as bus,
+    ):
+        agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
+        env = ok(await http.post("/v1/environments", json={"name": f"emit-{agent['id'].lower()}"}))
+        ids = [
+            ok(await http.post("/v1/sessions", json={"agent": agent["id"], "environment_id": env["id"]}))["id"]
+            for _ in range(sessions)
+        ]
+        leases = await bus.key_value(LEASE_BUCKET, ttl_s=10)
+        held: dict[str, Lease] = {}
+
+        async def append(session_id: str, event: dict[str, Any]) -> None:
+            request = AppendEvents(
+                workspace_id=None, session_id=session_id, events=[event], origin="harness", lease=held[session_id]
+            )
+            reply = RpcReply.model_validate_json(
+                await bus.request(store_rpc(Op.EVENTS_APPEND), request.model_dump_json().encode())
+            )
+            if not reply.ok:
+                raise SystemExit(f"append refused: {reply.error}")
+
+        for sid in ids:
+            token = secrets.token_hex(8)
+            await leases.create(sid, json.dumps({"holder": "bench", "token": token}).encode())
+            held[sid] = Lease(holder="bench", token=token)
+            await append(sid, {"type": "session.status_running"})
+        watchers = [SseWatcher(http, sid) for sid in ids]
+        tasks = [asyncio.create_task(w.run()) for w in watchers]
+        await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in watchers)), 60)
+        latencies: list[float] = []
+        rng = random.Random(11)
+        for _ in range(samples):
+            watcher = rng.choice(watchers)
+            event_id = new_id(EVENT)
+            future: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            watcher.waiters[event_id] = future
+            t0 = time.perf_counter()
+            await append(watcher.session_id, {"type": "agent.thinking", "id": event_id})
+            latencies.append((await asyncio.wait_for(future, 30) - t0) * 1000)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return latencies
+
+
 async def session_creates(stack: Stack, count: int) -> float:
     async with httpx.AsyncClient(base_url=stack.gateway_url, headers={"x-api-key": stack.api_key}, timeout=30) as http:
         agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
@@ -183,7 +238,9 @@ async def main() -> int:
         try:
             say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")
             core, stored = await nats_baseline(stack.nats_url, args.samples)
-            say("measuring append -> SSE ...")
+            say("measuring emit -> SSE ...")
+            emitted = await emit_to_sse(stack, args.sessions, args.samples)
+            say("measuring POST -> SSE ...")
             sse, posts = await append_to_sse(stack, args.sessions, args.samples)
             say("measuring session creates ...")
             rate = await session_creates(stack, args.creates)
@@ -194,7 +251,8 @@ async def main() -> int:
     say("B2 / core flow on the local stack (2 cores)")
     say(line("baseline: NATS core publish -> subscribe", core))
     say(line("baseline: JetStream publish -> ordered consumer", stored))
-    say(line(f"POST event -> SSE ({args.sessions} open sessions)", sse) + "   target p50 <= 2 ms, p99 <= 10 ms")
+    say(line(f"B2 emit -> SSE ({args.sessions} open sessions)", emitted) + "   target p50 <= 2 ms, p99 <= 10 ms")
+    say(line(f"POST user.message -> SSE ({args.sessions} sessions)", sse) + "   (each message also runs a turn)")
     say(line("  of which: POST event -> HTTP response", posts))
     say(f"{'session creates, sequential over HTTP':<44} {rate:7.1f} /s" + " " * 43 + "target >= 400 /s")
     return 0
