@@ -41,6 +41,11 @@ BENCH_SPEC = StreamSpec(
 )
 
 
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
@@ -85,7 +90,7 @@ async def nats_baseline(url: str, samples: int) -> tuple[list[float], list[float
             stored.append((time.perf_counter() - t0) * 1000)
             pending = asyncio.ensure_future(follower.__anext__())
         pending.cancel()
-        await follower.aclose()
+        await follower.aclose()  # type: ignore[attr-defined]  # an async generator underneath
     return core, stored
 
 
@@ -231,7 +236,6 @@ async def main() -> int:
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
-        say = lambda text: sys.stdout.write(text + "\n") or sys.stdout.flush()  # noqa: E731
         say("starting a private stack ...")
         stack = Stack(Path(tmp), Ports.free(), environ={}, log_level="WARNING")
         stack.start(timeout=180)

@@ -43,7 +43,8 @@ def main() -> int:
         sent = client.beta.sessions.events.send(
             session.id, events=[{"type": "user.message", "content": [{"type": "text", "text": PROMPT}]}]
         )
-        say(f"> user.message {sent.data[0].id}: {PROMPT}")
+        echoed = (sent.data or [])[0]
+        say(f"> user.message {echoed.id}: {PROMPT}")
         streaming = False
         for event in stream:
             if event.type == "event_delta":
@@ -72,12 +73,12 @@ def main() -> int:
                 break
 
     done = client.beta.sessions.retrieve(session.id)
-    usage = done.usage
+    totals = done.usage
     say()
     say(f"session {done.id} is {done.status}")
     say(
-        f"usage: {usage.input_tokens} input tokens, {usage.output_tokens} output tokens, "
-        f"{usage.active_seconds:.3f} s active"
+        f"usage: {totals.input_tokens} input tokens, {totals.output_tokens} output tokens, "
+        f"{totals.active_seconds or 0:.3f} s active"
     )
     listed = list(client.beta.sessions.events.list(done.id))
     say(f"the log holds {len(listed)} events: " + ", ".join(e.type for e in listed))
