@@ -96,3 +96,47 @@ def test_the_projection_accrues_active_seconds_only_while_running_and_sums_usage
     assert session["usage"]["output_tokens"] == 5
     assert session["usage"]["active_seconds"] == pytest.approx(2.5 + 3.0)
     assert session["stats"]["duration_seconds"] == pytest.approx(63.0)
+
+
+def test_a_confirmation_must_answer_a_tool_use_that_asked_for_one() -> None:
+    state = state_after(
+        event("session.status_running"),
+        {**event("agent.tool_use"), "id": "sevt_ask", "name": "bash", "input": {}, "evaluated_permission": "ask"},
+        {**event("agent.tool_use"), "id": "sevt_allow", "name": "read", "input": {}, "evaluated_permission": "allow"},
+    )
+    check_client_append(state, [{"type": "user.tool_confirmation", "tool_use_id": "sevt_ask", "result": "allow"}])
+    for bad in ("sevt_allow", "sevt_nope"):
+        with pytest.raises(ApiError) as err:
+            check_client_append(state, [{"type": "user.tool_confirmation", "tool_use_id": bad, "result": "allow"}])
+        assert err.value.status == 400 and bad in err.value.message
+    twice = {"type": "user.tool_confirmation", "tool_use_id": "sevt_ask", "result": "deny"}
+    with pytest.raises(ApiError):
+        check_client_append(state, [twice, twice])
+    state.apply({"type": "user.tool_confirmation", "tool_use_id": "sevt_ask", "result": "deny"}, 99)
+    with pytest.raises(ApiError):
+        check_client_append(state, [twice])
+
+
+def test_a_custom_tool_result_must_answer_a_pending_custom_tool_use() -> None:
+    state = state_after(
+        event("session.status_running"),
+        {**event("agent.custom_tool_use"), "id": "sevt_custom", "name": "lookup", "input": {}},
+    )
+    answer = {"type": "user.custom_tool_result", "custom_tool_use_id": "sevt_custom", "content": []}
+    check_client_append(state, [answer])
+    with pytest.raises(ApiError) as err:
+        check_client_append(state, [{**answer, "custom_tool_use_id": "sevt_other"}])
+    assert err.value.status == 400
+
+
+def test_a_deny_message_needs_a_deny() -> None:
+    state = state_after(
+        event("session.status_running"),
+        {**event("agent.tool_use"), "id": "sevt_ask", "name": "bash", "input": {}, "evaluated_permission": "ask"},
+    )
+    with pytest.raises(ApiError) as err:
+        check_client_append(
+            state,
+            [{"type": "user.tool_confirmation", "tool_use_id": "sevt_ask", "result": "allow", "deny_message": "x"}],
+        )
+    assert "deny_message" in err.value.message

@@ -188,6 +188,9 @@ class SessionContext(Message):
     workspace_id: str
     last_seq: int
     events: list[LoggedEvent]
+    #: The session's environment (its ``config`` says how to build the sandbox); ``None`` when it was
+    #: deleted or the catalog cannot be read right now.
+    environment: dict[str, Any] | None = None
 
 
 # --- wake-ups and health ------------------------------------------------------------------------------------

@@ -14,10 +14,11 @@ from typing import Any
 from corral.contracts.api.errors import ApiError, conflict, invalid
 from corral.contracts.clock import parse_rfc3339
 
-CLIENT_TYPES = frozenset({"user.message", "user.interrupt"})
-#: Client event types the API defines that this deployment does not act on yet.
-UNSUPPORTED_CLIENT_TYPES = frozenset({"user.tool_confirmation", "user.custom_tool_result", "user.tool_result"})
-WAKING_TYPES = frozenset({"user.message", "user.interrupt"})
+CLIENT_TYPES = frozenset({"user.message", "user.interrupt", "user.tool_confirmation", "user.custom_tool_result"})
+#: Client event types the API defines that this deployment does not act on: ``user.tool_result``
+#: belongs to self-hosted environments, whose tools run on the customer's worker.
+UNSUPPORTED_CLIENT_TYPES = frozenset({"user.tool_result"})
+WAKING_TYPES = CLIENT_TYPES
 STATUS_FOR_EVENT = {
     "session.status_running": "running",
     "session.status_idle": "idle",
@@ -57,10 +58,22 @@ class SessionState:
     archived: bool = False
     deleted: bool = False
     created: bool = False
+    awaiting_confirmation: set[str] = field(default_factory=set)
+    """``agent.tool_use`` ids whose policy said ``ask`` and that no ``user.tool_confirmation`` answered."""
+    awaiting_result: set[str] = field(default_factory=set)
+    """``agent.custom_tool_use`` ids that no ``user.custom_tool_result`` answered."""
 
     def apply(self, record: dict[str, Any], seq: int) -> None:
         kind = record["type"]
         self.last_seq = seq
+        if kind == "agent.tool_use" and record.get("evaluated_permission") == "ask":
+            self.awaiting_confirmation.add(record["id"])
+        elif kind == "user.tool_confirmation":
+            self.awaiting_confirmation.discard(record["tool_use_id"])
+        elif kind == "agent.custom_tool_use":
+            self.awaiting_result.add(record["id"])
+        elif kind == "user.custom_tool_result":
+            self.awaiting_result.discard(record["custom_tool_use_id"])
         if kind == "corral.session_created":
             self.created = True
             self.workspace_id = record["workspace_id"]
@@ -87,16 +100,38 @@ def check_client_append(state: SessionState, events: list[dict[str, Any]]) -> No
         raise conflict(
             f"session {state.session_id!r} is terminated and accepts no more events", error_code="session_terminated"
         )
+    confirmable = set(state.awaiting_confirmation)
+    answerable = set(state.awaiting_result)
     for i, event in enumerate(events):
         kind = event.get("type")
         if kind in UNSUPPORTED_CLIENT_TYPES:
             raise invalid(
-                f"events.{i}.type: {kind!r} is not supported by this Corral version yet "
-                "(tool confirmations and custom tools arrive with the tool loop)",
+                f"events.{i}.type: {kind!r} is only for self-hosted environments; "
+                "answer built-in tools with user.tool_confirmation and custom tools with user.custom_tool_result",
                 error_code="event_type_not_supported",
             )
         if kind not in CLIENT_TYPES:
             raise invalid(f"events.{i}.type: clients cannot send {kind!r} events")
+        if kind == "user.tool_confirmation":
+            tool_use_id = event.get("tool_use_id")
+            if tool_use_id not in confirmable:
+                raise invalid(
+                    f"events.{i}.tool_use_id: no agent.tool_use {tool_use_id!r} is waiting for confirmation "
+                    "in this session",
+                    error_code="tool_use_not_pending",
+                )
+            if event.get("deny_message") is not None and event.get("result") != "deny":
+                raise invalid(f"events.{i}.deny_message: only a deny carries a deny_message")
+            confirmable.discard(tool_use_id)
+        elif kind == "user.custom_tool_result":
+            custom_id = event.get("custom_tool_use_id")
+            if custom_id not in answerable:
+                raise invalid(
+                    f"events.{i}.custom_tool_use_id: no agent.custom_tool_use {custom_id!r} is waiting for a result "
+                    "in this session",
+                    error_code="custom_tool_use_not_pending",
+                )
+            answerable.discard(custom_id)
 
 
 def check_harness_append(state: SessionState, events: list[dict[str, Any]]) -> None:

@@ -9,7 +9,7 @@ from typing import Any
 from corral.contracts import ids, subjects
 from corral.contracts.api.agents import AgentRef, McpServerParams
 from corral.contracts.api.base import apply_metadata_patch
-from corral.contracts.api.errors import invalid, not_found
+from corral.contracts.api.errors import ApiError, invalid, not_found
 from corral.contracts.api.sessions import AgentWithOverrides, Session, SessionCreateParams, SessionUpdateParams
 from corral.contracts.clock import now, now_rfc3339
 from corral.contracts.log import CONTROL_RECORD_TYPES, SessionArchived, SessionCreated, SessionDeleted
@@ -252,7 +252,16 @@ async def list_(deps: Deps, req: ListObjects) -> Page:
 async def context(deps: Deps, req: GetContext) -> SessionContext:
     state, records = await deps.log.records(req.session_id)
     ensure_exists(state, None)
+    environment: dict[str, Any] | None = None
+    try:
+        env, _, _ = await environments.load(deps, None, str(state.session.get("environment_id")))
+        environment = env.model_dump(mode="json")
+    except ApiError:
+        environment = None  # deleted since the session was created
+    except UNAVAILABLE:
+        environment = None  # the catalog projection is down; the turn can still run
     return SessionContext(
+        environment=environment,
         session=state.session,
         workspace_id=state.workspace_id,
         last_seq=state.last_seq,
