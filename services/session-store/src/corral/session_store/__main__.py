@@ -16,7 +16,7 @@ from corral import telemetry
 from corral.bus import Bus, StreamMismatch
 from corral.contracts import subjects
 from corral.contracts.rpc import CreateApiKey, Health
-from corral.session_store import db
+from corral.session_store import db, wakes
 from corral.session_store.handlers import auth
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
@@ -56,12 +56,13 @@ async def run(settings: Settings) -> None:
 
         async with asyncio.TaskGroup() as tg:
             projecting = tg.create_task(projector.run(), name="projector")
+            await _wait_projection(bus, projector)
             if settings.bootstrap_api_key is not None:
                 digest = hashlib.sha256(settings.bootstrap_api_key.get_secret_value().encode()).hexdigest()
-                await _wait_projection(bus, projector)
                 await auth.create(
                     deps, CreateApiKey(workspace_id=settings.bootstrap_workspace, key_sha256=digest, name="bootstrap")
                 )
+            await wakes.sweep(deps)
             async with serve_all(bus, deps), bus.serve(subjects.health("session-store"), health, queue="session-store"):
                 logger.info("session-store ready", extra={"fields": {"instance": instance}})
                 await stop.wait()

@@ -5,9 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from corral.contracts import subjects
 from corral.contracts.api.errors import conflict
-from corral.contracts.rpc import Appended, AppendEvents, ListEvents, Page, Wake
+from corral.contracts.rpc import Appended, AppendEvents, ListEvents, Page
 from corral.session_store import queries
 from corral.session_store.domain.sessions import (
     WAKING_TYPES,
@@ -17,13 +16,7 @@ from corral.session_store.domain.sessions import (
     ensure_exists,
 )
 from corral.session_store.service import Deps
-
-
-async def publish_wake(deps: Deps, session_id: str, seq: int, reason: str) -> None:
-    wake = Wake(session_id=session_id, seq=seq, reason=reason)
-    await deps.bus.publish(
-        subjects.wake(session_id), wake.model_dump_json().encode(), msg_id=f"wake:{session_id}:{seq}"
-    )
+from corral.session_store.wakes import publish_wake
 
 
 async def _check_lease(deps: Deps, req: AppendEvents) -> None:

@@ -36,9 +36,9 @@ from corral.session_store.domain.sessions import (
     ensure_writable,
 )
 from corral.session_store.handlers import agents, environments
-from corral.session_store.handlers.events import publish_wake
 from corral.session_store.projector import load_row, row_from_record
 from corral.session_store.service import Deps
+from corral.session_store.wakes import publish_wake
 
 logger = logging.getLogger(__name__)
 
