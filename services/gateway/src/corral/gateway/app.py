@@ -21,6 +21,7 @@ from corral.gateway.auth import KeyCache
 from corral.gateway.feed import BusFeed
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from corral.gateway.probe import BusProbe, gateway_health, instance_name
+from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.routes import agents, environments, events, sessions
 from corral.gateway.routes import health as health_routes
 from corral.gateway.settings import Settings
@@ -37,7 +38,12 @@ class StartupFailed(RuntimeError):
 
 
 def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
-    state = GatewayState(settings=settings, keys=KeyCache(ttl_s=settings.auth_cache_ttl_s), backends=backends)
+    limiter = (
+        RateLimiter(rate=settings.rate_limit_rps, burst=settings.rate_limit_burst) if settings.rate_limit_rps else None
+    )
+    state = GatewayState(
+        settings=settings, keys=KeyCache(ttl_s=settings.auth_cache_ttl_s), backends=backends, limiter=limiter
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:

@@ -17,7 +17,10 @@ from corral.gateway.store import Store
 
 async def _caller(request: Request) -> ResolvedKey:
     state = gateway_state(request)
-    return await resolve(request.headers, store=state.ready().store, cache=state.keys)
+    caller = await resolve(request.headers, store=state.ready().store, cache=state.keys)
+    if state.limiter is not None:
+        state.limiter.check(caller.key_id)
+    return caller
 
 
 # Dependencies are coroutines on purpose: FastAPI runs plain functions in a worker thread, a hop

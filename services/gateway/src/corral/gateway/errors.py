@@ -26,6 +26,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler, Scope
 
 from corral.contracts.api.errors import ApiError, ErrorBody, ErrorDetail
+from corral.gateway.ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,8 @@ def error_response(
 
 
 def api_error_response(exc: ApiError, *, request_id: str | None) -> JSONResponse:
-    return error_response(exc.status, exc.detail(), request_id=request_id)
+    headers = exc.headers() if isinstance(exc, RateLimited) else None
+    return error_response(exc.status, exc.detail(), request_id=request_id, headers=headers)
 
 
 def internal_error_response(request_id: str | None) -> JSONResponse:

@@ -12,6 +12,7 @@ from corral.gateway.auth import KeyCache
 from corral.gateway.errors import Unavailable
 from corral.gateway.feed import SessionFeed
 from corral.gateway.probe import HealthProbe
+from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.settings import Settings
 from corral.gateway.sse import StreamRegistry
 from corral.gateway.store import Store
@@ -32,6 +33,7 @@ class GatewayState:
     keys: KeyCache
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     backends: Backends | None = None
+    limiter: RateLimiter | None = None
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
