@@ -1,4 +1,4 @@
-"""corral.devstack: run NATS, Postgres, OpenBao and the Corral services on one machine.
+"""corral.devstack: run NATS, Postgres, OpenBao, a Docker engine and the Corral services on one machine.
 
 The launcher behind ``make up`` / ``make down`` (``corral-dev``) and the test fixtures::
 

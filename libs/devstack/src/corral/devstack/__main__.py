@@ -1,9 +1,10 @@
 """``corral-dev``: the launcher behind ``make up`` / ``make down``.
 
-    corral-dev up [--timeout S] [--no-services] [--harness-count N]
+    corral-dev up [--timeout S] [--no-services] [--docker | --no-docker] [--harness-count N]
     corral-dev down
     corral-dev status
     corral-dev logs [NAME] [-n LINES] [-f]
+    corral-dev image [--rebuild] [--tag-only]
 
 Global: ``--state-dir DIR`` (or ``CORRAL_STATE_DIR``; default ``.corral``), ``-v``.
 """
@@ -53,6 +54,12 @@ def _parser() -> argparse.ArgumentParser:
         help="only NATS, Postgres and OpenBao",
     )
     up.add_argument(
+        "--docker",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="a Docker engine and the sandbox image (default: $CORRAL_DOCKER, else on unless --no-services)",
+    )
+    up.add_argument(
         "--harness-count",
         type=int,
         default=None,
@@ -63,6 +70,10 @@ def _parser() -> argparse.ArgumentParser:
     down.add_argument("--timeout", type=float, default=STOP_TIMEOUT)
 
     commands.add_parser("status", help="one line per component")
+
+    image = commands.add_parser("image", help="build the sandbox image if missing; print its tag")
+    image.add_argument("--rebuild", action="store_true", help="build even if the tag exists")
+    image.add_argument("--tag-only", action="store_true", help="print the tag, build nothing")
 
     logs = commands.add_parser("logs", help="log file paths, or the tail of one")
     logs.add_argument("name", nargs="?", help="component (nats, postgres, gateway, ...)")
@@ -88,6 +99,8 @@ def _up(stack: Stack, timeout: float) -> int:
         f"  openbao   {stack.vault_addr}  (kv-v2 at {stack.kv_mount}/; root token in "
         f"{_display(stack.state.openbao_init_file)})"
     )
+    if stack.docker_enabled:
+        _out(f"  docker    {stack.docker_host}  (DOCKER_HOST; sandbox image {stack.sandbox_image})")
     if stack.services_enabled:
         _out(f"  gateway   {stack.gateway_url}")
         _out(f"  API key   {stack.api_key}")
@@ -127,6 +140,27 @@ def _logs(stack: Stack, name: str | None, lines: int, follow: bool) -> int:
     return 0
 
 
+def _image(stack: Stack, rebuild: bool, tag_only: bool) -> int:
+    if not tag_only:
+        stack.build_image(rebuild=rebuild)
+    _out(stack.sandbox_image or "")
+    return 0
+
+
+def _docker_default(args: argparse.Namespace) -> bool:
+    """``up``: --docker/--no-docker, else CORRAL_DOCKER, else with the services."""
+    if args.command != "up":
+        return bool(args.command == "image")
+    if args.docker is not None:
+        return bool(args.docker)
+    raw = os.environ.get("CORRAL_DOCKER", "").strip().lower()
+    if raw:
+        if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
+            raise DevstackError(f"CORRAL_DOCKER={raw!r} is not 0 or 1")
+        return raw in ("1", "true", "yes", "on")
+    return not bool(args.no_services)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -141,6 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             state_dir,
             services=not getattr(args, "no_services", False),
             harness_count=getattr(args, "harness_count", None),
+            docker=_docker_default(args),
             progress=lambda line: _out(f"  {line}"),
         )
         if args.command == "up":
@@ -154,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "status":
             return _status(stack)
+        if args.command == "image":
+            return _image(stack, args.rebuild, args.tag_only)
         return _logs(stack, args.name, args.lines, args.follow)
     except DevstackError as exc:
         sys.stderr.write(f"corral-dev: error: {exc}\n")

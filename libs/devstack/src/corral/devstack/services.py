@@ -38,6 +38,7 @@ _NOT_INHERITED = frozenset(
         "DATABASE_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "CORRAL_DOCKER_HOST",
+        "CORRAL_SANDBOX_IMAGE",
         "CORRAL_LOG_LEVEL",
         "CORRAL_NATS_URL",
         "CORRAL_HARNESS_WORKER_ID",
@@ -104,6 +105,7 @@ class ServiceContext:
     log_level: str = "INFO"
     otel_endpoint: str | None = None
     docker_host: str | None = None
+    sandbox_image: str | None = None
 
 
 def service_names(harness_count: int, embedded_model: bool) -> list[str]:
@@ -162,8 +164,11 @@ def service_environment(
     elif kind == "credential-proxy":
         env["CORRAL_VAULT_ADDR"] = ctx.vault_addr
         env["CORRAL_VAULT_TOKEN"] = ctx.vault_token
-    elif kind == "sandbox-manager" and ctx.docker_host:
-        env["CORRAL_DOCKER_HOST"] = ctx.docker_host
+    elif kind == "sandbox-manager":
+        if ctx.docker_host:
+            env["CORRAL_DOCKER_HOST"] = ctx.docker_host
+        if ctx.sandbox_image:
+            env["CORRAL_SANDBOX_IMAGE"] = ctx.sandbox_image
     for key in (kind, name):
         env.update((extra or {}).get(key, {}))
     return env

@@ -13,11 +13,14 @@ from typing import Any
 
 from corral.devstack import processes
 from corral.devstack.components import Component, ComponentStatus, PortClaim
+from corral.devstack.docker_engine import DOCKER_STOP_TIMEOUT, DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError, PortInUseError
 from corral.devstack.nats import Nats
 from corral.devstack.openbao import KV_MOUNT, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports, port_in_use
 from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
+from corral.devstack.sandbox_image import NAME as IMAGE_LOG_NAME
+from corral.devstack.sandbox_image import ImageBuilder, ImageSettings
 from corral.devstack.services import (
     MODULES,
     ModelConfig,
@@ -32,6 +35,7 @@ from corral.devstack.state import StateDir
 log = logging.getLogger(__name__)
 
 INFRA = ("nats", "postgres", "openbao")
+DOCKER = "docker"
 DEFAULT_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
@@ -56,9 +60,12 @@ class Stack:
     """One Corral dev stack, rooted at a state directory.
 
     ``Stack(path, Ports.free(), services=False)`` is NATS + Postgres + OpenBao only.
+    ``docker=True`` adds a Docker engine (a private ``dockerd``, or ``CORRAL_DOCKER_HOST``) and the
+    sandbox image built into it, with or without the services.
     ``environ`` (default ``os.environ``) is where settings are read from: ports (when
     ``ports`` is None), ``DATABASE_URL``, the model choice, ``CORRAL_LOG_LEVEL``,
-    ``CORRAL_HARNESS_COUNT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``CORRAL_DOCKER_HOST``.
+    ``CORRAL_HARNESS_COUNT``, ``OTEL_EXPORTER_OTLP_ENDPOINT``, ``CORRAL_DOCKER_HOST``,
+    ``CORRAL_DOCKER_DATA_ROOT``, ``CORRAL_SANDBOX_*``.
     Components that are already running (per their pid file) keep the ports they run on.
     """
 
@@ -70,6 +77,7 @@ class Stack:
         service_env: Mapping[str, Mapping[str, str]] | None = None,
         harness_count: int | None = None,
         services: bool = True,
+        docker: bool = False,
         environ: Mapping[str, str] | None = None,
         log_level: str | None = None,
         progress: Progress | None = None,
@@ -86,6 +94,9 @@ class Stack:
         self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
         self.log_level = log_level or self.environ.get("CORRAL_LOG_LEVEL") or "INFO"
         self.external_database_url = self.environ.get("DATABASE_URL") or None
+        self.docker_enabled = docker
+        self.external_docker_host = self.environ.get("CORRAL_DOCKER_HOST") or None
+        self.docker_data_root = self._docker_data_root()
         self.progress: Progress = progress or _log_progress
         self._adopt_running_ports()
 
@@ -109,8 +120,68 @@ class Stack:
     def openbao(self) -> OpenBao:
         return OpenBao(self.state, self.ports.bao, self.ports.bao_cluster)
 
+    @property
+    def docker_engine(self) -> DockerEngine | ExternalDockerEngine:
+        """The engine this stack uses: ``CORRAL_DOCKER_HOST``, or its own dockerd."""
+        if self.external_docker_host:
+            return ExternalDockerEngine(self.state, self.external_docker_host)
+        return DockerEngine(self.state, self.docker_data_root)
+
+    @property
+    def image_settings(self) -> ImageSettings:
+        return ImageSettings.from_env(self.environ)
+
+    def _docker_data_root(self) -> Path:
+        """``CORRAL_DOCKER_DATA_ROOT`` or ``<state>/data/docker``; but an engine this state dir
+        started (per the record of the last ``up``) keeps the data root it runs on."""
+        configured = self.environ.get("CORRAL_DOCKER_DATA_ROOT", "").strip()
+        data_root = Path(configured) if configured else self.state.data("docker")
+        recorded = self._recorded_docker()
+        if isinstance(recorded, DockerEngine) and recorded.data_root != data_root.absolute() and recorded.owned():
+            log.info("using the data root of the Docker engine already running: %s", recorded.data_root)
+            return recorded.data_root
+        return data_root
+
+    def _recorded_docker(self) -> DockerEngine | ExternalDockerEngine | None:
+        """The engine of the last ``up`` (from ``stack.json``), if it had one."""
+        recorded = self.state.read_record().get("docker")
+        if not isinstance(recorded, dict):
+            return None
+        if recorded.get("external"):
+            return ExternalDockerEngine(self.state, str(recorded.get("host")))
+        data_root = recorded.get("data_root")
+        return DockerEngine(self.state, Path(str(data_root))) if data_root else None
+
+    def _docker_component(self) -> DockerEngine | ExternalDockerEngine | None:
+        """The engine to run (``docker=True``), else one an earlier ``up`` started, else None."""
+        if self.docker_enabled:
+            return self.docker_engine
+        recorded = self._recorded_docker()
+        if recorded is not None:
+            return recorded
+        if self.state.pid_file(DOCKER).exists():
+            return DockerEngine(self.state, self.docker_data_root)
+        return None
+
+    @property
+    def docker_host(self) -> str | None:
+        """The engine address the sandbox-manager gets (``CORRAL_DOCKER_HOST``)."""
+        if self.docker_enabled:
+            return self.docker_engine.host
+        return self.external_docker_host
+
+    @property
+    def sandbox_image(self) -> str | None:
+        """The image the sandbox-manager gets (``CORRAL_SANDBOX_IMAGE``): the content tag."""
+        if self.docker_enabled:
+            return self.image_settings.tag
+        return self.environ.get("CORRAL_SANDBOX_IMAGE") or None
+
     def infra(self) -> list[Component]:
-        return [self.nats, self.postgres, self.openbao]
+        components: list[Component] = [self.nats, self.postgres, self.openbao]
+        if self.docker_enabled:
+            components.append(self.docker_engine)
+        return components
 
     def service_names(self) -> list[str]:
         if not self.services_enabled:
@@ -138,7 +209,8 @@ class Stack:
             model=self.model,
             log_level=self.log_level,
             otel_endpoint=self.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
-            docker_host=self.environ.get("CORRAL_DOCKER_HOST") or None,
+            docker_host=self.docker_host,
+            sandbox_image=self.sandbox_image,
         )
 
     def service(self, name: str, ctx: ServiceContext | None = None) -> Service:
@@ -163,12 +235,18 @@ class Stack:
             return self.postgres
         if name == "openbao":
             return self.openbao
+        if name == DOCKER:
+            return self._docker_component() or self.docker_engine
         if _is_service_name(name):
             return self.service(name)
         raise DevstackError(f"unknown component {name!r}")
 
     def components(self) -> list[Component]:
-        return [*self.infra(), *(self.service(n) for n in self._known_service_names())]
+        infra: list[Component] = [self.nats, self.postgres, self.openbao]
+        docker = self._docker_component()
+        if docker is not None:
+            infra.append(docker)
+        return [*infra, *(self.service(n) for n in self._known_service_names())]
 
     def _adopt_running_ports(self) -> None:
         """Components already running keep the ports recorded by the ``up`` that started them."""
@@ -262,6 +340,10 @@ class Stack:
             try:
                 for component in infra:
                     self._bring_up(component, running, started, deadline)
+                if self.docker_enabled:
+                    building = time.monotonic()
+                    self._ensure_image()
+                    deadline += time.monotonic() - building  # the build has its own time limit
                 self.state.write_client_env(self.gateway_url, self.api_key)
                 if self.services_enabled:
                     self._bring_up_services(running, started, deadline)
@@ -291,8 +373,52 @@ class Stack:
             "harness_count": self.harness_count,
             "model": self.model.describe(),
             "external_database": self.external_database_url is not None,
+            "docker": self._docker_record(),
         }
         self.state.write_record(record)
+
+    def _docker_record(self) -> dict[str, Any] | None:
+        if self.docker_enabled:
+            engine = self.docker_engine
+            if isinstance(engine, ExternalDockerEngine):
+                return {"external": True, "host": engine.host}
+            return {"external": False, "host": engine.host, "data_root": str(engine.data_root)}
+        previous = self._recorded_docker()  # still running from an earlier up: keep stopping it
+        if isinstance(previous, DockerEngine) and previous.owned():
+            return {"external": False, "host": previous.host, "data_root": str(previous.data_root)}
+        return None
+
+    def _ensure_image(self, *, rebuild: bool = False) -> str:
+        engine = self.docker_engine
+        builder = ImageBuilder(
+            engine.host,
+            self.image_settings,
+            log_path=self.state.log_file(IMAGE_LOG_NAME),
+            lock_path=engine.build_lock_file,
+            progress=self.progress,
+        )
+        return builder.ensure(rebuild=rebuild)
+
+    def build_image(self, *, rebuild: bool = False, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """The sandbox image tag, built into the engine if missing (or ``rebuild``).
+
+        Uses the running engine; if there is none, starts this stack's engine for the build and
+        stops it again afterwards.
+        """
+        deadline = time.monotonic() + timeout
+        with self.state.lock():
+            self.state.ensure_layout()
+            engine = self.docker_engine
+            started: list[Component] = []
+            try:
+                self._bring_up(engine, {DOCKER: engine.pid()} if engine.is_running() else {}, started, deadline)
+                return self._ensure_image(rebuild=rebuild)
+            finally:
+                for component in started:
+                    if isinstance(component, DockerEngine) and component.owned():
+                        pid = component.pid()
+                        component.stop(DOCKER_STOP_TIMEOUT)
+                        self.progress(_line(component.name, "stopped", pid, "(started for the build)"))
 
     def _bring_up(
         self,
@@ -361,7 +487,8 @@ class Stack:
             self._wait_services(services, deadline, time.monotonic())
 
     def stop(self, timeout: float = STOP_TIMEOUT) -> None:
-        """Stop everything that has a pid file: services first, then OpenBao, Postgres, NATS.
+        """Stop everything that has a pid file: services first, then the Docker engine (if this
+        state dir started it; dockerd stops its containers), OpenBao, Postgres, NATS.
 
         By pid only. Data directories are kept.
         """
@@ -376,6 +503,15 @@ class Stack:
                     self.progress(_line(name, what, pid, ""))
             for service in services:
                 processes.remove_pid_file(service.pid_file)
+            docker = self._docker_component()
+            if isinstance(docker, DockerEngine):
+                pid = docker.pid()
+                if pid is not None and not docker.owned():
+                    self.progress(_line(docker.name, "left running", pid, f"(shared: started by {docker.owner()})"))
+                else:
+                    docker.stop(max(timeout, DOCKER_STOP_TIMEOUT))
+                    if pid is not None:
+                        self.progress(_line(docker.name, "stopped", pid, ""))
             embedded_pg = EmbeddedPostgres(self.state, self.ports.postgres)
             for component in (self.openbao, embedded_pg, self.nats):
                 pid = component.pid()
