@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import log, rpc, subjects
+from corral.contracts import log, rpc, sandbox, subjects
 from corral.contracts.api import agents, environments, events, sessions
 from corral.contracts.api.errors import ErrorBody
 
@@ -51,6 +51,16 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.Wake,
         rpc.Health,
     ],
+    "bus/sandbox": [
+        sandbox.Provision,
+        sandbox.Provisioned,
+        sandbox.Execute,
+        sandbox.ToolOutcome,
+        sandbox.Cancel,
+        sandbox.Cancelled,
+        sandbox.Release,
+        sandbox.Released,
+    ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
     "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
@@ -84,9 +94,18 @@ def subject_catalogue() -> dict[str, Any]:
             },
             "store_rpc": {"pattern": subjects.store_rpc("{op}"), "payload": "bus/rpc/* -> bus/rpc/RpcReply"},
             "health": {"pattern": subjects.health("{service}"), "payload": "bus/rpc/Health"},
+            "sandbox_rpc": {
+                "pattern": sandbox.sandbox_rpc("{op}"),
+                "payload": "bus/sandbox/* -> bus/rpc/RpcReply",
+            },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
-        "kv_buckets": {subjects.LEASE_BUCKET: "harness lease per session id"},
+        "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
+        "kv_buckets": {
+            subjects.LEASE_BUCKET: "harness lease per session id",
+            sandbox.TOOL_RESULTS_BUCKET: "execute outcome per <session_id>.<tool_use_id>",
+            sandbox.SANDBOXES_BUCKET: "sandbox-manager records: which container serves which session",
+        },
     }
 
 

@@ -1,7 +1,8 @@
-"""sandbox-manager: turns environments into hardened Docker containers and runs tools in them.
+"""sandbox-manager: turns environments into hardened Docker containers and runs the built-in tools in them.
 
-This version joins the bus and reports health, including whether a Docker engine answers; the
-containers and the toolset arrive with the tool loop.
+Composition root: settings -> telemetry -> bus, records -> driver, pool, sessions -> tasks (engine
+watch; once the engine and image are there: reconciliation, then pool refill and the reaper) ->
+serving until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -13,54 +14,102 @@ import os
 import signal
 import socket
 
+import uvloop
+
 from corral import telemetry
 from corral.bus import Bus
-from corral.contracts import subjects
-from corral.contracts.rpc import Health
-from corral.sandbox_manager.engine import Engine
+from corral.sandbox_manager.containers import Driver
+from corral.sandbox_manager.engine import EngineWatch
+from corral.sandbox_manager.environments import base_spec
+from corral.sandbox_manager.executions import Executions
+from corral.sandbox_manager.pool import Pool
+from corral.sandbox_manager.reaper import Reaper
+from corral.sandbox_manager.records import SandboxRecords, ToolRecords
+from corral.sandbox_manager.rpc import Service, serve_all
+from corral.sandbox_manager.sandboxes import Launcher
+from corral.sandbox_manager.sessions import Sessions
 from corral.sandbox_manager.settings import Settings
 
 logger = logging.getLogger("corral.sandbox_manager")
 
+_STOP_GRACE_S = 20.0
 
-async def run(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set; ``ready`` is set once the engine is reconciled and the pool started."""
     instance = f"{socket.gethostname()}:{os.getpid()}"
-    engine = Engine(settings.docker_host)
-
-    async def health(_data: bytes, _headers: dict[str, str]) -> bytes:
-        version = await engine.probe(settings.health_probe_timeout_s)
-        if version is None:
-            status = Health(
-                service="sandbox-manager",
-                instance=instance,
-                status="degraded",
-                details={"docker": "no Docker engine answers; set CORRAL_DOCKER_HOST or start dockerd"},
-            )
-        else:
-            status = Health(service="sandbox-manager", instance=instance, status="ok", details={"docker": version})
-        return status.model_dump_json().encode()
+    box = settings.sandbox
+    driver = Driver(settings.docker_host, box.scope)
+    engine = EngineWatch(
+        driver,
+        box.image,
+        network=box.network,
+        probe_timeout_s=settings.health_probe_timeout_s,
+        retry_s=settings.engine_retry_s,
+    )
+    launcher = Launcher(driver, start_timeout_s=box.start_timeout_s)
+    pool = Pool(launcher, size=box.pool_size, max_configs=box.pool_configs)
 
     async with contextlib.AsyncExitStack() as stack:
+        stack.push_async_callback(driver.aclose)
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="sandbox-manager"))
-        await stack.enter_async_context(bus.serve(subjects.health("sandbox-manager"), health, queue="sandbox-manager"))
-        version = await engine.probe(settings.health_probe_timeout_s)
-        logger.info(
-            "sandbox-manager ready",
-            extra={"fields": {"instance": instance, "docker": version or "unavailable"}},
-        )
-        await stop.wait()
-        logger.info("sandbox-manager stopping")
+        tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
+        sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
+        sessions = Sessions(launcher, pool, sandbox_records, engine, box)
+        executions = Executions(sessions, tool_records, box)
+        reaper = Reaper(driver, launcher, sessions, pool, sandbox_records, box)
+        service = Service(instance=instance, sessions=sessions, executions=executions, pool=pool, engine=engine)
+
+        async def upkeep() -> None:
+            await engine.ready.wait()
+            pool.want(base_spec(box))
+            await reaper.reconcile()
+            async with asyncio.TaskGroup() as tasks:
+                tasks.create_task(pool.run(), name="pool-refill")
+                tasks.create_task(reaper.run(), name="reaper")
+                if ready is not None:
+                    ready.set()
+
+        try:
+            async with serve_all(bus, service), asyncio.TaskGroup() as tg:
+                watching = tg.create_task(engine.run(), name="engine-watch")
+                upkeeping = tg.create_task(upkeep(), name="upkeep")
+                logger.info(
+                    "sandbox-manager serving",
+                    extra={"fields": {"instance": instance, "image": box.image, "scope": box.scope}},
+                )
+                await stop.wait()
+                logger.info("sandbox-manager stopping")
+                executions.shutdown()
+                watching.cancel()
+                upkeeping.cancel()
+        finally:
+            await sessions.close()
+            await pool.close()
 
 
 def main() -> None:
     settings = Settings()
     telemetry.configure("sandbox-manager", logs=settings.log)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.ensure_future(run(settings, stop))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():
+            # a clean stop takes a moment; one stuck (e.g. still connecting to NATS) is cancelled
+            await asyncio.wait({serving}, timeout=_STOP_GRACE_S)
+            serving.cancel()
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
     try:
-        asyncio.run(run(settings))
+        uvloop.run(serve())
     finally:
         telemetry.shutdown()
 

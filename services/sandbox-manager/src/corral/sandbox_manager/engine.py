@@ -1,28 +1,123 @@
-"""The Docker engine this sandbox-manager drives, and a probe of whether it answers."""
+"""Whether the Docker engine answers and has the sandbox image; watched for the life of the service.
+
+Without either the service stays up, reports ``degraded`` health with what to do, and answers
+``provision``/``execute`` with a ``sandbox_unavailable`` error until both are there.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from dataclasses import dataclass
 
-import docker
 from docker.errors import DockerException
 
+from corral.sandbox_manager.containers import Driver
 
-class Engine:
-    def __init__(self, docker_host: str | None) -> None:
-        self._docker_host = docker_host
+logger = logging.getLogger(__name__)
 
-    def _ping(self) -> str:
-        client = docker.DockerClient(base_url=self._docker_host) if self._docker_host else docker.from_env()
-        try:
-            version = client.version()
-            return str(version.get("Version", "unknown"))
-        finally:
-            client.close()
+_RECHECK_READY_S = 30.0
 
-    async def probe(self, timeout: float) -> str | None:
-        """The engine's version, or ``None`` when no engine answers within ``timeout``."""
-        try:
-            return await asyncio.wait_for(asyncio.to_thread(self._ping), timeout)
-        except (DockerException, OSError, TimeoutError):
-            return None
+
+@dataclass(frozen=True)
+class EngineStatus:
+    ok: bool
+    version: str | None
+    image: str
+    image_present: bool
+    networks: frozenset[str]
+    message: str
+
+
+class SandboxUnavailable(Exception):
+    """No sandbox can be started right now; the message says why and what to do."""
+
+
+class EngineWatch:
+    def __init__(self, driver: Driver, image: str, *, network: str, probe_timeout_s: float, retry_s: float) -> None:
+        self._driver = driver
+        self._image = image
+        #: The network ``unrestricted`` environments get, when the engine has it.
+        self.network = network
+        self._probe_timeout_s = probe_timeout_s
+        self._retry_s = retry_s
+        self.ready = asyncio.Event()
+        self.status = EngineStatus(
+            ok=False, version=None, image=image, image_present=False, networks=frozenset(), message="not checked yet"
+        )
+        self._recheck = asyncio.Event()
+
+    async def check(self) -> EngineStatus:
+        version = await self._driver.version(self._probe_timeout_s)
+        if version is None:
+            status = EngineStatus(
+                ok=False,
+                version=None,
+                image=self._image,
+                image_present=False,
+                networks=frozenset(),
+                message=f"no Docker engine answers at {self._driver.where()}; start dockerd or set CORRAL_DOCKER_HOST",
+            )
+        else:
+            try:
+                present = await self._driver.has_image(self._image)
+                networks = frozenset(await self._driver.networks())
+            except (DockerException, OSError) as exc:
+                present, networks = False, frozenset()
+                logger.warning("engine check failed", extra={"fields": {"error": str(exc)}})
+            message = (
+                "ready"
+                if present
+                else f"the sandbox image {self._image!r} is not on the engine; build it (make up builds it) "
+                "or set CORRAL_SANDBOX_IMAGE to an image that exists"
+            )
+            status = EngineStatus(
+                ok=present,
+                version=version,
+                image=self._image,
+                image_present=present,
+                networks=networks,
+                message=message,
+            )
+        if status.ok != self.status.ok or status.message != self.status.message:
+            level = logging.INFO if status.ok else logging.WARNING
+            logger.log(level, "docker engine: %s", status.message, extra={"fields": {"version": version}})
+            if status.ok and not self.network_usable(status):
+                logger.warning(
+                    "the engine has no network %r: environments with unrestricted networking get none "
+                    "(loopback only), and their tool results say so",
+                    self.network,
+                )
+        self.status = status
+        if status.ok:
+            self.ready.set()
+        else:
+            self.ready.clear()
+        return status
+
+    def network_usable(self, status: EngineStatus | None = None) -> bool:
+        return self.network not in ("host", "none") and self.network in (status or self.status).networks
+
+    def require(self) -> EngineStatus:
+        """The current status when sandboxes can be started.
+
+        Raises:
+            SandboxUnavailable: they cannot (the message says why).
+        """
+        if not self.status.ok:
+            self._recheck.set()
+            raise SandboxUnavailable(self.status.message)
+        return self.status
+
+    def suspect(self) -> None:
+        """A Docker call failed: check again now."""
+        self._recheck.set()
+
+    async def run(self) -> None:
+        while True:
+            await self.check()
+            self._recheck.clear()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_RECHECK_READY_S if self.status.ok else self._retry_s):
+                    await self._recheck.wait()

@@ -1,11 +1,61 @@
-"""sandbox-manager settings (env prefix ``CORRAL_``)."""
+"""sandbox-manager settings: ``CORRAL_DOCKER_HOST``, ``CORRAL_NATS_*``, ``CORRAL_LOG_*`` and the
+sandbox limits and timings under ``CORRAL_SANDBOX_*``."""
 
 from __future__ import annotations
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, MAX_TOOL_TIMEOUT_MS
 from corral.settings import LogSettings, NatsSettings
+
+
+class SandboxSettings(BaseSettings):
+    """What a sandbox container is and how the manager looks after it (``CORRAL_SANDBOX_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_SANDBOX_", frozen=True, extra="ignore")
+
+    image: str = Field(default="corral-sandbox:latest", description="image every sandbox runs (python3 and bash in it)")
+    scope: str = Field(
+        default="default",
+        pattern=r"^[a-zA-Z0-9_.-]+$",
+        description="label value that separates this manager's containers from others' on a shared engine",
+    )
+    user: str = Field(
+        default="1000:1000", pattern=r"^[0-9]+(:[0-9]+)?$", description="numeric uid:gid the tools run as (never root)"
+    )
+    memory: str = Field(default="1g", description="memory limit (tmpfs contents count against it)")
+    cpus: float = Field(default=1.0, gt=0, description="CPU limit in cores")
+    pids: int = Field(default=256, ge=16, description="most processes and threads a sandbox may hold")
+    workspace_size: str = Field(default="512m", description="size of the /workspace tmpfs")
+    tmp_size: str = Field(default="64m", description="size of the /tmp tmpfs")
+    network: str = Field(
+        default="bridge",
+        description="Docker network for environments with unrestricted networking; when the engine has no "
+        "such network those sandboxes get none (loopback only) and are told so",
+    )
+    pool_size: int = Field(default=2, ge=0, description="pre-started containers kept per environment configuration")
+    pool_configs: int = Field(default=4, ge=1, description="most environment configurations that keep a warm pool")
+    idle_s: float = Field(default=600.0, gt=0, description="a session's sandbox is removed after this long unused")
+    reap_interval_s: float = Field(default=60.0, gt=0, description="how often orphaned containers are looked for")
+    orphan_grace_s: float = Field(default=60.0, ge=0, description="a container this young is never reaped")
+    output_limit: int = Field(default=100_000, ge=1000, description="bytes of tool output kept (the rest truncated)")
+    tool_timeout_ms: int = Field(default=DEFAULT_TOOL_TIMEOUT_MS, gt=0, description="tool timeout when none is given")
+    tool_timeout_max_ms: int = Field(default=MAX_TOOL_TIMEOUT_MS, gt=0, description="longest tool timeout accepted")
+    reply_grace_s: float = Field(
+        default=10.0, gt=0, description="wait beyond a tool's timeout before the sandbox is declared unresponsive"
+    )
+    start_timeout_s: float = Field(default=30.0, gt=0, description="create + start + first answer of a container")
+    result_ttl_s: float = Field(default=7 * 86400.0, gt=0, description="how long tool outcomes stay recorded")
+    record_ttl_s: float = Field(default=30 * 86400.0, gt=0, description="how long session-to-container records last")
+
+    @field_validator("user")
+    @classmethod
+    def _not_root(cls, value: str) -> str:
+        uid, _, gid = value.partition(":")
+        if int(uid) == 0 or (gid and int(gid) == 0):
+            raise ValueError("sandboxes never run as root (uid or gid 0)")
+        return value
 
 
 class Settings(BaseSettings):
@@ -15,5 +65,7 @@ class Settings(BaseSettings):
         default=None, description="Docker engine address (CORRAL_DOCKER_HOST); unset = the docker SDK's default"
     )
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
+    engine_retry_s: float = Field(default=5.0, gt=0, description="how often a missing engine or image is looked for")
+    sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -1,0 +1,139 @@
+"""Sandbox-manager operations: the request and reply of every ``corral.rpc.sandbox.<op>`` call.
+
+The harness provisions a session's sandbox ahead of its first tool call (``provision``, without
+waiting for the reply), runs built-in tools in it (``execute``), stops a running tool on interrupt
+(``cancel``) and drops the sandbox when the session ends (``release``). Every reply is a
+``corral.contracts.rpc.RpcReply``: ``result`` on success, or an Anthropic ``error`` detail.
+
+``execute`` is keyed by ``(session_id, tool_use_id)``: the outcome is recorded in the
+``TOOL_RESULTS_BUCKET`` key-value bucket before the reply is sent, and a second ``execute`` with the
+same key returns the recorded outcome with ``executed: false`` instead of running the tool again. A
+tool that fails (bad input, non-zero exit, timeout, a sandbox that died mid-call) is a normal
+``ToolOutcome`` with ``is_error: true`` the model can read; an ``RpcReply`` error means the call
+could not be attempted at all (invalid ids, no Docker engine: ``error_code: sandbox_unavailable``)
+and nothing was recorded, so it may be retried.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+from pydantic import Field
+
+from corral.contracts.rpc import Message
+
+# --- subjects and buckets ------------------------------------------------------------------------------
+SANDBOX_QUEUE: Final = "sandbox-manager"
+SANDBOX_RPC_WILDCARD: Final = "corral.rpc.sandbox.>"
+
+#: Outcomes of ``execute``, keyed ``<session_id>.<tool_use_id>``.
+TOOL_RESULTS_BUCKET: Final = "corral_tool_results"
+#: The sandbox-manager's own records: which container serves which session.
+SANDBOXES_BUCKET: Final = "corral_sandboxes"
+
+#: ``type`` of the built-in toolset in an agent's ``tools``.
+TOOLSET_TYPE: Final = "agent_toolset_20260401"
+#: The built-in tools, in the API's order; ``web_fetch``/``web_search`` need egress this deployment lacks.
+BUILTIN_TOOLS: Final = ("bash", "edit", "read", "write", "glob", "grep", "web_fetch", "web_search")
+
+#: Tool timeout when neither the tool input nor the request gives one, and the most a caller may ask for.
+DEFAULT_TOOL_TIMEOUT_MS: Final = 120_000
+MAX_TOOL_TIMEOUT_MS: Final = 600_000
+#: What a caller should add to the tool timeout when waiting for an ``execute`` reply (provisioning, records).
+EXECUTE_REPLY_MARGIN_S: Final = 30.0
+
+
+class SandboxOp:
+    """Operation names; each is the last token of its request subject."""
+
+    PROVISION = "provision"
+    EXECUTE = "execute"
+    CANCEL = "cancel"
+    RELEASE = "release"
+
+
+def sandbox_rpc(op: str) -> str:
+    """Request subject of a sandbox-manager operation (``execute`` -> ``corral.rpc.sandbox.execute``)."""
+    return f"corral.rpc.sandbox.{op}"
+
+
+def tool_result_key(session_id: str, tool_use_id: str) -> str:
+    """Key of one ``execute`` outcome in ``TOOL_RESULTS_BUCKET``."""
+    return f"{session_id}.{tool_use_id}"
+
+
+def execute_reply_timeout_s(timeout_ms: int | None) -> float:
+    """How long a caller should wait for the reply to an ``execute`` with this ``timeout_ms``."""
+    budget = timeout_ms if timeout_ms and timeout_ms > 0 else MAX_TOOL_TIMEOUT_MS
+    return min(budget, MAX_TOOL_TIMEOUT_MS) / 1000 + EXECUTE_REPLY_MARGIN_S
+
+
+# --- messages ------------------------------------------------------------------------------------------
+class TextBlock(Message):
+    type: Literal["text"] = "text"
+    text: str
+
+
+class Provision(Message):
+    """Make sure the session has a sandbox (idempotent: an existing one is returned)."""
+
+    session_id: str
+    environment_id: str
+    environment_config: dict[str, Any] = Field(default_factory=dict)
+
+
+class Provisioned(Message):
+    container_id: str
+    ready_ms: float
+    from_pool: bool
+    #: The Docker network the sandbox is on (``none`` = loopback only).
+    network: str
+    #: What the environment asked for that this deployment could not honour (networking, packages).
+    notices: list[str] = Field(default_factory=list)
+
+
+class Execute(Message):
+    """Run one built-in tool call in the session's sandbox (provisioning it if needed)."""
+
+    session_id: str
+    tool_use_id: str
+    name: str
+    input: dict[str, Any]
+    environment_id: str
+    environment_config: dict[str, Any] = Field(default_factory=dict)
+    #: Overall timeout; ``bash`` prefers its own ``input.timeout_ms``. Capped at ``MAX_TOOL_TIMEOUT_MS``.
+    timeout_ms: int | None = None
+
+
+class ToolOutcome(Message):
+    """The ``agent.tool_result`` payload, plus how it was produced."""
+
+    content: list[TextBlock]
+    is_error: bool
+    #: ``False`` when the outcome was answered from the record of an earlier ``execute``.
+    executed: bool
+    duration_ms: float
+
+
+class Cancel(Message):
+    """Stop a running ``execute`` (a ``user.interrupt``); its outcome becomes a cancelled error."""
+
+    session_id: str
+    tool_use_id: str
+
+
+class Cancelled(Message):
+    #: ``False`` when no such call was running here.
+    cancelled: bool
+
+
+class Release(Message):
+    """Remove the session's sandbox (the session was archived, deleted or terminated)."""
+
+    session_id: str
+    reason: str
+
+
+class Released(Message):
+    #: The removed container, ``None`` when the session had none.
+    container_id: str | None

@@ -1,0 +1,302 @@
+"""The Docker driver: a small explicit wrapper around the (blocking) docker SDK.
+
+Every call runs on the driver's own worker threads, which ``aclose`` waits for (a container being
+created when the manager stops is removed, not left behind). A sandbox container is hardened by
+construction: all capabilities dropped, ``no-new-privileges``, the default seccomp profile, a
+read-only root with size-capped tmpfs mounts at ``/workspace`` and ``/tmp``, pids/memory/CPU limits,
+a non-root user, no network unless the spec names one, no log driver (tool output never reaches
+the host's disk), and never a bind mount: neither the Docker socket nor any host path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import json
+import logging
+import socket
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from typing import Any, Final, TypeVar
+
+import docker
+from docker.errors import DockerException, ImageNotFound, NotFound
+from docker.types import LogConfig
+
+from corral.sandbox_manager import agent
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+WORKSPACE: Final = "/workspace"
+
+# Labels on every container the manager creates.
+LABEL_MANAGED: Final = "corral.managed"
+LABEL_SCOPE: Final = "corral.scope"
+LABEL_CONFIG: Final = "corral.config_hash"
+LABEL_POOL: Final = "corral.pool"
+LABEL_SESSION: Final = "corral.session_id"
+LABEL_ENVIRONMENT: Final = "corral.environment_id"
+LABEL_NETWORK: Final = "corral.network"
+
+NO_NETWORK: Final = "none"
+
+
+@dataclass(frozen=True)
+class ContainerSpec:
+    """Everything that makes two sandboxes interchangeable; its hash keys the warm pool."""
+
+    image: str
+    user: str
+    memory: str
+    nano_cpus: int
+    pids: int
+    workspace_size: str
+    tmp_size: str
+    network: str
+    output_limit: int
+    default_timeout_ms: int
+    max_timeout_ms: int
+
+    @property
+    def hash(self) -> str:
+        canonical = json.dumps(asdict(self), sort_keys=True).encode()
+        return hashlib.sha256(canonical).hexdigest()[:16]
+
+    def agent_config(self) -> str:
+        return json.dumps(
+            {
+                "root": WORKSPACE,
+                "output_limit": self.output_limit,
+                "default_timeout_ms": self.default_timeout_ms,
+                "max_timeout_ms": self.max_timeout_ms,
+            }
+        )
+
+
+@dataclass(frozen=True)
+class ContainerInfo:
+    id: str
+    name: str
+    labels: dict[str, str]
+    running: bool
+    created: float
+
+
+class EngineUnavailable(Exception):
+    """No Docker engine answers, or the sandbox image is missing; the message says what to do."""
+
+
+class Driver:
+    def __init__(self, docker_host: str | None, scope: str) -> None:
+        self._docker_host = docker_host
+        self.scope = scope
+        self._client: docker.DockerClient | None = None
+        self._threads = ThreadPoolExecutor(max_workers=16, thread_name_prefix="docker")
+        self._closing = threading.Event()
+        #: Containers started whose caller has not received them yet (removed by ``aclose`` if never).
+        self._unclaimed: set[str] = set()
+
+    async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
+
+    # --- connection ------------------------------------------------------------------------------------
+    def _api(self) -> docker.APIClient:
+        if self._client is None:
+            self._client = (
+                docker.DockerClient(base_url=self._docker_host, timeout=60, max_pool_size=32)
+                if self._docker_host
+                else docker.from_env(timeout=60, max_pool_size=32)
+            )
+        return self._client.api
+
+    def where(self) -> str:
+        return self._docker_host or "the docker SDK's default (DOCKER_HOST or /var/run/docker.sock)"
+
+    async def version(self, timeout: float) -> str | None:
+        """The engine's version, or ``None`` when no engine answers within ``timeout``."""
+
+        def ping() -> str:
+            if self._docker_host and self._docker_host.startswith("unix://"):
+                # The SDK leaks its socket when a unix connect fails; look first, closing ours.
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+                    probe.settimeout(timeout)
+                    probe.connect(self._docker_host.removeprefix("unix://"))
+            return str(self._api().version().get("Version", "unknown"))
+
+        try:
+            return await asyncio.wait_for(self._in_thread(ping), timeout)
+        except (DockerException, OSError, TimeoutError):
+            return None
+
+    async def has_image(self, image: str) -> bool:
+        def inspect() -> bool:
+            try:
+                self._api().inspect_image(image)  # type: ignore[no-untyped-call]  # untyped in types-docker
+            except ImageNotFound:
+                return False
+            return True
+
+        return await self._in_thread(inspect)
+
+    async def networks(self) -> set[str]:
+        def names() -> set[str]:
+            return {str(n["Name"]) for n in self._api().networks()}
+
+        return await self._in_thread(names)
+
+    # --- containers ----------------------------------------------------------------------------------------
+    def labels(self, spec: ContainerSpec, *, session_id: str | None, environment_id: str | None) -> dict[str, str]:
+        labels = {LABEL_MANAGED: "true", LABEL_SCOPE: self.scope, LABEL_CONFIG: spec.hash, LABEL_NETWORK: spec.network}
+        if session_id is None:
+            labels[LABEL_POOL] = "true"
+        else:
+            labels[LABEL_SESSION] = session_id
+            labels[LABEL_ENVIRONMENT] = environment_id or ""
+        return labels
+
+    async def launch(self, spec: ContainerSpec, name: str, labels: dict[str, str]) -> tuple[str, socket.socket]:
+        """Create and start a container running the exec agent; its stdin/stdout as a socket.
+
+        The attach happens before the start, so nothing the agent writes is missed.
+        """
+        container_id, sock = await self._in_thread(self._launch, spec, name, labels)
+        self._unclaimed.discard(container_id)
+        return container_id, sock
+
+    def _launch(self, spec: ContainerSpec, name: str, labels: dict[str, str]) -> tuple[str, socket.socket]:
+        api = self._api()
+        uid, _, gid = spec.user.partition(":")
+        tmpfs_opts = "rw,nosuid,nodev"
+        host_config = api.create_host_config(
+            cap_drop=["ALL"],
+            security_opt=["no-new-privileges"],
+            read_only=True,
+            tmpfs={
+                WORKSPACE: f"{tmpfs_opts},exec,size={spec.workspace_size},uid={uid},gid={gid or uid},mode=0755",
+                "/tmp": f"{tmpfs_opts},noexec,size={spec.tmp_size},mode=1777",
+            },
+            pids_limit=spec.pids,
+            mem_limit=spec.memory,
+            memswap_limit=spec.memory,
+            nano_cpus=spec.nano_cpus,
+            network_mode=spec.network,
+            log_config=LogConfig(type="none"),
+            ipc_mode="private",
+            init=False,
+        )
+        created = api.create_container(
+            spec.image,
+            command=["python3", "-c", agent.source(), spec.agent_config()],
+            name=name,
+            user=spec.user,
+            working_dir=WORKSPACE,
+            environment={
+                "HOME": WORKSPACE,
+                "LANG": "C.UTF-8",
+                "TERM": "dumb",
+                "PAGER": "cat",
+                "GIT_PAGER": "cat",
+                "PYTHONDONTWRITEBYTECODE": "1",
+            },
+            stdin_open=True,
+            # detach: StdinOnce stays false, so the agent's stdin outlives an attach (a manager restart)
+            detach=True,
+            tty=False,
+            labels=labels,
+            host_config=host_config,
+        )
+        container_id = str(created["Id"])
+        sock: socket.socket | None = None
+        try:
+            sock = self._attach(container_id)
+            api.start(container_id)
+            if self._closing.is_set():
+                raise EngineUnavailable("the sandbox-manager is stopping")
+        except BaseException:
+            if sock is not None:
+                sock.close()
+            self._remove(container_id)
+            raise
+        self._unclaimed.add(container_id)
+        return container_id, sock
+
+    async def attach(self, container_id: str) -> socket.socket:
+        return await self._in_thread(self._attach, container_id)
+
+    def _attach(self, container_id: str) -> socket.socket:
+        api = self._api()
+        wrapped: Any = api.attach_socket(container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1})
+        raw = getattr(wrapped, "_sock", wrapped)
+        if not isinstance(raw, socket.socket):
+            wrapped.close()
+            raise EngineUnavailable(
+                "the Docker engine is reached over a transport this sandbox-manager cannot attach to "
+                "(use a unix socket or plain tcp:// CORRAL_DOCKER_HOST)"
+            )
+        # An independent descriptor for asyncio; the SDK's response objects are closed here.
+        sock = raw.dup()
+        response = getattr(wrapped, "_response", None)
+        if response is not None:
+            response.close()  # closes the reader chain down to the SDK's socket wrapper, in order
+        else:
+            wrapped.close()
+        raw.close()
+        return sock
+
+    async def remove(self, container_id: str) -> None:
+        await self._in_thread(self._remove, container_id)
+
+    def _remove(self, container_id: str) -> None:
+        try:
+            self._api().remove_container(container_id, force=True, v=True)
+        except NotFound:
+            pass
+        except DockerException as exc:
+            if "is already in progress" not in str(exc):
+                raise
+
+    async def managed(self) -> list[ContainerInfo]:
+        """Every container of this manager's scope, running or not."""
+
+        def listing() -> list[ContainerInfo]:
+            rows = self._api().containers(
+                all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_SCOPE}={self.scope}"]}
+            )
+            return [
+                ContainerInfo(
+                    id=str(row["Id"]),
+                    name=str((row.get("Names") or ["?"])[0]).lstrip("/"),
+                    labels=dict(row.get("Labels") or {}),
+                    running=row.get("State") == "running",
+                    created=float(row.get("Created") or 0),
+                )
+                for row in rows
+            ]
+
+        return await self._in_thread(listing)
+
+    async def running(self, container_id: str) -> bool:
+        def state() -> bool:
+            try:
+                info = self._api().inspect_container(container_id)
+            except NotFound:
+                return False
+            return bool(info.get("State", {}).get("Running"))
+
+        return await self._in_thread(state)
+
+    async def aclose(self) -> None:
+        """Wait for Docker calls in flight (a launch finishing now removes its container), then close."""
+        self._closing.set()
+        await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._threads.shutdown, wait=True))
+        for container_id in list(self._unclaimed):
+            await asyncio.get_running_loop().run_in_executor(None, self._remove, container_id)
+        self._unclaimed.clear()
+        if self._client is not None:
+            self._client.close()
+            self._client = None

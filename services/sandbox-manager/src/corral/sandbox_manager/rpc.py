@@ -1,0 +1,201 @@
+"""Request-reply: ``corral.rpc.sandbox.<op>`` (queue group ``sandbox-manager``), each decoded into
+its request model and answered with an ``RpcReply``; plus ``corral.health.sandbox-manager``."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from opentelemetry import trace
+from pydantic import BaseModel, ValidationError
+
+from corral import telemetry
+from corral.bus import Bus
+from corral.contracts import subjects
+from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.sandbox import (
+    SANDBOX_QUEUE,
+    Cancel,
+    Cancelled,
+    Execute,
+    Provision,
+    Provisioned,
+    Release,
+    Released,
+    SandboxOp,
+    ToolOutcome,
+    sandbox_rpc,
+)
+from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
+from corral.sandbox_manager.environments import UnsupportedEnvironment
+from corral.sandbox_manager.executions import Executions, ShuttingDown
+from corral.sandbox_manager.pool import Pool
+from corral.sandbox_manager.sessions import Sessions
+
+logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
+
+_ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+
+
+@dataclass(frozen=True)
+class Service:
+    instance: str
+    sessions: Sessions
+    executions: Executions
+    pool: Pool
+    engine: EngineWatch
+
+
+def _check_id(kind: str, value: str) -> None:
+    if not _ID.fullmatch(value):
+        raise ApiError("invalid_request_error", f"{kind} must be 1-128 letters, digits, '_' or '-'")
+
+
+async def provision(service: Service, request: Provision) -> Provisioned:
+    _check_id("session_id", request.session_id)
+    got = await service.sessions.ensure(request.session_id, request.environment_id, request.environment_config)
+    sandbox = got.sandbox
+    return Provisioned(
+        container_id=sandbox.container_id,
+        ready_ms=got.ready_ms,
+        from_pool=sandbox.from_pool,
+        network=sandbox.network,
+        notices=list(sandbox.notices),
+    )
+
+
+async def execute(service: Service, request: Execute) -> ToolOutcome:
+    _check_id("session_id", request.session_id)
+    _check_id("tool_use_id", request.tool_use_id)
+    return await service.executions.execute(request)
+
+
+async def cancel(service: Service, request: Cancel) -> Cancelled:
+    return Cancelled(cancelled=await service.executions.cancel(request.session_id, request.tool_use_id))
+
+
+async def release(service: Service, request: Release) -> Released:
+    _check_id("session_id", request.session_id)
+    removed = await service.sessions.release(request.session_id)
+    logger.info("session released", extra={"fields": {"session_id": request.session_id, "reason": request.reason}})
+    return Released(container_id=removed)
+
+
+Route = tuple[type[BaseModel], Callable[[Service, Any], Awaitable[BaseModel]]]
+
+ROUTES: dict[str, Route] = {
+    SandboxOp.PROVISION: (Provision, provision),
+    SandboxOp.EXECUTE: (Execute, execute),
+    SandboxOp.CANCEL: (Cancel, cancel),
+    SandboxOp.RELEASE: (Release, release),
+}
+
+
+def _field_message(exc: ValidationError) -> str:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "body"
+    return f"{where}: {first['msg']}"
+
+
+async def handle(service: Service, op: str, data: bytes, headers: dict[str, str]) -> bytes:
+    """Decode, run and answer one request, in a span joined to the caller's trace."""
+    with _tracer.start_as_current_span(
+        f"process corral.rpc.sandbox.{op}",
+        context=telemetry.extract(headers),
+        kind=trace.SpanKind.SERVER,
+        attributes={
+            "messaging.system": "nats",
+            "messaging.operation.type": "process",
+            "messaging.destination.name": sandbox_rpc(op),
+        },
+    ) as span:
+        reply = await _answer(service, op, data, span)
+        if not reply.ok:
+            span.set_attribute("error.type", reply.error.type if reply.error else "error")
+        return reply.model_dump_json().encode()
+
+
+async def _answer(service: Service, op: str, data: bytes, span: trace.Span) -> RpcReply:
+    model, handler = ROUTES[op]
+    try:
+        request = model.model_validate_json(data)
+        for field in ("session_id", "tool_use_id", "name"):
+            value = getattr(request, field, None)
+            if isinstance(value, str):
+                span.set_attribute("corral.tool_name" if field == "name" else f"corral.{field}", value)
+        result = await handler(service, request)
+        if isinstance(result, ToolOutcome):
+            span.set_attribute("corral.tool_is_error", result.is_error)
+            span.set_attribute("corral.tool_executed", result.executed)
+        reply = RpcReply(ok=True, result=result.model_dump(mode="json"))
+    except ApiError as exc:
+        reply = RpcReply(ok=False, error=exc.detail())
+    except ValidationError as exc:
+        reply = RpcReply(ok=False, error=ErrorDetail(type="invalid_request_error", message=_field_message(exc)))
+    except SandboxUnavailable as exc:
+        reply = RpcReply(
+            ok=False,
+            error=ErrorDetail(type="api_error", message=str(exc), details={"error_code": "sandbox_unavailable"}),
+        )
+    except ShuttingDown as exc:
+        reply = RpcReply(ok=False, error=ErrorDetail(type="overloaded_error", message=str(exc)))
+    except UnsupportedEnvironment as exc:
+        reply = RpcReply(
+            ok=False,
+            error=ErrorDetail(
+                type="invalid_request_error", message=str(exc), details={"error_code": "environment_not_supported"}
+            ),
+        )
+    except Exception:
+        logger.exception("operation failed", extra={"fields": {"op": op}})
+        reply = RpcReply(
+            ok=False, error=ErrorDetail(type="api_error", message=f"{op} failed inside the sandbox-manager")
+        )
+    return reply
+
+
+def health(service: Service) -> Health:
+    status = service.engine.status
+    pools = ",".join(f"{h}:{n}/{service.pool.size}" for h, n in sorted(service.pool.sizes().items()))
+    details = {
+        "docker": status.version or "unavailable",
+        "image": f"{status.image} ({'present' if status.image_present else 'missing'})",
+        "pools": pools or "none",
+        "network": (
+            service.engine.network
+            if service.engine.network_usable()
+            else f"none (the engine has no network {service.engine.network!r} for unrestricted environments)"
+        ),
+        "sessions": str(service.sessions.count()),
+        "message": status.message,
+    }
+    return Health(
+        service="sandbox-manager",
+        instance=service.instance,
+        status="ok" if status.ok else "degraded",
+        details=details,
+    )
+
+
+@contextlib.asynccontextmanager
+async def serve_all(bus: Bus, service: Service) -> AsyncIterator[None]:
+    """Serve every operation and the health check while the block runs."""
+    async with contextlib.AsyncExitStack() as stack:
+        for op in ROUTES:
+
+            async def handler(data: bytes, headers: dict[str, str], op: str = op) -> bytes:
+                return await handle(service, op, data, headers)
+
+            await stack.enter_async_context(bus.serve(sandbox_rpc(op), handler, queue=SANDBOX_QUEUE))
+
+        async def on_health(_data: bytes, _headers: dict[str, str]) -> bytes:
+            return health(service).model_dump_json().encode()
+
+        await stack.enter_async_context(bus.serve(subjects.health("sandbox-manager"), on_health, queue=SANDBOX_QUEUE))
+        yield

@@ -1,0 +1,126 @@
+"""A running sandbox (a container with its exec agent attached), and how one is started or adopted."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+
+from docker.errors import DockerException
+
+from corral.sandbox_manager.channel import AgentChannel
+from corral.sandbox_manager.containers import LABEL_CONFIG, LABEL_NETWORK, ContainerInfo, ContainerSpec, Driver
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class Sandbox:
+    container_id: str
+    name: str
+    spec_hash: str
+    channel: AgentChannel
+    ready_ms: float
+    from_pool: bool = False
+    session_id: str | None = None
+    network: str = "none"
+    #: Said once, with the first tool outcome from this sandbox (what the environment could not have).
+    notices: list[str] = field(default_factory=list)
+    last_used: float = field(default_factory=time.monotonic)
+    inflight: int = 0
+
+    @property
+    def alive(self) -> bool:
+        return not self.channel.closed
+
+    def touch(self) -> None:
+        self.last_used = time.monotonic()
+
+
+class Launcher:
+    def __init__(self, driver: Driver, *, start_timeout_s: float) -> None:
+        self.driver = driver
+        self.start_timeout_s = start_timeout_s
+        #: Names of containers being started right now (the reaper leaves them alone).
+        self.starting: set[str] = set()
+
+    async def start(
+        self, spec: ContainerSpec, *, session_id: str | None = None, environment_id: str | None = None
+    ) -> Sandbox:
+        """Create, start and wait for the agent's first answer.
+
+        Raises:
+            DockerException, OSError: the engine refused or failed.
+            SandboxLost, TimeoutError: the agent never answered (the container is removed).
+        """
+        began = time.perf_counter()
+        name = f"corral-sbx-{self.driver.scope}-{secrets.token_hex(6)}"
+        labels = self.driver.labels(spec, session_id=session_id, environment_id=environment_id)
+        self.starting.add(name)
+        try:
+            container_id, sock = await self.driver.launch(spec, name, labels)
+            try:
+                channel = await AgentChannel.open(name, sock)
+                await channel.ping(self.start_timeout_s)
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await self.driver.remove(container_id)
+                raise
+        finally:
+            self.starting.discard(name)
+        ready_ms = (time.perf_counter() - began) * 1000
+        logger.info(
+            "sandbox started",
+            extra={"fields": {"container": name, "ready_ms": round(ready_ms, 1), "pool": session_id is None}},
+        )
+        return Sandbox(
+            container_id=container_id,
+            name=name,
+            spec_hash=spec.hash,
+            channel=channel,
+            ready_ms=ready_ms,
+            session_id=session_id,
+            network=spec.network,
+        )
+
+    async def adopt(self, info: ContainerInfo, *, session_id: str | None) -> Sandbox:
+        """Reattach to a running container found at start-up.
+
+        Raises:
+            DockerException, OSError, SandboxLost, TimeoutError: it cannot be used (the caller removes it).
+        """
+        sock = await self.driver.attach(info.id)
+        channel = await AgentChannel.open(info.name, sock)
+        try:
+            await channel.ping(5.0)
+            # Calls sent by the previous manager can never be answered to anyone (their records say
+            # "started", so a re-dispatch is told they were interrupted): stop them, freeing the shell.
+            await channel.cancel("*")
+        except BaseException:
+            await channel.close()
+            raise
+        return Sandbox(
+            container_id=info.id,
+            name=info.name,
+            spec_hash=info.labels.get(LABEL_CONFIG, ""),
+            channel=channel,
+            ready_ms=0.0,
+            session_id=session_id,
+            network=info.labels.get(LABEL_NETWORK, "none"),
+        )
+
+    async def discard(self, sandbox: Sandbox, reason: str) -> None:
+        """Close the stream and remove the container (errors are logged, not raised)."""
+        await sandbox.channel.close()
+        try:
+            await self.driver.remove(sandbox.container_id)
+        except (DockerException, OSError):
+            logger.warning(
+                "could not remove a sandbox container; the reaper will retry",
+                extra={"fields": {"container": sandbox.name, "reason": reason}},
+                exc_info=True,
+            )
+            return
+        logger.info("sandbox removed", extra={"fields": {"container": sandbox.name, "reason": reason}})

@@ -1,0 +1,215 @@
+"""Which sandbox serves which session, provisioning lazily and at most once at a time per session.
+
+A session gets a pooled sandbox when one is ready for its spec, otherwise a cold one labelled with
+its ids. The binding is recorded (``records.SandboxRecords``) before the sandbox is used. A sandbox
+that stops (its stream ends) or goes unused for ``idle_s`` is removed; the session's next call gets
+a new one, and when nobody was told yet that the old one is gone, that call carries a notice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from docker.errors import DockerException
+
+from corral.sandbox_manager.channel import SandboxLost
+from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
+from corral.sandbox_manager.environments import place
+from corral.sandbox_manager.pool import Pool
+from corral.sandbox_manager.records import SandboxRecords, SessionState
+from corral.sandbox_manager.sandboxes import Launcher, Sandbox
+from corral.sandbox_manager.settings import SandboxSettings
+
+logger = logging.getLogger(__name__)
+
+LOST_WHILE_UNUSED = (
+    "The previous sandbox of this session stopped unexpectedly; this is a new sandbox, and files in /workspace "
+    "were lost."
+)
+
+
+@dataclass(frozen=True)
+class Provisioning:
+    sandbox: Sandbox
+    #: Time spent getting the sandbox for this request (0 when the session already had one).
+    ready_ms: float
+
+
+class Sessions:
+    def __init__(
+        self,
+        launcher: Launcher,
+        pool: Pool,
+        records: SandboxRecords,
+        engine: EngineWatch,
+        settings: SandboxSettings,
+    ) -> None:
+        self._launcher = launcher
+        self._pool = pool
+        self._records = records
+        self._engine = engine
+        self._settings = settings
+        self._live: dict[str, Sandbox] = {}
+        self._pending: dict[str, asyncio.Task[Sandbox]] = {}
+        self._chores: set[asyncio.Task[None]] = set()
+        #: Why a session's sandbox went away, for its next sandbox's notice (the record says the same
+        #: for a restarted manager; this is here at once, before the record is written).
+        self._farewells: dict[str, str] = {}
+
+    # --- lookups ---------------------------------------------------------------------------------------
+    def get(self, session_id: str) -> Sandbox | None:
+        sandbox = self._live.get(session_id)
+        return sandbox if sandbox is not None and sandbox.alive else None
+
+    def knows(self, container_id: str) -> bool:
+        return any(s.container_id == container_id for s in self._live.values())
+
+    def count(self) -> int:
+        return len(self._live)
+
+    # --- provisioning -----------------------------------------------------------------------------------
+    async def ensure(self, session_id: str, environment_id: str, config: dict[str, Any]) -> Provisioning:
+        """The session's sandbox, provisioned now if it has none.
+
+        Raises:
+            SandboxUnavailable: no sandbox can be started (no engine, no image, the engine failed).
+            UnsupportedEnvironment: the environment does not run tools here.
+        """
+        existing = self.get(session_id)
+        if existing is not None:
+            return Provisioning(existing, 0.0)
+        began = time.perf_counter()
+        task = self._pending.get(session_id)
+        if task is None:
+            task = asyncio.get_running_loop().create_task(
+                self._provision(session_id, environment_id, config), name=f"provision:{session_id}"
+            )
+            self._pending[session_id] = task
+            task.add_done_callback(lambda t: self._forget_pending(session_id, t))
+        sandbox = await asyncio.shield(task)
+        return Provisioning(sandbox, (time.perf_counter() - began) * 1000)
+
+    def _forget_pending(self, session_id: str, task: asyncio.Task[Sandbox]) -> None:
+        if self._pending.get(session_id) is task:
+            del self._pending[session_id]
+        if not task.cancelled():
+            task.exception()  # retrieved here; the awaiting callers get it too
+
+    async def _provision(self, session_id: str, environment_id: str, config: dict[str, Any]) -> Sandbox:
+        status = self._engine.require()
+        placement = place(self._settings, config, set(status.networks))
+        previous, revision = await self._records.session_entry(session_id)
+        sandbox = self._pool.take(placement.spec)
+        if sandbox is None:
+            try:
+                sandbox = await self._launcher.start(
+                    placement.spec, session_id=session_id, environment_id=environment_id
+                )
+            except (DockerException, OSError, SandboxLost, TimeoutError) as exc:
+                self._engine.suspect()
+                logger.warning("could not start a sandbox", extra={"fields": {"session_id": session_id}}, exc_info=True)
+                raise SandboxUnavailable(f"the sandbox could not be started: {exc}") from exc
+        sandbox.session_id = session_id
+        sandbox.notices = list(placement.notices)
+        farewell = self._farewells.pop(session_id, None)
+        if farewell is None and previous is not None and previous.state in ("lost", "idle") and previous.reason:
+            farewell = previous.reason
+        if farewell:
+            sandbox.notices.insert(0, farewell)
+        sandbox.touch()
+        self.adopt(session_id, sandbox)  # before the records, so the reaper never sees it unowned
+        try:
+            await self._records.bind(session_id, sandbox.container_id, environment_id, last=revision)
+        except BaseException:
+            if self._live.get(session_id) is sandbox:
+                del self._live[session_id]
+            self._chore(self._launcher.discard(sandbox, "could not record its session"))
+            raise
+        return sandbox
+
+    def adopt(self, session_id: str, sandbox: Sandbox) -> None:
+        """Serve ``session_id`` with ``sandbox`` (provisioned now, or found running at start-up)."""
+        sandbox.session_id = session_id
+        self._live[session_id] = sandbox
+        sandbox.channel.on_lost(lambda: self._on_lost(session_id, sandbox))
+
+    # --- endings ----------------------------------------------------------------------------------------
+    def _on_lost(self, session_id: str, sandbox: Sandbox) -> None:
+        if self._live.get(session_id) is not sandbox:
+            return  # removed on purpose
+        del self._live[session_id]
+        # A call in flight tells the model itself; otherwise the next call carries the notice.
+        reason = None if sandbox.inflight else LOST_WHILE_UNUSED
+        if reason:
+            self._farewells[session_id] = reason
+        logger.warning(
+            "sandbox stopped unexpectedly",
+            extra={"fields": {"session_id": session_id, "container": sandbox.name, "inflight": sandbox.inflight}},
+        )
+        self._chore(self._end(session_id, sandbox, "lost", reason))
+
+    async def retire(self, session_id: str, sandbox: Sandbox, state: SessionState, reason: str | None) -> None:
+        """Remove the session's sandbox now (idle, unresponsive)."""
+        if self._live.get(session_id) is sandbox:
+            del self._live[session_id]
+            if reason:
+                self._farewells[session_id] = reason
+        await self._end(session_id, sandbox, state, reason)
+
+    async def _end(self, session_id: str, sandbox: Sandbox, state: SessionState, reason: str | None) -> None:
+        try:
+            await self._records.unbind(session_id, sandbox.container_id, state, reason or "")
+        except Exception:
+            logger.warning("could not update a session's sandbox record", exc_info=True)
+        await self._launcher.discard(sandbox, state)
+
+    async def release(self, session_id: str) -> str | None:
+        """Remove the session's sandbox for good; the removed container's id, if it had one."""
+        pending = self._pending.get(session_id)
+        if pending is not None:
+            await asyncio.wait([pending])
+        sandbox = self._live.pop(session_id, None)
+        self._farewells.pop(session_id, None)
+        record = await self._records.session(session_id)
+        if sandbox is not None:
+            await self._launcher.discard(sandbox, "released")
+            await self._records.unbind(session_id, sandbox.container_id, "released", "")
+        elif record is not None and record.container_id:
+            await self._launcher.driver.remove(record.container_id)
+            await self._records.unbind(session_id, record.container_id, "released", "")
+        await self._records.forget(session_id)
+        if sandbox is not None:
+            return sandbox.container_id
+        return record.container_id if record is not None else None
+
+    async def sweep_idle(self) -> int:
+        """Remove sandboxes unused for ``idle_s``; how many."""
+        cutoff = time.monotonic() - self._settings.idle_s
+        idle = [(sid, s) for sid, s in self._live.items() if s.inflight == 0 and s.last_used < cutoff]
+        for session_id, sandbox in idle:
+            reason = (
+                f"The previous sandbox of this session was removed after {self._settings.idle_s:g} s without tool "
+                "calls; this is a new sandbox, and files in /workspace were lost."
+            )
+            await self.retire(session_id, sandbox, "idle", reason)
+        return len(idle)
+
+    def _chore(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._chores.add(task)
+        task.add_done_callback(self._chores.discard)
+
+    async def close(self) -> None:
+        """Stop watching (containers keep running: a restart reattaches to them)."""
+        for task in list(self._pending.values()):
+            task.cancel()
+        if self._chores:
+            await asyncio.gather(*self._chores, return_exceptions=True)
+        for sandbox in self._live.values():
+            await sandbox.channel.detach()
+        self._live.clear()
