@@ -28,10 +28,16 @@ FAST_RECOVERY = {
 }
 
 
+#: Where the test stacks' Docker engine keeps its images, so the sandbox image is built once per machine.
+DOCKER_DATA_ROOT = "/var/tmp/corral-e2e-docker"
+
+
 def _environ() -> dict[str, str]:
     """The test stack always uses the embedded model, whatever keys the developer has set."""
     drop = ("ANTHROPIC_", "CORRAL_MODEL_", "DATABASE_URL", "CORRAL_")
-    return {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
+    environ["CORRAL_DOCKER_DATA_ROOT"] = os.environ.get("CORRAL_DOCKER_DATA_ROOT") or DOCKER_DATA_ROOT
+    return environ
 
 
 def start_stack(state_dir: Path) -> Stack:
@@ -39,10 +45,11 @@ def start_stack(state_dir: Path) -> Stack:
         state_dir,
         Ports.free(),
         environ=_environ(),
+        docker=True,
         service_env={"harness": FAST_RECOVERY, "session-store": {"CORRAL_LEASE_TTL_S": "3"}},
         log_level="INFO",
     )
-    stack.start(timeout=180)
+    stack.start(timeout=900)  # the first run on a machine builds the sandbox image (about a minute)
     return stack
 
 

@@ -1,4 +1,4 @@
-"""In-memory stand-ins for the harness's ports: store, model, deltas, lease bucket, wake source."""
+"""In-memory stand-ins for the harness's ports: store, model, sandbox, deltas, lease bucket, wake source."""
 
 from __future__ import annotations
 
@@ -8,14 +8,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.bus import KeyChanged, KeyExists
-from corral.contracts import rpc
+from corral.contracts import rpc, sandbox
 from corral.contracts.api.events import ModelUsage
 from corral.harness.events import EventDict
 from corral.harness.lease import HeldLease
-from corral.harness.model import ModelError, ModelReply, ModelRequest, TextSink
+from corral.harness.model import ModelError, ModelReply, ModelRequest, TextSink, ToolRequest
+from corral.harness.sandbox import SandboxError
 from corral.harness.store import StoreError, StoreRejected
 
 SESSION_ID = "sesn_test"
+ENVIRONMENT = {"type": "environment", "id": "env_test", "name": "test", "config": {"type": "cloud"}, "metadata": {}}
 
 _STATUS_AFTER = {
     "session.status_running": "running",
@@ -25,8 +27,105 @@ _STATUS_AFTER = {
 }
 
 
-def agent_snapshot(*, model: str = "claude-test", system: str | None = "be brief") -> dict[str, Any]:
-    return {"type": "agent", "id": "agent_test", "version": 1, "model": {"id": model}, "system": system}
+def agent_snapshot(
+    *, model: str = "claude-test", system: str | None = "be brief", tools: list[dict[str, Any]] | None = None
+) -> dict[str, Any]:
+    return {
+        "type": "agent",
+        "id": "agent_test",
+        "version": 1,
+        "model": {"id": model},
+        "system": system,
+        "tools": tools or [],
+    }
+
+
+def toolset(*, default: str = "always_allow", enabled: bool = True, **per_tool: dict[str, Any]) -> dict[str, Any]:
+    """A resolved ``agent_toolset_20260401`` entry; ``per_tool`` overrides a tool's config fields."""
+    names = ("bash", "edit", "read", "write", "glob", "grep", "web_fetch", "web_search")
+    return {
+        "type": "agent_toolset_20260401",
+        "default_config": {"enabled": enabled, "permission_policy": {"type": default}},
+        "configs": [
+            {
+                "name": name,
+                "type": name,
+                "enabled": enabled,
+                "permission_policy": {"type": default},
+                **per_tool.get(name, {}),
+            }
+            for name in names
+        ],
+    }
+
+
+def custom_tool(name: str = "lookup") -> dict[str, Any]:
+    return {
+        "type": "custom",
+        "name": name,
+        "description": f"the client's {name}",
+        "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
+    }
+
+
+def tool_use(
+    id: str, name: str = "bash", input: dict[str, Any] | None = None, *, permission: str = "allow"
+) -> dict[str, Any]:
+    evaluation = {"allow": {"type": "always_allow"}, "ask": {"type": "always_ask"}}.get(permission)
+    event = {
+        "type": "agent.tool_use",
+        "id": id,
+        "name": name,
+        "input": input if input is not None else {"command": "ls"},
+        "evaluated_permission": permission,
+    }
+    if evaluation:
+        event["evaluation"] = evaluation
+    return event
+
+
+def custom_use(id: str, name: str = "lookup", input: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "agent.custom_tool_use", "id": id, "name": name, "input": input or {"q": "x"}}
+
+
+def tool_result(tool_use_id: str, value: str = "ok", *, is_error: bool = False) -> dict[str, Any]:
+    return {
+        "type": "agent.tool_result",
+        "id": f"res-{tool_use_id}",
+        "tool_use_id": tool_use_id,
+        "content": text(value),
+        "is_error": is_error,
+    }
+
+
+def confirm(tool_use_id: str, result: str = "allow", deny_message: str | None = None) -> dict[str, Any]:
+    event = {
+        "type": "user.tool_confirmation",
+        "id": f"conf-{tool_use_id}",
+        "tool_use_id": tool_use_id,
+        "result": result,
+    }
+    if deny_message is not None:
+        event["deny_message"] = deny_message
+    return event
+
+
+def custom_result(custom_tool_use_id: str, value: str = "42", *, is_error: bool = False) -> dict[str, Any]:
+    return {
+        "type": "user.custom_tool_result",
+        "id": f"cres-{custom_tool_use_id}",
+        "custom_tool_use_id": custom_tool_use_id,
+        "content": text(value),
+        "is_error": is_error,
+    }
+
+
+def requires_action(*ids: str) -> dict[str, Any]:
+    return {
+        "type": "session.status_idle",
+        "id": "idle-ra",
+        "stop_reason": {"type": "requires_action", "event_ids": list(ids)},
+    }
 
 
 def text(value: str) -> list[dict[str, Any]]:
@@ -95,8 +194,20 @@ class FakeStore:
     """A session log in memory. Appends are checked against the store's status machine, recorded
     call by call, and move the status like the store."""
 
-    def __init__(self, *, status: str = "idle", agent: dict[str, Any] | None = None) -> None:
-        self.session: dict[str, Any] = {"id": SESSION_ID, "status": status, "agent": agent or agent_snapshot()}
+    def __init__(
+        self,
+        *,
+        status: str = "idle",
+        agent: dict[str, Any] | None = None,
+        environment: dict[str, Any] | None = ENVIRONMENT,
+    ) -> None:
+        self.session: dict[str, Any] = {
+            "id": SESSION_ID,
+            "status": status,
+            "agent": agent or agent_snapshot(),
+            "environment_id": "env_test",
+        }
+        self.environment = environment
         self.log: list[rpc.LoggedEvent] = []
         self.appends: list[list[EventDict]] = []
         self.leases: list[rpc.Lease] = []
@@ -118,6 +229,34 @@ class FakeStore:
             if event["type"] in _STATUS_AFTER:
                 self.session["status"] = _STATUS_AFTER[event["type"]]
 
+    def send(self, *events: dict[str, Any]) -> None:
+        """A client's append, checked like the session-store checks it: a confirmation only for an
+        unanswered ``ask`` tool use, a custom result only for an unanswered custom tool use."""
+        confirmable: set[str] = set()
+        answerable: set[str] = set()
+        for logged_event in self.log:
+            event = logged_event.event
+            if event["type"] == "agent.tool_use" and event.get("evaluated_permission") == "ask":
+                confirmable.add(event["id"])
+            elif event["type"] == "user.tool_confirmation":
+                confirmable.discard(event["tool_use_id"])
+            elif event["type"] == "agent.custom_tool_use":
+                answerable.add(event["id"])
+            elif event["type"] == "user.custom_tool_result":
+                answerable.discard(event["custom_tool_use_id"])
+        for event in events:
+            if event["type"] == "user.tool_confirmation":
+                if event["tool_use_id"] not in confirmable:
+                    raise StoreRejected(f"invalid_request_error (tool_use_not_pending): {event['tool_use_id']}")
+                confirmable.discard(event["tool_use_id"])
+            elif event["type"] == "user.custom_tool_result":
+                if event["custom_tool_use_id"] not in answerable:
+                    raise StoreRejected(
+                        f"invalid_request_error (custom_tool_use_not_pending): {event['custom_tool_use_id']}"
+                    )
+                answerable.discard(event["custom_tool_use_id"])
+        self.add(*events)
+
     def types(self) -> list[str]:
         return [e.event["type"] for e in self.log]
 
@@ -136,6 +275,7 @@ class FakeStore:
             workspace_id="wrkspc_test",
             last_seq=visible[-1].seq if visible else 0,
             events=list(visible),
+            environment=self.environment,
         )
 
     async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended:
@@ -155,11 +295,18 @@ class FakeStore:
 
 @dataclass
 class Reply:
-    """A scripted model reply: its text chunks (one text block), optionally pausing after ``pause_after`` chunks."""
+    """A scripted model reply: its text chunks (one text block), optionally pausing after ``pause_after``
+    chunks, then its tool calls (``(name, input)``, in order)."""
 
     chunks: list[str]
     usage: ModelUsage = field(default_factory=lambda: ModelUsage(input_tokens=12, output_tokens=7))
     pause_after: int | None = None
+    tools: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+
+def calls(*tools: tuple[str, dict[str, Any]], say: str = "") -> Reply:
+    """A reply that calls ``tools`` (after saying ``say``, if anything)."""
+    return Reply([say] if say else [], tools=list(tools))
 
 
 class FakeModel:
@@ -185,7 +332,80 @@ class FakeModel:
             self.cancelled = True
             raise
         full = "".join(step.chunks)
-        return ModelReply(texts=(full,) if full else (), usage=step.usage, stop_reason="end_turn")
+        tool_uses = tuple(ToolRequest(name, dict(tool_input)) for name, tool_input in step.tools)
+        return ModelReply(
+            texts=(full,) if full else (),
+            usage=step.usage,
+            stop_reason="tool_use" if tool_uses else "end_turn",
+            tool_uses=tool_uses,
+        )
+
+
+Outcome = sandbox.ToolOutcome | SandboxError
+Tool = Callable[[sandbox.Execute], str | Outcome]
+
+
+def outcome(value: str, *, is_error: bool = False) -> sandbox.ToolOutcome:
+    return sandbox.ToolOutcome(
+        content=[sandbox.TextBlock(text=value)], is_error=is_error, executed=True, duration_ms=1.0
+    )
+
+
+class FakeSandbox:
+    """The sandbox-manager's contract in memory: ``execute`` is keyed by ``(session_id, tool_use_id)``
+    and a second call with the same key returns the recorded outcome with ``executed: false``.
+
+    ``tool`` answers each call that runs (default: ``"<name> ok"``); ``block`` makes calls to that tool
+    name wait until cancelled (``running`` is set while one waits); ``unavailable`` makes every call
+    fail as if no sandbox-manager answered.
+    """
+
+    def __init__(self, tool: Tool | None = None, *, block: str | None = None) -> None:
+        self.tool = tool or (lambda request: f"{request.name} ok")
+        self.block = block
+        self.executes: list[sandbox.Execute] = []
+        self.runs: list[sandbox.Execute] = []
+        self.records: dict[tuple[str, str], sandbox.ToolOutcome] = {}
+        self.provisions: list[sandbox.Provision] = []
+        self.cancels: list[sandbox.Cancel] = []
+        self.timeouts: list[float] = []
+        self.running = asyncio.Event()
+        self.unavailable: SandboxError | None = None
+        self.provision_gate: asyncio.Event | None = None
+
+    async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned:
+        self.provisions.append(request)
+        if self.unavailable is not None:
+            raise self.unavailable
+        if self.provision_gate is not None:
+            await self.provision_gate.wait()
+        return sandbox.Provisioned(container_id="c1", ready_ms=3.0, from_pool=True, network="none")
+
+    async def execute(self, request: sandbox.Execute, *, timeout_s: float) -> sandbox.ToolOutcome:
+        self.executes.append(request)
+        self.timeouts.append(timeout_s)
+        if self.unavailable is not None:
+            raise self.unavailable
+        key = (request.session_id, request.tool_use_id)
+        if key in self.records:
+            return self.records[key].model_copy(update={"executed": False})
+        self.runs.append(request)
+        if request.name == self.block:
+            self.running.set()
+            try:
+                await asyncio.Event().wait()
+            finally:
+                self.running.clear()
+        answer = self.tool(request)
+        if isinstance(answer, SandboxError):
+            raise answer
+        result = outcome(answer) if isinstance(answer, str) else answer
+        self.records[key] = result
+        return result
+
+    async def cancel(self, request: sandbox.Cancel) -> sandbox.Cancelled:
+        self.cancels.append(request)
+        return sandbox.Cancelled(cancelled=True)
 
 
 class FakeDeltas:

@@ -2,8 +2,24 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.harness.conversation import agent_blocks, rebuild, user_blocks
-from tests.unit.harness.fakes import agent, end, idle, logged, running, start, text, user
+from corral.harness.conversation import agent_blocks, denial_content, rebuild, result_blocks, user_blocks
+from tests.unit.harness.fakes import (
+    agent,
+    confirm,
+    custom_result,
+    custom_use,
+    end,
+    idle,
+    interrupt,
+    logged,
+    requires_action,
+    running,
+    start,
+    text,
+    tool_result,
+    tool_use,
+    user,
+)
 
 
 def turns(conversation: list[Any]) -> list[tuple[str, list[str]]]:
@@ -144,3 +160,223 @@ def test_rebuild_does_not_alias_the_logged_content() -> None:
     rebuild(log)[0]["content"].append({"type": "text", "text": "extra"})
 
     assert turns(rebuild(log)) == [("user", ["one", "two"])]
+
+
+# --- tool use ---------------------------------------------------------------------------------------
+
+
+def use_block(id: str, name: str = "bash", input: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"type": "tool_use", "id": id, "name": name, "input": input if input is not None else {"command": "ls"}}
+
+
+def result_block(id: str, value: str = "ok", *, is_error: bool = False) -> dict[str, Any]:
+    block: dict[str, Any] = {"type": "tool_result", "tool_use_id": id, "content": text(value)}
+    if is_error:
+        block["is_error"] = True
+    return block
+
+
+def test_a_tool_use_and_its_result_become_a_tool_use_block_and_a_tool_result_block() -> None:
+    log = logged(
+        user("list files"), running(), start("s1"), agent("Let me look."), tool_use("sevt_1"), end("s1"),
+        tool_result("sevt_1", "a.py"), start("s2"), agent("There is a.py."), end("s2"), idle(),
+    )  # fmt: skip
+
+    assert rebuild(log) == [
+        {"role": "user", "content": text("list files")},
+        {"role": "assistant", "content": [*text("Let me look."), use_block("sevt_1")]},
+        {"role": "user", "content": [result_block("sevt_1", "a.py")]},
+        {"role": "assistant", "content": text("There is a.py.")},
+    ]
+
+
+def test_parallel_results_go_back_in_one_user_turn_in_tool_use_order() -> None:
+    log = logged(
+        user("go"), running(), start("s1"),
+        tool_use("t1", input={"command": "one"}), tool_use("t2", "read", {"file_path": "x"}), end("s1"),
+        tool_result("t2", "second"), tool_result("t1", "first"),
+    )  # fmt: skip
+
+    assert rebuild(log) == [
+        {"role": "user", "content": text("go")},
+        {
+            "role": "assistant",
+            "content": [use_block("t1", input={"command": "one"}), use_block("t2", "read", {"file_path": "x"})],
+        },
+        {"role": "user", "content": [result_block("t1", "first"), result_block("t2", "second")]},
+    ]
+
+
+def test_results_come_before_text_the_user_sent_during_the_request_and_during_the_tools() -> None:
+    log = logged(
+        user("go"), running(), start("s1"), user("during the request"), tool_use("t1"), end("s1"),
+        user("while the tool runs"), tool_result("t1", "done"),
+    )  # fmt: skip
+
+    assert rebuild(log)[1:] == [
+        {"role": "assistant", "content": [use_block("t1")]},
+        {
+            "role": "user",
+            "content": [result_block("t1", "done"), *text("during the request"), *text("while the tool runs")],
+        },
+    ]
+
+
+def test_an_error_result_is_marked_as_an_error() -> None:
+    log = logged(user("go"), start("s1"), tool_use("t1"), end("s1"), tool_result("t1", "boom", is_error=True))
+
+    assert rebuild(log)[-1] == {"role": "user", "content": [result_block("t1", "boom", is_error=True)]}
+
+
+def test_a_custom_tool_use_is_answered_by_the_clients_result() -> None:
+    log = logged(
+        user("go"), running(), start("s1"), custom_use("c1", "lookup", {"q": "x"}), end("s1"),
+        requires_action("c1"), custom_result("c1", "42"),
+    )  # fmt: skip
+
+    assert rebuild(log)[1:] == [
+        {"role": "assistant", "content": [use_block("c1", "lookup", {"q": "x"})]},
+        {"role": "user", "content": [result_block("c1", "42")]},
+    ]
+
+
+def test_a_denied_call_tells_the_model_it_was_denied_with_the_users_message() -> None:
+    log = logged(
+        user("go"), running(), start("s1"), tool_use("t1", permission="ask"), tool_use("t2", permission="ask"),
+        end("s1"), requires_action("t1", "t2"),
+        confirm("t1", "deny", deny_message="not on prod"), confirm("t2", "deny"),
+    )  # fmt: skip
+
+    assert rebuild(log)[-1] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "t1",
+                "content": [*text("The user denied this tool call."), *text("not on prod")],
+                "is_error": True,
+            },
+            {
+                "type": "tool_result",
+                "tool_use_id": "t2",
+                "content": text("The user denied this tool call."),
+                "is_error": True,
+            },
+        ],
+    }
+    assert denial_content("not on prod") == [*text("The user denied this tool call."), *text("not on prod")]
+    assert denial_content("  ") == denial_content(None) == text("The user denied this tool call.")
+
+
+def test_the_logged_result_of_a_denial_is_used_once() -> None:
+    denial = {**tool_result("t1", "The user denied this tool call.", is_error=True), "content": denial_content(None)}
+    log = logged(
+        user("go"), start("s1"), tool_use("t1", permission="ask"), end("s1"), requires_action("t1"),
+        confirm("t1", "deny"), running(), denial,
+    )  # fmt: skip
+
+    assert rebuild(log)[-1]["content"] == [
+        {"type": "tool_result", "tool_use_id": "t1", "content": denial_content(None), "is_error": True}
+    ]
+
+
+def test_an_allowed_confirmation_adds_nothing_but_the_tools_result() -> None:
+    log = logged(
+        user("go"), start("s1"), tool_use("t1", permission="ask"), end("s1"), requires_action("t1"),
+        confirm("t1", "allow"), running(), tool_result("t1", "ran"),
+    )  # fmt: skip
+
+    assert rebuild(log)[-1] == {"role": "user", "content": [result_block("t1", "ran")]}
+
+
+def test_the_first_result_of_a_tool_use_wins() -> None:
+    log = logged(
+        user("go"), start("s1"), custom_use("c1"), end("s1"),
+        {**tool_result("c1", "not run: the turn was interrupted", is_error=True)}, idle(), custom_result("c1", "late"),
+    )  # fmt: skip
+
+    assert rebuild(log)[-1] == {
+        "role": "user",
+        "content": [result_block("c1", "not run: the turn was interrupted", is_error=True)],
+    }
+
+
+def test_a_tool_use_without_any_result_still_gets_one_so_the_conversation_stays_valid() -> None:
+    log = logged(user("go"), start("s1"), tool_use("t1"), end("s1"))
+
+    assert rebuild(log)[-1] == {
+        "role": "user",
+        "content": [
+            {
+                "type": "tool_result",
+                "tool_use_id": "t1",
+                "content": text("No result was recorded for this tool call."),
+                "is_error": True,
+            }
+        ],
+    }
+
+
+def test_a_tool_loop_alternates_roles_and_keeps_each_result_with_its_use() -> None:
+    log = logged(
+        user("build it"), running(),
+        start("s1"), tool_use("t1", "write", {"file_path": "a.py", "content": "print(1)"}), end("s1"),
+        tool_result("t1", "wrote"),
+        start("s2"), agent("now run"), tool_use("t2", "bash", {"command": "python a.py"}), end("s2"),
+        tool_result("t2", "1"),
+        start("s3"), agent("done"), end("s3"), idle(),
+        user("thanks"),
+    )  # fmt: skip
+
+    conversation = rebuild(log)
+
+    assert [m["role"] for m in conversation] == ["user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    assert conversation[2]["content"] == [result_block("t1", "wrote")]
+    assert conversation[3]["content"] == [*text("now run"), use_block("t2", "bash", {"command": "python a.py"})]
+    assert conversation[4]["content"] == [result_block("t2", "1")]
+    assert conversation[6]["content"] == text("thanks")
+
+
+def test_an_interrupted_turn_keeps_its_error_results() -> None:
+    log = logged(
+        user("go"), running(), start("s1"), tool_use("t1"), tool_use("t2"), end("s1"), interrupt(),
+        tool_result("t1", "interrupted by the user", is_error=True),
+        tool_result("t2", "not run: the turn was interrupted", is_error=True), idle(), user("stop, do this instead"),
+    )  # fmt: skip
+
+    assert rebuild(log)[-1] == {
+        "role": "user",
+        "content": [
+            result_block("t1", "interrupted by the user", is_error=True),
+            result_block("t2", "not run: the turn was interrupted", is_error=True),
+            *text("stop, do this instead"),
+        ],
+    }
+
+
+def test_tool_uses_without_an_id_or_name_are_skipped_and_odd_input_becomes_an_object() -> None:
+    log = logged(
+        user("go"), start("s1"),
+        {"type": "agent.tool_use", "name": "bash", "input": {}},
+        {"type": "agent.tool_use", "id": "t0", "input": {}},
+        {"type": "agent.tool_use", "id": "t1", "name": "bash", "input": "ls"},
+        end("s1"), tool_result("t1"),
+    )  # fmt: skip
+
+    assert rebuild(log)[1:] == [
+        {"role": "assistant", "content": [use_block("t1", input={})]},
+        {"role": "user", "content": [result_block("t1")]},
+    ]
+
+
+def test_result_content_keeps_what_a_tool_result_may_hold() -> None:
+    image = {"type": "image", "source": {"type": "base64", "media_type": "image/png", "data": "iVBOR"}}
+    search = {"type": "search_result", "source": "https://x", "title": "X", "content": text("found")}
+
+    assert result_blocks([*text("a"), {"type": "text", "text": ""}, image, search, {"type": "search_result"}, 7]) == [
+        *text("a"),
+        image,
+        search,
+    ]
+    log = logged(user("go"), start("s1"), tool_use("t1"), end("s1"), {**tool_result("t1"), "content": []})
+    assert rebuild(log)[-1]["content"] == [{"type": "tool_result", "tool_use_id": "t1"}]

@@ -15,6 +15,12 @@ def test_every_harness_event_is_a_valid_public_event_without_processed_at() -> N
         events.model_request_end("sevt_start", usage=ModelUsage(input_tokens=3, output_tokens=4)),
         events.agent_message("sevt_msg", ["hello", "world"]),
         events.session_error("model_rate_limited_error", "slow down", "retrying"),
+        events.requires_action(["sevt_a"]),
+        events.tool_use(
+            "sevt_t", "bash", {"command": "ls"}, evaluated_permission="allow", evaluation={"type": "always_allow"}
+        ),
+        events.custom_tool_use("sevt_c", "lookup", {"q": "x"}),
+        events.tool_result("sevt_t", [{"type": "text", "text": "a.py"}], is_error=False),
     ]
 
     for event in built:
@@ -54,3 +60,32 @@ async def test_a_preview_starts_once_and_tracks_text_per_block() -> None:
     assert [f["type"] for f in deltas.frames] == ["event_start", "event_delta", "event_delta", "event_delta"]
     assert preview.texts == ("ab", "c")
     assert deltas.frames[-1]["delta"] == {"type": "content_delta", "index": 1, "content": {"type": "text", "text": "c"}}
+
+
+def test_tool_events_have_the_documented_shapes() -> None:
+    assert events.requires_action(["sevt_a", "sevt_b"])["stop_reason"] == {
+        "type": "requires_action",
+        "event_ids": ["sevt_a", "sevt_b"],
+    }
+    use = events.tool_use(
+        "sevt_t", "read", {"file_path": "x"}, evaluated_permission="ask", evaluation={"type": "always_ask"}
+    )
+    assert {k: use[k] for k in ("type", "id", "name", "input", "evaluated_permission", "evaluation")} == {
+        "type": "agent.tool_use",
+        "id": "sevt_t",
+        "name": "read",
+        "input": {"file_path": "x"},
+        "evaluated_permission": "ask",
+        "evaluation": {"type": "always_ask"},
+    }
+    refused = events.tool_use("sevt_u", "python", {}, evaluated_permission="deny", evaluation=None)
+    assert refused["evaluated_permission"] == "deny" and "evaluation" not in refused
+    custom = events.custom_tool_use("sevt_c", "lookup", {"q": "x"})
+    assert (custom["type"], custom["name"], custom["input"]) == ("agent.custom_tool_use", "lookup", {"q": "x"})
+    error = events.tool_error("sevt_t", "boom")
+    assert (error["type"], error["tool_use_id"], error["content"], error["is_error"]) == (
+        "agent.tool_result",
+        "sevt_t",
+        [{"type": "text", "text": "boom"}],
+        True,
+    )

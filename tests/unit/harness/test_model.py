@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 from corral.contracts.api.events import ModelUsage
-from corral.harness.model import AnthropicModel, ModelError, ModelRequest, classify
+from corral.harness.model import AnthropicModel, ModelError, ModelRequest, ToolRequest, classify
 from corral.harness.retry import RetryPolicy
 
 KEY = "sk-ant-test-very-secret"
@@ -222,3 +222,74 @@ async def test_the_adapter_maps_a_refused_connection() -> None:
 
     assert raised.value.message == "Could not connect to the model API."
     assert raised.value.retryable
+
+
+def tool_stream() -> bytes:
+    """A reply with a text block, then two tool_use blocks whose input streams as JSON fragments."""
+    frames: list[dict[str, Any]] = [
+        {
+            "type": "message_start",
+            "message": {
+                "id": "msg_2", "type": "message", "role": "assistant", "model": "claude-test", "content": [],
+                "stop_reason": None, "stop_sequence": None, "usage": {"input_tokens": 30, "output_tokens": 1},
+            },
+        },
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "Running it."}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1,
+         "content_block": {"type": "tool_use", "id": "toolu_1", "name": "bash", "input": {}}},
+        {"type": "content_block_delta", "index": 1, "delta": {"type": "input_json_delta", "partial_json": '{"comm'}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": 'and": "ls"}'}},
+        {"type": "content_block_stop", "index": 1},
+        {"type": "content_block_start", "index": 2,
+         "content_block": {"type": "tool_use", "id": "toolu_2", "name": "lookup", "input": {}}},
+        {"type": "content_block_delta", "index": 2, "delta": {"type": "input_json_delta", "partial_json": '{"q": 1}'}},
+        {"type": "content_block_stop", "index": 2},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use", "stop_sequence": None},
+         "usage": {"output_tokens": 12}},
+        {"type": "message_stop"},
+    ]  # fmt: skip
+    return sse(*frames)
+
+
+async def test_the_adapter_sends_the_tools_and_returns_the_replys_tool_calls_in_order() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(http_request.content))
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=tool_stream())
+
+    chunks: list[tuple[int, str]] = []
+
+    async def on_text(index: int, chunk: str) -> None:
+        chunks.append((index, chunk))
+
+    tools = ({"name": "bash", "description": "run", "input_schema": {"type": "object", "properties": {}}},)
+    base = request()
+    reply = await adapter(handler).stream(
+        ModelRequest(model=base.model, messages=base.messages, max_tokens=base.max_tokens, tools=tools), on_text
+    )
+
+    assert sent[0]["tools"] == list(tools)
+    assert chunks == [(0, "Running it.")]
+    assert reply.texts == ("Running it.",)
+    assert reply.tool_uses == (ToolRequest("bash", {"command": "ls"}), ToolRequest("lookup", {"q": 1}))
+    assert reply.stop_reason == "tool_use"
+
+
+async def test_the_adapter_sends_no_tools_field_when_the_agent_has_none() -> None:
+    sent: list[dict[str, Any]] = []
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        sent.append(json.loads(http_request.content))
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=message_stream(["ok"]))
+
+    async def on_text(index: int, chunk: str) -> None:
+        pass
+
+    reply = await adapter(handler).stream(request(), on_text)
+
+    assert "tools" not in sent[0]
+    assert reply.tool_uses == ()

@@ -1,6 +1,6 @@
 """Composition root: ``python -m corral.harness`` (or ``corral-harness``).
 
-Settings → telemetry → bus, wake consumer, lease bucket, model client → a TaskGroup of the wake
+Settings → telemetry → bus, wake consumer, lease bucket, model client, sandbox client → a TaskGroup of the wake
 loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
 ``shutdown_grace_s`` to finish, then their wake-ups are handed back and their leases released.
 """
@@ -25,6 +25,7 @@ from corral.harness.interrupts import BusWakeFeed
 from corral.harness.lease import Leases
 from corral.harness.model import AnthropicModel
 from corral.harness.retry import RetryPolicy
+from corral.harness.sandbox import BusSandbox
 from corral.harness.settings import ConfigError, Settings, load_settings, model_endpoint
 from corral.harness.store import BusStore
 from corral.harness.turn import SessionDriver
@@ -71,6 +72,7 @@ async def run(settings: Settings) -> None:
             store=BusStore(bus),
             model=AnthropicModel(client, secrets=[api_key]),
             deltas=BusDeltas(bus),
+            sandbox=BusSandbox(bus),
             wake_feed=BusWakeFeed(bus),
             policy=RetryPolicy(
                 max_retries=settings.max_model_retries,

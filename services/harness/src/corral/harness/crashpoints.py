@@ -24,7 +24,10 @@ BEFORE_TURN_END: Final = "before_turn_end"
 AFTER_TURN_END: Final = "after_turn_end"
 """The end-of-turn append was acknowledged; the lease is still held and the wake not acked."""
 
-NAMES: Final = frozenset({AFTER_MODEL_REQUEST_START, MID_STREAM, BEFORE_TURN_END, AFTER_TURN_END})
+AFTER_TOOL_EXECUTED: Final = "after_tool_executed"
+"""The sandbox-manager answered a tool call; its ``agent.tool_result`` is not in the log yet."""
+
+NAMES: Final = frozenset({AFTER_MODEL_REQUEST_START, MID_STREAM, BEFORE_TURN_END, AFTER_TURN_END, AFTER_TOOL_EXECUTED})
 
 
 class Crashpoint(Protocol):

@@ -1,65 +1,231 @@
 """What a harness holding a session's lease should do next (pure: the log in, a plan out).
 
-Input is pending when the newest usable ``user.message`` has not been dealt with yet: no model
-request started after it was followed by a ``session.status_idle`` (which ends a turn whether it
-succeeded, ran out of retries or was interrupted), and no ``user.interrupt`` came after it.
-Counting a failed or interrupted turn as dealt with is what keeps a session whose model keeps
-failing from being retried forever.
+This is the crash-safe heart of the harness: a worker that dies at any point leaves a log from
+which the next holder computes the rest of the turn, and nothing in the plan depends on memory.
+
+**Tool uses.** Every ``agent.tool_use`` / ``agent.custom_tool_use`` is *open* until it has an answer:
+an ``agent.tool_result`` (or, for a custom tool, a ``user.custom_tool_result``). An open use is
+
+    executable  a built-in tool allowed by its policy, or ``ask`` and confirmed ``allow``: run it
+                (an execute re-sent after a crash is answered from the sandbox-manager's record,
+                so the tool runs at most once)
+    denied      ``ask`` and confirmed ``deny`` (or refused by its policy): log its error result
+    waiting     ``ask`` without a confirmation, or a custom tool without a result: the session
+                idles with ``requires_action`` listing them (again, with the remainder, when only
+                some were answered)
+
+and a ``user.interrupt`` logged after it closes it with an error result and ends the turn.
+
+**Input** is pending when the model has not yet seen it in a finished turn. User input (a usable
+``user.message``, or a ``user.custom_tool_result``) counts as seen once a model request started
+after it is followed by a ``session.status_idle`` (a turn ends whether it succeeded, ran out of
+retries or was interrupted), which keeps a session whose model keeps failing from being retried
+forever; a message logged *during* a request was not seen by it. A tool result the harness logged
+counts as seen at the next ``session.status_idle`` (it is only ever followed by one when the turn
+ends: interrupted, out of retries, or paused for the remaining tool uses). A ``user.interrupt``
+cancels all input logged before it, and the results that close the tool uses open at that moment
+are not input either: they end the interrupted turn.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, Literal
+from dataclasses import dataclass, field
+from typing import Any, Final, Literal
 
 from corral.contracts.rpc import LoggedEvent
-from corral.harness.conversation import user_blocks
+from corral.harness.conversation import Block, denial_content, user_blocks
 
-Action = Literal["model_request", "end_turn", "nothing"]
+Action = Literal["model_request", "tools", "requires_action", "end_turn", "nothing"]
 StatusEvent = Literal["session.status_rescheduled", "session.status_running"]
+
+INTERRUPTED: Final = "interrupted by the user"
+"""The result of a tool that was (or may have been) running when the turn was interrupted."""
+NOT_RUN: Final = "not run: the turn was interrupted"
+"""The result of a tool use the interrupted turn never started."""
+POLICY_DENIED: Final = "This tool call was denied by the agent's permission policy."
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """An ``agent.tool_use`` to execute; ``id`` (the event id) is the sandbox-manager's key."""
+
+    id: str
+    name: str
+    input: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Answer:
+    """An error ``agent.tool_result`` to log without running anything."""
+
+    tool_use_id: str
+    content: tuple[Block, ...]
+
+    @classmethod
+    def text(cls, tool_use_id: str, text: str) -> Answer:
+        return cls(tool_use_id, ({"type": "text", "text": text},))
 
 
 @dataclass(frozen=True)
 class Plan:
-    """``statuses``: status events to append, in order; ``close_orphans``: starts to close with an
-    error end (after the statuses, once the session is ``running`` again); then ``action``: call the
-    model, end the turn (idle, ``end_turn``) or do nothing."""
+    """In order: append ``statuses``; close ``close_orphans`` with error ends; (``end_turn`` only)
+    ``Cancel`` the tool uses in ``cancel``; log ``answers``; then the action:
+
+    - ``model_request``: call the model
+    - ``tools``: execute ``execute`` one by one, logging each result, then decide again
+    - ``requires_action``: idle waiting for ``awaiting`` (appended with the answers, in one go)
+    - ``end_turn``: idle with ``end_turn`` (appended with the answers, in one go)
+    - ``nothing``: leave the session alone
+    """
 
     action: Action
     statuses: tuple[StatusEvent, ...] = ()
     close_orphans: tuple[str, ...] = ()
+    answers: tuple[Answer, ...] = ()
+    execute: tuple[ToolCall, ...] = ()
+    awaiting: tuple[str, ...] = ()
+    cancel: tuple[str, ...] = ()
 
 
 NOTHING = Plan("nothing")
+
+
+@dataclass
+class ToolUse:
+    id: str
+    seq: int
+    name: str
+    input: dict[str, Any]
+    custom: bool
+    permission: str | None
+    answered: bool = False
+    interrupted: bool = False
+    """A ``user.interrupt`` came while the use was open: its result ends the turn, it is not input."""
+    confirmation: str | None = None
+    deny_message: str | None = None
+
+    @property
+    def executable(self) -> bool:
+        return not self.custom and (
+            self.permission == "allow" or (self.permission == "ask" and self.confirmation == "allow")
+        )
+
+    @property
+    def denied(self) -> bool:
+        return not self.custom and (
+            self.permission == "deny" or (self.permission == "ask" and self.confirmation == "deny")
+        )
+
+    def denial(self) -> Answer:
+        if self.confirmation == "deny":
+            return Answer(self.id, tuple(denial_content(self.deny_message)))
+        return Answer.text(self.id, POLICY_DENIED)
+
+
+@dataclass
+class Ledger:
+    """The fold of a log that decisions need: tool uses and their answers, pending input, interrupts."""
+
+    uses: dict[str, ToolUse] = field(default_factory=dict)
+    user_pending: bool = False
+    user_seen_when_idle: bool = False
+    results_pending: bool = False
+    last_interrupt: int = 0
+    last_idle_ids: tuple[str, ...] | None = None
+    """``event_ids`` of the newest ``session.status_idle`` if it was ``requires_action``."""
+
+    @classmethod
+    def of(cls, events: Sequence[LoggedEvent]) -> Ledger:
+        ledger = cls()
+        for logged in events:
+            ledger.apply(logged.seq, logged.event)
+        return ledger
+
+    def _user_input(self) -> None:
+        self.user_pending = True
+        self.user_seen_when_idle = False
+
+    def apply(self, seq: int, event: Mapping[str, Any]) -> None:
+        kind = event.get("type")
+        if kind == "user.message":
+            if user_blocks(event.get("content")):
+                self._user_input()
+        elif kind in ("agent.tool_use", "agent.custom_tool_use"):
+            self._use(seq, event, custom=kind == "agent.custom_tool_use")
+        elif kind == "agent.tool_result":
+            use = self.uses.get(str(event.get("tool_use_id")))
+            if use is not None and not use.answered:
+                use.answered = True
+                self.results_pending = self.results_pending or not use.interrupted
+        elif kind == "user.custom_tool_result":
+            use = self.uses.get(str(event.get("custom_tool_use_id")))
+            if use is not None and use.custom and not use.answered:
+                use.answered = True
+                self._user_input()
+        elif kind == "user.tool_confirmation":
+            use = self.uses.get(str(event.get("tool_use_id")))
+            if use is not None and not use.custom and use.permission == "ask" and use.confirmation is None:
+                use.confirmation = "allow" if event.get("result") == "allow" else "deny"
+                message = event.get("deny_message")
+                use.deny_message = message if isinstance(message, str) else None
+        elif kind == "span.model_request_start":
+            if self.user_pending:
+                self.user_seen_when_idle = True
+        elif kind == "session.status_idle":
+            if self.user_seen_when_idle:
+                self.user_pending = self.user_seen_when_idle = False
+            self.results_pending = False
+            reason = event.get("stop_reason")
+            ids = reason.get("event_ids") if isinstance(reason, Mapping) else None
+            waiting = isinstance(reason, Mapping) and reason.get("type") == "requires_action"
+            self.last_idle_ids = tuple(str(i) for i in ids or ()) if waiting else None
+        elif kind == "user.interrupt":
+            self.last_interrupt = seq
+            self.user_pending = self.user_seen_when_idle = self.results_pending = False
+            for use in self.open_uses:
+                use.interrupted = True
+
+    def _use(self, seq: int, event: Mapping[str, Any], *, custom: bool) -> None:
+        event_id, name, tool_input = event.get("id"), event.get("name"), event.get("input")
+        if not isinstance(event_id, str) or event_id in self.uses:
+            return
+        permission = event.get("evaluated_permission")
+        self.uses[event_id] = ToolUse(
+            id=event_id,
+            seq=seq,
+            name=str(name),
+            input=tool_input if isinstance(tool_input, dict) else {},
+            custom=custom,
+            permission=permission if isinstance(permission, str) else None,
+        )
+
+    @property
+    def open_uses(self) -> list[ToolUse]:
+        return [use for use in self.uses.values() if not use.answered]
+
+    @property
+    def pending(self) -> bool:
+        return self.user_pending or self.results_pending
+
+
+def has_pending_input(events: Sequence[LoggedEvent]) -> bool:
+    """Whether the log holds input (a message, a tool result) no finished turn has shown the model."""
+    return Ledger.of(events).pending
 
 
 def _seq_of_first(events: Sequence[LoggedEvent], kind: str, *, after: int) -> int | None:
     return next((e.seq for e in events if e.seq > after and e.event.get("type") == kind), None)
 
 
-def _any_after(events: Sequence[LoggedEvent], kind: str, *, after: int) -> bool:
-    return _seq_of_first(events, kind, after=after) is not None
-
-
-def has_pending_input(events: Sequence[LoggedEvent]) -> bool:
-    last_input = next(
-        (
-            e.seq
-            for e in reversed(events)
-            if e.event.get("type") == "user.message" and user_blocks(e.event.get("content"))
-        ),
-        None,
-    )
-    if last_input is None or _any_after(events, "user.interrupt", after=last_input):
-        return False
-    started = _seq_of_first(events, "span.model_request_start", after=last_input)
-    return started is None or not _any_after(events, "session.status_idle", after=started)
-
-
 def interrupted_after(events: Sequence[LoggedEvent], seq: int) -> bool:
     """Whether a ``user.interrupt`` was logged after stream sequence ``seq``."""
-    return _any_after(events, "user.interrupt", after=seq)
+    return _seq_of_first(events, "user.interrupt", after=seq) is not None
+
+
+def last_interrupt(events: Sequence[LoggedEvent]) -> int:
+    """Stream sequence of the newest ``user.interrupt`` (0 when there is none)."""
+    return max((e.seq for e in events if e.event.get("type") == "user.interrupt"), default=0)
 
 
 def orphan_starts(events: Sequence[LoggedEvent]) -> tuple[str, ...]:
@@ -72,30 +238,78 @@ def orphan_starts(events: Sequence[LoggedEvent]) -> tuple[str, ...]:
     )
 
 
-def decide(session: Mapping[str, Any], events: Sequence[LoggedEvent]) -> Plan:
+def _statuses(status: object, *, owned: bool, working: bool) -> tuple[StatusEvent, ...]:
+    """Status events needed before appending anything: the store takes agent, span and tool events
+    only while the session is ``running``. A ``running`` session this worker did not set running was
+    left by a dead worker: it is rescheduled first if there is work to redo."""
+    if status == "running":
+        return ("session.status_rescheduled", "session.status_running") if working and not owned else ()
+    return ("session.status_running",)
+
+
+def _interrupted(uses: Sequence[ToolUse], *, owned: bool) -> tuple[tuple[Answer, ...], tuple[str, ...]]:
+    """Answers closing the open uses of an interrupted turn, and the uses to ``Cancel``.
+
+    A use this worker would have run but had not started (``owned``: it answers the one it was
+    running itself) was not run; one a dead worker may have been running is cancelled.
+    """
+    answers: list[Answer] = []
+    cancel: list[str] = []
+    for use in uses:
+        if use.executable and not owned:
+            cancel.append(use.id)
+            answers.append(Answer.text(use.id, INTERRUPTED))
+        else:
+            answers.append(Answer.text(use.id, NOT_RUN))
+    return tuple(answers), tuple(cancel)
+
+
+def decide(session: Mapping[str, Any], events: Sequence[LoggedEvent], *, owned: bool = False) -> Plan:
     """The plan for a session we just took (or still hold) the lease on.
 
-    A status of ``running`` or ``rescheduling`` seen by a lease holder means the previous holder
-    died mid-turn: the session is rescheduled (``running`` → ``rescheduled`` → ``running``) and its
-    half-written model request, if any, is closed with an error end so every start has an end.
-    If that turn has nothing left to do (an interrupt came in), it just ends.
+    ``owned`` says this worker set the session ``running`` itself (it is between steps of a turn).
+    Otherwise a status of ``running`` or ``rescheduling`` means the previous holder died mid-turn: the
+    session is rescheduled (``running`` → ``rescheduled`` → ``running``) if there is work to redo, and
+    its half-written model request, if any, is closed with an error end so every start has an end.
     """
     status = session.get("status")
     if status == "terminated" or session.get("archived_at"):
         return NOTHING
-    pending = has_pending_input(events)
-    inherited = status in ("running", "rescheduling")
-    if not pending and not inherited:
-        return NOTHING
-    statuses: tuple[StatusEvent, ...]
-    if status == "running":
-        statuses = ("session.status_rescheduled", "session.status_running") if pending else ()
-    elif status == "rescheduling" or pending:
-        statuses = ("session.status_running",)
-    else:
-        statuses = ()
-    return Plan(
-        action="model_request" if pending else "end_turn",
-        statuses=statuses,
-        close_orphans=orphan_starts(events),
-    )
+    ledger = Ledger.of(events)
+    orphans = orphan_starts(events)
+    mid_turn = status in ("running", "rescheduling")
+    uses = ledger.open_uses
+    if uses and ledger.last_interrupt > min(use.seq for use in uses):
+        answers, cancel = _interrupted(uses, owned=owned)
+        return Plan(
+            "end_turn",
+            statuses=_statuses(status, owned=owned, working=False),
+            close_orphans=orphans,
+            answers=answers,
+            cancel=cancel,
+        )
+    executable = tuple(ToolCall(u.id, u.name, u.input) for u in uses if u.executable)
+    denials = tuple(u.denial() for u in uses if u.denied)
+    if executable or denials:
+        return Plan(
+            "tools",
+            statuses=_statuses(status, owned=owned, working=True),
+            close_orphans=orphans,
+            answers=denials,
+            execute=executable,
+        )
+    if uses:
+        waiting = tuple(u.id for u in uses)
+        if not mid_turn and ledger.last_idle_ids == waiting:
+            return NOTHING
+        return Plan(
+            "requires_action",
+            statuses=_statuses(status, owned=owned, working=False),
+            close_orphans=orphans,
+            awaiting=waiting,
+        )
+    if ledger.pending:
+        return Plan("model_request", statuses=_statuses(status, owned=owned, working=True), close_orphans=orphans)
+    if mid_turn:
+        return Plan("end_turn", statuses=_statuses(status, owned=owned, working=False), close_orphans=orphans)
+    return NOTHING

@@ -7,11 +7,14 @@ the harness chose and no ``processed_at`` (the session-store stamps that).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from corral.contracts import ids
 from corral.contracts.api.events import (
+    AgentCustomToolUse,
     AgentMessage,
+    AgentToolResult,
+    AgentToolUse,
     ModelUsage,
     RetryStatus,
     RetryStatusObj,
@@ -54,6 +57,12 @@ def status_idle(reason: StopReasonType) -> EventDict:
     return _dump(SessionStatusIdle(id=new_event_id(), stop_reason=StopReason(type=reason)))
 
 
+def requires_action(event_ids: Sequence[str]) -> EventDict:
+    """``session.status_idle`` waiting for the client to answer the tool uses ``event_ids``."""
+    reason = StopReason(type="requires_action", event_ids=list(event_ids))
+    return _dump(SessionStatusIdle(id=new_event_id(), stop_reason=reason))
+
+
 def model_request_start() -> EventDict:
     return _dump(SpanModelRequestStart(id=new_event_id()))
 
@@ -72,3 +81,34 @@ def agent_message(event_id: str, texts: Sequence[str]) -> EventDict:
 def session_error(error_type: SessionErrorType, message: str, retry_status: RetryStatus) -> EventDict:
     body = SessionErrorBody(type=error_type, message=message, retry_status=RetryStatusObj(type=retry_status))
     return _dump(SessionError(id=new_event_id(), error=body))
+
+
+def tool_use(
+    event_id: str,
+    name: str,
+    input: dict[str, Any],
+    *,
+    evaluated_permission: Literal["allow", "ask", "deny"],
+    evaluation: dict[str, Any] | None,
+) -> EventDict:
+    """``agent.tool_use``; ``event_id`` is also the Messages ``tool_use.id``. ``evaluation`` is
+    ``None`` only for a call refused before any policy applied (a tool the agent does not have)."""
+    return _dump(
+        AgentToolUse(
+            id=event_id, name=name, input=input, evaluated_permission=evaluated_permission, evaluation=evaluation
+        )
+    )
+
+
+def custom_tool_use(event_id: str, name: str, input: dict[str, Any]) -> EventDict:
+    return _dump(AgentCustomToolUse(id=event_id, name=name, input=input))
+
+
+def tool_result(tool_use_id: str, content: Sequence[dict[str, Any]], *, is_error: bool) -> EventDict:
+    """``agent.tool_result`` answering the tool use event ``tool_use_id``."""
+    return _dump(AgentToolResult(id=new_event_id(), tool_use_id=tool_use_id, content=list(content), is_error=is_error))
+
+
+def tool_error(tool_use_id: str, message: str) -> EventDict:
+    """An error ``agent.tool_result`` with one text block."""
+    return tool_result(tool_use_id, [{"type": "text", "text": message}], is_error=True)

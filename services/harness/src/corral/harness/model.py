@@ -11,16 +11,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anthropic
-from anthropic.types import RawContentBlockDeltaEvent, TextBlock, TextDelta
+from anthropic.types import RawContentBlockDeltaEvent, TextBlock, TextDelta, ToolUseBlock
 
 from corral.contracts.api.events import ModelUsage, SessionErrorType
 from corral.harness.conversation import ChatMessage
 
 if TYPE_CHECKING:
-    from anthropic.types import MessageParam
+    from anthropic.types import MessageParam, ToolParam
 
 logger = logging.getLogger(__name__)
 
@@ -37,15 +37,27 @@ class ModelRequest:
     messages: list[ChatMessage]
     max_tokens: int
     system: str | None = None
+    tools: tuple[dict[str, Any], ...] = ()
+    """Messages-API tool definitions (``corral.harness.tools``); none means the request has no ``tools``."""
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """A ``tool_use`` block of a reply: the tool's name and its input as the model wrote it."""
+
+    name: str
+    input: dict[str, Any]
 
 
 @dataclass(frozen=True)
 class ModelReply:
-    """The non-empty text blocks of the reply, in order; deltas concatenate to a prefix of each."""
+    """The non-empty text blocks of the reply, in order (deltas concatenate to a prefix of each), and
+    its ``tool_use`` blocks, in order."""
 
     texts: tuple[str, ...]
     usage: ModelUsage = field(default_factory=ModelUsage)
     stop_reason: str | None = None
+    tool_uses: tuple[ToolRequest, ...] = ()
 
 
 class ModelError(Exception):
@@ -135,10 +147,13 @@ class AnthropicModel:
     async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
         messages = cast("list[MessageParam]", request.messages)
         system: str | anthropic.Omit = request.system if request.system else anthropic.omit
+        tools: list[ToolParam] | anthropic.Omit = (
+            cast("list[ToolParam]", list(request.tools)) if request.tools else anthropic.omit
+        )
         ordinals: dict[int, int] = {}
         try:
             async with self._client.messages.stream(
-                model=request.model, system=system, messages=messages, max_tokens=request.max_tokens
+                model=request.model, system=system, messages=messages, max_tokens=request.max_tokens, tools=tools
             ) as stream:
                 async for event in stream:
                     if (
@@ -152,4 +167,9 @@ class AnthropicModel:
         except anthropic.AnthropicError as exc:
             raise classify(exc, secrets=self._secrets) from None
         texts = tuple(block.text for block in final.content if isinstance(block, TextBlock) and block.text)
-        return ModelReply(texts=texts, usage=_usage(final.usage), stop_reason=final.stop_reason)
+        tool_uses = tuple(
+            ToolRequest(name=block.name, input=dict(block.input) if isinstance(block.input, dict) else {})
+            for block in final.content
+            if isinstance(block, ToolUseBlock)
+        )
+        return ModelReply(texts=texts, usage=_usage(final.usage), stop_reason=final.stop_reason, tool_uses=tool_uses)

@@ -1,15 +1,25 @@
-"""The per-session driver: while holding the lease, run turns until the session has nothing to do.
+"""The per-session driver: while holding the lease, take steps until the session has nothing to do.
 
-One turn: load the context, decide, append the status changes and a ``span.model_request_start``,
-stream the model (publishing deltas), then append the reply, the span's end and
-``session.status_idle`` in ONE append. A harness killed mid-stream therefore leaves only the start
-in the log, and the next lease holder closes it and asks the model again: exactly one
-``agent.message`` per request. A failed request is appended as an error end plus a
-``session.error`` (``retrying``, then ``exhausted``, or ``terminal`` when asking again cannot help)
-and retried with backoff within the turn.
+Each step loads the context, decides (``corral.harness.decide``, from the log alone) and does one
+thing: a model request, the tool calls that can run now, or an idle (``end_turn`` /
+``requires_action``). A model request appends ``span.model_request_start``, streams the model
+(publishing deltas), then appends the reply in ONE append: ``agent.message``, one
+``agent.tool_use`` / ``agent.custom_tool_use`` per tool call, ``span.model_request_end``, and, when
+the model called no tools, ``session.status_idle``. A harness killed mid-stream therefore leaves
+only the start in the log, and the next lease holder closes it and asks the model again: exactly
+one reply per request. A failed request is appended as an error end plus a ``session.error``
+(``retrying``, then ``exhausted``, or ``terminal`` when asking again cannot help) and retried with
+backoff within the turn.
 
-The driver stops as soon as the lease is lost (no further append is even attempted), and stops a
-streaming request when a ``user.interrupt`` is logged, ending the turn with what was written so far.
+Tool calls run one at a time, in the model's order, in the session's sandbox (``Execute``, keyed by
+the ``agent.tool_use`` event id, so an execute re-sent after a crash returns the recorded outcome);
+each result is appended as soon as it arrives. The sandbox is provisioned when a turn starts,
+without waiting: the first model request never waits for a container.
+
+The driver stops as soon as the lease is lost (no further append is even attempted), and when a
+``user.interrupt`` is logged it stops a streaming request (ending the turn with what was written so
+far) or cancels the running tool call (its result says it was interrupted; the next decision
+closes the calls not yet run and ends the turn).
 """
 
 from __future__ import annotations
@@ -17,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -24,18 +35,20 @@ from typing import Any
 from opentelemetry import trace
 
 from corral import telemetry
-from corral.contracts import rpc
+from corral.contracts import rpc, sandbox
 from corral.harness import crashpoints, events
 from corral.harness.conversation import rebuild
 from corral.harness.crashpoints import Crashpoint, no_crash
-from corral.harness.decide import Plan, decide, interrupted_after
+from corral.harness.decide import INTERRUPTED, Plan, ToolCall, decide, last_interrupt
 from corral.harness.deltas import Deltas, Preview
 from corral.harness.events import EventDict
 from corral.harness.interrupts import WakeFeed
 from corral.harness.lease import HeldLease, Sleep
-from corral.harness.model import Model, ModelError, ModelReply, ModelRequest
+from corral.harness.model import Model, ModelError, ModelReply, ModelRequest, ToolRequest
 from corral.harness.retry import RetryPolicy
+from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.store import LeaseConflict, Store, StoreError, StoreRejected, StoreUnavailable
+from corral.harness.tools import Toolbox, toolbox
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
@@ -72,14 +85,38 @@ class Interrupted:
 
 @dataclass
 class _TurnState:
-    """Shared with the interrupt watcher: the log position the current turn decided on."""
+    """One run's state. Shared with the interrupt watcher: the log position the current step decided
+    on. ``owned``: the session is ``running`` because this run set it so (between steps of a turn)."""
 
     horizon: int | None = None
     interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+    latest_interrupt: int = 0
+    """Stream sequence of the newest ``user.interrupt`` the watcher has seen."""
+    owned: bool = False
+    provisioning: asyncio.Task[None] | None = None
 
     def begin(self, horizon: int) -> None:
+        """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
+        (even one the watcher saw before the step began)."""
         self.horizon = horizon
+        self.notice(self.latest_interrupt)
+
+    def notice(self, interrupt_seq: int) -> bool:
+        """Record the newest interrupt seen; returns whether it stops the current step."""
+        self.latest_interrupt = max(self.latest_interrupt, interrupt_seq)
+        if self.horizon is not None and self.latest_interrupt > self.horizon:
+            self.interrupted.set()
+            return True
         self.interrupted.clear()
+        return False
+
+    def appended(self, batch: Sequence[EventDict]) -> None:
+        for event in batch:
+            kind = event["type"]
+            if kind == "session.status_running":
+                self.owned = True
+            elif kind in ("session.status_idle", "session.status_rescheduled"):
+                self.owned = False
 
 
 def _fields(session_id: str, **more: Any) -> dict[str, Any]:
@@ -94,14 +131,18 @@ def _stored_id(appended: rpc.Appended, sent: EventDict) -> str:
     return str(sent["id"])
 
 
+def _agent(session: dict[str, Any]) -> dict[str, Any]:
+    snapshot = session.get("agent")
+    return snapshot if isinstance(snapshot, dict) else {}
+
+
 def model_request(session: dict[str, Any], log: Sequence[rpc.LoggedEvent], *, max_tokens: int) -> ModelRequest:
-    """The Messages request for the session's agent snapshot and conversation.
+    """The Messages request for the session's agent snapshot (model, system, tools) and conversation.
 
     Raises:
         ModelError: the agent snapshot names no model (not retryable).
     """
-    snapshot = session.get("agent")
-    agent: dict[str, Any] = snapshot if isinstance(snapshot, dict) else {}
+    agent = _agent(session)
     model = agent.get("model")
     model_id = model.get("id") if isinstance(model, dict) else model
     if not isinstance(model_id, str) or not model_id:
@@ -112,7 +153,51 @@ def model_request(session: dict[str, Any], log: Sequence[rpc.LoggedEvent], *, ma
         system=system if isinstance(system, str) and system else None,
         messages=rebuild(log),
         max_tokens=max_tokens,
+        tools=toolbox(agent).definitions,
     )
+
+
+def not_enabled(name: str, box: Toolbox) -> str:
+    offered = ", ".join(definition["name"] for definition in box.definitions) or "none"
+    return f"Tool {name!r} is not enabled for this agent. Tools available: {offered}."
+
+
+def reply_events(box: Toolbox, calls: Sequence[ToolRequest]) -> list[EventDict]:
+    """The events for a reply's tool calls, in order, each with a fresh id (its Messages ``tool_use.id``).
+
+    A built-in tool gets ``agent.tool_use`` with its policy's verdict, a custom tool
+    ``agent.custom_tool_use``. A name the agent does not have (unknown, or disabled) still gets an
+    ``agent.tool_use`` (``evaluated_permission: deny``, no ``evaluation``: refused before any policy
+    applied), answered at once by an error ``agent.tool_result``, so the model hears about it.
+    """
+    logged: list[EventDict] = []
+    for call in calls:
+        event_id = events.new_event_id()
+        kind = box.kind(call.name)
+        if kind == "builtin":
+            verdict = box.builtin[call.name]
+            logged.append(
+                events.tool_use(
+                    event_id,
+                    call.name,
+                    call.input,
+                    evaluated_permission=verdict.evaluated,
+                    evaluation=verdict.evaluation,
+                )
+            )
+        elif kind == "custom":
+            logged.append(events.custom_tool_use(event_id, call.name, call.input))
+        else:
+            logged.append(
+                events.tool_use(event_id, call.name, call.input, evaluated_permission="deny", evaluation=None)
+            )
+            logged.append(events.tool_error(event_id, not_enabled(call.name, box)))
+    return logged
+
+
+def _bash_timeout_ms(call: ToolCall) -> int | None:
+    value = call.input.get("timeout_ms") if call.name == "bash" else None
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
 
 
 class SessionDriver:
@@ -124,12 +209,16 @@ class SessionDriver:
         deltas: Deltas,
         policy: RetryPolicy,
         max_tokens: int,
+        sandbox: Sandbox | None = None,
         wake_feed: WakeFeed | None = None,
         sleep: Sleep = asyncio.sleep,
         crashpoint: Crashpoint = no_crash,
         context_attempts: int = 5,
+        cancel_timeout_s: float = 3.0,
     ) -> None:
         self._store = store
+        self._sandbox = sandbox
+        self._cancel_timeout_s = cancel_timeout_s
         self._model = model
         self._deltas = deltas
         self._policy = policy
@@ -154,6 +243,8 @@ class SessionDriver:
                     guard.cancel()
                     if watcher is not None:
                         watcher.cancel()
+                    if turn.provisioning is not None and not turn.provisioning.done():
+                        turn.provisioning.cancel()  # the request is out; the sandbox-manager carries on
         except* _LeaseLost:
             logger.warning("lease lost; stopped working on the session", extra=_fields(session_id))
             outcome = Outcome.LOST
@@ -167,7 +258,7 @@ class SessionDriver:
         try:
             while True:
                 context = await self._load(session_id, min_seq)
-                plan = decide(context.session, context.events)
+                plan = decide(context.session, context.events, owned=turn.owned)
                 logger.info(
                     "decided",
                     extra=_fields(
@@ -177,12 +268,17 @@ class SessionDriver:
                         last_seq=context.last_seq,
                         statuses=list(plan.statuses),
                         orphans=list(plan.close_orphans),
+                        execute=[call.id for call in plan.execute],
+                        answers=[answer.tool_use_id for answer in plan.answers],
+                        awaiting=list(plan.awaiting),
                     ),
                 )
                 if plan.action == "nothing":
                     return Outcome.DONE
                 turn.begin(context.last_seq)
-                min_seq = await self._run_turn(session_id, lease, context, plan, turn)
+                if plan.action == "model_request":
+                    self._start_provisioning(session_id, context, turn)
+                min_seq = await self._step(session_id, lease, context, plan, turn)
         except LeaseConflict as exc:
             logger.warning("store refused our lease: %s", exc, extra=_fields(session_id))
             return Outcome.LOST
@@ -205,31 +301,186 @@ class SessionDriver:
             await self._sleep(0.1 * attempt)
         raise StoreUnavailable(f"the session context stayed behind stream sequence {min_seq}")
 
-    async def _append(self, session_id: str, lease: HeldLease, batch: Sequence[EventDict]) -> rpc.Appended:
+    async def _append(
+        self, session_id: str, lease: HeldLease, turn: _TurnState, batch: Sequence[EventDict]
+    ) -> rpc.Appended:
         if lease.lost.is_set():
             raise _LeaseLost
         appended = await self._store.append(session_id, batch, lease=lease.proof())
+        turn.appended(batch)
         logger.debug(
             "appended", extra=_fields(session_id, types=[e["type"] for e in batch], last_seq=appended.last_seq)
         )
         return appended
 
-    async def _run_turn(
+    async def _step(
         self, session_id: str, lease: HeldLease, context: rpc.SessionContext, plan: Plan, turn: _TurnState
     ) -> int:
-        """One turn; returns the stream sequence of its last append."""
-        # Statuses first: the store takes span events only while the session is running.
+        """One step of a turn; returns the stream sequence of its last append."""
+        # Statuses first: the store takes span and tool events only while the session is running.
         prelude: list[EventDict] = [_STATUS_EVENTS[status]() for status in plan.statuses]
         prelude += [events.model_request_end(start, is_error=True) for start in plan.close_orphans]
+        for tool_use_id in plan.cancel:
+            await self._cancel(session_id, tool_use_id)
+        prelude += [events.tool_result(a.tool_use_id, a.content, is_error=True) for a in plan.answers]
         if plan.action == "end_turn":
-            return (await self._append(session_id, lease, [*prelude, events.status_idle("end_turn")])).last_seq
+            return (await self._append(session_id, lease, turn, [*prelude, events.status_idle("end_turn")])).last_seq
+        if plan.action == "requires_action":
+            idle = events.requires_action(plan.awaiting)
+            return (await self._append(session_id, lease, turn, [*prelude, idle])).last_seq
+        if plan.action == "tools":
+            return await self._run_tools(session_id, lease, context, plan, turn, prelude)
+        return await self._model_turn(session_id, lease, context, turn, prelude)
+
+    async def _run_tools(
+        self,
+        session_id: str,
+        lease: HeldLease,
+        context: rpc.SessionContext,
+        plan: Plan,
+        turn: _TurnState,
+        prelude: list[EventDict],
+    ) -> int:
+        """Run the plan's tool calls one by one (in the model's order), appending each result as it
+        arrives. Stops early on an interrupt; the next decision ends the turn."""
+        last_seq = context.last_seq
+        if prelude:
+            last_seq = (await self._append(session_id, lease, turn, prelude)).last_seq
+        for call in plan.execute:
+            if turn.interrupted.is_set():
+                break
+            result = await self._execute(session_id, context, call, turn.interrupted)
+            self._crash(crashpoints.AFTER_TOOL_EXECUTED)
+            last_seq = (await self._append(session_id, lease, turn, [result])).last_seq
+        return last_seq
+
+    async def _execute(
+        self, session_id: str, context: rpc.SessionContext, call: ToolCall, interrupted: asyncio.Event
+    ) -> EventDict:
+        """The ``agent.tool_result`` of one call: the sandbox's outcome, an error the model can act on
+        when the sandbox could not take the call, or "interrupted" (after a ``Cancel``)."""
+        environment = context.environment
+        if self._sandbox is None:
+            return events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
+        if environment is None or not isinstance(environment.get("id"), str):
+            return events.tool_error(
+                call.id,
+                "The session's environment could not be read (it was deleted, or the catalog is unavailable), "
+                "so the tool could not run. Try again later.",
+            )
+        config = environment.get("config")
+        request = sandbox.Execute(
+            session_id=session_id,
+            tool_use_id=call.id,
+            name=call.name,
+            input=call.input,
+            environment_id=environment["id"],
+            environment_config=config if isinstance(config, dict) else {},
+        )
+        started = time.monotonic()
+        timeout_s = sandbox.execute_reply_timeout_s(_bash_timeout_ms(call))
+        executing = asyncio.create_task(self._sandbox.execute(request, timeout_s=timeout_s))
+        stopping = asyncio.create_task(interrupted.wait())
+        try:
+            await asyncio.wait({executing, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (executing, stopping):
+                task.cancel()
+            await asyncio.gather(executing, stopping, return_exceptions=True)
+        fields = _fields(session_id, tool_use_id=call.id, tool=call.name)
+        if executing.cancelled():
+            logger.info("tool call interrupted", extra=fields)
+            await self._cancel(session_id, call.id)
+            return events.tool_error(call.id, INTERRUPTED)
+        try:
+            outcome = executing.result()
+        except SandboxError as err:
+            logger.warning("sandbox could not take the tool call: %s", err.message, extra={**fields, "code": err.code})
+            return events.tool_error(call.id, err.message)
+        logger.info(
+            "tool call answered",
+            extra=_fields(
+                session_id,
+                tool_use_id=call.id,
+                tool=call.name,
+                is_error=outcome.is_error,
+                executed=outcome.executed,
+                duration_ms=round((time.monotonic() - started) * 1000, 1),
+            ),
+        )
+        content = [block.model_dump(mode="json") for block in outcome.content]
+        return events.tool_result(call.id, content, is_error=outcome.is_error)
+
+    async def _cancel(self, session_id: str, tool_use_id: str) -> None:
+        """Ask the sandbox-manager to stop a running call (best effort: failures are logged)."""
+        if self._sandbox is None:
+            return
+        fields = _fields(session_id, tool_use_id=tool_use_id)
+        try:
+            async with asyncio.timeout(self._cancel_timeout_s):
+                cancelled = await self._sandbox.cancel(sandbox.Cancel(session_id=session_id, tool_use_id=tool_use_id))
+        except (SandboxError, TimeoutError) as exc:
+            logger.warning("could not cancel the tool call: %s", exc, extra=fields)
+            return
+        logger.info("cancel sent", extra=_fields(session_id, tool_use_id=tool_use_id, cancelled=cancelled.cancelled))
+
+    def _start_provisioning(self, session_id: str, context: rpc.SessionContext, turn: _TurnState) -> None:
+        """Start the session's sandbox in the background (once per run) if its agent has built-in tools."""
+        if turn.provisioning is not None or self._sandbox is None:
+            return
+        if not toolbox(_agent(context.session)).needs_sandbox:
+            return
+        environment = context.environment
+        if environment is None or not isinstance(environment.get("id"), str):
+            logger.info("no environment to provision a sandbox from", extra=_fields(session_id))
+            return
+        config = environment.get("config")
+        request = sandbox.Provision(
+            session_id=session_id,
+            environment_id=environment["id"],
+            environment_config=config if isinstance(config, dict) else {},
+        )
+        turn.provisioning = asyncio.create_task(self._provision(request))
+
+    async def _provision(self, request: sandbox.Provision) -> None:
+        assert self._sandbox is not None
+        fields = _fields(request.session_id, environment_id=request.environment_id)
+        try:
+            provisioned = await self._sandbox.provision(request)
+        except SandboxError as err:
+            logger.warning("provisioning the sandbox failed: %s", err.message, extra=fields)
+        except Exception:  # a background task: never let a failure go unseen, never let it end the run
+            logger.warning("provisioning the sandbox failed", extra=fields, exc_info=True)
+        else:
+            logger.info(
+                "sandbox provisioned",
+                extra=_fields(
+                    request.session_id,
+                    container_id=provisioned.container_id,
+                    ready_ms=provisioned.ready_ms,
+                    from_pool=provisioned.from_pool,
+                    notices=provisioned.notices,
+                ),
+            )
+
+    async def _model_turn(
+        self,
+        session_id: str,
+        lease: HeldLease,
+        context: rpc.SessionContext,
+        turn: _TurnState,
+        prelude: list[EventDict],
+    ) -> int:
+        """One model request (retried within the turn); returns the stream sequence of its last append."""
+        box = toolbox(_agent(context.session))
         attempt = 0
         while True:
             attempt += 1
             if turn.interrupted.is_set():
-                return (await self._append(session_id, lease, [*prelude, events.status_idle("end_turn")])).last_seq
+                idle = events.status_idle("end_turn")
+                return (await self._append(session_id, lease, turn, [*prelude, idle])).last_seq
             start = events.model_request_start()
-            start_id = _stored_id(await self._append(session_id, lease, [*prelude, start]), start)
+            start_id = _stored_id(await self._append(session_id, lease, turn, [*prelude, start]), start)
             prelude = []
             self._crash(crashpoints.AFTER_MODEL_REQUEST_START)
             preview = Preview(self._deltas, session_id, events.new_event_id())
@@ -249,23 +500,25 @@ class SessionDriver:
                 ]
                 if retry_status != "retrying":
                     ended = [*failed, events.status_idle("retries_exhausted")]
-                    return (await self._append(session_id, lease, ended)).last_seq
-                await self._append(session_id, lease, failed)
+                    return (await self._append(session_id, lease, turn, ended)).last_seq
+                await self._append(session_id, lease, turn, failed)
                 await self._pause(self._policy.delay(attempt), turn.interrupted)
                 continue
             closing: list[EventDict] = []
+            if result.texts:
+                closing.append(events.agent_message(preview.event_id, result.texts))
             if isinstance(result, Interrupted):
                 logger.info("turn interrupted", extra=_fields(session_id))
-                if result.texts:
-                    closing.append(events.agent_message(preview.event_id, result.texts))
                 closing.append(events.model_request_end(start_id))
+                closing.append(events.status_idle("end_turn"))
             else:
-                if result.texts:
-                    closing.append(events.agent_message(preview.event_id, result.texts))
+                calls = reply_events(box, result.tool_uses)
+                closing += calls
                 closing.append(events.model_request_end(start_id, usage=result.usage))
-            closing.append(events.status_idle("end_turn"))
+                if not calls:
+                    closing.append(events.status_idle("end_turn"))
             self._crash(crashpoints.BEFORE_TURN_END)
-            appended = await self._append(session_id, lease, closing)
+            appended = await self._append(session_id, lease, turn, closing)
             self._crash(crashpoints.AFTER_TURN_END)
             return appended.last_seq
 
@@ -333,15 +586,13 @@ class SessionDriver:
         assert self._feed is not None
         try:
             async for _wake in self._feed.watch(session_id):
-                horizon = turn.horizon
-                if horizon is None or turn.interrupted.is_set():
+                if turn.horizon is None or turn.interrupted.is_set():
                     continue
                 try:
                     context = await self._store.context(session_id)
                 except StoreError:
                     continue
-                if interrupted_after(context.events, horizon):
+                if turn.notice(last_interrupt(context.events)):
                     logger.info("user.interrupt logged during the turn", extra=_fields(session_id))
-                    turn.interrupted.set()
         except Exception:  # a broken watch must not end the turn; interrupts then wait for the turn's end
             logger.warning("stopped watching for interrupts", extra=_fields(session_id), exc_info=True)

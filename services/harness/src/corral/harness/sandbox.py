@@ -1,0 +1,87 @@
+"""The sandbox port: provision a session's sandbox, run a built-in tool in it, cancel a running tool.
+
+``BusSandbox`` speaks the sandbox-manager's request-reply operations
+(``corral.rpc.sandbox.<op>``, see ``corral.contracts.sandbox``). Anything that keeps a call from
+being attempted (nothing serves the subject, no reply in time, an ``RpcReply`` error such as
+``sandbox_unavailable``) is a ``SandboxError`` with a message fit for the model: the harness turns
+it into an error ``agent.tool_result`` so the model can carry on, never into a failed turn. A tool
+that ran and failed is a normal ``ToolOutcome`` with ``is_error: true``.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Protocol, TypeVar
+
+from pydantic import BaseModel, ValidationError
+
+from corral.bus import Bus, BusError, NoResponders
+from corral.contracts import sandbox
+from corral.contracts.rpc import RpcReply
+
+logger = logging.getLogger(__name__)
+
+_Result = TypeVar("_Result", bound=BaseModel)
+
+#: How long a ``cancel`` or a ``provision`` reply is waited for.
+CONTROL_TIMEOUT_S = 10.0
+
+
+class SandboxError(Exception):
+    """The sandbox-manager could not take the call; ``message`` says why, in words for the model."""
+
+    def __init__(self, message: str, *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+class Sandbox(Protocol):
+    async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned: ...
+
+    async def execute(self, request: sandbox.Execute, *, timeout_s: float) -> sandbox.ToolOutcome: ...
+
+    async def cancel(self, request: sandbox.Cancel) -> sandbox.Cancelled: ...
+
+
+class BusSandbox:
+    def __init__(self, bus: Bus, *, control_timeout_s: float = CONTROL_TIMEOUT_S) -> None:
+        self._bus = bus
+        self._control_timeout_s = control_timeout_s
+
+    async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned:
+        return await self._call(sandbox.SandboxOp.PROVISION, request, sandbox.Provisioned, self._control_timeout_s)
+
+    async def execute(self, request: sandbox.Execute, *, timeout_s: float) -> sandbox.ToolOutcome:
+        return await self._call(sandbox.SandboxOp.EXECUTE, request, sandbox.ToolOutcome, timeout_s)
+
+    async def cancel(self, request: sandbox.Cancel) -> sandbox.Cancelled:
+        return await self._call(sandbox.SandboxOp.CANCEL, request, sandbox.Cancelled, self._control_timeout_s)
+
+    async def _call(self, op: str, message: BaseModel, result: type[_Result], timeout_s: float) -> _Result:
+        try:
+            raw = await self._bus.request(
+                sandbox.sandbox_rpc(op), message.model_dump_json().encode(), timeout=timeout_s
+            )
+        except NoResponders:
+            raise SandboxError(
+                "The sandbox is unavailable: the sandbox-manager is not running.", code="sandbox_unavailable"
+            ) from None
+        except TimeoutError:
+            raise SandboxError(
+                f"The sandbox-manager did not answer within {timeout_s:g} s.", code="sandbox_timeout"
+            ) from None
+        except BusError as exc:
+            raise SandboxError(f"The sandbox-manager could not be reached ({type(exc).__name__}).") from exc
+        try:
+            reply = RpcReply.model_validate_json(raw)
+            if not reply.ok:
+                detail = reply.error
+                code = (detail.details or {}).get("error_code") if detail else None
+                text = detail.message if detail else "the sandbox-manager refused the call"
+                raise SandboxError(f"The sandbox could not run the tool: {text}", code=code)
+            return result.model_validate(reply.result)
+        except ValidationError as exc:
+            raise SandboxError(
+                f"The sandbox-manager sent an unreadable reply to {op} ({exc.error_count()} validation errors)."
+            ) from exc

@@ -1,0 +1,256 @@
+"""The whole tool loop against real sandboxes: the embedded model scripted to write a Python file, run
+it, read it, edit it and run it again, through the official SDK, with the sandbox-manager running the
+tools in hardened Docker containers.
+
+The session's e2e stack runs a Docker engine and the sandbox image (see conftest). Nothing is
+skipped: without ``dockerd`` or root, the stack fails with the launcher's message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from corral.bus import Bus
+from corral.contracts import subjects
+from corral.devstack.stack import Stack
+from corral.settings import NatsSettings
+from tests.e2e.flows import all_events, open_stream, send_text
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="session")
+def sandbox_stack(stack: Stack) -> Stack:
+    """The session's stack; it runs a Docker engine and the sandbox image (see conftest)."""
+    assert stack.docker_enabled
+    return stack
+
+
+@pytest.fixture
+async def sdk(sandbox_stack: Stack) -> AsyncIterator[anthropic.AsyncAnthropic]:
+    async with anthropic.AsyncAnthropic(
+        base_url=sandbox_stack.gateway_url, api_key=sandbox_stack.api_key, max_retries=0, timeout=60
+    ) as client:
+        yield client
+
+
+@pytest.fixture
+async def scripts(sandbox_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
+    base = f"http://127.0.0.1:{sandbox_stack.ports.embedded_model}"
+    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
+        yield client
+
+
+@pytest.fixture
+async def sandbox_bus(sandbox_stack: Stack) -> AsyncIterator[Bus]:
+    async with Bus.connect(NatsSettings(url=sandbox_stack.nats_url), name="tests") as bus:
+        yield bus
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def script(model: httpx.AsyncClient, name: str, *turns: list[dict[str, Any]]) -> None:
+    document = {"scenarios": [{"name": name, "match": f"^{name}", "turns": [{"content": t} for t in turns]}]}
+    answer = await model.post("/_corral/scripts", json=document)
+    assert answer.status_code == 200, answer.text
+
+
+async def requests_of(model: httpx.AsyncClient, name: str) -> list[dict[str, Any]]:
+    answer = await model.get("/_corral/requests", params={"scenario": name})
+    return [entry["body"] for entry in answer.json()["requests"] if not entry["errored"]]
+
+
+def use(name: str, **tool_input: Any) -> list[dict[str, Any]]:
+    return [{"type": "tool_use", "name": name, "input": tool_input}]
+
+
+async def new_session(client: anthropic.AsyncAnthropic) -> str:
+    agent = await client.beta.agents.create(
+        name="e2e sandbox", model="claude-sonnet-4-6", tools=[{"type": "agent_toolset_20260401"}]
+    )
+    env = await client.beta.environments.create(name=unique("e2e-sandbox"))
+    return (await client.beta.sessions.create(agent=agent.id, environment_id=env.id)).id
+
+
+async def until_end(stream: Any, *, timeout: float) -> list[Any]:
+    seen: list[Any] = []
+    async with asyncio.timeout(timeout):
+        async for event in stream:
+            seen.append(event)
+            if event.type == "session.status_idle" and event.stop_reason.type != "requires_action":
+                return seen
+    raise AssertionError(f"stream ended before session.status_idle: {[e.type for e in seen]}")
+
+
+def text_of(event: Any) -> str:
+    return "\n".join(block.text for block in event.content or [] if block.type == "text")
+
+
+async def test_write_run_read_edit_run_in_a_real_sandbox(
+    sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+) -> None:
+    name = unique("sandbox-loop")
+    await script(
+        scripts,
+        name,
+        [{"type": "text", "text": "Writing the script."}, *use("write", file_path="hello.py", content="print('hi')\n")],
+        use("bash", command="python3 hello.py"),
+        use("read", file_path="hello.py"),
+        use("edit", file_path="hello.py", old_string="hi", new_string="hello"),
+        use("bash", command="python3 hello.py"),
+        [{"type": "text", "text": "It prints hello now."}],
+    )
+    session_id = await new_session(sdk)
+    stream = await open_stream(sdk, session_id)
+    async with stream:
+        await send_text(sdk, session_id, f"{name}: write and run a script")
+        streamed = await until_end(stream, timeout=180)
+
+    assert streamed[-1].stop_reason.type == "end_turn"
+    events = await all_events(sdk, session_id)
+    assert [e.id for e in events] == [e.id for e in streamed]
+    uses = [e for e in events if e.type == "agent.tool_use"]
+    results = [e for e in events if e.type == "agent.tool_result"]
+    assert [u.name for u in uses] == ["write", "bash", "read", "edit", "bash"]
+    assert all(u.evaluated_permission == "allow" for u in uses)
+    # each use is answered once, right after the request that made it, in order
+    assert [r.tool_use_id for r in results] == [u.id for u in uses]
+    ids = [e.id for e in events]
+    for u, r in zip(uses, results, strict=True):
+        assert ids.index(r.id) > ids.index(u.id)
+    assert not any(r.is_error for r in results), [text_of(r) for r in results]
+    assert "hi" in text_of(results[1]).split()
+    assert "print('hi')" in text_of(results[2])
+    assert "hello" in text_of(results[4]).split()
+    # the model received each result in the exact Messages form, keyed by the tool use event id
+    bodies = await requests_of(scripts, name)
+    assert len(bodies) == 6
+    for body, u, r in zip(bodies[1:], uses, results, strict=True):
+        assert body["messages"][-2]["content"][-1] == {"type": "tool_use", "id": u.id, "name": u.name, "input": u.input}
+        assert body["messages"][-1]["content"] == [
+            {"type": "tool_result", "tool_use_id": u.id, "content": [b.model_dump() for b in r.content]}
+        ]
+
+
+async def test_parallel_calls_all_run_and_go_back_in_one_user_turn(
+    sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+) -> None:
+    name = unique("sandbox-parallel")
+    await script(
+        scripts,
+        name,
+        [*use("bash", command="echo one > a.txt && echo one"), *use("bash", command="cat a.txt; echo two")],
+        [{"type": "text", "text": "Both ran."}],
+    )
+    session_id = await new_session(sdk)
+    stream = await open_stream(sdk, session_id)
+    async with stream:
+        await send_text(sdk, session_id, f"{name}: run two commands")
+        streamed = await until_end(stream, timeout=120)
+
+    uses = [e for e in streamed if e.type == "agent.tool_use"]
+    results = [e for e in streamed if e.type == "agent.tool_result"]
+    assert [r.tool_use_id for r in results] == [u.id for u in uses]
+    assert text_of(results[1]).split()[:2] == ["one", "two"]  # in order, in one persistent workspace
+    [_, second] = await requests_of(scripts, name)
+    assert [b["tool_use_id"] for b in second["messages"][-1]["content"]] == [u.id for u in uses]
+
+
+async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
+    sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+) -> None:
+    name = unique("sandbox-interrupt")
+    await script(
+        scripts,
+        name,
+        [*use("bash", command="sleep 30"), *use("bash", command="echo never")],
+        [{"type": "text", "text": "Stopped."}],
+    )
+    session_id = await new_session(sdk)
+    stream = await open_stream(sdk, session_id)
+    async with stream:
+        await send_text(sdk, session_id, f"{name}: take your time")
+        seen: list[Any] = []
+        async with asyncio.timeout(120):
+            async for event in stream:
+                seen.append(event)
+                if event.type == "agent.tool_use":
+                    break
+        await asyncio.sleep(2)  # the sleep is running in the sandbox by now
+        interrupted_at = time.monotonic()
+        await sdk.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
+        rest = await until_end(stream, timeout=30)
+        took = time.monotonic() - interrupted_at
+
+    assert rest[-1].stop_reason.type == "end_turn"
+    assert took < 5, f"the turn took {took:.1f} s to end after the interrupt"
+    results = [e for e in rest if e.type == "agent.tool_result"]
+    assert [text_of(r) for r in results] == ["interrupted by the user", "not run: the turn was interrupted"]
+    assert all(r.is_error for r in results)
+
+    # the session stays usable
+    stream = await open_stream(sdk, session_id)
+    async with stream:
+        await send_text(sdk, session_id, "carry on")
+        after = await until_end(stream, timeout=60)
+    assert after[-1].stop_reason.type == "end_turn"
+
+
+async def lease_holder(bus: Bus, session_id: str) -> str:
+    bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=3)
+    async with asyncio.timeout(10):
+        while True:
+            entry = await bucket.get(session_id)
+            if entry is not None:
+                return str(json.loads(entry.value)["holder"])
+            await asyncio.sleep(0.05)
+
+
+async def test_a_harness_killed_while_a_tool_runs_is_replaced_and_the_tool_ran_once(
+    sandbox_stack: Stack, sandbox_bus: Bus, sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+) -> None:
+    name = unique("sandbox-crash")
+    await script(
+        scripts,
+        name,
+        use("bash", command="echo x >> runs.txt && sleep 2 && echo finished"),
+        use("bash", command="cat runs.txt"),
+        [{"type": "text", "text": "Ran once."}],
+    )
+    session_id = await new_session(sdk)
+    stream = await open_stream(sdk, session_id)
+    async with stream:
+        await send_text(sdk, session_id, f"{name}: append a line")
+        async with asyncio.timeout(120):
+            async for event in stream:
+                if event.type == "agent.tool_use":
+                    break
+        holder = await lease_holder(sandbox_bus, session_id)
+        await asyncio.sleep(0.5)  # the command is running in the sandbox
+        sandbox_stack.kill(holder, signal.SIGKILL)
+        try:
+            rest = await until_end(stream, timeout=90)
+        finally:
+            sandbox_stack.start_service(holder)
+
+    assert rest[-1].stop_reason.type == "end_turn"
+    events = await all_events(sdk, session_id)
+    types = [e.type for e in events]
+    assert "session.status_rescheduled" in types
+    uses = [e for e in events if e.type == "agent.tool_use"]
+    results = [e for e in events if e.type == "agent.tool_result"]
+    assert [r.tool_use_id for r in results] == [u.id for u in uses]  # each call answered once
+    assert text_of(results[0]).split()[-1:] == ["finished"]
+    assert text_of(results[1]).split() == ["x"], "the interrupted harness's call ran exactly once"
