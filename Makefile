@@ -12,8 +12,8 @@ install: ## create .venv with every package and dev tool (needs uv; `pip install
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --quiet
 
-up: install ## start NATS, Postgres, OpenBao and the five services in the background (state in .corral/)
-	@$(UV) run corral-dev up
+up: install ## start NATS, Postgres, OpenBao, Docker and the five services in the background (state in .corral/)
+	@CORRAL_EMBEDDED_MODEL_SCRIPT=$${CORRAL_EMBEDDED_MODEL_SCRIPT:-$(CURDIR)/infra/dev/demo-script.json} $(UV) run corral-dev up
 
 down: ## stop everything `make up` started; keeps all data
 	@$(UV) run corral-dev down
@@ -21,7 +21,7 @@ down: ## stop everything `make up` started; keeps all data
 status: ## what is running
 	@$(UV) run corral-dev status
 
-demo: up ## an agent, an environment and a session through the anthropic SDK, streamed to the terminal
+demo: up ## an agent that writes and runs code in its sandbox, through the anthropic SDK, streamed
 	@set -a; . .corral/env; set +a; $(UV) run python infra/dev/demo.py
 
 lint: install ## ruff lint and format check

@@ -1,17 +1,20 @@
 """`make demo`: one real agent session through the official anthropic SDK, unchanged.
 
 The SDK finds Corral through ANTHROPIC_BASE_URL and ANTHROPIC_API_KEY (written to .corral/env by
-`make up`). With no real model key configured, the turn is answered by Corral's embedded model.
+`make up`). The agent has the built-in toolset, so it writes and runs code in its sandbox. With no
+real model key configured, the turns come from Corral's embedded model, which `make up` loads with
+infra/dev/demo-script.json (a script of tool calls; the tools really run in the sandbox).
 """
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 
 import anthropic
 
-PROMPT = "Hello Corral! Tell me what you are in one sentence."
+PROMPT = "Write a Python script that prints the first ten primes, run it in your sandbox, and tell me the output."
 
 
 def say(line: str = "") -> None:
@@ -61,6 +64,11 @@ def main() -> int:
             detail = ""
             if event.type == "agent.message":
                 detail = ": " + "".join(block.text for block in event.content if block.type == "text")
+            elif event.type == "agent.tool_use":
+                detail = f": {event.name} {json.dumps(event.input)[:120]}"
+            elif event.type == "agent.tool_result":
+                text = "".join(block.text for block in event.content or [] if block.type == "text")
+                detail = f" ({'error' if event.is_error else 'ok'}): {text.strip()[:200]}"
             elif event.type == "span.model_request_end":
                 usage = event.model_usage
                 detail = f": {usage.input_tokens} in / {usage.output_tokens} out tokens"

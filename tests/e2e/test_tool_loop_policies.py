@@ -70,12 +70,8 @@ async def until_idle(stream: Any, *, timeout: float = 30.0) -> list[Any]:
 
 
 async def status_soon(client: anthropic.AsyncAnthropic, session_id: str, status: str) -> bool:
-    """Whether the session shows ``status`` within a few seconds (its projection may trail the stream)."""
-    for _ in range(50):
-        if (await client.beta.sessions.retrieve(session_id)).status == status:
-            return True
-        await asyncio.sleep(0.1)
-    return False
+    """Whether the session shows ``status`` right away (reads include everything a stream has shown)."""
+    return (await client.beta.sessions.retrieve(session_id)).status == status
 
 
 async def send(client: anthropic.AsyncAnthropic, session_id: str, *events: dict[str, Any]) -> None:

@@ -163,6 +163,14 @@ class SessionLog:
             self.high_water = max(self.high_water, ack.seq)
         return stored
 
+    async def tail(self, session_id: str) -> int:
+        """The session's last stream sequence as the stream has it now.
+
+        A reader may have seen an event on a live stream before this store got the ack for it, so
+        reads that must include "what the client saw" wait for this, not the cached state.
+        """
+        return await self._bus.last_seq(subjects.SESSIONS_STREAM, subjects.session_log(session_id))
+
     def forget(self, session_id: str) -> None:
         self._cache.pop(session_id, None)
 

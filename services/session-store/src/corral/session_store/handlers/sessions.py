@@ -133,7 +133,7 @@ async def get(deps: Deps, req: GetObject) -> dict[str, Any]:
     state = await deps.log.state(req.id)
     ensure_exists(state, req.workspace_id)
     try:
-        return await _read(deps, req.id, state.last_seq)
+        return await _read(deps, req.id, max(state.last_seq, await deps.log.tail(req.id)))
     except UNAVAILABLE as exc:
         # Postgres is only a projection: fold the session from its log instead.
         logger.warning(
