@@ -25,7 +25,7 @@ from corral.contracts.rpc import (
     SessionContext,
     UpdateObject,
 )
-from corral.session_store import queries
+from corral.session_store import queries, sandboxes
 from corral.session_store.db import UNAVAILABLE
 from corral.session_store.domain.agents import reject_archived, resolve_model, resolve_tools, snapshot
 from corral.session_store.domain.sessions import (
@@ -199,7 +199,9 @@ async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
         ensure_not_running(state, "archive")
         return [SessionArchived(archived_at=now_rfc3339()).model_dump(mode="json")]
 
-    state, _ = await deps.log.append(req.id, decide)
+    state, stored = await deps.log.append(req.id, decide)
+    if stored:
+        await sandboxes.release(deps, req.id, "archived")
     return await _read(deps, req.id, state.last_seq)
 
 
@@ -213,6 +215,7 @@ async def delete(deps: Deps, req: ObjectAction) -> Deleted:
     await deps.caught_up_sessions(state.last_seq)
     # The tombstone stays; the rest of the history goes, as the API promises for delete.
     await deps.bus.purge(subjects.SESSIONS_STREAM, subjects.session_log(req.id), keep=1)
+    await sandboxes.release(deps, req.id, "deleted")
     return Deleted(id=req.id, type="session_deleted")
 
 
