@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import uuid
 from typing import Any
 
 import anthropic
+import httpx
+
+from corral.bus import Bus
+from corral.contracts import subjects
 
 
 async def open_stream(client: anthropic.AsyncAnthropic, session_id: str, **kwargs: Any) -> Any:
@@ -40,3 +46,31 @@ async def run_turn(client: anthropic.AsyncAnthropic, session_id: str, text: str,
 
 async def all_events(client: anthropic.AsyncAnthropic, session_id: str) -> list[Any]:
     return [e async for e in client.beta.sessions.events.list(session_id)]
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+async def script(model: httpx.AsyncClient, name: str, *turns: list[dict[str, Any]]) -> None:
+    """Install a scenario in the embedded model: for conversations starting with ``name``, these turns."""
+    document = {"scenarios": [{"name": name, "match": f"^{name}", "turns": [{"content": t} for t in turns]}]}
+    answer = await model.post("/_corral/scripts", json=document)
+    assert answer.status_code == 200, answer.text
+
+
+async def requests_of(model: httpx.AsyncClient, name: str) -> list[dict[str, Any]]:
+    """The Messages requests the embedded model received for scenario ``name``."""
+    answer = await model.get("/_corral/requests", params={"scenario": name})
+    return [entry["body"] for entry in answer.json()["requests"] if not entry["errored"]]
+
+
+async def lease_holder(bus: Bus, session_id: str) -> str:
+    """The harness worker holding the session's lease (waits until one does)."""
+    bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=3)
+    async with asyncio.timeout(10):
+        while True:
+            entry = await bucket.get(session_id)
+            if entry is not None:
+                return str(json.loads(entry.value)["holder"])
+            await asyncio.sleep(0.05)

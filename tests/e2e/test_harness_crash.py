@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 
 import anthropic
@@ -11,9 +10,8 @@ import httpx
 import pytest
 
 from corral.bus import Bus
-from corral.contracts import subjects
 from corral.devstack.stack import Stack
-from tests.e2e.flows import all_events, open_stream, read_until_idle, send_text
+from tests.e2e.flows import all_events, lease_holder, open_stream, read_until_idle, send_text
 
 pytestmark = pytest.mark.e2e
 
@@ -31,16 +29,6 @@ SLOW = {
         }
     ]
 }
-
-
-async def lease_holder(bus: Bus, session_id: str) -> str:
-    bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=3)
-    async with asyncio.timeout(10):
-        while True:
-            entry = await bucket.get(session_id)
-            if entry is not None:
-                return str(json.loads(entry.value)["holder"])
-            await asyncio.sleep(0.05)
 
 
 async def test_killing_the_harness_mid_turn_hands_the_turn_to_the_other_one(

@@ -6,14 +6,13 @@ without Docker gets an error result, which is itself part of the contract)."""
 from __future__ import annotations
 
 import asyncio
-import uuid
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
 
-from tests.e2e.flows import all_events, open_stream, send_text
+from tests.e2e.flows import all_events, open_stream, requests_of, script, send_text, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -27,21 +26,6 @@ LOOKUP = {
     "description": "Look something up in the client's records.",
     "input_schema": {"type": "object", "properties": {"q": {"type": "string"}}, "required": ["q"]},
 }
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def script(model: httpx.AsyncClient, name: str, *turns: list[dict[str, Any]]) -> None:
-    document = {"scenarios": [{"name": name, "match": f"^{name}", "turns": [{"content": t} for t in turns]}]}
-    answer = await model.post("/_corral/scripts", json=document)
-    assert answer.status_code == 200, answer.text
-
-
-async def requests_of(model: httpx.AsyncClient, name: str) -> list[dict[str, Any]]:
-    answer = await model.get("/_corral/requests", params={"scenario": name})
-    return [entry["body"] for entry in answer.json()["requests"] if not entry["errored"]]
 
 
 def tool_results(body: dict[str, Any]) -> list[dict[str, Any]]:

@@ -9,11 +9,8 @@ skipped: without ``dockerd`` or root, the stack fails with the launcher's messag
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import time
-import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import anthropic
@@ -21,55 +18,10 @@ import httpx
 import pytest
 
 from corral.bus import Bus
-from corral.contracts import subjects
 from corral.devstack.stack import Stack
-from corral.settings import NatsSettings
-from tests.e2e.flows import all_events, open_stream, send_text
+from tests.e2e.flows import all_events, lease_holder, open_stream, requests_of, script, send_text, unique
 
 pytestmark = pytest.mark.e2e
-
-
-@pytest.fixture(scope="session")
-def sandbox_stack(stack: Stack) -> Stack:
-    """The session's stack; it runs a Docker engine and the sandbox image (see conftest)."""
-    assert stack.docker_enabled
-    return stack
-
-
-@pytest.fixture
-async def sdk(sandbox_stack: Stack) -> AsyncIterator[anthropic.AsyncAnthropic]:
-    async with anthropic.AsyncAnthropic(
-        base_url=sandbox_stack.gateway_url, api_key=sandbox_stack.api_key, max_retries=0, timeout=60
-    ) as client:
-        yield client
-
-
-@pytest.fixture
-async def scripts(sandbox_stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
-    base = f"http://127.0.0.1:{sandbox_stack.ports.embedded_model}"
-    async with httpx.AsyncClient(base_url=base, timeout=10) as client:
-        yield client
-
-
-@pytest.fixture
-async def sandbox_bus(sandbox_stack: Stack) -> AsyncIterator[Bus]:
-    async with Bus.connect(NatsSettings(url=sandbox_stack.nats_url), name="tests") as bus:
-        yield bus
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:8]}"
-
-
-async def script(model: httpx.AsyncClient, name: str, *turns: list[dict[str, Any]]) -> None:
-    document = {"scenarios": [{"name": name, "match": f"^{name}", "turns": [{"content": t} for t in turns]}]}
-    answer = await model.post("/_corral/scripts", json=document)
-    assert answer.status_code == 200, answer.text
-
-
-async def requests_of(model: httpx.AsyncClient, name: str) -> list[dict[str, Any]]:
-    answer = await model.get("/_corral/requests", params={"scenario": name})
-    return [entry["body"] for entry in answer.json()["requests"] if not entry["errored"]]
 
 
 def use(name: str, **tool_input: Any) -> list[dict[str, Any]]:
@@ -99,11 +51,11 @@ def text_of(event: Any) -> str:
 
 
 async def test_write_run_read_edit_run_in_a_real_sandbox(
-    sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
 ) -> None:
     name = unique("sandbox-loop")
     await script(
-        scripts,
+        model,
         name,
         [{"type": "text", "text": "Writing the script."}, *use("write", file_path="hello.py", content="print('hi')\n")],
         use("bash", command="python3 hello.py"),
@@ -112,14 +64,14 @@ async def test_write_run_read_edit_run_in_a_real_sandbox(
         use("bash", command="python3 hello.py"),
         [{"type": "text", "text": "It prints hello now."}],
     )
-    session_id = await new_session(sdk)
-    stream = await open_stream(sdk, session_id)
+    session_id = await new_session(client)
+    stream = await open_stream(client, session_id)
     async with stream:
-        await send_text(sdk, session_id, f"{name}: write and run a script")
+        await send_text(client, session_id, f"{name}: write and run a script")
         streamed = await until_end(stream, timeout=180)
 
     assert streamed[-1].stop_reason.type == "end_turn"
-    events = await all_events(sdk, session_id)
+    events = await all_events(client, session_id)
     assert [e.id for e in events] == [e.id for e in streamed]
     uses = [e for e in events if e.type == "agent.tool_use"]
     results = [e for e in events if e.type == "agent.tool_result"]
@@ -135,7 +87,7 @@ async def test_write_run_read_edit_run_in_a_real_sandbox(
     assert "print('hi')" in text_of(results[2])
     assert "hello" in text_of(results[4]).split()
     # the model received each result in the exact Messages form, keyed by the tool use event id
-    bodies = await requests_of(scripts, name)
+    bodies = await requests_of(model, name)
     assert len(bodies) == 6
     for body, u, r in zip(bodies[1:], uses, results, strict=True):
         assert body["messages"][-2]["content"][-1] == {"type": "tool_use", "id": u.id, "name": u.name, "input": u.input}
@@ -145,43 +97,43 @@ async def test_write_run_read_edit_run_in_a_real_sandbox(
 
 
 async def test_parallel_calls_all_run_and_go_back_in_one_user_turn(
-    sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
 ) -> None:
     name = unique("sandbox-parallel")
     await script(
-        scripts,
+        model,
         name,
         [*use("bash", command="echo one > a.txt && echo one"), *use("bash", command="cat a.txt; echo two")],
         [{"type": "text", "text": "Both ran."}],
     )
-    session_id = await new_session(sdk)
-    stream = await open_stream(sdk, session_id)
+    session_id = await new_session(client)
+    stream = await open_stream(client, session_id)
     async with stream:
-        await send_text(sdk, session_id, f"{name}: run two commands")
+        await send_text(client, session_id, f"{name}: run two commands")
         streamed = await until_end(stream, timeout=120)
 
     uses = [e for e in streamed if e.type == "agent.tool_use"]
     results = [e for e in streamed if e.type == "agent.tool_result"]
     assert [r.tool_use_id for r in results] == [u.id for u in uses]
     assert text_of(results[1]).split()[:2] == ["one", "two"]  # in order, in one persistent workspace
-    [_, second] = await requests_of(scripts, name)
+    [_, second] = await requests_of(model, name)
     assert [b["tool_use_id"] for b in second["messages"][-1]["content"]] == [u.id for u in uses]
 
 
 async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
-    sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
 ) -> None:
     name = unique("sandbox-interrupt")
     await script(
-        scripts,
+        model,
         name,
         [*use("bash", command="sleep 30"), *use("bash", command="echo never")],
         [{"type": "text", "text": "Stopped."}],
     )
-    session_id = await new_session(sdk)
-    stream = await open_stream(sdk, session_id)
+    session_id = await new_session(client)
+    stream = await open_stream(client, session_id)
     async with stream:
-        await send_text(sdk, session_id, f"{name}: take your time")
+        await send_text(client, session_id, f"{name}: take your time")
         seen: list[Any] = []
         async with asyncio.timeout(120):
             async for event in stream:
@@ -190,7 +142,7 @@ async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
                     break
         await asyncio.sleep(2)  # the sleep is running in the sandbox by now
         interrupted_at = time.monotonic()
-        await sdk.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
+        await client.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
         rest = await until_end(stream, timeout=30)
         took = time.monotonic() - interrupted_at
 
@@ -201,52 +153,42 @@ async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
     assert all(r.is_error for r in results)
 
     # the session stays usable
-    stream = await open_stream(sdk, session_id)
+    stream = await open_stream(client, session_id)
     async with stream:
-        await send_text(sdk, session_id, "carry on")
+        await send_text(client, session_id, "carry on")
         after = await until_end(stream, timeout=60)
     assert after[-1].stop_reason.type == "end_turn"
 
 
-async def lease_holder(bus: Bus, session_id: str) -> str:
-    bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=3)
-    async with asyncio.timeout(10):
-        while True:
-            entry = await bucket.get(session_id)
-            if entry is not None:
-                return str(json.loads(entry.value)["holder"])
-            await asyncio.sleep(0.05)
-
-
 async def test_a_harness_killed_while_a_tool_runs_is_replaced_and_the_tool_ran_once(
-    sandbox_stack: Stack, sandbox_bus: Bus, sdk: anthropic.AsyncAnthropic, scripts: httpx.AsyncClient
+    stack: Stack, bus: Bus, client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
 ) -> None:
     name = unique("sandbox-crash")
     await script(
-        scripts,
+        model,
         name,
         use("bash", command="echo x >> runs.txt && sleep 2 && echo finished"),
         use("bash", command="cat runs.txt"),
         [{"type": "text", "text": "Ran once."}],
     )
-    session_id = await new_session(sdk)
-    stream = await open_stream(sdk, session_id)
+    session_id = await new_session(client)
+    stream = await open_stream(client, session_id)
     async with stream:
-        await send_text(sdk, session_id, f"{name}: append a line")
+        await send_text(client, session_id, f"{name}: append a line")
         async with asyncio.timeout(120):
             async for event in stream:
                 if event.type == "agent.tool_use":
                     break
-        holder = await lease_holder(sandbox_bus, session_id)
+        holder = await lease_holder(bus, session_id)
         await asyncio.sleep(0.5)  # the command is running in the sandbox
-        sandbox_stack.kill(holder, signal.SIGKILL)
+        stack.kill(holder, signal.SIGKILL)
         try:
             rest = await until_end(stream, timeout=90)
         finally:
-            sandbox_stack.start_service(holder)
+            stack.start_service(holder)
 
     assert rest[-1].stop_reason.type == "end_turn"
-    events = await all_events(sdk, session_id)
+    events = await all_events(client, session_id)
     types = [e.type for e in events]
     assert "session.status_rescheduled" in types
     uses = [e for e in events if e.type == "agent.tool_use"]
