@@ -48,3 +48,4 @@ test: lint typecheck lint-imports gen-check ## everything: lint, types, imports,
 
 bench: install ## benchmarks on a private local stack; prints figures
 	@$(UV) run python bench/core_flow.py
+	@$(UV) run python bench/sandbox.py

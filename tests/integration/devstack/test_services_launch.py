@@ -85,12 +85,24 @@ def stacks() -> Iterator[list[Stack]]:
         pids += [s.pid for s in stack.status() if s.pid is not None]
         stack.stop()
     for pid in pids:
+        if _alive_after(pid, seconds=5.0):
+            os.kill(pid, signal.SIGKILL)
+            pytest.fail(f"pid {pid} survived stop()")
+
+
+def _alive_after(pid: int, *, seconds: float) -> bool:
+    """Whether ``pid`` is still running (not gone, not a zombie awaiting its parent) after ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
         try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            continue
-        os.kill(pid, signal.SIGKILL)
-        pytest.fail(f"pid {pid} survived stop()")
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError, IndexError):
+            return False
+        if state == "Z":
+            return False
+        if time.monotonic() > deadline:
+            return True
+        time.sleep(0.05)
 
 
 def _stack(stacks: list[Stack], state_dir: Path, stubs: tuple[Path, Path], **extra: dict[str, str]) -> Stack:
@@ -133,6 +145,10 @@ def test_up_starts_every_service_with_its_environment_and_waits_for_the_gateway(
     }
     assert any(line.startswith("gateway") and "ready in" in line for line in lines)
     _, out = stubs
+    expected = running - {"nats", "postgres", "openbao"}
+    deadline = time.monotonic() + 15  # each stub writes its environment once it has started
+    while {p.stem for p in out.glob("*.json")} < expected and time.monotonic() < deadline:
+        time.sleep(0.05)
     envs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
     for env in envs.values():
         assert env["CORRAL_NATS_URL"] == stack.nats_url

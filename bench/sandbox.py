@@ -1,0 +1,338 @@
+"""Benchmark of sandbox readiness, exec latency and TTFT with tools, on a private local stack with Docker.
+
+Starts one private stack (real NATS, Postgres, services, embedded model, a Docker engine and the sandbox
+image) and prints, next to plain Docker SDK baselines measured in the same run:
+  * B4 sandbox ready: ``provision`` over the bus for fresh sessions, from the warm pool (each request
+    waits until the manager's health says every pool is full, so each one finds a spare) and cold
+    (the sandbox-manager restarted with ``CORRAL_SANDBOX_POOL_SIZE=0``), vs ``docker run --rm
+    --network none <image> true``;
+  * B4 exec latency: ``execute`` of ``bash echo hi`` over the bus (distinct tool_use_ids) vs
+    ``docker exec`` (``bash -c 'echo hi'``) in a plain container of the same image;
+  * B3 TTFT: POST user.message -> first ``event_delta`` (or ``agent.message``) on the SSE stream, fresh
+    session each sample, embedded model's default reply: an agent without tools vs one with the
+    built-in toolset (cold provisioning at turn start; also with the warm pool).
+
+    uv run python bench/sandbox.py [--samples 20] [--execs 100]
+
+Every sandbox a sample provisions is released again before the next sample.
+Targets (reported, not asserted): warm ready p50 < 50 ms, cold p50 < 400 ms, exec p50 < 5 ms,
+TTFT(tools)/TTFT(no tools) = 1.00 +- 0.05.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import secrets
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import docker
+import httpx
+
+from corral.bus import Bus
+from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.sandbox import (
+    TOOLSET_TYPE,
+    Execute,
+    Provision,
+    Provisioned,
+    Release,
+    SandboxOp,
+    ToolOutcome,
+    sandbox_rpc,
+)
+from corral.contracts.subjects import health
+from corral.devstack.ports import Ports
+from corral.devstack.stack import Stack
+from corral.settings import NatsSettings
+
+DOCKER_DATA_ROOT = "/var/tmp/corral-e2e-docker"
+MANAGER = "sandbox-manager"
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(label: str, values_ms: list[float]) -> str:
+    if not values_ms:
+        return f"{label:<48} (no samples)"
+    return (
+        f"{label:<48} p50 {pct(values_ms, 0.50):8.2f} ms   p99 {pct(values_ms, 0.99):8.2f} ms   "
+        f"mean {statistics.fmean(values_ms):8.2f} ms   n={len(values_ms)}"
+    )
+
+
+def ok(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code != 200:
+        raise SystemExit(
+            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
+        )
+    body: dict[str, Any] = response.json()
+    return body
+
+
+def fresh_session() -> str:
+    return f"sesn_{uuid.uuid4().hex}"
+
+
+class Sandboxes:
+    """A client of the sandbox-manager over the bus."""
+
+    def __init__(self, bus: Bus) -> None:
+        self.bus = bus
+
+    async def rpc(self, op: str, body: bytes, timeout: float = 60.0) -> dict[str, Any]:
+        reply = RpcReply.model_validate_json(await self.bus.request(sandbox_rpc(op), body, timeout=timeout))
+        if not reply.ok:
+            raise SystemExit(f"sandbox {op} refused: {reply.error}")
+        result: dict[str, Any] = reply.result or {}
+        return result
+
+    async def provision(self, session_id: str) -> tuple[float, Provisioned]:
+        request = Provision(session_id=session_id, environment_id="env_bench")
+        t0 = time.perf_counter()
+        result = await self.rpc(SandboxOp.PROVISION, request.model_dump_json().encode())
+        return (time.perf_counter() - t0) * 1000, Provisioned.model_validate(result)
+
+    async def bash(self, session_id: str, command: str) -> tuple[float, str]:
+        request = Execute(
+            session_id=session_id,
+            tool_use_id=f"toolu_{uuid.uuid4().hex}",
+            name="bash",
+            input={"command": command},
+            environment_id="env_bench",
+        )
+        t0 = time.perf_counter()
+        result = await self.rpc(SandboxOp.EXECUTE, request.model_dump_json().encode())
+        took = (time.perf_counter() - t0) * 1000
+        outcome = ToolOutcome.model_validate(result)
+        if outcome.is_error:
+            raise SystemExit(f"bash {command!r} failed: {outcome.content}")
+        return took, outcome.content[-1].text
+
+    async def release(self, session_id: str) -> None:
+        await self.rpc(SandboxOp.RELEASE, Release(session_id=session_id, reason="bench").model_dump_json().encode())
+
+    async def wait_pools_full(self, timeout: float = 60.0) -> None:
+        """Until the manager reports every warm pool full (``<spec>:<n>/<n>``)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                status = Health.model_validate_json(await self.bus.request(health(MANAGER), b"{}"))
+                pools = str(status.details.get("pools", "none"))
+                fills = [p.rsplit(":", 1)[-1].split("/") for p in pools.split(",")]
+                if pools != "none" and all(have == size for have, size in fills):
+                    return
+                await asyncio.sleep(0.05)
+
+
+async def warm_provisions(sandboxes: Sandboxes, samples: int) -> tuple[list[float], list[float], int]:
+    """Each provision waits until the pool is full again, so it always finds a spare."""
+    wall: list[float] = []
+    server: list[float] = []
+    missed = 0
+    for _ in range(samples):
+        await sandboxes.wait_pools_full()
+        sid = fresh_session()
+        took, got = await sandboxes.provision(sid)
+        if got.from_pool:
+            wall.append(took)
+            server.append(got.ready_ms)
+        else:
+            missed += 1
+        await sandboxes.release(sid)
+    return wall, server, missed
+
+
+async def cold_provisions(
+    sandboxes: Sandboxes, client: docker.DockerClient, image: str, samples: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Pool disabled: each provision starts a container; interleaved with plain ``docker run``."""
+    wall: list[float] = []
+    server: list[float] = []
+    plain: list[float] = []
+    for _ in range(samples):
+        sid = fresh_session()
+        took, got = await sandboxes.provision(sid)
+        if got.from_pool:
+            raise SystemExit("a provision came from the pool although the pool is disabled")
+        wall.append(took)
+        server.append(got.ready_ms)
+        await sandboxes.release(sid)
+        t0 = time.perf_counter()
+        await asyncio.to_thread(client.containers.run, image, "true", remove=True, network_mode="none")
+        plain.append((time.perf_counter() - t0) * 1000)
+    return wall, server, plain
+
+
+async def exec_latency(
+    sandboxes: Sandboxes, client: docker.DockerClient, image: str, samples: int
+) -> tuple[list[float], list[float]]:
+    sid = fresh_session()
+    await sandboxes.provision(sid)
+    await sandboxes.bash(sid, "echo warm-up")
+    rpc: list[float] = []
+    for _ in range(samples):
+        took, text = await sandboxes.bash(sid, "echo hi")
+        if text.strip() != "hi":
+            raise SystemExit(f"echo hi answered {text!r}")
+        rpc.append(took)
+    await sandboxes.release(sid)
+
+    container = await asyncio.to_thread(
+        client.containers.run, image, ["sleep", "infinity"], detach=True, network_mode="none", user="1000:1000"
+    )
+    plain: list[float] = []
+    try:
+        await asyncio.to_thread(container.exec_run, ["bash", "-c", "echo warm-up"], user="1000:1000")
+        for _ in range(max(20, samples // 5)):
+            t0 = time.perf_counter()
+            result = await asyncio.to_thread(container.exec_run, ["bash", "-c", "echo hi"], user="1000:1000")
+            plain.append((time.perf_counter() - t0) * 1000)
+            if result.output != b"hi\n":
+                raise SystemExit(f"docker exec answered {result.output!r}")
+    finally:
+        await asyncio.to_thread(container.remove, force=True)
+    return rpc, plain
+
+
+class Ttft:
+    """POST user.message -> first ``event_delta`` / ``agent.message`` frame, fresh session per sample."""
+
+    def __init__(self, http: httpx.AsyncClient, sandboxes: Sandboxes, environment_id: str) -> None:
+        self.http = http
+        self.sandboxes = sandboxes
+        self.environment_id = environment_id
+
+    async def sample(self, agent_id: str, *, release: bool) -> float:
+        body = {"agent": agent_id, "environment_id": self.environment_id}
+        sid = ok(await self.http.post("/v1/sessions", json=body))["id"]
+        message = {"events": [{"type": "user.message", "content": [{"type": "text", "text": "hello"}]}]}
+        first: float | None = None
+        url = f"/v1/sessions/{sid}/events/stream"
+        async with (
+            asyncio.timeout(60),
+            self.http.stream("GET", url, params={"event_deltas[]": "agent.message"}) as stream,
+        ):
+            t0 = time.perf_counter()
+            ok(await self.http.post(f"/v1/sessions/{sid}/events", json=message))
+            async for raw in stream.aiter_lines():
+                if not raw.startswith("event: "):
+                    continue
+                kind = raw[7:]
+                if first is None and kind in ("event_delta", "agent.message"):
+                    first = time.perf_counter()
+                if kind == "session.status_idle":
+                    break
+        if first is None:
+            raise SystemExit(f"session {sid}: the turn ended without a message")
+        if release:
+            await self.sandboxes.release(sid)  # waits for the turn's provisioning, then removes it
+        return (first - t0) * 1000
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--samples", type=int, default=20, help="provisions and TTFT samples per mode")
+    parser.add_argument("--execs", type=int, default=100, help="execute calls")
+    args = parser.parse_args()
+    n: int = args.samples
+
+    began = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+        say("starting a private stack with a Docker engine ...")
+        # a unique scope: the engine may be shared with another stack on the same data root
+        manager_env = {"CORRAL_SANDBOX_SCOPE": f"bench-{secrets.token_hex(4)}"}
+        stack = Stack(
+            Path(tmp),
+            Ports.free(),
+            docker=True,
+            environ={"CORRAL_DOCKER_DATA_ROOT": DOCKER_DATA_ROOT},
+            service_env={MANAGER: manager_env},
+            log_level="WARNING",
+        )
+        stack.start(timeout=900)
+        try:
+            image = stack.sandbox_image
+            if image is None or stack.docker_host is None:
+                raise SystemExit("the stack has no Docker engine or sandbox image")
+            say(f"stack up in {time.perf_counter() - began:.1f} s: gateway {stack.gateway_url}, image {image}")
+            client = docker.DockerClient(base_url=stack.docker_host)
+            headers = {"x-api-key": stack.api_key}
+            async with (
+                Bus.connect(NatsSettings(url=stack.nats_url), name="bench-sandbox") as bus,
+                httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60) as http,
+            ):
+                sandboxes = Sandboxes(bus)
+                plain_agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
+                tools_agent = ok(
+                    await http.post(
+                        "/v1/agents",
+                        json={"name": "bench-tools", "model": "claude-sonnet-4-6", "tools": [{"type": TOOLSET_TYPE}]},
+                    )
+                )
+                env = ok(await http.post("/v1/environments", json={"name": f"bench-{plain_agent['id'].lower()}"}))
+                ttft = Ttft(http, sandboxes, env["id"])
+
+                say("warming up ...")
+                await ttft.sample(plain_agent["id"], release=False)
+                await ttft.sample(tools_agent["id"], release=True)
+
+                say(f"measuring warm-pool provisions (pool size 2, n={n}) ...")
+                warm, warm_server, missed = await warm_provisions(sandboxes, n)
+                say(f"measuring execute vs docker exec (n={args.execs}) ...")
+                exec_rpc, exec_plain = await exec_latency(sandboxes, client, image, args.execs)
+                say(f"measuring TTFT, toolset agent with the warm pool (n={n}) ...")
+                ttft_warm: list[float] = []
+                for _ in range(n):
+                    await sandboxes.wait_pools_full()
+                    ttft_warm.append(await ttft.sample(tools_agent["id"], release=True))
+
+                say("restarting the sandbox-manager with CORRAL_SANDBOX_POOL_SIZE=0 ...")
+                stack.service_env[MANAGER] = {**manager_env, "CORRAL_SANDBOX_POOL_SIZE": "0"}
+                await asyncio.to_thread(stack.restart_service, MANAGER)
+                say(f"measuring cold provisions vs docker run (n={n}) ...")
+                cold, cold_server, docker_run = await cold_provisions(sandboxes, client, image, n)
+                say(f"measuring TTFT, no tools vs toolset with cold provisioning (n={n} each, interleaved) ...")
+                ttft_none: list[float] = []
+                ttft_cold: list[float] = []
+                for _ in range(n):
+                    ttft_none.append(await ttft.sample(plain_agent["id"], release=False))
+                    ttft_cold.append(await ttft.sample(tools_agent["id"], release=True))
+            client.close()
+        finally:
+            stack.stop()
+
+    ratio_cold = pct(ttft_cold, 0.5) / pct(ttft_none, 0.5)
+    ratio_warm = pct(ttft_warm, 0.5) / pct(ttft_none, 0.5)
+    say("")
+    say(f"B3 / B4 on the local stack with Docker (2 cores), run took {time.perf_counter() - began:.0f} s")
+    say(line("baseline: docker run --rm --network none true", docker_run))
+    say(line("B4 ready, warm pool (provision RPC)", warm) + "   target p50 < 50 ms, p99 < 150 ms")
+    say(line("  manager's ready_ms, warm pool", warm_server) + f"   ({missed} of {n} missed the pool)")
+    say(line("B4 ready, cold, pool size 0 (provision RPC)", cold) + "   target p50 < 400 ms")
+    say(line("  manager's ready_ms, cold", cold_server))
+    say(line("baseline: docker exec bash -c 'echo hi'", exec_plain))
+    say(line("B4 exec: execute bash 'echo hi' over the bus", exec_rpc) + "   target p50 < 5 ms")
+    say(line("B3 TTFT, agent without tools", ttft_none))
+    say(line("B3 TTFT, toolset, cold provisioning", ttft_cold))
+    say(line("B3 TTFT, toolset, warm pool", ttft_warm))
+    say(f"{'B3 TTFT p50 ratio, toolset cold / no tools':<48} {ratio_cold:8.3f}" + " " * 52 + "target 1.00 +- 0.05")
+    say(f"{'B3 TTFT p50 ratio, toolset warm / no tools':<48} {ratio_warm:8.3f}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))
