@@ -15,6 +15,7 @@ from corral.bus.errors import (
     StreamMismatch,
     WrongLastSequence,
 )
+from corral.bus.health import instance_name, serve_health
 from corral.bus.kv import KeyValueBucket
 
 __all__ = [
@@ -31,4 +32,6 @@ __all__ = [
     "StoredMessage",
     "StreamMismatch",
     "WrongLastSequence",
+    "instance_name",
+    "serve_health",
 ]

@@ -9,13 +9,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 
 from corral import telemetry
-from corral.bus import Bus
-from corral.contracts import subjects
+from corral.bus import Bus, instance_name, serve_health
 from corral.contracts.rpc import Health
 from corral.credential_proxy.settings import Settings
 from corral.credential_proxy.vault import Vault
@@ -28,27 +25,17 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    instance = f"{socket.gethostname()}:{os.getpid()}"
+    instance = instance_name()
     vault = Vault(settings.vault_addr, settings.vault_token, timeout=settings.health_probe_timeout_s)
 
-    async def health(_data: bytes, _headers: dict[str, str]) -> bytes:
+    async def report() -> Health:
         state = await vault.probe(settings.health_probe_timeout_s)
-        return (
-            Health(
-                service="credential-proxy",
-                instance=instance,
-                status="ok" if state == "ok" else "degraded",
-                details={"vault": state},
-            )
-            .model_dump_json()
-            .encode()
-        )
+        status = "ok" if state == "ok" else "degraded"
+        return Health(service="credential-proxy", instance=instance, status=status, details={"vault": state})
 
     async with contextlib.AsyncExitStack() as stack:
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
-        await stack.enter_async_context(
-            bus.serve(subjects.health("credential-proxy"), health, queue="credential-proxy")
-        )
+        await stack.enter_async_context(serve_health(bus, "credential-proxy", report))
         state = await vault.probe(settings.health_probe_timeout_s)
         logger.info("credential-proxy ready", extra={"fields": {"instance": instance, "vault": state}})
         await stop.wait()

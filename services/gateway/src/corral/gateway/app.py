@@ -10,17 +10,16 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
-from typing import Final
 
 from fastapi import FastAPI
 
-from corral.bus import Bus
-from corral.contracts.subjects import health
+from corral.bus import Bus, instance_name, serve_health
+from corral.contracts.rpc import Health
 from corral.gateway import errors
 from corral.gateway.auth import KeyCache
 from corral.gateway.feed import BusFeed
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from corral.gateway.probe import BusProbe, gateway_health, instance_name
+from corral.gateway.probe import BusProbe, gateway_health
 from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.routes import agents, environments, events, sessions
 from corral.gateway.routes import health as health_routes
@@ -29,8 +28,6 @@ from corral.gateway.state import Backends, GatewayState
 from corral.gateway.store import BusStore
 
 logger = logging.getLogger(__name__)
-
-HEALTH_QUEUE: Final = "gateway"
 
 
 class StartupFailed(RuntimeError):
@@ -56,12 +53,12 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
                 yield
                 return
             instance = instance_name()
-            reply = gateway_health(instance).model_dump_json().encode()
+            answer = gateway_health(instance)
 
-            async def answer_health(_data: bytes, _headers: dict[str, str]) -> bytes:
-                return reply
+            async def report() -> Health:
+                return answer
 
-            await stack.enter_async_context(bus.serve(health("gateway"), answer_health, queue=HEALTH_QUEUE))
+            await stack.enter_async_context(serve_health(bus, "gateway", report))
             state.backends = Backends(
                 store=BusStore(bus, timeout_s=settings.store_timeout_s), feed=BusFeed(bus), probe=BusProbe(bus)
             )

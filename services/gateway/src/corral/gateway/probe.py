@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
 from typing import Protocol
 
 from pydantic import ValidationError
@@ -34,11 +32,6 @@ class BusProbe:
             return Health.model_validate_json(raw)
         except ValidationError:
             return None
-
-
-def instance_name() -> str:
-    """``<hostname>:<pid>``: which gateway process answered."""
-    return f"{socket.gethostname()}:{os.getpid()}"
 
 
 def gateway_health(instance: str) -> Health:

@@ -5,16 +5,16 @@ from __future__ import annotations
 import asyncio
 
 from corral.bus import Bus
-from corral.contracts import rpc, subjects
+from corral.bus import serve_health as serve
+from corral.contracts import rpc
 from corral.harness.wake import WakeLoop
 
 
 async def serve_health(bus: Bus, *, worker_id: str, loop: WakeLoop, stop: asyncio.Event) -> None:
-    async def answer(_data: bytes, _headers: dict[str, str]) -> bytes:
-        health = rpc.Health(
+    async def report() -> rpc.Health:
+        return rpc.Health(
             service="harness", instance=worker_id, status="ok", details={"sessions": str(len(loop.active))}
         )
-        return health.model_dump_json().encode()
 
-    async with bus.serve(subjects.health("harness"), answer, queue="harness"):
+    async with serve(bus, "harness", report):
         await stop.wait()

@@ -10,14 +10,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 
 import uvloop
 
 from corral import telemetry
-from corral.bus import Bus
+from corral.bus import Bus, instance_name
 from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.engine import EngineWatch
 from corral.sandbox_manager.environments import base_spec
@@ -37,7 +35,7 @@ _STOP_GRACE_S = 20.0
 
 async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
     """Serve until ``stop`` is set; ``ready`` is set once the engine is reconciled and the pool started."""
-    instance = f"{socket.gethostname()}:{os.getpid()}"
+    instance = instance_name()
     box = settings.sandbox
     driver = Driver(settings.docker_host, box.scope)
     engine = EngineWatch(

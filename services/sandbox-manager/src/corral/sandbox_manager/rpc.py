@@ -14,8 +14,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from corral import telemetry
-from corral.bus import Bus
-from corral.contracts import subjects
+from corral.bus import Bus, serve_health
 from corral.contracts.api.errors import ApiError, ErrorDetail
 from corral.contracts.rpc import Health, RpcReply
 from corral.contracts.sandbox import (
@@ -194,8 +193,8 @@ async def serve_all(bus: Bus, service: Service) -> AsyncIterator[None]:
 
             await stack.enter_async_context(bus.serve(sandbox_rpc(op), handler, queue=SANDBOX_QUEUE))
 
-        async def on_health(_data: bytes, _headers: dict[str, str]) -> bytes:
-            return health(service).model_dump_json().encode()
+        async def report() -> Health:
+            return health(service)
 
-        await stack.enter_async_context(bus.serve(subjects.health("sandbox-manager"), on_health, queue=SANDBOX_QUEUE))
+        await stack.enter_async_context(serve_health(bus, "sandbox-manager", report))
         yield

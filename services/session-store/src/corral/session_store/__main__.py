@@ -6,14 +6,12 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-import os
 import signal
-import socket
 
 import uvloop
 
 from corral import telemetry
-from corral.bus import Bus, StreamMismatch
+from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.contracts import subjects
 from corral.contracts.rpc import CreateApiKey, Health
 from corral.session_store import db, wakes
@@ -32,7 +30,7 @@ async def run(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    instance = f"{socket.gethostname()}:{os.getpid()}"
+    instance = instance_name()
 
     async with contextlib.AsyncExitStack() as stack:
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="session-store"))
@@ -51,8 +49,8 @@ async def run(settings: Settings) -> None:
             leases=leases,
         )
 
-        async def health(_data: bytes, _headers: dict[str, str]) -> bytes:
-            return Health(service="session-store", instance=instance, status="ok").model_dump_json().encode()
+        async def report() -> Health:
+            return Health(service="session-store", instance=instance, status="ok")
 
         async with asyncio.TaskGroup() as tg:
             projecting = tg.create_task(projector.run(), name="projector")
@@ -63,7 +61,7 @@ async def run(settings: Settings) -> None:
                     deps, CreateApiKey(workspace_id=settings.bootstrap_workspace, key_sha256=digest, name="bootstrap")
                 )
             await wakes.sweep(deps)
-            async with serve_all(bus, deps), bus.serve(subjects.health("session-store"), health, queue="session-store"):
+            async with serve_all(bus, deps), serve_health(bus, "session-store", report):
                 logger.info("session-store ready", extra={"fields": {"instance": instance}})
                 await stop.wait()
                 logger.info("session-store stopping")

@@ -46,6 +46,13 @@ STATUS_FROM = {
 }
 
 
+def apply_update(session: dict[str, Any], record: dict[str, Any]) -> None:
+    """Fold a ``session.updated`` event (only changed fields; ``title`` and ``budget`` may be null)."""
+    for key in ("title", "metadata", "agent", "budget"):
+        if key in record and (record[key] is not None or key in ("title", "budget")):
+            session[key] = record[key]
+
+
 @dataclass
 class SessionState:
     """What the store needs to check the next append: the fold of a session subject so far."""
@@ -87,9 +94,7 @@ class SessionState:
         elif kind in STATUS_FOR_EVENT:
             self.status = STATUS_FOR_EVENT[kind]
         elif kind == "session.updated":
-            for key in ("title", "metadata", "agent", "budget"):
-                if key in record and (record[key] is not None or key in ("title", "budget")):
-                    self.session[key] = record[key]
+            apply_update(self.session, record)
         self.session["status"] = self.status
 
 
@@ -227,9 +232,7 @@ class SessionRow:
             self.cache_read_input_tokens += int(usage.get("cache_read_input_tokens") or 0)
             self.cache_creation_input_tokens += int(usage.get("cache_creation_input_tokens") or 0)
         elif kind == "session.updated":
-            for key in ("title", "metadata", "agent", "budget"):
-                if key in record and (record[key] is not None or key in ("title", "budget")):
-                    self.body[key] = record[key]
+            apply_update(self.body, record)
             if at:
                 self.body["updated_at"] = at
         self.body["status"] = self.status
