@@ -8,7 +8,8 @@ and to the bus with ``corral.bus``. If a component cannot start, every e2e test 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Iterator
+import re
+from collections.abc import AsyncIterator, Generator, Iterator
 from pathlib import Path
 
 import anthropic
@@ -51,6 +52,28 @@ def start_stack(state_dir: Path) -> Stack:
     )
     stack.start(timeout=900)  # the first run on a machine builds the sandbox image (about a minute)
     return stack
+
+
+#: The services whose log lines about a failed test's sessions are attached to its report.
+DIAGNOSED = ("gateway", "session-store", "harness-1", "harness-2", "sandbox-manager")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, None, None]:
+    """When an e2e test fails, attach what the services logged about the sessions its report names."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.when != "call" or not report.failed or not isinstance(stack, Stack):
+        return
+    sessions = sorted(set(re.findall(r"sesn_[0-9A-Za-z]+", report.longreprtext)))
+    for service in DIAGNOSED if sessions else ():
+        path = stack.log_path(service)
+        if not path.exists():
+            continue
+        lines = [line for line in path.read_text(errors="replace").splitlines() if any(s in line for s in sessions)]
+        if lines:
+            report.sections.append((f"{service} log for {', '.join(sessions)}", "\n".join(lines[-200:])))
 
 
 @pytest.fixture(scope="session")

@@ -19,15 +19,24 @@ async def open_stream(client: anthropic.AsyncAnthropic, session_id: str, **kwarg
     return await client.beta.sessions.events.stream(session_id, **kwargs)
 
 
-async def read_until_idle(stream: Any, *, timeout: float = 30.0) -> list[Any]:
-    """Events from ``stream`` up to and including the first ``session.status_idle`` that ends a turn."""
+async def read_until_idle(stream: Any, *, timeout: float = 30.0, any_idle: bool = False) -> list[Any]:
+    """Events from ``stream`` up to and including the first ``session.status_idle`` that ends a turn
+    (``any_idle``: or waits for the client, ``requires_action``).
+
+    A stream that stalls or ends first fails the test with what it did show and the stream's URL (the
+    session id in it is what the e2e report's service logs are picked by)."""
     seen: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for event in stream:
-            seen.append(event)
-            if event.type == "session.status_idle" and event.stop_reason.type != "requires_action":
-                return seen
-    raise AssertionError(f"stream ended before session.status_idle: {[e.type for e in seen]}")
+    try:
+        async with asyncio.timeout(timeout):
+            async for event in stream:
+                seen.append(event)
+                if event.type == "session.status_idle" and (any_idle or event.stop_reason.type != "requires_action"):
+                    return seen
+    except TimeoutError:
+        problem = f"no session.status_idle within {timeout:g} s"
+    else:
+        problem = "the stream ended before session.status_idle"
+    raise AssertionError(f"{problem} on {stream.response.url}; the stream showed {[e.type for e in seen]}")
 
 
 async def send_text(client: anthropic.AsyncAnthropic, session_id: str, text: str) -> Any:

@@ -5,14 +5,13 @@ without Docker gets an error result, which is itself part of the contract)."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import anthropic
 import httpx
 import pytest
 
-from tests.e2e.flows import all_events, open_stream, requests_of, script, send_text, unique
+from tests.e2e.flows import all_events, open_stream, read_until_idle, requests_of, script, send_text, unique
 
 pytestmark = pytest.mark.e2e
 
@@ -44,13 +43,7 @@ async def new_session(client: anthropic.AsyncAnthropic, *tools: dict[str, Any]) 
 
 async def until_idle(stream: Any, *, timeout: float = 30.0) -> list[Any]:
     """Events up to and including the next ``session.status_idle`` of any kind."""
-    seen: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for event in stream:
-            seen.append(event)
-            if event.type == "session.status_idle":
-                return seen
-    raise AssertionError(f"stream ended before session.status_idle: {[e.type for e in seen]}")
+    return await read_until_idle(stream, timeout=timeout, any_idle=True)
 
 
 async def status_soon(client: anthropic.AsyncAnthropic, session_id: str, status: str) -> bool:

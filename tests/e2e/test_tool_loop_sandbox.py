@@ -19,7 +19,16 @@ import pytest
 
 from corral.bus import Bus
 from corral.devstack.stack import Stack
-from tests.e2e.flows import all_events, lease_holder, open_stream, requests_of, script, send_text, unique
+from tests.e2e.flows import (
+    all_events,
+    lease_holder,
+    open_stream,
+    read_until_idle,
+    requests_of,
+    script,
+    send_text,
+    unique,
+)
 
 pytestmark = pytest.mark.e2e
 
@@ -34,16 +43,6 @@ async def new_session(client: anthropic.AsyncAnthropic) -> str:
     )
     env = await client.beta.environments.create(name=unique("e2e-sandbox"))
     return (await client.beta.sessions.create(agent=agent.id, environment_id=env.id)).id
-
-
-async def until_end(stream: Any, *, timeout: float) -> list[Any]:
-    seen: list[Any] = []
-    async with asyncio.timeout(timeout):
-        async for event in stream:
-            seen.append(event)
-            if event.type == "session.status_idle" and event.stop_reason.type != "requires_action":
-                return seen
-    raise AssertionError(f"stream ended before session.status_idle: {[e.type for e in seen]}")
 
 
 def text_of(event: Any) -> str:
@@ -68,7 +67,7 @@ async def test_write_run_read_edit_run_in_a_real_sandbox(
     stream = await open_stream(client, session_id)
     async with stream:
         await send_text(client, session_id, f"{name}: write and run a script")
-        streamed = await until_end(stream, timeout=180)
+        streamed = await read_until_idle(stream, timeout=180)
 
     assert streamed[-1].stop_reason.type == "end_turn"
     events = await all_events(client, session_id)
@@ -110,7 +109,7 @@ async def test_parallel_calls_all_run_and_go_back_in_one_user_turn(
     stream = await open_stream(client, session_id)
     async with stream:
         await send_text(client, session_id, f"{name}: run two commands")
-        streamed = await until_end(stream, timeout=120)
+        streamed = await read_until_idle(stream, timeout=120)
 
     uses = [e for e in streamed if e.type == "agent.tool_use"]
     results = [e for e in streamed if e.type == "agent.tool_result"]
@@ -143,7 +142,7 @@ async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
         await asyncio.sleep(2)  # the sleep is running in the sandbox by now
         interrupted_at = time.monotonic()
         await client.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
-        rest = await until_end(stream, timeout=30)
+        rest = await read_until_idle(stream, timeout=30)
         took = time.monotonic() - interrupted_at
 
     assert rest[-1].stop_reason.type == "end_turn"
@@ -156,7 +155,7 @@ async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
     stream = await open_stream(client, session_id)
     async with stream:
         await send_text(client, session_id, "carry on")
-        after = await until_end(stream, timeout=60)
+        after = await read_until_idle(stream, timeout=60)
     assert after[-1].stop_reason.type == "end_turn"
 
 
@@ -183,7 +182,7 @@ async def test_a_harness_killed_while_a_tool_runs_is_replaced_and_the_tool_ran_o
         await asyncio.sleep(0.5)  # the command is running in the sandbox
         stack.kill(holder, signal.SIGKILL)
         try:
-            rest = await until_end(stream, timeout=90)
+            rest = await read_until_idle(stream, timeout=90)
         finally:
             stack.start_service(holder)
 
