@@ -342,3 +342,58 @@ def test_a_running_session_with_everything_answered_and_nothing_pending_ends_its
 
 def log_events(log: list[Any]) -> list[dict[str, Any]]:
     return [entry.event for entry in log]
+
+
+# --- the tool call limit --------------------------------------------------------------------------------
+
+
+def limit_error() -> dict[str, Any]:
+    return {
+        "type": "session.error",
+        "id": "e1",
+        "error": {"type": "tool_use_limit_reached_error", "message": "limit", "retry_status": {"type": "terminal"}},
+    }
+
+
+def test_a_turn_at_its_tool_call_limit_ends_instead_of_asking_the_model() -> None:
+    log = logged(*turn_with(bash("t1"), bash("t2")), tool_result("t1"), tool_result("t2"))
+
+    assert decide(session("running"), log, owned=True, max_tool_uses=2) == Plan("tool_limit")
+    assert decide(session("running"), log, owned=True, max_tool_uses=3) == Plan("model_request")
+
+
+def test_the_calls_already_made_still_run_at_the_limit() -> None:
+    log = logged(*turn_with(bash("t1"), bash("t2")), tool_result("t1"))
+
+    assert decide(session("running"), log, owned=True, max_tool_uses=1) == Plan("tools", execute=(call("t2"),))
+
+
+def test_the_limit_counts_every_request_of_the_turn() -> None:
+    log = logged(
+        *turn_with(bash("t1")), tool_result("t1"), start("s2"), bash("t2"), end("s2"), tool_result("t2"),
+    )  # fmt: skip
+
+    assert decide(session("running"), log, owned=True, max_tool_uses=2) == Plan("tool_limit")
+
+
+def test_a_turn_ended_by_the_limit_has_nothing_left_to_do() -> None:
+    log = logged(
+        *turn_with(bash("t1"), custom_use("c1")), tool_result("t1"), requires_action("c1"), custom_result("c1"),
+        running(), limit_error(), idle(),
+    )  # fmt: skip
+
+    assert decide(session("idle"), log, max_tool_uses=2) == NOTHING
+    assert not has_pending_input(log)
+
+
+def test_a_user_message_starts_a_new_count() -> None:
+    ended = [*turn_with(bash("t1")), tool_result("t1"), limit_error(), idle()]
+
+    log = logged(*ended, user("keep going"))
+    assert decide(session("idle"), log, max_tool_uses=1) == Plan("model_request", statuses=RUN)
+
+
+def test_a_message_sent_while_the_limit_was_reached_is_still_answered() -> None:
+    log = logged(*turn_with(bash("t1")), user("and then?"), tool_result("t1"), limit_error(), idle())
+
+    assert decide(session("idle"), log, max_tool_uses=1) == Plan("model_request", statuses=RUN)

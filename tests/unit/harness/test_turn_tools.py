@@ -61,6 +61,7 @@ def driver(
     *,
     feed: FakeWakeFeed | None = None,
     crashpoint: Crashpoint = no_crash,
+    max_tool_uses: int | None = None,
 ) -> SessionDriver:
     return SessionDriver(
         store=store,
@@ -72,6 +73,7 @@ def driver(
         wake_feed=feed,
         sleep=RecordingSleep(),
         crashpoint=crashpoint,
+        max_tool_uses=max_tool_uses,
     )
 
 
@@ -109,6 +111,28 @@ WRITE = ("write", {"file_path": "hello.py", "content": "print('hi')\n"})
 RUN_IT = ("bash", {"command": "python hello.py"})
 READ = ("read", {"file_path": "hello.py"})
 EDIT = ("edit", {"file_path": "hello.py", "old_string": "hi", "new_string": "hello"})
+
+
+async def test_a_turn_that_reaches_the_tool_call_limit_ends_with_an_error_the_client_can_act_on() -> None:
+    store = tools_store()
+    model = FakeModel(calls(RUN_IT, RUN_IT), calls(READ), Reply(["never asked"]))
+    sandbox = FakeSandbox(lambda request: f"{request.name} done")
+
+    assert await run(driver(store, model, sandbox, max_tool_uses=3)) is Outcome.DONE
+
+    assert len(results(store)) == 3  # the calls the model made all ran
+    assert len(model.requests) == 2
+    assert append_types(store)[-1] == ["session.error", "session.status_idle"]
+    [error] = store.of_type("session.error")
+    assert error["error"]["type"] == "tool_use_limit_reached_error"
+    assert error["error"]["retry_status"] == {"type": "terminal"}
+    assert "3 tool calls" in error["error"]["message"] and "Send a message" in error["error"]["message"]
+    assert store.of_type("session.status_idle")[-1]["stop_reason"] == {"type": "end_turn"}
+
+    store.add(user("keep going"))
+    assert await run(driver(store, model, sandbox, max_tool_uses=3)) is Outcome.DONE
+    assert len(model.requests) == 3
+    assert store.of_type("agent.message")[-1]["content"] == text("never asked")
 
 
 async def test_write_run_read_edit_run_then_end_turn_logs_each_call_with_its_result_once() -> None:

@@ -80,6 +80,7 @@ async def run(settings: Settings) -> None:
                 max_backoff_s=settings.retry_backoff_max_s,
             ),
             max_tokens=settings.max_tokens,
+            max_tool_uses=settings.max_tool_uses_per_turn,
             crashpoint=crashpoint,
         )
         wake_loop = WakeLoop(

@@ -25,6 +25,11 @@ counts as seen at the next ``session.status_idle`` (it is only ever followed by 
 ends: interrupted, out of retries, or paused for the remaining tool uses). A ``user.interrupt``
 cancels all input logged before it, and the results that close the tool uses open at that moment
 are not input either: they end the interrupted turn.
+
+**The tool call limit.** A turn's tool calls are counted from the newest ``user.message`` (or
+interrupt). When the results are in and the count has reached the limit, the model is not asked
+again: a ``session.error`` (``tool_use_limit_reached_error``) and an idle end the turn, and that
+error closes the results it leaves unseen. A message the user sent meanwhile starts a new count.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ from typing import Any, Final, Literal
 from corral.contracts.rpc import LoggedEvent
 from corral.harness.conversation import Block, denial_content, user_blocks
 
-Action = Literal["model_request", "tools", "requires_action", "end_turn", "nothing"]
+Action = Literal["model_request", "tools", "requires_action", "end_turn", "tool_limit", "nothing"]
 StatusEvent = Literal["session.status_rescheduled", "session.status_running"]
 
 INTERRUPTED: Final = "interrupted by the user"
@@ -44,6 +49,12 @@ INTERRUPTED: Final = "interrupted by the user"
 NOT_RUN: Final = "not run: the turn was interrupted"
 """The result of a tool use the interrupted turn never started."""
 POLICY_DENIED: Final = "This tool call was denied by the agent's permission policy."
+TOOL_LIMIT_ERROR: Final = "tool_use_limit_reached_error"
+
+
+def _error_type(event: Mapping[str, Any]) -> object:
+    error = event.get("error")
+    return error.get("type") if isinstance(error, Mapping) else None
 
 
 @dataclass(frozen=True)
@@ -76,6 +87,8 @@ class Plan:
     - ``tools``: execute ``execute`` one by one, logging each result, then decide again
     - ``requires_action``: idle waiting for ``awaiting`` (appended with the answers, in one go)
     - ``end_turn``: idle with ``end_turn`` (appended with the answers, in one go)
+    - ``tool_limit``: the turn used its tool calls up: a ``session.error``
+      (``tool_use_limit_reached_error``) and idle with ``end_turn``, without asking the model again
     - ``nothing``: leave the session alone
     """
 
@@ -129,11 +142,15 @@ class Ledger:
 
     uses: dict[str, ToolUse] = field(default_factory=dict)
     user_pending: bool = False
+    message_unseen: bool = False
+    """A ``user.message`` was logged after the newest model request started."""
     user_seen_when_idle: bool = False
     results_pending: bool = False
     last_interrupt: int = 0
     last_idle_ids: tuple[str, ...] | None = None
     """``event_ids`` of the newest ``session.status_idle`` if it was ``requires_action``."""
+    turn_tool_uses: int = 0
+    """Tool calls the model made since the newest user message or interrupt (the current turn's)."""
 
     @classmethod
     def of(cls, events: Sequence[LoggedEvent]) -> Ledger:
@@ -151,7 +168,10 @@ class Ledger:
         if kind == "user.message":
             if user_blocks(event.get("content")):
                 self._user_input()
+                self.message_unseen = True
+                self.turn_tool_uses = 0
         elif kind in ("agent.tool_use", "agent.custom_tool_use"):
+            self.turn_tool_uses += 1
             self._use(seq, event, custom=kind == "agent.custom_tool_use")
         elif kind == "agent.tool_result":
             use = self.uses.get(str(event.get("tool_use_id")))
@@ -170,6 +190,7 @@ class Ledger:
                 message = event.get("deny_message")
                 use.deny_message = message if isinstance(message, str) else None
         elif kind == "span.model_request_start":
+            self.message_unseen = False
             if self.user_pending:
                 self.user_seen_when_idle = True
         elif kind == "session.status_idle":
@@ -180,9 +201,15 @@ class Ledger:
             ids = reason.get("event_ids") if isinstance(reason, Mapping) else None
             waiting = isinstance(reason, Mapping) and reason.get("type") == "requires_action"
             self.last_idle_ids = tuple(str(i) for i in ids or ()) if waiting else None
+        elif kind == "session.error" and _error_type(event) == TOOL_LIMIT_ERROR:
+            # The limit ended the turn: the results (tool and custom) it was holding are closed with it.
+            self.results_pending = False
+            if not self.message_unseen:
+                self.user_pending = self.user_seen_when_idle = False
         elif kind == "user.interrupt":
             self.last_interrupt = seq
-            self.user_pending = self.user_seen_when_idle = self.results_pending = False
+            self.turn_tool_uses = 0
+            self.user_pending = self.user_seen_when_idle = self.results_pending = self.message_unseen = False
             for use in self.open_uses:
                 use.interrupted = True
 
@@ -264,8 +291,18 @@ def _interrupted(uses: Sequence[ToolUse], *, owned: bool) -> tuple[tuple[Answer,
     return tuple(answers), tuple(cancel)
 
 
-def decide(session: Mapping[str, Any], events: Sequence[LoggedEvent], *, owned: bool = False) -> Plan:
+def decide(
+    session: Mapping[str, Any],
+    events: Sequence[LoggedEvent],
+    *,
+    owned: bool = False,
+    max_tool_uses: int | None = None,
+) -> Plan:
     """The plan for a session we just took (or still hold) the lease on.
+
+    ``max_tool_uses`` caps the tool calls of one turn: once the model has made that many since the
+    user last wrote, the calls it made still run (or wait for their answers), but the model is not
+    asked again; the turn ends with a ``tool_use_limit_reached_error``.
 
     ``owned`` says this worker set the session ``running`` itself (it is between steps of a turn).
     Otherwise a status of ``running`` or ``rescheduling`` means the previous holder died mid-turn: the
@@ -309,7 +346,11 @@ def decide(session: Mapping[str, Any], events: Sequence[LoggedEvent], *, owned: 
             awaiting=waiting,
         )
     if ledger.pending:
-        return Plan("model_request", statuses=_statuses(status, owned=owned, working=True), close_orphans=orphans)
+        statuses = _statuses(status, owned=owned, working=True)
+        limited = max_tool_uses is not None and ledger.turn_tool_uses >= max_tool_uses
+        if limited and not ledger.message_unseen:
+            return Plan("tool_limit", statuses=statuses, close_orphans=orphans)
+        return Plan("model_request", statuses=statuses, close_orphans=orphans)
     if mid_turn:
         return Plan("end_turn", statuses=_statuses(status, owned=owned, working=False), close_orphans=orphans)
     return NOTHING

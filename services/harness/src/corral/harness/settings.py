@@ -41,6 +41,8 @@ class Settings(BaseSettings):
     retry_backoff_s: float = Field(default=1.0, ge=0)
     retry_backoff_max_s: float = Field(default=30.0, ge=0)
     max_tokens: int = Field(default=4096, ge=1)
+    max_tool_uses_per_turn: int = Field(default=200, ge=1)
+    """Tool calls one turn may make before it ends with ``tool_use_limit_reached_error``."""
     concurrency: int = Field(default=8, ge=1)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     fetch_timeout_s: float = Field(default=1.0, gt=0)

@@ -39,7 +39,7 @@ from corral.contracts import rpc, sandbox
 from corral.harness import crashpoints, events
 from corral.harness.conversation import rebuild
 from corral.harness.crashpoints import Crashpoint, no_crash
-from corral.harness.decide import INTERRUPTED, Plan, ToolCall, decide, last_interrupt
+from corral.harness.decide import INTERRUPTED, TOOL_LIMIT_ERROR, Plan, ToolCall, decide, last_interrupt
 from corral.harness.deltas import Deltas, Preview
 from corral.harness.events import EventDict
 from corral.harness.interrupts import WakeFeed
@@ -215,6 +215,7 @@ class SessionDriver:
         crashpoint: Crashpoint = no_crash,
         context_attempts: int = 5,
         cancel_timeout_s: float = 3.0,
+        max_tool_uses: int | None = None,
     ) -> None:
         self._store = store
         self._sandbox = sandbox
@@ -227,6 +228,7 @@ class SessionDriver:
         self._sleep = sleep
         self._crash = crashpoint
         self._context_attempts = context_attempts
+        self._max_tool_uses = max_tool_uses
 
     async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:
         """Work on the session until nothing is pending; ``min_seq`` is a log position the
@@ -258,7 +260,7 @@ class SessionDriver:
         try:
             while True:
                 context = await self._load(session_id, min_seq)
-                plan = decide(context.session, context.events, owned=turn.owned)
+                plan = decide(context.session, context.events, owned=turn.owned, max_tool_uses=self._max_tool_uses)
                 logger.info(
                     "decided",
                     extra=_fields(
@@ -328,6 +330,16 @@ class SessionDriver:
         if plan.action == "requires_action":
             idle = events.requires_action(plan.awaiting)
             return (await self._append(session_id, lease, turn, [*prelude, idle])).last_seq
+        if plan.action == "tool_limit":
+            logger.warning("turn reached the tool call limit", extra=_fields(session_id, limit=self._max_tool_uses))
+            error = events.session_error(
+                TOOL_LIMIT_ERROR,
+                f"This turn made {self._max_tool_uses} tool calls, the most one turn may make here, so the model "
+                "was not asked again. Send a message to let the agent continue.",
+                "terminal",
+            )
+            batch = [*prelude, error, events.status_idle("end_turn")]
+            return (await self._append(session_id, lease, turn, batch)).last_seq
         if plan.action == "tools":
             return await self._run_tools(session_id, lease, context, plan, turn, prelude)
         return await self._model_turn(session_id, lease, context, turn, prelude)
