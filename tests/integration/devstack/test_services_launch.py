@@ -34,10 +34,10 @@ import http.server, json, os, pathlib, signal, sys
 KIND = {kind!r}
 name = os.environ.get("CORRAL_HARNESS_WORKER_ID") or KIND
 out = pathlib.Path(os.environ["STUB_OUT"])
-(out / (name + ".json")).write_text(json.dumps(dict(os.environ)))
-if os.environ.get("STUB_DIE"):
+if os.environ.get("STUB_DIE"):  # before the file the gateway stub's health counts it by
     print("stub " + name + ": dying on purpose", flush=True)
     sys.exit(3)
+(out / (name + ".json")).write_text(json.dumps(dict(os.environ)))
 port = {{"gateway": "CORRAL_GATEWAY_PORT", "embedded-model": "CORRAL_EMBEDDED_MODEL_PORT"}}.get(KIND)
 if port is None:
     signal.pause()
