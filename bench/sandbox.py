@@ -8,15 +8,18 @@ image) and prints, next to plain Docker SDK baselines measured in the same run:
     --network none <image> true``;
   * B4 exec latency: ``execute`` of ``bash echo hi`` over the bus (distinct tool_use_ids) vs
     ``docker exec`` (``bash -c 'echo hi'``) in a plain container of the same image;
-  * B3 TTFT: POST user.message -> first ``event_delta`` (or ``agent.message``) on the SSE stream, fresh
-    session each sample, embedded model's default reply: an agent without tools vs one with the
-    built-in toolset (cold provisioning at turn start; also with the warm pool).
+  * B3 TTFT: session create + POST user.message -> first ``event_delta`` (or ``agent.message``) on
+    the SSE stream, fresh session each sample, with the embedded model scripted to take
+    ``MODEL_TTFT_MS`` before its first byte (as performance.md's B3 says); reported as the overhead
+    over that model TTFT in three states: an agent without tools (no sandbox ever), the built-in
+    toolset with cold provisioning at turn start, and with the warm pool.
 
     uv run python bench/sandbox.py [--samples 20] [--execs 100]
 
 Every sandbox a sample provisions is released again before the next sample.
 Targets (reported, not asserted): warm ready p50 < 50 ms, cold p50 < 400 ms, exec p50 < 5 ms,
-TTFT(tools)/TTFT(no tools) = 1.00 +- 0.05.
+TTFT - model TTFT <= 20 ms p50 / 50 ms p95 in all three states, i.e.
+TTFT(cold sandbox)/TTFT(no sandbox) = 1.00 +- 0.05.
 """
 
 from __future__ import annotations
@@ -54,6 +57,9 @@ from corral.settings import NatsSettings
 
 DOCKER_DATA_ROOT = "/var/tmp/corral-e2e-docker"
 MANAGER = "sandbox-manager"
+#: How long the scripted model takes to its first byte in the TTFT samples (B3's "fake model TTFT").
+MODEL_TTFT_MS = 500
+TTFT_SCENARIO = "bench-ttft"
 
 
 def say(text: str) -> None:
@@ -208,8 +214,20 @@ async def exec_latency(
     return rpc, plain
 
 
+async def script_model_ttft(stack: Stack) -> None:
+    """Make the embedded model answer the TTFT samples after ``MODEL_TTFT_MS``, with plain text."""
+    turn = {"content": [{"type": "text", "text": "Hello there."}], "first_byte_delay_ms": MODEL_TTFT_MS}
+    scenario = {"name": TTFT_SCENARIO, "match": f"^{TTFT_SCENARIO}", "turns": [turn]}
+    url = f"http://127.0.0.1:{stack.ports.embedded_model}/_corral/scripts"
+    async with httpx.AsyncClient(timeout=10) as model:
+        answer = await model.post(url, json={"scenarios": [scenario]})
+    if answer.status_code != 200:
+        raise SystemExit(f"the embedded model refused the TTFT script: {answer.text}")
+
+
 class Ttft:
-    """POST user.message -> first ``event_delta`` / ``agent.message`` frame, fresh session per sample."""
+    """Session create + POST user.message -> first ``event_delta`` / ``agent.message`` frame, minus
+    the scripted model TTFT; a fresh session per sample."""
 
     def __init__(self, http: httpx.AsyncClient, sandboxes: Sandboxes, environment_id: str) -> None:
         self.http = http
@@ -218,15 +236,16 @@ class Ttft:
 
     async def sample(self, agent_id: str, *, release: bool) -> float:
         body = {"agent": agent_id, "environment_id": self.environment_id}
+        t0 = time.perf_counter()
         sid = ok(await self.http.post("/v1/sessions", json=body))["id"]
-        message = {"events": [{"type": "user.message", "content": [{"type": "text", "text": "hello"}]}]}
+        text = f"{TTFT_SCENARIO}: hello"
+        message = {"events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}]}
         first: float | None = None
         url = f"/v1/sessions/{sid}/events/stream"
         async with (
             asyncio.timeout(60),
             self.http.stream("GET", url, params={"event_deltas[]": "agent.message"}) as stream,
         ):
-            t0 = time.perf_counter()
             ok(await self.http.post(f"/v1/sessions/{sid}/events", json=message))
             async for raw in stream.aiter_lines():
                 if not raw.startswith("event: "):
@@ -240,7 +259,7 @@ class Ttft:
             raise SystemExit(f"session {sid}: the turn ended without a message")
         if release:
             await self.sandboxes.release(sid)  # waits for the turn's provisioning, then removes it
-        return (first - t0) * 1000
+        return (first - t0) * 1000 - MODEL_TTFT_MS
 
 
 async def main() -> int:
@@ -284,6 +303,7 @@ async def main() -> int:
                     )
                 )
                 env = ok(await http.post("/v1/environments", json={"name": f"bench-{plain_agent['id'].lower()}"}))
+                await script_model_ttft(stack)
                 ttft = Ttft(http, sandboxes, env["id"])
 
                 say("warming up ...")
@@ -315,8 +335,9 @@ async def main() -> int:
         finally:
             stack.stop()
 
-    ratio_cold = pct(ttft_cold, 0.5) / pct(ttft_none, 0.5)
-    ratio_warm = pct(ttft_warm, 0.5) / pct(ttft_none, 0.5)
+    # The ratio of whole TTFTs (model TTFT included), as B3 states its target.
+    ratio_cold = (pct(ttft_cold, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
+    ratio_warm = (pct(ttft_warm, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
     say("")
     say(f"B3 / B4 on the local stack with Docker (2 cores), run took {time.perf_counter() - began:.0f} s")
     say(line("baseline: docker run --rm --network none true", docker_run))
@@ -326,9 +347,11 @@ async def main() -> int:
     say(line("  manager's ready_ms, cold", cold_server))
     say(line("baseline: docker exec bash -c 'echo hi'", exec_plain))
     say(line("B4 exec: execute bash 'echo hi' over the bus", exec_rpc) + "   target p50 < 5 ms")
-    say(line("B3 TTFT, agent without tools", ttft_none))
-    say(line("B3 TTFT, toolset, cold provisioning", ttft_cold))
-    say(line("B3 TTFT, toolset, warm pool", ttft_warm))
+    say(f"B3 TTFT overhead = create + message -> first token, minus the model's {MODEL_TTFT_MS} ms:")
+    target = "   target p50 <= 20 ms, p95 <= 50 ms"
+    say(line("B3 overhead, agent without tools", ttft_none) + f"   p95 {pct(ttft_none, 0.95):.2f} ms" + target)
+    say(line("B3 overhead, toolset, cold provisioning", ttft_cold) + f"   p95 {pct(ttft_cold, 0.95):.2f} ms")
+    say(line("B3 overhead, toolset, warm pool", ttft_warm) + f"   p95 {pct(ttft_warm, 0.95):.2f} ms")
     say(f"{'B3 TTFT p50 ratio, toolset cold / no tools':<48} {ratio_cold:8.3f}" + " " * 52 + "target 1.00 +- 0.05")
     say(f"{'B3 TTFT p50 ratio, toolset warm / no tools':<48} {ratio_warm:8.3f}")
     return 0
