@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import log, rpc, sandbox, subjects
+from corral.contracts import egress, log, rpc, sandbox, subjects
 from corral.contracts.api import agents, environments, events, sessions
 from corral.contracts.api.errors import ErrorBody
 
@@ -61,6 +61,13 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         sandbox.Release,
         sandbox.Released,
     ],
+    "bus/egress": [
+        egress.EgressPolicy,
+        egress.OpenEgress,
+        egress.EgressOpened,
+        egress.CloseEgress,
+        egress.EgressClosed,
+    ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
     "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
@@ -98,13 +105,19 @@ def subject_catalogue() -> dict[str, Any]:
                 "pattern": sandbox.sandbox_rpc("{op}"),
                 "payload": "bus/sandbox/* -> bus/rpc/RpcReply",
             },
+            "egress_rpc": {
+                "pattern": egress.egress_rpc("{op}"),
+                "payload": "bus/egress/* -> bus/rpc/RpcReply",
+            },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
+        "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
         "kv_buckets": {
             subjects.LEASE_BUCKET: "harness lease per session id",
             sandbox.TOOL_RESULTS_BUCKET: "execute outcome per <session_id>.<tool_use_id>",
             sandbox.SANDBOXES_BUCKET: "sandbox-manager records: which container serves which session",
+            egress.EGRESS_BUCKET: "credential-proxy egress grants per session id: listen address, port, policy",
         },
     }
 

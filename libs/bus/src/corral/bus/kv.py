@@ -1,4 +1,4 @@
-"""A JetStream key-value bucket with compare-and-set, as used for harness leases."""
+"""A JetStream key-value bucket with compare-and-set, as used for harness leases and service records."""
 
 from __future__ import annotations
 
@@ -29,6 +29,17 @@ class KeyValueBucket:
             return None
         return Entry(entry.value, entry.revision)
 
+    async def keys(self) -> list[str]:
+        """Every key that currently has a value (deleted and purged keys are left out)."""
+        try:
+            return list(await self._kv.keys())
+        except js_errors.NoKeysError:
+            return []
+
+    async def put(self, key: str, value: bytes) -> int:
+        """Write ``value`` whatever the key holds (last writer wins); the new revision."""
+        return await self._kv.put(key, value)
+
     async def create(self, key: str, value: bytes) -> int:
         """Create ``key`` if nobody holds it; raises ``KeyExists`` otherwise."""
         try:
@@ -43,7 +54,8 @@ class KeyValueBucket:
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyChanged(key) from exc
 
-    async def delete(self, key: str, *, last: int) -> None:
+    async def delete(self, key: str, *, last: int | None = None) -> None:
+        """Delete ``key`` (if its revision is still ``last``, when given; ``KeyChanged`` otherwise)."""
         try:
             await self._kv.delete(key, last=last)
         except js_errors.APIError as exc:

@@ -1,7 +1,8 @@
-"""credential-proxy: the only process that can read OpenBao.
+"""credential-proxy: the only process that can read OpenBao, and the sandboxes' only way out.
 
-This version joins the bus and reports whether the vault is reachable, unsealed and accepts its
-token; MCP and git proxying arrive with the vault work.
+Composition root: settings -> telemetry -> bus, egress grants -> the egress proxies (re-opened from
+their grants) -> serving ``corral.rpc.egress.*`` and health until SIGTERM/SIGINT. MCP and git
+proxying arrive with the vault work.
 """
 
 from __future__ import annotations
@@ -12,32 +13,38 @@ import logging
 import signal
 
 from corral import telemetry
-from corral.bus import Bus, instance_name, serve_health
-from corral.contracts.rpc import Health
+from corral.bus import Bus, instance_name
+from corral.credential_proxy.egress import Egress
+from corral.credential_proxy.grants import Grants
+from corral.credential_proxy.rpc import Service, serve_all
 from corral.credential_proxy.settings import Settings
 from corral.credential_proxy.vault import Vault
 
 logger = logging.getLogger("corral.credential_proxy")
 
+_STOP_GRACE_S = 20.0
 
-async def run(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+
+async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event | None = None) -> None:
+    """Serve until ``stop`` is set; ``ready`` is set once the grants are restored and requests are served."""
     instance = instance_name()
     vault = Vault(settings.vault_addr, settings.vault_token, timeout=settings.health_probe_timeout_s)
-
-    async def report() -> Health:
-        state = await vault.probe(settings.health_probe_timeout_s)
-        status = "ok" if state == "ok" else "degraded"
-        return Health(service="credential-proxy", instance=instance, status=status, details={"vault": state})
-
     async with contextlib.AsyncExitStack() as stack:
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
-        await stack.enter_async_context(serve_health(bus, "credential-proxy", report))
+        grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
+        egress = await stack.enter_async_context(Egress(settings.egress, grants).running())
+        await egress.restore()
+        service = Service(
+            instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s
+        )
+        await stack.enter_async_context(serve_all(bus, service))
         state = await vault.probe(settings.health_probe_timeout_s)
-        logger.info("credential-proxy ready", extra={"fields": {"instance": instance, "vault": state}})
+        logger.info(
+            "credential-proxy ready",
+            extra={"fields": {"instance": instance, "vault": state, "egress_listeners": egress.count()}},
+        )
+        if ready is not None:
+            ready.set()
         await stop.wait()
         logger.info("credential-proxy stopping")
 
@@ -45,8 +52,25 @@ async def run(settings: Settings) -> None:
 def main() -> None:
     settings = Settings()
     telemetry.configure("credential-proxy", logs=settings.log)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        serving = asyncio.ensure_future(run(settings, stop))
+        stopping = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+        if not serving.done():
+            # a clean stop takes a moment; one stuck (e.g. still connecting to NATS) is cancelled
+            await asyncio.wait({serving}, timeout=_STOP_GRACE_S)
+            serving.cancel()
+        stopping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await serving
+
     try:
-        asyncio.run(run(settings))
+        asyncio.run(serve())
     finally:
         telemetry.shutdown()
 

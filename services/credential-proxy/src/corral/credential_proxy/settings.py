@@ -1,11 +1,60 @@
-"""credential-proxy settings (env prefix ``CORRAL_``). Only this service ever gets the vault token."""
+"""credential-proxy settings (env prefix ``CORRAL_``). Only this service ever gets the vault token.
+
+The egress proxies are configured under ``CORRAL_EGRESS_*`` (``EgressSettings``).
+"""
 
 from __future__ import annotations
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.settings import LogSettings, NatsSettings
+
+
+class EgressSettings(BaseSettings):
+    """The per-session egress proxies (``CORRAL_EGRESS_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_EGRESS_", frozen=True, extra="ignore")
+
+    port: int = Field(
+        default=3128,
+        ge=0,
+        le=65535,
+        description="port each session's proxy listens on, on the session's own address (0: any free port)",
+    )
+    ports: tuple[int, ...] = Field(
+        default=(80, 443),
+        min_length=1,
+        description="destination ports a sandbox may reach, as JSON (CORRAL_EGRESS_PORTS='[80,443]')",
+    )
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest wait for a destination's DNS answer, and for each connection attempt"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="a connection with no bytes moving either way for this long is closed"
+    )
+    head_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest wait for a client's request line and headers"
+    )
+    max_head_bytes: int = Field(
+        default=65536, ge=4096, description="largest request line and headers accepted (larger: 431)"
+    )
+    max_connections: int = Field(
+        default=64, ge=1, description="most connections one session's proxy carries at once (more: 503)"
+    )
+    grant_ttl_s: float = Field(
+        default=30 * 86400.0,
+        gt=0,
+        description="a grant not re-opened for this long is forgotten (its session's sandbox is long gone)",
+    )
+
+    @field_validator("ports")
+    @classmethod
+    def _valid_ports(cls, ports: tuple[int, ...]) -> tuple[int, ...]:
+        bad = [p for p in ports if not 1 <= p <= 65535]
+        if bad:
+            raise ValueError(f"ports must be 1-65535, got {bad}")
+        return ports
 
 
 class Settings(BaseSettings):
@@ -14,5 +63,6 @@ class Settings(BaseSettings):
     vault_addr: str = Field(default="http://127.0.0.1:8200", description="OpenBao/Vault address (CORRAL_VAULT_ADDR)")
     vault_token: SecretStr | None = Field(default=None, description="OpenBao/Vault token (CORRAL_VAULT_TOKEN)")
     health_probe_timeout_s: float = Field(default=2.0, gt=0)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

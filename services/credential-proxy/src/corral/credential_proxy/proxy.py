@@ -1,0 +1,298 @@
+"""One session's egress proxy: a listening socket on the session's address, and its connections.
+
+Each client connection carries one request. ``CONNECT host:port`` is checked and, when allowed,
+answered ``200 Connection established`` and spliced to the destination until both sides finish or
+it idles out. A request with an absolute ``http://`` URI is checked the same way, forwarded in origin
+form with ``Connection: close`` and exactly its body, and the response streams back until the
+destination closes. The proxy answers itself with one line of plain text: 400 (malformed request),
+403 (refused by the policy or the address rules: the line names the host and what to do), 408 (no
+request head in time), 431 (head too large), 502 (the destination cannot be resolved or reached) and
+503 (the session already has ``max_connections`` connections).
+
+Refusals are logged at INFO with the session id, host and reason; headers and bodies never are.
+``SessionProxy`` carries the connections (and holds the policy); ``Listener`` is the socket and its
+accept loop, which owns the connections in a task group: cancelling ``serve`` closes them all.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import ipaddress
+import logging
+import socket
+from collections.abc import Coroutine
+from typing import Any, Final
+
+from corral.contracts.egress import EgressPolicy
+from corral.credential_proxy.destinations import Open, Refused, Resolve, Unreachable, connect, vet
+from corral.credential_proxy.hosts import HostRules, describe
+from corral.credential_proxy.http_head import (
+    CONNECTION_ESTABLISHED,
+    BadRequest,
+    Destination,
+    Forward,
+    answer,
+    connect_destination,
+    forward_request,
+    parse_head,
+)
+from corral.credential_proxy.settings import EgressSettings
+from corral.credential_proxy.splice import CHUNK, Activity, Idle, copy_body, pump, splice
+
+logger = logging.getLogger(__name__)
+
+#: After answering with an error, how long (and how many bytes) of what the client still sends is
+#: read and dropped, so that closing does not reset the connection before the answer is read.
+_LINGER_S: Final = 2.0
+_LINGER_BYTES: Final = 1 << 20
+#: Pause after a failed accept (out of file descriptors) before accepting again.
+_ACCEPT_BACKOFF_S: Final = 0.2
+
+
+class CannotListen(Exception):
+    """The listening address cannot be bound. ``gone``: the host has no such address (any more)."""
+
+    def __init__(self, message: str, *, gone: bool) -> None:
+        super().__init__(message)
+        self.gone = gone
+
+
+class SessionProxy:
+    """What one session's connections go through: its policy, and the connections it carries."""
+
+    def __init__(
+        self,
+        session_id: str,
+        policy: EgressPolicy,
+        settings: EgressSettings,
+        *,
+        resolve: Resolve,
+        open_connection: Open,
+    ) -> None:
+        self.session_id = session_id
+        self._settings = settings
+        self._resolve = resolve
+        self._open = open_connection
+        self._policy = policy
+        self._rules = HostRules.from_policy(policy)
+        self._active = 0
+        self._rejecting = 0
+
+    @property
+    def policy(self) -> EgressPolicy:
+        return self._policy
+
+    @policy.setter
+    def policy(self, policy: EgressPolicy) -> None:
+        """Connections made from now on are checked against ``policy``; open ones carry on."""
+        self._rules = HostRules.from_policy(policy)
+        self._policy = policy
+
+    @property
+    def connections(self) -> int:
+        return self._active
+
+    def admit(self, conn: socket.socket) -> Coroutine[Any, Any, None] | None:
+        """Count an accepted connection in at once, and give the coroutine that carries it (or answers
+        503 when the session has ``max_connections`` already); ``None`` when it was simply closed."""
+        limit = self._settings.max_connections
+        if self._active < limit:
+            self._active += 1
+            return self._carry(conn)
+        if self._rejecting < limit:
+            self._rejecting += 1
+            return self._reject(conn)
+        conn.close()
+        return None
+
+    async def _reject(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn)
+            logger.info(
+                "egress refused",
+                extra={"fields": {"session_id": self.session_id, "reason": "too many connections"}},
+            )
+            try:
+                text = (
+                    f"this sandbox already has {self._settings.max_connections} connections open through "
+                    "its egress proxy; close some and retry"
+                )
+                await _answer(reader, writer, 503, text)
+            finally:
+                writer.close()
+        except OSError:
+            pass
+        finally:
+            self._rejecting -= 1
+
+    async def _carry(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_connection(sock=conn, limit=self._settings.max_head_bytes)
+            try:
+                await self._handle(reader, writer)
+            finally:
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+        except Exception:
+            logger.exception("egress connection failed", extra={"fields": {"session_id": self.session_id}})
+        finally:
+            self._active -= 1
+
+    # --- one connection ---------------------------------------------------------------------------------
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        settings = self._settings
+        try:
+            async with asyncio.timeout(settings.head_timeout_s):
+                data = await reader.readuntil(b"\r\n\r\n")
+        except asyncio.IncompleteReadError:
+            return  # closed before sending a whole request head
+        except asyncio.LimitOverrunError:
+            await _answer(reader, writer, 431, f"the request head is larger than {settings.max_head_bytes} bytes")
+            return
+        except TimeoutError:
+            await _answer(reader, writer, 408, f"no complete request head within {settings.head_timeout_s:g} s")
+            return
+        forward: Forward | None = None
+        try:
+            head = parse_head(data)
+            if head.method == "CONNECT":
+                destination = connect_destination(head)
+            else:
+                forward = forward_request(head)
+                destination = forward.destination
+        except BadRequest as exc:
+            self._log("egress request malformed", None, str(exc))
+            await _answer(reader, writer, 400, str(exc))
+            return
+        try:
+            vetted = await vet(
+                destination,
+                self._rules,
+                ports=settings.ports,
+                resolve=self._resolve,
+                timeout_s=settings.connect_timeout_s,
+            )
+            up_reader, up_writer, address = await connect(
+                vetted, open_connection=self._open, timeout_s=settings.connect_timeout_s
+            )
+        except Refused as exc:
+            self._log("egress refused", destination, str(exc))
+            await _answer(reader, writer, 403, str(exc))
+            return
+        except Unreachable as exc:
+            self._log("egress destination unreachable", destination, str(exc))
+            await _answer(reader, writer, 502, str(exc))
+            return
+        logger.debug(
+            "egress connected",
+            extra={
+                "fields": {"session_id": self.session_id, "host": describe(destination.host), "address": str(address)}
+            },
+        )
+        activity = Activity(settings.idle_timeout_s)
+        try:
+            if forward is None:
+                writer.write(CONNECTION_ESTABLISHED)
+                await splice((reader, writer), (up_reader, up_writer), activity)
+            else:
+                up_writer.write(forward.head)
+                async with asyncio.TaskGroup() as both:
+                    body = both.create_task(copy_body(forward.body, reader, up_writer, activity))
+                    await pump(up_reader, writer, activity)
+                    body.cancel()  # the response is complete; whatever the client still sends is dropped
+        except* Idle:
+            logger.debug("egress connection idle", extra={"fields": {"session_id": self.session_id}})
+        except* (OSError, EOFError, asyncio.LimitOverrunError, BadRequest):
+            pass  # either side went away or broke the framing mid-stream: there is no one to answer
+        finally:
+            up_writer.close()
+
+    def _log(self, message: str, destination: Destination | None, reason: str) -> None:
+        fields: dict[str, object] = {"session_id": self.session_id, "reason": reason}
+        if destination is not None:
+            fields["host"] = describe(destination.host)
+            fields["port"] = destination.port
+        logger.info(message, extra={"fields": fields})
+
+
+class Listener:
+    """A session's listening socket. Build it with ``bind``; run ``serve`` in a task; cancel it to stop."""
+
+    def __init__(self, proxy: SessionProxy, sock: socket.socket) -> None:
+        self.proxy = proxy
+        self._sock = sock
+        host, port = sock.getsockname()[:2]
+        self.listen_host: str = host
+        self.port: int = port
+
+    @classmethod
+    def bind(cls, proxy: SessionProxy, listen_host: str, port: int) -> Listener:
+        """Listen on ``listen_host:port`` (port 0: any free port).
+
+        Raises:
+            CannotListen: the address is not this host's, or the port is taken.
+        """
+        family = socket.AF_INET6 if ipaddress.ip_address(listen_host).version == 6 else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((listen_host, port))
+            sock.listen(128)
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            where = f"{describe(ipaddress.ip_address(listen_host))}:{port}"
+            if exc.errno == errno.EADDRNOTAVAIL:
+                raise CannotListen(
+                    f"cannot listen on {where}: {listen_host} is not an address of the credential-proxy's host "
+                    "(create the session's network first, and run the credential-proxy on the sandboxes' host)",
+                    gone=True,
+                ) from None
+            raise CannotListen(f"cannot listen on {where}: {exc.strerror or exc}", gone=False) from None
+        return cls(proxy, sock)
+
+    @property
+    def url(self) -> str:
+        return f"http://{describe(ipaddress.ip_address(self.listen_host))}:{self.port}"
+
+    def close(self) -> None:
+        self._sock.close()
+
+    async def serve(self) -> None:
+        """Accept and carry connections until cancelled; then every connection is closed."""
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.TaskGroup() as connections:
+                while True:
+                    try:
+                        conn, _ = await loop.sock_accept(self._sock)
+                    except OSError as exc:
+                        logger.warning(
+                            "egress accept failed",
+                            extra={"fields": {"session_id": self.proxy.session_id, "error": str(exc)}},
+                        )
+                        await asyncio.sleep(_ACCEPT_BACKOFF_S)
+                        continue
+                    carry = self.proxy.admit(conn)
+                    if carry is not None:
+                        connections.create_task(carry)
+        finally:
+            self._sock.close()
+
+
+async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, text: str) -> None:
+    """Send the proxy's own answer, then drop what the client still sends for a moment before closing."""
+    writer.write(answer(status, text))
+    with contextlib.suppress(OSError, TimeoutError, EOFError, asyncio.LimitOverrunError):
+        async with asyncio.timeout(_LINGER_S):
+            await writer.drain()
+            if writer.can_write_eof():
+                writer.write_eof()
+            dropped = 0
+            while dropped < _LINGER_BYTES and (data := await reader.read(CHUNK)):
+                dropped += len(data)

@@ -1,0 +1,120 @@
+"""The credential-proxy's egress proxies against a real nats-server (JetStream), in-process on the test loop.
+
+Each test module runs its own nats-server; each ``CredentialProxy`` runs ``corral.credential_proxy``'s
+``run`` until stopped, with egress listeners on free ports (``CORRAL_EGRESS_PORT=0``) and a vault
+address nothing answers on (health says ``unreachable``; egress does not need the vault).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+
+from corral.bus import Bus
+from corral.contracts.egress import EgressOp, EgressPolicy, egress_rpc
+from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.subjects import health
+from corral.credential_proxy.__main__ import run
+from corral.credential_proxy.settings import EgressSettings, Settings
+from corral.devstack.nats import Nats
+from corral.devstack.ports import Ports
+from corral.devstack.state import StateDir
+from corral.settings import NatsSettings
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    ports = Ports.free()
+    server = Nats(StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor)
+    server.launch()
+    server.wait_ready(time.monotonic() + 20)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def bus(nats_url: str) -> AsyncIterator[Bus]:
+    async with Bus.connect(NatsSettings(url=nats_url), name="credential-proxy-tests") as b:
+        yield b
+
+
+def new_session() -> str:
+    return f"sesn_{uuid.uuid4().hex[:16]}"
+
+
+@dataclass
+class CredentialProxy:
+    """A credential-proxy run in-process; ``start``/``stop`` may be repeated (a restart)."""
+
+    bus: Bus
+    settings: Settings
+    task: asyncio.Task[None] | None = None
+    stop_event: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def start(self) -> None:
+        self.stop_event = asyncio.Event()
+        ready = asyncio.Event()
+        self.task = asyncio.get_running_loop().create_task(run(self.settings, self.stop_event, ready=ready))
+        waiter = asyncio.ensure_future(ready.wait())
+        async with asyncio.timeout(30):
+            await asyncio.wait({waiter, self.task}, return_when=asyncio.FIRST_COMPLETED)
+        if self.task.done():
+            waiter.cancel()
+            self.task.result()
+
+    async def stop(self) -> None:
+        if self.task is None:
+            return
+        self.stop_event.set()
+        async with asyncio.timeout(30):
+            await self.task
+        self.task = None
+
+    async def rpc(self, op: str, body: dict[str, Any]) -> RpcReply:
+        return RpcReply.model_validate_json(await self.bus.request(egress_rpc(op), json.dumps(body).encode()))
+
+    async def open(self, session_id: str, policy: EgressPolicy, *, listen_host: str = "127.0.0.1") -> RpcReply:
+        body = {"session_id": session_id, "listen_host": listen_host, "policy": policy.model_dump(mode="json")}
+        return await self.rpc(EgressOp.OPEN, body)
+
+    async def close(self, session_id: str) -> RpcReply:
+        return await self.rpc(EgressOp.CLOSE, {"session_id": session_id})
+
+    async def health(self) -> Health:
+        return Health.model_validate_json(await self.bus.request(health("credential-proxy"), b"{}"))
+
+
+@contextlib.asynccontextmanager
+async def running(bus: Bus, nats_url: str, **egress: Any) -> AsyncIterator[CredentialProxy]:
+    settings = Settings(
+        vault_addr="http://127.0.0.1:9",
+        health_probe_timeout_s=0.5,
+        nats=NatsSettings(url=nats_url),
+        egress=EgressSettings(**{"port": 0, "connect_timeout_s": 15.0, **egress}),
+    )
+    proxy = CredentialProxy(bus=bus, settings=settings)
+    await proxy.start()
+    try:
+        yield proxy
+    finally:
+        await proxy.stop()
+
+
+@pytest_asyncio.fixture(scope="module")
+async def credential_proxy(bus: Bus, nats_url: str) -> AsyncIterator[CredentialProxy]:
+    async with running(bus, nats_url) as proxy:
+        yield proxy
