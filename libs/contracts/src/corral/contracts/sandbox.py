@@ -10,8 +10,9 @@ waiting for the reply), runs built-in tools in it (``execute``), stops a running
 same key returns the recorded outcome with ``executed: false`` instead of running the tool again. A
 tool that fails (bad input, non-zero exit, timeout, a sandbox that died mid-call) is a normal
 ``ToolOutcome`` with ``is_error: true`` the model can read; an ``RpcReply`` error means the call
-could not be attempted at all (invalid ids, no Docker engine: ``error_code: sandbox_unavailable``)
-and nothing was recorded, so it may be retried.
+could not be attempted at all (invalid ids, no Docker engine: ``error_code: sandbox_unavailable``,
+the environment's packages could not be installed: ``packages_not_installed``) and nothing was
+recorded, so it may be retried.
 """
 
 from __future__ import annotations
@@ -88,7 +89,7 @@ class Provisioned(Message):
     from_pool: bool
     #: The Docker network the sandbox is on (``none`` = loopback only).
     network: str
-    #: What the environment asked for that this deployment could not honour (networking, packages).
+    #: What the environment asked for that this deployment could not honour (networking).
     notices: list[str] = Field(default_factory=list)
 
 

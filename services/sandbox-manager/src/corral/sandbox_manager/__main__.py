@@ -1,8 +1,8 @@
 """sandbox-manager: turns environments into hardened Docker containers and runs the built-in tools in them.
 
-Composition root: settings -> telemetry -> bus, records -> driver, pool, sessions -> tasks (engine
-watch; once the engine and image are there: reconciliation, then pool refill and the reaper) ->
-serving until SIGTERM/SIGINT.
+Composition root: settings -> telemetry -> bus, records -> driver, pool, environment images,
+sessions -> tasks (engine watch; once the engine and image are there: reconciliation, then pool
+refill and the reaper) -> serving until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.engine import EngineWatch
 from corral.sandbox_manager.environments import base_spec
 from corral.sandbox_manager.executions import Executions
+from corral.sandbox_manager.images import EnvironmentImages, read_trusted_ca
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.reaper import Reaper
 from corral.sandbox_manager.records import SandboxRecords, ToolRecords
@@ -47,13 +48,20 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
     )
     launcher = Launcher(driver, start_timeout_s=box.start_timeout_s)
     pool = Pool(launcher, size=box.pool_size, max_configs=box.pool_configs)
+    images = EnvironmentImages(
+        driver,
+        timeout_s=box.environment_build_timeout_s,
+        failure_memory_s=box.environment_build_retry_s,
+        trusted_ca=read_trusted_ca(box.environment_ca_file),
+        builds_enabled=box.environment_builds == "host-network",
+    )
 
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(driver.aclose)
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="sandbox-manager"))
         tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
         sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
-        sessions = Sessions(launcher, pool, sandbox_records, engine, box)
+        sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images)
         executions = Executions(sessions, tool_records, box)
         reaper = Reaper(driver, launcher, sessions, pool, sandbox_records, box)
         service = Service(instance=instance, sessions=sessions, executions=executions, pool=pool, engine=engine)
@@ -83,6 +91,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
                 upkeeping.cancel()
         finally:
             await sessions.close()
+            await images.close()
             await pool.close()
 
 

@@ -6,6 +6,9 @@ construction: all capabilities dropped, ``no-new-privileges``, the default secco
 read-only root with size-capped tmpfs mounts at ``/workspace`` and ``/tmp``, pids/memory/CPU limits,
 a non-root user, no network unless the spec names one, no log driver (tool output never reaches
 the host's disk), and never a bind mount: neither the Docker socket nor any host path.
+
+Environment images are built here too (``build_image``, see ``builds``), each build on a connection
+of its own that ``aclose`` cuts.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import json
 import logging
 import socket
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Final, TypeVar
@@ -27,6 +30,7 @@ from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 
 from corral.sandbox_manager import agent
+from corral.sandbox_manager.builds import Build, run_build
 
 logger = logging.getLogger(__name__)
 
@@ -100,18 +104,21 @@ class Driver:
         self._closing = threading.Event()
         #: Containers started whose caller has not received them yet (removed by ``aclose`` if never).
         self._unclaimed: set[str] = set()
+        #: Image builds running now (``aclose`` stops them).
+        self._builds: set[Build] = set()
 
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
 
     # --- connection ------------------------------------------------------------------------------------
+    def _connect(self, *, timeout: int, max_pool_size: int) -> docker.DockerClient:
+        if self._docker_host:
+            return docker.DockerClient(base_url=self._docker_host, timeout=timeout, max_pool_size=max_pool_size)
+        return docker.from_env(timeout=timeout, max_pool_size=max_pool_size)
+
     def _api(self) -> docker.APIClient:
         if self._client is None:
-            self._client = (
-                docker.DockerClient(base_url=self._docker_host, timeout=60, max_pool_size=32)
-                if self._docker_host
-                else docker.from_env(timeout=60, max_pool_size=32)
-            )
+            self._client = self._connect(timeout=60, max_pool_size=32)
         return self._client.api
 
     def where(self) -> str:
@@ -142,6 +149,57 @@ class Driver:
             return True
 
         return await self._in_thread(inspect)
+
+    async def image_id(self, ref: str) -> str | None:
+        """The id of image ``ref`` on the engine, ``None`` when it has no such image."""
+
+        def inspect() -> str | None:
+            try:
+                return str(self._api().inspect_image(ref)["Id"])  # type: ignore[no-untyped-call]  # untyped in types-docker
+            except ImageNotFound:
+                return None
+
+        return await self._in_thread(inspect)
+
+    async def build_image(
+        self,
+        dockerfile: str,
+        *,
+        files: Mapping[str, bytes],
+        tag: str,
+        labels: Mapping[str, str],
+        timeout_s: float,
+        on_line: Callable[[str], None],
+    ) -> str:
+        """Build ``dockerfile`` with ``files`` beside it as ``tag``; the image id. ``on_line`` is called
+        from a worker thread with each output line. Cancelling the call stops the build.
+
+        Raises:
+            BuildError: a step failed.
+            BuildStopped: the driver is closing.
+            DockerException, OSError: the engine refused the build or the connection broke.
+        """
+        build = Build()
+        if self._closing.is_set():
+            build.stop()
+        self._builds.add(build)
+
+        def run() -> str:
+            client = self._connect(timeout=int(timeout_s) + 1, max_pool_size=1)
+            try:
+                return run_build(
+                    client, build, dockerfile, files=files, tag=tag, labels=labels, timeout_s=timeout_s, on_line=on_line
+                )
+            finally:
+                client.close()
+
+        try:
+            return await self._in_thread(run)
+        except asyncio.CancelledError:
+            build.stop()
+            raise
+        finally:
+            self._builds.discard(build)
 
     async def networks(self) -> set[str]:
         def names() -> set[str]:
@@ -293,6 +351,8 @@ class Driver:
     async def aclose(self) -> None:
         """Wait for Docker calls in flight (a launch finishing now removes its container), then close."""
         self._closing.set()
+        for build in list(self._builds):
+            build.stop()
         await asyncio.get_running_loop().run_in_executor(None, functools.partial(self._threads.shutdown, wait=True))
         for container_id in list(self._unclaimed):
             await asyncio.get_running_loop().run_in_executor(None, self._remove, container_id)

@@ -5,16 +5,19 @@
 ``--bridge=none`` has no such network, so those sandboxes get ``none`` and a notice says so.
 ``limited`` networking needs an egress proxy that enforces ``allowed_hosts``; until there is one it
 gets ``none`` (loopback only), which is stricter than asked, and a notice when hosts were listed.
-``packages`` are not installed yet (environment images built from them come later): a notice.
+``packages`` are installed into an environment image built from the sandbox image (``images``);
+the spec names that image, so its sandboxes never share a warm pool with the base image's.
 The ``host`` network is never used.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from corral.sandbox_manager.containers import NO_NETWORK, ContainerSpec
+from corral.sandbox_manager.images import EnvironmentImage, environment_image
+from corral.sandbox_manager.packages import read_packages
 from corral.sandbox_manager.settings import SandboxSettings
 
 
@@ -22,6 +25,9 @@ from corral.sandbox_manager.settings import SandboxSettings
 class Placement:
     spec: ContainerSpec
     notices: tuple[str, ...]
+    #: The environment image ``spec.image`` names, to be built before a container is started;
+    #: ``None`` when the spec runs the base image.
+    image: EnvironmentImage | None = None
 
 
 class UnsupportedEnvironment(Exception):
@@ -44,11 +50,15 @@ def base_spec(settings: SandboxSettings, network: str = NO_NETWORK) -> Container
     )
 
 
-def place(settings: SandboxSettings, config: dict[str, Any], networks: set[str]) -> Placement:
-    """The container spec for an environment ``config`` on an engine with ``networks``.
+def place(
+    settings: SandboxSettings, config: dict[str, Any], networks: set[str], *, trusted_ca: bytes | None = None
+) -> Placement:
+    """The container spec for an environment ``config`` on an engine with ``networks``; environment
+    images trust ``trusted_ca`` (PEM) while they are built.
 
     Raises:
         UnsupportedEnvironment: a ``self_hosted`` environment.
+        InvalidPackages: a ``packages`` entry that is not a package name.
     """
     if config.get("type") == "self_hosted":
         raise UnsupportedEnvironment(
@@ -74,19 +84,8 @@ def place(settings: SandboxSettings, config: dict[str, Any], networks: set[str])
             "This environment allows a list of hosts, but this deployment has no egress proxy to enforce "
             "it, so this sandbox has no network (loopback only): requests to those hosts will fail."
         )
-    packages = config.get("packages")
-    if isinstance(packages, dict):
-        wanted = [
-            f"{manager}:{name}"
-            for manager, names in packages.items()
-            if manager != "type" and isinstance(names, list)
-            for name in names
-        ]
-        if wanted:
-            notices.append(
-                "This environment lists packages ("
-                + ", ".join(wanted[:10])
-                + ("..." if len(wanted) > 10 else "")
-                + "), but this deployment does not install environment packages yet: they are not in this sandbox."
-            )
-    return Placement(spec=base_spec(settings, network), notices=tuple(notices))
+    spec = base_spec(settings, network)
+    image = environment_image(settings.image, read_packages(config), trusted_ca)
+    if image is not None:
+        spec = replace(spec, image=image.tag)
+    return Placement(spec=spec, notices=tuple(notices), image=image)

@@ -33,6 +33,7 @@ from corral.contracts.sandbox import (
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import UnsupportedEnvironment
 from corral.sandbox_manager.executions import Executions, ShuttingDown
+from corral.sandbox_manager.packages import PackagesNotInstalled
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.sessions import Sessions
 
@@ -144,6 +145,12 @@ async def _answer(service: Service, op: str, data: bytes, span: trace.Span) -> R
         )
     except ShuttingDown as exc:
         reply = RpcReply(ok=False, error=ErrorDetail(type="overloaded_error", message=str(exc)))
+    except PackagesNotInstalled as exc:
+        # The harness turns this into the tool call's error result, so the model reads why.
+        reply = RpcReply(
+            ok=False,
+            error=ErrorDetail(type=exc.error_type, message=str(exc), details={"error_code": exc.error_code}),
+        )
     except UnsupportedEnvironment as exc:
         reply = RpcReply(
             ok=False,

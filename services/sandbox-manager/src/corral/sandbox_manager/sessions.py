@@ -1,9 +1,12 @@
 """Which sandbox serves which session, provisioning lazily and at most once at a time per session.
 
 A session gets a pooled sandbox when one is ready for its spec, otherwise a cold one labelled with
-its ids. The binding is recorded (``records.SandboxRecords``) before the sandbox is used. A sandbox
-that stops (its stream ends) or goes unused for ``idle_s`` is removed; the session's next call gets
-a new one, and when nobody was told yet that the old one is gone, that call carries a notice.
+its ids. An environment that lists packages first waits for its environment image (``images``),
+built at most once however many sessions ask; the harness provisions at turn start, so the build
+overlaps the model's first request. The binding is recorded (``records.SandboxRecords``) before the
+sandbox is used. A sandbox that stops (its stream ends) or goes unused for ``idle_s`` is removed;
+the session's next call gets a new one, and when nobody was told yet that the old one is gone, that
+call carries a notice.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from docker.errors import DockerException
 from corral.sandbox_manager.channel import SandboxLost
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import place
+from corral.sandbox_manager.images import EnvironmentImages
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.records import SandboxRecords, SessionState
 from corral.sandbox_manager.sandboxes import Launcher, Sandbox
@@ -48,12 +52,15 @@ class Sessions:
         records: SandboxRecords,
         engine: EngineWatch,
         settings: SandboxSettings,
+        *,
+        images: EnvironmentImages,
     ) -> None:
         self._launcher = launcher
         self._pool = pool
         self._records = records
         self._engine = engine
         self._settings = settings
+        self._images = images
         self._live: dict[str, Sandbox] = {}
         self._pending: dict[str, asyncio.Task[Sandbox]] = {}
         self._chores: set[asyncio.Task[None]] = set()
@@ -79,6 +86,7 @@ class Sessions:
         Raises:
             SandboxUnavailable: no sandbox can be started (no engine, no image, the engine failed).
             UnsupportedEnvironment: the environment does not run tools here.
+            PackagesNotInstalled: the environment's packages are invalid or could not be installed.
         """
         existing = self.get(session_id)
         if existing is not None:
@@ -102,7 +110,19 @@ class Sessions:
 
     async def _provision(self, session_id: str, environment_id: str, config: dict[str, Any]) -> Sandbox:
         status = self._engine.require()
-        placement = place(self._settings, config, set(status.networks))
+        placement = place(self._settings, config, set(status.networks), trusted_ca=self._images.trusted_ca)
+        if placement.image is not None:
+            # Before the pool is asked: taking from it makes it keep containers of this image.
+            try:
+                await self._images.ensure(placement.image)
+            except (DockerException, OSError) as exc:
+                self._engine.suspect()
+                logger.warning(
+                    "could not build an environment image",
+                    extra={"fields": {"session_id": session_id, "tag": placement.image.tag}},
+                    exc_info=True,
+                )
+                raise SandboxUnavailable(f"the environment's image could not be built: {exc}") from exc
         previous, revision = await self._records.session_entry(session_id)
         sandbox = self._pool.take(placement.spec)
         if sandbox is None:

@@ -3,6 +3,9 @@ sandbox limits and timings under ``CORRAL_SANDBOX_*``."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Literal
+
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -15,7 +18,10 @@ class SandboxSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_SANDBOX_", frozen=True, extra="ignore")
 
-    image: str = Field(default="corral-sandbox:latest", description="image every sandbox runs (python3 and bash in it)")
+    image: str = Field(
+        default="corral-sandbox:latest",
+        description="the sandbox image (python3 and bash in it); environments with packages run an image built from it",
+    )
     scope: str = Field(
         default="default",
         pattern=r"^[a-zA-Z0-9_.-]+$",
@@ -46,8 +52,35 @@ class SandboxSettings(BaseSettings):
         default=10.0, gt=0, description="wait beyond a tool's timeout before the sandbox is declared unresponsive"
     )
     start_timeout_s: float = Field(default=30.0, gt=0, description="create + start + first answer of a container")
+    environment_builds: Literal["off", "host-network"] = Field(
+        default="off",
+        description="whether environment images are built from the packages an environment lists: 'host-network' "
+        "runs the install steps (package scripts included) with the host's network, which reaches services "
+        "listening on the host's loopback, so turn it on only where every environment author is trusted",
+    )
+    environment_build_timeout_s: float = Field(
+        default=900.0, gt=0, description="longest build of an environment image (the packages an environment lists)"
+    )
+    environment_build_retry_s: float = Field(
+        default=120.0,
+        ge=0,
+        description="a failed environment image build is answered from memory for this long before it is tried again",
+    )
+    environment_ca_file: str = Field(
+        default="",
+        description="PEM file of CA certificates environment image builds trust besides the base image's (for a "
+        "TLS-intercepting proxy in front of the package registries), added to the image's trust store; "
+        "empty: none",
+    )
     result_ttl_s: float = Field(default=7 * 86400.0, gt=0, description="how long tool outcomes stay recorded")
     record_ttl_s: float = Field(default=30 * 86400.0, gt=0, description="how long session-to-container records last")
+
+    @field_validator("environment_ca_file")
+    @classmethod
+    def _ca_file_exists(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"{value} is not a file; name a PEM file of CA certificates, or leave it empty")
+        return value
 
     @field_validator("user")
     @classmethod

@@ -2,13 +2,52 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+import re
+from typing import Annotated, Any, Final, Literal
 
-from pydantic import Field, StringConstraints
+from pydantic import AfterValidator, Field, StringConstraints
 
 from corral.contracts.api.base import Metadata, MetadataPatch, NonEmptyName, Request, Resource
 
-PackageSpec = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: What one ``packages`` entry may be: a name with the version, extras and scope punctuation the
+#: package managers use (``jq``, ``jq=1.6-2.1``, ``pandas==2.2.0``, ``requests[socks]>=2,<3``,
+#: ``@types/node@20``, ``rails:7.1.0``, ``golang.org/x/tools/gopls@latest``). No whitespace, quotes
+#: or the shell's ``;|&$`()`` and friends, and never an option (a leading ``-``). The sandbox-manager
+#: shell-quotes every entry as well; this pattern is what it and the API both accept.
+PACKAGE_SPEC_PATTERN: Final = r"^[A-Za-z0-9@][A-Za-z0-9._+:=<>!~^,@/*\[\]-]*$"
+PACKAGE_SPEC_MAX_LENGTH: Final = 256
+_PACKAGE_SPEC = re.compile(PACKAGE_SPEC_PATTERN)
+
+
+def package_spec_problem(value: str) -> str | None:
+    """Why ``value`` is not an acceptable ``packages`` entry, or ``None`` when it is."""
+    if not value:
+        return "a package entry cannot be empty"
+    if len(value) > PACKAGE_SPEC_MAX_LENGTH:
+        return f"a package entry is at most {PACKAGE_SPEC_MAX_LENGTH} characters"
+    if value.startswith("-"):
+        return f"{value!r} looks like an option, not a package: entries cannot start with '-'"
+    if not _PACKAGE_SPEC.fullmatch(value):
+        return (
+            f"{value!r} is not a package name: use letters, digits and the version punctuation "
+            "._+:=<>!~^,@/*[]- only (no spaces, quotes or shell characters), starting with a letter, digit or '@'"
+        )
+    return None
+
+
+def _check_package_spec(value: str) -> str:
+    problem = package_spec_problem(value)
+    if problem is not None:
+        raise ValueError(problem)
+    return value
+
+
+PackageSpec = Annotated[
+    str,
+    StringConstraints(min_length=1, max_length=PACKAGE_SPEC_MAX_LENGTH),
+    AfterValidator(_check_package_spec),
+    Field(json_schema_extra={"pattern": PACKAGE_SPEC_PATTERN}),
+]
 
 
 class UnrestrictedNetworking(Request):
