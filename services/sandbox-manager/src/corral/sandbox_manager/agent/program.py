@@ -12,6 +12,11 @@ Two requests are answered at once on the reading thread: ``ping`` (readiness) an
 on a fixed pool of worker threads, started before any tool runs, so the agent keeps answering when
 a fork bomb has taken every pid.
 
+When the environment allows network access, the container still has no network interface but
+loopback: the agent relays TCP connections to ``127.0.0.1:<egress_port>`` (where ``HTTP_PROXY`` and
+``HTTPS_PROXY`` point) to the egress proxy's unix socket mounted at ``egress_socket``, and the proxy
+decides, per request, which hosts the session may reach. Nothing else leaves the container.
+
 As PID 1 it forks: the parent stays PID 1 and only reaps orphans (zombies would otherwise fill the
 pids limit) and forwards signals, and the child is the agent.
 
@@ -21,6 +26,7 @@ container is the boundary, not the tools.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import queue
@@ -28,6 +34,7 @@ import re
 import secrets
 import select
 import signal
+import socket
 import stat
 import subprocess
 import sys
@@ -53,6 +60,9 @@ class Config:
     default_timeout_ms: int = 120_000
     max_timeout_ms: int = 600_000
     workers: int = 8
+    egress_socket: str | None = None
+    egress_port: int = 3128
+    egress_connections: int = 64
 
 
 @dataclass(frozen=True)
@@ -798,6 +808,69 @@ class Server:
                 self.work.put((request, call))
 
 
+class EgressRelay:
+    """Relays each TCP connection to ``127.0.0.1:port`` to the egress proxy's unix socket.
+
+    The listening thread is started with the agent (before any tool runs); each connection gets two
+    pumping threads, and at most ``limit`` connections are relayed at once (more wait in the backlog).
+    """
+
+    def __init__(self, socket_path: str, port: int, limit: int) -> None:
+        self.socket_path = socket_path
+        self.listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", port))
+        self.listener.listen(128)
+        self.slots = threading.BoundedSemaphore(limit)
+
+    def start(self) -> None:
+        threading.Thread(target=self.accept_forever, daemon=True).start()
+
+    def accept_forever(self) -> None:
+        while True:
+            self.slots.acquire()
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                self.slots.release()
+                time.sleep(POLL_S)
+                continue
+            try:
+                threading.Thread(target=self.relay, args=(client,), daemon=True).start()
+            except RuntimeError:  # no thread to be had (the pids limit is reached): refuse this one
+                client.close()
+                self.slots.release()
+
+    def relay(self, client: socket.socket) -> None:
+        upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            upstream.connect(self.socket_path)
+            back = threading.Thread(target=self.pump, args=(upstream, client), daemon=True)
+            back.start()
+            self.pump(client, upstream)
+            back.join()
+        except OSError:
+            pass
+        finally:
+            client.close()
+            upstream.close()
+            self.slots.release()
+
+    @staticmethod
+    def pump(source: socket.socket, sink: socket.socket) -> None:
+        try:
+            while True:
+                data = source.recv(65536)
+                if not data:
+                    break
+                sink.sendall(data)
+        except OSError:
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sink.shutdown(socket.SHUT_WR)
+
+
 def become_init_reaper() -> None:
     """As PID 1, fork: the parent reaps every orphan and forwards signals; the child returns."""
     child = os.fork()
@@ -827,6 +900,8 @@ def main(argv: list[str]) -> None:
         become_init_reaper()
     os.makedirs(config.root, exist_ok=True)
     os.chdir(config.root)
+    if config.egress_socket:
+        EgressRelay(config.egress_socket, config.egress_port, config.egress_connections).start()
     Server(Toolbox(config), sys.stdin.buffer, sys.stdout.buffer).serve()
 
 
