@@ -1,8 +1,8 @@
 """The credential-proxy's egress proxies against a real nats-server (JetStream), in-process on the test loop.
 
 Each test module runs its own nats-server; each ``CredentialProxy`` runs ``corral.credential_proxy``'s
-``run`` until stopped, with egress listeners on free ports (``CORRAL_EGRESS_PORT=0``) and a vault
-address nothing answers on (health says ``unreachable``; egress does not need the vault).
+``run`` until stopped, with its egress sockets under a temporary ``CORRAL_EGRESS_SOCKET_DIR`` and a
+vault address nothing answers on (health says ``unreachable``; egress does not need the vault).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import tempfile
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -87,9 +88,8 @@ class CredentialProxy:
     async def rpc(self, op: str, body: dict[str, Any]) -> RpcReply:
         return RpcReply.model_validate_json(await self.bus.request(egress_rpc(op), json.dumps(body).encode()))
 
-    async def open(self, session_id: str, policy: EgressPolicy, *, listen_host: str = "127.0.0.1") -> RpcReply:
-        body = {"session_id": session_id, "listen_host": listen_host, "policy": policy.model_dump(mode="json")}
-        return await self.rpc(EgressOp.OPEN, body)
+    async def open(self, session_id: str, policy: EgressPolicy) -> RpcReply:
+        return await self.rpc(EgressOp.OPEN, {"session_id": session_id, "policy": policy.model_dump(mode="json")})
 
     async def close(self, session_id: str) -> RpcReply:
         return await self.rpc(EgressOp.CLOSE, {"session_id": session_id})
@@ -99,12 +99,13 @@ class CredentialProxy:
 
 
 @contextlib.asynccontextmanager
-async def running(bus: Bus, nats_url: str, **egress: Any) -> AsyncIterator[CredentialProxy]:
+async def running(bus: Bus, nats_url: str, socket_dir: Path | None, **egress: Any) -> AsyncIterator[CredentialProxy]:
+    """A credential-proxy serving egress under ``socket_dir`` (``None``: egress not configured)."""
     settings = Settings(
         vault_addr="http://127.0.0.1:9",
         health_probe_timeout_s=0.5,
         nats=NatsSettings(url=nats_url),
-        egress=EgressSettings(**{"port": 0, "connect_timeout_s": 15.0, **egress}),
+        egress=EgressSettings(**{"socket_dir": socket_dir, "connect_timeout_s": 15.0, **egress}),
     )
     proxy = CredentialProxy(bus=bus, settings=settings)
     await proxy.start()
@@ -114,7 +115,22 @@ async def running(bus: Bus, nats_url: str, **egress: Any) -> AsyncIterator[Crede
         await proxy.stop()
 
 
+@contextlib.contextmanager
+def short_directory() -> Iterator[Path]:
+    """A temporary directory with a short path: a unix socket's path has at most 107 bytes, which
+    pytest's own temporary directories plus a session id can exceed."""
+    with tempfile.TemporaryDirectory(prefix="corral-") as path:
+        yield Path(path)
+
+
+@pytest.fixture(scope="module")
+def socket_dir() -> Iterator[Path]:
+    """A ``CORRAL_EGRESS_SOCKET_DIR`` the credential-proxy makes itself (it does not exist yet)."""
+    with short_directory() as path:
+        yield path / "egress"
+
+
 @pytest_asyncio.fixture(scope="module")
-async def credential_proxy(bus: Bus, nats_url: str) -> AsyncIterator[CredentialProxy]:
-    async with running(bus, nats_url) as proxy:
+async def credential_proxy(bus: Bus, nats_url: str, socket_dir: Path) -> AsyncIterator[CredentialProxy]:
+    async with running(bus, nats_url, socket_dir) as proxy:
         yield proxy

@@ -7,7 +7,15 @@ import ipaddress
 import pytest
 from pydantic import ValidationError
 
-from corral.contracts.egress import EgressPolicy, OpenEgress, allowed_host_problem
+from corral.contracts.egress import (
+    EGRESS_SOCKET_NAME,
+    SANDBOX_EGRESS_DIR,
+    SANDBOX_PROXY_PORT,
+    EgressOpened,
+    EgressPolicy,
+    OpenEgress,
+    allowed_host_problem,
+)
 from corral.credential_proxy.hosts import (
     PACKAGE_MANAGER_HOSTS,
     BadHost,
@@ -102,16 +110,25 @@ def test_these_allowed_hosts_entries_are_refused_with_a_reason(entry: str, says:
     assert problem is not None and says in problem
 
 
-def test_the_open_request_rejects_a_bad_entry_and_a_listen_host_that_is_no_address() -> None:
+def test_the_open_request_rejects_a_bad_entry_a_session_id_that_is_no_directory_name_and_a_listen_host() -> None:
     with pytest.raises(ValidationError, match="names a port"):
         EgressPolicy(allowed_hosts=["example.com:443"])
-    with pytest.raises(ValidationError, match="not an IP address"):
-        OpenEgress(session_id="s1", listen_host="gateway.local", policy=EgressPolicy())
-    with pytest.raises(ValidationError, match="cannot be listened on"):
-        OpenEgress(session_id="s1", listen_host="0.0.0.0", policy=EgressPolicy())
-    with pytest.raises(ValidationError, match="session_id"):
-        OpenEgress(session_id="a.b", listen_host="127.0.0.1", policy=EgressPolicy())
-    assert OpenEgress(session_id="s1", listen_host="::0:1", policy=EgressPolicy()).listen_host == "::1"
+    for bad in ("a.b", "..", "a/b", "", "s" * 129):
+        with pytest.raises(ValidationError, match="session_id"):
+            OpenEgress(session_id=bad, policy=EgressPolicy())
+    with pytest.raises(ValidationError, match="listen_host"):  # the socket is the credential-proxy's choice
+        OpenEgress.model_validate({"session_id": "s1", "listen_host": "127.0.0.1", "policy": {}})
+    assert OpenEgress(session_id="sesn_01JD3ABCDEFGHJKMNPQRSTVWXY", policy=EgressPolicy()).policy == EgressPolicy()
+
+
+def test_the_opened_reply_names_the_directory_and_the_socket() -> None:
+    opened = EgressOpened(session_id="s1", directory="/run/corral-egress/s1", socket_name=EGRESS_SOCKET_NAME)
+    assert opened.model_dump() == {
+        "session_id": "s1",
+        "directory": "/run/corral-egress/s1",
+        "socket_name": "proxy.sock",
+    }
+    assert (SANDBOX_EGRESS_DIR, SANDBOX_PROXY_PORT) == ("/run/corral/egress", 3128)
 
 
 # --- destination hosts -------------------------------------------------------------------------------------

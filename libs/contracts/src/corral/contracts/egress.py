@@ -1,19 +1,32 @@
 """Egress operations: the request and reply of every ``corral.rpc.egress.<op>`` call.
 
-A sandbox whose environment allows network access sits on a network with no route out; its only
-way out is an HTTP proxy the credential-proxy runs for that one session, listening on an address of
-the host that the sandbox can reach (the gateway address of the session's network). The
-sandbox-manager asks for that proxy with ``open`` before it starts the sandbox, points the
-sandbox's ``HTTP_PROXY``/``HTTPS_PROXY`` at the ``proxy_url`` of the reply, and drops it with
-``close`` when the sandbox goes away. Every reply is a ``corral.contracts.rpc.RpcReply``:
-``result`` on success, or an Anthropic ``error`` detail (``invalid_request_error`` for a request
-that can never succeed, such as a ``listen_host`` that is not an address of the host).
+A sandbox has no network of its own (Docker network ``none``: loopback only). When its environment
+allows network access, its only way out is an HTTP proxy the credential-proxy runs for that one
+session on a unix socket: ``<CORRAL_EGRESS_SOCKET_DIR>/<session_id>/proxy.sock`` on the host
+(``EGRESS_SOCKET_NAME``), in a directory that holds nothing else. The sandbox-manager asks for that
+proxy with ``open`` before it starts the sandbox, bind-mounts the reply's ``directory`` read-only at
+``SANDBOX_EGRESS_DIR`` in the container, where the exec agent relays ``127.0.0.1:SANDBOX_PROXY_PORT``
+to the socket, points the sandbox's ``HTTP_PROXY``/``HTTPS_PROXY`` at
+``http://127.0.0.1:SANDBOX_PROXY_PORT``, and drops the proxy with ``close`` when the sandbox is gone.
+The directory is mounted rather than the socket so that a restarted credential-proxy, which binds a
+new socket in the same directory, is reached by sandboxes already running.
 
-``open`` is idempotent per session: opening again with the same ``listen_host`` returns the same
-``proxy_url`` and applies the new policy to connections made from then on; a different
-``listen_host`` moves the session's proxy there (the old listener and its connections are closed).
-The credential-proxy records every open session in ``EGRESS_BUCKET`` (key: the session id) and
-serves those sessions again when it restarts.
+Which session a connection belongs to is known only from the socket it arrived on, never from
+anything the sandbox sends: each socket applies its own session's policy.
+
+Every reply is a ``corral.contracts.rpc.RpcReply``: ``result`` on success, or an Anthropic ``error``
+detail: ``invalid_request_error`` for a request that can never succeed (a malformed field, named in
+the message; ``details.error_code`` ``egress_not_configured`` when this deployment serves no egress,
+i.e. the credential-proxy has no ``CORRAL_EGRESS_SOCKET_DIR``), ``api_error`` with ``error_code``
+``egress_listen_failed`` when the socket cannot be made, ``overloaded_error`` while the
+credential-proxy is stopping.
+
+``open`` is idempotent per session: opening again returns the same ``directory`` and applies the
+new policy to connections made from then on (open ones carry on). The credential-proxy records every
+open session in ``EGRESS_BUCKET`` (key: the session id) and serves those sessions again, on new
+sockets in the same directories, when it restarts. ``close`` removes the socket and the directory:
+call it only once the sandbox is gone (a later ``open`` makes a new directory, which the mount of a
+container still running would not show).
 
 ``allowed_hosts`` entries, as both sides accept them (``allowed_host_problem``):
 
@@ -41,8 +54,18 @@ from corral.contracts.rpc import Message
 EGRESS_QUEUE: Final = "credential-proxy"
 EGRESS_RPC_WILDCARD: Final = "corral.rpc.egress.>"
 
-#: The credential-proxy's egress grants: key ``<session_id>``, the listener and policy it serves.
+#: The credential-proxy's egress grants: key ``<session_id>``, the policy its socket serves.
 EGRESS_BUCKET: Final = "corral_egress"
+
+# --- where the proxy is reached ------------------------------------------------------------------------
+#: The session's proxy socket, the only entry of its directory (``EgressOpened.directory``).
+EGRESS_SOCKET_NAME: Final = "proxy.sock"
+#: Where the sandbox-manager mounts ``EgressOpened.directory`` (read-only) inside the sandbox, so the
+#: proxy is ``/run/corral/egress/proxy.sock`` there.
+SANDBOX_EGRESS_DIR: Final = "/run/corral/egress"
+#: The port on the sandbox's loopback where the exec agent relays to the proxy socket: what
+#: ``HTTP_PROXY``/``HTTPS_PROXY`` point at inside the sandbox (``http://127.0.0.1:3128``).
+SANDBOX_PROXY_PORT: Final = 3128
 
 #: What a session id must look like to get a proxy (it is also the grant's key).
 SESSION_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,128}$"
@@ -115,18 +138,7 @@ def _check_allowed_host(entry: str) -> str:
     return entry
 
 
-def _check_listen_host(value: str) -> str:
-    try:
-        address = ipaddress.ip_address(value)
-    except ValueError:
-        raise ValueError(f"{value!r} is not an IP address: give the address the sandbox reaches the proxy on") from None
-    if address.is_unspecified or address.is_multicast:
-        raise ValueError(f"{value} cannot be listened on for one session: give the session network's gateway address")
-    return str(address)
-
-
 AllowedHost = Annotated[str, AfterValidator(_check_allowed_host)]
-ListenHost = Annotated[str, AfterValidator(_check_listen_host)]
 
 
 # --- messages ------------------------------------------------------------------------------------------
@@ -150,19 +162,21 @@ class EgressPolicy(Message):
 
 
 class OpenEgress(Message):
-    """Give the session a proxy on ``listen_host`` (idempotent, see the module docstring)."""
+    """Give the session a proxy on its own unix socket (idempotent, see the module docstring)."""
 
     session_id: str = Field(pattern=SESSION_ID_PATTERN, description="the session the proxy serves")
-    listen_host: ListenHost = Field(
-        description="an IP address of the credential-proxy's host that the sandbox reaches (the gateway address "
-        "of the session's network; 127.0.0.1 in tests)"
-    )
     policy: EgressPolicy = Field(description="what the sandbox may reach; replaces the previous policy on re-open")
 
 
 class EgressOpened(Message):
+    """Where the session's proxy socket is: ``<directory>/<socket_name>`` on the host."""
+
     session_id: str = Field(description="the session the proxy serves")
-    proxy_url: str = Field(description="http://<listen_host>:<port>: what HTTP_PROXY and HTTPS_PROXY point at")
+    directory: str = Field(
+        description="absolute path on the credential-proxy's host, <CORRAL_EGRESS_SOCKET_DIR>/<session_id>, holding "
+        "only the socket; the sandbox-manager mounts it read-only at SANDBOX_EGRESS_DIR (/run/corral/egress)"
+    )
+    socket_name: str = Field(description="the proxy's unix socket in directory (EGRESS_SOCKET_NAME, proxy.sock)")
 
 
 class CloseEgress(Message):

@@ -1,8 +1,9 @@
 """credential-proxy: the only process that can read OpenBao, and the sandboxes' only way out.
 
-Composition root: settings -> telemetry -> bus, egress grants -> the egress proxies (re-opened from
-their grants) -> serving ``corral.rpc.egress.*`` and health until SIGTERM/SIGINT. MCP and git
-proxying arrive with the vault work.
+Composition root: settings -> telemetry -> bus, egress grants -> the egress proxies, one unix socket
+per session under ``CORRAL_EGRESS_SOCKET_DIR`` (re-opened from their grants; none when it is unset) ->
+serving ``corral.rpc.egress.*`` and health until SIGTERM/SIGINT. MCP and git proxying arrive with the
+vault work.
 """
 
 from __future__ import annotations
@@ -41,7 +42,14 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
         state = await vault.probe(settings.health_probe_timeout_s)
         logger.info(
             "credential-proxy ready",
-            extra={"fields": {"instance": instance, "vault": state, "egress_listeners": egress.count()}},
+            extra={
+                "fields": {
+                    "instance": instance,
+                    "vault": state,
+                    "egress_socket_dir": str(settings.egress.socket_dir or "unset: no egress"),
+                    "egress_listeners": egress.count(),
+                }
+            },
         )
         if ready is not None:
             ready.set()

@@ -1,27 +1,26 @@
 """The egress grants the credential-proxy keeps on the bus, so a restart keeps serving running sandboxes.
 
-``corral_egress`` (``EGRESS_BUCKET``), key ``<session_id>`` -> ``Grant``: the address and port the
-session's proxy listens on and the policy it applies. Written by ``open`` (each write restarts the
-bucket's time-to-live), deleted by ``close``, read back at start-up.
+``corral_egress`` (``EGRESS_BUCKET``), key ``<session_id>`` -> ``Grant``: the policy the session's
+proxy applies. Where it listens follows from the session id (``<socket_dir>/<session_id>/proxy.sock``),
+so it is not recorded; grants written by versions that listened on TCP carry ``listen_host`` and
+``port`` too, which are ignored. Written by ``open`` (each write restarts the bucket's time-to-live),
+deleted by ``close``, read back at start-up.
 """
 
 from __future__ import annotations
 
 import time
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.bus import Bus, KeyValueBucket
-from corral.contracts.egress import EGRESS_BUCKET, EgressPolicy
+from corral.contracts.egress import EGRESS_BUCKET, SESSION_ID_PATTERN, EgressPolicy
 
 
 class Grant(BaseModel):
     model_config = ConfigDict(extra="ignore", frozen=True)
 
-    session_id: str
-    listen_host: str
-    #: The port actually bound (the ``port`` setting, or the one the system chose when that is 0).
-    port: int
+    session_id: str = Field(pattern=SESSION_ID_PATTERN)
     policy: EgressPolicy
     at: float
 
@@ -38,8 +37,8 @@ class Grants:
     async def open(cls, bus: Bus, *, ttl_s: float) -> Grants:
         return cls(await bus.key_value(EGRESS_BUCKET, ttl_s=ttl_s))
 
-    async def put(self, session_id: str, listen_host: str, port: int, policy: EgressPolicy) -> Grant:
-        grant = Grant(session_id=session_id, listen_host=listen_host, port=port, policy=policy, at=time.time())
+    async def put(self, session_id: str, policy: EgressPolicy) -> Grant:
+        grant = Grant(session_id=session_id, policy=policy, at=time.time())
         await self._kv.put(session_id, grant.model_dump_json().encode())
         return grant
 
@@ -53,9 +52,12 @@ class Grants:
         if entry is None:
             return None
         try:
-            return Grant.model_validate_json(entry.value)
+            grant = Grant.model_validate_json(entry.value)
         except ValidationError as exc:
             raise UnreadableGrant(f"the egress grant of session {session_id} does not load: {exc}") from None
+        if grant.session_id != session_id:
+            raise UnreadableGrant(f"the egress grant under {session_id} names session {grant.session_id}")
+        return grant
 
     async def delete(self, session_id: str) -> bool:
         """Forget the session's grant; ``False`` when it had none."""

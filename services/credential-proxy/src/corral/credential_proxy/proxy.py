@@ -1,4 +1,4 @@
-"""One session's egress proxy: a listening socket on the session's address, and its connections.
+"""One session's egress proxy: its unix socket, ``<socket_dir>/<session_id>/proxy.sock``, and its connections.
 
 Each client connection carries one request. ``CONNECT host:port`` is checked and, when allowed,
 answered ``200 Connection established`` and spliced to the destination until both sides finish or
@@ -12,6 +12,12 @@ request head in time), 431 (head too large), 502 (the destination cannot be reso
 Refusals are logged at INFO with the session id, host and reason; headers and bodies never are.
 ``SessionProxy`` carries the connections (and holds the policy); ``Listener`` is the socket and its
 accept loop, which owns the connections in a task group: cancelling ``serve`` closes them all.
+
+The socket is the session's identity: every connection accepted on it is that session's, whatever
+it sends. Its directory (0755) holds nothing else, and the sandbox-manager mounts the directory,
+not the socket, into the sandbox: a restarted credential-proxy binds a new socket in the same
+directory and running sandboxes reach it. The socket is 0666 because the sandbox's user (uid 1000)
+is not this process's; only the sandboxes it is mounted into can reach it.
 """
 
 from __future__ import annotations
@@ -19,13 +25,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import logging
+import os
 import socket
+import stat
 from collections.abc import Coroutine
+from pathlib import Path
 from typing import Any, Final
 
-from corral.contracts.egress import EgressPolicy
+from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressPolicy
 from corral.credential_proxy.destinations import Open, Refused, Resolve, Unreachable, connect, vet
 from corral.credential_proxy.hosts import HostRules, describe
 from corral.credential_proxy.http_head import (
@@ -49,14 +57,15 @@ _LINGER_S: Final = 2.0
 _LINGER_BYTES: Final = 1 << 20
 #: Pause after a failed accept (out of file descriptors) before accepting again.
 _ACCEPT_BACKOFF_S: Final = 0.2
+#: Longest path a unix socket is bound to (``sun_path`` is 108 bytes on Linux, with a final NUL).
+MAX_SOCKET_PATH: Final = 107
+_DIRECTORY_MODE: Final = 0o755
+#: Any uid may connect: the sandbox's user is not the credential-proxy's.
+_SOCKET_MODE: Final = 0o666
 
 
 class CannotListen(Exception):
-    """The listening address cannot be bound. ``gone``: the host has no such address (any more)."""
-
-    def __init__(self, message: str, *, gone: bool) -> None:
-        super().__init__(message)
-        self.gone = gone
+    """The session's directory or socket cannot be made."""
 
 
 class SessionProxy:
@@ -219,49 +228,74 @@ class SessionProxy:
 
 
 class Listener:
-    """A session's listening socket. Build it with ``bind``; run ``serve`` in a task; cancel it to stop."""
+    """A session's unix socket, ``<directory>/proxy.sock``. Build it with ``bind``; run ``serve`` in a
+    task; cancel it to stop (the socket file goes, the directory stays for the next start); ``remove``
+    when the session is closed also deletes the directory."""
 
-    def __init__(self, proxy: SessionProxy, sock: socket.socket) -> None:
+    def __init__(self, proxy: SessionProxy, sock: socket.socket, directory: Path) -> None:
         self.proxy = proxy
+        self.directory = directory
+        self.path = directory / EGRESS_SOCKET_NAME
         self._sock = sock
-        host, port = sock.getsockname()[:2]
-        self.listen_host: str = host
-        self.port: int = port
+        self._inode = _inode(os.lstat(self.path))
 
     @classmethod
-    def bind(cls, proxy: SessionProxy, listen_host: str, port: int) -> Listener:
-        """Listen on ``listen_host:port`` (port 0: any free port).
+    def bind(cls, proxy: SessionProxy, directory: Path) -> Listener:
+        """Listen on ``<directory>/proxy.sock``: the directory is made (0755) if missing, a socket file
+        left there by an earlier run is replaced, and the new socket is made connectable by any uid.
 
         Raises:
-            CannotListen: the address is not this host's, or the port is taken.
+            CannotListen: the path is too long for a unix socket, or the directory or socket cannot be made.
         """
-        family = socket.AF_INET6 if ipaddress.ip_address(listen_host).version == 6 else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        path = directory / EGRESS_SOCKET_NAME
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            raise CannotListen(
+                f"cannot listen on {path}: a unix socket's path is at most {MAX_SOCKET_PATH} bytes; "
+                "set CORRAL_EGRESS_SOCKET_DIR to a shorter directory"
+            )
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        bound = False
         try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            if family == socket.AF_INET6:
-                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
-            sock.bind((listen_host, port))
+            _make_directory(directory)
+            _remove_stale(path)
+            sock.bind(os.fspath(path))
+            bound = True
+            os.chmod(path, _SOCKET_MODE)
             sock.listen(128)
             sock.setblocking(False)
+            return cls(proxy, sock, directory)
         except OSError as exc:
             sock.close()
-            where = f"{describe(ipaddress.ip_address(listen_host))}:{port}"
-            if exc.errno == errno.EADDRNOTAVAIL:
-                raise CannotListen(
-                    f"cannot listen on {where}: {listen_host} is not an address of the credential-proxy's host "
-                    "(create the session's network first, and run the credential-proxy on the sandboxes' host)",
-                    gone=True,
-                ) from None
-            raise CannotListen(f"cannot listen on {where}: {exc.strerror or exc}", gone=False) from None
-        return cls(proxy, sock)
+            if bound:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+            raise CannotListen(f"cannot listen on {path}: {exc.strerror or exc}") from None
 
-    @property
-    def url(self) -> str:
-        return f"http://{describe(ipaddress.ip_address(self.listen_host))}:{self.port}"
+    def in_place(self) -> bool:
+        """Whether the socket file is still this listener's (nothing removed or replaced it)."""
+        try:
+            return _inode(os.lstat(self.path)) == self._inode
+        except OSError:
+            return False
 
     def close(self) -> None:
+        """Stop listening and remove the socket file (if it is still this listener's)."""
         self._sock.close()
+        try:
+            if _inode(os.lstat(self.path)) == self._inode:
+                os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning(
+                "egress socket not removed",
+                extra={"fields": {"session_id": self.proxy.session_id, "error": str(exc)}},
+            )
+
+    def remove(self) -> None:
+        """Close, and delete the session's directory."""
+        self.close()
+        remove_directory(self.directory, session_id=self.proxy.session_id)
 
     async def serve(self) -> None:
         """Accept and carry connections until cancelled; then every connection is closed."""
@@ -282,7 +316,47 @@ class Listener:
                     if carry is not None:
                         connections.create_task(carry)
         finally:
-            self._sock.close()
+            self.close()
+
+
+def remove_directory(directory: Path, *, session_id: str) -> None:
+    """Delete a session's directory and the socket file in it, if they exist (nothing else is removed)."""
+    try:
+        with contextlib.suppress(FileNotFoundError):
+            if not stat.S_ISDIR(os.lstat(directory / EGRESS_SOCKET_NAME).st_mode):
+                os.unlink(directory / EGRESS_SOCKET_NAME)
+        with contextlib.suppress(FileNotFoundError):
+            os.rmdir(directory)
+    except OSError as exc:
+        logger.warning(
+            "egress directory not removed",
+            extra={"fields": {"session_id": session_id, "directory": str(directory), "error": str(exc)}},
+        )
+
+
+def _make_directory(directory: Path) -> None:
+    """The session's directory, 0755 whatever the umask; an existing one must be a directory (no link)."""
+    try:
+        os.mkdir(directory, _DIRECTORY_MODE)
+    except FileExistsError:
+        if not stat.S_ISDIR(os.lstat(directory).st_mode):
+            raise NotADirectoryError(errno.ENOTDIR, f"{directory} exists and is not a directory") from None
+    os.chmod(directory, _DIRECTORY_MODE)
+
+
+def _remove_stale(path: Path) -> None:
+    """Unlink what an earlier run left at the socket's path (its socket, when it was not stopped cleanly)."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISDIR(mode):
+        raise IsADirectoryError(errno.EISDIR, f"{path} is a directory")
+    os.unlink(path)
+
+
+def _inode(status: os.stat_result) -> tuple[int, int]:
+    return status.st_dev, status.st_ino
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, text: str) -> None:

@@ -17,6 +17,7 @@ from corral.bus import Bus, serve_health
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.egress import (
     EGRESS_QUEUE,
+    EGRESS_SOCKET_NAME,
     CloseEgress,
     EgressClosed,
     EgressOp,
@@ -25,7 +26,7 @@ from corral.contracts.egress import (
     egress_rpc,
 )
 from corral.contracts.rpc import Health, RpcReply
-from corral.credential_proxy.egress import Egress, ShuttingDown
+from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
 from corral.credential_proxy.proxy import CannotListen
 from corral.credential_proxy.vault import Vault
 
@@ -42,8 +43,10 @@ class Service:
 
 
 async def open_egress(service: Service, request: OpenEgress) -> EgressOpened:
-    listener = await service.egress.open(request.session_id, request.listen_host, request.policy)
-    return EgressOpened(session_id=request.session_id, proxy_url=listener.url)
+    listener = await service.egress.open(request.session_id, request.policy)
+    return EgressOpened(
+        session_id=request.session_id, directory=str(listener.directory), socket_name=EGRESS_SOCKET_NAME
+    )
 
 
 async def close_egress(service: Service, request: CloseEgress) -> EgressClosed:
@@ -93,12 +96,14 @@ async def _answer(service: Service, op: str, data: bytes, span: trace.Span) -> R
         return RpcReply(ok=True, result=result.model_dump(mode="json"))
     except ValidationError as exc:
         return RpcReply(ok=False, error=ErrorDetail(type="invalid_request_error", message=_field_message(exc)))
-    except CannotListen as exc:
+    except NotConfigured as exc:
         detail = ErrorDetail(
-            type="invalid_request_error" if exc.gone else "conflict_error",
-            message=str(exc),
-            details={"error_code": "egress_listen_failed"},
+            type="invalid_request_error", message=str(exc), details={"error_code": "egress_not_configured"}
         )
+        return RpcReply(ok=False, error=detail)
+    except CannotListen as exc:
+        logger.warning("egress socket failed", extra={"fields": {"op": op, "error": str(exc)}})
+        detail = ErrorDetail(type="api_error", message=str(exc), details={"error_code": "egress_listen_failed"})
         return RpcReply(ok=False, error=detail)
     except ShuttingDown as exc:
         return RpcReply(ok=False, error=ErrorDetail(type="overloaded_error", message=str(exc)))
@@ -115,7 +120,11 @@ async def health(service: Service) -> Health:
         service="credential-proxy",
         instance=service.instance,
         status="ok" if vault == "ok" else "degraded",
-        details={"vault": vault, "egress_listeners": str(service.egress.count())},
+        details={
+            "vault": vault,
+            "egress": "ok" if service.egress.configured else "not configured: set CORRAL_EGRESS_SOCKET_DIR",
+            "egress_listeners": str(service.egress.count()),
+        },
     )
 
 

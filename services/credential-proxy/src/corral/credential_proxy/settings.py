@@ -1,9 +1,12 @@
 """credential-proxy settings (env prefix ``CORRAL_``). Only this service ever gets the vault token.
 
-The egress proxies are configured under ``CORRAL_EGRESS_*`` (``EgressSettings``).
+The egress proxies are configured under ``CORRAL_EGRESS_*`` (``EgressSettings``); without
+``CORRAL_EGRESS_SOCKET_DIR`` this deployment serves no egress.
 """
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -16,11 +19,10 @@ class EgressSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_EGRESS_", frozen=True, extra="ignore")
 
-    port: int = Field(
-        default=3128,
-        ge=0,
-        le=65535,
-        description="port each session's proxy listens on, on the session's own address (0: any free port)",
+    socket_dir: Path | None = Field(
+        default=None,
+        description="directory (created 0755 if missing) holding one <session_id>/proxy.sock per session, which the "
+        "sandbox-manager mounts into that session's sandbox; unset: no egress is served (open says so)",
     )
     ports: tuple[int, ...] = Field(
         default=(80, 443),
@@ -47,6 +49,17 @@ class EgressSettings(BaseSettings):
         gt=0,
         description="a grant not re-opened for this long is forgotten (its session's sandbox is long gone)",
     )
+
+    @field_validator("socket_dir", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("socket_dir")
+    @classmethod
+    def _absolute(cls, socket_dir: Path | None) -> Path | None:
+        # the directories handed to the sandbox-manager must be absolute paths on this host
+        return None if socket_dir is None else socket_dir.absolute()
 
     @field_validator("ports")
     @classmethod
