@@ -57,6 +57,11 @@ class Engine:
     client: docker.DockerClient
 
 
+#: The environment these tests' sessions use unless they say otherwise: no network access at all (no
+#: credential-proxy runs here to give a sandbox its egress proxy).
+ISOLATED: dict[str, Any] = {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": []}}
+
+
 def _own_engine(state_dir: Path) -> Stack:
     """A Docker engine (and the NATS/Postgres/OpenBao beside it) with the sandbox image built."""
     environ = {k: v for k, v in os.environ.items() if not k.startswith("CORRAL_")}
@@ -178,7 +183,11 @@ class Manager:
     async def provision(self, session_id: str, config: dict[str, Any] | None = None) -> Provisioned:
         reply = await self.rpc(
             SandboxOp.PROVISION,
-            Provision(session_id=session_id, environment_id="env_test", environment_config=config or {}).model_dump(),
+            Provision(
+                session_id=session_id,
+                environment_id="env_test",
+                environment_config=ISOLATED if config is None else config,
+            ).model_dump(),
         )
         assert reply.ok, reply.error
         return Provisioned.model_validate(reply.result)
@@ -198,6 +207,7 @@ class Manager:
             "name": name,
             "input": args,
             "environment_id": "env_test",
+            "environment_config": ISOLATED,
             "timeout_ms": timeout_ms,
         }
         wait = execute_reply_timeout_s(timeout_ms or args.get("timeout_ms"))

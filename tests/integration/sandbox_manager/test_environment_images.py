@@ -40,10 +40,14 @@ pytestmark = pytest.mark.integration
 
 WITH_PACKAGES: dict[str, Any] = {
     "type": "cloud",
-    "networking": None,
+    "networking": {"type": "limited", "allowed_hosts": []},
     "packages": {"type": "packages", "apt": ["jq"], "cargo": [], "pip": ["six==1.16.0"]},
 }
-MISSING_PACKAGE: dict[str, Any] = {"type": "cloud", "packages": {"type": "packages", "apt": ["corral-no-such-package"]}}
+MISSING_PACKAGE: dict[str, Any] = {
+    "type": "cloud",
+    "networking": {"type": "limited", "allowed_hosts": []},
+    "packages": {"type": "packages", "apt": ["corral-no-such-package"]},
+}
 #: A build installs from the package mirrors; the slowest step here is apt's.
 BUILD_WAIT_S = 600.0
 

@@ -111,23 +111,21 @@ async def test_an_idle_sandbox_is_removed_and_the_next_call_says_so(nats_url: st
         remove_scope(engine, box.scope)
 
 
-async def test_an_environment_asking_for_unrestricted_networking_is_told_it_has_none_here(
+async def test_an_environment_allowing_network_access_without_an_egress_proxy_is_told_it_has_none(
     nats_url: str, bus: Bus, engine: Engine
 ) -> None:
-    box = sandbox_settings(engine, pool_size=0, network="corral-no-such-network")
+    box = sandbox_settings(engine, pool_size=0)
     sid = session()
     config = {"type": "cloud", "networking": {"type": "unrestricted"}}
     try:
-        async with running_manager(nats_url, bus, engine, box) as manager:
-            assert (await manager.health()).details["network"] == (
-                "none (the engine has no network 'corral-no-such-network' for unrestricted environments)"
-            )
+        async with running_manager(nats_url, bus, engine, box) as manager:  # and no credential-proxy
             provisioned = await manager.provision(sid, config)
             assert provisioned.network == "none"
             assert len(provisioned.notices) == 1
-            assert "unrestricted networking" in provisioned.notices[0] and "no network" in provisioned.notices[0]
-            first = await manager.execute(sid, "bash", {"command": "ls /sys/class/net"})
-            assert [b.text for b in first.content] == [*provisioned.notices, "lo\n"]
+            assert "egress proxy (no credential-proxy is running)" in provisioned.notices[0]
+            assert "no network" in provisioned.notices[0]
+            first = await manager.execute(sid, "bash", {"command": "ls /sys/class/net; echo ${https_proxy:-unset}"})
+            assert [b.text for b in first.content] == [*provisioned.notices, "lo\nunset\n"]
             second = await manager.execute(sid, "bash", {"command": "echo once"})
             assert [b.text for b in second.content] == ["once\n"]  # notices are said once
     finally:

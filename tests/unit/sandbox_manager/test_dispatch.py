@@ -7,56 +7,58 @@ from typing import Any
 
 import pytest
 
+from corral.contracts.egress import EgressPolicy
 from corral.contracts.sandbox import Execute, execute_reply_timeout_s
 from corral.sandbox_manager.environments import UnsupportedEnvironment, base_spec, place
 from corral.sandbox_manager.settings import SandboxSettings
 from corral.sandbox_manager.tools import LocalAnswer, SandboxCall, plan
 
-SETTINGS = SandboxSettings(image="img:1", network="bridge", tool_timeout_ms=120_000, tool_timeout_max_ms=600_000)
+SETTINGS = SandboxSettings(image="img:1", tool_timeout_ms=120_000, tool_timeout_max_ms=600_000)
 
 
 def execute(name: str, args: dict[str, Any], timeout_ms: int | None = None) -> Execute:
     return Execute(session_id="s", tool_use_id="t", name=name, input=args, environment_id="e", timeout_ms=timeout_ms)
 
 
-def test_the_default_environment_gets_no_network_and_no_notices() -> None:
-    placement = place(SETTINGS, {}, {"none", "host", "bridge"})
-    assert placement.spec == base_spec(SETTINGS)
-    assert placement.spec.network == "none" and placement.notices == ()
+def test_the_default_environment_may_reach_any_public_host_through_its_egress_proxy() -> None:
+    placement = place(SETTINGS, {})
+    assert placement.spec.network == "egress" and placement.notices == ()
+    assert placement.egress == EgressPolicy(allowed_hosts=None, allow_package_managers=True)
+    assert placement.spec.hash != base_spec(SETTINGS).hash  # never a pooled (network none) sandbox
+    assert place(SETTINGS, {"type": "cloud", "networking": {"type": "unrestricted"}}) == placement
 
 
-def test_unrestricted_networking_uses_the_configured_network_when_the_engine_has_it() -> None:
-    placement = place(SETTINGS, {"networking": {"type": "unrestricted"}}, {"none", "host", "bridge"})
-    assert placement.spec.network == "bridge" and placement.notices == ()
-    assert placement.spec.hash != base_spec(SETTINGS).hash
-
-
-def test_unrestricted_networking_without_a_network_is_none_with_a_notice() -> None:
-    placement = place(SETTINGS, {"networking": {"type": "unrestricted"}}, {"none", "host"})
-    assert placement.spec.network == "none"
-    assert len(placement.notices) == 1 and "no network" in placement.notices[0]
-
-
-def test_the_host_network_is_never_used() -> None:
-    host = SETTINGS.model_copy(update={"network": "host"})
-    assert place(host, {"networking": {"type": "unrestricted"}}, {"none", "host"}).spec.network == "none"
-
-
-def test_limited_networking_with_hosts_is_told_it_is_not_honoured_and_packages_get_their_image() -> None:
+def test_limited_networking_allows_its_hosts_and_packages_get_their_image() -> None:
     config = {
         "type": "cloud",
-        "networking": {"type": "limited", "allowed_hosts": ["pypi.org"]},
+        "networking": {"type": "limited", "allowed_hosts": ["pypi.org"], "allow_package_managers": False},
         "packages": {"type": "packages", "pip": ["pandas==2.2.0"], "apt": []},
     }
-    placement = place(SETTINGS, config, {"bridge"})
-    assert placement.spec.network == "none"
-    assert len(placement.notices) == 1 and "egress proxy" in placement.notices[0]
+    placement = place(SETTINGS, config)
+    assert placement.spec.network == "egress"
+    assert placement.egress == EgressPolicy(allowed_hosts=["pypi.org"], allow_package_managers=False)
     assert placement.image is not None and placement.spec.image == placement.image.tag
+
+
+@pytest.mark.parametrize(
+    "networking",
+    [{"type": "limited"}, {"type": "limited", "allowed_hosts": [], "allow_package_managers": False}],
+)
+def test_limited_networking_that_allows_nothing_gets_no_network_at_all(networking: dict[str, Any]) -> None:
+    placement = place(SETTINGS, {"type": "cloud", "networking": networking})
+    assert placement.spec == base_spec(SETTINGS) and placement.spec.network == "none"
+    assert placement.egress is None
+
+
+def test_package_managers_alone_are_a_policy_of_their_own() -> None:
+    networking = {"type": "limited", "allowed_hosts": [], "allow_package_managers": True}
+    placement = place(SETTINGS, {"type": "cloud", "networking": networking})
+    assert placement.egress == EgressPolicy(allowed_hosts=[], allow_package_managers=True)
 
 
 def test_a_self_hosted_environment_does_not_run_tools_here() -> None:
     with pytest.raises(UnsupportedEnvironment):
-        place(SETTINGS, {"type": "self_hosted"}, set())
+        place(SETTINGS, {"type": "self_hosted"})
 
 
 @pytest.mark.parametrize("name", ["web_fetch", "web_search"])

@@ -87,7 +87,7 @@ class Provisioned(Message):
     container_id: str
     ready_ms: float
     from_pool: bool
-    #: The Docker network the sandbox is on (``none`` = loopback only).
+    #: ``none``: loopback only; ``egress``: loopback plus the session's egress proxy (``corral.contracts.egress``).
     network: str
     #: What the environment asked for that this deployment could not honour (networking).
     notices: list[str] = Field(default_factory=list)

@@ -106,6 +106,7 @@ class ServiceContext:
     otel_endpoint: str | None = None
     docker_host: str | None = None
     sandbox_image: str | None = None
+    egress_socket_dir: str | None = None
 
 
 def service_names(harness_count: int, embedded_model: bool) -> list[str]:
@@ -164,6 +165,8 @@ def service_environment(
     elif kind == "credential-proxy":
         env["CORRAL_VAULT_ADDR"] = ctx.vault_addr
         env["CORRAL_VAULT_TOKEN"] = ctx.vault_token
+        if ctx.egress_socket_dir:
+            env["CORRAL_EGRESS_SOCKET_DIR"] = ctx.egress_socket_dir
     elif kind == "sandbox-manager":
         if ctx.docker_host:
             env["CORRAL_DOCKER_HOST"] = ctx.docker_host

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import signal
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -171,6 +173,17 @@ class Stack:
         return self.external_docker_host
 
     @property
+    def egress_socket_dir(self) -> Path:
+        """Where the credential-proxy makes each session's egress socket (``CORRAL_EGRESS_SOCKET_DIR``).
+
+        Under the temp dir, named for the state directory: a unix socket path has at most 107 bytes,
+        which a deep state directory plus a session id would exceed. The Docker engine mounts these
+        directories, so it must share this machine's filesystem (it does: devstack runs it here).
+        """
+        key = hashlib.sha256(str(self.state.root.resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"corral-egress-{key}"
+
+    @property
     def sandbox_image(self) -> str | None:
         """The image the sandbox-manager gets (``CORRAL_SANDBOX_IMAGE``): the content tag."""
         if self.docker_enabled:
@@ -211,6 +224,7 @@ class Stack:
             otel_endpoint=self.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             docker_host=self.docker_host,
             sandbox_image=self.sandbox_image,
+            egress_socket_dir=str(self.egress_socket_dir) if self.docker_host else None,
         )
 
     def service(self, name: str, ctx: ServiceContext | None = None) -> Service:

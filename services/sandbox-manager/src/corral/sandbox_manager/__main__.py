@@ -17,6 +17,7 @@ import uvloop
 from corral import telemetry
 from corral.bus import Bus, instance_name
 from corral.sandbox_manager.containers import Driver
+from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
 from corral.sandbox_manager.environments import base_spec
 from corral.sandbox_manager.executions import Executions
@@ -42,7 +43,6 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
     engine = EngineWatch(
         driver,
         box.image,
-        network=box.network,
         probe_timeout_s=settings.health_probe_timeout_s,
         retry_s=settings.engine_retry_s,
     )
@@ -61,7 +61,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="sandbox-manager"))
         tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
         sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
-        sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images)
+        sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images, egress=BusEgress(bus))
         executions = Executions(sessions, tool_records, box)
         reaper = Reaper(driver, launcher, sessions, pool, sandbox_records, box)
         service = Service(instance=instance, sessions=sessions, executions=executions, pool=pool, engine=engine)

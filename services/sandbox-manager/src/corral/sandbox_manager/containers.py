@@ -4,8 +4,9 @@ Every call runs on the driver's own worker threads, which ``aclose`` waits for (
 created when the manager stops is removed, not left behind). A sandbox container is hardened by
 construction: all capabilities dropped, ``no-new-privileges``, the default seccomp profile, a
 read-only root with size-capped tmpfs mounts at ``/workspace`` and ``/tmp``, pids/memory/CPU limits,
-a non-root user, no network unless the spec names one, no log driver (tool output never reaches
-the host's disk), and never a bind mount: neither the Docker socket nor any host path.
+a non-root user, network ``none`` (loopback only), no log driver (tool output never reaches the
+host's disk), and no bind mount but one: for a spec with network ``egress``, the session's egress
+proxy directory (holding only its proxy socket), read-only. Never the Docker socket.
 
 Environment images are built here too (``build_image``, see ``builds``), each build on a connection
 of its own that ``aclose`` cuts.
@@ -29,8 +30,10 @@ import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 from docker.types import LogConfig
 
+from corral.contracts.egress import SANDBOX_EGRESS_DIR
 from corral.sandbox_manager import agent
 from corral.sandbox_manager.builds import Build, run_build
+from corral.sandbox_manager.egress import EgressMount
 
 logger = logging.getLogger(__name__)
 
@@ -47,7 +50,10 @@ LABEL_SESSION: Final = "corral.session_id"
 LABEL_ENVIRONMENT: Final = "corral.environment_id"
 LABEL_NETWORK: Final = "corral.network"
 
+#: ``ContainerSpec.network`` values. The container's Docker network is always ``none``; ``egress``
+#: says its session's egress proxy socket is mounted (``corral.sandbox_manager.egress``).
 NO_NETWORK: Final = "none"
+EGRESS: Final = "egress"
 
 
 @dataclass(frozen=True)
@@ -201,12 +207,6 @@ class Driver:
         finally:
             self._builds.discard(build)
 
-    async def networks(self) -> set[str]:
-        def names() -> set[str]:
-            return {str(n["Name"]) for n in self._api().networks()}
-
-        return await self._in_thread(names)
-
     # --- containers ----------------------------------------------------------------------------------------
     def labels(self, spec: ContainerSpec, *, session_id: str | None, environment_id: str | None) -> dict[str, str]:
         labels = {LABEL_MANAGED: "true", LABEL_SCOPE: self.scope, LABEL_CONFIG: spec.hash, LABEL_NETWORK: spec.network}
@@ -217,17 +217,39 @@ class Driver:
             labels[LABEL_ENVIRONMENT] = environment_id or ""
         return labels
 
-    async def launch(self, spec: ContainerSpec, name: str, labels: dict[str, str]) -> tuple[str, socket.socket]:
+    async def launch(
+        self, spec: ContainerSpec, name: str, labels: dict[str, str], *, egress: EgressMount | None = None
+    ) -> tuple[str, socket.socket]:
         """Create and start a container running the exec agent; its stdin/stdout as a socket.
 
-        The attach happens before the start, so nothing the agent writes is missed.
+        The attach happens before the start, so nothing the agent writes is missed. ``egress`` (for a
+        spec with network ``egress``) mounts the session's proxy socket directory, read-only, and
+        points the proxy variables at the agent's relay.
         """
-        container_id, sock = await self._in_thread(self._launch, spec, name, labels)
+        if (egress is not None) != (spec.network == EGRESS):
+            raise ValueError("an egress mount goes with a spec whose network is 'egress', and only with one")
+        container_id, sock = await self._in_thread(self._launch, spec, name, labels, egress)
         self._unclaimed.discard(container_id)
         return container_id, sock
 
-    def _launch(self, spec: ContainerSpec, name: str, labels: dict[str, str]) -> tuple[str, socket.socket]:
+    def _launch(
+        self, spec: ContainerSpec, name: str, labels: dict[str, str], egress: EgressMount | None
+    ) -> tuple[str, socket.socket]:
         api = self._api()
+        environment = {
+            "HOME": WORKSPACE,
+            "LANG": "C.UTF-8",
+            "TERM": "dumb",
+            "PAGER": "cat",
+            "GIT_PAGER": "cat",
+            "PYTHONDONTWRITEBYTECODE": "1",
+        }
+        config = spec.agent_config()
+        binds: list[str] = []
+        if egress is not None:
+            environment.update(egress.environment())
+            config = json.dumps({**json.loads(config), "egress_socket": egress.socket_in_sandbox})
+            binds.append(f"{egress.host_directory}:{SANDBOX_EGRESS_DIR}:ro")
         uid, _, gid = spec.user.partition(":")
         tmpfs_opts = "rw,nosuid,nodev"
         host_config = api.create_host_config(
@@ -242,25 +264,19 @@ class Driver:
             mem_limit=spec.memory,
             memswap_limit=spec.memory,
             nano_cpus=spec.nano_cpus,
-            network_mode=spec.network,
+            network_mode=NO_NETWORK,
+            binds=binds or None,
             log_config=LogConfig(type="none"),
             ipc_mode="private",
             init=False,
         )
         created = api.create_container(
             spec.image,
-            command=["python3", "-c", agent.source(), spec.agent_config()],
+            command=["python3", "-c", agent.source(), config],
             name=name,
             user=spec.user,
             working_dir=WORKSPACE,
-            environment={
-                "HOME": WORKSPACE,
-                "LANG": "C.UTF-8",
-                "TERM": "dumb",
-                "PAGER": "cat",
-                "GIT_PAGER": "cat",
-                "PYTHONDONTWRITEBYTECODE": "1",
-            },
+            environment=environment,
             stdin_open=True,
             # detach: StdinOnce stays false, so the agent's stdin outlives an attach (a manager restart)
             detach=True,

@@ -26,7 +26,6 @@ class EngineStatus:
     version: str | None
     image: str
     image_present: bool
-    networks: frozenset[str]
     message: str
 
 
@@ -35,17 +34,13 @@ class SandboxUnavailable(Exception):
 
 
 class EngineWatch:
-    def __init__(self, driver: Driver, image: str, *, network: str, probe_timeout_s: float, retry_s: float) -> None:
+    def __init__(self, driver: Driver, image: str, *, probe_timeout_s: float, retry_s: float) -> None:
         self._driver = driver
         self._image = image
-        #: The network ``unrestricted`` environments get, when the engine has it.
-        self.network = network
         self._probe_timeout_s = probe_timeout_s
         self._retry_s = retry_s
         self.ready = asyncio.Event()
-        self.status = EngineStatus(
-            ok=False, version=None, image=image, image_present=False, networks=frozenset(), message="not checked yet"
-        )
+        self.status = EngineStatus(ok=False, version=None, image=image, image_present=False, message="not checked yet")
         self._recheck = asyncio.Event()
 
     async def check(self) -> EngineStatus:
@@ -56,15 +51,13 @@ class EngineWatch:
                 version=None,
                 image=self._image,
                 image_present=False,
-                networks=frozenset(),
                 message=f"no Docker engine answers at {self._driver.where()}; start dockerd or set CORRAL_DOCKER_HOST",
             )
         else:
             try:
                 present = await self._driver.has_image(self._image)
-                networks = frozenset(await self._driver.networks())
             except (DockerException, OSError) as exc:
-                present, networks = False, frozenset()
+                present = False
                 logger.warning("engine check failed", extra={"fields": {"error": str(exc)}})
             message = (
                 "ready"
@@ -77,27 +70,17 @@ class EngineWatch:
                 version=version,
                 image=self._image,
                 image_present=present,
-                networks=networks,
                 message=message,
             )
         if status.ok != self.status.ok or status.message != self.status.message:
             level = logging.INFO if status.ok else logging.WARNING
             logger.log(level, "docker engine: %s", status.message, extra={"fields": {"version": version}})
-            if status.ok and not self.network_usable(status):
-                logger.warning(
-                    "the engine has no network %r: environments with unrestricted networking get none "
-                    "(loopback only), and their tool results say so",
-                    self.network,
-                )
         self.status = status
         if status.ok:
             self.ready.set()
         else:
             self.ready.clear()
         return status
-
-    def network_usable(self, status: EngineStatus | None = None) -> bool:
-        return self.network not in ("host", "none") and self.network in (status or self.status).networks
 
     def require(self) -> EngineStatus:
         """The current status when sandboxes can be started.

@@ -1,13 +1,12 @@
 """What container an environment's ``config`` gets here, and what it asked for that it cannot have.
 
-``networking: {type: unrestricted}`` puts the sandbox on the configured Docker network
-(``CORRAL_SANDBOX_NETWORK``, default ``bridge``) when the engine has it; an engine started with
-``--bridge=none`` has no such network, so those sandboxes get ``none`` and a notice says so.
-``limited`` networking needs an egress proxy that enforces ``allowed_hosts``; until there is one it
-gets ``none`` (loopback only), which is stricter than asked, and a notice when hosts were listed.
+Every sandbox has network ``none`` (loopback only). Network access is egress through the session's
+own proxy (``egress``): ``networking: {type: unrestricted}`` (the API's default) lets the sandbox
+reach any public host, ``limited`` only its ``allowed_hosts`` (plus the package registries with
+``allow_package_managers``); ``limited`` with neither gets no proxy at all. A sandbox with egress has
+its session's proxy socket mounted, so it never comes from the warm pool.
 ``packages`` are installed into an environment image built from the sandbox image (``images``);
 the spec names that image, so its sandboxes never share a warm pool with the base image's.
-The ``host`` network is never used.
 """
 
 from __future__ import annotations
@@ -15,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 from typing import Any
 
-from corral.sandbox_manager.containers import NO_NETWORK, ContainerSpec
+from corral.contracts.egress import EgressPolicy
+from corral.sandbox_manager.containers import EGRESS, NO_NETWORK, ContainerSpec
 from corral.sandbox_manager.images import EnvironmentImage, environment_image
 from corral.sandbox_manager.packages import read_packages
 from corral.sandbox_manager.settings import SandboxSettings
@@ -28,13 +28,15 @@ class Placement:
     #: The environment image ``spec.image`` names, to be built before a container is started;
     #: ``None`` when the spec runs the base image.
     image: EnvironmentImage | None = None
+    #: What the session's egress proxy lets the sandbox reach; ``None``: no network at all.
+    egress: EgressPolicy | None = None
 
 
 class UnsupportedEnvironment(Exception):
     """The environment cannot run its tools here (a ``self_hosted`` one runs them on its own worker)."""
 
 
-def base_spec(settings: SandboxSettings, network: str = NO_NETWORK) -> ContainerSpec:
+def base_spec(settings: SandboxSettings) -> ContainerSpec:
     return ContainerSpec(
         image=settings.image,
         user=settings.user,
@@ -43,18 +45,16 @@ def base_spec(settings: SandboxSettings, network: str = NO_NETWORK) -> Container
         pids=settings.pids,
         workspace_size=settings.workspace_size,
         tmp_size=settings.tmp_size,
-        network=network,
+        network=NO_NETWORK,
         output_limit=settings.output_limit,
         default_timeout_ms=settings.tool_timeout_ms,
         max_timeout_ms=settings.tool_timeout_max_ms,
     )
 
 
-def place(
-    settings: SandboxSettings, config: dict[str, Any], networks: set[str], *, trusted_ca: bytes | None = None
-) -> Placement:
-    """The container spec for an environment ``config`` on an engine with ``networks``; environment
-    images trust ``trusted_ca`` (PEM) while they are built.
+def place(settings: SandboxSettings, config: dict[str, Any], *, trusted_ca: bytes | None = None) -> Placement:
+    """The container spec for an environment ``config``; environment images trust ``trusted_ca``
+    (PEM) while they are built.
 
     Raises:
         UnsupportedEnvironment: a ``self_hosted`` environment.
@@ -65,27 +65,22 @@ def place(
             "this session's environment is self_hosted: its tools run on the environment's own worker, "
             "not in a Corral sandbox"
         )
-    notices: list[str] = []
-    networking = config.get("networking") or {}
-    kind = networking.get("type") if isinstance(networking, dict) else None
-    network = NO_NETWORK
-    if kind == "unrestricted":
-        usable = settings.network not in ("host", NO_NETWORK) and settings.network in networks
-        if usable:
-            network = settings.network
-        else:
-            notices.append(
-                "This environment asks for unrestricted networking, but this deployment's Docker engine "
-                f"has no network {settings.network!r} for sandboxes, so this sandbox has no network "
-                "(loopback only): downloads and remote requests will fail."
-            )
-    elif kind == "limited" and isinstance(networking, dict) and networking.get("allowed_hosts"):
-        notices.append(
-            "This environment allows a list of hosts, but this deployment has no egress proxy to enforce "
-            "it, so this sandbox has no network (loopback only): requests to those hosts will fail."
-        )
-    spec = base_spec(settings, network)
+    egress = egress_policy(config)
+    spec = replace(base_spec(settings), network=NO_NETWORK if egress is None else EGRESS)
     image = environment_image(settings.image, read_packages(config), trusted_ca)
     if image is not None:
         spec = replace(spec, image=image.tag)
-    return Placement(spec=spec, notices=tuple(notices), image=image)
+    return Placement(spec=spec, notices=(), image=image, egress=egress)
+
+
+def egress_policy(config: dict[str, Any]) -> EgressPolicy | None:
+    """What the environment's ``networking`` lets its sandboxes reach (``None``: nothing)."""
+    networking = config.get("networking")
+    if not isinstance(networking, dict) or networking.get("type") != "limited":
+        return EgressPolicy(allowed_hosts=None, allow_package_managers=True)  # unrestricted, the default
+    hosts = networking.get("allowed_hosts")
+    allowed = [str(h) for h in hosts] if isinstance(hosts, list) else []
+    package_managers = networking.get("allow_package_managers") is True
+    if not allowed and not package_managers:
+        return None
+    return EgressPolicy(allowed_hosts=allowed, allow_package_managers=package_managers)

@@ -173,11 +173,7 @@ def health(service: Service) -> Health:
         "docker": status.version or "unavailable",
         "image": f"{status.image} ({'present' if status.image_present else 'missing'})",
         "pools": pools or "none",
-        "network": (
-            service.engine.network
-            if service.engine.network_usable()
-            else f"none (the engine has no network {service.engine.network!r} for unrestricted environments)"
-        ),
+        "network": "none; sessions whose environment allows network access reach it through their egress proxy",
         "sessions": str(service.sessions.count()),
         "message": status.message,
     }

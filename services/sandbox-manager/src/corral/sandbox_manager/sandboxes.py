@@ -12,6 +12,7 @@ from docker.errors import DockerException
 
 from corral.sandbox_manager.channel import AgentChannel
 from corral.sandbox_manager.containers import LABEL_CONFIG, LABEL_NETWORK, ContainerInfo, ContainerSpec, Driver
+from corral.sandbox_manager.egress import EgressMount
 
 logger = logging.getLogger(__name__)
 
@@ -47,9 +48,14 @@ class Launcher:
         self.starting: set[str] = set()
 
     async def start(
-        self, spec: ContainerSpec, *, session_id: str | None = None, environment_id: str | None = None
+        self,
+        spec: ContainerSpec,
+        *,
+        session_id: str | None = None,
+        environment_id: str | None = None,
+        egress: EgressMount | None = None,
     ) -> Sandbox:
-        """Create, start and wait for the agent's first answer.
+        """Create, start and wait for the agent's first answer (``egress``: see ``Driver.launch``).
 
         Raises:
             DockerException, OSError: the engine refused or failed.
@@ -60,7 +66,7 @@ class Launcher:
         labels = self.driver.labels(spec, session_id=session_id, environment_id=environment_id)
         self.starting.add(name)
         try:
-            container_id, sock = await self.driver.launch(spec, name, labels)
+            container_id, sock = await self.driver.launch(spec, name, labels, egress=egress)
             try:
                 channel = await AgentChannel.open(name, sock)
                 await channel.ping(self.start_timeout_s)

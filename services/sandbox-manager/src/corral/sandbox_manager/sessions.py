@@ -15,12 +15,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from docker.errors import DockerException
 
 from corral.sandbox_manager.channel import SandboxLost
+from corral.sandbox_manager.containers import NO_NETWORK
+from corral.sandbox_manager.egress import NO_EGRESS_NOTICE, Egress, EgressMount, EgressUnavailable
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import place
 from corral.sandbox_manager.images import EnvironmentImages
@@ -54,6 +56,7 @@ class Sessions:
         settings: SandboxSettings,
         *,
         images: EnvironmentImages,
+        egress: Egress,
     ) -> None:
         self._launcher = launcher
         self._pool = pool
@@ -61,6 +64,7 @@ class Sessions:
         self._engine = engine
         self._settings = settings
         self._images = images
+        self._egress = egress
         self._live: dict[str, Sandbox] = {}
         self._pending: dict[str, asyncio.Task[Sandbox]] = {}
         self._chores: set[asyncio.Task[None]] = set()
@@ -109,8 +113,9 @@ class Sessions:
             task.exception()  # retrieved here; the awaiting callers get it too
 
     async def _provision(self, session_id: str, environment_id: str, config: dict[str, Any]) -> Sandbox:
-        status = self._engine.require()
-        placement = place(self._settings, config, set(status.networks), trusted_ca=self._images.trusted_ca)
+        self._engine.require()
+        placement = place(self._settings, config, trusted_ca=self._images.trusted_ca)
+        spec, notices = placement.spec, list(placement.notices)
         if placement.image is not None:
             # Before the pool is asked: taking from it makes it keep containers of this image.
             try:
@@ -123,19 +128,32 @@ class Sessions:
                     exc_info=True,
                 )
                 raise SandboxUnavailable(f"the environment's image could not be built: {exc}") from exc
+        mount: EgressMount | None = None
+        if placement.egress is not None:
+            try:
+                mount = await self._egress.open(session_id, placement.egress)
+            except EgressUnavailable as exc:
+                logger.warning(
+                    "no egress for a sandbox that may use the network: %s",
+                    exc,
+                    extra={"fields": {"session_id": session_id}},
+                )
+                spec = replace(spec, network=NO_NETWORK)
+                notices.append(NO_EGRESS_NOTICE.format(why=exc))
         previous, revision = await self._records.session_entry(session_id)
-        sandbox = self._pool.take(placement.spec)
+        # A sandbox with egress has its session's socket mounted: never a pooled one.
+        sandbox = self._pool.take(spec) if mount is None else None
         if sandbox is None:
             try:
                 sandbox = await self._launcher.start(
-                    placement.spec, session_id=session_id, environment_id=environment_id
+                    spec, session_id=session_id, environment_id=environment_id, egress=mount
                 )
             except (DockerException, OSError, SandboxLost, TimeoutError) as exc:
                 self._engine.suspect()
                 logger.warning("could not start a sandbox", extra={"fields": {"session_id": session_id}}, exc_info=True)
                 raise SandboxUnavailable(f"the sandbox could not be started: {exc}") from exc
         sandbox.session_id = session_id
-        sandbox.notices = list(placement.notices)
+        sandbox.notices = notices
         farewell = self._farewells.pop(session_id, None)
         if farewell is None and previous is not None and previous.state in ("lost", "idle") and previous.reason:
             farewell = previous.reason
@@ -203,6 +221,7 @@ class Sessions:
             await self._launcher.driver.remove(record.container_id)
             await self._records.unbind(session_id, record.container_id, "released", "")
         await self._records.forget(session_id)
+        await self._egress.close(session_id)
         if sandbox is not None:
             return sandbox.container_id
         return record.container_id if record is not None else None

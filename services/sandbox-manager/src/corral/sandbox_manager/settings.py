@@ -35,11 +35,6 @@ class SandboxSettings(BaseSettings):
     pids: int = Field(default=256, ge=16, description="most processes and threads a sandbox may hold")
     workspace_size: str = Field(default="512m", description="size of the /workspace tmpfs")
     tmp_size: str = Field(default="64m", description="size of the /tmp tmpfs")
-    network: str = Field(
-        default="bridge",
-        description="Docker network for environments with unrestricted networking; when the engine has no "
-        "such network those sandboxes get none (loopback only) and are told so",
-    )
     pool_size: int = Field(default=2, ge=0, description="pre-started containers kept per environment configuration")
     pool_configs: int = Field(default=4, ge=1, description="most environment configurations that keep a warm pool")
     idle_s: float = Field(default=600.0, gt=0, description="a session's sandbox is removed after this long unused")

@@ -1,0 +1,128 @@
+"""Network access from a sandbox, end to end: the agent's ``bash`` in a real container, its only way
+out the session's egress proxy in the credential-proxy (a unix socket mounted into the sandbox and
+relayed from ``127.0.0.1:3128`` by the exec agent), deciding per request from the environment's
+``networking``.
+
+The Debian mirror over plain HTTP is the outside host here (this machine reaches it; HTTPS is
+intercepted by a proxy whose certificate authority the sandbox image does not carry)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import anthropic
+import httpx
+import pytest
+
+from corral.devstack.stack import Stack
+from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
+
+pytestmark = pytest.mark.e2e
+
+MIRROR = "http://deb.debian.org/debian/dists/bookworm/Release"
+
+#: Prints one JSON line: the interfaces, the proxy variables, whether the socket is mounted, a direct
+#: connection's fate, and what fetching each URL through the proxy gave (status or error).
+PROBE = r"""
+import json, os, socket, sys, urllib.error, urllib.request
+out = {
+    "interfaces": sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]),
+    "https_proxy": os.environ.get("https_proxy"),
+    "socket_mounted": os.path.exists("/run/corral/egress/proxy.sock"),
+}
+try:
+    socket.create_connection(("1.1.1.1", 80), timeout=3).close()
+    out["direct"] = "connected"
+except OSError as exc:
+    out["direct"] = type(exc).__name__
+fetched = {}
+for url in sys.argv[1:]:
+    try:
+        with urllib.request.urlopen(url, timeout=30) as answer:
+            fetched[url] = [answer.status, answer.read(200).decode("latin-1")]
+    except urllib.error.HTTPError as exc:
+        fetched[url] = [exc.code, exc.read(300).decode("latin-1")]
+    except OSError as exc:
+        fetched[url] = [None, repr(exc)]
+out["fetched"] = fetched
+print(json.dumps(out))
+"""
+
+
+async def probe(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, config: dict[str, Any] | None, *urls: str
+) -> dict[str, Any]:
+    """Run ``PROBE`` with ``urls`` through ``bash`` in a session of an environment with ``config``."""
+    name = unique("egress")
+    # without no_proxy, so even a loopback URL goes to the proxy (instead of the sandbox's own loopback)
+    command = (
+        f"cat > /tmp/probe.py <<'PY'\n{PROBE}\nPY\nenv -u no_proxy -u NO_PROXY python3 /tmp/probe.py {' '.join(urls)}"
+    )
+    await script(
+        model,
+        name,
+        [{"type": "tool_use", "name": "bash", "input": {"command": command}}],
+        [{"type": "text", "text": "Probed."}],
+    )
+    agent = await client.beta.agents.create(
+        name="e2e egress", model="claude-sonnet-4-6", tools=[{"type": "agent_toolset_20260401"}]
+    )
+    env_body: dict[str, Any] = {"name": unique("e2e-egress")}
+    if config is not None:
+        env_body["config"] = config
+    env = await client.beta.environments.create(**env_body)
+    session = await client.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    stream = await open_stream(client, session.id)
+    async with stream:
+        await send_text(client, session.id, f"{name}: probe the network")
+        await read_until_idle(stream, timeout=120)
+    [result] = [e for e in await all_events(client, session.id) if e.type == "agent.tool_result"]
+    text = "\n".join(block.text for block in result.content if block.type == "text")
+    assert not result.is_error, text
+    line = next(line for line in text.splitlines() if line.startswith("{"))
+    return dict(json.loads(line))
+
+
+async def test_an_unrestricted_environment_reaches_public_hosts_only_through_its_proxy(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, stack: Stack
+) -> None:
+    gateway = f"http://127.0.0.1:{stack.ports.gateway}/health"
+    host_loopback, metadata = "http://localhost/", "http://169.254.169.254/latest/meta-data/"
+    seen = await probe(client, model, None, MIRROR, gateway, host_loopback, metadata)
+
+    assert seen["interfaces"] == ["lo"]
+    assert seen["direct"] != "connected"
+    assert seen["socket_mounted"] is True
+    assert seen["https_proxy"] == "http://127.0.0.1:3128"
+    status, body = seen["fetched"][MIRROR]
+    assert status == 200 and "Origin: Debian" in body, seen["fetched"][MIRROR]
+    # the host's own services and the cloud metadata address are never reachable, whatever the policy
+    for refused in (gateway, host_loopback, metadata):
+        assert seen["fetched"][refused][0] == 403, seen["fetched"][refused]
+    assert "loopback" in seen["fetched"][host_loopback][1]
+    assert "link-local" in seen["fetched"][metadata][1]
+
+
+async def test_a_limited_environment_reaches_only_its_allowed_hosts(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
+) -> None:
+    limited = {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["pypi.org"]}}
+    seen = await probe(client, model, limited, MIRROR)
+
+    assert seen["interfaces"] == ["lo"]
+    status, body = seen["fetched"][MIRROR]
+    assert status == 403, seen["fetched"][MIRROR]
+    assert "deb.debian.org" in body
+
+
+async def test_a_limited_environment_that_allows_nothing_gets_no_proxy_at_all(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
+) -> None:
+    closed = {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": []}}
+    seen = await probe(client, model, closed, MIRROR)
+
+    assert seen["interfaces"] == ["lo"]
+    assert seen["socket_mounted"] is False
+    assert seen["https_proxy"] is None
+    assert seen["fetched"][MIRROR][0] is None  # no name resolution, no route: an error, not a status
