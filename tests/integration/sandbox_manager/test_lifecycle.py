@@ -192,3 +192,27 @@ async def test_after_a_kill_9_the_next_manager_reattaches_reuses_the_pool_and_ne
             assert (await second.health()).details["pools"].endswith(":2/2")
     finally:
         remove_scope(engine, box.scope)
+
+
+async def test_a_call_whose_sandbox_is_not_ready_in_time_is_answered_not_run_and_later_calls_work(
+    nats_url: str, bus: Bus, engine: Engine
+) -> None:
+    # a cold start (~0.2 s here) outlasts a 50 ms wait: the call is answered without running
+    box = sandbox_settings(engine, pool_size=0, provision_wait_s=0.05)
+    sid, early = session(), f"toolu_{uuid.uuid4().hex}"
+    try:
+        async with running_manager(nats_url, bus, engine, box) as manager:
+            marker = "/workspace/ran"
+            first = await manager.execute(sid, "bash", {"command": f"touch {marker}"}, tool_use_id=early)
+            assert first.is_error and not first.executed
+            assert "still being prepared" in first.content[0].text and "call the tool again" in first.content[0].text
+            # the same call again gets the same answer: it never runs late
+            again = await manager.execute(sid, "bash", {"command": f"touch {marker}"}, tool_use_id=early)
+            assert [b.text for b in again.content] == [b.text for b in first.content]
+            # the preparation went on (provision joins it): once it is done, a new call runs in that sandbox
+            provisioned = await manager.provision(sid)
+            assert provisioned.container_id in containers_of(engine, box.scope)
+            later = await manager.execute(sid, "bash", {"command": f"test -e {marker} && echo ran || echo clean"})
+            assert not later.is_error and later.content[-1].text == "clean\n"
+    finally:
+        remove_scope(engine, box.scope)

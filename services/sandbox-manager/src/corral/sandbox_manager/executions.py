@@ -8,7 +8,11 @@
    (``done``) before the reply is sent.
 
 A sandbox that cannot be started is not an outcome (nothing ran): the error goes back as an RPC
-error and nothing is recorded, so the caller may retry.
+error and nothing is recorded, so the caller may retry. A sandbox still being prepared after
+``provision_wait_s`` (a cold start on a busy engine, an environment image being built) is: the call
+is answered "not ready, call again" and that is recorded, so it never runs after its caller gave up
+waiting (its caller waits only the tool's timeout plus ``EXECUTE_REPLY_MARGIN_S``). The preparation
+goes on, and a later call finds the sandbox ready.
 """
 
 from __future__ import annotations
@@ -37,6 +41,11 @@ INTERRUPTED = (
     "It was not run again, to avoid repeating its side effects; check the sandbox's state before retrying."
 )
 CANCELLED_BEFORE_START = "cancelled before it started: the tool did not run"
+NOT_READY = (
+    "this session's sandbox is still being prepared (after a long wait: an environment that lists packages is "
+    "installing them, which can take minutes the first time), so this tool call did not run; call the tool again "
+    "in a minute"
+)
 
 
 class ShuttingDown(Exception):
@@ -95,17 +104,30 @@ class Executions:
             return await self._from_record(request, recorded)
         step = plan(request, self._settings)
         sandbox: Sandbox | None = None
+        not_ready = False
         if isinstance(step, SandboxCall):
-            sandbox = (
-                await self._sessions.ensure(request.session_id, request.environment_id, request.environment_config)
-            ).sandbox
+            try:
+                async with asyncio.timeout(self._settings.provision_wait_s):
+                    sandbox = (
+                        await self._sessions.ensure(
+                            request.session_id, request.environment_id, request.environment_config
+                        )
+                    ).sandbox
+            except TimeoutError:  # ``ensure`` goes on preparing it (shielded); this call does not wait
+                not_ready = True
         claimed = await self._records.claim(request.session_id, request.tool_use_id)
         if claimed is None:
             recorded = await self._records.get(request.session_id, request.tool_use_id)
             assert recorded is not None
             return await self._from_record(request, recorded)
         began = time.perf_counter()
-        if isinstance(step, LocalAnswer):
+        if not_ready:
+            logger.info(
+                "tool call answered 'not ready': the sandbox is still being prepared",
+                extra={"fields": {"session_id": request.session_id, "tool_use_id": request.tool_use_id}},
+            )
+            content, is_error = [TextBlock(text=NOT_READY)], True
+        elif isinstance(step, LocalAnswer):
             content, is_error = [TextBlock(text=step.text)], step.is_error
         else:
             assert sandbox is not None
@@ -115,7 +137,7 @@ class Executions:
                 ).sandbox
             content, is_error = await self._run(sandbox, step, key)
         outcome = ToolOutcome(
-            content=content, is_error=is_error, executed=True, duration_ms=(time.perf_counter() - began) * 1000
+            content=content, is_error=is_error, executed=not not_ready, duration_ms=(time.perf_counter() - began) * 1000
         )
         await self._records.finish(request.session_id, request.tool_use_id, outcome, claimed=claimed)
         return outcome

@@ -9,7 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, MAX_TOOL_TIMEOUT_MS
+from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, EXECUTE_REPLY_MARGIN_S, MAX_TOOL_TIMEOUT_MS
 from corral.settings import LogSettings, NatsSettings
 
 
@@ -47,6 +47,14 @@ class SandboxSettings(BaseSettings):
         default=10.0, gt=0, description="wait beyond a tool's timeout before the sandbox is declared unresponsive"
     )
     start_timeout_s: float = Field(default=30.0, gt=0, description="create + start + first answer of a container")
+    provision_wait_s: float = Field(
+        default=20.0,
+        gt=0,
+        lt=EXECUTE_REPLY_MARGIN_S,
+        description="how long a tool call waits for its session's sandbox (a cold start, an environment image "
+        "build) before it is answered 'not ready, call again' without running: below the caller's reply margin, "
+        "so a call is never run after its caller gave up on it",
+    )
     environment_builds: Literal["off", "host-network"] = Field(
         default="off",
         description="whether environment images are built from the packages an environment lists: 'host-network' "
