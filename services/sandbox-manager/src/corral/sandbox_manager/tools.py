@@ -2,7 +2,8 @@
 
 The input shapes are the API's (``agent_toolset_20260401``): the exec agent checks each field and
 answers a malformed input with an error result the model can act on. Here: unknown names, the web
-tools (no egress in this deployment: an honest error, never a made-up result) and the timeout.
+tools (server-side tools in the API, with no backend here: an honest error, never a made-up result)
+and the timeout.
 """
 
 from __future__ import annotations
@@ -34,9 +35,10 @@ def plan(request: Execute, settings: SandboxSettings) -> LocalAnswer | SandboxCa
     name = request.name
     if name in WEB_TOOLS:
         return LocalAnswer(
-            f"{name} is not available in this deployment: Corral has no internet egress configured for "
-            "web tools here, so nothing was fetched. Work with the files in the sandbox, or ask the user "
-            "for the content."
+            f"{name} is not available in this deployment: Corral has no web fetch or search backend here, "
+            "so nothing was fetched. If this environment allows network access, bash can reach the hosts it "
+            "allows (for example with python3's urllib); otherwise work with the files in the sandbox, or ask "
+            "the user for the content."
         )
     if name not in SANDBOX_TOOLS:
         return LocalAnswer(f"unknown tool {name!r}; the built-in toolset has {', '.join(BUILTIN_TOOLS)}")
