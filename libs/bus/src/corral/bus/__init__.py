@@ -17,6 +17,7 @@ from corral.bus.errors import (
 )
 from corral.bus.health import instance_name, serve_health
 from corral.bus.kv import KeyValueBucket
+from corral.bus.operations import Operations
 
 __all__ = [
     "Bus",
@@ -26,6 +27,7 @@ __all__ = [
     "KeyExists",
     "KeyValueBucket",
     "NoResponders",
+    "Operations",
     "PubAck",
     "Reject",
     "Retry",

@@ -18,7 +18,7 @@ from corral.session_store import db, wakes
 from corral.session_store.handlers import auth
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
-from corral.session_store.rpc import serve_all
+from corral.session_store.rpc import operations
 from corral.session_store.service import Deps
 from corral.session_store.settings import Settings
 
@@ -61,7 +61,7 @@ async def run(settings: Settings) -> None:
                     deps, CreateApiKey(workspace_id=settings.bootstrap_workspace, key_sha256=digest, name="bootstrap")
                 )
             await wakes.sweep(deps)
-            async with serve_all(bus, deps), serve_health(bus, "session-store", report):
+            async with operations(deps).serve(bus), serve_health(bus, "session-store", report):
                 logger.info("session-store ready", extra={"fields": {"instance": instance}})
                 await stop.wait()
                 logger.info("session-store stopping")

@@ -1,19 +1,19 @@
-"""Request-reply: one subject per operation, each decoded into its request model and answered with
-an ``RpcReply``. An ``ApiError`` becomes the reply's error; anything unexpected becomes an
-``api_error`` that names no internals (the traceback goes to the log)."""
+"""Request-reply: the session-store's operations, served by ``corral.bus.Operations`` (an
+``ApiError`` becomes the reply's error, a database outage an ``overloaded_error`` to retry, anything
+unexpected an ``api_error`` naming no internals)."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from corral.bus import Bus
+from corral.bus import Operations
 from corral.contracts import subjects
-from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.rpc import (
     AppendEvents,
     CreateApiKey,
@@ -25,7 +25,6 @@ from corral.contracts.rpc import (
     ObjectAction,
     Op,
     ResolveKey,
-    RpcReply,
     UpdateObject,
 )
 from corral.session_store.db import UNAVAILABLE
@@ -63,46 +62,19 @@ ROUTES: dict[str, Route] = {
 }
 
 
-def _field_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
+def _translate(exc: Exception) -> ErrorDetail | None:
+    if isinstance(exc, UNAVAILABLE):
+        logger.warning("database unavailable", extra={"fields": {"error": type(exc).__name__}})
+        return ErrorDetail(type="overloaded_error", message="Corral's database is unavailable right now; retry shortly")
+    return None
 
 
-async def handle(deps: Deps, op: str, data: bytes) -> bytes:
-    model, handler = ROUTES[op]
-    try:
-        request = model.model_validate_json(data)
-        result = await handler(deps, request)
-        if isinstance(result, BaseModel):
-            result = result.model_dump(mode="json")
-        reply = RpcReply(ok=True, result=result)
-    except ApiError as exc:
-        reply = RpcReply(ok=False, error=exc.detail())
-    except ValidationError as exc:
-        reply = RpcReply(ok=False, error=ErrorDetail(type="invalid_request_error", message=_field_message(exc)))
-    except UNAVAILABLE as exc:
-        logger.warning("database unavailable", extra={"fields": {"op": op, "error": type(exc).__name__}})
-        reply = RpcReply(
-            ok=False,
-            error=ErrorDetail(
-                type="overloaded_error", message=f"{op}: Corral's database is unavailable right now; retry shortly"
-            ),
-        )
-    except Exception:
-        logger.exception("operation failed", extra={"fields": {"op": op}})
-        reply = RpcReply(ok=False, error=ErrorDetail(type="api_error", message=f"{op} failed inside the session store"))
-    return reply.model_dump_json().encode()
-
-
-@contextlib.asynccontextmanager
-async def serve_all(bus: Bus, deps: Deps) -> AsyncIterator[None]:
-    """Serve every operation on its subject (queue group ``session-store``) while the block runs."""
-    async with contextlib.AsyncExitStack() as stack:
-        for op in ROUTES:
-
-            async def handler(data: bytes, _headers: dict[str, str], op: str = op) -> bytes:
-                return await handle(deps, op, data)
-
-            await stack.enter_async_context(bus.serve(subjects.store_rpc(op), handler, queue=subjects.STORE_QUEUE))
-        yield
+def operations(deps: Deps) -> Operations:
+    """Every operation on its subject (queue group ``session-store``)."""
+    return Operations(
+        service="session store",
+        routes={op: (model, functools.partial(handler, deps)) for op, (model, handler) in ROUTES.items()},
+        subject=subjects.store_rpc,
+        queue=subjects.STORE_QUEUE,
+        translate=_translate,
+    )
