@@ -17,6 +17,11 @@ loopback: the agent relays TCP connections to ``127.0.0.1:<egress_port>`` (where
 ``HTTPS_PROXY`` point) to the egress proxy's unix socket mounted at ``egress_socket``, and the proxy
 decides, per request, which hosts the session may reach. Nothing else leaves the container.
 
+In build mode (``build_script`` in the config: an environment image's build container, run as root
+with the same network ``none`` and the build's egress socket) it starts the same relay, runs the
+script with ``bash -euo pipefail -c``, its output going straight to the container's stdout and
+stderr, and exits with the script's exit code; nothing is read from stdin.
+
 As PID 1 it forks: the parent stays PID 1 and only reaps orphans (zombies would otherwise fill the
 pids limit) and forwards signals, and the child is the agent.
 
@@ -63,6 +68,10 @@ class Config:
     egress_socket: str | None = None
     egress_port: int = 3128
     egress_connections: int = 64
+    #: Build mode (an environment image's build container): run this script and exit with its code.
+    build_script: str | None = None
+    #: Variables added to the build script's environment (the proxy variables).
+    build_environment: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -893,11 +902,32 @@ def become_init_reaper() -> None:
             os._exit(os.waitstatus_to_exitcode(status) & 0xFF)
 
 
+def run_build(config: Config) -> int:
+    """Build mode: relay to the egress proxy (when mounted), run ``build_script`` with
+    ``bash -euo pipefail -c`` as this process's user, its output going to this process's stdout and
+    stderr; its exit code (128 + N when killed by signal N)."""
+    if config.egress_socket:
+        EgressRelay(config.egress_socket, config.egress_port, config.egress_connections).start()
+    sys.stdout.flush()
+    # The container's own environment (the base image's ENV), not configuration of this service.
+    environment = {**os.environ, **config.build_environment}  # noqa: TID251
+    code = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", config.build_script or ""],
+        stdin=subprocess.DEVNULL,
+        env=environment,
+        cwd="/",
+        check=False,
+    ).returncode
+    return code if code >= 0 else 128 - code
+
+
 def main(argv: list[str]) -> None:
     raw = json.loads(argv[1]) if len(argv) > 1 else {}
     config = Config(**{k: v for k, v in raw.items() if k in Config.__dataclass_fields__})
     if os.getpid() == 1:
         become_init_reaper()
+    if config.build_script is not None:
+        sys.exit(run_build(config))
     os.makedirs(config.root, exist_ok=True)
     os.chdir(config.root)
     if config.egress_socket:
