@@ -1,23 +1,22 @@
-"""An environment's ``packages``: which entries are accepted, and the Dockerfile that installs them."""
+"""An environment's ``packages``: which entries are accepted, and the build script that installs them."""
 
 from __future__ import annotations
 
 import shlex
+import subprocess
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from corral.sandbox_manager.packages import (
     MANAGERS,
-    TRUSTED_CA_FILE,
     InvalidPackages,
     Packages,
-    dockerfile,
+    build_script,
     install_step,
     read_packages,
 )
-
-BASE = "corral-sandbox:abc123"
 
 
 def packages(**lists: list[str]) -> Packages:
@@ -114,31 +113,53 @@ def test_the_canonical_form_sorts_managers_and_keeps_each_lists_order() -> None:
     assert one.canonical() == packages(apt=["jq"], pip=["b", "a"], npm=[]).canonical()
 
 
-def test_the_dockerfile_installs_each_manager_as_root_in_order_and_ends_as_the_sandbox_user() -> None:
-    built = dockerfile(BASE, packages(pip=["six==1.16.0"], apt=["jq"]))
-    lines = built.text.splitlines()
+def test_the_build_script_runs_one_announced_step_per_manager_in_order() -> None:
+    script = build_script(packages(pip=["six==1.16.0"], apt=["jq"]))
+    assert script.steps == ("installing the apt packages (jq)", "installing the pip packages (six==1.16.0)")
+    lines = script.text.splitlines()
     assert lines[0].startswith("#")
-    assert lines[1:3] == [f"FROM {BASE}", "USER root"]
-    assert lines[3] == f"RUN {install_step('apt', ('jq',))}"
-    assert lines[4] == f"RUN {install_step('pip', ('six==1.16.0',))}"
-    assert lines[5:] == ["USER sandbox", "WORKDIR /workspace"]
-    assert built.steps == (
-        "starting from the sandbox image",
-        "switching to root",
-        "installing the apt packages (jq)",
-        "installing the pip packages (six==1.16.0)",
-        "switching back to the sandbox user",
-        "setting the workdir",
-    )
+    assert lines[1:] == [
+        "printf '%s\\n' 'corral-build: step 1/2: installing the apt packages (jq)'",
+        f"( {install_step('apt', ('jq',))} )",
+        "printf '%s\\n' 'corral-build: step 2/2: installing the pip packages (six==1.16.0)'",
+        f"( {install_step('pip', ('six==1.16.0',))} )",
+    ]
 
 
 def test_with_trusted_certificates_they_are_added_to_the_trust_store_before_any_install() -> None:
-    built = dockerfile(BASE, packages(apt=["jq"]), trusted_ca=True)
-    lines = built.text.splitlines()
-    assert lines[3] == f"COPY {TRUSTED_CA_FILE} /usr/local/share/ca-certificates/{TRUSTED_CA_FILE}"
-    assert lines[4] == "RUN update-ca-certificates"
-    assert lines[5].startswith("RUN set -eu; apt-get update;")
-    assert built.steps[4] == "installing the apt packages (jq)"
+    script = build_script(packages(apt=["jq"]), trusted_ca=True)
+    assert script.steps == ("adding the trusted CA certificates", "installing the apt packages (jq)")
+    assert script.text.splitlines()[2] == "( update-ca-certificates )"
+
+
+def test_a_line_announcing_a_step_names_it_and_other_lines_do_not() -> None:
+    script = build_script(packages(apt=["jq"], pip=["six"]), trusted_ca=True)
+    assert script.step_of("corral-build: step 3/3: installing the pip packages (six)") == 2
+    assert script.step_of("corral-build: step 1/3: anything") == 0
+    for other in (
+        "Step 3/3 : RUN x",
+        "corral-build: step 4/3: x",
+        "corral-build: step 1/2: x",
+        " corral-build: step 1/3: x",
+    ):
+        assert script.step_of(other) is None
+
+
+def test_the_script_stops_at_the_first_failing_step_with_its_exit_code(tmp_path: Path) -> None:
+    """Run as the build container runs it (``bash -euo pipefail -c``), with the steps replaced by
+    commands that need no package manager."""
+    script = build_script(packages(apt=["jq"], pip=["six"], npm=["left-pad"]))
+    text = script.text
+    for manager, names in packages(apt=["jq"], pip=["six"], npm=["left-pad"]).lists:
+        command = {"apt": "echo apt ran", "pip": "exit 7", "npm": "echo npm ran"}[manager]
+        text = text.replace(install_step(manager, names), command)
+    done = subprocess.run(["bash", "-euo", "pipefail", "-c", text], capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 7
+    assert done.stdout.splitlines() == [
+        "corral-build: step 1/3: installing the apt packages (jq)",
+        "apt ran",
+        "corral-build: step 2/3: installing the pip packages (six)",
+    ]
 
 
 def test_apt_updates_installs_without_recommends_and_cleans_the_lists() -> None:

@@ -1,8 +1,8 @@
 """sandbox-manager: turns environments into hardened Docker containers and runs the built-in tools in them.
 
-Composition root: settings -> telemetry -> bus, records -> driver, pool, environment images,
-sessions -> tasks (engine watch; once the engine and image are there: reconciliation, then pool
-refill and the reaper) -> serving until SIGTERM/SIGINT.
+Composition root: settings -> telemetry -> driver, pool -> bus, records, egress, environment
+images, sessions -> tasks (engine watch; once the engine and image are there: reconciliation, then
+pool refill and the reaper) -> serving until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -16,6 +16,8 @@ import uvloop
 
 from corral import telemetry
 from corral.bus import Bus, instance_name
+from corral.contracts.egress import EgressPolicy
+from corral.sandbox_manager.builds import BuildLimits
 from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
@@ -48,22 +50,31 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
     )
     launcher = Launcher(driver, start_timeout_s=box.start_timeout_s)
     pool = Pool(launcher, size=box.pool_size, max_configs=box.pool_configs)
-    images = EnvironmentImages(
-        driver,
-        timeout_s=box.environment_build_timeout_s,
-        failure_memory_s=box.environment_build_retry_s,
-        trusted_ca=read_trusted_ca(box.environment_ca_file),
-        builds_enabled=box.environment_builds == "host-network",
-    )
+    trusted_ca = read_trusted_ca(box.environment_ca_file)
 
     async with contextlib.AsyncExitStack() as stack:
         stack.push_async_callback(driver.aclose)
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="sandbox-manager"))
         tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
         sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
-        sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images, egress=BusEgress(bus))
+        egress = BusEgress(bus)
+        images = EnvironmentImages(
+            driver,
+            egress,
+            limits=BuildLimits(
+                memory=box.environment_build_memory,
+                nano_cpus=int(box.environment_build_cpus * 1_000_000_000),
+                pids=box.environment_build_pids,
+            ),
+            timeout_s=box.environment_build_timeout_s,
+            failure_memory_s=box.environment_build_retry_s,
+            trusted_ca=trusted_ca,
+            builds_enabled=box.environment_builds == "on",
+            build_egress=EgressPolicy(allowed_hosts=list(box.environment_build_hosts), allow_package_managers=True),
+        )
+        sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images, egress=egress)
         executions = Executions(sessions, tool_records, box)
-        reaper = Reaper(driver, launcher, sessions, pool, sandbox_records, box)
+        reaper = Reaper(driver, launcher, sessions, pool, sandbox_records, box, images=images)
         service = Service(instance=instance, sessions=sessions, executions=executions, pool=pool, engine=engine)
 
         async def upkeep() -> None:

@@ -8,20 +8,22 @@ a non-root user, network ``none`` (loopback only), no log driver (tool output ne
 host's disk), and no bind mount but one: for a spec with network ``egress``, the session's egress
 proxy directory (holding only its proxy socket), read-only. Never the Docker socket.
 
-Environment images are built here too (``build_image``, see ``builds``), each build on a connection
-of its own that ``aclose`` cuts.
+Environment images are built here too (``run_build``, see ``builds``): a build container, labelled
+``corral.build.scope`` and never ``corral.managed`` (``managed`` never lists one;
+``build_containers`` does), each on a connection of its own that ``aclose`` cuts.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import json
 import logging
 import socket
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any, Final, TypeVar
@@ -32,7 +34,7 @@ from docker.types import LogConfig
 
 from corral.contracts.egress import SANDBOX_EGRESS_DIR
 from corral.sandbox_manager import agent
-from corral.sandbox_manager.builds import Build, run_build
+from corral.sandbox_manager.builds import LABEL_BUILD_SCOPE, Build, BuildJob, run_build
 from corral.sandbox_manager.egress import EgressMount
 
 logger = logging.getLogger(__name__)
@@ -40,6 +42,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WORKSPACE: Final = "/workspace"
+#: How long a cancelled build is given to remove its container before the caller moves on.
+BUILD_REMOVAL_WAIT_S: Final = 30.0
 
 # Labels on every container the manager creates.
 LABEL_MANAGED: Final = "corral.managed"
@@ -95,6 +99,12 @@ class ContainerInfo:
     labels: dict[str, str]
     running: bool
     created: float
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a worker's outcome as seen (a cancelled caller no longer awaits it)."""
+    if not future.cancelled():
+        future.exception()
 
 
 class EngineUnavailable(Exception):
@@ -167,23 +177,15 @@ class Driver:
 
         return await self._in_thread(inspect)
 
-    async def build_image(
-        self,
-        dockerfile: str,
-        *,
-        files: Mapping[str, bytes],
-        tag: str,
-        labels: Mapping[str, str],
-        timeout_s: float,
-        on_line: Callable[[str], None],
-    ) -> str:
-        """Build ``dockerfile`` with ``files`` beside it as ``tag``; the image id. ``on_line`` is called
-        from a worker thread with each output line. Cancelling the call stops the build.
+    async def run_build(self, job: BuildJob, *, timeout_s: float, on_line: Callable[[str], None]) -> str:
+        """Run ``job``'s build container, commit it as ``job.tag`` and remove it; the image id.
+        ``on_line`` is called from a worker thread with each output line. Cancelling the call stops the
+        build and waits (at most ``BUILD_REMOVAL_WAIT_S``) until its container is removed.
 
         Raises:
-            BuildError: a step failed.
+            BuildError: the build script failed (its exit code), or ran out of memory.
             BuildStopped: the driver is closing.
-            DockerException, OSError: the engine refused the build or the connection broke.
+            DockerException, OSError: the engine refused or the connection broke.
         """
         build = Build()
         if self._closing.is_set():
@@ -191,18 +193,20 @@ class Driver:
         self._builds.add(build)
 
         def run() -> str:
-            client = self._connect(timeout=int(timeout_s) + 1, max_pool_size=1)
+            client = self._connect(timeout=int(timeout_s) + 1, max_pool_size=2)
             try:
-                return run_build(
-                    client, build, dockerfile, files=files, tag=tag, labels=labels, timeout_s=timeout_s, on_line=on_line
-                )
+                return run_build(client, build, job, on_line=on_line, wait_s=timeout_s)
             finally:
                 client.close()
 
+        done = asyncio.get_running_loop().run_in_executor(self._threads, run)
+        done.add_done_callback(_retrieve)
         try:
-            return await self._in_thread(run)
+            return await asyncio.shield(done)
         except asyncio.CancelledError:
             build.stop()
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.wait([done], timeout=BUILD_REMOVAL_WAIT_S)
             raise
         finally:
             self._builds.discard(build)
@@ -335,12 +339,16 @@ class Driver:
                 raise
 
     async def managed(self) -> list[ContainerInfo]:
-        """Every container of this manager's scope, running or not."""
+        """Every sandbox container of this manager's scope, running or not (never a build container)."""
+        return await self._listing([f"{LABEL_MANAGED}=true", f"{LABEL_SCOPE}={self.scope}"])
 
+    async def build_containers(self) -> list[ContainerInfo]:
+        """Every build container of this manager's scope, running or not."""
+        return await self._listing([f"{LABEL_BUILD_SCOPE}={self.scope}"])
+
+    async def _listing(self, labels: list[str]) -> list[ContainerInfo]:
         def listing() -> list[ContainerInfo]:
-            rows = self._api().containers(
-                all=True, filters={"label": [f"{LABEL_MANAGED}=true", f"{LABEL_SCOPE}={self.scope}"]}
-            )
+            rows = self._api().containers(all=True, filters={"label": labels})
             return [
                 ContainerInfo(
                     id=str(row["Id"]),

@@ -1,10 +1,10 @@
-"""An environment's ``packages``: read from its config, checked entry by entry, and the Dockerfile
-steps that install them.
+"""An environment's ``packages``: read from its config, checked entry by entry, and the build script
+that installs them.
 
-Managers are installed in a fixed order, one ``RUN`` each: apt, pip, npm, cargo, gem, go. Each step
+Managers are installed in a fixed order, one step each: apt, pip, npm, cargo, gem, go. Each step
 first installs its package manager with apt when the image lacks it (``python3-pip``, ``nodejs
-npm``, ``cargo``, ``ruby``, ``golang``), then the entries, as root; the image ends as ``USER
-sandbox`` in ``/workspace`` like its base. Every entry must match
+npm``, ``cargo``, ``ruby``, ``golang``), then the entries, as root (the image still ends as ``USER
+sandbox`` in ``/workspace`` like its base: ``images`` commits it so). Every entry must match
 ``corral.contracts.api.environments.PACKAGE_SPEC_PATTERN`` (no whitespace, no shell characters, no
 leading ``-``) and is shell-quoted too, so an entry can only ever be an argument of its manager.
 Extra CA certificates (``CORRAL_SANDBOX_ENVIRONMENT_CA_FILE``) are added to the image's trust store
@@ -14,6 +14,7 @@ before the first install, for package registries reached through a TLS-intercept
 from __future__ import annotations
 
 import json
+import re
 import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,9 +28,8 @@ MANAGERS: Final = ("apt", "pip", "npm", "cargo", "gem", "go")
 
 _APT_INSTALL: Final = "DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends"
 _APT_CLEAN: Final = "apt-get clean; rm -rf /var/lib/apt/lists/*"
-#: Name of the extra CA certificates in the build context (``dockerfile(trusted_ca=True)``).
-TRUSTED_CA_FILE: Final = "corral-trusted-ca.crt"
-_CA_DIR: Final = "/usr/local/share/ca-certificates"
+#: Where the extra CA certificates are put in the build container (``build_script(trusted_ca=True)``).
+TRUSTED_CA_PATH: Final = "/usr/local/share/ca-certificates/corral-trusted-ca.crt"
 
 
 class PackagesNotInstalled(Exception):
@@ -157,33 +157,44 @@ def install_step(manager: str, names: tuple[str, ...]) -> str:
     raise ValueError(f"unknown package manager {manager!r}")
 
 
+#: How the build script announces each step on its output: ``corral-build: step 2/3: installing ...``.
+STEP_MARKER: Final = "corral-build: step "
+_STEP_LINE: Final = re.compile(r"^corral-build: step (\d+)/(\d+): ")
+
+
 @dataclass(frozen=True)
-class Dockerfile:
+class BuildScript:
+    """The install steps of an environment image, as one bash script run as root in the build container."""
+
     text: str
-    #: What each instruction does, in words; the engine numbers them from 1 ("Step 3/6").
+    #: What each step does, in words, in the order they run (``installing the apt packages (jq)``).
     steps: tuple[str, ...]
 
+    def step_of(self, line: str) -> int | None:
+        """The index in ``steps`` of the step that ``line`` (a line of output) announces, if it is one."""
+        found = _STEP_LINE.match(line)
+        if found is None or int(found.group(2)) != len(self.steps):
+            return None
+        index = int(found.group(1)) - 1
+        return index if 0 <= index < len(self.steps) else None
 
-def dockerfile(base: str, packages: Packages, *, trusted_ca: bool = False) -> Dockerfile:
-    """The Dockerfile of the environment image: ``FROM base``, one ``RUN`` per manager, as root.
 
-    With ``trusted_ca`` the build context holds ``TRUSTED_CA_FILE``, which is added to the image's
-    trust store first (for a TLS-intercepting proxy between the engine and the package mirrors).
+def build_script(packages: Packages, *, trusted_ca: bool = False) -> BuildScript:
+    """The script that installs ``packages`` as root, one step per manager in ``MANAGERS`` order.
+
+    It is run with ``bash -euo pipefail -c`` (``agent/program.py``), so the first step that fails ends
+    it with that step's exit code. Each step first prints its ``STEP_MARKER`` line, then runs in a
+    subshell of its own. With ``trusted_ca`` the certificates the manager put at ``TRUSTED_CA_PATH``
+    are added to the trust store before anything is installed (for a TLS-intercepting proxy between
+    the egress proxy and the package registries).
     """
-    instructions = [("starting from the sandbox image", f"FROM {base}"), ("switching to root", "USER root")]
+    steps: list[tuple[str, str]] = []
     if trusted_ca:
-        instructions += [
-            ("adding the trusted CA certificates", f"COPY {TRUSTED_CA_FILE} {_CA_DIR}/{TRUSTED_CA_FILE}"),
-            ("adding the trusted CA certificates", "RUN update-ca-certificates"),
-        ]
+        steps.append(("adding the trusted CA certificates", "update-ca-certificates"))
     for manager, names in packages.lists:
-        instructions.append(
-            (f"installing the {manager} packages ({', '.join(names)})", f"RUN {install_step(manager, names)}")
-        )
-    instructions += [
-        ("switching back to the sandbox user", "USER sandbox"),
-        ("setting the workdir", "WORKDIR /workspace"),
-    ]
-    header = "# A Corral environment image: the sandbox image plus the environment's packages (generated)."
-    text = "\n".join([header, *(line for _, line in instructions)]) + "\n"
-    return Dockerfile(text=text, steps=tuple(what for what, _ in instructions))
+        steps.append((f"installing the {manager} packages ({', '.join(names)})", install_step(manager, names)))
+    lines = ["# A Corral environment image build (generated): the sandbox image's install steps, as root."]
+    for number, (what, command) in enumerate(steps, start=1):
+        lines.append(f"printf '%s\\n' {shlex.quote(f'{STEP_MARKER}{number}/{len(steps)}: {what}')}")
+        lines.append(f"( {command} )")
+    return BuildScript(text="\n".join(lines) + "\n", steps=tuple(what for what, _ in steps))

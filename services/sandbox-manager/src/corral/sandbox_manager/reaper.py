@@ -15,6 +15,10 @@ Periodically (``reap_interval_s``), a container this manager does not hold in me
 session's record names is removed, unless it is younger than ``orphan_grace_s`` (it may be starting).
 For now a session is live while the manager's record of it exists; the session-store will later
 publish releases (archive, delete, terminate), which arrive as ``release``.
+
+Build containers of environment images (``corral.build.scope=<scope>``, never ``corral.managed``, so
+none of the above ever sees one) are swept at start-up and with every orphan pass: one that no build
+of this manager is running is removed and its build's egress closed (``EnvironmentImages.sweep``).
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import time
 from docker.errors import DockerException
 
 from corral.sandbox_manager.containers import LABEL_POOL, ContainerInfo, Driver
+from corral.sandbox_manager.images import EnvironmentImages
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.records import SandboxRecords
 from corral.sandbox_manager.sandboxes import Launcher
@@ -49,8 +54,11 @@ class Reaper:
         pool: Pool,
         records: SandboxRecords,
         settings: SandboxSettings,
+        *,
+        images: EnvironmentImages,
     ) -> None:
         self._driver = driver
+        self._images = images
         self._launcher = launcher
         self._sessions = sessions
         self._pool = pool
@@ -59,7 +67,7 @@ class Reaper:
 
     async def reconcile(self) -> dict[str, int]:
         """Take over what a previous run left (see the module docstring); counts by what was done."""
-        counts = {"adopted": 0, "pooled": 0, "removed": 0}
+        counts = {"adopted": 0, "pooled": 0, "removed": 0, "builds_removed": await self._sweep_builds()}
         for info in await self._driver.managed():
             owner = await self._records.owner(info.id)
             if not info.running:
@@ -99,8 +107,8 @@ class Reaper:
         return counts
 
     async def reap_orphans(self) -> int:
-        """Remove containers nobody owns; how many."""
-        removed = 0
+        """Remove containers nobody owns (build containers included); how many."""
+        removed = await self._sweep_builds()
         now = time.time()
         for info in await self._driver.managed():
             if self._sessions.knows(info.id) or self._pool.knows(info.id) or info.name in self._launcher.starting:
@@ -112,6 +120,13 @@ class Reaper:
             await self._remove(info, "orphan")
             removed += 1
         return removed
+
+    async def _sweep_builds(self) -> int:
+        try:
+            return await self._images.sweep()
+        except (DockerException, OSError):
+            logger.warning("could not look for leftover build containers", exc_info=True)
+            return 0
 
     async def _remove(self, info: ContainerInfo, reason: str) -> None:
         try:

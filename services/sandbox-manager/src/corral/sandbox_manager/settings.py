@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from corral.contracts.egress import AllowedHost
 from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, EXECUTE_REPLY_MARGIN_S, MAX_TOOL_TIMEOUT_MS
 from corral.settings import LogSettings, NatsSettings
 
@@ -55,11 +56,25 @@ class SandboxSettings(BaseSettings):
         "build) before it is answered 'not ready, call again' without running: below the caller's reply margin, "
         "so a call is never run after its caller gave up on it",
     )
-    environment_builds: Literal["off", "host-network"] = Field(
-        default="off",
-        description="whether environment images are built from the packages an environment lists: 'host-network' "
-        "runs the install steps (package scripts included) with the host's network, which reaches services "
-        "listening on the host's loopback, so turn it on only where every environment author is trusted",
+    environment_builds: Literal["off", "on"] = Field(
+        default="on",
+        description="whether environment images are built from the packages an environment lists: 'on' builds "
+        "them in a container with no network but the build's egress proxy (the package registries only; needs "
+        "the credential-proxy with CORRAL_EGRESS_SOCKET_DIR); 'off' answers an environment with packages whose "
+        "image is not on the engine with a tool error saying so",
+    )
+    environment_build_hosts: list[AllowedHost] = Field(
+        default_factory=list,
+        description="hosts environment image builds may reach besides the public package registries (a private "
+        'mirror, a registry the credential-proxy\'s list lacks), as JSON: ["mirror.example.com"]; each is '
+        "still reached only at a public address, through the build's egress proxy",
+    )
+    environment_build_memory: str = Field(
+        default="2g", description="memory limit of an environment image's build container (no swap beyond it)"
+    )
+    environment_build_cpus: float = Field(default=2.0, gt=0, description="CPU limit of a build container, in cores")
+    environment_build_pids: int = Field(
+        default=1024, ge=64, description="most processes and threads a build container may hold"
     )
     environment_build_timeout_s: float = Field(
         default=900.0, gt=0, description="longest build of an environment image (the packages an environment lists)"
@@ -77,6 +92,16 @@ class SandboxSettings(BaseSettings):
     )
     result_ttl_s: float = Field(default=7 * 86400.0, gt=0, description="how long tool outcomes stay recorded")
     record_ttl_s: float = Field(default=30 * 86400.0, gt=0, description="how long session-to-container records last")
+
+    @field_validator("environment_builds", mode="before")
+    @classmethod
+    def _no_host_network(cls, value: object) -> object:
+        if value == "host-network":
+            raise ValueError(
+                "'host-network' builds are gone: builds now run with no network but their egress proxy; "
+                "set CORRAL_SANDBOX_ENVIRONMENT_BUILDS=on (the default) or off"
+            )
+        return value
 
     @field_validator("environment_ca_file")
     @classmethod
