@@ -101,6 +101,8 @@ def _up(stack: Stack, timeout: float) -> int:
     )
     if stack.docker_enabled:
         _out(f"  docker    {stack.docker_host}  (DOCKER_HOST; sandbox image {stack.sandbox_image})")
+        trusted = stack.environment_ca_file or "the sandbox image's own CAs only"
+        _out(f"  builds    environment images trust {trusted}  (CORRAL_SANDBOX_ENVIRONMENT_CA_FILE)")
     if stack.services_enabled:
         _out(f"  gateway   {stack.gateway_url}")
         _out(f"  API key   {stack.api_key}")

@@ -107,6 +107,9 @@ class ServiceContext:
     docker_host: str | None = None
     sandbox_image: str | None = None
     egress_socket_dir: str | None = None
+    #: CA certificates environment image builds trust (``CORRAL_SANDBOX_ENVIRONMENT_CA_FILE``;
+    #: ``""``: none, ``None``: not passed).
+    environment_ca_file: str | None = None
 
 
 def service_names(harness_count: int, embedded_model: bool) -> list[str]:
@@ -172,6 +175,8 @@ def service_environment(
             env["CORRAL_DOCKER_HOST"] = ctx.docker_host
         if ctx.sandbox_image:
             env["CORRAL_SANDBOX_IMAGE"] = ctx.sandbox_image
+        if ctx.environment_ca_file is not None:
+            env["CORRAL_SANDBOX_ENVIRONMENT_CA_FILE"] = ctx.environment_ca_file
     for key in (kind, name):
         env.update((extra or {}).get(key, {}))
     return env

@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 import signal
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Mapping
@@ -42,6 +43,19 @@ DEFAULT_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
 
 Progress = Callable[[str], None]
+
+#: What the sandbox-manager's environment image builds trust besides the sandbox image's CAs.
+ENVIRONMENT_CA_VAR = "CORRAL_SANDBOX_ENVIRONMENT_CA_FILE"
+
+
+def host_ca_bundle() -> str | None:
+    """This host's CA bundle, the one Python verifies TLS against by default (``SSL_CERT_FILE``, else
+    OpenSSL's, e.g. ``/etc/ssl/certs/ca-certificates.crt``), if it has one."""
+    paths = ssl.get_default_verify_paths()
+    for candidate in (paths.cafile, paths.openssl_cafile):
+        if candidate and Path(candidate).is_file():
+            return candidate
+    return None
 
 
 def _log_progress(line: str) -> None:
@@ -184,6 +198,19 @@ class Stack:
         return Path(tempfile.gettempdir()) / f"corral-egress-{key}"
 
     @property
+    def environment_ca_file(self) -> str:
+        """The CA certificates the sandbox-manager's environment image builds trust
+        (``CORRAL_SANDBOX_ENVIRONMENT_CA_FILE``): as set (empty: none), else this host's CA bundle.
+
+        A dev stack's builds reach the package registries from this machine (through the
+        credential-proxy), so they trust what this machine trusts: behind a TLS-intercepting proxy,
+        that is the proxy's CA, without which pip and npm fail certificate verification.
+        """
+        if ENVIRONMENT_CA_VAR in self.environ:
+            return self.environ[ENVIRONMENT_CA_VAR].strip()
+        return host_ca_bundle() or ""
+
+    @property
     def sandbox_image(self) -> str | None:
         """The image the sandbox-manager gets (``CORRAL_SANDBOX_IMAGE``): the content tag."""
         if self.docker_enabled:
@@ -225,6 +252,7 @@ class Stack:
             docker_host=self.docker_host,
             sandbox_image=self.sandbox_image,
             egress_socket_dir=str(self.egress_socket_dir) if self.docker_host else None,
+            environment_ca_file=self.environment_ca_file if self.docker_host else None,
         )
 
     def service(self, name: str, ctx: ServiceContext | None = None) -> Service:
