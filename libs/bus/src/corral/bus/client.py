@@ -1,6 +1,8 @@
 """``Bus``: publish, fenced appends, reads of a subject's history, live follows, request-reply, KV.
 
-Every message published through here carries the current trace context in its headers.
+Every message published through here carries the current trace context in its headers, and a task
+cancelled while it waits for a reply, an ack or a fetch is never handed the result instead (see
+``corral.bus.cancellation``).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
+from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import NoResponders, StreamMismatch, WrongLastSequence
 from corral.bus.kv import KeyValueBucket
 from corral.contracts import headers as h
@@ -80,7 +83,7 @@ class PullConsumer:
     async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> list[Delivery]:
         """Up to ``batch`` messages; an empty list when none arrived within ``timeout``."""
         try:
-            msgs = await self._sub.fetch(batch, timeout=timeout)
+            msgs = await honouring_cancel(self._sub.fetch(batch, timeout=timeout))
         except (TimeoutError, nats.errors.TimeoutError, js_errors.FetchTimeoutError):
             return []
         return [
@@ -209,7 +212,7 @@ class Bus:
         if expected_last_subject_seq is not None:
             hdrs[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_last_subject_seq)
         try:
-            ack = await self.js.publish(subject, data, headers=hdrs)
+            ack = await honouring_cancel(self.js.publish(subject, data, headers=hdrs))
         except js_errors.APIError as exc:
             if exc.err_code in _WRONG_LAST_SEQUENCE:
                 raise WrongLastSequence(exc.description or "wrong last sequence") from exc
@@ -224,13 +227,13 @@ class Bus:
     async def last_seq(self, stream: str, subject: str) -> int:
         """Stream sequence of the last message on ``subject``; 0 when it has none."""
         try:
-            msg = await self.js.get_last_msg(stream, subject)
+            msg = await honouring_cancel(self.js.get_last_msg(stream, subject))
         except js_errors.NotFoundError:
             return 0
         return int(msg.seq or 0)
 
     async def get(self, stream: str, seq: int) -> StoredMessage:
-        msg = await self.js.get_msg(stream, seq)
+        msg = await honouring_cancel(self.js.get_msg(stream, seq))
         return StoredMessage(
             subject=msg.subject or "",
             seq=int(msg.seq or seq),
@@ -312,8 +315,8 @@ class Bus:
             NoResponders: nothing serves ``subject`` (the service is not running).
         """
         try:
-            msg = await self.nc.request(
-                subject, data, timeout=timeout or self._settings.request_timeout_s, headers=inject({})
+            msg = await honouring_cancel(
+                self.nc.request(subject, data, timeout=timeout or self._settings.request_timeout_s, headers=inject({}))
             )
         except nats.errors.NoRespondersError as exc:
             raise NoResponders(subject) from exc

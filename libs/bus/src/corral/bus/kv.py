@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
 
+from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import KeyChanged, KeyExists
 
 
@@ -22,7 +23,7 @@ class KeyValueBucket:
 
     async def get(self, key: str) -> Entry | None:
         try:
-            entry = await self._kv.get(key)
+            entry = await honouring_cancel(self._kv.get(key))
         except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
             return None
         if entry.value is None or entry.revision is None:
@@ -32,32 +33,32 @@ class KeyValueBucket:
     async def keys(self) -> list[str]:
         """Every key that currently has a value (deleted and purged keys are left out)."""
         try:
-            return list(await self._kv.keys())
+            return list(await honouring_cancel(self._kv.keys()))
         except js_errors.NoKeysError:
             return []
 
     async def put(self, key: str, value: bytes) -> int:
         """Write ``value`` whatever the key holds (last writer wins); the new revision."""
-        return await self._kv.put(key, value)
+        return await honouring_cancel(self._kv.put(key, value))
 
     async def create(self, key: str, value: bytes) -> int:
         """Create ``key`` if nobody holds it; raises ``KeyExists`` otherwise."""
         try:
-            return await self._kv.create(key, value)
+            return await honouring_cancel(self._kv.create(key, value))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyExists(key) from exc
 
     async def update(self, key: str, value: bytes, *, last: int) -> int:
         """Replace the value if its revision is still ``last``; raises ``KeyChanged`` otherwise."""
         try:
-            return await self._kv.update(key, value, last=last)
+            return await honouring_cancel(self._kv.update(key, value, last=last))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyChanged(key) from exc
 
     async def delete(self, key: str, *, last: int | None = None) -> None:
         """Delete ``key`` (if its revision is still ``last``, when given; ``KeyChanged`` otherwise)."""
         try:
-            await self._kv.delete(key, last=last)
+            await honouring_cancel(self._kv.delete(key, last=last))
         except js_errors.APIError as exc:
             if exc.err_code in (10071, 10164):
                 raise KeyChanged(key) from exc

@@ -32,6 +32,7 @@ class Vault:
     async def probe(self, timeout: float) -> str:
         """``ok`` or a short reason the vault is not usable (never containing the token)."""
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self._status), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                return await asyncio.to_thread(self._status)
         except (requests.RequestException, VaultError, OSError, TimeoutError):
             return "unreachable"

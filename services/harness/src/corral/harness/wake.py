@@ -137,7 +137,8 @@ class WakeLoop:
         except Exception:
             logger.warning("fetching wake-ups failed; trying again shortly", exc_info=True)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=1.0)
+                async with asyncio.timeout(1.0):
+                    await stop.wait()
             return []
 
     async def _drain(self, inflight: set[asyncio.Task[None]]) -> None:

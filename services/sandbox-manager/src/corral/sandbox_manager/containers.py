@@ -152,7 +152,8 @@ class Driver:
             return str(self._api().version().get("Version", "unknown"))
 
         try:
-            return await asyncio.wait_for(self._in_thread(ping), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
+                return await self._in_thread(ping)
         except (DockerException, OSError, TimeoutError):
             return None
 
