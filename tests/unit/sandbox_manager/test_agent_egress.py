@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import socket
 import threading
 from collections.abc import Iterator
@@ -77,6 +78,8 @@ def test_without_a_proxy_behind_it_a_connection_is_closed_not_hung(tmp_path: Pat
     for _ in range(3):  # the slot of a failed connection is given back
         try:
             answer = exchange(port, b"hello")
-        except ConnectionResetError:
-            answer = b""  # closed with our bytes unread: a reset, which is as good
+        except OSError as closed:  # a timeout (a hung relay) is an OSError too, and fails here
+            # Closed with our bytes unread: a reset, seen on write, on shutdown or on read.
+            assert closed.errno in {errno.ECONNRESET, errno.ENOTCONN, errno.EPIPE}, closed
+            answer = b""
         assert answer == b""
