@@ -93,3 +93,15 @@ async def test_a_lease_is_taken_once_and_renewed_only_by_its_revision(bus: Bus) 
     await leases.delete("sesn_x", last=renewed)
     assert await leases.get("sesn_x") is None
     assert await leases.create("sesn_x", b"c") > renewed
+
+
+async def test_a_served_subject_is_answered_from_another_connection_as_soon_as_the_block_runs(
+    nats_url: str, bus: Bus
+) -> None:
+    async def echo(data: bytes, _headers: dict[str, str]) -> bytes:
+        return data
+
+    async with Bus.connect(NatsSettings(url=nats_url), name="bus-tests-server") as server:
+        for n in range(50):
+            async with server.serve(f"t.served.{n}", echo, queue="t"):
+                assert await bus.request(f"t.served.{n}", b"%d" % n, timeout=5) == b"%d" % n

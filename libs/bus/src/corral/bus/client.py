@@ -324,7 +324,8 @@ class Bus:
 
     @contextlib.asynccontextmanager
     async def serve(self, subject: str, handler: Handler, *, queue: str, limit: int = 256) -> AsyncIterator[None]:
-        """Answer requests on ``subject`` (a queue group shares the load) while the block runs.
+        """Answer requests on ``subject`` (a queue group shares the load) while the block runs; the
+        block starts once the server routes ``subject`` here, so another connection can ask at once.
 
         Each request runs in its own task, at most ``limit`` at once; on exit the subscription is
         removed and in-flight requests finish before the block returns.
@@ -349,6 +350,9 @@ class Bus:
 
         sub = await self.nc.subscribe(subject, queue=queue, cb=on_message)
         try:
+            # SUB is only buffered: the round trip makes the server route requests here before the
+            # block runs, so a service that says it is ready is never answered "no responders"
+            await self.flush()
             yield
         finally:
             with contextlib.suppress(Exception):
@@ -357,4 +361,10 @@ class Bus:
                 await asyncio.gather(*inflight, return_exceptions=True)
 
     async def flush(self) -> None:
+        """Return once the server has processed every command this connection sent so far.
+
+        nats-py's own ``flush()`` writes its PING straight to the socket, past commands still in its
+        buffer, so its PONG alone says nothing about a SUB made a moment ago: the buffer goes first.
+        """
+        await self.nc._flush_pending(force_flush=True)
         await self.nc.flush()
