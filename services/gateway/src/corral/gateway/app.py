@@ -77,6 +77,9 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         version="0.1.0",
         lifespan=lifespan,
         redoc_url=None,
+        # RequestContextMiddleware opens the one server span per request (with the request id);
+        # FastAPI's own spans, metrics and exception log records would double it.
+        telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.gateway = state
     routers = [module.router for module in (agents, environments, sessions, events, health_routes)]
