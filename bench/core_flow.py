@@ -4,7 +4,8 @@ Prints, next to a bare NATS baseline measured in the same run:
   * B2: a harness-style append (bus request to session-store, lease held) -> the frame on that
     session's SSE stream, with `--sessions` sessions (default 100) each holding an open stream;
   * POST /v1/sessions/{id}/events -> the event on the SSE stream (each message also runs a turn);
-  * sequential session creates per second over HTTP.
+  * sequential session creates per second over HTTP, through httpx and through a minimal
+    keep-alive client (the server's rate), with the CPU each stack process spent per create.
 
     uv run python bench/core_flow.py [--sessions 100] [--samples 400] [--creates 400]
 
@@ -16,12 +17,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import secrets
 import statistics
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -214,7 +217,83 @@ async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
     return latencies
 
 
-async def session_creates(stack: Stack, count: int) -> float:
+class KeepAliveClient:
+    """A minimal HTTP/1.1 keep-alive client for one pre-encoded request: it costs the benchmark
+    process almost nothing per request, so the rate it sees is the server's, not the client's."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._reader = reader
+        self._writer = writer
+
+    @classmethod
+    async def connect(cls, url: str) -> KeepAliveClient:
+        parts = httpx.URL(url)
+        reader, writer = await asyncio.open_connection(parts.host, parts.port)
+        return cls(reader, writer)
+
+    async def send(self, request: bytes) -> bytes:
+        """Send ``request``; the status line (the body is read and dropped)."""
+        self._writer.write(request)
+        status = await self._reader.readline()
+        length = 0
+        while (header := await self._reader.readline()) not in (b"\r\n", b""):
+            name, _, value = header.partition(b":")
+            if name.strip().lower() == b"content-length":
+                length = int(value)
+        await self._reader.readexactly(length)
+        return status
+
+    async def aclose(self) -> None:
+        self._writer.close()
+        await self._writer.wait_closed()
+
+
+def post_request(path: str, body: dict[str, Any], api_key: str) -> bytes:
+    data = json.dumps(body).encode()
+    head = (
+        f"POST {path} HTTP/1.1\r\nhost: 127.0.0.1\r\nx-api-key: {api_key}\r\n"
+        f"content-type: application/json\r\ncontent-length: {len(data)}\r\n\r\n"
+    )
+    return head.encode() + data
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its live descendants (Postgres runs one backend per connection)."""
+    parents: dict[int, int] = {}
+    ticks: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        parents[int(entry.name)] = int(fields[1])
+        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
+    tree = {pid}
+    grew = True
+    while grew:
+        found = {child for child, parent in parents.items() if parent in tree} - tree
+        grew = bool(found)
+        tree |= found
+    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+
+
+def stack_cpu(stack: Stack) -> dict[str, float]:
+    pids = {c.name: c.pid() for c in stack.components()}
+    return {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+
+
+@dataclass
+class Creates:
+    httpx_rate: float
+    lean_rate: float
+    cpu_ms: dict[str, float]
+    """CPU milliseconds per create, per stack process, during the lean run."""
+
+
+async def session_creates(stack: Stack, count: int) -> Creates:
+    """Sequential creates through httpx (what a Python client sees) and through ``KeepAliveClient``."""
     async with httpx.AsyncClient(base_url=stack.gateway_url, headers={"x-api-key": stack.api_key}, timeout=30) as http:
         agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
         env = ok(await http.post("/v1/environments", json={"name": f"creates-{agent['id'].lower()}"}))
@@ -225,7 +304,22 @@ async def session_creates(stack: Stack, count: int) -> float:
         for _ in range(count):
             response = await http.post("/v1/sessions", json=body)
             response.raise_for_status()
-        return count / (time.perf_counter() - t0)
+        httpx_rate = count / (time.perf_counter() - t0)
+    lean = await KeepAliveClient.connect(stack.gateway_url)
+    try:
+        request = post_request("/v1/sessions", body, stack.api_key)
+        before = stack_cpu(stack)
+        t0 = time.perf_counter()
+        for _ in range(count):
+            status = await lean.send(request)
+            if b" 200 " not in status:
+                raise SystemExit(f"session create answered {status!r}")
+        lean_rate = count / (time.perf_counter() - t0)
+        after = stack_cpu(stack)
+    finally:
+        await lean.aclose()
+    cpu_ms = {name: (after[name] - before[name]) * 1000 / count for name in after if name in before}
+    return Creates(httpx_rate=httpx_rate, lean_rate=lean_rate, cpu_ms=cpu_ms)
 
 
 async def main() -> int:
@@ -247,7 +341,7 @@ async def main() -> int:
             say("measuring POST -> SSE ...")
             sse, posts = await append_to_sse(stack, args.sessions, args.samples)
             say("measuring session creates ...")
-            rate = await session_creates(stack, args.creates)
+            creates = await session_creates(stack, args.creates)
         finally:
             stack.stop()
 
@@ -258,7 +352,10 @@ async def main() -> int:
     say(line(f"B2 emit -> SSE ({args.sessions} open sessions)", emitted) + "   target p50 <= 2 ms, p99 <= 10 ms")
     say(line(f"POST user.message -> SSE ({args.sessions} sessions)", sse) + "   (each message also runs a turn)")
     say(line("  of which: POST event -> HTTP response", posts))
-    say(f"{'session creates, sequential over HTTP':<44} {rate:7.1f} /s" + " " * 43 + "target >= 400 /s")
+    say(f"{'session creates, sequential, httpx client':<44} {creates.httpx_rate:7.1f} /s")
+    say(f"{'session creates, sequential, lean client':<44} {creates.lean_rate:7.1f} /s" + " " * 43 + "target >= 400 /s")
+    spent = sorted(((ms, name) for name, ms in creates.cpu_ms.items() if ms >= 0.01), reverse=True)
+    say("  CPU per create: " + ", ".join(f"{name} {ms:.2f} ms" for ms, name in spent))
     return 0
 
 
