@@ -3,16 +3,19 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_LINK_MODE ?= copy
 
-.PHONY: help install up down status demo test lint typecheck lint-imports gen gen-check test-unit test-integration bench
+.PHONY: help system-deps install up down status demo test lint typecheck lint-imports gen gen-check test-unit test-integration bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
+
+system-deps: ## docker.io and debootstrap via apt-get when missing (as root), for sandboxes
+	@bash infra/dev/system-deps.sh
 
 install: ## create .venv with every package and dev tool (needs uv; `pip install uv` if missing)
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
 	@$(UV) sync --all-packages --quiet
 
-up: install ## start NATS, Postgres, OpenBao, Docker and the five services in the background (state in .corral/)
+up: install system-deps ## start NATS, Postgres, OpenBao, Docker and the five services in the background (state in .corral/)
 	@CORRAL_EMBEDDED_MODEL_SCRIPT=$${CORRAL_EMBEDDED_MODEL_SCRIPT:-$(CURDIR)/infra/dev/demo-script.json} $(UV) run corral-dev up
 
 down: ## stop everything `make up` started; keeps all data
@@ -43,7 +46,7 @@ gen-check: install ## fail when proto/ is stale
 test-unit: install ## unit and contract tests only (no services)
 	@$(UV) run pytest tests/unit tests/contract -q
 
-test: lint typecheck lint-imports gen-check ## everything: lint, types, imports, proto, unit, contract, integration, e2e
+test: system-deps lint typecheck lint-imports gen-check ## everything: lint, types, imports, proto, unit, contract, integration, e2e
 	@$(UV) run pytest tests -q
 
 bench: install ## benchmarks on a private local stack; prints figures
