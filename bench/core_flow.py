@@ -257,31 +257,37 @@ def post_request(path: str, body: dict[str, Any], api_key: str) -> bytes:
     return head.encode() + data
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU of ``pid`` and its live descendants (Postgres runs one backend per connection)."""
-    parents: dict[int, int] = {}
+def process_table() -> tuple[dict[int, list[int]], dict[int, int]]:
+    """Every live process's children and its user + system CPU in clock ticks, from one pass over /proc."""
+    children: dict[int, list[int]] = {}
     ticks: dict[int, int] = {}
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
             fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:
+        except OSError:  # the process ended while we looked
             continue
-        parents[int(entry.name)] = int(fields[1])
-        ticks[int(entry.name)] = int(fields[11]) + int(fields[12])
-    tree = {pid}
-    grew = True
-    while grew:
-        found = {child for child, parent in parents.items() if parent in tree} - tree
-        grew = bool(found)
-        tree |= found
-    return sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+        pid = int(entry.name)
+        children.setdefault(int(fields[1]), []).append(pid)
+        ticks[pid] = int(fields[11]) + int(fields[12])
+    return children, ticks
 
 
 def stack_cpu(stack: Stack) -> dict[str, float]:
-    pids = {c.name: c.pid() for c in stack.components()}
-    return {name: cpu_seconds(pid) for name, pid in pids.items() if pid is not None}
+    """CPU seconds of each stack process with its live descendants (Postgres runs a backend per connection)."""
+    children, ticks = process_table()
+    spent: dict[str, float] = {}
+    for component in stack.components():
+        pid = component.pid()
+        if pid is None:
+            continue
+        tree, todo = set(), [pid]
+        while todo:
+            tree.add(current := todo.pop())
+            todo.extend(children.get(current, []))
+        spent[component.name] = sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
+    return spent
 
 
 @dataclass
