@@ -4,11 +4,16 @@ when it is back, the projection catches up to exactly the log (reliability plan 
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import secrets
 
 import anthropic
 import httpx
 import pytest
 
+from corral.bus import Bus
+from corral.contracts import subjects
+from corral.contracts.rpc import CreateApiKey, Op, RpcReply
 from corral.devstack.stack import Stack
 from tests.e2e.flows import run_turn
 from tests.e2e.test_restart import fold_matches_projection
@@ -43,3 +48,30 @@ async def test_turns_run_while_postgres_is_down_and_the_projection_catches_up(
     assert [e.type for e in listed].count("agent.message") == 2
     assert (await client.beta.sessions.retrieve(session.id)).status == "idle"
     await fold_matches_projection(stack)
+
+
+async def test_keys_the_gateway_has_not_cached_are_resolved_from_the_log_while_postgres_is_down(
+    stack: Stack, bus: Bus, client: anthropic.AsyncAnthropic, agent_env: tuple[str, str]
+) -> None:
+    agent_id, env_id = agent_env
+    session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
+    key = "sk-corral-test-" + secrets.token_urlsafe(16)  # registered, never sent: not in any gateway cache
+    request = CreateApiKey(workspace_id="wrkspc_outage", key_sha256=hashlib.sha256(key.encode()).hexdigest(), name="t")
+    reply = RpcReply.model_validate_json(
+        await bus.request(subjects.store_rpc(Op.API_KEYS_CREATE), request.model_dump_json().encode())
+    )
+    assert reply.ok, reply.error
+
+    stack.component("postgres").stop()
+    try:
+        async with httpx.AsyncClient(base_url=stack.gateway_url, headers={"x-api-key": key}, timeout=30) as other:
+            # Authenticated (not 401, not 529), and still another workspace's session: 404.
+            response = await other.get(f"/v1/sessions/{session.id}")
+            assert response.status_code == 404, response.text
+            assert response.json()["error"]["type"] == "not_found_error"
+        async with httpx.AsyncClient(base_url=stack.gateway_url, headers={"x-api-key": "sk-unknown"}) as stranger:
+            response = await stranger.get(f"/v1/sessions/{session.id}")
+            assert response.status_code == 401, response.text
+            assert response.json()["error"]["type"] == "authentication_error"
+    finally:
+        stack.start(timeout=120)

@@ -41,6 +41,9 @@ def api_key_log(key_id: str) -> str:
     return f"corral.catalog.apikeys.{key_id}"
 
 
+API_KEYS_WILDCARD: Final = api_key_log("*")
+
+
 # --- harness wake-ups (work queue) -------------------------------------------------------------------
 WAKE_STREAM: Final = "CORRAL_WAKE"
 WAKE_WILDCARD: Final = "corral.wake.*"

@@ -20,6 +20,7 @@ from corral.bus import Bus, WrongLastSequence
 from corral.contracts import ids, subjects
 from corral.contracts.api.errors import conflict
 from corral.contracts.clock import now_rfc3339
+from corral.contracts.log import ApiKeyCreated
 from corral.session_store.domain.sessions import SessionState
 
 logger = logging.getLogger(__name__)
@@ -180,6 +181,14 @@ class Catalog:
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
+
+    async def api_key(self, key_sha256: str) -> ApiKeyCreated | None:
+        """The key with this hash, read from the stream: the projection's fallback (a scan of every key)."""
+        async for msg in self._bus.read(subjects.CATALOG_STREAM, subjects.API_KEYS_WILDCARD):
+            record = ApiKeyCreated.model_validate_json(msg.data)
+            if record.key_sha256 == key_sha256:
+                return record
+        return None
 
     async def append(
         self, subject: str, record: dict[str, Any], *, expected_last_seq: int | None, msg_id: str | None = None
