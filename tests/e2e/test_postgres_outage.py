@@ -75,3 +75,26 @@ async def test_keys_the_gateway_has_not_cached_are_resolved_from_the_log_while_p
             assert response.json()["error"]["type"] == "authentication_error"
     finally:
         stack.start(timeout=120)
+
+
+async def test_an_agent_created_while_postgres_is_down_is_answered_and_stored_once(
+    stack: Stack, http: httpx.AsyncClient
+) -> None:
+    name = "outage-" + secrets.token_hex(4)
+    stack.component("postgres").stop()
+    try:
+        created = await http.post("/v1/agents", json={"name": name, "model": "claude-sonnet-4-6"})
+        # It is in the log: an error here would make a retrying client create it twice.
+        assert created.status_code == 200, created.text
+    finally:
+        stack.start(timeout=120)
+    agent_id = created.json()["id"]
+    async with asyncio.timeout(60):
+        while True:
+            fetched = await http.get(f"/v1/agents/{agent_id}")
+            if fetched.status_code == 200:
+                break
+            await asyncio.sleep(0.25)
+    assert fetched.json()["name"] == name
+    listed = (await http.get("/v1/agents", params={"limit": 100})).json()["data"]
+    assert [a["id"] for a in listed if a["name"] == name] == [agent_id]

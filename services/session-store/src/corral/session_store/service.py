@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 
 import asyncpg
@@ -10,6 +11,8 @@ from corral.bus import Bus, KeyValueBucket
 from corral.contracts import subjects
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -26,3 +29,12 @@ class Deps:
 
     async def caught_up_catalog(self, seq: int) -> None:
         await self.projector.caught_up(subjects.CATALOG_STREAM, seq)
+
+    async def settle_catalog_write(self, seq: int) -> None:
+        """Wait until the projection shows a catalog write, so its writer reads it back. When the
+        projection cannot (Postgres down), the write stands all the same: it is in the log, and
+        failing the request would make a retrying client write it twice."""
+        try:
+            await self.caught_up_catalog(seq)
+        except TimeoutError:
+            logger.warning("projection behind; the catalog write is in the log", extra={"fields": {"seq": seq}})

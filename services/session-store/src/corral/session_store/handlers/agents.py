@@ -41,7 +41,7 @@ async def _save(deps: Deps, workspace_id: str, agent: Agent, expected: int | Non
     seq = await deps.catalog.append(
         subjects.agent_log(agent.id), record.model_dump(mode="json"), expected_last_seq=expected
     )
-    await deps.caught_up_catalog(seq)
+    await deps.settle_catalog_write(seq)
     return agent.model_dump(mode="json")
 
 
@@ -77,7 +77,7 @@ async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
     new_seq = await deps.catalog.append(
         subjects.agent_log(req.id), record.model_dump(mode="json"), expected_last_seq=seq
     )
-    await deps.caught_up_catalog(new_seq)
+    await deps.settle_catalog_write(new_seq)
     return current.model_copy(update={"archived_at": at}).model_dump(mode="json")
 
 

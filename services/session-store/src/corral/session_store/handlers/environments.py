@@ -38,7 +38,7 @@ async def _save(deps: Deps, workspace_id: str, env: Environment, expected: int |
     seq = await deps.catalog.append(
         subjects.environment_log(env.id), record.model_dump(mode="json"), expected_last_seq=expected
     )
-    await deps.caught_up_catalog(seq)
+    await deps.settle_catalog_write(seq)
     return env.model_dump(mode="json")
 
 
@@ -87,7 +87,7 @@ async def delete(deps: Deps, req: ObjectAction) -> Deleted:
     new_seq = await deps.catalog.append(
         subjects.environment_log(req.id), record.model_dump(mode="json"), expected_last_seq=seq
     )
-    await deps.caught_up_catalog(new_seq)
+    await deps.settle_catalog_write(new_seq)
     return Deleted(id=req.id, type="environment_deleted")
 
 
