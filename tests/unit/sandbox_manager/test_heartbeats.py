@@ -73,7 +73,9 @@ async def test_a_manager_stopping_mid_call_says_so_with_an_error_code() -> None:
     beats: list[tuple[str, dict[str, Any]]] = []
     executions = HeldExecutions(error=ShuttingDown("the sandbox-manager is stopping"))
 
-    raw = await rpc.handle(service(executions, beats, asyncio.Event()), "execute", EXECUTE.model_dump_json().encode(), {})
+    raw = await rpc.handle(
+        service(executions, beats, asyncio.Event()), "execute", EXECUTE.model_dump_json().encode(), {}
+    )
     reply = RpcReply.model_validate_json(raw)
 
     assert not reply.ok and reply.error is not None
