@@ -56,6 +56,7 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         sandbox.Provisioned,
         sandbox.Execute,
         sandbox.ToolOutcome,
+        sandbox.ExecuteHeartbeat,
         sandbox.Cancel,
         sandbox.Cancelled,
         sandbox.Release,
@@ -104,6 +105,13 @@ def subject_catalogue() -> dict[str, Any]:
             "sandbox_rpc": {
                 "pattern": sandbox.sandbox_rpc("{op}"),
                 "payload": "bus/sandbox/* -> bus/rpc/RpcReply",
+            },
+            "execute_heartbeat": {
+                "pattern": sandbox.execute_heartbeat("{session_id}", "{tool_use_id}"),
+                "payload": (
+                    "bus/sandbox/ExecuteHeartbeat (core NATS, every "
+                    f"{sandbox.EXECUTE_HEARTBEAT_INTERVAL_S:g} s while an execute is handled)"
+                ),
             },
             "egress_rpc": {
                 "pattern": egress.egress_rpc("{op}"),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
 import pytest
@@ -26,6 +28,12 @@ class FakeBus:
     def __init__(self, answer: bytes | Exception) -> None:
         self.answer = answer
         self.requests: list[tuple[str, dict[str, Any], float | None]] = []
+        self.listened: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def listen(self, subject: str, callback: Callable[[bytes], None]) -> AsyncIterator[None]:
+        self.listened.append(subject)
+        yield
 
     async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
         self.requests.append((subject, json.loads(data), timeout))

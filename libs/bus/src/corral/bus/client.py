@@ -283,6 +283,22 @@ class Bus:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    @contextlib.asynccontextmanager
+    async def listen(self, subject: str, callback: Callable[[bytes], None]) -> AsyncIterator[None]:
+        """Call ``callback`` with each core NATS message on ``subject`` while the block runs; the block
+        starts once the server routes ``subject`` here, so nothing published after entering is missed."""
+
+        async def on_message(msg: Msg) -> None:
+            callback(msg.data)
+
+        sub = await self.nc.subscribe(subject, cb=on_message)
+        try:
+            await self.flush()
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     async def purge(self, stream: str, subject: str, *, keep: int = 0) -> None:
         await self.js.purge_stream(stream, subject=subject, keep=keep or None)
 

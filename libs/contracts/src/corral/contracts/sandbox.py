@@ -13,6 +13,16 @@ tool that fails (bad input, non-zero exit, timeout, a sandbox that died mid-call
 could not be attempted at all (invalid ids, no Docker engine: ``error_code: sandbox_unavailable``,
 the environment's packages could not be installed: ``packages_not_installed``) and nothing was
 recorded, so it may be retried.
+
+While a sandbox-manager handles an ``execute`` it publishes an ``ExecuteHeartbeat`` on
+``execute_heartbeat(session_id, tool_use_id)`` every ``EXECUTE_HEARTBEAT_INTERVAL_S``, from the
+moment it receives the request until it replies: the first one is the acknowledgement. A caller
+that hears none for a few intervals knows the manager serving its call is gone (killed, frozen, cut
+off) and sends the same ``execute`` again, to whichever manager is alive; the run-once rule makes
+that safe: the new manager answers from the record (the outcome, or "interrupted: outcome unknown"
+for a call the dead manager had started), and runs the tool only if no manager ever claimed it. A
+manager that is stopping answers a running call with ``error_code: sandbox_manager_stopping``, which
+the caller treats the same way.
 """
 
 from __future__ import annotations
@@ -42,6 +52,10 @@ DEFAULT_TOOL_TIMEOUT_MS: Final = 120_000
 MAX_TOOL_TIMEOUT_MS: Final = 600_000
 #: What a caller should add to the tool timeout when waiting for an ``execute`` reply (provisioning, records).
 EXECUTE_REPLY_MARGIN_S: Final = 30.0
+#: How often the manager serving an ``execute`` publishes its ``ExecuteHeartbeat``.
+EXECUTE_HEARTBEAT_INTERVAL_S: Final = 1.0
+#: ``error_code`` of an ``execute`` answered by a manager that is stopping: send it again once one is back.
+MANAGER_STOPPING: Final = "sandbox_manager_stopping"
 
 
 class SandboxOp:
@@ -56,6 +70,11 @@ class SandboxOp:
 def sandbox_rpc(op: str) -> str:
     """Request subject of a sandbox-manager operation (``execute`` -> ``corral.rpc.sandbox.execute``)."""
     return f"corral.rpc.sandbox.{op}"
+
+
+def execute_heartbeat(session_id: str, tool_use_id: str) -> str:
+    """Where the manager serving an ``execute`` says it is still at it (core NATS, never stored)."""
+    return f"corral.sandbox.heartbeats.{session_id}.{tool_use_id}"
 
 
 def tool_result_key(session_id: str, tool_use_id: str) -> str:
@@ -114,6 +133,15 @@ class ToolOutcome(Message):
     #: ``False`` when the outcome was answered from the record of an earlier ``execute``.
     executed: bool
     duration_ms: float
+
+
+class ExecuteHeartbeat(Message):
+    """ "Still running this call": sent by the manager serving an ``execute`` until it replies."""
+
+    session_id: str
+    tool_use_id: str
+    #: The manager instance serving the call (in logs: whose silence made a caller re-dispatch).
+    instance: str
 
 
 class Cancel(Message):

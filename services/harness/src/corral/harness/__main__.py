@@ -24,6 +24,7 @@ from corral.harness.health import serve_health
 from corral.harness.interrupts import BusWakeFeed
 from corral.harness.lease import Leases
 from corral.harness.model import AnthropicModel
+from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy
 from corral.harness.sandbox import BusSandbox
 from corral.harness.settings import ConfigError, Settings, load_settings, model_endpoint
@@ -72,7 +73,14 @@ async def run(settings: Settings) -> None:
             store=BusStore(bus),
             model=AnthropicModel(client, secrets=[api_key]),
             deltas=BusDeltas(bus),
-            sandbox=BusSandbox(bus),
+            sandbox=BusSandbox(
+                bus,
+                redispatch=RedispatchPolicy(
+                    silence_s=settings.execute_silence_s,
+                    wait_s=settings.execute_redispatch_wait_s,
+                    max_redispatches=settings.execute_max_redispatches,
+                ),
+            ),
             wake_feed=BusWakeFeed(bus),
             policy=RetryPolicy(
                 max_retries=settings.max_model_retries,

@@ -6,6 +6,9 @@ being attempted (nothing serves the subject, no reply in time, an ``RpcReply`` e
 ``sandbox_unavailable``) is a ``SandboxError`` with a message fit for the model: the harness turns
 it into an error ``agent.tool_result`` so the model can carry on, never into a failed turn. A tool
 that ran and failed is a normal ``ToolOutcome`` with ``is_error: true``.
+
+``execute`` listens to the call's heartbeats while it waits, and sends the call again when the
+manager serving it goes silent (``corral.harness.redispatch``).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from pydantic import BaseModel, ValidationError
 from corral.bus import Bus, BusError, NoResponders
 from corral.contracts import sandbox
 from corral.contracts.rpc import RpcReply
+from corral.harness.redispatch import OUTCOME_UNKNOWN, Heartbeats, RedispatchPolicy, dispatch
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +29,7 @@ _Result = TypeVar("_Result", bound=BaseModel)
 
 #: How long a ``cancel`` or a ``provision`` reply is waited for.
 CONTROL_TIMEOUT_S = 10.0
+DEFAULT_REDISPATCH = RedispatchPolicy()
 
 
 class SandboxError(Exception):
@@ -45,15 +50,43 @@ class Sandbox(Protocol):
 
 
 class BusSandbox:
-    def __init__(self, bus: Bus, *, control_timeout_s: float = CONTROL_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        bus: Bus,
+        *,
+        control_timeout_s: float = CONTROL_TIMEOUT_S,
+        redispatch: RedispatchPolicy = DEFAULT_REDISPATCH,
+    ) -> None:
         self._bus = bus
         self._control_timeout_s = control_timeout_s
+        self._redispatch = redispatch
 
     async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned:
         return await self._call(sandbox.SandboxOp.PROVISION, request, sandbox.Provisioned, self._control_timeout_s)
 
     async def execute(self, request: sandbox.Execute, *, timeout_s: float) -> sandbox.ToolOutcome:
-        return await self._call(sandbox.SandboxOp.EXECUTE, request, sandbox.ToolOutcome, timeout_s)
+        """The call's outcome; each send waits up to ``timeout_s`` for its reply while heartbeats last."""
+        heartbeats = Heartbeats()
+
+        def on_heartbeat(data: bytes) -> None:
+            try:
+                heartbeats.beat(sandbox.ExecuteHeartbeat.model_validate_json(data).instance)
+            except ValidationError:
+                heartbeats.beat()  # unreadable, but someone is serving the call
+
+        async def send() -> sandbox.ToolOutcome:
+            return await self._call(sandbox.SandboxOp.EXECUTE, request, sandbox.ToolOutcome, timeout_s)
+
+        subject = sandbox.execute_heartbeat(request.session_id, request.tool_use_id)
+        async with self._bus.listen(subject, on_heartbeat):
+            return await dispatch(
+                send,
+                heartbeats,
+                self._redispatch,
+                code_of=lambda exc: exc.code if isinstance(exc, SandboxError) else None,
+                outcome_unknown=lambda why: SandboxError(why, code=OUTCOME_UNKNOWN),
+                describe={"session_id": request.session_id, "tool_use_id": request.tool_use_id},
+            )
 
     async def cancel(self, request: sandbox.Cancel) -> sandbox.Cancelled:
         return await self._call(sandbox.SandboxOp.CANCEL, request, sandbox.Cancelled, self._control_timeout_s)

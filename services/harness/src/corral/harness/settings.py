@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from corral.contracts.sandbox import EXECUTE_HEARTBEAT_INTERVAL_S
 from corral.harness.crashpoints import NAMES as CRASHPOINTS
 from corral.settings import LogSettings, NatsSettings
 
@@ -46,6 +47,12 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=8, ge=1)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     fetch_timeout_s: float = Field(default=1.0, gt=0)
+    execute_silence_s: float = Field(default=5.0, gt=EXECUTE_HEARTBEAT_INTERVAL_S)
+    """No heartbeat from the sandbox-manager serving a tool call for this long: it is gone; re-dispatch."""
+    execute_redispatch_wait_s: float = Field(default=60.0, ge=0)
+    """After a lost manager, how long a re-dispatched call waits for one to answer."""
+    execute_max_redispatches: int = Field(default=3, ge=0)
+    """Lost managers one tool call survives before its result is "outcome unknown"."""
     crashpoint: str | None = Field(default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT")
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
 

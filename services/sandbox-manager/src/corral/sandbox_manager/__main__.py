@@ -75,7 +75,14 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
         sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images, egress=egress)
         executions = Executions(sessions, tool_records, box)
         reaper = Reaper(driver, launcher, sessions, pool, sandbox_records, box, images=images)
-        service = Service(instance=instance, sessions=sessions, executions=executions, pool=pool, engine=engine)
+        service = Service(
+            instance=instance,
+            sessions=sessions,
+            executions=executions,
+            pool=pool,
+            engine=engine,
+            publish=bus.publish_core,
+        )
 
         async def upkeep() -> None:
             await engine.ready.wait()

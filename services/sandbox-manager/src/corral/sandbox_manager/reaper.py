@@ -103,6 +103,7 @@ class Reaper:
                 continue
             await self._remove(info, "orphan")
             counts["removed"] += 1
+        self._sessions.reconciled()
         logger.info("reconciled containers", extra={"fields": counts})
         return counts
 

@@ -1,13 +1,19 @@
 """Request-reply: ``corral.rpc.sandbox.<op>`` (queue group ``sandbox-manager``), each decoded into
-its request model and answered with an ``RpcReply``; plus ``corral.health.sandbox-manager``."""
+its request model and answered with an ``RpcReply``; plus ``corral.health.sandbox-manager``.
+
+While an ``execute`` is handled, an ``ExecuteHeartbeat`` naming this instance goes out on
+``execute_heartbeat(session_id, tool_use_id)`` at once and then every
+``EXECUTE_HEARTBEAT_INTERVAL_S`` until the reply: its caller re-dispatches the call when they stop.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
@@ -18,16 +24,20 @@ from corral.bus import Bus, serve_health
 from corral.contracts.api.errors import ApiError, ErrorDetail
 from corral.contracts.rpc import Health, RpcReply
 from corral.contracts.sandbox import (
+    EXECUTE_HEARTBEAT_INTERVAL_S,
+    MANAGER_STOPPING,
     SANDBOX_QUEUE,
     Cancel,
     Cancelled,
     Execute,
+    ExecuteHeartbeat,
     Provision,
     Provisioned,
     Release,
     Released,
     SandboxOp,
     ToolOutcome,
+    execute_heartbeat,
     sandbox_rpc,
 )
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
@@ -42,6 +52,13 @@ _tracer = telemetry.tracer(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
+Publish = Callable[[str, bytes], Awaitable[None]]
+"""Fire-and-forget publish of a core NATS message (``Bus.publish_core``)."""
+
+
+async def _publish_nowhere(_subject: str, _data: bytes) -> None:
+    return None
+
 
 @dataclass(frozen=True)
 class Service:
@@ -50,6 +67,8 @@ class Service:
     executions: Executions
     pool: Pool
     engine: EngineWatch
+    publish: Publish = field(default=_publish_nowhere)
+    heartbeat_interval_s: float = EXECUTE_HEARTBEAT_INTERVAL_S
 
 
 def _check_id(kind: str, value: str) -> None:
@@ -73,7 +92,29 @@ async def provision(service: Service, request: Provision) -> Provisioned:
 async def execute(service: Service, request: Execute) -> ToolOutcome:
     _check_id("session_id", request.session_id)
     _check_id("tool_use_id", request.tool_use_id)
-    return await service.executions.execute(request)
+    # a task rather than a TaskGroup: the call's own exceptions must reach ``_answer`` unwrapped
+    beating = asyncio.create_task(_heartbeats(service, request), name=f"heartbeats:{request.tool_use_id}")
+    try:
+        return await service.executions.execute(request)
+    finally:
+        beating.cancel()
+        await asyncio.gather(beating, return_exceptions=True)
+
+
+async def _heartbeats(service: Service, request: Execute) -> None:
+    """Tell the caller this instance is still at ``request``, until cancelled (a lost beat is only logged)."""
+    subject = execute_heartbeat(request.session_id, request.tool_use_id)
+    beat = (
+        ExecuteHeartbeat(session_id=request.session_id, tool_use_id=request.tool_use_id, instance=service.instance)
+        .model_dump_json()
+        .encode()
+    )
+    while True:
+        try:
+            await service.publish(subject, beat)
+        except Exception as exc:  # the bus is reconnecting: the next beat tries again
+            logger.debug("heartbeat not sent: %s", exc)
+        await asyncio.sleep(service.heartbeat_interval_s)
 
 
 async def cancel(service: Service, request: Cancel) -> Cancelled:
@@ -144,7 +185,10 @@ async def _answer(service: Service, op: str, data: bytes, span: trace.Span) -> R
             error=ErrorDetail(type="api_error", message=str(exc), details={"error_code": "sandbox_unavailable"}),
         )
     except ShuttingDown as exc:
-        reply = RpcReply(ok=False, error=ErrorDetail(type="overloaded_error", message=str(exc)))
+        reply = RpcReply(
+            ok=False,
+            error=ErrorDetail(type="overloaded_error", message=str(exc), details={"error_code": MANAGER_STOPPING}),
+        )
     except PackagesNotInstalled as exc:
         # The harness turns this into the tool call's error result, so the model reads why.
         reply = RpcReply(

@@ -71,6 +71,8 @@ class Sessions:
         #: Why a session's sandbox went away, for its next sandbox's notice (the record says the same
         #: for a restarted manager; this is here at once, before the record is written).
         self._farewells: dict[str, str] = {}
+        #: Set once start-up reconciliation has adopted what a previous run left (``reconciled``).
+        self._reconciled = asyncio.Event()
 
     # --- lookups ---------------------------------------------------------------------------------------
     def get(self, session_id: str) -> Sandbox | None:
@@ -92,10 +94,15 @@ class Sessions:
             UnsupportedEnvironment: the environment does not run tools here.
             PackagesNotInstalled: the environment's packages are invalid or could not be installed.
         """
+        began = time.perf_counter()
+        if not self._reconciled.is_set():
+            # A call re-sent at once to a restarted manager must find the session's running sandbox
+            # (its workspace, its shell) adopted, not get a new one next to it: wait for the adoption.
+            self._engine.require()  # no engine: say so now (nothing gets reconciled without one)
+            await self._reconciled.wait()
         existing = self.get(session_id)
         if existing is not None:
             return Provisioning(existing, 0.0)
-        began = time.perf_counter()
         task = self._pending.get(session_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(
@@ -169,6 +176,10 @@ class Sessions:
             self._chore(self._launcher.discard(sandbox, "could not record its session"))
             raise
         return sandbox
+
+    def reconciled(self) -> None:
+        """Start-up reconciliation is over: sandboxes a previous run left serve their sessions again."""
+        self._reconciled.set()
 
     def adopt(self, session_id: str, sandbox: Sandbox) -> None:
         """Serve ``session_id`` with ``sandbox`` (provisioned now, or found running at start-up)."""
