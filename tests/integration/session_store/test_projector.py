@@ -164,7 +164,8 @@ def test_a_record_the_projection_cannot_hold_is_recorded_and_skipped_for_its_row
             broken_seq = await publish(bus, subjects.session_log(bad), broken)
             after = session_records(bad, ["still here"])[1]
             last = await publish(bus, subjects.session_log(bad), after)
-            # An environment whose name is too long for the name index (random, so it does not compress), then a fine one.
+            # An environment whose name is too long for the name index (random: it does not compress), then a
+            # fine one.
             env = fixture("catalog", "corral.environment_saved")
             env["environment"].update(id=ids.new_id(ids.ENVIRONMENT), name=secrets.token_hex(5_000))
             too_long_seq = await publish(bus, subjects.environment_log(env["environment"]["id"]), env)
