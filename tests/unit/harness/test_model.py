@@ -293,3 +293,23 @@ async def test_the_adapter_sends_no_tools_field_when_the_agent_has_none() -> Non
 
     assert "tools" not in sent[0]
     assert reply.tool_uses == ()
+
+
+async def test_lone_surrogates_in_a_reply_become_replacement_characters() -> None:
+    """Valid JSON, not UTF-8: a reply holding one could be neither appended to the log nor streamed."""
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        body = message_stream(["a\ud800", "b\x00"], ["\udfffc"])
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=body)
+
+    chunks: list[str] = []
+
+    async def on_text(index: int, chunk: str) -> None:
+        chunks.append(chunk)
+
+    reply = await adapter(handler).stream(request(), on_text)
+
+    assert chunks == ["a\ufffd", "b\x00", "\ufffdc"]
+    assert reply.texts == ("a\ufffdb\x00", "\ufffdc")
+    for text in (*chunks, *reply.texts):
+        text.encode()  # well-formed: no lone surrogate left

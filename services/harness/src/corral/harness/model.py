@@ -17,6 +17,7 @@ import anthropic
 from anthropic.types import RawContentBlockDeltaEvent, TextBlock, TextDelta, ToolUseBlock
 
 from corral.contracts.api.events import ModelUsage, SessionErrorType
+from corral.contracts.text import well_formed
 from corral.harness.conversation import ChatMessage
 
 if TYPE_CHECKING:
@@ -162,13 +163,18 @@ class AnthropicModel:
                         and event.delta.text
                     ):
                         ordinal = ordinals.setdefault(event.index, len(ordinals))
-                        await on_text(ordinal, event.delta.text)
+                        await on_text(ordinal, well_formed(event.delta.text))
                 final = await stream.get_final_message()
         except anthropic.AnthropicError as exc:
             raise classify(exc, secrets=self._secrets) from None
-        texts = tuple(block.text for block in final.content if isinstance(block, TextBlock) and block.text)
+        # A reply is text from outside: a lone surrogate (valid JSON, not UTF-8) could be neither
+        # appended nor streamed, so it becomes U+FFFD here.
+        texts = tuple(well_formed(block.text) for block in final.content if isinstance(block, TextBlock) and block.text)
         tool_uses = tuple(
-            ToolRequest(name=block.name, input=dict(block.input) if isinstance(block.input, dict) else {})
+            ToolRequest(
+                name=well_formed(block.name),
+                input=well_formed(dict(block.input)) if isinstance(block.input, dict) else {},
+            )
             for block in final.content
             if isinstance(block, ToolUseBlock)
         )

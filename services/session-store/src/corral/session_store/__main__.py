@@ -50,7 +50,18 @@ async def run(settings: Settings) -> None:
         )
 
         async def report() -> Health:
-            return Health(service="session-store", instance=instance, status="ok")
+            details = {
+                "projection": "failing (Postgres unreachable; retrying)" if projector.failing else "ok",
+                "projection_errors": str(projector.errors),
+            }
+            if projector.last_error:
+                details["projection_last_error"] = projector.last_error
+            return Health(
+                service="session-store",
+                instance=instance,
+                status="degraded" if projector.failing else "ok",
+                details=details,
+            )
 
         async with asyncio.TaskGroup() as tg:
             projecting = tg.create_task(projector.run(), name="projector")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 from collections.abc import AsyncIterator
 from importlib import resources
@@ -27,10 +26,6 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-
-
 async def _keep_session(conn: asyncpg.Connection) -> None:
     """Return connections to the pool as they are: Corral keeps no session state on them (no
     LISTEN, prepared cursors or SETs), so asyncpg's default reset would be a wasted round trip."""
@@ -42,7 +37,6 @@ async def open_pool(dsn: str, *, min_size: int = 2, max_size: int = 10) -> Async
         dsn,
         min_size=min_size,
         max_size=max_size,
-        init=_init_connection,
         reset=_keep_session,
         # Every table is a projection of the JetStream log and each commit records the stream
         # position it reached: a crash that loses the last commits only makes the projector replay

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Any
 
@@ -22,6 +22,7 @@ from corral.bus import Bus, StoredMessage
 from corral.contracts import subjects
 from corral.contracts.clock import parse_rfc3339
 from corral.contracts.log import CONTROL_RECORD_TYPES, parse_catalog_record, parse_session_record
+from corral.session_store import pgtext
 from corral.session_store.db import Conn
 from corral.session_store.domain.sessions import SessionRow
 
@@ -32,6 +33,22 @@ _BATCH = 512
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 10.0
 
+#: What a record can make projecting it raise that is the record's own fault (a value Postgres
+#: cannot hold, a constraint or size limit it breaks, a field missing or malformed), as opposed to
+#: the database being unreachable, full or misconfigured, which is retried and never skipped.
+RECORD_FAULTS: tuple[type[BaseException], ...] = (
+    asyncpg.exceptions.DataError,
+    asyncpg.exceptions.IntegrityConstraintViolationError,
+    asyncpg.exceptions.ProgramLimitExceededError,
+    ValueError,  # UnicodeError and pydantic's ValidationError among them
+    TypeError,
+    KeyError,
+    AttributeError,
+    OverflowError,
+)
+
+Apply = Callable[[Conn, list[StoredMessage]], Awaitable[None]]
+
 
 class Projector:
     def __init__(self, bus: Bus, pool: asyncpg.Pool) -> None:
@@ -40,6 +57,18 @@ class Projector:
         self._positions: dict[str, int] = {}
         self._moved = asyncio.Condition()
         self._failing = False
+        #: Records skipped since start because they could not be projected, and the last one's error.
+        self.errors = 0
+        self.last_error = ""
+
+    @property
+    def failing(self) -> bool:
+        """Whether the projection is stopped (its database unreachable) and retrying."""
+        return self._failing
+
+    def position(self, stream: str) -> int:
+        """The last sequence of ``stream`` the projection has applied."""
+        return self._positions.get(stream, 0)
 
     async def caught_up(self, stream: str, seq: int, *, timeout: float = 5.0) -> None:
         """Wait until the projection has applied ``stream`` up to ``seq``.
@@ -102,7 +131,7 @@ class Projector:
                 with contextlib.suppress(Exception):
                     await lock_conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
-    async def _follow(self, stream: str, wildcard: str, apply: Any) -> None:
+    async def _follow(self, stream: str, wildcard: str, apply: Apply) -> None:
         queue: asyncio.Queue[StoredMessage] = asyncio.Queue(maxsize=10_000)
 
         async def reader() -> None:
@@ -118,32 +147,55 @@ class Projector:
                 batch = [m for m in batch if m.seq > self._positions.get(stream, 0)]
                 if not batch:
                     continue
-                async with self._pool.acquire() as conn, conn.transaction():
-                    await apply(conn, batch)
-                    await conn.execute(
-                        "INSERT INTO projection_positions (stream, seq) VALUES ($1, $2) "
-                        "ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq",
-                        stream,
-                        batch[-1].seq,
-                    )
+                try:
+                    await self._commit(stream, apply, batch)
+                except RECORD_FAULTS:
+                    # Some record in the batch cannot be projected: find it by going one at a time,
+                    # so every other record (and every other session) is projected as usual.
+                    for msg in batch:
+                        try:
+                            await self._commit(stream, apply, [msg])
+                        except RECORD_FAULTS as exc:
+                            await self._skip(stream, msg, exc)
                 async with self._moved:
                     self._positions[stream] = batch[-1].seq
                     self._failing = False
                     self._moved.notify_all()
 
+    async def _commit(self, stream: str, apply: Apply, batch: list[StoredMessage]) -> None:
+        """Apply ``batch`` and record the position it reached, in one transaction."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            await apply(conn, batch)
+            await _save_position(conn, stream, batch[-1].seq)
+
+    async def _skip(self, stream: str, msg: StoredMessage, exc: BaseException) -> None:
+        """Record that ``msg`` could not be projected and move past it (its row alone stays behind)."""
+        error = pgtext.key(f"{type(exc).__name__}: {exc}"[:500])
+        async with self._pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                "INSERT INTO projection_errors (stream, seq, subject, error) VALUES ($1, $2, $3, $4) "
+                "ON CONFLICT (stream, seq) DO UPDATE SET error = EXCLUDED.error, at = now()",
+                stream, msg.seq, pgtext.key(msg.subject), error,
+            )  # fmt: skip
+            await _save_position(conn, stream, msg.seq)
+        self.errors += 1
+        self.last_error = f"{stream} seq {msg.seq}: {error}"
+        logger.error(
+            "record not projected; skipped for its row only",
+            extra={"fields": {"stream": stream, "subject": msg.subject, "seq": msg.seq, "error": error[:300]}},
+        )
+
     # --- catalog -----------------------------------------------------------------------------------
     async def _apply_catalog(self, conn: Conn, batch: list[StoredMessage]) -> None:
         for msg in batch:
             record = _decode(msg, parse_catalog_record)
-            if record is None:
-                continue
             kind = record["type"]
             if kind == "corral.agent_saved":
                 agent = record["agent"]
                 await conn.execute(
                     "INSERT INTO agent_versions (agent_id, version, workspace_id, body) VALUES ($1, $2, $3, $4) "
                     "ON CONFLICT (agent_id, version) DO UPDATE SET body = EXCLUDED.body",
-                    agent["id"], agent["version"], record["workspace_id"], agent,
+                    agent["id"], agent["version"], record["workspace_id"], pgtext.dump(agent),
                 )  # fmt: skip
                 await conn.execute(
                     "INSERT INTO agents (agent_id, workspace_id, version, created_at, archived_at, log_seq, body) "
@@ -151,21 +203,23 @@ class Projector:
                     "version = EXCLUDED.version, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
                     "body = EXCLUDED.body",
                     agent["id"], record["workspace_id"], agent["version"], parse_rfc3339(agent["created_at"]),
-                    _ts(agent.get("archived_at")), msg.seq, agent,
+                    _ts(agent.get("archived_at")), msg.seq, pgtext.dump(agent),
                 )  # fmt: skip
             elif kind == "corral.agent_archived":
-                row = await conn.fetchrow("SELECT body FROM agents WHERE agent_id = $1", record["agent_id"])
+                agent_id, archived_at = record["agent_id"], record["archived_at"]
+                row = await conn.fetchrow("SELECT body FROM agents WHERE agent_id = $1", agent_id)
                 if row is not None:
-                    body = dict(row["body"], archived_at=record["archived_at"])
                     await conn.execute(
                         "UPDATE agents SET archived_at = $2, log_seq = $3, body = $4 WHERE agent_id = $1",
-                        record["agent_id"], parse_rfc3339(record["archived_at"]), msg.seq, body,
+                        agent_id, parse_rfc3339(archived_at), msg.seq, _archived(row["body"], archived_at),
                     )  # fmt: skip
-                    await conn.execute(
-                        "UPDATE agent_versions SET body = jsonb_set(body, '{archived_at}', to_jsonb($2::text)) "
-                        "WHERE agent_id = $1",
-                        record["agent_id"], record["archived_at"],
-                    )  # fmt: skip
+                    versions = await conn.fetch(
+                        "SELECT version, body FROM agent_versions WHERE agent_id = $1", agent_id
+                    )
+                    await conn.executemany(
+                        "UPDATE agent_versions SET body = $3 WHERE agent_id = $1 AND version = $2",
+                        [(agent_id, v["version"], _archived(v["body"], archived_at)) for v in versions],
+                    )
             elif kind == "corral.environment_saved":
                 env = record["environment"]
                 await conn.execute(
@@ -174,8 +228,8 @@ class Projector:
                     "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (environment_id) DO UPDATE SET "
                     "name = EXCLUDED.name, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
                     "body = EXCLUDED.body",
-                    env["id"], record["workspace_id"], env["name"], parse_rfc3339(env["created_at"]),
-                    _ts(env.get("archived_at")), msg.seq, env,
+                    env["id"], record["workspace_id"], pgtext.key(env["name"]), parse_rfc3339(env["created_at"]),
+                    _ts(env.get("archived_at")), msg.seq, pgtext.dump(env),
                 )  # fmt: skip
             elif kind == "corral.environment_deleted":
                 await conn.execute("DELETE FROM environments WHERE environment_id = $1", record["environment_id"])
@@ -183,7 +237,7 @@ class Projector:
                 await conn.execute(
                     "INSERT INTO api_keys (key_id, workspace_id, key_sha256, name, created_at) "
                     "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    record["key_id"], record["workspace_id"], record["key_sha256"], record["name"],
+                    record["key_id"], record["workspace_id"], record["key_sha256"], pgtext.key(record["name"]),
                     parse_rfc3339(record["created_at"]),
                 )  # fmt: skip
             else:
@@ -192,13 +246,11 @@ class Projector:
     # --- sessions ----------------------------------------------------------------------------------
     async def _apply_sessions(self, conn: Conn, batch: list[StoredMessage]) -> None:
         rows: dict[str, SessionRow] = {}
-        events: list[tuple[str, int, str, str, datetime, dict[str, Any]]] = []
+        events: list[tuple[str, int, str, str, datetime, str]] = []
         purged: set[str] = set()
         for msg in batch:
             session_id = subjects.session_id_of(msg.subject)
             record = _decode(msg, parse_session_record)
-            if record is None:
-                continue
             row = rows.get(session_id)
             if row is None:
                 fresh = record["type"] == "corral.session_created"
@@ -212,7 +264,7 @@ class Projector:
                 events = [e for e in events if e[0] != session_id]
             elif record["type"] not in CONTROL_RECORD_TYPES:
                 processed = parse_rfc3339(record["processed_at"])
-                events.append((session_id, msg.seq, record["id"], record["type"], processed, record))
+                events.append((session_id, msg.seq, record["id"], record["type"], processed, pgtext.dump(record)))
         if events:
             await conn.executemany(
                 "INSERT INTO events (session_id, seq, event_id, type, processed_at, body) "
@@ -228,18 +280,29 @@ class Projector:
                 await save_row(conn, row)
 
 
-def _decode(msg: StoredMessage, parse: Callable[[bytes], object]) -> dict[str, Any] | None:
-    """The record a message holds, or ``None`` (logged) for one no Corral writer could have made."""
-    try:
-        parse(msg.data)
-        record = json.loads(msg.data)
-    except ValueError as exc:  # pydantic's ValidationError is a ValueError
-        logger.error(
-            "skipping a record that is not a Corral record",
-            extra={"fields": {"subject": msg.subject, "seq": msg.seq, "error": str(exc)[:200]}},
-        )
-        return None
-    return record  # type: ignore[no-any-return]
+async def _save_position(conn: Conn, stream: str, seq: int) -> None:
+    await conn.execute(
+        "INSERT INTO projection_positions (stream, seq) VALUES ($1, $2) "
+        "ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq",
+        stream,
+        seq,
+    )
+
+
+def _decode(msg: StoredMessage, parse: Callable[[bytes], object]) -> dict[str, Any]:
+    """The record a message holds.
+
+    Raises:
+        ValueError: (pydantic's ValidationError among them) for a message no Corral writer could have
+            made; like any record fault, it is recorded as a projection error and skipped.
+    """
+    parse(msg.data)
+    record: dict[str, Any] = json.loads(msg.data)
+    return record
+
+
+def _archived(body: str, archived_at: str) -> str:
+    return pgtext.dump(dict(pgtext.load(body), archived_at=archived_at))
 
 
 def _ts(value: str | None) -> datetime | None:
@@ -261,7 +324,7 @@ def row_from_record(r: asyncpg.Record) -> SessionRow:
     return SessionRow(
         session_id=r["session_id"],
         workspace_id=r["workspace_id"],
-        body=dict(r["body"]),
+        body=pgtext.load(r["body"]),
         status=r["status"],
         created_at=r["created_at"],
         archived_at=r["archived_at"],
@@ -287,5 +350,6 @@ async def save_row(conn: Conn, row: SessionRow) -> None:
         "body = EXCLUDED.body",
         row.session_id, row.workspace_id, agent.get("id", ""), int(agent.get("version") or 0), row.status,
         row.created_at, row.archived_at, row.running_since, row.active_seconds, row.input_tokens,
-        row.output_tokens, row.cache_read_input_tokens, row.cache_creation_input_tokens, row.last_seq, row.body,
+        row.output_tokens, row.cache_read_input_tokens, row.cache_creation_input_tokens, row.last_seq,
+        pgtext.dump(row.body),
     )  # fmt: skip

@@ -10,6 +10,7 @@ import asyncpg
 from corral.contracts.api.errors import invalid
 from corral.contracts.clock import parse_rfc3339
 from corral.contracts.rpc import ListEvents, ListObjects, Page
+from corral.session_store import pgtext
 from corral.session_store.db import Conn
 from corral.session_store.domain import cursors
 
@@ -102,4 +103,4 @@ async def list_events(conn: Conn, params: ListEvents) -> Page:
     more = len(rows) > params.limit
     rows = rows[: params.limit]
     next_page = cursors.encode(params.order, [rows[-1]["seq"]]) if more and rows else None
-    return Page(data=[dict(r["body"]) for r in rows], next_page=next_page)
+    return Page(data=[pgtext.load(r["body"]) for r in rows], next_page=next_page)

@@ -10,7 +10,7 @@ from corral.contracts.api.errors import not_found
 from corral.contracts.clock import now_rfc3339
 from corral.contracts.log import AgentArchived, AgentSaved
 from corral.contracts.rpc import CreateObject, GetObject, ListObjects, ObjectAction, Page, UpdateObject
-from corral.session_store import queries
+from corral.session_store import pgtext, queries
 from corral.session_store.domain import cursors
 from corral.session_store.domain.agents import create_agent, update_agent
 from corral.session_store.service import Deps
@@ -25,14 +25,14 @@ async def load(deps: Deps, workspace_id: str | None, agent_id: str, version: int
     row = await deps.pool.fetchrow("SELECT workspace_id, log_seq, body FROM agents WHERE agent_id = $1", agent_id)
     if row is None or not _workspace(workspace_id, row["workspace_id"]):
         raise not_found("agent", agent_id)
-    current = Agent.model_validate(row["body"])
+    current = Agent.model_validate(pgtext.load(row["body"]))
     if version is not None and version != current.version:
         vrow = await deps.pool.fetchrow(
             "SELECT body FROM agent_versions WHERE agent_id = $1 AND version = $2", agent_id, version
         )
         if vrow is None:
             raise not_found("agent", f"{agent_id} version {version}")
-        return Agent.model_validate(vrow["body"]), row["log_seq"]
+        return Agent.model_validate(pgtext.load(vrow["body"])), row["log_seq"]
     return current, row["log_seq"]
 
 
@@ -87,7 +87,7 @@ async def list_(deps: Deps, req: ListObjects) -> Page:
         rows, next_page, _ = await queries.page_by_created(
             conn, table="agents", id_column="agent_id", workspace_id=req.workspace_id, params=req, order="asc"
         )
-    return Page(data=[dict(r["body"]) for r in rows], next_page=next_page)
+    return Page(data=[pgtext.load(r["body"]) for r in rows], next_page=next_page)
 
 
 async def versions(deps: Deps, req: ListObjects) -> Page:
@@ -104,6 +104,6 @@ async def versions(deps: Deps, req: ListObjects) -> Page:
     more = len(rows) > req.limit
     rows = rows[: req.limit]
     return Page(
-        data=[dict(r["body"]) for r in rows],
+        data=[pgtext.load(r["body"]) for r in rows],
         next_page=cursors.encode("asc", [rows[-1]["version"]]) if more and rows else None,
     )

@@ -12,7 +12,7 @@ from corral.contracts.api.errors import conflict, not_found
 from corral.contracts.clock import now_rfc3339
 from corral.contracts.log import EnvironmentDeleted, EnvironmentSaved
 from corral.contracts.rpc import CreateObject, Deleted, GetObject, ListObjects, ObjectAction, Page, UpdateObject
-from corral.session_store import queries
+from corral.session_store import pgtext, queries
 from corral.session_store.domain.environments import create_environment, update_environment
 from corral.session_store.service import Deps
 
@@ -23,12 +23,12 @@ async def load(deps: Deps, workspace_id: str | None, environment_id: str) -> tup
     )
     if row is None or (workspace_id is not None and row["workspace_id"] != workspace_id):
         raise not_found("environment", environment_id)
-    return Environment.model_validate(row["body"]), row["workspace_id"], row["log_seq"]
+    return Environment.model_validate(pgtext.load(row["body"])), row["workspace_id"], row["log_seq"]
 
 
 async def _name_taken(pool: asyncpg.Pool, workspace_id: str, name: str, except_id: str | None = None) -> bool:
     found = await pool.fetchval(
-        "SELECT environment_id FROM environments WHERE workspace_id = $1 AND name = $2", workspace_id, name
+        "SELECT environment_id FROM environments WHERE workspace_id = $1 AND name = $2", workspace_id, pgtext.key(name)
     )
     return found is not None and found != except_id
 
@@ -102,4 +102,4 @@ async def list_(deps: Deps, req: ListObjects) -> Page:
             params=req,
             order="asc",
         )
-    return Page(data=[dict(r["body"]) for r in rows], next_page=next_page)
+    return Page(data=[pgtext.load(r["body"]) for r in rows], next_page=next_page)
