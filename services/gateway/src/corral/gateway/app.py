@@ -59,6 +59,15 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
                 return answer
 
             await stack.enter_async_context(serve_health(bus, "gateway", report))
+            state.bus_max_payload = bus.max_payload
+            if state.max_body_bytes() < settings.max_body_bytes:
+                logger.info(
+                    "request bodies are capped at %d bytes: the bus carries %d bytes a message "
+                    "(raise NATS max_payload to accept up to CORRAL_GATEWAY_MAX_BODY_BYTES=%d)",
+                    state.max_body_bytes(),
+                    bus.max_payload,
+                    settings.max_body_bytes,
+                )
             state.backends = Backends(
                 store=BusStore(bus, timeout_s=settings.store_timeout_s), feed=BusFeed(bus), probe=BusProbe(bus)
             )
@@ -87,7 +96,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         app.include_router(router)
     errors.install(app, routers=routers)
     # Added last = outermost: the request context wraps everything, the body cap sits inside it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=state.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
 
