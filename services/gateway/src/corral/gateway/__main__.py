@@ -17,6 +17,7 @@ import uvicorn
 from pydantic import ValidationError
 
 from corral import telemetry
+from corral.gateway import accesslog
 from corral.gateway.app import create_app
 from corral.gateway.settings import Settings
 from corral.gateway.state import GatewayState, state_of
@@ -76,6 +77,7 @@ def main() -> None:
         logger.error("invalid CORRAL_GATEWAY_* settings: %s", problems)
         raise SystemExit(2) from None
     telemetry.configure("gateway", logs=settings.log)
+    accesslog.install()
     sock = bind(settings.host, settings.port)
     app = create_app(settings)
     config = uvicorn.Config(
