@@ -20,7 +20,9 @@ class Settings(BaseSettings):
     health_timeout_s: float = Field(default=1.0, gt=0, description="Deadline of each service's /health probe")
     startup_timeout_s: float = Field(default=30.0, gt=0, description="How long start-up waits for NATS")
     shutdown_grace_s: int = Field(default=5, ge=0, description="Seconds shutdown waits for open requests")
-    rate_limit_rps: float = Field(default=0.0, ge=0, description="Requests a second per API key (0 = no limit)")
-    rate_limit_burst: int = Field(default=100, ge=1, description="Requests a key may make at once above the rate")
+    rate_limit_rps: float = Field(
+        default=100.0, ge=0, description="Requests a second per API key, sustained (0 = no limit)"
+    )
+    rate_limit_burst: int = Field(default=500, ge=1, description="Requests a key may make at once above the rate")
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
