@@ -24,5 +24,8 @@ class Settings(BaseSettings):
         default=100.0, ge=0, description="Requests a second per API key, sustained (0 = no limit)"
     )
     rate_limit_burst: int = Field(default=500, ge=1, description="Requests a key may make at once above the rate")
+    idempotency_ttl_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long a response is kept for replay per Idempotency-Key"
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 from corral.gateway.auth import KeyCache
 from corral.gateway.errors import Unavailable
 from corral.gateway.feed import SessionFeed
+from corral.gateway.idempotency import ReplayBucket
 from corral.gateway.probe import HealthProbe
 from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.settings import Settings
@@ -30,6 +31,8 @@ class Backends:
     store: Store
     feed: SessionFeed
     probe: HealthProbe
+    replies: ReplayBucket | None = None
+    """Responses per ``Idempotency-Key``; without it the header is ignored (unit tests)."""
 
 
 @dataclass
