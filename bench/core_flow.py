@@ -337,7 +337,9 @@ async def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         say("starting a private stack ...")
-        stack = Stack(Path(tmp), Ports.free(), environ={}, log_level="WARNING")
+        # One API key drives the whole load: the per-key rate limit would measure itself, not the server.
+        no_rate_limit = {"gateway": {"CORRAL_GATEWAY_RATE_LIMIT_RPS": "0"}}
+        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=no_rate_limit, log_level="WARNING")
         stack.start(timeout=180)
         try:
             say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")

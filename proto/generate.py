@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import egress, log, rpc, sandbox, subjects
+from corral.contracts import egress, idempotency, log, rpc, sandbox, subjects
 from corral.contracts.api import agents, environments, events, sessions
 from corral.contracts.api.errors import ErrorBody
 
@@ -51,6 +51,7 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.Wake,
         rpc.Health,
     ],
+    "bus/kv": [idempotency.IdempotencyRecord],
     "bus/sandbox": [
         sandbox.Provision,
         sandbox.Provisioned,
@@ -123,6 +124,7 @@ def subject_catalogue() -> dict[str, Any]:
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
         "kv_buckets": {
             subjects.LEASE_BUCKET: "harness lease per session id",
+            subjects.IDEMPOTENCY_BUCKET: "gateway: response per <workspace_id>.<sha256 of Idempotency-Key>",
             sandbox.TOOL_RESULTS_BUCKET: "execute outcome per <session_id>.<tool_use_id>",
             sandbox.SANDBOXES_BUCKET: "sandbox-manager records: which container serves which session",
             egress.EGRESS_BUCKET: "credential-proxy egress grants per session id: listen address, port, policy",

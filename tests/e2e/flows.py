@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from pathlib import Path
 from typing import Any
 
 import anthropic
@@ -83,3 +84,16 @@ async def lease_holder(bus: Bus, session_id: str) -> str:
             if entry is not None:
                 return str(json.loads(entry.value)["holder"])
             await asyncio.sleep(0.05)
+
+
+def log_text(path: Path) -> str:
+    """What a service has written to its log file so far."""
+    return path.read_text(errors="replace")
+
+
+async def logged(path: Path, text: str, *, timeout: float = 10.0) -> str:
+    """Wait until the service's log file holds ``text`` (another process writes it); the log then."""
+    async with asyncio.timeout(timeout):
+        while text not in (content := log_text(path)):  # noqa: ASYNC110 (a file another process writes)
+            await asyncio.sleep(0.05)
+    return content

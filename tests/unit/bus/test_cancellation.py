@@ -83,6 +83,8 @@ async def test_a_timeout_that_races_the_reply_is_a_timeout() -> None:
 class RacingNats:
     """Just enough of a nats-py client for ``Bus.request``: it waits like nats-py does."""
 
+    max_payload = 1024 * 1024
+
     def __init__(self) -> None:
         self.reply: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
 

@@ -7,7 +7,8 @@ import json
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from corral.bus import Operations
+from corral.bus import Operations, PayloadTooLarge
+from corral.bus.operations import _too_large
 from corral.contracts.api.errors import ApiError, ErrorDetail
 from corral.contracts.rpc import RpcReply
 
@@ -32,6 +33,8 @@ async def double(request: Ask) -> Told:
         raise Outage("the database is down")
     if request.n == 0:
         raise RuntimeError("secret internals")
+    if request.n == 99:
+        raise PayloadTooLarge(2_000_000, 1_048_576)
     return Told(doubled=request.n * 2)
 
 
@@ -80,3 +83,15 @@ async def test_an_expected_failure_is_translated_and_an_unexpected_one_names_no_
     reply = await answer({"n": 0})
     assert reply.error == ErrorDetail(type="api_error", message="double failed inside the test service")
     assert "secret internals" in caplog.text  # in the log, with the traceback, not on the wire
+
+
+async def test_a_record_too_large_for_the_bus_is_request_too_large() -> None:
+    reply = await answer({"n": 99})
+    assert reply.error is not None and reply.error.type == "request_too_large"
+    assert "2000000 bytes" in reply.error.message and "1048576" in reply.error.message
+
+
+def test_a_reply_too_large_for_the_bus_is_replaced_by_request_too_large() -> None:
+    reply = RpcReply.model_validate_json(_too_large("events.list", 3_000_000, 1_048_576))
+    assert reply.error is not None and reply.error.type == "request_too_large"
+    assert "events.list" in reply.error.message and "limit" in reply.error.message

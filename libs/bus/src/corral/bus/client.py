@@ -22,7 +22,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 
 from corral.bus.cancellation import honouring_cancel
-from corral.bus.errors import NoResponders, StreamMismatch, WrongLastSequence
+from corral.bus.errors import NoResponders, PayloadTooLarge, StreamMismatch, WrongLastSequence
 from corral.bus.kv import KeyValueBucket
 from corral.contracts import headers as h
 from corral.contracts.subjects import StreamSpec
@@ -145,6 +145,15 @@ class Bus:
             with contextlib.suppress(Exception):
                 await nc.drain()
 
+    @property
+    def max_payload(self) -> int:
+        """The largest message (payload, in bytes) the connected server carries: its ``max_payload``."""
+        return int(self.nc.max_payload)
+
+    def _check_size(self, data: bytes) -> None:
+        if len(data) > self.max_payload:
+            raise PayloadTooLarge(len(data), self.max_payload)
+
     # --- streams -------------------------------------------------------------------------------------
     async def ensure_stream(self, spec: StreamSpec) -> None:
         """Create the stream if missing; refuse (``StreamMismatch``) one configured otherwise."""
@@ -205,7 +214,9 @@ class Bus:
 
         Raises:
             WrongLastSequence: ``expected_last_subject_seq`` was given and the subject moved on.
+            PayloadTooLarge: ``data`` is larger than the server carries; nothing was stored.
         """
+        self._check_size(data)
         hdrs = inject(dict(headers or {}))
         if msg_id is not None:
             hdrs[h.MSG_ID] = msg_id
@@ -220,7 +231,12 @@ class Bus:
         return PubAck(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def publish_core(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None) -> None:
-        """Fire-and-forget core NATS publish (nothing is stored)."""
+        """Fire-and-forget core NATS publish (nothing is stored).
+
+        Raises:
+            PayloadTooLarge: ``data`` is larger than the server carries; nothing was sent.
+        """
+        self._check_size(data)
         await self.nc.publish(subject, data, headers=inject(dict(headers or {})))
 
     # --- reading -------------------------------------------------------------------------------------
@@ -329,7 +345,9 @@ class Bus:
 
         Raises:
             NoResponders: nothing serves ``subject`` (the service is not running).
+            PayloadTooLarge: ``data`` is larger than the server carries; nothing was sent.
         """
+        self._check_size(data)
         try:
             msg = await honouring_cancel(
                 self.nc.request(subject, data, timeout=timeout or self._settings.request_timeout_s, headers=inject({}))
@@ -339,9 +357,20 @@ class Bus:
         return msg.data
 
     @contextlib.asynccontextmanager
-    async def serve(self, subject: str, handler: Handler, *, queue: str, limit: int = 256) -> AsyncIterator[None]:
+    async def serve(
+        self,
+        subject: str,
+        handler: Handler,
+        *,
+        queue: str,
+        limit: int = 256,
+        too_large: Callable[[int, int], bytes] | None = None,
+    ) -> AsyncIterator[None]:
         """Answer requests on ``subject`` (a queue group shares the load) while the block runs; the
         block starts once the server routes ``subject`` here, so another connection can ask at once.
+
+        A reply larger than the server carries is replaced by ``too_large(size, limit)`` (by an empty
+        reply without it), so the caller hears at once rather than waiting out its deadline.
 
         Each request runs in its own task, at most ``limit`` at once; on exit the subscription is
         removed and in-flight requests finish before the block returns.
@@ -357,6 +386,12 @@ class Bus:
                     logger.exception("request handler failed", extra={"fields": {"subject": msg.subject}})
                     return
                 if msg.reply:
+                    if len(reply) > self.max_payload:
+                        logger.warning(
+                            "reply too large for the bus",
+                            extra={"fields": {"subject": msg.subject, "size": len(reply), "limit": self.max_payload}},
+                        )
+                        reply = too_large(len(reply), self.max_payload) if too_large is not None else b""
                     await msg.respond(reply)
 
         async def on_message(msg: Msg) -> None:

@@ -5,7 +5,8 @@
     ├── WrongLastSequence    a fenced publish lost the race: reload, re-decide, retry (or give up)
     ├── KeyExists            KV create on a key that is held
     ├── KeyChanged           KV update/delete with a stale revision
-    └── NoResponders         nobody serves the request subject: the service is down
+    ├── NoResponders         nobody serves the request subject: the service is down
+    └── PayloadTooLarge      the message is larger than the server's ``max_payload``: nothing was sent
 
 Handler outcomes (raised inside a durable-consumer handler):
 
@@ -38,6 +39,15 @@ class KeyChanged(BusError):
 
 class NoResponders(BusError):
     pass
+
+
+class PayloadTooLarge(BusError):
+    """A message of ``size`` bytes does not fit the server's ``max_payload`` of ``limit`` bytes."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"a message of {size} bytes is larger than the bus carries ({limit} bytes)")
+        self.size = size
+        self.limit = limit
 
 
 class Retry(Exception):

@@ -6,6 +6,7 @@ Every failure is an error reply, never silence on the wire:
 
 - a request that does not validate is an ``invalid_request_error`` naming the first bad field;
 - an ``ApiError`` is answered as it says (its type and ``error_code``);
+- a record or a reply larger than the bus carries (``PayloadTooLarge``) is a ``request_too_large``;
 - an exception the service's ``translate`` knows (a database outage, an engine that is down) is
   answered with the detail it returns;
 - anything else is logged with its traceback and answered ``api_error`` naming no internals.
@@ -14,6 +15,7 @@ Every failure is an error reply, never silence on the wire:
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from pydantic import BaseModel, ValidationError
 
 from corral import telemetry
 from corral.bus.client import Bus
+from corral.bus.errors import PayloadTooLarge
 from corral.contracts.api.errors import ApiError, ErrorDetail
 from corral.contracts.rpc import RpcReply
 
@@ -85,6 +88,12 @@ class Operations:
             return RpcReply(ok=False, error=exc.detail())
         except ValidationError as exc:
             return RpcReply(ok=False, error=ErrorDetail(type="invalid_request_error", message=field_message(exc)))
+        except PayloadTooLarge as exc:
+            message = (
+                f"{op} would store a record of {exc.size} bytes, more than the {exc.limit} bytes one record "
+                "can hold; send less (split a long text into several messages)"
+            )
+            return RpcReply(ok=False, error=ErrorDetail(type="request_too_large", message=message))
         except Exception as exc:
             detail = self.translate(exc)
             if detail is not None:
@@ -103,8 +112,18 @@ class Operations:
                 async def handler(data: bytes, headers: dict[str, str], op: str = op) -> bytes:
                     return await self.answer(op, data, headers)
 
-                await stack.enter_async_context(bus.serve(self.subject(op), handler, queue=self.queue))
+                await stack.enter_async_context(
+                    bus.serve(self.subject(op), handler, queue=self.queue, too_large=functools.partial(_too_large, op))
+                )
             yield
+
+
+def _too_large(op: str, size: int, limit: int) -> bytes:
+    message = (
+        f"the answer to {op} is {size} bytes, more than the {limit} bytes the bus carries; "
+        "ask for less (a smaller page `limit`)"
+    )
+    return RpcReply(ok=False, error=ErrorDetail(type="request_too_large", message=message)).model_dump_json().encode()
 
 
 def field_message(exc: ValidationError) -> str:

@@ -62,6 +62,9 @@ def deltas(session_id: str) -> str:
 # --- harness leases (JetStream KV) ----------------------------------------------------------------------
 LEASE_BUCKET: Final = "corral_leases"
 
+# --- replayed responses per Idempotency-Key (JetStream KV, gateway) -------------------------------------
+IDEMPOTENCY_BUCKET: Final = "corral_idempotency"
+
 # --- request-reply -------------------------------------------------------------------------------------
 STORE_QUEUE: Final = "session-store"
 

@@ -17,7 +17,9 @@ import uvicorn
 from pydantic import ValidationError
 
 from corral import telemetry
+from corral.gateway import accesslog
 from corral.gateway.app import create_app
+from corral.gateway.connections import ConnectionLimits, limited_protocol
 from corral.gateway.settings import Settings
 from corral.gateway.state import GatewayState, state_of
 
@@ -76,6 +78,7 @@ def main() -> None:
         logger.error("invalid CORRAL_GATEWAY_* settings: %s", problems)
         raise SystemExit(2) from None
     telemetry.configure("gateway", logs=settings.log)
+    accesslog.install()
     sock = bind(settings.host, settings.port)
     app = create_app(settings)
     config = uvicorn.Config(
@@ -83,7 +86,10 @@ def main() -> None:
         log_config=None,
         timeout_graceful_shutdown=settings.shutdown_grace_s,
         lifespan="on",
-        http="httptools",
+        http=limited_protocol(
+            ConnectionLimits(header_timeout_s=settings.header_timeout_s, per_client=settings.max_connections_per_client)
+        ),
+        timeout_keep_alive=settings.keep_alive_s,
         loop="uvloop",
     )
     server = GatewayServer(config, state=state_of(app))

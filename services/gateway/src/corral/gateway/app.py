@@ -14,10 +14,12 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 
 from corral.bus import Bus, instance_name, serve_health
+from corral.contracts import subjects
 from corral.contracts.rpc import Health
 from corral.gateway import errors
 from corral.gateway.auth import KeyCache
 from corral.gateway.feed import BusFeed
+from corral.gateway.idempotency import IdempotencyMiddleware
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from corral.gateway.probe import BusProbe, gateway_health
 from corral.gateway.ratelimit import RateLimiter
@@ -59,8 +61,21 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
                 return answer
 
             await stack.enter_async_context(serve_health(bus, "gateway", report))
+            state.bus_max_payload = bus.max_payload
+            if state.max_body_bytes() < settings.max_body_bytes:
+                logger.info(
+                    "request bodies are capped at %d bytes: the bus carries %d bytes a message "
+                    "(raise NATS max_payload to accept up to CORRAL_GATEWAY_MAX_BODY_BYTES=%d)",
+                    state.max_body_bytes(),
+                    bus.max_payload,
+                    settings.max_body_bytes,
+                )
+            replies = await bus.key_value(subjects.IDEMPOTENCY_BUCKET, ttl_s=settings.idempotency_ttl_s)
             state.backends = Backends(
-                store=BusStore(bus, timeout_s=settings.store_timeout_s), feed=BusFeed(bus), probe=BusProbe(bus)
+                store=BusStore(bus, timeout_s=settings.store_timeout_s),
+                feed=BusFeed(bus),
+                probe=BusProbe(bus),
+                replies=replies,
             )
             logger.info(
                 "gateway %s ready on http://%s:%d (bus %s)", instance, settings.host, settings.port, settings.nats.url
@@ -86,8 +101,10 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     for router in routers:
         app.include_router(router)
     errors.install(app, routers=routers)
-    # Added last = outermost: the request context wraps everything, the body cap sits inside it.
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    # Added last = outermost: the request context wraps everything, the body cap sits inside it, and
+    # the Idempotency-Key check inside that (it reads the capped body).
+    app.add_middleware(IdempotencyMiddleware, state=state, wait_s=settings.store_timeout_s + 5.0)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=state.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
 

@@ -9,6 +9,7 @@ out, so the path is the one the client wrote.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any, Final, TypeVar
 
@@ -34,6 +35,11 @@ _FRIENDLY: Final = {
 }
 
 
+# An escaped UTF-16 surrogate (``\ud800``-``\udfff``); json pairs a high one with the low one after
+# it into one character and leaves an unpaired one in the string, which nothing downstream can encode.
+_SURROGATE_ESCAPE: Final = re.compile(r"\\u[dD][89a-fA-F]")
+
+
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -47,12 +53,54 @@ def parse_json_object(raw: bytes) -> dict[str, Any]:
     if not raw.strip():
         return {}
     try:
-        data = json.loads(raw, parse_constant=_reject_constant)
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise invalid(f"request body is not valid UTF-8 (byte {exc.start}): send JSON encoded as UTF-8") from None
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
     except (ValueError, RecursionError) as exc:
         raise invalid(f"request body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise invalid(f"request body must be a JSON object, not {type(data).__name__}")
+    if _SURROGATE_ESCAPE.search(text):
+        where = _lone_surrogate(data, [])
+        if where is not None:
+            path, char = where
+            at = ".".join(str(p) for p in path) or "body"
+            raise invalid(
+                f"{at}: contains an unpaired UTF-16 surrogate (\\u{ord(char):04x}); a surrogate escape must "
+                "be a high one (\\ud800-\\udbff) followed by a low one (\\udc00-\\udfff)"
+            )
     return data
+
+
+def _lone_surrogate(value: Any, path: list[int | str]) -> tuple[list[int | str], str] | None:
+    """Where the first string (key or value) holding an unpaired surrogate is, and that surrogate."""
+    if isinstance(value, str):
+        found = _surrogate_in(value)
+        return (path, found) if found is not None else None
+    if isinstance(value, dict):
+        for key, child in value.items():
+            found = _surrogate_in(key)
+            if found is not None:
+                return [*path, key.encode("utf-8", "backslashreplace").decode()], found
+            inner = _lone_surrogate(child, [*path, key])
+            if inner is not None:
+                return inner
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            inner = _lone_surrogate(child, [*path, index])
+            if inner is not None:
+                return inner
+    return None
+
+
+def _surrogate_in(text: str) -> str | None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return text[exc.start]
+    return None
 
 
 def validate(model: type[M], data: dict[str, Any]) -> M:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 from opentelemetry import trace
 from starlette.datastructures import Headers, MutableHeaders
@@ -77,31 +78,38 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """Refuse bodies over ``max_bytes`` with 413 ``request_too_large``, before they are read whole.
+    """Refuse bodies over ``max_bytes()`` with 413 ``request_too_large``, before they are read whole.
 
+    ``max_bytes`` is asked per request: the limit drops to what the bus can store once it is connected.
     A declared ``content-length`` is checked up front; a chunked body is counted as it arrives
     and the read that crosses the limit raises (the route's error handler answers 413).
     """
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_bytes: Callable[[], int]) -> None:
         self.app = app
         self.max_bytes = max_bytes
 
-    def _too_large(self) -> ApiError:
-        return ApiError("request_too_large", f"request body is larger than the limit of {self.max_bytes} bytes")
+    @staticmethod
+    def _too_large(limit: int) -> ApiError:
+        return ApiError(
+            "request_too_large",
+            f"request body is larger than the limit of {limit} bytes; send less "
+            "(split a long text into several messages)",
+        )
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.max_bytes()
         declared = Headers(scope=scope).get("content-length")
         if declared is not None:
             if not declared.strip().isdigit():
                 bad = ApiError("invalid_request_error", f"content-length header is not a number: {declared!r}")
                 await api_error_response(bad, request_id=request_id_of(scope))(scope, receive, send)
                 return
-            if int(declared) > self.max_bytes:
-                await api_error_response(self._too_large(), request_id=request_id_of(scope))(scope, receive, send)
+            if int(declared) > limit:
+                await api_error_response(self._too_large(limit), request_id=request_id_of(scope))(scope, receive, send)
                 return
         received = 0
 
@@ -110,8 +118,8 @@ class BodyLimitMiddleware:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
-                    raise self._too_large()
+                if received > limit:
+                    raise self._too_large(limit)
             return message
 
         await self.app(scope, counted_receive, send)

@@ -20,7 +20,19 @@ class Settings(BaseSettings):
     health_timeout_s: float = Field(default=1.0, gt=0, description="Deadline of each service's /health probe")
     startup_timeout_s: float = Field(default=30.0, gt=0, description="How long start-up waits for NATS")
     shutdown_grace_s: int = Field(default=5, ge=0, description="Seconds shutdown waits for open requests")
-    rate_limit_rps: float = Field(default=0.0, ge=0, description="Requests a second per API key (0 = no limit)")
-    rate_limit_burst: int = Field(default=100, ge=1, description="Requests a key may make at once above the rate")
+    rate_limit_rps: float = Field(
+        default=100.0, ge=0, description="Requests a second per API key, sustained (0 = no limit)"
+    )
+    rate_limit_burst: int = Field(default=500, ge=1, description="Requests a key may make at once above the rate")
+    header_timeout_s: float = Field(
+        default=10.0, gt=0, description="Time a connection has to send a request's headers (then it is closed)"
+    )
+    max_connections_per_client: int = Field(
+        default=256, ge=0, description="Open connections per peer address (0 = no limit); more are closed at once"
+    )
+    keep_alive_s: int = Field(default=5, ge=1, description="Idle seconds after which a keep-alive connection is closed")
+    idempotency_ttl_s: float = Field(
+        default=24 * 3600.0, gt=0, description="How long a response is kept for replay per Idempotency-Key"
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

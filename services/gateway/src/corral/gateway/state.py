@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
+from typing import Final
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -11,11 +12,16 @@ from starlette.requests import HTTPConnection
 from corral.gateway.auth import KeyCache
 from corral.gateway.errors import Unavailable
 from corral.gateway.feed import SessionFeed
+from corral.gateway.idempotency import ReplayBucket
 from corral.gateway.probe import HealthProbe
 from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.settings import Settings
 from corral.gateway.sse import StreamRegistry
 from corral.gateway.store import Store
+
+BUS_ENVELOPE_BYTES: Final = 64 * 1024
+"""Room kept, in the largest message the bus carries, for what wraps a request body on its way to
+the log: the bus request around it, and the ids, timestamps and snapshots of the stored record."""
 
 
 @dataclass(frozen=True)
@@ -25,6 +31,8 @@ class Backends:
     store: Store
     feed: SessionFeed
     probe: HealthProbe
+    replies: ReplayBucket | None = None
+    """Responses per ``Idempotency-Key``; without it the header is ignored (unit tests)."""
 
 
 @dataclass
@@ -34,12 +42,21 @@ class GatewayState:
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     backends: Backends | None = None
     limiter: RateLimiter | None = None
+    bus_max_payload: int | None = None
+    """The largest message the connected bus carries (``None`` until connected, and with fake backends)."""
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
         """A stop signal arrived: end the open streams, and give up connecting if still starting."""
         self.stop_requested.set()
         self.streams.close_all()
+
+    def max_body_bytes(self) -> int:
+        """The largest request body accepted: the configured cap, lowered to what the bus can store."""
+        limit = self.settings.max_body_bytes
+        if self.bus_max_payload is not None:
+            limit = min(limit, self.bus_max_payload - BUS_ENVELOPE_BYTES)
+        return limit
 
     def ready(self) -> Backends:
         if self.backends is None:

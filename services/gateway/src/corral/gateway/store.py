@@ -12,7 +12,7 @@ from typing import Any, Protocol
 
 from pydantic import ValidationError
 
-from corral.bus import Bus, NoResponders
+from corral.bus import Bus, NoResponders, PayloadTooLarge
 from corral.contracts.api.errors import ApiError
 from corral.contracts.rpc import Message, RpcReply
 from corral.contracts.subjects import store_rpc
@@ -43,6 +43,11 @@ class BusStore:
         subject = store_rpc(op)
         try:
             raw = await self._bus.request(subject, request.model_dump_json().encode(), timeout=self._timeout_s)
+        except PayloadTooLarge as exc:
+            raise ApiError(
+                "request_too_large",
+                f"the request to {op} is {exc.size} bytes, more than the {exc.limit} bytes the bus carries; send less",
+            ) from exc
         except NoResponders as exc:
             raise Unavailable(
                 "overloaded_error", f"the session-store is unavailable (nothing serves {subject}); start it and retry"

@@ -1,0 +1,104 @@
+"""Idempotency-Key with a dict-backed bucket: replay, conflicts, release on failure, stale claims."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import httpx
+from gateway_fakes import API_KEY, FakeFeed, FakeProbe, FakeStore, agent, settings
+
+from corral.bus import KeyChanged, KeyExists
+from corral.bus.kv import Entry
+from corral.contracts.api.errors import ApiError
+from corral.contracts.idempotency import IdempotencyRecord
+from corral.contracts.rpc import Op
+from corral.gateway.app import create_app
+from corral.gateway.state import Backends
+
+
+class DictBucket:
+    def __init__(self) -> None:
+        self.entries: dict[str, Entry] = {}
+        self.revision = 0
+
+    async def get(self, key: str) -> Entry | None:
+        return self.entries.get(key)
+
+    async def create(self, key: str, value: bytes) -> int:
+        if key in self.entries:
+            raise KeyExists(key)
+        return self._write(key, value)
+
+    async def update(self, key: str, value: bytes, *, last: int) -> int:
+        if key not in self.entries or self.entries[key].revision != last:
+            raise KeyChanged(key)
+        return self._write(key, value)
+
+    async def delete(self, key: str, *, last: int | None = None) -> None:
+        if last is not None and (key not in self.entries or self.entries[key].revision != last):
+            raise KeyChanged(key)
+        self.entries.pop(key, None)
+
+    def _write(self, key: str, value: bytes) -> int:
+        self.revision += 1
+        self.entries[key] = Entry(value, self.revision)
+        return self.revision
+
+
+def client(store: FakeStore, bucket: DictBucket) -> httpx.AsyncClient:
+    backends = Backends(store=store, feed=FakeFeed(), probe=FakeProbe(), replies=bucket)
+    app = create_app(settings(), backends=backends)
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://gateway.test", headers={"x-api-key": API_KEY})
+
+
+BODY: dict[str, Any] = {"name": "a", "model": "claude-sonnet-4-6"}
+
+
+async def test_a_failed_request_releases_its_key_so_a_retry_runs_again() -> None:
+    bucket = DictBucket()
+    store = FakeStore(replies={Op.AGENTS_CREATE: ApiError("overloaded_error", "retry")})
+    async with client(store, bucket) as http:
+        first = await http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"})
+        assert first.status_code == 529 and bucket.entries == {}
+        store.replies[Op.AGENTS_CREATE] = agent()
+        second = await http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"})
+        third = await http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"})
+    assert second.status_code == 200 and third.content == second.content
+    assert third.headers["idempotent-replayed"] == "true"
+    assert store.ops().count(Op.AGENTS_CREATE) == 2
+
+
+async def test_a_duplicate_waits_for_the_first_and_a_stale_claim_is_taken_over() -> None:
+    bucket = DictBucket()
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    class SlowStore(FakeStore):
+        async def call(self, op: str, request: Any) -> Any:
+            if op == Op.AGENTS_CREATE:
+                started.set()
+                await release.wait()
+                return agent()
+            return await super().call(op, request)
+
+    store = SlowStore()
+    async with client(store, bucket) as http:
+        first = asyncio.ensure_future(http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"}))
+        async with asyncio.timeout(5):
+            await started.wait()
+        second = asyncio.ensure_future(http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"}))
+        await asyncio.sleep(0.05)
+        assert not second.done()
+        release.set()
+        a, b = await first, await second
+    assert a.status_code == b.status_code == 200 and a.content == b.content
+
+    (slot,) = bucket.entries
+    stale = IdempotencyRecord(state="pending", fingerprint="f", claimed_at=time.time() - 3600)
+    bucket.entries[slot] = Entry(stale.model_dump_json().encode(), 99)
+    async with client(FakeStore(replies={Op.AGENTS_CREATE: agent()}), bucket) as http:
+        other_body = await http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"})
+    assert other_body.status_code == 409  # the stale claim was for another request: still a conflict
