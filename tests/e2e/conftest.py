@@ -7,6 +7,7 @@ and to the bus with ``corral.bus``. If a component cannot start, every e2e test 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 from collections.abc import AsyncIterator, Generator, Iterator
@@ -20,6 +21,8 @@ from corral.bus import Bus
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 from corral.settings import NatsSettings
+from tests.egress_network import stand_in_addresses
+from tests.host_canary import HostCanary, serving_canary
 
 #: Short lease and ack wait so a killed harness's session is picked up within seconds.
 FAST_RECOVERY = {
@@ -41,13 +44,24 @@ def _environ() -> dict[str, str]:
     return environ
 
 
-def start_stack(state_dir: Path) -> Stack:
+def start_stack(state_dir: Path, host_canary: HostCanary | None = None) -> Stack:
+    """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
+    operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse)."""
+    ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
+    egress = {
+        "CORRAL_EGRESS_PORTS": json.dumps(ports),
+        "CORRAL_EGRESS_ALLOW_ADDRESSES": json.dumps(stand_in_addresses()),
+    }
     stack = Stack(
         state_dir,
         Ports.free(),
         environ=_environ(),
         docker=True,
-        service_env={"harness": FAST_RECOVERY, "session-store": {"CORRAL_LEASE_TTL_S": "3"}},
+        service_env={
+            "harness": FAST_RECOVERY,
+            "session-store": {"CORRAL_LEASE_TTL_S": "3"},
+            "credential-proxy": egress,
+        },
         log_level="INFO",
     )
     stack.start(timeout=900)  # the first run on a machine builds the sandbox image (about a minute)
@@ -77,8 +91,15 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("corral"))
+def host_canary() -> Iterator[HostCanary]:
+    """A server on this machine's every address answering with a canary (see ``tests.host_canary``)."""
+    with serving_canary() as canary:
+        yield canary
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary)
     try:
         yield stack
     finally:

@@ -4,11 +4,17 @@ relayed from ``127.0.0.1:3128`` by the exec agent), deciding per request from th
 ``networking``.
 
 The Debian mirror over plain HTTP is the outside host here (this machine reaches it; HTTPS is
-intercepted by a proxy whose certificate authority the sandbox image does not carry)."""
+intercepted by a proxy whose certificate authority the sandbox image does not carry). This machine's
+network answers DNS for it with a documentation-range address, which the stack's credential-proxy
+allows explicitly (``CORRAL_EGRESS_ALLOW_ADDRESSES``, see ``tests.egress_network``)."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
+import shutil
+import socket
+import subprocess
 from typing import Any
 
 import anthropic
@@ -17,6 +23,7 @@ import pytest
 
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
+from tests.host_canary import HostCanary
 
 pytestmark = pytest.mark.e2e
 
@@ -42,7 +49,7 @@ for url in sys.argv[1:]:
         with urllib.request.urlopen(url, timeout=30) as answer:
             fetched[url] = [answer.status, answer.read(200).decode("latin-1")]
     except urllib.error.HTTPError as exc:
-        fetched[url] = [exc.code, exc.read(300).decode("latin-1")]
+        fetched[url] = [exc.code, exc.read(1000).decode("latin-1")]
     except OSError as exc:
         fetched[url] = [None, repr(exc)]
 out["fetched"] = fetched
@@ -102,6 +109,54 @@ async def test_an_unrestricted_environment_reaches_public_hosts_only_through_its
         assert seen["fetched"][refused][0] == 403, seen["fetched"][refused]
     assert "loopback" in seen["fetched"][host_loopback][1]
     assert "link-local" in seen["fetched"][metadata][1]
+
+
+def host_addresses() -> list[ipaddress.IPv4Address | ipaddress.IPv6Address]:
+    """Every address of this machine's interfaces, as ``ip -json address`` shows them."""
+    ip = shutil.which("ip")
+    assert ip is not None, "iproute2's ip is needed to list this machine's addresses"
+    shown = json.loads(subprocess.run([ip, "-json", "address"], check=True, capture_output=True, text=True).stdout)
+    return [ipaddress.ip_address(a["local"]) for link in shown for a in link.get("addr_info", []) if "local" in a]
+
+
+def url(host: str | ipaddress.IPv4Address | ipaddress.IPv6Address, port: int) -> str:
+    authority = f"[{host}]" if isinstance(host, ipaddress.IPv6Address) else str(host)
+    return f"http://{authority}:{port}/canary"
+
+
+async def test_no_address_of_the_host_is_reachable_from_a_sandbox_by_address_or_by_name(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, host_canary: HostCanary
+) -> None:
+    """The canary server listens on every address of this machine, on a port the proxy lets sandboxes
+    try; from an unrestricted sandbox none of those addresses, nor a name resolving to one, reaches it.
+    The Debian mirror, which this machine's network resolves to a documentation-range address the
+    stack's operator allows explicitly (``CORRAL_EGRESS_ALLOW_ADDRESSES``), still answers."""
+    addresses = host_addresses()
+    assert any(not (a.is_loopback or a.is_link_local) for a in addresses), addresses
+    port = host_canary.port
+    for address in addresses:  # the canary really is there: only the proxy's refusal keeps it from the sandbox
+        if address.is_link_local:
+            continue  # needs a zone to reach from here; the sandbox's request for it has none to give
+        async with httpx.AsyncClient(trust_env=False, timeout=10) as direct:
+            assert (await direct.get(url(address, port))).text == host_canary.canary, address
+    names = ["localhost", socket.gethostname()]
+    by_address = [url(a, port) for a in addresses]
+    by_name = [url(n, port) for n in names]
+    seen = await probe(client, model, None, MIRROR, *by_address, *by_name)
+
+    leaked = [u for u in (*by_address, *by_name) if host_canary.canary in seen["fetched"][u][1]]
+    assert leaked == [], f"the sandbox read this machine's canary through {leaked}"
+    for refused in (*by_address, *by_name):
+        status, body = seen["fetched"][refused]
+        assert status == 403, (refused, seen["fetched"][refused])
+        assert "CORRAL_EGRESS_ALLOW_ADDRESSES" in body
+    for refused in by_address:
+        body = seen["fetched"][refused][1]
+        assert "an address of this machine" in body or "link-local" in body, (refused, body)
+    for refused in by_name:
+        assert "an address of this machine" in seen["fetched"][refused][1], refused
+    status, body = seen["fetched"][MIRROR]
+    assert status == 200 and "Origin: Debian" in body, seen["fetched"][MIRROR]
 
 
 async def test_a_limited_environment_reaches_only_its_allowed_hosts(

@@ -31,6 +31,7 @@ from corral.devstack.nats import Nats
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir
 from corral.settings import NatsSettings
+from tests.egress_network import stand_in_addresses
 
 pytestmark = pytest.mark.integration
 
@@ -100,12 +101,14 @@ class CredentialProxy:
 
 @contextlib.asynccontextmanager
 async def running(bus: Bus, nats_url: str, socket_dir: Path | None, **egress: Any) -> AsyncIterator[CredentialProxy]:
-    """A credential-proxy serving egress under ``socket_dir`` (``None``: egress not configured)."""
+    """A credential-proxy serving egress under ``socket_dir`` (``None``: egress not configured), allowing
+    this network's stand-ins for the outside hosts (``tests.egress_network``) unless told otherwise."""
+    defaults = {"socket_dir": socket_dir, "connect_timeout_s": 15.0, "allow_addresses": stand_in_addresses()}
     settings = Settings(
         vault_addr="http://127.0.0.1:9",
         health_probe_timeout_s=0.5,
         nats=NatsSettings(url=nats_url),
-        egress=EgressSettings(**{"socket_dir": socket_dir, "connect_timeout_s": 15.0, **egress}),
+        egress=EgressSettings(**{**defaults, **egress}),
     )
     proxy = CredentialProxy(bus=bus, settings=settings)
     await proxy.start()

@@ -17,10 +17,12 @@ from corral.contracts.egress import (
     allowed_host_problem,
 )
 from corral.credential_proxy.hosts import (
+    OWN_ADDRESS,
     PACKAGE_MANAGER_HOSTS,
     BadHost,
     HostRules,
     address_problem,
+    operator_allows,
     parse_host,
 )
 
@@ -65,7 +67,7 @@ def test_an_allowed_hosts_entry_matches_exactly_what_it_names(entry: str, host: 
 
 def test_no_allowed_hosts_list_means_any_host() -> None:
     unrestricted = HostRules.from_policy(EgressPolicy(allowed_hosts=None))
-    assert allows(unrestricted, "anything.example") and allows(unrestricted, "198.51.100.1")
+    assert allows(unrestricted, "anything.example") and allows(unrestricted, "93.184.215.1")
 
 
 def test_an_empty_list_allows_nothing() -> None:
@@ -194,6 +196,21 @@ def test_a_destination_that_is_no_host_or_a_disguised_number_is_refused(text: st
         ("2002:a9fe:a9fe::1", "link-local"),
         ("::1.2.3.4", "outside global unicast"),
         ("64:ff9b:1::1", "local-use NAT64"),
+        ("192.0.2.2", "documentation"),
+        ("198.51.100.7", "documentation"),
+        ("203.0.113.80", "documentation"),
+        ("2001:db8::1", "documentation"),
+        ("3fff::1", "documentation"),
+        ("192.88.99.1", "6to4 relay"),
+        ("::ffff:192.0.2.2", "IPv4-mapped form of 192.0.2.2"),
+        ("64:ff9b::c000:202", "NAT64 form of 192.0.2.2"),
+        ("2002:c000:202::1", "6to4 form of 192.0.2.2"),
+        ("64:ff9b::6440:1", "carrier-grade NAT"),
+        ("2002:c612:1::1", "benchmarking"),
+        ("::ffff:0:7f00:1", "outside global unicast"),  # IPv4-translated (RFC 2765)
+        ("::7f00:1", "outside global unicast"),  # IPv4-compatible
+        ("2001:0:4136:e378:8000:63bf:3fff:fdd2", "Teredo"),
+        ("5f00::1", "outside global unicast"),
     ],
 )
 def test_addresses_that_are_never_reached(address: str, reason: str) -> None:
@@ -210,6 +227,45 @@ def test_public_addresses_pass(address: str) -> None:
     assert address_problem(ipaddress.ip_address(address)) is None
 
 
-@pytest.mark.parametrize("address", ["192.0.2.1", "198.51.100.7", "203.0.113.80", "2001:db8::1"])
-def test_documentation_ranges_pass_because_intercepting_networks_answer_dns_with_them(address: str) -> None:
+#: This machine's interface addresses in the tests below: public ones too, which no range rule refuses.
+OWN = frozenset(
+    ipaddress.ip_address(a) for a in ("127.0.0.1", "::1", "192.0.2.2", "93.184.215.14", "fd00::2", "2a01:4f8::2")
+)
+
+
+@pytest.mark.parametrize(
+    "address",
+    ["93.184.215.14", "::ffff:93.184.215.14", "64:ff9b::5db8:d70e", "2002:5db8:d70e::1", "2002:5db8:d70e:ff::9",
+     "2a01:4f8::2", "192.0.2.2", "::ffff:192.0.2.2", "fd00::2", "127.0.0.1"],
+)  # fmt: skip
+def test_an_address_of_this_machine_is_refused_in_every_form_whatever_its_range(address: str) -> None:
+    problem = address_problem(ipaddress.ip_address(address), OWN)
+    assert problem is not None and OWN_ADDRESS in problem, problem
+
+
+@pytest.mark.parametrize("address", ["93.184.215.14", "::ffff:93.184.215.14", "64:ff9b::5db8:d70e", "2a01:4f8::2"])
+def test_the_same_public_addresses_pass_on_a_machine_that_does_not_have_them(address: str) -> None:
     assert address_problem(ipaddress.ip_address(address)) is None
+
+
+@pytest.mark.parametrize(
+    ("address", "allowed"),
+    [
+        ("203.0.113.80", True),
+        ("::ffff:203.0.113.80", True),
+        ("203.0.113.81", False),
+        ("2001:db8::5", True),
+        ("2001:db9::5", False),
+        ("10.1.2.3", True),
+        ("11.0.0.1", False),
+        ("64:ff9b::cb00:7150", False),  # embedded forms are not matched: list them as such
+        ("2002:cb00:7150::1", False),
+    ],
+)
+def test_the_operators_allow_list_matches_addresses_and_networks(address: str, allowed: bool) -> None:
+    networks = (
+        ipaddress.IPv4Network("203.0.113.80/32"),
+        ipaddress.IPv6Network("2001:db8::/32"),
+        ipaddress.IPv4Network("10.0.0.0/8"),
+    )
+    assert operator_allows(ipaddress.ip_address(address), networks) is allowed

@@ -42,6 +42,11 @@ class FakeNet:
     connected: list[tuple[IPAddress, int]] = field(default_factory=list)
     received: list[bytes] = field(default_factory=list)
     scripts: list[asyncio.Task[None]] = field(default_factory=list)
+    #: This machine's interface addresses (a public one among them).
+    own: set[str] = field(default_factory=lambda: {"127.0.0.1", "::1", "93.184.215.14", "2a01:4f8::2"})
+
+    def own_addresses(self) -> frozenset[IPAddress]:
+        return frozenset(ipaddress.ip_address(a) for a in self.own)
 
     async def resolve(self, host: str, port: int) -> list[IPAddress]:
         self.resolved.append(host)
@@ -64,6 +69,7 @@ def make_proxy(net: FakeNet, policy: EgressPolicy, **settings: Any) -> SessionPr
         EgressSettings(**settings),
         resolve=net.resolve,
         open_connection=net.open_connection,
+        own_addresses=net.own_addresses,
     )
 
 
@@ -95,12 +101,12 @@ def status_and_text(data: bytes) -> tuple[int, str]:
     return int(head.split(b" ")[1]), body.decode()
 
 
-LIMITED = EgressPolicy(allowed_hosts=["pypi.org", "*.example.com", "localhost", "10.0.0.7", "198.51.100.7"])
+LIMITED = EgressPolicy(allowed_hosts=["pypi.org", "*.example.com", "localhost", "10.0.0.7", "151.101.64.7"])
 
 
 # --- refusals ----------------------------------------------------------------------------------------------
 async def test_a_host_not_in_the_allowed_hosts_gets_403_naming_it_and_is_never_resolved() -> None:
-    net = FakeNet(names={"evil.test": ["198.51.100.1"]})
+    net = FakeNet(names={"evil.test": ["151.101.64.1"]})
     status, text = status_and_text(await exchange(make_proxy(net, LIMITED), b"CONNECT evil.test:443 HTTP/1.1\r\n\r\n"))
     assert status == 403
     assert "evil.test" in text and "allowed_hosts" in text and text.count("\n") == 1
@@ -124,19 +130,19 @@ async def test_a_refusal_is_logged_at_info_with_session_host_and_reason_but_no_h
 async def test_an_ip_literal_is_refused_unless_listed_exactly() -> None:
     net = FakeNet()
     status, text = status_and_text(
-        await exchange(make_proxy(net, LIMITED), b"CONNECT 198.51.100.1:443 HTTP/1.1\r\n\r\n")
+        await exchange(make_proxy(net, LIMITED), b"CONNECT 151.101.64.1:443 HTTP/1.1\r\n\r\n")
     )
-    assert status == 403 and "IP address 198.51.100.1" in text
+    assert status == 403 and "IP address 151.101.64.1" in text
     status, text = status_and_text(await exchange(make_proxy(net, LIMITED), b"CONNECT 10.0.0.7:443 HTTP/1.1\r\n\r\n"))
     assert status == 403 and "private" in text, "10.0.0.7 is listed, but it is not a public address"
     assert net.connected == []
     async with asyncio.timeout(5):
         reader, writer, task = await sandbox_connection(make_proxy(net, LIMITED))
-        writer.write(b"CONNECT 198.51.100.7:443 HTTP/1.1\r\n\r\n")
+        writer.write(b"CONNECT 151.101.64.7:443 HTTP/1.1\r\n\r\n")
         assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
         writer.close()
         await task
-    assert net.connected == [(ipaddress.ip_address("198.51.100.7"), 443)]
+    assert net.connected == [(ipaddress.ip_address("151.101.64.7"), 443)]
 
 
 async def test_an_allowed_name_that_resolves_to_loopback_is_refused() -> None:
@@ -163,6 +169,74 @@ async def test_unrestricted_still_refuses_private_addresses_and_ports_outside_th
     status, text = status_and_text(await exchange(proxy, b"CONNECT 151.101.0.223:22 HTTP/1.1\r\n\r\n"))
     assert status == 403 and "port 22" in text and "80, 443" in text
     assert net.connected == []
+
+
+UNRESTRICTED = EgressPolicy(allowed_hosts=None)
+
+
+@pytest.mark.parametrize(
+    "request_bytes",
+    [
+        b"CONNECT 93.184.215.14:443 HTTP/1.1\r\n\r\n",
+        b"GET http://93.184.215.14/canary HTTP/1.1\r\n\r\n",
+        b"CONNECT [::ffff:93.184.215.14]:443 HTTP/1.1\r\n\r\n",
+        b"CONNECT [64:ff9b::5db8:d70e]:443 HTTP/1.1\r\n\r\n",
+        b"CONNECT [2a01:4f8::2]:443 HTTP/1.1\r\n\r\n",
+        b"CONNECT this-machine.example:443 HTTP/1.1\r\n\r\n",
+        b"GET http://this-machine.example/canary HTTP/1.1\r\n\r\n",
+    ],
+)
+async def test_an_address_of_this_machine_is_refused_by_address_and_by_name_even_unrestricted(
+    request_bytes: bytes, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="corral.credential_proxy")
+    net = FakeNet(names={"this-machine.example": ["151.101.64.1", "93.184.215.14"]})
+    status, text = status_and_text(await exchange(make_proxy(net, UNRESTRICTED), request_bytes))
+    assert status == 403 and "an address of this machine" in text and "CORRAL_EGRESS_ALLOW_ADDRESSES" in text
+    assert net.connected == []
+    [record] = [r for r in caplog.records if r.getMessage() == "egress refused"]
+    assert "an address of this machine" in record.__dict__["fields"]["reason"]
+
+
+async def test_this_machines_addresses_are_read_again_for_every_destination() -> None:
+    net = FakeNet(names={"new.example": ["151.101.64.9"]})
+    proxy = make_proxy(net, UNRESTRICTED)
+    async with asyncio.timeout(5):
+        reader, writer, task = await sandbox_connection(proxy)
+        writer.write(b"CONNECT new.example:443 HTTP/1.1\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await task
+    net.own.add("151.101.64.9")  # an interface got this address since
+    status, text = status_and_text(await exchange(proxy, b"CONNECT new.example:443 HTTP/1.1\r\n\r\n"))
+    assert status == 403 and "an address of this machine" in text
+    assert len(net.connected) == 1
+
+
+async def test_documentation_addresses_are_refused_unless_the_operator_allows_them() -> None:
+    net = FakeNet(names={"deb.debian.org": ["203.0.113.80"], "other.example": ["203.0.113.81"]})
+    status, text = status_and_text(
+        await exchange(make_proxy(net, UNRESTRICTED), b"CONNECT deb.debian.org:443 HTTP/1.1\r\n\r\n")
+    )
+    assert status == 403 and "203.0.113.80" in text and "documentation" in text
+    assert "CORRAL_EGRESS_ALLOW_ADDRESSES" in text
+    allowing = make_proxy(net, UNRESTRICTED, allow_addresses=["203.0.113.80", "127.0.0.1"])
+    async with asyncio.timeout(5):
+        reader, writer, task = await sandbox_connection(allowing)
+        writer.write(b"CONNECT deb.debian.org:443 HTTP/1.1\r\n\r\n")
+        assert (await reader.readuntil(b"\r\n\r\n")).startswith(b"HTTP/1.1 200")
+        writer.close()
+        await task
+    assert net.connected == [(ipaddress.ip_address("203.0.113.80"), 443)]
+    status, text = status_and_text(await exchange(allowing, b"CONNECT other.example:443 HTTP/1.1\r\n\r\n"))
+    assert status == 403 and "203.0.113.81" in text
+    # the operator's list overrides the floor, not the session's allowed hosts
+    status, text = status_and_text(
+        await exchange(
+            make_proxy(net, LIMITED, allow_addresses=["203.0.113.80"]), b"CONNECT deb.debian.org:443 HTTP/1.1\r\n\r\n"
+        )
+    )
+    assert status == 403 and "allowed_hosts" in text
 
 
 @pytest.mark.parametrize(
@@ -192,7 +266,14 @@ async def test_a_destination_that_refuses_the_connection_gets_502() -> None:
     async def refused(address: IPAddress, port: int) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         raise ConnectionRefusedError(111, "Connection refused")
 
-    proxy = SessionProxy("sesn_test", LIMITED, EgressSettings(), resolve=net.resolve, open_connection=refused)
+    proxy = SessionProxy(
+        "sesn_test",
+        LIMITED,
+        EgressSettings(),
+        resolve=net.resolve,
+        open_connection=refused,
+        own_addresses=net.own_addresses,
+    )
     status, text = status_and_text(await exchange(proxy, b"CONNECT pypi.org:443 HTTP/1.1\r\n\r\n"))
     assert status == 502 and "151.101.0.223" in text and "Connection refused" in text
 

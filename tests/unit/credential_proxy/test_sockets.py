@@ -75,6 +75,7 @@ def session_proxy(session_id: str = SESSION, policy: EgressPolicy | None = None)
         EgressSettings(),
         resolve=net.resolve,
         open_connection=net.open_connection,
+        own_addresses=net.own_addresses,
     )
 
 
@@ -170,6 +171,7 @@ def egress(socket_dir: Path | None, bucket: MemoryBucket) -> Egress:
         Grants(bucket),  # type: ignore[arg-type]
         resolve=net.resolve,
         open_connection=net.open_connection,
+        own_addresses=net.own_addresses,
     )
 
 

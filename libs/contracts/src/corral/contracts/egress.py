@@ -34,7 +34,8 @@ container still running would not show).
 - ``*.example.com`` or ``.example.com``: any subdomain of ``example.com``, at any depth, but not
   ``example.com`` itself (list it too to allow it);
 - ``203.0.113.7`` or ``2001:db8::7`` (brackets optional): exactly that IP address, still only when
-  it is a public address.
+  the credential-proxy's address rules let it through (a public address that is not one of its
+  machine's, or one its operator lists in ``CORRAL_EGRESS_ALLOW_ADDRESSES``).
 
 An entry names a host only: no scheme, port, path or ``user@``. Which ports may be reached is the
 credential-proxy's setting (``CORRAL_EGRESS_PORTS``, 80 and 443 by default), the same for everyone.

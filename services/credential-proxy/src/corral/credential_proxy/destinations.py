@@ -2,8 +2,10 @@
 
 Order of checks: the port (the deployment's ``ports``), the host rules (the session's policy, by
 name), then the addresses: a name is resolved once, and refused when *any* address it resolves to is
-not public (``hosts.address_problem``); an IP literal must be allowed by the rules as that exact
-literal and be public itself. The connection is then made to the vetted addresses, tried in the
+not public or is one of this machine's own (``hosts.address_problem``, with the interface addresses
+read afresh for each destination), unless the operator's allow-list (``allow_addresses``,
+``CORRAL_EGRESS_ALLOW_ADDRESSES``) holds it; an IP literal must be allowed by the rules as that
+exact literal and pass the same address rules. The connection is then made to the vetted addresses, tried in the
 resolver's order, and never to a name, so a second lookup cannot answer differently (DNS
 rebinding).
 """
@@ -13,10 +15,17 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 
-from corral.credential_proxy.hosts import HostRules, IPAddress, address_problem, describe
+from corral.credential_proxy.hosts import (
+    HostRules,
+    IPAddress,
+    IPNetwork,
+    address_problem,
+    describe,
+    operator_allows,
+)
 from corral.credential_proxy.http_head import Destination
 
 Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
@@ -24,6 +33,15 @@ Resolve = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 Open = Callable[[IPAddress, int], Awaitable[tuple[asyncio.StreamReader, asyncio.StreamWriter]]]
 """Open a TCP connection to one address."""
+
+OwnAddresses = Callable[[], Collection[IPAddress]]
+"""This machine's interface addresses, now."""
+
+#: How a refusal by the address rules tells the operator what to do.
+ALLOW_HINT = (
+    "the egress proxy only reaches public addresses that are not this machine's; an operator can allow this "
+    "address by adding it to the credential-proxy's CORRAL_EGRESS_ALLOW_ADDRESSES"
+)
 
 
 class Refused(Exception):
@@ -62,6 +80,8 @@ async def vet(
     ports: tuple[int, ...],
     resolve: Resolve,
     timeout_s: float,
+    own_addresses: OwnAddresses,
+    allow_addresses: tuple[IPNetwork, ...] = (),
 ) -> Vetted:
     """Check ``destination`` against the session's rules and resolve it (once).
 
@@ -95,13 +115,14 @@ async def vet(
             raise Unreachable(f"{host} resolves to no address")
     else:
         addresses = (destination.host,)
+    own = own_addresses()
     for address in addresses:
-        problem = address_problem(address)
+        if operator_allows(address, allow_addresses):
+            continue
+        problem = address_problem(address, own)
         if problem is not None:
             via = "" if address == destination.host else f" resolves to {address}, which"
-            raise Refused(
-                f"egress to {host} refused: it{via} is {problem}; the egress proxy only reaches public addresses"
-            )
+            raise Refused(f"egress to {host} refused: it{via} is {problem}; {ALLOW_HINT}")
     return Vetted(destination=destination, addresses=addresses)
 
 

@@ -23,7 +23,7 @@ from typing import Final
 
 from corral.contracts import ids
 from corral.contracts.egress import EGRESS_SOCKET_NAME, SESSION_ID_PATTERN, EgressPolicy
-from corral.credential_proxy.destinations import Open, Resolve, open_tcp, system_resolve
+from corral.credential_proxy.destinations import Open, OwnAddresses, Resolve, open_tcp, system_resolve
 from corral.credential_proxy.grants import Grants, UnreadableGrant
 from corral.credential_proxy.proxy import MAX_SOCKET_PATH, CannotListen, Listener, SessionProxy, remove_directory
 from corral.credential_proxy.settings import EgressSettings
@@ -57,11 +57,13 @@ class Egress:
         settings: EgressSettings,
         grants: Grants,
         *,
+        own_addresses: OwnAddresses,
         resolve: Resolve = system_resolve,
         open_connection: Open = open_tcp,
     ) -> None:
         self._settings = settings
         self._grants = grants
+        self._own_addresses = own_addresses
         self._resolve = resolve
         self._open = open_connection
         self._sessions: dict[str, _Running] = {}
@@ -188,7 +190,14 @@ class Egress:
     def _start(self, session_id: str, directory: Path, policy: EgressPolicy) -> Listener:
         if self._tasks is None:
             raise ShuttingDown("the credential-proxy is stopping; open the session's egress again shortly")
-        proxy = SessionProxy(session_id, policy, self._settings, resolve=self._resolve, open_connection=self._open)
+        proxy = SessionProxy(
+            session_id,
+            policy,
+            self._settings,
+            resolve=self._resolve,
+            open_connection=self._open,
+            own_addresses=self._own_addresses,
+        )
         listener = Listener.bind(proxy, directory)
         task = self._tasks.create_task(listener.serve(), name=f"egress-{session_id}")
         self._sessions[session_id] = _Running(listener, task)

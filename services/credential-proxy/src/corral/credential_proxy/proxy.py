@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any, Final
 
 from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressPolicy
-from corral.credential_proxy.destinations import Open, Refused, Resolve, Unreachable, connect, vet
+from corral.credential_proxy.destinations import (
+    Open,
+    OwnAddresses,
+    Refused,
+    Resolve,
+    Unreachable,
+    connect,
+    vet,
+)
 from corral.credential_proxy.hosts import HostRules, describe
 from corral.credential_proxy.http_head import (
     CONNECTION_ESTABLISHED,
@@ -79,11 +87,13 @@ class SessionProxy:
         *,
         resolve: Resolve,
         open_connection: Open,
+        own_addresses: OwnAddresses,
     ) -> None:
         self.session_id = session_id
         self._settings = settings
         self._resolve = resolve
         self._open = open_connection
+        self._own_addresses = own_addresses
         self._policy = policy
         self._rules = HostRules.from_policy(policy)
         self._active = 0
@@ -183,6 +193,8 @@ class SessionProxy:
                 ports=settings.ports,
                 resolve=self._resolve,
                 timeout_s=settings.connect_timeout_s,
+                own_addresses=self._own_addresses,
+                allow_addresses=settings.allow_addresses,
             )
             up_reader, up_writer, address = await connect(
                 vetted, open_connection=self._open, timeout_s=settings.connect_timeout_s

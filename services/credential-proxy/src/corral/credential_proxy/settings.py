@@ -6,6 +6,7 @@ The egress proxies are configured under ``CORRAL_EGRESS_*`` (``EgressSettings``)
 
 from __future__ import annotations
 
+import ipaddress
 from pathlib import Path
 
 from pydantic import Field, SecretStr, field_validator
@@ -28,6 +29,13 @@ class EgressSettings(BaseSettings):
         default=(80, 443),
         min_length=1,
         description="destination ports a sandbox may reach, as JSON (CORRAL_EGRESS_PORTS='[80,443]')",
+    )
+    allow_addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = Field(
+        default=(),
+        description="addresses and networks sandboxes may reach although the address rules refuse them (this "
+        "machine's own addresses, loopback, private, documentation ranges...), as JSON "
+        '(CORRAL_EGRESS_ALLOW_ADDRESSES=\'["203.0.113.80", "198.51.100.0/24"]\'); a session\'s allowed hosts '
+        "still apply. Empty: none",
     )
     connect_timeout_s: float = Field(
         default=10.0, gt=0, description="longest wait for a destination's DNS answer, and for each connection attempt"
@@ -60,6 +68,25 @@ class EgressSettings(BaseSettings):
     def _absolute(cls, socket_dir: Path | None) -> Path | None:
         # the directories handed to the sandbox-manager must be absolute paths on this host
         return None if socket_dir is None else socket_dir.absolute()
+
+    @field_validator("allow_addresses", mode="before")
+    @classmethod
+    def _addresses_as_networks(cls, value: object) -> object:
+        if not isinstance(value, list | tuple):
+            return value
+        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for entry in value:
+            try:
+                network = ipaddress.ip_network(entry)
+            except (TypeError, ValueError) as exc:
+                raise ValueError(
+                    f"allow_addresses: {entry!r} is not an IP address or network ({exc}); write e.g. "
+                    '"203.0.113.80" or "198.51.100.0/24" (no host bits set after the prefix)'
+                ) from None
+            if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
+                raise ValueError(f"allow_addresses: write {entry!r} in its IPv4 form")
+            networks.append(network)
+        return tuple(networks)
 
     @field_validator("ports")
     @classmethod
