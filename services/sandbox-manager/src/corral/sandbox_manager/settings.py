@@ -42,6 +42,13 @@ class SandboxSettings(BaseSettings):
     pids: int = Field(default=256, ge=16, description="most processes and threads a sandbox may hold")
     workspace_size: str = Field(default="512m", description="size of the /workspace tmpfs")
     tmp_size: str = Field(default="64m", description="size of the /tmp tmpfs")
+    workspace_inodes: int = Field(
+        default=262_144,
+        ge=1024,
+        description="most files and directories in /workspace (each costs the sandbox ~1 KiB of its memory); "
+        "one more is refused with ENOSPC",
+    )
+    tmp_inodes: int = Field(default=16_384, ge=256, description="most files and directories in /tmp")
     pool_size: int = Field(default=2, ge=0, description="pre-started containers kept per environment configuration")
     pool_configs: int = Field(default=4, ge=1, description="most environment configurations that keep a warm pool")
     idle_s: float = Field(default=600.0, gt=0, description="a session's sandbox is removed after this long unused")
