@@ -125,6 +125,8 @@ def sandbox_settings(engine: Engine, **overrides: Any) -> SandboxSettings:
         "pids": 128,
         "workspace_size": "64m",
         "tmp_size": "16m",
+        "workspace_inodes": 20_000,
+        "tmp_inodes": 4_000,
     }
     values.update(overrides)
     return SandboxSettings(**values)

@@ -7,10 +7,12 @@ Docker attach stream, the exec agent, bash in the container.
 from __future__ import annotations
 
 import asyncio
+import os
 import uuid
 
 import pytest
 
+from corral.sandbox_manager.containers import SHM_INODES
 from tests.integration.sandbox_manager.conftest import Manager
 
 pytestmark = pytest.mark.integration
@@ -110,3 +112,86 @@ async def test_a_fork_bomb_is_held_by_the_pids_limit_and_the_sandbox_recovers(ma
     pids_max, running = peak.split()
     assert int(pids_max) == limit and int(running) < 20  # the timeout killed the bomb's process group
     assert (await manager.bash(sid, "ls / | head -1 && echo works")).strip().endswith("works")
+
+
+# Mounts the engine itself makes (Corral cannot shape them): the root overlay, whose options name
+# the engine's layer directories, and the generated network files bind-mounted from its data root.
+ENGINE_OWN_MOUNTS = {"/", *DOCKER_GENERATED}
+#: The sandbox's writable mounts: tmpfs capped in bytes and inodes (mqueue aside: the kernel caps it
+#: per IPC namespace, and every sandbox has its own).
+WRITABLE = {"/workspace", "/tmp", "/dev/shm"}
+
+
+async def test_corrals_mounts_name_no_host_path_and_every_writable_one_caps_inodes(manager: Manager) -> None:
+    sid = session()
+    info = await asyncio.to_thread(manager.engine.client.info)
+    data_root = str(info["DockerRootDir"])
+    mountinfo = (await manager.execute(sid, "read", {"file_path": "/proc/self/mountinfo"})).content[-1].text
+    mounts = {}
+    for numbered in mountinfo.splitlines():
+        line = numbered.split("\t", 1)[1]
+        fields, _, tail = line.partition(" - ")
+        root, target = fields.split()[3:5]
+        fstype, source, options = tail.split()
+        mounts[target] = (root, fstype, source, options)
+    leaking = {
+        target: mount
+        for target, mount in mounts.items()
+        if target not in ENGINE_OWN_MOUNTS
+        and (
+            mount[1] in HOST_FILESYSTEMS
+            or any(
+                data_root in part or part.startswith(("/var/", "/home/", "/srv/", "/run/", "/work")) for part in mount
+            )
+        )
+    }
+    assert leaking == {}, f"mounts that name host paths: {leaking}"
+    # the host's workspace of this service is not named anywhere, the engine's mounts included
+    assert os.getcwd() not in mountinfo
+    writable = await manager.bash(
+        sid,
+        "while read -r _ _ _ _ target _; do "
+        'if [ -d "$target" ] && [ -w "$target" ]; then echo "$target"; fi; done < /proc/self/mountinfo',
+    )
+    assert {t for t in writable.split() if mounts[t][1] != "mqueue"} == WRITABLE
+    for target in WRITABLE:
+        root, fstype, _, options = mounts[target]
+        assert (root, fstype) == ("/", "tmpfs")
+        assert "nr_inodes=" in options and "size=" in options, (target, options)
+
+
+async def test_an_inode_fill_is_refused_to_the_filler_and_the_sandbox_keeps_working(manager: Manager) -> None:
+    sid = session()
+    container_id = (await manager.provision(sid)).container_id
+    # empty files until the filesystem says no (or 400 000 of them: far past any cap, below any OOM)
+    fill = (
+        "import errno, os, sys, time\n"
+        "where, made, stop = sys.argv[1], 0, time.monotonic() + 60\n"
+        "os.makedirs(where, exist_ok=True)\n"
+        "try:\n"
+        "    while made < 400_000 and time.monotonic() < stop:\n"
+        "        open(f'{where}/f{made}', 'w').close()\n"
+        "        made += 1\n"
+        "    print(where, made, 'none')\n"
+        "except OSError as exc:\n"
+        "    print(where, made, errno.errorcode[exc.errno])\n"
+    )
+    await manager.execute(sid, "write", {"file_path": "fill.py", "content": fill})
+    box = manager.settings.sandbox
+    for where, cap in (
+        ("/workspace/many", box.workspace_inodes),
+        ("/tmp/many", box.tmp_inodes),
+        ("/dev/shm/many", SHM_INODES),
+    ):
+        out = await manager.bash(sid, f"python3 /workspace/fill.py {where}", timeout_ms=90_000)
+        _, made, outcome = out.split()
+        assert outcome == "ENOSPC", out
+        assert int(made) < cap
+    # the agent and its shell were untouched: same container, tools work, and space comes back
+    assert (await manager.provision(sid)).container_id == container_id
+    assert (
+        await manager.bash(sid, "rm -rf /workspace/many /tmp/many /dev/shm/many && echo > /workspace/ok && echo ok")
+        == "ok\n"
+    )
+    written = await manager.execute(sid, "write", {"file_path": "after.txt", "content": "fine"})
+    assert not written.is_error

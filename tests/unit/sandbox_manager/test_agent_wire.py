@@ -51,11 +51,12 @@ def agent(tmp_path: Path) -> Iterator[Agent]:
 def test_the_agent_answers_ping_and_tool_requests_by_id(agent: Agent, tmp_path: Path) -> None:
     agent.send({"id": 1, "tool": "ping"})
     pong = agent.receive()
-    assert (pong["id"], pong["content"], pong["is_error"], pong["protocol"]) == (
+    assert (pong["id"], pong["content"], pong["is_error"], pong["protocol"], pong["sealed"]) == (
         1,
         [{"type": "text", "text": "pong"}],
         False,
         1,
+        True,  # non-dumpable: tools cannot open its stdio through /proc (see the integration tests)
     )
     agent.send({"id": 2, "tool": "write", "input": {"file_path": "x.txt", "content": "hi"}})
     assert agent.receive() == {

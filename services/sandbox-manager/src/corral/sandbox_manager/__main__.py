@@ -18,6 +18,7 @@ from corral import telemetry
 from corral.bus import Bus, instance_name
 from corral.contracts.egress import EgressPolicy
 from corral.sandbox_manager.builds import BuildLimits
+from corral.sandbox_manager.channel import ChannelLimits
 from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
@@ -48,7 +49,11 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
         probe_timeout_s=settings.health_probe_timeout_s,
         retry_s=settings.engine_retry_s,
     )
-    launcher = Launcher(driver, start_timeout_s=box.start_timeout_s)
+    launcher = Launcher(
+        driver,
+        start_timeout_s=box.start_timeout_s,
+        limits=ChannelLimits(max_frame_bytes=box.max_frame_bytes, stderr_log_bytes=box.stderr_log_bytes),
+    )
     pool = Pool(launcher, size=box.pool_size, max_configs=box.pool_configs)
     trusted_ca = read_trusted_ca(box.environment_ca_file)
 

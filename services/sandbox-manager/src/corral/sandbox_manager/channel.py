@@ -2,8 +2,21 @@
 
 Without a TTY, Docker multiplexes the container's stdout and stderr on the attach stream in frames
 (an 8-byte header: stream id, three zero bytes, a big-endian length). What we write is the
-container's stdin, unframed. stdout carries the agent's replies; stderr is logged. The stream ends
-when the container stops, which fails every call in flight with ``SandboxLost``.
+container's stdin, unframed. stdout carries the agent's replies; stderr is drained and only a small
+excerpt is logged. The stream ends when the container stops, which fails every call in flight with
+``SandboxLost``.
+
+Everything read from a sandbox is bounded (``ChannelLimits``): a reply line longer than
+``max_frame_bytes``, a line that is not a reply (a JSON object with an ``id``), or more replies than
+requests sent (plus a little slack for replies to requests of an earlier stream) is a protocol
+violation: the stream is closed at once, every call in flight fails with ``SandboxLost`` carrying
+the reason, and the owner removes the container (the session's next call gets a fresh one). Reads
+are made in chunks of at most ``READ_CHUNK`` bytes and never hold more than one partial line, so the
+memory a sandbox can make the manager hold is about ``max_frame_bytes`` plus the reader's buffer.
+stderr is drained as it comes (the sandbox never blocks on it) and never copied in bulk: at most
+``EXCERPT_RECORDS`` log records of at most ``stderr_log_bytes`` of text in all per
+``EXCERPT_WINDOW_S`` per sandbox, with the session id and a count of the bytes dropped; more than
+``STDERR_MAX_BYTES`` in a window is a protocol violation too (what it costs the manager to drain).
 
 Why attach rather than ``docker exec`` per call or a unix socket: exec costs ~60-80 ms a call here,
 a unix socket needs a host path mounted into the sandbox, and attach is one long-lived connection
@@ -19,18 +32,53 @@ import json
 import logging
 import secrets
 import socket
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 logger = logging.getLogger(__name__)
 
 _STDOUT = 1
 _STDERR = 2
 
+#: Bytes read from the attach socket at a time (and the reader's buffer high-water mark).
+READ_CHUNK: Final = 65536
+#: Replies beyond the requests sent on this stream that are tolerated (replies to requests an earlier
+#: stream sent to the same container, before a manager restart: at most its calls in flight).
+UNSOLICITED_SLACK: Final = 64
+#: stderr excerpts: at most this many log records per window per sandbox.
+EXCERPT_RECORDS: Final = 4
+EXCERPT_WINDOW_S: Final = 60.0
+#: stderr beyond this many bytes in one window is a protocol violation (the agent writes only the odd
+#: traceback there; a flood means something else reached it, and draining it costs the manager CPU).
+STDERR_MAX_BYTES: Final = 16 * 2**20
+#: Bytes of an offending line quoted in a protocol violation's reason.
+QUOTED_BYTES: Final = 60
+
 
 class SandboxLost(Exception):
-    """The container stopped (or its stream broke) while a call was in flight."""
+    """The container stopped (or its stream broke, or it broke the protocol) while a call was in flight."""
+
+    def __init__(self, name: str, reason: str | None = None) -> None:
+        super().__init__(name if reason is None else f"{name}: {reason}")
+        self.name = name
+        #: Why the manager ended the sandbox (a protocol violation); ``None`` when it simply stopped.
+        self.reason = reason
+
+
+class ProtocolViolation(Exception):
+    """The sandbox sent something the exec agent never sends; the message says what."""
+
+
+@dataclass(frozen=True)
+class ChannelLimits:
+    """Bounds on what the manager reads from one sandbox (see the module docstring)."""
+
+    #: Longest reply line accepted (the biggest legitimate reply fits: see ``SandboxSettings``).
+    max_frame_bytes: int = 1 << 20
+    #: Bytes of the sandbox's stderr logged per ``EXCERPT_WINDOW_S`` (0: none, only counted).
+    stderr_log_bytes: int = 2048
 
 
 @dataclass(frozen=True)
@@ -39,25 +87,102 @@ class AgentReply:
     is_error: bool
 
 
+def printable(data: bytes) -> str:
+    """``data`` as log-safe text: printable ASCII, newlines and tabs; anything else becomes ``?``."""
+    text = data.decode("ascii", "replace")
+    return "".join(c if (" " <= c <= "~") or c in "\n\t" else "?" for c in text)
+
+
+class StderrExcerpt:
+    """A sandbox's stderr: drained, counted, and logged only as a small rate-limited excerpt."""
+
+    def __init__(self, channel: AgentChannel, limit: int) -> None:
+        self._channel = channel
+        self._limit = limit
+        self._window_start = -EXCERPT_WINDOW_S
+        self._records = 0
+        self._budget = 0
+        self._in_window = 0
+        #: Bytes read from stderr and never logged (since the last record that reported them).
+        self.dropped = 0
+        self.total = 0
+
+    def take(self, chunk: bytes) -> None:
+        """Count and maybe log ``chunk``.
+
+        Raises:
+            ProtocolViolation: more than ``STDERR_MAX_BYTES`` in one window.
+        """
+        self.total += len(chunk)
+        now = time.monotonic()
+        if now - self._window_start >= EXCERPT_WINDOW_S:
+            self._window_start, self._records, self._budget, self._in_window = now, 0, self._limit, 0
+        self._in_window += len(chunk)
+        if self._in_window > STDERR_MAX_BYTES:
+            self.dropped += len(chunk)
+            raise ProtocolViolation(
+                f"it wrote more than {STDERR_MAX_BYTES} bytes to stderr within {EXCERPT_WINDOW_S:g} s"
+            )
+        shown = min(len(chunk), self._budget) if self._records < EXCERPT_RECORDS else 0
+        if shown == 0:
+            self.dropped += len(chunk)
+            return
+        self._records += 1
+        self._budget -= shown
+        dropped, self.dropped = self.dropped + len(chunk) - shown, 0
+        self._log("a sandbox wrote to the exec agent's stderr", printable(chunk[:shown]), dropped)
+
+    def close(self) -> None:
+        if self.dropped:
+            self._log("a sandbox's stderr was dropped (not logged)", "", self.dropped)
+            self.dropped = 0
+
+    def _log(self, message: str, text: str, dropped: int) -> None:
+        fields: dict[str, Any] = {
+            "sandbox": self._channel.name,
+            "session_id": self._channel.session_id,
+            "dropped_bytes": dropped,
+            "stderr_bytes": self.total,
+        }
+        if text:
+            fields["excerpt"] = text
+        logger.warning(message, extra={"fields": fields})
+
+
 class AgentChannel:
-    def __init__(self, name: str, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        name: str,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        limits: ChannelLimits | None = None,
+    ) -> None:
         self.name = name
+        #: The session the sandbox serves (for log records), set when it is bound to one.
+        self.session_id: str | None = None
+        self.limits = limits or ChannelLimits()
         self._reader = reader
         self._writer = writer
         # Ids are unique across streams: a reply to a request sent on an earlier stream to the same
         # container (before a manager restart) reaches this one too, and must match nothing here.
         self._prefix = secrets.token_hex(4)
         self._ids = itertools.count(1)
+        self._sent = 0
+        self._replies = 0
+        self._line = bytearray()
+        self._stderr = StderrExcerpt(self, self.limits.stderr_log_bytes)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._closed = asyncio.Event()
+        #: Why the manager ended the stream (a protocol violation), ``None`` otherwise.
+        self.violation: str | None = None
         self._on_lost: list[Callable[[], None]] = []
         self._pump = asyncio.get_running_loop().create_task(self._read(), name=f"agent-stream:{name}")
 
     @classmethod
-    async def open(cls, name: str, sock: socket.socket) -> AgentChannel:
+    async def open(cls, name: str, sock: socket.socket, limits: ChannelLimits | None = None) -> AgentChannel:
         sock.setblocking(False)
-        reader, writer = await asyncio.open_connection(sock=sock, limit=2**24)
-        return cls(name, reader, writer)
+        reader, writer = await asyncio.open_connection(sock=sock, limit=READ_CHUNK)
+        return cls(name, reader, writer, limits)
 
     @property
     def closed(self) -> bool:
@@ -71,37 +196,59 @@ class AgentChannel:
             self._on_lost.append(callback)
 
     async def _read(self) -> None:
-        stdout = bytearray()
         try:
             while True:
                 header = await self._reader.readexactly(8)
-                size = int.from_bytes(header[4:8], "big")
-                payload = await self._reader.readexactly(size) if size else b""
-                if header[0] == _STDERR:
-                    logger.warning(
-                        "exec agent wrote to stderr",
-                        extra={"fields": {"sandbox": self.name, "text": payload[:2000].decode("utf-8", "replace")}},
-                    )
-                    continue
-                if header[0] != _STDOUT:
-                    continue
-                stdout += payload
-                while (end := stdout.find(b"\n")) >= 0:
-                    line = bytes(stdout[:end])
-                    del stdout[: end + 1]
-                    self._dispatch(line)
+                stream = header[0]
+                remaining = int.from_bytes(header[4:8], "big")
+                while remaining:
+                    chunk = await self._reader.read(min(remaining, READ_CHUNK))
+                    if not chunk:
+                        return
+                    remaining -= len(chunk)
+                    if stream == _STDOUT:
+                        self._take_stdout(chunk)
+                    elif stream == _STDERR:
+                        self._stderr.take(chunk)
+        except ProtocolViolation as exc:
+            self.violation = str(exc)
+            logger.warning(
+                "a sandbox broke the exec agent's protocol; it is removed",
+                extra={"fields": {"sandbox": self.name, "session_id": self.session_id, "violation": self.violation}},
+            )
         except (asyncio.IncompleteReadError, ConnectionError, OSError):
             pass
         finally:
+            self._stderr.close()
             self._lose()
+
+    def _take_stdout(self, chunk: bytes) -> None:
+        limit = self.limits.max_frame_bytes
+        start = 0
+        while (end := chunk.find(b"\n", start)) >= 0:
+            if len(self._line) + end - start > limit:
+                raise ProtocolViolation(f"it sent a reply line longer than the {limit}-byte frame limit")
+            self._line += chunk[start:end]
+            line = bytes(self._line)
+            self._line.clear()
+            self._dispatch(line)
+            start = end + 1
+        if len(self._line) + len(chunk) - start > limit:
+            raise ProtocolViolation(f"it sent a reply line longer than the {limit}-byte frame limit")
+        self._line += chunk[start:]
 
     def _dispatch(self, line: bytes) -> None:
         try:
             reply = json.loads(line)
-            future = self._pending.pop(str(reply["id"]), None)
-        except (ValueError, KeyError, TypeError):
-            logger.warning("unreadable line from the exec agent", extra={"fields": {"sandbox": self.name}})
-            return
+        except ValueError:
+            reply = None
+        if not isinstance(reply, dict) or "id" not in reply:
+            quoted = printable(line[:QUOTED_BYTES]) + ("..." if len(line) > QUOTED_BYTES else "")
+            raise ProtocolViolation(f"it sent a line that is not an exec agent reply: {quoted!r}")
+        self._replies += 1
+        if self._replies > self._sent + UNSOLICITED_SLACK:
+            raise ProtocolViolation(f"it sent {self._replies} replies to {self._sent} requests")
+        future = self._pending.pop(str(reply["id"]), None)
         if future is not None and not future.done():
             future.set_result(reply)
 
@@ -111,7 +258,7 @@ class AgentChannel:
         self._closed.set()
         for future in self._pending.values():
             if not future.done():
-                future.set_exception(SandboxLost(self.name))
+                future.set_exception(SandboxLost(self.name, self.violation))
         self._pending.clear()
         with contextlib.suppress(Exception):
             self._writer.close()
@@ -123,7 +270,8 @@ class AgentChannel:
 
     def _send(self, tool: str, args: dict[str, Any], timeout_ms: int | None) -> tuple[str, asyncio.Future[Any]]:
         if self._closed.is_set():
-            raise SandboxLost(self.name)
+            raise SandboxLost(self.name, self.violation)
+        self._sent += 1
         call_id = f"{self._prefix}-{next(self._ids)}"
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._pending[call_id] = future
@@ -171,16 +319,25 @@ class AgentChannel:
             await self._writer.drain()
         except (ConnectionError, OSError):
             self._lose()
-            raise SandboxLost(self.name) from None
+            raise SandboxLost(self.name, self.violation) from None
 
     async def cancel(self, call_id: str) -> None:
         """Stop a running request (``"*"``: every request, including ones sent on an earlier stream)."""
         with contextlib.suppress(SandboxLost):
             await self.begin("cancel", {"target": call_id})
 
-    async def ping(self, wait_s: float) -> None:
-        """Raises ``SandboxLost`` or ``TimeoutError`` unless the agent answers within ``wait_s``."""
-        await self.call("ping", {}, timeout_ms=None, wait_s=wait_s)
+    async def ping(self, wait_s: float) -> dict[str, Any]:
+        """The agent's raw answer (``protocol``, ``pid``, ``sealed``).
+
+        Raises:
+            SandboxLost, TimeoutError: the agent did not answer within ``wait_s``.
+        """
+        async with asyncio.timeout(wait_s):
+            call_id, future = await self.begin("ping", {}, None)
+            try:
+                return await future
+            finally:
+                self._pending.pop(call_id, None)
 
     async def detach(self) -> None:
         """Close the stream without treating it as a lost sandbox (the container keeps running)."""

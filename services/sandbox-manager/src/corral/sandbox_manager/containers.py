@@ -3,7 +3,8 @@
 Every call runs on the driver's own worker threads, which ``aclose`` waits for (a container being
 created when the manager stops is removed, not left behind). A sandbox container is hardened by
 construction: all capabilities dropped, ``no-new-privileges``, the default seccomp profile, a
-read-only root with size-capped tmpfs mounts at ``/workspace`` and ``/tmp``, pids/memory/CPU limits,
+read-only root with tmpfs mounts capped in bytes and inodes at ``/workspace``, ``/tmp`` and
+``/dev/shm``, pids/memory/CPU limits,
 a non-root user, network ``none`` (loopback only), no log driver (tool output never reaches the
 host's disk), and no bind mount but one: for a spec with network ``egress``, the session's egress
 proxy directory (holding only its proxy socket), read-only. Never the Docker socket.
@@ -42,6 +43,9 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 WORKSPACE: Final = "/workspace"
+#: The sandbox's /dev/shm (POSIX shared memory, semaphores): the engine's default size, few inodes.
+SHM_SIZE: Final = "64m"
+SHM_INODES: Final = 4096
 #: How long a cancelled build is given to remove its container before the caller moves on.
 BUILD_REMOVAL_WAIT_S: Final = 30.0
 
@@ -71,6 +75,8 @@ class ContainerSpec:
     pids: int
     workspace_size: str
     tmp_size: str
+    workspace_inodes: int
+    tmp_inodes: int
     network: str
     output_limit: int
     default_timeout_ms: int
@@ -256,14 +262,21 @@ class Driver:
             config = json.dumps({**json.loads(config), "egress_socket": egress.socket_in_sandbox})
             binds.append(f"{egress.host_directory}:{SANDBOX_EGRESS_DIR}:ro")
         uid, _, gid = spec.user.partition(":")
+        # Every writable mount is a tmpfs capped in bytes and in inodes (an inode fill gives the filler
+        # ENOSPC, not the sandbox an out-of-memory kill), and none names a host path in mountinfo.
         tmpfs_opts = "rw,nosuid,nodev"
         host_config = api.create_host_config(
             cap_drop=["ALL"],
             security_opt=["no-new-privileges"],
             read_only=True,
             tmpfs={
-                WORKSPACE: f"{tmpfs_opts},exec,size={spec.workspace_size},uid={uid},gid={gid or uid},mode=0755",
-                "/tmp": f"{tmpfs_opts},noexec,size={spec.tmp_size},mode=1777",
+                WORKSPACE: (
+                    f"{tmpfs_opts},exec,size={spec.workspace_size},nr_inodes={spec.workspace_inodes},"
+                    f"uid={uid},gid={gid or uid},mode=0755"
+                ),
+                "/tmp": f"{tmpfs_opts},noexec,size={spec.tmp_size},nr_inodes={spec.tmp_inodes},mode=1777",
+                # in place of the engine's /dev/shm (same size, no inode cap)
+                "/dev/shm": f"{tmpfs_opts},noexec,size={SHM_SIZE},nr_inodes={SHM_INODES},mode=1777",
             },
             pids_limit=spec.pids,
             mem_limit=spec.memory,

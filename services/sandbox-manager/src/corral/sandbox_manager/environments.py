@@ -45,6 +45,8 @@ def base_spec(settings: SandboxSettings) -> ContainerSpec:
         pids=settings.pids,
         workspace_size=settings.workspace_size,
         tmp_size=settings.tmp_size,
+        workspace_inodes=settings.workspace_inodes,
+        tmp_inodes=settings.tmp_inodes,
         network=NO_NETWORK,
         output_limit=settings.output_limit,
         default_timeout_ms=settings.tool_timeout_ms,

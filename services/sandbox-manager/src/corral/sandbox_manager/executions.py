@@ -36,6 +36,11 @@ SANDBOX_LOST = (
     "the sandbox stopped while running this tool; a new sandbox will be used for the next call; "
     "files in /workspace were lost"
 )
+SANDBOX_REMOVED = (
+    "the sandbox was removed while running this tool because {violation} (the exec agent never does that: "
+    "something in the sandbox wrote to its output); a new sandbox will be used for the next call; files in "
+    "/workspace were lost"
+)
 INTERRUPTED = (
     "this tool call was interrupted: the sandbox-manager restarted while it ran, so its outcome is unknown. "
     "It was not run again, to avoid repeating its side effects; check the sandbox's state before retrying."
@@ -172,8 +177,9 @@ class Executions:
                 call_id, reply_future = await sandbox.channel.begin(step.tool, step.args, step.timeout_ms)
                 self._running[key] = (sandbox, call_id)
                 reply: AgentReply = parse_reply(await self._unless_stopping(reply_future))
-        except SandboxLost:
-            return [*notices, TextBlock(text=SANDBOX_LOST)], True
+        except SandboxLost as exc:
+            text = SANDBOX_LOST if exc.reason is None else SANDBOX_REMOVED.format(violation=exc.reason)
+            return [*notices, TextBlock(text=text)], True
         except TimeoutError:
             logger.warning("sandbox unresponsive; replacing it", extra={"fields": {"container": sandbox.name}})
             if sandbox.session_id is not None:

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 
 from docker.errors import DockerException
 
-from corral.sandbox_manager.channel import AgentChannel
+from corral.sandbox_manager.channel import AgentChannel, ChannelLimits
 from corral.sandbox_manager.containers import LABEL_CONFIG, LABEL_NETWORK, ContainerInfo, ContainerSpec, Driver
 from corral.sandbox_manager.egress import EgressMount
 
@@ -41,8 +41,9 @@ class Sandbox:
 
 
 class Launcher:
-    def __init__(self, driver: Driver, *, start_timeout_s: float) -> None:
+    def __init__(self, driver: Driver, *, start_timeout_s: float, limits: ChannelLimits | None = None) -> None:
         self.driver = driver
+        self.limits = limits or ChannelLimits()
         self.start_timeout_s = start_timeout_s
         #: Names of containers being started right now (the reaper leaves them alone).
         self.starting: set[str] = set()
@@ -68,8 +69,8 @@ class Launcher:
         try:
             container_id, sock = await self.driver.launch(spec, name, labels, egress=egress)
             try:
-                channel = await AgentChannel.open(name, sock)
-                await channel.ping(self.start_timeout_s)
+                channel = await AgentChannel.open(name, sock, self.limits)
+                answer = await channel.ping(self.start_timeout_s)
             except BaseException:
                 with contextlib.suppress(Exception):
                     await self.driver.remove(container_id)
@@ -77,6 +78,12 @@ class Launcher:
         finally:
             self.starting.discard(name)
         ready_ms = (time.perf_counter() - began) * 1000
+        if not answer.get("sealed"):
+            logger.warning(
+                "the exec agent could not make itself non-dumpable (no ctypes in the sandbox image?): tools "
+                "can write to its output through /proc; the manager's read bounds still hold",
+                extra={"fields": {"container": name, "image": spec.image}},
+            )
         logger.info(
             "sandbox started",
             extra={"fields": {"container": name, "ready_ms": round(ready_ms, 1), "pool": session_id is None}},
@@ -98,7 +105,7 @@ class Launcher:
             DockerException, OSError, SandboxLost, TimeoutError: it cannot be used (the caller removes it).
         """
         sock = await self.driver.attach(info.id)
-        channel = await AgentChannel.open(info.name, sock)
+        channel = await AgentChannel.open(info.name, sock, self.limits)
         try:
             await channel.ping(5.0)
             # Calls sent by the previous manager can never be answered to anyone (their records say

@@ -38,6 +38,11 @@ LOST_WHILE_UNUSED = (
     "were lost."
 )
 
+REMOVED_WHILE_UNUSED = (
+    "The previous sandbox of this session was removed because {violation} (the exec agent never does that: "
+    "something in the sandbox wrote to its output); this is a new sandbox, and files in /workspace were lost."
+)
+
 
 @dataclass(frozen=True)
 class Provisioning:
@@ -184,6 +189,7 @@ class Sessions:
     def adopt(self, session_id: str, sandbox: Sandbox) -> None:
         """Serve ``session_id`` with ``sandbox`` (provisioned now, or found running at start-up)."""
         sandbox.session_id = session_id
+        sandbox.channel.session_id = session_id
         self._live[session_id] = sandbox
         sandbox.channel.on_lost(lambda: self._on_lost(session_id, sandbox))
 
@@ -193,12 +199,25 @@ class Sessions:
             return  # removed on purpose
         del self._live[session_id]
         # A call in flight tells the model itself; otherwise the next call carries the notice.
-        reason = None if sandbox.inflight else LOST_WHILE_UNUSED
+        violation = sandbox.channel.violation
+        if sandbox.inflight:
+            reason = None
+        elif violation is not None:
+            reason = REMOVED_WHILE_UNUSED.format(violation=violation)
+        else:
+            reason = LOST_WHILE_UNUSED
         if reason:
             self._farewells[session_id] = reason
         logger.warning(
             "sandbox stopped unexpectedly",
-            extra={"fields": {"session_id": session_id, "container": sandbox.name, "inflight": sandbox.inflight}},
+            extra={
+                "fields": {
+                    "session_id": session_id,
+                    "container": sandbox.name,
+                    "inflight": sandbox.inflight,
+                    "violation": violation,
+                }
+            },
         )
         self._chore(self._end(session_id, sandbox, "lost", reason))
 

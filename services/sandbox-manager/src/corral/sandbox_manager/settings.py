@@ -4,14 +4,20 @@ sandbox limits and timings under ``CORRAL_SANDBOX_*``."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Final, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.contracts.egress import AllowedHost
 from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, EXECUTE_REPLY_MARGIN_S, MAX_TOOL_TIMEOUT_MS
 from corral.settings import LogSettings, NatsSettings
+
+#: A reply's JSON line is at most this many times the tool output it carries (a control character
+#: is 1 byte of output and 6 of JSON: ``\u0001``) ...
+FRAME_FACTOR: Final = 6
+#: ... plus this much (the truncation note, the id, the envelope).
+FRAME_SLACK: Final = 65536
 
 
 class SandboxSettings(BaseSettings):
@@ -36,12 +42,31 @@ class SandboxSettings(BaseSettings):
     pids: int = Field(default=256, ge=16, description="most processes and threads a sandbox may hold")
     workspace_size: str = Field(default="512m", description="size of the /workspace tmpfs")
     tmp_size: str = Field(default="64m", description="size of the /tmp tmpfs")
+    workspace_inodes: int = Field(
+        default=262_144,
+        ge=1024,
+        description="most files and directories in /workspace (each costs the sandbox ~1 KiB of its memory); "
+        "one more is refused with ENOSPC",
+    )
+    tmp_inodes: int = Field(default=16_384, ge=256, description="most files and directories in /tmp")
     pool_size: int = Field(default=2, ge=0, description="pre-started containers kept per environment configuration")
     pool_configs: int = Field(default=4, ge=1, description="most environment configurations that keep a warm pool")
     idle_s: float = Field(default=600.0, gt=0, description="a session's sandbox is removed after this long unused")
     reap_interval_s: float = Field(default=60.0, gt=0, description="how often orphaned containers are looked for")
     orphan_grace_s: float = Field(default=60.0, ge=0, description="a container this young is never reaped")
     output_limit: int = Field(default=100_000, ge=1000, description="bytes of tool output kept (the rest truncated)")
+    max_frame_bytes: int = Field(
+        default=1 << 20,
+        description="longest reply line the manager reads from a sandbox's exec agent; a longer one (or a line "
+        "that is not a reply) ends the sandbox: the call gets a tool error, the next call a fresh container. "
+        f"At least {FRAME_FACTOR} x output_limit + {FRAME_SLACK} (a reply of escaped control characters)",
+    )
+    stderr_log_bytes: int = Field(
+        default=2048,
+        ge=0,
+        description="bytes of a sandbox's stderr copied into the log per minute (in at most 4 records, with the "
+        "session id and a count of the bytes dropped); the rest is read and dropped",
+    )
     tool_timeout_ms: int = Field(default=DEFAULT_TOOL_TIMEOUT_MS, gt=0, description="tool timeout when none is given")
     tool_timeout_max_ms: int = Field(default=MAX_TOOL_TIMEOUT_MS, gt=0, description="longest tool timeout accepted")
     reply_grace_s: float = Field(
@@ -92,6 +117,16 @@ class SandboxSettings(BaseSettings):
     )
     result_ttl_s: float = Field(default=7 * 86400.0, gt=0, description="how long tool outcomes stay recorded")
     record_ttl_s: float = Field(default=30 * 86400.0, gt=0, description="how long session-to-container records last")
+
+    @model_validator(mode="after")
+    def _frame_fits_the_output(self) -> SandboxSettings:
+        smallest = FRAME_FACTOR * self.output_limit + FRAME_SLACK
+        if self.max_frame_bytes < smallest:
+            raise ValueError(
+                f"max_frame_bytes {self.max_frame_bytes} is too small for output_limit {self.output_limit}: the "
+                f"biggest reply can be {smallest} bytes; set CORRAL_SANDBOX_MAX_FRAME_BYTES to at least {smallest}"
+            )
+        return self
 
     @field_validator("environment_builds", mode="before")
     @classmethod

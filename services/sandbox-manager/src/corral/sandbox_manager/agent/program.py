@@ -25,6 +25,13 @@ stderr, and exits with the script's exit code; nothing is read from stdin.
 As PID 1 it forks: the parent stays PID 1 and only reaps orphans (zombies would otherwise fill the
 pids limit) and forwards signals, and the child is the agent.
 
+Only the agent writes to its stdout and stderr (the manager's stream): before anything else it makes
+itself non-dumpable (``prctl(PR_SET_DUMPABLE, 0)``, kept across the fork), so the tools, which run
+as the same user, can neither open its descriptors through ``/proc/<pid>/fd`` nor ptrace it. The
+tools never inherit them either: bash gets pipes of its own (stderr merged into stdout, read only
+while a call runs and capped), each command's stdin is ``/dev/null``, and every other descriptor is
+closed on exec. Its ``ping`` reply says whether the seal took (``sealed``).
+
 Relative paths are relative to the workspace root (``/workspace``). Absolute paths are allowed: the
 container is the boundary, not the tools.
 """
@@ -746,8 +753,9 @@ class Toolbox:
 
 # --- the wire ----------------------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, toolbox: Toolbox, reader: Any, writer: Any) -> None:
+    def __init__(self, toolbox: Toolbox, reader: Any, writer: Any, *, sealed: bool = False) -> None:
         self.toolbox = toolbox
+        self.sealed = sealed
         self.reader = reader
         self.writer = writer
         self.work: queue.Queue[tuple[dict[str, Any], Call]] = queue.Queue()
@@ -758,7 +766,8 @@ class Server:
     def reply(self, request_id: object, result: Result, **extra: object) -> None:
         body = {
             "id": request_id,
-            "content": [{"type": "text", "text": clean(result.text)}],
+            # capped again here: every reply fits the manager's frame limit, whatever produced it
+            "content": [{"type": "text", "text": cap(clean(result.text), self.toolbox.config.output_limit + 200)}],
             "is_error": result.is_error,
             **extra,
         }
@@ -800,7 +809,7 @@ class Server:
             tool = request.get("tool")
             request_id = request.get("id")
             if tool == "ping":
-                self.reply(request_id, Result("pong"), protocol=PROTOCOL, pid=os.getpid())
+                self.reply(request_id, Result("pong"), protocol=PROTOCOL, pid=os.getpid(), sealed=self.sealed)
             elif tool == "cancel":
                 target = str((request.get("input") or {}).get("target"))
                 with self.calls_lock:
@@ -880,6 +889,22 @@ class EgressRelay:
                 sink.shutdown(socket.SHUT_WR)
 
 
+PR_SET_DUMPABLE = 4
+
+
+def seal() -> bool:
+    """Make this process (and the children it forks, until they exec) non-dumpable: its ``/proc/<pid>``
+    entries become root's and ptrace is refused, so a tool cannot reach the agent's stdin, stdout and
+    stderr through ``/proc/<pid>/fd``. Whether it took."""
+    try:
+        import ctypes  # optional in a minimal python3; without it nothing is sealed
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) == 0)
+    except (ImportError, OSError, AttributeError):
+        return False
+
+
 def become_init_reaper() -> None:
     """As PID 1, fork: the parent reaps every orphan and forwards signals; the child returns."""
     child = os.fork()
@@ -924,15 +949,18 @@ def run_build(config: Config) -> int:
 def main(argv: list[str]) -> None:
     raw = json.loads(argv[1]) if len(argv) > 1 else {}
     config = Config(**{k: v for k, v in raw.items() if k in Config.__dataclass_fields__})
+    if config.build_script is not None:
+        if os.getpid() == 1:
+            become_init_reaper()
+        sys.exit(run_build(config))
+    sealed = seal()
     if os.getpid() == 1:
         become_init_reaper()
-    if config.build_script is not None:
-        sys.exit(run_build(config))
     os.makedirs(config.root, exist_ok=True)
     os.chdir(config.root)
     if config.egress_socket:
         EgressRelay(config.egress_socket, config.egress_port, config.egress_connections).start()
-    Server(Toolbox(config), sys.stdin.buffer, sys.stdout.buffer).serve()
+    Server(Toolbox(config), sys.stdin.buffer, sys.stdout.buffer, sealed=sealed).serve()
 
 
 if __name__ == "__main__":
