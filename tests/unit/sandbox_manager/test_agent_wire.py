@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -66,11 +67,15 @@ def test_the_agent_answers_ping_and_tool_requests_by_id(agent: Agent, tmp_path: 
     }
 
 
-def test_a_long_command_does_not_block_other_tools_and_can_be_cancelled(agent: Agent) -> None:
-    agent.send({"id": "slow", "tool": "bash", "input": {"command": "echo begun; sleep 30"}})
+def test_a_long_command_does_not_block_other_tools_and_can_be_cancelled(agent: Agent, tmp_path: Path) -> None:
+    agent.send({"id": "slow", "tool": "bash", "input": {"command": "echo begun; : > started; sleep 30"}})
     agent.send({"id": "quick", "tool": "read", "input": {"file_path": "missing.txt"}})
     quick = agent.receive()
     assert quick["id"] == "quick" and quick["is_error"]
+    deadline = time.monotonic() + 20
+    while not (tmp_path / "started").exists():  # cancel once the command has printed, not before
+        assert time.monotonic() < deadline, "the slow command never started"
+        time.sleep(0.01)
     agent.send({"id": "stop", "tool": "cancel", "input": {"target": "slow"}})
     replies = {r["id"]: r for r in (agent.receive(), agent.receive())}
     assert replies["stop"]["content"][0]["text"] == "cancelled"
