@@ -19,7 +19,6 @@ import pytest
 from corral.bus import Bus
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
-from corral.settings import NatsSettings
 
 #: Short lease and ack wait so a killed harness's session is picked up within seconds.
 FAST_RECOVERY = {
@@ -102,7 +101,7 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def bus(stack: Stack) -> AsyncIterator[Bus]:
-    async with Bus.connect(NatsSettings(url=stack.nats_url), name="tests") as b:
+    async with Bus.connect(stack.nats_settings(), name="tests") as b:
         yield b
 
 

@@ -1,23 +1,40 @@
-"""NATS JetStream: ``nats-server -js`` with its store under ``data/nats``."""
+"""NATS JetStream: ``nats-server -js`` with its store under ``data/nats`` and its users.
+
+The server reads ``nats.conf`` (0600, rewritten on each start): one user per service with its
+allow lists, plus ``admin`` (see ``corral.devstack.nats_users``).
+"""
 
 from __future__ import annotations
 
+import json
 import os
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim, find_binary
+from corral.devstack.nats_users import NatsUsers
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http_status
-from corral.devstack.state import StateDir
+from corral.devstack.state import StateDir, write_private
 
 
 class Nats(Component):
     name = "nats"
 
-    def __init__(self, state: StateDir, port: int, monitor_port: int) -> None:
+    def __init__(
+        self,
+        state: StateDir,
+        port: int,
+        monitor_port: int,
+        *,
+        authorization: bool = True,
+    ) -> None:
+        """``authorization=False``: no users, any local client may connect (a bare server for a
+        library's own tests; never for a stack that runs the services)."""
         super().__init__(state)
         self.port = port
         self.monitor_port = monitor_port
+        self.authorization = authorization
+        self.users = NatsUsers(state.nats_users_file)
 
     @property
     def store_dir(self) -> str:
@@ -43,9 +60,20 @@ class Nats(Component):
     def describe(self) -> str:
         return f"port {self.port} (monitor {self.monitor_port})"
 
+    def config(self) -> dict[str, object]:
+        """The server config (NATS reads JSON): the users (the rest is on the command line)."""
+        config: dict[str, object] = {}
+        if self.authorization:
+            config["authorization"] = self.users.authorization()
+        return config
+
     def launch(self) -> None:
+        self.state.root.mkdir(parents=True, exist_ok=True)
+        write_private(self.state.nats_config_file, json.dumps(self.config(), indent=2) + "\n")
         argv = [
             find_binary("nats-server"),
+            "-c",
+            str(self.state.nats_config_file),
             "-js",
             "-a",
             HOST,

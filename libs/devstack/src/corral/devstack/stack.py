@@ -19,6 +19,7 @@ from corral.devstack.components import Component, ComponentStatus, PortClaim
 from corral.devstack.docker_engine import DOCKER_STOP_TIMEOUT, DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError, PortInUseError
 from corral.devstack.nats import Nats
+from corral.devstack.nats_users import ADMIN
 from corral.devstack.openbao import KV_MOUNT, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports, port_in_use
 from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
@@ -34,6 +35,7 @@ from corral.devstack.services import (
     wait_services_ready,
 )
 from corral.devstack.state import StateDir
+from corral.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -247,6 +249,7 @@ class Stack:
             vault_addr=openbao.addr,
             vault_token=token,
             model=self.model,
+            nats_passwords=self.nats.users.passwords(),
             log_level=self.log_level,
             otel_endpoint=self.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             docker_host=self.docker_host,
@@ -328,6 +331,12 @@ class Stack:
     @property
     def nats_url(self) -> str:
         return self.nats.url
+
+    def nats_settings(self, user: str = ADMIN, **overrides: float) -> NatsSettings:
+        """Settings to connect to this stack's NATS as ``user`` (default ``admin``, which has no
+        limits: for the launcher's checks, tests and benchmarks; services get their own users)."""
+        password = self.nats.users.password(user)
+        return NatsSettings(url=self.nats_url, user=user, password=password, **overrides)  # type: ignore[arg-type]
 
     @property
     def nats_monitor_url(self) -> str:
