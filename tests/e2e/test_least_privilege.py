@@ -1,5 +1,6 @@
 """Least privilege on the bus: without a service's credentials nothing on Corral's subjects is
-reachable, and each service's NATS user can only publish and subscribe where that service works.
+reachable, each service's NATS user can only publish and subscribe where that service works, and
+the log streams refuse deletes (and, but for the session log, purges) from anyone.
 
 A refused publish or subscription is reported by the server as a ``Permissions Violation`` on the
 connection (the connection stays up); the stores are checked with the ``admin`` user afterwards.
@@ -12,6 +13,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import pytest
+from nats.js.errors import APIError
 
 from corral.bus import Bus, NotAuthorized
 from corral.contracts import subjects
@@ -130,3 +132,19 @@ async def test_no_service_user_can_delete_or_purge_a_stream(stack: Stack, bus: B
             assert await refused_publish(service, f"$JS.API.STREAM.PURGE.{subjects.SESSIONS_STREAM}")
     for stream in (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM, subjects.WAKE_STREAM):
         assert (await bus.js.stream_info(stream)).config.name == stream
+
+
+async def test_the_log_streams_refuse_deletes_and_purges_from_anyone(stack: Stack, bus: Bus) -> None:
+    """Even the ``admin`` user, which has no NATS permissions limits, cannot rewrite history: the
+    streams themselves deny it (the session log allows the purge that deletes a session)."""
+    for spec in (subjects.SESSIONS_SPEC, subjects.CATALOG_SPEC, subjects.WAKE_SPEC):
+        config = (await bus.js.stream_info(spec.name)).config
+        assert config.deny_delete is True, spec.name
+        assert bool(config.deny_purge) is spec.deny_purge, spec.name
+    seq = await bus.last_seq(subjects.CATALOG_STREAM, subjects.API_KEYS_WILDCARD)
+    assert seq > 0  # the bootstrap key
+    with pytest.raises(APIError):
+        await bus.js.delete_msg(subjects.CATALOG_STREAM, seq)
+    with pytest.raises(APIError):
+        await bus.js.purge_stream(subjects.CATALOG_STREAM)
+    assert await bus.last_seq(subjects.CATALOG_STREAM, subjects.API_KEYS_WILDCARD) == seq

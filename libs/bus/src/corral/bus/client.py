@@ -212,20 +212,32 @@ class Bus:
                     duplicate_window=spec.duplicate_window_s,
                     max_msgs_per_subject=spec.max_msgs_per_subject,
                     allow_direct=True,
+                    deny_delete=spec.deny_delete,
+                    deny_purge=spec.deny_purge,
                 )
             info = await self.js.stream_info(spec.name)
         cfg = info.config
+        if (spec.deny_delete and not cfg.deny_delete) or (spec.deny_purge and not cfg.deny_purge):
+            # a stream made before these protections existed: add them (the server allows that)
+            cfg.deny_delete = bool(cfg.deny_delete) or spec.deny_delete
+            cfg.deny_purge = bool(cfg.deny_purge) or spec.deny_purge
+            info = await self.js.update_stream(cfg)
+            cfg = info.config
         found = {
             "storage": _enum_value(cfg.storage),
             "retention": _enum_value(cfg.retention),
             "duplicate_window_s": float(cfg.duplicate_window or 0),
             "subjects": tuple(cfg.subjects or ()),
+            "deny_delete": bool(cfg.deny_delete),
+            "deny_purge": bool(cfg.deny_purge),
         }
         wanted = {
             "storage": spec.storage,
             "retention": spec.retention,
             "duplicate_window_s": spec.duplicate_window_s,
             "subjects": spec.subjects,
+            "deny_delete": spec.deny_delete,
+            "deny_purge": spec.deny_purge,
         }
         diff = {k: (found[k], wanted[k]) for k in wanted if found[k] != wanted[k]}
         if diff:

@@ -18,7 +18,7 @@ from corral.devstack import processes
 from corral.devstack.components import Component, ComponentStatus, PortClaim
 from corral.devstack.docker_engine import DOCKER_STOP_TIMEOUT, DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError, PortInUseError
-from corral.devstack.nats import Nats
+from corral.devstack.nats import SYNC_INTERVAL_VAR, Nats, sync_interval
 from corral.devstack.nats_users import ADMIN
 from corral.devstack.openbao import KV_MOUNT, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports, port_in_use
@@ -126,7 +126,12 @@ class Stack:
 
     @property
     def nats(self) -> Nats:
-        return Nats(self.state, self.ports.nats, self.ports.nats_monitor)
+        return Nats(
+            self.state,
+            self.ports.nats,
+            self.ports.nats_monitor,
+            sync_interval=sync_interval(self.environ.get(SYNC_INTERVAL_VAR)),
+        )
 
     @property
     def postgres(self) -> EmbeddedPostgres | ExternalPostgres:
