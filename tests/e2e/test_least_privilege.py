@@ -1,6 +1,6 @@
-"""Least privilege on the bus: without a service's credentials nothing on Corral's subjects is
-reachable, each service's NATS user can only publish and subscribe where that service works, and
-the log streams refuse deletes (and, but for the session log, purges) from anyone.
+"""Least privilege: without a service's credentials nothing on Corral's subjects is reachable, and
+each service's NATS user can only publish and subscribe where that service works; the log streams
+refuse deletes; Postgres wants a password.
 
 A refused publish or subscription is reported by the server as a ``Permissions Violation`` on the
 connection (the connection stays up); the stores are checked with the ``admin`` user afterwards.
@@ -11,7 +11,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from urllib.parse import urlsplit
 
+import asyncpg
 import pytest
 from nats.js.errors import APIError
 
@@ -148,3 +150,20 @@ async def test_the_log_streams_refuse_deletes_and_purges_from_anyone(stack: Stac
     with pytest.raises(APIError):
         await bus.js.purge_stream(subjects.CATALOG_STREAM)
     assert await bus.last_seq(subjects.CATALOG_STREAM, subjects.API_KEYS_WILDCARD) == seq
+
+
+async def test_postgres_wants_the_password(stack: Stack) -> None:
+    url = urlsplit(stack.database_url)
+    where = {"host": url.hostname, "port": url.port, "database": "corral", "timeout": 10}
+    for user in ("corral", "postgres"):
+        with pytest.raises(asyncpg.InvalidPasswordError):
+            await asyncpg.connect(user=user, password="not-the-password", **where)
+        with pytest.raises((asyncpg.PostgresError, asyncpg.InterfaceError)):
+            await asyncpg.connect(user=user, password="", **where)
+    conn = await asyncpg.connect(stack.database_url)  # what the session-store gets
+    try:
+        assert await conn.fetchval("SELECT current_user") == "corral"
+        assert await conn.fetchval("SELECT rolsuper FROM pg_roles WHERE rolname = current_user") is False
+        assert await conn.fetchval("SHOW password_encryption") == "scram-sha-256"
+    finally:
+        await conn.close()
