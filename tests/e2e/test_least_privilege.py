@@ -1,6 +1,6 @@
 """Least privilege: without a service's credentials nothing on Corral's subjects is reachable, and
 each service's NATS user can only publish and subscribe where that service works; the log streams
-refuse deletes; Postgres wants a password.
+refuse deletes; Postgres wants a password; the credential-proxy's OpenBao token reads credentials only.
 
 A refused publish or subscription is reported by the server as a ``Permissions Violation`` on the
 connection (the connection stays up); the stores are checked with the ``admin`` user afterwards.
@@ -11,9 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import asyncpg
+import httpx
 import pytest
 from nats.js.errors import APIError
 
@@ -167,3 +169,33 @@ async def test_postgres_wants_the_password(stack: Stack) -> None:
         assert await conn.fetchval("SHOW password_encryption") == "scram-sha-256"
     finally:
         await conn.close()
+
+
+def environment_of(pid: int) -> dict[str, str]:
+    entries = Path(f"/proc/{pid}/environ").read_text().split("\0")
+    return dict(entry.split("=", 1) for entry in entries if "=" in entry)
+
+
+async def test_the_credential_proxy_token_reads_credentials_and_nothing_else(stack: Stack) -> None:
+    root = {"X-Vault-Token": stack.vault_token}
+    token = stack.credential_proxy_vault_token
+    mine = {"X-Vault-Token": token}
+    pid = stack.pid("credential-proxy")
+    assert pid is not None
+    environ = environment_of(pid)
+    assert environ["CORRAL_VAULT_TOKEN"] == token != stack.vault_token
+    async with httpx.AsyncClient(base_url=f"{stack.vault_addr}/v1", timeout=10) as bao:
+        stored = await bao.post("corral/data/least-privilege", json={"data": {"k": "v"}}, headers=root)
+        assert stored.status_code == 200, stored.text
+        read = await bao.get("corral/data/least-privilege", headers=mine)
+        assert read.status_code == 200, read.text
+        assert read.json()["data"]["data"] == {"k": "v"}
+        mounted = await bao.post("sys/mounts/elsewhere", json={"type": "kv", "options": {"version": "2"}}, headers=root)
+        assert mounted.status_code in (200, 204), mounted.text
+        assert (await bao.post("elsewhere/data/x", json={"data": {"k": "v"}}, headers=root)).status_code == 200
+        assert (await bao.get("elsewhere/data/x", headers=mine)).status_code == 403
+        assert (await bao.get("sys/mounts", headers=mine)).status_code == 403
+        assert (await bao.get("sys/policies/acl", headers=mine)).status_code == 403
+        assert (await bao.post("corral/data/least-privilege", json={"data": {}}, headers=mine)).status_code == 403
+        assert (await bao.post("auth/token/create", json={}, headers=mine)).status_code == 403
+        assert (await bao.get("auth/token/lookup-self", headers=mine)).status_code == 200

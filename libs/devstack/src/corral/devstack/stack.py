@@ -244,7 +244,7 @@ class Stack:
 
     def _context(self) -> ServiceContext:
         openbao = self.openbao
-        token = openbao.root_token if openbao.init_data() is not None else ""
+        token = openbao.credential_proxy_token() if openbao.init_data() is not None else ""
         return ServiceContext(
             nats_url=self.nats_url,
             database_url=self.database_url,
@@ -357,7 +357,13 @@ class Stack:
 
     @property
     def vault_token(self) -> str:
+        """OpenBao's root token: the launcher's (and tests'); no service gets it."""
         return self.openbao.root_token
+
+    @property
+    def credential_proxy_vault_token(self) -> str:
+        """The credential-proxy's own token (policy ``corral-credential-proxy`` only)."""
+        return self.openbao.credential_proxy_token()
 
     @property
     def kv_mount(self) -> str:
