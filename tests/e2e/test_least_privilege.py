@@ -154,6 +154,12 @@ async def test_the_log_streams_refuse_deletes_and_purges_from_anyone(stack: Stac
     assert await bus.last_seq(subjects.CATALOG_STREAM, subjects.API_KEYS_WILDCARD) == seq
 
 
+async def test_nats_fsyncs_every_write_before_acknowledging_it(stack: Stack) -> None:
+    async with httpx.AsyncClient(base_url=stack.nats_monitor_url, timeout=10) as monitor:
+        config = (await monitor.get("/varz")).json()["jetstream"]["config"]
+    assert config.get("sync_always") is True, config
+
+
 async def test_postgres_wants_the_password(stack: Stack) -> None:
     url = urlsplit(stack.database_url)
     where = {"host": url.hostname, "port": url.port, "database": "corral", "timeout": 10}
