@@ -61,11 +61,11 @@ def line(label: str, values_ms: list[float]) -> str:
     )
 
 
-async def nats_baseline(url: str, samples: int) -> tuple[list[float], list[float]]:
+async def nats_baseline(settings: NatsSettings, samples: int) -> tuple[list[float], list[float]]:
     """Core publish->subscribe and JetStream publish->ordered-consumer, one message at a time."""
     core: list[float] = []
     stored: list[float] = []
-    async with Bus.connect(NatsSettings(url=url), name="bench") as bus:
+    async with Bus.connect(settings, name="bench") as bus:
         got: asyncio.Queue[float] = asyncio.Queue()
 
         async def sink() -> None:
@@ -172,7 +172,7 @@ async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
     limits = httpx.Limits(max_connections=sessions + 20, max_keepalive_connections=sessions + 20)
     async with (
         httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60, limits=limits) as http,
-        Bus.connect(NatsSettings(url=stack.nats_url), name="bench-emitter") as bus,
+        Bus.connect(stack.nats_settings(), name="bench-emitter") as bus,
     ):
         agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
         env = ok(await http.post("/v1/environments", json={"name": f"emit-{agent['id'].lower()}"}))
@@ -343,7 +343,7 @@ async def main() -> int:
         stack.start(timeout=180)
         try:
             say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")
-            core, stored = await nats_baseline(stack.nats_url, args.samples)
+            core, stored = await nats_baseline(stack.nats_settings(), args.samples)
             say("measuring emit -> SSE ...")
             emitted = await emit_to_sse(stack, args.sessions, args.samples)
             say("measuring POST -> SSE ...")

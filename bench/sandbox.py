@@ -53,7 +53,6 @@ from corral.contracts.sandbox import (
 from corral.contracts.subjects import health
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
-from corral.settings import NatsSettings
 
 DOCKER_DATA_ROOT = "/var/tmp/corral-e2e-docker"
 MANAGER = "sandbox-manager"
@@ -294,7 +293,7 @@ async def main() -> int:
             client = docker.DockerClient(base_url=stack.docker_host)
             headers = {"x-api-key": stack.api_key}
             async with (
-                Bus.connect(NatsSettings(url=stack.nats_url), name="bench-sandbox") as bus,
+                Bus.connect(stack.nats_settings(), name="bench-sandbox") as bus,
                 httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60) as http,
             ):
                 sandboxes = Sandboxes(bus)

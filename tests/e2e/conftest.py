@@ -20,7 +20,6 @@ import pytest
 from corral.bus import Bus
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
-from corral.settings import NatsSettings
 from tests.egress_network import stand_in_addresses
 from tests.host_canary import HostCanary, serving_canary
 
@@ -123,7 +122,7 @@ async def http(stack: Stack) -> AsyncIterator[httpx.AsyncClient]:
 
 @pytest.fixture
 async def bus(stack: Stack) -> AsyncIterator[Bus]:
-    async with Bus.connect(NatsSettings(url=stack.nats_url), name="tests") as b:
+    async with Bus.connect(stack.nats_settings(), name="tests") as b:
         yield b
 
 

@@ -18,7 +18,6 @@ from corral.bus import Bus
 from corral.contracts import subjects
 from corral.contracts.rpc import CreateApiKey, Health, Op, RpcReply
 from corral.devstack.stack import Stack
-from corral.settings import NatsSettings
 from tests.e2e.conftest import start_stack
 from tests.e2e.flows import all_events, run_turn, script, unique
 
@@ -45,7 +44,7 @@ def text_of(event: Any) -> str:
 async def other_workspace_key(stack: Stack) -> str:
     key = "sk-corral-test-" + secrets.token_urlsafe(16)
     request = CreateApiKey(workspace_id="wrkspc_nul", key_sha256=hashlib.sha256(key.encode()).hexdigest(), name="t")
-    async with Bus.connect(NatsSettings(url=stack.nats_url), name="tests") as bus:
+    async with Bus.connect(stack.nats_settings(), name="tests") as bus:
         reply = RpcReply.model_validate_json(
             await bus.request(subjects.store_rpc(Op.API_KEYS_CREATE), request.model_dump_json().encode())
         )
@@ -54,7 +53,7 @@ async def other_workspace_key(stack: Stack) -> str:
 
 
 async def projection_health(stack: Stack) -> Health:
-    async with Bus.connect(NatsSettings(url=stack.nats_url), name="tests") as bus:
+    async with Bus.connect(stack.nats_settings(), name="tests") as bus:
         return Health.model_validate_json(await bus.request(subjects.health("session-store"), b"{}", timeout=5))
 
 

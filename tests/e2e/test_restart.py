@@ -16,7 +16,6 @@ from corral.bus import Bus
 from corral.contracts import subjects
 from corral.devstack.stack import Stack
 from corral.session_store.domain.sessions import SessionRow
-from corral.settings import NatsSettings
 from tests.e2e.conftest import start_stack
 from tests.e2e.flows import all_events, run_turn
 
@@ -46,7 +45,7 @@ async def fold_matches_projection(stack: Stack) -> None:
     """Rebuild every session row and event index from the stream alone and compare with Postgres."""
     folded: dict[str, SessionRow] = {}
     events: dict[str, list[tuple[int, str]]] = {}
-    async with Bus.connect(NatsSettings(url=stack.nats_url), name="fold") as bus:
+    async with Bus.connect(stack.nats_settings(), name="fold") as bus:
         async for msg in bus.read(subjects.SESSIONS_STREAM, subjects.SESSIONS_WILDCARD):
             sid = subjects.session_id_of(msg.subject)
             record = json.loads(msg.data)

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from nats.js.errors import APIError
 
 from corral.bus import Bus, KeyChanged, KeyExists, StreamMismatch, WrongLastSequence
 from corral.contracts.subjects import SESSIONS_SPEC, StreamSpec
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.integration
 @pytest.fixture(scope="module")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ports = Ports.free()
-    server = Nats(StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor)
+    server = Nats(
+        StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor, authorization=False
+    )
     server.launch()
     server.wait_ready(time.monotonic() + 20)
     try:
@@ -44,6 +47,32 @@ async def test_a_missing_stream_is_created_as_declared(bus: Bus) -> None:
     assert getattr(info.config.storage, "value", info.config.storage) == "file"
     assert getattr(info.config.retention, "value", info.config.retention) == "limits"
     assert info.config.duplicate_window == 120.0
+
+
+async def test_a_stream_made_without_the_delete_protections_gets_them(bus: Bus) -> None:
+    spec = StreamSpec(
+        name="T_PROTECTED", subjects=("t.protected.*",), retention="limits", storage="file", duplicate_window_s=120.0
+    )
+    await bus.ensure_stream(spec.model_copy(update={"deny_delete": False, "deny_purge": False}))
+    assert (await bus.js.stream_info("T_PROTECTED")).config.deny_delete is not True
+    await bus.ensure_stream(spec)
+    config = (await bus.js.stream_info("T_PROTECTED")).config
+    assert (config.deny_delete, config.deny_purge) == (True, True)
+    ack = await bus.publish("t.protected.a", b"kept")
+    with pytest.raises(APIError):
+        await bus.js.delete_msg("T_PROTECTED", ack.seq)
+    with pytest.raises(APIError):
+        await bus.js.purge_stream("T_PROTECTED")
+    assert await bus.last_seq("T_PROTECTED", "t.protected.a") == ack.seq
+
+
+async def test_a_stream_that_allows_purges_the_spec_denies_is_not_loosened_silently(bus: Bus) -> None:
+    spec = StreamSpec(
+        name="T_LOOSE", subjects=("t.loose.*",), retention="limits", storage="file", duplicate_window_s=120.0
+    )
+    await bus.ensure_stream(spec)  # deny_purge on
+    with pytest.raises(StreamMismatch, match="deny_purge"):
+        await bus.ensure_stream(spec.model_copy(update={"deny_purge": False}))
 
 
 @pytest.mark.parametrize(

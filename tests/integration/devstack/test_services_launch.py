@@ -150,12 +150,16 @@ def test_up_starts_every_service_with_its_environment_and_waits_for_the_gateway(
     while {p.stem for p in out.glob("*.json")} < expected and time.monotonic() < deadline:
         time.sleep(0.05)
     envs = {p.stem: json.loads(p.read_text()) for p in out.glob("*.json")}
-    for env in envs.values():
+    for name, env in envs.items():
         assert env["CORRAL_NATS_URL"] == stack.nats_url
+        if name != "embedded-model":
+            user = "harness" if name.startswith("harness-") else name
+            assert env["CORRAL_NATS_USER"] == user
+            assert env["CORRAL_NATS_PASSWORD"] == stack.nats_settings(user).password.get_secret_value()  # type: ignore[union-attr]
         assert env["CORRAL_LOG_LEVEL"] == "DEBUG"
         assert "ANTHROPIC_API_KEY" not in env
         assert ("CORRAL_VAULT_TOKEN" in env) == (env is envs["credential-proxy"])
-    assert envs["credential-proxy"]["CORRAL_VAULT_TOKEN"] == stack.vault_token
+    assert envs["credential-proxy"]["CORRAL_VAULT_TOKEN"] == stack.credential_proxy_vault_token != stack.vault_token
     assert envs["credential-proxy"]["CORRAL_VAULT_ADDR"] == stack.vault_addr
     assert envs["session-store"]["CORRAL_DATABASE_URL"] == stack.database_url
     assert envs["session-store"]["CORRAL_BOOTSTRAP_API_KEY"] == stack.api_key

@@ -47,7 +47,7 @@ def fixture(kind: str, name: str) -> dict[str, Any]:
 def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
     state = StateDir.at(Path(tmp_path_factory.mktemp("projector")))
     ports = Ports.free()
-    nats = Nats(state, ports.nats, ports.nats_monitor)
+    nats = Nats(state, ports.nats, ports.nats_monitor, authorization=False)
     postgres = EmbeddedPostgres(state, ports.postgres)
     try:
         nats.launch()

@@ -22,7 +22,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 
 from corral.bus.cancellation import honouring_cancel
-from corral.bus.errors import NoResponders, PayloadTooLarge, StreamMismatch, WrongLastSequence
+from corral.bus.errors import NoResponders, NotAuthorized, PayloadTooLarge, StreamMismatch, WrongLastSequence
 from corral.bus.kv import KeyValueBucket
 from corral.contracts import headers as h
 from corral.contracts.subjects import StreamSpec
@@ -114,6 +114,15 @@ def _stored(msg: Msg) -> StoredMessage:
     )
 
 
+def inbox_prefix(user: str) -> str:
+    """Where replies to ``user``'s requests (and its consumers' deliveries) arrive: ``_INBOX.<user>``."""
+    return f"_INBOX.{user}"
+
+
+def _is_authorization_error(exc: Exception) -> bool:
+    return isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower()
+
+
 def _enum_value(value: object) -> str | None:
     if value is None:
         return None
@@ -131,14 +140,57 @@ class Bus:
     @classmethod
     @contextlib.asynccontextmanager
     async def connect(cls, settings: NatsSettings, *, name: str) -> AsyncIterator[Bus]:
-        """Connect (retrying until ``connect_timeout_s``), and drain the connection on exit."""
-        nc = await nats.connect(
-            settings.url,
-            name=name,
-            connect_timeout=settings.connect_timeout_s,
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=0.5,
+        """Connect (retrying while the server is unreachable), and drain the connection on exit.
+
+        With ``settings.user`` set, the connection logs in as that user and its replies arrive on
+        ``_INBOX.<user>.>``, so a user's permissions can confine it to its own replies.
+
+        Raises:
+            NotAuthorized: the server refused the credentials (or their absence); retrying would not help.
+        """
+        refused = asyncio.Event()
+        refusal: list[str] = []
+
+        async def on_error(exc: Exception) -> None:
+            if _is_authorization_error(exc):
+                refusal.append(str(exc))
+                refused.set()
+            else:
+                logger.warning("nats: %s", exc, extra={"fields": {"connection": name}})
+
+        credentials: dict[str, str] = {}
+        if settings.user:
+            credentials = {"user": settings.user, "inbox_prefix": inbox_prefix(settings.user)}
+            if settings.password is not None:
+                credentials["password"] = settings.password.get_secret_value()
+        connecting = asyncio.ensure_future(
+            nats.connect(
+                settings.url,
+                name=name,
+                connect_timeout=settings.connect_timeout_s,
+                max_reconnect_attempts=-1,
+                reconnect_time_wait=0.5,
+                error_cb=on_error,
+                **credentials,
+            )
         )
+        waiting_refusal = asyncio.ensure_future(refused.wait())
+        try:
+            await asyncio.wait({connecting, waiting_refusal}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            waiting_refusal.cancel()
+            if not connecting.done():
+                connecting.cancel()
+                with contextlib.suppress(BaseException):
+                    await connecting
+        if connecting.cancelled():
+            who = f"user {settings.user!r}" if settings.user else "a client without credentials"
+            raise NotAuthorized(
+                f"NATS at {settings.url} refused {who} ({refusal[0] if refusal else 'authorization violation'}); "
+                "set CORRAL_NATS_USER and CORRAL_NATS_PASSWORD to this service's NATS credentials "
+                "(a dev stack keeps them in .corral/nats-users.json)"
+            )
+        nc = connecting.result()
         try:
             yield cls(nc, settings)
         finally:
@@ -169,20 +221,32 @@ class Bus:
                     duplicate_window=spec.duplicate_window_s,
                     max_msgs_per_subject=spec.max_msgs_per_subject,
                     allow_direct=True,
+                    deny_delete=spec.deny_delete,
+                    deny_purge=spec.deny_purge,
                 )
             info = await self.js.stream_info(spec.name)
         cfg = info.config
+        if (spec.deny_delete and not cfg.deny_delete) or (spec.deny_purge and not cfg.deny_purge):
+            # a stream made before these protections existed: add them (the server allows that)
+            cfg.deny_delete = bool(cfg.deny_delete) or spec.deny_delete
+            cfg.deny_purge = bool(cfg.deny_purge) or spec.deny_purge
+            info = await self.js.update_stream(cfg)
+            cfg = info.config
         found = {
             "storage": _enum_value(cfg.storage),
             "retention": _enum_value(cfg.retention),
             "duplicate_window_s": float(cfg.duplicate_window or 0),
             "subjects": tuple(cfg.subjects or ()),
+            "deny_delete": bool(cfg.deny_delete),
+            "deny_purge": bool(cfg.deny_purge),
         }
         wanted = {
             "storage": spec.storage,
             "retention": spec.retention,
             "duplicate_window_s": spec.duplicate_window_s,
             "subjects": spec.subjects,
+            "deny_delete": spec.deny_delete,
+            "deny_purge": spec.deny_purge,
         }
         diff = {k: (found[k], wanted[k]) for k in wanted if found[k] != wanted[k]}
         if diff:

@@ -1,6 +1,7 @@
 """Outcomes a caller of ``corral.bus`` can act on.
 
     BusError
+    ├── NotAuthorized        NATS refused the connection's credentials: fix the settings, do not retry
     ├── StreamMismatch       the stream exists with a configuration Corral does not expect: refuse to start
     ├── WrongLastSequence    a fenced publish lost the race: reload, re-decide, retry (or give up)
     ├── KeyExists            KV create on a key that is held
@@ -18,6 +19,10 @@ from __future__ import annotations
 
 
 class BusError(Exception):
+    pass
+
+
+class NotAuthorized(BusError):
     pass
 
 

@@ -86,7 +86,18 @@ SERVICES: Final = ("session-store", "harness", "sandbox-manager", "credential-pr
 
 
 class StreamSpec(BaseModel):
-    """What a stream must look like; ``corral.bus`` applies it at start-up and refuses a mismatch."""
+    """What a stream must look like; ``corral.bus`` applies it at start-up and refuses a mismatch.
+
+    ``duplicate_window_s``: a publish carrying a ``Nats-Msg-Id`` already stored within this window is
+    acknowledged as a duplicate and not stored again, so a retried append (after a lost ack or a
+    restart) does not write twice. Past the window, the session log and the catalog still refuse a
+    second write through the fencing header (``Nats-Expected-Last-Subject-Sequence``); the cost of a
+    longer window is the server keeping every id of the window in memory.
+
+    ``deny_delete`` / ``deny_purge``: the server refuses to delete single messages / purge the
+    stream, whoever asks. The session log allows purges because deleting a session purges its
+    history (keeping the tombstone); only the session-store's NATS user may ask for that.
+    """
 
     model_config = ConfigDict(frozen=True)
 
@@ -96,10 +107,17 @@ class StreamSpec(BaseModel):
     storage: str  # "file" | "memory"
     duplicate_window_s: float
     max_msgs_per_subject: int = -1
+    deny_delete: bool = True
+    deny_purge: bool = True
 
 
 SESSIONS_SPEC: Final = StreamSpec(
-    name=SESSIONS_STREAM, subjects=(SESSIONS_WILDCARD,), retention="limits", storage="file", duplicate_window_s=120.0
+    name=SESSIONS_STREAM,
+    subjects=(SESSIONS_WILDCARD,),
+    retention="limits",
+    storage="file",
+    duplicate_window_s=120.0,
+    deny_purge=False,  # session delete purges the history but the tombstone
 )
 CATALOG_SPEC: Final = StreamSpec(
     name=CATALOG_STREAM, subjects=(CATALOG_WILDCARD,), retention="limits", storage="file", duplicate_window_s=120.0

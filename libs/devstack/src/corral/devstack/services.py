@@ -6,11 +6,12 @@ import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim
 from corral.devstack.errors import ReadinessTimeoutError
+from corral.devstack.nats_users import SERVICE_USERS
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http, http_status
 from corral.devstack.state import StateDir
@@ -41,6 +42,8 @@ _NOT_INHERITED = frozenset(
         "CORRAL_SANDBOX_IMAGE",
         "CORRAL_LOG_LEVEL",
         "CORRAL_NATS_URL",
+        "CORRAL_NATS_USER",
+        "CORRAL_NATS_PASSWORD",
         "CORRAL_HARNESS_WORKER_ID",
     }
 )
@@ -102,6 +105,8 @@ class ServiceContext:
     vault_addr: str
     vault_token: str
     model: ModelConfig
+    #: NATS user -> password; each service connects as the user named for its kind.
+    nats_passwords: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     otel_endpoint: str | None = None
     docker_host: str | None = None
@@ -149,6 +154,9 @@ def service_environment(
     if ctx.otel_endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = ctx.otel_endpoint
     kind = kind_of(name)
+    if kind in SERVICE_USERS and kind in ctx.nats_passwords:
+        env["CORRAL_NATS_USER"] = kind
+        env["CORRAL_NATS_PASSWORD"] = ctx.nats_passwords[kind]
     if kind == "session-store":
         env["CORRAL_DATABASE_URL"] = ctx.database_url
         env["CORRAL_BOOTSTRAP_API_KEY"] = ctx.api_key

@@ -18,7 +18,8 @@ from corral.devstack import processes
 from corral.devstack.components import Component, ComponentStatus, PortClaim
 from corral.devstack.docker_engine import DOCKER_STOP_TIMEOUT, DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError, PortInUseError
-from corral.devstack.nats import Nats
+from corral.devstack.nats import SYNC_INTERVAL_VAR, Nats, sync_interval
+from corral.devstack.nats_users import ADMIN
 from corral.devstack.openbao import KV_MOUNT, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports, port_in_use
 from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
@@ -34,6 +35,7 @@ from corral.devstack.services import (
     wait_services_ready,
 )
 from corral.devstack.state import StateDir
+from corral.settings import NatsSettings
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +126,12 @@ class Stack:
 
     @property
     def nats(self) -> Nats:
-        return Nats(self.state, self.ports.nats, self.ports.nats_monitor)
+        return Nats(
+            self.state,
+            self.ports.nats,
+            self.ports.nats_monitor,
+            sync_interval=sync_interval(self.environ.get(SYNC_INTERVAL_VAR)),
+        )
 
     @property
     def postgres(self) -> EmbeddedPostgres | ExternalPostgres:
@@ -237,7 +244,7 @@ class Stack:
 
     def _context(self) -> ServiceContext:
         openbao = self.openbao
-        token = openbao.root_token if openbao.init_data() is not None else ""
+        token = openbao.credential_proxy_token() if openbao.init_data() is not None else ""
         return ServiceContext(
             nats_url=self.nats_url,
             database_url=self.database_url,
@@ -247,6 +254,7 @@ class Stack:
             vault_addr=openbao.addr,
             vault_token=token,
             model=self.model,
+            nats_passwords=self.nats.users.passwords(),
             log_level=self.log_level,
             otel_endpoint=self.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             docker_host=self.docker_host,
@@ -329,6 +337,12 @@ class Stack:
     def nats_url(self) -> str:
         return self.nats.url
 
+    def nats_settings(self, user: str = ADMIN, **overrides: float) -> NatsSettings:
+        """Settings to connect to this stack's NATS as ``user`` (default ``admin``, which has no
+        limits: for the launcher's checks, tests and benchmarks; services get their own users)."""
+        password = self.nats.users.password(user)
+        return NatsSettings(url=self.nats_url, user=user, password=password, **overrides)  # type: ignore[arg-type]
+
     @property
     def nats_monitor_url(self) -> str:
         return self.nats.monitor_url
@@ -343,7 +357,13 @@ class Stack:
 
     @property
     def vault_token(self) -> str:
+        """OpenBao's root token: the launcher's (and tests'); no service gets it."""
         return self.openbao.root_token
+
+    @property
+    def credential_proxy_vault_token(self) -> str:
+        """The credential-proxy's own token (policy ``corral-credential-proxy`` only)."""
+        return self.openbao.credential_proxy_token()
 
     @property
     def kv_mount(self) -> str:

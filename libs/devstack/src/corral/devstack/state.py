@@ -39,6 +39,8 @@ class StateDir:
     pids/<name>.pid                          pid of each running component
     env                                      ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY for clients
     dev-api-key                              the dev API key (0600)
+    nats-users.json                          NATS users' passwords, one per service plus admin (0600)
+    nats.conf                                NATS server config with those users (0600, rewritten on each start)
     openbao-init.json                        OpenBao unseal key and root token (0600)
     openbao.hcl                              OpenBao server config (rewritten on each start)
     stack.json                               ports and services of the last ``up``
@@ -74,6 +76,14 @@ class StateDir:
     @property
     def api_key_file(self) -> Path:
         return self.root / "dev-api-key"
+
+    @property
+    def nats_users_file(self) -> Path:
+        return self.root / "nats-users.json"
+
+    @property
+    def nats_config_file(self) -> Path:
+        return self.root / "nats.conf"
 
     @property
     def openbao_init_file(self) -> Path:

@@ -4,16 +4,24 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class NatsSettings(BaseSettings):
-    """``CORRAL_NATS_URL`` (default ``nats://127.0.0.1:4222``), ``CORRAL_NATS_CONNECT_TIMEOUT_S``."""
+    """``CORRAL_NATS_URL`` (default ``nats://127.0.0.1:4222``), ``CORRAL_NATS_CONNECT_TIMEOUT_S``,
+    ``CORRAL_NATS_REQUEST_TIMEOUT_S``, and the service's own NATS user: ``CORRAL_NATS_USER`` and
+    ``CORRAL_NATS_PASSWORD`` (unset: connect without credentials, which a server with users refuses).
+
+    ``make up`` gives each service its own user, allowed to publish and subscribe only on the
+    subjects that service uses (see ``corral.devstack.nats_users``).
+    """
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_NATS_", frozen=True, extra="ignore")
 
     url: str = "nats://127.0.0.1:4222"
+    user: str | None = None
+    password: SecretStr | None = None
     connect_timeout_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
 

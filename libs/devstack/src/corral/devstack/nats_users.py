@@ -1,0 +1,193 @@
+"""NATS users: one per service, each allowed to publish and subscribe only where that service works.
+
+``make up`` generates a random password per user once, into ``.corral/nats-users.json`` (0600),
+writes them into the server's config (``.corral/nats.conf``, 0600) and gives each service its own
+through ``CORRAL_NATS_USER`` / ``CORRAL_NATS_PASSWORD``. A client without credentials is refused;
+a service's user is refused (``Permissions Violation``) anything outside its lists below.
+
+The lists are derived from what each service does on the bus (``corral.contracts.subjects`` and
+the services' use of ``corral.bus``). JetStream operations are requests on ``$JS.API.<op>.<stream>``
+subjects, so "may read stream S" is a set of API subjects scoped to S; deliveries and replies
+arrive on the user's own inbox, ``_INBOX.<user>.>`` (``corral.bus`` sets that prefix), so no
+service sees another's replies. Responders answer with ``allow_responses``, which lets them
+publish to the reply subject of a request they received and nowhere else.
+
+No service user may delete a stream, delete a message or purge a stream, with one exception: the
+session-store purges a deleted session's log (keeping its tombstone), so it alone may purge
+``CORRAL_SESSIONS``. The ``admin`` user (the launcher's checks, tests and benchmarks) has no limits.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from corral.contracts import subjects
+from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
+from corral.contracts.rpc import Op
+from corral.contracts.sandbox import SANDBOXES_BUCKET, TOOL_RESULTS_BUCKET, sandbox_rpc
+from corral.devstack.state import write_private
+
+ADMIN = "admin"
+
+#: What every service user is denied, whatever its allow list says.
+DENIED_TO_SERVICES: tuple[str, ...] = (
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.ACCOUNT.>",
+    "$JS.API.SERVER.>",
+    "$JS.API.META.>",
+)
+
+
+@dataclass(frozen=True)
+class Permissions:
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+    deny_publish: tuple[str, ...] = field(default=DENIED_TO_SERVICES)
+    responds: bool = True
+
+    def config(self) -> dict[str, object]:
+        permissions: dict[str, object] = {
+            "publish": {"allow": list(self.publish), "deny": list(self.deny_publish)},
+            "subscribe": {"allow": list(self.subscribe)},
+        }
+        if self.responds:
+            permissions["allow_responses"] = True
+        return permissions
+
+
+def inbox(user: str) -> str:
+    """The user's own reply subjects (``corral.bus.client.inbox_prefix`` plus ``.>``)."""
+    return f"_INBOX.{user}.>"
+
+
+def stream_admin(stream: str) -> tuple[str, ...]:
+    """Look at, create and update ``stream`` (what ``Bus.ensure_stream`` and ``Bus.key_value`` do)."""
+    return (
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.CREATE.{stream}",
+        f"$JS.API.STREAM.UPDATE.{stream}",
+    )
+
+
+def stream_read(stream: str) -> tuple[str, ...]:
+    """Read ``stream``: get messages, ordered and durable consumers, their acks and flow control."""
+    return (
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}",
+        f"$JS.API.DIRECT.GET.{stream}.>",
+        f"$JS.API.CONSUMER.CREATE.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.>",
+        f"$JS.API.CONSUMER.DELETE.{stream}.>",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.>",
+        f"$JS.ACK.{stream}.>",
+        f"$JS.FC.{stream}.>",
+    )
+
+
+def kv_read(bucket: str) -> tuple[str, ...]:
+    """Bind to (creating if missing) and read the KV bucket ``bucket``."""
+    return (*stream_admin(f"KV_{bucket}"), *stream_read(f"KV_{bucket}"))
+
+
+def kv_write(bucket: str) -> tuple[str, ...]:
+    """Read and write the KV bucket ``bucket`` (puts, compare-and-set, deletes are publishes)."""
+    return (*kv_read(bucket), f"$KV.{bucket}.>")
+
+
+def _unique(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
+    return tuple(dict.fromkeys(s for group in groups for s in group))
+
+
+def gateway_store_ops() -> tuple[str, ...]:
+    """Every session-store operation but ``apikeys.create``: API keys are minted by the launcher
+    (the ``admin`` user), never on behalf of a request."""
+    ops = (value for name, value in vars(Op).items() if name.isupper() and isinstance(value, str))
+    return tuple(subjects.store_rpc(op) for op in ops if op != Op.API_KEYS_CREATE)
+
+
+def service_permissions() -> dict[str, Permissions]:
+    """Each service user's allow lists (every harness process shares the ``harness`` user)."""
+    store_rpc = subjects.STORE_RPC_WILDCARD
+    return {
+        "gateway": Permissions(
+            publish=_unique(gateway_store_ops(), [subjects.health("*")], stream_read(subjects.SESSIONS_STREAM)),
+            subscribe=(subjects.deltas("*"), subjects.health("gateway"), inbox("gateway")),
+        ),
+        "session-store": Permissions(
+            publish=_unique(
+                [subjects.SESSIONS_WILDCARD, subjects.CATALOG_WILDCARD, subjects.WAKE_WILDCARD],
+                *(stream_admin(s) for s in (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM, subjects.WAKE_STREAM)),
+                stream_read(subjects.SESSIONS_STREAM),
+                stream_read(subjects.CATALOG_STREAM),
+                [f"$JS.API.STREAM.PURGE.{subjects.SESSIONS_STREAM}"],  # a deleted session's history
+                kv_read(subjects.LEASE_BUCKET),
+                [sandbox_rpc("release")],
+            ),
+            subscribe=(store_rpc, subjects.health("session-store"), inbox("session-store")),
+            deny_publish=tuple(s for s in DENIED_TO_SERVICES if not s.startswith("$JS.API.STREAM.PURGE.")),
+        ),
+        "harness": Permissions(
+            publish=_unique(
+                stream_admin(subjects.WAKE_STREAM),
+                stream_read(subjects.WAKE_STREAM),
+                kv_write(subjects.LEASE_BUCKET),
+                [subjects.deltas("*")],
+                [subjects.store_rpc(Op.SESSIONS_CONTEXT), subjects.store_rpc(Op.EVENTS_APPEND)],
+                [sandbox_rpc("*")],
+            ),
+            subscribe=(subjects.WAKE_WILDCARD, subjects.health("harness"), inbox("harness")),
+        ),
+        "sandbox-manager": Permissions(
+            publish=_unique(kv_write(TOOL_RESULTS_BUCKET), kv_write(SANDBOXES_BUCKET), [egress_rpc("*")]),
+            subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),
+        ),
+        "credential-proxy": Permissions(
+            publish=kv_write(EGRESS_BUCKET),
+            subscribe=(egress_rpc("*"), subjects.health("credential-proxy"), inbox("credential-proxy")),
+        ),
+    }
+
+
+SERVICE_USERS: tuple[str, ...] = tuple(service_permissions())
+
+
+class NatsUsers:
+    """The users' passwords in ``<state>/nats-users.json`` (0600): generated once, then reused."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def passwords(self) -> dict[str, str]:
+        try:
+            stored = json.loads(self.path.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            stored = {}
+        if not isinstance(stored, dict):
+            stored = {}
+        wanted = (ADMIN, *SERVICE_USERS)
+        passwords = {u: str(stored[u]) for u in wanted if isinstance(stored.get(u), str) and stored[u]}
+        if len(passwords) < len(wanted):
+            for user in wanted:
+                passwords.setdefault(user, secrets.token_urlsafe(24))
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            write_private(self.path, json.dumps(passwords, indent=2, sort_keys=True) + "\n")
+        return passwords
+
+    def password(self, user: str) -> str:
+        return self.passwords()[user]
+
+    def authorization(self) -> dict[str, object]:
+        """The server config's ``authorization`` block."""
+        passwords = self.passwords()
+        users: list[dict[str, object]] = [{"user": ADMIN, "password": passwords[ADMIN]}]
+        for user, permissions in service_permissions().items():
+            users.append({"user": user, "password": passwords[user], "permissions": permissions.config()})
+        return {"users": users}
