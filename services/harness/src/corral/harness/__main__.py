@@ -23,6 +23,7 @@ from corral.harness.deltas import BusDeltas
 from corral.harness.health import serve_health
 from corral.harness.interrupts import BusWakeFeed
 from corral.harness.lease import Leases
+from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.model import AnthropicModel
 from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy
@@ -69,9 +70,21 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(consumer.close)
         bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
 
+        model = AnthropicModel(client, secrets=[api_key])
         driver = SessionDriver(
             store=BusStore(bus),
-            model=AnthropicModel(client, secrets=[api_key]),
+            model=model,
+            compactor=Compactor(
+                model,
+                ContextPolicy(
+                    window_tokens=settings.context_window_tokens,
+                    threshold=settings.compact_threshold,
+                    keep_tool_results=settings.keep_tool_results,
+                    max_result_chars=settings.tool_result_max_chars,
+                    summary_max_tokens=settings.summary_max_tokens,
+                    count_tokens=settings.count_tokens,
+                ),
+            ),
             deltas=BusDeltas(bus),
             sandbox=BusSandbox(
                 bus,
