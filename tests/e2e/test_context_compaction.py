@@ -18,7 +18,16 @@ import pytest
 
 from corral.bus import Bus
 from corral.devstack.stack import Stack
-from tests.e2e.flows import all_events, lease_holder, open_stream, read_until_idle, requests_of, run_turn, send_text, unique
+from tests.e2e.flows import (
+    all_events,
+    lease_holder,
+    open_stream,
+    read_until_idle,
+    requests_of,
+    run_turn,
+    send_text,
+    unique,
+)
 
 pytestmark = pytest.mark.e2e
 

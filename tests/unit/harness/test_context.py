@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from corral.contracts import rpc
@@ -105,8 +106,9 @@ def test_the_view_is_the_same_for_any_harness_reading_the_log_later() -> None:
     before = [user("go", id="u1"), *tool_turn(1), *tool_turn(2), agent("done", id="a1"), user("more", id="u2")]
     log = logged(*before, compaction(cleared=["res-t1"], through="a1", summary="S"))
     # a crash after the compaction: the next holder's log has more statuses and spans, no new input
-    later = logged(*before, compaction(cleared=["res-t1"], through="a1", summary="S"),
-                   start("s9"), {"type": "session.status_rescheduled", "id": "r"}, running(), end("s9"), start("s10"))  # fmt: skip
+    rescheduled = {"type": "session.status_rescheduled", "id": "r"}
+    again = [start("s9"), rescheduled, running(), end("s9"), start("s10")]
+    later = logged(*before, compaction(cleared=["res-t1"], through="a1", summary="S"), *again)
 
     assert view(log) == view(later)
     assert texts(view(log)) == [("user", [summary_text("S", "a1"), "more"])]
@@ -189,8 +191,6 @@ class CountingModel:
         self.summaries: list[ModelRequest] = []
 
     async def count_tokens(self, request: ModelRequest) -> int | None:
-        import json
-
         return len(json.dumps(request.messages)) // 4 if self.counts else None
 
     async def summarise(self, request: ModelRequest) -> str:
@@ -284,7 +284,7 @@ async def test_without_count_tokens_the_estimate_is_used_and_count_tokens_calibr
     counted = Compactor(CountingModel(), policy(5_000))
 
     assert (await estimated.prepare(base_request(), log)).tokens == estimated.estimator.tokens(
-        len(__import__("json").dumps(view(log))) + len("be brief")
+        len(json.dumps(view(log))) + len("be brief")
     )
     await counted.prepare(base_request(), log)
     assert counted.estimator.chars_per_token > 3.5, "calibrated towards the counted 4 characters a token"

@@ -18,12 +18,12 @@ import uvloop
 from corral import telemetry
 from corral.bus import Bus
 from corral.contracts import subjects
+from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
 from corral.harness.deltas import BusDeltas
 from corral.harness.health import serve_health
 from corral.harness.interrupts import BusWakeFeed
 from corral.harness.lease import Leases
-from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.model import AnthropicModel
 from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy

@@ -97,7 +97,10 @@ class Compactor:
             return Prepared(sized, tokens=tokens)
         keep = max(0, policy.keep_tool_results - level)
         cleared = plan_clearing(
-            events, excess_chars=self.estimator.chars(tokens - budget), keep=keep, max_result_chars=policy.max_result_chars
+            events,
+            excess_chars=self.estimator.chars(tokens - budget),
+            keep=keep,
+            max_result_chars=policy.max_result_chars,
         )
         with_clearing = [*events, _pending(events, compaction_details(cleared=cleared))]
         if cleared:
@@ -119,9 +122,7 @@ class Compactor:
             return Prepared(sized, tokens=tokens, exhausted=level > 0)
         event = event_builders.context_compacted(compaction_details(cleared=cleared, through=through, summary=summary))
         final = [*events, _logged(events, event)]
-        compacted_request = dataclasses.replace(
-            request, messages=view(final, max_result_chars=policy.max_result_chars)
-        )
+        compacted_request = dataclasses.replace(request, messages=view(final, max_result_chars=policy.max_result_chars))
         tokens = await self.measure(compacted_request, budget)
         logger.info(
             "context compacted",
@@ -181,4 +182,3 @@ def _pending(events: Sequence[LoggedEvent], details: dict[str, object]) -> Logge
 def _logged(events: Sequence[LoggedEvent], event: EventDict) -> LoggedEvent:
     """``event`` as it will be logged after ``events`` (its position is all the view needs)."""
     return LoggedEvent(seq=(events[-1].seq + 1) if events else 1, event=event)
-

@@ -204,7 +204,10 @@ def view(events: Sequence[LoggedEvent], *, max_result_chars: int | None = None) 
     messages = rebuild([shown(e, state.cleared, max_result_chars) for e in events[state.start :]])
     if state.summary is None or state.through is None:
         return messages
-    head: ChatMessage = {"role": "user", "content": [{"type": "text", "text": summary_text(state.summary, state.through)}]}
+    head: ChatMessage = {
+        "role": "user",
+        "content": [{"type": "text", "text": summary_text(state.summary, state.through)}],
+    }
     return merge([head, *messages])
 
 
@@ -266,9 +269,9 @@ def summary_cut(events: Sequence[LoggedEvent], *, keep_chars: int, max_result_ch
     for index in range(state.start, len(events)):
         event = events[index].event
         kind = event.get("type")
-        if index > state.start and kind in _STARTS_TURN and not open_uses:
-            if kind != "user.message" or event.get("content"):
-                cuts.append(index)
+        starts_turn = kind in _STARTS_TURN and (kind != "user.message" or bool(event.get("content")))
+        if index > state.start and starts_turn and not open_uses:
+            cuts.append(index)
         if kind in ("agent.tool_use", "agent.custom_tool_use") and isinstance(event.get("id"), str):
             open_uses.add(event["id"])
         elif kind == "agent.tool_result":

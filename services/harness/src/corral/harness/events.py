@@ -12,11 +12,11 @@ from typing import Any, Literal
 from corral.contracts import ids
 from corral.contracts.api.events import (
     AgentCustomToolUse,
-    AgentThreadContextCompacted,
-    CompactionDetails,
     AgentMessage,
+    AgentThreadContextCompacted,
     AgentToolResult,
     AgentToolUse,
+    CompactionDetails,
     ModelUsage,
     RetryStatus,
     RetryStatusObj,

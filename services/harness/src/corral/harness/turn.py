@@ -571,9 +571,7 @@ class SessionDriver:
             self._crash(crashpoints.AFTER_TURN_END)
             return appended.last_seq
 
-    async def _compaction_limit(
-        self, session_id: str, lease: HeldLease, turn: _TurnState, start_id: str | None
-    ) -> int:
+    async def _compaction_limit(self, session_id: str, lease: HeldLease, turn: _TurnState, start_id: str | None) -> int:
         """End the turn: the conversation is too long for the model and nothing more can be compacted."""
         logger.warning("nothing more to compact; ending the turn", extra=_fields(session_id))
         error = events.session_error(
