@@ -89,3 +89,18 @@ def test_crashpoints_are_checked_by_name(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("CORRAL_HARNESS_CRASHPOINT", "mid-stream")
     with pytest.raises(ConfigError, match="unknown crashpoint"):
         load_settings()
+
+
+def test_context_settings_have_defaults_overrides_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CORRAL_MODEL_BASE_URL", "http://127.0.0.1:9999")
+    settings = load_settings()
+    assert (settings.context_window_tokens, settings.compact_threshold, settings.keep_tool_results) == (None, 0.8, 3)
+    assert (settings.tool_result_max_chars, settings.summary_max_tokens, settings.count_tokens) == (100_000, 2048, True)
+
+    monkeypatch.setenv("CORRAL_HARNESS_CONTEXT_WINDOW_TOKENS", "32000")
+    monkeypatch.setenv("CORRAL_HARNESS_COUNT_TOKENS", "false")
+    assert (load_settings().context_window_tokens, load_settings().count_tokens) == (32_000, False)
+
+    monkeypatch.setenv("CORRAL_HARNESS_COMPACT_THRESHOLD", "1.5")
+    with pytest.raises(ConfigError, match="compact_threshold"):
+        load_settings()

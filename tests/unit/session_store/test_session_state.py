@@ -70,6 +70,14 @@ def test_the_harness_cannot_write_agent_events_to_an_idle_session() -> None:
     assert err.value.status == 409
 
 
+def test_the_harness_records_compactions_while_running_only() -> None:
+    running = state_after(event("session.status_running"))
+    check_harness_append(running, [{"type": "agent.thread_context_compacted"}, {"type": "span.model_request_start"}])
+    with pytest.raises(ApiError) as err:
+        check_harness_append(state_after(), [{"type": "agent.thread_context_compacted"}])
+    assert err.value.status == 409
+
+
 def test_a_rescheduled_session_must_run_again_before_agent_events() -> None:
     running = state_after(event("session.status_running"))
     check_harness_append(running, [{"type": "session.status_rescheduled"}, {"type": "session.status_running"}])

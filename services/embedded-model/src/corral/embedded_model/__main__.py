@@ -42,7 +42,7 @@ def main() -> None:
         book = ScenarioBook(document.scenarios)
         logger.info("loaded %d scenarios from %s", len(document.scenarios), settings.script)
 
-    app = create_app(book, RequestLog(settings.max_recorded_requests))
+    app = create_app(book, RequestLog(settings.max_recorded_requests), max_input_tokens=settings.max_input_tokens)
     # uvicorn installs SIGTERM/SIGINT handlers and shuts down gracefully on either (then
     # re-raises the signal, so the exit status says which one), waiting at most this long
     # for streams that are still open.

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 
@@ -15,7 +16,7 @@ from starlette.routing import Route
 
 from corral.embedded_model import wire
 from corral.embedded_model.recording import RequestLog
-from corral.embedded_model.reply import Reply, plan_reply
+from corral.embedded_model.reply import Reply, estimate_input_tokens, plan_reply, prompt_too_long
 from corral.embedded_model.request import MessagesRequest
 from corral.embedded_model.script import (
     ERROR_TYPE_BY_STATUS,
@@ -34,9 +35,10 @@ _JSON = TypeAdapter[JsonValue](JsonValue)
 class EmbeddedModel:
     """The server's state (scenarios and recorded requests) and its request handlers."""
 
-    def __init__(self, book: ScenarioBook, requests: RequestLog) -> None:
+    def __init__(self, book: ScenarioBook, requests: RequestLog, *, max_input_tokens: int | None = None) -> None:
         self.book = book
         self.requests = requests
+        self.max_input_tokens = max_input_tokens
 
     async def messages(self, request: Request) -> Response:
         request_id = wire.new_id("req")
@@ -48,6 +50,18 @@ class EmbeddedModel:
             logger.info("rejected Messages request %s: %s", request_id, message)
             return error_response(400, "invalid_request_error", message, request_id=request_id)
 
+        too_long = prompt_too_long(parsed, self.max_input_tokens)
+        if too_long is not None:
+            self.requests.record(
+                request_id=request_id,
+                scenario=None,
+                turn_index=parsed.turn_index,
+                stream=parsed.stream,
+                errored=True,
+                body=_JSON.validate_json(raw),
+            )
+            logger.info("refused Messages request %s: %s", request_id, too_long)
+            return error_response(400, "invalid_request_error", too_long, request_id=request_id)
         reply = plan_reply(parsed, self.book)
         self.requests.record(
             request_id=request_id,
@@ -85,6 +99,37 @@ class EmbeddedModel:
             wire.message(reply, model=parsed.model, message_id=message_id),
             headers={"request-id": request_id},
         )
+
+    async def count_tokens(self, request: Request) -> Response:
+        """``POST /v1/messages/count_tokens``: the same estimate the usage and the size limit use."""
+        try:
+            body = json.loads(await request.body())
+            if not isinstance(body, dict):
+                raise ValueError("the body must be a JSON object")
+            parsed = MessagesRequest.model_validate({"max_tokens": 1, **body})
+        except ValidationError as exc:
+            return error_response(400, "invalid_request_error", describe_validation_error(exc))
+        except ValueError as exc:
+            return error_response(400, "invalid_request_error", f"invalid JSON body: {exc}")
+        return JSONResponse({"input_tokens": estimate_input_tokens(parsed)})
+
+    async def get_limits(self, _request: Request) -> Response:
+        return JSONResponse({"max_input_tokens": self.max_input_tokens})
+
+    async def set_limits(self, request: Request) -> Response:
+        """``PUT /_corral/limits {"max_input_tokens": n | null}``: refuse larger requests from now on."""
+        try:
+            body = json.loads(await request.body())
+        except ValueError:
+            body = None
+        value = body.get("max_input_tokens", "missing") if isinstance(body, dict) else "missing"
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 1):
+            return error_response(
+                400, "invalid_request_error", "max_input_tokens: a positive integer, or null for no limit"
+            )
+        self.max_input_tokens = value
+        logger.info("max_input_tokens set to %s", value)
+        return JSONResponse({"max_input_tokens": value})
 
     async def health(self, _request: Request) -> Response:
         return JSONResponse({"status": "ok"})
@@ -160,10 +205,13 @@ async def _http_error(_request: Request, exc: Exception) -> Response:
     return error_response(status, error_type, detail)
 
 
-def create_app(book: ScenarioBook, requests: RequestLog) -> Starlette:
-    model = EmbeddedModel(book, requests)
+def create_app(book: ScenarioBook, requests: RequestLog, *, max_input_tokens: int | None = None) -> Starlette:
+    model = EmbeddedModel(book, requests, max_input_tokens=max_input_tokens)
     routes = [
         Route("/v1/messages", model.messages, methods=["POST"]),
+        Route("/v1/messages/count_tokens", model.count_tokens, methods=["POST"]),
+        Route("/_corral/limits", model.get_limits, methods=["GET"]),
+        Route("/_corral/limits", model.set_limits, methods=["PUT"]),
         Route("/health", model.health, methods=["GET"]),
         Route("/_corral/scripts", model.list_scripts, methods=["GET"]),
         Route("/_corral/scripts", model.install_scripts, methods=["POST"]),

@@ -17,6 +17,9 @@ from corral.embedded_model.script import (
 )
 
 GREETING = "Hello from Corral's embedded model."
+SUMMARY_REQUEST_PREFIX = "Summarise the conversation"
+"""A request whose system prompt starts so is a compaction summary request (the harness's)."""
+SUMMARY_QUOTE_CHARS = 300
 TOKENS_PER_TOOL_USE = 10
 CHARACTERS_PER_TOKEN = 4
 
@@ -51,9 +54,27 @@ def estimate_output_tokens(content: Sequence[BlockSpec]) -> int:
     return max(1, words + TOKENS_PER_TOOL_USE * tools)
 
 
+def summary_text(request: MessagesRequest) -> str:
+    """The reply to a summary request: the start and the end of what it was asked to summarise, quoted."""
+    said = " ".join(request.last_user_text.split())
+    if len(said) > 2 * SUMMARY_QUOTE_CHARS:
+        said = f"{said[:SUMMARY_QUOTE_CHARS]} [...] {said[-SUMMARY_QUOTE_CHARS:]}"
+    return f'Summary (quoted by the embedded model): "{said}"'
+
+
+def prompt_too_long(request: MessagesRequest, max_input_tokens: int | None) -> str | None:
+    """The real API's message for a prompt over ``max_input_tokens``, or ``None`` if it fits."""
+    tokens = estimate_input_tokens(request)
+    if max_input_tokens is None or tokens <= max_input_tokens:
+        return None
+    return f"prompt is too long: {tokens} tokens > {max_input_tokens} maximum"
+
+
 def plan_reply(request: MessagesRequest, book: ScenarioBook) -> Reply:
     """Pick the reply for a request; counts the attempt against any ``fail_times``."""
     turn_index = request.turn_index
+    if request.system_text.startswith(SUMMARY_REQUEST_PREFIX):
+        return _text_reply(request, None, turn_index, summary_text(request))
     match = book.match(request.first_user_text, turn_index)
     if match is None:
         return _text_reply(request, None, turn_index, default_text(request))

@@ -84,6 +84,10 @@ class MessagesRequest(_Open):
         return sum(1 for message in self.messages if message.role == "assistant")
 
     @property
+    def system_text(self) -> str:
+        return "\n".join(text for block in self.system if (text := block.plain_text))
+
+    @property
     def first_user_text(self) -> str:
         return next((m.plain_text for m in self.messages if m.role == "user"), "")
 

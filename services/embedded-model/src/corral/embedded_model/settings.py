@@ -18,5 +18,8 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = Field(default=8090, ge=0, le=65535)
     script: Path | None = Field(default=None, description="JSON script document loaded at start")
+    max_input_tokens: int | None = Field(
+        default=None, ge=1, description="Refuse larger requests with the real API's 'prompt is too long' error"
+    )
     max_recorded_requests: int = Field(default=500, ge=1, description="Size of the /_corral/requests ring")
     log: LogSettings = Field(default_factory=LogSettings)

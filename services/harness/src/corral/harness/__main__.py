@@ -18,6 +18,7 @@ import uvloop
 from corral import telemetry
 from corral.bus import Bus
 from corral.contracts import subjects
+from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
 from corral.harness.deltas import BusDeltas
 from corral.harness.health import serve_health
@@ -69,9 +70,21 @@ async def run(settings: Settings) -> None:
         stack.push_async_callback(consumer.close)
         bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
 
+        model = AnthropicModel(client, secrets=[api_key])
         driver = SessionDriver(
             store=BusStore(bus),
-            model=AnthropicModel(client, secrets=[api_key]),
+            model=model,
+            compactor=Compactor(
+                model,
+                ContextPolicy(
+                    window_tokens=settings.context_window_tokens,
+                    threshold=settings.compact_threshold,
+                    keep_tool_results=settings.keep_tool_results,
+                    max_result_chars=settings.tool_result_max_chars,
+                    summary_max_tokens=settings.summary_max_tokens,
+                    count_tokens=settings.count_tokens,
+                ),
+            ),
             deltas=BusDeltas(bus),
             sandbox=BusSandbox(
                 bus,

@@ -13,8 +13,10 @@ from corral.contracts import ids
 from corral.contracts.api.events import (
     AgentCustomToolUse,
     AgentMessage,
+    AgentThreadContextCompacted,
     AgentToolResult,
     AgentToolUse,
+    CompactionDetails,
     ModelUsage,
     RetryStatus,
     RetryStatusObj,
@@ -112,3 +114,9 @@ def tool_result(tool_use_id: str, content: Sequence[dict[str, Any]], *, is_error
 def tool_error(tool_use_id: str, message: str) -> EventDict:
     """An error ``agent.tool_result`` with one text block."""
     return tool_result(tool_use_id, [{"type": "text", "text": message}], is_error=True)
+
+
+def context_compacted(details: dict[str, Any]) -> EventDict:
+    """``agent.thread_context_compacted`` with Corral's record of what was compacted (``corral_compaction``)."""
+    compaction = CompactionDetails.model_validate(details)
+    return _dump(AgentThreadContextCompacted(id=new_event_id(), corral_compaction=compaction))

@@ -144,6 +144,44 @@ class AnthropicModel:
     def __init__(self, client: anthropic.AsyncAnthropic, *, secrets: Sequence[str] = ()) -> None:
         self._client = client
         self._secrets = tuple(secrets)
+        self._counting = True
+
+    async def count_tokens(self, request: ModelRequest) -> int | None:
+        """The Messages API's ``count_tokens`` answer; ``None`` when it fails. A server without the
+        endpoint (404) is not asked again."""
+        if not self._counting:
+            return None
+        system: str | anthropic.Omit = request.system if request.system else anthropic.omit
+        tools: list[ToolParam] | anthropic.Omit = (
+            cast("list[ToolParam]", list(request.tools)) if request.tools else anthropic.omit
+        )
+        try:
+            counted = await self._client.messages.count_tokens(
+                model=request.model, system=system, messages=cast("list[MessageParam]", request.messages), tools=tools
+            )
+        except anthropic.NotFoundError:
+            logger.info("the model server has no count_tokens endpoint; estimating request sizes")
+            self._counting = False
+            return None
+        except anthropic.AnthropicError as exc:
+            logger.warning("count_tokens failed: %s", classify(exc, secrets=self._secrets).message)
+            return None
+        return counted.input_tokens
+
+    async def summarise(self, request: ModelRequest) -> str:
+        """The text of one non-streamed request (a compaction summary); raises ``ModelError``."""
+        system: str | anthropic.Omit = request.system if request.system else anthropic.omit
+        try:
+            message = await self._client.messages.create(
+                model=request.model,
+                system=system,
+                messages=cast("list[MessageParam]", request.messages),
+                max_tokens=request.max_tokens,
+            )
+        except anthropic.AnthropicError as exc:
+            raise classify(exc, secrets=self._secrets) from None
+        texts = [well_formed(block.text) for block in message.content if isinstance(block, TextBlock)]
+        return "\n".join(str(text) for text in texts)
 
     async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
         messages = cast("list[MessageParam]", request.messages)

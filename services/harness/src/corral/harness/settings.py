@@ -53,6 +53,18 @@ class Settings(BaseSettings):
     """After a lost manager, how long a re-dispatched call waits for one to answer."""
     execute_max_redispatches: int = Field(default=3, ge=0)
     """Lost managers one tool call survives before its result is "outcome unknown"."""
+    context_window_tokens: int | None = Field(default=None, ge=1)
+    """Overrides the per-model context window table (``corral.harness.context.CONTEXT_WINDOWS``)."""
+    compact_threshold: float = Field(default=0.8, gt=0, le=1)
+    """Compact once a request reaches this share of the context window."""
+    keep_tool_results: int = Field(default=3, ge=0)
+    """The newest tool results compaction never clears."""
+    tool_result_max_chars: int = Field(default=100_000, ge=1_000)
+    """A longer tool result is truncated in the conversation (the log keeps it whole)."""
+    summary_max_tokens: int = Field(default=2048, ge=64)
+    """``max_tokens`` of a compaction summary request."""
+    count_tokens: bool = True
+    """Ask the model's ``count_tokens`` endpoint for request sizes (else estimate only)."""
     crashpoint: str | None = Field(default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT")
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
 

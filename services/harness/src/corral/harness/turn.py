@@ -37,6 +37,8 @@ from opentelemetry import trace
 from corral import telemetry
 from corral.contracts import rpc, sandbox
 from corral.harness import crashpoints, events
+from corral.harness.compaction import Compactor
+from corral.harness.context import prompt_too_long
 from corral.harness.conversation import rebuild
 from corral.harness.crashpoints import Crashpoint, no_crash
 from corral.harness.decide import INTERRUPTED, TOOL_LIMIT_ERROR, Plan, ToolCall, decide, last_interrupt
@@ -52,6 +54,9 @@ from corral.harness.tools import Toolbox, toolbox
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
+
+_MAX_COMPACTION_LEVEL = 6
+"""How many times a turn compacts harder after "prompt is too long" before it gives up."""
 
 _STATUS_EVENTS = {
     "session.status_rescheduled": events.status_rescheduled,
@@ -94,6 +99,8 @@ class _TurnState:
     """Stream sequence of the newest ``user.interrupt`` the watcher has seen."""
     owned: bool = False
     provisioning: asyncio.Task[None] | None = None
+    context_limit: int | None = None
+    """The largest prompt the model said it takes ("prompt is too long: N tokens > M maximum")."""
 
     def begin(self, horizon: int) -> None:
         """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
@@ -157,6 +164,13 @@ def model_request(session: dict[str, Any], log: Sequence[rpc.LoggedEvent], *, ma
     )
 
 
+def _logged(appended: rpc.Appended, sent: Sequence[EventDict]) -> list[rpc.LoggedEvent]:
+    """The events of an append as the log now holds them (the stored copies, else what was sent)."""
+    stored = appended.events if len(appended.events) == len(sent) else list(sent)
+    first = appended.last_seq - len(stored) + 1
+    return [rpc.LoggedEvent(seq=first + i, event=dict(event)) for i, event in enumerate(stored)]
+
+
 def not_enabled(name: str, box: Toolbox) -> str:
     offered = ", ".join(definition["name"] for definition in box.definitions) or "none"
     return f"Tool {name!r} is not enabled for this agent. Tools available: {offered}."
@@ -216,8 +230,10 @@ class SessionDriver:
         context_attempts: int = 5,
         cancel_timeout_s: float = 3.0,
         max_tool_uses: int | None = None,
+        compactor: Compactor | None = None,
     ) -> None:
         self._store = store
+        self._compactor = compactor
         self._sandbox = sandbox
         self._cancel_timeout_s = cancel_timeout_s
         self._model = model
@@ -486,6 +502,8 @@ class SessionDriver:
         """One model request (retried within the turn); returns the stream sequence of its last append."""
         box = toolbox(_agent(context.session))
         attempt = 0
+        log = list(context.events)
+        level = 0
         while True:
             attempt += 1
             if turn.interrupted.is_set():
@@ -497,9 +515,28 @@ class SessionDriver:
             self._crash(crashpoints.AFTER_MODEL_REQUEST_START)
             preview = Preview(self._deltas, session_id, events.new_event_id())
             try:
-                request = model_request(context.session, context.events, max_tokens=self._max_tokens)
+                request = model_request(context.session, log, max_tokens=self._max_tokens)
+                if self._compactor is not None:
+                    prepared = await self._compactor.prepare(request, log, limit=turn.context_limit, level=level)
+                    if prepared.exhausted:
+                        return await self._compaction_limit(session_id, lease, turn, start_id)
+                    if prepared.events:
+                        appended = await self._append(session_id, lease, turn, prepared.events)
+                        log += _logged(appended, prepared.events)
+                    request = prepared.request
                 result = await self._traced_stream(session_id, request, preview, turn.interrupted)
             except ModelError as err:
+                maximum = prompt_too_long(err.message) if self._compactor is not None else None
+                if maximum is not None:
+                    # Too long for the model: compact (harder, once the limit is known) and ask again.
+                    level = level + 1 if turn.context_limit is not None and maximum >= turn.context_limit else level
+                    turn.context_limit = maximum
+                    logger.info("prompt too long; compacting", extra=_fields(session_id, maximum=maximum, level=level))
+                    await self._append(session_id, lease, turn, [events.model_request_end(start_id, is_error=True)])
+                    if level > _MAX_COMPACTION_LEVEL:
+                        return await self._compaction_limit(session_id, lease, turn, None)
+                    attempt -= 1
+                    continue
                 retry_status = self._policy.status(attempt, retryable=err.retryable)
                 logger.warning(
                     "model request failed: %s",
@@ -533,6 +570,19 @@ class SessionDriver:
             appended = await self._append(session_id, lease, turn, closing)
             self._crash(crashpoints.AFTER_TURN_END)
             return appended.last_seq
+
+    async def _compaction_limit(self, session_id: str, lease: HeldLease, turn: _TurnState, start_id: str | None) -> int:
+        """End the turn: the conversation is too long for the model and nothing more can be compacted."""
+        logger.warning("nothing more to compact; ending the turn", extra=_fields(session_id))
+        error = events.session_error(
+            "compaction_limit_reached_error",
+            "The conversation is too long for the model's context window and nothing more can be compacted "
+            "(the newest input alone may be too large). Send a shorter message, or start a new session.",
+            "exhausted",
+        )
+        batch = [events.model_request_end(start_id, is_error=True)] if start_id is not None else []
+        batch += [error, events.status_idle("retries_exhausted")]
+        return (await self._append(session_id, lease, turn, batch)).last_seq
 
     async def _traced_stream(
         self, session_id: str, request: ModelRequest, preview: Preview, interrupted: asyncio.Event

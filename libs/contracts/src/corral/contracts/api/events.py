@@ -273,6 +273,29 @@ class SessionError(StoredEvent):
     error: SessionErrorBody
 
 
+class CompactionDetails(Resource):
+    """Corral's record of what a compaction did (not part of the public API's event shape).
+
+    ``cleared_tool_results``: ids of ``agent.tool_result`` / ``user.custom_tool_result`` events whose
+    content the conversation now shows as a note (the log keeps them whole). ``summarized_through``:
+    the id of the last event the ``summary`` replaces; the conversation starts with the summary and
+    goes on with the events after that one.
+    """
+
+    cleared_tool_results: list[str] = Field(default_factory=list)
+    summarized_through: str | None = None
+    summary: str | None = None
+
+
+class AgentThreadContextCompacted(StoredEvent):
+    """The public event (``id``, ``type``, ``processed_at``) plus ``corral_compaction``, an extra field
+    API clients ignore (the SDK keeps unknown fields), from which any harness rebuilds the compacted
+    conversation."""
+
+    type: Literal["agent.thread_context_compacted"] = "agent.thread_context_compacted"
+    corral_compaction: CompactionDetails | None = None
+
+
 class SessionUpdated(StoredEvent):
     type: Literal["session.updated"] = "session.updated"
     agent: dict[str, Any] | None = None
@@ -291,6 +314,7 @@ SessionEvent = Annotated[
     | AgentToolUse
     | AgentToolResult
     | AgentCustomToolUse
+    | AgentThreadContextCompacted
     | SpanModelRequestStart
     | SpanModelRequestEnd
     | SessionStatusRunning

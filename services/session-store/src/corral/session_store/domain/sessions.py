@@ -33,6 +33,7 @@ HARNESS_WHILE_RUNNING = frozenset(
         "agent.tool_use",
         "agent.tool_result",
         "agent.custom_tool_use",
+        "agent.thread_context_compacted",
         "span.model_request_start",
         "span.model_request_end",
         "session.error",

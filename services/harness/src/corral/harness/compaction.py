@@ -1,0 +1,184 @@
+"""Fitting a model request into the model's context window (the I/O around ``corral.harness.context``).
+
+Before each model request the driver asks ``Compactor.prepare`` for the request to send. It sizes the
+request (the estimate, and the model's ``count_tokens`` once the estimate reaches half the budget,
+which also calibrates the estimate), and past the budget (``threshold`` x the context window, halved
+per ``level``) compacts: clears old tool results, then, if still over, summarises the oldest turns
+with a separate summary request. What it did comes back as one ``agent.thread_context_compacted``
+event for the driver to append: the request it returns is exactly the view of the log with that
+event, so a harness that wakes later rebuilds the same request from the log alone.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+from corral.contracts.rpc import LoggedEvent
+from corral.harness import events as event_builders
+from corral.harness.context import (
+    KEEP_FRACTION,
+    SUMMARY_SYSTEM,
+    Estimator,
+    compaction_details,
+    context_window,
+    plan_clearing,
+    prompt_too_long,
+    request_chars,
+    summary_cut,
+    transcript,
+    view,
+)
+from corral.harness.events import EventDict
+from corral.harness.model import ModelError, ModelRequest
+
+logger = logging.getLogger(__name__)
+
+_SUMMARY_ATTEMPTS = 4
+
+
+class ContextModel(Protocol):
+    async def count_tokens(self, request: ModelRequest) -> int | None:
+        """The request's input tokens as the model counts them; ``None`` when it cannot say."""
+        ...
+
+    async def summarise(self, request: ModelRequest) -> str:
+        """The text of a one-off (non-streamed) request; raises ``ModelError``."""
+        ...
+
+
+@dataclass(frozen=True)
+class ContextPolicy:
+    window_tokens: int | None = None
+    """Overrides the per-model table (``corral.harness.context.CONTEXT_WINDOWS``)."""
+    threshold: float = 0.8
+    keep_tool_results: int = 3
+    max_result_chars: int | None = 100_000
+    summary_max_tokens: int = 2048
+    count_tokens: bool = True
+
+
+@dataclass(frozen=True)
+class Prepared:
+    request: ModelRequest
+    events: tuple[EventDict, ...] = ()
+    """Compaction events to append before sending ``request``."""
+    tokens: int = 0
+    exhausted: bool = False
+    """More compaction was needed and nothing more could be compacted."""
+
+
+class Compactor:
+    def __init__(self, model: ContextModel, policy: ContextPolicy, estimator: Estimator | None = None) -> None:
+        self._model = model
+        self.policy = policy
+        self.estimator = estimator or Estimator()
+
+    async def prepare(
+        self, request: ModelRequest, log: Sequence[LoggedEvent], *, limit: int | None = None, level: int = 0
+    ) -> Prepared:
+        """The request to send for ``log`` (``request`` gives model, system, tools, max_tokens).
+
+        ``limit``: a maximum the model itself named ("prompt is too long"); ``level``: how many times a
+        request was refused with that limit already known (each level halves the budget).
+        """
+        policy = self.policy
+        window = context_window(request.model, policy.window_tokens)
+        if limit is not None:
+            window = min(window, limit)
+        budget = max(1, int(window * policy.threshold * 0.5**level))
+        events = list(log)
+        sized = dataclasses.replace(request, messages=view(events, max_result_chars=policy.max_result_chars))
+        tokens = await self.measure(sized, budget)
+        if tokens <= budget:
+            return Prepared(sized, tokens=tokens)
+        keep = max(0, policy.keep_tool_results - level)
+        cleared = plan_clearing(
+            events,
+            excess_chars=self.estimator.chars(tokens - budget),
+            keep=keep,
+            max_result_chars=policy.max_result_chars,
+        )
+        with_clearing = [*events, _pending(events, compaction_details(cleared=cleared))]
+        if cleared:
+            messages = view(with_clearing, max_result_chars=policy.max_result_chars)
+            tokens = await self.measure(dataclasses.replace(request, messages=messages), budget)
+        through: str | None = None
+        summary: str | None = None
+        if tokens > budget:
+            keep_chars = self.estimator.chars(int(budget * KEEP_FRACTION))
+            cut = summary_cut(with_clearing, keep_chars=keep_chars, max_result_chars=policy.max_result_chars)
+            if cut is not None and cut < len(events):
+                through = str(events[cut - 1].event.get("id"))
+                prefix = [*events[:cut], with_clearing[-1]]
+                summary = await self._summary(request.model, prefix, budget)
+                if summary is None:
+                    through = None
+        if not cleared and summary is None:
+            logger.info("nothing more to compact", extra={"fields": {"tokens": tokens, "budget": budget}})
+            return Prepared(sized, tokens=tokens, exhausted=level > 0)
+        event = event_builders.context_compacted(compaction_details(cleared=cleared, through=through, summary=summary))
+        final = [*events, _logged(events, event)]
+        compacted_request = dataclasses.replace(request, messages=view(final, max_result_chars=policy.max_result_chars))
+        tokens = await self.measure(compacted_request, budget)
+        logger.info(
+            "context compacted",
+            extra={
+                "fields": {
+                    "cleared": len(cleared),
+                    "summarized_through": through,
+                    "tokens": tokens,
+                    "budget": budget,
+                    "level": level,
+                }
+            },
+        )
+        return Prepared(compacted_request, events=(event,), tokens=tokens)
+
+    async def measure(self, request: ModelRequest, budget: int) -> int:
+        """The request's size in tokens: the estimate, or the model's count once it matters."""
+        chars = request_chars(request.messages, request.system, request.tools)
+        estimate = self.estimator.tokens(chars)
+        if not self.policy.count_tokens or estimate < budget / 2:
+            return estimate
+        counted = await self._model.count_tokens(request)
+        if counted is None:
+            return estimate
+        self.estimator.calibrate(chars, counted)
+        return counted
+
+    async def _summary(self, model: str, prefix: Sequence[LoggedEvent], budget: int) -> str | None:
+        """A summary of the conversation ``prefix`` shows, written in a separate context; ``None`` if
+        even a clipped transcript is too long for the model."""
+        messages = view(prefix, max_result_chars=self.policy.max_result_chars)
+        max_chars = max(1_000, self.estimator.chars(budget) - len(SUMMARY_SYSTEM) - 200)
+        for _ in range(_SUMMARY_ATTEMPTS):
+            text = "Conversation to summarise:\n\n" + transcript(messages, max_chars=max_chars)
+            request = ModelRequest(
+                model=model,
+                system=SUMMARY_SYSTEM,
+                messages=[{"role": "user", "content": [{"type": "text", "text": text}]}],
+                max_tokens=self.policy.summary_max_tokens,
+            )
+            try:
+                summary = (await self._model.summarise(request)).strip()
+            except ModelError as err:
+                maximum = prompt_too_long(err.message)
+                if maximum is None:
+                    raise
+                max_chars = min(max_chars // 2, self.estimator.chars(int(maximum * 0.8)))
+                continue
+            return summary or "(the summary came back empty)"
+        return None
+
+
+def _pending(events: Sequence[LoggedEvent], details: dict[str, object]) -> LoggedEvent:
+    return _logged(events, {"type": "agent.thread_context_compacted", "id": "pending", "corral_compaction": details})
+
+
+def _logged(events: Sequence[LoggedEvent], event: EventDict) -> LoggedEvent:
+    """``event`` as it will be logged after ``events`` (its position is all the view needs)."""
+    return LoggedEvent(seq=(events[-1].seq + 1) if events else 1, event=event)
