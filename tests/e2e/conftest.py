@@ -101,8 +101,26 @@ def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary) -> 
     stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary)
     try:
         yield stack
+        assert_no_permission_violations(stack)
     finally:
         stack.stop()
+
+
+#: Every service process of a test stack: each logs what NATS refused its own connection.
+SERVICES = (*DIAGNOSED, "credential-proxy")
+
+
+def assert_no_permission_violations(stack: Stack) -> None:
+    """No service was refused anything on the bus during the whole run: each service's NATS user
+    allows everything the service does (tests' own deliberate violations use other connections)."""
+    refused = {
+        service: [line for line in stack.log_path(service).read_text(errors="replace").splitlines() if marker in line]
+        for service in SERVICES
+        for marker in ("permissions violation",)
+        if stack.log_path(service).exists()
+    }
+    refused = {service: lines for service, lines in refused.items() if lines}
+    assert not refused, f"NATS refused services something they do: {refused}"
 
 
 @pytest.fixture(scope="session")

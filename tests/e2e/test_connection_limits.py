@@ -61,6 +61,8 @@ async def test_half_open_connections_are_limited_per_client_and_timed_out(stack:
             c.cancel()
         for _, writer in connections:
             writer.close()
+        # let every transport really close, so no socket is left for the garbage collector
+        await asyncio.gather(*(writer.wait_closed() for _, writer in connections), return_exceptions=True)
 
     text = await logged(log, "sent no complete request headers in time")
     new = text.splitlines()[lines_before:]

@@ -74,15 +74,22 @@ def _infra(make_stack: list[Stack], state_dir: Path, ports: Ports | None = None)
     return stack
 
 
-def _nats_request(port: int, subject: str, payload: dict[str, object]) -> dict[str, object]:
-    """One request/reply over the raw NATS protocol (only libs/bus may import the client)."""
+def _nats_request(stack: Stack, subject: str, payload: dict[str, object]) -> dict[str, object]:
+    """One request/reply over the raw NATS protocol (only libs/bus may import the client), as the
+    stack's ``admin`` user."""
     body = json.dumps(payload).encode()
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+    admin = stack.nats_settings()
+    password = admin.password.get_secret_value() if admin.password is not None else ""
+    connect = {"verbose": False, "pedantic": False, "user": admin.user, "pass": password}
+    with socket.create_connection(("127.0.0.1", stack.ports.nats), timeout=5) as sock:
         reader = sock.makefile("rb")
         assert reader.readline().startswith(b"INFO ")
         sock.sendall(
-            b'CONNECT {"verbose":false,"pedantic":false}\r\n'
-            b"SUB _INBOX.devstack 1\r\n" + f"PUB {subject} _INBOX.devstack {len(body)}\r\n".encode() + body + b"\r\n"
+            f"CONNECT {json.dumps(connect)}\r\n".encode()
+            + b"SUB _INBOX.devstack 1\r\n"
+            + f"PUB {subject} _INBOX.devstack {len(body)}\r\n".encode()
+            + body
+            + b"\r\n"
         )
         while True:
             line = reader.readline()
@@ -175,12 +182,12 @@ def test_data_survives_stop_and_start(make_stack: list[Stack], tmp_path: Path) -
         written = vault.post("/corral/data/devstack/test", json={"data": {"password": "hunter2"}})
         assert written.status_code == 200, written.text
     created = _nats_request(
-        stack.ports.nats,
+        stack,
         "$JS.API.STREAM.CREATE.DEVSTACK",
         {"name": "DEVSTACK", "subjects": ["devstack.>"], "storage": "file"},
     )
     assert "error" not in created, created
-    ack = _nats_request(stack.ports.nats, "devstack.hello", {"hello": "world"})
+    ack = _nats_request(stack, "devstack.hello", {"hello": "world"})
     assert ack.get("stream") == "DEVSTACK"
     assert _jetstream_totals(stack) == (1, 1)
     pids = list(_running_pids(stack).values())

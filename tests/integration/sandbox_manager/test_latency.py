@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from corral.sandbox_manager.channel import AgentChannel
+from corral.sandbox_manager.channel import UNSOLICITED_SLACK, AgentChannel
 from corral.sandbox_manager.containers import Driver
 from tests.integration.sandbox_manager.conftest import Manager
 
@@ -69,12 +69,14 @@ async def test_a_call_through_the_exec_agent_is_much_faster_than_docker_exec(
         assert not outcome.is_error
 
     # the agent alone, over a second attach stream to the same container (no bus, no records);
-    # Docker sends stdout to every attached stream, and nothing else runs in this session meanwhile
+    # Docker sends stdout to every attached stream, and nothing else runs in this session meanwhile;
+    # the manager's own stream sees these replies too, and takes no more than UNSOLICITED_SLACK of them
+    # before it counts the sandbox as broken, so the probe stays under that
     sock = await manager_driver_attach(manager, container_id)
     channel = await AgentChannel.open("latency-probe", sock)
     agent: list[float] = []
     try:
-        for _ in range(200):
+        for _ in range(UNSOLICITED_SLACK - 4):
             began = time.perf_counter()
             reply = await channel.call("bash", {"command": "echo hi"}, timeout_ms=5000, wait_s=5)
             agent.append((time.perf_counter() - began) * 1000)

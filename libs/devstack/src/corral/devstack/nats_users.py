@@ -27,7 +27,7 @@ from pathlib import Path
 from corral.contracts import subjects
 from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
 from corral.contracts.rpc import Op
-from corral.contracts.sandbox import SANDBOXES_BUCKET, TOOL_RESULTS_BUCKET, sandbox_rpc
+from corral.contracts.sandbox import SANDBOXES_BUCKET, TOOL_RESULTS_BUCKET, execute_heartbeat, sandbox_rpc
 from corral.devstack.state import write_private
 
 ADMIN = "admin"
@@ -118,7 +118,12 @@ def service_permissions() -> dict[str, Permissions]:
     store_rpc = subjects.STORE_RPC_WILDCARD
     return {
         "gateway": Permissions(
-            publish=_unique(gateway_store_ops(), [subjects.health("*")], stream_read(subjects.SESSIONS_STREAM)),
+            publish=_unique(
+                gateway_store_ops(),
+                [subjects.health("*")],
+                stream_read(subjects.SESSIONS_STREAM),
+                kv_write(subjects.IDEMPOTENCY_BUCKET),
+            ),
             subscribe=(subjects.deltas("*"), subjects.health("gateway"), inbox("gateway")),
         ),
         "session-store": Permissions(
@@ -143,10 +148,19 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.store_rpc(Op.SESSIONS_CONTEXT), subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
             ),
-            subscribe=(subjects.WAKE_WILDCARD, subjects.health("harness"), inbox("harness")),
+            subscribe=(
+                subjects.WAKE_WILDCARD,
+                execute_heartbeat("*", "*"),
+                subjects.health("harness"),
+                inbox("harness"),
+            ),
         ),
         "sandbox-manager": Permissions(
-            publish=_unique(kv_write(TOOL_RESULTS_BUCKET), kv_write(SANDBOXES_BUCKET), [egress_rpc("*")]),
+            publish=_unique(
+                kv_write(TOOL_RESULTS_BUCKET),
+                kv_write(SANDBOXES_BUCKET),
+                [egress_rpc("*"), execute_heartbeat("*", "*")],
+            ),
             subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),
         ),
         "credential-proxy": Permissions(
