@@ -9,13 +9,16 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
 class NatsSettings(BaseSettings):
-    """``CORRAL_NATS_URL`` (default ``nats://127.0.0.1:4222``), ``CORRAL_NATS_CONNECT_TIMEOUT_S``."""
+    """``CORRAL_NATS_URL`` (default ``nats://127.0.0.1:4222``), ``CORRAL_NATS_CONNECT_TIMEOUT_S``,
+    ``CORRAL_NATS_RECORD_CHUNK_BYTES`` (a stored record larger than this is stored in parts of at most
+    this many bytes; ``0``, the default, means the server's ``max_payload`` less 64 KiB for headers)."""
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_NATS_", frozen=True, extra="ignore")
 
     url: str = "nats://127.0.0.1:4222"
     connect_timeout_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    record_chunk_bytes: int = Field(default=0, ge=0)
 
 
 class LogSettings(BaseSettings):
