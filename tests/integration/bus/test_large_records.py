@@ -193,6 +193,7 @@ async def test_a_reply_over_max_payload_reaches_the_caller_as_an_error_reply_wit
         routes={"big": (Ask, big), "broken": (Ask, broken)},
         subject=lambda op: f"t.rpc.{op}",
         queue="t",
+        bounded=frozenset({"big"}),
     )
     async with ops.serve(bus):
         started = time.monotonic()
@@ -218,3 +219,13 @@ async def test_a_reply_over_max_payload_reaches_the_caller_as_an_error_reply_wit
             reply = RpcReply.model_validate_json(await bus.request(subject, b"", timeout=5))
             assert time.monotonic() - started < 1.0, subject
             assert reply.error is not None and reply.error.type == kind, subject
+
+
+async def test_a_request_and_a_reply_larger_than_max_payload_travel_whole(bus: Bus) -> None:
+    async def echo(data: bytes, _headers: dict[str, str]) -> bytes:
+        return data[::-1] + data
+
+    async with bus.serve("t.raw.echo", echo, queue="t", large_replies=True):
+        body = blob(3 * bus.max_payload)
+        assert await bus.request("t.raw.echo", body, timeout=20) == body[::-1] + body
+        assert await bus.request("t.raw.echo", b"ab", timeout=5) == b"baab"

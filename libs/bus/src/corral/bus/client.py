@@ -24,6 +24,7 @@ from nats.aio.msg import Msg
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
+from nats.js.object_store import ObjectStore
 
 from corral.bus import records
 from corral.bus.cancellation import honouring_cancel
@@ -31,6 +32,7 @@ from corral.bus.errors import IncompleteRecord, NoResponders, PayloadTooLarge, S
 from corral.bus.kv import KeyValueBucket
 from corral.bus.records import StoredMessage
 from corral.contracts import headers as h
+from corral.contracts import subjects
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import StreamSpec
@@ -167,6 +169,7 @@ class Bus:
         self.nc = nc
         self.js: JetStreamContext = nc.jetstream(timeout=settings.request_timeout_s)
         self._settings = settings
+        self._bodies_store: ObjectStore | None = None
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -532,21 +535,56 @@ class Bus:
         return PullConsumer(sub)
 
     # --- request-reply -------------------------------------------------------------------------------
+    async def _bodies(self) -> ObjectStore:
+        if self._bodies_store is None:
+            try:
+                self._bodies_store = await self.js.object_store(subjects.BODIES_BUCKET)
+            except js_errors.BucketNotFoundError:
+                self._bodies_store = await self.js.create_object_store(
+                    subjects.BODIES_BUCKET, config=js_api.ObjectStoreConfig(ttl=subjects.BODIES_TTL_S)
+                )
+        return self._bodies_store
+
+    async def _spill(self, data: bytes) -> dict[str, str]:
+        """Put a body too large for one message in the bodies store; the header that names it."""
+        name = uuid.uuid4().hex
+        await honouring_cancel((await self._bodies()).put(name, data))
+        return {h.BODY_REF: name}
+
+    async def _unspill(self, data: bytes, headers: dict[str, str]) -> bytes:
+        """The body a message carries: itself, or the one its ``Corral-Body-Ref`` names (read once)."""
+        name = headers.get(h.BODY_REF)
+        if name is None:
+            return data
+        store = await self._bodies()
+        result = await honouring_cancel(store.get(name))
+        with contextlib.suppress(Exception):
+            await store.delete(name)
+        return bytes(result.data or b"")
+
+    def _fits(self, data: bytes) -> bool:
+        return len(data) <= self.max_payload - records.HEADER_ROOM
+
     async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
-        """Send a request and wait for the reply.
+        """Send a request (of any size) and wait for the reply.
+
+        A request or reply larger than one message travels through the bodies object store
+        (``corral_bodies``); the message carries its name in ``Corral-Body-Ref``.
 
         Raises:
             NoResponders: nothing serves ``subject`` (the service is not running).
-            PayloadTooLarge: ``data`` is larger than the server carries; nothing was sent.
         """
-        self._check_size(data)
+        headers = inject({})
+        if not self._fits(data):
+            headers.update(await self._spill(data))
+            data = b""
         try:
             msg = await honouring_cancel(
-                self.nc.request(subject, data, timeout=timeout or self._settings.request_timeout_s, headers=inject({}))
+                self.nc.request(subject, data, timeout=timeout or self._settings.request_timeout_s, headers=headers)
             )
         except nats.errors.NoRespondersError as exc:
             raise NoResponders(subject) from exc
-        return msg.data
+        return await self._unspill(msg.data, dict(msg.headers or {}))
 
     @contextlib.asynccontextmanager
     async def serve(
@@ -557,6 +595,7 @@ class Bus:
         queue: str,
         limit: int = 256,
         too_large: Callable[[int, int], bytes] | None = None,
+        large_replies: bool = False,
     ) -> AsyncIterator[None]:
         """Answer requests on ``subject`` (a queue group shares the load) while the block runs; the
         block starts once the server routes ``subject`` here, so another connection can ask at once.
@@ -565,7 +604,8 @@ class Bus:
         raises is logged (with the subject) and answered with an ``RpcReply`` error (``api_error``);
         a reply larger than the server carries is replaced by ``too_large(size, limit)`` (by a
         ``request_too_large`` ``RpcReply`` without it); a reply the connection refuses to send is
-        logged and answered with an ``api_error`` ``RpcReply``.
+        logged and answered with an ``api_error`` ``RpcReply``. With ``large_replies`` a reply of any
+        size is sent, through the bodies object store when it is larger than one message.
 
         Each request runs in its own task, at most ``limit`` at once; on exit the subscription is
         removed and in-flight requests finish before the block returns.
@@ -577,12 +617,20 @@ class Bus:
             async with slots:
                 fields = {"subject": msg.subject}
                 try:
-                    reply = await handler(msg.data, dict(msg.headers or {}))
+                    headers = dict(msg.headers or {})
+                    reply = await handler(await self._unspill(msg.data, headers), headers)
                 except Exception:
                     logger.exception("request handler failed", extra={"fields": fields})
                     reply = error_reply("api_error", f"the service answering {msg.subject} failed; retry shortly")
                 if not msg.reply:
                     return
+                reply_headers: dict[str, str] | None = None
+                if large_replies and not self._fits(reply):
+                    try:
+                        reply_headers = await self._spill(reply)
+                        reply = b""
+                    except Exception:
+                        logger.exception("reply could not be stored", extra={"fields": fields})
                 if len(reply) > self.max_payload:
                     logger.warning(
                         "reply too large for the bus",
@@ -598,11 +646,12 @@ class Bus:
                         )
                     )
                 try:
-                    await msg.respond(reply)
+                    await self.nc.publish(msg.reply, reply, headers=reply_headers)
                 except Exception:
                     logger.exception("reply could not be sent", extra={"fields": {**fields, "size": len(reply)}})
+                    failed = error_reply("api_error", f"the answer on {msg.subject} could not be sent")
                     with contextlib.suppress(Exception):
-                        await msg.respond(error_reply("api_error", f"the answer on {msg.subject} could not be sent"))
+                        await self.nc.publish(msg.reply, failed)
 
         async def on_message(msg: Msg) -> None:
             task = asyncio.get_running_loop().create_task(answer(msg))

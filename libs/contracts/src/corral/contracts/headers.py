@@ -30,3 +30,7 @@ RECORD_FIRST_SEQ: Final = "Corral-Record-First-Seq"
 
 RECORD_DIGEST: Final = "Corral-Record-Digest"
 """Hex SHA-256 of the whole record's bytes, on every part: a reader checks the joined parts against it."""
+
+BODY_REF: Final = "Corral-Body-Ref"
+"""On a request or reply larger than one message: the name, in the ``corral_bodies`` object store,
+under which its body waits (the message itself is empty). The receiver reads and deletes it."""
