@@ -4,8 +4,9 @@ Every append is checked against the session's state (a fold of its subject, cach
 with an id and ``processed_at``, and published with ``Nats-Msg-Id`` (dedupe) and
 ``Nats-Expected-Last-Subject-Sequence`` (fencing). A record of any size is stored: the bus stores
 one larger than a message in parts and reads it back whole (``corral.bus.records``); fencing counts
-raw sequences, so a half record a crashed writer left behind never fences the next append out. A second session-store, or a stale cache, loses
-the race on the expected sequence: the state is reloaded from the stream and the append re-decided.
+raw sequences, so a half record a crashed writer left behind never fences the next append out. A
+second session-store, or a stale cache, loses the race on the expected sequence: the state is
+reloaded from the stream and the append re-decided.
 """
 
 from __future__ import annotations
