@@ -13,7 +13,8 @@ import anthropic
 import httpx
 import pytest
 
-from corral.bus import Bus
+from corral.bus import Bus, records
+from corral.contracts import headers as h
 from corral.contracts import subjects
 from tests.e2e.flows import all_events, open_stream, read_until_idle, send_text
 from tests.e2e.test_bad_input import assert_error
@@ -159,3 +160,30 @@ async def test_a_lone_surrogate_is_a_400_and_the_log_is_unchanged(
     assert len((await http.get(f"/v1/sessions/{session_id}/events")).json()["data"]) == before
     created = await http.post("/v1/agents", content=b'{"name":"\\udfff","model":"claude-sonnet-4-6"}')
     assert_error(created, 400, "invalid_request_error", "name", "surrogate")
+
+
+async def test_a_half_record_left_by_a_crashed_writer_is_skipped_and_does_not_block_the_session(
+    client: anthropic.AsyncAnthropic, http: httpx.AsyncClient, bus: Bus, session_id: str
+) -> None:
+    """Two of three parts of a record on the session's subject, as a store that died mid-append
+    leaves them: the next append is fenced past them, and no reader ever sees them."""
+    subject = subjects.session_log(session_id)
+    before = [e.id for e in await all_events(client, session_id)]
+    tail = await bus.last_seq(subjects.SESSIONS_STREAM, subject)
+    half = json.dumps(message("h" * (2 * bus.chunk_size + 10)) | {"id": "sevt_half"}).encode()
+    chunks = records.split(half, bus.chunk_size)
+    sha = records.digest(half)
+    first = 0
+    for i, chunk in enumerate(chunks[:2], 1):
+        hdrs = records.part_headers({}, "half-record", i, len(chunks), sha)
+        if first:
+            hdrs[h.RECORD_FIRST_SEQ] = str(first)
+        hdrs[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(tail)
+        tail = (await bus.js.publish(subject, chunk, headers=hdrs)).seq
+        first = first or tail
+
+    sent = await send_text(client, session_id, "after the crash")
+    events = await all_events(client, session_id)
+    assert [e.id for e in events][: len(before)] == before
+    assert sent.id in [e.id for e in events] and "sevt_half" not in [e.id for e in events]
+    assert (await bus.last_seq(subjects.SESSIONS_STREAM, subject)) > tail

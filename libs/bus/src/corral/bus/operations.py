@@ -134,7 +134,7 @@ class Operations:
 
 def _too_large(op: str, size: int, limit: int) -> bytes:
     message = (
-        f"the answer to {op} is {size} bytes, more than the {limit} bytes one bus message carries "
+        f"the answer to {op} is {size} bytes, over the limit of {limit} bytes one bus message carries "
         "(NATS max_payload), and this operation answers in one message; read the log instead"
     )
     return RpcReply(ok=False, error=ErrorDetail(type="request_too_large", message=message)).model_dump_json().encode()
