@@ -128,6 +128,7 @@ def subject_catalogue() -> dict[str, Any]:
             sandbox.TOOL_RESULTS_BUCKET: "execute outcome per <session_id>.<tool_use_id>",
             sandbox.SANDBOXES_BUCKET: "sandbox-manager records: which container serves which session",
             egress.EGRESS_BUCKET: "credential-proxy egress grants per session id: listen address, port, policy",
+            subjects.BODIES_BUCKET: "object store: request and reply bodies larger than one message (Corral-Body-Ref)",
         },
     }
 

@@ -7,7 +7,8 @@
     ├── KeyExists            KV create on a key that is held
     ├── KeyChanged           KV update/delete with a stale revision
     ├── NoResponders         nobody serves the request subject: the service is down
-    └── PayloadTooLarge      the message is larger than the server's ``max_payload``: nothing was sent
+    ├── PayloadTooLarge      the message is larger than the server's ``max_payload``: nothing was sent
+    └── IncompleteRecord     ``Bus.get`` of a part of a record whose other parts are not all stored
 
 Handler outcomes (raised inside a durable-consumer handler):
 
@@ -63,3 +64,7 @@ class Retry(Exception):
 
 class Reject(Exception):
     pass
+
+
+class IncompleteRecord(BusError):
+    """The sequence asked for is a part of a record stored in parts, and not every part is stored."""

@@ -7,6 +7,11 @@ Every failure is an error reply, never silence on the wire:
 - a request that does not validate is an ``invalid_request_error`` naming the first bad field;
 - an ``ApiError`` is answered as it says (its type and ``error_code``);
 - a record or a reply larger than the bus carries (``PayloadTooLarge``) is a ``request_too_large``;
+- a reply larger than one message is sent whole through the bodies object store (see ``Bus.serve``),
+  except for the operations listed in ``bounded``: theirs is answered ``request_too_large`` naming
+  the size and the limit, at once;
+- a handler that raises past all this, or a reply the connection cannot send, is answered by
+  ``Bus.serve`` with an ``api_error`` (the subject in the log), never left to the caller's deadline;
 - an exception the service's ``translate`` knows (a database outage, an engine that is down) is
   answered with the detail it returns;
 - anything else is logged with its traceback and answered ``api_error`` naming no internals.
@@ -55,6 +60,9 @@ class Operations:
     queue: str
     translate: Translate = field(default=_nothing_expected)
     describe: Describe | None = None
+    bounded: frozenset[str] = frozenset()
+    """Operations whose reply must fit one bus message (``max_payload``); every other reply may be of
+    any size."""
 
     async def answer(self, op: str, data: bytes, headers: Mapping[str, str]) -> bytes:
         """Decode, run and answer one request of operation ``op``."""
@@ -113,15 +121,21 @@ class Operations:
                     return await self.answer(op, data, headers)
 
                 await stack.enter_async_context(
-                    bus.serve(self.subject(op), handler, queue=self.queue, too_large=functools.partial(_too_large, op))
+                    bus.serve(
+                        self.subject(op),
+                        handler,
+                        queue=self.queue,
+                        too_large=functools.partial(_too_large, op),
+                        large_replies=op not in self.bounded,
+                    )
                 )
             yield
 
 
 def _too_large(op: str, size: int, limit: int) -> bytes:
     message = (
-        f"the answer to {op} is {size} bytes, more than the {limit} bytes the bus carries; "
-        "ask for less (a smaller page `limit`)"
+        f"the answer to {op} is {size} bytes, over the limit of {limit} bytes one bus message carries "
+        "(NATS max_payload), and this operation answers in one message; read the log instead"
     )
     return RpcReply(ok=False, error=ErrorDetail(type="request_too_large", message=message)).model_dump_json().encode()
 

@@ -12,3 +12,25 @@ TRACEPARENT: Final = "traceparent"
 """W3C trace context, injected by ``corral.telemetry`` on publish and extracted on receipt."""
 
 TRACESTATE: Final = "tracestate"
+"""W3C trace state, carried alongside ``traceparent``."""
+
+# --- records stored in parts (see ``corral.bus.records``) -------------------------------------------
+# A record whose encoding is larger than the bus's chunk size is stored as N consecutive messages on
+# its subject. Every part carries these headers; readers through ``corral.bus`` get the record whole.
+
+RECORD_ID: Final = "Corral-Record-Id"
+"""The id shared by every part of one record: the publish's ``Nats-Msg-Id`` (each part is de-duplicated
+as ``<record id>:<i>``), or a fresh id when the publish had none."""
+
+RECORD_PART: Final = "Corral-Record-Part"
+"""``<i>/<n>``: this message is part ``i`` (from 1) of a record stored in ``n`` parts."""
+
+RECORD_FIRST_SEQ: Final = "Corral-Record-First-Seq"
+"""On parts 2..n: the stream sequence of part 1, so a reader that starts mid-record can fetch the rest."""
+
+RECORD_DIGEST: Final = "Corral-Record-Digest"
+"""Hex SHA-256 of the whole record's bytes, on every part: a reader checks the joined parts against it."""
+
+BODY_REF: Final = "Corral-Body-Ref"
+"""On a request or reply larger than one message: the name, in the ``corral_bodies`` object store,
+under which its body waits (the message itself is empty). The receiver reads and deletes it."""

@@ -65,6 +65,12 @@ LEASE_BUCKET: Final = "corral_leases"
 # --- replayed responses per Idempotency-Key (JetStream KV, gateway) -------------------------------------
 IDEMPOTENCY_BUCKET: Final = "corral_idempotency"
 
+BODIES_BUCKET: Final = "corral_bodies"
+"""Object store for request and reply bodies larger than one NATS message (see ``corral.bus``); a
+body is deleted by its reader and expires after ``BODIES_TTL_S`` when it is never read."""
+
+BODIES_TTL_S: Final = 600.0
+
 # --- request-reply -------------------------------------------------------------------------------------
 STORE_QUEUE: Final = "session-store"
 

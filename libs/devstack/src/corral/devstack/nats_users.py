@@ -12,9 +12,11 @@ arrive on the user's own inbox, ``_INBOX.<user>.>`` (``corral.bus`` sets that pr
 service sees another's replies. Responders answer with ``allow_responses``, which lets them
 publish to the reply subject of a request they received and nowhere else.
 
-No service user may delete a stream, delete a message or purge a stream, with one exception: the
-session-store purges a deleted session's log (keeping its tombstone), so it alone may purge
-``CORRAL_SESSIONS``. The ``admin`` user (the launcher's checks, tests and benchmarks) has no limits.
+No service user may delete a stream, delete a message or purge one of the durable streams, with one
+exception: the session-store purges a deleted session's log (keeping its tombstone), so it alone may
+purge ``CORRAL_SESSIONS``. Every service may purge its spent bodies from ``corral_bodies``, the
+object store that carries requests and replies larger than one message (transient, with a TTL).
+The ``admin`` user (the launcher's checks, tests and benchmarks) has no limits.
 """
 
 from __future__ import annotations
@@ -32,11 +34,14 @@ from corral.devstack.state import write_private
 
 ADMIN = "admin"
 
+#: The durable streams: no service may purge them (but the session-store, its deleted sessions' logs).
+LOG_STREAMS: tuple[str, ...] = (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM, subjects.WAKE_STREAM)
+
 #: What every service user is denied, whatever its allow list says.
 DENIED_TO_SERVICES: tuple[str, ...] = (
     "$JS.API.STREAM.DELETE.>",
     "$JS.API.STREAM.MSG.DELETE.>",
-    "$JS.API.STREAM.PURGE.>",
+    *(f"$JS.API.STREAM.PURGE.{stream}" for stream in LOG_STREAMS),
     "$JS.API.ACCOUNT.>",
     "$JS.API.SERVER.>",
     "$JS.API.META.>",
@@ -102,6 +107,18 @@ def kv_write(bucket: str) -> tuple[str, ...]:
     return (*kv_read(bucket), f"$KV.{bucket}.>")
 
 
+def bodies() -> tuple[str, ...]:
+    """The ``corral_bodies`` object store that carries requests and replies larger than one message:
+    every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
+    stream = f"OBJ_{subjects.BODIES_BUCKET}"
+    return (
+        *stream_admin(stream),
+        *stream_read(stream),
+        f"$O.{subjects.BODIES_BUCKET}.>",
+        f"$JS.API.STREAM.PURGE.{stream}",
+    )
+
+
 def _unique(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for group in groups for s in group))
 
@@ -123,6 +140,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.health("*")],
                 stream_read(subjects.SESSIONS_STREAM),
                 kv_write(subjects.IDEMPOTENCY_BUCKET),
+                bodies(),
             ),
             subscribe=(subjects.deltas("*"), subjects.health("gateway"), inbox("gateway")),
         ),
@@ -135,9 +153,12 @@ def service_permissions() -> dict[str, Permissions]:
                 [f"$JS.API.STREAM.PURGE.{subjects.SESSIONS_STREAM}"],  # a deleted session's history
                 kv_read(subjects.LEASE_BUCKET),
                 [sandbox_rpc("release")],
+                bodies(),
             ),
             subscribe=(store_rpc, subjects.health("session-store"), inbox("session-store")),
-            deny_publish=tuple(s for s in DENIED_TO_SERVICES if not s.startswith("$JS.API.STREAM.PURGE.")),
+            deny_publish=tuple(
+                s for s in DENIED_TO_SERVICES if s != f"$JS.API.STREAM.PURGE.{subjects.SESSIONS_STREAM}"
+            ),
         ),
         "harness": Permissions(
             publish=_unique(
@@ -147,6 +168,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.deltas("*")],
                 [subjects.store_rpc(Op.SESSIONS_CONTEXT), subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
+                bodies(),
             ),
             subscribe=(
                 subjects.WAKE_WILDCARD,
@@ -160,11 +182,12 @@ def service_permissions() -> dict[str, Permissions]:
                 kv_write(TOOL_RESULTS_BUCKET),
                 kv_write(SANDBOXES_BUCKET),
                 [egress_rpc("*"), execute_heartbeat("*", "*")],
+                bodies(),
             ),
             subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),
         ),
         "credential-proxy": Permissions(
-            publish=kv_write(EGRESS_BUCKET),
+            publish=_unique(kv_write(EGRESS_BUCKET), bodies()),
             subscribe=(egress_rpc("*"), subjects.health("credential-proxy"), inbox("credential-proxy")),
         ),
     }

@@ -10,7 +10,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 class NatsSettings(BaseSettings):
     """``CORRAL_NATS_URL`` (default ``nats://127.0.0.1:4222``), ``CORRAL_NATS_CONNECT_TIMEOUT_S``,
-    ``CORRAL_NATS_REQUEST_TIMEOUT_S``, and the service's own NATS user: ``CORRAL_NATS_USER`` and
+    ``CORRAL_NATS_REQUEST_TIMEOUT_S``, ``CORRAL_NATS_RECORD_CHUNK_BYTES`` (a stored record larger than
+    this is stored in parts of at most this many bytes; ``0``, the default, means the server's
+    ``max_payload`` less 64 KiB for headers), and the service's own NATS user: ``CORRAL_NATS_USER`` and
     ``CORRAL_NATS_PASSWORD`` (unset: connect without credentials, which a server with users refuses).
 
     ``make up`` gives each service its own user, allowed to publish and subscribe only on the
@@ -24,6 +26,7 @@ class NatsSettings(BaseSettings):
     password: SecretStr | None = None
     connect_timeout_s: float = Field(default=5.0, gt=0)
     request_timeout_s: float = Field(default=10.0, gt=0)
+    record_chunk_bytes: int = Field(default=0, ge=0)
 
 
 class LogSettings(BaseSettings):

@@ -61,15 +61,6 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
                 return answer
 
             await stack.enter_async_context(serve_health(bus, "gateway", report))
-            state.bus_max_payload = bus.max_payload
-            if state.max_body_bytes() < settings.max_body_bytes:
-                logger.info(
-                    "request bodies are capped at %d bytes: the bus carries %d bytes a message "
-                    "(raise NATS max_payload to accept up to CORRAL_GATEWAY_MAX_BODY_BYTES=%d)",
-                    state.max_body_bytes(),
-                    bus.max_payload,
-                    settings.max_body_bytes,
-                )
             replies = await bus.key_value(subjects.IDEMPOTENCY_BUCKET, ttl_s=settings.idempotency_ttl_s)
             state.backends = Backends(
                 store=BusStore(bus, timeout_s=settings.store_timeout_s),

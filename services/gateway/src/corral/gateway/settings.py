@@ -13,7 +13,9 @@ class Settings(BaseSettings):
 
     host: str = "127.0.0.1"
     port: int = Field(default=8080, ge=0, le=65535)
-    max_body_bytes: int = Field(default=4 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above)")
+    max_body_bytes: int = Field(
+        default=32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above); any size is stored"
+    )
     sse_heartbeat_s: float = Field(default=15.0, gt=0, description="Idle time after which a stream sends a ping")
     auth_cache_ttl_s: float = Field(default=30.0, ge=0, description="How long a resolved API key is trusted")
     store_timeout_s: float = Field(default=10.0, gt=0, description="Deadline of each session-store request")

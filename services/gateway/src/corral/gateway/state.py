@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Final
 
 from starlette.applications import Starlette
 from starlette.requests import HTTPConnection
@@ -18,10 +17,6 @@ from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.settings import Settings
 from corral.gateway.sse import StreamRegistry
 from corral.gateway.store import Store
-
-BUS_ENVELOPE_BYTES: Final = 64 * 1024
-"""Room kept, in the largest message the bus carries, for what wraps a request body on its way to
-the log: the bus request around it, and the ids, timestamps and snapshots of the stored record."""
 
 
 @dataclass(frozen=True)
@@ -42,8 +37,6 @@ class GatewayState:
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     backends: Backends | None = None
     limiter: RateLimiter | None = None
-    bus_max_payload: int | None = None
-    """The largest message the connected bus carries (``None`` until connected, and with fake backends)."""
     stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
@@ -52,11 +45,8 @@ class GatewayState:
         self.streams.close_all()
 
     def max_body_bytes(self) -> int:
-        """The largest request body accepted: the configured cap, lowered to what the bus can store."""
-        limit = self.settings.max_body_bytes
-        if self.bus_max_payload is not None:
-            limit = min(limit, self.bus_max_payload - BUS_ENVELOPE_BYTES)
-        return limit
+        """The largest request body accepted (the bus carries and stores records of any size)."""
+        return self.settings.max_body_bytes
 
     def ready(self) -> Backends:
         if self.backends is None:

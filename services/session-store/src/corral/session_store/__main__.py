@@ -47,6 +47,7 @@ async def run(settings: Settings) -> None:
             catalog=Catalog(bus),
             projector=projector,
             leases=leases,
+            events_page_bytes=settings.events_page_bytes,
         )
 
         async def report() -> Health:

@@ -2,8 +2,11 @@
 
 Every append is checked against the session's state (a fold of its subject, cached here), stamped
 with an id and ``processed_at``, and published with ``Nats-Msg-Id`` (dedupe) and
-``Nats-Expected-Last-Subject-Sequence`` (fencing). A second session-store, or a stale cache, loses
-the race on the expected sequence: the state is reloaded from the stream and the append re-decided.
+``Nats-Expected-Last-Subject-Sequence`` (fencing). A record of any size is stored: the bus stores
+one larger than a message in parts and reads it back whole (``corral.bus.records``); fencing counts
+raw sequences, so a half record a crashed writer left behind never fences the next append out. A
+second session-store, or a stale cache, loses the race on the expected sequence: the state is
+reloaded from the stream and the append re-decided.
 """
 
 from __future__ import annotations
@@ -59,8 +62,10 @@ class SessionLog:
 
     async def _load(self, session_id: str) -> SessionState:
         state = SessionState(session_id=session_id)
-        async for msg in self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id)):
+        reading = self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id))
+        async for msg in reading:
             state.apply(json.loads(msg.data), msg.seq)
+        state.last_seq = max(state.last_seq, reading.tail_seq)  # fence past an abandoned half record
         return state
 
     def _remember(self, state: SessionState) -> None:
@@ -88,10 +93,12 @@ class SessionLog:
         """Everything on the session's subject, read from the stream (not the cache)."""
         state = SessionState(session_id=session_id)
         out: list[Stored] = []
-        async for msg in self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id)):
+        reading = self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id))
+        async for msg in reading:
             record = json.loads(msg.data)
             state.apply(record, msg.seq)
             out.append(Stored(msg.seq, record))
+        state.last_seq = max(state.last_seq, reading.tail_seq)
         async with self._lock(session_id):
             cached = self._cache.get(session_id)
             if cached is None or cached.last_seq <= state.last_seq:
@@ -121,7 +128,8 @@ class SessionLog:
                 if state is None:
                     state = SessionState(session_id=session_id) if new else await self._load(session_id)
                 new = False
-                if expected_last_seq is not None and state.last_seq != expected_last_seq:
+                # A caller may expect the raw tail or the last whole record (before an abandoned part).
+                if expected_last_seq is not None and expected_last_seq not in (state.last_seq, state.record_seq):
                     raise conflict(
                         f"session {session_id!r} log is at sequence {state.last_seq}, not {expected_last_seq}",
                         error_code="wrong_last_sequence",
@@ -165,19 +173,25 @@ class SessionLog:
         return stored
 
     async def tail(self, session_id: str) -> int:
-        """The session's last stream sequence as the stream has it now.
+        """The session's last whole record's stream sequence as the stream has it now.
 
         A reader may have seen an event on a live stream before this store got the ack for it, so
-        reads that must include "what the client saw" wait for this, not the cached state.
+        reads that must include "what the client saw" wait for this, not the cached state. A record
+        being written (or abandoned) in parts is not there yet: the tail is the record before it.
         """
-        return await self._bus.last_seq(subjects.SESSIONS_STREAM, subjects.session_log(session_id))
+        subject = subjects.session_log(session_id)
+        last = await self._bus.last_record_seq(subjects.SESSIONS_STREAM, subject)
+        if last is None:
+            return (await self.state(session_id)).record_seq
+        return last
 
     def forget(self, session_id: str) -> None:
         self._cache.pop(session_id, None)
 
 
 class Catalog:
-    """Agents, environments and API keys: one subject per object, fenced per subject."""
+    """Agents, environments and API keys: one subject per object, fenced per subject. A record of any
+    size is stored (an agent with a system prompt of megabytes): the bus stores it in parts."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
@@ -193,10 +207,19 @@ class Catalog:
     async def append(
         self, subject: str, record: dict[str, Any], *, expected_last_seq: int | None, msg_id: str | None = None
     ) -> int:
+        data = encode(record)
         try:
-            ack = await self._bus.publish(
-                subject, encode(record), msg_id=msg_id, expected_last_subject_seq=expected_last_seq
-            )
+            try:
+                ack = await self._bus.publish(subject, data, msg_id=msg_id, expected_last_subject_seq=expected_last_seq)
+            except WrongLastSequence:
+                # Only the parts of a record a crashed writer abandoned may follow the expected
+                # record: then the object did not change, and the append goes after those parts.
+                if expected_last_seq is None:
+                    raise
+                reading = self._bus.read(subjects.CATALOG_STREAM, subject, after_seq=expected_last_seq)
+                if [m async for m in reading] or reading.tail_seq == expected_last_seq:
+                    raise
+                ack = await self._bus.publish(subject, data, msg_id=msg_id, expected_last_subject_seq=reading.tail_seq)
         except WrongLastSequence:
             raise conflict(
                 "the object was changed concurrently; retrieve it again and retry", error_code="concurrent_update"

@@ -82,7 +82,7 @@ async def page_by_created(
     return rows, next_page, prev_page
 
 
-async def list_events(conn: Conn, params: ListEvents) -> Page:
+async def list_events(conn: Conn, params: ListEvents, *, max_bytes: int) -> Page:
     args: list[Any] = [params.session_id]
     where = ["session_id = $1"]
     if params.types:
@@ -97,10 +97,25 @@ async def list_events(conn: Conn, params: ListEvents) -> Page:
         where.append(f"seq {'>' if params.order == 'asc' else '<'} ${len(args)}")
     sort = "ASC" if params.order == "asc" else "DESC"
     args.append(params.limit + 1)
-    rows = await conn.fetch(
-        f"SELECT seq, body FROM events WHERE {' AND '.join(where)} ORDER BY seq {sort} LIMIT ${len(args)}", *args
+    sizes = await conn.fetch(
+        f"SELECT seq, octet_length(body) AS size FROM events WHERE {' AND '.join(where)} "
+        f"ORDER BY seq {sort} LIMIT ${len(args)}",
+        *args,
     )
-    more = len(rows) > params.limit
-    rows = rows[: params.limit]
-    next_page = cursors.encode(params.order, [rows[-1]["seq"]]) if more and rows else None
+    # At most ``limit`` events and ``max_bytes`` of them, but always one: a page of one event larger
+    # than the bound is still a page, and the next one continues after it.
+    taken, total = 0, 0
+    for row in sizes[: params.limit]:
+        if taken and total + row["size"] > max_bytes:
+            break
+        taken += 1
+        total += row["size"]
+    seqs = [r["seq"] for r in sizes[:taken]]
+    rows = await conn.fetch(
+        f"SELECT body FROM events WHERE session_id = $1 AND seq = ANY($2::bigint[]) ORDER BY seq {sort}",
+        params.session_id,
+        seqs,
+    )
+    more = len(sizes) > taken
+    next_page = cursors.encode(params.order, [seqs[-1]]) if more and seqs else None
     return Page(data=[pgtext.load(r["body"]) for r in rows], next_page=next_page)

@@ -77,4 +77,6 @@ def operations(deps: Deps) -> Operations:
         subject=subjects.store_rpc,
         queue=subjects.STORE_QUEUE,
         translate=_translate,
+        # The whole log in one answer: a long session's cannot be sent, and says so.
+        bounded=frozenset({Op.SESSIONS_CONTEXT}),
     )

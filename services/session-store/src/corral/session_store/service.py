@@ -23,6 +23,8 @@ class Deps:
     catalog: Catalog
     projector: Projector
     leases: KeyValueBucket
+    events_page_bytes: int = 512 * 1024
+    """The byte bound of an events.list page (``CORRAL_EVENTS_PAGE_BYTES``)."""
 
     async def caught_up_sessions(self, seq: int) -> None:
         await self.projector.caught_up(subjects.SESSIONS_STREAM, seq)

@@ -18,5 +18,11 @@ class Settings(BaseSettings):
     bootstrap_workspace: str = "default"
     lease_ttl_s: float = Field(default=10.0, gt=0, description="TTL of the harness lease bucket if created here")
     state_cache_size: int = Field(default=10_000, ge=1)
+    events_page_bytes: int = Field(
+        default=512 * 1024,
+        ge=1,
+        description="Bytes of events one events.list page holds at most, besides its count limit; a page "
+        "always holds one event, however large (CORRAL_EVENTS_PAGE_BYTES)",
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

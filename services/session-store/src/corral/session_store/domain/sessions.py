@@ -63,6 +63,10 @@ class SessionState:
     session: dict[str, Any] = field(default_factory=dict)
     status: str = "idle"
     last_seq: int = 0
+    """The subject's raw last sequence (parts of a record its writer abandoned included): the next
+    append is fenced on this, or an abandoned part would fence every writer out."""
+    record_seq: int = 0
+    """The last whole record's sequence: what a reader of the log sees as its end."""
     archived: bool = False
     deleted: bool = False
     created: bool = False
@@ -73,7 +77,7 @@ class SessionState:
 
     def apply(self, record: dict[str, Any], seq: int) -> None:
         kind = record["type"]
-        self.last_seq = seq
+        self.last_seq = self.record_seq = seq
         if kind == "agent.tool_use" and record.get("evaluated_permission") == "ask":
             self.awaiting_confirmation.add(record["id"])
         elif kind == "user.tool_confirmation":

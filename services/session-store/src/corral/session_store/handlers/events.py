@@ -62,6 +62,6 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
 async def list_(deps: Deps, req: ListEvents) -> Page:
     state = await deps.log.state(req.session_id)
     ensure_exists(state, req.workspace_id)
-    await deps.caught_up_sessions(max(state.last_seq, await deps.log.tail(req.session_id)))
+    await deps.caught_up_sessions(max(state.record_seq, await deps.log.tail(req.session_id)))
     async with deps.pool.acquire() as conn:
-        return await queries.list_events(conn, req)
+        return await queries.list_events(conn, req, max_bytes=deps.events_page_bytes)

@@ -133,7 +133,7 @@ async def get(deps: Deps, req: GetObject) -> dict[str, Any]:
     state = await deps.log.state(req.id)
     ensure_exists(state, req.workspace_id)
     try:
-        return await _read(deps, req.id, max(state.last_seq, await deps.log.tail(req.id)))
+        return await _read(deps, req.id, max(state.record_seq, await deps.log.tail(req.id)))
     except UNAVAILABLE as exc:
         # Postgres is only a projection: fold the session from its log instead.
         logger.warning(
@@ -188,7 +188,7 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
         return [{"type": "session.updated", **changed}]
 
     state, _ = await deps.log.append(req.id, decide)
-    return await _read(deps, req.id, state.last_seq)
+    return await _read(deps, req.id, state.record_seq)
 
 
 async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
@@ -202,7 +202,7 @@ async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
     state, stored = await deps.log.append(req.id, decide)
     if stored:
         await sandboxes.release(deps, req.id, "archived")
-    return await _read(deps, req.id, state.last_seq)
+    return await _read(deps, req.id, state.record_seq)
 
 
 async def delete(deps: Deps, req: ObjectAction) -> Deleted:
@@ -212,7 +212,7 @@ async def delete(deps: Deps, req: ObjectAction) -> Deleted:
         return [SessionDeleted(deleted_at=now_rfc3339()).model_dump(mode="json")]
 
     state, _ = await deps.log.append(req.id, decide)
-    await deps.caught_up_sessions(state.last_seq)
+    await deps.caught_up_sessions(state.record_seq)
     # The tombstone stays; the rest of the history goes, as the API promises for delete.
     await deps.bus.purge(subjects.SESSIONS_STREAM, subjects.session_log(req.id), keep=1)
     await sandboxes.release(deps, req.id, "deleted")
