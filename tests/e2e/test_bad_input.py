@@ -83,7 +83,7 @@ async def test_malformed_json_is_a_400_and_the_log_is_unchanged(http: httpx.Asyn
 async def test_an_oversized_body_is_a_413_and_the_log_is_unchanged(http: httpx.AsyncClient, session_id: str) -> None:
     before = await event_count(http, session_id)
     huge = message()
-    huge["events"][0]["content"][0]["text"] = "x" * (5 * 1024 * 1024)
+    huge["events"][0]["content"][0]["text"] = "x" * (33 * 1024 * 1024)  # over the default 32 MiB cap
     response = await http.post(f"/v1/sessions/{session_id}/events", json=huge)
     assert_error(response, 413, "request_too_large")
     assert await event_count(http, session_id) == before

@@ -32,7 +32,9 @@ CHUNK = 1024
 @pytest.fixture(scope="module")
 def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     ports = Ports.free()
-    server = Nats(StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor)
+    server = Nats(
+        StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor, authorization=False
+    )
     server.launch()
     server.wait_ready(time.monotonic() + 20)
     try:

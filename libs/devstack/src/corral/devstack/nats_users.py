@@ -116,6 +116,7 @@ def bodies() -> tuple[str, ...]:
         *stream_read(stream),
         f"$O.{subjects.BODIES_BUCKET}.>",
         f"$JS.API.STREAM.PURGE.{stream}",
+        "$JS.API.STREAM.NAMES",  # reading an object looks its stream up by subject
     )
 
 
