@@ -2,8 +2,9 @@
 
 Statuses move ``idle -> running -> idle``; ``running -> rescheduling -> running`` when a harness
 died mid-turn or waits to retry a model request after a transient error (``rescheduling -> idle``
-when that turn then ends); ``terminated`` is final (nothing in Corral terminates a session yet). Clients may queue input while ``idle``, ``running`` or
-``rescheduling``; the harness appends agent, span and status events while it holds the lease.
+when that turn then ends); ``terminated`` is final (nothing in Corral terminates a session yet).
+Clients may queue input while ``idle``, ``running`` or ``rescheduling``; the harness appends agent,
+span and status events while it holds the lease.
 """
 
 from __future__ import annotations
