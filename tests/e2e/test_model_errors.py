@@ -1,4 +1,7 @@
-"""Model errors surface as session.error events with a retry status, and retries are bounded."""
+"""Model errors surface as session.error events with a retry status, and retries are bounded.
+
+While a retry waits the session is ``rescheduling``; an error that ends the turn says ``exhausted``
+and the session stays usable (no model error terminates a session, so ``terminal`` never appears)."""
 
 from __future__ import annotations
 
@@ -18,6 +21,12 @@ def scenario(name: str, error: dict[str, Any], fail_times: int | None) -> dict[s
     if fail_times is not None:
         turn["fail_times"] = fail_times
     return {"scenarios": [{"name": name, "match": f"^{name}", "turns": [turn]}]}
+
+
+def types_around_errors(events: list[Any]) -> list[list[str]]:
+    """For each session.error: its type and the three event types after it."""
+    types = [e.type for e in events]
+    return [types[i : i + 4] for i, kind in enumerate(types) if kind == "session.error"]
 
 
 def assert_spans_closed(events: list[Any]) -> None:
@@ -41,6 +50,9 @@ async def test_an_overloaded_model_is_retried_and_the_turn_completes(
     events = await all_events(client, session_id)
     errors = [e for e in events if e.type == "session.error"]
     assert [(e.error.type, e.error.retry_status.type) for e in errors] == [("model_overloaded_error", "retrying")] * 2
+    # each retry waits as rescheduling and runs again as it starts
+    retried = ["session.error", "session.status_rescheduled", "session.status_running", "span.model_request_start"]
+    assert types_around_errors(events) == [retried, retried]
     replies = [e for e in events if e.type == "agent.message"]
     assert len(replies) == 1 and replies[0].content[0].text == "recovered"
     assert events[-1].type == "session.status_idle" and events[-1].stop_reason.type == "end_turn"
@@ -62,7 +74,10 @@ async def test_a_model_that_keeps_failing_ends_the_turn_with_retries_exhausted(
     errors = [e.error.retry_status.type for e in events if e.type == "session.error"]
     assert errors[-1] == "exhausted" and set(errors[:-1]) == {"retrying"}
     assert len(errors) == 4  # the first try and three retries
-    assert not any(e.type == "agent.message" for e in events)
+    assert [around[1] for around in types_around_errors(events)] == ["session.status_rescheduled"] * 3 + [
+        "session.status_idle"
+    ]
+    assert not any(e.type in ("agent.message", "session.status_terminated") for e in events)
     assert_spans_closed(events)
     session = await client.beta.sessions.retrieve(session_id)
     assert session.status == "idle"
@@ -80,8 +95,15 @@ async def test_a_request_the_model_rejects_is_not_retried(
     session_id = await new_session(client, agent_env)
     streamed = await run_turn(client, session_id, "rejecting-model: hello")
     assert streamed[-1].stop_reason.type == "retries_exhausted"
-    errors = [e for e in await all_events(client, session_id) if e.type == "session.error"]
+    events = await all_events(client, session_id)
+    errors = [e for e in events if e.type == "session.error"]
     assert len(errors) == 1
     assert errors[0].error.type == "model_request_failed_error"
-    assert errors[0].error.retry_status.type == "terminal"
+    # the turn is over, the session is not: exhausted, not terminal (which promises a termination)
+    assert errors[0].error.retry_status.type == "exhausted"
     assert "prompt is too long" in errors[0].error.message
+    assert not any(e.type in ("session.status_rescheduled", "session.status_terminated") for e in events)
+    assert (await client.beta.sessions.retrieve(session_id)).status == "idle"
+    await model.delete("/_corral/scripts", params={"name": "rejecting-model"})
+    again = await run_turn(client, session_id, "and now?")
+    assert again[-1].stop_reason.type == "end_turn"

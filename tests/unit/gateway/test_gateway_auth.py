@@ -59,7 +59,7 @@ async def test_sdk_headers_and_unknown_query_parameters_are_ignored() -> None:
     headers = {
         "anthropic-version": "2026-10-21",
         "anthropic-beta": "files-api-2025-04-14,managed-agents-2026-04-01",
-        "anthropic-workspace-id": "wrkspc_other",
+        "anthropic-workspace-id": WORKSPACE,
         "x-stainless-timeout": "NOT_GIVEN",
         "x-stainless-retry-count": "0",
     }
@@ -67,6 +67,17 @@ async def test_sdk_headers_and_unknown_query_parameters_are_ignored() -> None:
         response = await client.get("/v1/agents/agent_01AAA?beta=true", headers=headers)
     assert response.status_code == 200
     assert store.last(Op.AGENTS_GET).workspace_id == WORKSPACE
+
+
+async def test_a_request_naming_another_workspace_than_the_keys_is_refused() -> None:
+    store = FakeStore(replies={Op.AGENTS_GET: agent()})
+    async with client_for(store) as client:
+        response = await client.get("/v1/agents/agent_01AAA", headers={"anthropic-workspace-id": "wrkspc_other"})
+    assert response.status_code == 403, response.text
+    error = response.json()["error"]
+    assert error["type"] == "permission_error"
+    assert "wrkspc_other" in error["message"] and WORKSPACE in error["message"]
+    assert Op.AGENTS_GET not in store.ops()
 
 
 async def test_resolved_keys_are_cached_between_requests() -> None:

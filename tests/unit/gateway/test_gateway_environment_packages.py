@@ -30,7 +30,7 @@ async def test_a_package_entry_that_is_not_a_name_is_a_400_naming_the_field(mana
     assert response.status_code == 400, response.text
     error = response.json()["error"]
     assert error["type"] == "invalid_request_error"
-    assert error["message"].startswith(f"config.packages.{manager}.1: Value error, {entry!r} {why}")
+    assert error["message"].startswith(f"config.packages.{manager}.1: {entry!r} {why}")
     assert Op.ENVIRONMENTS_CREATE not in store.ops()
 
 

@@ -70,11 +70,11 @@ def test_retry_delays_double_up_to_the_cap() -> None:
     assert [policy.delay(n) for n in range(1, 6)] == [1.0, 2.0, 4.0, 5.0, 5.0]
 
 
-def test_retry_status_is_retrying_until_the_budget_is_spent_and_terminal_when_retrying_cannot_help() -> None:
+def test_retry_status_is_retrying_until_the_budget_is_spent_and_exhausted_when_retrying_cannot_help() -> None:
     policy = RetryPolicy(max_retries=2)
 
     assert [policy.status(n, retryable=True) for n in (1, 2, 3)] == ["retrying", "retrying", "exhausted"]
-    assert policy.status(1, retryable=False) == "terminal"
+    assert policy.status(1, retryable=False) == "exhausted"  # no model error terminates a session
 
 
 # --- the anthropic adapter, against an in-process transport ------------------------------------------

@@ -138,10 +138,10 @@ async def test_failures_are_appended_and_retried_until_the_model_answers() -> No
     assert outcome is Outcome.DONE
     assert append_types(store) == [
         ["session.status_running", "span.model_request_start"],
-        ["span.model_request_end", "session.error"],
-        ["span.model_request_start"],
-        ["span.model_request_end", "session.error"],
-        ["span.model_request_start"],
+        ["span.model_request_end", "session.error", "session.status_rescheduled"],
+        ["session.status_running", "span.model_request_start"],
+        ["span.model_request_end", "session.error", "session.status_rescheduled"],
+        ["session.status_running", "span.model_request_start"],
         ["agent.message", "span.model_request_end", "session.status_idle"],
     ]
     errors = store.of_type("session.error")
@@ -170,7 +170,7 @@ async def test_a_model_that_keeps_failing_exhausts_the_retries_and_ends_the_turn
     assert [e["model_request_start_id"] for e in store.of_type("span.model_request_end")] == starts
 
 
-async def test_an_error_retrying_cannot_fix_is_terminal_at_once() -> None:
+async def test_an_error_retrying_cannot_fix_ends_the_turn_at_once_and_leaves_the_session_usable() -> None:
     store = FakeStore()
     store.add(user("hi"))
     sleep = RecordingSleep()
@@ -183,14 +183,15 @@ async def test_an_error_retrying_cannot_fix_is_terminal_at_once() -> None:
     assert error["error"] == {
         "type": "model_request_failed_error",
         "message": "The model API answered 400",
-        "retry_status": {"type": "terminal"},
+        "retry_status": {"type": "exhausted"},
     }
     assert store.appends[-1][-1]["stop_reason"] == {"type": "retries_exhausted"}
+    assert store.session["status"] == "idle"
     assert len(model.requests) == 1
     assert sleep.delays == []
 
 
-async def test_an_agent_without_a_model_ends_the_turn_with_a_terminal_error() -> None:
+async def test_an_agent_without_a_model_ends_the_turn_with_an_exhausted_error() -> None:
     store = FakeStore(agent={"type": "agent", "id": "agent_x"})
     store.add(user("hi"))
     model = FakeModel()
@@ -199,7 +200,7 @@ async def test_an_agent_without_a_model_ends_the_turn_with_a_terminal_error() ->
 
     assert model.requests == []
     [error] = store.of_type("session.error")
-    assert error["error"]["retry_status"] == {"type": "terminal"}
+    assert error["error"]["retry_status"] == {"type": "exhausted"}
 
 
 async def test_an_inherited_turn_closes_the_orphan_start_then_reschedules() -> None:
@@ -397,7 +398,10 @@ async def test_an_interrupt_during_the_backoff_ends_the_turn_without_another_req
         assert await run is Outcome.DONE
 
     assert len(model.requests) == 1
-    assert append_types(store)[-1] == ["session.status_idle"]
+    assert append_types(store)[-2:] == [
+        ["span.model_request_end", "session.error", "session.status_rescheduled"],
+        ["session.status_idle"],
+    ]
     assert store.appends[-1][-1]["stop_reason"] == {"type": "end_turn"}
 
 

@@ -125,9 +125,9 @@ async def test_a_turn_that_reaches_the_tool_call_limit_ends_with_an_error_the_cl
     assert append_types(store)[-1] == ["session.error", "session.status_idle"]
     [error] = store.of_type("session.error")
     assert error["error"]["type"] == "tool_use_limit_reached_error"
-    assert error["error"]["retry_status"] == {"type": "terminal"}
+    assert error["error"]["retry_status"] == {"type": "exhausted"}
     assert "3 tool calls" in error["error"]["message"] and "Send a message" in error["error"]["message"]
-    assert store.of_type("session.status_idle")[-1]["stop_reason"] == {"type": "end_turn"}
+    assert store.of_type("session.status_idle")[-1]["stop_reason"] == {"type": "retries_exhausted"}
 
     store.add(user("keep going"))
     assert await run(driver(store, model, sandbox, max_tool_uses=3)) is Outcome.DONE

@@ -54,19 +54,49 @@ def test_the_toolset_resolves_every_builtin_tool_with_per_tool_overrides() -> No
     assert all(c["type"] == c["name"] for c in toolset["configs"])
 
 
-def test_an_mcp_server_no_toolset_refers_to_is_rejected() -> None:
+MCP = {"type": "url", "name": "gh", "url": "https://example.invalid/mcp"}
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"mcp_servers": [MCP], "tools": [{"type": "mcp_toolset", "mcp_server_name": "gh"}]}, "mcp_servers"),
+        ({"tools": [{"type": "mcp_toolset", "mcp_server_name": "gh"}]}, "tools.0"),
+        ({"skills": [{"type": "anthropic", "skill_id": "xlsx"}]}, "skills"),
+        ({"skills": [{"type": "custom", "skill_id": "skill_does_not_exist"}]}, "skills"),
+        ({"multiagent": {"type": "coordinator", "agents": [{"type": "self"}]}}, "multiagent"),
+    ],
+    ids=["mcp_servers", "mcp_toolset", "anthropic-skill", "custom-skill", "multiagent"],
+)
+def test_features_not_built_yet_are_refused_on_create_and_update_naming_the_field(
+    params: dict[str, object], field: str
+) -> None:
     with pytest.raises(ApiError) as err:
-        make(mcp_servers=[{"type": "url", "name": "gh", "url": "https://example.invalid/mcp"}])
-    assert err.value.status == 400
-    assert "'gh'" in err.value.message
+        make(**params)
+    assert (err.value.status, err.value.error_code) == (400, "feature_not_supported")
+    assert err.value.message.startswith(f"{field}: ") and "not supported yet" in err.value.message
+
+    agent = make()
+    with pytest.raises(ApiError) as err:
+        update_agent(agent, AgentUpdateParams.model_validate(params), sent=set(params), now=NOW)  # type: ignore[arg-type]
+    assert (err.value.status, err.value.error_code) == (400, "feature_not_supported")
+    assert err.value.message.startswith(f"{field}: ")
 
 
-def test_an_mcp_toolset_defaults_to_always_ask() -> None:
-    agent = make(
-        mcp_servers=[{"type": "url", "name": "gh", "url": "https://example.invalid/mcp"}],
-        tools=[{"type": "mcp_toolset", "mcp_server_name": "gh"}],
-    )
-    assert agent.tools[0]["default_config"]["permission_policy"] == {"type": "always_ask"}
+def test_sending_those_fields_empty_is_the_same_as_leaving_them_out() -> None:
+    agent = make(mcp_servers=[], skills=[], multiagent=None)
+    assert agent.mcp_servers == [] and agent.skills == [] and agent.multiagent is None
+    params = AgentUpdateParams.model_validate({"mcp_servers": [], "skills": [], "multiagent": None})
+    assert update_agent(agent, params, sent={"mcp_servers", "skills", "multiagent"}, now=NOW) is None  # type: ignore[arg-type]
+
+
+def test_metadata_a_patch_would_grow_past_sixteen_keys_is_invalid_metadata() -> None:
+    agent = make(metadata={f"k{i}": "v" for i in range(16)})
+    params = AgentUpdateParams.model_validate({"metadata": {"one_more": "v"}})
+    with pytest.raises(ApiError) as err:
+        update_agent(agent, params, sent={"metadata"}, now=NOW)  # type: ignore[arg-type]
+    assert (err.value.status, err.value.error_code) == (400, "invalid_metadata")
+    assert "17 keys" in err.value.message
 
 
 def test_an_update_with_a_stale_version_is_a_conflict() -> None:

@@ -148,3 +148,37 @@ def test_a_deny_message_needs_a_deny() -> None:
             [{"type": "user.tool_confirmation", "tool_use_id": "sevt_ask", "result": "allow", "deny_message": "x"}],
         )
     assert "deny_message" in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("kind", "mention"),
+    [
+        ("user.define_outcome", "outcomes"),
+        ("system.message", "system messages"),
+        ("user.tool_result", "user.tool_result is only for self_hosted"),
+    ],
+)
+def test_client_events_for_features_not_built_yet_say_not_supported_yet(kind: str, mention: str) -> None:
+    with pytest.raises(ApiError) as err:
+        check_client_append(state_after(), [{"type": "user.message"}, {"type": kind}])
+    assert (err.value.status, err.value.error_code) == (400, "feature_not_supported")
+    assert err.value.message.startswith(f"events.1.type: {mention}")
+    assert "not supported yet" in err.value.message
+
+
+def test_a_model_retry_moves_running_to_rescheduling_and_back() -> None:
+    check_harness_append(
+        state_after(event("session.status_running")),
+        [
+            event("span.model_request_end"),
+            event("session.error"),
+            event("session.status_rescheduled"),
+            event("session.status_running"),
+            event("span.model_request_start"),
+        ],
+    )
+    # an interrupt during the wait ends the turn straight from rescheduling
+    rescheduling = state_after(event("session.status_running"), event("session.status_rescheduled"))
+    check_harness_append(rescheduling, [event("session.status_idle")])
+    with pytest.raises(ApiError):
+        check_harness_append(rescheduling, [event("span.model_request_start")])

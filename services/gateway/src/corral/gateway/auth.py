@@ -25,6 +25,9 @@ MAX_CACHED_KEYS: Final = 10_000
 
 _HOW_TO: Final = "send your Corral API key as `x-api-key: <key>` or `Authorization: Bearer <key>`"
 
+WORKSPACE_HEADER: Final = "anthropic-workspace-id"
+"""Names the workspace a request is meant for (the SDK's ``workspace_id=``); optional."""
+
 
 @dataclass(frozen=True)
 class _Entry:
@@ -117,3 +120,22 @@ async def _ask_store(store: Store, digest: str) -> ResolvedKey | None:
         return ResolvedKey.model_validate(result)
     except ValidationError as exc:
         raise ApiError("api_error", "the session-store sent a malformed auth.resolve reply") from exc
+
+
+def check_workspace(headers: Mapping[str, str], caller: ResolvedKey) -> None:
+    """A request that names a workspace (``anthropic-workspace-id``) must name its key's own.
+
+    A Corral key belongs to exactly one workspace and acts only there, so a request for another
+    workspace is refused rather than quietly run in the key's.
+
+    Raises:
+        ApiError: 403 ``permission_error`` when the header names another workspace.
+    """
+    named = headers.get(WORKSPACE_HEADER, "").strip()
+    if named and named != caller.workspace_id:
+        raise ApiError(
+            "permission_error",
+            f"this API key cannot act in workspace {named[:128]!r}: a key acts only in its own workspace; "
+            f"send `{WORKSPACE_HEADER}: {caller.workspace_id}` or leave the header out, "
+            "or use a key of that workspace",
+        )

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 from starlette.requests import Request
 
+from corral.contracts.api.base import INVALID_METADATA
 from corral.contracts.api.errors import invalid
 
 M = TypeVar("M", bound=BaseModel)
@@ -108,7 +109,11 @@ def validate(model: type[M], data: dict[str, Any]) -> M:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise invalid(describe_validation_error(exc.errors(include_url=False), data)) from None
+        errors = exc.errors(include_url=False)
+        # Metadata over the limits has its own code, which the SDK turns into its typed error.
+        only_metadata = all(error["loc"][:1] == ("metadata",) for error in errors)
+        code = INVALID_METADATA if only_metadata else None
+        raise invalid(describe_validation_error(errors, data), error_code=code) from None
 
 
 async def read_params(request: Request, model: type[M]) -> M:
@@ -122,6 +127,8 @@ def describe_validation_error(errors: Sequence[ErrorDetails], data: Any) -> str:
     for error in errors:
         path, branch_at = _client_path(error["loc"], error["type"], data)
         message = _FRIENDLY.get(error["type"], error["msg"])
+        if error["type"] == "value_error":  # our own validators' words, without pydantic's prefix
+            message = message.removeprefix("Value error, ")
         if error["type"] == "union_tag_not_found":  # the discriminator itself is missing
             path.append(str(error.get("ctx", {}).get("discriminator", "type")).strip("'"))
             message = "Field required"

@@ -8,7 +8,7 @@ from fastapi import Depends
 from starlette.requests import Request
 
 from corral.contracts.rpc import ResolvedKey
-from corral.gateway.auth import resolve
+from corral.gateway.auth import check_workspace, resolve
 from corral.gateway.feed import SessionFeed
 from corral.gateway.settings import Settings
 from corral.gateway.state import gateway_state
@@ -18,6 +18,7 @@ from corral.gateway.store import Store
 async def _caller(request: Request) -> ResolvedKey:
     state = gateway_state(request)
     caller = await resolve(request.headers, store=state.ready().store, cache=state.keys)
+    check_workspace(request.headers, caller)
     if state.limiter is not None:
         state.limiter.check(caller.key_id)
     return caller
@@ -38,7 +39,8 @@ async def _settings(request: Request) -> Settings:
 
 
 Caller = Annotated[ResolvedKey, Depends(_caller)]
-"""The authenticated API key (401 before anything else runs when it is missing or unknown)."""
+"""The authenticated API key (401 before anything else runs when it is missing or unknown; 403 when
+the request names another workspace than the key's in ``anthropic-workspace-id``)."""
 
 StoreClient = Annotated[Store, Depends(_store)]
 Feed = Annotated[SessionFeed, Depends(_feed)]

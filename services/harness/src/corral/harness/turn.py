@@ -8,8 +8,9 @@ thing: a model request, the tool calls that can run now, or an idle (``end_turn`
 the model called no tools, ``session.status_idle``. A harness killed mid-stream therefore leaves
 only the start in the log, and the next lease holder closes it and asks the model again: exactly
 one reply per request. A failed request is appended as an error end plus a ``session.error``
-(``retrying``, then ``exhausted``, or ``terminal`` when asking again cannot help) and retried with
-backoff within the turn.
+(``retrying``, then ``exhausted``; ``exhausted`` at once when asking again cannot help). While it
+waits to retry, the session is ``rescheduling`` (``session.status_rescheduled``) and it is
+``running`` again (``session.status_running``) as the retry starts.
 
 Tool calls run one at a time, in the model's order, in the session's sandbox (``Execute``, keyed by
 the ``agent.tool_use`` event id, so an execute re-sent after a crash returns the recorded outcome);
@@ -352,9 +353,9 @@ class SessionDriver:
                 TOOL_LIMIT_ERROR,
                 f"This turn made {self._max_tool_uses} tool calls, the most one turn may make here, so the model "
                 "was not asked again. Send a message to let the agent continue.",
-                "terminal",
+                "exhausted",
             )
-            batch = [*prelude, error, events.status_idle("end_turn")]
+            batch = [*prelude, error, events.status_idle("retries_exhausted")]
             return (await self._append(session_id, lease, turn, batch)).last_seq
         if plan.action == "tools":
             return await self._run_tools(session_id, lease, context, plan, turn, prelude)
@@ -550,8 +551,11 @@ class SessionDriver:
                 if retry_status != "retrying":
                     ended = [*failed, events.status_idle("retries_exhausted")]
                     return (await self._append(session_id, lease, turn, ended)).last_seq
-                await self._append(session_id, lease, turn, failed)
+                # The session waits for the retry as ``rescheduling``, and runs again as it starts.
+                await self._append(session_id, lease, turn, [*failed, events.status_rescheduled()])
                 await self._pause(self._policy.delay(attempt), turn.interrupted)
+                # An interrupt during the wait ends the turn from ``rescheduling`` (the idle just below).
+                prelude = [] if turn.interrupted.is_set() else [events.status_running()]
                 continue
             closing: list[EventDict] = []
             if result.texts:

@@ -108,14 +108,44 @@ class UserToolResultParams(Request):
     is_error: bool | None = None
 
 
+class TextRubric(Request):
+    type: Literal["text"]
+    content: Annotated[str, StringConstraints(min_length=1)]
+
+
+class FileRubric(Request):
+    type: Literal["file"]
+    file_id: Annotated[str, StringConstraints(min_length=1)]
+
+
+class UserDefineOutcomeParams(Request):
+    """Accepted in shape so the session-store can answer that outcomes are not supported yet."""
+
+    type: Literal["user.define_outcome"]
+    description: Annotated[str, StringConstraints(min_length=1)]
+    rubric: Annotated[TextRubric | FileRubric, Field(discriminator="type")]
+    max_iterations: Annotated[int, Field(ge=1, le=20)] | None = None
+
+
+class SystemMessageParams(Request):
+    """Accepted in shape so the session-store can answer that system messages are not supported yet."""
+
+    type: Literal["system.message"]
+    content: Annotated[list[TextBlock], Field(min_length=1)]
+
+
 EventParams = Annotated[
     UserMessageParams
     | UserInterruptParams
     | UserToolConfirmationParams
     | UserCustomToolResultParams
-    | UserToolResultParams,
+    | UserToolResultParams
+    | UserDefineOutcomeParams
+    | SystemMessageParams,
     Field(discriminator="type"),
 ]
+InitialEventParams = Annotated[UserMessageParams | UserDefineOutcomeParams, Field(discriminator="type")]
+"""What ``sessions.create`` takes as ``initial_events``."""
 
 
 class SendEventsParams(Request):

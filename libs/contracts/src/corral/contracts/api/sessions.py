@@ -8,7 +8,7 @@ from pydantic import Field, StringConstraints
 
 from corral.contracts.api.agents import AgentRef, McpServerParams, ModelConfigParams, SkillParams, ToolParams
 from corral.contracts.api.base import Metadata, MetadataPatch, Request, Resource
-from corral.contracts.api.events import UserMessageParams
+from corral.contracts.api.events import InitialEventParams
 
 SessionStatus = Literal["idle", "running", "rescheduling", "terminated"]
 SESSION_STATUSES: tuple[str, ...] = ("idle", "running", "rescheduling", "terminated")
@@ -41,7 +41,7 @@ class SessionCreateParams(Request):
     title: str | None = None
     metadata: Metadata | None = None
     resources: list[dict[str, Any]] | None = None
-    initial_events: Annotated[list[UserMessageParams], Field(max_length=50)] | None = None
+    initial_events: Annotated[list[InitialEventParams], Field(max_length=50)] | None = None
     vault_ids: list[str] | None = None
     budget: BudgetParams | None = None
 

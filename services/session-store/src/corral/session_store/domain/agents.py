@@ -21,6 +21,7 @@ from corral.contracts.api.agents import (
 )
 from corral.contracts.api.base import apply_metadata_patch
 from corral.contracts.api.errors import ApiError, conflict, invalid
+from corral.session_store.domain.unsupported import reject_unbuilt_agent_fields
 
 DEFAULT_EFFORT = "high"
 _ALLOW = {"type": "always_allow"}
@@ -150,6 +151,7 @@ def _resolve_skills(skills: list[SkillParams]) -> list[dict[str, Any]]:
 
 
 def create_agent(params: AgentCreateParams, *, agent_id: str, now: str) -> Agent:
+    reject_unbuilt_agent_fields(params.model_dump(mode="json", exclude_unset=True))
     mcp_servers = params.mcp_servers or []
     return Agent(
         id=agent_id,
@@ -189,6 +191,7 @@ def update_agent(current: Agent, params: AgentUpdateParams, *, sent: set[str], n
     for field in ("name", "model"):
         if field in sent and getattr(params, field) is None:
             raise invalid(f"{field}: cannot be cleared")
+    reject_unbuilt_agent_fields(params.model_dump(mode="json", include=sent))
     data = current.model_dump(mode="json")
     if "name" in sent:
         data["name"] = params.name

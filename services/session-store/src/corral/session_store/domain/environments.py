@@ -14,7 +14,8 @@ from corral.contracts.api.environments import (
     LimitedNetworking,
     PackagesParams,
 )
-from corral.contracts.api.errors import conflict, invalid
+from corral.contracts.api.errors import invalid
+from corral.session_store.domain.unsupported import reject_self_hosted
 
 PACKAGE_MANAGERS = ("apt", "cargo", "gem", "go", "npm", "pip")
 
@@ -60,6 +61,7 @@ def resolve_config(params: EnvironmentConfigParams | None, current: dict[str, An
 
 
 def create_environment(params: EnvironmentCreateParams, *, environment_id: str, now: str) -> Environment:
+    reject_self_hosted(params.config.model_dump(mode="json") if params.config is not None else None)
     return Environment(
         id=environment_id,
         name=params.name,
@@ -76,11 +78,21 @@ def update_environment(
     current: Environment, params: EnvironmentUpdateParams, *, sent: set[str], now: str
 ) -> Environment | None:
     if current.archived_at is not None:
-        raise conflict(
-            f"environment {current.id!r} is archived and can no longer be updated", error_code="environment_archived"
+        raise invalid(
+            f"environment {current.id!r} is archived and can no longer be updated; create a new environment",
+            error_code="environment_archived",
         )
     if "name" in sent and params.name is None:
         raise invalid("name: cannot be cleared")
+    if "config" in sent and params.config is not None:
+        stored_type = current.config.get("type", "cloud")
+        if params.config.type != stored_type:
+            raise invalid(
+                f"config.type: environment {current.id!r} is {stored_type!r} and cannot become "
+                f"{params.config.type!r}; an environment's type is fixed when it is created, so create a new one",
+                error_code="invalid_config_type_change",
+            )
+        reject_self_hosted(params.config.model_dump(mode="json"))
     data = current.model_dump(mode="json")
     if "name" in sent:
         data["name"] = params.name

@@ -1,8 +1,10 @@
 """A session's state as a fold of its log, and the rules every append is checked against. Pure.
 
 Statuses move ``idle -> running -> idle``; ``running -> rescheduling -> running`` when a harness
-died mid-turn; ``terminated`` is final. Clients may queue input while ``idle``, ``running`` or
-``rescheduling``; the harness appends agent, span and status events while it holds the lease.
+died mid-turn or waits to retry a model request after a transient error (``rescheduling -> idle``
+when that turn then ends); ``terminated`` is final (nothing in Corral terminates a session yet).
+Clients may queue input while ``idle``, ``running`` or ``rescheduling``; the harness appends agent,
+span and status events while it holds the lease.
 """
 
 from __future__ import annotations
@@ -13,11 +15,9 @@ from typing import Any
 
 from corral.contracts.api.errors import ApiError, conflict, invalid
 from corral.contracts.clock import parse_rfc3339
+from corral.session_store.domain.unsupported import reject_unbuilt_event
 
 CLIENT_TYPES = frozenset({"user.message", "user.interrupt", "user.tool_confirmation", "user.custom_tool_result"})
-#: Client event types the API defines that this deployment does not act on: ``user.tool_result``
-#: belongs to self-hosted environments, whose tools run on the customer's worker.
-UNSUPPORTED_CLIENT_TYPES = frozenset({"user.tool_result"})
 WAKING_TYPES = CLIENT_TYPES
 STATUS_FOR_EVENT = {
     "session.status_running": "running",
@@ -114,12 +114,7 @@ def check_client_append(state: SessionState, events: list[dict[str, Any]]) -> No
     answerable = set(state.awaiting_result)
     for i, event in enumerate(events):
         kind = event.get("type")
-        if kind in UNSUPPORTED_CLIENT_TYPES:
-            raise invalid(
-                f"events.{i}.type: {kind!r} is only for self-hosted environments; "
-                "answer built-in tools with user.tool_confirmation and custom tools with user.custom_tool_result",
-                error_code="event_type_not_supported",
-            )
+        reject_unbuilt_event(kind, where=f"events.{i}")
         if kind not in CLIENT_TYPES:
             raise invalid(f"events.{i}.type: clients cannot send {kind!r} events")
         if kind == "user.tool_confirmation":

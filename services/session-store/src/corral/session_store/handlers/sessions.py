@@ -35,6 +35,11 @@ from corral.session_store.domain.sessions import (
     ensure_not_running,
     ensure_writable,
 )
+from corral.session_store.domain.unsupported import (
+    reject_self_hosted,
+    reject_unbuilt_agent_fields,
+    reject_unbuilt_event,
+)
 from corral.session_store.handlers import agents, environments
 from corral.session_store.projector import load_row, row_from_record
 from corral.session_store.service import Deps
@@ -44,6 +49,8 @@ logger = logging.getLogger(__name__)
 
 
 async def _agent_snapshot(deps: Deps, workspace_id: str, ref: str | AgentRef | AgentWithOverrides) -> dict[str, Any]:
+    if isinstance(ref, AgentWithOverrides):
+        reject_unbuilt_agent_fields(ref.model_dump(mode="json", exclude_unset=True), prefix="agent.")
     if isinstance(ref, str):
         agent, _ = await agents.load(deps, workspace_id, ref)
     else:
@@ -76,6 +83,8 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
         raise invalid("resources: session resources are not supported by this Corral version yet; omit them")
     if params.vault_ids:
         raise invalid(f"vault_ids: vault {params.vault_ids[0]!r} was not found", error_code="vault_not_found")
+    for i, event in enumerate(params.initial_events or []):
+        reject_unbuilt_event(event.type, where=f"initial_events.{i}")
     (env, _, _), snap = await asyncio.gather(
         environments.load(deps, req.workspace_id, params.environment_id),
         _agent_snapshot(deps, req.workspace_id, params.agent),
@@ -85,6 +94,7 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
             f"environment_id: environment {env.id!r} is archived and cannot be used by new sessions",
             error_code="environment_archived",
         )
+    reject_self_hosted(env.config, field=f"environment_id: environment {env.id!r} has config")
     at = now_rfc3339()
     session = Session(
         id=ids.new_id(ids.SESSION),
@@ -172,6 +182,7 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
             if budget != current.get("budget"):
                 changed["budget"] = budget
         if "agent" in sent and params.agent is not None:
+            reject_unbuilt_agent_fields(params.agent.model_dump(mode="json", exclude_unset=True), prefix="agent.")
             ensure_not_running(state, "change its agent")
             agent = dict(current.get("agent") or {})
             agent_sent = params.agent.model_fields_set
