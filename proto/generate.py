@@ -17,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 from corral.contracts import egress, idempotency, log, rpc, sandbox, subjects
 from corral.contracts.api import agents, environments, events, sessions
 from corral.contracts.api.errors import ErrorBody
+from corral.contracts.operation import Operation
 
 HERE = Path(__file__).resolve().parent
 
@@ -49,6 +50,7 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.GetContext,
         rpc.SessionContext,
         rpc.Wake,
+        rpc.HealthCheck,
         rpc.Health,
     ],
     "bus/kv": [idempotency.IdempotencyRecord],
@@ -80,6 +82,29 @@ UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
 
 def render(schema: dict[str, Any]) -> str:
     return json.dumps(schema, indent=2, sort_keys=True) + "\n"
+
+
+def operation_catalogue() -> dict[str, Any]:
+    """Every ``Operation`` descriptor: its subject, queue group, request and reply shapes."""
+    ops = (*rpc.StoreOps.ALL, *vars(sandbox.SandboxOps).values(), *vars(egress.EgressOps).values())
+    described: dict[str, Any] = {}
+    for op in (o for o in ops if isinstance(o, Operation)):
+        described[op.subject] = {
+            "queue": op.queue,
+            "request": op.request.__name__,
+            "reply": getattr(op.reply_type, "__name__", "object"),
+            "enveloped": op.enveloped,
+            "bounded": op.bounded,
+        }
+    health = rpc.health_op("{service}")
+    described[health.subject] = {
+        "queue": "{service}",
+        "request": health.request.__name__,
+        "reply": health.reply_type.__name__,
+        "enveloped": health.enveloped,
+        "bounded": health.bounded,
+    }
+    return described
 
 
 def subject_catalogue() -> dict[str, Any]:
@@ -122,6 +147,7 @@ def subject_catalogue() -> dict[str, Any]:
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
+        "operations": operation_catalogue(),
         "kv_buckets": {
             subjects.LEASE_BUCKET: "harness lease per session id",
             subjects.IDEMPOTENCY_BUCKET: "gateway: response per <workspace_id>.<sha256 of Idempotency-Key>",

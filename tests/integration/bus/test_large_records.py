@@ -17,6 +17,7 @@ from pydantic import BaseModel
 
 from corral.bus import Bus, IncompleteRecord, Operations, StoredMessage, WrongLastSequence, records
 from corral.contracts import headers as h
+from corral.contracts.operation import operation
 from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import SESSIONS_SPEC
 from corral.devstack.nats import Nats
@@ -190,13 +191,9 @@ async def test_a_reply_over_max_payload_reaches_the_caller_as_an_error_reply_wit
     async def broken(_req: Ask) -> None:
         raise RuntimeError("boom")
 
-    ops = Operations(
-        service="test service",
-        routes={"big": (Ask, big), "broken": (Ask, broken)},
-        subject=lambda op: f"t.rpc.{op}",
-        queue="t",
-        bounded=frozenset({"big"}),
-    )
+    big_op = operation("big", "t.rpc.big", Ask, dict[str, str], queue="t", service="test service", bounded=True)
+    broken_op = operation("broken", "t.rpc.broken", Ask, type(None), queue="t", service="test service")
+    ops = Operations(service="test service").handle(big_op, big).handle(broken_op, broken)
     async with ops.serve(bus):
         started = time.monotonic()
         raw = await bus.request("t.rpc.big", Ask(size=2 * bus.max_payload).model_dump_json().encode(), timeout=5)

@@ -1,4 +1,5 @@
-"""corral.bus.Operations answers every request with an RpcReply, whatever the handler does."""
+"""corral.bus.Operations answers every request with an RpcReply, whatever the handler does; Bus.call
+asks an operation by its descriptor and returns its typed reply, or raises what the reply says."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import json
 import pytest
 from pydantic import BaseModel, ConfigDict
 
-from corral.bus import Operations, PayloadTooLarge
+from corral.bus import Bus, NoResponders, Operations, PayloadTooLarge, UnreadableReply
 from corral.bus.operations import _too_large
 from corral.contracts.api.errors import ApiError, ErrorDetail
-from corral.contracts.rpc import RpcReply
+from corral.contracts.operation import Operation, operation
+from corral.contracts.rpc import Health, HealthCheck, RpcReply, health_op
 
 
 class Ask(BaseModel):
@@ -42,17 +44,12 @@ def translate(exc: Exception) -> ErrorDetail | None:
     return ErrorDetail(type="overloaded_error", message="retry shortly") if isinstance(exc, Outage) else None
 
 
-OPS = Operations(
-    service="test service",
-    routes={"double": (Ask, double)},
-    subject=lambda op: f"corral.rpc.test.{op}",
-    queue="test",
-    translate=translate,
-)
+DOUBLE = operation("double", "corral.rpc.test.double", Ask, Told, queue="test", service="test service")
+OPS = Operations(service="test service", translate=translate).handle(DOUBLE, double)
 
 
 async def answer(body: object) -> RpcReply:
-    return RpcReply.model_validate_json(await OPS.answer("double", json.dumps(body).encode(), {}))
+    return RpcReply.model_validate_json(await OPS.answer(DOUBLE, json.dumps(body).encode(), {}))
 
 
 async def test_a_request_is_decoded_run_and_its_result_answered() -> None:
@@ -95,3 +92,73 @@ def test_a_reply_too_large_for_the_bus_is_replaced_by_request_too_large() -> Non
     reply = RpcReply.model_validate_json(_too_large("events.list", 3_000_000, 1_048_576))
     assert reply.error is not None and reply.error.type == "request_too_large"
     assert "events.list" in reply.error.message and "limit" in reply.error.message
+
+
+class LoopBus:
+    """A bus whose requests are answered in-process by ``Operations`` (no NATS): ``call`` is the real
+    ``Bus.call``; ``raw`` replaces the answer to check what the caller makes of it."""
+
+    call = Bus.call
+
+    def __init__(self, served: Operations, raw: bytes | None = None) -> None:
+        self.served = served
+        self.raw = raw
+        self.asked: list[str] = []
+
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
+        self.asked.append(subject)
+        if self.raw is not None:
+            return self.raw
+        for op in self.served.operations:
+            if op.subject == subject:
+                return await self.served.answer(op, data, {})
+        raise NoResponders(subject)
+
+
+async def test_a_call_is_asked_on_the_descriptors_subject_and_returns_the_typed_reply() -> None:
+    bus = LoopBus(OPS)
+    told = await bus.call(DOUBLE, Ask(n=21))
+    assert isinstance(told, Told) and told.doubled == 42
+    assert bus.asked == ["corral.rpc.test.double"]
+
+
+async def test_an_error_reply_is_raised_as_the_api_error_it_describes() -> None:
+    with pytest.raises(ApiError) as raised:
+        await LoopBus(OPS).call(DOUBLE, Ask(n=13))
+    assert (raised.value.error_type, raised.value.message, raised.value.error_code) == (
+        "not_found_error",
+        "13 is not here",
+        "unlucky",
+    )
+
+
+@pytest.mark.parametrize("raw", [b"<html>", b'{"ok": true, "result": {"doubled": "many"}}', b'{"ok": true}'])
+async def test_a_reply_that_is_not_the_operations_shape_is_unreadable(raw: bytes) -> None:
+    with pytest.raises(UnreadableReply) as raised:
+        await LoopBus(OPS, raw=raw).call(DOUBLE, Ask(n=1))
+    assert "double" in str(raised.value) and "test service" in str(raised.value)
+
+
+async def test_an_operation_nobody_handles_has_no_responders() -> None:
+    other: Operation[Ask, Told] = operation("other", "corral.rpc.test.other", Ask, Told, queue="t", service="t")
+    with pytest.raises(NoResponders):
+        await LoopBus(OPS).call(other, Ask(n=1))
+
+
+def test_an_operation_is_handled_once() -> None:
+    with pytest.raises(ValueError, match="double"):
+        Operations(service="s").handle(DOUBLE, double).handle(DOUBLE, double)
+
+
+async def test_health_is_answered_bare_and_read_back_typed() -> None:
+    op = health_op("test-service")
+
+    async def report(_request: HealthCheck) -> Health:
+        return Health(service="test-service", instance="here:1", status="ok")
+
+    served = Operations(service="test-service").handle(op, report)
+    raw = await served.answer(op, b"{}", {})
+    assert json.loads(raw) == {"service": "test-service", "instance": "here:1", "status": "ok", "details": {}}
+    bus = LoopBus(served)
+    assert (await bus.call(op, HealthCheck())).instance == "here:1"
+    assert bus.asked == ["corral.health.test-service"]

@@ -10,6 +10,7 @@ from typing import Any
 import httpx
 
 from corral.contracts.api.errors import ApiError
+from corral.contracts.operation import Operation
 from corral.contracts.rpc import Health, Message, Op, ResolvedKey
 from corral.gateway.app import create_app
 from corral.gateway.auth import key_sha256
@@ -42,7 +43,8 @@ class FakeStore:
         assert matching, f"{op} was never called (calls: {self.ops()})"
         return matching[-1]
 
-    async def call(self, op: str, request: Message) -> Any:
+    async def call(self, operation: Operation[Any, Any], request: Message) -> Any:
+        op = operation.name
         self.calls.append((op, request))
         if op == Op.AUTH_RESOLVE:
             if self.auth_failure is not None:
@@ -50,13 +52,13 @@ class FakeStore:
             found = self.keys.get(request.key_sha256)  # type: ignore[attr-defined]
             if found is None:
                 raise ApiError("authentication_error", "unknown key")
-            return found.model_dump()
+            return found
         reply = self.replies.get(op)
         if isinstance(reply, BaseException):
             raise reply
         if callable(reply):
-            return reply(request)
-        return reply
+            reply = reply(request)
+        return None if reply is None else operation.parse_reply(reply)
 
 
 @dataclass

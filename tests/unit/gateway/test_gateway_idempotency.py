@@ -13,7 +13,7 @@ from corral.bus import KeyChanged, KeyExists
 from corral.bus.kv import Entry
 from corral.contracts.api.errors import ApiError
 from corral.contracts.idempotency import IdempotencyRecord
-from corral.contracts.rpc import Op
+from corral.contracts.rpc import Op, StoreOps
 from corral.gateway.app import create_app
 from corral.gateway.state import Backends
 
@@ -77,8 +77,8 @@ async def test_a_duplicate_waits_for_the_first_and_a_stale_claim_is_taken_over()
     started = asyncio.Event()
 
     class SlowStore(FakeStore):
-        async def call(self, op: str, request: Any) -> Any:
-            if op == Op.AGENTS_CREATE:
+        async def call(self, op: Any, request: Any) -> Any:
+            if op is StoreOps.AGENTS_CREATE:
                 started.set()
                 await release.wait()
                 return agent()

@@ -10,12 +10,16 @@ from gateway_fakes import FakeStore, client_for
 
 from corral.bus import Bus, NoResponders
 from corral.contracts.api.errors import ApiError
-from corral.contracts.rpc import GetObject, Op
+from corral.contracts.rpc import GetObject, ListObjects, Op, StoreOps
 from corral.gateway.errors import Unavailable
-from corral.gateway.store import BusStore, result_of
+from corral.gateway.store import BusStore
 
 
 class ScriptedBus:
+    """A bus whose ``request`` answers from a script; ``call`` is the real ``Bus.call`` over it."""
+
+    call = Bus.call
+
     def __init__(self, reply: bytes | BaseException) -> None:
         self.reply = reply
         self.requests: list[tuple[str, bytes, float | None]] = []
@@ -33,7 +37,7 @@ def store_over(bus: ScriptedBus) -> BusStore:
 
 async def test_a_call_sends_the_request_json_to_the_operation_subject() -> None:
     bus = ScriptedBus(b'{"ok": true, "result": {"id": "agent_01A"}}')
-    result = await store_over(bus).call(Op.AGENTS_GET, GetObject(workspace_id="w", id="agent_01A"))
+    result = await store_over(bus).call(StoreOps.AGENTS_GET, GetObject(workspace_id="w", id="agent_01A"))
     assert result == {"id": "agent_01A"}
     ((subject, data, timeout),) = bus.requests
     assert subject == "corral.rpc.store.agents.get"
@@ -45,7 +49,7 @@ async def test_an_error_reply_is_raised_as_the_api_error_it_describes() -> None:
     reply = {"ok": False, "error": {"type": "conflict_error", "message": "busy", "details": {"error_code": "x"}}}
     with pytest.raises(ApiError) as raised:
         await store_over(ScriptedBus(json.dumps(reply).encode())).call(
-            Op.SESSIONS_DELETE, GetObject(workspace_id="w", id="s")
+            StoreOps.SESSIONS_GET, GetObject(workspace_id="w", id="s")
         )
     assert (raised.value.status, raised.value.message, raised.value.error_code) == (409, "busy", "x")
 
@@ -53,15 +57,17 @@ async def test_an_error_reply_is_raised_as_the_api_error_it_describes() -> None:
 @pytest.mark.parametrize("failure", [NoResponders("corral.rpc.store.agents.get"), TimeoutError()])
 async def test_an_absent_or_silent_session_store_is_a_503(failure: BaseException) -> None:
     with pytest.raises(Unavailable) as raised:
-        await store_over(ScriptedBus(failure)).call(Op.AGENTS_GET, GetObject(workspace_id="w", id="agent_01A"))
+        await store_over(ScriptedBus(failure)).call(StoreOps.AGENTS_GET, GetObject(workspace_id="w", id="agent_01A"))
     assert raised.value.status == 503
     assert "session-store" in raised.value.message
 
 
-def test_a_malformed_reply_is_an_api_error() -> None:
+@pytest.mark.parametrize("raw", [b"<html>", b'{"ok": true, "result": {"data": "not a list"}}'])
+async def test_a_malformed_reply_is_an_api_error(raw: bytes) -> None:
     with pytest.raises(ApiError) as raised:
-        result_of(Op.AGENTS_GET, b"<html>")
+        await store_over(ScriptedBus(raw)).call(StoreOps.AGENTS_LIST, ListObjects(workspace_id="w"))
     assert raised.value.error_type == "api_error"
+    assert "agents.list" in raised.value.message
 
 
 async def test_an_unavailable_store_reaches_the_client_as_a_retryable_503() -> None:

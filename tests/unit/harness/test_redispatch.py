@@ -67,6 +67,8 @@ class FakeManagers:
         if listener is not None:  # core NATS: a beat nobody listens to is lost
             listener(beat(instance))
 
+    call = Bus.call  # the real typed call, over the scripted ``request``
+
     async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
         assert subject == "corral.rpc.sandbox.execute"
         self.requests.append(json.loads(data))

@@ -35,6 +35,8 @@ class FakeBus:
         self.listened.append(subject)
         yield
 
+    call = Bus.call  # the real typed call, over the scripted ``request``
+
     async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
         self.requests.append((subject, json.loads(data), timeout))
         if isinstance(self.answer, Exception):

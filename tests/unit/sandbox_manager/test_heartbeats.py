@@ -54,7 +54,9 @@ async def test_an_execute_beats_until_its_reply_and_not_after() -> None:
     enough = asyncio.Event()
     executions = HeldExecutions()
     answering = asyncio.create_task(
-        rpc.handle(service(executions, beats, enough), "execute", EXECUTE.model_dump_json().encode(), {})
+        rpc.operations(service(executions, beats, enough)).answer(
+            sandbox.SandboxOps.EXECUTE, EXECUTE.model_dump_json().encode(), {}
+        )
     )
     async with asyncio.timeout(5):
         await enough.wait()
@@ -73,8 +75,8 @@ async def test_a_manager_stopping_mid_call_says_so_with_an_error_code() -> None:
     beats: list[tuple[str, dict[str, Any]]] = []
     executions = HeldExecutions(error=ShuttingDown("the sandbox-manager is stopping"))
 
-    raw = await rpc.handle(
-        service(executions, beats, asyncio.Event()), "execute", EXECUTE.model_dump_json().encode(), {}
+    raw = await rpc.operations(service(executions, beats, asyncio.Event())).answer(
+        sandbox.SandboxOps.EXECUTE, EXECUTE.model_dump_json().encode(), {}
     )
     reply = RpcReply.model_validate_json(raw)
 

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 import pytest
 
 from corral.contracts.api.errors import ApiError
+from corral.contracts.log import SessionRecord, parse_session_record
 from corral.session_store.domain.sessions import (
     SessionRow,
     SessionState,
@@ -17,14 +18,35 @@ from corral.session_store.domain.sessions import (
 CREATED = {
     "type": "corral.session_created",
     "workspace_id": "w",
-    "session": {"id": "sesn_1", "status": "idle", "created_at": "2026-01-01T00:00:00Z", "agent": {"id": "agent_1"}},
+    "session": {
+        "id": "sesn_1",
+        "status": "idle",
+        "environment_id": "env_1",
+        "created_at": "2026-01-01T00:00:00Z",
+        "updated_at": "2026-01-01T00:00:00Z",
+        "agent": {"id": "agent_1"},
+    },
 }
+
+#: Fields a test leaves out that a real record of the type always has.
+_REQUIRED: dict[str, dict[str, object]] = {
+    "user.message": {"content": [{"type": "text", "text": "hi"}]},
+    "span.model_request_end": {"model_request_start_id": "sevt_start", "model_usage": {}},
+    "session.status_idle": {"stop_reason": {"type": "end_turn"}},
+    "agent.custom_tool_use": {"name": "lookup", "input": {}},
+    "user.custom_tool_result": {"content": []},
+}
+
+
+def typed(record: dict[str, object]) -> SessionRecord:
+    """The record as the folds take it: decoded into the contracts' union (as read from the log)."""
+    return parse_session_record({**_REQUIRED.get(str(record["type"]), {}), **record})
 
 
 def state_after(*records: dict[str, object]) -> SessionState:
     state = SessionState(session_id="sesn_1")
     for seq, record in enumerate([CREATED, *records], start=1):
-        state.apply(dict(record), seq)
+        state.apply(typed(dict(record)), seq)
     return state
 
 
@@ -97,7 +119,7 @@ def test_the_projection_accrues_active_seconds_only_while_running_and_sums_usage
         event("span.model_request_end", "2026-01-01T00:01:01Z", model_usage={"input_tokens": 1, "output_tokens": 1}),
     ]
     for seq, record in enumerate(records, start=1):
-        row.apply(dict(record), seq)
+        row.apply(typed(dict(record)), seq)
     session = row.session(datetime(2026, 1, 1, 0, 1, 3, tzinfo=UTC))
     assert session["status"] == "running"
     assert session["usage"]["input_tokens"] == 11
@@ -120,7 +142,7 @@ def test_a_confirmation_must_answer_a_tool_use_that_asked_for_one() -> None:
     twice = {"type": "user.tool_confirmation", "tool_use_id": "sevt_ask", "result": "deny"}
     with pytest.raises(ApiError):
         check_client_append(state, [twice, twice])
-    state.apply({"type": "user.tool_confirmation", "tool_use_id": "sevt_ask", "result": "deny"}, 99)
+    state.apply(typed({**event("user.tool_confirmation"), "tool_use_id": "sevt_ask", "result": "deny"}), 99)
     with pytest.raises(ApiError):
         check_client_append(state, [twice])
 

@@ -3,7 +3,8 @@
 ``Bus.connect(settings, name=...)`` gives a connected ``Bus`` (an async context manager that drains
 the connection on exit). See ``corral.bus.client`` for the operations, ``corral.bus.records`` for
 how records of any size are stored in parts and read back whole, and ``corral.bus.operations`` for
-serving request-reply operations (every failure an error reply).
+serving request-reply operations (every failure an error reply). ``Bus.call(OP, request)`` asks an
+operation declared as an ``Operation`` descriptor in ``corral.contracts`` and returns its typed reply.
 """
 
 from corral.bus.client import Bus, Delivery, PubAck, Reading
@@ -18,6 +19,7 @@ from corral.bus.errors import (
     Reject,
     Retry,
     StreamMismatch,
+    UnreadableReply,
     WrongLastSequence,
 )
 from corral.bus.health import instance_name, serve_health
@@ -43,6 +45,7 @@ __all__ = [
     "Retry",
     "StoredMessage",
     "StreamMismatch",
+    "UnreadableReply",
     "WrongLastSequence",
     "instance_name",
     "serve_health",

@@ -17,6 +17,7 @@ import logging
 import uuid
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 import nats
 from nats.aio.client import Client
@@ -25,6 +26,7 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 from nats.js.object_store import ObjectStore
+from pydantic import BaseModel, ValidationError
 
 from corral.bus import records
 from corral.bus.cancellation import honouring_cancel
@@ -34,13 +36,15 @@ from corral.bus.errors import (
     NotAuthorized,
     PayloadTooLarge,
     StreamMismatch,
+    UnreadableReply,
     WrongLastSequence,
 )
 from corral.bus.kv import KeyValueBucket
 from corral.bus.records import StoredMessage
 from corral.contracts import headers as h
 from corral.contracts import subjects
-from corral.contracts.api.errors import ErrorDetail
+from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.contracts.operation import Operation
 from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import StreamSpec
 from corral.settings import NatsSettings
@@ -52,6 +56,9 @@ Handler = Callable[[bytes, dict[str, str]], Awaitable[bytes]]
 """A request handler: request payload and headers in, reply payload out."""
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep")
 
 
 @dataclass(frozen=True)
@@ -656,6 +663,32 @@ class Bus:
         except nats.errors.NoRespondersError as exc:
             raise NoResponders(subject) from exc
         return await self._unspill(msg.data, dict(msg.headers or {}))
+
+    async def call(self, op: Operation[Req, Rep], request: Req, *, timeout: float | None = None) -> Rep:
+        """Ask ``op`` (its descriptor gives the subject and the shapes) and return its reply's result.
+
+        Raises:
+            NoResponders: nothing serves the operation (its service is not running).
+            TimeoutError: no reply within ``timeout`` (the request may or may not have been applied).
+            ApiError: the service answered with an error reply (its type, message and ``error_code``).
+            UnreadableReply: the reply is not the operation's reply shape.
+        """
+        raw = await self.request(op.subject, request.model_dump_json().encode(), timeout=timeout)
+        try:
+            if not op.enveloped:
+                return op.parse_reply_json(raw)
+            reply = RpcReply.model_validate_json(raw)
+            if reply.ok:
+                return op.parse_reply(reply.result)
+        except ValidationError as exc:
+            logger.error(
+                "unreadable reply",
+                extra={"fields": {"op": op.name, "errors": exc.errors(include_url=False, include_input=False)[:3]}},
+            )
+            raise UnreadableReply(op.name, op.service, exc.error_count()) from exc
+        if reply.error is None:
+            raise ApiError("api_error", f"the {op.service} failed {op.name} without saying why")
+        raise ApiError.from_detail(reply.error)
 
     @contextlib.asynccontextmanager
     async def serve(

@@ -8,7 +8,10 @@
     ├── KeyChanged           KV update/delete with a stale revision
     ├── NoResponders         nobody serves the request subject: the service is down
     ├── PayloadTooLarge      the message is larger than the server's ``max_payload``: nothing was sent
-    └── IncompleteRecord     ``Bus.get`` of a part of a record whose other parts are not all stored
+    ├── IncompleteRecord     ``Bus.get`` of a part of a record whose other parts are not all stored
+    └── UnreadableReply      ``Bus.call`` got a reply that is not the operation's reply shape
+
+``Bus.call`` raises an error reply as the ``corral.contracts.api.errors.ApiError`` it describes.
 
 Handler outcomes (raised inside a durable-consumer handler):
 
@@ -68,3 +71,13 @@ class Reject(Exception):
 
 class IncompleteRecord(BusError):
     """The sequence asked for is a part of a record stored in parts, and not every part is stored."""
+
+
+class UnreadableReply(BusError):
+    """The reply to ``operation`` does not validate as its reply type (``errors``: how many fields)."""
+
+    def __init__(self, operation: str, service: str, errors: int) -> None:
+        super().__init__(f"the {service} sent an unreadable reply to {operation} ({errors} validation errors)")
+        self.operation = operation
+        self.service = service
+        self.errors = errors

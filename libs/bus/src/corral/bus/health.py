@@ -1,4 +1,5 @@
-"""The health protocol every service speaks: ``corral.health.<service>`` answered with a ``Health``."""
+"""The health protocol every service speaks: ``corral.health.<service>`` answered with a ``Health``
+(the ``health_op(service)`` descriptor; ``Bus.call(health_op(service), HealthCheck())`` asks it)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import socket
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from corral.bus.client import Bus
-from corral.contracts.rpc import Health
-from corral.contracts.subjects import health
+from corral.bus.operations import Operations
+from corral.contracts.rpc import Health, HealthCheck, health_op
 
 
 def instance_name() -> str:
@@ -21,8 +22,8 @@ def instance_name() -> str:
 async def serve_health(bus: Bus, service: str, report: Callable[[], Awaitable[Health]]) -> AsyncIterator[None]:
     """Answer ``corral.health.<service>`` with ``report()`` while the block runs (one instance answers)."""
 
-    async def answer(_data: bytes, _headers: dict[str, str]) -> bytes:
-        return (await report()).model_dump_json().encode()
+    async def answer(_request: HealthCheck) -> Health:
+        return await report()
 
-    async with bus.serve(health(service), answer, queue=service):
+    async with Operations(service=service).handle(health_op(service), answer).serve(bus):
         yield

@@ -1,6 +1,8 @@
-"""Serving a service's request-reply operations: one subject per operation, each request decoded
-into its model, run, and answered with an ``RpcReply``, inside a server span joined to the caller's
-trace.
+"""Serving a service's request-reply operations, each declared once as an ``Operation`` descriptor
+(``corral.contracts.operation``): ``Operations(service=...).handle(OP, handler)`` for each, then
+``async with ops.serve(bus)``. Each request is answered on the descriptor's subject in its queue
+group, decoded into its request model, run, and answered with an ``RpcReply`` (a bare reply model for
+``enveloped=False`` operations such as health), inside a server span joined to the caller's trace.
 
 Every failure is an error reply, never silence on the wire:
 
@@ -8,7 +10,7 @@ Every failure is an error reply, never silence on the wire:
 - an ``ApiError`` is answered as it says (its type and ``error_code``);
 - a record or a reply larger than the bus carries (``PayloadTooLarge``) is a ``request_too_large``;
 - a reply larger than one message is sent whole through the bodies object store (see ``Bus.serve``),
-  except for the operations listed in ``bounded``: theirs is answered ``request_too_large`` naming
+  except for ``bounded`` operations: theirs is answered ``request_too_large`` naming
   the size and the limit, at once;
 - a handler that raises past all this, or a reply the connection cannot send, is answered by
   ``Bus.serve`` with an ``api_error`` (the subject in the log), never left to the caller's deadline;
@@ -21,10 +23,11 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
@@ -33,72 +36,87 @@ from corral import telemetry
 from corral.bus.client import Bus
 from corral.bus.errors import PayloadTooLarge
 from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.contracts.operation import Operation
 from corral.contracts.rpc import RpcReply
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
 
-Handler = Callable[[Any], Awaitable[Any]]
-"""Runs one decoded request; returns a model (or plain JSON data) for the reply's ``result``."""
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep")
+
+Handler = Callable[[Req], Awaitable[Rep]]
+"""Runs one decoded request; returns the reply's ``result``."""
 Translate = Callable[[Exception], ErrorDetail | None]
 """The error detail for an exception the service expects (``None``: unexpected, logged)."""
 Describe = Callable[[BaseModel, Any, trace.Span], None]
-"""Adds attributes to an operation's span from its request and (when it succeeded) its result."""
+"""Adds attributes to an operation's span: called with ``(request, None, span)`` once the request is
+decoded, and with ``(request, result, span)`` when it succeeded."""
 
 
 def _nothing_expected(_exc: Exception) -> ErrorDetail | None:
     return None
 
 
-@dataclass(frozen=True)
+@dataclass
 class Operations:
-    """A service's operations: ``routes`` maps an operation name to its request model and handler."""
+    """A service's operations, keyed by descriptor: add each with ``handle``, then ``serve``."""
 
     service: str
-    routes: Mapping[str, tuple[type[BaseModel], Handler]]
-    subject: Callable[[str], str]
-    queue: str
     translate: Translate = field(default=_nothing_expected)
     describe: Describe | None = None
-    bounded: frozenset[str] = frozenset()
-    """Operations whose reply must fit one bus message (``max_payload``); every other reply may be of
-    any size."""
+    _handlers: dict[Operation[Any, Any], Callable[[Any], Awaitable[Any]]] = field(default_factory=dict)
 
-    async def answer(self, op: str, data: bytes, headers: Mapping[str, str]) -> bytes:
-        """Decode, run and answer one request of operation ``op``."""
-        subject = self.subject(op)
+    def handle(self, op: Operation[Req, Rep], handler: Handler[Req, Rep]) -> Operations:
+        """Answer ``op`` with ``handler`` (its request and reply types must be the descriptor's)."""
+        if op in self._handlers:
+            raise ValueError(f"{op.name} ({op.subject}) is handled twice")
+        self._handlers[op] = handler
+        return self
+
+    @property
+    def operations(self) -> tuple[Operation[Any, Any], ...]:
+        return tuple(self._handlers)
+
+    async def answer(self, op: Operation[Any, Any], data: bytes, headers: Mapping[str, str]) -> bytes:
+        """Decode, run and answer one request of ``op``."""
         with _tracer.start_as_current_span(
-            f"process {subject}",
+            f"process {op.subject}",
             context=telemetry.extract(dict(headers)),
             kind=trace.SpanKind.SERVER,
             attributes={
                 "messaging.system": "nats",
                 "messaging.operation.type": "process",
-                "messaging.destination.name": subject,
+                "messaging.destination.name": op.subject,
             },
         ) as span:
+            if not op.enveloped:
+                # a bare reply (health): a failure is left to ``Bus.serve``, which answers ``api_error``
+                request = op.request.model_validate_json(data or b"{}")
+                result = await self._handlers[op](request)
+                return _bare(op, result)
             reply = await self._run(op, data, span)
             if reply.error is not None:
                 span.set_attribute("error.type", reply.error.type)
             return reply.model_dump_json().encode()
 
-    async def _run(self, op: str, data: bytes, span: trace.Span) -> RpcReply:
-        model, handler = self.routes[op]
+    async def _run(self, op: Operation[Any, Any], data: bytes, span: trace.Span) -> RpcReply:
+        handler = self._handlers[op]
         try:
-            request = model.model_validate_json(data)
+            request = op.request.model_validate_json(data)
+            if self.describe is not None:
+                self.describe(request, None, span)
             result = await handler(request)
             if self.describe is not None:
                 self.describe(request, result, span)
-            if isinstance(result, BaseModel):
-                result = result.model_dump(mode="json")
-            return RpcReply(ok=True, result=result)
+            return RpcReply(ok=True, result=op.dump_reply(result))
         except ApiError as exc:
             return RpcReply(ok=False, error=exc.detail())
         except ValidationError as exc:
             return RpcReply(ok=False, error=ErrorDetail(type="invalid_request_error", message=field_message(exc)))
         except PayloadTooLarge as exc:
             message = (
-                f"{op} would store a record of {exc.size} bytes, more than the {exc.limit} bytes one record "
+                f"{op.name} would store a record of {exc.size} bytes, more than the {exc.limit} bytes one record "
                 "can hold; send less (split a long text into several messages)"
             )
             return RpcReply(ok=False, error=ErrorDetail(type="request_too_large", message=message))
@@ -106,36 +124,42 @@ class Operations:
             detail = self.translate(exc)
             if detail is not None:
                 return RpcReply(ok=False, error=detail)
-            logger.exception("operation failed", extra={"fields": {"op": op}})
+            logger.exception("operation failed", extra={"fields": {"op": op.name, "subject": op.subject}})
             return RpcReply(
-                ok=False, error=ErrorDetail(type="api_error", message=f"{op} failed inside the {self.service}")
+                ok=False, error=ErrorDetail(type="api_error", message=f"{op.name} failed inside the {self.service}")
             )
 
     @contextlib.asynccontextmanager
     async def serve(self, bus: Bus) -> AsyncIterator[None]:
-        """Answer every operation on its subject (in the queue group) while the block runs."""
+        """Answer every operation on its subject (in its queue group) while the block runs."""
         async with contextlib.AsyncExitStack() as stack:
-            for op in self.routes:
+            for op in self._handlers:
 
-                async def handler(data: bytes, headers: dict[str, str], op: str = op) -> bytes:
+                async def handler(data: bytes, headers: dict[str, str], op: Operation[Any, Any] = op) -> bytes:
                     return await self.answer(op, data, headers)
 
                 await stack.enter_async_context(
                     bus.serve(
-                        self.subject(op),
+                        op.subject,
                         handler,
-                        queue=self.queue,
-                        too_large=functools.partial(_too_large, op),
-                        large_replies=op not in self.bounded,
+                        queue=op.queue,
+                        too_large=functools.partial(_too_large, op.name) if op.enveloped else None,
+                        large_replies=not op.bounded,
                     )
                 )
             yield
 
 
+def _bare(op: Operation[Any, Any], result: Any) -> bytes:
+    if isinstance(result, BaseModel):
+        return result.model_dump_json().encode()
+    return json.dumps(op.dump_reply(result)).encode()
+
+
 def _too_large(op: str, size: int, limit: int) -> bytes:
     message = (
         f"the answer to {op} is {size} bytes, over the limit of {limit} bytes one bus message carries "
-        "(NATS max_payload), and this operation answers in one message; read the log instead"
+        "(NATS max_payload), and this operation answers in one message; ask for less"
     )
     return RpcReply(ok=False, error=ErrorDetail(type="request_too_large", message=message)).model_dump_json().encode()
 

@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from typing import Annotated, Final
+from typing import Annotated, Final, TypeVar
 
-from pydantic import AfterValidator, Field
+from pydantic import AfterValidator, BaseModel, Field
 
+from corral.contracts.operation import Operation, operation
 from corral.contracts.rpc import Message
 
 # --- subjects and buckets ------------------------------------------------------------------------------
@@ -188,3 +189,19 @@ class CloseEgress(Message):
 
 class EgressClosed(Message):
     closed: bool = Field(description="false when the session had no proxy here")
+
+
+# --- operations ----------------------------------------------------------------------------------------
+_Req = TypeVar("_Req", bound=BaseModel)
+_Rep = TypeVar("_Rep")
+
+
+def _egress(name: str, request: type[_Req], reply: type[_Rep]) -> Operation[_Req, _Rep]:
+    return operation(name, egress_rpc(name), request, reply, queue=EGRESS_QUEUE, service="credential-proxy")
+
+
+class EgressOps:
+    """Every ``corral.rpc.egress.<op>`` operation (queue group ``credential-proxy``)."""
+
+    OPEN: Final = _egress(EgressOp.OPEN, OpenEgress, EgressOpened)
+    CLOSE: Final = _egress(EgressOp.CLOSE, CloseEgress, EgressClosed)

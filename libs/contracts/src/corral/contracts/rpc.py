@@ -8,11 +8,13 @@ gateway turns into the HTTP error as is.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from corral.contracts import subjects
 from corral.contracts.api.errors import ErrorDetail
+from corral.contracts.operation import Operation, operation
 
 
 class Op:
@@ -41,6 +43,10 @@ class Op:
     SESSIONS_CONTEXT = "sessions.context"
     EVENTS_APPEND = "events.append"
     EVENTS_LIST = "events.list"
+
+
+_Req = TypeVar("_Req", bound=BaseModel)
+_Rep = TypeVar("_Rep")
 
 
 class Message(BaseModel):
@@ -202,8 +208,98 @@ class Wake(Message):
     reason: str
 
 
+class HealthCheck(Message):
+    """The request of ``corral.health.<service>``: ``{}``."""
+
+
 class Health(Message):
     service: str
     instance: str
     status: Literal["ok", "degraded"]
     details: dict[str, str] = Field(default_factory=dict)
+
+
+def health_op(service: str) -> Operation[HealthCheck, Health]:
+    """``corral.health.<service>``, answered by one instance of ``service`` with a bare ``Health``."""
+    return operation(
+        "health",
+        subjects.health(service),
+        HealthCheck,
+        Health,
+        queue=service,
+        service=service,
+        bounded=True,
+        enveloped=False,
+    )
+
+
+# --- the session-store's operations ---------------------------------------------------------------------
+ApiObject = dict[str, Any]
+"""A public API object (agent, environment, session) as its JSON."""
+
+
+def _store(name: str, request: type[_Req], reply: type[_Rep], *, bounded: bool = False) -> Operation[_Req, _Rep]:
+    return operation(
+        name,
+        subjects.store_rpc(name),
+        request,
+        reply,
+        queue=subjects.STORE_QUEUE,
+        service="session-store",
+        bounded=bounded,
+    )
+
+
+class StoreOps:
+    """Every ``corral.rpc.store.<op>`` operation (queue group ``session-store``)."""
+
+    AUTH_RESOLVE: Final = _store(Op.AUTH_RESOLVE, ResolveKey, ResolvedKey)
+    API_KEYS_CREATE: Final = _store(Op.API_KEYS_CREATE, CreateApiKey, ResolvedKey)
+    AGENTS_CREATE: Final = _store(Op.AGENTS_CREATE, CreateObject, ApiObject)
+    AGENTS_GET: Final = _store(Op.AGENTS_GET, GetObject, ApiObject)
+    AGENTS_UPDATE: Final = _store(Op.AGENTS_UPDATE, UpdateObject, ApiObject)
+    AGENTS_LIST: Final = _store(Op.AGENTS_LIST, ListObjects, Page)
+    AGENTS_ARCHIVE: Final = _store(Op.AGENTS_ARCHIVE, ObjectAction, ApiObject)
+    AGENTS_VERSIONS: Final = _store(Op.AGENTS_VERSIONS, ListObjects, Page)
+    ENVIRONMENTS_CREATE: Final = _store(Op.ENVIRONMENTS_CREATE, CreateObject, ApiObject)
+    ENVIRONMENTS_GET: Final = _store(Op.ENVIRONMENTS_GET, GetObject, ApiObject)
+    ENVIRONMENTS_UPDATE: Final = _store(Op.ENVIRONMENTS_UPDATE, UpdateObject, ApiObject)
+    ENVIRONMENTS_LIST: Final = _store(Op.ENVIRONMENTS_LIST, ListObjects, Page)
+    ENVIRONMENTS_ARCHIVE: Final = _store(Op.ENVIRONMENTS_ARCHIVE, ObjectAction, ApiObject)
+    ENVIRONMENTS_DELETE: Final = _store(Op.ENVIRONMENTS_DELETE, ObjectAction, Deleted)
+    SESSIONS_CREATE: Final = _store(Op.SESSIONS_CREATE, CreateObject, ApiObject)
+    SESSIONS_GET: Final = _store(Op.SESSIONS_GET, GetObject, ApiObject)
+    SESSIONS_UPDATE: Final = _store(Op.SESSIONS_UPDATE, UpdateObject, ApiObject)
+    SESSIONS_LIST: Final = _store(Op.SESSIONS_LIST, ListObjects, Page)
+    SESSIONS_ARCHIVE: Final = _store(Op.SESSIONS_ARCHIVE, ObjectAction, ApiObject)
+    SESSIONS_DELETE: Final = _store(Op.SESSIONS_DELETE, ObjectAction, Deleted)
+    #: The whole log in one answer: a long session's cannot be sent, and says so.
+    SESSIONS_CONTEXT: Final = _store(Op.SESSIONS_CONTEXT, GetContext, SessionContext, bounded=True)
+    EVENTS_APPEND: Final = _store(Op.EVENTS_APPEND, AppendEvents, Appended)
+    EVENTS_LIST: Final = _store(Op.EVENTS_LIST, ListEvents, Page)
+
+    ALL: Final[tuple[Operation[Any, Any], ...]] = (
+        AUTH_RESOLVE,
+        API_KEYS_CREATE,
+        AGENTS_CREATE,
+        AGENTS_GET,
+        AGENTS_UPDATE,
+        AGENTS_LIST,
+        AGENTS_ARCHIVE,
+        AGENTS_VERSIONS,
+        ENVIRONMENTS_CREATE,
+        ENVIRONMENTS_GET,
+        ENVIRONMENTS_UPDATE,
+        ENVIRONMENTS_LIST,
+        ENVIRONMENTS_ARCHIVE,
+        ENVIRONMENTS_DELETE,
+        SESSIONS_CREATE,
+        SESSIONS_GET,
+        SESSIONS_UPDATE,
+        SESSIONS_LIST,
+        SESSIONS_ARCHIVE,
+        SESSIONS_DELETE,
+        SESSIONS_CONTEXT,
+        EVENTS_APPEND,
+        EVENTS_LIST,
+    )

@@ -27,10 +27,11 @@ the caller treats the same way.
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from typing import Any, Final, Literal, TypeVar
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
+from corral.contracts.operation import Operation, operation
 from corral.contracts.rpc import Message
 
 # --- subjects and buckets ------------------------------------------------------------------------------
@@ -166,3 +167,24 @@ class Release(Message):
 class Released(Message):
     #: The removed container, ``None`` when the session had none.
     container_id: str | None
+
+
+# --- operations ----------------------------------------------------------------------------------------
+_Req = TypeVar("_Req", bound=BaseModel)
+_Rep = TypeVar("_Rep")
+
+
+def _sandbox(name: str, request: type[_Req], reply: type[_Rep]) -> Operation[_Req, _Rep]:
+    # replies fit one message (a tool's output is capped well below it)
+    return operation(
+        name, sandbox_rpc(name), request, reply, queue=SANDBOX_QUEUE, service="sandbox-manager", bounded=True
+    )
+
+
+class SandboxOps:
+    """Every ``corral.rpc.sandbox.<op>`` operation (queue group ``sandbox-manager``)."""
+
+    PROVISION: Final = _sandbox(SandboxOp.PROVISION, Provision, Provisioned)
+    EXECUTE: Final = _sandbox(SandboxOp.EXECUTE, Execute, ToolOutcome)
+    CANCEL: Final = _sandbox(SandboxOp.CANCEL, Cancel, Cancelled)
+    RELEASE: Final = _sandbox(SandboxOp.RELEASE, Release, Released)

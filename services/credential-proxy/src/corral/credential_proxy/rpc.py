@@ -1,12 +1,12 @@
-"""Request-reply: ``corral.rpc.egress.<op>`` (queue group ``credential-proxy``), each decoded into its
-request model and answered with an ``RpcReply``; plus ``corral.health.credential-proxy``."""
+"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``, queue group
+``credential-proxy``), served by ``corral.bus.Operations``; plus ``corral.health.credential-proxy``."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,14 +16,12 @@ from pydantic import BaseModel
 from corral.bus import Bus, Operations, serve_health
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.egress import (
-    EGRESS_QUEUE,
     EGRESS_SOCKET_NAME,
     CloseEgress,
     EgressClosed,
-    EgressOp,
     EgressOpened,
+    EgressOps,
     OpenEgress,
-    egress_rpc,
 )
 from corral.contracts.rpc import Health
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
@@ -52,12 +50,6 @@ async def close_egress(service: Service, request: CloseEgress) -> EgressClosed:
     return EgressClosed(closed=await service.egress.close(request.session_id))
 
 
-ROUTES: dict[str, tuple[type[BaseModel], Callable[[Service, Any], Awaitable[BaseModel]]]] = {
-    EgressOp.OPEN: (OpenEgress, open_egress),
-    EgressOp.CLOSE: (CloseEgress, close_egress),
-}
-
-
 def _translate(exc: Exception) -> ErrorDetail | None:
     if isinstance(exc, NotConfigured):
         return ErrorDetail(
@@ -78,14 +70,11 @@ def _describe(request: BaseModel, _result: Any, span: trace.Span) -> None:
 
 
 def operations(service: Service) -> Operations:
-    """``corral.rpc.egress.<op>`` in the queue group ``credential-proxy``."""
-    return Operations(
-        service="credential-proxy",
-        routes={op: (model, functools.partial(handler, service)) for op, (model, handler) in ROUTES.items()},
-        subject=egress_rpc,
-        queue=EGRESS_QUEUE,
-        translate=_translate,
-        describe=_describe,
+    """Every ``EgressOps`` operation, on its subject in the queue group ``credential-proxy``."""
+    return (
+        Operations(service="credential-proxy", translate=_translate, describe=_describe)
+        .handle(EgressOps.OPEN, functools.partial(open_egress, service))
+        .handle(EgressOps.CLOSE, functools.partial(close_egress, service))
     )
 
 

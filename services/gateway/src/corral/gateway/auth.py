@@ -14,10 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
-from pydantic import ValidationError
-
 from corral.contracts.api.errors import ApiError
-from corral.contracts.rpc import Op, ResolvedKey, ResolveKey
+from corral.contracts.rpc import ResolvedKey, ResolveKey, StoreOps
 from corral.gateway.store import Store
 
 NEGATIVE_TTL_S: Final = 5.0
@@ -109,17 +107,11 @@ async def resolve(headers: Mapping[str, str], *, store: Store, cache: KeyCache) 
 
 async def _ask_store(store: Store, digest: str) -> ResolvedKey | None:
     try:
-        result = await store.call(Op.AUTH_RESOLVE, ResolveKey(key_sha256=digest))
+        return await store.call(StoreOps.AUTH_RESOLVE, ResolveKey(key_sha256=digest))
     except ApiError as exc:
         if exc.error_type in ("authentication_error", "permission_error", "not_found_error"):
             return None
         raise
-    if result is None:
-        return None
-    try:
-        return ResolvedKey.model_validate(result)
-    except ValidationError as exc:
-        raise ApiError("api_error", "the session-store sent a malformed auth.resolve reply") from exc
 
 
 def check_workspace(headers: Mapping[str, str], caller: ResolvedKey) -> None:

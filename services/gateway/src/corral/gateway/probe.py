@@ -4,11 +4,9 @@ from __future__ import annotations
 
 from typing import Protocol
 
-from pydantic import ValidationError
-
-from corral.bus import Bus, NoResponders
-from corral.contracts.rpc import Health
-from corral.contracts.subjects import health
+from corral.bus import Bus, NoResponders, UnreadableReply
+from corral.contracts.api.errors import ApiError
+from corral.contracts.rpc import Health, HealthCheck, health_op
 
 
 class HealthProbe(Protocol):
@@ -18,19 +16,15 @@ class HealthProbe(Protocol):
 
 
 class BusProbe:
-    """``HealthProbe`` over request-reply on ``corral.health.<service>``."""
+    """``HealthProbe`` over the ``health_op(service)`` operation (``corral.health.<service>``)."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
 
     async def check(self, service: str, *, timeout_s: float) -> Health | None:
         try:
-            raw = await self._bus.request(health(service), b"{}", timeout=timeout_s)
-        except (NoResponders, TimeoutError):
-            return None
-        try:
-            return Health.model_validate_json(raw)
-        except ValidationError:
+            return await self._bus.call(health_op(service), HealthCheck(), timeout=timeout_s)
+        except (NoResponders, TimeoutError, UnreadableReply, ApiError):
             return None
 
 

@@ -1,7 +1,7 @@
 """The sandbox port: provision a session's sandbox, run a built-in tool in it, cancel a running tool.
 
-``BusSandbox`` speaks the sandbox-manager's request-reply operations
-(``corral.rpc.sandbox.<op>``, see ``corral.contracts.sandbox``). Anything that keeps a call from
+``BusSandbox`` asks the sandbox-manager's operations through their descriptors
+(``corral.contracts.sandbox.SandboxOps``, with ``Bus.call``). Anything that keeps a call from
 being attempted (nothing serves the subject, no reply in time, an ``RpcReply`` error such as
 ``sandbox_unavailable``) is a ``SandboxError`` with a message fit for the model: the harness turns
 it into an error ``agent.tool_result`` so the model can carry on, never into a failed turn. A tool
@@ -18,14 +18,16 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from corral.bus import Bus, BusError, NoResponders
+from corral.bus import Bus, BusError, NoResponders, UnreadableReply
 from corral.contracts import sandbox
-from corral.contracts.rpc import RpcReply
+from corral.contracts.api.errors import ApiError
+from corral.contracts.operation import Operation
 from corral.harness.redispatch import OUTCOME_UNKNOWN, Heartbeats, RedispatchPolicy, dispatch
 
 logger = logging.getLogger(__name__)
 
-_Result = TypeVar("_Result", bound=BaseModel)
+_Req = TypeVar("_Req", bound=BaseModel)
+_Rep = TypeVar("_Rep")
 
 #: How long a ``cancel`` or a ``provision`` reply is waited for.
 CONTROL_TIMEOUT_S = 10.0
@@ -62,7 +64,7 @@ class BusSandbox:
         self._redispatch = redispatch
 
     async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned:
-        return await self._call(sandbox.SandboxOp.PROVISION, request, sandbox.Provisioned, self._control_timeout_s)
+        return await self._call(sandbox.SandboxOps.PROVISION, request, self._control_timeout_s)
 
     async def execute(self, request: sandbox.Execute, *, timeout_s: float) -> sandbox.ToolOutcome:
         """The call's outcome; each send waits up to ``timeout_s`` for its reply while heartbeats last."""
@@ -75,7 +77,7 @@ class BusSandbox:
                 heartbeats.beat()  # unreadable, but someone is serving the call
 
         async def send() -> sandbox.ToolOutcome:
-            return await self._call(sandbox.SandboxOp.EXECUTE, request, sandbox.ToolOutcome, timeout_s)
+            return await self._call(sandbox.SandboxOps.EXECUTE, request, timeout_s)
 
         subject = sandbox.execute_heartbeat(request.session_id, request.tool_use_id)
         async with self._bus.listen(subject, on_heartbeat):
@@ -89,13 +91,11 @@ class BusSandbox:
             )
 
     async def cancel(self, request: sandbox.Cancel) -> sandbox.Cancelled:
-        return await self._call(sandbox.SandboxOp.CANCEL, request, sandbox.Cancelled, self._control_timeout_s)
+        return await self._call(sandbox.SandboxOps.CANCEL, request, self._control_timeout_s)
 
-    async def _call(self, op: str, message: BaseModel, result: type[_Result], timeout_s: float) -> _Result:
+    async def _call(self, op: Operation[_Req, _Rep], request: _Req, timeout_s: float) -> _Rep:
         try:
-            raw = await self._bus.request(
-                sandbox.sandbox_rpc(op), message.model_dump_json().encode(), timeout=timeout_s
-            )
+            return await self._bus.call(op, request, timeout=timeout_s)
         except NoResponders:
             raise SandboxError(
                 "The sandbox is unavailable: the sandbox-manager is not running.", code="sandbox_unavailable"
@@ -104,17 +104,11 @@ class BusSandbox:
             raise SandboxError(
                 f"The sandbox-manager did not answer within {timeout_s:g} s.", code="sandbox_timeout"
             ) from None
+        except ApiError as exc:
+            raise SandboxError(f"The sandbox could not run the tool: {exc.message}", code=exc.error_code) from exc
+        except UnreadableReply as exc:
+            raise SandboxError(
+                f"The sandbox-manager sent an unreadable reply to {op.name} ({exc.errors} validation errors)."
+            ) from exc
         except BusError as exc:
             raise SandboxError(f"The sandbox-manager could not be reached ({type(exc).__name__}).") from exc
-        try:
-            reply = RpcReply.model_validate_json(raw)
-            if not reply.ok:
-                detail = reply.error
-                code = (detail.details or {}).get("error_code") if detail else None
-                text = detail.message if detail else "the sandbox-manager refused the call"
-                raise SandboxError(f"The sandbox could not run the tool: {text}", code=code)
-            return result.model_validate(reply.result)
-        except ValidationError as exc:
-            raise SandboxError(
-                f"The sandbox-manager sent an unreadable reply to {op} ({exc.error_count()} validation errors)."
-            ) from exc

@@ -1,8 +1,10 @@
 """The session-store port: read a session's context, append events under the lease.
 
-``BusStore`` speaks the store's request-reply operations (``corral.rpc.store.sessions.context`` and
-``corral.rpc.store.events.append``). Failures come back as one of three ``StoreError`` kinds, each
-saying what the caller should do next:
+``BusStore`` asks the store's operations through their descriptors (``StoreOps.SESSIONS_CONTEXT`` and
+``StoreOps.EVENTS_APPEND``, with ``Bus.call``); every event is validated against its contracts model
+(``corral.contracts.api.events.SessionEvent``) before it is sent, so a malformed event is the
+harness's own ``StoreRejected``, never a record the store has to refuse. Failures come back as one
+of three ``StoreError`` kinds, each saying what the caller should do next:
 
     StoreError
     ├── LeaseConflict     409 about the lease (``lease_lost``, ``lease_required``, or no code): the lease
@@ -20,14 +22,17 @@ from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from corral.bus import Bus, BusError
-from corral.contracts import rpc, subjects
-from corral.contracts.api.errors import STATUS_FOR, ErrorDetail
+from corral.bus import Bus, BusError, UnreadableReply
+from corral.contracts import rpc
+from corral.contracts.api.errors import STATUS_FOR, ApiError, ErrorDetail
+from corral.contracts.api.events import parse_event
+from corral.contracts.operation import Operation
 from corral.harness.events import EventDict
 
 logger = logging.getLogger(__name__)
 
-_Result = TypeVar("_Result", bound=BaseModel)
+_Req = TypeVar("_Req", bound=BaseModel)
+_Rep = TypeVar("_Rep")
 
 
 class StoreError(Exception):
@@ -73,9 +78,10 @@ class BusStore:
         self._timeout_s = timeout_s
 
     async def context(self, session_id: str) -> rpc.SessionContext:
-        return await self._call(rpc.Op.SESSIONS_CONTEXT, rpc.GetContext(session_id=session_id), rpc.SessionContext)
+        return await self._call(rpc.StoreOps.SESSIONS_CONTEXT, rpc.GetContext(session_id=session_id))
 
     async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended:
+        checked(events)
         request = rpc.AppendEvents(
             workspace_id=None,
             session_id=session_id,
@@ -84,19 +90,28 @@ class BusStore:
             lease=lease,
             dedupe_keys=[str(event["id"]) for event in events],
         )
-        return await self._call(rpc.Op.EVENTS_APPEND, request, rpc.Appended)
+        return await self._call(rpc.StoreOps.EVENTS_APPEND, request)
 
-    async def _call(self, op: str, message: BaseModel, result: type[_Result]) -> _Result:
+    async def _call(self, op: Operation[_Req, _Rep], request: _Req) -> _Rep:
         try:
-            raw = await self._bus.request(
-                subjects.store_rpc(op), message.model_dump_json().encode(), timeout=self._timeout_s
-            )
+            return await self._bus.call(op, request, timeout=self._timeout_s)
+        except ApiError as exc:
+            raise error_for(exc.detail()) from exc
+        except UnreadableReply as exc:
+            raise StoreRejected(str(exc)) from exc
         except (TimeoutError, BusError) as exc:
-            raise StoreUnavailable(f"session-store did not answer {op}: {type(exc).__name__}") from exc
+            raise StoreUnavailable(f"session-store did not answer {op.name}: {type(exc).__name__}") from exc
+
+
+def checked(events: Sequence[EventDict]) -> None:
+    """Raise ``StoreRejected`` unless every event is a ``SessionEvent`` with an ``id`` (the harness's
+    own bug, named by type and field, caught before anything is sent)."""
+    for event in events:
         try:
-            reply = rpc.RpcReply.model_validate_json(raw)
-            if not reply.ok:
-                raise error_for(reply.error or ErrorDetail(type="api_error", message="error reply without detail"))
-            return result.model_validate(reply.result)
+            parse_event(event)
         except ValidationError as exc:
-            raise StoreRejected(f"unreadable reply to {op}: {exc.error_count()} validation errors") from exc
+            first = exc.errors(include_url=False)[0]
+            where = ".".join(str(p) for p in first["loc"]) or "event"
+            raise StoreRejected(
+                f"the harness built an invalid {event.get('type')!r} event ({where}: {first['msg']}); not sent"
+            ) from exc

@@ -14,25 +14,27 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import PurePosixPath
-from typing import Final, Protocol
+from typing import Final, Protocol, TypeVar
 
-from pydantic import ValidationError
+from pydantic import BaseModel
 
-from corral.bus import Bus, NoResponders
+from corral.bus import Bus, BusError, NoResponders
+from corral.contracts.api.errors import ApiError
 from corral.contracts.egress import (
     EGRESS_SOCKET_NAME,
     SANDBOX_EGRESS_DIR,
     SANDBOX_PROXY_PORT,
     CloseEgress,
-    EgressOp,
-    EgressOpened,
+    EgressOps,
     EgressPolicy,
     OpenEgress,
-    egress_rpc,
 )
-from corral.contracts.rpc import RpcReply
+from corral.contracts.operation import Operation
 
 logger = logging.getLogger(__name__)
+
+_Req = TypeVar("_Req", bound=BaseModel)
+_Rep = TypeVar("_Rep")
 
 #: How long the credential-proxy gets to answer ``open`` / ``close``.
 REQUEST_TIMEOUT_S: Final = 5.0
@@ -81,7 +83,7 @@ class Egress(Protocol):
 
 
 class BusEgress:
-    """``Egress`` over ``corral.rpc.egress.*``."""
+    """``Egress`` over the ``EgressOps`` operations (``corral.rpc.egress.*``)."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
@@ -92,12 +94,7 @@ class BusEgress:
         Raises:
             EgressUnavailable: no credential-proxy answered, or it refused (egress not configured).
         """
-        request = OpenEgress(session_id=session_id, policy=policy)
-        reply = await self._call(EgressOp.OPEN, request.model_dump_json().encode())
-        try:
-            opened = EgressOpened.model_validate(reply.result)
-        except ValidationError as exc:
-            raise EgressUnavailable(f"the credential-proxy answered something unreadable: {exc}") from None
+        opened = await self._call(EgressOps.OPEN, OpenEgress(session_id=session_id, policy=policy))
         if opened.socket_name != EGRESS_SOCKET_NAME:
             raise EgressUnavailable(f"the credential-proxy named an unexpected socket {opened.socket_name!r}")
         return EgressMount(host_directory=opened.directory)
@@ -105,22 +102,18 @@ class BusEgress:
     async def close(self, session_id: str) -> None:
         """Drop the session's proxy (best effort: a failure is logged, the grant stays until closed)."""
         try:
-            await self._call(EgressOp.CLOSE, CloseEgress(session_id=session_id).model_dump_json().encode())
+            await self._call(EgressOps.CLOSE, CloseEgress(session_id=session_id))
         except EgressUnavailable as exc:
             logger.warning("could not close a session's egress: %s", exc, extra={"fields": {"session_id": session_id}})
 
-    async def _call(self, op: str, data: bytes) -> RpcReply:
+    async def _call(self, op: Operation[_Req, _Rep], request: _Req) -> _Rep:
         try:
-            raw = await self._bus.request(egress_rpc(op), data, timeout=REQUEST_TIMEOUT_S)
+            return await self._bus.call(op, request, timeout=REQUEST_TIMEOUT_S)
         except NoResponders:
             raise EgressUnavailable("no credential-proxy is running") from None
         except TimeoutError:
             raise EgressUnavailable(f"the credential-proxy did not answer within {REQUEST_TIMEOUT_S:g} s") from None
-        try:
-            reply = RpcReply.model_validate_json(raw)
-        except ValidationError:
-            raise EgressUnavailable("the credential-proxy's reply was unreadable") from None
-        if not reply.ok:
-            message = reply.error.message if reply.error is not None else "no reason given"
-            raise EgressUnavailable(message)
-        return reply
+        except ApiError as exc:
+            raise EgressUnavailable(exc.message) from None
+        except BusError as exc:  # UnreadableReply among them
+            raise EgressUnavailable(f"the credential-proxy's reply was unreadable ({exc})") from None

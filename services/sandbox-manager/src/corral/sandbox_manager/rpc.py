@@ -1,5 +1,5 @@
-"""Request-reply: ``corral.rpc.sandbox.<op>`` (queue group ``sandbox-manager``), each decoded into
-its request model and answered with an ``RpcReply``; plus ``corral.health.sandbox-manager``.
+"""Request-reply: the ``SandboxOps`` operations (``corral.rpc.sandbox.<op>``, queue group
+``sandbox-manager``), served by ``corral.bus.Operations``; plus ``corral.health.sandbox-manager``.
 
 While an ``execute`` is handled, an ``ExecuteHeartbeat`` naming this instance goes out on
 ``execute_heartbeat(session_id, tool_use_id)`` at once and then every
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -17,16 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry import trace
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from corral import telemetry
-from corral.bus import Bus, serve_health
+from corral.bus import Bus, Operations, serve_health
 from corral.contracts.api.errors import ApiError, ErrorDetail
-from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.rpc import Health
 from corral.contracts.sandbox import (
     EXECUTE_HEARTBEAT_INTERVAL_S,
     MANAGER_STOPPING,
-    SANDBOX_QUEUE,
     Cancel,
     Cancelled,
     Execute,
@@ -35,10 +34,9 @@ from corral.contracts.sandbox import (
     Provisioned,
     Release,
     Released,
-    SandboxOp,
+    SandboxOps,
     ToolOutcome,
     execute_heartbeat,
-    sandbox_rpc,
 )
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import UnsupportedEnvironment
@@ -48,7 +46,6 @@ from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.sessions import Sessions
 
 logger = logging.getLogger(__name__)
-_tracer = telemetry.tracer(__name__)
 
 _ID = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
 
@@ -128,86 +125,41 @@ async def release(service: Service, request: Release) -> Released:
     return Released(container_id=removed)
 
 
-Route = tuple[type[BaseModel], Callable[[Service, Any], Awaitable[BaseModel]]]
-
-ROUTES: dict[str, Route] = {
-    SandboxOp.PROVISION: (Provision, provision),
-    SandboxOp.EXECUTE: (Execute, execute),
-    SandboxOp.CANCEL: (Cancel, cancel),
-    SandboxOp.RELEASE: (Release, release),
-}
-
-
-def _field_message(exc: ValidationError) -> str:
-    first = exc.errors()[0]
-    where = ".".join(str(p) for p in first["loc"]) or "body"
-    return f"{where}: {first['msg']}"
-
-
-async def handle(service: Service, op: str, data: bytes, headers: dict[str, str]) -> bytes:
-    """Decode, run and answer one request, in a span joined to the caller's trace."""
-    with _tracer.start_as_current_span(
-        f"process corral.rpc.sandbox.{op}",
-        context=telemetry.extract(headers),
-        kind=trace.SpanKind.SERVER,
-        attributes={
-            "messaging.system": "nats",
-            "messaging.operation.type": "process",
-            "messaging.destination.name": sandbox_rpc(op),
-        },
-    ) as span:
-        reply = await _answer(service, op, data, span)
-        if not reply.ok:
-            span.set_attribute("error.type", reply.error.type if reply.error else "error")
-        return reply.model_dump_json().encode()
-
-
-async def _answer(service: Service, op: str, data: bytes, span: trace.Span) -> RpcReply:
-    model, handler = ROUTES[op]
-    try:
-        request = model.model_validate_json(data)
-        for field in ("session_id", "tool_use_id", "name"):
-            value = getattr(request, field, None)
-            if isinstance(value, str):
-                span.set_attribute("corral.tool_name" if field == "name" else f"corral.{field}", value)
-        result = await handler(service, request)
-        if isinstance(result, ToolOutcome):
-            span.set_attribute("corral.tool_is_error", result.is_error)
-            span.set_attribute("corral.tool_executed", result.executed)
-        reply = RpcReply(ok=True, result=result.model_dump(mode="json"))
-    except ApiError as exc:
-        reply = RpcReply(ok=False, error=exc.detail())
-    except ValidationError as exc:
-        reply = RpcReply(ok=False, error=ErrorDetail(type="invalid_request_error", message=_field_message(exc)))
-    except SandboxUnavailable as exc:
-        reply = RpcReply(
-            ok=False,
-            error=ErrorDetail(type="api_error", message=str(exc), details={"error_code": "sandbox_unavailable"}),
-        )
-    except ShuttingDown as exc:
-        reply = RpcReply(
-            ok=False,
-            error=ErrorDetail(type="overloaded_error", message=str(exc), details={"error_code": MANAGER_STOPPING}),
-        )
-    except PackagesNotInstalled as exc:
+def _translate(exc: Exception) -> ErrorDetail | None:
+    if isinstance(exc, SandboxUnavailable):
+        return ErrorDetail(type="api_error", message=str(exc), details={"error_code": "sandbox_unavailable"})
+    if isinstance(exc, ShuttingDown):
+        return ErrorDetail(type="overloaded_error", message=str(exc), details={"error_code": MANAGER_STOPPING})
+    if isinstance(exc, PackagesNotInstalled):
         # The harness turns this into the tool call's error result, so the model reads why.
-        reply = RpcReply(
-            ok=False,
-            error=ErrorDetail(type=exc.error_type, message=str(exc), details={"error_code": exc.error_code}),
+        return ErrorDetail(type=exc.error_type, message=str(exc), details={"error_code": exc.error_code})
+    if isinstance(exc, UnsupportedEnvironment):
+        return ErrorDetail(
+            type="invalid_request_error", message=str(exc), details={"error_code": "environment_not_supported"}
         )
-    except UnsupportedEnvironment as exc:
-        reply = RpcReply(
-            ok=False,
-            error=ErrorDetail(
-                type="invalid_request_error", message=str(exc), details={"error_code": "environment_not_supported"}
-            ),
-        )
-    except Exception:
-        logger.exception("operation failed", extra={"fields": {"op": op}})
-        reply = RpcReply(
-            ok=False, error=ErrorDetail(type="api_error", message=f"{op} failed inside the sandbox-manager")
-        )
-    return reply
+    return None
+
+
+def _describe(request: BaseModel, result: Any, span: trace.Span) -> None:
+    if result is None:
+        for name in ("session_id", "tool_use_id", "name"):
+            value = getattr(request, name, None)
+            if isinstance(value, str):
+                span.set_attribute("corral.tool_name" if name == "name" else f"corral.{name}", value)
+    elif isinstance(result, ToolOutcome):
+        span.set_attribute("corral.tool_is_error", result.is_error)
+        span.set_attribute("corral.tool_executed", result.executed)
+
+
+def operations(service: Service) -> Operations:
+    """Every ``SandboxOps`` operation, on its subject in the queue group ``sandbox-manager``."""
+    return (
+        Operations(service="sandbox-manager", translate=_translate, describe=_describe)
+        .handle(SandboxOps.PROVISION, functools.partial(provision, service))
+        .handle(SandboxOps.EXECUTE, functools.partial(execute, service))
+        .handle(SandboxOps.CANCEL, functools.partial(cancel, service))
+        .handle(SandboxOps.RELEASE, functools.partial(release, service))
+    )
 
 
 def health(service: Service) -> Health:
@@ -233,12 +185,7 @@ def health(service: Service) -> Health:
 async def serve_all(bus: Bus, service: Service) -> AsyncIterator[None]:
     """Serve every operation and the health check while the block runs."""
     async with contextlib.AsyncExitStack() as stack:
-        for op in ROUTES:
-
-            async def handler(data: bytes, headers: dict[str, str], op: str = op) -> bytes:
-                return await handle(service, op, data, headers)
-
-            await stack.enter_async_context(bus.serve(sandbox_rpc(op), handler, queue=SANDBOX_QUEUE))
+        await stack.enter_async_context(operations(service).serve(bus))
 
         async def report() -> Health:
             return health(service)

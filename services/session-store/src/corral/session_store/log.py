@@ -23,7 +23,7 @@ from corral.bus import Bus, WrongLastSequence
 from corral.contracts import ids, subjects
 from corral.contracts.api.errors import conflict
 from corral.contracts.clock import now_rfc3339
-from corral.contracts.log import ApiKeyCreated
+from corral.contracts.log import ApiKeyCreated, SessionRecord, parse_session_record
 from corral.session_store.domain.sessions import SessionState
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,14 @@ def encode(record: dict[str, Any]) -> bytes:
 class Stored:
     seq: int
     record: dict[str, Any]
+    """The record as stored (what the API shows)."""
+    typed: SessionRecord
+    """The same record decoded into the contracts' union (what the folds take)."""
+
+
+def decoded(seq: int, data: bytes) -> Stored:
+    """A stored session record, decoded once: raw for the API, typed for the folds."""
+    return Stored(seq, json.loads(data), parse_session_record(data))
 
 
 Decide = Callable[[SessionState], list[dict[str, Any]]]
@@ -64,7 +72,7 @@ class SessionLog:
         state = SessionState(session_id=session_id)
         reading = self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id))
         async for msg in reading:
-            state.apply(json.loads(msg.data), msg.seq)
+            state.apply(parse_session_record(msg.data), msg.seq)
         state.last_seq = max(state.last_seq, reading.tail_seq)  # fence past an abandoned half record
         return state
 
@@ -95,9 +103,9 @@ class SessionLog:
         out: list[Stored] = []
         reading = self._bus.read(subjects.SESSIONS_STREAM, subjects.session_log(session_id))
         async for msg in reading:
-            record = json.loads(msg.data)
-            state.apply(record, msg.seq)
-            out.append(Stored(msg.seq, record))
+            stored = decoded(msg.seq, msg.data)
+            state.apply(stored.typed, msg.seq)
+            out.append(stored)
         state.last_seq = max(state.last_seq, reading.tail_seq)
         async with self._lock(session_id):
             cached = self._cache.get(session_id)
@@ -158,17 +166,17 @@ class SessionLog:
                 record.setdefault("id", ids.new_id(ids.EVENT))
                 record["processed_at"] = now_rfc3339()
             msg_id = (msg_ids[i] if msg_ids and i < len(msg_ids) else None) or record.get("id")
+            typed = parse_session_record(record)  # a record no reader could load is never written
             ack = await self._bus.publish(
                 subject, encode(record), msg_id=msg_id, expected_last_subject_seq=state.last_seq
             )
             if ack.duplicate:
                 # Stored before (a retried append): report what the log holds, not what we built.
                 original = await self._bus.get(subjects.SESSIONS_STREAM, ack.seq)
-                record = json.loads(original.data)
-                stored.append(Stored(ack.seq, record))
+                stored.append(decoded(ack.seq, original.data))
                 continue
-            state.apply(record, ack.seq)
-            stored.append(Stored(ack.seq, record))
+            state.apply(typed, ack.seq)
+            stored.append(Stored(ack.seq, record, typed))
             self.high_water = max(self.high_water, ack.seq)
         return stored
 

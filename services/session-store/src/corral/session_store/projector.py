@@ -250,7 +250,8 @@ class Projector:
         purged: set[str] = set()
         for msg in batch:
             session_id = subjects.session_id_of(msg.subject)
-            record = _decode(msg, parse_session_record)
+            typed = parse_session_record(msg.data)  # decoded once: typed for the fold, raw for the body
+            record: dict[str, Any] = json.loads(msg.data)
             row = rows.get(session_id)
             if row is None:
                 fresh = record["type"] == "corral.session_created"
@@ -258,7 +259,7 @@ class Projector:
                 rows[session_id] = row
             if row.last_seq >= msg.seq:
                 continue
-            row.apply(record, msg.seq)
+            row.apply(typed, msg.seq)
             if record["type"] == "corral.session_deleted":
                 purged.add(session_id)
                 events = [e for e in events if e[0] != session_id]

@@ -6,60 +6,15 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable
-from typing import Any
-
-from pydantic import BaseModel
 
 from corral.bus import Operations
-from corral.contracts import subjects
 from corral.contracts.api.errors import ErrorDetail
-from corral.contracts.rpc import (
-    AppendEvents,
-    CreateApiKey,
-    CreateObject,
-    GetContext,
-    GetObject,
-    ListEvents,
-    ListObjects,
-    ObjectAction,
-    Op,
-    ResolveKey,
-    UpdateObject,
-)
+from corral.contracts.rpc import StoreOps
 from corral.session_store.db import UNAVAILABLE
 from corral.session_store.handlers import agents, auth, environments, events, sessions
 from corral.session_store.service import Deps
 
 logger = logging.getLogger(__name__)
-
-Route = tuple[type[BaseModel], Callable[[Deps, Any], Awaitable[Any]]]
-
-ROUTES: dict[str, Route] = {
-    Op.AUTH_RESOLVE: (ResolveKey, auth.resolve),
-    Op.API_KEYS_CREATE: (CreateApiKey, auth.create),
-    Op.AGENTS_CREATE: (CreateObject, agents.create),
-    Op.AGENTS_GET: (GetObject, agents.get),
-    Op.AGENTS_UPDATE: (UpdateObject, agents.update),
-    Op.AGENTS_LIST: (ListObjects, agents.list_),
-    Op.AGENTS_ARCHIVE: (ObjectAction, agents.archive),
-    Op.AGENTS_VERSIONS: (ListObjects, agents.versions),
-    Op.ENVIRONMENTS_CREATE: (CreateObject, environments.create),
-    Op.ENVIRONMENTS_GET: (GetObject, environments.get),
-    Op.ENVIRONMENTS_UPDATE: (UpdateObject, environments.update),
-    Op.ENVIRONMENTS_LIST: (ListObjects, environments.list_),
-    Op.ENVIRONMENTS_ARCHIVE: (ObjectAction, environments.archive),
-    Op.ENVIRONMENTS_DELETE: (ObjectAction, environments.delete),
-    Op.SESSIONS_CREATE: (CreateObject, sessions.create),
-    Op.SESSIONS_GET: (GetObject, sessions.get),
-    Op.SESSIONS_UPDATE: (UpdateObject, sessions.update),
-    Op.SESSIONS_LIST: (ListObjects, sessions.list_),
-    Op.SESSIONS_ARCHIVE: (ObjectAction, sessions.archive),
-    Op.SESSIONS_DELETE: (ObjectAction, sessions.delete),
-    Op.SESSIONS_CONTEXT: (GetContext, sessions.context),
-    Op.EVENTS_APPEND: (AppendEvents, events.append),
-    Op.EVENTS_LIST: (ListEvents, events.list_),
-}
 
 
 def _translate(exc: Exception) -> ErrorDetail | None:
@@ -70,13 +25,31 @@ def _translate(exc: Exception) -> ErrorDetail | None:
 
 
 def operations(deps: Deps) -> Operations:
-    """Every operation on its subject (queue group ``session-store``)."""
-    return Operations(
-        service="session store",
-        routes={op: (model, functools.partial(handler, deps)) for op, (model, handler) in ROUTES.items()},
-        subject=subjects.store_rpc,
-        queue=subjects.STORE_QUEUE,
-        translate=_translate,
-        # The whole log in one answer: a long session's cannot be sent, and says so.
-        bounded=frozenset({Op.SESSIONS_CONTEXT}),
+    """Every ``StoreOps`` operation on its subject (queue group ``session-store``)."""
+    p = functools.partial
+    return (
+        Operations(service="session store", translate=_translate)
+        .handle(StoreOps.AUTH_RESOLVE, p(auth.resolve, deps))
+        .handle(StoreOps.API_KEYS_CREATE, p(auth.create, deps))
+        .handle(StoreOps.AGENTS_CREATE, p(agents.create, deps))
+        .handle(StoreOps.AGENTS_GET, p(agents.get, deps))
+        .handle(StoreOps.AGENTS_UPDATE, p(agents.update, deps))
+        .handle(StoreOps.AGENTS_LIST, p(agents.list_, deps))
+        .handle(StoreOps.AGENTS_ARCHIVE, p(agents.archive, deps))
+        .handle(StoreOps.AGENTS_VERSIONS, p(agents.versions, deps))
+        .handle(StoreOps.ENVIRONMENTS_CREATE, p(environments.create, deps))
+        .handle(StoreOps.ENVIRONMENTS_GET, p(environments.get, deps))
+        .handle(StoreOps.ENVIRONMENTS_UPDATE, p(environments.update, deps))
+        .handle(StoreOps.ENVIRONMENTS_LIST, p(environments.list_, deps))
+        .handle(StoreOps.ENVIRONMENTS_ARCHIVE, p(environments.archive, deps))
+        .handle(StoreOps.ENVIRONMENTS_DELETE, p(environments.delete, deps))
+        .handle(StoreOps.SESSIONS_CREATE, p(sessions.create, deps))
+        .handle(StoreOps.SESSIONS_GET, p(sessions.get, deps))
+        .handle(StoreOps.SESSIONS_UPDATE, p(sessions.update, deps))
+        .handle(StoreOps.SESSIONS_LIST, p(sessions.list_, deps))
+        .handle(StoreOps.SESSIONS_ARCHIVE, p(sessions.archive, deps))
+        .handle(StoreOps.SESSIONS_DELETE, p(sessions.delete, deps))
+        .handle(StoreOps.SESSIONS_CONTEXT, p(sessions.context, deps))
+        .handle(StoreOps.EVENTS_APPEND, p(events.append, deps))
+        .handle(StoreOps.EVENTS_LIST, p(events.list_, deps))
     )

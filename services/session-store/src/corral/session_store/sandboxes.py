@@ -9,8 +9,8 @@ from __future__ import annotations
 import logging
 
 from corral.bus import BusError
-from corral.contracts.rpc import RpcReply
-from corral.contracts.sandbox import Release, SandboxOp, sandbox_rpc
+from corral.contracts.api.errors import ApiError
+from corral.contracts.sandbox import Release, SandboxOps
 from corral.session_store.service import Deps
 
 logger = logging.getLogger(__name__)
@@ -19,18 +19,15 @@ _TIMEOUT_S = 5.0
 
 
 async def release(deps: Deps, session_id: str, reason: str) -> None:
-    request = Release(session_id=session_id, reason=reason).model_dump_json().encode()
     try:
-        raw = await deps.bus.request(sandbox_rpc(SandboxOp.RELEASE), request, timeout=_TIMEOUT_S)
-        reply = RpcReply.model_validate_json(raw)
-    except (BusError, TimeoutError, ValueError) as exc:
+        await deps.bus.call(SandboxOps.RELEASE, Release(session_id=session_id, reason=reason), timeout=_TIMEOUT_S)
+    except (BusError, TimeoutError) as exc:
         logger.warning(
             "could not release the session's sandbox; the reaper will remove it",
             extra={"fields": {"session_id": session_id, "error": type(exc).__name__}},
         )
-        return
-    if not reply.ok:
+    except ApiError as exc:
         logger.warning(
             "sandbox-manager refused to release the session's sandbox",
-            extra={"fields": {"session_id": session_id, "error": reply.error.message if reply.error else ""}},
+            extra={"fields": {"session_id": session_id, "error": exc.message}},
         )

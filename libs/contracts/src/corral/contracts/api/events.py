@@ -327,10 +327,13 @@ class AgentThreadContextCompacted(StoredEvent):
 
 
 class SessionUpdated(StoredEvent):
+    """Only the fields that changed are present (``title`` and ``budget`` may be present as null)."""
+
     type: Literal["session.updated"] = "session.updated"
     agent: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
     title: str | None = None
+    budget: dict[str, Any] | None = None
 
 
 SessionEvent = Annotated[

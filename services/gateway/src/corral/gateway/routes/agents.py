@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 
 from corral.contracts import ids
 from corral.contracts.api.agents import AgentCreateParams, AgentUpdateParams
-from corral.contracts.rpc import CreateObject, GetObject, ListObjects, ObjectAction, Op, UpdateObject
+from corral.contracts.rpc import CreateObject, GetObject, ListObjects, ObjectAction, StoreOps, UpdateObject
 from corral.gateway.body import read_params
 from corral.gateway.deps import Caller, StoreClient
 from corral.gateway.paths import object_id
@@ -31,14 +31,14 @@ def _agent_id(value: str) -> str:
 async def create_agent(request: Request, caller: Caller, store: StoreClient) -> JSONResponse:
     params = await read_params(request, AgentCreateParams)
     create = CreateObject(workspace_id=caller.workspace_id, params=params.model_dump(mode="json", exclude_unset=True))
-    return ok(await store.call(Op.AGENTS_CREATE, create))
+    return ok(await store.call(StoreOps.AGENTS_CREATE, create))
 
 
 @router.get("/{agent_id}", response_model=None)
 async def retrieve_agent(request: Request, agent_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
     version = Query(request.query_params).optional_integer("version", ge=1)
     get = GetObject(workspace_id=caller.workspace_id, id=_agent_id(agent_id), version=version)
-    return ok(await store.call(Op.AGENTS_GET, get))
+    return ok(await store.call(StoreOps.AGENTS_GET, get))
 
 
 @router.post("/{agent_id}", response_model=None)
@@ -48,7 +48,7 @@ async def update_agent(request: Request, agent_id: str, caller: Caller, store: S
     update = UpdateObject(
         workspace_id=caller.workspace_id, id=target, params=params.model_dump(mode="json", exclude_unset=True)
     )
-    return ok(await store.call(Op.AGENTS_UPDATE, update))
+    return ok(await store.call(StoreOps.AGENTS_UPDATE, update))
 
 
 @router.get("", response_model=None)
@@ -63,13 +63,13 @@ async def list_agents(request: Request, caller: Caller, store: StoreClient) -> J
         created_at_gte=created.gte,
         created_at_lte=created.lte,
     )
-    return page(await store.call(Op.AGENTS_LIST, listing))
+    return page(await store.call(StoreOps.AGENTS_LIST, listing))
 
 
 @router.post("/{agent_id}/archive", response_model=None)
 async def archive_agent(agent_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
     action = ObjectAction(workspace_id=caller.workspace_id, id=_agent_id(agent_id))
-    return ok(await store.call(Op.AGENTS_ARCHIVE, action))
+    return ok(await store.call(StoreOps.AGENTS_ARCHIVE, action))
 
 
 @router.get("/{agent_id}/versions", response_model=None)
@@ -81,4 +81,4 @@ async def list_agent_versions(request: Request, agent_id: str, caller: Caller, s
         limit=query.integer("limit", default=DEFAULT_LIMIT, ge=1, le=MAX_LIMIT),
         page=query.text("page"),
     )
-    return page(await store.call(Op.AGENTS_VERSIONS, listing))
+    return page(await store.call(StoreOps.AGENTS_VERSIONS, listing))

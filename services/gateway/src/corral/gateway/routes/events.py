@@ -9,7 +9,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from corral.contracts.api.events import EVENT_TYPES, SendEventsParams
-from corral.contracts.rpc import Appended, AppendEvents, GetObject, ListEvents, Op
+from corral.contracts.rpc import AppendEvents, GetObject, ListEvents, StoreOps
 from corral.gateway.body import read_params
 from corral.gateway.deps import Caller, Feed, GatewaySettings, StoreClient
 from corral.gateway.feed import close_iterator
@@ -39,7 +39,7 @@ async def send_events(request: Request, session_id: str, caller: Caller, store: 
         events=[event.model_dump(mode="json", exclude_unset=True) for event in params.events],
         origin="client",
     )
-    appended = Appended.model_validate(await store.call(Op.EVENTS_APPEND, append))
+    appended = await store.call(StoreOps.EVENTS_APPEND, append)
     return JSONResponse({"data": appended.events})
 
 
@@ -60,7 +60,7 @@ async def list_events(request: Request, session_id: str, caller: Caller, store: 
         created_at_lt=created.lt,
         created_at_lte=created.lte,
     )
-    return page(await store.call(Op.EVENTS_LIST, listing))
+    return page(await store.call(StoreOps.EVENTS_LIST, listing))
 
 
 @router.get("/stream", response_model=None)
@@ -77,7 +77,7 @@ async def stream_events(
     requested = Query(request.query_params).values(
         "event_deltas", allowed=DELTA_EVENT_TYPES, max_items=MAX_EVENT_DELTAS
     )
-    await store.call(Op.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
+    await store.call(StoreOps.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
     log = await feed.open_log(target)
     try:
         deltas = await feed.open_deltas(target) if requested else None

@@ -10,7 +10,7 @@ from starlette.responses import JSONResponse
 
 from corral.contracts import ids
 from corral.contracts.api.sessions import SESSION_STATUSES, SessionCreateParams, SessionUpdateParams
-from corral.contracts.rpc import CreateObject, GetObject, ListObjects, ObjectAction, Op, UpdateObject
+from corral.contracts.rpc import CreateObject, GetObject, ListObjects, ObjectAction, StoreOps, UpdateObject
 from corral.gateway.body import read_params
 from corral.gateway.deps import Caller, StoreClient
 from corral.gateway.paths import object_id
@@ -31,13 +31,13 @@ def session_id_of(value: str) -> str:
 async def create_session(request: Request, caller: Caller, store: StoreClient) -> JSONResponse:
     params = await read_params(request, SessionCreateParams)
     create = CreateObject(workspace_id=caller.workspace_id, params=params.model_dump(mode="json", exclude_unset=True))
-    return ok(await store.call(Op.SESSIONS_CREATE, create))
+    return ok(await store.call(StoreOps.SESSIONS_CREATE, create))
 
 
 @router.get("/{session_id}", response_model=None)
 async def retrieve_session(session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
     get = GetObject(workspace_id=caller.workspace_id, id=session_id_of(session_id))
-    return ok(await store.call(Op.SESSIONS_GET, get))
+    return ok(await store.call(StoreOps.SESSIONS_GET, get))
 
 
 @router.post("/{session_id}", response_model=None)
@@ -47,7 +47,7 @@ async def update_session(request: Request, session_id: str, caller: Caller, stor
     update = UpdateObject(
         workspace_id=caller.workspace_id, id=target, params=params.model_dump(mode="json", exclude_unset=True)
     )
-    return ok(await store.call(Op.SESSIONS_UPDATE, update))
+    return ok(await store.call(StoreOps.SESSIONS_UPDATE, update))
 
 
 @router.get("", response_model=None)
@@ -69,16 +69,16 @@ async def list_sessions(request: Request, caller: Caller, store: StoreClient) ->
         created_at_lt=created.lt,
         created_at_lte=created.lte,
     )
-    return page(await store.call(Op.SESSIONS_LIST, listing), bidirectional=True)
+    return page(await store.call(StoreOps.SESSIONS_LIST, listing), bidirectional=True)
 
 
 @router.post("/{session_id}/archive", response_model=None)
 async def archive_session(session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
     action = ObjectAction(workspace_id=caller.workspace_id, id=session_id_of(session_id))
-    return ok(await store.call(Op.SESSIONS_ARCHIVE, action))
+    return ok(await store.call(StoreOps.SESSIONS_ARCHIVE, action))
 
 
 @router.delete("/{session_id}", response_model=None)
 async def delete_session(session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
     action = ObjectAction(workspace_id=caller.workspace_id, id=session_id_of(session_id))
-    return deleted(await store.call(Op.SESSIONS_DELETE, action))
+    return deleted(await store.call(StoreOps.SESSIONS_DELETE, action))

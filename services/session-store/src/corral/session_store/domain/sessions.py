@@ -11,10 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, assert_never
 
+from corral.contracts.api import events as ev
 from corral.contracts.api.errors import ApiError, conflict, invalid
 from corral.contracts.clock import parse_rfc3339
+from corral.contracts.log import SessionArchived, SessionCreated, SessionDeleted, SessionRecord
 from corral.session_store.domain.unsupported import reject_unbuilt_event
 
 CLIENT_TYPES = frozenset({"user.message", "user.interrupt", "user.tool_confirmation", "user.custom_tool_result"})
@@ -47,11 +49,13 @@ STATUS_FROM = {
 }
 
 
-def apply_update(session: dict[str, Any], record: dict[str, Any]) -> None:
+def apply_update(session: dict[str, Any], record: ev.SessionUpdated) -> None:
     """Fold a ``session.updated`` event (only changed fields; ``title`` and ``budget`` may be null)."""
+    sent = record.model_fields_set
     for key in ("title", "metadata", "agent", "budget"):
-        if key in record and (record[key] is not None or key in ("title", "budget")):
-            session[key] = record[key]
+        value = getattr(record, key)
+        if key in sent and (value is not None or key in ("title", "budget")):
+            session[key] = value
 
 
 @dataclass
@@ -75,31 +79,53 @@ class SessionState:
     awaiting_result: set[str] = field(default_factory=set)
     """``agent.custom_tool_use`` ids that no ``user.custom_tool_result`` answered."""
 
-    def apply(self, record: dict[str, Any], seq: int) -> None:
-        kind = record["type"]
+    def apply(self, record: SessionRecord, seq: int) -> None:
+        """Fold one record (decoded once, where it was read: ``corral.contracts.log.parse_session_record``)."""
         self.last_seq = self.record_seq = seq
-        if kind == "agent.tool_use" and record.get("evaluated_permission") == "ask":
-            self.awaiting_confirmation.add(record["id"])
-        elif kind == "user.tool_confirmation":
-            self.awaiting_confirmation.discard(record["tool_use_id"])
-        elif kind == "agent.custom_tool_use":
-            self.awaiting_result.add(record["id"])
-        elif kind == "user.custom_tool_result":
-            self.awaiting_result.discard(record["custom_tool_use_id"])
-        if kind == "corral.session_created":
-            self.created = True
-            self.workspace_id = record["workspace_id"]
-            self.session = dict(record["session"])
-            self.status = self.session.get("status", "idle")
-        elif kind == "corral.session_archived":
-            self.archived = True
-            self.session["archived_at"] = record["archived_at"]
-        elif kind == "corral.session_deleted":
-            self.deleted = True
-        elif kind in STATUS_FOR_EVENT:
-            self.status = STATUS_FOR_EVENT[kind]
-        elif kind == "session.updated":
-            apply_update(self.session, record)
+        match record:
+            case SessionCreated():
+                self.created = True
+                self.workspace_id = record.workspace_id
+                self.session = record.session.model_dump(mode="json")
+                self.status = self.session.get("status", "idle")
+            case SessionArchived():
+                self.archived = True
+                self.session["archived_at"] = record.archived_at
+            case SessionDeleted():
+                self.deleted = True
+            case ev.AgentToolUse():
+                if record.evaluated_permission == "ask":
+                    self.awaiting_confirmation.add(record.id)
+            case ev.UserToolConfirmation():
+                self.awaiting_confirmation.discard(record.tool_use_id)
+            case ev.AgentCustomToolUse():
+                self.awaiting_result.add(record.id)
+            case ev.UserCustomToolResult():
+                self.awaiting_result.discard(record.custom_tool_use_id)
+            case (
+                ev.SessionStatusRunning()
+                | ev.SessionStatusRescheduled()
+                | ev.SessionStatusTerminated()
+                | (ev.SessionStatusIdle())
+            ):
+                self.status = STATUS_FOR_EVENT[record.type]
+            case ev.SessionUpdated():
+                apply_update(self.session, record)
+            case (
+                ev.UserMessage()
+                | ev.UserInterrupt()
+                | ev.UserToolResult()
+                | ev.AgentMessage()
+                | (ev.AgentThinking())
+                | ev.AgentToolResult()
+                | ev.AgentThreadContextCompacted()
+                | ev.SpanModelRequestStart()
+                | (ev.SpanModelRequestEnd())
+                | ev.SessionError()
+            ):
+                pass
+            case _:
+                assert_never(record)
         self.session["status"] = self.status
 
 
@@ -198,43 +224,67 @@ class SessionRow:
     last_seq: int = 0
     deleted: bool = False
 
-    def apply(self, record: dict[str, Any], seq: int) -> None:
-        kind = record["type"]
+    def apply(self, record: SessionRecord, seq: int) -> None:
+        """Fold one record (decoded once, where it was read: ``corral.contracts.log.parse_session_record``)."""
         self.last_seq = seq
-        at = record.get("processed_at")
-        when = parse_rfc3339(at) if isinstance(at, str) else None
-        if kind == "corral.session_created":
-            self.workspace_id = record["workspace_id"]
-            self.body = dict(record["session"])
-            self.status = self.body.get("status", "idle")
-            self.created_at = parse_rfc3339(self.body["created_at"])
-        elif kind == "corral.session_archived":
-            self.archived_at = parse_rfc3339(record["archived_at"])
-            self.body["archived_at"] = record["archived_at"]
-            self.body["updated_at"] = record["archived_at"]
-        elif kind == "corral.session_deleted":
-            self.deleted = True
-        elif kind in STATUS_FOR_EVENT:
-            new_status = STATUS_FOR_EVENT[kind]
-            if new_status == "running":
-                if self.running_since is None:
-                    self.running_since = when
-            elif self.running_since is not None and when is not None:
-                self.active_seconds += max(0.0, (when - self.running_since).total_seconds())
-                self.running_since = None
-            self.status = new_status
-            if at:
-                self.body["updated_at"] = at
-        elif kind == "span.model_request_end":
-            usage = record.get("model_usage") or {}
-            self.input_tokens += int(usage.get("input_tokens") or 0)
-            self.output_tokens += int(usage.get("output_tokens") or 0)
-            self.cache_read_input_tokens += int(usage.get("cache_read_input_tokens") or 0)
-            self.cache_creation_input_tokens += int(usage.get("cache_creation_input_tokens") or 0)
-        elif kind == "session.updated":
-            apply_update(self.body, record)
-            if at:
-                self.body["updated_at"] = at
+        match record:
+            case SessionCreated():
+                self.workspace_id = record.workspace_id
+                self.body = record.session.model_dump(mode="json")
+                self.status = self.body.get("status", "idle")
+                self.created_at = parse_rfc3339(self.body["created_at"])
+            case SessionArchived():
+                self.archived_at = parse_rfc3339(record.archived_at)
+                self.body["archived_at"] = record.archived_at
+                self.body["updated_at"] = record.archived_at
+            case SessionDeleted():
+                self.deleted = True
+            case (
+                ev.SessionStatusRunning()
+                | ev.SessionStatusRescheduled()
+                | ev.SessionStatusTerminated()
+                | (ev.SessionStatusIdle())
+            ):
+                at = record.processed_at
+                when = parse_rfc3339(at) if at else None
+                new_status = STATUS_FOR_EVENT[record.type]
+                if new_status == "running":
+                    if self.running_since is None:
+                        self.running_since = when
+                elif self.running_since is not None and when is not None:
+                    self.active_seconds += max(0.0, (when - self.running_since).total_seconds())
+                    self.running_since = None
+                self.status = new_status
+                if at:
+                    self.body["updated_at"] = at
+            case ev.SpanModelRequestEnd():
+                usage = record.model_usage
+                self.input_tokens += usage.input_tokens or 0
+                self.output_tokens += usage.output_tokens or 0
+                self.cache_read_input_tokens += usage.cache_read_input_tokens or 0
+                self.cache_creation_input_tokens += usage.cache_creation_input_tokens or 0
+            case ev.SessionUpdated():
+                apply_update(self.body, record)
+                if record.processed_at:
+                    self.body["updated_at"] = record.processed_at
+            case (
+                ev.UserMessage()
+                | ev.UserInterrupt()
+                | ev.UserToolConfirmation()
+                | ev.UserCustomToolResult()
+                | (ev.UserToolResult())
+                | ev.AgentMessage()
+                | ev.AgentThinking()
+                | ev.AgentToolUse()
+                | ev.AgentToolResult()
+                | (ev.AgentCustomToolUse())
+                | ev.AgentThreadContextCompacted()
+                | ev.SpanModelRequestStart()
+                | ev.SessionError()
+            ):
+                pass
+            case _:
+                assert_never(record)
         self.body["status"] = self.status
 
     def session(self, now: datetime) -> dict[str, Any]:

@@ -153,7 +153,7 @@ async def get(deps: Deps, req: GetObject) -> dict[str, Any]:
         _, records = await deps.log.records(req.id)
         row = SessionRow(session_id=req.id)
         for stored in records:
-            row.apply(stored.record, stored.seq)
+            row.apply(stored.typed, stored.seq)
         return row.session(now())
 
 
