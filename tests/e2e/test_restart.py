@@ -14,6 +14,7 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts import subjects
+from corral.contracts.log import parse_session_record
 from corral.devstack.stack import Stack
 from corral.session_store.domain.sessions import SessionRow
 from tests.e2e.conftest import start_stack
@@ -48,10 +49,10 @@ async def fold_matches_projection(stack: Stack) -> None:
     async with Bus.connect(stack.nats_settings(), name="fold") as bus:
         async for msg in bus.read(subjects.SESSIONS_STREAM, subjects.SESSIONS_WILDCARD):
             sid = subjects.session_id_of(msg.subject)
-            record = json.loads(msg.data)
+            record = parse_session_record(msg.data)
             folded.setdefault(sid, SessionRow(session_id=sid)).apply(record, msg.seq)
-            if not record["type"].startswith("corral."):
-                events.setdefault(sid, []).append((msg.seq, record["id"]))
+            if not record.type.startswith("corral."):
+                events.setdefault(sid, []).append((msg.seq, str(getattr(record, "id", ""))))
     conn = await asyncpg.connect(stack.database_url)
     try:
         rows = {r["session_id"]: r for r in await conn.fetch("SELECT * FROM sessions")}
