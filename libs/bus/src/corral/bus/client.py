@@ -248,6 +248,11 @@ class Bus:
                 await nc.drain()
 
     @property
+    def connected(self) -> bool:
+        """Whether the connection to NATS is up now (it reconnects on its own when it is not)."""
+        return bool(self.nc.is_connected)
+
+    @property
     def max_payload(self) -> int:
         """The largest message (payload, in bytes) the connected server carries: its ``max_payload``."""
         return int(self.nc.max_payload)
