@@ -16,8 +16,9 @@ from pathlib import Path
 import httpx
 import pytest
 
+from corral.bus import Bus
 from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressClosed, EgressOpened, EgressPolicy
-from tests.integration.credential_proxy.conftest import CredentialProxy, new_session
+from tests.integration.credential_proxy.conftest import CredentialProxy, Vault, new_session, running
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +109,20 @@ async def test_open_makes_a_socket_any_uid_may_connect_to_alone_in_a_directory_n
         writer.close()
     health = await credential_proxy.health()
     assert int(health.details["egress_listeners"]) >= 1 and health.details["egress"] == "ok"
-    assert health.details["vault"] == "unreachable" and health.status == "degraded"
+    assert health.details["vault"] == "ok" and health.status == "ok", health
+    assert health.dependencies == {"vault": "ok"}
+
+
+async def test_health_says_when_the_vault_refuses_the_token(bus: Bus, nats_url: str, vault: Vault) -> None:
+    """Against the real OpenBao: a token it does not know is ``token rejected`` and leaves the proxy
+    ``degraded`` naming the vault; the token ``make up`` gives it is ``ok``."""
+    async with running(bus, nats_url, None, vault, vault_token="s.not-a-token") as proxy:
+        health = await proxy.health()
+        assert health.status == "degraded" and health.details["vault"] == "token rejected", health
+        assert health.dependencies["vault"].startswith("token rejected")
+    async with running(bus, nats_url, None, vault) as proxy:
+        health = await proxy.health()
+        assert health.status == "ok" and health.dependencies == {"vault": "ok"}, health
 
 
 async def test_a_host_not_in_allowed_hosts_is_refused_with_403_naming_it(credential_proxy: CredentialProxy) -> None:
