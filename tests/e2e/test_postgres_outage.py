@@ -128,6 +128,9 @@ async def test_health_reports_postgres_down_with_the_reason_and_ok_again_once_it
         stack.start(timeout=120)
 
     async with asyncio.timeout(60):
-        while (after := await _store_health(bus)).status != "ok":
-            await asyncio.sleep(0.25)
+        while True:
+            after = await _store_health(bus)
+            if after.status == "ok":
+                break
+            await asyncio.sleep(0.25)  # polls the condition (health), as a client would
     assert after.dependencies["postgres"] == "ok" and after.details["projection"] == "ok"
