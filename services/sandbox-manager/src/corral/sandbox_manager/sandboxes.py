@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
@@ -72,8 +71,14 @@ class Launcher:
                 channel = await AgentChannel.open(name, sock, self.limits)
                 answer = await channel.ping(self.start_timeout_s)
             except BaseException:
-                with contextlib.suppress(Exception):
+                try:
                     await self.driver.remove(container_id)
+                except Exception:
+                    logger.warning(
+                        "could not remove a sandbox whose exec agent never answered; the reaper will retry",
+                        extra={"fields": {"container": name, "session_id": session_id}},
+                        exc_info=True,
+                    )
                 raise
         finally:
             self.starting.discard(name)
