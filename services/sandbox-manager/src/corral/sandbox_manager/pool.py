@@ -1,5 +1,9 @@
 """Warm pools: pre-started sandboxes per container spec, so a provision is a dictionary pop.
 
+A spec with network ``egress`` (the API's default, ``unrestricted``, and ``limited`` with hosts) is
+pooled too: each of its containers has an egress slot of its own, allowing nothing until a session
+claims it and the slot gets that session's policy (``sandboxes.Launcher.start_pooled``).
+
 A pool exists for each spec that was asked for recently (the default one from start-up; the
 ``pool_configs`` most recently used in all), and is refilled in the background, one container at
 a time, whenever it falls below ``pool_size``. Pooled containers carry the label ``corral.pool=true``
@@ -18,6 +22,7 @@ import logging
 from collections import OrderedDict, deque
 
 from corral.sandbox_manager.containers import ContainerSpec
+from corral.sandbox_manager.egress import EgressUnavailable
 from corral.sandbox_manager.sandboxes import Launcher, Sandbox
 
 logger = logging.getLogger(__name__)
@@ -83,9 +88,18 @@ class Pool:
                 await self._wake.wait()
                 continue
             try:
-                sandbox = await self._launcher.start(short)
+                sandbox = await self._launcher.start_pooled(short)
             except asyncio.CancelledError:
                 raise
+            except EgressUnavailable as exc:
+                logger.warning(
+                    "could not open an egress slot for a pooled sandbox; retrying",
+                    extra={"fields": {"spec": short.hash, "error": str(exc)[:300], "retry_in_s": _RETRY_S}},
+                )
+                with contextlib.suppress(TimeoutError):  # a wake-up or the retry time, whichever is first
+                    async with asyncio.timeout(_RETRY_S):
+                        await self._wake.wait()
+                continue
             except Exception:
                 logger.warning("could not start a pooled sandbox; retrying", exc_info=True)
                 with contextlib.suppress(TimeoutError):
