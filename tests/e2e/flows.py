@@ -107,7 +107,7 @@ def _running_in_a_sandbox(docker_host: str, needle: str) -> bool:
     try:
         for container in client.containers.list():
             try:
-                processes = container.top(ps_args="-eo args")["Processes"] or []
+                processes = container.top(ps_args="-eo pid,args")["Processes"] or []
             except docker.errors.APIError:
                 continue  # stopped while we looked
             if any(needle in " ".join(row) for row in processes):
