@@ -193,6 +193,7 @@ async def test_default_and_limited_sessions_claim_pooled_sandboxes_each_with_its
     was started before the session existed) and still reaches the outside through an egress socket
     of its own, with its own session's policy: the limited session next to it, from the same pool,
     is refused what the default one reaches."""
+    await probe(client, model, None, MIRROR)  # a default environment's sandbox is wanted in the pool
     await pools_full(bus)
     default = await probe(client, model, None, MIRROR)
     await pools_full(bus)

@@ -2,7 +2,8 @@
 
 A spec with network ``egress`` (the API's default, ``unrestricted``, and ``limited`` with hosts) is
 pooled too: each of its containers has an egress slot of its own, allowing nothing until a session
-claims it and the slot gets that session's policy (``sandboxes.Launcher.start_pooled``).
+claims it and the slot gets that session's policy (``sandboxes.Launcher.start_pooled``). When no slot
+can be opened (no credential-proxy), that spec is not pooled until a session asks for it again.
 
 A pool exists for each spec that was asked for recently (the default one from start-up; the
 ``pool_configs`` most recently used in all), and is refilled in the background, one container at
@@ -92,13 +93,12 @@ class Pool:
             except asyncio.CancelledError:
                 raise
             except EgressUnavailable as exc:
+                # No credential-proxy (yet): this spec's sandboxes start cold until one is asked for again.
                 logger.warning(
-                    "could not open an egress slot for a pooled sandbox; retrying",
-                    extra={"fields": {"spec": short.hash, "error": str(exc)[:300], "retry_in_s": _RETRY_S}},
+                    "could not open an egress slot for a pooled sandbox; not pooling this spec until it is asked for",
+                    extra={"fields": {"spec": short.hash, "error": str(exc)[:300]}},
                 )
-                with contextlib.suppress(TimeoutError):  # a wake-up or the retry time, whichever is first
-                    async with asyncio.timeout(_RETRY_S):
-                        await self._wake.wait()
+                self._drop(short.hash)
                 continue
             except Exception:
                 logger.warning("could not start a pooled sandbox; retrying", exc_info=True)
@@ -111,6 +111,10 @@ class Pool:
                 self._unwanted.append(sandbox)
             else:
                 ready.append(sandbox)
+
+    def _drop(self, spec_hash: str) -> None:
+        self._specs.pop(spec_hash, None)
+        self._unwanted.extend(self._ready.pop(spec_hash, ()))
 
     def _next_short(self) -> ContainerSpec | None:
         for spec_hash in reversed(self._specs):
