@@ -354,7 +354,7 @@ async def main() -> int:
             stack.stop()
 
     say("")
-    say("B2 / core flow on the local stack (2 cores)")
+    say(f"B2 / core flow on the local stack ({os.cpu_count() or 0} cores)")
     say(line("baseline: NATS core publish -> subscribe", core))
     say(line("baseline: JetStream publish -> ordered consumer", stored))
     say(line(f"B2 emit -> SSE ({args.sessions} open sessions)", emitted) + "   target p50 <= 2 ms, p99 <= 10 ms")

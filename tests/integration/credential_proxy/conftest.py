@@ -125,15 +125,22 @@ class CredentialProxy:
 
 @contextlib.asynccontextmanager
 async def running(
-    bus: Bus, nats_url: str, socket_dir: Path | None, vault: Vault, *, vault_token: str | None = None, **egress: Any
+    bus: Bus,
+    nats_url: str,
+    socket_dir: Path | None,
+    vault: Vault | None = None,
+    *,
+    vault_token: str | None = None,
+    **egress: Any,
 ) -> AsyncIterator[CredentialProxy]:
     """A credential-proxy serving egress under ``socket_dir`` (``None``: egress not configured) with
-    ``vault`` (its own token unless ``vault_token``), allowing this network's stand-ins for the outside
-    hosts (``tests.egress_network``) unless told otherwise."""
+    ``vault`` (its own token unless ``vault_token``; ``None``: no vault, for tests of egress alone from
+    other services' suites, where health says the vault is unreachable), allowing this network's
+    stand-ins for the outside hosts (``tests.egress_network``) unless told otherwise."""
     defaults = {"socket_dir": socket_dir, "connect_timeout_s": 15.0, "allow_addresses": stand_in_addresses()}
     settings = Settings(
-        vault_addr=vault.server.addr,
-        vault_token=vault.token if vault_token is None else vault_token,
+        vault_addr=vault.server.addr if vault is not None else "http://127.0.0.1:9",
+        vault_token=vault_token if vault_token is not None else (vault.token if vault is not None else None),
         health_probe_timeout_s=2.0,
         nats=NatsSettings(url=nats_url),
         egress=EgressSettings(**{**defaults, **egress}),
