@@ -53,7 +53,7 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 
 @dataclass(frozen=True)
-class Vault:
+class OpenBaoServer:
     """A running OpenBao and the credential-proxy's token for it."""
 
     server: OpenBao
@@ -61,13 +61,13 @@ class Vault:
 
 
 @pytest.fixture(scope="module")
-def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Vault]:
+def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]:
     ports = Ports.free()
     server = OpenBao(StateDir.at(Path(tmp_path_factory.mktemp("openbao"))), ports.bao, ports.bao_cluster)
     server.launch()
     try:
         server.wait_ready(time.monotonic() + 60)
-        yield Vault(server=server, token=server.credential_proxy_token())
+        yield OpenBaoServer(server=server, token=server.credential_proxy_token())
     finally:
         server.stop()
 
@@ -128,7 +128,7 @@ async def running(
     bus: Bus,
     nats_url: str,
     socket_dir: Path | None,
-    vault: Vault | None = None,
+    vault: OpenBaoServer | None = None,
     *,
     vault_token: str | None = None,
     **egress: Any,
@@ -169,6 +169,8 @@ def socket_dir() -> Iterator[Path]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def credential_proxy(bus: Bus, nats_url: str, socket_dir: Path, vault: Vault) -> AsyncIterator[CredentialProxy]:
+async def credential_proxy(
+    bus: Bus, nats_url: str, socket_dir: Path, vault: OpenBaoServer
+) -> AsyncIterator[CredentialProxy]:
     async with running(bus, nats_url, socket_dir, vault) as proxy:
         yield proxy

@@ -16,14 +16,14 @@ from corral.bus import Bus
 from corral.contracts.egress import EgressPolicy
 from corral.credential_proxy.interfaces import read_interface_addresses
 from tests.host_canary import serving_canary
-from tests.integration.credential_proxy.conftest import Vault, running
+from tests.integration.credential_proxy.conftest import OpenBaoServer, running
 from tests.integration.credential_proxy.test_egress_proxy import opened, raw, socket_of
 
 pytestmark = pytest.mark.integration
 
 
 async def test_this_machines_own_addresses_are_refused_unless_the_operator_allows_them(
-    bus: Bus, nats_url: str, socket_dir: Path, vault: Vault
+    bus: Bus, nats_url: str, socket_dir: Path, vault: OpenBaoServer
 ) -> None:
     """A server on every address of this machine; a session with unrestricted networking is refused it
     on each of this machine's addresses (but link-local, which needs a zone), and reaches it on those

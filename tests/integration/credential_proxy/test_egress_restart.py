@@ -18,7 +18,7 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts.egress import EGRESS_BUCKET, EGRESS_SOCKET_NAME, EgressOpened, EgressPolicy
-from tests.integration.credential_proxy.conftest import Vault, new_session, running, short_directory
+from tests.integration.credential_proxy.conftest import OpenBaoServer, new_session, running, short_directory
 from tests.integration.credential_proxy.test_egress_proxy import present, raw
 
 pytestmark = pytest.mark.integration
@@ -32,7 +32,7 @@ def leave_a_stale_socket(path: Path) -> None:
 
 
 async def test_a_restart_serves_every_grant_again_on_a_new_socket_in_the_same_directory(
-    bus: Bus, nats_url: str, socket_dir: Path, vault: Vault
+    bus: Bus, nats_url: str, socket_dir: Path, vault: OpenBaoServer
 ) -> None:
     session_id, legacy_id, broken_id = new_session(), new_session(), new_session()
     grants = await bus.key_value(EGRESS_BUCKET, ttl_s=3600)
@@ -82,7 +82,7 @@ async def test_a_restart_serves_every_grant_again_on_a_new_socket_in_the_same_di
 
 
 async def test_without_a_socket_dir_open_says_egress_is_not_configured_and_grants_are_kept(
-    bus: Bus, nats_url: str, vault: Vault
+    bus: Bus, nats_url: str, vault: OpenBaoServer
 ) -> None:
     grants = await bus.key_value(EGRESS_BUCKET, ttl_s=3600)
     kept = new_session()
