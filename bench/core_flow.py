@@ -34,6 +34,7 @@ from corral.bus import Bus
 from corral.contracts.ids import EVENT, new_id
 from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
 from corral.contracts.subjects import LEASE_BUCKET, StreamSpec, store_rpc
+from corral.devstack.nats import SYNC_INTERVAL_VAR, sync_interval
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 from corral.settings import NatsSettings
@@ -339,7 +340,10 @@ async def main() -> int:
         say("starting a private stack ...")
         # One API key drives the whole load: the per-key rate limit would measure itself, not the server.
         no_rate_limit = {"gateway": {"CORRAL_GATEWAY_RATE_LIMIT_RPS": "0"}}
-        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=no_rate_limit, log_level="WARNING")
+        # Only the durability setting comes from the environment: JetStream's fsync policy is what the
+        # figures depend on most (default ``always``: one fsync per stored write).
+        environ = {SYNC_INTERVAL_VAR: sync} if (sync := os.environ.get(SYNC_INTERVAL_VAR)) else {}
+        stack = Stack(Path(tmp), Ports.free(), environ=environ, service_env=no_rate_limit, log_level="WARNING")
         stack.start(timeout=180)
         try:
             say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")
@@ -354,7 +358,8 @@ async def main() -> int:
             stack.stop()
 
     say("")
-    say("B2 / core flow on the local stack (2 cores)")
+    fsync = sync_interval(os.environ.get(SYNC_INTERVAL_VAR))
+    say(f"B2 / core flow on the local stack ({os.cpu_count() or 0} cores, NATS sync_interval {fsync})")
     say(line("baseline: NATS core publish -> subscribe", core))
     say(line("baseline: JetStream publish -> ordered consumer", stored))
     say(line(f"B2 emit -> SSE ({args.sessions} open sessions)", emitted) + "   target p50 <= 2 ms, p99 <= 10 ms")

@@ -3,16 +3,19 @@
 Starts one private stack (real NATS, Postgres, services, embedded model, a Docker engine and the sandbox
 image) and prints, next to plain Docker SDK baselines measured in the same run:
   * B4 sandbox ready: ``provision`` over the bus for fresh sessions, from the warm pool (each request
-    waits until the manager's health says every pool is full, so each one finds a spare) and cold
-    (the sandbox-manager restarted with ``CORRAL_SANDBOX_POOL_SIZE=0``), vs ``docker run --rm
-    --network none <image> true``;
+    waits until the manager's health says every pool is full, so each one finds a spare) for an
+    environment without network access and for the API's default one (``unrestricted``: the pooled
+    sandbox's egress slot gets the session's policy at the claim), and cold (the sandbox-manager
+    restarted with ``CORRAL_SANDBOX_POOL_SIZE=0``), vs ``docker run --rm --network none <image> true``;
   * B4 exec latency: ``execute`` of ``bash echo hi`` over the bus (distinct tool_use_ids) vs
-    ``docker exec`` (``bash -c 'echo hi'``) in a plain container of the same image;
+    ``docker exec`` (``bash -c 'echo hi'``) in a plain container of the same image, and a 10 KB
+    ``write`` over the bus;
   * B3 TTFT: session create + POST user.message -> first ``event_delta`` (or ``agent.message``) on
     the SSE stream, fresh session each sample, with the embedded model scripted to take
     ``MODEL_TTFT_MS`` before its first byte (as performance.md's B3 says); reported as the overhead
     over that model TTFT in three states: an agent without tools (no sandbox ever), the built-in
-    toolset with cold provisioning at turn start, and with the warm pool.
+    toolset with cold provisioning at turn start, and with the warm pool (default and isolated
+    environments).
 
     uv run python bench/sandbox.py [--samples 20] [--execs 100]
 
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import secrets
 import statistics
 import sys
@@ -54,14 +58,16 @@ from corral.contracts.subjects import health
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 
-DOCKER_DATA_ROOT = "/var/tmp/corral-e2e-docker"
+#: The engine's data root (its image cache), shared with the e2e tests unless told otherwise.
+DOCKER_DATA_ROOT = os.environ.get("CORRAL_DOCKER_DATA_ROOT") or "/var/tmp/corral-e2e-docker"
 MANAGER = "sandbox-manager"
 #: How long the scripted model takes to its first byte in the TTFT samples (B3's "fake model TTFT").
 MODEL_TTFT_MS = 500
 TTFT_SCENARIO = "bench-ttft"
-#: An environment without network access: its sandboxes come from the warm pool (a sandbox with
-#: network access has its session's egress socket mounted, so it is always started cold).
+#: An environment without network access (no egress: its own warm pool, network ``none``).
 ISOLATED: dict[str, Any] = {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": []}}
+#: The API's default environment (``networking: unrestricted``): pooled sandboxes with an egress slot.
+DEFAULT: dict[str, Any] = {"type": "cloud", "networking": {"type": "unrestricted"}}
 
 
 def say(text: str) -> None:
@@ -109,18 +115,21 @@ class Sandboxes:
         result: dict[str, Any] = reply.result or {}
         return result
 
-    async def provision(self, session_id: str) -> tuple[float, Provisioned]:
-        request = Provision(session_id=session_id, environment_id="env_bench", environment_config=ISOLATED)
+    async def provision(self, session_id: str, config: dict[str, Any] = ISOLATED) -> tuple[float, Provisioned]:
+        request = Provision(session_id=session_id, environment_id="env_bench", environment_config=config)
         t0 = time.perf_counter()
         result = await self.rpc(SandboxOp.PROVISION, request.model_dump_json().encode())
         return (time.perf_counter() - t0) * 1000, Provisioned.model_validate(result)
 
     async def bash(self, session_id: str, command: str) -> tuple[float, str]:
+        return await self.tool(session_id, "bash", {"command": command})
+
+    async def tool(self, session_id: str, name: str, tool_input: dict[str, Any]) -> tuple[float, str]:
         request = Execute(
             session_id=session_id,
             tool_use_id=f"toolu_{uuid.uuid4().hex}",
-            name="bash",
-            input={"command": command},
+            name=name,
+            input=tool_input,
             environment_id="env_bench",
             environment_config=ISOLATED,
         )
@@ -129,7 +138,7 @@ class Sandboxes:
         took = (time.perf_counter() - t0) * 1000
         outcome = ToolOutcome.model_validate(result)
         if outcome.is_error:
-            raise SystemExit(f"bash {command!r} failed: {outcome.content}")
+            raise SystemExit(f"{name} {tool_input!r} failed: {outcome.content}")
         return took, outcome.content[-1].text
 
     async def release(self, session_id: str) -> None:
@@ -147,7 +156,9 @@ class Sandboxes:
                 await asyncio.sleep(0.05)
 
 
-async def warm_provisions(sandboxes: Sandboxes, samples: int) -> tuple[list[float], list[float], int]:
+async def warm_provisions(
+    sandboxes: Sandboxes, samples: int, config: dict[str, Any]
+) -> tuple[list[float], list[float], int]:
     """Each provision waits until the pool is full again, so it always finds a spare."""
     wall: list[float] = []
     server: list[float] = []
@@ -155,7 +166,7 @@ async def warm_provisions(sandboxes: Sandboxes, samples: int) -> tuple[list[floa
     for _ in range(samples):
         await sandboxes.wait_pools_full()
         sid = fresh_session()
-        took, got = await sandboxes.provision(sid)
+        took, got = await sandboxes.provision(sid, config)
         if got.from_pool:
             wall.append(took)
             server.append(got.ready_ms)
@@ -188,7 +199,7 @@ async def cold_provisions(
 
 async def exec_latency(
     sandboxes: Sandboxes, client: docker.DockerClient, image: str, samples: int
-) -> tuple[list[float], list[float]]:
+) -> tuple[list[float], list[float], list[float]]:
     sid = fresh_session()
     await sandboxes.provision(sid)
     await sandboxes.bash(sid, "echo warm-up")
@@ -198,6 +209,11 @@ async def exec_latency(
         if text.strip() != "hi":
             raise SystemExit(f"echo hi answered {text!r}")
         rpc.append(took)
+    write: list[float] = []
+    payload = "x" * 10_000
+    for _ in range(max(10, samples // 2)):
+        took, _text = await sandboxes.tool(sid, "write", {"file_path": "blob.txt", "content": payload})
+        write.append(took)
     await sandboxes.release(sid)
 
     container = await asyncio.to_thread(
@@ -214,7 +230,7 @@ async def exec_latency(
                 raise SystemExit(f"docker exec answered {result.output!r}")
     finally:
         await asyncio.to_thread(container.remove, force=True)
-    return rpc, plain
+    return rpc, plain, write
 
 
 async def script_model_ttft(stack: Stack) -> None:
@@ -305,7 +321,7 @@ async def main() -> int:
                     )
                 )
                 suffix = plain_agent["id"].lower()
-                # the API's default networking (unrestricted): egress, so always a cold sandbox
+                # the API's default networking (unrestricted): egress through a pooled slot, or cold
                 env = ok(await http.post("/v1/environments", json={"name": f"bench-{suffix}"}))["id"]
                 isolated = ok(
                     await http.post("/v1/environments", json={"name": f"bench-isolated-{suffix}", "config": ISOLATED})
@@ -317,13 +333,17 @@ async def main() -> int:
                 await ttft.sample(plain_agent["id"], env, release=False)
                 await ttft.sample(tools_agent["id"], env, release=True)
 
-                say(f"measuring warm-pool provisions (pool size 2, n={n}) ...")
-                warm, warm_server, missed = await warm_provisions(sandboxes, n)
+                say(f"measuring warm-pool provisions, isolated and default environments (pool size 2, n={n}) ...")
+                warm, warm_server, missed = await warm_provisions(sandboxes, n, ISOLATED)
+                warm_default, warm_default_server, missed_default = await warm_provisions(sandboxes, n, DEFAULT)
                 say(f"measuring execute vs docker exec (n={args.execs}) ...")
-                exec_rpc, exec_plain = await exec_latency(sandboxes, client, image, args.execs)
-                say(f"measuring TTFT, toolset agent with the warm pool (n={n}) ...")
+                exec_rpc, exec_plain, write_rpc = await exec_latency(sandboxes, client, image, args.execs)
+                say(f"measuring TTFT, toolset agent with the warm pool, default and isolated (n={n} each) ...")
                 ttft_warm: list[float] = []
+                ttft_warm_default: list[float] = []
                 for _ in range(n):
+                    await sandboxes.wait_pools_full()
+                    ttft_warm_default.append(await ttft.sample(tools_agent["id"], env, release=True))
                     await sandboxes.wait_pools_full()
                     ttft_warm.append(await ttft.sample(tools_agent["id"], isolated, release=True))
 
@@ -345,22 +365,35 @@ async def main() -> int:
     # The ratio of whole TTFTs (model TTFT included), as B3 states its target.
     ratio_cold = (pct(ttft_cold, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
     ratio_warm = (pct(ttft_warm, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
+    ratio_warm_default = (pct(ttft_warm_default, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
     say("")
-    say(f"B3 / B4 on the local stack with Docker (2 cores), run took {time.perf_counter() - began:.0f} s")
+    cores = os.cpu_count() or 0
+    say(f"B3 / B4 on the local stack with Docker ({cores} cores), run took {time.perf_counter() - began:.0f} s")
     say(line("baseline: docker run --rm --network none true", docker_run))
-    say(line("B4 ready, warm pool (provision RPC)", warm) + "   target p50 < 50 ms, p99 < 150 ms")
-    say(line("  manager's ready_ms, warm pool", warm_server) + f"   ({missed} of {n} missed the pool)")
+    say(line("B4 ready, warm pool, default env (provision RPC)", warm_default) + "   target p50 < 50 ms, p99 < 150 ms")
+    say(
+        line("  manager's ready_ms, warm pool, default env", warm_default_server)
+        + f"   ({missed_default} of {n} missed the pool)"
+    )
+    say(line("B4 ready, warm pool, isolated env (provision RPC)", warm) + "   target p50 < 50 ms, p99 < 150 ms")
+    say(line("  manager's ready_ms, warm pool, isolated env", warm_server) + f"   ({missed} of {n} missed the pool)")
     say(line("B4 ready, cold, pool size 0 (provision RPC)", cold) + "   target p50 < 400 ms")
     say(line("  manager's ready_ms, cold", cold_server))
     say(line("baseline: docker exec bash -c 'echo hi'", exec_plain))
     say(line("B4 exec: execute bash 'echo hi' over the bus", exec_rpc) + "   target p50 < 5 ms")
+    say(line("B4 exec: execute write 10 KB over the bus", write_rpc))
     say(f"B3 TTFT overhead = create + message -> first token, minus the model's {MODEL_TTFT_MS} ms:")
     target = "   target p50 <= 20 ms, p95 <= 50 ms"
     say(line("B3 overhead, agent without tools", ttft_none) + f"   p95 {pct(ttft_none, 0.95):.2f} ms" + target)
     say(line("B3 overhead, toolset, cold + egress (default)", ttft_cold) + f"   p95 {pct(ttft_cold, 0.95):.2f} ms")
-    say(line("B3 overhead, toolset, warm pool (no network)", ttft_warm) + f"   p95 {pct(ttft_warm, 0.95):.2f} ms")
+    say(
+        line("B3 overhead, toolset, warm pool, default env", ttft_warm_default)
+        + f"   p95 {pct(ttft_warm_default, 0.95):.2f} ms"
+    )
+    say(line("B3 overhead, toolset, warm pool, isolated env", ttft_warm) + f"   p95 {pct(ttft_warm, 0.95):.2f} ms")
     say(f"{'B3 TTFT p50 ratio, toolset cold / no tools':<48} {ratio_cold:8.3f}" + " " * 52 + "target 1.00 +- 0.05")
-    say(f"{'B3 TTFT p50 ratio, toolset warm / no tools':<48} {ratio_warm:8.3f}")
+    say(f"{'B3 TTFT p50 ratio, toolset warm default / none':<48} {ratio_warm_default:8.3f}")
+    say(f"{'B3 TTFT p50 ratio, toolset warm isolated / none':<48} {ratio_warm:8.3f}")
     return 0
 
 

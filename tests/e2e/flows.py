@@ -9,10 +9,13 @@ from pathlib import Path
 from typing import Any
 
 import anthropic
+import docker
+import docker.errors
 import httpx
 
 from corral.bus import Bus
 from corral.contracts import subjects
+from corral.devstack.stack import Stack
 
 
 async def open_stream(client: anthropic.AsyncAnthropic, session_id: str, **kwargs: Any) -> Any:
@@ -97,3 +100,26 @@ async def logged(path: Path, text: str, *, timeout: float = 10.0) -> str:
         while text not in (content := log_text(path)):  # noqa: ASYNC110 (a file another process writes)
             await asyncio.sleep(0.05)
     return content
+
+
+def _running_in_a_sandbox(docker_host: str, needle: str) -> bool:
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        for container in client.containers.list():
+            try:
+                processes = container.top(ps_args="-eo pid,args")["Processes"] or []
+            except docker.errors.APIError:
+                continue  # stopped while we looked
+            if any(needle in " ".join(row) for row in processes):
+                return True
+        return False
+    finally:
+        client.close()
+
+
+async def running_in_a_sandbox(stack: Stack, needle: str, *, timeout: float = 60.0) -> None:
+    """Wait until a process whose command line holds ``needle`` runs in one of the stack's sandboxes
+    (a tool call has started its command; nothing on the bus announces that moment)."""
+    async with asyncio.timeout(timeout):
+        while not await asyncio.to_thread(_running_in_a_sandbox, stack.docker_host, needle):  # noqa: ASYNC110
+            await asyncio.sleep(0.05)

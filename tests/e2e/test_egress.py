@@ -10,6 +10,7 @@ allows explicitly (``CORRAL_EGRESS_ALLOW_ADDRESSES``, see ``tests.egress_network
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import shutil
@@ -18,9 +19,13 @@ import subprocess
 from typing import Any
 
 import anthropic
+import docker
 import httpx
 import pytest
 
+from corral.bus import Bus
+from corral.contracts import subjects
+from corral.contracts.rpc import Health
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
 from tests.host_canary import HostCanary
@@ -37,6 +42,7 @@ out = {
     "interfaces": sorted(line.split(":")[0].strip() for line in open("/proc/net/dev").read().splitlines()[2:]),
     "https_proxy": os.environ.get("https_proxy"),
     "socket_mounted": os.path.exists("/run/corral/egress/proxy.sock"),
+    "hostname": socket.gethostname(),
 }
 try:
     socket.create_connection(("1.1.1.1", 80), timeout=3).close()
@@ -157,6 +163,56 @@ async def test_no_address_of_the_host_is_reachable_from_a_sandbox_by_address_or_
         assert "an address of this machine" in seen["fetched"][refused][1], refused
     status, body = seen["fetched"][MIRROR]
     assert status == 200 and "Origin: Debian" in body, seen["fetched"][MIRROR]
+
+
+async def pools_full(bus: Bus) -> None:
+    """Until the sandbox-manager's health says every warm pool is full (``<spec>:<n>/<n>``, ...)."""
+    async with asyncio.timeout(120):
+        while True:
+            answer = Health.model_validate_json(await bus.request(subjects.health("sandbox-manager"), b"{}"))
+            pools = answer.details.get("pools", "none")
+            fills = [p.rsplit(":", 1)[-1].split("/") for p in pools.split(",")]
+            if pools != "none" and len(fills) >= 2 and all(have == size for have, size in fills):
+                return
+            await asyncio.sleep(0.1)  # polls the manager's health: nothing announces a refill
+
+
+def container_of(stack: Stack, short_id: str) -> dict[str, Any]:
+    client = docker.DockerClient(base_url=stack.docker_host)
+    try:
+        [container] = [c for c in client.containers.list() if c.id.startswith(short_id)]
+        return dict(client.api.inspect_container(container.id))
+    finally:
+        client.close()
+
+
+async def test_default_and_limited_sessions_claim_pooled_sandboxes_each_with_its_own_egress(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, stack: Stack, bus: Bus
+) -> None:
+    """With the API's default networking, the first tool call's sandbox comes from the warm pool (it
+    was started before the session existed) and still reaches the outside through an egress socket
+    of its own, with its own session's policy: the limited session next to it, from the same pool,
+    is refused what the default one reaches."""
+    await probe(client, model, None, MIRROR)  # a default environment's sandbox is wanted in the pool
+    await pools_full(bus)
+    default = await probe(client, model, None, MIRROR)
+    await pools_full(bus)
+    limited = await probe(
+        client, model, {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": ["pypi.org"]}}, MIRROR
+    )
+
+    assert default["fetched"][MIRROR][0] == 200, default["fetched"][MIRROR]
+    assert limited["fetched"][MIRROR][0] == 403 and "deb.debian.org" in limited["fetched"][MIRROR][1]
+    containers = [container_of(stack, seen["hostname"]) for seen in (default, limited)]
+    slots = []
+    for container in containers:
+        labels = container["Config"]["Labels"]
+        assert labels.get("corral.pool") == "true", "started for the warm pool, not for the session"
+        assert "corral.session_id" not in labels
+        slots.append(labels["corral.egress_slot"])
+        [mount] = [m for m in container["Mounts"] if m["Destination"] == "/run/corral/egress"]
+        assert mount["Source"].endswith("/" + labels["corral.egress_slot"]) and not mount["RW"]
+    assert slots[0] != slots[1], "each sandbox has an egress socket of its own"
 
 
 async def test_a_limited_environment_reaches_only_its_allowed_hosts(

@@ -11,7 +11,9 @@ import pytest
 
 from corral.bus import Bus
 from corral.devstack.stack import Stack
-from tests.e2e.flows import all_events, lease_holder, open_stream, read_until_idle, send_text
+from corral.harness import crashpoints
+from tests.e2e.flows import all_events, lease_holder, open_stream, read_until_idle, script, send_text, unique
+from tests.e2e.test_tool_loop_sandbox import new_session, use
 
 pytestmark = pytest.mark.e2e
 
@@ -70,3 +72,45 @@ async def test_killing_the_harness_mid_turn_hands_the_turn_to_the_other_one(
     assert message.content[0].text.startswith("word0 word1")
     final = await client.beta.sessions.retrieve(session.id)
     assert final.status == "idle"
+
+
+@pytest.mark.parametrize("point", sorted(crashpoints.NAMES))
+async def test_a_harness_that_dies_at_each_step_boundary_loses_and_repeats_nothing(
+    stack: Stack, client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, point: str
+) -> None:
+    """``CORRAL_HARNESS_CRASHPOINT`` makes the only running harness exit (status 137, no clean-up) at
+    one boundary of a tool turn; a harness started afterwards finishes the turn from the log: each
+    tool call answered once, one reply, one idle, every model request start closed once."""
+    name = unique(f"crashpoint-{point}")
+    await script(model, name, use("bash", command="echo ran >> runs.txt"), [{"type": "text", "text": "Done."}])
+    session_id = await new_session(client)
+    stack.stop_service("harness-2")
+    stack.service_env["harness-1"] = {"CORRAL_HARNESS_CRASHPOINT": point}
+    try:
+        stack.restart_service("harness-1")
+        stream = await open_stream(client, session_id)
+        async with stream:
+            await send_text(client, session_id, f"{name}: go")
+            async with asyncio.timeout(60):
+                while stack.component("harness-1").is_running():  # noqa: ASYNC110 (another process exits)
+                    await asyncio.sleep(0.05)
+            logged = stack.log_path("harness-1").read_text(errors="replace").splitlines()
+            assert any("crashpoint reached" in line and point in line for line in logged), "it did not exit there"
+            del stack.service_env["harness-1"]
+            stack.start_service("harness-1")
+            rest = await read_until_idle(stream, timeout=60)
+    finally:
+        stack.service_env.pop("harness-1", None)
+        stack.start_service("harness-1")
+        stack.start_service("harness-2")
+
+    assert rest[-1].stop_reason.type == "end_turn"
+    events = await all_events(client, session_id)
+    types = [e.type for e in events]
+    assert types.count("agent.message") == 1 and types.count("session.status_idle") == 1, types
+    uses = [e.id for e in events if e.type == "agent.tool_use"]
+    results = [e.tool_use_id for e in events if e.type == "agent.tool_result"]
+    assert len(uses) == 1 and results == uses, "the tool call was answered exactly once"
+    starts = [e.id for e in events if e.type == "span.model_request_start"]
+    ends = [e.model_request_start_id for e in events if e.type == "span.model_request_end"]
+    assert sorted(starts) == sorted(ends), "every model request start has exactly one end"

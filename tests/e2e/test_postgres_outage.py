@@ -13,7 +13,7 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts import subjects
-from corral.contracts.rpc import CreateApiKey, Op, RpcReply
+from corral.contracts.rpc import CreateApiKey, Health, Op, RpcReply
 from corral.devstack.stack import Stack
 from tests.e2e.flows import run_turn
 from tests.e2e.test_restart import fold_matches_projection
@@ -98,3 +98,39 @@ async def test_an_agent_created_while_postgres_is_down_is_answered_and_stored_on
     assert fetched.json()["name"] == name
     listed = (await http.get("/v1/agents", params={"limit": 100})).json()["data"]
     assert [a["id"] for a in listed if a["name"] == name] == [agent_id]
+
+
+async def _store_health(bus: Bus) -> Health:
+    return Health.model_validate_json(await bus.request(subjects.health("session-store"), b"{}", timeout=10))
+
+
+async def test_health_reports_postgres_down_with_the_reason_and_ok_again_once_it_is_back(
+    stack: Stack, bus: Bus, http: httpx.AsyncClient
+) -> None:
+    before = await _store_health(bus)
+    assert before.status == "ok", before
+    assert before.dependencies == {"nats": "ok", "postgres": "ok"}
+    assert before.details["lag_sessions"].isdigit() and before.details["lag_catalog"].isdigit()
+    assert (await http.get("/health")).json()["dependencies"]["session-store"] == {"nats": "ok", "postgres": "ok"}
+
+    stack.component("postgres").stop()
+    try:
+        during = await _store_health(bus)
+        assert during.status == "degraded", during
+        assert during.dependencies["postgres"].startswith("unreachable"), during
+        public = await http.get("/health")
+        assert public.status_code == 200, public.text  # degraded, still serving
+        body = public.json()
+        assert body["status"] == "degraded" and body["services"]["session-store"] == "degraded"
+        assert body["dependencies"]["session-store"]["postgres"] == "failing"
+        assert "unreachable" not in public.text  # the reason stays on the bus
+    finally:
+        stack.start(timeout=120)
+
+    async with asyncio.timeout(60):
+        while True:
+            after = await _store_health(bus)
+            if after.status == "ok":
+                break
+            await asyncio.sleep(0.25)  # polls the condition (health), as a client would
+    assert after.dependencies["postgres"] == "ok" and after.details["projection"] == "ok"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import signal
 import time
+import uuid
 from typing import Any
 
 import anthropic
@@ -25,6 +26,7 @@ from tests.e2e.flows import (
     open_stream,
     read_until_idle,
     requests_of,
+    running_in_a_sandbox,
     script,
     send_text,
     unique,
@@ -120,13 +122,14 @@ async def test_parallel_calls_all_run_and_go_back_in_one_user_turn(
 
 
 async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
-    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
+    stack: Stack, client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
 ) -> None:
     name = unique("sandbox-interrupt")
+    long = f"30.{uuid.uuid4().int % 10**6:06d}"  # a sleep no other test's command matches
     await script(
         model,
         name,
-        [*use("bash", command="sleep 30"), *use("bash", command="echo never")],
+        [*use("bash", command=f"sleep {long}"), *use("bash", command="echo never")],
         [{"type": "text", "text": "Stopped."}],
     )
     session_id = await new_session(client)
@@ -139,7 +142,7 @@ async def test_an_interrupt_during_a_long_bash_ends_the_turn_within_seconds(
                 seen.append(event)
                 if event.type == "agent.tool_use":
                     break
-        await asyncio.sleep(2)  # the sleep is running in the sandbox by now
+        await running_in_a_sandbox(stack, f"sleep {long}")
         interrupted_at = time.monotonic()
         await client.beta.sessions.events.send(session_id, events=[{"type": "user.interrupt"}])
         rest = await read_until_idle(stream, timeout=30)
@@ -163,10 +166,11 @@ async def test_a_harness_killed_while_a_tool_runs_is_replaced_and_the_tool_ran_o
     stack: Stack, bus: Bus, client: anthropic.AsyncAnthropic, model: httpx.AsyncClient
 ) -> None:
     name = unique("sandbox-crash")
+    pause = f"4.{uuid.uuid4().int % 10**6:06d}"  # a sleep no other test's command matches
     await script(
         model,
         name,
-        use("bash", command="echo x >> runs.txt && sleep 2 && echo finished"),
+        use("bash", command=f"echo x >> runs.txt && sleep {pause} && echo finished"),
         use("bash", command="cat runs.txt"),
         [{"type": "text", "text": "Ran once."}],
     )
@@ -179,7 +183,7 @@ async def test_a_harness_killed_while_a_tool_runs_is_replaced_and_the_tool_ran_o
                 if event.type == "agent.tool_use":
                     break
         holder = await lease_holder(bus, session_id)
-        await asyncio.sleep(0.5)  # the command is running in the sandbox
+        await running_in_a_sandbox(stack, f"sleep {pause}")
         stack.kill(holder, signal.SIGKILL)
         try:
             rest = await read_until_idle(stream, timeout=90)

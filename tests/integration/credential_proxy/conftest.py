@@ -1,8 +1,9 @@
 """The credential-proxy's egress proxies against a real nats-server (JetStream), in-process on the test loop.
 
-Each test module runs its own nats-server; each ``CredentialProxy`` runs ``corral.credential_proxy``'s
-``run`` until stopped, with its egress sockets under a temporary ``CORRAL_EGRESS_SOCKET_DIR`` and a
-vault address nothing answers on (health says ``unreachable``; egress does not need the vault).
+Each test module runs its own nats-server and its own OpenBao (initialised, unsealed, the ``corral/``
+mount and the credential-proxy's read-only policy, as ``make up`` makes them); each ``CredentialProxy``
+runs ``corral.credential_proxy``'s ``run`` until stopped, with its egress sockets under a temporary
+``CORRAL_EGRESS_SOCKET_DIR`` and the vault token ``make up`` would give it.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from corral.contracts.subjects import health
 from corral.credential_proxy.__main__ import run
 from corral.credential_proxy.settings import EgressSettings, Settings
 from corral.devstack.nats import Nats
+from corral.devstack.openbao import OpenBao
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir
 from corral.settings import NatsSettings
@@ -46,6 +48,26 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     server.wait_ready(time.monotonic() + 20)
     try:
         yield server.url
+    finally:
+        server.stop()
+
+
+@dataclass(frozen=True)
+class OpenBaoServer:
+    """A running OpenBao and the credential-proxy's token for it."""
+
+    server: OpenBao
+    token: str
+
+
+@pytest.fixture(scope="module")
+def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]:
+    ports = Ports.free()
+    server = OpenBao(StateDir.at(Path(tmp_path_factory.mktemp("openbao"))), ports.bao, ports.bao_cluster)
+    server.launch()
+    try:
+        server.wait_ready(time.monotonic() + 60)
+        yield OpenBaoServer(server=server, token=server.credential_proxy_token())
     finally:
         server.stop()
 
@@ -102,13 +124,24 @@ class CredentialProxy:
 
 
 @contextlib.asynccontextmanager
-async def running(bus: Bus, nats_url: str, socket_dir: Path | None, **egress: Any) -> AsyncIterator[CredentialProxy]:
-    """A credential-proxy serving egress under ``socket_dir`` (``None``: egress not configured), allowing
-    this network's stand-ins for the outside hosts (``tests.egress_network``) unless told otherwise."""
+async def running(
+    bus: Bus,
+    nats_url: str,
+    socket_dir: Path | None,
+    vault: OpenBaoServer | None = None,
+    *,
+    vault_token: str | None = None,
+    **egress: Any,
+) -> AsyncIterator[CredentialProxy]:
+    """A credential-proxy serving egress under ``socket_dir`` (``None``: egress not configured) with
+    ``vault`` (its own token unless ``vault_token``; ``None``: no vault, for tests of egress alone from
+    other services' suites, where health says the vault is unreachable), allowing this network's
+    stand-ins for the outside hosts (``tests.egress_network``) unless told otherwise."""
     defaults = {"socket_dir": socket_dir, "connect_timeout_s": 15.0, "allow_addresses": stand_in_addresses()}
     settings = Settings(
-        vault_addr="http://127.0.0.1:9",
-        health_probe_timeout_s=0.5,
+        vault_addr=vault.server.addr if vault is not None else "http://127.0.0.1:9",
+        vault_token=vault_token if vault_token is not None else (vault.token if vault is not None else None),
+        health_probe_timeout_s=2.0,
         nats=NatsSettings(url=nats_url),
         egress=EgressSettings(**{**defaults, **egress}),
     )
@@ -136,6 +169,8 @@ def socket_dir() -> Iterator[Path]:
 
 
 @pytest_asyncio.fixture(scope="module")
-async def credential_proxy(bus: Bus, nats_url: str, socket_dir: Path) -> AsyncIterator[CredentialProxy]:
-    async with running(bus, nats_url, socket_dir) as proxy:
+async def credential_proxy(
+    bus: Bus, nats_url: str, socket_dir: Path, vault: OpenBaoServer
+) -> AsyncIterator[CredentialProxy]:
+    async with running(bus, nats_url, socket_dir, vault) as proxy:
         yield proxy

@@ -16,14 +16,14 @@ from corral.bus import Bus
 from corral.contracts.egress import EgressPolicy
 from corral.credential_proxy.interfaces import read_interface_addresses
 from tests.host_canary import serving_canary
-from tests.integration.credential_proxy.conftest import running
+from tests.integration.credential_proxy.conftest import OpenBaoServer, running
 from tests.integration.credential_proxy.test_egress_proxy import opened, raw, socket_of
 
 pytestmark = pytest.mark.integration
 
 
 async def test_this_machines_own_addresses_are_refused_unless_the_operator_allows_them(
-    bus: Bus, nats_url: str, socket_dir: Path
+    bus: Bus, nats_url: str, socket_dir: Path, vault: OpenBaoServer
 ) -> None:
     """A server on every address of this machine; a session with unrestricted networking is refused it
     on each of this machine's addresses (but link-local, which needs a zone), and reaches it on those
@@ -37,7 +37,7 @@ async def test_this_machines_own_addresses_are_refused_unless_the_operator_allow
 
     with serving_canary() as canary:
         ports = [80, 443, canary.port]
-        async with running(bus, nats_url, socket_dir / "floor", ports=ports) as proxy:
+        async with running(bus, nats_url, socket_dir / "floor", vault, ports=ports) as proxy:
             egress = await opened(proxy, EgressPolicy(allowed_hosts=None))
             for address in own:
                 status, text = await raw(socket_of(egress), request(address, canary.port))
@@ -45,7 +45,7 @@ async def test_this_machines_own_addresses_are_refused_unless_the_operator_allow
                 assert status == 403 and "an address of this machine" in text, (address, text)
                 assert "CORRAL_EGRESS_ALLOW_ADDRESSES" in text
         allowed = [str(a) for a in own]
-        async with running(bus, nats_url, socket_dir / "floor", ports=ports, allow_addresses=allowed) as proxy:
+        async with running(bus, nats_url, socket_dir / "floor", vault, ports=ports, allow_addresses=allowed) as proxy:
             egress = await opened(proxy, EgressPolicy(allowed_hosts=None))
             for address in own:
                 status, text = await raw(socket_of(egress), request(address, canary.port))

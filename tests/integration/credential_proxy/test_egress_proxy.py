@@ -15,9 +15,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from pydantic import SecretStr
 
 from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressClosed, EgressOpened, EgressPolicy
-from tests.integration.credential_proxy.conftest import CredentialProxy, new_session
+from corral.credential_proxy.vault import Vault
+from tests.integration.credential_proxy.conftest import CredentialProxy, OpenBaoServer, new_session
 
 pytestmark = pytest.mark.integration
 
@@ -108,7 +110,18 @@ async def test_open_makes_a_socket_any_uid_may_connect_to_alone_in_a_directory_n
         writer.close()
     health = await credential_proxy.health()
     assert int(health.details["egress_listeners"]) >= 1 and health.details["egress"] == "ok"
-    assert health.details["vault"] == "unreachable" and health.status == "degraded"
+    assert health.details["vault"] == "ok" and health.status == "ok", health
+    assert health.dependencies == {"vault": "ok"}
+
+
+async def test_the_vault_probe_says_when_the_real_openbao_refuses_the_token(vault: OpenBaoServer) -> None:
+    """The probe behind ``details.vault`` and ``dependencies.vault``, against the real OpenBao: the
+    token ``make up`` gives the credential-proxy is ``ok``; one OpenBao does not know is ``token
+    rejected``; a stopped-listening address is ``unreachable``. (In-process, so asked directly: the
+    module's running proxy answers ``corral.health.credential-proxy`` too.)"""
+    assert await Vault(vault.server.addr, SecretStr(vault.token), timeout=2).probe(2.0) == "ok"
+    assert await Vault(vault.server.addr, SecretStr("s.not-a-token"), timeout=2).probe(2.0) == "token rejected"
+    assert await Vault("http://127.0.0.1:9", SecretStr(vault.token), timeout=1).probe(1.0) == "unreachable"
 
 
 async def test_a_host_not_in_allowed_hosts_is_refused_with_403_naming_it(credential_proxy: CredentialProxy) -> None:

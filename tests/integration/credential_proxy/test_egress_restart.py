@@ -18,7 +18,7 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts.egress import EGRESS_BUCKET, EGRESS_SOCKET_NAME, EgressOpened, EgressPolicy
-from tests.integration.credential_proxy.conftest import new_session, running, short_directory
+from tests.integration.credential_proxy.conftest import OpenBaoServer, new_session, running, short_directory
 from tests.integration.credential_proxy.test_egress_proxy import present, raw
 
 pytestmark = pytest.mark.integration
@@ -32,11 +32,11 @@ def leave_a_stale_socket(path: Path) -> None:
 
 
 async def test_a_restart_serves_every_grant_again_on_a_new_socket_in_the_same_directory(
-    bus: Bus, nats_url: str, socket_dir: Path
+    bus: Bus, nats_url: str, socket_dir: Path, vault: OpenBaoServer
 ) -> None:
     session_id, legacy_id, broken_id = new_session(), new_session(), new_session()
     grants = await bus.key_value(EGRESS_BUCKET, ttl_s=3600)
-    async with running(bus, nats_url, socket_dir) as proxy:
+    async with running(bus, nats_url, socket_dir, vault) as proxy:
         reply = await proxy.open(session_id, EgressPolicy(allowed_hosts=["pypi.org"]))
         assert reply.ok, reply.error
         egress = EgressOpened.model_validate(reply.result)
@@ -58,7 +58,7 @@ async def test_a_restart_serves_every_grant_again_on_a_new_socket_in_the_same_di
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_unix_connection(path)
 
-    async with running(bus, nats_url, socket_dir) as proxy:
+    async with running(bus, nats_url, socket_dir, vault) as proxy:
         assert (await proxy.health()).details["egress_listeners"] == "2"
         after = os.lstat(path)
         assert stat.S_ISSOCK(after.st_mode) and stat.S_IMODE(after.st_mode) == 0o666, "the socket is made again"
@@ -76,19 +76,19 @@ async def test_a_restart_serves_every_grant_again_on_a_new_socket_in_the_same_di
             assert closed.ok and closed.result == {"closed": True}
             assert not (socket_dir / closing).exists()
 
-    async with running(bus, nats_url, socket_dir) as proxy:
+    async with running(bus, nats_url, socket_dir, vault) as proxy:
         assert (await proxy.health()).details["egress_listeners"] == "0", "a closed session is not restored"
     assert os.listdir(socket_dir) == []
 
 
 async def test_without_a_socket_dir_open_says_egress_is_not_configured_and_grants_are_kept(
-    bus: Bus, nats_url: str
+    bus: Bus, nats_url: str, vault: OpenBaoServer
 ) -> None:
     grants = await bus.key_value(EGRESS_BUCKET, ttl_s=3600)
     kept = new_session()
     grant = {"session_id": kept, "policy": {"allowed_hosts": None}, "at": time.time()}
     await grants.put(kept, json.dumps(grant).encode())
-    async with running(bus, nats_url, None) as proxy:
+    async with running(bus, nats_url, None, vault) as proxy:
         reply = await proxy.open(new_session(), EgressPolicy(allowed_hosts=["pypi.org"]))
         assert not reply.ok and reply.error is not None
         assert reply.error.type == "invalid_request_error"
@@ -100,6 +100,6 @@ async def test_without_a_socket_dir_open_says_egress_is_not_configured_and_grant
         assert health.details["egress_listeners"] == "0"
     assert await grants.get(kept) is not None, "a deployment without egress does not forget the grants"
     with short_directory() as later:
-        async with running(bus, nats_url, later) as proxy:
+        async with running(bus, nats_url, later, vault) as proxy:
             assert (later / kept / EGRESS_SOCKET_NAME).is_socket(), "set later, the grant is served"
             assert (await proxy.close(kept)).ok

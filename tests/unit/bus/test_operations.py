@@ -158,7 +158,13 @@ async def test_health_is_answered_bare_and_read_back_typed() -> None:
 
     served = Operations(service="test-service").handle(op, report)
     raw = await served.answer(op, b"{}", {})
-    assert json.loads(raw) == {"service": "test-service", "instance": "here:1", "status": "ok", "details": {}}
+    assert json.loads(raw) == {
+        "service": "test-service",
+        "instance": "here:1",
+        "status": "ok",
+        "details": {},
+        "dependencies": {},
+    }
     bus = LoopBus(served)
     assert (await bus.call(op, HealthCheck())).instance == "here:1"
     assert bus.asked == ["corral.health.test-service"]

@@ -103,6 +103,7 @@ class FakeFeed:
 @dataclass
 class FakeProbe:
     answers: dict[str, Health] = field(default_factory=dict)
+    bus_connected: bool = True
 
     async def check(self, service: str, *, timeout_s: float) -> Health | None:
         return self.answers.get(service)

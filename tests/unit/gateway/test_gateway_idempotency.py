@@ -22,8 +22,11 @@ class DictBucket:
     def __init__(self) -> None:
         self.entries: dict[str, Entry] = {}
         self.revision = 0
+        #: Set whenever a request reads a slot (a duplicate reads the first one's pending claim).
+        self.read = asyncio.Event()
 
     async def get(self, key: str) -> Entry | None:
+        self.read.set()
         return self.entries.get(key)
 
     async def create(self, key: str, value: bytes) -> int:
@@ -89,8 +92,10 @@ async def test_a_duplicate_waits_for_the_first_and_a_stale_claim_is_taken_over()
         first = asyncio.ensure_future(http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"}))
         async with asyncio.timeout(5):
             await started.wait()
+        bucket.read.clear()
         second = asyncio.ensure_future(http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"}))
-        await asyncio.sleep(0.05)
+        async with asyncio.timeout(5):
+            await bucket.read.wait()  # the duplicate has found the first one's pending claim
         assert not second.done()
         release.set()
         a, b = await first, await second

@@ -2,6 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from corral.harness.conversation import agent_blocks, denial_content, rebuild, result_blocks, user_blocks
 from tests.unit.harness.fakes import (
     agent,
@@ -380,3 +382,17 @@ def test_result_content_keeps_what_a_tool_result_may_hold() -> None:
     ]
     log = logged(user("go"), start("s1"), tool_use("t1"), end("s1"), {**tool_result("t1"), "content": []})
     assert rebuild(log)[-1]["content"] == [{"type": "tool_result", "tool_use_id": "t1"}]
+
+
+def test_a_block_left_out_of_the_conversation_is_logged_with_its_type_and_why(caplog: pytest.LogCaptureFixture) -> None:
+    content = [
+        {"type": "text", "text": "look"},
+        {"type": "image", "source": {"type": "base64"}},  # no media_type, no data
+        {"type": "hologram", "text": "secret words"},
+    ]
+    with caplog.at_level("WARNING", logger="corral.harness.conversation"):
+        assert user_blocks(content) == [{"type": "text", "text": "look"}]
+    dropped = [r for r in caplog.records if r.getMessage() == "content block left out of the conversation"]
+    assert [r.fields["type"] for r in dropped] == ["image", "hologram"]  # type: ignore[attr-defined]
+    assert "not a valid image block" in dropped[0].fields["why"]  # type: ignore[attr-defined]
+    assert all("secret words" not in str(r.fields) for r in dropped)  # type: ignore[attr-defined]

@@ -9,6 +9,7 @@ import httpx2
 import pytest
 
 from corral.contracts.api.events import ModelUsage
+from corral.harness.health import report
 from corral.harness.model import AnthropicModel, ModelError, ModelRequest, ToolRequest, classify
 from corral.harness.retry import RetryPolicy
 
@@ -313,3 +314,30 @@ async def test_lone_surrogates_in_a_reply_become_replacement_characters() -> Non
     assert reply.texts == ("a\ufffdb\x00", "\ufffdc")
     for text in (*chunks, *reply.texts):
         text.encode()  # well-formed: no lone surrogate left
+
+
+async def test_health_sees_the_model_endpoint_fail_and_recover() -> None:
+    """The harness's health depends on the model: a refused connection makes it ``degraded``, the next
+    answered request makes it ``ok`` again."""
+    up = True
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        if not up:
+            raise httpx2.ConnectError("connection refused", request=http_request)
+        return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=message_stream(["ok"]))
+
+    async def on_text(index: int, chunk: str) -> None:
+        pass
+
+    model = adapter(handler)
+    assert report(worker_id="w", sessions=0, bus_connected=True, model=model.state).status == "ok"
+    up = False
+    with pytest.raises(ModelError):
+        await model.stream(request(), on_text)
+    failing = report(worker_id="w", sessions=1, bus_connected=True, model=model.state)
+    assert failing.status == "degraded"
+    assert failing.dependencies["model"].startswith("failing") and "model_request_failed_error" in model.state
+    up = True
+    await model.stream(request(), on_text)
+    assert report(worker_id="w", sessions=0, bus_connected=True, model=model.state).dependencies["model"] == "ok"
+    assert report(worker_id="w", sessions=0, bus_connected=False, model="ok").status == "degraded"

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 
 import pytest
 
@@ -416,3 +417,55 @@ def test_only_lease_conflicts_count_as_losing_the_lease() -> None:
     assert isinstance(error_for(detail(None, "not_found_error")), StoreRejected)
     assert isinstance(error_for(detail(None, "api_error")), StoreUnavailable)
     assert isinstance(error_for(detail(None, "overloaded_error")), StoreUnavailable)
+
+
+class BreakingFeed(FakeWakeFeed):
+    """A wake-up feed whose first watch breaks (a lost subscription) once the turn is streaming."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watches = 0
+        self.broken = asyncio.Event()
+
+    async def watch(self, session_id: str) -> AsyncIterator[rpc.Wake]:
+        self.watches += 1
+        if self.watches == 1:
+            self.watching.set()
+            await self.queue.get()
+            self.broken.set()
+            raise ConnectionError("subscription lost")
+        async for wake in super().watch(session_id):
+            yield wake
+
+
+async def test_a_broken_interrupt_watch_is_watched_again_and_an_interrupt_sent_meanwhile_is_noticed(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Before, a failure of the watch ended it for the rest of the turn (an interrupt then waited for
+    the model to finish), and a failed log read was dropped without a word."""
+    store = FakeStore()
+    store.add(user("hi"))
+    feed = BreakingFeed()
+    model = FakeModel(Reply(["Once ", "upon", " a time"], pause_after=1))
+    run = asyncio.create_task(driver(store, model, feed=feed).run(SESSION_ID, held_lease()))
+    async with asyncio.timeout(5):
+        await model.paused.wait()
+        await feed.watching.wait()
+
+    store.fail_context = StoreUnavailable("no responders")
+    store.add(interrupt())  # its wake-up arrives as the subscription breaks
+    feed.queue.put_nowait(rpc.Wake(session_id=SESSION_ID, seq=store.last_seq, reason="user.interrupt"))
+    async with asyncio.timeout(5):
+        await feed.broken.wait()
+        store.context_read.clear()
+        await store.context_read.wait()  # read again after the break, and failed
+    store.fail_context = None
+    async with asyncio.timeout(5):
+        outcome = await run
+
+    assert outcome is Outcome.DONE and model.cancelled
+    assert store.appends[-1][-1]["stop_reason"] == {"type": "end_turn"}
+    assert feed.watches == 2
+    messages = [r.getMessage() for r in caplog.records]
+    assert "watching for interrupts failed; watching again" in messages
+    assert "could not read the log to look for an interrupt; reading again" in messages

@@ -24,7 +24,7 @@ def test_the_default_environment_may_reach_any_public_host_through_its_egress_pr
     placement = place(SETTINGS, {})
     assert placement.spec.network == "egress" and placement.notices == ()
     assert placement.egress == EgressPolicy(allowed_hosts=None, allow_package_managers=True)
-    assert placement.spec.hash != base_spec(SETTINGS).hash  # never a pooled (network none) sandbox
+    assert placement.spec.hash != base_spec(SETTINGS).hash  # never a network-none sandbox
     assert place(SETTINGS, {"type": "cloud", "networking": {"type": "unrestricted"}}) == placement
 
 

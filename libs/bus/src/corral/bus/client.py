@@ -133,6 +133,20 @@ def _stored(msg: Msg) -> StoredMessage:
     )
 
 
+async def _drain(nc: Client, *, name: str) -> None:
+    """Drain at shutdown: unanswered requests and unflushed publishes are lost if this fails, so a
+    failure is logged (with what failed) rather than passed over; the connection is closed anyway."""
+    try:
+        await nc.drain()
+    except Exception as exc:
+        logger.warning(
+            "could not drain the NATS connection at shutdown; closing it (messages not yet flushed may be lost)",
+            extra={"fields": {"client": name, "error": f"{type(exc).__name__}: {exc}"[:300]}},
+        )
+        with contextlib.suppress(Exception):  # already logged above; closing is all that is left
+            await nc.close()
+
+
 def inbox_prefix(user: str) -> str:
     """Where replies to ``user``'s requests (and its consumers' deliveries) arrive: ``_INBOX.<user>``."""
     return f"_INBOX.{user}"
@@ -251,8 +265,12 @@ class Bus:
         try:
             yield cls(nc, settings)
         finally:
-            with contextlib.suppress(Exception):
-                await nc.drain()
+            await _drain(nc, name=name)
+
+    @property
+    def connected(self) -> bool:
+        """Whether the connection to NATS is up now (it reconnects on its own when it is not)."""
+        return bool(self.nc.is_connected)
 
     @property
     def max_payload(self) -> int:

@@ -52,12 +52,13 @@ from pydantic import AfterValidator, BaseModel, Field
 from corral.contracts.operation import Operation, operation
 from corral.contracts.rpc import Message
 
-# --- subjects and buckets ------------------------------------------------------------------------------
-EGRESS_QUEUE: Final = "credential-proxy"
-EGRESS_RPC_WILDCARD: Final = "corral.rpc.egress.>"
+# Subjects, queues and buckets are defined with every other name on the bus in ``subjects``.
+from corral.contracts.subjects import EGRESS_BUCKET as EGRESS_BUCKET
+from corral.contracts.subjects import EGRESS_QUEUE as EGRESS_QUEUE
+from corral.contracts.subjects import EGRESS_RPC_WILDCARD as EGRESS_RPC_WILDCARD
+from corral.contracts.subjects import egress_rpc as egress_rpc
 
-#: The credential-proxy's egress grants: key ``<session_id>``, the policy its socket serves.
-EGRESS_BUCKET: Final = "corral_egress"
+# --- the rest of the contract ---------------------------------------------------------------------------
 
 # --- where the proxy is reached ------------------------------------------------------------------------
 #: The session's proxy socket, the only entry of its directory (``EgressOpened.directory``).
@@ -87,11 +88,6 @@ class EgressOp:
 
     OPEN = "open"
     CLOSE = "close"
-
-
-def egress_rpc(op: str) -> str:
-    """Request subject of an egress operation (``open`` -> ``corral.rpc.egress.open``)."""
-    return f"corral.rpc.egress.{op}"
 
 
 def is_host_name(name: str) -> bool:

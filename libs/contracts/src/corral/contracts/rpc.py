@@ -213,10 +213,15 @@ class HealthCheck(Message):
 
 
 class Health(Message):
+    """A service's state. ``status`` is ``degraded`` when a dependency is not ``ok``."""
+
     service: str
     instance: str
     status: Literal["ok", "degraded"]
     details: dict[str, str] = Field(default_factory=dict)
+    #: What the service depends on (``postgres``, ``docker``, ``vault``...) and each one's state: ``ok``,
+    #: or what is wrong and what the service does meanwhile. Only ``ok`` / not ``ok`` leaves the bus.
+    dependencies: dict[str, str] = Field(default_factory=dict)
 
 
 def health_op(service: str) -> Operation[HealthCheck, Health]:

@@ -34,14 +34,15 @@ from pydantic import BaseModel, Field
 from corral.contracts.operation import Operation, operation
 from corral.contracts.rpc import Message
 
-# --- subjects and buckets ------------------------------------------------------------------------------
-SANDBOX_QUEUE: Final = "sandbox-manager"
-SANDBOX_RPC_WILDCARD: Final = "corral.rpc.sandbox.>"
+# Subjects, queues and buckets are defined with every other name on the bus in ``subjects``.
+from corral.contracts.subjects import SANDBOX_QUEUE as SANDBOX_QUEUE
+from corral.contracts.subjects import SANDBOX_RPC_WILDCARD as SANDBOX_RPC_WILDCARD
+from corral.contracts.subjects import SANDBOXES_BUCKET as SANDBOXES_BUCKET
+from corral.contracts.subjects import TOOL_RESULTS_BUCKET as TOOL_RESULTS_BUCKET
+from corral.contracts.subjects import execute_heartbeat as execute_heartbeat
+from corral.contracts.subjects import sandbox_rpc as sandbox_rpc
 
-#: Outcomes of ``execute``, keyed ``<session_id>.<tool_use_id>``.
-TOOL_RESULTS_BUCKET: Final = "corral_tool_results"
-#: The sandbox-manager's own records: which container serves which session.
-SANDBOXES_BUCKET: Final = "corral_sandboxes"
+# --- the rest of the contract ---------------------------------------------------------------------------
 
 #: ``type`` of the built-in toolset in an agent's ``tools``.
 TOOLSET_TYPE: Final = "agent_toolset_20260401"
@@ -66,16 +67,6 @@ class SandboxOp:
     EXECUTE = "execute"
     CANCEL = "cancel"
     RELEASE = "release"
-
-
-def sandbox_rpc(op: str) -> str:
-    """Request subject of a sandbox-manager operation (``execute`` -> ``corral.rpc.sandbox.execute``)."""
-    return f"corral.rpc.sandbox.{op}"
-
-
-def execute_heartbeat(session_id: str, tool_use_id: str) -> str:
-    """Where the manager serving an ``execute`` says it is still at it (core NATS, never stored)."""
-    return f"corral.sandbox.heartbeats.{session_id}.{tool_use_id}"
 
 
 def tool_result_key(session_id: str, tool_use_id: str) -> str:

@@ -83,6 +83,38 @@ def store_rpc(op: str) -> str:
 STORE_RPC_WILDCARD: Final = "corral.rpc.store.>"
 
 
+# --- the sandbox-manager ---------------------------------------------------------------------------
+SANDBOX_QUEUE: Final = "sandbox-manager"
+SANDBOX_RPC_WILDCARD: Final = "corral.rpc.sandbox.>"
+#: Outcomes of ``execute``, keyed ``<session_id>.<tool_use_id>``.
+TOOL_RESULTS_BUCKET: Final = "corral_tool_results"
+#: The sandbox-manager's own records: which container serves which session.
+SANDBOXES_BUCKET: Final = "corral_sandboxes"
+
+
+def sandbox_rpc(op: str) -> str:
+    """Request subject of a sandbox-manager operation (``execute`` -> ``corral.rpc.sandbox.execute``)."""
+    return f"corral.rpc.sandbox.{op}"
+
+
+def execute_heartbeat(session_id: str, tool_use_id: str) -> str:
+    """Where the manager serving an ``execute`` says it is still at it (core NATS, never stored)."""
+    return f"corral.sandbox.heartbeats.{session_id}.{tool_use_id}"
+
+
+# --- the credential-proxy's egress ----------------------------------------------------------------
+EGRESS_QUEUE: Final = "credential-proxy"
+EGRESS_RPC_WILDCARD: Final = "corral.rpc.egress.>"
+#: The credential-proxy's egress grants: key ``<session_id>``, the policy its socket serves.
+EGRESS_BUCKET: Final = "corral_egress"
+
+
+def egress_rpc(op: str) -> str:
+    """Request subject of an egress operation (``open`` -> ``corral.rpc.egress.open``)."""
+    return f"corral.rpc.egress.{op}"
+
+
+# --- health ----------------------------------------------------------------------------------------
 def health(service: str) -> str:
     return f"corral.health.{service}"
 

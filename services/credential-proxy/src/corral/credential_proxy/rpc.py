@@ -80,15 +80,13 @@ def operations(service: Service) -> Operations:
 
 async def health(service: Service) -> Health:
     vault = await service.vault.probe(service.probe_timeout_s)
+    egress = "ok" if service.egress.configured else "not configured: set CORRAL_EGRESS_SOCKET_DIR"
     return Health(
         service="credential-proxy",
         instance=service.instance,
         status="ok" if vault == "ok" else "degraded",
-        details={
-            "vault": vault,
-            "egress": "ok" if service.egress.configured else "not configured: set CORRAL_EGRESS_SOCKET_DIR",
-            "egress_listeners": str(service.egress.count()),
-        },
+        details={"vault": vault, "egress": egress, "egress_listeners": str(service.egress.count())},
+        dependencies={"vault": vault if vault == "ok" else f"{vault} (secrets cannot be read; egress goes on)"},
     )
 
 

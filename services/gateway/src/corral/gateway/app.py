@@ -55,10 +55,9 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
                 yield
                 return
             instance = instance_name()
-            answer = gateway_health(instance)
 
             async def report() -> Health:
-                return answer
+                return gateway_health(instance, bus_connected=bus.connected)
 
             await stack.enter_async_context(serve_health(bus, "gateway", report))
             replies = await bus.key_value(subjects.IDEMPOTENCY_BUCKET, ttl_s=settings.idempotency_ttl_s)

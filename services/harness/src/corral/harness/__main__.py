@@ -115,7 +115,12 @@ async def run(settings: Settings) -> None:
         )
         async with asyncio.TaskGroup() as tg:
             tg.create_task(wake_loop.run(stop), name="wake-loop")
-            tg.create_task(serve_health(bus, worker_id=settings.worker_id, loop=wake_loop, stop=stop), name="health")
+            tg.create_task(
+                serve_health(
+                    bus, worker_id=settings.worker_id, loop=wake_loop, stop=stop, model_state=lambda: model.state
+                ),
+                name="health",
+            )
         logger.info("harness stopped", extra={"fields": {"worker_id": settings.worker_id}})
 
 

@@ -22,6 +22,7 @@ blocks) is left out rather than failing the turn, so one bad event never wedges 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict
@@ -30,6 +31,8 @@ from pydantic import ValidationError
 
 from corral.contracts.api.events import DocumentBlock, ImageBlock, SearchResultBlock
 from corral.contracts.rpc import LoggedEvent
+
+logger = logging.getLogger(__name__)
 
 Block = dict[str, Any]
 
@@ -66,11 +69,19 @@ def user_blocks(content: object) -> list[Block]:
                 converted = ImageBlock.model_validate(block).model_dump(mode="json", exclude_none=True)
             elif kind == "document":
                 converted = DocumentBlock.model_validate(block).model_dump(mode="json", exclude_none=True)
-        except ValidationError:
-            converted = None
+        except ValidationError as exc:
+            _dropped(kind, f"not a valid {kind} block: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}")
+            continue
         if converted is not None:
             blocks.append(converted)
+        elif kind != "text":  # an empty text block is left out on purpose
+            _dropped(kind, "the Messages API has no such user content block")
     return blocks
+
+
+def _dropped(kind: object, why: str) -> None:
+    """A logged block the model is not shown: say which and why (never its content)."""
+    logger.warning("content block left out of the conversation", extra={"fields": {"type": str(kind), "why": why}})
 
 
 def agent_blocks(content: object) -> list[Block]:
@@ -100,7 +111,8 @@ def result_blocks(content: object) -> list[Block]:
         if block.get("type") == "search_result":
             try:
                 blocks.append(SearchResultBlock.model_validate(block).model_dump(mode="json", exclude_none=True))
-            except ValidationError:
+            except ValidationError as exc:
+                _dropped("search_result", f"not a valid search_result block: {exc.errors()[0]['msg']}")
                 continue
         else:
             blocks.extend(user_blocks([block]))

@@ -145,6 +145,9 @@ class AnthropicModel:
         self._client = client
         self._secrets = tuple(secrets)
         self._counting = True
+        #: The model endpoint's state as the last request found it (``ok`` until one fails for the
+        #: endpoint's sake: unreachable, overloaded, rate limited, 5xx, key refused), for health.
+        self.state = "ok"
 
     async def count_tokens(self, request: ModelRequest) -> int | None:
         """The Messages API's ``count_tokens`` answer; ``None`` when it fails. A server without the
@@ -204,7 +207,14 @@ class AnthropicModel:
                         await on_text(ordinal, well_formed(event.delta.text))
                 final = await stream.get_final_message()
         except anthropic.AnthropicError as exc:
-            raise classify(exc, secrets=self._secrets) from None
+            error = classify(exc, secrets=self._secrets)
+            if error.retryable or error.status in (401, 403):
+                status = f", HTTP {error.status}" if error.status else ""
+                self.state = f"failing: the last request failed ({error.error_type}{status})"
+            else:
+                self.state = "ok"  # it answered; the request was at fault
+            raise error from None
+        self.state = "ok"
         # A reply is text from outside: a lone surrogate (valid JSON, not UTF-8) could be neither
         # appended nor streamed, so it becomes U+FFFD here.
         texts = tuple(well_formed(block.text) for block in final.content if isinstance(block, TextBlock) and block.text)

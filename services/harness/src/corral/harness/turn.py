@@ -57,6 +57,9 @@ logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
 
 _MAX_COMPACTION_LEVEL = 6
+#: Backoff of the interrupt watcher after a failed watch or log read.
+_WATCH_RETRY_MIN_S = 0.2
+_WATCH_RETRY_MAX_S = 5.0
 """How many times a turn compacts harder after "prompt is too long" before it gives up."""
 
 _STATUS_EVENTS = {
@@ -649,16 +652,42 @@ class SessionDriver:
             await asyncio.gather(sleeping, stopping, return_exceptions=True)
 
     async def _watch_interrupts(self, session_id: str, turn: _TurnState) -> None:
+        """Until cancelled (the turn is over): on each wake-up, look at the log for an interrupt.
+
+        A broken watch never ends the turn: it is logged and watched again (with backoff), and the
+        log is read once on coming back, since an interrupt may have come in meanwhile."""
         assert self._feed is not None
-        try:
-            async for _wake in self._feed.watch(session_id):
-                if turn.horizon is None or turn.interrupted.is_set():
-                    continue
-                try:
-                    context = await self._store.context(session_id)
-                except StoreError:
-                    continue
-                if turn.notice(last_interrupt(context.events)):
-                    logger.info("user.interrupt logged during the turn", extra=_fields(session_id))
-        except Exception:  # a broken watch must not end the turn; interrupts then wait for the turn's end
-            logger.warning("stopped watching for interrupts", extra=_fields(session_id), exc_info=True)
+        delay = _WATCH_RETRY_MIN_S
+        while True:
+            try:
+                async for _wake in self._feed.watch(session_id):
+                    delay = _WATCH_RETRY_MIN_S
+                    await self._look_for_interrupt(session_id, turn)
+                return
+            except Exception as exc:
+                logger.warning(
+                    "watching for interrupts failed; watching again",
+                    extra=_fields(session_id, error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=delay),
+                    exc_info=True,
+                )
+            await self._sleep(delay)
+            delay = min(delay * 2, _WATCH_RETRY_MAX_S)
+            await self._look_for_interrupt(session_id, turn)
+
+    async def _look_for_interrupt(self, session_id: str, turn: _TurnState) -> None:
+        """Read the log and notice an interrupt; a failed read is logged and tried again."""
+        delay = _WATCH_RETRY_MIN_S
+        while turn.horizon is not None and not turn.interrupted.is_set():
+            try:
+                context = await self._store.context(session_id)
+            except StoreError as exc:
+                logger.warning(
+                    "could not read the log to look for an interrupt; reading again",
+                    extra=_fields(session_id, error=str(exc)[:300], retry_in_s=delay),
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, _WATCH_RETRY_MAX_S)
+                continue
+            if turn.notice(last_interrupt(context.events)):
+                logger.info("user.interrupt logged during the turn", extra=_fields(session_id))
+            return

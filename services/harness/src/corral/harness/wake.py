@@ -175,7 +175,7 @@ class WakeLoop:
                 "messaging.system": "nats",
                 "messaging.operation.type": "process",
                 "messaging.destination.name": subjects.wake(wake.session_id),
-                "messaging.destination.template": "corral.wake.{session_id}",
+                "messaging.destination.template": subjects.wake("{session_id}"),
                 "corral.session_id": wake.session_id,
             },
         )

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+from dataclasses import replace
 
 import uvloop
 
@@ -19,7 +20,7 @@ from corral.bus import Bus, instance_name
 from corral.contracts.egress import EgressPolicy
 from corral.sandbox_manager.builds import BuildLimits
 from corral.sandbox_manager.channel import ChannelLimits
-from corral.sandbox_manager.containers import Driver
+from corral.sandbox_manager.containers import EGRESS, Driver
 from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
 from corral.sandbox_manager.environments import base_spec
@@ -63,6 +64,7 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
         tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
         sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
         egress = BusEgress(bus)
+        launcher.egress = egress  # pooled sandboxes with network get egress slots
         images = EnvironmentImages(
             driver,
             egress,
@@ -91,7 +93,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
 
         async def upkeep() -> None:
             await engine.ready.wait()
-            pool.want(base_spec(box))
+            pool.want(base_spec(box))  # environments without network access
+            pool.want(replace(base_spec(box), network=EGRESS))  # the default (unrestricted) and limited ones
             await reaper.reconcile()
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(pool.run(), name="pool-refill")

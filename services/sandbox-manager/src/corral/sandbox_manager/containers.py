@@ -57,6 +57,9 @@ LABEL_POOL: Final = "corral.pool"
 LABEL_SESSION: Final = "corral.session_id"
 LABEL_ENVIRONMENT: Final = "corral.environment_id"
 LABEL_NETWORK: Final = "corral.network"
+#: A pooled container with network ``egress``: the egress grant its proxy directory belongs to (a
+#: ``pool-<hex>`` slot, given the claiming session's policy at claim time).
+LABEL_EGRESS_SLOT: Final = "corral.egress_slot"
 
 #: ``ContainerSpec.network`` values. The container's Docker network is always ``none``; ``egress``
 #: says its session's egress proxy socket is mounted (``corral.sandbox_manager.egress``).

@@ -3,8 +3,8 @@
 Every sandbox has network ``none`` (loopback only). Network access is egress through the session's
 own proxy (``egress``): ``networking: {type: unrestricted}`` (the API's default) lets the sandbox
 reach any public host, ``limited`` only its ``allowed_hosts`` (plus the package registries with
-``allow_package_managers``); ``limited`` with neither gets no proxy at all. A sandbox with egress has
-its session's proxy socket mounted, so it never comes from the warm pool.
+``allow_package_managers``); ``limited`` with neither gets no proxy at all. Sandboxes with egress
+share one spec (and warm pool): a pooled one gets its session's policy when claimed (``sessions``).
 ``packages`` are installed into an environment image built from the sandbox image (``images``);
 the spec names that image, so its sandboxes never share a warm pool with the base image's.
 """

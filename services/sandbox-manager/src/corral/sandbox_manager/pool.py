@@ -1,5 +1,10 @@
 """Warm pools: pre-started sandboxes per container spec, so a provision is a dictionary pop.
 
+A spec with network ``egress`` (the API's default, ``unrestricted``, and ``limited`` with hosts) is
+pooled too: each of its containers has an egress slot of its own, allowing nothing until a session
+claims it and the slot gets that session's policy (``sandboxes.Launcher.start_pooled``). When no slot
+can be opened (no credential-proxy), that spec is not pooled until a session asks for it again.
+
 A pool exists for each spec that was asked for recently (the default one from start-up; the
 ``pool_configs`` most recently used in all), and is refilled in the background, one container at
 a time, whenever it falls below ``pool_size``. Pooled containers carry the label ``corral.pool=true``
@@ -18,6 +23,7 @@ import logging
 from collections import OrderedDict, deque
 
 from corral.sandbox_manager.containers import ContainerSpec
+from corral.sandbox_manager.egress import EgressUnavailable
 from corral.sandbox_manager.sandboxes import Launcher, Sandbox
 
 logger = logging.getLogger(__name__)
@@ -83,9 +89,17 @@ class Pool:
                 await self._wake.wait()
                 continue
             try:
-                sandbox = await self._launcher.start(short)
+                sandbox = await self._launcher.start_pooled(short)
             except asyncio.CancelledError:
                 raise
+            except EgressUnavailable as exc:
+                # No credential-proxy (yet): this spec's sandboxes start cold until one is asked for again.
+                logger.warning(
+                    "could not open an egress slot for a pooled sandbox; not pooling this spec until it is asked for",
+                    extra={"fields": {"spec": short.hash, "error": str(exc)[:300]}},
+                )
+                self._drop(short.hash)
+                continue
             except Exception:
                 logger.warning("could not start a pooled sandbox; retrying", exc_info=True)
                 with contextlib.suppress(TimeoutError):
@@ -97,6 +111,10 @@ class Pool:
                 self._unwanted.append(sandbox)
             else:
                 ready.append(sandbox)
+
+    def _drop(self, spec_hash: str) -> None:
+        self._specs.pop(spec_hash, None)
+        self._unwanted.extend(self._ready.pop(spec_hash, ()))
 
     def _next_short(self) -> ContainerSpec | None:
         for spec_hash in reversed(self._specs):

@@ -29,7 +29,7 @@ import time
 
 from docker.errors import DockerException
 
-from corral.sandbox_manager.containers import LABEL_POOL, ContainerInfo, Driver
+from corral.sandbox_manager.containers import LABEL_EGRESS_SLOT, LABEL_POOL, ContainerInfo, Driver
 from corral.sandbox_manager.images import EnvironmentImages
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.records import SandboxRecords
@@ -136,6 +136,7 @@ class Reaper:
             logger.warning("could not remove a container", extra={"fields": {"container": info.name}}, exc_info=True)
             return
         logger.info("container removed", extra={"fields": {"container": info.name, "reason": reason}})
+        await self._launcher.close_slot(info.labels.get(LABEL_EGRESS_SLOT))
 
     async def run(self) -> None:
         """Sweep idle sandboxes and reap orphans, forever."""

@@ -173,11 +173,15 @@ def health(service: Service) -> Health:
         "sessions": str(service.sessions.count()),
         "message": status.message,
     }
+    docker = "ok" if status.version else f"unavailable: {status.message or 'no answer from the engine'}"
+    image = "ok" if status.image_present else f"missing: {status.image} (tool calls fail until it is built)"
+    dependencies = {"docker": docker, "sandbox_image": image}
     return Health(
         service="sandbox-manager",
         instance=service.instance,
-        status="ok" if status.ok else "degraded",
+        status="ok" if status.ok and all(s == "ok" for s in dependencies.values()) else "degraded",
         details=details,
+        dependencies=dependencies,
     )
 
 

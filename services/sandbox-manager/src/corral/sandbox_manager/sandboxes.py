@@ -1,8 +1,13 @@
-"""A running sandbox (a container with its exec agent attached), and how one is started or adopted."""
+"""A running sandbox (a container with its exec agent attached), and how one is started or adopted.
+
+A pooled sandbox for a spec with network ``egress`` is started with an egress *slot* of its own: a
+grant named ``pool-<hex>`` that the credential-proxy opens with a policy allowing nothing, whose
+directory (holding only that slot's proxy socket) is mounted into the container. Claiming the sandbox
+gives the slot the session's policy (``attach_egress``); the slot is closed with the container.
+"""
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import secrets
 import time
@@ -10,11 +15,23 @@ from dataclasses import dataclass, field
 
 from docker.errors import DockerException
 
+from corral.contracts.egress import EgressPolicy
 from corral.sandbox_manager.channel import AgentChannel, ChannelLimits
-from corral.sandbox_manager.containers import LABEL_CONFIG, LABEL_NETWORK, ContainerInfo, ContainerSpec, Driver
-from corral.sandbox_manager.egress import EgressMount
+from corral.sandbox_manager.containers import (
+    EGRESS,
+    LABEL_CONFIG,
+    LABEL_EGRESS_SLOT,
+    LABEL_NETWORK,
+    ContainerInfo,
+    ContainerSpec,
+    Driver,
+)
+from corral.sandbox_manager.egress import Egress, EgressMount, EgressUnavailable
 
 logger = logging.getLogger(__name__)
+
+#: What an unclaimed pooled sandbox's egress slot allows: nothing (no session owns it yet).
+SLOT_POLICY = EgressPolicy(allowed_hosts=[], allow_package_managers=False)
 
 
 @dataclass(eq=False)
@@ -27,6 +44,8 @@ class Sandbox:
     from_pool: bool = False
     session_id: str | None = None
     network: str = "none"
+    #: The egress slot of a sandbox started for the pool with network ``egress`` (see the module doc).
+    egress_slot: str | None = None
     #: Said once, with the first tool outcome from this sandbox (what the environment could not have).
     notices: list[str] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
@@ -41,8 +60,16 @@ class Sandbox:
 
 
 class Launcher:
-    def __init__(self, driver: Driver, *, start_timeout_s: float, limits: ChannelLimits | None = None) -> None:
+    def __init__(
+        self,
+        driver: Driver,
+        *,
+        start_timeout_s: float,
+        limits: ChannelLimits | None = None,
+        egress: Egress | None = None,
+    ) -> None:
         self.driver = driver
+        self.egress = egress
         self.limits = limits or ChannelLimits()
         self.start_timeout_s = start_timeout_s
         #: Names of containers being started right now (the reaper leaves them alone).
@@ -55,8 +82,10 @@ class Launcher:
         session_id: str | None = None,
         environment_id: str | None = None,
         egress: EgressMount | None = None,
+        egress_slot: str | None = None,
     ) -> Sandbox:
-        """Create, start and wait for the agent's first answer (``egress``: see ``Driver.launch``).
+        """Create, start and wait for the agent's first answer (``egress``: see ``Driver.launch``;
+        ``egress_slot``: the pool slot ``egress`` belongs to, labelled on the container).
 
         Raises:
             DockerException, OSError: the engine refused or failed.
@@ -65,6 +94,8 @@ class Launcher:
         began = time.perf_counter()
         name = f"corral-sbx-{self.driver.scope}-{secrets.token_hex(6)}"
         labels = self.driver.labels(spec, session_id=session_id, environment_id=environment_id)
+        if egress_slot is not None:
+            labels[LABEL_EGRESS_SLOT] = egress_slot
         self.starting.add(name)
         try:
             container_id, sock = await self.driver.launch(spec, name, labels, egress=egress)
@@ -72,8 +103,14 @@ class Launcher:
                 channel = await AgentChannel.open(name, sock, self.limits)
                 answer = await channel.ping(self.start_timeout_s)
             except BaseException:
-                with contextlib.suppress(Exception):
+                try:
                     await self.driver.remove(container_id)
+                except Exception:
+                    logger.warning(
+                        "could not remove a sandbox whose exec agent never answered; the reaper will retry",
+                        extra={"fields": {"container": name, "session_id": session_id}},
+                        exc_info=True,
+                    )
                 raise
         finally:
             self.starting.discard(name)
@@ -96,7 +133,43 @@ class Launcher:
             ready_ms=ready_ms,
             session_id=session_id,
             network=spec.network,
+            egress_slot=egress_slot,
         )
+
+    async def start_pooled(self, spec: ContainerSpec) -> Sandbox:
+        """A sandbox for the warm pool: no session; with network ``egress``, an egress slot of its own.
+
+        Raises:
+            EgressUnavailable: ``egress`` was asked for and the credential-proxy did not open a slot.
+            DockerException, OSError, SandboxLost, TimeoutError: as ``start``.
+        """
+        if spec.network != EGRESS:
+            return await self.start(spec)
+        if self.egress is None:
+            raise EgressUnavailable("this manager has no egress client")
+        slot = f"pool-{secrets.token_hex(8)}"
+        mount = await self.egress.open(slot, SLOT_POLICY)
+        try:
+            return await self.start(spec, egress=mount, egress_slot=slot)
+        except BaseException:
+            await self.close_slot(slot)
+            raise
+
+    async def attach_egress(self, sandbox: Sandbox, policy: EgressPolicy) -> None:
+        """Give a claimed pooled sandbox's egress slot its session's ``policy`` (from the next
+        connection on; nothing in the sandbox has connected before the claim).
+
+        Raises:
+            EgressUnavailable: the sandbox has no slot, or the credential-proxy did not apply it.
+        """
+        if sandbox.egress_slot is None or self.egress is None:
+            raise EgressUnavailable("the pooled sandbox has no egress slot")
+        await self.egress.open(sandbox.egress_slot, policy)
+
+    async def close_slot(self, slot: str | None) -> None:
+        """Close a pooled sandbox's egress slot (its container is gone); failures are logged."""
+        if slot is not None and self.egress is not None:
+            await self.egress.close(slot)
 
     async def adopt(self, info: ContainerInfo, *, session_id: str | None) -> Sandbox:
         """Reattach to a running container found at start-up.
@@ -122,10 +195,11 @@ class Launcher:
             ready_ms=0.0,
             session_id=session_id,
             network=info.labels.get(LABEL_NETWORK, "none"),
+            egress_slot=info.labels.get(LABEL_EGRESS_SLOT),
         )
 
     async def discard(self, sandbox: Sandbox, reason: str) -> None:
-        """Close the stream and remove the container (errors are logged, not raised)."""
+        """Close the stream and remove the container, then its egress slot (errors are logged, not raised)."""
         await sandbox.channel.close()
         try:
             await self.driver.remove(sandbox.container_id)
@@ -137,3 +211,4 @@ class Launcher:
             )
             return
         logger.info("sandbox removed", extra={"fields": {"container": sandbox.name, "reason": reason}})
+        await self.close_slot(sandbox.egress_slot)

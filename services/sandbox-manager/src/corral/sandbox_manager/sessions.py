@@ -1,8 +1,10 @@
 """Which sandbox serves which session, provisioning lazily and at most once at a time per session.
 
-A session gets a pooled sandbox when one is ready for its spec, otherwise a cold one labelled with
-its ids. An environment that lists packages first waits for its environment image (``images``),
-built at most once however many sessions ask; the harness provisions at turn start, so the build
+A session gets a pooled sandbox when one is ready for its spec (a sandbox that may use the network
+gets its pooled egress slot set to the session's policy at the claim), otherwise a cold one labelled
+with its ids (and, with network, its session's own egress directory mounted). An environment that
+lists packages first waits for its environment image (``images``), built at most once however many
+sessions ask; the harness provisions at turn start, so the build
 overlaps the model's first request. The binding is recorded (``records.SandboxRecords``) before the
 sandbox is used. A sandbox that stops (its stream ends) or goes unused for ``idle_s`` is removed;
 the session's next call gets a new one, and when nobody was told yet that the old one is gone, that
@@ -20,8 +22,9 @@ from typing import Any
 
 from docker.errors import DockerException
 
+from corral.contracts.egress import EgressPolicy
 from corral.sandbox_manager.channel import SandboxLost
-from corral.sandbox_manager.containers import NO_NETWORK
+from corral.sandbox_manager.containers import NO_NETWORK, ContainerSpec
 from corral.sandbox_manager.egress import NO_EGRESS_NOTICE, Egress, EgressMount, EgressUnavailable
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import place
@@ -140,8 +143,10 @@ class Sessions:
                     exc_info=True,
                 )
                 raise SandboxUnavailable(f"the environment's image could not be built: {exc}") from exc
+        previous, revision = await self._records.session_entry(session_id)
+        sandbox = await self._claim(session_id, spec, placement.egress)
         mount: EgressMount | None = None
-        if placement.egress is not None:
+        if sandbox is None and placement.egress is not None:
             try:
                 mount = await self._egress.open(session_id, placement.egress)
             except EgressUnavailable as exc:
@@ -152,9 +157,7 @@ class Sessions:
                 )
                 spec = replace(spec, network=NO_NETWORK)
                 notices.append(NO_EGRESS_NOTICE.format(why=exc))
-        previous, revision = await self._records.session_entry(session_id)
-        # A sandbox with egress has its session's socket mounted: never a pooled one.
-        sandbox = self._pool.take(spec) if mount is None else None
+                sandbox = self._pool.take(spec)
         if sandbox is None:
             try:
                 sandbox = await self._launcher.start(
@@ -180,6 +183,23 @@ class Sessions:
                 del self._live[session_id]
             self._chore(self._launcher.discard(sandbox, "could not record its session"))
             raise
+        return sandbox
+
+    async def _claim(self, session_id: str, spec: ContainerSpec, policy: EgressPolicy | None) -> Sandbox | None:
+        """A pooled sandbox for ``spec``, with its egress slot given the session's ``policy`` when it
+        may use the network; ``None`` when the pool has none (or its slot could not be given the policy)."""
+        sandbox = self._pool.take(spec)
+        if sandbox is None or policy is None:
+            return sandbox
+        try:
+            await self._launcher.attach_egress(sandbox, policy)
+        except EgressUnavailable as exc:
+            logger.warning(
+                "could not give a pooled sandbox's egress this session's policy; starting one for it",
+                extra={"fields": {"session_id": session_id, "container": sandbox.name, "error": str(exc)[:300]}},
+            )
+            self._chore(self._launcher.discard(sandbox, "its egress slot could not take the session's policy"))
+            return None
         return sandbox
 
     def reconciled(self) -> None:

@@ -14,7 +14,7 @@ from corral import telemetry
 from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.contracts import subjects
 from corral.contracts.rpc import CreateApiKey, Health
-from corral.session_store import db, wakes
+from corral.session_store import db, health, wakes
 from corral.session_store.handlers import auth
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
@@ -51,18 +51,7 @@ async def run(settings: Settings) -> None:
         )
 
         async def report() -> Health:
-            details = {
-                "projection": "failing (Postgres unreachable; retrying)" if projector.failing else "ok",
-                "projection_errors": str(projector.errors),
-            }
-            if projector.last_error:
-                details["projection_last_error"] = projector.last_error
-            return Health(
-                service="session-store",
-                instance=instance,
-                status="degraded" if projector.failing else "ok",
-                details=details,
-            )
+            return await health.report(bus, pool, projector, instance=instance)
 
         async with asyncio.TaskGroup() as tg:
             projecting = tg.create_task(projector.run(), name="projector")
