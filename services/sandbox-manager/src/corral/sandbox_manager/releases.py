@@ -112,16 +112,19 @@ async def follow(bind: Callable[[], Awaitable[Feed | None]], release: Release, *
     """Bind to the consumer (waiting while the session-store has not created it) and handle its
     records until cancelled. A failing fetch is logged and tried again after ``wait_s``."""
     feed: Feed | None = None
+    told = False
     while feed is None:
         try:
             feed = await bind()
         except Exception as exc:
             logger.warning("cannot bind to the release consumer; retrying", extra={"fields": {"error": repr(exc)}})
         if feed is None:
-            logger.info(
-                "waiting for the session-store to create the release consumer",
-                extra={"fields": {"consumer": subjects.SANDBOX_RELEASES_SPEC.name}},
-            )
+            if not told:  # once: a manager run without a session-store (tests, a manager-only host) waits quietly
+                logger.info(
+                    "waiting for the session-store to create the release consumer",
+                    extra={"fields": {"consumer": subjects.SANDBOX_RELEASES_SPEC.name}},
+                )
+                told = True
             await asyncio.sleep(wait_s)
     while True:
         try:
