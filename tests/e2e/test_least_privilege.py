@@ -106,7 +106,13 @@ CONFINEMENT = {
     ),
     "session-store": (
         f"$JS.API.STREAM.INFO.{subjects.SESSIONS_STREAM}",
-        ["$KV.corral_leases.k", subjects.deltas("sesn_least_privilege"), sandbox_rpc("execute")],
+        # releasing a sandbox is the sandbox-manager's own reading of the log, not a call from here
+        [
+            "$KV.corral_leases.k",
+            subjects.deltas("sesn_least_privilege"),
+            sandbox_rpc("execute"),
+            sandbox_rpc("release"),
+        ],
     ),
 }
 
@@ -123,6 +129,27 @@ async def test_each_service_user_publishes_only_where_its_service_works(stack: S
         assert str(service.nc.last_error) == before, f"{user} was refused {allowed}: {service.nc.last_error}"
         assert await refused_subscription(service, subjects.SESSIONS_WILDCARD)
         assert await refused_subscription(service, "_INBOX.gateway.>")
+
+
+async def test_the_sandbox_manager_reads_the_log_only_through_its_headers_only_consumer(stack: Stack) -> None:
+    """It may fetch from the consumer the session-store made for it (record headers, no bodies) and
+    nothing else of the log: creating a consumer of its own would read every record in full."""
+    spec = subjects.SANDBOX_RELEASES_SPEC
+    stream = spec.stream
+    async with connected(stack, "sandbox-manager") as manager:
+        assert await manager.bind(spec) is not None  # the real manager fetches through it (see test_sandbox_release)
+        for subject in (
+            f"$JS.API.CONSUMER.CREATE.{stream}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.peek.{subjects.SESSIONS_WILDCARD}",
+            f"$JS.API.CONSUMER.CREATE.{stream}.{spec.name}.{spec.filter_subject}",  # no changing it either
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{spec.name}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.peek",
+            f"$JS.API.STREAM.MSG.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}",
+            f"$JS.API.DIRECT.GET.{stream}.{subjects.session_log('sesn_least_privilege')}",
+        ):
+            assert await refused_publish(manager, subject), f"the sandbox-manager may publish to {subject}"
+        assert await refused_subscription(manager, subjects.SESSIONS_WILDCARD)
 
 
 @pytest.mark.parametrize("user", SERVICE_USERS)

@@ -10,7 +10,7 @@ import pytest
 from nats.js.errors import APIError
 
 from corral.bus import Bus, KeyChanged, KeyExists, StreamMismatch, WrongLastSequence
-from corral.contracts.subjects import SESSIONS_SPEC, StreamSpec
+from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, StreamSpec
 from corral.devstack.nats import Nats
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir
@@ -90,6 +90,41 @@ async def test_a_stream_configured_otherwise_is_refused_with_the_difference_name
     with pytest.raises(StreamMismatch) as err:
         await bus.ensure_stream(wrong)
     assert field in str(err.value) and name in str(err.value)
+
+
+async def test_a_consumer_made_by_the_owner_is_read_headers_only_and_resumes_after_a_rebind(bus: Bus) -> None:
+    stream = SESSIONS_SPEC.model_copy(update={"name": "T_CONSUMER", "subjects": ("t.consumer.*",)})
+    spec = SANDBOX_RELEASES_SPEC.model_copy(update={"stream": "T_CONSUMER", "filter_subject": "t.consumer.*"})
+    await bus.ensure_stream(stream)
+    await bus.publish("t.consumer.a", b"before the consumer")  # deliver_policy new: never delivered
+    assert await bus.bind(spec) is None  # not made yet
+    await bus.ensure_consumer(spec)
+    await bus.ensure_consumer(spec)  # again, at the next start-up: unchanged
+    await bus.publish("t.consumer.a", b"x" * 5000, headers={"Corral-Record-Type": "user.message"})
+    await bus.publish("t.consumer.b", b"{}", headers={"Corral-Record-Type": "corral.session_deleted"})
+    consumer = await bus.bind(spec)
+    assert consumer is not None
+    [first] = await consumer.fetch(1, timeout=2)
+    assert first.data == b"" and first.headers["Corral-Record-Type"] == "user.message"
+    assert first.headers["Nats-Msg-Size"] == "5000"
+    await first.ack()
+    await bus.flush()
+    await consumer.close()
+    again = await bus.bind(spec)  # a restarted reader goes on after the last acknowledgement
+    assert again is not None
+    [second] = await again.fetch(5, timeout=2)
+    assert second.subject == "t.consumer.b" and second.headers["Corral-Record-Type"] == "corral.session_deleted"
+    await again.close()
+
+
+async def test_a_consumer_configured_otherwise_is_refused_with_the_difference_named(bus: Bus) -> None:
+    stream = SESSIONS_SPEC.model_copy(update={"name": "T_CONSUMER_MISMATCH", "subjects": ("t.cmismatch.*",)})
+    spec = SANDBOX_RELEASES_SPEC.model_copy(update={"stream": "T_CONSUMER_MISMATCH", "filter_subject": "t.cmismatch.*"})
+    await bus.ensure_stream(stream)
+    await bus.ensure_consumer(spec.model_copy(update={"headers_only": False}))
+    with pytest.raises(StreamMismatch) as err:
+        await bus.ensure_consumer(spec)
+    assert "headers_only" in str(err.value) and spec.name in str(err.value)
 
 
 async def test_a_fenced_publish_with_a_stale_sequence_is_rejected(bus: Bus) -> None:

@@ -7,7 +7,7 @@ serving request-reply operations (every failure an error reply). ``Bus.call(OP, 
 operation declared as an ``Operation`` descriptor in ``corral.contracts`` and returns its typed reply.
 """
 
-from corral.bus.client import Bus, Delivery, PubAck, Reading
+from corral.bus.client import Bus, Delivery, PubAck, PullConsumer, Reading
 from corral.bus.errors import (
     BusError,
     IncompleteRecord,
@@ -40,6 +40,7 @@ __all__ = [
     "Operations",
     "PayloadTooLarge",
     "PubAck",
+    "PullConsumer",
     "Reading",
     "Reject",
     "Retry",

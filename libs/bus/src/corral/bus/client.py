@@ -46,7 +46,7 @@ from corral.contracts import subjects
 from corral.contracts.api.errors import ApiError, ErrorDetail
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import RpcReply
-from corral.contracts.subjects import StreamSpec
+from corral.contracts.subjects import ConsumerSpec, StreamSpec
 from corral.settings import NatsSettings
 from corral.telemetry import inject
 
@@ -330,6 +330,65 @@ class Bus:
                 f"stream {spec.name} exists with a different configuration ({detail}); "
                 "fix or remove the stream, or point Corral at another NATS server"
             )
+
+    async def ensure_consumer(self, spec: ConsumerSpec) -> None:
+        """Create the durable consumer if missing; refuse (``StreamMismatch``) one configured otherwise.
+
+        Its stream must exist. Called by the stream's owner, so the consumer's reader needs no right
+        to create consumers on the stream (see ``bind``).
+        """
+        wanted = js_api.ConsumerConfig(
+            name=spec.name,
+            durable_name=spec.name,
+            filter_subject=spec.filter_subject,
+            headers_only=spec.headers_only,
+            ack_policy=js_api.AckPolicy(spec.ack_policy),
+            deliver_policy=js_api.DeliverPolicy(spec.deliver_policy),
+            ack_wait=spec.ack_wait_s,
+            max_ack_pending=spec.max_ack_pending,
+        )
+        try:
+            info = await self.js.consumer_info(spec.stream, spec.name)
+        except js_errors.NotFoundError:
+            try:
+                info = await self.js.add_consumer(spec.stream, wanted)
+            except js_errors.BadRequestError:  # created concurrently by a sibling
+                info = await self.js.consumer_info(spec.stream, spec.name)
+        cfg = info.config
+        found = {
+            "filter_subject": cfg.filter_subject,
+            "headers_only": bool(cfg.headers_only),
+            "ack_policy": _enum_value(cfg.ack_policy),
+            "deliver_policy": _enum_value(cfg.deliver_policy),
+            "ack_wait_s": float(cfg.ack_wait or 0),
+            "max_ack_pending": cfg.max_ack_pending,
+        }
+        expected = {
+            "filter_subject": spec.filter_subject,
+            "headers_only": spec.headers_only,
+            "ack_policy": spec.ack_policy,
+            "deliver_policy": spec.deliver_policy,
+            "ack_wait_s": spec.ack_wait_s,
+            "max_ack_pending": spec.max_ack_pending,
+        }
+        diff = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
+        if diff:
+            detail = ", ".join(f"{k} is {v[0]!r}, expected {v[1]!r}" for k, v in diff.items())
+            raise StreamMismatch(
+                f"consumer {spec.name} of stream {spec.stream} exists with a different configuration ({detail}); "
+                f"delete the consumer (nats consumer rm {spec.stream} {spec.name}) and start the service again"
+            )
+
+    async def bind(self, spec: ConsumerSpec) -> PullConsumer | None:
+        """Read from a durable pull consumer its stream's owner created (``ensure_consumer``), or
+        ``None`` while it does not exist yet. Needs only the rights to look the consumer up, fetch
+        from it and acknowledge on it."""
+        try:
+            await self.js.consumer_info(spec.stream, spec.name)
+        except js_errors.NotFoundError:
+            return None
+        sub = await self.js.pull_subscribe_bind(durable=spec.name, stream=spec.stream)
+        return PullConsumer(sub)
 
     async def key_value(self, bucket: str, *, ttl_s: float) -> KeyValueBucket:
         """Bind to (or create) a KV bucket whose entries expire ``ttl_s`` after their last write."""

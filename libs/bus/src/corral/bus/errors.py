@@ -2,7 +2,7 @@
 
     BusError
     ├── NotAuthorized        NATS refused the connection's credentials: fix the settings, do not retry
-    ├── StreamMismatch       the stream exists with a configuration Corral does not expect: refuse to start
+    ├── StreamMismatch       a stream (or consumer) exists configured otherwise than Corral expects: refuse to start
     ├── WrongLastSequence    a fenced publish lost the race: reload, re-decide, retry (or give up)
     ├── KeyExists            KV create on a key that is held
     ├── KeyChanged           KV update/delete with a stale revision

@@ -14,6 +14,11 @@ TRACEPARENT: Final = "traceparent"
 TRACESTATE: Final = "tracestate"
 """W3C trace state, carried alongside ``traceparent``."""
 
+RECORD_TYPE: Final = "Corral-Record-Type"
+"""On every message of the session log: the record's ``type`` (``corral.session_archived``,
+``user.message``, ...), so a consumer that needs only some kinds of record can read headers only and
+skip the bodies (the sandbox-manager's release consumer, ``subjects.SANDBOX_RELEASES_SPEC``)."""
+
 # --- records stored in parts (see ``corral.bus.records``) -------------------------------------------
 # A record whose encoding is larger than the bus's chunk size is stored as N consecutive messages on
 # its subject. Every part carries these headers; readers through ``corral.bus`` get the record whole.

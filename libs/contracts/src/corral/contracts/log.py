@@ -45,6 +45,10 @@ CONTROL_RECORD_TYPES: frozenset[str] = frozenset(
     {"corral.session_created", "corral.session_archived", "corral.session_deleted"}
 )
 
+SANDBOX_ENDING_TYPES: frozenset[str] = frozenset({"corral.session_archived", "corral.session_deleted"})
+"""Records after which a session never runs a tool again: the sandbox-manager releases its sandbox
+when it reads one (by the ``Corral-Record-Type`` header) on ``subjects.SANDBOX_RELEASES_SPEC``."""
+
 
 class AgentSaved(Resource):
     """A new agent version (create or update); the newest version is the agent."""

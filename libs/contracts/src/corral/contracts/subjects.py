@@ -163,3 +163,47 @@ CATALOG_SPEC: Final = StreamSpec(
 WAKE_SPEC: Final = StreamSpec(
     name=WAKE_STREAM, subjects=(WAKE_WILDCARD,), retention="workqueue", storage="file", duplicate_window_s=2.0
 )
+
+
+class ConsumerSpec(BaseModel):
+    """What a durable pull consumer must look like; ``Bus.ensure_consumer`` creates it and refuses a
+    mismatch. Created by the stream's owner, so the process that reads from it needs only the
+    rights to fetch from and acknowledge on that one consumer, not to read the stream at large.
+
+    ``headers_only``: deliveries carry the message's headers and no body (the server adds
+    ``Nats-Msg-Size``). ``ack_policy`` ``explicit``: each message is acknowledged on its own, and
+    one not acknowledged within ``ack_wait_s`` is delivered again (``all``, where an acknowledgement
+    covers every earlier message, would let a restarted reader acknowledge the messages its dead
+    predecessor had been handed but never handled). ``deliver_policy``
+    ``new``: the consumer starts at the stream's end when it is created, then resumes where its last
+    acknowledgement left it, whoever reads and however often the reader restarts.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    stream: str
+    name: str
+    filter_subject: str
+    headers_only: bool
+    ack_policy: str  # "all" | "explicit"
+    deliver_policy: str  # "new" | "all"
+    ack_wait_s: float
+    max_ack_pending: int
+
+
+SANDBOX_RELEASES_SPEC: Final = ConsumerSpec(
+    stream=SESSIONS_STREAM,
+    name="sandbox-releases",
+    filter_subject=SESSIONS_WILDCARD,
+    headers_only=True,
+    ack_policy="explicit",
+    deliver_policy="new",
+    ack_wait_s=10.0,  # what a reader that died was handed comes back this soon; a release keeps it alive
+    max_ack_pending=1024,
+)
+"""The sandbox-manager's view of the session log: the headers of every record, in order, from which
+it picks the archive and delete marks (``Corral-Record-Type`` in ``log.SANDBOX_ENDING_TYPES``) and
+releases those sessions' sandboxes. The session-store, which owns the log, creates it at start-up;
+the sandbox-manager may only fetch from and acknowledge on it, so it never reads a record's body.
+JetStream filters by subject only, and the log has one subject per session, so the filter is the
+whole log; headers only keeps each delivery to a few hundred bytes whatever the record's size."""

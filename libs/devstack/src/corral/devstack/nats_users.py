@@ -97,6 +97,17 @@ def stream_read(stream: str) -> tuple[str, ...]:
     )
 
 
+def consumer_read(spec: subjects.ConsumerSpec) -> tuple[str, ...]:
+    """Fetch from and acknowledge on the durable consumer ``spec`` that its stream's owner created,
+    and nothing else of that stream: creating (or changing) a consumer, which would read the stream
+    in full, is not among these."""
+    return (
+        f"$JS.API.CONSUMER.INFO.{spec.stream}.{spec.name}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.name}",
+        f"$JS.ACK.{spec.stream}.{spec.name}.>",
+    )
+
+
 def kv_read(bucket: str) -> tuple[str, ...]:
     """Bind to (creating if missing) and read the KV bucket ``bucket``."""
     return (*stream_admin(f"KV_{bucket}"), *stream_read(f"KV_{bucket}"))
@@ -153,7 +164,6 @@ def service_permissions() -> dict[str, Permissions]:
                 stream_read(subjects.CATALOG_STREAM),
                 [f"$JS.API.STREAM.PURGE.{subjects.SESSIONS_STREAM}"],  # a deleted session's history
                 kv_read(subjects.LEASE_BUCKET),
-                [sandbox_rpc("release")],
                 bodies(),
             ),
             subscribe=(store_rpc, subjects.health("session-store"), inbox("session-store")),
@@ -182,6 +192,7 @@ def service_permissions() -> dict[str, Permissions]:
             publish=_unique(
                 kv_write(TOOL_RESULTS_BUCKET),
                 kv_write(SANDBOXES_BUCKET),
+                consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
                 [egress_rpc("*"), execute_heartbeat("*", "*")],
                 bodies(),
             ),

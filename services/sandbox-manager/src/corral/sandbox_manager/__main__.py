@@ -2,7 +2,7 @@
 
 Composition root: settings -> telemetry -> driver, pool -> bus, records, egress, environment
 images, sessions -> tasks (engine watch; once the engine and image are there: reconciliation, then
-pool refill and the reaper) -> serving until SIGTERM/SIGINT.
+pool refill, the reaper and the release consumer) -> serving until SIGTERM/SIGINT.
 """
 
 from __future__ import annotations
@@ -16,8 +16,10 @@ from dataclasses import replace
 import uvloop
 
 from corral import telemetry
-from corral.bus import Bus, instance_name
+from corral.bus import Bus, PullConsumer, instance_name
+from corral.contracts import subjects
 from corral.contracts.egress import EgressPolicy
+from corral.sandbox_manager import releases
 from corral.sandbox_manager.builds import BuildLimits
 from corral.sandbox_manager.channel import ChannelLimits
 from corral.sandbox_manager.containers import EGRESS, Driver
@@ -91,6 +93,12 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
             publish=bus.publish_core,
         )
 
+        async def bind_releases() -> PullConsumer | None:
+            return await bus.bind(subjects.SANDBOX_RELEASES_SPEC)
+
+        async def release(session_id: str, _reason: str) -> None:
+            await sessions.release(session_id)
+
         async def upkeep() -> None:
             await engine.ready.wait()
             pool.want(base_spec(box))  # environments without network access
@@ -99,6 +107,8 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
             async with asyncio.TaskGroup() as tasks:
                 tasks.create_task(pool.run(), name="pool-refill")
                 tasks.create_task(reaper.run(), name="reaper")
+                # after reconciliation: a release must find the sandbox a previous run left, adopted
+                tasks.create_task(releases.follow(bind_releases, release), name="releases")
                 if ready is not None:
                     ready.set()
 

@@ -36,6 +36,8 @@ async def run(settings: Settings) -> None:
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name="session-store"))
         for spec in (subjects.SESSIONS_SPEC, subjects.CATALOG_SPEC, subjects.WAKE_SPEC):
             await bus.ensure_stream(spec)
+        # the sandbox-manager's headers-only view of the log, made here so it needs no read rights on it
+        await bus.ensure_consumer(subjects.SANDBOX_RELEASES_SPEC)
         leases = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
         pool = await stack.enter_async_context(db.open_pool(settings.database_url))
         await db.migrate(pool)

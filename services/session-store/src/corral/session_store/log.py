@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from corral.bus import Bus, WrongLastSequence
+from corral.contracts import headers as h
 from corral.contracts import ids, subjects
 from corral.contracts.api.errors import conflict
 from corral.contracts.clock import now_rfc3339
@@ -168,7 +169,11 @@ class SessionLog:
             msg_id = (msg_ids[i] if msg_ids and i < len(msg_ids) else None) or record.get("id")
             typed = parse_session_record(record)  # a record no reader could load is never written
             ack = await self._bus.publish(
-                subject, encode(record), msg_id=msg_id, expected_last_subject_seq=state.last_seq
+                subject,
+                encode(record),
+                msg_id=msg_id,
+                expected_last_subject_seq=state.last_seq,
+                headers={h.RECORD_TYPE: typed.type},  # readers of headers only (sandbox releases) need no body
             )
             if ack.duplicate:
                 # Stored before (a retried append): report what the log holds, not what we built.

@@ -25,7 +25,7 @@ from corral.contracts.rpc import (
     SessionContext,
     UpdateObject,
 )
-from corral.session_store import queries, sandboxes
+from corral.session_store import queries
 from corral.session_store.db import UNAVAILABLE
 from corral.session_store.domain.agents import reject_archived, resolve_model, resolve_tools, snapshot
 from corral.session_store.domain.sessions import (
@@ -210,9 +210,8 @@ async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
         ensure_not_running(state, "archive")
         return [SessionArchived(archived_at=now_rfc3339()).model_dump(mode="json")]
 
-    state, stored = await deps.log.append(req.id, decide)
-    if stored:
-        await sandboxes.release(deps, req.id, "archived")
+    # The sandbox-manager reads the archive mark from the log and releases the sandbox on its own.
+    state, _ = await deps.log.append(req.id, decide)
     return await _read(deps, req.id, state.record_seq)
 
 
@@ -225,8 +224,8 @@ async def delete(deps: Deps, req: ObjectAction) -> Deleted:
     state, _ = await deps.log.append(req.id, decide)
     await deps.caught_up_sessions(state.record_seq)
     # The tombstone stays; the rest of the history goes, as the API promises for delete.
+    # The tombstone is what the sandbox-manager reads to release the sandbox, on its own.
     await deps.bus.purge(subjects.SESSIONS_STREAM, subjects.session_log(req.id), keep=1)
-    await sandboxes.release(deps, req.id, "deleted")
     return Deleted(id=req.id, type="session_deleted")
 
 
