@@ -367,5 +367,5 @@ class Bus:
         nats-py's own ``flush()`` writes its PING straight to the socket, past commands still in its
         buffer, so its PONG alone says nothing about a SUB made a moment ago: the buffer goes first.
         """
-        await self._nc._flush_pending(force_flush=True)
+        await self._nc._flush_pending(force_flush=True)  # noqa: SLF001 (see above)
         await self._nc.flush()
