@@ -179,7 +179,7 @@ async def test_a_half_record_left_by_a_crashed_writer_is_skipped_and_does_not_bl
         if first:
             hdrs[h.RECORD_FIRST_SEQ] = str(first)
         hdrs[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(tail)
-        tail = (await bus.js.publish(subject, chunk, headers=hdrs)).seq
+        tail = (await bus.publish_raw(subject, chunk, headers=hdrs)).seq
         first = first or tail
 
     sent = await send_text(client, session_id, "after the crash")

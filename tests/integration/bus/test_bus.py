@@ -7,9 +7,8 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-from nats.js.errors import APIError
 
-from corral.bus import Bus, KeyChanged, KeyExists, StreamMismatch, WrongLastSequence
+from corral.bus import Bus, KeyChanged, KeyExists, Refused, StreamMismatch, WrongLastSequence
 from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, StreamSpec
 from corral.devstack.nats import Nats
 from corral.devstack.ports import Ports
@@ -43,10 +42,8 @@ async def test_a_missing_stream_is_created_as_declared(bus: Bus) -> None:
     spec = SESSIONS_SPEC.model_copy(update={"name": "T_CREATED", "subjects": ("t.created.*",)})
     await bus.ensure_stream(spec)
     await bus.ensure_stream(spec)  # and accepted as is the next time
-    info = await bus.js.stream_info("T_CREATED")
-    assert getattr(info.config.storage, "value", info.config.storage) == "file"
-    assert getattr(info.config.retention, "value", info.config.retention) == "limits"
-    assert info.config.duplicate_window == 120.0
+    found = await bus.stream_spec("T_CREATED")
+    assert (found.storage, found.retention, found.duplicate_window_s) == ("file", "limits", 120.0)
 
 
 async def test_a_stream_made_without_the_delete_protections_gets_them(bus: Bus) -> None:
@@ -54,15 +51,15 @@ async def test_a_stream_made_without_the_delete_protections_gets_them(bus: Bus) 
         name="T_PROTECTED", subjects=("t.protected.*",), retention="limits", storage="file", duplicate_window_s=120.0
     )
     await bus.ensure_stream(spec.model_copy(update={"deny_delete": False, "deny_purge": False}))
-    assert (await bus.js.stream_info("T_PROTECTED")).config.deny_delete is not True
+    assert (await bus.stream_spec("T_PROTECTED")).deny_delete is not True
     await bus.ensure_stream(spec)
-    config = (await bus.js.stream_info("T_PROTECTED")).config
+    config = await bus.stream_spec("T_PROTECTED")
     assert (config.deny_delete, config.deny_purge) == (True, True)
     ack = await bus.publish("t.protected.a", b"kept")
-    with pytest.raises(APIError):
-        await bus.js.delete_msg("T_PROTECTED", ack.seq)
-    with pytest.raises(APIError):
-        await bus.js.purge_stream("T_PROTECTED")
+    with pytest.raises(Refused, match="T_PROTECTED"):
+        await bus.delete_message("T_PROTECTED", ack.seq)
+    with pytest.raises(Refused, match="T_PROTECTED"):
+        await bus.purge_stream("T_PROTECTED")
     assert await bus.last_seq("T_PROTECTED", "t.protected.a") == ack.seq
 
 
@@ -169,3 +166,13 @@ async def test_a_served_subject_is_answered_from_another_connection_as_soon_as_t
         for n in range(50):
             async with server.serve(f"t.served.{n}", echo, queue="t"):
                 assert await bus.request(f"t.served.{n}", b"%d" % n, timeout=5) == b"%d" % n
+
+
+async def test_the_last_sequence_of_a_stream_spans_every_subject(bus: Bus) -> None:
+    spec = SESSIONS_SPEC.model_copy(update={"name": "T_LAST", "subjects": ("t.last.*",)})
+    await bus.ensure_stream(spec)
+    assert await bus.stream_last_seq("T_LAST") == 0
+    await bus.publish("t.last.a", b"one")
+    second = await bus.publish("t.last.b", b"two")
+    assert await bus.stream_last_seq("T_LAST") == second.seq
+    assert await bus.last_seq("T_LAST", "t.last.a") < second.seq

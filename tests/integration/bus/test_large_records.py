@@ -72,7 +72,7 @@ async def crash_after(bus: Bus, subject: str, data: bytes, *, msg_id: str, parts
         if seqs:
             hdrs[h.RECORD_FIRST_SEQ] = str(seqs[0])
         hdrs[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(seqs[-1] if seqs else fence)
-        ack = await bus.js.publish(subject, chunk, headers=hdrs)
+        ack = await bus.publish_raw(subject, chunk, headers=hdrs)
         seqs.append(ack.seq)
     return seqs
 

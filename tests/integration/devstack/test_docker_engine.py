@@ -136,7 +136,7 @@ def test_the_engine_comes_up_on_its_own_socket_and_the_image_is_built_or_cached(
     assert any(line.startswith("docker") and "ready in" in line for line in lines), lines
     assert any(line.startswith("sandbox-image") and tag in line for line in lines), lines
     # the sandbox-manager is told which engine and which image
-    ctx_env = service_environment("sandbox-manager", stack._context(), base={})
+    ctx_env = service_environment("sandbox-manager", stack.service_context(), base={})
     assert ctx_env["CORRAL_DOCKER_HOST"] == stack.docker_host
     assert ctx_env["CORRAL_SANDBOX_IMAGE"] == tag
 

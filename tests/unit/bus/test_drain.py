@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from corral.bus.client import _drain
+from corral.bus.connecting import drain
 
 
 class FailingConnection:
@@ -21,7 +21,7 @@ class FailingConnection:
 
 async def test_a_failed_drain_is_logged_and_the_connection_closed(caplog: pytest.LogCaptureFixture) -> None:
     nc = FailingConnection()
-    await _drain(nc, name="harness")  # type: ignore[arg-type]
+    await drain(nc, name="harness")  # type: ignore[arg-type]
     assert nc.closed
     [record] = [r for r in caplog.records if "could not drain" in r.getMessage()]
     assert record.fields == {  # type: ignore[attr-defined]

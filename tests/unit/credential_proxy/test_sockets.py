@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.bus.kv import Entry
+from corral.bus import Entry
 from corral.contracts.egress import EgressPolicy
 from corral.credential_proxy.egress import NOT_CONFIGURED, Egress, NotConfigured
 from corral.credential_proxy.grants import Grants

@@ -5,7 +5,7 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from corral.devstack.postgres import _ensure_binaries_readable
+from corral.devstack.postgres_tools import ensure_binaries_readable
 
 
 def test_a_private_directory_above_an_already_readable_install_is_made_traversable(tmp_path: Path) -> None:
@@ -16,7 +16,7 @@ def test_a_private_directory_above_an_already_readable_install_is_made_traversab
     (bin_dir / "postgres").chmod(0o755)  # the files themselves are readable already
     checkout.chmod(0o700)
 
-    _ensure_binaries_readable(bin_dir)
+    ensure_binaries_readable(bin_dir)
 
     assert checkout.stat().st_mode & stat.S_IXOTH
     assert not checkout.stat().st_mode & stat.S_IROTH  # traversable, not listable

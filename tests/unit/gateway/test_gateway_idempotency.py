@@ -9,8 +9,7 @@ from typing import Any
 import httpx
 from gateway_fakes import API_KEY, FakeFeed, FakeProbe, FakeStore, agent, settings
 
-from corral.bus import KeyChanged, KeyExists
-from corral.bus.kv import Entry
+from corral.bus import Entry, KeyChanged, KeyExists
 from corral.contracts.api.errors import ApiError
 from corral.contracts.idempotency import IdempotencyRecord
 from corral.contracts.rpc import Op, StoreOps

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.sandbox_manager.agent.program import EgressRelay
+from corral.sandbox_manager.agent.program.egress import EgressRelay
 
 
 @pytest.fixture

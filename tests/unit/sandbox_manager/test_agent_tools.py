@@ -10,7 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from corral.sandbox_manager.agent.program import Call, Config, Result, Toolbox, ansi_c_quote, glob_regex
+from corral.sandbox_manager.agent.program.cancellation import Call
+from corral.sandbox_manager.agent.program.globbing import glob_regex
+from corral.sandbox_manager.agent.program.protocol import Config, Result
+from corral.sandbox_manager.agent.program.shell import ansi_c_quote
+from corral.sandbox_manager.agent.program.toolbox import Toolbox
 
 
 @pytest.fixture

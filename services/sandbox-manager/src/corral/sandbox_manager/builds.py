@@ -19,7 +19,7 @@ more because the package managers run as root:
   ``corral.managed``, so nothing that looks after sandboxes ever lists it, and a manager removes the
   ones a previous run left (``EnvironmentImages.sweep``).
 
-Its command is the exec agent in build mode (``agent/program.py``: the relay, then
+Its command is the exec agent in build mode (``agent/program/build.py``: the relay, then
 ``bash -euo pipefail -c <script>``). Its output (stdout and stderr, read through an attach made
 before the start, so no line is lost) is passed on line by line as it comes. Exit code 0: the
 container is committed as the image, with the config a sandbox needs (``USER sandbox``,

@@ -182,7 +182,7 @@ class BuildScript:
 def build_script(packages: Packages, *, trusted_ca: bool = False) -> BuildScript:
     """The script that installs ``packages`` as root, one step per manager in ``MANAGERS`` order.
 
-    It is run with ``bash -euo pipefail -c`` (``agent/program.py``), so the first step that fails ends
+    It is run with ``bash -euo pipefail -c`` (``agent/program/build.py``), so the first step that fails ends
     it with that step's exit code. Each step first prints its ``STEP_MARKER`` line, then runs in a
     subshell of its own. With ``trusted_ca`` the certificates the manager put at ``TRUSTED_CA_PATH``
     are added to the trust store before anything is installed (for a TLS-intercepting proxy between

@@ -74,8 +74,7 @@ async def run(settings: Settings) -> None:
 async def _wait_projection(bus: Bus, projector: Projector) -> None:
     """Before serving, catch the projection up with what the streams already hold."""
     for stream in (subjects.CATALOG_STREAM, subjects.SESSIONS_STREAM):
-        info = await bus.js.stream_info(stream)
-        last = int(info.state.last_seq or 0)
+        last = await bus.stream_last_seq(stream)
         if last:
             await projector.caught_up(stream, last, timeout=120.0)
 

@@ -33,8 +33,7 @@ async def report(bus: Bus, pool: asyncpg.Pool, projector: Projector, *, instance
     if projector.last_error:
         details["projection_last_error"] = projector.last_error
     for name, stream in STREAMS.items():
-        info = await bus.js.stream_info(stream)
-        last = int(info.state.last_seq or 0)
+        last = await bus.stream_last_seq(stream)
         details[f"lag_{name}"] = str(max(0, last - projector.position(stream)))
     details["projection"] = projection
     dependencies = {"nats": "ok" if bus.connected else "disconnected; reconnecting", "postgres": postgres}

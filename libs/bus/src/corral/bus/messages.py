@@ -1,0 +1,86 @@
+"""What the bus hands out: publish acks, durable-consumer deliveries and pull consumers."""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass, field
+
+import nats
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js import errors as js_errors
+
+from corral.bus.cancellation import honouring_cancel
+from corral.bus.records import StoredMessage
+
+
+@dataclass(frozen=True)
+class PubAck:
+    seq: int
+    """The stream sequence of the record's last (or only) message."""
+    duplicate: bool
+    """The record was stored before (every part of it, for a record stored in parts)."""
+    first_seq: int | None = None
+    """For a record stored in parts, its first part's sequence."""
+
+
+@dataclass
+class Delivery:
+    """A message from a durable consumer; it must end in ``ack``, ``nak`` or ``term``."""
+
+    subject: str
+    seq: int
+    data: bytes
+    headers: dict[str, str]
+    num_delivered: int
+    _msg: Msg = field(repr=False)
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._msg.nak(delay=delay)
+
+    async def in_progress(self) -> None:
+        await self._msg.in_progress()
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+
+class PullConsumer:
+    def __init__(self, sub: JetStreamContext.PullSubscription) -> None:
+        self._sub = sub
+
+    async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> list[Delivery]:
+        """Up to ``batch`` messages; an empty list when none arrived within ``timeout``."""
+        try:
+            msgs = await honouring_cancel(self._sub.fetch(batch, timeout=timeout))
+        except (TimeoutError, nats.errors.TimeoutError, js_errors.FetchTimeoutError):
+            return []
+        return [
+            Delivery(
+                subject=m.subject,
+                seq=m.metadata.sequence.stream,
+                data=m.data,
+                headers=dict(m.headers or {}),
+                num_delivered=m.metadata.num_delivered,
+                _msg=m,
+            )
+            for m in msgs
+        ]
+
+    async def close(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._sub.unsubscribe()
+
+
+def stored(msg: Msg) -> StoredMessage:
+    meta = msg.metadata
+    return StoredMessage(
+        subject=msg.subject,
+        seq=meta.sequence.stream,
+        data=msg.data,
+        headers=dict(msg.headers or {}),
+        time=meta.timestamp,
+    )

@@ -1,0 +1,147 @@
+"""Streams as Corral declares them (``StreamSpec``): created when missing, protections added,
+mismatches refused; and what callers may ask of a stream as a whole."""
+
+from __future__ import annotations
+
+import contextlib
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
+from nats.js import errors as js_errors
+
+from corral.bus.cancellation import honouring_cancel
+from corral.bus.errors import Refused, StreamMismatch
+from corral.contracts.subjects import ConsumerSpec, StreamSpec
+
+
+def _enum_value(value: object) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def _spec(config: js_api.StreamConfig) -> StreamSpec:
+    return StreamSpec(
+        name=config.name or "",
+        subjects=tuple(config.subjects or ()),
+        retention=_enum_value(config.retention) or "",
+        storage=_enum_value(config.storage) or "",
+        duplicate_window_s=float(config.duplicate_window or 0),
+        max_msgs_per_subject=int(config.max_msgs_per_subject if config.max_msgs_per_subject is not None else -1),
+        deny_delete=bool(config.deny_delete),
+        deny_purge=bool(config.deny_purge),
+    )
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
+    """Create the stream if missing; refuse (``StreamMismatch``) one configured otherwise."""
+    try:
+        info = await js.stream_info(spec.name)
+    except js_errors.NotFoundError:
+        with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
+            await js.add_stream(
+                name=spec.name,
+                subjects=list(spec.subjects),
+                retention=js_api.RetentionPolicy(spec.retention),
+                storage=js_api.StorageType(spec.storage),
+                duplicate_window=spec.duplicate_window_s,
+                max_msgs_per_subject=spec.max_msgs_per_subject,
+                allow_direct=True,
+                deny_delete=spec.deny_delete,
+                deny_purge=spec.deny_purge,
+            )
+        info = await js.stream_info(spec.name)
+    cfg = info.config
+    if (spec.deny_delete and not cfg.deny_delete) or (spec.deny_purge and not cfg.deny_purge):
+        # a stream made before these protections existed: add them (the server allows that)
+        cfg.deny_delete = bool(cfg.deny_delete) or spec.deny_delete
+        cfg.deny_purge = bool(cfg.deny_purge) or spec.deny_purge
+        info = await js.update_stream(cfg)
+        cfg = info.config
+    found = _spec(cfg)
+    checked = ("storage", "retention", "duplicate_window_s", "subjects", "deny_delete", "deny_purge")
+    diff = {k: (getattr(found, k), getattr(spec, k)) for k in checked if getattr(found, k) != getattr(spec, k)}
+    if diff:
+        detail = ", ".join(f"{k} is {v[0]!r}, expected {v[1]!r}" for k, v in diff.items())
+        raise StreamMismatch(
+            f"stream {spec.name} exists with a different configuration ({detail}); "
+            "fix or remove the stream, or point Corral at another NATS server"
+        )
+
+
+async def stream_spec(js: JetStreamContext, stream: str) -> StreamSpec:
+    """The stream's configuration as the server holds it."""
+    return _spec((await honouring_cancel(js.stream_info(stream))).config)
+
+
+async def stream_last_seq(js: JetStreamContext, stream: str) -> int:
+    """The sequence of the last message on the whole stream; 0 when it holds none."""
+    info = await honouring_cancel(js.stream_info(stream))
+    return int(info.state.last_seq or 0)
+
+
+async def delete_message(js: JetStreamContext, stream: str, seq: int) -> None:
+    try:
+        await js.delete_msg(stream, seq)
+    except js_errors.APIError as exc:
+        raise Refused(f"deleting message {seq} of {stream}: {exc.description or exc}") from exc
+
+
+async def purge_stream(js: JetStreamContext, stream: str) -> None:
+    try:
+        await js.purge_stream(stream)
+    except js_errors.APIError as exc:
+        raise Refused(f"purging {stream}: {exc.description or exc}") from exc
+
+
+async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
+    """Create the durable consumer if missing; refuse (``StreamMismatch``) one configured otherwise."""
+    wanted = js_api.ConsumerConfig(
+        name=spec.name,
+        durable_name=spec.name,
+        filter_subject=spec.filter_subject,
+        headers_only=spec.headers_only,
+        ack_policy=js_api.AckPolicy(spec.ack_policy),
+        deliver_policy=js_api.DeliverPolicy(spec.deliver_policy),
+        ack_wait=spec.ack_wait_s,
+        max_ack_pending=spec.max_ack_pending,
+    )
+    try:
+        info = await js.consumer_info(spec.stream, spec.name)
+    except js_errors.NotFoundError:
+        try:
+            info = await js.add_consumer(spec.stream, wanted)
+        except js_errors.BadRequestError:  # created concurrently by a sibling
+            info = await js.consumer_info(spec.stream, spec.name)
+    cfg = info.config
+    found = {
+        "filter_subject": cfg.filter_subject,
+        "headers_only": bool(cfg.headers_only),
+        "ack_policy": _enum_value(cfg.ack_policy),
+        "deliver_policy": _enum_value(cfg.deliver_policy),
+        "ack_wait_s": float(cfg.ack_wait or 0),
+        "max_ack_pending": cfg.max_ack_pending,
+    }
+    expected = {
+        "filter_subject": spec.filter_subject,
+        "headers_only": spec.headers_only,
+        "ack_policy": spec.ack_policy,
+        "deliver_policy": spec.deliver_policy,
+        "ack_wait_s": spec.ack_wait_s,
+        "max_ack_pending": spec.max_ack_pending,
+    }
+    diff = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
+    if diff:
+        detail = ", ".join(f"{k} is {v[0]!r}, expected {v[1]!r}" for k, v in diff.items())
+        raise StreamMismatch(
+            f"consumer {spec.name} of stream {spec.stream} exists with a different configuration ({detail}); "
+            f"delete the consumer (nats consumer rm {spec.stream} {spec.name}) and start the service again"
+        )
+
+
+async def consumer_exists(js: JetStreamContext, spec: ConsumerSpec) -> bool:
+    try:
+        await js.consumer_info(spec.stream, spec.name)
+    except js_errors.NotFoundError:
+        return False
+    return True

@@ -1,0 +1,332 @@
+"""A stack's topology: which components it has, where each one listens, and how to reach them.
+
+``Topology`` answers from the configuration and the state directory (pid files and the record of
+the last ``up``): it starts and stops nothing (that is ``Stack``, in ``stack.py``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+
+from corral.devstack.components import Component, PortClaim
+from corral.devstack.configuration import StackConfig
+from corral.devstack.docker_engine import DockerEngine, ExternalDockerEngine
+from corral.devstack.errors import DevstackError
+from corral.devstack.nats import Nats
+from corral.devstack.nats_users import ADMIN
+from corral.devstack.openbao import KV_MOUNT, OpenBao
+from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
+from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
+from corral.devstack.sandbox_image import ImageSettings
+from corral.devstack.services import MODULES, ModelConfig, Service, ServiceContext, service_environment
+from corral.devstack.state import StateDir
+from corral.settings import NatsSettings
+
+log = logging.getLogger("corral.devstack.stack")
+
+INFRA = ("nats", "postgres", "openbao")
+DOCKER = "docker"
+
+
+def is_service_name(name: str) -> bool:
+    if name.startswith("harness-"):
+        return name.removeprefix("harness-").isdigit()
+    return name in MODULES and name != "harness"
+
+
+class Topology:
+    """The components of one stack rooted at ``state`` and how to reach them."""
+
+    def __init__(
+        self,
+        state: StateDir,
+        config: StackConfig,
+        ports: Ports,
+        service_env: Mapping[str, Mapping[str, str]] | None,
+    ) -> None:
+        self.state = state
+        self.config = config
+        self.ports = ports
+        self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
+        self.docker_data_root = self._docker_data_root()
+        self._adopt_running_ports()
+
+    # -- configuration, as the stack has always exposed it ------------------------------------
+
+    @property
+    def environ(self) -> Mapping[str, str]:
+        return self.config.environ
+
+    @property
+    def harness_count(self) -> int:
+        return self.config.harness_count
+
+    @property
+    def services_enabled(self) -> bool:
+        return self.config.services_enabled
+
+    @property
+    def docker_enabled(self) -> bool:
+        return self.config.docker_enabled
+
+    @property
+    def log_level(self) -> str:
+        return self.config.log_level
+
+    @property
+    def external_database_url(self) -> str | None:
+        return self.config.external_database_url
+
+    @property
+    def external_docker_host(self) -> str | None:
+        return self.config.external_docker_host
+
+    @property
+    def model(self) -> ModelConfig:
+        return self.config.model(self.ports.embedded_model)
+
+    @property
+    def image_settings(self) -> ImageSettings:
+        return self.config.image_settings
+
+    @property
+    def environment_ca_file(self) -> str:
+        """See ``StackConfig.environment_ca_file``."""
+        return self.config.environment_ca_file
+
+    @property
+    def sandbox_image(self) -> str | None:
+        """The image the sandbox-manager gets (``CORRAL_SANDBOX_IMAGE``): the content tag."""
+        return self.config.sandbox_image
+
+    # -- components -----------------------------------------------------------------------------
+
+    @property
+    def nats(self) -> Nats:
+        return Nats(self.state, self.ports.nats, self.ports.nats_monitor, sync_interval=self.config.nats_sync_interval)
+
+    @property
+    def postgres(self) -> EmbeddedPostgres | ExternalPostgres:
+        if self.external_database_url:
+            return ExternalPostgres(self.state, self.external_database_url)
+        return EmbeddedPostgres(self.state, self.ports.postgres)
+
+    @property
+    def openbao(self) -> OpenBao:
+        return OpenBao(self.state, self.ports.bao, self.ports.bao_cluster)
+
+    @property
+    def docker_engine(self) -> DockerEngine | ExternalDockerEngine:
+        """The engine this stack uses: ``CORRAL_DOCKER_HOST``, or its own dockerd."""
+        if self.external_docker_host:
+            return ExternalDockerEngine(self.state, self.external_docker_host)
+        return DockerEngine(self.state, self.docker_data_root)
+
+    def _docker_data_root(self) -> Path:
+        """``CORRAL_DOCKER_DATA_ROOT`` or ``<state>/data/docker``; but an engine this state dir
+        started (per the record of the last ``up``) keeps the data root it runs on."""
+        data_root = self.config.docker_data_root or self.state.data("docker")
+        recorded = self.recorded_docker()
+        if isinstance(recorded, DockerEngine) and recorded.data_root != data_root.absolute() and recorded.owned():
+            log.info("using the data root of the Docker engine already running: %s", recorded.data_root)
+            return recorded.data_root
+        return data_root
+
+    def recorded_docker(self) -> DockerEngine | ExternalDockerEngine | None:
+        """The engine of the last ``up`` (from ``stack.json``), if it had one."""
+        recorded = self.state.read_record().get("docker")
+        if not isinstance(recorded, dict):
+            return None
+        if recorded.get("external"):
+            return ExternalDockerEngine(self.state, str(recorded.get("host")))
+        data_root = recorded.get("data_root")
+        return DockerEngine(self.state, Path(str(data_root))) if data_root else None
+
+    def docker_component(self) -> DockerEngine | ExternalDockerEngine | None:
+        """The engine to run (``docker=True``), else one an earlier ``up`` started, else None."""
+        if self.docker_enabled:
+            return self.docker_engine
+        recorded = self.recorded_docker()
+        if recorded is not None:
+            return recorded
+        if self.state.pid_file(DOCKER).exists():
+            return DockerEngine(self.state, self.docker_data_root)
+        return None
+
+    @property
+    def docker_host(self) -> str | None:
+        """The engine address the sandbox-manager gets (``CORRAL_DOCKER_HOST``)."""
+        if self.docker_enabled:
+            return self.docker_engine.host
+        return self.external_docker_host
+
+    @property
+    def egress_socket_dir(self) -> Path:
+        """Where the credential-proxy makes each session's egress socket (``CORRAL_EGRESS_SOCKET_DIR``).
+
+        Under the temp dir, named for the state directory: a unix socket path has at most 107 bytes,
+        which a deep state directory plus a session id would exceed. The Docker engine mounts these
+        directories, so it must share this machine's filesystem (it does: devstack runs it here).
+        """
+        key = hashlib.sha256(str(self.state.root.resolve()).encode()).hexdigest()[:12]
+        return Path(tempfile.gettempdir()) / f"corral-egress-{key}"
+
+    def infra(self) -> list[Component]:
+        components: list[Component] = [self.nats, self.postgres, self.openbao]
+        if self.docker_enabled:
+            components.append(self.docker_engine)
+        return components
+
+    def service_names(self) -> list[str]:
+        return self.config.service_names(self.model.embedded)
+
+    def _service_port(self, name: str) -> PortClaim | None:
+        if name == "gateway":
+            return PortClaim(self.ports.gateway, "CORRAL_GATEWAY_PORT")
+        if name == "embedded-model":
+            return PortClaim(self.ports.embedded_model, "CORRAL_EMBEDDED_MODEL_PORT")
+        return None
+
+    def service_context(self) -> ServiceContext:
+        """What every service is told about the stack (addresses, its credentials, the model)."""
+        openbao = self.openbao
+        token = openbao.credential_proxy_token() if openbao.init_data() is not None else ""
+        return ServiceContext(
+            nats_url=self.nats_url,
+            database_url=self.database_url,
+            api_key=self.api_key,
+            gateway_port=self.ports.gateway,
+            embedded_model_port=self.ports.embedded_model,
+            vault_addr=openbao.addr,
+            vault_token=token,
+            model=self.model,
+            nats_passwords=self.nats.users.passwords(),
+            log_level=self.log_level,
+            otel_endpoint=self.config.otel_endpoint,
+            docker_host=self.docker_host,
+            sandbox_image=self.sandbox_image,
+            egress_socket_dir=str(self.egress_socket_dir) if self.docker_host else None,
+            environment_ca_file=self.environment_ca_file if self.docker_host else None,
+        )
+
+    def service(self, name: str, ctx: ServiceContext | None = None) -> Service:
+        env = service_environment(name, ctx, base=os.environ, extra=self.service_env) if ctx is not None else None
+        return Service(self.state, name, env=env, port=self._service_port(name))
+
+    def known_service_names(self) -> list[str]:
+        """The services of the last ``up`` (or the configured ones before any ``up``) plus any
+        other service that has a pid file (e.g. a harness-3 from an earlier configuration)."""
+        record = self.state.read_record()
+        recorded = record.get("services")
+        names = list(recorded) if isinstance(recorded, list) else self.service_names()
+        for name in self.state.pid_names():
+            if name not in INFRA and name not in names and is_service_name(name):
+                names.append(name)
+        return names
+
+    def component(self, name: str) -> Component:
+        if name == "nats":
+            return self.nats
+        if name == "postgres":
+            return self.postgres
+        if name == "openbao":
+            return self.openbao
+        if name == DOCKER:
+            return self.docker_component() or self.docker_engine
+        if is_service_name(name):
+            return self.service(name)
+        raise DevstackError(f"unknown component {name!r}")
+
+    def components(self) -> list[Component]:
+        infra: list[Component] = [self.nats, self.postgres, self.openbao]
+        docker = self.docker_component()
+        if docker is not None:
+            infra.append(docker)
+        return [*infra, *(self.service(n) for n in self.known_service_names())]
+
+    def _adopt_running_ports(self) -> None:
+        """Components already running keep the ports recorded by the ``up`` that started them."""
+        recorded_ports = self.state.read_record().get("ports")
+        if not isinstance(recorded_ports, dict):
+            return
+        recorded = Ports.from_dict(recorded_ports)
+        changes: dict[str, int] = {}
+        running = {
+            "nats": self.nats,
+            "postgres": EmbeddedPostgres(self.state, recorded.postgres),
+            "openbao": self.openbao,
+            "gateway": self.service("gateway"),
+            "embedded-model": self.service("embedded-model"),
+        }
+        for component, instance in running.items():
+            if instance.is_running():
+                for setting in PORT_SETTINGS:
+                    if setting.component == component:
+                        changes[setting.field] = getattr(recorded, setting.field)
+        if changes:
+            adopted = self.ports.replace(**changes)
+            if adopted != self.ports:
+                log.info("using the ports of the components already running: %s", changes)
+            self.ports = adopted
+
+    # -- addresses ------------------------------------------------------------------------------
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://{HOST}:{self.ports.gateway}"
+
+    @property
+    def api_key(self) -> str:
+        return self.state.dev_api_key()
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url
+
+    def nats_settings(self, user: str = ADMIN, **overrides: float) -> NatsSettings:
+        """Settings to connect to this stack's NATS as ``user`` (default ``admin``, which has no
+        limits: for the launcher's checks, tests and benchmarks; services get their own users)."""
+        password = self.nats.users.password(user)
+        return NatsSettings(url=self.nats_url, user=user, password=password, **overrides)  # type: ignore[arg-type]
+
+    @property
+    def nats_monitor_url(self) -> str:
+        return self.nats.monitor_url
+
+    @property
+    def database_url(self) -> str:
+        return self.postgres.dsn
+
+    @property
+    def vault_addr(self) -> str:
+        return self.openbao.addr
+
+    @property
+    def vault_token(self) -> str:
+        """OpenBao's root token: the launcher's (and tests'); no service gets it."""
+        return self.openbao.root_token
+
+    @property
+    def credential_proxy_vault_token(self) -> str:
+        """The credential-proxy's own token (policy ``corral-credential-proxy`` only)."""
+        return self.openbao.credential_proxy_token()
+
+    @property
+    def kv_mount(self) -> str:
+        return KV_MOUNT
+
+    def client_env(self) -> dict[str, str]:
+        """What unchanged ``anthropic`` SDK code needs to talk to this stack."""
+        return {"ANTHROPIC_BASE_URL": self.gateway_url, "ANTHROPIC_API_KEY": self.api_key}
+
+    def client_kwargs(self) -> dict[str, str]:
+        """``anthropic.Anthropic(**stack.client_kwargs())``."""
+        return {"base_url": self.gateway_url, "api_key": self.api_key}
+
+    def log_path(self, name: str) -> Path:
+        return self.state.log_file(name)
