@@ -18,6 +18,7 @@ from corral.bus.errors import (
 )
 from corral.bus.health import instance_name, serve_health
 from corral.bus.kv import KeyValueBucket
+from corral.bus.objects import ObjectBucket
 from corral.bus.operations import Operations
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "KeyExists",
     "KeyValueBucket",
     "NoResponders",
+    "ObjectBucket",
     "Operations",
     "PayloadTooLarge",
     "PubAck",

@@ -23,7 +23,6 @@ blocks) is left out rather than failing the turn, so one bad event never wedges 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any, Final, Literal, TypedDict
 
 from pydantic import ValidationError
@@ -129,13 +128,6 @@ def merge(messages: Iterable[ChatMessage]) -> list[ChatMessage]:
     return merged
 
 
-@dataclass(frozen=True)
-class _Results:
-    """Where the results of a run of tool uses go: the user turn right after them."""
-
-    tool_use_ids: tuple[str, ...]
-
-
 def _tool_use_block(event: Mapping[str, Any]) -> Block | None:
     event_id, name, tool_input = event.get("id"), event.get("name"), event.get("input")
     if not isinstance(event_id, str) or not event_id or not isinstance(name, str) or not name:
@@ -155,22 +147,27 @@ class _Answers:
         self.results: dict[str, Block] = {}
         self.denials: dict[str, Block] = {}
 
-    def add(self, event: Mapping[str, Any]) -> None:
+    def add(self, event: Mapping[str, Any]) -> str | None:
+        """Take an answer; the tool use id whose answer may have changed, if any."""
         kind = event.get("type")
         if kind == "agent.tool_result":
-            self._result(event.get("tool_use_id"), event.get("content"), event.get("is_error") is True)
-        elif kind == "user.custom_tool_result":
-            self._result(event.get("custom_tool_use_id"), event.get("content"), event.get("is_error") is True)
-        elif kind == "user.tool_confirmation" and event.get("result") == "deny":
+            return self._result(event.get("tool_use_id"), event.get("content"), event.get("is_error") is True)
+        if kind == "user.custom_tool_result":
+            return self._result(event.get("custom_tool_use_id"), event.get("content"), event.get("is_error") is True)
+        if kind == "user.tool_confirmation" and event.get("result") == "deny":
             tool_use_id = event.get("tool_use_id")
             message = event.get("deny_message")
             if isinstance(tool_use_id, str) and tool_use_id not in self.denials:
                 content = denial_content(message if isinstance(message, str) else None)
                 self.denials[tool_use_id] = tool_result_block(tool_use_id, content, is_error=True)
+                return tool_use_id
+        return None
 
-    def _result(self, tool_use_id: object, content: object, is_error: bool) -> None:
+    def _result(self, tool_use_id: object, content: object, is_error: bool) -> str | None:
         if isinstance(tool_use_id, str) and tool_use_id not in self.results:
             self.results[tool_use_id] = tool_result_block(tool_use_id, content, is_error=is_error)
+            return tool_use_id
+        return None
 
     def block(self, tool_use_id: str) -> Block:
         found = self.results.get(tool_use_id) or self.denials.get(tool_use_id)
@@ -179,64 +176,129 @@ class _Answers:
         return tool_result_block(tool_use_id, [{"type": "text", "text": NO_RESULT}], is_error=True)
 
 
-def rebuild(events: Sequence[LoggedEvent]) -> list[ChatMessage]:
-    """The conversation a model request should see, given the log in order.
+class ConversationBuilder:
+    """The conversation a model request should see, built as the log is read, one event at a time.
 
     A ``span.model_request_start`` opens a request (and supersedes one still open: the harness that
     started it is gone, and the user messages held back so far were visible to the new request).
     User messages logged while a request is open are placed after its output (and after the results
     of the tools it called), when its ``span.model_request_end`` arrives, or at the end when it
     never does.
+
+    Append-only: ``apply`` only adds to the end of the messages placed so far (merging same-role
+    turns as it goes); the answer to a tool use placed before its result arrived is filled in
+    place. ``messages()`` adds what is still held back, without changing the builder, so each event
+    costs the same however long the log is. ``state()``/``restore()`` carry the builder in a
+    snapshot (JSON-ready).
     """
-    ordered: list[ChatMessage | _Results] = []
-    held_back: list[ChatMessage] = []
-    unplaced: list[str] = []
-    answers = _Answers()
-    open_request: str | None = None
 
-    def place_results() -> None:
-        if unplaced:
-            ordered.append(_Results(tuple(unplaced)))
-            unplaced.clear()
+    def __init__(self) -> None:
+        self._placed: list[ChatMessage] = []
+        self._held_back: list[ChatMessage] = []
+        self._unplaced: list[str] = []
+        self._answers = _Answers()
+        self._open_request: str | None = None
+        self._slots: dict[str, list[tuple[int, int]]] = {}
+        """Where each placed ``tool_result`` block sits: (message index, block index), by tool use id."""
 
-    def release() -> None:
-        place_results()
-        ordered.extend(held_back)
-        held_back.clear()
-
-    for logged in events:
-        event = logged.event
+    def apply(self, event: Mapping[str, Any]) -> None:
         kind = event.get("type")
         if kind == "user.message":
             content = user_blocks(event.get("content"))
-            if content and open_request is not None:
-                held_back.append({"role": "user", "content": content})
+            if content and self._open_request is not None:
+                self._held_back.append({"role": "user", "content": content})
             elif content:
-                place_results()
-                ordered.append({"role": "user", "content": content})
+                self._place_results()
+                self._place({"role": "user", "content": content})
         elif kind == "agent.message":
             content = agent_blocks(event.get("content"))
             if content:
-                place_results()
-                ordered.append({"role": "assistant", "content": content})
+                self._place_results()
+                self._place({"role": "assistant", "content": content})
         elif kind in ("agent.tool_use", "agent.custom_tool_use"):
             block = _tool_use_block(event)
-            if block is not None and block["id"] not in unplaced:
-                ordered.append({"role": "assistant", "content": [block]})
-                unplaced.append(block["id"])
+            if block is not None and block["id"] not in self._unplaced:
+                self._place({"role": "assistant", "content": [block]})
+                self._unplaced.append(block["id"])
         elif kind in ("agent.tool_result", "user.custom_tool_result", "user.tool_confirmation"):
-            answers.add(event)
+            touched = self._answers.add(event)
+            if touched is not None:
+                for mi, bi in self._slots.get(touched, ()):
+                    self._placed[mi]["content"][bi] = self._answers.block(touched)
         elif kind == "span.model_request_start":
-            release()
-            open_request = str(event.get("id"))
-        elif kind == "span.model_request_end" and event.get("model_request_start_id") == open_request:
-            release()
-            open_request = None
-    release()
-    messages: list[ChatMessage] = []
-    for item in ordered:
-        if isinstance(item, _Results):
-            messages.append({"role": "user", "content": [answers.block(i) for i in item.tool_use_ids]})
+            self._release()
+            self._open_request = str(event.get("id"))
+        elif kind == "span.model_request_end" and event.get("model_request_start_id") == self._open_request:
+            self._release()
+            self._open_request = None
+
+    def messages(self) -> list[ChatMessage]:
+        """The conversation so far, with what is still held back placed at the end."""
+        tail: list[ChatMessage] = []
+        if self._unplaced:
+            tail.append({"role": "user", "content": [self._answers.block(i) for i in self._unplaced]})
+        tail.extend(self._held_back)
+        out = list(self._placed)
+        for message in tail:
+            if out and out[-1]["role"] == message["role"]:
+                out[-1] = {"role": message["role"], "content": [*out[-1]["content"], *message["content"]]}
+            else:
+                out.append({"role": message["role"], "content": list(message["content"])})
+        return out
+
+    def _place(self, message: ChatMessage) -> tuple[int, int]:
+        """Append ``message`` (merged into the last one when of the same role); where its first block went."""
+        if self._placed and self._placed[-1]["role"] == message["role"]:
+            last = self._placed[-1]
+            at = (len(self._placed) - 1, len(last["content"]))
+            last["content"].extend(message["content"])
         else:
-            messages.append(item)
-    return merge(messages)
+            at = (len(self._placed), 0)
+            self._placed.append({"role": message["role"], "content": list(message["content"])})
+        return at
+
+    def _place_results(self) -> None:
+        if not self._unplaced:
+            return
+        ids = list(self._unplaced)
+        self._unplaced.clear()
+        mi, bi = self._place({"role": "user", "content": [self._answers.block(i) for i in ids]})
+        for offset, tool_use_id in enumerate(ids):
+            self._slots.setdefault(tool_use_id, []).append((mi, bi + offset))
+
+    def _release(self) -> None:
+        self._place_results()
+        for message in self._held_back:
+            self._place(message)
+        self._held_back.clear()
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "placed": self._placed,
+            "held_back": self._held_back,
+            "unplaced": self._unplaced,
+            "results": self._answers.results,
+            "denials": self._answers.denials,
+            "open_request": self._open_request,
+            "slots": self._slots,
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> ConversationBuilder:
+        builder = cls()
+        builder._placed = list(state["placed"])
+        builder._held_back = list(state["held_back"])
+        builder._unplaced = list(state["unplaced"])
+        builder._answers.results = dict(state["results"])
+        builder._answers.denials = dict(state["denials"])
+        builder._open_request = state["open_request"]
+        builder._slots = {k: [(int(mi), int(bi)) for mi, bi in v] for k, v in state["slots"].items()}
+        return builder
+
+
+def rebuild(events: Sequence[LoggedEvent]) -> list[ChatMessage]:
+    """The conversation a model request should see, given the whole log in order."""
+    builder = ConversationBuilder()
+    for logged in events:
+        builder.apply(logged.event)
+    return builder.messages()

@@ -38,6 +38,8 @@ class LeaseBucket(Protocol):
 
     async def delete(self, key: str, *, last: int) -> None: ...
 
+    async def wait_gone(self, key: str, *, timeout_s: float) -> bool: ...
+
 
 class LeaseBusy(Exception):
     """Another worker holds the session's lease."""
@@ -95,6 +97,16 @@ class Leases:
                     renewer.cancel()
         finally:
             await self._release(lease)
+
+    async def wait_released(self, session_id: str, *, timeout_s: float) -> bool:
+        """Wait (watching the key, at most ``timeout_s``) until nobody holds the session's lease.
+        A lease that expires rather than being released is not seen: the caller's bound covers it."""
+        try:
+            return await self._bucket.wait_gone(session_id, timeout_s=timeout_s)
+        except Exception:
+            logger.warning("could not watch the lease", extra={"fields": {"session_id": session_id}}, exc_info=True)
+            await self._sleep(min(timeout_s, 0.5))
+            return False
 
     async def _renew(self, lease: HeldLease, value: bytes) -> None:
         last_renewed = self._monotonic()

@@ -53,6 +53,10 @@ class Settings(BaseSettings):
     """After a lost manager, how long a re-dispatched call waits for one to answer."""
     execute_max_redispatches: int = Field(default=3, ge=0)
     """Lost managers one tool call survives before its result is "outcome unknown"."""
+    snapshot_every_events: int = Field(default=200, ge=1)
+    """Events folded since the last snapshot of a session before the lease holder writes another."""
+    lease_wait_s: float = Field(default=15.0, ge=0)
+    """How long a wake-up that finds the session leased waits for the holder to let it go."""
     crashpoint: str | None = Field(default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT")
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
 

@@ -6,7 +6,10 @@ All harness workers share the durable pull consumer ``subjects.WAKE_CONSUMER`` o
 wake-up it cannot start. Every message ends in exactly one of:
 
     ack              the session has nothing left to do
-    nak(1 s)         another worker holds the lease (it will notice new input when its turn ends)
+    nak(1 s)         another worker held the lease for all of ``lease_wait_s`` (a wake-up that finds the
+                     session leased first waits for the holder to let it go, watching the lease key,
+                     and takes it then; the holder itself looks at the log's end before it lets go, so
+                     input logged while it held the lease is normally handled by it)
     nak(backoff)     the lease was lost, the store was unavailable, or something unexpected failed
     nak()            shutdown came before the session finished (another worker takes it now)
     term             the message is unreadable, or the store refuses the session's events
@@ -82,6 +85,7 @@ class WakeLoop:
         shutdown_grace_s: float,
         fetch_timeout_s: float = 1.0,
         busy_delay_s: float = 1.0,
+        lease_wait_s: float = 15.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._source = source
@@ -92,6 +96,13 @@ class WakeLoop:
         self._grace_s = shutdown_grace_s
         self._fetch_timeout_s = fetch_timeout_s
         self._busy_delay_s = busy_delay_s
+        self._lease_wait_s = lease_wait_s
+        self.lease_waits = 0
+        """Wake-ups that found their session leased and waited for it."""
+        self.lease_handoffs = 0
+        """Wake-ups that got the lease after waiting for it (the holder let it go with work left)."""
+        self.lease_handbacks = 0
+        """Wake-ups handed back because the lease stayed held for all of ``lease_wait_s``."""
         self._sleep = sleep
         self.active: set[str] = set()
         """Sessions this worker is running right now."""
@@ -183,7 +194,8 @@ class WakeLoop:
             with span:
                 outcome = await self._work(wake, delivery)
         except LeaseBusy:
-            logger.debug("lease held elsewhere; handing the wake-up back", extra={"fields": fields})
+            self.lease_handbacks += 1
+            logger.info("lease held elsewhere all along; handing the wake-up back", extra={"fields": fields})
             await self._settle(delivery.nak(delay=self._busy_delay_s), wake=wake)
             return
         except asyncio.CancelledError:
@@ -205,13 +217,33 @@ class WakeLoop:
             await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
-        async with self._leases.hold(wake.session_id) as lease, asyncio.TaskGroup() as tg:
-            heartbeat = tg.create_task(self._heartbeat(delivery))
+        waited = False
+        deadline = asyncio.get_running_loop().time() + self._lease_wait_s
+        while True:
             try:
-                return await self._runner.run(wake.session_id, lease, min_seq=wake.seq)
-            finally:
-                heartbeat.cancel()
-        raise AssertionError("unreachable: the block above returns or raises")
+                async with self._leases.hold(wake.session_id) as lease, asyncio.TaskGroup() as tg:
+                    if waited:
+                        self.lease_handoffs += 1
+                        logger.info(
+                            "took the lease after waiting for its holder",
+                            extra={"fields": {"session_id": wake.session_id}},
+                        )
+                    heartbeat = tg.create_task(self._heartbeat(delivery))
+                    try:
+                        return await self._runner.run(wake.session_id, lease, min_seq=wake.seq)
+                    finally:
+                        heartbeat.cancel()
+            except LeaseBusy:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise
+                if not waited:
+                    self.lease_waits += 1
+                    waited = True
+                # Keep the wake-up ours meanwhile: the wait may be longer than the ack wait's third.
+                with contextlib.suppress(Exception):
+                    await delivery.in_progress()
+                await self._leases.wait_released(wake.session_id, timeout_s=min(left, self._ack_wait_s / 3))
 
     async def _heartbeat(self, delivery: WakeDelivery) -> None:
         while True:
