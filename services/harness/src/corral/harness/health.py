@@ -14,7 +14,7 @@ from corral.harness.wake import WakeLoop
 async def serve_health(bus: Bus, *, worker_id: str, loop: WakeLoop, driver: SessionDriver, stop: asyncio.Event) -> None:
     """Details: ``sessions`` running now; the wake-ups that found a session leased and waited for
     it (``lease_waits``), that got it after waiting (``lease_handoffs``) or were handed back
-    (``lease_handbacks``); and runs by where their fold came from (``resumed_<source>``)."""
+    (``lease_handbacks``); turns started after such a wait (``handoff_turns``); and runs by where their fold came from (``resumed_<source>``)."""
 
     async def report() -> rpc.Health:
         details = {
@@ -22,6 +22,7 @@ async def serve_health(bus: Bus, *, worker_id: str, loop: WakeLoop, driver: Sess
             "lease_waits": str(loop.lease_waits),
             "lease_handoffs": str(loop.lease_handoffs),
             "lease_handbacks": str(loop.lease_handbacks),
+            "handoff_turns": str(driver.handoff_turns),
         }
         details.update({f"resumed_{source}": str(count) for source, count in sorted(driver.resumed.items())})
         return rpc.Health(service="harness", instance=worker_id, status="ok", details=details)

@@ -52,6 +52,8 @@ class HeldLease:
     token: str
     revision: int
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    handed_off: bool = False
+    """Taken after waiting for another holder to let it go (set by the wake loop)."""
 
     def proof(self) -> rpc.Lease:
         """What an append carries to show it comes from the lease holder."""

@@ -240,6 +240,9 @@ class SessionDriver:
         self._snapshots = snapshots
         self._snapshot_every = snapshot_every
         self._reach_timeout_s = reach_timeout_s
+        self.handoff_turns = 0
+        """Turns started by a run that had to wait for the lease to change hands (health: the input
+        was logged while another holder still held the session and let it go without taking it)."""
         self.resumed: dict[str, int] = {}
         """Runs started, by where their fold came from (``snapshots.Source``), for health."""
         self._sandbox = sandbox
@@ -345,6 +348,9 @@ class SessionDriver:
                     await self._snapshot(session_id, fold, turn)
                     return Outcome.DONE
                 turn.begin(fold.last_seq)
+                if step.action == "model_request" and lease.handed_off and not turn.owned:
+                    self.handoff_turns += 1
+                    logger.warning("a turn starts after waiting for the lease hand-off", extra=_fields(session_id))
                 if step.action == "model_request":
                     await self._start_provisioning(session_id, fold, turn)
                 min_seq = await self._step(session_id, lease, log, step, turn)

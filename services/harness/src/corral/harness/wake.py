@@ -223,6 +223,7 @@ class WakeLoop:
             try:
                 async with self._leases.hold(wake.session_id) as lease, asyncio.TaskGroup() as tg:
                     if waited:
+                        lease.handed_off = True
                         self.lease_handoffs += 1
                         logger.info(
                             "took the lease after waiting for its holder",
