@@ -57,9 +57,8 @@ async def test_a_session_whose_log_passes_the_bus_payload_limit_keeps_answering(
         events = await run_turn(client, session.id, f"big message {n}: {big}")
         sent += len(big)
         assert events[-1].stop_reason.type == "end_turn", f"turn {n} did not end with end_turn"
+        assert [e.type for e in events].count("agent.message") == 1, f"turn {n} has no answer"
     assert sent > bus.max_payload, "the log must pass the bus's max_payload for this test to mean anything"
-    types = [e.type for e in await all_events(client, session.id)]
-    assert types.count("agent.message") == 5
 
 
 def _slow_after(name: str, quick_turns: int) -> dict[str, object]:

@@ -230,3 +230,27 @@ async def test_on_shutdown_a_session_still_running_after_the_grace_is_handed_bac
 
     assert delivery.settled == [("nak", None)]
     assert harness.bucket.entries == {}
+
+
+async def test_a_wake_up_for_a_session_this_worker_runs_joins_the_run_which_looks_again_before_letting_go() -> None:
+    runner = FakeRunner(block=True)
+    harness = Harness(runner)
+    first, second = wake_delivery(seq=3), wake_delivery(seq=9)
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(first)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    await harness.deliver(second)
+    async with asyncio.timeout(5):
+        await second.done.wait()  # acked at once: the running run takes it
+    runner.release.set()
+    async with asyncio.timeout(5):
+        await first.done.wait()
+    harness.stop.set()
+    await task
+
+    assert second.settled == [("ack", None)] and first.settled == [("ack", None)]
+    assert runner.calls == [(SESSION_ID, 3), (SESSION_ID, 9)]  # ran again, same lease, before releasing
+    assert runner.leases[0] is runner.leases[1]
+    assert harness.bucket.entries == {}
+    assert (harness.loop.joined, harness.loop.lease_waits) == (1, 0)

@@ -12,13 +12,15 @@ from corral.harness.wake import WakeLoop
 
 
 async def serve_health(bus: Bus, *, worker_id: str, loop: WakeLoop, driver: SessionDriver, stop: asyncio.Event) -> None:
-    """Details: ``sessions`` running now; the wake-ups that found a session leased and waited for
-    it (``lease_waits``), that got it after waiting (``lease_handoffs``) or were handed back
-    (``lease_handbacks``); turns started after such a wait (``handoff_turns``); and runs by where their fold came from (``resumed_<source>``)."""
+    """Details: ``sessions`` running now; wake-ups handed to this worker's own run of their session
+    (``joined``); wake-ups that found a session leased and waited for it (``lease_waits``), that got
+    it after waiting (``lease_handoffs``) or were handed back (``lease_handbacks``); turns started
+    after such a wait (``handoff_turns``); runs by where their fold came from (``resumed_<source>``)."""
 
     async def report() -> rpc.Health:
         details = {
             "sessions": str(len(loop.active)),
+            "joined": str(loop.joined),
             "lease_waits": str(loop.lease_waits),
             "lease_handoffs": str(loop.lease_handoffs),
             "lease_handbacks": str(loop.lease_handbacks),

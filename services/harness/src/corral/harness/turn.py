@@ -106,6 +106,7 @@ class _TurnState:
     provisioning: asyncio.Task[None] | None = None
     environment: dict[str, Any] | None = None
     environment_read: bool = False
+    handoff_seen: bool = False
     snapshot_events: int = 0
     """``SessionFold.events`` when the last snapshot was written (or resumed from)."""
 
@@ -348,7 +349,8 @@ class SessionDriver:
                     await self._snapshot(session_id, fold, turn)
                     return Outcome.DONE
                 turn.begin(fold.last_seq)
-                if step.action == "model_request" and lease.handed_off and not turn.owned:
+                if step.action == "model_request" and lease.handed_off and not turn.owned and not turn.handoff_seen:
+                    turn.handoff_seen = True
                     self.handoff_turns += 1
                     logger.warning("a turn starts after waiting for the lease hand-off", extra=_fields(session_id))
                 if step.action == "model_request":

@@ -106,6 +106,11 @@ class WakeLoop:
         self._sleep = sleep
         self.active: set[str] = set()
         """Sessions this worker is running right now."""
+        self._holding: dict[str, int] = {}
+        """Sessions whose lease this worker holds → the newest log position a wake-up joined it with
+        (0: none since the run began)."""
+        self.joined = 0
+        """Wake-ups handed to this worker's own run of their session (it runs again before letting go)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
@@ -177,6 +182,13 @@ class WakeLoop:
             await self._settle(delivery.term(), wake=None)
             return
         fields = {"session_id": wake.session_id, "reason": wake.reason, "num_delivered": delivery.num_delivered}
+        if wake.session_id in self._holding:
+            # This worker is running the session: its run looks at the log again before it lets go.
+            self._holding[wake.session_id] = max(self._holding[wake.session_id], wake.seq, 1)
+            self.joined += 1
+            logger.info("wake-up joined the session's running run", extra={"fields": fields})
+            await self._settle(delivery.ack(), wake=wake)
+            return
         self.active.add(wake.session_id)
         span = _tracer.start_as_current_span(
             "process corral.wake.{session_id}",
@@ -230,9 +242,19 @@ class WakeLoop:
                             extra={"fields": {"session_id": wake.session_id}},
                         )
                     heartbeat = tg.create_task(self._heartbeat(delivery))
+                    self._holding[wake.session_id] = 0
                     try:
-                        return await self._runner.run(wake.session_id, lease, min_seq=wake.seq)
+                        min_seq = wake.seq
+                        while True:
+                            outcome = await self._runner.run(wake.session_id, lease, min_seq=min_seq)
+                            joined = self._holding[wake.session_id]
+                            if outcome is not Outcome.DONE or not joined:
+                                return outcome
+                            self._holding[wake.session_id] = 0
+                            min_seq = joined
                     finally:
+                        # Synchronously, before the lease is released: a wake-up from now on waits for it.
+                        del self._holding[wake.session_id]
                         heartbeat.cancel()
             except LeaseBusy:
                 left = deadline - asyncio.get_running_loop().time()
