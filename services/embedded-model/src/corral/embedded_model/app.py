@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 
 from pydantic import JsonValue, TypeAdapter, ValidationError
 from starlette.applications import Starlette
@@ -39,6 +40,7 @@ class EmbeddedModel:
         self.requests = requests
 
     async def messages(self, request: Request) -> Response:
+        received_at = time.time()
         request_id = wire.new_id("req")
         raw = await request.body()
         try:
@@ -56,6 +58,7 @@ class EmbeddedModel:
             stream=parsed.stream,
             errored=reply.error is not None,
             body=_JSON.validate_json(raw),
+            received_at=received_at,
         )
         logger.info(
             "Messages request %s: scenario=%s turn=%d stream=%s%s",

@@ -101,10 +101,11 @@ class Leases:
             await self._release(lease)
 
     async def wait_released(self, session_id: str, *, timeout_s: float) -> bool:
-        """Wait (watching the key, at most ``timeout_s``) until nobody holds the session's lease.
-        A lease that expires rather than being released is not seen: the caller's bound covers it."""
+        """Wait (watching the key) until nobody holds the session's lease, for at most ``timeout_s``
+        and at most a tenth of the TTL: a lease that expires rather than being released leaves no
+        mark a watch sees, so the caller tries to take it again at least that often."""
         try:
-            return await self._bucket.wait_gone(session_id, timeout_s=timeout_s)
+            return await self._bucket.wait_gone(session_id, timeout_s=min(timeout_s, self._ttl_s / 10))
         except Exception:
             logger.warning("could not watch the lease", extra={"fields": {"session_id": session_id}}, exc_info=True)
             await self._sleep(min(timeout_s, 0.5))
