@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from corral.bus import Bus, KeyValueBucket
+from corral.bus import Bus, KeyExists, KeyValueBucket
 from corral.contracts.ids import EVENT, new_id
 from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
 from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, store_rpc
@@ -144,7 +144,13 @@ async def fill(bus: Bus, session_id: str, events: int) -> None:
     """Append ``events`` agent messages to an idle session the way a harness would (lease held)."""
     leases = await bus.key_value(LEASE_BUCKET, ttl_s=LEASE_TTL_S)
     token = secrets.token_hex(8)
-    revision = await leases.create(session_id, json.dumps({"holder": "bench", "token": token}).encode())
+    async with asyncio.timeout(30):
+        while True:  # the harness that ran the last turn may still be letting the session go
+            try:
+                revision = await leases.create(session_id, json.dumps({"holder": "bench", "token": token}).encode())
+                break
+            except KeyExists:
+                await asyncio.sleep(0.01)
     lease = Lease(holder="bench", token=token)
 
     async def append(batch: list[dict[str, Any]]) -> None:
@@ -242,6 +248,7 @@ async def main() -> int:
                 big, big_reader = await new_session(http, model, agent_env, [SLOW] * (4 * args.kills + 20))
                 await big.turn(f"{big.scenario} start")
                 await fill(bus, big.id, args.events)
+                await asyncio.wait_for(big.idle.get(), 60)  # the filler's own idle
                 first = await overhead(big, [await big.turn("after the filler")])  # folds the log from scratch
                 steady_big = await overhead(big, [await big.turn(f"step {n}") for n in range(5)])
                 from_snapshot = [await takeover(stack, bus, big) for _ in range(args.kills)]
@@ -255,6 +262,7 @@ async def main() -> int:
                 small, small_reader = await new_session(http, model, agent_env, [QUICK] * 40)
                 await small.turn(f"{small.scenario} start")
                 await fill(bus, small.id, 100)
+                await asyncio.wait_for(small.idle.get(), 60)
                 steady_small = await overhead(small, [await small.turn(f"step {n}") for n in range(5)])
                 small_reader.cancel()
         finally:
