@@ -37,12 +37,13 @@ from corral.bus.errors import (
     WrongLastSequence,
 )
 from corral.bus.kv import KeyValueBucket
+from corral.bus.objects import ObjectBucket
 from corral.bus.records import StoredMessage
 from corral.contracts import headers as h
 from corral.contracts import subjects
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.rpc import RpcReply
-from corral.contracts.subjects import StreamSpec
+from corral.contracts.subjects import ObjectBucketSpec, StreamSpec
 from corral.settings import NatsSettings
 from corral.telemetry import inject
 
@@ -313,6 +314,22 @@ class Bus:
         except js_errors.BucketNotFoundError:
             kv = await self.js.create_key_value(bucket=bucket, ttl=ttl_s, history=1)
         return KeyValueBucket(kv)
+
+    async def object_bucket(self, spec: ObjectBucketSpec) -> ObjectBucket:
+        """Bind to (or create) the object store ``spec`` describes."""
+        try:
+            store = await self.js.object_store(spec.name)
+        except js_errors.BucketNotFoundError:
+            config = js_api.ObjectStoreConfig(
+                bucket=spec.name,
+                description=spec.description,
+                ttl=spec.ttl_s,
+                storage=js_api.StorageType(spec.storage),
+            )
+            with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
+                await self.js.create_object_store(spec.name, config=config)
+            store = await self.js.object_store(spec.name)
+        return ObjectBucket(store)
 
     # --- publishing ----------------------------------------------------------------------------------
     @property

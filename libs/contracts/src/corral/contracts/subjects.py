@@ -62,6 +62,9 @@ def deltas(session_id: str) -> str:
 # --- harness leases (JetStream KV) ----------------------------------------------------------------------
 LEASE_BUCKET: Final = "corral_leases"
 
+# --- harness snapshots of a session's folded log (JetStream object store) --------------------------------
+SNAPSHOT_BUCKET: Final = "corral_harness_snapshots"
+
 # --- replayed responses per Idempotency-Key (JetStream KV, gateway) -------------------------------------
 IDEMPOTENCY_BUCKET: Final = "corral_idempotency"
 
@@ -130,4 +133,27 @@ CATALOG_SPEC: Final = StreamSpec(
 )
 WAKE_SPEC: Final = StreamSpec(
     name=WAKE_STREAM, subjects=(WAKE_WILDCARD,), retention="workqueue", storage="file", duplicate_window_s=2.0
+)
+
+
+class ObjectBucketSpec(BaseModel):
+    """What an object store must look like; ``Bus.object_bucket`` creates it when missing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    storage: str  # "file" | "memory"
+    ttl_s: float | None = None
+
+
+SNAPSHOT_SPEC: Final = ObjectBucketSpec(
+    name=SNAPSHOT_BUCKET,
+    description=(
+        "The harness's snapshot of each session's folded log: object = session id, value = JSON "
+        '{"format", "session_id", "seq", "state"}. A cache: the log is the truth, and a missing, '
+        "stale-format or past-the-log snapshot is rebuilt from it."
+    ),
+    storage="file",
+    ttl_s=7 * 24 * 3600.0,
 )

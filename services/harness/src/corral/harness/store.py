@@ -1,8 +1,7 @@
-"""The session-store port: read a session's context, append events under the lease.
+"""The session-store port: append events under the lease (reads go to the log itself: ``sessionlog``).
 
-``BusStore`` speaks the store's request-reply operations (``corral.rpc.store.sessions.context`` and
-``corral.rpc.store.events.append``). Failures come back as one of three ``StoreError`` kinds, each
-saying what the caller should do next:
+``BusStore`` speaks the store's request-reply operation ``corral.rpc.store.events.append``. Failures
+come back as one of three ``StoreError`` kinds, each saying what the caller should do next:
 
     StoreError
     ├── LeaseConflict     409 about the lease (``lease_lost``, ``lease_required``, or no code): the lease
@@ -47,8 +46,6 @@ class StoreRejected(StoreError):
 
 
 class Store(Protocol):
-    async def context(self, session_id: str) -> rpc.SessionContext: ...
-
     async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended: ...
 
 
@@ -71,9 +68,6 @@ class BusStore:
     def __init__(self, bus: Bus, *, timeout_s: float | None = None) -> None:
         self._bus = bus
         self._timeout_s = timeout_s
-
-    async def context(self, session_id: str) -> rpc.SessionContext:
-        return await self._call(rpc.Op.SESSIONS_CONTEXT, rpc.GetContext(session_id=session_id), rpc.SessionContext)
 
     async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended:
         request = rpc.AppendEvents(
