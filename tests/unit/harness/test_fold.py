@@ -7,8 +7,9 @@ any log, cut anywhere, snapshotted and restored anywhere.
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +23,7 @@ from corral.harness.conversation import _Answers as Answers
 from corral.harness.conversation import _tool_use_block as tool_use_block
 from corral.harness.decide import decide, plan
 from corral.harness.fold import FORMAT, SessionFold, decode
+from corral.harness.sessionlog import LogEntry, following
 from tests.unit.harness.fakes import SESSION_ID, FakeStore, StoreLog, agent_snapshot
 
 
@@ -356,3 +358,28 @@ def test_a_snapshot_taken_with_another_truncation_length_is_not_used() -> None:
 
     assert isinstance(snapshots.decode(SESSION_ID, data, max_result_chars=1_000), SessionFold)
     assert snapshots.decode(SESSION_ID, data, max_result_chars=2_000) == "format"
+
+
+class HalfRecordAtTheTail:
+    """A log whose last message is a part of a record a crashed writer never completed."""
+
+    async def last_seq(self, session_id: str) -> int:
+        return 3
+
+    async def follow(self, session_id: str, after_seq: int) -> AsyncIterator[LogEntry]:
+        for seq, data in enumerate(records([]), start=1):
+            yield LogEntry(seq, data)
+        yield LogEntry(2, json.dumps({"type": "user.message", "id": "u1", "content": []}).encode())
+        yield LogEntry(3, None)
+        await asyncio.Event().wait()
+
+    async def holds(self, session_id: str, seq: int) -> bool:
+        return seq <= 2
+
+
+async def test_catching_up_passes_a_half_record_at_the_tail_without_folding_it() -> None:
+    fold = SessionFold()
+    async with following(HalfRecordAtTheTail(), SESSION_ID, fold, on_record=lambda _: None, reach_timeout_s=5) as log:
+        await log.catch_up()
+
+        assert (fold.last_seq, log.position) == (2, 3)

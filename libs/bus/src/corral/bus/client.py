@@ -546,12 +546,23 @@ class Bus:
         ``after_seq=None`` starts with messages stored from now on; an int replays from after it (a
         record with a part after ``after_seq`` is yielded whole, even when earlier parts are not).
         """
+        async with contextlib.aclosing(self.follow_positions(stream, subject, after_seq=after_seq)) as read:
+            async for item in read:
+                if not isinstance(item, int):
+                    yield item
+
+    async def follow_positions(
+        self, stream: str, subject: str, *, after_seq: int | None = None
+    ) -> AsyncGenerator[StoredMessage | int, None]:
+        """``follow``, also telling where the read is: each message that completes no record (a part
+        of one still being written, or abandoned by a crashed writer) yields its raw sequence, so a
+        reader waiting for "everything up to the subject's last message" is not kept waiting by a
+        part that may never be completed."""
         reassembler = records.Reassembler(functools.partial(self._parts, stream))
         async with contextlib.aclosing(self._follow_raw(stream, subject, after_seq=after_seq)) as raw:
             async for msg in raw:
                 whole = await reassembler.feed(msg)
-                if whole is not None:
-                    yield whole
+                yield whole if whole is not None else msg.seq
 
     async def _follow_raw(
         self, stream: str, subject: str, *, after_seq: int | None = None

@@ -28,10 +28,12 @@ from corral.harness.store import StoreUnavailable
 
 @dataclass(frozen=True)
 class LogEntry:
-    """One record of the session subject: its stream sequence and its bytes."""
+    """One record of the session subject: its stream sequence and its bytes; ``data`` is ``None``
+    for a message that completes no record (a part of one being written, or abandoned): the read
+    has passed ``seq``, and nothing is folded."""
 
     seq: int
-    data: bytes
+    data: bytes | None
 
 
 class LogSource(Protocol):
@@ -59,10 +61,10 @@ class BusLog:
             raise StoreUnavailable(f"the session log could not be read: {type(exc).__name__}") from exc
 
     async def follow(self, session_id: str, after_seq: int) -> AsyncIterator[LogEntry]:
-        messages = self._bus.follow(SESSIONS_STREAM, session_log(session_id), after_seq=after_seq)
+        messages = self._bus.follow_positions(SESSIONS_STREAM, session_log(session_id), after_seq=after_seq)
         try:
             async for message in messages:
-                yield LogEntry(message.seq, message.data)
+                yield LogEntry(message, None) if isinstance(message, int) else LogEntry(message.seq, message.data)
         finally:
             await close(messages)
 
@@ -90,16 +92,24 @@ class SessionLog:
         self._timeout_s = reach_timeout_s
         self._moved = asyncio.Event()
         self._failed: BaseException | None = None
+        self._passed = 0
+        """The raw sequence the read has passed (records and parts of records alike)."""
+
+    @property
+    def position(self) -> int:
+        """How far the read has got: ``fold.last_seq``, or past it, a part that completed no record."""
+        return max(self.fold.last_seq, self._passed)
 
     async def reach(self, seq: int) -> None:
-        """Wait until the fold holds the log up to ``seq``.
+        """Wait until the fold holds the log up to ``seq`` (a seq of a record stored in parts is its
+        last part's; a part of a record not (yet) completed counts as passed, never as folded).
 
         Raises:
             StoreUnavailable: the read failed, or did not get there within the timeout.
         """
         try:
             async with asyncio.timeout(self._timeout_s):
-                while self.fold.last_seq < seq:
+                while self.position < seq:
                     if self._failed is not None:
                         raise StoreUnavailable(f"reading the session log failed: {self._failed!r}")
                     await self._moved.wait()
@@ -119,6 +129,10 @@ class SessionLog:
     async def _read(self, on_record: Callable[[Decoded], None]) -> None:
         try:
             async for entry in self._source.follow(self._session_id, self.fold.last_seq):
+                if entry.data is None:
+                    self._passed = max(self._passed, entry.seq)
+                    self._moved_on()
+                    continue
                 decoded = decode(entry.seq, entry.data)
                 self.fold.apply(decoded)
                 on_record(decoded)
