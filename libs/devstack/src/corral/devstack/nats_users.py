@@ -110,9 +110,16 @@ def kv_write(bucket: str) -> tuple[str, ...]:
 
 def object_store(bucket: str) -> tuple[str, ...]:
     """Bind to (creating if missing), read, put and delete objects of the object store ``bucket``
-    (a put that replaces an object, and a delete, purge its old chunks from the bucket's stream)."""
+    (a put that replaces an object, and a delete, purge its old chunks from the bucket's stream).
+    nats-py's object get looks the stream up by subject (``$JS.API.STREAM.NAMES``: names only)."""
     stream = f"OBJ_{bucket}"
-    return (*stream_admin(stream), *stream_read(stream), f"$O.{bucket}.>", f"$JS.API.STREAM.PURGE.{stream}")
+    return (
+        *stream_admin(stream),
+        *stream_read(stream),
+        f"$O.{bucket}.>",
+        f"$JS.API.STREAM.PURGE.{stream}",
+        "$JS.API.STREAM.NAMES",
+    )
 
 
 def bodies() -> tuple[str, ...]:
