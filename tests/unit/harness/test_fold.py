@@ -383,3 +383,22 @@ async def test_catching_up_passes_a_half_record_at_the_tail_without_folding_it()
         await log.catch_up()
 
         assert (fold.last_seq, log.position) == (2, 3)
+
+
+class StuckSnapshots:
+    """An object store read that never completes (as one waiting on chunks that never come)."""
+
+    async def load(self, session_id: str) -> bytes | None:
+        await asyncio.Event().wait()
+        return None
+
+    async def save(self, session_id: str, data: bytes) -> None:
+        return None
+
+
+async def test_a_snapshot_read_that_hangs_costs_a_fold_from_the_start_never_the_session() -> None:
+    store = _store_with([])
+
+    resumed = await snapshots.resume(SESSION_ID, StuckSnapshots(), StoreLog(store), load_timeout_s=0.05)
+
+    assert (resumed.source, resumed.fold.last_seq) == ("unreadable", 0)

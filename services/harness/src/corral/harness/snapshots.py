@@ -16,10 +16,11 @@ record of this session, as after a stream restore). The lease holder writes one 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Final, Literal, Protocol
 
 from corral.bus import Bus, ObjectBucket
 from corral.contracts import subjects
@@ -82,8 +83,17 @@ class Resumed:
     source: Source
 
 
+LOAD_TIMEOUT_S: Final = 5.0
+"""How long reading a snapshot may take before the log is folded from the start instead."""
+
+
 async def resume(
-    session_id: str, snapshots: Snapshots | None, log: LogSource, *, max_result_chars: int | None = None
+    session_id: str,
+    snapshots: Snapshots | None,
+    log: LogSource,
+    *,
+    max_result_chars: int | None = None,
+    load_timeout_s: float = LOAD_TIMEOUT_S,
 ) -> Resumed:
     """The fold to follow the log from: the session's snapshot, checked against the log, else empty
     (``max_result_chars``: where this harness's conversation truncates tool results)."""
@@ -91,7 +101,8 @@ async def resume(
     if snapshots is None:
         return Resumed(empty, "missing")
     try:
-        data = await snapshots.load(session_id)
+        async with asyncio.timeout(load_timeout_s):  # an object read can wait on chunks forever
+            data = await snapshots.load(session_id)
     except Exception:  # a cache: an unreadable one costs a fold from the start, never the session
         logger.warning(
             "could not read the session's snapshot", extra={"fields": {"session_id": session_id}}, exc_info=True
