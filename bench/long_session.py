@@ -38,7 +38,6 @@ from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
 from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, store_rpc
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
-from corral.settings import NatsSettings
 
 LEASE_TTL_S = 3.0
 SLOW = {"content": [{"type": "text", "text": " ".join(f"w{i}" for i in range(20))}], "chunk_delay_ms": 50}
@@ -232,7 +231,7 @@ async def main() -> int:
             async with (
                 httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60) as http,
                 httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.embedded_model}", timeout=60) as model,
-                Bus.connect(NatsSettings(url=stack.nats_url), name="bench-long") as bus,
+                Bus.connect(stack.nats_settings(), name="bench-long") as bus,
             ):
                 agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
                 env = ok(await http.post("/v1/environments", json={"name": f"long-{agent['id'].lower()}"}))
