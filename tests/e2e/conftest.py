@@ -28,6 +28,8 @@ FAST_RECOVERY = {
     "CORRAL_HARNESS_LEASE_TTL_S": "3",
     "CORRAL_HARNESS_ACK_WAIT_S": "4",
     "CORRAL_HARNESS_RETRY_BACKOFF_S": "0.2",
+    # snapshots every few turns, so a session of a few dozen turns already has one
+    "CORRAL_HARNESS_SNAPSHOT_EVERY_EVENTS": "40",
 }
 
 

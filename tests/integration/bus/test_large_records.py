@@ -170,6 +170,25 @@ async def test_an_abandoned_half_record_is_skipped_and_does_not_fence_the_next_w
     assert [m.data for m in followed] == [b"one", b"two", big]
 
 
+async def test_a_follower_is_told_it_passed_a_half_record_so_it_can_tell_it_reached_the_raw_tail(
+    bus: Bus, stream: str
+) -> None:
+    """What the harness waits on: "my read has got to the subject's last message". With a half record
+    at the tail, the whole records end before it; the parts are reported as passed positions."""
+    subject = f"{stream.lower()}.a"
+    one = await bus.publish(subject, b"one", expected_last_subject_seq=0)
+    seqs = await crash_after(bus, subject, blob(4 * CHUNK), msg_id="rec-4", parts=2, fence=one.seq)
+    tail = await bus.last_seq(stream, subject)
+
+    follower = bus.follow_positions(stream, subject, after_seq=0)
+    got = [await asyncio.wait_for(anext(follower), 10) for _ in range(3)]
+    await follower.aclose()
+
+    assert tail == seqs[-1]
+    assert isinstance(got[0], StoredMessage) and got[0].data == b"one"
+    assert got[1:] == seqs, "each part that completes no record is its raw sequence"
+
+
 async def test_a_retry_that_encoded_the_record_otherwise_gets_the_stored_record_as_its_duplicate(
     bus: Bus, stream: str
 ) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -14,6 +15,7 @@ from corral.harness.events import EventDict
 from corral.harness.lease import HeldLease
 from corral.harness.model import ModelError, ModelReply, ModelRequest, TextSink, ToolRequest
 from corral.harness.sandbox import SandboxError
+from corral.harness.sessionlog import LogEntry
 from corral.harness.store import StoreError, StoreRejected
 
 SESSION_ID = "sesn_test"
@@ -202,39 +204,57 @@ class FakeStore:
         environment: dict[str, Any] | None = ENVIRONMENT,
     ) -> None:
         self.session: dict[str, Any] = {
+            "type": "session",
             "id": SESSION_ID,
             "status": status,
             "agent": agent or agent_snapshot(),
             "environment_id": "env_test",
+            "created_at": "2026-01-01T00:00:00Z",
+            "updated_at": "2026-01-01T00:00:00Z",
         }
         self.environment = environment
-        self.log: list[rpc.LoggedEvent] = []
+        created = {"type": "corral.session_created", "workspace_id": "wrkspc_test", "session": dict(self.session)}
+        self.log: list[rpc.LoggedEvent] = [rpc.LoggedEvent(seq=1, event=created)]
         self.appends: list[list[EventDict]] = []
         self.leases: list[rpc.Lease] = []
-        self.context_reads = 0
-        self.context_read = asyncio.Event()
+        self.log_reads = 0
+        self.log_read = asyncio.Event()
         self.fail_append: StoreError | None = None
-        self.fail_context: StoreError | None = None
-        self.lag = 0
-        """How many of the newest events ``context`` leaves out (a read that is behind the log)."""
+        self.fail_log: StoreError | None = None
         self.on_append: Callable[[list[EventDict]], None] | None = None
+        self._grown = asyncio.Event()
+        self.snapshots: dict[str, bytes] = {}
 
     @property
     def last_seq(self) -> int:
         return self.log[-1].seq if self.log else 0
+
+    async def last_seq_of_log(self, session_id: str) -> int:
+        self.log_reads += 1
+        self.log_read.set()
+        if self.fail_log is not None:
+            raise self.fail_log
+        return self.last_seq
 
     def add(self, *events: dict[str, Any]) -> None:
         for event in events:
             self.log.append(rpc.LoggedEvent(seq=self.last_seq + 1, event=event))
             if event["type"] in _STATUS_AFTER:
                 self.session["status"] = _STATUS_AFTER[event["type"]]
+        self._grown.set()
+        self._grown = asyncio.Event()
+
+    @property
+    def events(self) -> list[rpc.LoggedEvent]:
+        """The public events (the log without its creation record)."""
+        return [e for e in self.log if e.event["type"] != "corral.session_created"]
 
     def send(self, *events: dict[str, Any]) -> None:
         """A client's append, checked like the session-store checks it: a confirmation only for an
         unanswered ``ask`` tool use, a custom result only for an unanswered custom tool use."""
         confirmable: set[str] = set()
         answerable: set[str] = set()
-        for logged_event in self.log:
+        for logged_event in self.events:
             event = logged_event.event
             if event["type"] == "agent.tool_use" and event.get("evaluated_permission") == "ask":
                 confirmable.add(event["id"])
@@ -258,25 +278,37 @@ class FakeStore:
         self.add(*events)
 
     def types(self) -> list[str]:
-        return [e.event["type"] for e in self.log]
+        return [e.event["type"] for e in self.events]
 
     def of_type(self, kind: str) -> list[dict[str, Any]]:
-        return [e.event for e in self.log if e.event["type"] == kind]
+        return [e.event for e in self.events if e.event["type"] == kind]
 
-    async def context(self, session_id: str) -> rpc.SessionContext:
+    # --- the LogSource port: the log read straight from the stream ---------------------------------
+    async def follow(self, session_id: str, after_seq: int) -> AsyncIterator[LogEntry]:
         assert session_id == SESSION_ID
-        self.context_reads += 1
-        self.context_read.set()
-        if self.fail_context is not None:
-            raise self.fail_context
-        visible = self.log[: len(self.log) - self.lag]
-        return rpc.SessionContext(
-            session=dict(self.session),
-            workspace_id="wrkspc_test",
-            last_seq=visible[-1].seq if visible else 0,
-            events=list(visible),
-            environment=self.environment,
-        )
+        i = next((n for n, e in enumerate(self.log) if e.seq > after_seq), len(self.log))
+        while True:
+            grown = self._grown
+            while i < len(self.log):
+                entry = self.log[i]
+                i += 1
+                yield LogEntry(entry.seq, json.dumps(entry.event).encode())
+            await grown.wait()
+
+    async def holds(self, session_id: str, seq: int) -> bool:
+        return any(e.seq == seq for e in self.log)
+
+    # --- the Environments port -----------------------------------------------------------------------
+    async def get(self, environment_id: str) -> dict[str, Any] | None:
+        assert environment_id == "env_test"
+        return self.environment
+
+    # --- the Snapshots port -----------------------------------------------------------------------------
+    async def load(self, session_id: str) -> bytes | None:
+        return self.snapshots.get(session_id)
+
+    async def save(self, session_id: str, data: bytes) -> None:
+        self.snapshots[session_id] = data
 
     async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended:
         assert session_id == SESSION_ID
@@ -458,6 +490,8 @@ class FakeBucket:
         self.revision = 0
         self.calls: list[tuple[str, str, int | None]] = []
         self.fail_update: Exception | None = None
+        self.released = asyncio.Event()
+        self.watching = asyncio.Event()
 
     async def create(self, key: str, value: bytes) -> int:
         self.calls.append(("create", key, None))
@@ -481,7 +515,25 @@ class FakeBucket:
         self.calls.append(("delete", key, last))
         if key not in self.entries or self.entries[key][1] != last:
             raise KeyChanged(key)
+        self.release(key)
+
+    def release(self, key: str) -> None:
+        """The key's holder lets it go (a delete, as a watch sees it)."""
         del self.entries[key]
+        self.released.set()
+        self.released = asyncio.Event()
+
+    async def wait_gone(self, key: str, *, timeout_s: float) -> bool:
+        self.calls.append(("wait_gone", key, None))
+        self.watching.set()
+        self.watching.set()
+        try:
+            async with asyncio.timeout(timeout_s):
+                while key in self.entries:
+                    await self.released.wait()
+        except TimeoutError:
+            return False
+        return True
 
     def steal(self, key: str) -> None:
         """Another worker takes the key (after our lease expired)."""
@@ -536,12 +588,17 @@ class FakeSource:
             return []
 
 
-class FakeWakeFeed:
-    def __init__(self) -> None:
-        self.queue: asyncio.Queue[rpc.Wake] = asyncio.Queue()
-        self.watching = asyncio.Event()
+class StoreLog:
+    """``FakeStore``'s log as the driver reads it (the ``LogSource`` port)."""
 
-    async def watch(self, session_id: str) -> AsyncIterator[rpc.Wake]:
-        self.watching.set()
-        while True:
-            yield await self.queue.get()
+    def __init__(self, store: FakeStore) -> None:
+        self.store = store
+
+    async def last_seq(self, session_id: str) -> int:
+        return await self.store.last_seq_of_log(session_id)
+
+    def follow(self, session_id: str, after_seq: int) -> AsyncIterator[LogEntry]:
+        return self.store.follow(session_id, after_seq)
+
+    async def holds(self, session_id: str, seq: int) -> bool:
+        return await self.store.holds(session_id, seq)

@@ -1,4 +1,5 @@
-"""Context management: the view of a compacted log, what compaction chooses, and the driver's use of it."""
+"""Context management: compaction applied by the fold, what compaction chooses from what the fold
+keeps, and the driver's use of it."""
 
 from __future__ import annotations
 
@@ -8,19 +9,21 @@ from typing import Any
 from corral.contracts import rpc
 from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.context import (
-    COMPACTED,
     SUMMARY_SYSTEM,
-    cleared_note,
     compaction_details,
     context_window,
     plan_clearing,
     prompt_too_long,
     summary_cut,
+)
+from corral.harness.conversation import (
+    COMPACTED,
+    ConversationBuilder,
+    cleared_note,
+    rebuild,
     summary_text,
     truncated_note,
-    view,
 )
-from corral.harness.conversation import rebuild
 from corral.harness.model import ModelError, ModelRequest
 from corral.harness.retry import RetryPolicy
 from corral.harness.turn import SessionDriver
@@ -31,6 +34,7 @@ from tests.unit.harness.fakes import (
     FakeStore,
     RecordingSleep,
     Reply,
+    StoreLog,
     agent,
     end,
     held_lease,
@@ -46,8 +50,19 @@ from tests.unit.harness.fakes import (
 BIG = "x" * 2_000
 
 
-def compaction(**details: Any) -> dict[str, Any]:
-    return {"type": COMPACTED, "id": "cmp", "corral_compaction": compaction_details(**details)}
+def compaction(id: str = "cmp", **details: Any) -> dict[str, Any]:
+    return {"type": COMPACTED, "id": id, "corral_compaction": compaction_details(**details)}
+
+
+def view(log: list[rpc.LoggedEvent], *, max_result_chars: int | None = None) -> list[Any]:
+    return rebuild(log, max_result_chars=max_result_chars)
+
+
+def builder(log: list[rpc.LoggedEvent], *, max_result_chars: int | None = None) -> ConversationBuilder:
+    built = ConversationBuilder(max_result_chars=max_result_chars)
+    for entry in log:
+        built.apply(entry.event)
+    return built
 
 
 def texts(messages: list[Any]) -> list[tuple[str, list[str]]]:
@@ -68,7 +83,7 @@ def tool_turn(n: int, output: str = BIG) -> list[dict[str, Any]]:
     return [start(f"s{n}"), tool_use(f"t{n}"), end(f"s{n}"), tool_result(f"t{n}", output)]
 
 
-# --- the view ---------------------------------------------------------------------------------------
+# --- the fold applies compactions ---------------------------------------------------------------------
 
 
 def test_a_cleared_result_shows_a_note_naming_its_event_and_the_log_keeps_it_whole() -> None:
@@ -89,43 +104,67 @@ def test_a_result_over_the_limit_is_truncated_with_a_note_and_a_short_one_is_not
 
     assert shown[2] == ("user", ["result:" + "y" * 1_000 + "\n" + truncated_note("res-t1", 1_000, 5_000)])
     assert shown[4] == ("user", ["result:short"])
-    assert texts(view(log)) == texts(rebuild(log)), "without a limit and compactions the view is the rebuild"
+    assert texts(view(log)) != shown, "without a limit nothing is truncated"
 
 
-def test_a_summary_replaces_the_events_up_to_the_one_it_names() -> None:
-    log = logged(
-        user("first", id="u1"), running(), start("s1"), agent("one", id="a1"), end("s1"), idle(),
-        user("second", id="u2"), running(), start("s2"), agent("two", id="a2"), end("s2"), idle(),
-        user("third", id="u3"), compaction(through="a2", summary="they said first and second"),
-    )  # fmt: skip
-
-    assert texts(view(log)) == [("user", [summary_text("they said first and second", "a2"), "third"])]
+LONG = [
+    user("first", id="u1"), running(), start("s1"), agent("one", id="a1"), end("s1"), idle(),
+    user("second", id="u2"), {**running(), "id": "r2"}, start("s2"), agent("two", id="a2"), end("s2"),
+    {**idle(), "id": "idle2"}, user("third", id="u3"),
+]  # fmt: skip
 
 
-def test_the_view_is_the_same_for_any_harness_reading_the_log_later() -> None:
+def test_the_cuts_are_turn_starts_named_by_the_event_before_them() -> None:
+    cuts = builder(logged(*LONG)).cuts()
+
+    assert [(c.index, c.through) for c in cuts] == [(1, "s1"), (2, "idle"), (3, "s2"), (4, "idle2")]
+    assert [c.kept_chars for c in cuts] == sorted((c.kept_chars for c in cuts), reverse=True)
+
+
+def test_a_summary_replaces_the_messages_before_the_cut_it_names() -> None:
+    log = logged(*LONG, compaction(through="idle2", summary="they said first and second"))
+
+    assert texts(view(log)) == [("user", [summary_text("they said first and second", "idle2"), "third"])]
+
+
+def test_a_summary_naming_no_cut_changes_nothing() -> None:
+    plain = view(logged(*LONG))
+
+    assert view(logged(*LONG, compaction(through="a2", summary="S"))) == plain, "a2 starts no turn"
+    assert view(logged(*LONG, compaction(through="nowhere", summary="S"))) == plain
+
+
+def test_the_conversation_is_the_same_for_any_harness_reading_the_log_later() -> None:
     before = [user("go", id="u1"), *tool_turn(1), *tool_turn(2), agent("done", id="a1"), user("more", id="u2")]
-    log = logged(*before, compaction(cleared=["res-t1"], through="a1", summary="S"))
+    cut = builder(logged(*before)).cuts()[-1]
+    record = compaction(cleared=["res-t1"], through=cut.through, summary="S")
+    log = logged(*before, record)
     # a crash after the compaction: the next holder's log has more statuses and spans, no new input
     rescheduled = {"type": "session.status_rescheduled", "id": "r"}
     again = [start("s9"), rescheduled, running(), end("s9"), start("s10")]
-    later = logged(*before, compaction(cleared=["res-t1"], through="a1", summary="S"), *again)
+    later = logged(*before, record, *again)
 
     assert view(log) == view(later)
-    assert texts(view(log)) == [("user", [summary_text("S", "a1"), "more"])]
+    assert texts(view(log)) == [("user", [summary_text("S", cut.through), "more"])]
 
 
 def test_the_newest_summary_wins_and_clearings_add_up() -> None:
     log = logged(
-        user("a", id="u1"), agent("b", id="a1"), compaction(through="a1", summary="old"),
-        user("c", id="u2"), *tool_turn(1), *tool_turn(2), compaction(cleared=["res-t1"]),
-        agent("d", id="a2"), compaction(cleared=["res-t2"], through="u2", summary="new"), user("e", id="u3"),
+        user("a", id="u1"), agent("b", id="a1"), user("c", id="u2"), compaction("c1", through="a1", summary="old"),
+        *tool_turn(1), *tool_turn(2), compaction("c2", cleared=["res-t1"]),
+        agent("d", id="a2"), compaction("c3", cleared=["res-t2"], through="c2", summary="new"), user("e", id="u3"),
     )  # fmt: skip
 
     shown = texts(view(log))
 
-    assert shown[0] == ("user", [summary_text("new", "u2")])
-    assert [m for m in shown if m[0] == "user"][1] == ("user", ["result:" + cleared_note("res-t1")])
-    assert ("user", ["result:" + cleared_note("res-t2")]) in shown
+    assert shown == [("user", [summary_text("new", "c2")]), ("assistant", ["d"]), ("user", ["e"])]
+    assert texts(view(log[:13])) == [
+        ("user", [summary_text("old", "a1"), "c"]),
+        ("assistant", ["tool_use"]),
+        ("user", ["result:" + cleared_note("res-t1")]),
+        ("assistant", ["tool_use"]),
+        ("user", ["result:" + BIG]),
+    ]
 
 
 # --- planning -----------------------------------------------------------------------------------------
@@ -133,38 +172,50 @@ def test_the_newest_summary_wins_and_clearings_add_up() -> None:
 
 def test_clearing_goes_oldest_first_keeps_the_newest_and_stops_when_enough_is_saved() -> None:
     log = logged(user("go"), *tool_turn(1), *tool_turn(2, "tiny"), *tool_turn(3), *tool_turn(4), *tool_turn(5))
+    results = builder(log).tool_results()
 
-    assert plan_clearing(log, excess_chars=1, keep=2, max_result_chars=None) == ["res-t1"]
-    assert plan_clearing(log, excess_chars=3_000, keep=2, max_result_chars=None) == ["res-t1", "res-t3"]
-    assert plan_clearing(log, excess_chars=10**9, keep=2, max_result_chars=None) == ["res-t1", "res-t3"], (
+    assert plan_clearing(results, excess_chars=1, keep=2) == ["res-t1"]
+    assert plan_clearing(results, excess_chars=3_000, keep=2) == ["res-t1", "res-t3"]
+    assert plan_clearing(results, excess_chars=10**9, keep=2) == ["res-t1", "res-t3"], (
         "the two newest are kept and a tiny result is not worth a note"
     )
-    assert plan_clearing(log, excess_chars=10**9, keep=0, max_result_chars=None) == [
-        "res-t1", "res-t3", "res-t4", "res-t5",
-    ]  # fmt: skip
+    assert plan_clearing(results, excess_chars=10**9, keep=0) == ["res-t1", "res-t3", "res-t4", "res-t5"]
 
 
 def test_clearing_skips_results_already_cleared() -> None:
     log = logged(user("go"), *tool_turn(1), *tool_turn(2), *tool_turn(3), compaction(cleared=["res-t1"]))
 
-    assert plan_clearing(log, excess_chars=10**9, keep=1, max_result_chars=None) == ["res-t2"]
+    assert plan_clearing(builder(log).tool_results(), excess_chars=10**9, keep=1) == ["res-t2"]
 
 
 def test_a_summary_cut_never_separates_a_tool_use_from_its_result() -> None:
     log = logged(user("go", id="u1"), tool_use("t1"), user("meanwhile", id="u2"), tool_result("t1", BIG),
                  agent("done", id="a1"))  # fmt: skip
 
-    cut = summary_cut(log, keep_chars=0, max_result_chars=None)
+    cuts = builder(log).cuts()
 
-    assert cut == 4 and log[cut].event["id"] == "a1", "u2 arrived while t1 was open: not a clean cut"
+    assert [(c.index, c.through) for c in cuts] == [(1, "u1"), (3, "res-t1")], (
+        "t1's result went out with the message after it (u2): no cut between them"
+    )
+    assert texts(view(logged(*[e.event for e in log], compaction(through="u1", summary="S")))) == [
+        ("user", [summary_text("S", "u1")]),
+        ("assistant", ["tool_use"]),
+        ("user", ["result:" + BIG, "meanwhile"]),
+        ("assistant", ["done"]),
+    ]
+    assert texts(view(logged(*[e.event for e in log], compaction(through="res-t1", summary="S")))) == [
+        ("user", [summary_text("S", "res-t1")]),
+        ("assistant", ["done"]),
+    ]
 
 
 def test_the_cut_keeps_as_much_as_fits_and_nothing_is_left_when_there_is_no_clean_cut() -> None:
     log = logged(user(BIG, id="u1"), agent(BIG, id="a1"), user("short", id="u2"), agent("ok", id="a2"))
+    cuts = builder(log).cuts()
 
-    assert summary_cut(log, keep_chars=100, max_result_chars=None) == 2
-    assert summary_cut(log, keep_chars=10_000, max_result_chars=None) == 1
-    assert summary_cut(logged(user("only")), keep_chars=0, max_result_chars=None) is None
+    assert summary_cut(cuts, keep_chars=100) == cuts[1]
+    assert summary_cut(cuts, keep_chars=10_000) == cuts[0]
+    assert summary_cut(builder(logged(user("only"))).cuts(), keep_chars=0) is None
 
 
 def test_the_context_window_comes_from_the_table_the_default_or_the_override() -> None:
@@ -216,7 +267,7 @@ def policy(window: int, **more: Any) -> ContextPolicy:
 
 async def test_under_the_threshold_nothing_is_compacted() -> None:
     log = logged(user("hello"))
-    prepared = await Compactor(CountingModel(), policy(10_000)).prepare(base_request(), log)
+    prepared = await Compactor(CountingModel(), policy(10_000)).prepare(base_request(), builder(log))
 
     assert prepared.events == () and not prepared.exhausted
     assert prepared.request.messages == view(log)
@@ -226,7 +277,7 @@ async def test_over_the_threshold_old_results_are_cleared_first_and_the_request_
     log = logged(user("go", id="u1"), *tool_turn(1), *tool_turn(2), *tool_turn(3))
     model = CountingModel()
 
-    prepared = await Compactor(model, policy(1_800)).prepare(base_request(), log)
+    prepared = await Compactor(model, policy(1_800)).prepare(base_request(), builder(log))
 
     (event,) = prepared.events
     assert event["type"] == COMPACTED
@@ -244,7 +295,7 @@ async def test_when_clearing_is_not_enough_older_turns_are_summarised_in_a_separ
     )
     model = CountingModel()
 
-    prepared = await Compactor(model, policy(1_500)).prepare(base_request(), log)
+    prepared = await Compactor(model, policy(1_500)).prepare(base_request(), builder(log))
 
     (event,) = prepared.events
     details = event["corral_compaction"]
@@ -264,7 +315,7 @@ async def test_a_summary_request_that_is_too_long_is_clipped_and_asked_again() -
     log = logged(user(BIG * 3, id="u1"), agent(BIG * 3, id="a1"), user("now?", id="u2"))
     model = CountingModel(refuse_over=300)
 
-    prepared = await Compactor(model, policy(2_000)).prepare(base_request(), log)
+    prepared = await Compactor(model, policy(2_000)).prepare(base_request(), builder(log))
 
     assert len(model.summaries) >= 2
     assert prepared.events[0]["corral_compaction"]["summarized_through"] == "a1"
@@ -274,8 +325,10 @@ async def test_a_harder_level_with_nothing_left_to_compact_is_exhausted() -> Non
     log = logged(user(BIG * 5, id="u1"))
     compactor = Compactor(CountingModel(), policy(1_000))
 
-    assert not (await compactor.prepare(base_request(), log)).exhausted, "level 0 sends it anyway: the API decides"
-    assert (await compactor.prepare(base_request(), log, level=1)).exhausted
+    assert not (await compactor.prepare(base_request(), builder(log))).exhausted, (
+        "level 0 sends it anyway: the API decides"
+    )
+    assert (await compactor.prepare(base_request(), builder(log), level=1)).exhausted
 
 
 async def test_without_count_tokens_the_estimate_is_used_and_count_tokens_calibrates_it() -> None:
@@ -283,10 +336,10 @@ async def test_without_count_tokens_the_estimate_is_used_and_count_tokens_calibr
     estimated = Compactor(CountingModel(counts=False), policy(100_000))
     counted = Compactor(CountingModel(), policy(5_000))
 
-    assert (await estimated.prepare(base_request(), log)).tokens == estimated.estimator.tokens(
+    assert (await estimated.prepare(base_request(), builder(log))).tokens == estimated.estimator.tokens(
         len(json.dumps(view(log))) + len("be brief")
     )
-    await counted.prepare(base_request(), log)
+    await counted.prepare(base_request(), builder(log))
     assert counted.estimator.chars_per_token > 3.5, "calibrated towards the counted 4 characters a token"
 
 
@@ -305,6 +358,9 @@ def too_long(maximum: int) -> ModelError:
 def context_driver(store: FakeStore, model: FakeModel, window: int = 100_000) -> SessionDriver:
     return SessionDriver(
         store=store,
+        log=StoreLog(store),
+        environments=store,
+        snapshots=store,
         model=model,
         deltas=FakeDeltas(),
         policy=RetryPolicy(max_retries=3, backoff_s=1.0, max_backoff_s=30.0),
@@ -321,14 +377,14 @@ async def test_prompt_too_long_compacts_to_the_named_maximum_and_asks_again() ->
 
     await context_driver(store, model).run(SESSION_ID, held_lease())
 
-    types = [e.event["type"] for e in store.log[5:]]
+    types = [e.event["type"] for e in store.events[5:]]
     assert types == [
         "session.status_running", "span.model_request_start", "span.model_request_end",
         "span.model_request_start", COMPACTED, "agent.message", "span.model_request_end", "session.status_idle",
     ]  # fmt: skip
     first, second = model.requests
-    compacted_at = next(i for i, e in enumerate(store.log) if e.event["type"] == COMPACTED)
-    assert second.messages == view(store.log[: compacted_at + 1]) and second.messages != first.messages
+    compacted_at = next(i for i, e in enumerate(store.events) if e.event["type"] == COMPACTED)
+    assert second.messages == view(store.events[: compacted_at + 1]) and second.messages != first.messages
     assert "session.error" not in types, "a compaction that worked is not an error"
 
 
@@ -339,7 +395,7 @@ async def test_when_nothing_more_can_be_compacted_the_turn_ends_with_compaction_
 
     await context_driver(store, model).run(SESSION_ID, held_lease())
 
-    tail = [e.event for e in store.log[-3:]]
+    tail = [e.event for e in store.events[-3:]]
     assert [e["type"] for e in tail] == ["span.model_request_end", "session.error", "session.status_idle"]
     assert tail[1]["error"]["type"] == "compaction_limit_reached_error"
     assert tail[1]["error"]["retry_status"] == {"type": "exhausted"}
@@ -355,5 +411,5 @@ async def test_a_short_conversation_is_sent_as_rebuilt_and_nothing_is_appended_f
 
     await driver.run(SESSION_ID, held_lease())
 
-    assert model.requests[0].messages == rebuild(store.log[:1])
+    assert model.requests[0].messages == rebuild(store.events[:1])
     assert COMPACTED not in [e.event["type"] for e in store.log]

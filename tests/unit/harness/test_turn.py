@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -17,9 +16,9 @@ from tests.unit.harness.fakes import (
     FakeDeltas,
     FakeModel,
     FakeStore,
-    FakeWakeFeed,
     RecordingSleep,
     Reply,
+    StoreLog,
     agent,
     agent_snapshot,
     end,
@@ -42,17 +41,20 @@ def driver(
     *,
     deltas: FakeDeltas | None = None,
     sleep: Sleep | None = None,
-    feed: FakeWakeFeed | None = None,
     max_retries: int = 3,
+    reach_timeout_s: float = 10.0,
 ) -> SessionDriver:
     return SessionDriver(
         store=store,
+        log=StoreLog(store),
+        environments=store,
+        snapshots=store,
         model=model,
         deltas=deltas or FakeDeltas(),
         policy=RetryPolicy(max_retries=max_retries, backoff_s=1.0, max_backoff_s=30.0),
         max_tokens=256,
-        wake_feed=feed,
         sleep=sleep or RecordingSleep(),
+        reach_timeout_s=reach_timeout_s,
     )
 
 
@@ -316,35 +318,31 @@ async def test_the_store_refusing_our_lease_stops_the_session_as_lost() -> None:
 async def test_store_failures_end_the_run_with_what_to_do_next(error: StoreError, outcome: Outcome) -> None:
     store = FakeStore()
     store.add(user("hi"))
-    store.fail_context = error
+    store.fail_log = error
 
     assert await driver(store, FakeModel()).run(SESSION_ID, held_lease()) is outcome
 
 
-async def test_a_context_behind_the_wake_up_is_read_again_and_never_acted_on() -> None:
+async def test_a_log_behind_the_wake_up_is_waited_for_and_never_acted_on() -> None:
     store = FakeStore()
     store.add(user("hi"))
-    store.lag = 1
-    sleep = RecordingSleep()
+    session = driver(store, FakeModel(Reply(["x"])), reach_timeout_s=0.2)
 
-    outcome = await driver(store, FakeModel(), sleep=sleep).run(SESSION_ID, held_lease(), min_seq=1)
+    outcome = await session.run(SESSION_ID, held_lease(), min_seq=store.last_seq + 1)
 
     assert outcome is Outcome.RETRY_LATER
     assert store.appends == []
-    assert store.context_reads == 5
 
 
 async def test_an_interrupt_during_the_stream_ends_the_turn_with_what_was_written() -> None:
     store = FakeStore()
     store.add(user("hi"))
-    feed = FakeWakeFeed()
     model = FakeModel(Reply(["Once ", "upon", " a time"], pause_after=2))
-    run = asyncio.create_task(driver(store, model, feed=feed).run(SESSION_ID, held_lease()))
+    run = asyncio.create_task(driver(store, model).run(SESSION_ID, held_lease()))
     async with asyncio.timeout(5):
         await model.paused.wait()
 
     store.add(interrupt())
-    feed.queue.put_nowait(rpc.Wake(session_id=SESSION_ID, seq=store.last_seq, reason="user.interrupt"))
     async with asyncio.timeout(5):
         outcome = await run
 
@@ -359,17 +357,12 @@ async def test_an_interrupt_during_the_stream_ends_the_turn_with_what_was_writte
 async def test_a_wake_up_for_ordinary_input_does_not_interrupt_the_stream() -> None:
     store = FakeStore()
     store.add(user("hi"))
-    feed = FakeWakeFeed()
     model = FakeModel(Reply(["all ", "of it"], pause_after=1), Reply(["again"]))
-    run = asyncio.create_task(driver(store, model, feed=feed).run(SESSION_ID, held_lease()))
+    run = asyncio.create_task(driver(store, model).run(SESSION_ID, held_lease()))
     async with asyncio.timeout(5):
         await model.paused.wait()
 
     store.add(user("more"))
-    feed.queue.put_nowait(rpc.Wake(session_id=SESSION_ID, seq=store.last_seq, reason="user.message"))
-    store.context_read.clear()
-    async with asyncio.timeout(5):
-        await store.context_read.wait()  # the watcher looked at the log and found no interrupt
     model.resume.set()
     async with asyncio.timeout(5):
         await run
@@ -380,7 +373,6 @@ async def test_a_wake_up_for_ordinary_input_does_not_interrupt_the_stream() -> N
 async def test_an_interrupt_during_the_backoff_ends_the_turn_without_another_request() -> None:
     store = FakeStore()
     store.add(user("hi"))
-    feed = FakeWakeFeed()
     model = FakeModel(OVERLOADED, Reply(["never"]))
     backoff_started = asyncio.Event()
     release = asyncio.Event()
@@ -389,11 +381,10 @@ async def test_an_interrupt_during_the_backoff_ends_the_turn_without_another_req
         backoff_started.set()
         await release.wait()
 
-    run = asyncio.create_task(driver(store, model, feed=feed, sleep=sleep).run(SESSION_ID, held_lease()))
+    run = asyncio.create_task(driver(store, model, sleep=sleep).run(SESSION_ID, held_lease()))
     async with asyncio.timeout(5):
         await backoff_started.wait()
     store.add(interrupt())
-    feed.queue.put_nowait(rpc.Wake(session_id=SESSION_ID, seq=store.last_seq, reason="user.interrupt"))
 
     async with asyncio.timeout(5):
         assert await run is Outcome.DONE
@@ -417,55 +408,3 @@ def test_only_lease_conflicts_count_as_losing_the_lease() -> None:
     assert isinstance(error_for(detail(None, "not_found_error")), StoreRejected)
     assert isinstance(error_for(detail(None, "api_error")), StoreUnavailable)
     assert isinstance(error_for(detail(None, "overloaded_error")), StoreUnavailable)
-
-
-class BreakingFeed(FakeWakeFeed):
-    """A wake-up feed whose first watch breaks (a lost subscription) once the turn is streaming."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.watches = 0
-        self.broken = asyncio.Event()
-
-    async def watch(self, session_id: str) -> AsyncIterator[rpc.Wake]:
-        self.watches += 1
-        if self.watches == 1:
-            self.watching.set()
-            await self.queue.get()
-            self.broken.set()
-            raise ConnectionError("subscription lost")
-        async for wake in super().watch(session_id):
-            yield wake
-
-
-async def test_a_broken_interrupt_watch_is_watched_again_and_an_interrupt_sent_meanwhile_is_noticed(
-    caplog: pytest.LogCaptureFixture,
-) -> None:
-    """Before, a failure of the watch ended it for the rest of the turn (an interrupt then waited for
-    the model to finish), and a failed log read was dropped without a word."""
-    store = FakeStore()
-    store.add(user("hi"))
-    feed = BreakingFeed()
-    model = FakeModel(Reply(["Once ", "upon", " a time"], pause_after=1))
-    run = asyncio.create_task(driver(store, model, feed=feed).run(SESSION_ID, held_lease()))
-    async with asyncio.timeout(5):
-        await model.paused.wait()
-        await feed.watching.wait()
-
-    store.fail_context = StoreUnavailable("no responders")
-    store.add(interrupt())  # its wake-up arrives as the subscription breaks
-    feed.queue.put_nowait(rpc.Wake(session_id=SESSION_ID, seq=store.last_seq, reason="user.interrupt"))
-    async with asyncio.timeout(5):
-        await feed.broken.wait()
-        store.context_read.clear()
-        await store.context_read.wait()  # read again after the break, and failed
-    store.fail_context = None
-    async with asyncio.timeout(5):
-        outcome = await run
-
-    assert outcome is Outcome.DONE and model.cancelled
-    assert store.appends[-1][-1]["stop_reason"] == {"type": "end_turn"}
-    assert feed.watches == 2
-    messages = [r.getMessage() for r in caplog.records]
-    assert "watching for interrupts failed; watching again" in messages
-    assert "could not read the log to look for an interrupt; reading again" in messages

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 
-from corral.contracts import rpc
 from corral.harness import crashpoints
 from corral.harness.crashpoints import Crashpoint, no_crash
 from corral.harness.retry import RetryPolicy
@@ -22,9 +21,9 @@ from tests.unit.harness.fakes import (
     FakeModel,
     FakeSandbox,
     FakeStore,
-    FakeWakeFeed,
     RecordingSleep,
     Reply,
+    StoreLog,
     agent_snapshot,
     calls,
     custom_tool,
@@ -59,18 +58,19 @@ def driver(
     model: FakeModel,
     sandbox: FakeSandbox | None = None,
     *,
-    feed: FakeWakeFeed | None = None,
     crashpoint: Crashpoint = no_crash,
     max_tool_uses: int | None = None,
 ) -> SessionDriver:
     return SessionDriver(
         store=store,
+        log=StoreLog(store),
+        environments=store,
+        snapshots=store,
         model=model,
         deltas=FakeDeltas(),
         sandbox=sandbox,
         policy=RetryPolicy(max_retries=1, backoff_s=1.0, max_backoff_s=30.0),
         max_tokens=256,
-        wake_feed=feed,
         sleep=RecordingSleep(),
         crashpoint=crashpoint,
         max_tool_uses=max_tool_uses,
@@ -489,15 +489,13 @@ async def test_a_crash_after_the_result_goes_on_with_the_next_model_request() ->
 
 async def test_an_interrupt_cancels_the_running_tool_and_ends_the_turn() -> None:
     store = tools_store()
-    feed = FakeWakeFeed()
     model = FakeModel(calls(("bash", {"command": "sleep 30"}), RUN_IT, READ), Reply(["after"]))
     sandbox = FakeSandbox(block="bash")
-    running = asyncio.create_task(run(driver(store, model, sandbox, feed=feed)))
+    running = asyncio.create_task(run(driver(store, model, sandbox)))
     async with asyncio.timeout(5):
         await sandbox.running.wait()
 
     store.add({"type": "user.interrupt", "id": "int"})
-    feed.queue.put_nowait(rpc.Wake(session_id=SESSION_ID, seq=store.last_seq, reason="user.interrupt"))
 
     assert await running is Outcome.DONE
     sleeping, second, reading = tool_uses(store)

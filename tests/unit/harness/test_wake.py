@@ -32,7 +32,9 @@ class FakeRunner:
 
 
 class Harness:
-    def __init__(self, runner: FakeRunner, *, concurrency: int = 4, grace_s: float = 10.0) -> None:
+    def __init__(
+        self, runner: FakeRunner, *, concurrency: int = 4, grace_s: float = 10.0, lease_wait_s: float = 5.0
+    ) -> None:
         self.source = FakeSource()
         self.bucket = FakeBucket()
         self.heartbeat_sleep = SteppedSleep()
@@ -44,6 +46,7 @@ class Harness:
             concurrency=concurrency,
             ack_wait_s=30.0,
             shutdown_grace_s=grace_s,
+            lease_wait_s=lease_wait_s,
             sleep=self.heartbeat_sleep,
         )
         self.stop = asyncio.Event()
@@ -75,8 +78,8 @@ async def test_a_session_with_nothing_left_to_do_is_acked_and_its_lease_released
     assert harness.bucket.entries == {}
 
 
-async def test_a_session_leased_elsewhere_is_handed_back_after_a_second() -> None:
-    harness = Harness(FakeRunner())
+async def test_a_session_leased_elsewhere_all_along_is_handed_back_after_the_wait() -> None:
+    harness = Harness(FakeRunner(), lease_wait_s=0.1)
     harness.bucket.steal(SESSION_ID)
     delivery = wake_delivery()
 
@@ -84,6 +87,27 @@ async def test_a_session_leased_elsewhere_is_handed_back_after_a_second() -> Non
 
     assert delivery.settled == [("nak", 1.0)]
     assert harness.runner.calls == []
+    assert (harness.loop.lease_waits, harness.loop.lease_handoffs, harness.loop.lease_handbacks) == (1, 0, 1)
+
+
+async def test_a_wake_up_that_finds_the_session_leased_takes_it_as_soon_as_it_is_released() -> None:
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)
+    delivery = wake_delivery(seq=7)
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await harness.bucket.watching.wait()
+
+    harness.bucket.release(SESSION_ID)  # the holder lets go: no fixed delay, the waiter runs now
+    async with asyncio.timeout(5):
+        await delivery.done.wait()
+    harness.stop.set()
+    await task
+
+    assert delivery.settled == [("ack", None)]
+    assert harness.runner.calls == [(SESSION_ID, 7)]
+    assert (harness.loop.lease_waits, harness.loop.lease_handoffs, harness.loop.lease_handbacks) == (1, 1, 0)
 
 
 async def test_an_unreadable_wake_up_is_terminated() -> None:
@@ -206,3 +230,27 @@ async def test_on_shutdown_a_session_still_running_after_the_grace_is_handed_bac
 
     assert delivery.settled == [("nak", None)]
     assert harness.bucket.entries == {}
+
+
+async def test_a_wake_up_for_a_session_this_worker_runs_joins_the_run_which_looks_again_before_letting_go() -> None:
+    runner = FakeRunner(block=True)
+    harness = Harness(runner)
+    first, second = wake_delivery(seq=3), wake_delivery(seq=9)
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(first)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    await harness.deliver(second)
+    async with asyncio.timeout(5):
+        await second.done.wait()  # acked at once: the running run takes it
+    runner.release.set()
+    async with asyncio.timeout(5):
+        await first.done.wait()
+    harness.stop.set()
+    await task
+
+    assert second.settled == [("ack", None)] and first.settled == [("ack", None)]
+    assert runner.calls == [(SESSION_ID, 3), (SESSION_ID, 9)]  # ran again, same lease, before releasing
+    assert runner.leases[0] is runner.leases[1]
+    assert harness.bucket.entries == {}
+    assert (harness.loop.joined, harness.loop.lease_waits) == (1, 0)

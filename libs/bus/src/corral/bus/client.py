@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TypeVar
 
 import nats
@@ -35,6 +35,7 @@ from corral.bus.connecting import drain, inbox_prefix, open_connection
 from corral.bus.errors import NoResponders, PayloadTooLarge, UnreadableReply
 from corral.bus.kv import KeyValueBucket
 from corral.bus.messages import Delivery, PubAck, PullConsumer
+from corral.bus.objects import ObjectBucket
 from corral.bus.publishing import RecordWriter
 from corral.bus.reading import Reading
 from corral.bus.records import StoredMessage
@@ -42,7 +43,7 @@ from corral.bus.serving import Handler, error_reply, serve
 from corral.contracts.api.errors import ApiError
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import RpcReply
-from corral.contracts.subjects import ConsumerSpec, StreamSpec
+from corral.contracts.subjects import ConsumerSpec, ObjectBucketSpec, StreamSpec
 from corral.settings import NatsSettings
 from corral.telemetry import inject
 
@@ -156,6 +157,22 @@ class Bus:
             kv = await self._js.create_key_value(bucket=bucket, ttl=ttl_s, history=1)
         return KeyValueBucket(kv)
 
+    async def object_bucket(self, spec: ObjectBucketSpec) -> ObjectBucket:
+        """Bind to (or create) the object store ``spec`` describes."""
+        try:
+            store = await self._js.object_store(spec.name)
+        except js_errors.BucketNotFoundError:
+            config = js_api.ObjectStoreConfig(
+                bucket=spec.name,
+                description=spec.description,
+                ttl=spec.ttl_s,
+                storage=js_api.StorageType(spec.storage),
+            )
+            with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
+                await self._js.create_object_store(spec.name, config=config)
+            store = await self._js.object_store(spec.name)
+        return ObjectBucket(store)
+
     # --- publishing ----------------------------------------------------------------------------------
     @property
     def chunk_size(self) -> int:
@@ -239,12 +256,23 @@ class Bus:
         ``after_seq=None`` starts with messages stored from now on; an int replays from after it (a
         record with a part after ``after_seq`` is yielded whole, even when earlier parts are not).
         """
+        async with contextlib.aclosing(self.follow_positions(stream, subject, after_seq=after_seq)) as read:
+            async for item in read:
+                if not isinstance(item, int):
+                    yield item
+
+    async def follow_positions(
+        self, stream: str, subject: str, *, after_seq: int | None = None
+    ) -> AsyncGenerator[StoredMessage | int, None]:
+        """``follow``, also telling where the read is: each message that completes no record (a part
+        of one still being written, or abandoned by a crashed writer) yields its raw sequence, so a
+        reader waiting for "everything up to the subject's last message" is not kept waiting by a
+        part that may never be completed."""
         reassembler = records.Reassembler(functools.partial(reading.parts, self._js, stream))
         async with contextlib.aclosing(reading.follow_raw(self._js, stream, subject, after_seq=after_seq)) as raw:
             async for msg in raw:
                 whole = await reassembler.feed(msg)
-                if whole is not None:
-                    yield whole
+                yield whole if whole is not None else msg.seq
 
     async def subscribe_core(self, subject: str) -> AsyncIterator[tuple[bytes, dict[str, str]]]:
         """Live core NATS messages on ``subject`` until the caller stops."""

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass
 
 from nats.js import errors as js_errors
-from nats.js.kv import KeyValue
+from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
 
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import KeyChanged, KeyExists
@@ -63,3 +65,24 @@ class KeyValueBucket:
             if exc.err_code in (10071, 10164):
                 raise KeyChanged(key) from exc
             raise
+
+    async def wait_gone(self, key: str, *, timeout_s: float) -> bool:
+        """Wait until ``key`` has no value (deleted or purged; at once if it has none now), for at
+        most ``timeout_s``; whether it is gone. An entry that expires with the bucket's TTL leaves no
+        delete mark, so it is not seen here: that is what the bound is for."""
+        watcher = await honouring_cancel(self._kv.watch(key))
+        try:
+            async with asyncio.timeout(timeout_s):
+                async for entry in watcher:
+                    if entry is None:  # the current value, if any, was delivered before this mark
+                        if await self.get(key) is None:
+                            return True
+                        continue
+                    if entry.operation in (KV_DEL, KV_PURGE):
+                        return True
+        except TimeoutError:
+            return False
+        finally:
+            with contextlib.suppress(Exception):
+                await watcher.stop()  # type: ignore[no-untyped-call]
+        return False

@@ -62,6 +62,9 @@ def deltas(session_id: str) -> str:
 # --- harness leases (JetStream KV) ----------------------------------------------------------------------
 LEASE_BUCKET: Final = "corral_leases"
 
+# --- harness snapshots of a session's folded log (JetStream object store) --------------------------------
+SNAPSHOT_BUCKET: Final = "corral_harness_snapshots"
+
 # --- replayed responses per Idempotency-Key (JetStream KV, gateway) -------------------------------------
 IDEMPOTENCY_BUCKET: Final = "corral_idempotency"
 
@@ -207,3 +210,26 @@ releases those sessions' sandboxes. The session-store, which owns the log, creat
 the sandbox-manager may only fetch from and acknowledge on it, so it never reads a record's body.
 JetStream filters by subject only, and the log has one subject per session, so the filter is the
 whole log; headers only keeps each delivery to a few hundred bytes whatever the record's size."""
+
+
+class ObjectBucketSpec(BaseModel):
+    """What an object store must look like; ``Bus.object_bucket`` creates it when missing."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    description: str
+    storage: str  # "file" | "memory"
+    ttl_s: float | None = None
+
+
+SNAPSHOT_SPEC: Final = ObjectBucketSpec(
+    name=SNAPSHOT_BUCKET,
+    description=(
+        "The harness's snapshot of each session's folded log: object = session id, value = JSON "
+        '{"format", "session_id", "seq", "state"}. A cache: the log is the truth, and a missing, '
+        "stale-format or past-the-log snapshot is rebuilt from it."
+    ),
+    storage="file",
+    ttl_s=7 * 24 * 3600.0,
+)

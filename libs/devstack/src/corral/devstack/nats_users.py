@@ -15,7 +15,8 @@ publish to the reply subject of a request they received and nowhere else.
 No service user may delete a stream, delete a message or purge one of the durable streams, with one
 exception: the session-store purges a deleted session's log (keeping its tombstone), so it alone may
 purge ``CORRAL_SESSIONS``. Every service may purge its spent bodies from ``corral_bodies``, the
-object store that carries requests and replies larger than one message (transient, with a TTL).
+object store that carries requests and replies larger than one message (transient, with a TTL),
+and the harness replaces (purges) its snapshots in ``corral_harness_snapshots``.
 The ``admin`` user (the launcher's checks, tests and benchmarks) has no limits.
 """
 
@@ -118,17 +119,24 @@ def kv_write(bucket: str) -> tuple[str, ...]:
     return (*kv_read(bucket), f"$KV.{bucket}.>")
 
 
-def bodies() -> tuple[str, ...]:
-    """The ``corral_bodies`` object store that carries requests and replies larger than one message:
-    every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
-    stream = f"OBJ_{subjects.BODIES_BUCKET}"
+def object_store(bucket: str) -> tuple[str, ...]:
+    """Bind to (creating if missing), read, put and delete objects of the object store ``bucket``
+    (a put that replaces an object, and a delete, purge its old chunks from the bucket's stream).
+    nats-py's object get looks the stream up by subject (``$JS.API.STREAM.NAMES``: names only)."""
+    stream = f"OBJ_{bucket}"
     return (
         *stream_admin(stream),
         *stream_read(stream),
-        f"$O.{subjects.BODIES_BUCKET}.>",
+        f"$O.{bucket}.>",
         f"$JS.API.STREAM.PURGE.{stream}",
         "$JS.API.STREAM.NAMES",  # reading an object looks its stream up by subject
     )
+
+
+def bodies() -> tuple[str, ...]:
+    """The ``corral_bodies`` object store that carries requests and replies larger than one message:
+    every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
+    return object_store(subjects.BODIES_BUCKET)
 
 
 def _unique(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -176,8 +184,11 @@ def service_permissions() -> dict[str, Permissions]:
                 stream_admin(subjects.WAKE_STREAM),
                 stream_read(subjects.WAKE_STREAM),
                 kv_write(subjects.LEASE_BUCKET),
+                stream_read(subjects.SESSIONS_STREAM),  # follows each session's log while it holds the lease
+                stream_read(subjects.CATALOG_STREAM),  # a session's environment, from its catalog subject
+                object_store(subjects.SNAPSHOT_BUCKET),  # snapshots of each session's fold
                 [subjects.deltas("*")],
-                [subjects.store_rpc(Op.SESSIONS_CONTEXT), subjects.store_rpc(Op.EVENTS_APPEND)],
+                [subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
                 bodies(),
             ),

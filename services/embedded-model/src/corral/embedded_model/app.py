@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import math
+import time
 
 from pydantic import JsonValue, TypeAdapter, ValidationError
 from starlette.applications import Starlette
@@ -41,6 +42,7 @@ class EmbeddedModel:
         self.max_input_tokens = max_input_tokens
 
     async def messages(self, request: Request) -> Response:
+        received_at = time.time()
         request_id = wire.new_id("req")
         raw = await request.body()
         try:
@@ -59,6 +61,7 @@ class EmbeddedModel:
                 stream=parsed.stream,
                 errored=True,
                 body=_JSON.validate_json(raw),
+                received_at=received_at,
             )
             logger.info("refused Messages request %s: %s", request_id, too_long)
             return error_response(400, "invalid_request_error", too_long, request_id=request_id)
@@ -70,6 +73,7 @@ class EmbeddedModel:
             stream=parsed.stream,
             errored=reply.error is not None,
             body=_JSON.validate_json(raw),
+            received_at=received_at,
         )
         logger.info(
             "Messages request %s: scenario=%s turn=%d stream=%s%s",

@@ -18,6 +18,8 @@ class RecordedRequest:
     stream: bool
     errored: bool
     body: JsonValue
+    received_at: float
+    """Wall-clock time (Unix seconds) the request arrived, before its body was read."""
 
     def to_json(self) -> dict[str, JsonValue]:
         return {
@@ -28,6 +30,7 @@ class RecordedRequest:
             "stream": self.stream,
             "errored": self.errored,
             "body": self.body,
+            "received_at": self.received_at,
         }
 
 
@@ -47,6 +50,7 @@ class RequestLog:
         stream: bool,
         errored: bool,
         body: JsonValue,
+        received_at: float,
     ) -> RecordedRequest:
         entry = RecordedRequest(
             seq=next(self._seq),
@@ -56,6 +60,7 @@ class RequestLog:
             stream=stream,
             errored=errored,
             body=body,
+            received_at=received_at,
         )
         self._entries.append(entry)
         return entry

@@ -1,7 +1,7 @@
 """Composition root: ``python -m corral.harness`` (or ``corral-harness``).
 
-Settings → telemetry → bus, wake consumer, lease bucket, model client, sandbox client → a TaskGroup of the wake
-loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
+Settings → telemetry → bus, wake consumer, lease bucket, snapshot bucket, model client, sandbox client →
+a TaskGroup of the wake loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
 ``shutdown_grace_s`` to finish, then their wake-ups are handed back and their leases released.
 """
 
@@ -21,14 +21,16 @@ from corral.contracts import subjects
 from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
 from corral.harness.deltas import BusDeltas
+from corral.harness.environments import BusEnvironments
 from corral.harness.health import serve_health
-from corral.harness.interrupts import BusWakeFeed
 from corral.harness.lease import Leases
 from corral.harness.model import AnthropicModel
 from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy
 from corral.harness.sandbox import BusSandbox
+from corral.harness.sessionlog import BusLog
 from corral.harness.settings import ConfigError, Settings, load_settings, model_endpoint
+from corral.harness.snapshots import BusSnapshots
 from corral.harness.store import BusStore
 from corral.harness.turn import SessionDriver
 from corral.harness.wake import WakeLoop
@@ -73,6 +75,10 @@ async def run(settings: Settings) -> None:
         model = AnthropicModel(client, secrets=[api_key])
         driver = SessionDriver(
             store=BusStore(bus),
+            log=BusLog(bus),
+            environments=BusEnvironments(bus),
+            snapshots=await BusSnapshots.bind(bus),
+            snapshot_every=settings.snapshot_every_events,
             model=model,
             compactor=Compactor(
                 model,
@@ -94,7 +100,6 @@ async def run(settings: Settings) -> None:
                     max_redispatches=settings.execute_max_redispatches,
                 ),
             ),
-            wake_feed=BusWakeFeed(bus),
             policy=RetryPolicy(
                 max_retries=settings.max_model_retries,
                 backoff_s=settings.retry_backoff_s,
@@ -107,6 +112,7 @@ async def run(settings: Settings) -> None:
         wake_loop = WakeLoop(
             consumer,
             leases=Leases(bucket, holder=settings.worker_id, ttl_s=settings.lease_ttl_s),
+            lease_wait_s=settings.lease_wait_s,
             runner=driver,
             concurrency=settings.concurrency,
             ack_wait_s=settings.ack_wait_s,
@@ -117,7 +123,12 @@ async def run(settings: Settings) -> None:
             tg.create_task(wake_loop.run(stop), name="wake-loop")
             tg.create_task(
                 serve_health(
-                    bus, worker_id=settings.worker_id, loop=wake_loop, stop=stop, model_state=lambda: model.state
+                    bus,
+                    worker_id=settings.worker_id,
+                    loop=wake_loop,
+                    driver=driver,
+                    stop=stop,
+                    model_state=lambda: model.state,
                 ),
                 name="health",
             )

@@ -4,9 +4,11 @@ Before each model request the driver asks ``Compactor.prepare`` for the request 
 request (the estimate, and the model's ``count_tokens`` once the estimate reaches half the budget,
 which also calibrates the estimate), and past the budget (``threshold`` x the context window, halved
 per ``level``) compacts: clears old tool results, then, if still over, summarises the oldest turns
-with a separate summary request. What it did comes back as one ``agent.thread_context_compacted``
-event for the driver to append: the request it returns is exactly the view of the log with that
-event, so a harness that wakes later rebuilds the same request from the log alone.
+with a separate summary request. It reads the fold's conversation (``ConversationBuilder``: its
+messages, its uncleared tool results, its cuts), never the log. What it did comes back as one
+``agent.thread_context_compacted`` event for the driver to append: the request it returns is the
+fold's conversation with that event folded, so a harness that wakes later (from a snapshot or from
+scratch) rebuilds the same request from the log alone.
 """
 
 from __future__ import annotations
@@ -17,7 +19,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from corral.contracts.rpc import LoggedEvent
 from corral.harness import events as event_builders
 from corral.harness.context import (
     KEEP_FRACTION,
@@ -30,8 +31,8 @@ from corral.harness.context import (
     request_chars,
     summary_cut,
     transcript,
-    view,
 )
+from corral.harness.conversation import COMPACTED, ChatMessage, ConversationBuilder
 from corral.harness.events import EventDict
 from corral.harness.model import ModelError, ModelRequest
 
@@ -78,9 +79,10 @@ class Compactor:
         self.estimator = estimator or Estimator()
 
     async def prepare(
-        self, request: ModelRequest, log: Sequence[LoggedEvent], *, limit: int | None = None, level: int = 0
+        self, request: ModelRequest, conversation: ConversationBuilder, *, limit: int | None = None, level: int = 0
     ) -> Prepared:
-        """The request to send for ``log`` (``request`` gives model, system, tools, max_tokens).
+        """The request to send for the fold's ``conversation`` (``request`` gives model, system, tools,
+        max_tokens; its messages are replaced). ``conversation`` is not changed.
 
         ``limit``: a maximum the model itself named ("prompt is too long"); ``level``: how many times a
         request was refused with that limit already known (each level halves the budget).
@@ -90,39 +92,32 @@ class Compactor:
         if limit is not None:
             window = min(window, limit)
         budget = max(1, int(window * policy.threshold * 0.5**level))
-        events = list(log)
-        sized = dataclasses.replace(request, messages=view(events, max_result_chars=policy.max_result_chars))
+        sized = dataclasses.replace(request, messages=conversation.messages())
         tokens = await self.measure(sized, budget)
         if tokens <= budget:
             return Prepared(sized, tokens=tokens)
         keep = max(0, policy.keep_tool_results - level)
         cleared = plan_clearing(
-            events,
-            excess_chars=self.estimator.chars(tokens - budget),
-            keep=keep,
-            max_result_chars=policy.max_result_chars,
+            conversation.tool_results(), excess_chars=self.estimator.chars(tokens - budget), keep=keep
         )
-        with_clearing = [*events, _pending(events, compaction_details(cleared=cleared))]
+        trial = _folded(conversation, compaction_details(cleared=cleared))
         if cleared:
-            messages = view(with_clearing, max_result_chars=policy.max_result_chars)
-            tokens = await self.measure(dataclasses.replace(request, messages=messages), budget)
+            tokens = await self.measure(dataclasses.replace(request, messages=trial.messages()), budget)
         through: str | None = None
         summary: str | None = None
         if tokens > budget:
             keep_chars = self.estimator.chars(int(budget * KEEP_FRACTION))
-            cut = summary_cut(with_clearing, keep_chars=keep_chars, max_result_chars=policy.max_result_chars)
-            if cut is not None and cut < len(events):
-                through = str(events[cut - 1].event.get("id"))
-                prefix = [*events[:cut], with_clearing[-1]]
-                summary = await self._summary(request.model, prefix, budget)
-                if summary is None:
-                    through = None
+            cut = summary_cut(trial.cuts(), keep_chars=keep_chars)
+            if cut is not None:
+                summary = await self._summary(request.model, trial.head(cut.index), budget)
+                through = cut.through if summary is not None else None
         if not cleared and summary is None:
             logger.info("nothing more to compact", extra={"fields": {"tokens": tokens, "budget": budget}})
             return Prepared(sized, tokens=tokens, exhausted=level > 0)
         event = event_builders.context_compacted(compaction_details(cleared=cleared, through=through, summary=summary))
-        final = [*events, _logged(events, event)]
-        compacted_request = dataclasses.replace(request, messages=view(final, max_result_chars=policy.max_result_chars))
+        final = conversation.copy()
+        final.apply(event)
+        compacted_request = dataclasses.replace(request, messages=final.messages())
         tokens = await self.measure(compacted_request, budget)
         logger.info(
             "context compacted",
@@ -150,10 +145,9 @@ class Compactor:
         self.estimator.calibrate(chars, counted)
         return counted
 
-    async def _summary(self, model: str, prefix: Sequence[LoggedEvent], budget: int) -> str | None:
-        """A summary of the conversation ``prefix`` shows, written in a separate context; ``None`` if
-        even a clipped transcript is too long for the model."""
-        messages = view(prefix, max_result_chars=self.policy.max_result_chars)
+    async def _summary(self, model: str, messages: Sequence[ChatMessage], budget: int) -> str | None:
+        """A summary of ``messages``, written in a separate context; ``None`` if even a clipped
+        transcript is too long for the model."""
         max_chars = max(1_000, self.estimator.chars(budget) - len(SUMMARY_SYSTEM) - 200)
         for _ in range(_SUMMARY_ATTEMPTS):
             text = "Conversation to summarise:\n\n" + transcript(messages, max_chars=max_chars)
@@ -175,10 +169,8 @@ class Compactor:
         return None
 
 
-def _pending(events: Sequence[LoggedEvent], details: dict[str, object]) -> LoggedEvent:
-    return _logged(events, {"type": "agent.thread_context_compacted", "id": "pending", "corral_compaction": details})
-
-
-def _logged(events: Sequence[LoggedEvent], event: EventDict) -> LoggedEvent:
-    """``event`` as it will be logged after ``events`` (its position is all the view needs)."""
-    return LoggedEvent(seq=(events[-1].seq + 1) if events else 1, event=event)
+def _folded(conversation: ConversationBuilder, details: dict[str, object]) -> ConversationBuilder:
+    """A copy of ``conversation`` with a compaction doing ``details`` folded in."""
+    trial = conversation.copy()
+    trial.apply({"type": COMPACTED, "id": "pending", "corral_compaction": details})
+    return trial

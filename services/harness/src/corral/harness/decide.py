@@ -35,7 +35,7 @@ error closes the results it leaves unseen. A message the user sent meanwhile sta
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from corral.contracts.rpc import LoggedEvent
@@ -151,6 +151,10 @@ class Ledger:
     """``event_ids`` of the newest ``session.status_idle`` if it was ``requires_action``."""
     turn_tool_uses: int = 0
     """Tool calls the model made since the newest user message or interrupt (the current turn's)."""
+    open_starts: dict[str, None] = field(default_factory=dict)
+    """``span.model_request_start`` ids no ``span.model_request_end`` closes yet, in log order."""
+    ended: set[str] = field(default_factory=set)
+    """``model_request_start_id`` of every ``span.model_request_end`` so far."""
 
     @classmethod
     def of(cls, events: Sequence[LoggedEvent]) -> Ledger:
@@ -190,9 +194,17 @@ class Ledger:
                 message = event.get("deny_message")
                 use.deny_message = message if isinstance(message, str) else None
         elif kind == "span.model_request_start":
+            start_id = str(event.get("id"))
+            if start_id not in self.ended:
+                self.open_starts[start_id] = None
             self.message_unseen = False
             if self.user_pending:
                 self.user_seen_when_idle = True
+        elif kind == "span.model_request_end":
+            ended = event.get("model_request_start_id")
+            if isinstance(ended, str):
+                self.ended.add(ended)
+                self.open_starts.pop(ended, None)
         elif kind == "session.status_idle":
             if self.user_seen_when_idle:
                 self.user_pending = self.user_seen_when_idle = False
@@ -234,6 +246,42 @@ class Ledger:
     @property
     def pending(self) -> bool:
         return self.user_pending or self.results_pending
+
+    @property
+    def orphans(self) -> tuple[str, ...]:
+        """Ids of ``span.model_request_start`` events that no ``span.model_request_end`` closes."""
+        return tuple(self.open_starts)
+
+    def state(self) -> dict[str, Any]:
+        """The ledger as JSON-ready data (for a snapshot); ``restore`` reads it back."""
+        return {
+            "uses": [asdict(use) for use in self.uses.values()],
+            "user_pending": self.user_pending,
+            "message_unseen": self.message_unseen,
+            "user_seen_when_idle": self.user_seen_when_idle,
+            "results_pending": self.results_pending,
+            "last_interrupt": self.last_interrupt,
+            "last_idle_ids": None if self.last_idle_ids is None else list(self.last_idle_ids),
+            "turn_tool_uses": self.turn_tool_uses,
+            "open_starts": list(self.open_starts),
+            "ended": sorted(self.ended),
+        }
+
+    @classmethod
+    def restore(cls, state: Mapping[str, Any]) -> Ledger:
+        idle_ids = state["last_idle_ids"]
+        return cls(
+            uses={use["id"]: ToolUse(**use) for use in state["uses"]},
+            user_pending=bool(state["user_pending"]),
+            message_unseen=bool(state["message_unseen"]),
+            user_seen_when_idle=bool(state["user_seen_when_idle"]),
+            results_pending=bool(state["results_pending"]),
+            last_interrupt=int(state["last_interrupt"]),
+            last_idle_ids=None if idle_ids is None else tuple(str(i) for i in idle_ids),
+            turn_tool_uses=int(state["turn_tool_uses"]),
+            open_starts=dict.fromkeys(str(i) for i in state["open_starts"]),
+            ended={str(i) for i in state["ended"]},
+        )
 
 
 def has_pending_input(events: Sequence[LoggedEvent]) -> bool:
@@ -298,7 +346,19 @@ def decide(
     owned: bool = False,
     max_tool_uses: int | None = None,
 ) -> Plan:
-    """The plan for a session we just took (or still hold) the lease on.
+    """``plan`` over the fold of ``events`` (the whole log, folded from scratch)."""
+    return plan(session, Ledger.of(events), owned=owned, max_tool_uses=max_tool_uses)
+
+
+def plan(
+    session: Mapping[str, Any],
+    ledger: Ledger,
+    *,
+    owned: bool = False,
+    max_tool_uses: int | None = None,
+) -> Plan:
+    """The plan for a session we just took (or still hold) the lease on, from the fold of its log
+    (``ledger``, kept up to date record by record while the lease is held).
 
     ``max_tool_uses`` caps the tool calls of one turn: once the model has made that many since the
     user last wrote, the calls it made still run (or wait for their answers), but the model is not
@@ -312,8 +372,7 @@ def decide(
     status = session.get("status")
     if status == "terminated" or session.get("archived_at"):
         return NOTHING
-    ledger = Ledger.of(events)
-    orphans = orphan_starts(events)
+    orphans = ledger.orphans
     mid_turn = status in ("running", "rescheduling")
     uses = ledger.open_uses
     if uses and ledger.last_interrupt > min(use.seq for use in uses):

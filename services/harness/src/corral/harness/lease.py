@@ -38,6 +38,8 @@ class LeaseBucket(Protocol):
 
     async def delete(self, key: str, *, last: int) -> None: ...
 
+    async def wait_gone(self, key: str, *, timeout_s: float) -> bool: ...
+
 
 class LeaseBusy(Exception):
     """Another worker holds the session's lease."""
@@ -50,6 +52,8 @@ class HeldLease:
     token: str
     revision: int
     lost: asyncio.Event = field(default_factory=asyncio.Event)
+    handed_off: bool = False
+    """Taken after waiting for another holder to let it go (set by the wake loop)."""
 
     def proof(self) -> rpc.Lease:
         """What an append carries to show it comes from the lease holder."""
@@ -95,6 +99,17 @@ class Leases:
                     renewer.cancel()
         finally:
             await self._release(lease)
+
+    async def wait_released(self, session_id: str, *, timeout_s: float) -> bool:
+        """Wait (watching the key) until nobody holds the session's lease, for at most ``timeout_s``
+        and at most a tenth of the TTL: a lease that expires rather than being released leaves no
+        mark a watch sees, so the caller tries to take it again at least that often."""
+        try:
+            return await self._bucket.wait_gone(session_id, timeout_s=min(timeout_s, self._ttl_s / 10))
+        except Exception:
+            logger.warning("could not watch the lease", extra={"fields": {"session_id": session_id}}, exc_info=True)
+            await self._sleep(min(timeout_s, 0.5))
+            return False
 
     async def _renew(self, lease: HeldLease, value: bytes) -> None:
         last_renewed = self._monotonic()

@@ -65,6 +65,10 @@ class Settings(BaseSettings):
     """``max_tokens`` of a compaction summary request."""
     count_tokens: bool = True
     """Ask the model's ``count_tokens`` endpoint for request sizes (else estimate only)."""
+    snapshot_every_events: int = Field(default=200, ge=1)
+    """Events folded since the last snapshot of a session before the lease holder writes another."""
+    lease_wait_s: float = Field(default=15.0, ge=0)
+    """How long a wake-up that finds the session leased waits for the holder to let it go."""
     crashpoint: str | None = Field(default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT")
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
 

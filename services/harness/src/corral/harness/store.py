@@ -1,7 +1,7 @@
-"""The session-store port: read a session's context, append events under the lease.
+"""The session-store port: append events under the lease (reads go to the log itself: ``sessionlog``).
 
-``BusStore`` asks the store's operations through their descriptors (``StoreOps.SESSIONS_CONTEXT`` and
-``StoreOps.EVENTS_APPEND``, with ``Bus.call``); every event is validated against its contracts model
+``BusStore`` asks the store's ``events.append`` operation through its descriptor
+(``StoreOps.EVENTS_APPEND``, with ``Bus.call``); every event is validated against its contracts model
 (``corral.contracts.api.events.SessionEvent``) before it is sent, so a malformed event is the
 harness's own ``StoreRejected``, never a record the store has to refuse. Failures come back as one
 of three ``StoreError`` kinds, each saying what the caller should do next:
@@ -52,8 +52,6 @@ class StoreRejected(StoreError):
 
 
 class Store(Protocol):
-    async def context(self, session_id: str) -> rpc.SessionContext: ...
-
     async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended: ...
 
 
@@ -76,9 +74,6 @@ class BusStore:
     def __init__(self, bus: Bus, *, timeout_s: float | None = None) -> None:
         self._bus = bus
         self._timeout_s = timeout_s
-
-    async def context(self, session_id: str) -> rpc.SessionContext:
-        return await self._call(rpc.StoreOps.SESSIONS_CONTEXT, rpc.GetContext(session_id=session_id))
 
     async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended:
         checked(events)

@@ -1,9 +1,12 @@
 """The per-session driver: while holding the lease, take steps until the session has nothing to do.
 
-Each step loads the context, decides (``corral.harness.decide``, from the log alone) and does one
-thing: a model request, the tool calls that can run now, or an idle (``end_turn`` /
-``requires_action``). A model request appends ``span.model_request_start``, streams the model
-(publishing deltas), then appends the reply in ONE append: ``agent.message``, one
+The session's log is read straight from JetStream (``sessionlog``) and folded record by record
+(``fold``) while the lease is held, starting from the session's snapshot when there is a usable one
+(``snapshots``). Each step catches the fold up with the log's end, decides (``corral.harness.decide``,
+from the fold of the log alone) and does one thing: a model request, the tool calls that can run
+now, or an idle (``end_turn`` / ``requires_action``). A model request appends
+``span.model_request_start``, streams the model (publishing deltas), then appends the reply in ONE
+append: ``agent.message``, one
 ``agent.tool_use`` / ``agent.custom_tool_use`` per tool call, ``span.model_request_end``, and, when
 the model called no tools, ``session.status_idle``. A harness killed mid-stream therefore leaves
 only the start in the log, and the next lease holder closes it and asks the model again: exactly
@@ -16,6 +19,10 @@ Tool calls run one at a time, in the model's order, in the session's sandbox (``
 the ``agent.tool_use`` event id, so an execute re-sent after a crash returns the recorded outcome);
 each result is appended as soon as it arrives. The sandbox is provisioned when a turn starts,
 without waiting: the first model request never waits for a container.
+
+The run ends only when a decision made on the whole log (caught up after the last append) finds
+nothing to do, so input logged right after a ``session.status_idle`` is taken by the holder instead
+of waiting for the lease to change hands.
 
 The driver stops as soon as the lease is lost (no further append is even attempted), and when a
 ``user.interrupt`` is logged it stops a streaming request (ending the turn with what was written so
@@ -37,20 +44,23 @@ from opentelemetry import trace
 
 from corral import telemetry
 from corral.contracts import rpc, sandbox
-from corral.harness import crashpoints, events
+from corral.harness import crashpoints, events, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.context import prompt_too_long
-from corral.harness.conversation import rebuild
+from corral.harness.conversation import ChatMessage
 from corral.harness.crashpoints import Crashpoint, no_crash
-from corral.harness.decide import INTERRUPTED, TOOL_LIMIT_ERROR, Plan, ToolCall, decide, last_interrupt
+from corral.harness.decide import INTERRUPTED, TOOL_LIMIT_ERROR, Plan, ToolCall, plan
 from corral.harness.deltas import Deltas, Preview
+from corral.harness.environments import Environments
 from corral.harness.events import EventDict
-from corral.harness.interrupts import WakeFeed
+from corral.harness.fold import Decoded, SessionFold
 from corral.harness.lease import HeldLease, Sleep
 from corral.harness.model import Model, ModelError, ModelReply, ModelRequest, ToolRequest
 from corral.harness.retry import RetryPolicy
 from corral.harness.sandbox import Sandbox, SandboxError
-from corral.harness.store import LeaseConflict, Store, StoreError, StoreRejected, StoreUnavailable
+from corral.harness.sessionlog import LogSource, SessionLog, following
+from corral.harness.snapshots import Snapshots
+from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
 from corral.harness.tools import Toolbox, toolbox
 
 logger = logging.getLogger(__name__)
@@ -58,8 +68,6 @@ _tracer = telemetry.tracer(__name__)
 
 _MAX_COMPACTION_LEVEL = 6
 #: Backoff of the interrupt watcher after a failed watch or log read.
-_WATCH_RETRY_MIN_S = 0.2
-_WATCH_RETRY_MAX_S = 5.0
 """How many times a turn compacts harder after "prompt is too long" before it gives up."""
 
 _STATUS_EVENTS = {
@@ -105,6 +113,11 @@ class _TurnState:
     provisioning: asyncio.Task[None] | None = None
     context_limit: int | None = None
     """The largest prompt the model said it takes ("prompt is too long: N tokens > M maximum")."""
+    environment: dict[str, Any] | None = None
+    environment_read: bool = False
+    handoff_seen: bool = False
+    snapshot_events: int = 0
+    """``SessionFold.events`` when the last snapshot was written (or resumed from)."""
 
     def begin(self, horizon: int) -> None:
         """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
@@ -147,7 +160,7 @@ def _agent(session: dict[str, Any]) -> dict[str, Any]:
     return snapshot if isinstance(snapshot, dict) else {}
 
 
-def model_request(session: dict[str, Any], log: Sequence[rpc.LoggedEvent], *, max_tokens: int) -> ModelRequest:
+def model_request(session: dict[str, Any], messages: list[ChatMessage], *, max_tokens: int) -> ModelRequest:
     """The Messages request for the session's agent snapshot (model, system, tools) and conversation.
 
     Raises:
@@ -162,17 +175,10 @@ def model_request(session: dict[str, Any], log: Sequence[rpc.LoggedEvent], *, ma
     return ModelRequest(
         model=model_id,
         system=system if isinstance(system, str) and system else None,
-        messages=rebuild(log),
+        messages=messages,
         max_tokens=max_tokens,
         tools=toolbox(agent).definitions,
     )
-
-
-def _logged(appended: rpc.Appended, sent: Sequence[EventDict]) -> list[rpc.LoggedEvent]:
-    """The events of an append as the log now holds them (the stored copies, else what was sent)."""
-    stored = appended.events if len(appended.events) == len(sent) else list(sent)
-    first = appended.last_seq - len(stored) + 1
-    return [rpc.LoggedEvent(seq=first + i, event=dict(event)) for i, event in enumerate(stored)]
 
 
 def not_enabled(name: str, box: Toolbox) -> str:
@@ -223,48 +229,68 @@ class SessionDriver:
         self,
         *,
         store: Store,
+        log: LogSource,
         model: Model,
         deltas: Deltas,
         policy: RetryPolicy,
         max_tokens: int,
         sandbox: Sandbox | None = None,
-        wake_feed: WakeFeed | None = None,
+        environments: Environments | None = None,
+        snapshots: Snapshots | None = None,
+        snapshot_every: int = 200,
         sleep: Sleep = asyncio.sleep,
         crashpoint: Crashpoint = no_crash,
-        context_attempts: int = 5,
+        reach_timeout_s: float = 10.0,
         cancel_timeout_s: float = 3.0,
         max_tool_uses: int | None = None,
         compactor: Compactor | None = None,
     ) -> None:
         self._store = store
         self._compactor = compactor
+        self._log = log
+        self._environments = environments
+        self._snapshots = snapshots
+        self._snapshot_every = snapshot_every
+        self._reach_timeout_s = reach_timeout_s
+        self.handoff_turns = 0
+        """Turns started by a run that had to wait for the lease to change hands (health: the input
+        was logged while another holder still held the session and let it go without taking it)."""
+        self.resumed: dict[str, int] = {}
+        """Runs started, by where their fold came from (``snapshots.Source``), for health."""
         self._sandbox = sandbox
         self._cancel_timeout_s = cancel_timeout_s
         self._model = model
         self._deltas = deltas
         self._policy = policy
         self._max_tokens = max_tokens
-        self._feed = wake_feed
         self._sleep = sleep
         self._crash = crashpoint
-        self._context_attempts = context_attempts
         self._max_tool_uses = max_tool_uses
 
     async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:
-        """Work on the session until nothing is pending; ``min_seq`` is a log position the
-        context must have reached (the wake-up's), so a lagging read is never acted on."""
+        """Work on the session until nothing is pending; ``min_seq`` is a log position the fold
+        must have reached (the wake-up's), so a lagging read is never acted on."""
         turn = _TurnState()
         outcome = Outcome.LOST
+
+        def on_record(decoded: Decoded) -> None:
+            if decoded.raw.get("type") == "user.interrupt" and turn.notice(decoded.seq):
+                logger.info("user.interrupt logged during the turn", extra=_fields(session_id))
+
         try:
             async with asyncio.TaskGroup() as tg:
                 guard = tg.create_task(self._stop_when_lost(lease))
-                watcher = tg.create_task(self._watch_interrupts(session_id, turn)) if self._feed else None
                 try:
-                    outcome = await self._run_turns(session_id, lease, turn, min_seq)
+                    fold = await self._resume(session_id, turn)
+                    async with following(
+                        self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
+                    ) as log:
+                        outcome = await self._run_turns(session_id, lease, log, turn, min_seq)
+                except StoreUnavailable as exc:
+                    logger.warning("session log unavailable: %s", exc, extra=_fields(session_id))
+                    outcome = Outcome.RETRY_LATER
                 finally:
                     guard.cancel()
-                    if watcher is not None:
-                        watcher.cancel()
                     if turn.provisioning is not None and not turn.provisioning.done():
                         turn.provisioning.cancel()  # the request is out; the sandbox-manager carries on
         except* _LeaseLost:
@@ -276,31 +302,74 @@ class SessionDriver:
         await lease.lost.wait()
         raise _LeaseLost
 
-    async def _run_turns(self, session_id: str, lease: HeldLease, turn: _TurnState, min_seq: int) -> Outcome:
+    async def _resume(self, session_id: str, turn: _TurnState) -> SessionFold:
+        """The fold to start from: the session's snapshot if usable (checked against the log)."""
+        started = time.monotonic()
+        max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
+        resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
+        self.resumed[resumed.source] = self.resumed.get(resumed.source, 0) + 1
+        turn.snapshot_events = resumed.fold.events
+        logger.info(
+            "resumed the session's fold",
+            extra=_fields(
+                session_id,
+                source=resumed.source,
+                seq=resumed.fold.last_seq,
+                events=resumed.fold.events,
+                resume_ms=round((time.monotonic() - started) * 1000, 1),
+            ),
+        )
+        return resumed.fold
+
+    async def _snapshot(self, session_id: str, fold: SessionFold, turn: _TurnState) -> None:
+        """Write the fold's snapshot when ``snapshot_every`` events were folded since the last one."""
+        if self._snapshots is None or fold.events - turn.snapshot_events < self._snapshot_every:
+            return
+        try:
+            await self._snapshots.save(session_id, snapshots.encode(session_id, fold))
+        except Exception:  # a cache: the next holder folds a little more of the log
+            logger.warning("could not write the session's snapshot", extra=_fields(session_id), exc_info=True)
+            return
+        turn.snapshot_events = fold.events
+        logger.info("snapshot written", extra=_fields(session_id, seq=fold.last_seq, events=fold.events))
+
+    async def _run_turns(
+        self, session_id: str, lease: HeldLease, log: SessionLog, turn: _TurnState, min_seq: int
+    ) -> Outcome:
+        fold = log.fold
         try:
             while True:
-                context = await self._load(session_id, min_seq)
-                plan = decide(context.session, context.events, owned=turn.owned, max_tool_uses=self._max_tool_uses)
+                await log.catch_up(min_seq)
+                if not fold.created or fold.deleted:
+                    raise StoreRejected(f"session {session_id!r} no longer exists (its log has no creation record)")
+                step = plan(fold.session, fold.ledger, owned=turn.owned, max_tool_uses=self._max_tool_uses)
                 logger.info(
                     "decided",
                     extra=_fields(
                         session_id,
-                        action=plan.action,
-                        status=context.session.get("status"),
-                        last_seq=context.last_seq,
-                        statuses=list(plan.statuses),
-                        orphans=list(plan.close_orphans),
-                        execute=[call.id for call in plan.execute],
-                        answers=[answer.tool_use_id for answer in plan.answers],
-                        awaiting=list(plan.awaiting),
+                        action=step.action,
+                        status=fold.status,
+                        last_seq=fold.last_seq,
+                        statuses=list(step.statuses),
+                        orphans=list(step.close_orphans),
+                        execute=[call.id for call in step.execute],
+                        answers=[answer.tool_use_id for answer in step.answers],
+                        awaiting=list(step.awaiting),
                     ),
                 )
-                if plan.action == "nothing":
+                if step.action == "nothing":
+                    await self._snapshot(session_id, fold, turn)
                     return Outcome.DONE
-                turn.begin(context.last_seq)
-                if plan.action == "model_request":
-                    self._start_provisioning(session_id, context, turn)
-                min_seq = await self._step(session_id, lease, context, plan, turn)
+                turn.begin(fold.last_seq)
+                if step.action == "model_request" and lease.handed_off and not turn.owned and not turn.handoff_seen:
+                    turn.handoff_seen = True
+                    self.handoff_turns += 1
+                    logger.warning("a turn starts after waiting for the lease hand-off", extra=_fields(session_id))
+                if step.action == "model_request":
+                    await self._start_provisioning(session_id, fold, turn)
+                min_seq = await self._step(session_id, lease, log, step, turn)
+                if not turn.owned:  # the step ended the turn
+                    await self._snapshot(session_id, fold, turn)
         except LeaseConflict as exc:
             logger.warning("store refused our lease: %s", exc, extra=_fields(session_id))
             return Outcome.LOST
@@ -310,18 +379,6 @@ class SessionDriver:
         except StoreRejected as exc:
             logger.error("session-store rejected the session's work: %s", exc, extra=_fields(session_id))
             return Outcome.REJECTED
-
-    async def _load(self, session_id: str, min_seq: int) -> rpc.SessionContext:
-        for attempt in range(1, self._context_attempts + 1):
-            context = await self._store.context(session_id)
-            if context.last_seq >= min_seq:
-                return context
-            logger.info(
-                "context behind the log, reading again",
-                extra=_fields(session_id, last_seq=context.last_seq, min_seq=min_seq),
-            )
-            await self._sleep(0.1 * attempt)
-        raise StoreUnavailable(f"the session context stayed behind stream sequence {min_seq}")
 
     async def _append(
         self, session_id: str, lease: HeldLease, turn: _TurnState, batch: Sequence[EventDict]
@@ -335,9 +392,7 @@ class SessionDriver:
         )
         return appended
 
-    async def _step(
-        self, session_id: str, lease: HeldLease, context: rpc.SessionContext, plan: Plan, turn: _TurnState
-    ) -> int:
+    async def _step(self, session_id: str, lease: HeldLease, log: SessionLog, plan: Plan, turn: _TurnState) -> int:
         """One step of a turn; returns the stream sequence of its last append."""
         # Statuses first: the store takes span and tool events only while the session is running.
         prelude: list[EventDict] = [_STATUS_EVENTS[status]() for status in plan.statuses]
@@ -361,37 +416,44 @@ class SessionDriver:
             batch = [*prelude, error, events.status_idle("retries_exhausted")]
             return (await self._append(session_id, lease, turn, batch)).last_seq
         if plan.action == "tools":
-            return await self._run_tools(session_id, lease, context, plan, turn, prelude)
-        return await self._model_turn(session_id, lease, context, turn, prelude)
+            return await self._run_tools(session_id, lease, log, plan, turn, prelude)
+        return await self._model_turn(session_id, lease, log, turn, prelude)
 
     async def _run_tools(
         self,
         session_id: str,
         lease: HeldLease,
-        context: rpc.SessionContext,
+        log: SessionLog,
         plan: Plan,
         turn: _TurnState,
         prelude: list[EventDict],
     ) -> int:
         """Run the plan's tool calls one by one (in the model's order), appending each result as it
         arrives. Stops early on an interrupt; the next decision ends the turn."""
-        last_seq = context.last_seq
+        last_seq = log.fold.last_seq
+        environment = await self._environment(log.fold, turn)
         if prelude:
             last_seq = (await self._append(session_id, lease, turn, prelude)).last_seq
         for call in plan.execute:
             if turn.interrupted.is_set():
                 break
-            result = await self._execute(session_id, context, call, turn.interrupted)
+            result = await self._execute(session_id, environment, call, turn.interrupted)
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
             last_seq = (await self._append(session_id, lease, turn, [result])).last_seq
         return last_seq
 
+    async def _environment(self, fold: SessionFold, turn: _TurnState) -> dict[str, Any] | None:
+        """The session's environment, read once per run (``None``: deleted or unreadable)."""
+        if not turn.environment_read and self._environments is not None and fold.environment_id is not None:
+            turn.environment = await self._environments.get(fold.environment_id)
+            turn.environment_read = True
+        return turn.environment
+
     async def _execute(
-        self, session_id: str, context: rpc.SessionContext, call: ToolCall, interrupted: asyncio.Event
+        self, session_id: str, environment: dict[str, Any] | None, call: ToolCall, interrupted: asyncio.Event
     ) -> EventDict:
         """The ``agent.tool_result`` of one call: the sandbox's outcome, an error the model can act on
         when the sandbox could not take the call, or "interrupted" (after a ``Cancel``)."""
-        environment = context.environment
         if self._sandbox is None:
             return events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
         if environment is None or not isinstance(environment.get("id"), str):
@@ -456,13 +518,13 @@ class SessionDriver:
             return
         logger.info("cancel sent", extra=_fields(session_id, tool_use_id=tool_use_id, cancelled=cancelled.cancelled))
 
-    def _start_provisioning(self, session_id: str, context: rpc.SessionContext, turn: _TurnState) -> None:
+    async def _start_provisioning(self, session_id: str, fold: SessionFold, turn: _TurnState) -> None:
         """Start the session's sandbox in the background (once per run) if its agent has built-in tools."""
         if turn.provisioning is not None or self._sandbox is None:
             return
-        if not toolbox(_agent(context.session)).needs_sandbox:
+        if not toolbox(_agent(fold.session)).needs_sandbox:
             return
-        environment = context.environment
+        environment = await self._environment(fold, turn)
         if environment is None or not isinstance(environment.get("id"), str):
             logger.info("no environment to provision a sandbox from", extra=_fields(session_id))
             return
@@ -499,14 +561,13 @@ class SessionDriver:
         self,
         session_id: str,
         lease: HeldLease,
-        context: rpc.SessionContext,
+        log: SessionLog,
         turn: _TurnState,
         prelude: list[EventDict],
     ) -> int:
         """One model request (retried within the turn); returns the stream sequence of its last append."""
-        box = toolbox(_agent(context.session))
+        box = toolbox(_agent(log.fold.session))
         attempt = 0
-        log = list(context.events)
         level = 0
         while True:
             attempt += 1
@@ -514,19 +575,23 @@ class SessionDriver:
                 idle = events.status_idle("end_turn")
                 return (await self._append(session_id, lease, turn, [*prelude, idle])).last_seq
             start = events.model_request_start()
-            start_id = _stored_id(await self._append(session_id, lease, turn, [*prelude, start]), start)
+            started = await self._append(session_id, lease, turn, [*prelude, start])
+            start_id = _stored_id(started, start)
             prelude = []
             self._crash(crashpoints.AFTER_MODEL_REQUEST_START)
+            await log.reach(started.last_seq)  # the request sees the log as it stood at its start
             preview = Preview(self._deltas, session_id, events.new_event_id())
             try:
-                request = model_request(context.session, log, max_tokens=self._max_tokens)
+                request = model_request(log.fold.session, log.fold.messages(), max_tokens=self._max_tokens)
                 if self._compactor is not None:
-                    prepared = await self._compactor.prepare(request, log, limit=turn.context_limit, level=level)
+                    prepared = await self._compactor.prepare(
+                        request, log.fold.conversation, limit=turn.context_limit, level=level
+                    )
                     if prepared.exhausted:
                         return await self._compaction_limit(session_id, lease, turn, start_id)
                     if prepared.events:
-                        appended = await self._append(session_id, lease, turn, prepared.events)
-                        log += _logged(appended, prepared.events)
+                        # Folded like any record: the next step, and any harness resuming later, sees it.
+                        await log.reach((await self._append(session_id, lease, turn, prepared.events)).last_seq)
                     request = prepared.request
                 result = await self._traced_stream(session_id, request, preview, turn.interrupted)
             except ModelError as err:
@@ -650,44 +715,3 @@ class SessionDriver:
             for task in (sleeping, stopping):
                 task.cancel()
             await asyncio.gather(sleeping, stopping, return_exceptions=True)
-
-    async def _watch_interrupts(self, session_id: str, turn: _TurnState) -> None:
-        """Until cancelled (the turn is over): on each wake-up, look at the log for an interrupt.
-
-        A broken watch never ends the turn: it is logged and watched again (with backoff), and the
-        log is read once on coming back, since an interrupt may have come in meanwhile."""
-        assert self._feed is not None
-        delay = _WATCH_RETRY_MIN_S
-        while True:
-            try:
-                async for _wake in self._feed.watch(session_id):
-                    delay = _WATCH_RETRY_MIN_S
-                    await self._look_for_interrupt(session_id, turn)
-                return
-            except Exception as exc:
-                logger.warning(
-                    "watching for interrupts failed; watching again",
-                    extra=_fields(session_id, error=f"{type(exc).__name__}: {exc}"[:300], retry_in_s=delay),
-                    exc_info=True,
-                )
-            await self._sleep(delay)
-            delay = min(delay * 2, _WATCH_RETRY_MAX_S)
-            await self._look_for_interrupt(session_id, turn)
-
-    async def _look_for_interrupt(self, session_id: str, turn: _TurnState) -> None:
-        """Read the log and notice an interrupt; a failed read is logged and tried again."""
-        delay = _WATCH_RETRY_MIN_S
-        while turn.horizon is not None and not turn.interrupted.is_set():
-            try:
-                context = await self._store.context(session_id)
-            except StoreError as exc:
-                logger.warning(
-                    "could not read the log to look for an interrupt; reading again",
-                    extra=_fields(session_id, error=str(exc)[:300], retry_in_s=delay),
-                )
-                await self._sleep(delay)
-                delay = min(delay * 2, _WATCH_RETRY_MAX_S)
-                continue
-            if turn.notice(last_interrupt(context.events)):
-                logger.info("user.interrupt logged during the turn", extra=_fields(session_id))
-            return

@@ -6,7 +6,10 @@ All harness workers share the durable pull consumer ``subjects.WAKE_CONSUMER`` o
 wake-up it cannot start. Every message ends in exactly one of:
 
     ack              the session has nothing left to do
-    nak(1 s)         another worker holds the lease (it will notice new input when its turn ends)
+    nak(1 s)         another worker held the lease for all of ``lease_wait_s`` (a wake-up that finds the
+                     session leased first waits for the holder to let it go, watching the lease key,
+                     and takes it then; the holder itself looks at the log's end before it lets go, so
+                     input logged while it held the lease is normally handled by it)
     nak(backoff)     the lease was lost, the store was unavailable, or something unexpected failed
     nak()            shutdown came before the session finished (another worker takes it now)
     term             the message is unreadable, or the store refuses the session's events
@@ -82,6 +85,7 @@ class WakeLoop:
         shutdown_grace_s: float,
         fetch_timeout_s: float = 1.0,
         busy_delay_s: float = 1.0,
+        lease_wait_s: float = 15.0,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
         self._source = source
@@ -92,9 +96,21 @@ class WakeLoop:
         self._grace_s = shutdown_grace_s
         self._fetch_timeout_s = fetch_timeout_s
         self._busy_delay_s = busy_delay_s
+        self._lease_wait_s = lease_wait_s
+        self.lease_waits = 0
+        """Wake-ups that found their session leased and waited for it."""
+        self.lease_handoffs = 0
+        """Wake-ups that got the lease after waiting for it (the holder let it go with work left)."""
+        self.lease_handbacks = 0
+        """Wake-ups handed back because the lease stayed held for all of ``lease_wait_s``."""
         self._sleep = sleep
         self.active: set[str] = set()
         """Sessions this worker is running right now."""
+        self._holding: dict[str, int] = {}
+        """Sessions whose lease this worker holds → the newest log position a wake-up joined it with
+        (0: none since the run began)."""
+        self.joined = 0
+        """Wake-ups handed to this worker's own run of their session (it runs again before letting go)."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
@@ -166,6 +182,13 @@ class WakeLoop:
             await self._settle(delivery.term(), wake=None)
             return
         fields = {"session_id": wake.session_id, "reason": wake.reason, "num_delivered": delivery.num_delivered}
+        if wake.session_id in self._holding:
+            # This worker is running the session: its run looks at the log again before it lets go.
+            self._holding[wake.session_id] = max(self._holding[wake.session_id], wake.seq, 1)
+            self.joined += 1
+            logger.info("wake-up joined the session's running run", extra={"fields": fields})
+            await self._settle(delivery.ack(), wake=wake)
+            return
         self.active.add(wake.session_id)
         span = _tracer.start_as_current_span(
             "process corral.wake.{session_id}",
@@ -183,7 +206,8 @@ class WakeLoop:
             with span:
                 outcome = await self._work(wake, delivery)
         except LeaseBusy:
-            logger.debug("lease held elsewhere; handing the wake-up back", extra={"fields": fields})
+            self.lease_handbacks += 1
+            logger.info("lease held elsewhere all along; handing the wake-up back", extra={"fields": fields})
             await self._settle(delivery.nak(delay=self._busy_delay_s), wake=wake)
             return
         except asyncio.CancelledError:
@@ -205,13 +229,44 @@ class WakeLoop:
             await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
-        async with self._leases.hold(wake.session_id) as lease, asyncio.TaskGroup() as tg:
-            heartbeat = tg.create_task(self._heartbeat(delivery))
+        waited = False
+        deadline = asyncio.get_running_loop().time() + self._lease_wait_s
+        while True:
             try:
-                return await self._runner.run(wake.session_id, lease, min_seq=wake.seq)
-            finally:
-                heartbeat.cancel()
-        raise AssertionError("unreachable: the block above returns or raises")
+                async with self._leases.hold(wake.session_id) as lease, asyncio.TaskGroup() as tg:
+                    if waited:
+                        lease.handed_off = True
+                        self.lease_handoffs += 1
+                        logger.info(
+                            "took the lease after waiting for its holder",
+                            extra={"fields": {"session_id": wake.session_id}},
+                        )
+                    heartbeat = tg.create_task(self._heartbeat(delivery))
+                    self._holding[wake.session_id] = 0
+                    try:
+                        min_seq = wake.seq
+                        while True:
+                            outcome = await self._runner.run(wake.session_id, lease, min_seq=min_seq)
+                            joined = self._holding[wake.session_id]
+                            if outcome is not Outcome.DONE or not joined:
+                                return outcome
+                            self._holding[wake.session_id] = 0
+                            min_seq = joined
+                    finally:
+                        # Synchronously, before the lease is released: a wake-up from now on waits for it.
+                        del self._holding[wake.session_id]
+                        heartbeat.cancel()
+            except LeaseBusy:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise
+                if not waited:
+                    self.lease_waits += 1
+                    waited = True
+                # Keep the wake-up ours meanwhile: the wait may be longer than the ack wait's third.
+                with contextlib.suppress(Exception):
+                    await delivery.in_progress()
+                await self._leases.wait_released(wake.session_id, timeout_s=min(left, self._ack_wait_s / 3))
 
     async def _heartbeat(self, delivery: WakeDelivery) -> None:
         while True:

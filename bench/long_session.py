@@ -1,0 +1,286 @@
+"""Benchmark of long sessions on a private local stack (real NATS, Postgres, services, embedded model).
+
+Prints:
+  * the harness's overhead per turn over ``--turns`` turns of one session (default 500): POST
+    user.message -> the model request arriving at the embedded model (which records the time each
+    request arrived), for the first 50 and the last 50 turns, p50/p99;
+  * B6: ``--kills`` times (default 5), kill -9 of the lease-holding harness mid-turn in a session of
+    ``--events`` events (default 10,000): lease expiry -> the resumed model request (the takeover
+    resumes from the session's snapshot), next to the same takeover with the snapshot deleted (the
+    log folded from scratch);
+  * the per-step harness cost (POST -> model request) in a session of ~100 and of ``--events`` events.
+
+    uv run python bench/long_session.py [--turns 500] [--events 10000] [--kills 5]
+
+Targets (reported, not asserted): the last 50 turns' p50 within 20 % of the first 50's; B6
+takeover from a snapshot p50 < 250 ms, p99 < 1 s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from corral.bus import Bus, KeyExists, KeyValueBucket
+from corral.contracts.ids import EVENT, new_id
+from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
+from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, store_rpc
+from corral.devstack.ports import Ports
+from corral.devstack.stack import Stack
+
+LEASE_TTL_S = 3.0
+SLOW = {"content": [{"type": "text", "text": " ".join(f"w{i}" for i in range(20))}], "chunk_delay_ms": 50}
+QUICK = {"content": [{"type": "text", "text": "ok"}]}
+
+
+def say(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def line(label: str, values_ms: list[float]) -> str:
+    return (
+        f"{label:<52} p50 {pct(values_ms, 0.50):8.1f} ms   p99 {pct(values_ms, 0.99):8.1f} ms   "
+        f"mean {statistics.fmean(values_ms):8.1f} ms   n={len(values_ms)}"
+    )
+
+
+def ok(response: httpx.Response) -> dict[str, Any]:
+    if response.status_code >= 400:
+        raise SystemExit(
+            f"{response.request.method} {response.request.url} answered {response.status_code}: {response.text}"
+        )
+    result: dict[str, Any] = response.json()
+    return result
+
+
+class Session:
+    """One session driven over HTTP: its SSE stream read in the background, turns timed."""
+
+    def __init__(self, http: httpx.AsyncClient, model: httpx.AsyncClient, session_id: str, scenario: str) -> None:
+        self.http = http
+        self.model = model
+        self.id = session_id
+        self.scenario = scenario
+        self.idle = asyncio.Queue[str]()
+        self.deltas = asyncio.Queue[None]()
+        self.ready = asyncio.Event()
+
+    async def read(self) -> None:
+        params = {"event_deltas": "agent.message"}
+        async with self.http.stream("GET", f"/v1/sessions/{self.id}/events/stream", params=params) as response:
+            self.ready.set()
+            async for raw in response.aiter_lines():
+                if not raw.startswith("data:"):
+                    continue
+                event = json.loads(raw[5:])
+                if event.get("type") == "session.status_idle":
+                    self.idle.put_nowait(event["stop_reason"]["type"])
+                elif event.get("type") == "event_delta":
+                    self.deltas.put_nowait(None)
+
+    async def post(self, text: str) -> float:
+        sent = time.time()
+        body = {"events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}]}
+        ok(await self.http.post(f"/v1/sessions/{self.id}/events", json=body))
+        return sent
+
+    async def turn(self, text: str) -> float:
+        """Run a turn; when its POST was sent."""
+        sent = await self.post(text)
+        reason = await asyncio.wait_for(self.idle.get(), 120)
+        if reason != "end_turn":
+            raise SystemExit(f"a turn ended with {reason}")
+        return sent
+
+    async def requests(self) -> list[dict[str, Any]]:
+        answer = await self.model.get("/_corral/requests", params={"scenario": self.scenario})
+        return [r for r in answer.json()["requests"] if not r["errored"]]
+
+
+async def new_session(
+    http: httpx.AsyncClient, model: httpx.AsyncClient, agent_env: tuple[str, str], turns: list[dict[str, Any]]
+) -> tuple[Session, asyncio.Task[None]]:
+    scenario = f"bench-{secrets.token_hex(4)}"
+    doc = {"scenarios": [{"name": scenario, "match": f"^{scenario}", "turns": turns}]}
+    ok(await model.post("/_corral/scripts", json=doc))
+    agent_id, env_id = agent_env
+    created = ok(await http.post("/v1/sessions", json={"agent": agent_id, "environment_id": env_id}))
+    session = Session(http, model, created["id"], scenario)
+    reader = asyncio.create_task(session.read())
+    await asyncio.wait_for(session.ready.wait(), 30)
+    return session, reader
+
+
+async def overhead(session: Session, sent: list[float]) -> list[float]:
+    """POST -> model request arrival (ms) for the turns posted at ``sent``, in order."""
+    arrivals = sorted(r["received_at"] for r in await session.requests())
+    out: list[float] = []
+    for t in sent:
+        later = [a for a in arrivals if a >= t]
+        if later:
+            out.append((later[0] - t) * 1000)
+    return out
+
+
+async def fill(bus: Bus, session_id: str, events: int) -> None:
+    """Append ``events`` agent messages to an idle session the way a harness would (lease held)."""
+    leases = await bus.key_value(LEASE_BUCKET, ttl_s=LEASE_TTL_S)
+    token = secrets.token_hex(8)
+    async with asyncio.timeout(30):
+        while True:  # the harness that ran the last turn may still be letting the session go
+            try:
+                revision = await leases.create(session_id, json.dumps({"holder": "bench", "token": token}).encode())
+                break
+            except KeyExists:
+                await asyncio.sleep(0.01)
+    lease = Lease(holder="bench", token=token)
+
+    async def append(batch: list[dict[str, Any]]) -> None:
+        request = AppendEvents(workspace_id=None, session_id=session_id, events=batch, origin="harness", lease=lease)
+        reply = RpcReply.model_validate_json(
+            await bus.request(store_rpc(Op.EVENTS_APPEND), request.model_dump_json().encode(), timeout=30)
+        )
+        if not reply.ok:
+            raise SystemExit(f"append refused: {reply.error}")
+
+    await append([{"type": "session.status_running", "id": new_id(EVENT)}])
+    done = 1
+    while done < events - 1:
+        size = min(100, events - 1 - done)
+        batch = [
+            {"type": "agent.message", "id": new_id(EVENT), "content": [{"type": "text", "text": f"filler {done + i}"}]}
+            for i in range(size)
+        ]
+        await append(batch)
+        done += size
+        revision = await leases.update(
+            session_id, json.dumps({"holder": "bench", "token": token}).encode(), last=revision
+        )
+    await append([{"type": "session.status_idle", "id": new_id(EVENT), "stop_reason": {"type": "end_turn"}}])
+    await leases.delete(session_id, last=revision)
+
+
+async def holder_of(leases: KeyValueBucket, session_id: str) -> str:
+    async with asyncio.timeout(10):
+        while (entry := await leases.get(session_id)) is None:  # noqa: ASYNC110 (another process writes it)
+            await asyncio.sleep(0.005)
+    return str(json.loads(entry.value)["holder"])
+
+
+async def takeover(stack: Stack, bus: Bus, session: Session) -> float:
+    """Kill -9 the lease holder mid-turn; ms from the lease's expiry to the resumed model request."""
+    leases = await bus.key_value(LEASE_BUCKET, ttl_s=LEASE_TTL_S)
+    while not session.deltas.empty():
+        session.deltas.get_nowait()
+    await session.post("go on, slowly")
+    await asyncio.wait_for(session.deltas.get(), 60)
+    holder = await holder_of(leases, session.id)
+    stack.kill(holder, signal.SIGKILL)
+    try:
+        async with asyncio.timeout(30):
+            while await leases.get(session.id) is not None:  # noqa: ASYNC110 (a TTL expiry leaves no mark)
+                await asyncio.sleep(0.002)
+        expired = time.time()
+        reason = await asyncio.wait_for(session.idle.get(), 60)
+        if reason != "end_turn":
+            raise SystemExit(f"the resumed turn ended with {reason}")
+    finally:
+        stack.start_service(holder)
+    arrivals = sorted(r["received_at"] for r in await session.requests())
+    resumed = [a for a in arrivals if a >= expired]
+    return (resumed[0] - expired) * 1000 if resumed else float("nan")
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--turns", type=int, default=500)
+    parser.add_argument("--events", type=int, default=10_000)
+    parser.add_argument("--kills", type=int, default=5)
+    args = parser.parse_args()
+    window = min(50, max(1, args.turns // 2))
+
+    with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
+        say("starting a private stack ...")
+        service_env = {
+            "gateway": {"CORRAL_GATEWAY_RATE_LIMIT_RPS": "0"},
+            "harness": {"CORRAL_HARNESS_LEASE_TTL_S": str(LEASE_TTL_S), "CORRAL_HARNESS_ACK_WAIT_S": str(LEASE_TTL_S)},
+            "session-store": {"CORRAL_LEASE_TTL_S": str(LEASE_TTL_S)},
+            "embedded-model": {"CORRAL_EMBEDDED_MODEL_MAX_RECORDED_REQUESTS": str(max(1000, args.turns + 100))},
+        }
+        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=service_env, log_level="WARNING")
+        stack.start(timeout=180)
+        try:
+            headers = {"x-api-key": stack.api_key}
+            async with (
+                httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60) as http,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.embedded_model}", timeout=60) as model,
+                Bus.connect(stack.nats_settings(), name="bench-long") as bus,
+            ):
+                agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
+                env = ok(await http.post("/v1/environments", json={"name": f"long-{agent['id'].lower()}"}))
+                agent_env = (agent["id"], env["id"])
+
+                say(f"running {args.turns} turns in one session ...")
+                long, reader = await new_session(http, model, agent_env, [QUICK] * (args.turns + 1))
+                sent = [await long.turn(f"{long.scenario} turn {n}") for n in range(args.turns)]
+                turns = await overhead(long, sent)
+                reader.cancel()
+
+                say(f"B6: a session of {args.events} events, {args.kills} kills ...")
+                big, big_reader = await new_session(http, model, agent_env, [SLOW] * (4 * args.kills + 20))
+                await big.turn(f"{big.scenario} start")
+                await fill(bus, big.id, args.events)
+                await asyncio.wait_for(big.idle.get(), 60)  # the filler's own idle
+                first = await overhead(big, [await big.turn("after the filler")])  # folds the log from scratch
+                steady_big = await overhead(big, [await big.turn(f"step {n}") for n in range(5)])
+                from_snapshot = [await takeover(stack, bus, big) for _ in range(args.kills)]
+                snapshots = await bus.object_bucket(SNAPSHOT_SPEC)
+                from_scratch: list[float] = []
+                for _ in range(args.kills):
+                    await snapshots.delete(big.id)
+                    from_scratch.append(await takeover(stack, bus, big))
+                big_reader.cancel()
+
+                small, small_reader = await new_session(http, model, agent_env, [QUICK] * 40)
+                await small.turn(f"{small.scenario} start")
+                await fill(bus, small.id, 100)
+                await asyncio.wait_for(small.idle.get(), 60)
+                steady_small = await overhead(small, [await small.turn(f"step {n}") for n in range(5)])
+                small_reader.cancel()
+        finally:
+            stack.stop()
+
+    say("")
+    say("Long sessions on the local stack (2 cores)")
+    say(line(f"turn overhead, POST -> model request, turns 1-{window}", turns[:window]))
+    say(line(f"turn overhead, turns {len(turns) - window + 1}-{len(turns)}", turns[-window:]))
+    ratio = pct(turns[-window:], 0.5) / pct(turns[:window], 0.5)
+    say(f"{'  last/first p50':<52} {ratio:8.2f}x" + " " * 49 + "target <= 1.20x")
+    say(line(f"B6 takeover, lease expiry -> model request, snapshot ({args.events} ev)", from_snapshot))
+    say(line(f"B6 takeover, snapshot deleted: fold from scratch ({args.events} ev)", from_scratch))
+    say("  target for the snapshot takeover: p50 < 250 ms, p99 < 1000 ms")
+    say(line(f"first turn after appending {args.events} events (fold from scratch)", first))
+    say(line("per-step cost, POST -> model request, ~100 events", steady_small))
+    say(line(f"per-step cost, POST -> model request, ~{args.events} events", steady_big))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(asyncio.run(main()))

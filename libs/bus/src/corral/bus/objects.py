@@ -1,0 +1,35 @@
+"""A JetStream object store: values of any size, chunked over the bucket's stream by nats-py.
+
+Used where a value may pass the server's ``max_payload`` (a KV value may not): the harness's
+snapshots of a session's folded log.
+"""
+
+from __future__ import annotations
+
+from nats.js import errors as js_errors
+from nats.js.object_store import ObjectStore
+
+from corral.bus.cancellation import honouring_cancel
+
+
+class ObjectBucket:
+    def __init__(self, store: ObjectStore) -> None:
+        self._store = store
+
+    async def get(self, name: str) -> bytes | None:
+        """The object's bytes; ``None`` when there is none (never written, deleted or expired)."""
+        try:
+            result = await honouring_cancel(self._store.get(name))
+        except (js_errors.ObjectNotFoundError, js_errors.ObjectDeletedError, js_errors.NotFoundError):
+            return None
+        return bytes(result.data or b"")
+
+    async def put(self, name: str, data: bytes) -> None:
+        """Write the object whole (replacing any previous one; readers see the old or the new)."""
+        await honouring_cancel(self._store.put(name, data))
+
+    async def delete(self, name: str) -> None:
+        try:
+            await honouring_cancel(self._store.delete(name))
+        except (js_errors.ObjectNotFoundError, js_errors.ObjectDeletedError, js_errors.NotFoundError):
+            return
