@@ -560,9 +560,9 @@ async def test_without_a_sandbox_port_tools_answer_with_an_error() -> None:
 
 
 def test_an_interrupt_seen_before_a_step_begins_still_stops_that_step() -> None:
-    from corral.harness.turn import _TurnState
+    from corral.harness.runstate import TurnState
 
-    turn = _TurnState()
+    turn = TurnState()
     assert not turn.notice(3)  # no step yet
     turn.begin(5)
     assert not turn.interrupted.is_set()

@@ -1,0 +1,109 @@
+"""What the steps of one session run share: the session, its lease, its log, the run's state.
+
+``SessionRun`` is the typed context every step takes (``turn``, ``modelturn``, ``toolrun``); its
+``append`` is the only way a step writes to the log, and it never writes once the lease is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from corral.contracts import rpc
+from corral.harness.events import EventDict
+from corral.harness.lease import HeldLease
+from corral.harness.sessionlog import SessionLog
+from corral.harness.store import Store
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseLost(Exception):
+    """The lease is not ours any more: the run stops before its next append."""
+
+
+def log_fields(session_id: str, **more: Any) -> dict[str, Any]:
+    """A log record's ``extra``: the session's id and ``more``."""
+    return {"fields": {"session_id": session_id, **more}}
+
+
+def agent_of(session: dict[str, Any]) -> dict[str, Any]:
+    """The session's agent snapshot (empty when the log names none)."""
+    snapshot = session.get("agent")
+    return snapshot if isinstance(snapshot, dict) else {}
+
+
+@dataclass
+class TurnState:
+    """One run's state. Shared with the interrupt watcher: the log position the current step decided
+    on. ``owned``: the session is ``running`` because this run set it so (between steps of a turn)."""
+
+    horizon: int | None = None
+    interrupted: asyncio.Event = field(default_factory=asyncio.Event)
+    latest_interrupt: int = 0
+    """Stream sequence of the newest ``user.interrupt`` the watcher has seen."""
+    owned: bool = False
+    provisioning: asyncio.Task[None] | None = None
+    context_limit: int | None = None
+    """The largest prompt the model said it takes ("prompt is too long: N tokens > M maximum")."""
+    environment: dict[str, Any] | None = None
+    environment_read: bool = False
+    handoff_seen: bool = False
+    snapshot_events: int = 0
+    """``SessionFold.events`` when the last snapshot was written (or resumed from)."""
+
+    def begin(self, horizon: int) -> None:
+        """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
+        (even one the watcher saw before the step began)."""
+        self.horizon = horizon
+        self.notice(self.latest_interrupt)
+
+    def notice(self, interrupt_seq: int) -> bool:
+        """Record the newest interrupt seen; returns whether it stops the current step."""
+        self.latest_interrupt = max(self.latest_interrupt, interrupt_seq)
+        if self.horizon is not None and self.latest_interrupt > self.horizon:
+            self.interrupted.set()
+            return True
+        self.interrupted.clear()
+        return False
+
+    def appended(self, batch: Sequence[EventDict]) -> None:
+        for event in batch:
+            kind = event["type"]
+            if kind == "session.status_running":
+                self.owned = True
+            elif kind in ("session.status_idle", "session.status_rescheduled"):
+                self.owned = False
+
+
+@dataclass
+class SessionRun:
+    """The session a run works on while it holds ``lease``: its followed ``log`` and the run's ``turn``."""
+
+    session_id: str
+    lease: HeldLease
+    log: SessionLog
+    turn: TurnState
+    store: Store
+
+    async def append(self, batch: Sequence[EventDict]) -> rpc.Appended:
+        """Append ``batch`` in one call, with the lease's proof.
+
+        Raises:
+            LeaseLost: the lease was lost (nothing is sent).
+        """
+        if self.lease.lost.is_set():
+            raise LeaseLost
+        appended = await self.store.append(self.session_id, batch, lease=self.lease.proof())
+        self.turn.appended(batch)
+        logger.debug(
+            "appended",
+            extra=log_fields(self.session_id, types=[e["type"] for e in batch], last_seq=appended.last_seq),
+        )
+        return appended
+
+    def fields(self, **more: Any) -> dict[str, Any]:
+        return log_fields(self.session_id, **more)
