@@ -30,6 +30,7 @@ from corral.bus.errors import (
 )
 from corral.bus.health import instance_name, serve_health
 from corral.bus.kv import Entry, KeyValueBucket
+from corral.bus.objects import ObjectBucket
 from corral.bus.operations import Operations
 from corral.bus.records import StoredMessage
 
@@ -44,6 +45,7 @@ __all__ = [
     "KeyValueBucket",
     "NoResponders",
     "NotAuthorized",
+    "ObjectBucket",
     "Operations",
     "PayloadTooLarge",
     "PubAck",

@@ -35,6 +35,7 @@ from corral.bus.connecting import drain, inbox_prefix, open_connection
 from corral.bus.errors import NoResponders, PayloadTooLarge, UnreadableReply
 from corral.bus.kv import KeyValueBucket
 from corral.bus.messages import Delivery, PubAck, PullConsumer
+from corral.bus.objects import ObjectBucket
 from corral.bus.publishing import RecordWriter
 from corral.bus.reading import Reading
 from corral.bus.records import StoredMessage
@@ -155,6 +156,14 @@ class Bus:
         except js_errors.BucketNotFoundError:
             kv = await self._js.create_key_value(bucket=bucket, ttl=ttl_s, history=1)
         return KeyValueBucket(kv)
+
+    async def object_store(self, bucket: str, *, ttl_s: float) -> ObjectBucket:
+        """Bind to (or create) an object store whose objects expire ``ttl_s`` after they were written."""
+        try:
+            store = await self._js.object_store(bucket)
+        except js_errors.BucketNotFoundError:
+            store = await self._js.create_object_store(bucket, config=js_api.ObjectStoreConfig(ttl=ttl_s))
+        return ObjectBucket(store)
 
     # --- publishing ----------------------------------------------------------------------------------
     @property

@@ -29,7 +29,13 @@ from pathlib import Path
 from corral.contracts import subjects
 from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
 from corral.contracts.rpc import Op
-from corral.contracts.sandbox import SANDBOXES_BUCKET, TOOL_RESULTS_BUCKET, execute_heartbeat, sandbox_rpc
+from corral.contracts.sandbox import (
+    SANDBOXES_BUCKET,
+    TOOL_OUTPUTS_BUCKET,
+    TOOL_RESULTS_BUCKET,
+    execute_heartbeat,
+    sandbox_rpc,
+)
 from corral.devstack.state import write_private
 
 ADMIN = "admin"
@@ -118,17 +124,23 @@ def kv_write(bucket: str) -> tuple[str, ...]:
     return (*kv_read(bucket), f"$KV.{bucket}.>")
 
 
-def bodies() -> tuple[str, ...]:
-    """The ``corral_bodies`` object store that carries requests and replies larger than one message:
-    every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
-    stream = f"OBJ_{subjects.BODIES_BUCKET}"
+def objects_write(bucket: str) -> tuple[str, ...]:
+    """Bind to (creating if missing), read, write and delete objects of the object store ``bucket``
+    (replacing an object purges its old chunks)."""
+    stream = f"OBJ_{bucket}"
     return (
         *stream_admin(stream),
         *stream_read(stream),
-        f"$O.{subjects.BODIES_BUCKET}.>",
+        f"$O.{bucket}.>",
         f"$JS.API.STREAM.PURGE.{stream}",
         "$JS.API.STREAM.NAMES",  # reading an object looks its stream up by subject
     )
+
+
+def bodies() -> tuple[str, ...]:
+    """The ``corral_bodies`` object store that carries requests and replies larger than one message:
+    every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
+    return objects_write(subjects.BODIES_BUCKET)
 
 
 def _unique(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -191,6 +203,7 @@ def service_permissions() -> dict[str, Permissions]:
         "sandbox-manager": Permissions(
             publish=_unique(
                 kv_write(TOOL_RESULTS_BUCKET),
+                objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry
                 kv_write(SANDBOXES_BUCKET),
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
                 [egress_rpc("*"), execute_heartbeat("*", "*")],
