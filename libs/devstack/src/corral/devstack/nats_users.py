@@ -125,14 +125,13 @@ def kv_write(bucket: str) -> tuple[str, ...]:
 
 
 def objects_write(bucket: str) -> tuple[str, ...]:
-    """Bind to (creating if missing), read, write and delete objects of the object store ``bucket``
-    (replacing an object purges its old chunks)."""
+    """Bind to (creating if missing), read and write objects of the object store ``bucket``; not
+    delete or replace them (that purges their chunks)."""
     stream = f"OBJ_{bucket}"
     return (
         *stream_admin(stream),
         *stream_read(stream),
         f"$O.{bucket}.>",
-        f"$JS.API.STREAM.PURGE.{stream}",
         "$JS.API.STREAM.NAMES",  # reading an object looks its stream up by subject
     )
 
@@ -140,7 +139,7 @@ def objects_write(bucket: str) -> tuple[str, ...]:
 def bodies() -> tuple[str, ...]:
     """The ``corral_bodies`` object store that carries requests and replies larger than one message:
     every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
-    return objects_write(subjects.BODIES_BUCKET)
+    return (*objects_write(subjects.BODIES_BUCKET), f"$JS.API.STREAM.PURGE.OBJ_{subjects.BODIES_BUCKET}")
 
 
 def _unique(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -203,7 +202,7 @@ def service_permissions() -> dict[str, Permissions]:
         "sandbox-manager": Permissions(
             publish=_unique(
                 kv_write(TOOL_RESULTS_BUCKET),
-                objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry
+                objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry, each written once
                 kv_write(SANDBOXES_BUCKET),
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
                 [egress_rpc("*"), execute_heartbeat("*", "*")],
