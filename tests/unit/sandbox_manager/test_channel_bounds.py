@@ -26,7 +26,7 @@ from corral.sandbox_manager.channel import (
     ChannelLimits,
     SandboxLost,
 )
-from corral.sandbox_manager.settings import FRAME_FACTOR, FRAME_SLACK, SandboxSettings
+from corral.sandbox_manager.settings import FRAME_FACTOR, FRAME_SLACK, MIN_PART_BYTES, SandboxSettings
 
 
 def frame(stream: int, payload: bytes) -> bytes:
@@ -140,21 +140,30 @@ async def test_stderr_is_drained_and_only_a_small_excerpt_is_logged(
     assert fields[-1]["stderr_bytes"] == 200 * 5002
 
 
-def test_the_frame_limit_must_fit_the_biggest_reply() -> None:
-    smallest = FRAME_FACTOR * 200_000 + FRAME_SLACK
+def test_the_frame_limit_must_fit_a_part_of_a_reply() -> None:
+    smallest = FRAME_FACTOR * MIN_PART_BYTES + FRAME_SLACK
     with pytest.raises(ValidationError, match=f"CORRAL_SANDBOX_MAX_FRAME_BYTES to at least {smallest}"):
-        SandboxSettings(output_limit=200_000)
-    assert SandboxSettings(output_limit=200_000, max_frame_bytes=smallest).max_frame_bytes == smallest
+        SandboxSettings(max_frame_bytes=smallest - 1)
+    assert SandboxSettings(max_frame_bytes=smallest).part_bytes == MIN_PART_BYTES
     default = SandboxSettings()
-    assert default.max_frame_bytes >= FRAME_FACTOR * default.output_limit + FRAME_SLACK
+    # the default output limit holds a 5 MB output whole, and the frame bound did not grow for it
+    assert default.output_limit >= 5_000_000 and default.max_frame_bytes == 1 << 20
 
 
-def test_the_biggest_reply_of_the_agent_fits_the_default_frame_limit() -> None:
+def test_the_biggest_part_of_a_reply_fits_the_default_frame_limit() -> None:
     settings = SandboxSettings()
-    # the agent caps text at output_limit + 200 bytes, plus its truncation note; a control character
-    # is one byte of output and six of JSON
-    text = "\x01" * (settings.output_limit + 200) + "\n[output truncated: 123456789 bytes in all, only the first]"
-    line = json.dumps({"id": "abcdef12-123456", "content": [{"type": "text", "text": text}], "is_error": True})
+    # a part carries at most part_bytes of text; a control character is one byte of output and six of JSON
+    line = json.dumps(
+        {
+            "id": "abcdef12-123456",
+            "part": 99,
+            "parts": 100,
+            "bytes": settings.max_reply_bytes,
+            "content": [{"type": "text", "text": "\x01" * settings.part_bytes}],
+            "is_error": True,
+        },
+        ensure_ascii=False,
+    )
     assert len(line.encode()) + 1 <= settings.max_frame_bytes
 
 

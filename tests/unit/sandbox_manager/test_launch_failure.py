@@ -25,6 +25,7 @@ SPEC = ContainerSpec(
     tmp_inodes=10_000,
     network="none",
     output_limit=100_000,
+    part_bytes=163_840,
     default_timeout_ms=120_000,
     max_timeout_ms=600_000,
 )

@@ -38,6 +38,7 @@ from corral.contracts.rpc import Message
 from corral.contracts.subjects import SANDBOX_QUEUE as SANDBOX_QUEUE
 from corral.contracts.subjects import SANDBOX_RPC_WILDCARD as SANDBOX_RPC_WILDCARD
 from corral.contracts.subjects import SANDBOXES_BUCKET as SANDBOXES_BUCKET
+from corral.contracts.subjects import TOOL_OUTPUTS_BUCKET as TOOL_OUTPUTS_BUCKET
 from corral.contracts.subjects import TOOL_RESULTS_BUCKET as TOOL_RESULTS_BUCKET
 from corral.contracts.subjects import execute_heartbeat as execute_heartbeat
 from corral.contracts.subjects import sandbox_rpc as sandbox_rpc
@@ -165,17 +166,18 @@ _Req = TypeVar("_Req", bound=BaseModel)
 _Rep = TypeVar("_Rep")
 
 
-def _sandbox(name: str, request: type[_Req], reply: type[_Rep]) -> Operation[_Req, _Rep]:
-    # replies fit one message (a tool's output is capped well below it)
+def _sandbox(name: str, request: type[_Req], reply: type[_Rep], *, bounded: bool = True) -> Operation[_Req, _Rep]:
     return operation(
-        name, sandbox_rpc(name), request, reply, queue=SANDBOX_QUEUE, service="sandbox-manager", bounded=True
+        name, sandbox_rpc(name), request, reply, queue=SANDBOX_QUEUE, service="sandbox-manager", bounded=bounded
     )
 
 
 class SandboxOps:
-    """Every ``corral.rpc.sandbox.<op>`` operation (queue group ``sandbox-manager``)."""
+    """Every ``corral.rpc.sandbox.<op>`` operation (queue group ``sandbox-manager``). Replies fit one
+    message, but ``execute``'s: a tool's output is kept whole up to the manager's output limit
+    (8 MiB by default), and a larger reply travels through the bodies object store."""
 
     PROVISION: Final = _sandbox(SandboxOp.PROVISION, Provision, Provisioned)
-    EXECUTE: Final = _sandbox(SandboxOp.EXECUTE, Execute, ToolOutcome)
+    EXECUTE: Final = _sandbox(SandboxOp.EXECUTE, Execute, ToolOutcome, bounded=False)
     CANCEL: Final = _sandbox(SandboxOp.CANCEL, Cancel, Cancelled)
     RELEASE: Final = _sandbox(SandboxOp.RELEASE, Release, Released)

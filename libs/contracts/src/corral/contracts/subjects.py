@@ -91,6 +91,9 @@ SANDBOX_QUEUE: Final = "sandbox-manager"
 SANDBOX_RPC_WILDCARD: Final = "corral.rpc.sandbox.>"
 #: Outcomes of ``execute``, keyed ``<session_id>.<tool_use_id>``.
 TOOL_RESULTS_BUCKET: Final = "corral_tool_results"
+#: Object store of ``execute`` outcomes too large for a ``TOOL_RESULTS_BUCKET`` entry (one message),
+#: each named by its key there; the entry says so.
+TOOL_OUTPUTS_BUCKET: Final = "corral_tool_outputs"
 #: The sandbox-manager's own records: which container serves which session.
 SANDBOXES_BUCKET: Final = "corral_sandboxes"
 

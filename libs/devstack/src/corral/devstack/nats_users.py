@@ -30,7 +30,13 @@ from pathlib import Path
 from corral.contracts import subjects
 from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
 from corral.contracts.rpc import Op
-from corral.contracts.sandbox import SANDBOXES_BUCKET, TOOL_RESULTS_BUCKET, execute_heartbeat, sandbox_rpc
+from corral.contracts.sandbox import (
+    SANDBOXES_BUCKET,
+    TOOL_OUTPUTS_BUCKET,
+    TOOL_RESULTS_BUCKET,
+    execute_heartbeat,
+    sandbox_rpc,
+)
 from corral.devstack.state import write_private
 
 ADMIN = "admin"
@@ -133,6 +139,12 @@ def object_store(bucket: str) -> tuple[str, ...]:
     )
 
 
+def objects_write(bucket: str) -> tuple[str, ...]:
+    """Bind to (creating if missing), read and write objects of the object store ``bucket``; not
+    delete or replace them (that purges their chunks)."""
+    return tuple(s for s in object_store(bucket) if not s.startswith("$JS.API.STREAM.PURGE."))
+
+
 def bodies() -> tuple[str, ...]:
     """The ``corral_bodies`` object store that carries requests and replies larger than one message:
     every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
@@ -202,6 +214,7 @@ def service_permissions() -> dict[str, Permissions]:
         "sandbox-manager": Permissions(
             publish=_unique(
                 kv_write(TOOL_RESULTS_BUCKET),
+                objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry, each written once
                 kv_write(SANDBOXES_BUCKET),
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
                 [egress_rpc("*"), execute_heartbeat("*", "*")],

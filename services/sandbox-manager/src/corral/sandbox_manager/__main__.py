@@ -21,7 +21,7 @@ from corral.contracts import subjects
 from corral.contracts.egress import EgressPolicy
 from corral.sandbox_manager import releases
 from corral.sandbox_manager.builds import BuildLimits
-from corral.sandbox_manager.channel import ChannelLimits
+from corral.sandbox_manager.channel import ChannelLimits, ReplyAssemblies
 from corral.sandbox_manager.containers import EGRESS, Driver
 from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
@@ -55,7 +55,12 @@ async def run(settings: Settings, stop: asyncio.Event, *, ready: asyncio.Event |
     launcher = Launcher(
         driver,
         start_timeout_s=box.start_timeout_s,
-        limits=ChannelLimits(max_frame_bytes=box.max_frame_bytes, stderr_log_bytes=box.stderr_log_bytes),
+        limits=ChannelLimits(
+            max_frame_bytes=box.max_frame_bytes,
+            stderr_log_bytes=box.stderr_log_bytes,
+            max_reply_bytes=box.max_reply_bytes,
+            assemblies=ReplyAssemblies(box.reply_assemblies),
+        ),
     )
     pool = Pool(launcher, size=box.pool_size, max_configs=box.pool_configs)
     trusted_ca = read_trusted_ca(box.environment_ca_file)

@@ -12,7 +12,17 @@ requests sent (plus a little slack for replies to requests of an earlier stream)
 violation: the stream is closed at once, every call in flight fails with ``SandboxLost`` carrying
 the reason, and the owner removes the container (the session's next call gets a fresh one). Reads
 are made in chunks of at most ``READ_CHUNK`` bytes and never hold more than one partial line, so the
-memory a sandbox can make the manager hold is about ``max_frame_bytes`` plus the reader's buffer.
+memory a sandbox can make the manager hold is about ``max_frame_bytes`` plus the reader's buffer,
+plus one reply in parts being put together.
+
+A reply longer than one line may hold goes in parts (see ``agent.program``): consecutive lines of the
+same id, each declaring ``part``, ``parts`` and ``bytes`` (the whole text's size). The manager puts
+them together only for a call it waits for, up to ``max_reply_bytes`` (the output limit plus a
+little), and only ``ReplyAssemblies.most`` at once across all sandboxes (a sandbox whose reply finds
+none free is not read from until one is: its writes block, nothing more is held). Anything else is a
+protocol violation: a part count or size beyond the bounds, a count that does not match the size, a
+part out of order, a line of anything else (another reply, garbage) between two parts, a part too
+large or (but the last) too small, more or fewer bytes than announced.
 stderr is drained as it comes (the sandbox never blocks on it) and never copied in bulk: at most
 ``EXCERPT_RECORDS`` log records of at most ``stderr_log_bytes`` of text in all per
 ``EXCERPT_WINDOW_S`` per sandbox, with the session id and a count of the bytes dropped; more than
@@ -34,7 +44,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 logger = logging.getLogger(__name__)
@@ -71,14 +81,75 @@ class ProtocolViolation(Exception):
     """The sandbox sent something the exec agent never sends; the message says what."""
 
 
+#: A reply line is at most this many times the text it carries (a control character is 1 byte of
+#: output and 6 of JSON: ``\u0001``) ...
+FRAME_FACTOR: Final = 6
+#: ... plus this much (the id, the part fields, the envelope).
+FRAME_SLACK: Final = 65536
+#: Bytes a reply's text may exceed the output limit by (the agent's truncation notes, a sandbox notice).
+REPLY_SLACK: Final = 65536
+
+
+class ReplyAssemblies:
+    """The manager-wide cap on replies in parts being put together at once (each holds up to the
+    output limit): a sandbox whose reply finds none free is not read from until one is."""
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self._free = asyncio.Semaphore(most)
+        #: Places held, and sandboxes waiting for one.
+        self.taken = 0
+        self.waiting = 0
+
+    async def take(self) -> None:
+        self.waiting += 1
+        try:
+            await self._free.acquire()
+        finally:
+            self.waiting -= 1
+        self.taken += 1
+
+    def give_back(self) -> None:
+        self.taken -= 1
+        self._free.release()
+
+
 @dataclass(frozen=True)
 class ChannelLimits:
     """Bounds on what the manager reads from one sandbox (see the module docstring)."""
 
-    #: Longest reply line accepted (the biggest legitimate reply fits: see ``SandboxSettings``).
+    #: Longest reply line accepted: a part of a reply fits (``part_bytes``).
     max_frame_bytes: int = 1 << 20
     #: Bytes of the sandbox's stderr logged per ``EXCERPT_WINDOW_S`` (0: none, only counted).
     stderr_log_bytes: int = 2048
+    #: Longest reply text put together from parts (the output limit plus ``REPLY_SLACK``).
+    max_reply_bytes: int = 8 * 2**20 + REPLY_SLACK
+    #: Shared by every channel of a manager (``Launcher`` holds one ``ChannelLimits``).
+    assemblies: ReplyAssemblies = field(default_factory=lambda: ReplyAssemblies(4), compare=False)
+
+    @property
+    def part_bytes(self) -> int:
+        """Largest piece of text one line of a reply in parts carries (its line fits ``max_frame_bytes``)."""
+        return (self.max_frame_bytes - FRAME_SLACK) // FRAME_FACTOR
+
+    @property
+    def max_parts(self) -> int:
+        """Most parts a reply may be sent in (every piece but the last holds ``part_bytes - 3`` or more)."""
+        return -(-self.max_reply_bytes // (self.part_bytes - 3))
+
+
+@dataclass
+class Assembly:
+    """A reply arriving in parts: which call, what it declared, what came so far."""
+
+    call_id: str
+    parts: int
+    total: int
+    is_error: bool
+    #: ``None``: nobody waits for this reply (its parts are checked and dropped).
+    pieces: list[str] | None
+    received: int = 0
+    next_part: int = 0
 
 
 @dataclass(frozen=True)
@@ -170,6 +241,8 @@ class AgentChannel:
         self._sent = 0
         self._replies = 0
         self._line = bytearray()
+        self._assembly: Assembly | None = None
+        self._holds_assembly = False
         self._stderr = StderrExcerpt(self, self.limits.stderr_log_bytes)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._closed = asyncio.Event()
@@ -207,7 +280,8 @@ class AgentChannel:
                         return
                     remaining -= len(chunk)
                     if stream == _STDOUT:
-                        self._take_stdout(chunk)
+                        for line in self._take_stdout(chunk):
+                            await self._dispatch(line)
                     elif stream == _STDERR:
                         self._stderr.take(chunk)
         except ProtocolViolation as exc:
@@ -222,40 +296,123 @@ class AgentChannel:
             self._stderr.close()
             self._lose()
 
-    def _take_stdout(self, chunk: bytes) -> None:
+    def _take_stdout(self, chunk: bytes) -> list[bytes]:
+        """The lines ``chunk`` completes (all within one chunk's bytes, plus the one line held)."""
         limit = self.limits.max_frame_bytes
+        lines = []
         start = 0
         while (end := chunk.find(b"\n", start)) >= 0:
             if len(self._line) + end - start > limit:
                 raise ProtocolViolation(f"it sent a reply line longer than the {limit}-byte frame limit")
             self._line += chunk[start:end]
-            line = bytes(self._line)
+            lines.append(bytes(self._line))
             self._line.clear()
-            self._dispatch(line)
             start = end + 1
         if len(self._line) + len(chunk) - start > limit:
             raise ProtocolViolation(f"it sent a reply line longer than the {limit}-byte frame limit")
         self._line += chunk[start:]
+        return lines
 
-    def _dispatch(self, line: bytes) -> None:
+    async def _dispatch(self, line: bytes) -> None:
         try:
             reply = json.loads(line)
         except ValueError:
             reply = None
         if not isinstance(reply, dict) or "id" not in reply:
             quoted = printable(line[:QUOTED_BYTES]) + ("..." if len(line) > QUOTED_BYTES else "")
+            if self._assembly is not None:
+                raise ProtocolViolation(f"it sent a line inside a reply in parts: {quoted!r}")
             raise ProtocolViolation(f"it sent a line that is not an exec agent reply: {quoted!r}")
+        if self._assembly is not None:
+            self._add_part(self._assembly, reply)
+            return
         self._replies += 1
         if self._replies > self._sent + UNSOLICITED_SLACK:
             raise ProtocolViolation(f"it sent {self._replies} replies to {self._sent} requests")
+        if "parts" in reply or "part" in reply:
+            await self._begin_assembly(reply)
+            return
         future = self._pending.pop(str(reply["id"]), None)
         if future is not None and not future.done():
             future.set_result(reply)
+
+    async def _begin_assembly(self, first: dict[str, Any]) -> None:
+        """The first part of a reply in parts: check what it declares, then take it (see ``_add_part``)."""
+        parts, total, part = first.get("parts"), first.get("bytes"), first.get("part")
+        limits = self.limits
+        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (parts, total, part)):
+            raise ProtocolViolation("it sent a part of a reply without integer part, parts and bytes")
+        assert isinstance(parts, int) and isinstance(total, int)
+        if part != 0:
+            raise ProtocolViolation(f"it sent part {part} of a reply before its part 0")
+        if not 2 <= parts <= limits.max_parts or total > limits.max_reply_bytes:
+            raise ProtocolViolation(
+                f"it announced a reply of {total} bytes in {parts} parts (at most {limits.max_reply_bytes} bytes "
+                f"in {limits.max_parts} parts)"
+            )
+        if not (parts - 1) * (limits.part_bytes - 3) <= total <= parts * limits.part_bytes:
+            raise ProtocolViolation(f"it announced a reply of {total} bytes in {parts} parts of {limits.part_bytes}")
+        call_id = str(first["id"])
+        if call_id in self._pending:
+            await limits.assemblies.take()  # nothing more is read from this sandbox until one is free
+            self._holds_assembly = True
+        waited = call_id in self._pending  # the caller may have given up meanwhile
+        if not waited and self._holds_assembly:
+            self._holds_assembly = False
+            limits.assemblies.give_back()
+        self._assembly = Assembly(call_id, parts, total, bool(first.get("is_error")), [] if waited else None)
+        self._add_part(self._assembly, first)
+
+    def _add_part(self, assembly: Assembly, reply: dict[str, Any]) -> None:
+        """Take the next part of ``assembly``: anything but exactly that part is a protocol violation."""
+        if (
+            str(reply["id"]) != assembly.call_id
+            or reply.get("part") != assembly.next_part
+            or reply.get("parts") != assembly.parts
+            or reply.get("bytes") != assembly.total
+        ):
+            raise ProtocolViolation(
+                f"it sent a line that is not part {assembly.next_part} of {assembly.parts} of the reply it was sending"
+            )
+        piece = parse_reply(reply).text
+        size = len(piece.encode("utf-8"))
+        last = assembly.next_part == assembly.parts - 1
+        if size > self.limits.part_bytes or (not last and size < self.limits.part_bytes - 3):
+            raise ProtocolViolation(
+                f"it sent a part of {size} bytes (parts but the last carry {self.limits.part_bytes - 3} to "
+                f"{self.limits.part_bytes})"
+            )
+        assembly.received += size
+        assembly.next_part += 1
+        if assembly.received > assembly.total or (last and assembly.received != assembly.total):
+            raise ProtocolViolation(
+                f"it sent {assembly.received} bytes in {assembly.next_part} parts of a reply announced as "
+                f"{assembly.total} bytes in {assembly.parts} parts"
+            )
+        if assembly.pieces is not None:
+            assembly.pieces.append(piece)
+        if not last:
+            return
+        self._assembly = None
+        self._give_back_assembly()
+        future = self._pending.pop(assembly.call_id, None)
+        if future is not None and not future.done() and assembly.pieces is not None:
+            text = "".join(assembly.pieces)
+            future.set_result(
+                {"id": assembly.call_id, "content": [{"type": "text", "text": text}], "is_error": assembly.is_error}
+            )
+
+    def _give_back_assembly(self) -> None:
+        if self._holds_assembly:
+            self._holds_assembly = False
+            self.limits.assemblies.give_back()
 
     def _lose(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
+        self._assembly = None
+        self._give_back_assembly()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SandboxLost(self.name, self.violation))

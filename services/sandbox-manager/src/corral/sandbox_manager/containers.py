@@ -82,6 +82,7 @@ class ContainerSpec:
     tmp_inodes: int
     network: str
     output_limit: int
+    part_bytes: int
     default_timeout_ms: int
     max_timeout_ms: int
 
@@ -95,6 +96,7 @@ class ContainerSpec:
             {
                 "root": WORKSPACE,
                 "output_limit": self.output_limit,
+                "part_bytes": self.part_bytes,
                 "default_timeout_ms": self.default_timeout_ms,
                 "max_timeout_ms": self.max_timeout_ms,
             }

@@ -49,6 +49,7 @@ def base_spec(settings: SandboxSettings) -> ContainerSpec:
         tmp_inodes=settings.tmp_inodes,
         network=NO_NETWORK,
         output_limit=settings.output_limit,
+        part_bytes=settings.part_bytes,
         default_timeout_ms=settings.tool_timeout_ms,
         max_timeout_ms=settings.tool_timeout_max_ms,
     )

@@ -6,6 +6,12 @@
     progress here was cut short by a manager restart, and is answered with an error rather than run
     again (a side effect runs at most once).
 
+    An outcome too large for one entry (``INLINE_OUTCOME_BYTES``: a tool's output is kept up to
+    the output limit, 8 MiB by default) is stored first in the object store
+    ``corral_tool_outputs`` (``TOOL_OUTPUTS_BUCKET``) under the same key, with the same retention,
+    and the ``done`` entry says so (``outcome_stored``). A manager that dies between the two leaves
+    ``started`` (answered as interrupted) and an object that expires.
+
 ``corral_sandboxes`` (``SANDBOXES_BUCKET``):
     ``session.<session_id>`` -> ``SessionRecord`` (the container serving it, or why it has none), and
     ``container.<container_id>`` -> the session id. Container labels cannot change after creation,
@@ -22,8 +28,24 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from corral.bus import Bus, KeyChanged, KeyExists, KeyValueBucket
-from corral.contracts.sandbox import SANDBOXES_BUCKET, TOOL_RESULTS_BUCKET, ToolOutcome, tool_result_key
+from corral.bus import Bus, KeyChanged, KeyExists, KeyValueBucket, ObjectBucket
+from corral.contracts.sandbox import (
+    SANDBOXES_BUCKET,
+    TOOL_OUTPUTS_BUCKET,
+    TOOL_RESULTS_BUCKET,
+    TextBlock,
+    ToolOutcome,
+    tool_result_key,
+)
+from corral.contracts.subjects import ObjectBucketSpec
+
+#: The largest ``done`` entry written with its outcome in it; a larger outcome goes to the object store.
+INLINE_OUTCOME_BYTES = 256 * 1024
+#: What a repeated call is answered when its outcome was stored apart and is gone (expired).
+OUTCOME_GONE = (
+    "this tool call already ran, but its recorded output is no longer available; it was not run again, to "
+    "avoid repeating its side effects"
+)
 
 
 class ToolRecord(BaseModel):
@@ -32,6 +54,8 @@ class ToolRecord(BaseModel):
     state: Literal["started", "done"]
     at: float
     outcome: ToolOutcome | None = None
+    #: The outcome is in ``TOOL_OUTPUTS_BUCKET`` under the entry's key (too large for the entry).
+    outcome_stored: bool = False
 
 
 SessionState = Literal["live", "lost", "idle", "released"]
@@ -84,16 +108,37 @@ async def _delete(kv: KeyValueBucket, key: str) -> None:
 
 
 class ToolRecords:
-    def __init__(self, kv: KeyValueBucket) -> None:
+    def __init__(self, kv: KeyValueBucket, outputs: ObjectBucket) -> None:
         self._kv = kv
+        self._outputs = outputs
 
     @classmethod
     async def open(cls, bus: Bus, *, ttl_s: float) -> ToolRecords:
-        return cls(await bus.key_value(TOOL_RESULTS_BUCKET, ttl_s=ttl_s))
+        return cls(
+            await bus.key_value(TOOL_RESULTS_BUCKET, ttl_s=ttl_s),
+            await bus.object_bucket(
+                ObjectBucketSpec(
+                    name=TOOL_OUTPUTS_BUCKET,
+                    description="Tool outcomes too large for their corral_tool_results entry, under the same key.",
+                    storage="file",
+                    ttl_s=ttl_s,
+                )
+            ),
+        )
 
     async def get(self, session_id: str, tool_use_id: str) -> ToolRecord | None:
-        entry = await self._kv.get(tool_result_key(session_id, tool_use_id))
-        return ToolRecord.model_validate_json(entry.value) if entry is not None else None
+        key = tool_result_key(session_id, tool_use_id)
+        entry = await self._kv.get(key)
+        if entry is None:
+            return None
+        record = ToolRecord.model_validate_json(entry.value)
+        if not record.outcome_stored:
+            return record
+        stored = await self._outputs.get(key)
+        if stored is None:
+            gone = ToolOutcome(content=[TextBlock(text=OUTCOME_GONE)], is_error=True, executed=False, duration_ms=0.0)
+            return record.model_copy(update={"outcome": gone})
+        return record.model_copy(update={"outcome": ToolOutcome.model_validate_json(stored)})
 
     async def claim(self, session_id: str, tool_use_id: str) -> int | None:
         """Mark the call started; the record's revision, or ``None`` when a record already exists."""
@@ -109,6 +154,9 @@ class ToolRecords:
         """Record the outcome (over the ``started`` record at revision ``claimed``, when known)."""
         key = tool_result_key(session_id, tool_use_id)
         value = ToolRecord(state="done", at=time.time(), outcome=outcome).model_dump_json().encode()
+        if len(value) > INLINE_OUTCOME_BYTES:
+            await self._outputs.put(key, outcome.model_dump_json().encode())
+            value = ToolRecord(state="done", at=time.time(), outcome_stored=True).model_dump_json().encode()
         if claimed is not None:
             with contextlib.suppress(KeyChanged):
                 await self._kv.update(key, value, last=claimed)

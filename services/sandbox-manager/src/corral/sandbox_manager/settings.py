@@ -11,13 +11,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.contracts.egress import AllowedHost
 from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, EXECUTE_REPLY_MARGIN_S, MAX_TOOL_TIMEOUT_MS
+from corral.sandbox_manager.channel import FRAME_FACTOR, FRAME_SLACK, REPLY_SLACK
 from corral.settings import LogSettings, NatsSettings
 
-#: A reply's JSON line is at most this many times the tool output it carries (a control character
-#: is 1 byte of output and 6 of JSON: ``\u0001``) ...
-FRAME_FACTOR: Final = 6
-#: ... plus this much (the truncation note, the id, the envelope).
-FRAME_SLACK: Final = 65536
+#: The smallest piece of text a reply line must be able to carry (see ``max_frame_bytes``).
+MIN_PART_BYTES: Final = 16384
 
 
 class SandboxSettings(BaseSettings):
@@ -54,12 +52,25 @@ class SandboxSettings(BaseSettings):
     idle_s: float = Field(default=600.0, gt=0, description="a session's sandbox is removed after this long unused")
     reap_interval_s: float = Field(default=60.0, gt=0, description="how often orphaned containers are looked for")
     orphan_grace_s: float = Field(default=60.0, ge=0, description="a container this young is never reaped")
-    output_limit: int = Field(default=100_000, ge=1000, description="bytes of tool output kept (the rest truncated)")
+    output_limit: int = Field(
+        default=8 * 2**20,
+        ge=1000,
+        le=64 * 2**20,
+        description="bytes of one tool call's output kept whole (beyond it, the head and the tail are kept and the "
+        "middle replaced by a note); a reply longer than one line travels in parts",
+    )
     max_frame_bytes: int = Field(
         default=1 << 20,
         description="longest reply line the manager reads from a sandbox's exec agent; a longer one (or a line "
         "that is not a reply) ends the sandbox: the call gets a tool error, the next call a fresh container. "
-        f"At least {FRAME_FACTOR} x output_limit + {FRAME_SLACK} (a reply of escaped control characters)",
+        f"Longer replies come in parts of (max_frame_bytes - {FRAME_SLACK}) / {FRAME_FACTOR} bytes of text; at "
+        f"least {FRAME_FACTOR} x {MIN_PART_BYTES} + {FRAME_SLACK}",
+    )
+    reply_assemblies: int = Field(
+        default=4,
+        ge=1,
+        description="most replies in parts (tool outputs longer than one line) put together at once across all "
+        "sandboxes, each holding up to output_limit bytes; a sandbox whose reply finds none free waits",
     )
     stderr_log_bytes: int = Field(
         default=2048,
@@ -118,13 +129,24 @@ class SandboxSettings(BaseSettings):
     result_ttl_s: float = Field(default=7 * 86400.0, gt=0, description="how long tool outcomes stay recorded")
     record_ttl_s: float = Field(default=30 * 86400.0, gt=0, description="how long session-to-container records last")
 
+    @property
+    def part_bytes(self) -> int:
+        """Bytes of text one line of a reply in parts carries (its line, escaped, fits ``max_frame_bytes``)."""
+        return (self.max_frame_bytes - FRAME_SLACK) // FRAME_FACTOR
+
+    @property
+    def max_reply_bytes(self) -> int:
+        """Longest reply text the manager puts together (the output limit and the agent's notes)."""
+        return self.output_limit + REPLY_SLACK
+
     @model_validator(mode="after")
-    def _frame_fits_the_output(self) -> SandboxSettings:
-        smallest = FRAME_FACTOR * self.output_limit + FRAME_SLACK
+    def _frame_fits_a_part(self) -> SandboxSettings:
+        smallest = FRAME_FACTOR * MIN_PART_BYTES + FRAME_SLACK
         if self.max_frame_bytes < smallest:
             raise ValueError(
-                f"max_frame_bytes {self.max_frame_bytes} is too small for output_limit {self.output_limit}: the "
-                f"biggest reply can be {smallest} bytes; set CORRAL_SANDBOX_MAX_FRAME_BYTES to at least {smallest}"
+                f"max_frame_bytes {self.max_frame_bytes} is too small: a reply line must carry at least "
+                f"{MIN_PART_BYTES} bytes of output (escaped, {smallest} bytes); set CORRAL_SANDBOX_MAX_FRAME_BYTES "
+                f"to at least {smallest}"
             )
         return self
 

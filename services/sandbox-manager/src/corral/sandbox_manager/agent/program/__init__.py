@@ -8,6 +8,12 @@ sandbox-manager reaches through a Docker attach socket:
     request   {"id": 7, "tool": "bash", "input": {"command": "ls"}, "timeout_ms": 120000}
     response  {"id": 7, "content": [{"type": "text", "text": "..."}], "is_error": false}
 
+A reply whose text is longer than ``part_bytes`` (UTF-8 bytes) goes in parts, one line each, never
+interleaved with another line: ``{"id": 7, "part": 0, "parts": 3, "bytes": <the whole text's size>,
+"content": [{"type": "text", "text": <a piece>}], "is_error": false}``, then parts 1 and 2; every
+piece but the last holds at least ``part_bytes - 3`` bytes (pieces are cut between characters). So
+every line stays within the manager's frame limit however long the output kept (``output_limit``).
+
 Two requests are answered at once on the reading thread: ``ping`` (readiness) and ``cancel``
 (``input.target`` names the request to stop, ``"*"`` stops every running request). The others run
 on a fixed pool of worker threads, started before any tool runs, so the agent keeps answering when

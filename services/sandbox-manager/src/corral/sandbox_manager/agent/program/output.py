@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections import deque
+
 
 class Collector:
     """Combined output of one command: head and tail kept within the limit, and the end marker found."""
@@ -11,7 +13,10 @@ class Collector:
         self.head_limit = limit - limit // 4
         self.tail_limit = limit // 4
         self.head = bytearray()
-        self.tail = bytearray()
+        # the tail as the chunks that hold it (whole chunks dropped from the left), so a long flood
+        # costs no copying of the tail per chunk
+        self.tail: deque[bytes] = deque()
+        self.tail_size = 0
         self.total = 0
         self.window = bytearray()
         self.status: tuple[int, str] | None = None
@@ -48,14 +53,16 @@ class Collector:
             self.head += data[:room]
             data = data[room:]
         if data:
-            self.tail += data
-            if len(self.tail) > self.tail_limit:
-                del self.tail[: len(self.tail) - self.tail_limit]
+            self.tail.append(data)
+            self.tail_size += len(data)
+            while self.tail and self.tail_size - len(self.tail[0]) >= self.tail_limit:
+                self.tail_size -= len(self.tail.popleft())
 
     def text(self) -> str:
         head = bytes(self.head).decode("utf-8", "replace")
-        if self.total <= len(self.head) + len(self.tail):
-            return head + bytes(self.tail).decode("utf-8", "replace")
-        omitted = self.total - len(self.head) - len(self.tail)
-        tail = bytes(self.tail).decode("utf-8", "ignore")
+        kept = b"".join(self.tail)[-self.tail_limit :] if self.tail_limit else b""
+        if self.total <= len(self.head) + len(kept):
+            return head + kept.decode("utf-8", "replace")
+        omitted = self.total - len(self.head) - len(kept)
+        tail = kept.decode("utf-8", "ignore")
         return f"{head}\n[output truncated: {omitted} of {self.total} bytes omitted here]\n{tail}"

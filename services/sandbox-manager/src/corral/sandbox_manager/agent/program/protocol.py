@@ -13,7 +13,9 @@ POLL_S = 0.05
 @dataclass(frozen=True)
 class Config:
     root: str = "/workspace"
-    output_limit: int = 100_000
+    output_limit: int = 8 * 2**20
+    #: Largest piece of a reply's text (UTF-8 bytes) sent in one line; a longer text goes in parts.
+    part_bytes: int = 163_840
     default_timeout_ms: int = 120_000
     max_timeout_ms: int = 600_000
     workers: int = 8

@@ -11,7 +11,7 @@ from typing import Any
 
 from .cancellation import Call
 from .protocol import PROTOCOL, Result
-from .text import cap, clean
+from .text import cap, clean, split
 from .toolbox import Toolbox
 
 
@@ -27,16 +27,30 @@ class Server:
         self.write_lock = threading.Lock()
 
     def reply(self, request_id: object, result: Result, **extra: object) -> None:
-        body = {
-            "id": request_id,
-            # capped again here: every reply fits the manager's frame limit, whatever produced it
-            "content": [{"type": "text", "text": cap(clean(result.text), self.toolbox.config.output_limit + 200)}],
-            "is_error": result.is_error,
-            **extra,
-        }
-        line = json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n"
+        # capped again here: no reply is longer than the output limit, whatever produced it
+        text = cap(clean(result.text), self.toolbox.config.output_limit + 200)
+        pieces = split(text, self.toolbox.config.part_bytes)
+        bodies: list[dict[str, object]]
+        if len(pieces) == 1:
+            bodies = [{"id": request_id, "content": [{"type": "text", "text": text}], "is_error": result.is_error}]
+            bodies[0].update(extra)
+        else:
+            total = len(text.encode("utf-8"))
+            bodies = [
+                {
+                    "id": request_id,
+                    "part": index,
+                    "parts": len(pieces),
+                    "bytes": total,
+                    "content": [{"type": "text", "text": piece}],
+                    "is_error": result.is_error,
+                }
+                for index, piece in enumerate(pieces)
+            ]
+        # one reply's parts are never interleaved with another reply's lines
         with self.write_lock:
-            self.writer.write(line)
+            for body in bodies:
+                self.writer.write(json.dumps(body, ensure_ascii=False).encode("utf-8") + b"\n")
             self.writer.flush()
 
     def timeout_s(self, value: object) -> float:

@@ -21,5 +21,22 @@ def cap(text: str, limit: int) -> str:
     )
 
 
+def split(text: str, part_bytes: int) -> list[str]:
+    """``text`` in pieces of at most ``part_bytes`` UTF-8 bytes each, cut between characters; every
+    piece but the last holds at least ``part_bytes - 3`` bytes (one reply line each, see ``server``)."""
+    data = text.encode("utf-8")
+    if len(data) <= part_bytes:
+        return [text]
+    pieces = []
+    start = 0
+    while start < len(data):
+        end = min(start + part_bytes, len(data))
+        while end < len(data) and data[end] & 0xC0 == 0x80:  # not inside a character
+            end -= 1
+        pieces.append(data[start:end].decode("utf-8"))
+        start = end
+    return pieces
+
+
 def looks_binary(head: bytes) -> bool:
     return b"\x00" in head
