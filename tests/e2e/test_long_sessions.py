@@ -123,7 +123,7 @@ def _lines_of(path: Path) -> list[dict[str, object]]:
     return lines
 
 
-async def test_input_sent_right_after_idle_never_waits_for_a_lease_hand_off(
+async def test_input_sent_right_after_idle_is_never_handed_back_for_a_lease(
     stack: Stack, client: anthropic.AsyncAnthropic, agent_env: tuple[str, str]
 ) -> None:
     agent_id, env_id = agent_env
@@ -140,8 +140,10 @@ async def test_input_sent_right_after_idle_never_waits_for_a_lease_hand_off(
 
     types = [e.type for e in await all_events(client, session.id)]
     assert types.count("agent.message") == rounds
+    # Input logged in the last moment of a run (after the holder's final look at the log, before it
+    # lets the session go) can still find the session leased: that turn then waits for the release on
+    # a KV watch, milliseconds. What must never happen is the old lost second: a wake-up handed back
+    # to the queue with a delay because the session was leased.
     waited = harness_lines(stack, session.id, "a turn starts after waiting for the lease hand-off")
     handed_back = harness_lines(stack, session.id, "lease held elsewhere all along; handing the wake-up back")
-    assert waited == [] and handed_back == [], (
-        f"{len(waited)} turns waited for the lease, {len(handed_back)} handed back"
-    )
+    assert handed_back == [], f"{len(handed_back)} wake-ups handed back ({len(waited)} turns waited on the watch)"

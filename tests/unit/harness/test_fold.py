@@ -402,3 +402,24 @@ async def test_a_snapshot_read_that_hangs_costs_a_fold_from_the_start_never_the_
     resumed = await snapshots.resume(SESSION_ID, StuckSnapshots(), StoreLog(store), load_timeout_s=0.05)
 
     assert (resumed.source, resumed.fold.last_seq) == ("unreadable", 0)
+
+
+async def test_a_log_read_that_swallows_its_cancellation_is_cancelled_again() -> None:
+    """nats-py's ``wait_for`` on Python 3.11 can drop a cancellation; the run must not hang on it."""
+    from corral.harness import sessionlog
+
+    started, swallowed = asyncio.Event(), asyncio.Event()
+
+    async def stubborn() -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            swallowed.set()  # the lost cancellation: carry on following
+        await asyncio.Event().wait()
+
+    reader = asyncio.create_task(stubborn())
+    await started.wait()
+    async with asyncio.timeout(5):
+        await sessionlog.stop_reading(reader)
+    assert swallowed.is_set() and reader.cancelled()

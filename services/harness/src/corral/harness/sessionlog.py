@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -24,6 +25,11 @@ from corral.bus import Bus, BusError
 from corral.contracts.subjects import SESSIONS_STREAM, session_log
 from corral.harness.fold import Decoded, SessionFold, decode
 from corral.harness.store import StoreUnavailable
+
+logger = logging.getLogger(__name__)
+
+#: How long a cancelled log read may take to end before it is cancelled again.
+_STOP_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -160,5 +166,19 @@ async def following(
     try:
         yield log
     finally:
-        reader.cancel()
-        await asyncio.gather(reader, return_exceptions=True)
+        await stop_reading(reader)
+
+
+async def stop_reading(reader: asyncio.Task[None]) -> None:
+    """Cancel the read and wait for it to end. A cancellation can be lost inside the NATS client (on
+    Python 3.11 ``asyncio.wait_for`` drops one that arrives as the awaited reply does), which would
+    leave the read following, and this run waiting on it, for good: so it is asked again until it
+    ends."""
+    reader.cancel()
+    while not reader.done():
+        done, _ = await asyncio.wait({reader}, timeout=_STOP_RETRY_S)
+        if not done:
+            logger.warning("the session log read did not stop when cancelled; cancelling it again")
+            reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):  # its failure was already surfaced
+        reader.result()
