@@ -5,5 +5,6 @@ the ``CORRAL_`` prefix shown on its class.
 """
 
 from corral.settings.fragments import LogSettings, NatsSettings, TelemetrySettings
+from corral.settings.variables import Variable, describe, variable_name, variables
 
-__all__ = ["LogSettings", "NatsSettings", "TelemetrySettings"]
+__all__ = ["LogSettings", "NatsSettings", "TelemetrySettings", "Variable", "describe", "variable_name", "variables"]
