@@ -94,6 +94,8 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     async def release(session_id: str, _reason: str) -> None:
         await sessions.release(session_id)
 
+    serving = asyncio.Event()
+
     async def upkeep() -> None:
         await engine.ready.wait()
         pool.want(base_spec(box))  # environments without network access
@@ -103,6 +105,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         life.background(reaper.run(), name="reaper")
         # after reconciliation: a release must find the sandbox a previous run left, adopted
         life.background(releases.follow(bind_releases, release), name="releases")
+        await serving.wait()
         life.ready(instance=instance, image=box.image, scope=box.scope)
 
     life.background(engine.run(), name="engine-watch")
@@ -110,6 +113,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     if not await _first_check(engine, life.stop):
         return
     await stack.enter_async_context(serve_all(bus, service))
+    serving.set()
     logger.info(
         "sandbox-manager serving",
         extra={

@@ -15,9 +15,9 @@ class Settings(BaseSettings):
     bootstrap_api_key: SecretStr | None = Field(
         default=None, description="An API key registered at start-up if new (CORRAL_BOOTSTRAP_API_KEY)"
     )
-    bootstrap_workspace: str = "default"
+    bootstrap_workspace: str = Field(default="default", description="the workspace of that key")
     lease_ttl_s: float = Field(default=10.0, gt=0, description="TTL of the harness lease bucket if created here")
-    state_cache_size: int = Field(default=10_000, ge=1)
+    state_cache_size: int = Field(default=10_000, ge=1, description="sessions whose folded state is kept in memory")
     events_page_bytes: int = Field(
         default=512 * 1024,
         ge=1,
