@@ -24,7 +24,7 @@ from pydantic_settings import BaseSettings
 
 from corral import telemetry
 from corral.runner.lifetime import Lifetime, Refused
-from corral.settings import LogSettings, describe
+from corral.settings import LogSettings, describe, renamed_in_use
 
 logger = logging.getLogger("corral.runner")
 
@@ -102,6 +102,8 @@ def run(
         raise SystemExit(2) from None
     logs = getattr(settings, "log", None)
     telemetry.configure(name, logs=logs if isinstance(logs, LogSettings) else None)
+    for old, new in renamed_in_use():
+        logger.warning("%s is deprecated and will stop working in the next release; set %s instead", old, new)
     grace = grace_s(settings) if callable(grace_s) else grace_s
     main: Coroutine[Any, Any, None] = _until_stopped(name, build, settings, grace)
     code = 0

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings
 
@@ -35,6 +35,8 @@ def variable_name(owner: type[BaseSettings], field: str) -> str:
     info = owner.model_fields[field]
     if isinstance(info.validation_alias, str):
         return info.validation_alias
+    if isinstance(info.validation_alias, AliasChoices) and isinstance(info.validation_alias.choices[0], str):
+        return info.validation_alias.choices[0]
     prefix = str(owner.model_config.get("env_prefix", ""))
     return f"{prefix}{field}".upper()
 
