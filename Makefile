@@ -37,11 +37,13 @@ typecheck: install ## mypy --strict over every package
 lint-imports: install ## services never import each other; only corral.bus imports nats
 	@$(UV) run lint-imports
 
-gen: install ## regenerate proto/ from the contracts
+gen: install ## regenerate proto/ from the contracts, and the README's settings table from the Settings classes
 	@$(UV) run python proto/generate.py
+	@$(UV) run python infra/dev/settings_table.py
 
-gen-check: install ## fail when proto/ is stale
+gen-check: install ## fail when proto/ or the README settings table is stale
 	@$(UV) run python proto/generate.py --check
+	@$(UV) run python infra/dev/settings_table.py --check
 
 test-unit: install ## unit and contract tests only (no services)
 	@$(UV) run pytest tests/unit tests/contract -q

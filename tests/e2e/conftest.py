@@ -60,7 +60,6 @@ def start_stack(state_dir: Path, host_canary: HostCanary | None = None) -> Stack
         docker=True,
         service_env={
             "harness": FAST_RECOVERY,
-            "session-store": {"CORRAL_LEASE_TTL_S": "3"},
             "credential-proxy": egress,
         },
         log_level="INFO",

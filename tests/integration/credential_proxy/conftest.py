@@ -2,8 +2,8 @@
 
 Each test module runs its own nats-server and its own OpenBao (initialised, unsealed, the ``corral/``
 mount and the credential-proxy's read-only policy, as ``make up`` makes them); each ``CredentialProxy``
-runs ``corral.credential_proxy``'s ``run`` until stopped, with its egress sockets under a temporary
-``CORRAL_EGRESS_SOCKET_DIR`` and the vault token ``make up`` would give it.
+runs ``corral.credential_proxy``'s composition root (through ``corral.runner.serve``) until stopped,
+with its egress sockets under a temporary ``CORRAL_EGRESS_SOCKET_DIR`` and the vault token ``make up`` would give it.
 """
 
 from __future__ import annotations
@@ -26,12 +26,13 @@ from corral.bus import Bus
 from corral.contracts.egress import EgressOp, EgressPolicy, egress_rpc
 from corral.contracts.rpc import Health, RpcReply
 from corral.contracts.subjects import health
-from corral.credential_proxy.__main__ import run
+from corral.credential_proxy import composition
 from corral.credential_proxy.settings import EgressSettings, Settings
 from corral.devstack.nats import Nats
 from corral.devstack.openbao import OpenBao
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir
+from corral.runner import serve
 from corral.settings import NatsSettings
 from tests.egress_network import stand_in_addresses
 
@@ -94,7 +95,9 @@ class CredentialProxy:
     async def start(self) -> None:
         self.stop_event = asyncio.Event()
         ready = asyncio.Event()
-        self.task = asyncio.get_running_loop().create_task(run(self.settings, self.stop_event, ready=ready))
+        self.task = asyncio.get_running_loop().create_task(
+            serve("credential-proxy", composition.serve, self.settings, self.stop_event, ready=ready)
+        )
         waiter = asyncio.ensure_future(ready.wait())
         async with asyncio.timeout(30):
             await asyncio.wait({waiter, self.task}, return_when=asyncio.FIRST_COMPLETED)

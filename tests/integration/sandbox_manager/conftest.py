@@ -39,7 +39,8 @@ from corral.devstack.nats import Nats
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 from corral.devstack.state import StateDir
-from corral.sandbox_manager.__main__ import run
+from corral.runner import serve
+from corral.sandbox_manager import composition
 from corral.sandbox_manager.containers import LABEL_SCOPE
 from corral.sandbox_manager.settings import SandboxSettings, Settings
 from corral.settings import NatsSettings
@@ -248,7 +249,9 @@ async def running_manager(
     )
     stop = asyncio.Event()
     ready = asyncio.Event()
-    task = asyncio.get_running_loop().create_task(run(settings, stop, ready=ready))
+    task = asyncio.get_running_loop().create_task(
+        serve("sandbox-manager", composition.serve, settings, stop, ready=ready)
+    )
     try:
         manager = Manager(bus=bus, settings=settings, engine=engine, stop=stop, task=task)
         async with asyncio.timeout(60):

@@ -5,5 +5,17 @@ the ``CORRAL_`` prefix shown on its class.
 """
 
 from corral.settings.fragments import LogSettings, NatsSettings, TelemetrySettings
+from corral.settings.renames import renamed, renamed_in_use
+from corral.settings.variables import Variable, describe, variable_name, variables
 
-__all__ = ["LogSettings", "NatsSettings", "TelemetrySettings"]
+__all__ = [
+    "LogSettings",
+    "NatsSettings",
+    "TelemetrySettings",
+    "Variable",
+    "describe",
+    "renamed",
+    "renamed_in_use",
+    "variable_name",
+    "variables",
+]

@@ -21,12 +21,17 @@ class NatsSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_NATS_", frozen=True, extra="ignore")
 
-    url: str = "nats://127.0.0.1:4222"
-    user: str | None = None
-    password: SecretStr | None = None
-    connect_timeout_s: float = Field(default=5.0, gt=0)
-    request_timeout_s: float = Field(default=10.0, gt=0)
-    record_chunk_bytes: int = Field(default=0, ge=0)
+    url: str = Field(default="nats://127.0.0.1:4222", description="the NATS server")
+    user: str | None = Field(default=None, description="this service's NATS user (`make up` gives each its own)")
+    password: SecretStr | None = Field(default=None, description="that user's password")
+    connect_timeout_s: float = Field(default=5.0, gt=0, description="longest wait for each connection attempt")
+    request_timeout_s: float = Field(default=10.0, gt=0, description="deadline of a bus request without its own")
+    record_chunk_bytes: int = Field(
+        default=0,
+        ge=0,
+        description="a stored record larger than this is stored in parts of at most this size "
+        "(0: the server's max_payload less 64 KiB)",
+    )
 
 
 class LogSettings(BaseSettings):
@@ -34,8 +39,10 @@ class LogSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_LOG_", frozen=True, extra="ignore")
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
-    format: Literal["json", "text"] = "json"
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        default="INFO", description="the least severe records logged"
+    )
+    format: Literal["json", "text"] = Field(default="json", description="JSON lines, or text for a terminal")
 
 
 class TelemetrySettings(BaseSettings):
@@ -43,4 +50,8 @@ class TelemetrySettings(BaseSettings):
 
     model_config = SettingsConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
-    otlp_endpoint: str | None = Field(default=None, validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT")
+    otlp_endpoint: str | None = Field(
+        default=None,
+        validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
+        description="export traces over OTLP/HTTP to this endpoint (e.g. Jaeger's); unset: no export",
+    )

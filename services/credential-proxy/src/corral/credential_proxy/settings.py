@@ -102,7 +102,9 @@ class Settings(BaseSettings):
 
     vault_addr: str = Field(default="http://127.0.0.1:8200", description="OpenBao/Vault address (CORRAL_VAULT_ADDR)")
     vault_token: SecretStr | None = Field(default=None, description="OpenBao/Vault token (CORRAL_VAULT_TOKEN)")
-    health_probe_timeout_s: float = Field(default=2.0, gt=0)
+    health_probe_timeout_s: float = Field(
+        default=2.0, gt=0, description="deadline of each dependency check behind a health answer"
+    )
     egress: EgressSettings = Field(default_factory=EgressSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

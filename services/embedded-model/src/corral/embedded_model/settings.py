@@ -15,8 +15,8 @@ class Settings(BaseSettings):
         env_prefix="CORRAL_EMBEDDED_MODEL_", env_ignore_empty=True, frozen=True, extra="ignore"
     )
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8090, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address the Messages API listens on")
+    port: int = Field(default=8090, ge=0, le=65535, description="port of the Messages API")
     script: Path | None = Field(default=None, description="JSON script document loaded at start")
     max_input_tokens: int | None = Field(
         default=None, ge=1, description="Refuse larger requests with the real API's 'prompt is too long' error"

@@ -11,8 +11,8 @@ from corral.settings import LogSettings, NatsSettings
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORRAL_GATEWAY_", env_ignore_empty=True, frozen=True, extra="ignore")
 
-    host: str = "127.0.0.1"
-    port: int = Field(default=8080, ge=0, le=65535)
+    host: str = Field(default="127.0.0.1", description="address the public API listens on")
+    port: int = Field(default=8080, ge=0, le=65535, description="port of the public API")
     max_body_bytes: int = Field(
         default=32 * 1024 * 1024, ge=1, description="Largest request body accepted (413 above); any size is stored"
     )

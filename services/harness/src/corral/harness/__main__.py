@@ -1,8 +1,9 @@
 """Composition root: ``python -m corral.harness`` (or ``corral-harness``).
 
-Settings → telemetry → bus, wake consumer, lease bucket, snapshot bucket, model client, sandbox client →
-a TaskGroup of the wake loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
-``shutdown_grace_s`` to finish, then their wake-ups are handed back and their leases released.
+Started by ``corral.runner`` (settings, telemetry, signals). Bus, wake consumer, lease bucket,
+snapshot bucket, model client, sandbox client → a TaskGroup of the wake loop and the health
+responder. SIGTERM/SIGINT stop fetching; running sessions get ``shutdown_grace_s`` to finish, then
+their wake-ups are handed back and their leases released.
 """
 
 from __future__ import annotations
@@ -10,12 +11,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 
 import anthropic
-import uvloop
 
-from corral import telemetry
+from corral import runner
 from corral.bus import Bus
 from corral.contracts import subjects
 from corral.harness.compaction import Compactor, ContextPolicy
@@ -29,7 +28,7 @@ from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy
 from corral.harness.sandbox import BusSandbox
 from corral.harness.sessionlog import BusLog
-from corral.harness.settings import ConfigError, Settings, load_settings, model_endpoint
+from corral.harness.settings import Settings, model_endpoint
 from corral.harness.snapshots import BusSnapshots
 from corral.harness.store import BusStore
 from corral.harness.turn import SessionDriver
@@ -38,11 +37,8 @@ from corral.harness.wake import WakeLoop
 logger = logging.getLogger("corral.harness")
 
 
-async def run(settings: Settings) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+async def serve(settings: Settings, life: runner.Lifetime) -> None:
+    stop = life.stop
 
     endpoint = model_endpoint(settings)
     crashpoint: Crashpoint = ExitAt(settings.crashpoint) if settings.crashpoint else no_crash
@@ -132,19 +128,12 @@ async def run(settings: Settings) -> None:
                 ),
                 name="health",
             )
+            life.ready(worker_id=settings.worker_id)
         logger.info("harness stopped", extra={"fields": {"worker_id": settings.worker_id}})
 
 
 def main() -> None:
-    try:
-        settings = load_settings()
-    except ConfigError as exc:
-        raise SystemExit(f"corral-harness: {exc}") from None
-    telemetry.configure("harness", logs=settings.log)
-    try:
-        uvloop.run(run(settings))
-    finally:
-        telemetry.shutdown()
+    runner.run("harness", Settings, serve, grace_s=lambda settings: settings.shutdown_grace_s + 15.0)
 
 
 if __name__ == "__main__":

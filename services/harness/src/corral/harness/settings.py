@@ -33,7 +33,9 @@ def default_worker_id() -> str:
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_HARNESS_", frozen=True, extra="ignore", env_ignore_empty=True)
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_HARNESS_", frozen=True, extra="ignore", env_ignore_empty=True, use_attribute_docstrings=True
+    )
 
     worker_id: str = Field(default_factory=default_worker_id, min_length=1)
     lease_ttl_s: float = Field(default=10.0, gt=0)

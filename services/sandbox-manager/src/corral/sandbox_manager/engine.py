@@ -40,6 +40,8 @@ class EngineWatch:
         self._probe_timeout_s = probe_timeout_s
         self._retry_s = retry_s
         self.ready = asyncio.Event()
+        #: Set once the engine and image were first looked for: until then, nothing is known to answer with.
+        self.checked = asyncio.Event()
         self.status = EngineStatus(ok=False, version=None, image=image, image_present=False, message="not checked yet")
         self._recheck = asyncio.Event()
 
@@ -80,6 +82,7 @@ class EngineWatch:
             self.ready.set()
         else:
             self.ready.clear()
+        self.checked.set()
         return status
 
     def require(self) -> EngineStatus:

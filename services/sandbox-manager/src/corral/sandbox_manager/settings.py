@@ -182,7 +182,9 @@ class Settings(BaseSettings):
     docker_host: str | None = Field(
         default=None, description="Docker engine address (CORRAL_DOCKER_HOST); unset = the docker SDK's default"
     )
-    health_probe_timeout_s: float = Field(default=2.0, gt=0)
+    health_probe_timeout_s: float = Field(
+        default=2.0, gt=0, description="deadline of each dependency check behind a health answer"
+    )
     engine_retry_s: float = Field(default=5.0, gt=0, description="how often a missing engine or image is looked for")
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)

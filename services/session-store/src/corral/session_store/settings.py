@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.settings import LogSettings, NatsSettings
+from corral.settings import LogSettings, NatsSettings, renamed
 
 
 class Settings(BaseSettings):
@@ -15,9 +15,14 @@ class Settings(BaseSettings):
     bootstrap_api_key: SecretStr | None = Field(
         default=None, description="An API key registered at start-up if new (CORRAL_BOOTSTRAP_API_KEY)"
     )
-    bootstrap_workspace: str = "default"
-    lease_ttl_s: float = Field(default=10.0, gt=0, description="TTL of the harness lease bucket if created here")
-    state_cache_size: int = Field(default=10_000, ge=1)
+    bootstrap_workspace: str = Field(default="default", description="the workspace of that key")
+    lease_ttl_s: float = Field(
+        default=10.0,
+        gt=0,
+        validation_alias=renamed("CORRAL_HARNESS_LEASE_TTL_S", "CORRAL_LEASE_TTL_S"),
+        description="the harness's lease TTL, which is the lease bucket's TTL when this service creates it",
+    )
+    state_cache_size: int = Field(default=10_000, ge=1, description="sessions whose folded state is kept in memory")
     events_page_bytes: int = Field(
         default=512 * 1024,
         ge=1,

@@ -1,0 +1,66 @@
+"""The credential-proxy's composition root: this machine's interface addresses (which egress never
+reaches; the service does not start when they cannot be read) -> bus, egress grants -> the egress
+proxies, one unix socket per session under ``CORRAL_EGRESS_SOCKET_DIR`` (re-opened from their grants;
+none when it is unset) -> serving ``corral.rpc.egress.*`` and health. It is ready once the grants are
+restored and requests are served.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from corral.bus import Bus, instance_name
+from corral.credential_proxy.egress import Egress
+from corral.credential_proxy.grants import Grants
+from corral.credential_proxy.hosts import operator_allows
+from corral.credential_proxy.interfaces import OwnAddresses
+from corral.credential_proxy.rpc import Service, serve_all
+from corral.credential_proxy.settings import Settings
+from corral.credential_proxy.vault import Vault
+from corral.runner import Lifetime, Refused
+
+logger = logging.getLogger("corral.credential_proxy")
+
+
+async def serve(settings: Settings, life: Lifetime) -> None:
+    instance = instance_name()
+    vault = Vault(settings.vault_addr, settings.vault_token, timeout=settings.health_probe_timeout_s)
+    own = own_addresses(settings)
+    stack = life.stack
+    bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
+    grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
+    egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
+    await egress.restore()
+    service = Service(instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s)
+    await stack.enter_async_context(serve_all(bus, service))
+    state = await vault.probe(settings.health_probe_timeout_s)
+    life.ready(
+        instance=instance,
+        vault=state,
+        egress_socket_dir=str(settings.egress.socket_dir or "unset: no egress"),
+        egress_listeners=egress.count(),
+    )
+
+
+def own_addresses(settings: Settings) -> OwnAddresses:
+    """This machine's interface addresses, read now (they are read again for every destination).
+
+    Raises:
+        Refused: they cannot be read; egress would not know which addresses to refuse.
+    """
+    try:
+        own = OwnAddresses()
+    except OSError as exc:
+        raise Refused(
+            f"cannot read this machine's interface addresses over rtnetlink ({exc}), so egress cannot refuse "
+            "them; run the credential-proxy where it can open an AF_NETLINK socket (a plain process or host "
+            "networking)",
+            exit_code=1,
+        ) from None
+    allowed = sorted(str(a) for a in own.current() if operator_allows(a, settings.egress.allow_addresses))
+    if allowed:
+        logger.warning(
+            "egress allows addresses of this machine: sandboxes can reach its services on them",
+            extra={"fields": {"addresses": allowed, "setting": "CORRAL_EGRESS_ALLOW_ADDRESSES"}},
+        )
+    return own

@@ -1,0 +1,141 @@
+"""The sandbox-manager's composition root: driver, pool -> bus, records, egress, environment images,
+sessions -> the engine watch -> once the engine was first checked: the operations and health (before
+that a provision could only be answered "not checked yet") -> once the engine and image are there:
+reconciliation, then pool refill, the reaper and the release consumer, and the service is ready.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import replace
+
+from corral.bus import Bus, PullConsumer, instance_name
+from corral.contracts import subjects
+from corral.contracts.egress import EgressPolicy
+from corral.runner import Lifetime
+from corral.sandbox_manager import releases
+from corral.sandbox_manager.builds import BuildLimits
+from corral.sandbox_manager.channel import ChannelLimits, ReplyAssemblies
+from corral.sandbox_manager.containers import EGRESS, Driver
+from corral.sandbox_manager.egress import BusEgress
+from corral.sandbox_manager.engine import EngineWatch
+from corral.sandbox_manager.environments import base_spec
+from corral.sandbox_manager.executions import Executions
+from corral.sandbox_manager.images import EnvironmentImages, read_trusted_ca
+from corral.sandbox_manager.pool import Pool
+from corral.sandbox_manager.reaper import Reaper
+from corral.sandbox_manager.records import SandboxRecords, ToolRecords
+from corral.sandbox_manager.rpc import Service, serve_all
+from corral.sandbox_manager.sandboxes import Launcher
+from corral.sandbox_manager.sessions import Sessions
+from corral.sandbox_manager.settings import Settings
+
+logger = logging.getLogger("corral.sandbox_manager")
+
+
+async def serve(settings: Settings, life: Lifetime) -> None:
+    instance = instance_name()
+    box = settings.sandbox
+    driver = Driver(settings.docker_host, box.scope)
+    engine = EngineWatch(
+        driver,
+        box.image,
+        probe_timeout_s=settings.health_probe_timeout_s,
+        retry_s=settings.engine_retry_s,
+    )
+    launcher = Launcher(
+        driver,
+        start_timeout_s=box.start_timeout_s,
+        limits=ChannelLimits(
+            max_frame_bytes=box.max_frame_bytes,
+            stderr_log_bytes=box.stderr_log_bytes,
+            max_reply_bytes=box.max_reply_bytes,
+            assemblies=ReplyAssemblies(box.reply_assemblies),
+        ),
+    )
+    pool = Pool(launcher, size=box.pool_size, max_configs=box.pool_configs)
+    trusted_ca = read_trusted_ca(box.environment_ca_file)
+
+    stack = life.stack
+    stack.push_async_callback(driver.aclose)
+    bus = await stack.enter_async_context(Bus.connect(settings.nats, name="sandbox-manager"))
+    tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
+    sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
+    egress = BusEgress(bus)
+    launcher.egress = egress  # pooled sandboxes with network get egress slots
+    images = EnvironmentImages(
+        driver,
+        egress,
+        limits=BuildLimits(
+            memory=box.environment_build_memory,
+            nano_cpus=int(box.environment_build_cpus * 1_000_000_000),
+            pids=box.environment_build_pids,
+        ),
+        timeout_s=box.environment_build_timeout_s,
+        failure_memory_s=box.environment_build_retry_s,
+        trusted_ca=trusted_ca,
+        builds_enabled=box.environment_builds == "on",
+        build_egress=EgressPolicy(allowed_hosts=list(box.environment_build_hosts), allow_package_managers=True),
+    )
+    stack.push_async_callback(pool.close)
+    sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images, egress=egress)
+    stack.push_async_callback(images.close)
+    stack.push_async_callback(sessions.close)
+    executions = Executions(sessions, tool_records, box)
+    reaper = Reaper(driver, launcher, sessions, pool, sandbox_records, box, images=images)
+    service = Service(
+        instance=instance,
+        sessions=sessions,
+        executions=executions,
+        pool=pool,
+        engine=engine,
+        publish=bus.publish_core,
+    )
+
+    async def bind_releases() -> PullConsumer | None:
+        return await bus.bind(subjects.SANDBOX_RELEASES_SPEC)
+
+    async def release(session_id: str, _reason: str) -> None:
+        await sessions.release(session_id)
+
+    serving = asyncio.Event()
+
+    async def upkeep() -> None:
+        await engine.ready.wait()
+        pool.want(base_spec(box))  # environments without network access
+        pool.want(replace(base_spec(box), network=EGRESS))  # the default (unrestricted) and limited ones
+        await reaper.reconcile()
+        life.background(pool.run(), name="pool-refill")
+        life.background(reaper.run(), name="reaper")
+        # after reconciliation: a release must find the sandbox a previous run left, adopted
+        life.background(releases.follow(bind_releases, release), name="releases")
+        await serving.wait()
+        life.ready(instance=instance, image=box.image, scope=box.scope)
+
+    life.background(engine.run(), name="engine-watch")
+    life.background(upkeep(), name="upkeep")
+    if not await _first_check(engine, life.stop):
+        return
+    await stack.enter_async_context(serve_all(bus, service))
+    serving.set()
+    logger.info(
+        "sandbox-manager serving",
+        extra={
+            "fields": {"instance": instance, "image": box.image, "scope": box.scope, "engine": engine.status.message}
+        },
+    )
+    await life.stop.wait()
+    executions.shutdown()
+
+
+async def _first_check(engine: EngineWatch, stop: asyncio.Event) -> bool:
+    """Wait until the engine was first looked for (True), or for ``stop`` (False)."""
+    checked = asyncio.ensure_future(engine.checked.wait())
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({checked, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        checked.cancel()
+        stopping.cancel()
+    return engine.checked.is_set()

@@ -1,0 +1,72 @@
+"""The session-store's composition root: bus and streams, Postgres and its migrations, the projector
+caught up with the streams, the bootstrap key, the wake sweep, then the operations and health.
+
+It is ready (and answers health) only once the projection has caught up and the operations are served.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from corral.bus import Bus, StreamMismatch, instance_name, serve_health
+from corral.contracts import subjects
+from corral.contracts.rpc import CreateApiKey, Health
+from corral.runner import Lifetime, Refused
+from corral.session_store import db, health, wakes
+from corral.session_store.handlers import auth
+from corral.session_store.log import Catalog, SessionLog
+from corral.session_store.projector import Projector
+from corral.session_store.rpc import operations
+from corral.session_store.service import Deps
+from corral.session_store.settings import Settings
+
+
+async def serve(settings: Settings, life: Lifetime) -> None:
+    instance = instance_name()
+    stack = life.stack
+    bus = await stack.enter_async_context(Bus.connect(settings.nats, name="session-store"))
+    try:
+        for spec in (subjects.SESSIONS_SPEC, subjects.CATALOG_SPEC, subjects.WAKE_SPEC):
+            await bus.ensure_stream(spec)
+        # the sandbox-manager's headers-only view of the log, made here so it needs no read rights on it
+        await bus.ensure_consumer(subjects.SANDBOX_RELEASES_SPEC)
+    except StreamMismatch as exc:
+        raise Refused(str(exc)) from None
+    leases = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
+    pool = await stack.enter_async_context(db.open_pool(settings.database_url))
+    await db.migrate(pool)
+    projector = Projector(bus, pool)
+    deps = Deps(
+        bus=bus,
+        pool=pool,
+        log=SessionLog(bus, cache_size=settings.state_cache_size),
+        catalog=Catalog(bus),
+        projector=projector,
+        leases=leases,
+        events_page_bytes=settings.events_page_bytes,
+    )
+
+    async def report() -> Health:
+        return await health.report(bus, pool, projector, instance=instance)
+
+    projecting = life.background(projector.run(), name="projector")
+    await _wait_projection(bus, projector)
+    if settings.bootstrap_api_key is not None:
+        digest = hashlib.sha256(settings.bootstrap_api_key.get_secret_value().encode()).hexdigest()
+        await auth.create(
+            deps, CreateApiKey(workspace_id=settings.bootstrap_workspace, key_sha256=digest, name="bootstrap")
+        )
+    await wakes.sweep(deps)
+    async with operations(deps).serve(bus), serve_health(bus, "session-store", report):
+        life.ready(instance=instance)
+        await life.stop.wait()
+    # the operations are no longer served: nothing reads the projection any more
+    projecting.cancel()
+
+
+async def _wait_projection(bus: Bus, projector: Projector) -> None:
+    """Before serving, catch the projection up with what the streams already hold."""
+    for stream in (subjects.CATALOG_STREAM, subjects.SESSIONS_STREAM):
+        last = await bus.stream_last_seq(stream)
+        if last:
+            await projector.caught_up(stream, last, timeout=120.0)
