@@ -383,19 +383,8 @@ class Bus:
         too_large: Callable[[int, int], bytes] | None = None,
         large_replies: bool = False,
     ) -> AsyncIterator[None]:
-        """Answer requests on ``subject`` (a queue group shares the load) while the block runs; the
-        block starts once the server routes ``subject`` here, so another connection can ask at once.
-
-        Every request is answered, at once, never left to the caller's deadline: a handler that
-        raises is logged (with the subject) and answered with an ``RpcReply`` error (``api_error``);
-        a reply larger than the server carries is replaced by ``too_large(size, limit)`` (by a
-        ``request_too_large`` ``RpcReply`` without it); a reply the connection refuses to send is
-        logged and answered with an ``api_error`` ``RpcReply``. With ``large_replies`` a reply of any
-        size is sent, through the bodies object store when it is larger than one message.
-
-        Each request runs in its own task, at most ``limit`` at once; on exit the subscription is
-        removed and in-flight requests finish before the block returns.
-        """
+        """Answer requests on ``subject`` while the block runs: every request is answered at once,
+        failures and replies too large included (the rules are ``corral.bus.serving.serve``'s)."""
         async with serve(
             self._nc,
             self._bodies,
