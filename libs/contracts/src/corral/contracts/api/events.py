@@ -336,6 +336,31 @@ class SessionUpdated(StoredEvent):
     budget: dict[str, Any] | None = None
 
 
+class MonetaryAmount(Resource):
+    """``amount`` in minor units of ``currency`` (cents), an integer as a string: "2500" is $25.00."""
+
+    amount: str
+    currency: Literal["USD"] = "USD"
+
+
+class UsageSnapshot(Resource):
+    """The session's cumulative usage when a ``session.usage`` event was logged."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation: dict[str, int] | None = None
+    list_cost: MonetaryAmount | None = None
+
+
+class SessionUsageEvent(StoredEvent):
+    """A snapshot of the session's cumulative usage and tracked list cost, with its budget then."""
+
+    type: Literal["session.usage"] = "session.usage"
+    usage: UsageSnapshot
+    budget: dict[str, Any] | None = None
+
+
 SessionEvent = Annotated[
     UserMessage
     | UserInterrupt
@@ -355,7 +380,8 @@ SessionEvent = Annotated[
     | SessionStatusTerminated
     | SessionStatusIdle
     | SessionError
-    | SessionUpdated,
+    | SessionUpdated
+    | SessionUsageEvent,
     Field(discriminator="type"),
 ]
 
