@@ -221,6 +221,7 @@ def test_the_harness_logs_usage_while_running() -> None:
 
 def test_a_session_paused_by_its_budget_takes_only_settling_events_until_the_budget_changes() -> None:
     paused = state_after(*BUDGET_PAUSE)
+    assert paused.list_cost == 30  # what a new budget must exceed
     with pytest.raises(ApiError) as err:
         check_client_append(paused, [{"type": "user.message"}])
     assert err.value.status == 400

@@ -86,6 +86,8 @@ class SessionState:
     """``agent.custom_tool_use`` ids that no ``user.custom_tool_result`` answered."""
     budget_paused: bool = False
     """The newest turn ended with ``budget_reached`` and the budget has not changed since."""
+    list_cost: int | None = None
+    """USD cents the newest ``session.usage`` event said the session has used (``None``: none yet)."""
 
     def apply(self, record: SessionRecord, seq: int) -> None:
         """Fold one record (decoded once, where it was read: ``corral.contracts.log.parse_session_record``)."""
@@ -131,9 +133,12 @@ class SessionState:
                 | ev.SpanModelRequestStart()
                 | (ev.SpanModelRequestEnd())
                 | ev.SessionError()
-                | ev.SessionUsageEvent()
             ):
                 pass
+            case ev.SessionUsageEvent():
+                cost = record.usage.list_cost
+                if cost is not None and cost.amount.isdigit():
+                    self.list_cost = int(cost.amount)
             case _:
                 assert_never(record)
         self.session["status"] = self.status
