@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 from typing import Any
 
 from corral.contracts.api.events import ModelUsage
 from corral.harness.decide import Ledger, plan
+from corral.harness.fold import SessionFold, decode
 from corral.harness.pricing import Price
 from corral.harness.retry import RetryPolicy
 from corral.harness.turn import Outcome, SessionDriver
@@ -179,3 +181,23 @@ def test_a_budget_pause_parks_the_pending_input_so_the_session_rests() -> None:
     assert plan(session, ledger).action == "nothing"
     ledger.apply(len(paused) + 1, user("more", id="u2"))
     assert plan(session, ledger).action == "model_request"
+
+
+def test_a_compaction_summary_counts_toward_the_spend() -> None:
+    store = budgeted(100)
+    store.add(
+        {
+            "type": "agent.thread_context_compacted",
+            "id": "c1",
+            "corral_compaction": {"cleared_tool_results": [], "summary_usage": {"output_tokens": 7}},
+        },
+        {
+            "type": "span.model_request_end",
+            "id": "e1",
+            "model_request_start_id": "s1",
+            "model_usage": {"input_tokens": 3, "output_tokens": 5},
+        },
+    )
+    fold = SessionFold.of(decode(e.seq, json.dumps(e.event).encode()) for e in store.log)
+    tokens = fold.spend.by_model["claude-test"]
+    assert (tokens.input, tokens.output) == (3, 12)

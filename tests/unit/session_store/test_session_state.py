@@ -242,3 +242,15 @@ def test_the_projection_shows_the_list_cost_of_the_newest_usage_event() -> None:
     session = row.session(datetime(2026, 1, 1, 0, 1, 3, tzinfo=UTC))
     assert session["usage"]["list_cost"] == {"amount": "30", "currency": "USD"}
     assert "list_cost" not in SessionRow(session_id="s", body={}).session(datetime(2026, 1, 1, tzinfo=UTC))["usage"]
+
+
+def test_the_projection_counts_a_compaction_summary_in_the_usage() -> None:
+    row = SessionRow(session_id="sesn_1")
+    compacted = event(
+        "agent.thread_context_compacted",
+        corral_compaction={"cleared_tool_results": [], "summary_usage": {"input_tokens": 50, "output_tokens": 6}},
+    )
+    for seq, record in enumerate([CREATED, compacted, event("agent.thread_context_compacted")], start=1):
+        row.apply(typed(dict(record)), seq)
+    usage = row.session(datetime(2026, 1, 1, tzinfo=UTC))["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (50, 6)

@@ -44,6 +44,17 @@ class Tokens:
         self.cache_read += _count(usage.get("cache_read_input_tokens"))
         self.cache_write += _count(usage.get("cache_creation_input_tokens"))
 
+    def usage(self) -> dict[str, int]:
+        """As a ``span.model_request_end``'s ``model_usage`` (empty when nothing was used)."""
+        if not (self.input or self.output or self.cache_read or self.cache_write):
+            return {}
+        return {
+            "input_tokens": self.input,
+            "output_tokens": self.output,
+            "cache_read_input_tokens": self.cache_read,
+            "cache_creation_input_tokens": self.cache_write,
+        }
+
     def cents(self, price: Price) -> Decimal:
         """The exact list cost of these tokens at ``price``, in cents."""
         total = (

@@ -167,11 +167,15 @@ class SessionFold:
                 | api.AgentToolUse()
                 | api.AgentToolResult()
                 | api.AgentCustomToolUse()
-                | api.AgentThreadContextCompacted()
                 | api.SpanModelRequestStart()
                 | api.SessionError()
                 | api.SessionUsageEvent()
             ):
+                self._event(decoded)
+            case api.AgentThreadContextCompacted():
+                details = record.corral_compaction
+                if details is not None and details.summary_usage is not None:
+                    self.spend.add(self.model or "", details.summary_usage.model_dump())
                 self._event(decoded)
             case api.SpanModelRequestEnd():
                 self.spend.add(self.model or "", record.model_usage.model_dump())

@@ -315,6 +315,8 @@ class CompactionDetails(Resource):
     cleared_tool_results: list[str] = Field(default_factory=list)
     summarized_through: str | None = None
     summary: str | None = None
+    summary_usage: ModelUsage | None = None
+    """The tokens the summary request used (they count toward the session's usage and budget)."""
 
 
 class AgentThreadContextCompacted(StoredEvent):

@@ -279,8 +279,13 @@ class SessionRow:
                 self.status = new_status
                 if at:
                     self.body["updated_at"] = at
-            case ev.SpanModelRequestEnd():
-                usage = record.model_usage
+            case ev.SpanModelRequestEnd() | ev.AgentThreadContextCompacted():
+                if isinstance(record, ev.SpanModelRequestEnd):
+                    usage = record.model_usage
+                elif record.corral_compaction is not None and record.corral_compaction.summary_usage is not None:
+                    usage = record.corral_compaction.summary_usage  # the compaction's summary request
+                else:
+                    usage = ev.ModelUsage()
                 self.input_tokens += usage.input_tokens or 0
                 self.output_tokens += usage.output_tokens or 0
                 self.cache_read_input_tokens += usage.cache_read_input_tokens or 0
