@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from corral.contracts import rpc
+from corral.contracts.api.events import ModelUsage
 from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.context import (
     SUMMARY_SYSTEM,
@@ -24,7 +25,7 @@ from corral.harness.conversation import (
     summary_text,
     truncated_note,
 )
-from corral.harness.model import ModelError, ModelRequest
+from corral.harness.model import ModelError, ModelRequest, Summary
 from corral.harness.retry import RetryPolicy
 from corral.harness.turn import SessionDriver
 from tests.unit.harness.fakes import (
@@ -244,7 +245,7 @@ class CountingModel:
     async def count_tokens(self, request: ModelRequest) -> int | None:
         return len(json.dumps(request.messages)) // 4 if self.counts else None
 
-    async def summarise(self, request: ModelRequest) -> str:
+    async def summarise(self, request: ModelRequest) -> Summary:
         self.summaries.append(request)
         size = len(request.messages[0]["content"][0]["text"])
         if self.refuse_over is not None and size > self.refuse_over * 4:
@@ -254,7 +255,7 @@ class CountingModel:
                 f"{self.refuse_over} maximum",
                 retryable=False,
             )
-        return f"summary of {size} characters"
+        return Summary(f"summary of {size} characters", ModelUsage(input_tokens=size // 4, output_tokens=9))
 
 
 def base_request() -> ModelRequest:
@@ -302,6 +303,9 @@ async def test_when_clearing_is_not_enough_older_turns_are_summarised_in_a_separ
     assert details["summarized_through"] == "u2" and details["summary"].startswith("summary of")
     (summary_request,) = model.summaries
     assert summary_request.system == SUMMARY_SYSTEM and summary_request.tools == ()
+    size = len(summary_request.messages[0]["content"][0]["text"])
+    assert details["summary_usage"]["input_tokens"] == size // 4, "the summary's usage is recorded"
+    assert details["summary_usage"]["output_tokens"] == 9
     assert BIG[:100] in summary_request.messages[0]["content"][0]["text"]
     assert texts(prepared.request.messages) == [
         ("user", [summary_text(details["summary"], "u2")]),

@@ -204,3 +204,53 @@ def test_a_model_retry_moves_running_to_rescheduling_and_back() -> None:
     check_harness_append(rescheduling, [event("session.status_idle")])
     with pytest.raises(ApiError):
         check_harness_append(rescheduling, [event("span.model_request_start")])
+
+
+BUDGET_PAUSE = (
+    event("session.status_running"),
+    event("session.usage", usage={"list_cost": {"amount": "30", "currency": "USD"}}),
+    event("session.status_idle", stop_reason={"type": "budget_reached"}),
+)
+LIMIT = {"type": "limit", "max_list_cost": {"amount": "100", "currency": "USD"}}
+
+
+def test_the_harness_logs_usage_while_running() -> None:
+    running = state_after(event("session.status_running"))
+    check_harness_append(running, [{"type": "session.usage"}, {"type": "session.status_idle"}])
+
+
+def test_a_session_paused_by_its_budget_takes_only_settling_events_until_the_budget_changes() -> None:
+    paused = state_after(*BUDGET_PAUSE)
+    assert paused.list_cost == 30  # what a new budget must exceed
+    with pytest.raises(ApiError) as err:
+        check_client_append(paused, [{"type": "user.message"}])
+    assert err.value.status == 400
+    assert "raise the budget or remove it" in err.value.message
+    check_client_append(paused, [{"type": "user.interrupt"}])
+
+    for update in (event("session.updated", budget=LIMIT), event("session.updated", budget=None)):
+        check_client_append(state_after(*BUDGET_PAUSE, update), [{"type": "user.message"}])
+    # a title change is not a budget change
+    with pytest.raises(ApiError):
+        check_client_append(state_after(*BUDGET_PAUSE, event("session.updated", title="t")), [{"type": "user.message"}])
+
+
+def test_the_projection_shows_the_list_cost_of_the_newest_usage_event() -> None:
+    row = SessionRow(session_id="sesn_1")
+    for seq, record in enumerate([CREATED, *BUDGET_PAUSE], start=1):
+        row.apply(typed(dict(record)), seq)
+    session = row.session(datetime(2026, 1, 1, 0, 1, 3, tzinfo=UTC))
+    assert session["usage"]["list_cost"] == {"amount": "30", "currency": "USD"}
+    assert "list_cost" not in SessionRow(session_id="s", body={}).session(datetime(2026, 1, 1, tzinfo=UTC))["usage"]
+
+
+def test_the_projection_counts_a_compaction_summary_in_the_usage() -> None:
+    row = SessionRow(session_id="sesn_1")
+    compacted = event(
+        "agent.thread_context_compacted",
+        corral_compaction={"cleared_tool_results": [], "summary_usage": {"input_tokens": 50, "output_tokens": 6}},
+    )
+    for seq, record in enumerate([CREATED, compacted, event("agent.thread_context_compacted")], start=1):
+        row.apply(typed(dict(record)), seq)
+    usage = row.session(datetime(2026, 1, 1, tzinfo=UTC))["usage"]
+    assert (usage["input_tokens"], usage["output_tokens"]) == (50, 6)

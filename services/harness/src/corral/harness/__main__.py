@@ -24,6 +24,7 @@ from corral.harness.environments import BusEnvironments
 from corral.harness.health import serve_health
 from corral.harness.lease import Leases
 from corral.harness.model import AnthropicModel
+from corral.harness.pricing import load_prices
 from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy
 from corral.harness.sandbox import BusSandbox
@@ -104,6 +105,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             max_tokens=settings.max_tokens,
             max_tool_uses=settings.max_tool_uses_per_turn,
             crashpoint=crashpoint,
+            prices=load_prices(settings.model_prices),
         )
         wake_loop = WakeLoop(
             consumer,

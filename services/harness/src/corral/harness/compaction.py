@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from corral.harness import events as event_builders
+from corral.harness.budget import Tokens
 from corral.harness.context import (
     KEEP_FRACTION,
     SUMMARY_SYSTEM,
@@ -34,7 +35,7 @@ from corral.harness.context import (
 )
 from corral.harness.conversation import COMPACTED, ChatMessage, ConversationBuilder
 from corral.harness.events import EventDict
-from corral.harness.model import ModelError, ModelRequest
+from corral.harness.model import ModelError, ModelRequest, Summary
 
 logger = logging.getLogger(__name__)
 
@@ -46,8 +47,8 @@ class ContextModel(Protocol):
         """The request's input tokens as the model counts them; ``None`` when it cannot say."""
         ...
 
-    async def summarise(self, request: ModelRequest) -> str:
-        """The text of a one-off (non-streamed) request; raises ``ModelError``."""
+    async def summarise(self, request: ModelRequest) -> Summary:
+        """The text of a one-off (non-streamed) request and its usage; raises ``ModelError``."""
         ...
 
 
@@ -105,16 +106,18 @@ class Compactor:
             tokens = await self.measure(dataclasses.replace(request, messages=trial.messages()), budget)
         through: str | None = None
         summary: str | None = None
+        used = Tokens()
         if tokens > budget:
             keep_chars = self.estimator.chars(int(budget * KEEP_FRACTION))
             cut = summary_cut(trial.cuts(), keep_chars=keep_chars)
             if cut is not None:
-                summary = await self._summary(request.model, trial.head(cut.index), budget)
+                summary = await self._summary(request.model, trial.head(cut.index), budget, used)
                 through = cut.through if summary is not None else None
         if not cleared and summary is None:
             logger.info("nothing more to compact", extra={"fields": {"tokens": tokens, "budget": budget}})
             return Prepared(sized, tokens=tokens, exhausted=level > 0)
-        event = event_builders.context_compacted(compaction_details(cleared=cleared, through=through, summary=summary))
+        details = compaction_details(cleared=cleared, through=through, summary=summary, summary_usage=used.usage())
+        event = event_builders.context_compacted(details)
         final = conversation.copy()
         final.apply(event)
         compacted_request = dataclasses.replace(request, messages=final.messages())
@@ -145,9 +148,9 @@ class Compactor:
         self.estimator.calibrate(chars, counted)
         return counted
 
-    async def _summary(self, model: str, messages: Sequence[ChatMessage], budget: int) -> str | None:
+    async def _summary(self, model: str, messages: Sequence[ChatMessage], budget: int, used: Tokens) -> str | None:
         """A summary of ``messages``, written in a separate context; ``None`` if even a clipped
-        transcript is too long for the model."""
+        transcript is too long for the model. What the summary requests used is added to ``used``."""
         max_chars = max(1_000, self.estimator.chars(budget) - len(SUMMARY_SYSTEM) - 200)
         for _ in range(_SUMMARY_ATTEMPTS):
             text = "Conversation to summarise:\n\n" + transcript(messages, max_chars=max_chars)
@@ -158,7 +161,9 @@ class Compactor:
                 max_tokens=self.policy.summary_max_tokens,
             )
             try:
-                summary = (await self._model.summarise(request)).strip()
+                answer = await self._model.summarise(request)
+                used.add(answer.usage.model_dump())
+                summary = answer.text.strip()
             except ModelError as err:
                 maximum = prompt_too_long(err.message)
                 if maximum is None:

@@ -159,11 +159,17 @@ def transcript(messages: Sequence[ChatMessage], *, max_chars: int) -> str:
 
 
 def compaction_details(
-    *, cleared: Sequence[str] = (), through: str | None = None, summary: str | None = None
+    *,
+    cleared: Sequence[str] = (),
+    through: str | None = None,
+    summary: str | None = None,
+    summary_usage: Mapping[str, int] | None = None,
 ) -> dict[str, Any]:
     """The ``corral_compaction`` field of an ``agent.thread_context_compacted`` event."""
     details: dict[str, Any] = {"cleared_tool_results": list(cleared)}
     if through is not None and summary is not None:
         details["summarized_through"] = through
         details["summary"] = summary
+    if summary_usage:
+        details["summary_usage"] = dict(summary_usage)
     return details

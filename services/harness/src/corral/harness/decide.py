@@ -26,6 +26,11 @@ ends: interrupted, out of retries, or paused for the remaining tool uses). A ``u
 cancels all input logged before it, and the results that close the tool uses open at that moment
 are not input either: they end the interrupted turn.
 
+**A budget pause** (``session.status_idle`` with ``budget_reached``, logged instead of a model
+request) ends the turn with its input unseen by the model; that input is no longer pending (or the
+next decision would ask for the request the budget refused, forever). The model sees it, in the
+conversation, with the next input the client sends.
+
 **The tool call limit.** A turn's tool calls are counted from the newest ``user.message`` (or
 interrupt). When the results are in and the count has reached the limit, the model is not asked
 again: a ``session.error`` (``tool_use_limit_reached_error``) and an idle end the turn, and that
@@ -210,6 +215,10 @@ class Ledger:
                 self.user_pending = self.user_seen_when_idle = False
             self.results_pending = False
             reason = event.get("stop_reason")
+            if isinstance(reason, Mapping) and reason.get("type") == "budget_reached":
+                # The budget stopped the turn before the model saw the input: it waits in the
+                # conversation for the next input (sent once the budget is raised or removed).
+                self.user_pending = self.user_seen_when_idle = self.message_unseen = False
             ids = reason.get("event_ids") if isinstance(reason, Mapping) else None
             waiting = isinstance(reason, Mapping) and reason.get("type") == "requires_action"
             self.last_idle_ids = tuple(str(i) for i in ids or ()) if waiting else None

@@ -26,11 +26,13 @@ from corral.contracts.api.events import (
     SessionStatusIdle,
     SessionStatusRescheduled,
     SessionStatusRunning,
+    SessionUsageEvent,
     SpanModelRequestEnd,
     SpanModelRequestStart,
     StopReason,
     StopReasonType,
     StoredEvent,
+    UsageSnapshot,
 )
 
 EventDict = dict[str, Any]
@@ -63,6 +65,12 @@ def requires_action(event_ids: Sequence[str]) -> EventDict:
     """``session.status_idle`` waiting for the client to answer the tool uses ``event_ids``."""
     reason = StopReason(type="requires_action", event_ids=list(event_ids))
     return _dump(SessionStatusIdle(id=new_event_id(), stop_reason=reason))
+
+
+def session_usage(usage: dict[str, Any], budget: dict[str, Any] | None) -> EventDict:
+    """``session.usage``: the session's cumulative usage and list cost, with its budget."""
+    event = SessionUsageEvent(id=new_event_id(), usage=UsageSnapshot.model_validate(usage), budget=budget)
+    return event.model_dump(mode="json", exclude={"processed_at"})
 
 
 def model_request_start() -> EventDict:

@@ -26,14 +26,16 @@ from pydantic import ValidationError
 
 from corral.contracts.api import events as api
 from corral.contracts.log import SessionArchived, SessionCreated, SessionDeleted, SessionRecord, parse_session_record
+from corral.harness.budget import Spend
 from corral.harness.conversation import ChatMessage, ConversationBuilder
 from corral.harness.decide import Ledger
 
 logger = logging.getLogger(__name__)
 
-FORMAT: Final = 2
+FORMAT: Final = 3
 """Version of ``SessionFold.state()``; a snapshot of another version is rebuilt from the log.
-2: the conversation applies compaction records and truncates large tool results as it folds."""
+2: the conversation applies compaction records and truncates large tool results as it folds.
+3: the fold keeps the session's spend per model and its budget; a budget pause parks pending input."""
 
 _STATUS_OF: Final[dict[str, str]] = {
     "session.status_running": "running",
@@ -82,6 +84,8 @@ class SessionFold:
     """Public events folded (records other than the creation, archive and deletion marks)."""
     ledger: Ledger = field(default_factory=Ledger)
     conversation: ConversationBuilder = field(default_factory=ConversationBuilder)
+    spend: Spend = field(default_factory=Spend)
+    """Tokens the session's model requests used, per model (what its budget is measured on)."""
 
     @classmethod
     def empty(cls, *, max_result_chars: int | None = None) -> SessionFold:
@@ -103,6 +107,19 @@ class SessionFold:
     def environment_id(self) -> str | None:
         value = self.session.get("environment_id")
         return value if isinstance(value, str) and value else None
+
+    @property
+    def model(self) -> str | None:
+        """The model id of the session's agent snapshot."""
+        agent = self.session.get("agent")
+        model = agent.get("model") if isinstance(agent, dict) else None
+        model_id = model.get("id") if isinstance(model, dict) else model
+        return model_id if isinstance(model_id, str) and model_id else None
+
+    @property
+    def budget(self) -> dict[str, Any] | None:
+        budget = self.session.get("budget")
+        return budget if isinstance(budget, dict) else None
 
     def messages(self) -> list[ChatMessage]:
         return self.conversation.messages()
@@ -134,8 +151,9 @@ class SessionFold:
                 self.session["status"] = _STATUS_OF[record.type]
                 self._event(decoded)
             case api.SessionUpdated():
-                for key in ("title", "metadata", "agent"):
-                    if key in record.model_fields_set and (getattr(record, key) is not None or key == "title"):
+                for key in ("title", "metadata", "agent", "budget"):
+                    nullable = key in ("title", "budget")
+                    if key in record.model_fields_set and (getattr(record, key) is not None or nullable):
                         self.session[key] = decoded.raw[key]
                 self._event(decoded)
             case (
@@ -149,11 +167,18 @@ class SessionFold:
                 | api.AgentToolUse()
                 | api.AgentToolResult()
                 | api.AgentCustomToolUse()
-                | api.AgentThreadContextCompacted()
                 | api.SpanModelRequestStart()
-                | api.SpanModelRequestEnd()
                 | api.SessionError()
+                | api.SessionUsageEvent()
             ):
+                self._event(decoded)
+            case api.AgentThreadContextCompacted():
+                details = record.corral_compaction
+                if details is not None and details.summary_usage is not None:
+                    self.spend.add(self.model or "", details.summary_usage.model_dump())
+                self._event(decoded)
+            case api.SpanModelRequestEnd():
+                self.spend.add(self.model or "", record.model_usage.model_dump())
                 self._event(decoded)
             case _:
                 assert_never(record)
@@ -175,6 +200,7 @@ class SessionFold:
             "events": self.events,
             "ledger": self.ledger.state(),
             "conversation": self.conversation.state(),
+            "spend": self.spend.state(),
         }
 
     @classmethod
@@ -189,4 +215,5 @@ class SessionFold:
             events=int(state["events"]),
             ledger=Ledger.restore(state["ledger"]),
             conversation=ConversationBuilder.restore(state["conversation"]),
+            spend=Spend.restore(state["spend"]),
         )

@@ -61,6 +61,14 @@ class ModelReply:
     tool_uses: tuple[ToolRequest, ...] = ()
 
 
+@dataclass(frozen=True)
+class Summary:
+    """A one-off request's text and the tokens it used."""
+
+    text: str
+    usage: ModelUsage = field(default_factory=ModelUsage)
+
+
 class ModelError(Exception):
     """A failed model request. ``retryable=False`` means asking again cannot help (bad request, auth)."""
 
@@ -171,7 +179,7 @@ class AnthropicModel:
             return None
         return counted.input_tokens
 
-    async def summarise(self, request: ModelRequest) -> str:
+    async def summarise(self, request: ModelRequest) -> Summary:
         """The text of one non-streamed request (a compaction summary); raises ``ModelError``."""
         system: str | anthropic.Omit = request.system if request.system else anthropic.omit
         try:
@@ -184,7 +192,7 @@ class AnthropicModel:
         except anthropic.AnthropicError as exc:
             raise classify(exc, secrets=self._secrets) from None
         texts = [well_formed(block.text) for block in message.content if isinstance(block, TextBlock)]
-        return "\n".join(str(text) for text in texts)
+        return Summary("\n".join(str(text) for text in texts), _usage(message.usage))
 
     async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
         messages = cast("list[MessageParam]", request.messages)

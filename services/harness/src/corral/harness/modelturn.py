@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,16 +28,18 @@ from opentelemetry import trace
 
 from corral import telemetry
 from corral.contracts import rpc
-from corral.harness import crashpoints, events
+from corral.harness import budget, crashpoints, events
 from corral.harness.compaction import Compactor
 from corral.harness.context import prompt_too_long
 from corral.harness.conversation import ChatMessage
 from corral.harness.crashpoints import Crashpoint
 from corral.harness.deltas import Deltas, Preview
 from corral.harness.events import EventDict
+from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.lease import Sleep
 from corral.harness.model import Model, ModelError, ModelReply, ModelRequest, ToolRequest
+from corral.harness.pricing import Price
 from corral.harness.retry import RetryPolicy
 from corral.harness.runstate import SessionRun, agent_of
 from corral.harness.tools import Toolbox, toolbox
@@ -124,7 +126,8 @@ def reply_events(box: Toolbox, calls: Sequence[ToolRequest]) -> list[EventDict]:
 
 
 class ModelTurns:
-    """Model requests of a session's turns: the model, its previews, the retry policy and compaction."""
+    """Model requests of a session's turns: the model, its previews, the retry policy, compaction and
+    the session's budget (checked before every request against ``prices``)."""
 
     def __init__(
         self,
@@ -136,7 +139,9 @@ class ModelTurns:
         compactor: Compactor | None,
         sleep: Sleep,
         crashpoint: Crashpoint,
+        prices: Mapping[str, Price],
     ) -> None:
+        self._prices = prices
         self._model = model
         self._deltas = deltas
         self._policy = policy
@@ -156,6 +161,9 @@ class ModelTurns:
             if turn.interrupted.is_set():
                 idle = events.status_idle("end_turn")
                 return (await run.append([*prelude, idle])).last_seq
+            paused = self._budget_pause(run, log.fold)
+            if paused:
+                return (await run.append([*prelude, *paused])).last_seq
             start = events.model_request_start()
             started = await run.append([*prelude, start])
             start_id = _stored_id(started, start)
@@ -218,12 +226,39 @@ class ModelTurns:
                 calls = reply_events(box, result.tool_uses)
                 closing += calls
                 closing.append(events.model_request_end(start_id, usage=result.usage))
+                if log.fold.budget is not None:
+                    spent = log.fold.spend.plus(request.model, result.usage.model_dump())
+                    closing.append(events.session_usage(budget.usage_snapshot(spent, self._prices), log.fold.budget))
                 if not calls:
                     closing.append(events.status_idle("end_turn"))
             self._crash(crashpoints.BEFORE_TURN_END)
             appended = await run.append(closing)
             self._crash(crashpoints.AFTER_TURN_END)
             return appended.last_seq
+
+    def _budget_pause(self, run: SessionRun, fold: SessionFold) -> list[EventDict]:
+        """The events that pause the session instead of a model request its budget does not allow
+        (``session.usage``, then ``session.status_idle`` with ``budget_reached``); none if it may go on."""
+        model = fold.model
+        verdict = budget.check(fold.budget, fold.spend, model, self._prices) if model is not None else None
+        if verdict is None or not verdict.reached:
+            return []
+        logger.info(
+            "budget reached; the session pauses before the model request",
+            extra=run.fields(
+                list_cost_cents=verdict.list_cost,
+                max_list_cost_cents=verdict.max_list_cost,
+                unpriced_models=list(verdict.unpriced),
+            ),
+        )
+        if verdict.unpriced:
+            logger.warning(
+                "the session's budget cannot measure models with no list price; add them to "
+                "CORRAL_HARNESS_MODEL_PRICES or remove the session's budget",
+                extra=run.fields(unpriced_models=list(verdict.unpriced)),
+            )
+        usage = events.session_usage(budget.usage_snapshot(fold.spend, self._prices), fold.budget)
+        return [usage, events.status_idle("budget_reached")]
 
     async def _compaction_limit(self, run: SessionRun, start_id: str | None) -> int:
         """End the turn: the conversation is too long for the model and nothing more can be compacted."""

@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.contracts.sandbox import EXECUTE_HEARTBEAT_INTERVAL_S
 from corral.harness.crashpoints import NAMES as CRASHPOINTS
+from corral.harness.pricing import load_prices
 from corral.settings import LogSettings, NatsSettings
 
 #: Sent as the API key to a model server configured without one (the embedded model ignores it).
@@ -71,6 +72,11 @@ class Settings(BaseSettings):
     """Events folded since the last snapshot of a session before the lease holder writes another."""
     lease_wait_s: float = Field(default=15.0, ge=0)
     """How long a wake-up that finds the session leased waits for the holder to let it go."""
+    model_prices: str | None = None
+    """Overrides or extends the list price table session budgets are measured with
+    (``corral.harness.pricing.DEFAULT_PRICES``): a JSON object, or the path of a JSON file,
+    ``{"<model id prefix>": {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}``
+    in USD per million tokens."""
     crashpoint: str | None = Field(default=None, validation_alias="CORRAL_HARNESS_CRASHPOINT")
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
 
@@ -86,6 +92,12 @@ class Settings(BaseSettings):
     def _known_crashpoint(cls, value: str | None) -> str | None:
         if value is not None and value not in CRASHPOINTS:
             raise ValueError(f"unknown crashpoint {value!r}; expected one of {', '.join(sorted(CRASHPOINTS))}")
+        return value
+
+    @field_validator("model_prices")
+    @classmethod
+    def _a_price_table(cls, value: str | None) -> str | None:
+        load_prices(value)  # raises PriceTableError (a ValueError) saying what is wrong
         return value
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ import asyncio
 import enum
 import logging
 import time
+from collections.abc import Mapping
 
 from corral.harness import events, snapshots
 from corral.harness.compaction import Compactor
@@ -36,6 +37,7 @@ from corral.harness.fold import Decoded, SessionFold
 from corral.harness.lease import HeldLease, Sleep
 from corral.harness.model import Model
 from corral.harness.modelturn import ModelTurns
+from corral.harness.pricing import DEFAULT_PRICES, Price
 from corral.harness.retry import RetryPolicy
 from corral.harness.runstate import LeaseLost, SessionRun, TurnState, log_fields
 from corral.harness.sandbox import Sandbox
@@ -85,6 +87,7 @@ class SessionDriver:
         cancel_timeout_s: float = 3.0,
         max_tool_uses: int | None = None,
         compactor: Compactor | None = None,
+        prices: Mapping[str, Price] = DEFAULT_PRICES,
     ) -> None:
         self._store = store
         self._compactor = compactor
@@ -109,6 +112,7 @@ class SessionDriver:
             compactor=compactor,
             sleep=sleep,
             crashpoint=crashpoint,
+            prices=prices,
         )
 
     async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:

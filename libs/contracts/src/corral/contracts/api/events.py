@@ -315,6 +315,8 @@ class CompactionDetails(Resource):
     cleared_tool_results: list[str] = Field(default_factory=list)
     summarized_through: str | None = None
     summary: str | None = None
+    summary_usage: ModelUsage | None = None
+    """The tokens the summary request used (they count toward the session's usage and budget)."""
 
 
 class AgentThreadContextCompacted(StoredEvent):
@@ -333,6 +335,31 @@ class SessionUpdated(StoredEvent):
     agent: dict[str, Any] | None = None
     metadata: dict[str, str] | None = None
     title: str | None = None
+    budget: dict[str, Any] | None = None
+
+
+class MonetaryAmount(Resource):
+    """``amount`` in minor units of ``currency`` (cents), an integer as a string: "2500" is $25.00."""
+
+    amount: str
+    currency: Literal["USD"] = "USD"
+
+
+class UsageSnapshot(Resource):
+    """The session's cumulative usage when a ``session.usage`` event was logged."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_input_tokens: int = 0
+    cache_creation: dict[str, int] | None = None
+    list_cost: MonetaryAmount | None = None
+
+
+class SessionUsageEvent(StoredEvent):
+    """A snapshot of the session's cumulative usage and tracked list cost, with its budget then."""
+
+    type: Literal["session.usage"] = "session.usage"
+    usage: UsageSnapshot
     budget: dict[str, Any] | None = None
 
 
@@ -355,7 +382,8 @@ SessionEvent = Annotated[
     | SessionStatusTerminated
     | SessionStatusIdle
     | SessionError
-    | SessionUpdated,
+    | SessionUpdated
+    | SessionUsageEvent,
     Field(discriminator="type"),
 ]
 

@@ -70,6 +70,8 @@ class SessionUsage(Resource):
     cache_read_input_tokens: int = 0
     cache_creation: CacheCreation = Field(default_factory=CacheCreation)
     active_seconds: float = 0.0
+    list_cost: dict[str, str] | None = None
+    """Tracked for sessions with a budget: the list cost the newest ``session.usage`` event showed."""
 
 
 class SessionStats(Resource):

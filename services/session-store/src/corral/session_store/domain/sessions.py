@@ -4,7 +4,9 @@ Statuses move ``idle -> running -> idle``; ``running -> rescheduling -> running`
 died mid-turn or waits to retry a model request after a transient error (``rescheduling -> idle``
 when that turn then ends); ``terminated`` is final (nothing in Corral terminates a session yet).
 Clients may queue input while ``idle``, ``running`` or ``rescheduling``; the harness appends agent,
-span and status events while it holds the lease.
+span and status events while it holds the lease. A session its budget paused (``session.status_idle``
+with ``budget_reached``) takes only the events that settle what the agent asked for until its budget
+is raised or removed (``session.updated`` with ``budget``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,12 @@ HARNESS_WHILE_RUNNING = frozenset(
         "span.model_request_start",
         "span.model_request_end",
         "session.error",
+        "session.usage",
     }
 )
+#: What a client may still send while the session is paused by its budget: the answers that settle
+#: what the agent already asked for (and interrupts). New work waits for the budget to change.
+SETTLE_TYPES = frozenset({"user.interrupt", "user.tool_confirmation", "user.custom_tool_result"})
 STATUS_FROM = {
     "session.status_running": {"idle", "rescheduling"},
     "session.status_rescheduled": {"running"},
@@ -78,6 +84,10 @@ class SessionState:
     """``agent.tool_use`` ids whose policy said ``ask`` and that no ``user.tool_confirmation`` answered."""
     awaiting_result: set[str] = field(default_factory=set)
     """``agent.custom_tool_use`` ids that no ``user.custom_tool_result`` answered."""
+    budget_paused: bool = False
+    """The newest turn ended with ``budget_reached`` and the budget has not changed since."""
+    list_cost: int | None = None
+    """USD cents the newest ``session.usage`` event said the session has used (``None``: none yet)."""
 
     def apply(self, record: SessionRecord, seq: int) -> None:
         """Fold one record (decoded once, where it was read: ``corral.contracts.log.parse_session_record``)."""
@@ -102,15 +112,16 @@ class SessionState:
                 self.awaiting_result.add(record.id)
             case ev.UserCustomToolResult():
                 self.awaiting_result.discard(record.custom_tool_use_id)
-            case (
-                ev.SessionStatusRunning()
-                | ev.SessionStatusRescheduled()
-                | ev.SessionStatusTerminated()
-                | (ev.SessionStatusIdle())
-            ):
+            case ev.SessionStatusIdle():
                 self.status = STATUS_FOR_EVENT[record.type]
+                self.budget_paused = record.stop_reason.type == "budget_reached"
+            case ev.SessionStatusRunning() | ev.SessionStatusRescheduled() | ev.SessionStatusTerminated():
+                self.status = STATUS_FOR_EVENT[record.type]
+                self.budget_paused = False
             case ev.SessionUpdated():
                 apply_update(self.session, record)
+                if "budget" in record.model_fields_set:
+                    self.budget_paused = False
             case (
                 ev.UserMessage()
                 | ev.UserInterrupt()
@@ -124,6 +135,10 @@ class SessionState:
                 | ev.SessionError()
             ):
                 pass
+            case ev.SessionUsageEvent():
+                cost = record.usage.list_cost
+                if cost is not None and cost.amount.isdigit():
+                    self.list_cost = int(cost.amount)
             case _:
                 assert_never(record)
         self.session["status"] = self.status
@@ -143,6 +158,13 @@ def check_client_append(state: SessionState, events: list[dict[str, Any]]) -> No
         reject_unbuilt_event(kind, where=f"events.{i}")
         if kind not in CLIENT_TYPES:
             raise invalid(f"events.{i}.type: clients cannot send {kind!r} events")
+        if state.budget_paused and kind not in SETTLE_TYPES:
+            raise invalid(
+                f"events.{i}: session {state.session_id!r} is paused because it reached its budget "
+                "(stop_reason budget_reached), so it takes no new input; raise the budget or remove it "
+                "(POST /v1/sessions/{id} with budget) and send the event again",
+                error_code="budget_reached",
+            )
         if kind == "user.tool_confirmation":
             tool_use_id = event.get("tool_use_id")
             if tool_use_id not in confirmable:
@@ -257,8 +279,13 @@ class SessionRow:
                 self.status = new_status
                 if at:
                     self.body["updated_at"] = at
-            case ev.SpanModelRequestEnd():
-                usage = record.model_usage
+            case ev.SpanModelRequestEnd() | ev.AgentThreadContextCompacted():
+                if isinstance(record, ev.SpanModelRequestEnd):
+                    usage = record.model_usage
+                elif record.corral_compaction is not None and record.corral_compaction.summary_usage is not None:
+                    usage = record.corral_compaction.summary_usage  # the compaction's summary request
+                else:
+                    usage = ev.ModelUsage()
                 self.input_tokens += usage.input_tokens or 0
                 self.output_tokens += usage.output_tokens or 0
                 self.cache_read_input_tokens += usage.cache_read_input_tokens or 0
@@ -267,6 +294,9 @@ class SessionRow:
                 apply_update(self.body, record)
                 if record.processed_at:
                     self.body["updated_at"] = record.processed_at
+            case ev.SessionUsageEvent():
+                if record.usage.list_cost is not None:
+                    self.body["usage"] = {"list_cost": record.usage.list_cost.model_dump(mode="json")}
             case (
                 ev.UserMessage()
                 | ev.UserInterrupt()
@@ -305,4 +335,7 @@ class SessionRow:
             },
             "active_seconds": round(active, 3),
         }
+        logged = self.body.get("usage")
+        if isinstance(logged, dict) and isinstance(logged.get("list_cost"), dict):
+            body["usage"]["list_cost"] = logged["list_cost"]
         return body

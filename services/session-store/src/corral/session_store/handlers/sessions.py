@@ -178,6 +178,13 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
         if "budget" in sent:
             if current.get("budget") is None and params.budget is not None:
                 raise invalid("budget: a budget can only be set when the session is created")
+            spent = state.list_cost
+            if params.budget is not None and spent is not None and int(params.budget.max_list_cost.amount) <= spent:
+                raise invalid(
+                    f"budget.max_list_cost.amount: the session has already used {spent} (USD cents) at list "
+                    "prices; set a budget above that, or remove the budget (budget: null)",
+                    error_code="budget_not_raised",
+                )
             budget = params.budget.model_dump(mode="json") if params.budget else None
             if budget != current.get("budget"):
                 changed["budget"] = budget
