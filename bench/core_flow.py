@@ -33,7 +33,7 @@ import httpx
 from corral.bus import Bus
 from corral.contracts.ids import EVENT, new_id
 from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
-from corral.contracts.subjects import LEASE_BUCKET, StreamSpec, store_rpc
+from corral.contracts.subjects import StreamSpec, lease_spec, store_rpc
 from corral.devstack.nats import SYNC_INTERVAL_VAR, sync_interval
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
@@ -181,7 +181,7 @@ async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
             ok(await http.post("/v1/sessions", json={"agent": agent["id"], "environment_id": env["id"]}))["id"]
             for _ in range(sessions)
         ]
-        leases = await bus.key_value(LEASE_BUCKET, ttl_s=10)
+        leases = await bus.ensure_key_value(lease_spec(10.0))
         held: dict[str, Lease] = {}
 
         async def append(session_id: str, event: dict[str, Any]) -> None:

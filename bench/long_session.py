@@ -35,7 +35,7 @@ import httpx
 from corral.bus import Bus, KeyExists, KeyValueBucket
 from corral.contracts.ids import EVENT, new_id
 from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
-from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, store_rpc
+from corral.contracts.subjects import SNAPSHOT_SPEC, lease_spec, store_rpc
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 
@@ -141,7 +141,7 @@ async def overhead(session: Session, sent: list[float]) -> list[float]:
 
 async def fill(bus: Bus, session_id: str, events: int) -> None:
     """Append ``events`` agent messages to an idle session the way a harness would (lease held)."""
-    leases = await bus.key_value(LEASE_BUCKET, ttl_s=LEASE_TTL_S)
+    leases = await bus.ensure_key_value(lease_spec(LEASE_TTL_S))
     token = secrets.token_hex(8)
     async with asyncio.timeout(30):
         while True:  # the harness that ran the last turn may still be letting the session go
@@ -186,7 +186,7 @@ async def holder_of(leases: KeyValueBucket, session_id: str) -> str:
 
 async def takeover(stack: Stack, bus: Bus, session: Session) -> float:
     """Kill -9 the lease holder mid-turn; ms from the lease's expiry to the resumed model request."""
-    leases = await bus.key_value(LEASE_BUCKET, ttl_s=LEASE_TTL_S)
+    leases = await bus.ensure_key_value(lease_spec(LEASE_TTL_S))
     while not session.deltas.empty():
         session.deltas.get_nowait()
     await session.post("go on, slowly")

@@ -107,6 +107,16 @@ def operation_catalogue() -> dict[str, Any]:
     return described
 
 
+#: Every key-value bucket, with the setting its TTL comes from (its owner and readers use the same).
+KV_BUCKETS: tuple[tuple[subjects.KeyValueSpec, str], ...] = (
+    (subjects.lease_spec(0.0), "CORRAL_HARNESS_LEASE_TTL_S"),
+    (subjects.idempotency_spec(0.0), "CORRAL_GATEWAY_IDEMPOTENCY_TTL_S"),
+    (subjects.tool_results_spec(0.0), "CORRAL_SANDBOX_RESULT_TTL_S"),
+    (subjects.sandboxes_spec(0.0), "CORRAL_SANDBOX_RECORD_TTL_S"),
+    (subjects.egress_spec(0.0), "CORRAL_EGRESS_GRANT_TTL_S"),
+)
+
+
 def subject_catalogue() -> dict[str, Any]:
     return {
         "streams": {
@@ -149,12 +159,17 @@ def subject_catalogue() -> dict[str, Any]:
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
         "operations": operation_catalogue(),
         "kv_buckets": {
-            subjects.LEASE_BUCKET: "harness lease per session id",
-            subjects.IDEMPOTENCY_BUCKET: "gateway: response per <workspace_id>.<sha256 of Idempotency-Key>",
-            sandbox.TOOL_RESULTS_BUCKET: "execute outcome per <session_id>.<tool_use_id>",
-            sandbox.SANDBOXES_BUCKET: "sandbox-manager records: which container serves which session",
-            egress.EGRESS_BUCKET: "credential-proxy egress grants per session id: listen address, port, policy",
-            subjects.BODIES_BUCKET: "object store: request and reply bodies larger than one message (Corral-Body-Ref)",
+            spec.name: {
+                "owner": spec.owner,
+                "description": spec.description,
+                "ttl_s": setting,
+                "history": spec.history,
+                "storage": spec.storage,
+            }
+            for spec, setting in KV_BUCKETS
+        },
+        "object_buckets": {
+            subjects.BODIES_BUCKET: "request and reply bodies larger than one message (Corral-Body-Ref)",
         },
     }
 

@@ -20,12 +20,13 @@ import pytest
 from corral.bus import Bus
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
+from tests.e2e.flows import LEASE_TTL_S
 from tests.egress_network import stand_in_addresses
 from tests.host_canary import HostCanary, serving_canary
 
 #: Short lease and ack wait so a killed harness's session is picked up within seconds.
 FAST_RECOVERY = {
-    "CORRAL_HARNESS_LEASE_TTL_S": "3",
+    "CORRAL_HARNESS_LEASE_TTL_S": LEASE_TTL_S,
     "CORRAL_HARNESS_ACK_WAIT_S": "4",
     "CORRAL_HARNESS_RETRY_BACKOFF_S": "0.2",
     # snapshots every few turns, so a session of a few dozen turns already has one
@@ -60,6 +61,8 @@ def start_stack(state_dir: Path, host_canary: HostCanary | None = None) -> Stack
         docker=True,
         service_env={
             "harness": FAST_RECOVERY,
+            # the lease bucket's owner makes it with the harness's lease TTL (a harness refuses another)
+            "session-store": {"CORRAL_HARNESS_LEASE_TTL_S": LEASE_TTL_S},
             "credential-proxy": egress,
         },
         log_level="INFO",

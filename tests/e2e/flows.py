@@ -78,10 +78,15 @@ async def requests_of(model: httpx.AsyncClient, name: str) -> list[dict[str, Any
     return [entry["body"] for entry in answer.json()["requests"] if not entry["errored"]]
 
 
+#: The e2e stack's ``CORRAL_HARNESS_LEASE_TTL_S`` (short, so a killed harness's session is picked up soon).
+LEASE_TTL_S = "3"
+
+
 async def lease_holder(bus: Bus, session_id: str) -> str:
     """The harness worker holding the session's lease (waits until one does)."""
-    bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=3)
     async with asyncio.timeout(10):
+        bucket = await bus.bind_key_value(subjects.lease_spec(float(LEASE_TTL_S)))
+        assert bucket is not None, "the session-store makes the lease bucket before it is ready"
         while True:
             entry = await bucket.get(session_id)
             if entry is not None:

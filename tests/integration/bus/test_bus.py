@@ -6,10 +6,15 @@ import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
+import nats
 import pytest
+from nats.aio.client import Client
+from nats.js.api import StorageType
+from nats.js.errors import BucketNotFoundError
+from nats.js.kv import KeyValue
 
 from corral.bus import Bus, KeyChanged, KeyExists, Refused, StreamMismatch, WrongLastSequence
-from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, StreamSpec
+from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, KeyValueSpec, StreamSpec
 from corral.devstack.nats import Nats
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir
@@ -144,7 +149,7 @@ async def test_a_republished_message_id_is_stored_once(bus: Bus) -> None:
 
 
 async def test_a_lease_is_taken_once_and_renewed_only_by_its_revision(bus: Bus) -> None:
-    leases = await bus.key_value("t_leases", ttl_s=30)
+    leases = await bus.ensure_key_value(_kv_spec("t_leases", 30.0))
     revision = await leases.create("sesn_x", b"a")
     with pytest.raises(KeyExists):
         await leases.create("sesn_x", b"b")
@@ -176,3 +181,43 @@ async def test_the_last_sequence_of_a_stream_spans_every_subject(bus: Bus) -> No
     second = await bus.publish("t.last.b", b"two")
     assert await bus.stream_last_seq("T_LAST") == second.seq
     assert await bus.last_seq("T_LAST", "t.last.a") < second.seq
+
+
+def _kv_spec(name: str, ttl_s: float) -> KeyValueSpec:
+    return KeyValueSpec(name=name, owner="session-store", description="test bucket", ttl_s=ttl_s)
+
+
+async def test_a_key_value_bucket_is_created_by_its_owner_as_declared_and_bound_by_readers(
+    nats_url: str, bus: Bus
+) -> None:
+    spec = _kv_spec("t_kv_declared", 30.0)
+    raw = await nats.connect(nats_url)
+    try:
+        assert await bus.bind_key_value(spec) is None  # a reader before the owner creates nothing
+        with pytest.raises(BucketNotFoundError):
+            await raw.jetstream().key_value("t_kv_declared")
+        status = await _created_by_owner(bus, raw, spec)
+    finally:
+        await raw.close()
+    assert (status.ttl, status.history, status.stream_info.config.storage) == (30.0, 1, StorageType.FILE)
+
+
+async def _created_by_owner(bus: Bus, raw: Client, spec: KeyValueSpec) -> KeyValue.BucketStatus:
+    owned = await bus.ensure_key_value(spec)
+    await owned.create("k", b"v")
+    assert await bus.ensure_key_value(spec) is not None  # accepted as is the next time
+    reader = await bus.bind_key_value(spec)
+    assert reader is not None
+    entry = await reader.get("k")
+    assert entry is not None and entry.value == b"v"
+    return await (await raw.jetstream().key_value(spec.name)).status()
+
+
+async def test_a_key_value_bucket_configured_otherwise_is_refused_with_the_difference(bus: Bus) -> None:
+    await bus.ensure_key_value(_kv_spec("t_kv_drift", 30.0))
+    with pytest.raises(StreamMismatch, match=r"t_kv_drift .*ttl_s is 30\.0, expected 10\.0.*session-store"):
+        await bus.bind_key_value(_kv_spec("t_kv_drift", 10.0))
+    with pytest.raises(StreamMismatch, match=r"ttl_s is 30\.0, expected 10\.0.*nats kv rm t_kv_drift"):
+        await bus.ensure_key_value(_kv_spec("t_kv_drift", 10.0))
+    with pytest.raises(StreamMismatch, match=r"history is 1, expected 5"):
+        await bus.bind_key_value(_kv_spec("t_kv_drift", 30.0).model_copy(update={"history": 5}))

@@ -17,7 +17,9 @@ from pathlib import Path
 import pytest
 
 from corral.bus import Bus
-from corral.contracts.egress import EGRESS_BUCKET, EGRESS_SOCKET_NAME, EgressOpened, EgressPolicy
+from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressOpened, EgressPolicy
+from corral.contracts.subjects import egress_spec
+from corral.credential_proxy.settings import EgressSettings
 from tests.integration.credential_proxy.conftest import OpenBaoServer, new_session, running, short_directory
 from tests.integration.credential_proxy.test_egress_proxy import present, raw
 
@@ -35,7 +37,7 @@ async def test_a_restart_serves_every_grant_again_on_a_new_socket_in_the_same_di
     bus: Bus, nats_url: str, socket_dir: Path, vault: OpenBaoServer
 ) -> None:
     session_id, legacy_id, broken_id = new_session(), new_session(), new_session()
-    grants = await bus.key_value(EGRESS_BUCKET, ttl_s=3600)
+    grants = await bus.ensure_key_value(egress_spec(EgressSettings().grant_ttl_s))
     async with running(bus, nats_url, socket_dir, vault) as proxy:
         reply = await proxy.open(session_id, EgressPolicy(allowed_hosts=["pypi.org"]))
         assert reply.ok, reply.error
@@ -84,7 +86,7 @@ async def test_a_restart_serves_every_grant_again_on_a_new_socket_in_the_same_di
 async def test_without_a_socket_dir_open_says_egress_is_not_configured_and_grants_are_kept(
     bus: Bus, nats_url: str, vault: OpenBaoServer
 ) -> None:
-    grants = await bus.key_value(EGRESS_BUCKET, ttl_s=3600)
+    grants = await bus.ensure_key_value(egress_spec(EgressSettings().grant_ttl_s))
     kept = new_session()
     grant = {"session_id": kept, "policy": {"allowed_hosts": None}, "at": time.time()}
     await grants.put(kept, json.dumps(grant).encode())

@@ -28,7 +28,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 from pydantic import BaseModel, ValidationError
 
-from corral.bus import reading, records, streams
+from corral.bus import buckets, reading, records, streams
 from corral.bus.bodies import Bodies, fits
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.connecting import drain, inbox_prefix, open_connection
@@ -43,7 +43,7 @@ from corral.bus.serving import Handler, error_reply, serve
 from corral.contracts.api.errors import ApiError
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import RpcReply
-from corral.contracts.subjects import ConsumerSpec, ObjectBucketSpec, StreamSpec
+from corral.contracts.subjects import ConsumerSpec, KeyValueSpec, ObjectBucketSpec, StreamSpec
 from corral.settings import NatsSettings
 from corral.telemetry import inject
 
@@ -149,13 +149,16 @@ class Bus:
         """
         await streams.purge_stream(self._js, stream)
 
-    async def key_value(self, bucket: str, *, ttl_s: float) -> KeyValueBucket:
-        """Bind to (or create) a KV bucket whose entries expire ``ttl_s`` after their last write."""
-        try:
-            kv = await self._js.key_value(bucket)
-        except js_errors.BucketNotFoundError:
-            kv = await self._js.create_key_value(bucket=bucket, ttl=ttl_s, history=1)
-        return KeyValueBucket(kv)
+    async def ensure_key_value(self, spec: KeyValueSpec) -> KeyValueBucket:
+        """The bucket's owner (``spec.owner``): create it when missing; refuse (``StreamMismatch``)
+        one configured otherwise."""
+        return KeyValueBucket(await buckets.ensure(self._js, spec))
+
+    async def bind_key_value(self, spec: KeyValueSpec) -> KeyValueBucket | None:
+        """Any other user: the bucket, or ``None`` while its owner has not created it (this never
+        creates it); refuse (``StreamMismatch``) one configured otherwise."""
+        kv = await buckets.bind(self._js, spec)
+        return None if kv is None else KeyValueBucket(kv)
 
     async def object_bucket(self, spec: ObjectBucketSpec) -> ObjectBucket:
         """Bind to (or create) the object store ``spec`` describes."""

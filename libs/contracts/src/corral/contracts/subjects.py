@@ -215,6 +215,27 @@ JetStream filters by subject only, and the log has one subject per session, so t
 whole log; headers only keeps each delivery to a few hundred bytes whatever the record's size."""
 
 
+class KeyValueSpec(BaseModel):
+    """What a key-value bucket must look like. Its ``owner`` service creates it when missing
+    (``Bus.ensure_key_value``); every other user binds to it (``Bus.bind_key_value``) and creates
+    nothing. Both refuse (``StreamMismatch``) a bucket configured otherwise, so a bucket's settings
+    are never those of whichever service happened to start first.
+
+    ``ttl_s``: an entry expires this long after its last write. ``history``: values kept per key.
+    A TTL that comes from a setting is passed to the bucket's builder below, by owner and readers
+    alike, so differing settings are refused at start rather than silently ignored.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    owner: str
+    description: str
+    ttl_s: float
+    history: int = 1
+    storage: str = "file"  # "file" | "memory"
+
+
 class ObjectBucketSpec(BaseModel):
     """What an object store must look like; ``Bus.object_bucket`` creates it when missing."""
 
@@ -236,3 +257,47 @@ SNAPSHOT_SPEC: Final = ObjectBucketSpec(
     storage="file",
     ttl_s=7 * 24 * 3600.0,
 )
+
+
+def lease_spec(ttl_s: float) -> KeyValueSpec:
+    """The harness's session leases; ``ttl_s`` is ``CORRAL_HARNESS_LEASE_TTL_S``, which the
+    session-store (the owner, which reads leases to report who runs a session) reads as well."""
+    return KeyValueSpec(
+        name=LEASE_BUCKET, owner="session-store", description="harness lease per session id", ttl_s=ttl_s
+    )
+
+
+def idempotency_spec(ttl_s: float) -> KeyValueSpec:
+    return KeyValueSpec(
+        name=IDEMPOTENCY_BUCKET,
+        owner="gateway",
+        description="gateway: response per <workspace_id>.<sha256 of Idempotency-Key>",
+        ttl_s=ttl_s,
+    )
+
+
+def tool_results_spec(ttl_s: float) -> KeyValueSpec:
+    return KeyValueSpec(
+        name=TOOL_RESULTS_BUCKET,
+        owner="sandbox-manager",
+        description="execute outcome per <session_id>.<tool_use_id>",
+        ttl_s=ttl_s,
+    )
+
+
+def sandboxes_spec(ttl_s: float) -> KeyValueSpec:
+    return KeyValueSpec(
+        name=SANDBOXES_BUCKET,
+        owner="sandbox-manager",
+        description="sandbox-manager records: which container serves which session",
+        ttl_s=ttl_s,
+    )
+
+
+def egress_spec(ttl_s: float) -> KeyValueSpec:
+    return KeyValueSpec(
+        name=EGRESS_BUCKET,
+        owner="credential-proxy",
+        description="credential-proxy egress grants per session id: listen address, port, policy",
+        ttl_s=ttl_s,
+    )

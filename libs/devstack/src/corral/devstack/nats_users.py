@@ -78,7 +78,7 @@ def inbox(user: str) -> str:
 
 
 def stream_admin(stream: str) -> tuple[str, ...]:
-    """Look at, create and update ``stream`` (what ``Bus.ensure_stream`` and ``Bus.key_value`` do)."""
+    """Look at, create and update ``stream`` (what ``Bus.ensure_stream`` and ``Bus.ensure_key_value`` do)."""
     return (
         f"$JS.API.STREAM.INFO.{stream}",
         f"$JS.API.STREAM.CREATE.{stream}",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 
-from corral.bus import Bus, instance_name
+from corral.bus import Bus, StreamMismatch, instance_name
 from corral.credential_proxy.egress import Egress
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
@@ -28,7 +28,10 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     own = own_addresses(settings)
     stack = life.stack
     bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
-    grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
+    try:
+        grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
+    except StreamMismatch as exc:  # CORRAL_EGRESS_GRANT_TTL_S changed since the bucket was made
+        raise Refused(str(exc)) from None
     egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
     await egress.restore()
     service = Service(instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s)

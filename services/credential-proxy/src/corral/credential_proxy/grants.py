@@ -14,7 +14,8 @@ import time
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from corral.bus import Bus, KeyValueBucket
-from corral.contracts.egress import EGRESS_BUCKET, SESSION_ID_PATTERN, EgressPolicy
+from corral.contracts.egress import SESSION_ID_PATTERN, EgressPolicy
+from corral.contracts.subjects import egress_spec
 
 
 class Grant(BaseModel):
@@ -35,7 +36,7 @@ class Grants:
 
     @classmethod
     async def open(cls, bus: Bus, *, ttl_s: float) -> Grants:
-        return cls(await bus.key_value(EGRESS_BUCKET, ttl_s=ttl_s))
+        return cls(await bus.ensure_key_value(egress_spec(ttl_s)))
 
     async def put(self, session_id: str, policy: EgressPolicy) -> Grant:
         grant = Grant(session_id=session_id, policy=policy, at=time.time())

@@ -60,7 +60,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
                 return gateway_health(instance, bus_connected=bus.connected)
 
             await stack.enter_async_context(serve_health(bus, "gateway", report))
-            replies = await bus.key_value(subjects.IDEMPOTENCY_BUCKET, ttl_s=settings.idempotency_ttl_s)
+            replies = await bus.ensure_key_value(subjects.idempotency_spec(settings.idempotency_ttl_s))
             state.backends = Backends(
                 store=BusStore(bus, timeout_s=settings.store_timeout_s),
                 feed=BusFeed(bus),

@@ -15,8 +15,9 @@ import logging
 import anthropic
 
 from corral import runner
-from corral.bus import Bus
+from corral.bus import Bus, KeyValueBucket, StreamMismatch
 from corral.contracts import subjects
+from corral.contracts.subjects import KeyValueSpec
 from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
 from corral.harness.deltas import BusDeltas
@@ -67,7 +68,9 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             ack_wait_s=settings.ack_wait_s,
         )
         stack.push_async_callback(consumer.close)
-        bucket = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
+        bucket = await _lease_bucket(bus, subjects.lease_spec(settings.lease_ttl_s), life)
+        if bucket is None:  # stopped before the session-store made it
+            return
 
         model = AnthropicModel(client, secrets=[api_key])
         driver = SessionDriver(
@@ -132,6 +135,26 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             )
             life.ready(worker_id=settings.worker_id)
         logger.info("harness stopped", extra={"fields": {"worker_id": settings.worker_id}})
+
+
+async def _lease_bucket(bus: Bus, spec: KeyValueSpec, life: runner.Lifetime) -> KeyValueBucket | None:
+    """The lease bucket its owner (the session-store) made: waited for until it exists (a harness may
+    start first), refused when its TTL is not this harness's ``CORRAL_HARNESS_LEASE_TTL_S``."""
+    waiting = False
+    while not life.stop.is_set():
+        try:
+            bucket = await bus.bind_key_value(spec)
+        except StreamMismatch as exc:
+            raise runner.Refused(str(exc)) from None
+        if bucket is not None:
+            return bucket
+        if not waiting:
+            logger.info("waiting for %s to create the key-value bucket %s", spec.owner, spec.name)
+            waiting = True
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(0.5):
+                await life.stop.wait()
+    return None
 
 
 def main() -> None:

@@ -10,10 +10,10 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from corral.bus import Bus, PullConsumer, instance_name
+from corral.bus import Bus, PullConsumer, StreamMismatch, instance_name
 from corral.contracts import subjects
 from corral.contracts.egress import EgressPolicy
-from corral.runner import Lifetime
+from corral.runner import Lifetime, Refused
 from corral.sandbox_manager import releases
 from corral.sandbox_manager.builds import BuildLimits
 from corral.sandbox_manager.channel import ChannelLimits, ReplyAssemblies
@@ -60,8 +60,11 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     stack = life.stack
     stack.push_async_callback(driver.aclose)
     bus = await stack.enter_async_context(Bus.connect(settings.nats, name="sandbox-manager"))
-    tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
-    sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
+    try:
+        tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
+        sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
+    except StreamMismatch as exc:  # a TTL setting changed since the bucket was made
+        raise Refused(str(exc)) from None
     egress = BusEgress(bus)
     launcher.egress = egress  # pooled sandboxes with network get egress slots
     images = EnvironmentImages(

@@ -30,14 +30,12 @@ from pydantic import BaseModel, ConfigDict
 
 from corral.bus import Bus, KeyChanged, KeyExists, KeyValueBucket, ObjectBucket
 from corral.contracts.sandbox import (
-    SANDBOXES_BUCKET,
     TOOL_OUTPUTS_BUCKET,
-    TOOL_RESULTS_BUCKET,
     TextBlock,
     ToolOutcome,
     tool_result_key,
 )
-from corral.contracts.subjects import ObjectBucketSpec
+from corral.contracts.subjects import ObjectBucketSpec, sandboxes_spec, tool_results_spec
 
 #: The largest ``done`` entry written with its outcome in it; a larger outcome goes to the object store.
 INLINE_OUTCOME_BYTES = 256 * 1024
@@ -115,7 +113,7 @@ class ToolRecords:
     @classmethod
     async def open(cls, bus: Bus, *, ttl_s: float) -> ToolRecords:
         return cls(
-            await bus.key_value(TOOL_RESULTS_BUCKET, ttl_s=ttl_s),
+            await bus.ensure_key_value(tool_results_spec(ttl_s)),
             await bus.object_bucket(
                 ObjectBucketSpec(
                     name=TOOL_OUTPUTS_BUCKET,
@@ -170,7 +168,7 @@ class SandboxRecords:
 
     @classmethod
     async def open(cls, bus: Bus, *, ttl_s: float) -> SandboxRecords:
-        return cls(await bus.key_value(SANDBOXES_BUCKET, ttl_s=ttl_s))
+        return cls(await bus.ensure_key_value(sandboxes_spec(ttl_s)))
 
     async def bind(
         self, session_id: str, container_id: str, environment_id: str | None, *, last: int | None = None

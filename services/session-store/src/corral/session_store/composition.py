@@ -30,9 +30,10 @@ async def serve(settings: Settings, life: Lifetime) -> None:
             await bus.ensure_stream(spec)
         # the sandbox-manager's headers-only view of the log, made here so it needs no read rights on it
         await bus.ensure_consumer(subjects.SANDBOX_RELEASES_SPEC)
+        # the harness binds to it and refuses to start when its lease TTL differs from this one
+        leases = await bus.ensure_key_value(subjects.lease_spec(settings.lease_ttl_s))
     except StreamMismatch as exc:
         raise Refused(str(exc)) from None
-    leases = await bus.key_value(subjects.LEASE_BUCKET, ttl_s=settings.lease_ttl_s)
     pool = await stack.enter_async_context(db.open_pool(settings.database_url))
     await db.migrate(pool)
     projector = Projector(bus, pool)

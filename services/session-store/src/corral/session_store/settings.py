@@ -20,7 +20,7 @@ class Settings(BaseSettings):
         default=10.0,
         gt=0,
         validation_alias=renamed("CORRAL_HARNESS_LEASE_TTL_S", "CORRAL_LEASE_TTL_S"),
-        description="the harness's lease TTL, which is the lease bucket's TTL when this service creates it",
+        description="the lease bucket's TTL; a harness with another lease TTL refuses to start",
     )
     state_cache_size: int = Field(default=10_000, ge=1, description="sessions whose folded state is kept in memory")
     events_page_bytes: int = Field(
