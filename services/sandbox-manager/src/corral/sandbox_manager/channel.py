@@ -506,6 +506,8 @@ class AgentChannel:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await self._pump
         self._lose()
+        with contextlib.suppress(Exception):  # the socket is really closed before this returns
+            await self._writer.wait_closed()
 
 
 def parse_reply(raw: dict[str, Any]) -> AgentReply:

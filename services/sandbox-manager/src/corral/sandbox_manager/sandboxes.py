@@ -99,10 +99,16 @@ class Launcher:
         self.starting.add(name)
         try:
             container_id, sock = await self.driver.launch(spec, name, labels, egress=egress)
+            opened: AgentChannel | None = None
             try:
-                channel = await AgentChannel.open(name, sock, self.limits)
+                channel = opened = await AgentChannel.open(name, sock, self.limits)
                 answer = await channel.ping(self.start_timeout_s)
             except BaseException:
+                # the attach stream goes with the container: never left for the garbage collector
+                if opened is not None:
+                    await opened.close()
+                else:
+                    sock.close()
                 try:
                     await self.driver.remove(container_id)
                 except Exception:
@@ -178,7 +184,11 @@ class Launcher:
             DockerException, OSError, SandboxLost, TimeoutError: it cannot be used (the caller removes it).
         """
         sock = await self.driver.attach(info.id)
-        channel = await AgentChannel.open(info.name, sock, self.limits)
+        try:
+            channel = await AgentChannel.open(info.name, sock, self.limits)
+        except BaseException:
+            sock.close()
+            raise
         try:
             await channel.ping(5.0)
             # Calls sent by the previous manager can never be answered to anyone (their records say
