@@ -16,6 +16,7 @@ import httpx
 from corral.bus import Bus
 from corral.contracts import subjects
 from corral.devstack.stack import Stack
+from tests.waiting import eventually
 
 
 async def open_stream(client: anthropic.AsyncAnthropic, session_id: str, **kwargs: Any) -> Any:
@@ -125,6 +126,4 @@ def _running_in_a_sandbox(docker_host: str, needle: str) -> bool:
 async def running_in_a_sandbox(stack: Stack, needle: str, *, timeout: float = 60.0) -> None:
     """Wait until a process whose command line holds ``needle`` runs in one of the stack's sandboxes
     (a tool call has started its command; nothing on the bus announces that moment)."""
-    async with asyncio.timeout(timeout):
-        while not await asyncio.to_thread(_running_in_a_sandbox, stack.docker_host, needle):  # noqa: ASYNC110
-            await asyncio.sleep(0.05)
+    await eventually(lambda: asyncio.to_thread(_running_in_a_sandbox, stack.docker_host, needle), timeout=timeout)

@@ -10,7 +10,6 @@ allows explicitly (``CORRAL_EGRESS_ALLOW_ADDRESSES``, see ``tests.egress_network
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import json
 import shutil
@@ -29,6 +28,7 @@ from corral.contracts.rpc import Health
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
 from tests.host_canary import HostCanary
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -167,14 +167,14 @@ async def test_no_address_of_the_host_is_reachable_from_a_sandbox_by_address_or_
 
 async def pools_full(bus: Bus) -> None:
     """Until the sandbox-manager's health says every warm pool is full (``<spec>:<n>/<n>``, ...)."""
-    async with asyncio.timeout(120):
-        while True:
-            answer = Health.model_validate_json(await bus.request(subjects.health("sandbox-manager"), b"{}"))
-            pools = answer.details.get("pools", "none")
-            fills = [p.rsplit(":", 1)[-1].split("/") for p in pools.split(",")]
-            if pools != "none" and len(fills) >= 2 and all(have == size for have, size in fills):
-                return
-            await asyncio.sleep(0.1)  # polls the manager's health: nothing announces a refill
+
+    async def full() -> bool:  # the manager's health: nothing announces a refill
+        answer = Health.model_validate_json(await bus.request(subjects.health("sandbox-manager"), b"{}"))
+        pools = answer.details.get("pools", "none")
+        fills = [p.rsplit(":", 1)[-1].split("/") for p in pools.split(",")]
+        return pools != "none" and len(fills) >= 2 and all(have == size for have, size in fills)
+
+    await eventually(full, timeout=120, every=0.1)
 
 
 def container_of(stack: Stack, short_id: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from corral.devstack.stack import Stack
 from corral.harness import crashpoints
 from tests.e2e.flows import all_events, lease_holder, open_stream, read_until_idle, script, send_text, unique
 from tests.e2e.test_tool_loop_sandbox import new_session, use
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -91,9 +92,11 @@ async def test_a_harness_that_dies_at_each_step_boundary_loses_and_repeats_nothi
         stream = await open_stream(client, session_id)
         async with stream:
             await send_text(client, session_id, f"{name}: go")
-            async with asyncio.timeout(60):
-                while stack.component("harness-1").is_running():  # noqa: ASYNC110 (another process exits)
-                    await asyncio.sleep(0.05)
+
+            async def exited() -> bool:  # another process
+                return not stack.component("harness-1").is_running()
+
+            await eventually(exited, timeout=60)
             logged = stack.log_path("harness-1").read_text(errors="replace").splitlines()
             assert any("crashpoint reached" in line and point in line for line in logged), "it did not exit there"
             del stack.service_env["harness-1"]

@@ -3,7 +3,6 @@ when it is back, the projection catches up to exactly the log (reliability plan 
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import secrets
 
@@ -17,6 +16,7 @@ from corral.contracts.rpc import CreateApiKey, Health, Op, RpcReply
 from corral.devstack.stack import Stack
 from tests.e2e.flows import run_turn
 from tests.e2e.test_restart import fold_matches_projection
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -36,14 +36,12 @@ async def test_turns_run_while_postgres_is_down_and_the_projection_catches_up(
         stack.start(timeout=120)
 
     expected = {"before the outage", "during the outage"}
-    async with asyncio.timeout(60):
-        while True:
-            response = await http.get(f"/v1/sessions/{session.id}/events", params={"types[]": "user.message"})
-            if response.status_code == 200:
-                texts = {e["content"][0]["text"] for e in response.json()["data"]}
-                if texts == expected:
-                    break
-            await asyncio.sleep(0.25)
+
+    async def projected() -> bool:
+        response = await http.get(f"/v1/sessions/{session.id}/events", params={"types[]": "user.message"})
+        return response.status_code == 200 and {e["content"][0]["text"] for e in response.json()["data"]} == expected
+
+    await eventually(projected, timeout=60, every=0.25)
     listed = [e async for e in client.beta.sessions.events.list(session.id)]
     assert [e.type for e in listed].count("agent.message") == 2
     assert (await client.beta.sessions.retrieve(session.id)).status == "idle"
@@ -89,13 +87,12 @@ async def test_an_agent_created_while_postgres_is_down_is_answered_and_stored_on
     finally:
         stack.start(timeout=120)
     agent_id = created.json()["id"]
-    async with asyncio.timeout(60):
-        while True:
-            fetched = await http.get(f"/v1/agents/{agent_id}")
-            if fetched.status_code == 200:
-                break
-            await asyncio.sleep(0.25)
-    assert fetched.json()["name"] == name
+
+    async def readable() -> bool:
+        return (await http.get(f"/v1/agents/{agent_id}")).status_code == 200
+
+    await eventually(readable, timeout=60, every=0.25)
+    assert (await http.get(f"/v1/agents/{agent_id}")).json()["name"] == name
     listed = (await http.get("/v1/agents", params={"limit": 100})).json()["data"]
     assert [a["id"] for a in listed if a["name"] == name] == [agent_id]
 
@@ -127,10 +124,9 @@ async def test_health_reports_postgres_down_with_the_reason_and_ok_again_once_it
     finally:
         stack.start(timeout=120)
 
-    async with asyncio.timeout(60):
-        while True:
-            after = await _store_health(bus)
-            if after.status == "ok":
-                break
-            await asyncio.sleep(0.25)  # polls the condition (health), as a client would
+    async def healthy() -> bool:  # the store's health, as a client would ask it
+        return (await _store_health(bus)).status == "ok"
+
+    await eventually(healthy, timeout=60, every=0.25)
+    after = await _store_health(bus)
     assert after.dependencies["postgres"] == "ok" and after.details["projection"] == "ok"

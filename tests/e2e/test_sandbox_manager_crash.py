@@ -21,6 +21,7 @@ import pytest
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, script, send_text, unique
 from tests.e2e.test_tool_loop_sandbox import new_session, text_of, use
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -64,11 +65,11 @@ async def test_a_sandbox_manager_killed_mid_tool_is_noticed_and_the_call_answere
                     slow_id = event.id
                     break
         # the command is running once its first line is in the workspace
-        async with asyncio.timeout(60):
-            while True:
-                if "start" in await asyncio.to_thread(workspace_file, stack, short_id, "runs.txt"):
-                    break
-                await asyncio.sleep(0.1)  # polling the container: nothing announces a line written
+
+        async def started() -> bool:  # the container: nothing announces a line written
+            return "start" in await asyncio.to_thread(workspace_file, stack, short_id, "runs.txt")
+
+        await eventually(started, timeout=60, every=0.1)
 
         stack.kill("sandbox-manager", signal.SIGKILL)
         try:

@@ -21,6 +21,7 @@ import pytest
 
 from corral.devstack.stack import Stack
 from tests.e2e.flows import run_turn, unique
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -41,11 +42,11 @@ def container_exists(stack: Stack, short_id: str) -> bool:
 async def gone(stack: Stack, short_id: str, *, within_s: float = RELEASED_WITHIN_S) -> float:
     """Wait until the container is removed; how long that took."""
     t0 = time.monotonic()
-    async with asyncio.timeout(within_s):
-        while True:
-            if not await asyncio.to_thread(container_exists, stack, short_id):
-                break
-            await asyncio.sleep(0.2)  # polling the engine: nothing tells the test of a removal
+
+    async def removed() -> bool:  # the engine: nothing tells the test of a removal
+        return not await asyncio.to_thread(container_exists, stack, short_id)
+
+    await eventually(removed, timeout=within_s, every=0.2)
     return time.monotonic() - t0
 
 

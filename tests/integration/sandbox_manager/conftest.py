@@ -15,7 +15,7 @@ import json
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +44,7 @@ from corral.sandbox_manager import composition
 from corral.sandbox_manager.containers import LABEL_SCOPE
 from corral.sandbox_manager.settings import SandboxSettings, Settings
 from corral.settings import NatsSettings
+from tests.waiting import eventually as eventually
 
 pytestmark = pytest.mark.integration
 
@@ -133,15 +134,6 @@ def sandbox_settings(engine: Engine, **overrides: Any) -> SandboxSettings:
     }
     values.update(overrides)
     return SandboxSettings(**values)
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], *, timeout: float = 20.0, every: float = 0.05) -> None:
-    """Wait until ``check()`` holds (state outside this process, e.g. the engine's), at most ``timeout``."""
-    async with asyncio.timeout(timeout):
-        while True:
-            if await check():
-                return
-            await asyncio.sleep(every)
 
 
 @pytest.fixture
