@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import nats
 import pytest
@@ -15,26 +13,9 @@ from nats.js.kv import KeyValue
 
 from corral.bus import Bus, KeyChanged, KeyExists, Refused, StreamMismatch, WrongLastSequence
 from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, KeyValueSpec, StreamSpec
-from corral.devstack.nats import Nats
-from corral.devstack.ports import Ports
-from corral.devstack.state import StateDir
 from corral.settings import NatsSettings
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ports = Ports.free()
-    server = Nats(
-        StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor, authorization=False
-    )
-    server.launch()
-    server.wait_ready(time.monotonic() + 20)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -9,8 +9,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 from pydantic import BaseModel
@@ -20,28 +19,11 @@ from corral.contracts import headers as h
 from corral.contracts.operation import operation
 from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import SESSIONS_SPEC
-from corral.devstack.nats import Nats
-from corral.devstack.ports import Ports
-from corral.devstack.state import StateDir
 from corral.settings import NatsSettings
 
 pytestmark = pytest.mark.integration
 
 CHUNK = 1024
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ports = Ports.free()
-    server = Nats(
-        StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor, authorization=False
-    )
-    server.launch()
-    server.wait_ready(time.monotonic() + 20)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.fixture
