@@ -137,6 +137,21 @@ class Driver:
     async def _in_thread(self, fn: Callable[..., T], *args: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
 
+    async def _owned_in_thread(self, fn: Callable[..., T], *args: Any, release: Callable[[T], None]) -> T:
+        """``fn`` in a worker thread, for a result the caller must release (a socket): a caller
+        cancelled while the thread still runs never receives it, so it is released when it arrives."""
+        future = asyncio.get_running_loop().run_in_executor(self._threads, functools.partial(fn, *args))
+        try:
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+
+            def unclaimed(done: asyncio.Future[T]) -> None:
+                if not done.cancelled() and done.exception() is None:
+                    release(done.result())
+
+            future.add_done_callback(unclaimed)
+            raise
+
     # --- connection ------------------------------------------------------------------------------------
     def _connect(self, *, timeout: int, max_pool_size: int) -> docker.DockerClient:
         if self._docker_host:
@@ -244,7 +259,10 @@ class Driver:
         """
         if (egress is not None) != (spec.network == EGRESS):
             raise ValueError("an egress mount goes with a spec whose network is 'egress', and only with one")
-        container_id, sock = await self._in_thread(self._launch, spec, name, labels, egress)
+        # a launch cancelled meanwhile: its socket is closed here, its container removed by ``aclose``
+        container_id, sock = await self._owned_in_thread(
+            self._launch, spec, name, labels, egress, release=lambda launched: launched[1].close()
+        )
         self._unclaimed.discard(container_id)
         return container_id, sock
 
@@ -323,7 +341,7 @@ class Driver:
         return container_id, sock
 
     async def attach(self, container_id: str) -> socket.socket:
-        return await self._in_thread(self._attach, container_id)
+        return await self._owned_in_thread(self._attach, container_id, release=socket.socket.close)
 
     def _attach(self, container_id: str) -> socket.socket:
         api = self._api()
