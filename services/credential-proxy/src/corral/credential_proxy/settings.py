@@ -108,7 +108,7 @@ class OpenBaoSettings(BaseSettings):
     addr: str = Field(
         default="http://127.0.0.1:8200",
         validation_alias=renamed("CORRAL_OPENBAO_ADDR", "CORRAL_VAULT_ADDR"),
-        description="the OpenBao (or Vault) server",
+        description="the OpenBao (or Vault) server (formerly CORRAL_VAULT_ADDR, still read for one release)",
     )
     role_id: str | None = Field(
         default=None,
@@ -120,7 +120,8 @@ class OpenBaoSettings(BaseSettings):
     token: SecretStr | None = Field(
         default=None,
         validation_alias=renamed("CORRAL_OPENBAO_TOKEN", "CORRAL_VAULT_TOKEN"),
-        description="a fixed token instead of an AppRole login (used as is, never renewed)",
+        description="a fixed token instead of an AppRole login, used as is and never renewed (formerly "
+        "CORRAL_VAULT_TOKEN, still read for one release)",
     )
 
     @field_validator("role_id", "secret_id", "token", mode="before")
