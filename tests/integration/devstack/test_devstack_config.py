@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.devstack import DevstackError, ModelConfig, Ports
+from corral.devstack.openbao import AppRoleLogin
 from corral.devstack.services import ServiceContext, service_environment, service_names
 
 
@@ -15,15 +16,15 @@ def _ctx(model: ModelConfig) -> ServiceContext:
         api_key="sk-corral-dev-x",
         gateway_port=8080,
         embedded_model_port=8090,
-        vault_addr="http://127.0.0.1:8200",
-        vault_token="s.root",
+        openbao_addr="http://127.0.0.1:8200",
+        openbao_login=AppRoleLogin("role", "secret"),
         model=model,
     )
 
 
 def test_ports_default_to_make_up_values_and_follow_env_vars() -> None:
     assert Ports.from_env({}) == Ports()
-    ports = Ports.from_env({"CORRAL_GATEWAY_PORT": "9000", "CORRAL_BAO_PORT": "9200"})
+    ports = Ports.from_env({"CORRAL_GATEWAY_PORT": "9000", "CORRAL_OPENBAO_PORT": "9200"})
     assert ports.gateway == 9000
     assert (ports.bao, ports.bao_cluster) == (9200, 9201)
 
@@ -62,19 +63,19 @@ def test_the_embedded_model_and_harness_count_decide_the_service_list() -> None:
     assert "harness-3" in service_names(3, embedded_model=False)
 
 
-def test_only_the_credential_proxy_gets_the_vault_token() -> None:
+def test_only_the_credential_proxy_gets_the_openbao_login() -> None:
     ctx = _ctx(ModelConfig.from_env({}, 8090))
-    base = {"PATH": "/usr/bin", "VAULT_TOKEN": "leak", "CORRAL_VAULT_TOKEN": "leak"}
+    base = {"PATH": "/usr/bin", "VAULT_TOKEN": "leak", "CORRAL_VAULT_TOKEN": "leak", "CORRAL_OPENBAO_TOKEN": "leak"}
     for name in service_names(2, embedded_model=True):
         env = service_environment(name, ctx, base=base)
         assert env["CORRAL_NATS_URL"] == "nats://127.0.0.1:4222"
         assert env["PATH"] == "/usr/bin"
-        assert "VAULT_TOKEN" not in env
+        assert "leak" not in env.values()
         if name == "credential-proxy":
-            assert env["CORRAL_VAULT_TOKEN"] == "s.root"
-            assert env["CORRAL_VAULT_ADDR"] == "http://127.0.0.1:8200"
+            assert (env["CORRAL_OPENBAO_ROLE_ID"], env["CORRAL_OPENBAO_SECRET_ID"]) == ("role", "secret")
+            assert env["CORRAL_OPENBAO_ADDR"] == "http://127.0.0.1:8200"
         else:
-            assert "CORRAL_VAULT_TOKEN" not in env
+            assert "CORRAL_OPENBAO_SECRET_ID" not in env
 
 
 def test_each_service_gets_its_own_settings() -> None:

@@ -100,8 +100,9 @@ def _up(stack: Stack, timeout: float) -> int:
     secrets = f"  (passwords in {_display(postgres.passwords_file)})" if isinstance(postgres, EmbeddedPostgres) else ""
     _out(f"  postgres  {redacted(stack.database_url)}{secrets}")
     _out(
-        f"  openbao   {stack.vault_addr}  (kv-v2 at {stack.kv_mount}/; root token in "
-        f"{_display(stack.state.openbao_init_file)})"
+        f"  openbao   {stack.vault_addr}  (kv-v2 at {stack.kv_mount}/; unseal key and root token in "
+        f"{_display(stack.state.openbao_init_file)}, a dev convenience; audit log "
+        f"{_display(stack.openbao.audit_log)})"
     )
     if stack.docker_enabled:
         _out(f"  docker    {stack.docker_host}  (DOCKER_HOST; sandbox image {stack.sandbox_image})")

@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 from corral.devstack.errors import DevstackError
+from corral.settings import renamed
+
+log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 
@@ -21,14 +25,20 @@ class PortSetting:
     env_var: str
     default: int
     component: str
+    #: the variable's former name, still read (with a warning) for one release
+    old_env_var: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.old_env_var:
+            renamed(self.env_var, self.old_env_var)
 
 
 PORT_SETTINGS: tuple[PortSetting, ...] = (
     PortSetting("nats", "CORRAL_NATS_PORT", 4222, "nats"),
     PortSetting("nats_monitor", "CORRAL_NATS_MONITOR_PORT", 8222, "nats"),
     PortSetting("postgres", "CORRAL_POSTGRES_PORT", 55432, "postgres"),
-    PortSetting("bao", "CORRAL_BAO_PORT", 8200, "openbao"),
-    PortSetting("bao_cluster", "CORRAL_BAO_CLUSTER_PORT", 8201, "openbao"),
+    PortSetting("bao", "CORRAL_OPENBAO_PORT", 8200, "openbao", "CORRAL_BAO_PORT"),
+    PortSetting("bao_cluster", "CORRAL_OPENBAO_CLUSTER_PORT", 8201, "openbao", "CORRAL_BAO_CLUSTER_PORT"),
     PortSetting("gateway", "CORRAL_GATEWAY_PORT", 8080, "gateway"),
     PortSetting("embedded_model", "CORRAL_EMBEDDED_MODEL_PORT", 8090, "embedded-model"),
 )
@@ -56,19 +66,25 @@ class Ports:
     def from_env(cls, environ: Mapping[str, str]) -> Ports:
         """Read the ``CORRAL_*_PORT`` variables; unset ones keep their defaults.
 
-        ``CORRAL_BAO_CLUSTER_PORT`` defaults to ``CORRAL_BAO_PORT + 1``.
+        ``CORRAL_OPENBAO_CLUSTER_PORT`` defaults to ``CORRAL_OPENBAO_PORT + 1``. A variable's former
+        name (``CORRAL_BAO_PORT``...) is still read when the new one is unset, with a warning.
         """
         values: dict[str, int] = {}
         for setting in PORT_SETTINGS:
-            raw = environ.get(setting.env_var, "").strip()
+            name = setting.env_var
+            raw = environ.get(name, "").strip()
+            if not raw and setting.old_env_var and environ.get(setting.old_env_var, "").strip():
+                name = setting.old_env_var
+                raw = environ[name].strip()
+                log.warning("%s is deprecated and will be removed in the next release; set %s", name, setting.env_var)
             if not raw:
                 continue
             try:
                 port = int(raw)
             except ValueError:
-                raise DevstackError(f"{setting.env_var}={raw!r} is not a port number") from None
+                raise DevstackError(f"{name}={raw!r} is not a port number") from None
             if not 0 < port < 65536:
-                raise DevstackError(f"{setting.env_var}={port} is not between 1 and 65535")
+                raise DevstackError(f"{name}={port} is not between 1 and 65535")
             values[setting.field] = port
         if "bao" in values and "bao_cluster" not in values:
             values["bao_cluster"] = values["bao"] + 1

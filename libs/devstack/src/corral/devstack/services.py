@@ -12,6 +12,7 @@ from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim
 from corral.devstack.errors import ReadinessTimeoutError
 from corral.devstack.nats_users import SERVICE_USERS
+from corral.devstack.openbao import AppRoleLogin
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http, http_status
 from corral.devstack.state import StateDir
@@ -30,7 +31,7 @@ BOOTSTRAP_WORKSPACE = "default"
 
 # Never inherited from the launcher's environment: each service gets exactly its own values
 # (a sourced .corral/env must not make the harness call the gateway as its model, and only
-# the credential-proxy may see the vault token).
+# the credential-proxy may hold an OpenBao credential).
 _NOT_INHERITED = frozenset(
     {
         "ANTHROPIC_API_KEY",
@@ -50,6 +51,7 @@ _NOT_INHERITED = frozenset(
 _NOT_INHERITED_PREFIXES = (
     "CORRAL_MODEL_",
     "CORRAL_VAULT_",
+    "CORRAL_OPENBAO_",
     "CORRAL_DATABASE_",
     "CORRAL_BOOTSTRAP_",
     "VAULT_",
@@ -102,8 +104,9 @@ class ServiceContext:
     api_key: str
     gateway_port: int
     embedded_model_port: int
-    vault_addr: str
-    vault_token: str
+    openbao_addr: str
+    #: the credential-proxy's AppRole login (None: OpenBao not initialised yet, no login given)
+    openbao_login: AppRoleLogin | None
     model: ModelConfig
     #: NATS user -> password; each service connects as the user named for its kind.
     nats_passwords: Mapping[str, str] = field(default_factory=dict)
@@ -174,8 +177,10 @@ def service_environment(
         env["CORRAL_EMBEDDED_MODEL_HOST"] = HOST
         env["CORRAL_EMBEDDED_MODEL_PORT"] = str(ctx.embedded_model_port)
     elif kind == "credential-proxy":
-        env["CORRAL_VAULT_ADDR"] = ctx.vault_addr
-        env["CORRAL_VAULT_TOKEN"] = ctx.vault_token
+        env["CORRAL_OPENBAO_ADDR"] = ctx.openbao_addr
+        if ctx.openbao_login is not None:
+            env["CORRAL_OPENBAO_ROLE_ID"] = ctx.openbao_login.role_id
+            env["CORRAL_OPENBAO_SECRET_ID"] = ctx.openbao_login.secret_id
         if ctx.egress_socket_dir:
             env["CORRAL_EGRESS_SOCKET_DIR"] = ctx.egress_socket_dir
     elif kind == "sandbox-manager":

@@ -41,7 +41,9 @@ class StateDir:
     dev-api-key                              the dev API key (0600)
     nats-users.json                          NATS users' passwords, one per service plus admin (0600)
     nats.conf                                NATS server config with those users (0600, rewritten on each start)
-    openbao-init.json                        OpenBao unseal key and root token (0600)
+    openbao-init.json                        OpenBao unseal key and root token (0600; a dev convenience)
+    openbao-credential-proxy.json            the credential-proxy's AppRole role id and secret id (0600)
+    logs/openbao-audit.log                   OpenBao's audit log (0600, values HMAC'd)
     openbao.hcl                              OpenBao server config (rewritten on each start)
     stack.json                               ports and services of the last ``up``
     """

@@ -19,7 +19,7 @@ from corral.devstack.docker_engine import DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError
 from corral.devstack.nats import Nats
 from corral.devstack.nats_users import ADMIN
-from corral.devstack.openbao import KV_MOUNT, OpenBao
+from corral.devstack.openbao import KV_MOUNT, AppRoleLogin, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
 from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
 from corral.devstack.sandbox_image import ImageSettings
@@ -195,15 +195,15 @@ class Topology:
     def service_context(self) -> ServiceContext:
         """What every service is told about the stack (addresses, its credentials, the model)."""
         openbao = self.openbao
-        token = openbao.credential_proxy_token() if openbao.init_data() is not None else ""
+        login = openbao.credential_proxy_login() if openbao.init_data() is not None else None
         return ServiceContext(
             nats_url=self.nats_url,
             database_url=self.database_url,
             api_key=self.api_key,
             gateway_port=self.ports.gateway,
             embedded_model_port=self.ports.embedded_model,
-            vault_addr=openbao.addr,
-            vault_token=token,
+            openbao_addr=openbao.addr,
+            openbao_login=login,
             model=self.model,
             nats_passwords=self.nats.users.passwords(),
             log_level=self.log_level,
@@ -312,9 +312,9 @@ class Topology:
         return self.openbao.root_token
 
     @property
-    def credential_proxy_vault_token(self) -> str:
-        """The credential-proxy's own token (policy ``corral-credential-proxy`` only)."""
-        return self.openbao.credential_proxy_token()
+    def credential_proxy_login(self) -> AppRoleLogin:
+        """The credential-proxy's AppRole login (its tokens carry policy ``corral-credential-proxy`` only)."""
+        return self.openbao.credential_proxy_login()
 
     @property
     def kv_mount(self) -> str:

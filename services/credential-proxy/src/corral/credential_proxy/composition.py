@@ -1,5 +1,7 @@
 """The credential-proxy's composition root: this machine's interface addresses (which egress never
-reaches; the service does not start when they cannot be read) -> bus, egress grants -> the egress
+reaches; the service does not start when they cannot be read) -> the OpenBao login (AppRole, its
+token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
+health, it does not stop the service) -> bus, egress grants -> the egress
 proxies, one unix socket per session under ``CORRAL_EGRESS_SOCKET_DIR`` (re-opened from their grants;
 none when it is unset) -> serving ``corral.rpc.egress.*`` and health. It is ready once the grants are
 restored and requests are served.
@@ -24,9 +26,9 @@ logger = logging.getLogger("corral.credential_proxy")
 
 async def serve(settings: Settings, life: Lifetime) -> None:
     instance = instance_name()
-    vault = Vault(settings.vault_addr, settings.vault_token, timeout=settings.health_probe_timeout_s)
     own = own_addresses(settings)
     stack = life.stack
+    vault = await stack.enter_async_context(Vault(settings.openbao, timeout=settings.health_probe_timeout_s).running())
     bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
     try:
         grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)

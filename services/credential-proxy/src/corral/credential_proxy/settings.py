@@ -1,4 +1,7 @@
-"""credential-proxy settings (env prefix ``CORRAL_``). Only this service ever gets the vault token.
+"""credential-proxy settings (env prefix ``CORRAL_``). Only this service ever gets an OpenBao credential.
+
+OpenBao is configured under ``CORRAL_OPENBAO_*`` (``OpenBaoSettings``): its address and either an
+AppRole login (``ROLE_ID`` + ``SECRET_ID``, what ``make up`` gives) or a fixed ``TOKEN``.
 
 The egress proxies are configured under ``CORRAL_EGRESS_*`` (``EgressSettings``); without
 ``CORRAL_EGRESS_SOCKET_DIR`` this deployment serves no egress.
@@ -9,10 +12,10 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.settings import LogSettings, NatsSettings
+from corral.settings import LogSettings, NatsSettings, renamed
 
 
 class EgressSettings(BaseSettings):
@@ -97,11 +100,50 @@ class EgressSettings(BaseSettings):
         return ports
 
 
+class OpenBaoSettings(BaseSettings):
+    """Where OpenBao is and how this service logs in (``CORRAL_OPENBAO_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_OPENBAO_", frozen=True, extra="ignore", populate_by_name=True)
+
+    addr: str = Field(
+        default="http://127.0.0.1:8200",
+        validation_alias=renamed("CORRAL_OPENBAO_ADDR", "CORRAL_VAULT_ADDR"),
+        description="the OpenBao (or Vault) server (formerly CORRAL_VAULT_ADDR, still read for one release)",
+    )
+    role_id: str | None = Field(
+        default=None,
+        description="role id of this service's AppRole; with CORRAL_OPENBAO_SECRET_ID it logs in, renews its "
+        "token and logs in again when renewal fails",
+    )
+    secret_id: SecretStr | None = Field(default=None, description="the AppRole secret id that goes with it")
+    approle_mount: str = Field(default="approle", min_length=1, description="where the AppRole auth method is mounted")
+    token: SecretStr | None = Field(
+        default=None,
+        validation_alias=renamed("CORRAL_OPENBAO_TOKEN", "CORRAL_VAULT_TOKEN"),
+        description="a fixed token instead of an AppRole login, used as is and never renewed (formerly "
+        "CORRAL_VAULT_TOKEN, still read for one release)",
+    )
+
+    @field_validator("role_id", "secret_id", "token", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @model_validator(mode="after")
+    def _one_login(self) -> OpenBaoSettings:
+        if (self.role_id is None) != (self.secret_id is None):
+            raise ValueError(
+                "set both CORRAL_OPENBAO_ROLE_ID and CORRAL_OPENBAO_SECRET_ID for an AppRole login, or neither"
+            )
+        if self.role_id is not None and self.token is not None:
+            raise ValueError("set either an AppRole login (CORRAL_OPENBAO_ROLE_ID) or CORRAL_OPENBAO_TOKEN, not both")
+        return self
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore")
 
-    vault_addr: str = Field(default="http://127.0.0.1:8200", description="OpenBao/Vault address (CORRAL_VAULT_ADDR)")
-    vault_token: SecretStr | None = Field(default=None, description="OpenBao/Vault token (CORRAL_VAULT_TOKEN)")
+    openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
     health_probe_timeout_s: float = Field(
         default=2.0, gt=0, description="deadline of each dependency check behind a health answer"
     )
