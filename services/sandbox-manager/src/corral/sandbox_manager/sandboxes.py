@@ -16,7 +16,8 @@ from dataclasses import dataclass, field
 from docker.errors import DockerException
 
 from corral.contracts.egress import EgressPolicy
-from corral.sandbox_manager.channel import AgentChannel, ChannelLimits
+from corral.sandbox_manager.channel import AgentChannel
+from corral.sandbox_manager.channel_limits import ChannelLimits
 from corral.sandbox_manager.container_spec import (
     EGRESS,
     LABEL_CONFIG,
