@@ -13,7 +13,7 @@ import pytest
 
 from corral.contracts.egress import SESSION_ID_PATTERN, EgressPolicy
 from corral.sandbox_manager.builds import LABEL_BUILD_ID, LABEL_BUILD_SCOPE, BuildError, BuildJob, BuildLimits
-from corral.sandbox_manager.containers import ContainerInfo
+from corral.sandbox_manager.container_spec import ContainerInfo
 from corral.sandbox_manager.egress import EgressMount, EgressUnavailable
 from corral.sandbox_manager.environments import base_spec, place
 from corral.sandbox_manager.images import (

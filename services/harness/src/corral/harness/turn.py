@@ -29,12 +29,13 @@ from collections.abc import Mapping
 from corral.harness import events, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.crashpoints import Crashpoint, no_crash
-from corral.harness.decide import TOOL_LIMIT_ERROR, Plan, plan
+from corral.harness.decide import Plan, plan
 from corral.harness.deltas import Deltas
 from corral.harness.environments import Environments
 from corral.harness.events import EventDict
 from corral.harness.fold import Decoded, SessionFold
 from corral.harness.lease import HeldLease, Sleep
+from corral.harness.ledger import TOOL_LIMIT_ERROR
 from corral.harness.model import Model
 from corral.harness.modelturn import ModelTurns
 from corral.harness.pricing import DEFAULT_PRICES, Price

@@ -40,7 +40,7 @@ from docker.errors import DockerException
 
 from corral.contracts.egress import SESSION_ID_PATTERN, EgressPolicy
 from corral.sandbox_manager.builds import LABEL_BUILD_ID, BuildError, BuildJob, BuildLimits, BuildStopped
-from corral.sandbox_manager.containers import ContainerInfo
+from corral.sandbox_manager.container_spec import ContainerInfo
 from corral.sandbox_manager.egress import Egress, EgressMount, EgressUnavailable
 from corral.sandbox_manager.engine import SandboxUnavailable
 from corral.sandbox_manager.packages import (

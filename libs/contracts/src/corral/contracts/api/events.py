@@ -1,6 +1,7 @@
 """Session events: what clients send, and everything the session log holds (section 5 and 6).
 
-One model per event type, each with a ``type`` literal; ``SessionEvent`` is their discriminated
+One model per event type, each with a ``type`` literal (their content blocks are in
+``corral.contracts.api.content``); ``SessionEvent`` is their discriminated
 union and ``parse_event`` loads any stored event. Stream-only frames (``event_start``,
 ``event_delta``, ``session.deleted``) live in ``corral.contracts.api.stream``.
 """
@@ -13,66 +14,11 @@ from pydantic import Field, StringConstraints, TypeAdapter
 
 from corral.contracts.api.base import Request, Resource
 
-# --- content blocks --------------------------------------------------------------------------------
-
-
-class Base64Source(Request):
-    type: Literal["base64"]
-    media_type: str
-    data: str
-
-
-class UrlSource(Request):
-    type: Literal["url"]
-    url: str
-
-
-class FileSource(Request):
-    type: Literal["file"]
-    file_id: str
-
-
-class PlainTextSource(Request):
-    type: Literal["text"]
-    media_type: Literal["text/plain"] = "text/plain"
-    data: str
-
-
-ImageSource = Annotated[Base64Source | UrlSource | FileSource, Field(discriminator="type")]
-DocumentSource = Annotated[Base64Source | UrlSource | FileSource | PlainTextSource, Field(discriminator="type")]
-
-
-class TextBlock(Request):
-    type: Literal["text"]
-    text: str
-
-
-class ImageBlock(Request):
-    type: Literal["image"]
-    source: ImageSource
-
-
-class DocumentBlock(Request):
-    type: Literal["document"]
-    source: DocumentSource
-    title: str | None = None
-    context: str | None = None
-
-
-class RedactedBlock(Request):
-    type: Literal["redacted"]
-
-
-class SearchResultBlock(Request):
-    type: Literal["search_result"]
-    source: str
-    title: str
-    content: list[TextBlock]
-
-
-UserContent = Annotated[TextBlock | ImageBlock | DocumentBlock | RedactedBlock, Field(discriminator="type")]
-ToolResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")]
-AgentContent = Annotated[TextBlock | RedactedBlock, Field(discriminator="type")]
+# Re-exported: the harness reads these blocks from this module.
+from corral.contracts.api.content import DocumentBlock as DocumentBlock
+from corral.contracts.api.content import ImageBlock as ImageBlock
+from corral.contracts.api.content import SearchResultBlock as SearchResultBlock
+from corral.contracts.api.content import TextBlock, ToolResultContent, UserContent
 
 # --- what a client may send (POST /v1/sessions/{id}/events) ----------------------------------------
 
