@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from corral.devstack import ModelConfig
+from corral.devstack.configuration import read_model
 from corral.devstack.nats_users import SERVICE_USERS, service_permissions
 from corral.devstack.services import ServiceContext, service_environment, service_names
 
@@ -18,7 +18,7 @@ def _ctx() -> ServiceContext:
         embedded_model_port=8090,
         vault_addr="http://127.0.0.1:8200",
         vault_token="s.proxy",
-        model=ModelConfig.from_env({}, 8090),
+        model=read_model({}, 8090),
         nats_passwords=PASSWORDS,
     )
 

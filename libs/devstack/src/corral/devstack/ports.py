@@ -8,8 +8,6 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from corral.devstack.errors import DevstackError
-
 HOST = "127.0.0.1"
 
 
@@ -51,28 +49,6 @@ class Ports:
     bao_cluster: int = 8201
     gateway: int = 8080
     embedded_model: int = 8090
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Ports:
-        """Read the ``CORRAL_*_PORT`` variables; unset ones keep their defaults.
-
-        ``CORRAL_BAO_CLUSTER_PORT`` defaults to ``CORRAL_BAO_PORT + 1``.
-        """
-        values: dict[str, int] = {}
-        for setting in PORT_SETTINGS:
-            raw = environ.get(setting.env_var, "").strip()
-            if not raw:
-                continue
-            try:
-                port = int(raw)
-            except ValueError:
-                raise DevstackError(f"{setting.env_var}={raw!r} is not a port number") from None
-            if not 0 < port < 65536:
-                raise DevstackError(f"{setting.env_var}={port} is not between 1 and 65535")
-            values[setting.field] = port
-        if "bao" in values and "bao_cluster" not in values:
-            values["bao_cluster"] = values["bao"] + 1
-        return cls(**values)
 
     @classmethod
     def free(cls) -> Ports:
