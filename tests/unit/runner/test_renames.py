@@ -5,12 +5,13 @@ release and is reported deprecated (the runner logs it as a warning); the new na
 from __future__ import annotations
 
 import pytest
+from pydantic import ValidationError
 from pydantic_settings import BaseSettings
 
 from corral.credential_proxy.settings import Settings as CredentialProxySettings
 from corral.sandbox_manager.settings import Settings as SandboxManagerSettings
 from corral.session_store.settings import Settings as SessionStoreSettings
-from corral.settings import renamed_in_use, variable_name, variables
+from corral.settings import describe, renamed_in_use, variable_name, variables
 
 #: (settings class, how to get the value from an instance, new name, old name, a value, another value)
 RENAMES = [
@@ -152,3 +153,22 @@ def test_the_new_name_wins_over_the_old(
 def test_a_renamed_field_is_documented_under_its_new_name() -> None:
     assert variable_name(SessionStoreSettings, "lease_ttl_s") == "CORRAL_HARNESS_LEASE_TTL_S"
     assert variable_name(SandboxManagerSettings, "engine_retry_s") == "CORRAL_SANDBOX_ENGINE_RETRY_S"
+
+
+@pytest.mark.parametrize(
+    ("variable", "shown"),
+    [
+        ("CORRAL_SESSION_STORE_STATE_CACHE_SIZE", "CORRAL_SESSION_STORE_STATE_CACHE_SIZE: "),
+        (
+            "CORRAL_STATE_CACHE_SIZE",
+            "CORRAL_STATE_CACHE_SIZE (deprecated: now CORRAL_SESSION_STORE_STATE_CACHE_SIZE): ",
+        ),
+    ],
+)
+def test_a_settings_error_names_the_variable_set_under_either_name(
+    monkeypatch: pytest.MonkeyPatch, variable: str, shown: str
+) -> None:
+    monkeypatch.setenv(variable, "0")
+    with pytest.raises(ValidationError) as caught:
+        SessionStoreSettings()
+    assert describe(caught.value, SessionStoreSettings).startswith(shown)
