@@ -123,7 +123,9 @@ def assert_no_deprecated_settings(stack: Stack) -> None:
     """The launcher gives every service its settings under their current names: no service logs a
     deprecation warning for a renamed variable (``corral.settings.renamed``)."""
     warned = {
-        service: [line for line in stack.log_path(service).read_text(errors="replace").splitlines() if DEPRECATED in line]
+        service: [
+            line for line in stack.log_path(service).read_text(errors="replace").splitlines() if DEPRECATED in line
+        ]
         for service in SERVICES
         if stack.log_path(service).exists()
     }

@@ -3,7 +3,8 @@
 Each test module runs its own nats-server and its own OpenBao (initialised, unsealed, the ``corral/``
 mount and the credential-proxy's read-only policy, as ``make up`` makes them); each ``CredentialProxy``
 runs ``corral.credential_proxy``'s composition root (through ``corral.runner.serve``) until stopped,
-with its egress sockets under a temporary ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` and the vault token ``make up`` would give it.
+with its egress sockets under a temporary ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` and the vault token
+``make up`` would give it.
 """
 
 from __future__ import annotations

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
-
 from corral.devstack import ModelConfig, Ports
 from corral.devstack.configuration import read_model
 from corral.devstack.services import ServiceContext, service_environment, service_names

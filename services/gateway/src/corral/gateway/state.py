@@ -36,6 +36,7 @@ class GatewayState:
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     backends: Backends | None = None
     limiter: RateLimiter | None = None
+
     def request_stop(self) -> None:
         """A stop signal arrived: end the open streams (uvicorn then waits for the other requests)."""
         self.streams.close_all()
