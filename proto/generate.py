@@ -113,7 +113,7 @@ KV_BUCKETS: tuple[tuple[subjects.KeyValueSpec, str], ...] = (
     (subjects.idempotency_spec(0.0), "CORRAL_GATEWAY_IDEMPOTENCY_TTL_S"),
     (subjects.tool_results_spec(0.0), "CORRAL_SANDBOX_RESULT_TTL_S"),
     (subjects.sandboxes_spec(0.0), "CORRAL_SANDBOX_RECORD_TTL_S"),
-    (subjects.egress_spec(0.0), "CORRAL_EGRESS_GRANT_TTL_S"),
+    (subjects.egress_spec(0.0), "CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S"),
 )
 
 

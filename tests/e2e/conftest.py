@@ -51,8 +51,8 @@ def start_stack(state_dir: Path, host_canary: HostCanary | None = None) -> Stack
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse)."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
     egress = {
-        "CORRAL_EGRESS_PORTS": json.dumps(ports),
-        "CORRAL_EGRESS_ALLOW_ADDRESSES": json.dumps(stand_in_addresses()),
+        "CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS": json.dumps(ports),
+        "CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES": json.dumps(stand_in_addresses()),
     }
     stack = Stack(
         state_dir,
@@ -104,6 +104,7 @@ def host_canary() -> Iterator[HostCanary]:
 def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary) -> Iterator[Stack]:
     stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary)
     try:
+        assert_no_deprecated_settings(stack)
         yield stack
         assert_no_permission_violations(stack)
     finally:
@@ -112,6 +113,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary) -> 
 
 #: Every service process of a test stack: each logs what NATS refused its own connection.
 SERVICES = (*DIAGNOSED, "credential-proxy")
+
+
+#: What ``corral.runner`` logs for a variable set under a name that was renamed.
+DEPRECATED = "is deprecated and will stop working"
+
+
+def assert_no_deprecated_settings(stack: Stack) -> None:
+    """The launcher gives every service its settings under their current names: no service logs a
+    deprecation warning for a renamed variable (``corral.settings.renamed``)."""
+    warned = {
+        service: [
+            line for line in stack.log_path(service).read_text(errors="replace").splitlines() if DEPRECATED in line
+        ]
+        for service in SERVICES
+        if stack.log_path(service).exists()
+    }
+    warned = {service: lines for service, lines in warned.items() if lines}
+    assert not warned, f"services were given settings under deprecated names: {warned}"
 
 
 def assert_no_permission_violations(stack: Stack) -> None:

@@ -413,7 +413,7 @@ async def test_without_an_egress_proxy_nothing_is_built_and_the_failure_says_wha
     assert (
         "egress proxy of the credential-proxy, and none could be opened for this build (no credential-proxy is running)"
     ) in message
-    assert "CORRAL_EGRESS_SOCKET_DIR" in message
+    assert "CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR" in message
     assert "CORRAL_SANDBOX_ENVIRONMENT_BUILDS=off" in message
     assert refused.value.error_code == "packages_not_installed"
     assert engine.builds == []

@@ -2,7 +2,7 @@
 reaches; the service does not start when they cannot be read) -> the OpenBao login (AppRole, its
 token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
 health, it does not stop the service) -> bus, egress grants -> the egress
-proxies, one unix socket per session under ``CORRAL_EGRESS_SOCKET_DIR`` (re-opened from their grants;
+proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from their grants;
 none when it is unset) -> serving ``corral.rpc.egress.*`` and health. It is ready once the grants are
 restored and requests are served.
 """
@@ -32,7 +32,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
     try:
         grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
-    except StreamMismatch as exc:  # CORRAL_EGRESS_GRANT_TTL_S changed since the bucket was made
+    except StreamMismatch as exc:  # CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S changed since the bucket was made
         raise Refused(str(exc)) from None
     egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
     await egress.restore()
@@ -66,6 +66,6 @@ def own_addresses(settings: Settings) -> OwnAddresses:
     if allowed:
         logger.warning(
             "egress allows addresses of this machine: sandboxes can reach its services on them",
-            extra={"fields": {"addresses": allowed, "setting": "CORRAL_EGRESS_ALLOW_ADDRESSES"}},
+            extra={"fields": {"addresses": allowed, "setting": "CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"}},
         )
     return own

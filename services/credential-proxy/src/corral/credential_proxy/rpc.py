@@ -80,7 +80,7 @@ def operations(service: Service) -> Operations:
 
 async def health(service: Service) -> Health:
     vault = await service.vault.probe(service.probe_timeout_s)
-    egress = "ok" if service.egress.configured else "not configured: set CORRAL_EGRESS_SOCKET_DIR"
+    egress = "ok" if service.egress.configured else "not configured: set CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR"
     return Health(
         service="credential-proxy",
         instance=service.instance,

@@ -3,8 +3,10 @@
 OpenBao is configured under ``CORRAL_OPENBAO_*`` (``OpenBaoSettings``): its address and either an
 AppRole login (``ROLE_ID`` + ``SECRET_ID``, what ``make up`` gives) or a fixed ``TOKEN``.
 
-The egress proxies are configured under ``CORRAL_EGRESS_*`` (``EgressSettings``); without
-``CORRAL_EGRESS_SOCKET_DIR`` this deployment serves no egress.
+Its own knobs are ``CORRAL_CREDENTIAL_PROXY_*``: the egress proxies under
+``CORRAL_CREDENTIAL_PROXY_EGRESS_*`` (``EgressSettings``; without ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``
+this deployment serves no egress). The egress knobs' old names, ``CORRAL_EGRESS_*``, still work for one
+release, with a deprecation warning.
 """
 
 from __future__ import annotations
@@ -12,50 +14,76 @@ from __future__ import annotations
 import ipaddress
 from pathlib import Path
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.settings import LogSettings, NatsSettings, renamed
 
+EGRESS_PREFIX = "CORRAL_CREDENTIAL_PROXY_EGRESS_"
+
+
+def _egress(field: str) -> AliasChoices:
+    """``CORRAL_CREDENTIAL_PROXY_EGRESS_<FIELD>``, else (deprecated) ``CORRAL_EGRESS_<FIELD>``."""
+    return renamed(f"{EGRESS_PREFIX}{field.upper()}", f"CORRAL_EGRESS_{field.upper()}")
+
 
 class EgressSettings(BaseSettings):
-    """The per-session egress proxies (``CORRAL_EGRESS_<FIELD>``)."""
+    """The per-session egress proxies (``CORRAL_CREDENTIAL_PROXY_EGRESS_<FIELD>``)."""
 
-    model_config = SettingsConfigDict(env_prefix="CORRAL_EGRESS_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=EGRESS_PREFIX, frozen=True, extra="ignore", populate_by_name=True)
 
     socket_dir: Path | None = Field(
+        validation_alias=_egress("socket_dir"),
         default=None,
         description="directory (created 0755 if missing) holding one <session_id>/proxy.sock per session, which the "
         "sandbox-manager mounts into that session's sandbox; unset: no egress is served (open says so)",
     )
     ports: tuple[int, ...] = Field(
+        validation_alias=_egress("ports"),
         default=(80, 443),
         min_length=1,
-        description="destination ports a sandbox may reach, as JSON (CORRAL_EGRESS_PORTS='[80,443]')",
+        description="destination ports a sandbox may reach, as JSON (CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS='[80,443]')",
     )
     allow_addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = Field(
+        validation_alias=_egress("allow_addresses"),
         default=(),
         description="addresses and networks sandboxes may reach although the address rules refuse them (this "
         "machine's own addresses, loopback, private, documentation ranges...), as JSON "
-        '(CORRAL_EGRESS_ALLOW_ADDRESSES=\'["203.0.113.80", "198.51.100.0/24"]\'); a session\'s allowed hosts '
-        "still apply. Empty: none",
+        '(CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES=\'["203.0.113.80", "198.51.100.0/24"]\'); '
+        "a session's allowed hosts still apply. Empty: none",
     )
     connect_timeout_s: float = Field(
-        default=10.0, gt=0, description="longest wait for a destination's DNS answer, and for each connection attempt"
+        validation_alias=_egress("connect_timeout_s"),
+        default=10.0,
+        gt=0,
+        description="longest wait for a destination's DNS answer, and for each connection attempt",
     )
     idle_timeout_s: float = Field(
-        default=300.0, gt=0, description="a connection with no bytes moving either way for this long is closed"
+        validation_alias=_egress("idle_timeout_s"),
+        default=300.0,
+        gt=0,
+        description="a connection with no bytes moving either way for this long is closed",
     )
     head_timeout_s: float = Field(
-        default=30.0, gt=0, description="longest wait for a client's request line and headers"
+        validation_alias=_egress("head_timeout_s"),
+        default=30.0,
+        gt=0,
+        description="longest wait for a client's request line and headers",
     )
     max_head_bytes: int = Field(
-        default=65536, ge=4096, description="largest request line and headers accepted (larger: 431)"
+        validation_alias=_egress("max_head_bytes"),
+        default=65536,
+        ge=4096,
+        description="largest request line and headers accepted (larger: 431)",
     )
     max_connections: int = Field(
-        default=64, ge=1, description="most connections one session's proxy carries at once (more: 503)"
+        validation_alias=_egress("max_connections"),
+        default=64,
+        ge=1,
+        description="most connections one session's proxy carries at once (more: 503)",
     )
     grant_ttl_s: float = Field(
+        validation_alias=_egress("grant_ttl_s"),
         default=30 * 86400.0,
         gt=0,
         description="a grant not re-opened for this long is forgotten (its session's sandbox is long gone)",
@@ -108,7 +136,7 @@ class OpenBaoSettings(BaseSettings):
     addr: str = Field(
         default="http://127.0.0.1:8200",
         validation_alias=renamed("CORRAL_OPENBAO_ADDR", "CORRAL_VAULT_ADDR"),
-        description="the OpenBao (or Vault) server (formerly CORRAL_VAULT_ADDR, still read for one release)",
+        description="the OpenBao (or Vault) server",
     )
     role_id: str | None = Field(
         default=None,
@@ -120,8 +148,7 @@ class OpenBaoSettings(BaseSettings):
     token: SecretStr | None = Field(
         default=None,
         validation_alias=renamed("CORRAL_OPENBAO_TOKEN", "CORRAL_VAULT_TOKEN"),
-        description="a fixed token instead of an AppRole login, used as is and never renewed (formerly "
-        "CORRAL_VAULT_TOKEN, still read for one release)",
+        description="a fixed token instead of an AppRole login, used as is and never renewed",
     )
 
     @field_validator("role_id", "secret_id", "token", mode="before")
@@ -141,11 +168,14 @@ class OpenBaoSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore", populate_by_name=True)
 
     openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
     health_probe_timeout_s: float = Field(
-        default=2.0, gt=0, description="deadline of each dependency check behind a health answer"
+        default=2.0,
+        validation_alias=renamed("CORRAL_CREDENTIAL_PROXY_HEALTH_PROBE_TIMEOUT_S", "CORRAL_HEALTH_PROBE_TIMEOUT_S"),
+        gt=0,
+        description="deadline of each dependency check behind a health answer",
     )
     egress: EgressSettings = Field(default_factory=EgressSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
