@@ -12,10 +12,14 @@ from __future__ import annotations
 import logging
 
 from corral.bus import Bus, StreamMismatch, instance_name
+from corral.credential_proxy.destinations import system_resolve
 from corral.credential_proxy.egress import Egress
+from corral.credential_proxy.gitproxy import GitProxy
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
 from corral.credential_proxy.interfaces import OwnAddresses
+from corral.credential_proxy.repositories import Repositories
+from corral.credential_proxy.repository_rpc import repository_operations
 from corral.credential_proxy.rpc import Service, serve_all
 from corral.credential_proxy.settings import Settings
 from corral.credential_proxy.vault import Vault
@@ -34,10 +38,15 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
     except StreamMismatch as exc:  # CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S changed since the bucket was made
         raise Refused(str(exc)) from None
-    egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
+    repositories = Repositories(vault, settings.git, settings.egress, resolve=system_resolve, own_addresses=own.current)
+    git = GitProxy(repositories, idle_timeout_s=settings.egress.idle_timeout_s)
+    egress = await stack.enter_async_context(
+        Egress(settings.egress, grants, own_addresses=own.current, git=git).running()
+    )
     await egress.restore()
     service = Service(instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s)
     await stack.enter_async_context(serve_all(bus, service))
+    await stack.enter_async_context(repository_operations(repositories).serve(bus))
     state = await vault.probe(settings.health_probe_timeout_s)
     life.ready(
         instance=instance,

@@ -27,7 +27,7 @@ from corral.harness.environments import Environments
 from corral.harness.events import EventDict
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
-from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields
+from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields, repositories_of
 from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.tools import toolbox
 
@@ -68,9 +68,9 @@ class ToolRunner:
         for call in plan.execute:
             if turn.interrupted.is_set():
                 break
-            result = await self._execute(run.session_id, environment, call, turn.interrupted)
+            result = await self._execute(run.session_id, environment, call, turn.interrupted, run.log.fold)
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
-            last_seq = (await run.append([result])).last_seq
+            last_seq = (await run.append(result)).last_seq
         return last_seq
 
     async def environment(self, fold: SessionFold, turn: TurnState) -> dict[str, Any] | None:
@@ -81,18 +81,27 @@ class ToolRunner:
         return turn.environment
 
     async def _execute(
-        self, session_id: str, environment: dict[str, Any] | None, call: ToolCall, interrupted: asyncio.Event
-    ) -> EventDict:
+        self,
+        session_id: str,
+        environment: dict[str, Any] | None,
+        call: ToolCall,
+        interrupted: asyncio.Event,
+        fold: SessionFold,
+    ) -> list[EventDict]:
         """The ``agent.tool_result`` of one call: the sandbox's outcome, an error the model can act on
         when the sandbox could not take the call, or "interrupted" (after a ``Cancel``)."""
         if self._sandbox is None:
-            return events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
+            return [
+                events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
+            ]
         if environment is None or not isinstance(environment.get("id"), str):
-            return events.tool_error(
-                call.id,
-                "The session's environment could not be read (it was deleted, or the catalog is unavailable), "
-                "so the tool could not run. Try again later.",
-            )
+            return [
+                events.tool_error(
+                    call.id,
+                    "The session's environment could not be read (it was deleted, or the catalog is unavailable), "
+                    "so the tool could not run. Try again later.",
+                )
+            ]
         config = environment.get("config")
         request = sandbox.Execute(
             session_id=session_id,
@@ -101,6 +110,7 @@ class ToolRunner:
             input=call.input,
             environment_id=environment["id"],
             environment_config=config if isinstance(config, dict) else {},
+            repositories=repositories_of(fold.session),
         )
         started = time.monotonic()
         timeout_s = sandbox.execute_reply_timeout_s(_bash_timeout_ms(call))
@@ -109,11 +119,11 @@ class ToolRunner:
             outcome = await unless_interrupted(self._sandbox.execute(request, timeout_s=timeout_s), interrupted)
         except SandboxError as err:
             logger.warning("sandbox could not take the tool call: %s", err.message, extra={**fields, "code": err.code})
-            return events.tool_error(call.id, err.message)
+            return [events.tool_error(call.id, err.message)]
         if outcome is Stop.INTERRUPTED:
             logger.info("tool call interrupted", extra=fields)
             await self.cancel(session_id, call.id)
-            return events.tool_error(call.id, INTERRUPTED)
+            return [events.tool_error(call.id, INTERRUPTED)]
         logger.info(
             "tool call answered",
             extra=log_fields(
@@ -126,7 +136,13 @@ class ToolRunner:
             ),
         )
         content = [block.model_dump(mode="json") for block in outcome.content]
-        return events.tool_result(call.id, content, is_error=outcome.is_error)
+        # A repository that could not be cloned when this call provisioned the sandbox: the session goes
+        # on without it (retry_status ``retrying``, as the API defines these errors).
+        failures = [
+            events.session_error(f.type, f.message, "retrying", repository_url=f.url)
+            for f in outcome.repository_failures
+        ]
+        return [*failures, events.tool_result(call.id, content, is_error=outcome.is_error)]
 
     async def cancel(self, session_id: str, tool_use_id: str) -> None:
         """Ask the sandbox-manager to stop a running call (best effort: failures are logged)."""
@@ -156,6 +172,7 @@ class ToolRunner:
             session_id=session_id,
             environment_id=environment["id"],
             environment_config=config if isinstance(config, dict) else {},
+            repositories=repositories_of(fold.session),
         )
         turn.provisioning = asyncio.create_task(self._provision(request))
 

@@ -231,6 +231,11 @@ SessionErrorType = Literal[
     "credential_host_unreachable_error",
     "tool_use_limit_reached_error",
     "compaction_limit_reached_error",
+    "repository_authentication_error",
+    "repository_forbidden_error",
+    "repository_not_found_error",
+    "repository_checkout_error",
+    "repository_clone_error",
 ]
 
 
@@ -242,6 +247,8 @@ class SessionErrorBody(Resource):
     type: SessionErrorType
     message: str
     retry_status: RetryStatusObj
+    #: The repository a ``repository_*_error`` is about.
+    repository_url: str | None = None
 
 
 class SessionError(StoredEvent):

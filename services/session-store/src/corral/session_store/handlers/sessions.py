@@ -28,6 +28,7 @@ from corral.contracts.rpc import (
 from corral.session_store import queries
 from corral.session_store.db import UNAVAILABLE
 from corral.session_store.domain.agents import reject_archived, resolve_model, resolve_tools, snapshot
+from corral.session_store.domain.repositories import session_resources
 from corral.session_store.domain.sessions import (
     SessionRow,
     SessionState,
@@ -79,8 +80,8 @@ async def _agent_snapshot(deps: Deps, workspace_id: str, ref: str | AgentRef | A
 async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
     assert req.workspace_id is not None
     params = SessionCreateParams.model_validate(req.params)
-    if params.resources:
-        raise invalid("resources: session resources are not supported by this Corral version yet; omit them")
+    at = now_rfc3339()
+    resources = session_resources(params.resources or [], at)
     if params.vault_ids:
         raise invalid(f"vault_ids: vault {params.vault_ids[0]!r} was not found", error_code="vault_not_found")
     for i, event in enumerate(params.initial_events or []):
@@ -95,7 +96,6 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
             error_code="environment_archived",
         )
     reject_self_hosted(env.config, field=f"environment_id: environment {env.id!r} has config")
-    at = now_rfc3339()
     session = Session(
         id=ids.new_id(ids.SESSION),
         status="idle",
@@ -103,6 +103,7 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
         environment_id=env.id,
         agent=snap,
         metadata=dict(params.metadata or {}),
+        resources=resources,
         budget=params.budget.model_dump(mode="json") if params.budget else None,
         created_at=at,
         updated_at=at,
