@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import egress, idempotency, log, rpc, sandbox, subjects
+from corral.contracts import egress, idempotency, log, repositories, rpc, sandbox, subjects
 from corral.contracts.api import agents, environments, events, sessions
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
@@ -65,6 +65,17 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         sandbox.Release,
         sandbox.Released,
     ],
+    "bus/repositories": [
+        repositories.RepositoryAccess,
+        repositories.RepositoryMount,
+        repositories.RegisterRepository,
+        repositories.RepositoryRegistered,
+        repositories.ForgetRepositories,
+        repositories.RepositoriesForgotten,
+        repositories.CheckRepository,
+        repositories.RepositoryChecked,
+        repositories.RepositoryFailure,
+    ],
     "bus/egress": [
         egress.EgressPolicy,
         egress.OpenEgress,
@@ -86,7 +97,12 @@ def render(schema: dict[str, Any]) -> str:
 
 def operation_catalogue() -> dict[str, Any]:
     """Every ``Operation`` descriptor: its subject, queue group, request and reply shapes."""
-    ops = (*rpc.StoreOps.ALL, *vars(sandbox.SandboxOps).values(), *vars(egress.EgressOps).values())
+    ops = (
+        *rpc.StoreOps.ALL,
+        *vars(sandbox.SandboxOps).values(),
+        *vars(egress.EgressOps).values(),
+        *vars(repositories.RepositoryOps).values(),
+    )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
         described[op.subject] = {
@@ -152,6 +168,10 @@ def subject_catalogue() -> dict[str, Any]:
             "egress_rpc": {
                 "pattern": egress.egress_rpc("{op}"),
                 "payload": "bus/egress/* -> bus/rpc/RpcReply",
+            },
+            "repositories_rpc": {
+                "pattern": repositories.repositories_rpc("{op}"),
+                "payload": "bus/repositories/* -> bus/rpc/RpcReply (core NATS only: register carries a token)",
             },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),

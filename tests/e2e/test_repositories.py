@@ -245,6 +245,7 @@ async def sweep_container(stack: Stack, short_id: str, tokens: tuple[str, ...]) 
                         handle = tar.extractfile(member) if member.isfile() else None
                         if handle is not None:
                             found += handle.read()
+            assert b"http_proxy=http://127.0.0.1:3128" in found, "the processes' environments were read"
             config = container.exec_run(["cat", "/workspace/demo/.git/config"]).output
             assert b"git.corral.invalid" in config, config
             return found

@@ -32,7 +32,8 @@ from pydantic import BaseModel, Field
 
 from corral.contracts.operation import Operation, operation
 from corral.contracts.rpc import Message
-from corral.contracts.subjects import REPOSITORIES_QUEUE, repositories_rpc
+from corral.contracts.subjects import REPOSITORIES_QUEUE as REPOSITORIES_QUEUE
+from corral.contracts.subjects import repositories_rpc as repositories_rpc
 
 #: The host name of every repository remote inside a sandbox. ``.invalid`` never resolves, so a
 #: remote copied out of the sandbox leads nowhere; only a session's egress proxy answers it.

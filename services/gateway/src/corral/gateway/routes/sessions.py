@@ -103,10 +103,12 @@ async def archive_session(session_id: str, caller: Caller, store: StoreClient) -
 async def delete_session(request: Request, session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
     target = session_id_of(session_id)
     action = ObjectAction(workspace_id=caller.workspace_id, id=target)
-    session = await store.call(StoreOps.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
-    result = deleted(await store.call(StoreOps.SESSIONS_DELETE, action))
-    repositories = [r["id"] for r in session.get("resources") or [] if r.get("type") == REPOSITORY and "id" in r]
     tokens = gateway_state(request).ready().repositories
-    if repositories and tokens is not None:
-        await tokens.forget(repositories)  # their tokens leave OpenBao with the session
+    session = None
+    if tokens is not None:  # the session's repositories, whose tokens leave OpenBao with it
+        session = await store.call(StoreOps.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
+    result = deleted(await store.call(StoreOps.SESSIONS_DELETE, action))
+    if tokens is not None and isinstance(session, dict):
+        resources = session.get("resources") or []
+        await tokens.forget([r["id"] for r in resources if r.get("type") == REPOSITORY and "id" in r])
     return result
