@@ -291,3 +291,49 @@ def sweep_state_dir(stack: Stack, tokens: tuple[str, ...]) -> None:
         for token in tokens:
             assert token.encode() not in data, f"a token is in {path.relative_to(root)}"
     assert checked > 10 and any(p.name == "credential-proxy.log" for p in Path(root / "logs").iterdir())
+
+
+async def test_a_repository_url_is_useless_outside_its_sessions_sandbox_and_a_missing_branch_is_a_checkout_error(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, git_server: GitServer
+) -> None:
+    git_server.create("owned", {"README.md": "owned\n"})
+    token = canary()
+    git_server.tokens = {token}
+    agent = await client.beta.agents.create(
+        name="repo", model="claude-sonnet-4-6", tools=[{"type": "agent_toolset_20260401"}]
+    )
+    env = await client.beta.environments.create(name=unique("repo-env"))
+    owner = await client.beta.sessions.create(
+        agent=agent.id,
+        environment_id=env.id,
+        resources=[
+            {
+                "type": "github_repository",
+                "url": git_server.url("owned"),
+                "authorization_token": token,
+                "checkout": {"type": "branch", "name": "no-such-branch"},
+            }
+        ],
+    )
+    [resource] = owner.resources
+    seen, _ = await bash_turn(client, owner.id, await script_bash(model, "ls /workspace"))
+    errors = [e.error for e in seen if e.type == "session.error"]
+    assert [e.type for e in errors] == ["repository_checkout_error"], errors
+    assert "no-such-branch" in errors[0].message
+
+    # another session's sandbox sends the owner's capability URL through its own proxy: refused there
+    other = await client.beta.sessions.create(agent=agent.id, environment_id=env.id)
+    mark = len(git_server.seen)
+    _, out = await bash_turn(
+        client,
+        other.id,
+        await script_bash(
+            model,
+            "git -c http.proxy=http://127.0.0.1:3128 ls-remote "
+            f"http://git.corral.invalid/{resource.id} 2>&1; echo EXIT=$?",
+        ),
+    )
+    assert "EXIT=0" not in out, out
+    # git shows the proxy's plain-text answer as the remote's message
+    assert f"{resource.id} is not a repository of this session" in out, out
+    assert git_server.seen[mark:] == [], "nothing reached the repository's host"
