@@ -158,6 +158,9 @@ async def test_repository_is_cloned_pushed_rotated_and_its_token_is_never_in_the
         resource.id, session_id=session.id, authorization_token=second
     )
     assert updated.id == resource.id and second not in updated.model_dump_json()
+    assert updated.updated_at > resource.updated_at and updated.created_at == resource.created_at
+    again = await client.beta.sessions.retrieve(session.id)
+    assert again.resources[0].updated_at == updated.updated_at, "the rotation is recorded"
     mark = len(git_server.seen)
     _, out = await bash_turn(client, session.id, "fetch again")
     assert "FETCHED" in out, out

@@ -289,6 +289,8 @@ class SessionUpdated(StoredEvent):
     metadata: dict[str, str] | None = None
     title: str | None = None
     budget: dict[str, Any] | None = None
+    #: The session's resources, whole, when one changed (a repository's token rotated: its ``updated_at``).
+    resources: list[dict[str, Any]] | None = None
 
 
 class MonetaryAmount(Resource):

@@ -18,7 +18,7 @@ from starlette.responses import JSONResponse
 
 from corral.contracts import ids
 from corral.contracts.api.errors import invalid, not_found
-from corral.contracts.rpc import GetObject, StoreOps
+from corral.contracts.rpc import GetObject, StoreOps, UpdateObject
 from corral.gateway.body import parse_json_object
 from corral.gateway.deps import Caller, Repositories, StoreClient
 from corral.gateway.paths import object_id
@@ -90,7 +90,9 @@ async def update_resource(
             "take a new authorization_token"
         )
     await repositories.register(resource_id, str(resource["url"]), token)
-    return ok(resource)
+    target = object_id(session_id, prefix=ids.SESSION, kind="session")
+    rotated = UpdateObject(workspace_id=caller.workspace_id, id=target, params={"resource_id": resource_id})
+    return ok(await store.call(StoreOps.SESSIONS_RESOURCE_UPDATE, rotated))
 
 
 @router.post("", response_model=None)

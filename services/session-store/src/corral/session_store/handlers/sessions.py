@@ -210,6 +210,30 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
     return await _read(deps, req.id, state.record_seq)
 
 
+async def resource_update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
+    """A repository's token was rotated (by the credential-proxy): its ``updated_at`` moves now."""
+    await _state(deps, req.workspace_id, req.id)
+    resource_id = req.params.get("resource_id")
+    if not isinstance(resource_id, str):
+        raise invalid("resource_id: required")
+
+    def decide(state: SessionState) -> list[dict[str, Any]]:
+        ensure_exists(state, req.workspace_id)
+        ensure_writable(state)
+        resources = [dict(r) for r in state.session.get("resources") or [] if isinstance(r, dict)]
+        found = [r for r in resources if r.get("id") == resource_id]
+        if not found:
+            raise not_found("resource", resource_id)
+        if found[0].get("type") != "github_repository":
+            raise invalid(f"resource {resource_id!r} is not a github_repository resource and has no token")
+        found[0]["updated_at"] = now_rfc3339()
+        return [{"type": "session.updated", "resources": resources}]
+
+    state, _ = await deps.log.append(req.id, decide)
+    session = await _read(deps, req.id, state.record_seq)
+    return next(r for r in session.get("resources") or [] if r.get("id") == resource_id)
+
+
 async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
     def decide(state: SessionState) -> list[dict[str, Any]]:
         ensure_exists(state, req.workspace_id)
