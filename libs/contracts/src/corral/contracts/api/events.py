@@ -228,6 +228,25 @@ class AgentCustomToolUse(StoredEvent):
     session_thread_id: str | None = None
 
 
+class AgentMcpToolUse(StoredEvent):
+    """A call of a tool of one of the agent's MCP servers: ``name`` is the tool's name on the server."""
+
+    type: Literal["agent.mcp_tool_use"] = "agent.mcp_tool_use"
+    mcp_server_name: str
+    name: str
+    input: dict[str, Any]
+    evaluated_permission: Literal["allow", "ask", "deny"] | None = None
+    evaluation: dict[str, Any] | None = None
+    session_thread_id: str | None = None
+
+
+class AgentMcpToolResult(StoredEvent):
+    type: Literal["agent.mcp_tool_result"] = "agent.mcp_tool_result"
+    mcp_tool_use_id: str
+    content: list[dict[str, Any]] | None = None
+    is_error: bool | None = None
+
+
 class ModelUsage(Resource):
     input_tokens: int = 0
     output_tokens: int = 0
@@ -296,6 +315,8 @@ class SessionErrorBody(Resource):
     type: SessionErrorType
     message: str
     retry_status: RetryStatusObj
+    mcp_server_name: str | None = None
+    """Set for ``mcp_connection_failed_error`` and ``mcp_authentication_failed_error``."""
 
 
 class SessionError(StoredEvent):
@@ -374,6 +395,8 @@ SessionEvent = Annotated[
     | AgentToolUse
     | AgentToolResult
     | AgentCustomToolUse
+    | AgentMcpToolUse
+    | AgentMcpToolResult
     | AgentThreadContextCompacted
     | SpanModelRequestStart
     | SpanModelRequestEnd
