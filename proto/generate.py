@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import egress, idempotency, log, rpc, sandbox, subjects
+from corral.contracts import egress, idempotency, log, mcp, rpc, sandbox, subjects
 from corral.contracts.api import agents, environments, events, sessions
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
@@ -72,6 +72,15 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         egress.CloseEgress,
         egress.EgressClosed,
     ],
+    "bus/mcp": [
+        mcp.ListMcpTools,
+        mcp.McpTool,
+        mcp.McpToolList,
+        mcp.CallMcpTool,
+        mcp.McpToolOutcome,
+        mcp.CloseMcp,
+        mcp.McpClosed,
+    ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
     "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
@@ -86,7 +95,12 @@ def render(schema: dict[str, Any]) -> str:
 
 def operation_catalogue() -> dict[str, Any]:
     """Every ``Operation`` descriptor: its subject, queue group, request and reply shapes."""
-    ops = (*rpc.StoreOps.ALL, *vars(sandbox.SandboxOps).values(), *vars(egress.EgressOps).values())
+    ops = (
+        *rpc.StoreOps.ALL,
+        *vars(sandbox.SandboxOps).values(),
+        *vars(egress.EgressOps).values(),
+        *vars(mcp.McpOps).values(),
+    )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
         described[op.subject] = {
@@ -153,10 +167,15 @@ def subject_catalogue() -> dict[str, Any]:
                 "pattern": egress.egress_rpc("{op}"),
                 "payload": "bus/egress/* -> bus/rpc/RpcReply",
             },
+            "mcp_rpc": {
+                "pattern": mcp.mcp_rpc("{op}"),
+                "payload": "bus/mcp/* -> bus/rpc/RpcReply",
+            },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
+        "mcp_operations": sorted(v for k, v in vars(mcp.McpOp).items() if k.isupper()),
         "operations": operation_catalogue(),
         "kv_buckets": {
             spec.name: {

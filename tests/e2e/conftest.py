@@ -23,6 +23,10 @@ from corral.devstack.stack import Stack
 from tests.e2e.flows import LEASE_TTL_S
 from tests.egress_network import stand_in_addresses
 from tests.host_canary import HostCanary, serving_canary
+from tests.mcp_server import RunningMcpServer, free_port, serving_mcp
+
+#: A port of 127.0.0.1 the credential-proxy admits for MCP where nothing listens (a server that is down).
+MCP_DOWN_PORT = free_port()
 
 #: Short lease and ack wait so a killed harness's session is picked up within seconds.
 FAST_RECOVERY = {
@@ -46,7 +50,9 @@ def _environ() -> dict[str, str]:
     return environ
 
 
-def start_stack(state_dir: Path, host_canary: HostCanary | None = None) -> Stack:
+def start_stack(
+    state_dir: Path, host_canary: HostCanary | None = None, mcp_server: RunningMcpServer | None = None
+) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse)."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
@@ -54,6 +60,9 @@ def start_stack(state_dir: Path, host_canary: HostCanary | None = None) -> Stack
         "CORRAL_EGRESS_PORTS": json.dumps(ports),
         "CORRAL_EGRESS_ALLOW_ADDRESSES": json.dumps(stand_in_addresses()),
     }
+    if mcp_server is not None:  # the test MCP server on this machine, admitted as an operator would
+        egress["CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS"] = f"127.0.0.1:{mcp_server.port},127.0.0.1:{MCP_DOWN_PORT}"
+        egress["CORRAL_MCP_CONNECT_TIMEOUT_S"] = "5"
     stack = Stack(
         state_dir,
         Ports.free(),
@@ -101,8 +110,17 @@ def host_canary() -> Iterator[HostCanary]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary)
+def mcp_server() -> Iterator[RunningMcpServer]:
+    """A real MCP server on 127.0.0.1 (see ``tests.mcp_server``), admitted by the stack's credential-proxy."""
+    with serving_mcp() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary, mcp_server: RunningMcpServer
+) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary, mcp_server)
     try:
         yield stack
         assert_no_permission_violations(stack)

@@ -29,6 +29,7 @@ from pathlib import Path
 
 from corral.contracts import subjects
 from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
+from corral.contracts.mcp import mcp_rpc
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import (
     SANDBOXES_BUCKET,
@@ -202,6 +203,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.deltas("*")],
                 [subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
+                [mcp_rpc("*")],  # MCP tool lists and calls, made by the credential-proxy
                 bodies(),
             ),
             subscribe=(
@@ -224,7 +226,12 @@ def service_permissions() -> dict[str, Permissions]:
         ),
         "credential-proxy": Permissions(
             publish=_unique(kv_write(EGRESS_BUCKET), bodies()),
-            subscribe=(egress_rpc("*"), subjects.health("credential-proxy"), inbox("credential-proxy")),
+            subscribe=(
+                egress_rpc("*"),
+                mcp_rpc("*"),
+                subjects.health("credential-proxy"),
+                inbox("credential-proxy"),
+            ),
         ),
     }
 

@@ -3,7 +3,8 @@ reaches; the service does not start when they cannot be read) -> the OpenBao log
 token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
 health, it does not stop the service) -> bus, egress grants -> the egress
 proxies, one unix socket per session under ``CORRAL_EGRESS_SOCKET_DIR`` (re-opened from their grants;
-none when it is unset) -> serving ``corral.rpc.egress.*`` and health. It is ready once the grants are
+none when it is unset) -> the MCP client's connection pool -> serving ``corral.rpc.egress.*``,
+``corral.rpc.mcp.*`` and health. It is ready once the grants are
 restored and requests are served.
 """
 
@@ -16,6 +17,8 @@ from corral.credential_proxy.egress import Egress
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
 from corral.credential_proxy.interfaces import OwnAddresses
+from corral.credential_proxy.mcp_clients import McpClients, Timeouts
+from corral.credential_proxy.mcp_destinations import Rules
 from corral.credential_proxy.rpc import Service, serve_all
 from corral.credential_proxy.settings import Settings
 from corral.credential_proxy.vault import Vault
@@ -36,7 +39,20 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         raise Refused(str(exc)) from None
     egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
     await egress.restore()
-    service = Service(instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s)
+    mcp_settings = settings.mcp
+    rules = Rules(
+        own_addresses=own.current, admitted=settings.destinations.admitted, timeout_s=mcp_settings.connect_timeout_s
+    )
+    timeouts = Timeouts(
+        connect_s=mcp_settings.connect_timeout_s,
+        list_s=mcp_settings.list_timeout_s,
+        call_s=mcp_settings.call_timeout_s,
+        idle_s=mcp_settings.idle_timeout_s,
+    )
+    mcp = await stack.enter_async_context(McpClients(rules, timeouts).running())
+    service = Service(
+        instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s, mcp=mcp
+    )
     await stack.enter_async_context(serve_all(bus, service))
     state = await vault.probe(settings.health_probe_timeout_s)
     life.ready(

@@ -1,5 +1,6 @@
-"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``, queue group
-``credential-proxy``), served by ``corral.bus.Operations``; plus ``corral.health.credential-proxy``."""
+"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``) and the ``McpOps``
+operations (``corral.rpc.mcp.<op>``), queue group ``credential-proxy``, served by
+``corral.bus.Operations``; plus ``corral.health.credential-proxy``."""
 
 from __future__ import annotations
 
@@ -23,8 +24,22 @@ from corral.contracts.egress import (
     EgressOps,
     OpenEgress,
 )
+from corral.contracts.mcp import (
+    MCP_AUTHENTICATION_FAILED,
+    MCP_CONNECTION_FAILED,
+    MCP_DESTINATION_REFUSED,
+    CallMcpTool,
+    CloseMcp,
+    ListMcpTools,
+    McpClosed,
+    McpOps,
+    McpToolList,
+    McpToolOutcome,
+)
 from corral.contracts.rpc import Health
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
+from corral.credential_proxy.mcp_clients import McpAuthenticationFailed, McpClients, McpConnectionFailed
+from corral.credential_proxy.mcp_destinations import DestinationRefused
 from corral.credential_proxy.proxy import CannotListen
 from corral.credential_proxy.vault import Vault
 
@@ -37,6 +52,7 @@ class Service:
     egress: Egress
     vault: Vault
     probe_timeout_s: float
+    mcp: McpClients
 
 
 async def open_egress(service: Service, request: OpenEgress) -> EgressOpened:
@@ -50,7 +66,36 @@ async def close_egress(service: Service, request: CloseEgress) -> EgressClosed:
     return EgressClosed(closed=await service.egress.close(request.session_id))
 
 
+async def list_mcp_tools(service: Service, request: ListMcpTools) -> McpToolList:
+    tools = await service.mcp.list_tools(request.session_id, tuple(request.vault_ids), request.url)
+    return McpToolList(tools=tools)
+
+
+async def call_mcp_tool(service: Service, request: CallMcpTool) -> McpToolOutcome:
+    logger.info(
+        "MCP tool call",
+        extra={"fields": {"session_id": request.session_id, "tool_use_id": request.tool_use_id, "tool": request.name}},
+    )
+    return await service.mcp.call_tool(
+        request.session_id, tuple(request.vault_ids), request.url, request.name, request.arguments
+    )
+
+
+async def close_mcp(service: Service, request: CloseMcp) -> McpClosed:
+    return McpClosed(closed=await service.mcp.close(request.session_id))
+
+
 def _translate(exc: Exception) -> ErrorDetail | None:
+    if isinstance(exc, DestinationRefused):
+        logger.info("MCP destination refused", extra={"fields": {"reason": str(exc)}})
+        return ErrorDetail(
+            type="invalid_request_error", message=str(exc), details={"error_code": MCP_DESTINATION_REFUSED}
+        )
+    if isinstance(exc, McpAuthenticationFailed):
+        return ErrorDetail(type="api_error", message=str(exc), details={"error_code": MCP_AUTHENTICATION_FAILED})
+    if isinstance(exc, McpConnectionFailed):
+        logger.info("MCP connection failed", extra={"fields": {"reason": str(exc)}})
+        return ErrorDetail(type="api_error", message=str(exc), details={"error_code": MCP_CONNECTION_FAILED})
     if isinstance(exc, NotConfigured):
         return ErrorDetail(
             type="invalid_request_error", message=str(exc), details={"error_code": "egress_not_configured"}
@@ -75,6 +120,9 @@ def operations(service: Service) -> Operations:
         Operations(service="credential-proxy", translate=_translate, describe=_describe)
         .handle(EgressOps.OPEN, functools.partial(open_egress, service))
         .handle(EgressOps.CLOSE, functools.partial(close_egress, service))
+        .handle(McpOps.LIST, functools.partial(list_mcp_tools, service))
+        .handle(McpOps.CALL, functools.partial(call_mcp_tool, service))
+        .handle(McpOps.CLOSE, functools.partial(close_mcp, service))
     )
 
 
@@ -85,7 +133,12 @@ async def health(service: Service) -> Health:
         service="credential-proxy",
         instance=service.instance,
         status="ok" if vault == "ok" else "degraded",
-        details={"vault": vault, "egress": egress, "egress_listeners": str(service.egress.count())},
+        details={
+            "vault": vault,
+            "egress": egress,
+            "egress_listeners": str(service.egress.count()),
+            "mcp_connections": str(service.mcp.count()),
+        },
         dependencies={"vault": vault if vault == "ok" else f"{vault} (secrets cannot be read; egress goes on)"},
     )
 

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from corral.credential_proxy.mcp_destinations import Admitted, BadDestinationEntry, parse_destinations
 from corral.settings import LogSettings, NatsSettings, renamed
 
 
@@ -100,6 +102,52 @@ class EgressSettings(BaseSettings):
         return ports
 
 
+class McpSettings(BaseSettings):
+    """The MCP client (``CORRAL_MCP_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_MCP_", frozen=True, extra="ignore")
+
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest wait for an MCP server's DNS answer, connection and MCP handshake"
+    )
+    list_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for an MCP server's tool list")
+    call_timeout_s: float = Field(
+        default=120.0, gt=0, description="longest an MCP tool call may take before it is abandoned (an error result)"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="a session's MCP connection unused for this long is closed"
+    )
+
+
+class DestinationSettings(BaseSettings):
+    """Destinations the operator admits (``CORRAL_CREDENTIAL_PROXY_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore")
+
+    allow_destinations: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="MCP servers the credential-proxy may reach although the address rules refuse them (loopback, "
+        "private, this machine's...), comma-separated host:port (CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS="
+        "'mcp.internal:8080,10.0.0.5:443'). Empty: none",
+    )
+
+    @field_validator("allow_destinations", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            try:
+                parse_destinations(str(entry) for entry in value)
+            except BadDestinationEntry as exc:
+                raise ValueError(f"allow_destinations: {exc}") from None
+        return value
+
+    @property
+    def admitted(self) -> Admitted:
+        return parse_destinations(self.allow_destinations)
+
+
 class OpenBaoSettings(BaseSettings):
     """Where OpenBao is and how this service logs in (``CORRAL_OPENBAO_<FIELD>``)."""
 
@@ -148,5 +196,7 @@ class Settings(BaseSettings):
         default=2.0, gt=0, description="deadline of each dependency check behind a health answer"
     )
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
+    destinations: DestinationSettings = Field(default_factory=DestinationSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

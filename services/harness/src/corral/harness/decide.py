@@ -64,23 +64,26 @@ def _error_type(event: Mapping[str, Any]) -> object:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """An ``agent.tool_use`` to execute; ``id`` (the event id) is the sandbox-manager's key."""
+    """An ``agent.tool_use`` (or ``agent.mcp_tool_use``: ``mcp_server`` names its server) to execute;
+    ``id`` (the event id) is the sandbox-manager's key."""
 
     id: str
     name: str
     input: dict[str, Any]
+    mcp_server: str | None = None
 
 
 @dataclass(frozen=True)
 class Answer:
-    """An error ``agent.tool_result`` to log without running anything."""
+    """An error ``agent.tool_result`` (``agent.mcp_tool_result`` when ``mcp``) to log without running anything."""
 
     tool_use_id: str
     content: tuple[Block, ...]
+    mcp: bool = False
 
     @classmethod
-    def text(cls, tool_use_id: str, text: str) -> Answer:
-        return cls(tool_use_id, ({"type": "text", "text": text},))
+    def text(cls, tool_use_id: str, text: str, *, mcp: bool = False) -> Answer:
+        return cls(tool_use_id, ({"type": "text", "text": text},), mcp)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,8 @@ class ToolUse:
     """A ``user.interrupt`` came while the use was open: its result ends the turn, it is not input."""
     confirmation: str | None = None
     deny_message: str | None = None
+    mcp_server: str | None = None
+    """The server of an ``agent.mcp_tool_use``."""
 
     @property
     def executable(self) -> bool:
@@ -136,9 +141,10 @@ class ToolUse:
         )
 
     def denial(self) -> Answer:
+        mcp = self.mcp_server is not None
         if self.confirmation == "deny":
-            return Answer(self.id, tuple(denial_content(self.deny_message)))
-        return Answer.text(self.id, POLICY_DENIED)
+            return Answer(self.id, tuple(denial_content(self.deny_message)), mcp)
+        return Answer.text(self.id, POLICY_DENIED, mcp=mcp)
 
 
 @dataclass
@@ -179,11 +185,12 @@ class Ledger:
                 self._user_input()
                 self.message_unseen = True
                 self.turn_tool_uses = 0
-        elif kind in ("agent.tool_use", "agent.custom_tool_use"):
+        elif kind in ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"):
             self.turn_tool_uses += 1
             self._use(seq, event, custom=kind == "agent.custom_tool_use")
-        elif kind == "agent.tool_result":
-            use = self.uses.get(str(event.get("tool_use_id")))
+        elif kind in ("agent.tool_result", "agent.mcp_tool_result"):
+            answered = event.get("tool_use_id") if kind == "agent.tool_result" else event.get("mcp_tool_use_id")
+            use = self.uses.get(str(answered))
             if use is not None and not use.answered:
                 use.answered = True
                 self.results_pending = self.results_pending or not use.interrupted
@@ -239,6 +246,7 @@ class Ledger:
         if not isinstance(event_id, str) or event_id in self.uses:
             return
         permission = event.get("evaluated_permission")
+        server = event.get("mcp_server_name") if event.get("type") == "agent.mcp_tool_use" else None
         self.uses[event_id] = ToolUse(
             id=event_id,
             seq=seq,
@@ -246,6 +254,7 @@ class Ledger:
             input=tool_input if isinstance(tool_input, dict) else {},
             custom=custom,
             permission=permission if isinstance(permission, str) else None,
+            mcp_server=str(server) if server is not None else None,
         )
 
     @property
@@ -340,11 +349,13 @@ def _interrupted(uses: Sequence[ToolUse], *, owned: bool) -> tuple[tuple[Answer,
     answers: list[Answer] = []
     cancel: list[str] = []
     for use in uses:
+        mcp = use.mcp_server is not None
         if use.executable and not owned:
-            cancel.append(use.id)
-            answers.append(Answer.text(use.id, INTERRUPTED))
+            if not mcp:  # an MCP call a dead worker made ends with its proxy's timeout
+                cancel.append(use.id)
+            answers.append(Answer.text(use.id, INTERRUPTED, mcp=mcp))
         else:
-            answers.append(Answer.text(use.id, NOT_RUN))
+            answers.append(Answer.text(use.id, NOT_RUN, mcp=mcp))
     return tuple(answers), tuple(cancel)
 
 
@@ -393,7 +404,7 @@ def plan(
             answers=answers,
             cancel=cancel,
         )
-    executable = tuple(ToolCall(u.id, u.name, u.input) for u in uses if u.executable)
+    executable = tuple(ToolCall(u.id, u.name, u.input, u.mcp_server) for u in uses if u.executable)
     denials = tuple(u.denial() for u in uses if u.denied)
     if executable or denials:
         return Plan(

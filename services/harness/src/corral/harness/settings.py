@@ -50,6 +50,12 @@ class Settings(BaseSettings):
     concurrency: int = Field(default=8, ge=1)
     shutdown_grace_s: float = Field(default=5.0, ge=0)
     fetch_timeout_s: float = Field(default=1.0, gt=0)
+    mcp_list_timeout_s: float = Field(default=45.0, gt=0)
+    """Longest wait for an MCP server's tool list through the credential-proxy (then the turn goes on
+    without that server's tools, after a ``session.error``); above the proxy's connect + list timeouts."""
+    mcp_call_timeout_s: float = Field(default=135.0, gt=0)
+    """Longest wait for an MCP tool call through the credential-proxy (then an error result); above
+    the proxy's ``CORRAL_MCP_CALL_TIMEOUT_S``."""
     execute_silence_s: float = Field(default=5.0, gt=EXECUTE_HEARTBEAT_INTERVAL_S)
     """No heartbeat from the sandbox-manager serving a tool call for this long: it is gone; re-dispatch."""
     execute_redispatch_wait_s: float = Field(default=60.0, ge=0)

@@ -172,8 +172,8 @@ def check_client_append(state: SessionState, events: list[dict[str, Any]]) -> No
             tool_use_id = event.get("tool_use_id")
             if tool_use_id not in confirmable:
                 raise invalid(
-                    f"events.{i}.tool_use_id: no agent.tool_use or agent.mcp_tool_use {tool_use_id!r} is waiting for confirmation "
-                    "in this session",
+                    f"events.{i}.tool_use_id: no agent.tool_use or agent.mcp_tool_use {tool_use_id!r} is waiting "
+                    "for confirmation in this session",
                     error_code="tool_use_not_pending",
                 )
             if event.get("deny_message") is not None and event.get("result") != "deny":
