@@ -79,7 +79,7 @@ def serving_mcp(port: int | None = None) -> Iterator[RunningMcpServer]:
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=state.port, log_level="warning"))
         holder["server"] = server
         task = asyncio.create_task(server.serve())
-        while not server.started and not task.done():
+        while not server.started and not task.done():  # noqa: ASYNC110 (uvicorn has no started event)
             await asyncio.sleep(0.02)
         ready.set()
         await task

@@ -217,6 +217,7 @@ async def test_an_interrupt_ends_a_turn_whose_mcp_tool_hangs(
     stream = await open_stream(client, session_id)
     async with stream:
         await send_text(client, session_id, f"{name}: hang")
+
         async def started() -> bool:
             return mcp_server.hanging > hanging
 
