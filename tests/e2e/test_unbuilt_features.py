@@ -61,7 +61,7 @@ async def test_an_agent_with_an_unbuilt_feature_is_refused_on_create_and_update(
     assert (await client.beta.agents.retrieve(agent.id)).version == 1
 
 
-@pytest.mark.parametrize(("fields", "field"), UNBUILT_AGENT_FIELDS[:3], ids=IDS[:3])
+@pytest.mark.parametrize(("fields", "field"), UNBUILT_AGENT_FIELDS[:2], ids=IDS[:2])
 async def test_a_session_overriding_the_agent_with_an_unbuilt_feature_is_refused(
     client: anthropic.AsyncAnthropic, agent_env: tuple[str, str], fields: dict[str, Any], field: str
 ) -> None:
