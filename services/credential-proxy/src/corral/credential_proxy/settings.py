@@ -144,6 +144,12 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore")
 
     openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
+    secret_store_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="deadline of each OpenBao call that writes, reads or deletes a credential's secret, and of "
+        "each session-store request a credential operation makes",
+    )
     health_probe_timeout_s: float = Field(
         default=2.0, gt=0, description="deadline of each dependency check behind a health answer"
     )
