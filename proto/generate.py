@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import egress, idempotency, log, rpc, sandbox, subjects
-from corral.contracts.api import agents, environments, events, sessions
+from corral.contracts import credentials, egress, idempotency, log, rpc, sandbox, subjects
+from corral.contracts.api import agents, environments, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -30,8 +30,20 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         sessions.SessionCreateParams,
         sessions.SessionUpdateParams,
         events.SendEventsParams,
+        vaults.VaultCreateParams,
+        vaults.VaultUpdateParams,
+        vaults.CredentialCreateParams,
+        vaults.CredentialUpdateParams,
     ],
-    "api/objects": [agents.Agent, environments.Environment, sessions.Session, ErrorBody],
+    "api/objects": [
+        agents.Agent,
+        environments.Environment,
+        sessions.Session,
+        vaults.Vault,
+        vaults.Credential,
+        vaults.CredentialValidation,
+        ErrorBody,
+    ],
     "bus/rpc": [
         rpc.RpcReply,
         rpc.ResolveKey,
@@ -44,6 +56,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ListObjects,
         rpc.Page,
         rpc.Deleted,
+        rpc.CredentialRef,
+        rpc.SaveCredential,
         rpc.AppendEvents,
         rpc.Appended,
         rpc.ListEvents,
@@ -72,6 +86,12 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         egress.CloseEgress,
         egress.EgressClosed,
     ],
+    "bus/credentials": [
+        credentials.CreateCredential,
+        credentials.UpdateCredential,
+        credentials.CredentialAction,
+        credentials.DeleteVault,
+    ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
     "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
@@ -86,7 +106,12 @@ def render(schema: dict[str, Any]) -> str:
 
 def operation_catalogue() -> dict[str, Any]:
     """Every ``Operation`` descriptor: its subject, queue group, request and reply shapes."""
-    ops = (*rpc.StoreOps.ALL, *vars(sandbox.SandboxOps).values(), *vars(egress.EgressOps).values())
+    ops = (
+        *rpc.StoreOps.ALL,
+        *vars(sandbox.SandboxOps).values(),
+        *vars(egress.EgressOps).values(),
+        *credentials.CredentialOps.ALL,
+    )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
         described[op.subject] = {
@@ -95,6 +120,7 @@ def operation_catalogue() -> dict[str, Any]:
             "reply": getattr(op.reply_type, "__name__", "object"),
             "enveloped": op.enveloped,
             "bounded": op.bounded,
+            "secret": op.secret,
         }
     health = rpc.health_op("{service}")
     described[health.subject] = {

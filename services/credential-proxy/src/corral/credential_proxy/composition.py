@@ -3,7 +3,8 @@ reaches; the service does not start when they cannot be read) -> the OpenBao log
 token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
 health, it does not stop the service) -> bus, egress grants -> the egress
 proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from their grants;
-none when it is unset) -> serving ``corral.rpc.egress.*`` and health. It is ready once the grants are
+none when it is unset) -> the credential secret store (OpenBao) -> serving ``corral.rpc.egress.*``,
+``corral.rpc.credentials.*`` and health. It is ready once the grants are
 restored and requests are served.
 """
 
@@ -12,11 +13,13 @@ from __future__ import annotations
 import logging
 
 from corral.bus import Bus, StreamMismatch, instance_name
+from corral.credential_proxy.credentials import Credentials
 from corral.credential_proxy.egress import Egress
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
 from corral.credential_proxy.interfaces import OwnAddresses
-from corral.credential_proxy.rpc import Service, serve_all
+from corral.credential_proxy.rpc import Service, serve_all, store_caller
+from corral.credential_proxy.secret_store import SecretStore
 from corral.credential_proxy.settings import Settings
 from corral.credential_proxy.vault import Vault
 from corral.runner import Lifetime, Refused
@@ -36,7 +39,17 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         raise Refused(str(exc)) from None
     egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
     await egress.restore()
-    service = Service(instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s)
+    credentials = Credentials(
+        secrets=SecretStore(vault.client, timeout_s=settings.secret_store_timeout_s),
+        store=store_caller(bus, timeout_s=settings.secret_store_timeout_s),
+    )
+    service = Service(
+        instance=instance,
+        egress=egress,
+        vault=vault,
+        probe_timeout_s=settings.health_probe_timeout_s,
+        credentials=credentials,
+    )
     await stack.enter_async_context(serve_all(bus, service))
     state = await vault.probe(settings.health_probe_timeout_s)
     life.ready(

@@ -13,8 +13,9 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import BaseModel
 
-from corral.bus import Bus, Operations, serve_health
-from corral.contracts.api.errors import ErrorDetail
+from corral.bus import Bus, NoResponders, Operations, serve_health
+from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.contracts.credentials import SECRET_STORE_UNAVAILABLE, CredentialOps
 from corral.contracts.egress import (
     EGRESS_SOCKET_NAME,
     CloseEgress,
@@ -23,9 +24,12 @@ from corral.contracts.egress import (
     EgressOps,
     OpenEgress,
 )
+from corral.contracts.operation import Operation
 from corral.contracts.rpc import Health
+from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
 from corral.credential_proxy.proxy import CannotListen
+from corral.credential_proxy.secret_store import SecretStoreUnavailable
 from corral.credential_proxy.vault import Vault
 
 logger = logging.getLogger(__name__)
@@ -37,6 +41,7 @@ class Service:
     egress: Egress
     vault: Vault
     probe_timeout_s: float
+    credentials: Credentials | None = None
 
 
 async def open_egress(service: Service, request: OpenEgress) -> EgressOpened:
@@ -58,6 +63,14 @@ def _translate(exc: Exception) -> ErrorDetail | None:
     if isinstance(exc, CannotListen):
         logger.warning("egress socket failed", extra={"fields": {"error": str(exc)}})
         return ErrorDetail(type="api_error", message=str(exc), details={"error_code": "egress_listen_failed"})
+    if isinstance(exc, SecretStoreUnavailable):
+        logger.warning("secret store unavailable", extra={"fields": {"error": str(exc)}})
+        return ErrorDetail(
+            type="overloaded_error",
+            message=f"{exc}: the credential was not changed; retry once OpenBao is reachable and unsealed "
+            "(the credential-proxy's health says how it is)",
+            details={"error_code": SECRET_STORE_UNAVAILABLE},
+        )
     if isinstance(exc, ShuttingDown):
         return ErrorDetail(type="overloaded_error", message=str(exc))
     return None
@@ -70,12 +83,44 @@ def _describe(request: BaseModel, _result: Any, span: trace.Span) -> None:
 
 
 def operations(service: Service) -> Operations:
-    """Every ``EgressOps`` operation, on its subject in the queue group ``credential-proxy``."""
-    return (
+    """Every ``EgressOps`` and ``CredentialOps`` operation, on its subject in the queue group
+    ``credential-proxy`` (the credential operations only when a secret store is configured)."""
+    ops = (
         Operations(service="credential-proxy", translate=_translate, describe=_describe)
         .handle(EgressOps.OPEN, functools.partial(open_egress, service))
         .handle(EgressOps.CLOSE, functools.partial(close_egress, service))
     )
+    credentials = service.credentials
+    if credentials is not None:
+        (
+            ops.handle(CredentialOps.CREATE, credentials.create)
+            .handle(CredentialOps.UPDATE, credentials.update)
+            .handle(CredentialOps.ARCHIVE, credentials.archive)
+            .handle(CredentialOps.DELETE, credentials.delete)
+            .handle(CredentialOps.VALIDATE, credentials.validate)
+            .handle(CredentialOps.DELETE_VAULT, credentials.delete_vault)
+        )
+    return ops
+
+
+def store_caller(bus: Bus, *, timeout_s: float) -> StoreCall:
+    """``Bus.call`` to the session-store, its absence or silence an error the client can act on."""
+
+    async def call(op: Operation[Any, Any], request: BaseModel) -> Any:
+        try:
+            return await bus.call(op, request, timeout=timeout_s)
+        except NoResponders:
+            raise ApiError(
+                "overloaded_error", "the session-store is unavailable; the credential was not changed, retry shortly"
+            ) from None
+        except TimeoutError:
+            raise ApiError(
+                "overloaded_error",
+                f"the session-store did not answer {op.name} within {timeout_s:g}s; retrieve the credential to see "
+                "whether the change was applied, then retry",
+            ) from None
+
+    return call
 
 
 async def health(service: Service) -> Health:

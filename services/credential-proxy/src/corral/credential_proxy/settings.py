@@ -168,9 +168,19 @@ class OpenBaoSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore", populate_by_name=True)
+    """The credential-proxy's own knobs are ``CORRAL_CREDENTIAL_PROXY_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
+    secret_store_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="deadline of each OpenBao call that writes, reads or deletes a credential's secret, and of "
+        "each session-store request a credential operation makes",
+    )
     health_probe_timeout_s: float = Field(
         default=2.0,
         validation_alias=renamed("CORRAL_CREDENTIAL_PROXY_HEALTH_PROBE_TIMEOUT_S", "CORRAL_HEALTH_PROBE_TIMEOUT_S"),

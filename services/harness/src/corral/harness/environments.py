@@ -17,8 +17,12 @@ from corral.contracts.log import (
     AgentArchived,
     AgentSaved,
     ApiKeyCreated,
+    CredentialDeleted,
+    CredentialSaved,
     EnvironmentDeleted,
     EnvironmentSaved,
+    VaultDeleted,
+    VaultSaved,
     parse_catalog_record,
 )
 from corral.contracts.subjects import CATALOG_STREAM, environment_log
@@ -47,7 +51,15 @@ class BusEnvironments:
                         environment = record.environment.model_dump(mode="json")
                     case EnvironmentDeleted():
                         environment = None
-                    case AgentSaved() | AgentArchived() | ApiKeyCreated():
+                    case (
+                        AgentSaved()
+                        | AgentArchived()
+                        | ApiKeyCreated()
+                        | VaultSaved()
+                        | VaultDeleted()
+                        | CredentialSaved()
+                        | CredentialDeleted()
+                    ):
                         continue
                     case _:
                         assert_never(record)

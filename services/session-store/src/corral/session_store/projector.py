@@ -233,6 +233,31 @@ class Projector:
                 )  # fmt: skip
             elif kind == "corral.environment_deleted":
                 await conn.execute("DELETE FROM environments WHERE environment_id = $1", record["environment_id"])
+            elif kind == "corral.vault_saved":
+                vault = record["vault"]
+                await conn.execute(
+                    "INSERT INTO vaults (vault_id, workspace_id, created_at, archived_at, log_seq, body) "
+                    "VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (vault_id) DO UPDATE SET "
+                    "archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, body = EXCLUDED.body",
+                    vault["id"], record["workspace_id"], parse_rfc3339(vault["created_at"]),
+                    _ts(vault.get("archived_at")), msg.seq, pgtext.dump(vault),
+                )  # fmt: skip
+            elif kind == "corral.vault_deleted":
+                await conn.execute("DELETE FROM vault_credentials WHERE vault_id = $1", record["vault_id"])
+                await conn.execute("DELETE FROM vaults WHERE vault_id = $1", record["vault_id"])
+            elif kind == "corral.credential_saved":
+                credential = record["credential"]
+                await conn.execute(
+                    "INSERT INTO vault_credentials "
+                    "(credential_id, vault_id, workspace_id, created_at, archived_at, log_seq, body) "
+                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (credential_id) DO UPDATE SET "
+                    "archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, body = EXCLUDED.body",
+                    credential["id"], credential["vault_id"], record["workspace_id"],
+                    parse_rfc3339(credential["created_at"]), _ts(credential.get("archived_at")), msg.seq,
+                    pgtext.dump(credential),
+                )  # fmt: skip
+            elif kind == "corral.credential_deleted":
+                await conn.execute("DELETE FROM vault_credentials WHERE credential_id = $1", record["credential_id"])
             elif kind == "corral.api_key_created":
                 await conn.execute(
                     "INSERT INTO api_keys (key_id, workspace_id, key_sha256, name, created_at) "
