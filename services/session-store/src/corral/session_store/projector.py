@@ -23,6 +23,7 @@ from corral.contracts import subjects
 from corral.contracts.clock import parse_rfc3339
 from corral.contracts.log import CONTROL_RECORD_TYPES, parse_catalog_record, parse_session_record
 from corral.session_store import pgtext
+from corral.session_store.catalog_projection import apply_catalog_record
 from corral.session_store.db import Conn
 from corral.session_store.domain.sessions import SessionRow
 
@@ -188,60 +189,9 @@ class Projector:
     # --- catalog -----------------------------------------------------------------------------------
     async def _apply_catalog(self, conn: Conn, batch: list[StoredMessage]) -> None:
         for msg in batch:
-            record = _decode(msg, parse_catalog_record)
-            kind = record["type"]
-            if kind == "corral.agent_saved":
-                agent = record["agent"]
-                await conn.execute(
-                    "INSERT INTO agent_versions (agent_id, version, workspace_id, body) VALUES ($1, $2, $3, $4) "
-                    "ON CONFLICT (agent_id, version) DO UPDATE SET body = EXCLUDED.body",
-                    agent["id"], agent["version"], record["workspace_id"], pgtext.dump(agent),
-                )  # fmt: skip
-                await conn.execute(
-                    "INSERT INTO agents (agent_id, workspace_id, version, created_at, archived_at, log_seq, body) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id) DO UPDATE SET "
-                    "version = EXCLUDED.version, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
-                    "body = EXCLUDED.body",
-                    agent["id"], record["workspace_id"], agent["version"], parse_rfc3339(agent["created_at"]),
-                    _ts(agent.get("archived_at")), msg.seq, pgtext.dump(agent),
-                )  # fmt: skip
-            elif kind == "corral.agent_archived":
-                agent_id, archived_at = record["agent_id"], record["archived_at"]
-                row = await conn.fetchrow("SELECT body FROM agents WHERE agent_id = $1", agent_id)
-                if row is not None:
-                    await conn.execute(
-                        "UPDATE agents SET archived_at = $2, log_seq = $3, body = $4 WHERE agent_id = $1",
-                        agent_id, parse_rfc3339(archived_at), msg.seq, _archived(row["body"], archived_at),
-                    )  # fmt: skip
-                    versions = await conn.fetch(
-                        "SELECT version, body FROM agent_versions WHERE agent_id = $1", agent_id
-                    )
-                    await conn.executemany(
-                        "UPDATE agent_versions SET body = $3 WHERE agent_id = $1 AND version = $2",
-                        [(agent_id, v["version"], _archived(v["body"], archived_at)) for v in versions],
-                    )
-            elif kind == "corral.environment_saved":
-                env = record["environment"]
-                await conn.execute(
-                    "INSERT INTO environments "
-                    "(environment_id, workspace_id, name, created_at, archived_at, log_seq, body) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (environment_id) DO UPDATE SET "
-                    "name = EXCLUDED.name, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
-                    "body = EXCLUDED.body",
-                    env["id"], record["workspace_id"], pgtext.key(env["name"]), parse_rfc3339(env["created_at"]),
-                    _ts(env.get("archived_at")), msg.seq, pgtext.dump(env),
-                )  # fmt: skip
-            elif kind == "corral.environment_deleted":
-                await conn.execute("DELETE FROM environments WHERE environment_id = $1", record["environment_id"])
-            elif kind == "corral.api_key_created":
-                await conn.execute(
-                    "INSERT INTO api_keys (key_id, workspace_id, key_sha256, name, created_at) "
-                    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    record["key_id"], record["workspace_id"], record["key_sha256"], pgtext.key(record["name"]),
-                    parse_rfc3339(record["created_at"]),
-                )  # fmt: skip
-            else:
-                logger.warning("unknown catalog record skipped", extra={"fields": {"type": kind, "seq": msg.seq}})
+            # Decoded once, here; a message no Corral writer could have made (not JSON, an unknown type,
+            # a field missing) raises ValidationError, a record fault: recorded and skipped.
+            await apply_catalog_record(conn, parse_catalog_record(msg.data), msg.seq)
 
     # --- sessions ----------------------------------------------------------------------------------
     async def _apply_sessions(self, conn: Conn, batch: list[StoredMessage]) -> None:
@@ -288,26 +238,6 @@ async def _save_position(conn: Conn, stream: str, seq: int) -> None:
         stream,
         seq,
     )
-
-
-def _decode(msg: StoredMessage, parse: Callable[[bytes], object]) -> dict[str, Any]:
-    """The record a message holds.
-
-    Raises:
-        ValueError: (pydantic's ValidationError among them) for a message no Corral writer could have
-            made; like any record fault, it is recorded as a projection error and skipped.
-    """
-    parse(msg.data)
-    record: dict[str, Any] = json.loads(msg.data)
-    return record
-
-
-def _archived(body: str, archived_at: str) -> str:
-    return pgtext.dump(dict(pgtext.load(body), archived_at=archived_at))
-
-
-def _ts(value: str | None) -> datetime | None:
-    return parse_rfc3339(value) if value else None
 
 
 _ROW_COLUMNS = (
