@@ -20,11 +20,11 @@ import time
 from typing import Any
 
 from corral.contracts import sandbox
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import crashpoints, events
 from corral.harness.crashpoints import Crashpoint
 from corral.harness.decide import INTERRUPTED, Plan, ToolCall
 from corral.harness.environments import Environments
-from corral.harness.events import EventDict
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields
@@ -56,7 +56,7 @@ class ToolRunner:
         self._cancel_timeout_s = cancel_timeout_s
         self._crash = crashpoint
 
-    async def run_tools(self, run: SessionRun, plan: Plan, prelude: list[EventDict]) -> int:
+    async def run_tools(self, run: SessionRun, plan: Plan, prelude: list[HarnessEvent]) -> int:
         """Run the plan's tool calls one by one (in the model's order), appending each result as it
         arrives. Stops early on an interrupt; the next decision ends the turn. Returns the stream
         sequence of the last append."""
@@ -82,7 +82,7 @@ class ToolRunner:
 
     async def _execute(
         self, session_id: str, environment: dict[str, Any] | None, call: ToolCall, interrupted: asyncio.Event
-    ) -> EventDict:
+    ) -> HarnessEvent:
         """The ``agent.tool_result`` of one call: the sandbox's outcome, an error the model can act on
         when the sandbox could not take the call, or "interrupted" (after a ``Cancel``)."""
         if self._sandbox is None:
