@@ -10,6 +10,7 @@ from typing import Any
 
 from corral.bus import KeyChanged, KeyExists
 from corral.contracts import rpc, sandbox
+from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent, ModelUsage
 from corral.harness.events import wire
 from corral.harness.lease import HeldLease
@@ -19,7 +20,14 @@ from corral.harness.sessionlog import LogEntry
 from corral.harness.store import StoreError, StoreRejected
 
 SESSION_ID = "sesn_test"
-ENVIRONMENT = {"type": "environment", "id": "env_test", "name": "test", "config": {"type": "cloud"}, "metadata": {}}
+ENVIRONMENT = Environment(
+    id="env_test",
+    name="test",
+    config={"type": "cloud"},
+    metadata={},
+    created_at="2026-01-01T00:00:00Z",
+    updated_at="2026-01-01T00:00:00Z",
+)
 
 _STATUS_AFTER = {
     "session.status_running": "running",
@@ -201,7 +209,7 @@ class FakeStore:
         *,
         status: str = "idle",
         agent: dict[str, Any] | None = None,
-        environment: dict[str, Any] | None = ENVIRONMENT,
+        environment: Environment | None = ENVIRONMENT,
     ) -> None:
         self.session: dict[str, Any] = {
             "type": "session",
@@ -299,7 +307,7 @@ class FakeStore:
         return any(e.seq == seq for e in self.log)
 
     # --- the Environments port -----------------------------------------------------------------------
-    async def get(self, environment_id: str) -> dict[str, Any] | None:
+    async def get(self, environment_id: str) -> Environment | None:
         assert environment_id == "env_test"
         return self.environment
 

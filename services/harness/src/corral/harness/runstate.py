@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.contracts import rpc
+from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent
 from corral.harness.lease import HeldLease
 from corral.harness.sessionlog import SessionLog
@@ -49,7 +50,7 @@ class TurnState:
     provisioning: asyncio.Task[None] | None = None
     context_limit: int | None = None
     """The largest prompt the model said it takes ("prompt is too long: N tokens > M maximum")."""
-    environment: dict[str, Any] | None = None
+    environment: Environment | None = None
     environment_read: bool = False
     handoff_seen: bool = False
     snapshot_events: int = 0

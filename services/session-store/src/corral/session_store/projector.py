@@ -14,14 +14,19 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from corral.bus import Bus, StoredMessage
 from corral.contracts import subjects
 from corral.contracts.clock import parse_rfc3339
-from corral.contracts.log import CONTROL_RECORD_TYPES, parse_catalog_record, parse_session_record
+from corral.contracts.log import (
+    SessionArchived,
+    SessionCreated,
+    SessionDeleted,
+    parse_catalog_record,
+    parse_session_record,
+)
 from corral.session_store import pgtext
 from corral.session_store.catalog_projection import apply_catalog_record
 from corral.session_store.db import Conn
@@ -200,22 +205,27 @@ class Projector:
         purged: set[str] = set()
         for msg in batch:
             session_id = subjects.session_id_of(msg.subject)
-            typed = parse_session_record(msg.data)  # decoded once: typed for the fold, raw for the body
-            record: dict[str, Any] = json.loads(msg.data)
+            record = parse_session_record(msg.data)  # decoded once, typed; the raw JSON only for an event's body
             row = rows.get(session_id)
             if row is None:
-                fresh = record["type"] == "corral.session_created"
+                fresh = isinstance(record, SessionCreated)
                 row = SessionRow(session_id=session_id) if fresh else await load_row(conn, session_id)
                 rows[session_id] = row
             if row.last_seq >= msg.seq:
                 continue
-            row.apply(typed, msg.seq)
-            if record["type"] == "corral.session_deleted":
-                purged.add(session_id)
-                events = [e for e in events if e[0] != session_id]
-            elif record["type"] not in CONTROL_RECORD_TYPES:
-                processed = parse_rfc3339(record["processed_at"])
-                events.append((session_id, msg.seq, record["id"], record["type"], processed, pgtext.dump(record)))
+            row.apply(record, msg.seq)
+            match record:
+                case SessionDeleted():
+                    purged.add(session_id)
+                    events = [e for e in events if e[0] != session_id]
+                case SessionCreated() | SessionArchived():
+                    pass
+                case _:  # a public event: its row shows it as it was stored (fields this reader ignores included)
+                    if record.processed_at is None:
+                        raise ValueError(f"event {record.id} has no processed_at: the store stamps every event")
+                    processed = parse_rfc3339(record.processed_at)
+                    body = pgtext.dump(json.loads(msg.data))
+                    events.append((session_id, msg.seq, record.id, record.type, processed, body))
         if events:
             await conn.executemany(
                 "INSERT INTO events (session_id, seq, event_id, type, processed_at, body) "
