@@ -26,13 +26,13 @@ import logging
 import time
 from collections.abc import Mapping
 
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import events, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.crashpoints import Crashpoint, no_crash
 from corral.harness.decide import Plan, plan
 from corral.harness.deltas import Deltas
 from corral.harness.environments import Environments
-from corral.harness.events import EventDict
 from corral.harness.fold import Decoded, SessionFold
 from corral.harness.lease import HeldLease, Sleep
 from corral.harness.ledger import TOOL_LIMIT_ERROR
@@ -231,7 +231,7 @@ class SessionDriver:
     async def _step(self, run: SessionRun, plan: Plan) -> int:
         """One step of a turn; returns the stream sequence of its last append."""
         # Statuses first: the store takes span and tool events only while the session is running.
-        prelude: list[EventDict] = [_STATUS_EVENTS[status]() for status in plan.statuses]
+        prelude: list[HarnessEvent] = [_STATUS_EVENTS[status]() for status in plan.statuses]
         prelude += [events.model_request_end(start, is_error=True) for start in plan.close_orphans]
         for tool_use_id in plan.cancel:
             await self._tools.cancel(run.session_id, tool_use_id)

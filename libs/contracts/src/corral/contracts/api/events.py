@@ -335,6 +335,23 @@ SessionEvent = Annotated[
 
 SESSION_EVENT_ADAPTER: TypeAdapter[SessionEvent] = TypeAdapter(SessionEvent)
 
+HarnessEvent = (
+    AgentMessage
+    | AgentToolUse
+    | AgentCustomToolUse
+    | AgentToolResult
+    | AgentThreadContextCompacted
+    | SpanModelRequestStart
+    | SpanModelRequestEnd
+    | SessionStatusRunning
+    | SessionStatusRescheduled
+    | SessionStatusIdle
+    | SessionError
+    | SessionUsageEvent
+)
+"""The events the harness appends (``rpc.AppendEvents`` with ``origin="harness"``), as the typed
+models it builds them with; they are serialised once, where the append is sent."""
+
 #: Every public event type name the list endpoint's ``types[]`` filter accepts.
 EVENT_TYPES: frozenset[str] = frozenset(
     {
