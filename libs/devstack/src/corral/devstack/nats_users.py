@@ -37,6 +37,7 @@ from corral.contracts.sandbox import (
     execute_heartbeat,
     sandbox_rpc,
 )
+from corral.contracts.web import web_rpc
 from corral.devstack.state import write_private
 
 ADMIN = "admin"
@@ -202,6 +203,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.deltas("*")],
                 [subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
+                [web_rpc("*")],  # web_fetch and web_search, run by the credential-proxy
                 bodies(),
             ),
             subscribe=(
@@ -224,7 +226,12 @@ def service_permissions() -> dict[str, Permissions]:
         ),
         "credential-proxy": Permissions(
             publish=_unique(kv_write(EGRESS_BUCKET), bodies()),
-            subscribe=(egress_rpc("*"), subjects.health("credential-proxy"), inbox("credential-proxy")),
+            subscribe=(
+                egress_rpc("*"),
+                web_rpc("*"),
+                subjects.health("credential-proxy"),
+                inbox("credential-proxy"),
+            ),
         ),
     }
 
