@@ -33,7 +33,7 @@ def test_the_declared_charset_is_used() -> None:
 
 
 def test_media_type_and_charset_from_content_type() -> None:
-    assert media_type_of("Text/HTML; charset=\"UTF-8\"") == ("text/html", "UTF-8")
+    assert media_type_of('Text/HTML; charset="UTF-8"') == ("text/html", "UTF-8")
     assert media_type_of(None) == ("", None)
 
 
