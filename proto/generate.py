@@ -14,7 +14,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import credentials, egress, idempotency, log, rpc, sandbox, subjects
+from corral.contracts import credentials, egress, idempotency, log, rpc, sandbox, subjects, web
 from corral.contracts.api import agents, environments, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
@@ -92,6 +92,14 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         credentials.CredentialAction,
         credentials.DeleteVault,
     ],
+    "bus/web": [
+        web.FetchPage,
+        web.FetchedPage,
+        web.UserLocation,
+        web.SearchWeb,
+        web.SearchHit,
+        web.SearchResults,
+    ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
     "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
@@ -111,6 +119,7 @@ def operation_catalogue() -> dict[str, Any]:
         *vars(sandbox.SandboxOps).values(),
         *vars(egress.EgressOps).values(),
         *credentials.CredentialOps.ALL,
+        *vars(web.WebOps).values(),
     )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
@@ -179,10 +188,15 @@ def subject_catalogue() -> dict[str, Any]:
                 "pattern": egress.egress_rpc("{op}"),
                 "payload": "bus/egress/* -> bus/rpc/RpcReply",
             },
+            "web_rpc": {
+                "pattern": web.web_rpc("{op}"),
+                "payload": "bus/web/* -> bus/rpc/RpcReply",
+            },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
+        "web_operations": sorted(v for k, v in vars(web.WebOp).items() if k.isupper()),
         "operations": operation_catalogue(),
         "kv_buckets": {
             spec.name: {

@@ -139,6 +139,16 @@ def credentials_rpc(op: str) -> str:
     return f"corral.rpc.credentials.{op}"
 
 
+# --- the credential-proxy's web tools ------------------------------------------------------------
+WEB_QUEUE: Final = "credential-proxy"
+WEB_RPC_WILDCARD: Final = "corral.rpc.web.>"
+
+
+def web_rpc(op: str) -> str:
+    """Request subject of a web tool operation (``fetch`` -> ``corral.rpc.web.fetch``)."""
+    return f"corral.rpc.web.{op}"
+
+
 # --- health ----------------------------------------------------------------------------------------
 def health(service: str) -> str:
     return f"corral.health.{service}"

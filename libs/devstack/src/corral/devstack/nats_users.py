@@ -38,6 +38,7 @@ from corral.contracts.sandbox import (
     execute_heartbeat,
     sandbox_rpc,
 )
+from corral.contracts.web import web_rpc
 from corral.devstack.state import write_private
 
 ADMIN = "admin"
@@ -216,6 +217,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.deltas("*")],
                 [subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
+                [web_rpc("*")],  # web_fetch and web_search, run by the credential-proxy
                 bodies(),
             ),
             subscribe=(
@@ -241,6 +243,7 @@ def service_permissions() -> dict[str, Permissions]:
             subscribe=(
                 egress_rpc("*"),
                 subjects.CREDENTIALS_RPC_WILDCARD,
+                web_rpc("*"),
                 subjects.health("credential-proxy"),
                 inbox("credential-proxy"),
             ),

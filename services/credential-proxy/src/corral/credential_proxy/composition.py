@@ -3,8 +3,9 @@ reaches; the service does not start when they cannot be read) -> the OpenBao log
 token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
 health, it does not stop the service) -> bus, egress grants -> the egress
 proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from their grants;
-none when it is unset) -> the credential secret store (OpenBao) -> serving ``corral.rpc.egress.*``,
-``corral.rpc.credentials.*`` and health. It is ready once the grants are
+none when it is unset) -> the credential secret store (OpenBao) -> the web tools (``web_fetch`` under the
+same destination rules, ``web_search`` through the configured backend, if any) -> serving
+``corral.rpc.egress.*``, ``corral.rpc.credentials.*``, ``corral.rpc.web.*`` and health. It is ready once the grants are
 restored and requests are served.
 """
 
@@ -22,6 +23,8 @@ from corral.credential_proxy.rpc import Service, serve_all, store_caller
 from corral.credential_proxy.secret_store import SecretStore
 from corral.credential_proxy.settings import Settings
 from corral.credential_proxy.vault import Vault
+from corral.credential_proxy.webfetch import WebFetcher
+from corral.credential_proxy.websearch import WebSearch
 from corral.runner import Lifetime, Refused
 
 logger = logging.getLogger("corral.credential_proxy")
@@ -49,6 +52,8 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         vault=vault,
         probe_timeout_s=settings.health_probe_timeout_s,
         credentials=credentials,
+        fetcher=WebFetcher(settings.web, settings.egress, own_addresses=own.current),
+        search=WebSearch.from_settings(settings.web),
     )
     await stack.enter_async_context(serve_all(bus, service))
     state = await vault.probe(settings.health_probe_timeout_s)
@@ -57,6 +62,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         vault=state,
         egress_socket_dir=str(settings.egress.socket_dir or "unset: no egress"),
         egress_listeners=egress.count(),
+        web_search="configured" if service.search.configured else "not configured",
     )
 
 

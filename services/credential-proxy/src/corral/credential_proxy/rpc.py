@@ -1,5 +1,6 @@
-"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``, queue group
-``credential-proxy``), served by ``corral.bus.Operations``; plus ``corral.health.credential-proxy``."""
+"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``) and the ``WebOps``
+operations (``corral.rpc.web.<op>``, the web tools), queue group ``credential-proxy``, served by
+``corral.bus.Operations``; plus ``corral.health.credential-proxy``."""
 
 from __future__ import annotations
 
@@ -26,11 +27,14 @@ from corral.contracts.egress import (
 )
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import Health
+from corral.contracts.web import WebOps
 from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
 from corral.credential_proxy.proxy import CannotListen
 from corral.credential_proxy.secret_store import SecretStoreUnavailable
 from corral.credential_proxy.vault import Vault
+from corral.credential_proxy.webfetch import WebFetcher
+from corral.credential_proxy.websearch import WebSearch
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ class Service:
     egress: Egress
     vault: Vault
     probe_timeout_s: float
+    fetcher: WebFetcher
+    search: WebSearch
     credentials: Credentials | None = None
 
 
@@ -83,12 +89,14 @@ def _describe(request: BaseModel, _result: Any, span: trace.Span) -> None:
 
 
 def operations(service: Service) -> Operations:
-    """Every ``EgressOps`` and ``CredentialOps`` operation, on its subject in the queue group
+    """Every ``EgressOps``, ``WebOps`` and ``CredentialOps`` operation, on its subject in the queue group
     ``credential-proxy`` (the credential operations only when a secret store is configured)."""
     ops = (
         Operations(service="credential-proxy", translate=_translate, describe=_describe)
         .handle(EgressOps.OPEN, functools.partial(open_egress, service))
         .handle(EgressOps.CLOSE, functools.partial(close_egress, service))
+        .handle(WebOps.FETCH, service.fetcher.fetch)
+        .handle(WebOps.SEARCH, service.search.search)
     )
     credentials = service.credentials
     if credentials is not None:
@@ -130,7 +138,14 @@ async def health(service: Service) -> Health:
         service="credential-proxy",
         instance=service.instance,
         status="ok" if vault == "ok" else "degraded",
-        details={"vault": vault, "egress": egress, "egress_listeners": str(service.egress.count())},
+        details={
+            "vault": vault,
+            "egress": egress,
+            "egress_listeners": str(service.egress.count()),
+            "web_search": "ok"
+            if service.search.configured
+            else "not configured: set CORRAL_CREDENTIAL_PROXY_SEARCH_URL",
+        },
         dependencies={"vault": vault if vault == "ok" else f"{vault} (secrets cannot be read; egress goes on)"},
     )
 

@@ -128,6 +128,42 @@ class EgressSettings(BaseSettings):
         return ports
 
 
+class WebSettings(BaseSettings):
+    """The web tools this service runs for the harness (``CORRAL_CREDENTIAL_PROXY_<FIELD>``): ``web_fetch``
+    under the egress destination rules above, ``web_search`` through the operator's search backend."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore")
+
+    search_url: str | None = Field(
+        default=None,
+        description="base URL of a SearXNG instance (its JSON API, /search?format=json, enabled) that web_search "
+        "asks; unset: web_search answers that no search backend is configured",
+    )
+    search_timeout_s: float = Field(default=10.0, gt=0, description="longest wait for the search backend's answer")
+    search_max_results: int = Field(default=10, ge=1, le=50, description="most results web_search returns")
+    web_fetch_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest a web_fetch may take, redirects and reading the body included"
+    )
+    web_fetch_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="most bytes of a response body web_fetch reads (the rest is dropped, with a note)",
+    )
+    web_fetch_max_redirects: int = Field(default=5, ge=0, le=20, description="most redirects web_fetch follows")
+
+    @field_validator("search_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("search_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"search_url must be an http:// or https:// URL, got {value!r}")
+        return value
+
+
 class OpenBaoSettings(BaseSettings):
     """Where OpenBao is and how this service logs in (``CORRAL_OPENBAO_<FIELD>``)."""
 
@@ -188,5 +224,6 @@ class Settings(BaseSettings):
         description="deadline of each dependency check behind a health answer",
     )
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

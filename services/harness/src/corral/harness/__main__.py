@@ -35,6 +35,7 @@ from corral.harness.snapshots import BusSnapshots
 from corral.harness.store import BusStore
 from corral.harness.turn import SessionDriver
 from corral.harness.wake import WakeLoop
+from corral.harness.webtools import BusWeb
 
 logger = logging.getLogger("corral.harness")
 
@@ -109,6 +110,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             max_tool_uses=settings.max_tool_uses_per_turn,
             crashpoint=crashpoint,
             prices=load_prices(settings.model_prices),
+            web=BusWeb(bus),
         )
         wake_loop = WakeLoop(
             consumer,

@@ -7,6 +7,7 @@
   the ``agent.tool_use`` event id, so an execute re-sent after a crash returns the recorded outcome;
   the sandbox port re-sends it when its manager is lost, see ``redispatch``), each result appended
   as soon as it arrives. A call the sandbox cannot take becomes an error result the model can act on.
+- **Web tools**: ``web_fetch`` and ``web_search`` are asked of the credential-proxy (``webtools``).
 - **Interrupts**: a ``user.interrupt`` logged during a call stops waiting for it, sends ``Cancel``
   (best effort) and answers the call "interrupted"; the calls not run yet are left to the next
   decision, which closes them and ends the turn.
@@ -30,6 +31,7 @@ from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields
 from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.tools import toolbox
+from corral.harness.webtools import WEB_TOOLS, Web, run_web_tool
 
 logger = logging.getLogger(__name__)
 
@@ -50,8 +52,10 @@ class ToolRunner:
         environments: Environments | None,
         cancel_timeout_s: float,
         crashpoint: Crashpoint,
+        web: Web | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._web = web
         self._environments = environments
         self._cancel_timeout_s = cancel_timeout_s
         self._crash = crashpoint
@@ -68,7 +72,11 @@ class ToolRunner:
         for call in plan.execute:
             if turn.interrupted.is_set():
                 break
-            result = await self._execute(run.session_id, environment, call, turn.interrupted)
+            if call.name in WEB_TOOLS and self._web is not None:  # run by the credential-proxy, not the sandbox
+                agent = agent_of(run.log.fold.session)
+                result = await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)
+            else:
+                result = await self._execute(run.session_id, environment, call, turn.interrupted)
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
             last_seq = (await run.append([result])).last_seq
         return last_seq

@@ -46,6 +46,7 @@ from corral.harness.sessionlog import LogSource, following
 from corral.harness.snapshots import Snapshots
 from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
 from corral.harness.toolrun import ToolRunner
+from corral.harness.webtools import Web
 
 logger = logging.getLogger(__name__)
 
@@ -89,6 +90,7 @@ class SessionDriver:
         max_tool_uses: int | None = None,
         compactor: Compactor | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
+        web: Web | None = None,
     ) -> None:
         self._store = store
         self._compactor = compactor
@@ -103,7 +105,11 @@ class SessionDriver:
         """Runs started, by where their fold came from (``snapshots.Source``), for health."""
         self._max_tool_uses = max_tool_uses
         self._tools = ToolRunner(
-            sandbox=sandbox, environments=environments, cancel_timeout_s=cancel_timeout_s, crashpoint=crashpoint
+            sandbox=sandbox,
+            environments=environments,
+            cancel_timeout_s=cancel_timeout_s,
+            crashpoint=crashpoint,
+            web=web,
         )
         self._model_turns = ModelTurns(
             model=model,
