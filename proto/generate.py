@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import egress, idempotency, log, mcp, rpc, sandbox, subjects
-from corral.contracts.api import agents, environments, events, sessions
+from corral.contracts import credentials, egress, idempotency, log, mcp, rpc, sandbox, subjects, web
+from corral.contracts.api import agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -29,9 +29,21 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         environments.EnvironmentUpdateParams,
         sessions.SessionCreateParams,
         sessions.SessionUpdateParams,
-        events.SendEventsParams,
+        event_params.SendEventsParams,
+        vaults.VaultCreateParams,
+        vaults.VaultUpdateParams,
+        vaults.CredentialCreateParams,
+        vaults.CredentialUpdateParams,
     ],
-    "api/objects": [agents.Agent, environments.Environment, sessions.Session, ErrorBody],
+    "api/objects": [
+        agents.Agent,
+        environments.Environment,
+        sessions.Session,
+        vaults.Vault,
+        vaults.Credential,
+        vaults.CredentialValidation,
+        ErrorBody,
+    ],
     "bus/rpc": [
         rpc.RpcReply,
         rpc.ResolveKey,
@@ -44,6 +56,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ListObjects,
         rpc.Page,
         rpc.Deleted,
+        rpc.CredentialRef,
+        rpc.SaveCredential,
         rpc.AppendEvents,
         rpc.Appended,
         rpc.ListEvents,
@@ -81,6 +95,20 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         mcp.CloseMcp,
         mcp.McpClosed,
     ],
+    "bus/credentials": [
+        credentials.CreateCredential,
+        credentials.UpdateCredential,
+        credentials.CredentialAction,
+        credentials.DeleteVault,
+    ],
+    "bus/web": [
+        web.FetchPage,
+        web.FetchedPage,
+        web.UserLocation,
+        web.SearchWeb,
+        web.SearchHit,
+        web.SearchResults,
+    ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
     "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
@@ -100,6 +128,8 @@ def operation_catalogue() -> dict[str, Any]:
         *vars(sandbox.SandboxOps).values(),
         *vars(egress.EgressOps).values(),
         *vars(mcp.McpOps).values(),
+        *credentials.CredentialOps.ALL,
+        *vars(web.WebOps).values(),
     )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
@@ -109,6 +139,7 @@ def operation_catalogue() -> dict[str, Any]:
             "reply": getattr(op.reply_type, "__name__", "object"),
             "enveloped": op.enveloped,
             "bounded": op.bounded,
+            "secret": op.secret,
         }
     health = rpc.health_op("{service}")
     described[health.subject] = {
@@ -127,7 +158,7 @@ KV_BUCKETS: tuple[tuple[subjects.KeyValueSpec, str], ...] = (
     (subjects.idempotency_spec(0.0), "CORRAL_GATEWAY_IDEMPOTENCY_TTL_S"),
     (subjects.tool_results_spec(0.0), "CORRAL_SANDBOX_RESULT_TTL_S"),
     (subjects.sandboxes_spec(0.0), "CORRAL_SANDBOX_RECORD_TTL_S"),
-    (subjects.egress_spec(0.0), "CORRAL_EGRESS_GRANT_TTL_S"),
+    (subjects.egress_spec(0.0), "CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S"),
 )
 
 
@@ -171,11 +202,16 @@ def subject_catalogue() -> dict[str, Any]:
                 "pattern": mcp.mcp_rpc("{op}"),
                 "payload": "bus/mcp/* -> bus/rpc/RpcReply",
             },
+            "web_rpc": {
+                "pattern": web.web_rpc("{op}"),
+                "payload": "bus/web/* -> bus/rpc/RpcReply",
+            },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
         "mcp_operations": sorted(v for k, v in vars(mcp.McpOp).items() if k.isupper()),
+        "web_operations": sorted(v for k, v in vars(web.WebOp).items() if k.isupper()),
         "operations": operation_catalogue(),
         "kv_buckets": {
             spec.name: {

@@ -4,7 +4,7 @@ Each test module runs its own nats-server and its own OpenBao on free ports with
 directory (initialised, unsealed, the ``corral/`` mount, the credential-proxy's policy and AppRole and
 the audit device, as ``make up`` makes them); each ``CredentialProxy`` runs ``corral.credential_proxy``'s
 composition root (through ``corral.runner.serve``) until stopped, with its egress sockets under a
-temporary ``CORRAL_EGRESS_SOCKET_DIR`` and the AppRole login ``make up`` would give it.
+temporary ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` and the AppRole login ``make up`` would give it.
 """
 
 from __future__ import annotations
@@ -186,7 +186,7 @@ def short_directory() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def socket_dir() -> Iterator[Path]:
-    """A ``CORRAL_EGRESS_SOCKET_DIR`` the credential-proxy makes itself (it does not exist yet)."""
+    """A ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` the credential-proxy makes itself (it does not exist yet)."""
     with short_directory() as path:
         yield path / "egress"
 

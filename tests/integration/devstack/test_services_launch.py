@@ -164,8 +164,8 @@ def test_up_starts_every_service_with_its_environment_and_waits_for_the_gateway(
     proxy = envs["credential-proxy"]
     assert (proxy["CORRAL_OPENBAO_ROLE_ID"], proxy["CORRAL_OPENBAO_SECRET_ID"]) == (login.role_id, login.secret_id)
     assert proxy["CORRAL_OPENBAO_ADDR"] == stack.vault_addr
-    assert envs["session-store"]["CORRAL_DATABASE_URL"] == stack.database_url
-    assert envs["session-store"]["CORRAL_BOOTSTRAP_API_KEY"] == stack.api_key
+    assert envs["session-store"]["CORRAL_POSTGRES_URL"] == stack.database_url
+    assert envs["session-store"]["CORRAL_SESSION_STORE_BOOTSTRAP_API_KEY"] == stack.api_key
     assert envs["gateway"]["CORRAL_GATEWAY_PORT"] == str(stack.ports.gateway)
     assert envs["embedded-model"]["CORRAL_EMBEDDED_MODEL_PORT"] == str(stack.ports.embedded_model)
     for worker in ("harness-1", "harness-2"):

@@ -41,7 +41,7 @@ from corral.devstack.stack import Stack
 from corral.devstack.state import StateDir
 from corral.runner import serve
 from corral.sandbox_manager import composition
-from corral.sandbox_manager.containers import LABEL_SCOPE
+from corral.sandbox_manager.container_spec import LABEL_SCOPE
 from corral.sandbox_manager.settings import SandboxSettings, Settings
 from corral.settings import NatsSettings
 from tests.waiting import eventually as eventually

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from corral.devstack import ModelConfig
+from corral.devstack.configuration import read_model, read_ports
 from corral.devstack.nats_users import SERVICE_USERS, service_permissions
 from corral.devstack.openbao import AppRoleLogin
-from corral.devstack.ports import Ports
 from corral.devstack.services import ServiceContext, service_environment, service_names
 
 PASSWORDS = {user: f"pw-{user}" for user in ("admin", *SERVICE_USERS)}
@@ -22,7 +21,7 @@ def _ctx() -> ServiceContext:
         embedded_model_port=8090,
         openbao_addr="http://127.0.0.1:8200",
         openbao_login=AppRoleLogin("role-id-of-the-proxy", "secret-id-of-the-proxy"),
-        model=ModelConfig.from_env({}, 8090),
+        model=read_model({}, 8090),
         nats_passwords=PASSWORDS,
     )
 
@@ -85,9 +84,9 @@ def test_only_the_credential_proxy_gets_an_openbao_login_and_no_service_inherits
 def test_the_openbao_ports_are_read_from_their_new_names_and_for_now_their_old_ones(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    assert Ports.from_env({"CORRAL_OPENBAO_PORT": "9200"}).bao_cluster == 9201
+    assert read_ports({"CORRAL_OPENBAO_PORT": "9200"}).bao_cluster == 9201
     assert caplog.records == []
-    old = Ports.from_env({"CORRAL_BAO_PORT": "9300", "CORRAL_BAO_CLUSTER_PORT": "9400"})
+    old = read_ports({"CORRAL_BAO_PORT": "9300", "CORRAL_BAO_CLUSTER_PORT": "9400"})
     assert (old.bao, old.bao_cluster) == (9300, 9400)
     assert "CORRAL_BAO_PORT is deprecated" in caplog.text and "set CORRAL_OPENBAO_PORT" in caplog.text
-    assert Ports.from_env({"CORRAL_OPENBAO_PORT": "9200", "CORRAL_BAO_PORT": "9300"}).bao == 9200
+    assert read_ports({"CORRAL_OPENBAO_PORT": "9200", "CORRAL_BAO_PORT": "9300"}).bao == 9200

@@ -12,10 +12,8 @@ from corral.harness.decide import (
     Plan,
     ToolCall,
     decide,
-    has_pending_input,
-    interrupted_after,
-    orphan_starts,
 )
+from corral.harness.ledger import has_pending_input, interrupted_after, orphan_starts
 from tests.unit.harness.fakes import (
     agent,
     confirm,

@@ -16,15 +16,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from corral.devstack import processes
+from corral.devstack import configuration, processes
 from corral.devstack.errors import DevstackError
 from corral.devstack.postgres import EmbeddedPostgres
 from corral.devstack.postgres_tools import redacted
 from corral.devstack.stack import DEFAULT_TIMEOUT, STOP_TIMEOUT, Stack
-from corral.devstack.state import default_state_dir
 
 
 def _out(line: str = "") -> None:
@@ -47,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--timeout",
         type=float,
-        default=float(os.environ.get("CORRAL_UP_TIMEOUT") or DEFAULT_TIMEOUT),
+        default=None,
         help="seconds to wait for health (default: $CORRAL_UP_TIMEOUT or 60)",
     )
     up.add_argument(
@@ -154,17 +153,15 @@ def _image(stack: Stack, rebuild: bool, tag_only: bool) -> int:
     return 0
 
 
-def _docker_default(args: argparse.Namespace) -> bool:
+def _docker_default(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     """``up``: --docker/--no-docker, else CORRAL_DOCKER, else with the services."""
     if args.command != "up":
         return bool(args.command == "image")
     if args.docker is not None:
         return bool(args.docker)
-    raw = os.environ.get("CORRAL_DOCKER", "").strip().lower()
-    if raw:
-        if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-            raise DevstackError(f"CORRAL_DOCKER={raw!r} is not 0 or 1")
-        return raw in ("1", "true", "yes", "on")
+    wanted = configuration.docker_wanted(environ)
+    if wanted is not None:
+        return wanted
     return not bool(args.no_services)
 
 
@@ -175,18 +172,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="corral-dev: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    state_dir = args.state_dir or default_state_dir(os.environ)
+    environ = configuration.process_environment()
+    state_dir = args.state_dir or configuration.state_dir(environ)
     began = time.monotonic()
     try:
         stack = Stack(
             state_dir,
             services=not getattr(args, "no_services", False),
             harness_count=getattr(args, "harness_count", None),
-            docker=_docker_default(args),
+            docker=_docker_default(args, environ),
+            environ=environ,
             progress=lambda line: _out(f"  {line}"),
         )
         if args.command == "up":
-            return _up(stack, args.timeout)
+            return _up(
+                stack, args.timeout if args.timeout is not None else configuration.up_timeout(environ, DEFAULT_TIMEOUT)
+            )
         if args.command == "down":
             if not stack.state.root.is_dir():
                 _out(f"corral-dev: nothing to stop ({_display(stack.state.root)} does not exist)")

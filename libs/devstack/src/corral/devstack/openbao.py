@@ -27,13 +27,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim, find_binary
+from corral.devstack.configuration import process_environment
 from corral.devstack.errors import DevstackError
 from corral.devstack.ports import HOST
 from corral.devstack.probes import HttpResponse, http
@@ -52,7 +52,7 @@ path "{KV_MOUNT}/data/*" {{
   capabilities = ["read", "create", "update", "delete"]
 }}
 path "{KV_MOUNT}/metadata/*" {{
-  capabilities = ["read", "list", "delete"]
+  capabilities = ["read", "list", "create", "update", "delete"]
 }}
 """
 #: Its tokens live this long (seconds) and are renewed; past the maximum it logs in again.
@@ -158,7 +158,7 @@ class OpenBao(Component):
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.audit_log.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.config_text())
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+        env = {k: v for k, v in process_environment().items() if not k.startswith(("BAO_", "VAULT_"))}
         processes.spawn(
             [bao_binary(), "server", f"-config={self.config_file}"],
             env=env,

@@ -4,15 +4,11 @@ from __future__ import annotations
 
 import dataclasses
 import errno
-import logging
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from corral.devstack.errors import DevstackError
 from corral.settings import renamed
-
-log = logging.getLogger(__name__)
 
 HOST = "127.0.0.1"
 
@@ -61,34 +57,6 @@ class Ports:
     bao_cluster: int = 8201
     gateway: int = 8080
     embedded_model: int = 8090
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Ports:
-        """Read the ``CORRAL_*_PORT`` variables; unset ones keep their defaults.
-
-        ``CORRAL_OPENBAO_CLUSTER_PORT`` defaults to ``CORRAL_OPENBAO_PORT + 1``. A variable's former
-        name (``CORRAL_BAO_PORT``...) is still read when the new one is unset, with a warning.
-        """
-        values: dict[str, int] = {}
-        for setting in PORT_SETTINGS:
-            name = setting.env_var
-            raw = environ.get(name, "").strip()
-            if not raw and setting.old_env_var and environ.get(setting.old_env_var, "").strip():
-                name = setting.old_env_var
-                raw = environ[name].strip()
-                log.warning("%s is deprecated and will be removed in the next release; set %s", name, setting.env_var)
-            if not raw:
-                continue
-            try:
-                port = int(raw)
-            except ValueError:
-                raise DevstackError(f"{name}={raw!r} is not a port number") from None
-            if not 0 < port < 65536:
-                raise DevstackError(f"{name}={port} is not between 1 and 65535")
-            values[setting.field] = port
-        if "bao" in values and "bao_cluster" not in values:
-            values["bao_cluster"] = values["bao"] + 1
-        return cls(**values)
 
     @classmethod
     def free(cls) -> Ports:

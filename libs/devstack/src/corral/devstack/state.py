@@ -16,10 +16,6 @@ DEFAULT_STATE_DIR = ".corral"
 DEV_KEY_PREFIX = "sk-corral-dev-"
 
 
-def default_state_dir(environ: Mapping[str, str]) -> Path:
-    return Path(environ.get("CORRAL_STATE_DIR") or DEFAULT_STATE_DIR)
-
-
 def write_private(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` readable by the owner only (0600), atomically."""
     tmp = path.with_name(f".{path.name}.tmp")

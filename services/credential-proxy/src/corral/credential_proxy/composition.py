@@ -2,9 +2,11 @@
 reaches; the service does not start when they cannot be read) -> the OpenBao login (AppRole, its
 token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
 health, it does not stop the service) -> bus, egress grants -> the egress
-proxies, one unix socket per session under ``CORRAL_EGRESS_SOCKET_DIR`` (re-opened from their grants;
-none when it is unset) -> the MCP client's connection pool -> serving ``corral.rpc.egress.*``,
-``corral.rpc.mcp.*`` and health. It is ready once the grants are
+proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from their grants;
+none when it is unset) -> the MCP client's connection pool -> the credential secret store (OpenBao) -> the
+web tools (``web_fetch`` under the same destination rules, ``web_search`` through the configured backend,
+if any) -> serving ``corral.rpc.egress.*``, ``corral.rpc.mcp.*``, ``corral.rpc.credentials.*``,
+``corral.rpc.web.*`` and health. It is ready once the grants are
 restored and requests are served.
 """
 
@@ -13,15 +15,19 @@ from __future__ import annotations
 import logging
 
 from corral.bus import Bus, StreamMismatch, instance_name
+from corral.credential_proxy.credentials import Credentials
 from corral.credential_proxy.egress import Egress
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
 from corral.credential_proxy.interfaces import OwnAddresses
 from corral.credential_proxy.mcp_clients import McpClients, Timeouts
 from corral.credential_proxy.mcp_destinations import Rules
-from corral.credential_proxy.rpc import Service, serve_all
+from corral.credential_proxy.rpc import Service, serve_all, store_caller
+from corral.credential_proxy.secret_store import SecretStore
 from corral.credential_proxy.settings import Settings
 from corral.credential_proxy.vault import Vault
+from corral.credential_proxy.webfetch import WebFetcher
+from corral.credential_proxy.websearch import WebSearch
 from corral.runner import Lifetime, Refused
 
 logger = logging.getLogger("corral.credential_proxy")
@@ -35,7 +41,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
     try:
         grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
-    except StreamMismatch as exc:  # CORRAL_EGRESS_GRANT_TTL_S changed since the bucket was made
+    except StreamMismatch as exc:  # CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S changed since the bucket was made
         raise Refused(str(exc)) from None
     egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
     await egress.restore()
@@ -50,8 +56,19 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         idle_s=mcp_settings.idle_timeout_s,
     )
     mcp = await stack.enter_async_context(McpClients(rules, timeouts).running())
+    credentials = Credentials(
+        secrets=SecretStore(vault.client, timeout_s=settings.secret_store_timeout_s),
+        store=store_caller(bus, timeout_s=settings.secret_store_timeout_s),
+    )
     service = Service(
-        instance=instance, egress=egress, vault=vault, probe_timeout_s=settings.health_probe_timeout_s, mcp=mcp
+        instance=instance,
+        egress=egress,
+        vault=vault,
+        probe_timeout_s=settings.health_probe_timeout_s,
+        credentials=credentials,
+        fetcher=WebFetcher(settings.web, settings.egress, own_addresses=own.current),
+        search=WebSearch.from_settings(settings.web),
+        mcp=mcp,
     )
     await stack.enter_async_context(serve_all(bus, service))
     state = await vault.probe(settings.health_probe_timeout_s)
@@ -60,6 +77,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         vault=state,
         egress_socket_dir=str(settings.egress.socket_dir or "unset: no egress"),
         egress_listeners=egress.count(),
+        web_search="configured" if service.search.configured else "not configured",
     )
 
 
@@ -82,6 +100,6 @@ def own_addresses(settings: Settings) -> OwnAddresses:
     if allowed:
         logger.warning(
             "egress allows addresses of this machine: sandboxes can reach its services on them",
-            extra={"fields": {"addresses": allowed, "setting": "CORRAL_EGRESS_ALLOW_ADDRESSES"}},
+            extra={"fields": {"addresses": allowed, "setting": "CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"}},
         )
     return own

@@ -1,7 +1,7 @@
 """Every session's egress proxy in this process: open, close, and restore after a restart.
 
 Each session's proxy listens on its own unix socket, ``<socket_dir>/<session_id>/proxy.sock``
-(``CORRAL_EGRESS_SOCKET_DIR``); without a ``socket_dir`` this deployment serves no egress and
+(``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``); without a ``socket_dir`` this deployment serves no egress and
 ``open`` raises ``NotConfigured``. ``Egress.running()`` owns one task group; each session's
 ``Listener.serve`` is a task in it, and leaving the block stops every proxy and removes its socket
 file (the directories stay, for the running sandboxes that mount them, and the grants stay on the
@@ -30,10 +30,11 @@ from corral.credential_proxy.settings import EgressSettings
 
 logger = logging.getLogger(__name__)
 
-#: What ``open`` answers, and health reports, when ``CORRAL_EGRESS_SOCKET_DIR`` is unset.
+#: What ``open`` answers, and health reports, when ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` is unset.
 NOT_CONFIGURED: Final = (
-    "egress is not configured in this deployment: the credential-proxy has no CORRAL_EGRESS_SOCKET_DIR; "
-    "set it to a directory on the sandboxes' host to give sandboxes network access"
+    "egress is not configured in this deployment: the credential-proxy has no "
+    "CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR; set it to a directory on the sandboxes' host to give sandboxes "
+    "network access"
 )
 
 
@@ -42,7 +43,7 @@ class ShuttingDown(Exception):
 
 
 class NotConfigured(Exception):
-    """This deployment serves no egress (``CORRAL_EGRESS_SOCKET_DIR`` is unset)."""
+    """This deployment serves no egress (``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` is unset)."""
 
 
 @dataclass
@@ -72,7 +73,7 @@ class Egress:
 
     @property
     def configured(self) -> bool:
-        """Whether this deployment serves egress (``CORRAL_EGRESS_SOCKET_DIR`` is set)."""
+        """Whether this deployment serves egress (``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` is set)."""
         return self._settings.socket_dir is not None
 
     @contextlib.asynccontextmanager
@@ -153,7 +154,7 @@ class Egress:
             if self._settings.socket_dir is None:
                 if sessions:
                     logger.warning(
-                        "egress grants not served: CORRAL_EGRESS_SOCKET_DIR is unset",
+                        "egress grants not served: CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR is unset",
                         extra={"fields": {"grants": len(sessions)}},
                     )
                 return 0
@@ -226,17 +227,22 @@ def _prepare(socket_dir: Path) -> None:
     longest = MAX_SOCKET_PATH - len(f"/{'x' * needed}/{EGRESS_SOCKET_NAME}")
     if len(os.fsencode(socket_dir)) > longest:
         raise CannotListen(
-            f"CORRAL_EGRESS_SOCKET_DIR={socket_dir} is too long: a session's socket, "
-            f"<CORRAL_EGRESS_SOCKET_DIR>/<session_id>/{EGRESS_SOCKET_NAME}, must fit in {MAX_SOCKET_PATH} bytes "
+            f"CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR={socket_dir} is too long: a session's socket, "
+            f"<CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR>/<session_id>/{EGRESS_SOCKET_NAME}, must fit in "
+            f"{MAX_SOCKET_PATH} bytes "
             f"with a {needed}-character session id; use a directory path of at most {longest} bytes"
         )
     try:
         socket_dir.mkdir(mode=0o755, parents=True)
     except FileExistsError:
         if not socket_dir.is_dir():
-            raise CannotListen(f"CORRAL_EGRESS_SOCKET_DIR={socket_dir} exists and is not a directory") from None
+            raise CannotListen(
+                f"CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR={socket_dir} exists and is not a directory"
+            ) from None
     except OSError as exc:
-        raise CannotListen(f"cannot make CORRAL_EGRESS_SOCKET_DIR={socket_dir}: {exc.strerror or exc}") from None
+        raise CannotListen(
+            f"cannot make CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR={socket_dir}: {exc.strerror or exc}"
+        ) from None
     else:
         socket_dir.chmod(0o755)  # whatever the umask
 

@@ -263,7 +263,7 @@ class Listener:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise CannotListen(
                 f"cannot listen on {path}: a unix socket's path is at most {MAX_SOCKET_PATH} bytes; "
-                "set CORRAL_EGRESS_SOCKET_DIR to a shorter directory"
+                "set CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR to a shorter directory"
             )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         bound = False

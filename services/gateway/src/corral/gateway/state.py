@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -37,11 +36,9 @@ class GatewayState:
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     backends: Backends | None = None
     limiter: RateLimiter | None = None
-    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
-        """A stop signal arrived: end the open streams, and give up connecting if still starting."""
-        self.stop_requested.set()
+        """A stop signal arrived: end the open streams (uvicorn then waits for the other requests)."""
         self.streams.close_all()
 
     def max_body_bytes(self) -> int:

@@ -36,6 +36,7 @@ from corral.harness.snapshots import BusSnapshots
 from corral.harness.store import BusStore
 from corral.harness.turn import SessionDriver
 from corral.harness.wake import WakeLoop
+from corral.harness.webtools import BusWeb
 
 logger = logging.getLogger("corral.harness")
 
@@ -113,6 +114,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             mcp=McpTools(
                 BusMcp(bus), list_timeout_s=settings.mcp_list_timeout_s, call_timeout_s=settings.mcp_call_timeout_s
             ),
+            web=BusWeb(bus),
         )
         wake_loop = WakeLoop(
             consumer,

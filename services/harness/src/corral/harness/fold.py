@@ -2,7 +2,7 @@
 
 A ``SessionFold`` is what every decision and every model request is computed from: the session as
 the log describes it (its ``corral.session_created`` snapshot: agent, environment id, ...; then its
-status, archive mark and ``session.updated`` changes), the decision ledger (``decide.Ledger``) and
+status, archive mark and ``session.updated`` changes), the decision ledger (``ledger.Ledger``) and
 the Messages conversation (``conversation.ConversationBuilder``). Each record is decoded once, into
 the typed record union of ``corral.contracts.log``, and folded once: a step costs the same whether
 the session has ten events or ten thousand.
@@ -28,7 +28,7 @@ from corral.contracts.api import events as api
 from corral.contracts.log import SessionArchived, SessionCreated, SessionDeleted, SessionRecord, parse_session_record
 from corral.harness.budget import Spend
 from corral.harness.conversation import ChatMessage, ConversationBuilder
-from corral.harness.decide import Ledger
+from corral.harness.ledger import Ledger
 
 logger = logging.getLogger(__name__)
 

@@ -22,21 +22,13 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Sequence
 from typing import Any, Final, Protocol, TypeVar
 
 from pydantic import BaseModel
 
 from corral.bus import Bus, BusError
 from corral.contracts.api.errors import ApiError
-from corral.contracts.api.events import (
-    AgentMcpToolResult,
-    AgentMcpToolUse,
-    RetryStatusObj,
-    SessionError,
-    SessionErrorBody,
-    StoredEvent,
-)
+from corral.contracts.api.events import HarnessEvent
 from corral.contracts.mcp import (
     MCP_AUTHENTICATION_FAILED,
     CallMcpTool,
@@ -57,8 +49,6 @@ logger = logging.getLogger(__name__)
 
 _Req = TypeVar("_Req", bound=BaseModel)
 _Rep = TypeVar("_Rep")
-
-EventDict = dict[str, Any]
 
 #: Sessions whose tool lists this process keeps (least recently used dropped first).
 CACHED_SESSIONS: Final = 1024
@@ -109,56 +99,34 @@ class BusMcp:
             raise McpFailure(f"the credential-proxy, which reaches MCP servers, is not available ({exc})") from None
 
 
-def _dump(event: StoredEvent) -> EventDict:
-    return event.model_dump(mode="json", exclude={"processed_at"}, exclude_none=True)
-
-
-def mcp_tool_use(event_id: str, entry: McpEntry, tool_input: dict[str, Any]) -> EventDict:
+def mcp_tool_use(event_id: str, entry: McpEntry, tool_input: dict[str, Any]) -> HarnessEvent:
     """``agent.mcp_tool_use`` for a call of ``entry`` (its id is also the Messages ``tool_use.id``)."""
-    return _dump(
-        AgentMcpToolUse(
-            id=event_id,
-            mcp_server_name=entry.server,
-            name=entry.tool,
-            input=tool_input,
-            evaluated_permission=entry.permission.evaluated,
-            evaluation=entry.permission.evaluation,
-        )
+    return events.mcp_tool_use(
+        event_id,
+        entry.server,
+        entry.tool,
+        tool_input,
+        evaluated_permission=entry.permission.evaluated,
+        evaluation=entry.permission.evaluation,
     )
 
 
-def mcp_tool_result(tool_use_id: str, content: Sequence[dict[str, Any]], *, is_error: bool) -> EventDict:
-    return _dump(
-        AgentMcpToolResult(
-            id=events.new_event_id(), mcp_tool_use_id=tool_use_id, content=list(content), is_error=is_error
-        )
-    )
+def mcp_unavailable(tool_use_id: str) -> HarnessEvent:
+    return events.mcp_tool_error(tool_use_id, "MCP servers cannot be reached in this deployment.")
 
 
-def mcp_tool_error(tool_use_id: str, message: str) -> EventDict:
-    return mcp_tool_result(tool_use_id, [{"type": "text", "text": message}], is_error=True)
-
-
-def mcp_unavailable(tool_use_id: str) -> EventDict:
-    return mcp_tool_error(tool_use_id, "MCP servers cannot be reached in this deployment.")
-
-
-def mcp_error(server: str, failure: McpFailure) -> EventDict:
+def mcp_error(server: str, failure: McpFailure) -> HarnessEvent:
     """``session.error`` naming the server that failed."""
-    kind = "mcp_authentication_failed_error" if failure.auth else "mcp_connection_failed_error"
-    body = SessionErrorBody(
-        type=kind,
-        message=f"MCP server {server!r}: {failure.message}",
-        retry_status=RetryStatusObj(type="exhausted"),
-        mcp_server_name=server,
-    )
-    return _dump(SessionError(id=events.new_event_id(), error=body))
+    message = f"MCP server {server!r}: {failure.message}"
+    if failure.auth:
+        return events.mcp_server_error(server, "mcp_authentication_failed_error", message)
+    return events.mcp_server_error(server, "mcp_connection_failed_error", message)
 
 
-def answer_event(answer: Answer) -> EventDict:
+def answer_event(answer: Answer) -> HarnessEvent:
     """The error result closing a tool use without running it (``agent.mcp_tool_result`` for MCP)."""
     if answer.mcp:
-        return mcp_tool_result(answer.tool_use_id, answer.content, is_error=True)
+        return events.mcp_tool_result(answer.tool_use_id, answer.content, is_error=True)
     return events.tool_result(answer.tool_use_id, answer.content, is_error=True)
 
 
@@ -179,7 +147,7 @@ class McpTools:
     def forget(self, session_id: str) -> None:
         self._cache.pop(session_id, None)
 
-    async def prepare(self, run: SessionRun) -> list[EventDict]:
+    async def prepare(self, run: SessionRun) -> list[HarnessEvent]:
         """Put the agent's MCP tool lists on the run (``turn.mcp_tools``); the ``session.error`` events
         for servers that could not be listed, each reported once per run."""
         agent = agent_of(run.log.fold.session)
@@ -191,7 +159,7 @@ class McpTools:
         version = agent.get("version")
         cached = self._cached(run.session_id)
         listing: dict[str, list[McpTool]] = {}
-        errors: list[EventDict] = []
+        errors: list[HarnessEvent] = []
         vault_ids = _vault_ids(run.log.fold.session)
         for name, url in urls.items():
             key = (version, name, url)
@@ -220,16 +188,18 @@ class McpTools:
         turn.mcp_tools = listing
         return errors
 
-    async def call(self, run: SessionRun, call: ToolCall) -> list[EventDict]:
+    async def call(self, run: SessionRun, call: ToolCall) -> list[HarnessEvent]:
         """The events answering one ``agent.mcp_tool_use``: its result, after a ``session.error`` when
         the server could not be reached."""
         agent = agent_of(run.log.fold.session)
         server = call.mcp_server or ""
         url = servers(agent).get(server)
         if url is None:
-            return [mcp_tool_error(call.id, f"The MCP server {server!r} is no longer configured for this agent.")]
+            return [
+                events.mcp_tool_error(call.id, f"The MCP server {server!r} is no longer configured for this agent.")
+            ]
         if self._port is None:
-            return [mcp_tool_error(call.id, "MCP servers cannot be reached in this deployment.")]
+            return [mcp_unavailable(call.id)]
         request = CallMcpTool(
             session_id=run.session_id,
             server_name=server,
@@ -248,14 +218,14 @@ class McpTools:
             logger.warning("MCP tool call failed: %s", failure.message, extra=fields)
             return [
                 mcp_error(server, failure),
-                mcp_tool_error(call.id, f"The MCP server {server!r} could not run the tool: {failure.message}"),
+                events.mcp_tool_error(call.id, f"The MCP server {server!r} could not run the tool: {failure.message}"),
             ]
         if outcome is Stop.INTERRUPTED:
             logger.info("MCP tool call interrupted", extra=fields)
             await self._abandon(run.session_id)
-            return [mcp_tool_error(call.id, INTERRUPTED)]
+            return [events.mcp_tool_error(call.id, INTERRUPTED)]
         logger.info("MCP tool call answered", extra={**fields, "is_error": outcome.is_error})
-        return [mcp_tool_result(call.id, outcome.content, is_error=outcome.is_error)]
+        return [events.mcp_tool_result(call.id, outcome.content, is_error=outcome.is_error)]
 
     async def _abandon(self, session_id: str) -> None:
         """Close the session's MCP connections in the proxy, abandoning its running call (best effort)."""

@@ -63,9 +63,9 @@ class Interrupted:
 def _stored_id(appended: rpc.Appended, sent: EventDict) -> str:
     """The id the store kept for ``sent`` (ours, unless the store assigns its own)."""
     for stored in appended.events:
-        if stored.get("type") == sent["type"] and isinstance(stored.get("id"), str):
+        if stored.get("type") == sent.type and isinstance(stored.get("id"), str):
             return str(stored["id"])
-    return str(sent["id"])
+    return sent.id
 
 
 def model_request(

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from corral.contracts import rpc
+from corral.contracts.api.environments import Environment
+from corral.contracts.api.events import HarnessEvent
 from corral.contracts.mcp import McpTool
-from corral.harness.events import EventDict
 from corral.harness.lease import HeldLease
 from corral.harness.sessionlog import SessionLog
 from corral.harness.store import Store
@@ -50,7 +51,7 @@ class TurnState:
     provisioning: asyncio.Task[None] | None = None
     context_limit: int | None = None
     """The largest prompt the model said it takes ("prompt is too long: N tokens > M maximum")."""
-    environment: dict[str, Any] | None = None
+    environment: Environment | None = None
     environment_read: bool = False
     handoff_seen: bool = False
     snapshot_events: int = 0
@@ -75,9 +76,9 @@ class TurnState:
         self.interrupted.clear()
         return False
 
-    def appended(self, batch: Sequence[EventDict]) -> None:
+    def appended(self, batch: Sequence[HarnessEvent]) -> None:
         for event in batch:
-            kind = event["type"]
+            kind = event.type
             if kind == "session.status_running":
                 self.owned = True
             elif kind in ("session.status_idle", "session.status_rescheduled"):
@@ -94,7 +95,7 @@ class SessionRun:
     turn: TurnState
     store: Store
 
-    async def append(self, batch: Sequence[EventDict]) -> rpc.Appended:
+    async def append(self, batch: Sequence[HarnessEvent]) -> rpc.Appended:
         """Append ``batch`` in one call, with the lease's proof.
 
         Raises:
@@ -106,7 +107,7 @@ class SessionRun:
         self.turn.appended(batch)
         logger.debug(
             "appended",
-            extra=log_fields(self.session_id, types=[e["type"] for e in batch], last_seq=appended.last_seq),
+            extra=log_fields(self.session_id, types=[e.type for e in batch], last_seq=appended.last_seq),
         )
         return appended
 

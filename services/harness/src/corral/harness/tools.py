@@ -136,7 +136,10 @@ BUILTIN_DEFINITIONS: Final[Mapping[str, ToolDefinition]] = {
         },
     },
     "web_fetch": {
-        "description": "Fetch a web page or document by URL and return its content as text.",
+        "description": (
+            "Fetch a web page or document by URL (http or https) and return its content: HTML as Markdown "
+            "text with absolute links, other text as is, PDFs as documents. Only public hosts are reached."
+        ),
         "input_schema": {
             "type": "object",
             "properties": {"url": {"type": "string", "description": "The URL to fetch."}},
@@ -144,7 +147,7 @@ BUILTIN_DEFINITIONS: Final[Mapping[str, ToolDefinition]] = {
         },
     },
     "web_search": {
-        "description": "Search the web and return the top results.",
+        "description": "Search the web and return the top results, each with its URL, title and a snippet.",
         "input_schema": {
             "type": "object",
             "properties": {"query": {"type": "string", "description": "The search query."}},
@@ -178,8 +181,9 @@ class Toolbox:
 
     @property
     def needs_sandbox(self) -> bool:
-        """Whether any enabled built-in tool runs in the sandbox (so provisioning early pays off)."""
-        return bool(self.builtin)
+        """Whether any enabled built-in tool runs in the sandbox (so provisioning early pays off); the
+        web tools run in the credential-proxy."""
+        return any(name not in ("web_fetch", "web_search") for name in self.builtin)
 
 
 def _builtin(toolset: Mapping[str, Any]) -> dict[str, Permission]:

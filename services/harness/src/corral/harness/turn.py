@@ -26,15 +26,16 @@ import logging
 import time
 from collections.abc import Mapping
 
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import events, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.crashpoints import Crashpoint, no_crash
-from corral.harness.decide import TOOL_LIMIT_ERROR, Plan, plan
+from corral.harness.decide import Plan, plan
 from corral.harness.deltas import Deltas
 from corral.harness.environments import Environments
-from corral.harness.events import EventDict
 from corral.harness.fold import Decoded, SessionFold
 from corral.harness.lease import HeldLease, Sleep
+from corral.harness.ledger import TOOL_LIMIT_ERROR
 from corral.harness.mcp import McpTools, answer_event
 from corral.harness.model import Model
 from corral.harness.modelturn import ModelTurns
@@ -46,6 +47,7 @@ from corral.harness.sessionlog import LogSource, following
 from corral.harness.snapshots import Snapshots
 from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
 from corral.harness.toolrun import ToolRunner
+from corral.harness.webtools import Web
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +92,7 @@ class SessionDriver:
         compactor: Compactor | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
         mcp: McpTools | None = None,
+        web: Web | None = None,
     ) -> None:
         self._mcp = mcp
         self._store = store
@@ -110,6 +113,7 @@ class SessionDriver:
             cancel_timeout_s=cancel_timeout_s,
             crashpoint=crashpoint,
             mcp=mcp,
+            web=web,
         )
         self._model_turns = ModelTurns(
             model=model,
@@ -237,7 +241,7 @@ class SessionDriver:
     async def _step(self, run: SessionRun, plan: Plan) -> int:
         """One step of a turn; returns the stream sequence of its last append."""
         # Statuses first: the store takes span and tool events only while the session is running.
-        prelude: list[EventDict] = [_STATUS_EVENTS[status]() for status in plan.statuses]
+        prelude: list[HarnessEvent] = [_STATUS_EVENTS[status]() for status in plan.statuses]
         prelude += [events.model_request_end(start, is_error=True) for start in plan.close_orphans]
         for tool_use_id in plan.cancel:
             await self._tools.cancel(run.session_id, tool_use_id)

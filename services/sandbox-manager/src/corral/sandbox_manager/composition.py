@@ -16,8 +16,9 @@ from corral.contracts.egress import EgressPolicy
 from corral.runner import Lifetime, Refused
 from corral.sandbox_manager import releases
 from corral.sandbox_manager.builds import BuildLimits
-from corral.sandbox_manager.channel import ChannelLimits, ReplyAssemblies
-from corral.sandbox_manager.containers import EGRESS, Driver
+from corral.sandbox_manager.channel_limits import ChannelLimits, ReplyAssemblies
+from corral.sandbox_manager.container_spec import EGRESS
+from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
 from corral.sandbox_manager.environments import base_spec

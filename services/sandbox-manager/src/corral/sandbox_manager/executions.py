@@ -23,8 +23,9 @@ import time
 from typing import Any
 
 from corral.contracts.sandbox import Execute, TextBlock, ToolOutcome, tool_result_key
-from corral.sandbox_manager.channel import AgentReply, SandboxLost, parse_reply
+from corral.sandbox_manager.channel import SandboxLost
 from corral.sandbox_manager.records import ToolRecord, ToolRecords
+from corral.sandbox_manager.replies import AgentReply, parse_reply
 from corral.sandbox_manager.sandboxes import Sandbox
 from corral.sandbox_manager.sessions import Sessions
 from corral.sandbox_manager.settings import SandboxSettings

@@ -16,16 +16,17 @@ from dataclasses import dataclass, field
 from docker.errors import DockerException
 
 from corral.contracts.egress import EgressPolicy
-from corral.sandbox_manager.channel import AgentChannel, ChannelLimits
-from corral.sandbox_manager.containers import (
+from corral.sandbox_manager.channel import AgentChannel
+from corral.sandbox_manager.channel_limits import ChannelLimits
+from corral.sandbox_manager.container_spec import (
     EGRESS,
     LABEL_CONFIG,
     LABEL_EGRESS_SLOT,
     LABEL_NETWORK,
     ContainerInfo,
     ContainerSpec,
-    Driver,
 )
+from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.egress import Egress, EgressMount, EgressUnavailable
 
 logger = logging.getLogger(__name__)

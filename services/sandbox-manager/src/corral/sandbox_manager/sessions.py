@@ -24,7 +24,7 @@ from docker.errors import DockerException
 
 from corral.contracts.egress import EgressPolicy
 from corral.sandbox_manager.channel import SandboxLost
-from corral.sandbox_manager.containers import NO_NETWORK, ContainerSpec
+from corral.sandbox_manager.container_spec import NO_NETWORK, ContainerSpec
 from corral.sandbox_manager.egress import NO_EGRESS_NOTICE, Egress, EgressMount, EgressUnavailable
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import place

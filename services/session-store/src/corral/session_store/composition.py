@@ -34,7 +34,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         leases = await bus.ensure_key_value(subjects.lease_spec(settings.lease_ttl_s))
     except StreamMismatch as exc:
         raise Refused(str(exc)) from None
-    pool = await stack.enter_async_context(db.open_pool(settings.database_url))
+    pool = await stack.enter_async_context(db.open_pool(settings.postgres.url))
     await db.migrate(pool)
     projector = Projector(bus, pool)
     deps = Deps(

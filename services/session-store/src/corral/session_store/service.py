@@ -24,7 +24,7 @@ class Deps:
     projector: Projector
     leases: KeyValueBucket
     events_page_bytes: int = 512 * 1024
-    """The byte bound of an events.list page (``CORRAL_EVENTS_PAGE_BYTES``)."""
+    """The byte bound of an events.list page (``CORRAL_SESSION_STORE_EVENTS_PAGE_BYTES``)."""
 
     async def caught_up_sessions(self, seq: int) -> None:
         await self.projector.caught_up(subjects.SESSIONS_STREAM, seq)
