@@ -14,8 +14,19 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import egress, idempotency, log, repositories, rpc, sandbox, subjects
-from corral.contracts.api import agents, environments, events, sessions
+from corral.contracts import (
+    credentials,
+    egress,
+    idempotency,
+    log,
+    mcp,
+    repositories,
+    rpc,
+    sandbox,
+    subjects,
+    web,
+)
+from corral.contracts.api import agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -29,9 +40,21 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         environments.EnvironmentUpdateParams,
         sessions.SessionCreateParams,
         sessions.SessionUpdateParams,
-        events.SendEventsParams,
+        event_params.SendEventsParams,
+        vaults.VaultCreateParams,
+        vaults.VaultUpdateParams,
+        vaults.CredentialCreateParams,
+        vaults.CredentialUpdateParams,
     ],
-    "api/objects": [agents.Agent, environments.Environment, sessions.Session, ErrorBody],
+    "api/objects": [
+        agents.Agent,
+        environments.Environment,
+        sessions.Session,
+        vaults.Vault,
+        vaults.Credential,
+        vaults.CredentialValidation,
+        ErrorBody,
+    ],
     "bus/rpc": [
         rpc.RpcReply,
         rpc.ResolveKey,
@@ -44,6 +67,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ListObjects,
         rpc.Page,
         rpc.Deleted,
+        rpc.CredentialRef,
+        rpc.SaveCredential,
         rpc.AppendEvents,
         rpc.Appended,
         rpc.ListEvents,
@@ -83,6 +108,29 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         egress.CloseEgress,
         egress.EgressClosed,
     ],
+    "bus/mcp": [
+        mcp.ListMcpTools,
+        mcp.McpTool,
+        mcp.McpToolList,
+        mcp.CallMcpTool,
+        mcp.McpToolOutcome,
+        mcp.CloseMcp,
+        mcp.McpClosed,
+    ],
+    "bus/credentials": [
+        credentials.CreateCredential,
+        credentials.UpdateCredential,
+        credentials.CredentialAction,
+        credentials.DeleteVault,
+    ],
+    "bus/web": [
+        web.FetchPage,
+        web.FetchedPage,
+        web.UserLocation,
+        web.SearchWeb,
+        web.SearchHit,
+        web.SearchResults,
+    ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
     "SessionEvent": ("log", events.SESSION_EVENT_ADAPTER),
@@ -101,6 +149,9 @@ def operation_catalogue() -> dict[str, Any]:
         *rpc.StoreOps.ALL,
         *vars(sandbox.SandboxOps).values(),
         *vars(egress.EgressOps).values(),
+        *vars(mcp.McpOps).values(),
+        *credentials.CredentialOps.ALL,
+        *vars(web.WebOps).values(),
         *vars(repositories.RepositoryOps).values(),
     )
     described: dict[str, Any] = {}
@@ -111,6 +162,7 @@ def operation_catalogue() -> dict[str, Any]:
             "reply": getattr(op.reply_type, "__name__", "object"),
             "enveloped": op.enveloped,
             "bounded": op.bounded,
+            "secret": op.secret,
         }
     health = rpc.health_op("{service}")
     described[health.subject] = {
@@ -169,6 +221,14 @@ def subject_catalogue() -> dict[str, Any]:
                 "pattern": egress.egress_rpc("{op}"),
                 "payload": "bus/egress/* -> bus/rpc/RpcReply",
             },
+            "mcp_rpc": {
+                "pattern": mcp.mcp_rpc("{op}"),
+                "payload": "bus/mcp/* -> bus/rpc/RpcReply",
+            },
+            "web_rpc": {
+                "pattern": web.web_rpc("{op}"),
+                "payload": "bus/web/* -> bus/rpc/RpcReply",
+            },
             "repositories_rpc": {
                 "pattern": repositories.repositories_rpc("{op}"),
                 "payload": "bus/repositories/* -> bus/rpc/RpcReply (core NATS only: register carries a token)",
@@ -177,6 +237,8 @@ def subject_catalogue() -> dict[str, Any]:
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
+        "mcp_operations": sorted(v for k, v in vars(mcp.McpOp).items() if k.isupper()),
+        "web_operations": sorted(v for k, v in vars(web.WebOp).items() if k.isupper()),
         "operations": operation_catalogue(),
         "kv_buckets": {
             spec.name: {

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from corral.contracts.api.errors import ApiError
+from corral.contracts.repositories import RepositoryOps
 from corral.gateway.repositories import take_tokens
 
 
@@ -30,3 +31,10 @@ def test_a_malformed_token_is_refused_naming_the_field(token: object) -> None:
         take_tokens([{"type": "github_repository", "url": "https://github.com/o/a", "authorization_token": token}])
     assert caught.value.message.startswith("resources.0.authorization_token:")
     assert caught.value.status == 400
+
+
+def test_only_the_register_request_carries_a_token_and_it_is_never_spilled() -> None:
+    """``register`` is a ``secret`` operation: the bus sends it as one message or refuses it, never
+    through the bodies object store (a stream); ``forget`` and ``check`` carry no token."""
+    assert RepositoryOps.REGISTER.secret
+    assert not RepositoryOps.FORGET.secret and not RepositoryOps.CHECK.secret

@@ -25,6 +25,7 @@ from corral.harness.conversation import (
     summary_text,
     truncated_note,
 )
+from corral.harness.events import wire
 from corral.harness.model import ModelError, ModelRequest, Summary
 from corral.harness.retry import RetryPolicy
 from corral.harness.turn import SessionDriver
@@ -280,7 +281,7 @@ async def test_over_the_threshold_old_results_are_cleared_first_and_the_request_
 
     prepared = await Compactor(model, policy(1_800)).prepare(base_request(), builder(log))
 
-    (event,) = prepared.events
+    (event,) = [wire(e) for e in prepared.events]
     assert event["type"] == COMPACTED
     assert event["corral_compaction"]["cleared_tool_results"] == ["res-t1"], "the oldest, and it was enough"
     assert "summary" not in event["corral_compaction"] and not model.summaries
@@ -298,7 +299,7 @@ async def test_when_clearing_is_not_enough_older_turns_are_summarised_in_a_separ
 
     prepared = await Compactor(model, policy(1_500)).prepare(base_request(), builder(log))
 
-    (event,) = prepared.events
+    (event,) = [wire(e) for e in prepared.events]
     details = event["corral_compaction"]
     assert details["summarized_through"] == "u2" and details["summary"].startswith("summary of")
     (summary_request,) = model.summaries
@@ -322,7 +323,7 @@ async def test_a_summary_request_that_is_too_long_is_clipped_and_asked_again() -
     prepared = await Compactor(model, policy(2_000)).prepare(base_request(), builder(log))
 
     assert len(model.summaries) >= 2
-    assert prepared.events[0]["corral_compaction"]["summarized_through"] == "a1"
+    assert wire(prepared.events[0])["corral_compaction"]["summarized_through"] == "a1"
 
 
 async def test_a_harder_level_with_nothing_left_to_compact_is_exhausted() -> None:

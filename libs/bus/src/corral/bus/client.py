@@ -301,17 +301,22 @@ class Bus:
         return PullConsumer(sub)
 
     # --- request-reply -------------------------------------------------------------------------------
-    async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
         """Send a request (of any size) and wait for the reply.
 
         A request or reply larger than one message travels through the bodies object store
-        (``corral_bodies``); the message carries its name in ``Corral-Body-Ref``.
+        (``corral_bodies``); the message carries its name in ``Corral-Body-Ref``. With
+        ``spill=False`` (a request carrying a secret) a request larger than one message is refused
+        instead, and nothing is stored.
 
         Raises:
             NoResponders: nothing serves ``subject`` (the service is not running).
+            PayloadTooLarge: ``spill=False`` and the request does not fit one message.
         """
         headers = inject({})
         if not fits(data, self.max_payload):
+            if not spill:
+                raise PayloadTooLarge(len(data), self.max_payload - records.HEADER_ROOM)
             headers.update(await self._bodies.spill(data))
             data = b""
         try:
@@ -331,7 +336,11 @@ class Bus:
             ApiError: the service answered with an error reply (its type, message and ``error_code``).
             UnreadableReply: the reply is not the operation's reply shape.
         """
-        raw = await self.request(op.subject, request.model_dump_json().encode(), timeout=timeout)
+        data = request.model_dump_json().encode()
+        if op.secret:
+            raw = await self.request(op.subject, data, timeout=timeout, spill=False)
+        else:
+            raw = await self.request(op.subject, data, timeout=timeout)
         return read_reply(op, raw)
 
     @contextlib.asynccontextmanager

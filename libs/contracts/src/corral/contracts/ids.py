@@ -21,6 +21,8 @@ WORKSPACE: Final = "wrkspc"
 API_KEY: Final = "apikey"
 REQUEST: Final = "req"
 MESSAGE: Final = "msg"
+VAULT: Final = "vlt"
+CREDENTIAL: Final = "vcrd"
 
 
 def _encode(value: int, length: int) -> str:

@@ -3,7 +3,8 @@
 The session log (``CORRAL_SESSIONS``, one subject per session) holds every public event of a session
 plus three records that are not events: the session's creation snapshot, its archive mark and its
 deletion mark. The catalog (``CORRAL_CATALOG``, one subject per object) holds agents (every version),
-environments and API keys. Postgres is a projection of both; either stream alone can rebuild it.
+environments, vaults, the public parts of credentials (never a secret: those are in OpenBao only) and
+API keys. Postgres is a projection of both; either stream alone can rebuild it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from corral.contracts.api.base import Resource
 from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import SessionEvent
 from corral.contracts.api.sessions import Session
+from corral.contracts.api.vaults import Credential, Vault
 
 
 class SessionCreated(Resource):
@@ -78,6 +80,41 @@ class EnvironmentDeleted(Resource):
     deleted_at: str
 
 
+class VaultSaved(Resource):
+    """A vault created, updated or archived."""
+
+    type: Literal["corral.vault_saved"] = "corral.vault_saved"
+    workspace_id: str
+    vault: Vault
+
+
+class VaultDeleted(Resource):
+    """A vault and every credential in it are gone (their secrets were removed from OpenBao first)."""
+
+    type: Literal["corral.vault_deleted"] = "corral.vault_deleted"
+    workspace_id: str
+    vault_id: str
+    deleted_at: str
+
+
+class CredentialSaved(Resource):
+    """A credential's public parts, created, updated or archived; its secret is in OpenBao only."""
+
+    type: Literal["corral.credential_saved"] = "corral.credential_saved"
+    workspace_id: str
+    credential: Credential
+
+
+class CredentialDeleted(Resource):
+    """A credential is gone (its secret was removed from OpenBao first)."""
+
+    type: Literal["corral.credential_deleted"] = "corral.credential_deleted"
+    workspace_id: str
+    vault_id: str
+    credential_id: str
+    deleted_at: str
+
+
 class ApiKeyCreated(Resource):
     """An API key, by its SHA-256 hash only; the key itself is never stored."""
 
@@ -90,7 +127,15 @@ class ApiKeyCreated(Resource):
 
 
 CatalogRecord = Annotated[
-    AgentSaved | AgentArchived | EnvironmentSaved | EnvironmentDeleted | ApiKeyCreated,
+    AgentSaved
+    | AgentArchived
+    | EnvironmentSaved
+    | EnvironmentDeleted
+    | VaultSaved
+    | VaultDeleted
+    | CredentialSaved
+    | CredentialDeleted
+    | ApiKeyCreated,
     Field(discriminator="type"),
 ]
 CATALOG_RECORD_ADAPTER: TypeAdapter[CatalogRecord] = TypeAdapter(CatalogRecord)

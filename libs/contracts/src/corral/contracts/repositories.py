@@ -188,7 +188,7 @@ _Req = TypeVar("_Req", bound=BaseModel)
 _Rep = TypeVar("_Rep")
 
 
-def _repositories(name: str, request: type[_Req], reply: type[_Rep]) -> Operation[_Req, _Rep]:
+def _repositories(name: str, request: type[_Req], reply: type[_Rep], *, secret: bool = False) -> Operation[_Req, _Rep]:
     return operation(
         name,
         repositories_rpc(name),
@@ -197,12 +197,14 @@ def _repositories(name: str, request: type[_Req], reply: type[_Rep]) -> Operatio
         queue=REPOSITORIES_QUEUE,
         service="credential-proxy",
         bounded=True,
+        secret=secret,
     )
 
 
 class RepositoryOps:
     """Every ``corral.rpc.repositories.<op>`` operation (queue group ``credential-proxy``)."""
 
-    REGISTER: Final = _repositories("register", RegisterRepository, RepositoryRegistered)
+    #: ``secret``: the request carries the token, so it is one bus message or nothing (never the bodies store).
+    REGISTER: Final = _repositories("register", RegisterRepository, RepositoryRegistered, secret=True)
     FORGET: Final = _repositories("forget", ForgetRepositories, RepositoriesForgotten)
     CHECK: Final = _repositories("check", CheckRepository, RepositoryChecked)

@@ -34,6 +34,16 @@ class Op:
     ENVIRONMENTS_LIST = "environments.list"
     ENVIRONMENTS_ARCHIVE = "environments.archive"
     ENVIRONMENTS_DELETE = "environments.delete"
+    VAULTS_CREATE = "vaults.create"
+    VAULTS_GET = "vaults.get"
+    VAULTS_UPDATE = "vaults.update"
+    VAULTS_LIST = "vaults.list"
+    VAULTS_ARCHIVE = "vaults.archive"
+    VAULTS_DELETE = "vaults.delete"
+    CREDENTIALS_GET = "credentials.get"
+    CREDENTIALS_LIST = "credentials.list"
+    CREDENTIALS_SAVE = "credentials.save"
+    CREDENTIALS_DELETE = "credentials.delete"
     SESSIONS_CREATE = "sessions.create"
     SESSIONS_GET = "sessions.get"
     SESSIONS_UPDATE = "sessions.update"
@@ -120,6 +130,8 @@ class ListObjects(Scoped):
     created_at_lte: str | None = None
     # agents.versions
     agent_id: str | None = None
+    # credentials.list: the vault whose credentials to list
+    vault_id: str | None = None
     # sessions.list
     agent_version: int | None = None
     statuses: list[str] | None = None
@@ -134,6 +146,24 @@ class Page(Message):
 class Deleted(Message):
     id: str
     type: str
+
+
+class CredentialRef(Scoped):
+    """One credential of one vault (``credentials.get`` / ``credentials.delete``)."""
+
+    vault_id: str
+    id: str
+
+
+class SaveCredential(Scoped):
+    """Record a credential's public parts (``corral.contracts.api.vaults.Credential``; never a secret).
+
+    Sent by the credential-proxy once the secret is in OpenBao. ``create``: a new credential (its
+    vault must exist, in this workspace, and not be archived); otherwise an update of one that exists.
+    """
+
+    credential: dict[str, Any]
+    create: bool
 
 
 # --- events ------------------------------------------------------------------------------------------------
@@ -273,6 +303,18 @@ class StoreOps:
     ENVIRONMENTS_LIST: Final = _store(Op.ENVIRONMENTS_LIST, ListObjects, Page)
     ENVIRONMENTS_ARCHIVE: Final = _store(Op.ENVIRONMENTS_ARCHIVE, ObjectAction, ApiObject)
     ENVIRONMENTS_DELETE: Final = _store(Op.ENVIRONMENTS_DELETE, ObjectAction, Deleted)
+    VAULTS_CREATE: Final = _store(Op.VAULTS_CREATE, CreateObject, ApiObject)
+    VAULTS_GET: Final = _store(Op.VAULTS_GET, GetObject, ApiObject)
+    VAULTS_UPDATE: Final = _store(Op.VAULTS_UPDATE, UpdateObject, ApiObject)
+    VAULTS_LIST: Final = _store(Op.VAULTS_LIST, ListObjects, Page)
+    VAULTS_ARCHIVE: Final = _store(Op.VAULTS_ARCHIVE, ObjectAction, ApiObject)
+    #: Records the deletion of a vault and its credentials; asked by the credential-proxy once their
+    #: secrets are gone from OpenBao (the gateway's ``DELETE /v1/vaults/{id}`` goes there).
+    VAULTS_DELETE: Final = _store(Op.VAULTS_DELETE, ObjectAction, Deleted)
+    CREDENTIALS_GET: Final = _store(Op.CREDENTIALS_GET, CredentialRef, ApiObject)
+    CREDENTIALS_LIST: Final = _store(Op.CREDENTIALS_LIST, ListObjects, Page)
+    CREDENTIALS_SAVE: Final = _store(Op.CREDENTIALS_SAVE, SaveCredential, ApiObject)
+    CREDENTIALS_DELETE: Final = _store(Op.CREDENTIALS_DELETE, CredentialRef, Deleted)
     SESSIONS_CREATE: Final = _store(Op.SESSIONS_CREATE, CreateObject, ApiObject)
     SESSIONS_GET: Final = _store(Op.SESSIONS_GET, GetObject, ApiObject)
     SESSIONS_UPDATE: Final = _store(Op.SESSIONS_UPDATE, UpdateObject, ApiObject)
@@ -302,6 +344,16 @@ class StoreOps:
         ENVIRONMENTS_LIST,
         ENVIRONMENTS_ARCHIVE,
         ENVIRONMENTS_DELETE,
+        VAULTS_CREATE,
+        VAULTS_GET,
+        VAULTS_UPDATE,
+        VAULTS_LIST,
+        VAULTS_ARCHIVE,
+        VAULTS_DELETE,
+        CREDENTIALS_GET,
+        CREDENTIALS_LIST,
+        CREDENTIALS_SAVE,
+        CREDENTIALS_DELETE,
         SESSIONS_CREATE,
         SESSIONS_GET,
         SESSIONS_UPDATE,

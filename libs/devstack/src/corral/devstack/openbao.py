@@ -52,7 +52,7 @@ path "{KV_MOUNT}/data/*" {{
   capabilities = ["read", "create", "update", "delete"]
 }}
 path "{KV_MOUNT}/metadata/*" {{
-  capabilities = ["read", "list", "delete"]
+  capabilities = ["read", "list", "create", "update", "delete"]
 }}
 """
 #: Its tokens live this long (seconds) and are renewed; past the maximum it logs in again.

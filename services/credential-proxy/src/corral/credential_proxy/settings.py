@@ -5,18 +5,23 @@ AppRole login (``ROLE_ID`` + ``SECRET_ID``, what ``make up`` gives) or a fixed `
 
 Its own knobs are ``CORRAL_CREDENTIAL_PROXY_*``: the egress proxies under
 ``CORRAL_CREDENTIAL_PROXY_EGRESS_*`` (``EgressSettings``; without ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``
-this deployment serves no egress). The egress knobs' old names, ``CORRAL_EGRESS_*``, still work for one
-release, with a deprecation warning.
+this deployment serves no egress), the git proxy for session repositories under
+``CORRAL_CREDENTIAL_PROXY_GIT_*`` (``GitSettings``), the MCP client under
+``CORRAL_CREDENTIAL_PROXY_MCP_*`` (``McpSettings``) and the destinations it may reach despite the
+address rules, ``CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS`` (``DestinationSettings``). The egress
+knobs' old names, ``CORRAL_EGRESS_*``, still work for one release, with a deprecation warning.
 """
 
 from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from corral.credential_proxy.mcp_destinations import Admitted, BadDestinationEntry, parse_destinations
 from corral.settings import LogSettings, NatsSettings, renamed
 
 EGRESS_PREFIX = "CORRAL_CREDENTIAL_PROXY_EGRESS_"
@@ -189,6 +194,88 @@ class GitSettings(BaseSettings):
         return tuple(cleaned)
 
 
+class McpSettings(BaseSettings):
+    """The MCP client (``CORRAL_CREDENTIAL_PROXY_MCP_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_CREDENTIAL_PROXY_MCP_", frozen=True, extra="ignore")
+
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest wait for an MCP server's DNS answer, connection and MCP handshake"
+    )
+    list_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for an MCP server's tool list")
+    call_timeout_s: float = Field(
+        default=120.0, gt=0, description="longest an MCP tool call may take before it is abandoned (an error result)"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="a session's MCP connection unused for this long is closed"
+    )
+
+
+class DestinationSettings(BaseSettings):
+    """Destinations the operator admits (``CORRAL_CREDENTIAL_PROXY_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore")
+
+    allow_destinations: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="MCP servers the credential-proxy may reach although the address rules refuse them (loopback, "
+        "private, this machine's...), comma-separated host:port (CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS="
+        "'mcp.internal:8080,10.0.0.5:443'). Empty: none",
+    )
+
+    @field_validator("allow_destinations", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            try:
+                parse_destinations(str(entry) for entry in value)
+            except BadDestinationEntry as exc:
+                raise ValueError(f"allow_destinations: {exc}") from None
+        return value
+
+    @property
+    def admitted(self) -> Admitted:
+        return parse_destinations(self.allow_destinations)
+
+
+class WebSettings(BaseSettings):
+    """The web tools this service runs for the harness (``CORRAL_CREDENTIAL_PROXY_<FIELD>``): ``web_fetch``
+    under the egress destination rules above, ``web_search`` through the operator's search backend."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore")
+
+    search_url: str | None = Field(
+        default=None,
+        description="base URL of a SearXNG instance (its JSON API, /search?format=json, enabled) that web_search "
+        "asks; unset: web_search answers that no search backend is configured",
+    )
+    search_timeout_s: float = Field(default=10.0, gt=0, description="longest wait for the search backend's answer")
+    search_max_results: int = Field(default=10, ge=1, le=50, description="most results web_search returns")
+    web_fetch_timeout_s: float = Field(
+        default=30.0, gt=0, description="longest a web_fetch may take, redirects and reading the body included"
+    )
+    web_fetch_max_bytes: int = Field(
+        default=10 * 1024 * 1024,
+        ge=1024,
+        description="most bytes of a response body web_fetch reads (the rest is dropped, with a note)",
+    )
+    web_fetch_max_redirects: int = Field(default=5, ge=0, le=20, description="most redirects web_fetch follows")
+
+    @field_validator("search_url", mode="before")
+    @classmethod
+    def _empty_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("search_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError(f"search_url must be an http:// or https:// URL, got {value!r}")
+        return value
+
+
 class OpenBaoSettings(BaseSettings):
     """Where OpenBao is and how this service logs in (``CORRAL_OPENBAO_<FIELD>``)."""
 
@@ -229,9 +316,19 @@ class OpenBaoSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore", populate_by_name=True)
+    """The credential-proxy's own knobs are ``CORRAL_CREDENTIAL_PROXY_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore", populate_by_name=True
+    )
 
     openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
+    secret_store_timeout_s: float = Field(
+        default=10.0,
+        gt=0,
+        description="deadline of each OpenBao call that writes, reads or deletes a credential's secret, and of "
+        "each session-store request a credential operation makes",
+    )
     health_probe_timeout_s: float = Field(
         default=2.0,
         validation_alias=renamed("CORRAL_CREDENTIAL_PROXY_HEALTH_PROBE_TIMEOUT_S", "CORRAL_HEALTH_PROBE_TIMEOUT_S"),
@@ -240,5 +337,8 @@ class Settings(BaseSettings):
     )
     egress: EgressSettings = Field(default_factory=EgressSettings)
     git: GitSettings = Field(default_factory=GitSettings)
+    web: WebSettings = Field(default_factory=WebSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
+    destinations: DestinationSettings = Field(default_factory=DestinationSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

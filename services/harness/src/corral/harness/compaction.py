@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import events as event_builders
 from corral.harness.budget import Tokens
 from corral.harness.context import (
@@ -34,7 +35,6 @@ from corral.harness.context import (
     transcript,
 )
 from corral.harness.conversation import COMPACTED, ChatMessage, ConversationBuilder
-from corral.harness.events import EventDict
 from corral.harness.model import ModelError, ModelRequest, Summary
 
 logger = logging.getLogger(__name__)
@@ -66,7 +66,7 @@ class ContextPolicy:
 @dataclass(frozen=True)
 class Prepared:
     request: ModelRequest
-    events: tuple[EventDict, ...] = ()
+    events: tuple[HarnessEvent, ...] = ()
     """Compaction events to append before sending ``request``."""
     tokens: int = 0
     exhausted: bool = False
@@ -119,7 +119,7 @@ class Compactor:
         details = compaction_details(cleared=cleared, through=through, summary=summary, summary_usage=used.usage())
         event = event_builders.context_compacted(details)
         final = conversation.copy()
-        final.apply(event)
+        final.apply(event_builders.wire(event))
         compacted_request = dataclasses.replace(request, messages=final.messages())
         tokens = await self.measure(compacted_request, budget)
         logger.info(

@@ -26,16 +26,17 @@ import logging
 import time
 from collections.abc import Mapping
 
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import events, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.crashpoints import Crashpoint, no_crash
 from corral.harness.decide import Plan, plan
 from corral.harness.deltas import Deltas
 from corral.harness.environments import Environments
-from corral.harness.events import EventDict
 from corral.harness.fold import Decoded, SessionFold
 from corral.harness.lease import HeldLease, Sleep
 from corral.harness.ledger import TOOL_LIMIT_ERROR
+from corral.harness.mcp import McpTools, answer_event
 from corral.harness.model import Model
 from corral.harness.modelturn import ModelTurns
 from corral.harness.pricing import DEFAULT_PRICES, Price
@@ -46,6 +47,7 @@ from corral.harness.sessionlog import LogSource, following
 from corral.harness.snapshots import Snapshots
 from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
 from corral.harness.toolrun import ToolRunner
+from corral.harness.webtools import Web
 
 logger = logging.getLogger(__name__)
 
@@ -89,7 +91,10 @@ class SessionDriver:
         max_tool_uses: int | None = None,
         compactor: Compactor | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
+        mcp: McpTools | None = None,
+        web: Web | None = None,
     ) -> None:
+        self._mcp = mcp
         self._store = store
         self._compactor = compactor
         self._log = log
@@ -103,7 +108,12 @@ class SessionDriver:
         """Runs started, by where their fold came from (``snapshots.Source``), for health."""
         self._max_tool_uses = max_tool_uses
         self._tools = ToolRunner(
-            sandbox=sandbox, environments=environments, cancel_timeout_s=cancel_timeout_s, crashpoint=crashpoint
+            sandbox=sandbox,
+            environments=environments,
+            cancel_timeout_s=cancel_timeout_s,
+            crashpoint=crashpoint,
+            mcp=mcp,
+            web=web,
         )
         self._model_turns = ModelTurns(
             model=model,
@@ -231,11 +241,11 @@ class SessionDriver:
     async def _step(self, run: SessionRun, plan: Plan) -> int:
         """One step of a turn; returns the stream sequence of its last append."""
         # Statuses first: the store takes span and tool events only while the session is running.
-        prelude: list[EventDict] = [_STATUS_EVENTS[status]() for status in plan.statuses]
+        prelude: list[HarnessEvent] = [_STATUS_EVENTS[status]() for status in plan.statuses]
         prelude += [events.model_request_end(start, is_error=True) for start in plan.close_orphans]
         for tool_use_id in plan.cancel:
             await self._tools.cancel(run.session_id, tool_use_id)
-        prelude += [events.tool_result(a.tool_use_id, a.content, is_error=True) for a in plan.answers]
+        prelude += [answer_event(a) for a in plan.answers]
         if plan.action == "end_turn":
             return (await run.append([*prelude, events.status_idle("end_turn")])).last_seq
         if plan.action == "requires_action":
@@ -253,4 +263,6 @@ class SessionDriver:
             return (await run.append(batch)).last_seq
         if plan.action == "tools":
             return await self._tools.run_tools(run, plan, prelude)
+        if self._mcp is not None:  # the agent's MCP tools, listed (once per session) for the request
+            prelude += await self._mcp.prepare(run)
         return await self._model_turns.model_turn(run, prelude)

@@ -11,7 +11,7 @@ from corral.bus import Operations
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.rpc import StoreOps
 from corral.session_store.db import UNAVAILABLE
-from corral.session_store.handlers import agents, auth, environments, events, sessions
+from corral.session_store.handlers import agents, auth, credentials, environments, events, sessions, vaults
 from corral.session_store.service import Deps
 
 logger = logging.getLogger(__name__)
@@ -43,6 +43,16 @@ def operations(deps: Deps) -> Operations:
         .handle(StoreOps.ENVIRONMENTS_LIST, p(environments.list_, deps))
         .handle(StoreOps.ENVIRONMENTS_ARCHIVE, p(environments.archive, deps))
         .handle(StoreOps.ENVIRONMENTS_DELETE, p(environments.delete, deps))
+        .handle(StoreOps.VAULTS_CREATE, p(vaults.create, deps))
+        .handle(StoreOps.VAULTS_GET, p(vaults.get, deps))
+        .handle(StoreOps.VAULTS_UPDATE, p(vaults.update, deps))
+        .handle(StoreOps.VAULTS_LIST, p(vaults.list_, deps))
+        .handle(StoreOps.VAULTS_ARCHIVE, p(vaults.archive, deps))
+        .handle(StoreOps.VAULTS_DELETE, p(vaults.delete, deps))
+        .handle(StoreOps.CREDENTIALS_GET, p(credentials.get, deps))
+        .handle(StoreOps.CREDENTIALS_LIST, p(credentials.list_, deps))
+        .handle(StoreOps.CREDENTIALS_SAVE, p(credentials.save, deps))
+        .handle(StoreOps.CREDENTIALS_DELETE, p(credentials.delete, deps))
         .handle(StoreOps.SESSIONS_CREATE, p(sessions.create, deps))
         .handle(StoreOps.SESSIONS_GET, p(sessions.get, deps))
         .handle(StoreOps.SESSIONS_UPDATE, p(sessions.update, deps))

@@ -58,11 +58,16 @@ class RedactedBlock(Request):
     type: Literal["redacted"]
 
 
+class SearchResultCitations(Request):
+    enabled: bool
+
+
 class SearchResultBlock(Request):
     type: Literal["search_result"]
     source: str
     title: str
     content: list[TextBlock]
+    citations: SearchResultCitations | None = None
 
 
 UserContent = Annotated[TextBlock | ImageBlock | DocumentBlock | RedactedBlock, Field(discriminator="type")]
