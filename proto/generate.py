@@ -14,7 +14,18 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import credentials, egress, idempotency, log, mcp, rpc, sandbox, subjects, web
+from corral.contracts import (
+    credentials,
+    egress,
+    idempotency,
+    log,
+    mcp,
+    repositories,
+    rpc,
+    sandbox,
+    subjects,
+    web,
+)
 from corral.contracts.api import agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
@@ -79,6 +90,17 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         sandbox.Release,
         sandbox.Released,
     ],
+    "bus/repositories": [
+        repositories.RepositoryAccess,
+        repositories.RepositoryMount,
+        repositories.RegisterRepository,
+        repositories.RepositoryRegistered,
+        repositories.ForgetRepositories,
+        repositories.RepositoriesForgotten,
+        repositories.CheckRepository,
+        repositories.RepositoryChecked,
+        repositories.RepositoryFailure,
+    ],
     "bus/egress": [
         egress.EgressPolicy,
         egress.OpenEgress,
@@ -130,6 +152,7 @@ def operation_catalogue() -> dict[str, Any]:
         *vars(mcp.McpOps).values(),
         *credentials.CredentialOps.ALL,
         *vars(web.WebOps).values(),
+        *vars(repositories.RepositoryOps).values(),
     )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
@@ -205,6 +228,10 @@ def subject_catalogue() -> dict[str, Any]:
             "web_rpc": {
                 "pattern": web.web_rpc("{op}"),
                 "payload": "bus/web/* -> bus/rpc/RpcReply",
+            },
+            "repositories_rpc": {
+                "pattern": repositories.repositories_rpc("{op}"),
+                "payload": "bus/repositories/* -> bus/rpc/RpcReply (core NATS only: register carries a token)",
             },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),

@@ -50,6 +50,7 @@ class Op:
     SESSIONS_LIST = "sessions.list"
     SESSIONS_ARCHIVE = "sessions.archive"
     SESSIONS_DELETE = "sessions.delete"
+    SESSIONS_RESOURCE_UPDATE = "sessions.resource_update"
     SESSIONS_CONTEXT = "sessions.context"
     EVENTS_APPEND = "events.append"
     EVENTS_LIST = "events.list"
@@ -320,6 +321,9 @@ class StoreOps:
     SESSIONS_LIST: Final = _store(Op.SESSIONS_LIST, ListObjects, Page)
     SESSIONS_ARCHIVE: Final = _store(Op.SESSIONS_ARCHIVE, ObjectAction, ApiObject)
     SESSIONS_DELETE: Final = _store(Op.SESSIONS_DELETE, ObjectAction, Deleted)
+    #: A repository's token was rotated (``params: {resource_id}``): its ``updated_at`` moves; the
+    #: token itself went to the credential-proxy, never here. Answers the resource.
+    SESSIONS_RESOURCE_UPDATE: Final = _store(Op.SESSIONS_RESOURCE_UPDATE, UpdateObject, ApiObject)
     #: The whole log in one answer: a long session's cannot be sent, and says so.
     SESSIONS_CONTEXT: Final = _store(Op.SESSIONS_CONTEXT, GetContext, SessionContext, bounded=True)
     EVENTS_APPEND: Final = _store(Op.EVENTS_APPEND, AppendEvents, Appended)
@@ -356,6 +360,7 @@ class StoreOps:
         SESSIONS_LIST,
         SESSIONS_ARCHIVE,
         SESSIONS_DELETE,
+        SESSIONS_RESOURCE_UPDATE,
         SESSIONS_CONTEXT,
         EVENTS_APPEND,
         EVENTS_LIST,

@@ -159,6 +159,16 @@ def web_rpc(op: str) -> str:
     return f"corral.rpc.web.{op}"
 
 
+# --- the credential-proxy's repositories ----------------------------------------------------------
+REPOSITORIES_QUEUE: Final = "credential-proxy"
+REPOSITORIES_RPC_WILDCARD: Final = "corral.rpc.repositories.>"
+
+
+def repositories_rpc(op: str) -> str:
+    """Request subject of a repository operation (``register`` -> ``corral.rpc.repositories.register``)."""
+    return f"corral.rpc.repositories.{op}"
+
+
 # --- health ----------------------------------------------------------------------------------------
 def health(service: str) -> str:
     return f"corral.health.{service}"

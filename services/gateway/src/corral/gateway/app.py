@@ -18,7 +18,7 @@ from corral.gateway.auth import KeyCache
 from corral.gateway.idempotency import IdempotencyMiddleware
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from corral.gateway.ratelimit import RateLimiter
-from corral.gateway.routes import agents, environments, events, sessions, vaults
+from corral.gateway.routes import agents, environments, events, resources, sessions, vaults
 from corral.gateway.routes import health as health_routes
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends, GatewayState
@@ -52,7 +52,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.gateway = state
-    routers = [module.router for module in (agents, environments, vaults, sessions, events, health_routes)]
+    routers = [module.router for module in (agents, environments, vaults, sessions, resources, events, health_routes)]
     for router in routers:
         app.include_router(router)
     errors.install(app, routers=routers)

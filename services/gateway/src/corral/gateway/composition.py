@@ -23,6 +23,7 @@ from corral.gateway.app import create_app
 from corral.gateway.connections import ConnectionLimits, limited_protocol
 from corral.gateway.feed import BusFeed
 from corral.gateway.probe import BusProbe, gateway_health
+from corral.gateway.repositories import BusRepositoryTokens
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends, state_of
 from corral.gateway.store import BusStore
@@ -111,7 +112,11 @@ async def backends(settings: Settings, bus: Bus, life: Lifetime) -> Backends:
         raise Refused(str(exc)) from None
     logger.info("gateway %s connected to the bus %s", instance, settings.nats.url)
     return Backends(
-        store=BusStore(bus, timeout_s=settings.store_timeout_s), feed=BusFeed(bus), probe=BusProbe(bus), replies=replies
+        store=BusStore(bus, timeout_s=settings.store_timeout_s),
+        feed=BusFeed(bus),
+        probe=BusProbe(bus),
+        replies=replies,
+        repositories=BusRepositoryTokens(bus),
     )
 
 

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import Request
 
+from corral.contracts.api.errors import invalid
 from corral.contracts.rpc import ResolvedKey
 from corral.gateway.auth import check_workspace, resolve
 from corral.gateway.feed import SessionFeed
+from corral.gateway.repositories import RepositoryTokens
 from corral.gateway.settings import Settings
 from corral.gateway.state import gateway_state
 from corral.gateway.store import Store
@@ -34,6 +36,13 @@ async def _feed(request: Request) -> SessionFeed:
     return gateway_state(request).ready().feed
 
 
+async def _repositories(request: Request) -> RepositoryTokens:
+    tokens = gateway_state(request).ready().repositories
+    if tokens is None:
+        raise invalid("resources: repositories are not available in this deployment (no credential-proxy)")
+    return tokens
+
+
 async def _settings(request: Request) -> Settings:
     return gateway_state(request).settings
 
@@ -44,4 +53,5 @@ the request names another workspace than the key's in ``anthropic-workspace-id``
 
 StoreClient = Annotated[Store, Depends(_store)]
 Feed = Annotated[SessionFeed, Depends(_feed)]
+Repositories = Annotated[RepositoryTokens, Depends(_repositories)]
 GatewaySettings = Annotated[Settings, Depends(_settings)]

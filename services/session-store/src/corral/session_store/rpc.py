@@ -56,6 +56,7 @@ def operations(deps: Deps) -> Operations:
         .handle(StoreOps.SESSIONS_CREATE, p(sessions.create, deps))
         .handle(StoreOps.SESSIONS_GET, p(sessions.get, deps))
         .handle(StoreOps.SESSIONS_UPDATE, p(sessions.update, deps))
+        .handle(StoreOps.SESSIONS_RESOURCE_UPDATE, p(sessions.resource_update, deps))
         .handle(StoreOps.SESSIONS_LIST, p(sessions.list_, deps))
         .handle(StoreOps.SESSIONS_ARCHIVE, p(sessions.archive, deps))
         .handle(StoreOps.SESSIONS_DELETE, p(sessions.delete, deps))
