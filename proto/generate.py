@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import credentials, egress, idempotency, log, rpc, sandbox, subjects, web
-from corral.contracts.api import agents, environments, events, sessions, vaults
+from corral.contracts import admin_rpc, credentials, egress, idempotency, log, rpc, sandbox, subjects, web
+from corral.contracts.api import admin, agents, environments, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -34,6 +34,10 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.VaultUpdateParams,
         vaults.CredentialCreateParams,
         vaults.CredentialUpdateParams,
+        admin.WorkspaceCreateParams,
+        admin.WorkspaceUpdateParams,
+        admin.ApiKeyCreateParams,
+        admin.ApiKeyUpdateParams,
     ],
     "api/objects": [
         agents.Agent,
@@ -42,6 +46,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.Vault,
         vaults.Credential,
         vaults.CredentialValidation,
+        admin.Workspace,
+        admin.ApiKey,
         ErrorBody,
     ],
     "bus/rpc": [
@@ -49,6 +55,12 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ResolveKey,
         rpc.ResolvedKey,
         rpc.CreateApiKey,
+        admin_rpc.IssueApiKey,
+        admin_rpc.AdminCreate,
+        admin_rpc.AdminGet,
+        admin_rpc.AdminUpdate,
+        admin_rpc.AdminList,
+        admin_rpc.AdminPage,
         rpc.CreateObject,
         rpc.GetObject,
         rpc.UpdateObject,

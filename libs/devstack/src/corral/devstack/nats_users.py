@@ -186,6 +186,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.health("*")],
                 stream_read(subjects.SESSIONS_STREAM),
                 kv_write(subjects.IDEMPOTENCY_BUCKET),
+                stream_read(subjects.CATALOG_STREAM),  # follows the API keys' records (revocations)
                 [op.subject for op in CredentialOps.ALL],
                 bodies(),
             ),

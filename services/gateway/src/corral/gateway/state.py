@@ -11,6 +11,7 @@ from corral.gateway.auth import KeyCache
 from corral.gateway.errors import Unavailable
 from corral.gateway.feed import SessionFeed
 from corral.gateway.idempotency import ReplayBucket
+from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.probe import HealthProbe
 from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.settings import Settings
@@ -27,6 +28,8 @@ class Backends:
     probe: HealthProbe
     replies: ReplayBucket | None = None
     """Responses per ``Idempotency-Key``; without it the header is ignored (unit tests)."""
+    directory: KeyDirectory | None = None
+    """The API keys followed live from the catalog; without it every key is asked of the store."""
 
 
 @dataclass
