@@ -144,13 +144,12 @@ async def test_workspaces_and_keys_are_created_listed_and_the_key_shown_once(
     second = await new_key(admin, workspace["id"])
     page = (await admin.get(f"{ADMIN}/api_keys", params={"workspace_id": workspace["id"], "limit": 1})).json()
     assert page["has_more"] is True and page["last_id"] == created["id"]
-    rest = await admin.get(
-        f"{ADMIN}/api_keys", params={"workspace_id": workspace["id"], "after_id": page["last_id"]}
-    )
+    rest = await admin.get(f"{ADMIN}/api_keys", params={"workspace_id": workspace["id"], "after_id": page["last_id"]})
     assert [k["id"] for k in rest.json()["data"]] == [second["id"]]
 
     # bad input is a 400 or 404 that says what to do
-    assert_error(await admin.post(f"{ADMIN}/api_keys", json={"name": "x"}), 400, "invalid_request_error", "workspace_id")
+    no_workspace = await admin.post(f"{ADMIN}/api_keys", json={"name": "x"})
+    assert_error(no_workspace, 400, "invalid_request_error", "workspace_id")
     missing = await admin.post(f"{ADMIN}/api_keys", json={"name": "x", "workspace_id": "wrkspc_01NOPE"})
     assert missing.status_code == 404, missing.text
     assert (await admin.get(f"{ADMIN}/api_keys/apikey_01NOPE")).status_code == 404
@@ -199,9 +198,7 @@ async def test_a_suspended_key_stops_and_resumes_on_every_gateway(
     await eventually(lambda: all_answer(200), timeout=1.0, every=0.02)
 
 
-async def test_a_keys_own_rate_limit_is_applied_by_every_gateway(
-    gateways: list[str], admin: httpx.AsyncClient
-) -> None:
+async def test_a_keys_own_rate_limit_is_applied_by_every_gateway(gateways: list[str], admin: httpx.AsyncClient) -> None:
     created = await new_key(admin, "default", name="limited-e2e")
     key, key_id = created["key"], created["id"]
     for url in gateways:

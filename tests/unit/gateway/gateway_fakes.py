@@ -12,9 +12,9 @@ import httpx
 from corral.contracts.api.errors import ApiError
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import Health, Message, Op, ResolvedKey
-from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.app import create_app
 from corral.gateway.auth import key_sha256
+from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends
 
