@@ -92,14 +92,11 @@ async def update(deps: Deps, req: AdminUpdate) -> dict[str, Any]:
         changes["status"] = params.status
     if "rate_limit" in sent:
         changes["rate_limit"] = RateLimit.model_validate(params.rate_limit.model_dump()) if params.rate_limit else None
-    if current.status == "archived":
-        if any(current.model_dump().get(k) != (v.model_dump() if isinstance(v, RateLimit) else v)
-               for k, v in changes.items()):  # fmt: skip
-            raise invalid(f"API key {current.id!r} is archived (revoked), which is permanent; create a new key instead")
-        return current.model_dump(mode="json")
     updated = current.model_copy(update=changes)
     if updated == current:
         return current.model_dump(mode="json")
+    if current.status == "archived":
+        raise invalid(f"API key {current.id!r} is archived (revoked), which is permanent; create a new key instead")
     return (await _record(deps, updated, seq)).model_dump(mode="json")
 
 
