@@ -15,6 +15,7 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from corral.contracts import (
+    admin_rpc,
     credentials,
     egress,
     idempotency,
@@ -26,7 +27,7 @@ from corral.contracts import (
     subjects,
     web,
 )
-from corral.contracts.api import agents, environments, event_params, events, sessions, vaults
+from corral.contracts.api import admin, agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -45,6 +46,10 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.VaultUpdateParams,
         vaults.CredentialCreateParams,
         vaults.CredentialUpdateParams,
+        admin.WorkspaceCreateParams,
+        admin.WorkspaceUpdateParams,
+        admin.ApiKeyCreateParams,
+        admin.ApiKeyUpdateParams,
     ],
     "api/objects": [
         agents.Agent,
@@ -53,6 +58,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.Vault,
         vaults.Credential,
         vaults.CredentialValidation,
+        admin.Workspace,
+        admin.ApiKey,
         ErrorBody,
     ],
     "bus/rpc": [
@@ -60,6 +67,12 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ResolveKey,
         rpc.ResolvedKey,
         rpc.CreateApiKey,
+        admin_rpc.IssueApiKey,
+        admin_rpc.AdminCreate,
+        admin_rpc.AdminGet,
+        admin_rpc.AdminUpdate,
+        admin_rpc.AdminList,
+        admin_rpc.AdminPage,
         rpc.CreateObject,
         rpc.GetObject,
         rpc.UpdateObject,
