@@ -17,16 +17,10 @@ from corral.harness.context import (
     prompt_too_long,
     summary_cut,
 )
-from corral.harness.conversation import (
-    COMPACTED,
-    ConversationBuilder,
-    cleared_note,
-    rebuild,
-    summary_text,
-    truncated_note,
-)
+from corral.harness.conversation import COMPACTED, ConversationBuilder, rebuild, summary_text
 from corral.harness.model import ModelError, ModelRequest, Summary
 from corral.harness.retry import RetryPolicy
+from corral.harness.toolanswers import cleared_note, truncated_note
 from corral.harness.turn import SessionDriver
 from tests.unit.harness.fakes import (
     SESSION_ID,

@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.harness.conversation import denial_content
 from corral.harness.decide import (
     INTERRUPTED,
     NOT_RUN,
@@ -16,6 +15,7 @@ from corral.harness.decide import (
     interrupted_after,
     orphan_starts,
 )
+from corral.harness.messageblocks import denial_content
 from tests.unit.harness.fakes import (
     agent,
     confirm,

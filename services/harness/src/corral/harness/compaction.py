@@ -33,8 +33,9 @@ from corral.harness.context import (
     summary_cut,
     transcript,
 )
-from corral.harness.conversation import COMPACTED, ChatMessage, ConversationBuilder
+from corral.harness.conversation import COMPACTED, ConversationBuilder
 from corral.harness.events import EventDict
+from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import ModelError, ModelRequest, Summary
 
 logger = logging.getLogger(__name__)

@@ -28,7 +28,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from corral.harness.conversation import ChatMessage, Cut, cleared_note, result_text
+from corral.harness.conversation import Cut
+from corral.harness.messageblocks import ChatMessage
+from corral.harness.toolanswers import cleared_note, result_text
 
 #: Context windows in tokens by model id prefix (longest prefix wins); ``DEFAULT_CONTEXT_WINDOW``
 #: for any other model. ``CORRAL_HARNESS_CONTEXT_WINDOW_TOKENS`` overrides both.

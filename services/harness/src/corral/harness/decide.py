@@ -44,7 +44,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final, Literal
 
 from corral.contracts.rpc import LoggedEvent
-from corral.harness.conversation import Block, denial_content, user_blocks
+from corral.harness.messageblocks import Block, denial_content, user_blocks
 
 Action = Literal["model_request", "tools", "requires_action", "end_turn", "tool_limit", "nothing"]
 StatusEvent = Literal["session.status_rescheduled", "session.status_running"]
