@@ -95,7 +95,7 @@ class Compactor:
             window = min(window, limit)
         budget = max(1, int(window * policy.threshold * 0.5**level))
         sized = dataclasses.replace(request, messages=conversation.messages())
-        tokens = await self.measure(sized, budget)
+        tokens = await self.measure(sized, conversation, budget)
         if tokens <= budget:
             return Prepared(sized, tokens=tokens)
         keep = max(0, policy.keep_tool_results - level)
@@ -104,7 +104,7 @@ class Compactor:
         )
         trial = _folded(conversation, compaction_details(cleared=cleared))
         if cleared:
-            tokens = await self.measure(dataclasses.replace(request, messages=trial.messages()), budget)
+            tokens = await self.measure(dataclasses.replace(request, messages=trial.messages()), trial, budget)
         through: str | None = None
         summary: str | None = None
         used = Tokens()
@@ -122,7 +122,7 @@ class Compactor:
         final = conversation.copy()
         final.apply(event)
         compacted_request = dataclasses.replace(request, messages=final.messages())
-        tokens = await self.measure(compacted_request, budget)
+        tokens = await self.measure(compacted_request, final, budget)
         logger.info(
             "context compacted",
             extra={
@@ -137,9 +137,10 @@ class Compactor:
         )
         return Prepared(compacted_request, events=(event,), tokens=tokens)
 
-    async def measure(self, request: ModelRequest, budget: int) -> int:
-        """The request's size in tokens: the estimate, or the model's count once it matters."""
-        chars = request_chars(request.messages, request.system, request.tools)
+    async def measure(self, request: ModelRequest, conversation: ConversationBuilder, budget: int) -> int:
+        """The size in tokens of ``request``, whose messages are ``conversation``'s: the estimate, or
+        the model's count once it matters."""
+        chars = request_chars(conversation.chars(), request.system, request.tools)
         estimate = self.estimator.tokens(chars)
         if not self.policy.count_tokens or estimate < budget / 2:
             return estimate

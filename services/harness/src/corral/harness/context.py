@@ -97,9 +97,10 @@ class Estimator:
             self.chars_per_token = (self.chars_per_token + chars / counted) / 2
 
 
-def request_chars(messages: Sequence[ChatMessage], system: str | None, tools: Sequence[Mapping[str, Any]]) -> int:
-    """The size of a request in characters of JSON (what ``Estimator`` turns into tokens)."""
-    return len(json.dumps(list(messages))) + len(system or "") + (len(json.dumps(list(tools))) if tools else 0)
+def request_chars(messages_chars: int, system: str | None, tools: Sequence[Mapping[str, Any]]) -> int:
+    """The size of a request in characters of JSON (what ``Estimator`` turns into tokens), given its
+    messages' (``ConversationBuilder.chars()``: ``len(json.dumps(messages))``, kept as the fold grows)."""
+    return messages_chars + len(system or "") + (len(json.dumps(list(tools))) if tools else 0)
 
 
 # --- planning a compaction ----------------------------------------------------------------------------

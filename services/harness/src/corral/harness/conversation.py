@@ -25,11 +25,13 @@ truncated or cleared) from ``corral.harness.toolanswers``.
 from __future__ import annotations
 
 import copy
+import itertools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from corral.contracts.rpc import LoggedEvent
+from corral.harness.jsonsize import Sized, block_chars, list_chars, messages_chars, sized
 from corral.harness.messageblocks import ChatMessage, agent_blocks, merge, tool_use_block, user_blocks
 from corral.harness.toolanswers import Answers, weight
 
@@ -66,8 +68,9 @@ class ConversationBuilder:
     Append-only: ``apply`` only adds to the end of the messages placed so far (merging same-role
     turns as it goes); the answer to a tool use placed before its result arrived is filled in
     place. ``messages()`` adds what is still held back, without changing the builder, so each event
-    costs the same however long the log is. ``state()``/``restore()`` carry the builder in a
-    snapshot (JSON-ready).
+    costs the same however long the log is. ``chars()`` is the length of ``messages()``'s JSON, kept
+    as blocks are placed (``corral.harness.jsonsize``), so sizing a request costs the same however
+    long the conversation is. ``state()``/``restore()`` carry the builder in a snapshot (JSON-ready).
 
     Context management is part of the fold, so any harness (from a snapshot or from scratch) builds
     the same conversation:
@@ -89,6 +92,9 @@ class ConversationBuilder:
         self._placed: list[ChatMessage] = []
         self._origins: list[str | None] = []
         """For each placed message, the id of the event folded before the one that placed it."""
+        self._sizes: list[Sized] = []
+        """For each placed message, its JSON's size (``jsonsize``); ``_placed_chars`` adds them up."""
+        self._placed_chars = 0
         self._held_back: list[ChatMessage] = []
         self._unplaced: list[str] = []
         self._answers = Answers(max_result_chars)
@@ -149,6 +155,12 @@ class ConversationBuilder:
                 out.append(message)
         return out
 
+    def chars(self) -> int:
+        """``len(json.dumps(self.messages()))``, without encoding the conversation again."""
+        head = [sized(m["role"], m["content"]) for m in self._head()]
+        tail = [sized(m["role"], m["content"]) for m in self._tail()]
+        return messages_chars(head, self._sizes, self._placed_chars, tail)
+
     def _head(self) -> list[ChatMessage]:
         if self._summary is None:
             return []
@@ -175,8 +187,8 @@ class ConversationBuilder:
         kept = sum(weight(m["content"]) for m in self._tail())
         found: list[Cut] = []
         for index in range(len(self._placed) - 1, 0, -1):
-            message = self._placed[index]
-            kept += weight(message["content"])
+            message, size = self._placed[index], self._sizes[index]
+            kept += list_chars(size.blocks, size.blocks_chars)
             origin = self._origins[index]
             if origin is not None and not any(b.get("type") == "tool_result" for b in message["content"]):
                 found.append(Cut(index, origin, kept))
@@ -194,20 +206,32 @@ class ConversationBuilder:
     # --- internals ---------------------------------------------------------------------------------------
     def _place(self, message: ChatMessage) -> tuple[int, int]:
         """Append ``message`` (merged into the last one when of the same role); where its first block went."""
+        size = sized(message["role"], message["content"])
         if self._placed and self._placed[-1]["role"] == message["role"]:
             last = self._placed[-1]
             at = (len(self._placed) - 1, len(last["content"]))
             last["content"].extend(message["content"])
+            self._resize(at[0], self._sizes[-1].plus(size))
         else:
             at = (len(self._placed), 0)
             self._placed.append({"role": message["role"], "content": list(message["content"])})
             self._origins.append(self._before)
+            self._sizes.append(size)
+            self._placed_chars += size.chars
         return at
+
+    def _resize(self, index: int, size: Sized) -> None:
+        self._placed_chars += size.chars - self._sizes[index].chars
+        self._sizes[index] = size
 
     def _refill(self, touched: str | None) -> None:
         if touched is not None:
             for mi, bi in self._slots.get(touched, ()):
-                self._placed[mi]["content"][bi] = self._answers.block(touched)
+                content = self._placed[mi]["content"]
+                old, content[bi] = content[bi], self._answers.block(touched)
+                size = self._sizes[mi]
+                changed = size.blocks_chars - block_chars(old) + block_chars(content[bi])
+                self._resize(mi, Sized(size.role, size.blocks, changed))
 
     def _place_results(self) -> None:
         if not self._unplaced:
@@ -238,6 +262,8 @@ class ConversationBuilder:
         self._summary = (summary, through)
         self._placed = self._placed[index:]
         self._origins = self._origins[index:]
+        self._sizes = self._sizes[index:]
+        self._placed_chars = sum(size.chars for size in self._sizes)
         dropped: set[str] = set()
         slots: dict[str, list[tuple[int, int]]] = {}
         for tool_use_id, places in self._slots.items():
@@ -274,6 +300,11 @@ class ConversationBuilder:
         builder._origins = list(state["origins"])
         if len(builder._origins) != len(builder._placed):
             raise ValueError("a conversation state whose origins do not match its messages")
+        roles = [message["role"] for message in builder._placed]
+        if any(a == b for a, b in itertools.pairwise(roles)):
+            raise ValueError("a conversation state whose placed messages do not alternate roles")
+        builder._sizes = [sized(message["role"], message["content"]) for message in builder._placed]
+        builder._placed_chars = sum(size.chars for size in builder._sizes)
         builder._held_back = list(state["held_back"])
         builder._unplaced = list(state["unplaced"])
         builder._answers.results = dict(state["results"])
