@@ -33,7 +33,7 @@ from corral.harness.context import (
     summary_cut,
     transcript,
 )
-from corral.harness.conversation import COMPACTED, ConversationBuilder
+from corral.harness.conversation import COMPACTED, ConversationBuilder, Counted
 from corral.harness.events import EventDict
 from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import ModelError, ModelRequest, Summary
@@ -41,6 +41,8 @@ from corral.harness.model import ModelError, ModelRequest, Summary
 logger = logging.getLogger(__name__)
 
 _SUMMARY_ATTEMPTS = 4
+_RECOUNT_MARGIN = 0.05
+"""Share of the budget left unused before a conversation counted once is counted again."""
 
 
 class ContextModel(Protocol):
@@ -139,15 +141,29 @@ class Compactor:
 
     async def measure(self, request: ModelRequest, conversation: ConversationBuilder, budget: int) -> int:
         """The size in tokens of ``request``, whose messages are ``conversation``'s: the estimate, or
-        the model's count once it matters."""
+        the model's count once it matters.
+
+        Once counted, a conversation that only grew is not counted again while it surely fits: a
+        token is at least one character, so the request holds at most the last count plus the
+        characters added since (give or take what a filled-in answer replaced, a short placeholder:
+        ``_RECOUNT_MARGIN`` of the budget covers it), and while that is within ``budget`` the decision
+        is the one an exact count would give (what is returned then is the count plus the estimate of
+        what was added). Counting at every step would cost a request the size of the conversation.
+        """
         chars = request_chars(conversation.chars(), request.system, request.tools)
         estimate = self.estimator.tokens(chars)
         if not self.policy.count_tokens or estimate < budget / 2:
             return estimate
+        known = conversation.counted
+        if known is not None and known.model == request.model and known.chars <= chars:
+            added = chars - known.chars
+            if known.tokens + added <= budget * (1 - _RECOUNT_MARGIN):
+                return known.tokens + self.estimator.tokens(added)
         counted = await self._model.count_tokens(request)
         if counted is None:
             return estimate
         self.estimator.calibrate(chars, counted)
+        conversation.counted = Counted(request.model, chars, counted)
         return counted
 
     async def _summary(self, model: str, messages: Sequence[ChatMessage], budget: int, used: Tokens) -> str | None:

@@ -46,6 +46,16 @@ def summary_text(summary: str, through: str) -> str:
 
 
 @dataclass(frozen=True)
+class Counted:
+    """The model's exact count of a request for this conversation: ``tokens`` for ``chars``
+    characters of JSON, by ``model``'s tokenizer."""
+
+    model: str
+    chars: int
+    tokens: int
+
+
+@dataclass(frozen=True)
 class Cut:
     """Where a summary may end: the messages from ``index`` on are kept verbatim, the ones before are
     replaced. ``through`` is the id a compaction names for it (``summarized_through``); ``kept_chars``
@@ -106,6 +116,9 @@ class ConversationBuilder:
         self._before: str | None = None
         """The id of the event folded before the one being folded."""
         self._last_id: str | None = None
+        self.counted: Counted | None = None
+        """The newest exact count of a request for this conversation (kept in memory only, not in
+        ``state()``: the compactor counts again when it is missing)."""
 
     @property
     def max_result_chars(self) -> int | None:
