@@ -159,14 +159,13 @@ class ConversationBuilder:
             self._compact(details)
 
     def messages(self) -> list[ChatMessage]:
-        """The conversation so far, with what is still held back placed at the end."""
-        out: list[ChatMessage] = self._head()
-        for message in [*self._placed, *self._tail()]:
-            if out and out[-1]["role"] == message["role"]:
-                out[-1] = {"role": message["role"], "content": [*out[-1]["content"], *message["content"]]}
-            else:
-                out.append(message)
-        return out
+        """The conversation so far, with what is still held back placed at the end. The placed
+        messages alternate roles already, so only their first and last can merge (with the summary
+        and with what is held back): the ones between are taken as they are, in one slice."""
+        placed = self._placed
+        if len(placed) <= 2:
+            return _joined([*self._head(), *placed, *self._tail()])
+        return [*_joined([*self._head(), placed[0]]), *placed[1:-1], *_joined([placed[-1], *self._tail()])]
 
     def chars(self) -> int:
         """``len(json.dumps(self.messages()))``, without encoding the conversation again."""
@@ -330,6 +329,18 @@ class ConversationBuilder:
         builder._summary = (str(summary[0]), str(summary[1])) if summary is not None else None
         builder._last_id = state["last_id"]
         return builder
+
+
+def _joined(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` with consecutive ones of the same role joined into new messages (never changing
+    the ones given)."""
+    out: list[ChatMessage] = []
+    for message in messages:
+        if out and out[-1]["role"] == message["role"]:
+            out[-1] = {"role": message["role"], "content": [*out[-1]["content"], *message["content"]]}
+        else:
+            out.append(message)
+    return out
 
 
 def rebuild(events: Sequence[LoggedEvent], *, max_result_chars: int | None = None) -> list[ChatMessage]:
