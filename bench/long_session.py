@@ -216,7 +216,13 @@ async def holder_of(leases: KeyValueBucket, session_id: str) -> str:
 
 
 async def takeover(stack: Stack, bus: Bus, session: Session) -> float:
-    """Kill -9 the lease holder mid-turn; ms from the lease's expiry to the resumed model request."""
+    """Kill -9 the lease holder mid-turn; ms from the lease's expiry to the resumed model request.
+
+    The harnesses are restarted first: a harness keeps the folds of the sessions it let go and would
+    take the session over from its own kept fold, neither from the snapshot nor from scratch."""
+    for component in stack.components():
+        if component.name.startswith("harness-"):
+            stack.restart_service(component.name)
     leases = await bus.ensure_key_value(lease_spec(LEASE_TTL_S))
     while not session.deltas.empty():
         session.deltas.get_nowait()

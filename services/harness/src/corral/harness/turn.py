@@ -166,25 +166,25 @@ class SessionDriver:
         log still holds it, else the session's snapshot if usable (checked against the log)."""
         started = time.monotonic()
         kept = await self._kept_fold(session_id)
+        source: str
         if kept is not None:
-            self.resumed["kept"] = self.resumed.get("kept", 0) + 1
-            turn.snapshot_events = kept.snapshot_events
-            return kept.fold
-        max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
-        resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
-        self.resumed[resumed.source] = self.resumed.get(resumed.source, 0) + 1
-        turn.snapshot_events = resumed.fold.events
+            fold, source, turn.snapshot_events = kept.fold, "kept", kept.snapshot_events
+        else:
+            max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
+            resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
+            fold, source, turn.snapshot_events = resumed.fold, resumed.source, resumed.fold.events
+        self.resumed[source] = self.resumed.get(source, 0) + 1
         logger.info(
             "resumed the session's fold",
             extra=log_fields(
                 session_id,
-                source=resumed.source,
-                seq=resumed.fold.last_seq,
-                events=resumed.fold.events,
+                source=source,
+                seq=fold.last_seq,
+                events=fold.events,
                 resume_ms=round((time.monotonic() - started) * 1000, 1),
             ),
         )
-        return resumed.fold
+        return fold
 
     async def _kept_fold(self, session_id: str) -> Kept | None:
         """The fold kept from this harness's last run of the session, if the log still holds its last
