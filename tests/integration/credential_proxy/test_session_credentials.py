@@ -52,7 +52,7 @@ class Catalog:
 
     def add_vault(self, workspace_id: str, vault_id: str, *, archived: bool = False) -> str:
         at = "2026-01-01T00:00:00Z"
-        body = {"type": "vault", "id": vault_id, "display_name": vault_id, "metadata": {}}
+        body: dict[str, Any] = {"type": "vault", "id": vault_id, "display_name": vault_id, "metadata": {}}
         body |= {"archived_at": at if archived else None, "created_at": at, "updated_at": at}
         self.vaults[vault_id] = (workspace_id, body)
         return vault_id
