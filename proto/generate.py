@@ -14,8 +14,8 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import credentials, egress, idempotency, log, rpc, sandbox, subjects, web
-from corral.contracts.api import agents, environments, events, sessions, vaults
+from corral.contracts import credentials, egress, idempotency, log, mcp, rpc, sandbox, subjects, web
+from corral.contracts.api import agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -29,7 +29,7 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         environments.EnvironmentUpdateParams,
         sessions.SessionCreateParams,
         sessions.SessionUpdateParams,
-        events.SendEventsParams,
+        event_params.SendEventsParams,
         vaults.VaultCreateParams,
         vaults.VaultUpdateParams,
         vaults.CredentialCreateParams,
@@ -86,6 +86,15 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         egress.CloseEgress,
         egress.EgressClosed,
     ],
+    "bus/mcp": [
+        mcp.ListMcpTools,
+        mcp.McpTool,
+        mcp.McpToolList,
+        mcp.CallMcpTool,
+        mcp.McpToolOutcome,
+        mcp.CloseMcp,
+        mcp.McpClosed,
+    ],
     "bus/credentials": [
         credentials.CreateCredential,
         credentials.UpdateCredential,
@@ -118,6 +127,7 @@ def operation_catalogue() -> dict[str, Any]:
         *rpc.StoreOps.ALL,
         *vars(sandbox.SandboxOps).values(),
         *vars(egress.EgressOps).values(),
+        *vars(mcp.McpOps).values(),
         *credentials.CredentialOps.ALL,
         *vars(web.WebOps).values(),
     )
@@ -188,6 +198,10 @@ def subject_catalogue() -> dict[str, Any]:
                 "pattern": egress.egress_rpc("{op}"),
                 "payload": "bus/egress/* -> bus/rpc/RpcReply",
             },
+            "mcp_rpc": {
+                "pattern": mcp.mcp_rpc("{op}"),
+                "payload": "bus/mcp/* -> bus/rpc/RpcReply",
+            },
             "web_rpc": {
                 "pattern": web.web_rpc("{op}"),
                 "payload": "bus/web/* -> bus/rpc/RpcReply",
@@ -196,6 +210,7 @@ def subject_catalogue() -> dict[str, Any]:
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
+        "mcp_operations": sorted(v for k, v in vars(mcp.McpOp).items() if k.isupper()),
         "web_operations": sorted(v for k, v in vars(web.WebOp).items() if k.isupper()),
         "operations": operation_catalogue(),
         "kv_buckets": {

@@ -23,7 +23,11 @@ from corral.devstack.stack import Stack
 from tests.e2e.flows import LEASE_TTL_S
 from tests.egress_network import stand_in_addresses
 from tests.host_canary import HostCanary, serving_canary
+from tests.mcp_server import RunningMcpServer, free_port, serving_mcp
 from tests.web_site import Site, serving_site
+
+#: A port of 127.0.0.1 the credential-proxy admits for MCP where nothing listens (a server that is down).
+MCP_DOWN_PORT = free_port()
 
 #: The loopback address the web tool tests' site listens on, admitted by the stack's credential-proxy
 #: (``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``) as an operator admits a private service; 127.0.0.1 is not.
@@ -51,7 +55,12 @@ def _environ() -> dict[str, str]:
     return environ
 
 
-def start_stack(state_dir: Path, host_canary: HostCanary | None = None, web_site: Site | None = None) -> Stack:
+def start_stack(
+    state_dir: Path,
+    host_canary: HostCanary | None = None,
+    web_site: Site | None = None,
+    mcp_server: RunningMcpServer | None = None,
+) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
     With ``web_site``, it admits the site's address and port and uses it as its search backend."""
@@ -64,6 +73,9 @@ def start_stack(state_dir: Path, host_canary: HostCanary | None = None, web_site
         egress["CORRAL_CREDENTIAL_PROXY_SEARCH_URL"] = web_site.url("")
     egress["CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS"] = json.dumps(ports)
     egress["CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"] = json.dumps(allowed)
+    if mcp_server is not None:  # the test MCP server on this machine, admitted as an operator would
+        egress["CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS"] = f"127.0.0.1:{mcp_server.port},127.0.0.1:{MCP_DOWN_PORT}"
+        egress["CORRAL_CREDENTIAL_PROXY_MCP_CONNECT_TIMEOUT_S"] = "5"
     stack = Stack(
         state_dir,
         Ports.free(),
@@ -118,8 +130,17 @@ def web_site() -> Iterator[Site]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary, web_site: Site) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary, web_site)
+def mcp_server() -> Iterator[RunningMcpServer]:
+    """A real MCP server on 127.0.0.1 (see ``tests.mcp_server``), admitted by the stack's credential-proxy."""
+    with serving_mcp() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary, web_site: Site, mcp_server: RunningMcpServer
+) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary, web_site, mcp_server)
     try:
         assert_no_deprecated_settings(stack)
         yield stack

@@ -129,6 +129,16 @@ def egress_rpc(op: str) -> str:
     return f"corral.rpc.egress.{op}"
 
 
+# --- the credential-proxy's MCP client ------------------------------------------------------------
+MCP_QUEUE: Final = "credential-proxy"
+MCP_RPC_WILDCARD: Final = "corral.rpc.mcp.>"
+
+
+def mcp_rpc(op: str) -> str:
+    """Request subject of an MCP operation (``call`` -> ``corral.rpc.mcp.call``)."""
+    return f"corral.rpc.mcp.{op}"
+
+
 # --- the credential-proxy's credentials -------------------------------------------------------------
 CREDENTIALS_QUEUE: Final = "credential-proxy"
 CREDENTIALS_RPC_WILDCARD: Final = "corral.rpc.credentials.>"

@@ -30,6 +30,7 @@ from pathlib import Path
 from corral.contracts import subjects
 from corral.contracts.credentials import CredentialOps
 from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
+from corral.contracts.mcp import mcp_rpc
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import (
     SANDBOXES_BUCKET,
@@ -217,6 +218,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.deltas("*")],
                 [subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
+                [mcp_rpc("*")],  # MCP tool lists and calls, made by the credential-proxy
                 [web_rpc("*")],  # web_fetch and web_search, run by the credential-proxy
                 bodies(),
             ),
@@ -242,6 +244,7 @@ def service_permissions() -> dict[str, Permissions]:
             publish=_unique(kv_write(EGRESS_BUCKET), credential_proxy_store_ops(), bodies()),
             subscribe=(
                 egress_rpc("*"),
+                mcp_rpc("*"),
                 subjects.CREDENTIALS_RPC_WILDCARD,
                 web_rpc("*"),
                 subjects.health("credential-proxy"),

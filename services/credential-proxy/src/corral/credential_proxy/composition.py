@@ -3,9 +3,10 @@ reaches; the service does not start when they cannot be read) -> the OpenBao log
 token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
 health, it does not stop the service) -> bus, egress grants -> the egress
 proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from their grants;
-none when it is unset) -> the credential secret store (OpenBao) -> the web tools (``web_fetch`` under the
-same destination rules, ``web_search`` through the configured backend, if any) -> serving
-``corral.rpc.egress.*``, ``corral.rpc.credentials.*``, ``corral.rpc.web.*`` and health. It is ready once the grants are
+none when it is unset) -> the MCP client's connection pool -> the credential secret store (OpenBao) -> the
+web tools (``web_fetch`` under the same destination rules, ``web_search`` through the configured backend,
+if any) -> serving ``corral.rpc.egress.*``, ``corral.rpc.mcp.*``, ``corral.rpc.credentials.*``,
+``corral.rpc.web.*`` and health. It is ready once the grants are
 restored and requests are served.
 """
 
@@ -19,6 +20,8 @@ from corral.credential_proxy.egress import Egress
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
 from corral.credential_proxy.interfaces import OwnAddresses
+from corral.credential_proxy.mcp_clients import McpClients, Timeouts
+from corral.credential_proxy.mcp_destinations import Rules
 from corral.credential_proxy.rpc import Service, serve_all, store_caller
 from corral.credential_proxy.secret_store import SecretStore
 from corral.credential_proxy.settings import Settings
@@ -42,6 +45,17 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         raise Refused(str(exc)) from None
     egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
     await egress.restore()
+    mcp_settings = settings.mcp
+    rules = Rules(
+        own_addresses=own.current, admitted=settings.destinations.admitted, timeout_s=mcp_settings.connect_timeout_s
+    )
+    timeouts = Timeouts(
+        connect_s=mcp_settings.connect_timeout_s,
+        list_s=mcp_settings.list_timeout_s,
+        call_s=mcp_settings.call_timeout_s,
+        idle_s=mcp_settings.idle_timeout_s,
+    )
+    mcp = await stack.enter_async_context(McpClients(rules, timeouts).running())
     credentials = Credentials(
         secrets=SecretStore(vault.client, timeout_s=settings.secret_store_timeout_s),
         store=store_caller(bus, timeout_s=settings.secret_store_timeout_s),
@@ -54,6 +68,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         credentials=credentials,
         fetcher=WebFetcher(settings.web, settings.egress, own_addresses=own.current),
         search=WebSearch.from_settings(settings.web),
+        mcp=mcp,
     )
     await stack.enter_async_context(serve_all(bus, service))
     state = await vault.probe(settings.health_probe_timeout_s)

@@ -1,5 +1,7 @@
-"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``) and the ``WebOps``
-operations (``corral.rpc.web.<op>``, the web tools), queue group ``credential-proxy``, served by
+"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``), the ``McpOps``
+operations (``corral.rpc.mcp.<op>``), the ``WebOps`` operations (``corral.rpc.web.<op>``, the web
+tools) and the ``CredentialOps`` operations (``corral.rpc.credentials.<op>``), queue group
+``credential-proxy``, served by
 ``corral.bus.Operations``; plus ``corral.health.credential-proxy``."""
 
 from __future__ import annotations
@@ -25,11 +27,25 @@ from corral.contracts.egress import (
     EgressOps,
     OpenEgress,
 )
+from corral.contracts.mcp import (
+    MCP_AUTHENTICATION_FAILED,
+    MCP_CONNECTION_FAILED,
+    MCP_DESTINATION_REFUSED,
+    CallMcpTool,
+    CloseMcp,
+    ListMcpTools,
+    McpClosed,
+    McpOps,
+    McpToolList,
+    McpToolOutcome,
+)
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import Health
 from corral.contracts.web import WebOps
 from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
+from corral.credential_proxy.mcp_clients import McpAuthenticationFailed, McpClients, McpConnectionFailed
+from corral.credential_proxy.mcp_destinations import DestinationRefused
 from corral.credential_proxy.proxy import CannotListen
 from corral.credential_proxy.secret_store import SecretStoreUnavailable
 from corral.credential_proxy.vault import Vault
@@ -47,6 +63,7 @@ class Service:
     probe_timeout_s: float
     fetcher: WebFetcher
     search: WebSearch
+    mcp: McpClients
     credentials: Credentials | None = None
 
 
@@ -61,7 +78,36 @@ async def close_egress(service: Service, request: CloseEgress) -> EgressClosed:
     return EgressClosed(closed=await service.egress.close(request.session_id))
 
 
+async def list_mcp_tools(service: Service, request: ListMcpTools) -> McpToolList:
+    tools = await service.mcp.list_tools(request.session_id, tuple(request.vault_ids), request.url)
+    return McpToolList(tools=tools)
+
+
+async def call_mcp_tool(service: Service, request: CallMcpTool) -> McpToolOutcome:
+    logger.info(
+        "MCP tool call",
+        extra={"fields": {"session_id": request.session_id, "tool_use_id": request.tool_use_id, "tool": request.name}},
+    )
+    return await service.mcp.call_tool(
+        request.session_id, tuple(request.vault_ids), request.url, request.name, request.arguments
+    )
+
+
+async def close_mcp(service: Service, request: CloseMcp) -> McpClosed:
+    return McpClosed(closed=await service.mcp.close(request.session_id))
+
+
 def _translate(exc: Exception) -> ErrorDetail | None:
+    if isinstance(exc, DestinationRefused):
+        logger.info("MCP destination refused", extra={"fields": {"reason": str(exc)}})
+        return ErrorDetail(
+            type="invalid_request_error", message=str(exc), details={"error_code": MCP_DESTINATION_REFUSED}
+        )
+    if isinstance(exc, McpAuthenticationFailed):
+        return ErrorDetail(type="api_error", message=str(exc), details={"error_code": MCP_AUTHENTICATION_FAILED})
+    if isinstance(exc, McpConnectionFailed):
+        logger.info("MCP connection failed", extra={"fields": {"reason": str(exc)}})
+        return ErrorDetail(type="api_error", message=str(exc), details={"error_code": MCP_CONNECTION_FAILED})
     if isinstance(exc, NotConfigured):
         return ErrorDetail(
             type="invalid_request_error", message=str(exc), details={"error_code": "egress_not_configured"}
@@ -89,12 +135,15 @@ def _describe(request: BaseModel, _result: Any, span: trace.Span) -> None:
 
 
 def operations(service: Service) -> Operations:
-    """Every ``EgressOps``, ``WebOps`` and ``CredentialOps`` operation, on its subject in the queue group
+    """Every ``EgressOps``, ``McpOps``, ``WebOps`` and ``CredentialOps`` operation, on its subject in the queue group
     ``credential-proxy`` (the credential operations only when a secret store is configured)."""
     ops = (
         Operations(service="credential-proxy", translate=_translate, describe=_describe)
         .handle(EgressOps.OPEN, functools.partial(open_egress, service))
         .handle(EgressOps.CLOSE, functools.partial(close_egress, service))
+        .handle(McpOps.LIST, functools.partial(list_mcp_tools, service))
+        .handle(McpOps.CALL, functools.partial(call_mcp_tool, service))
+        .handle(McpOps.CLOSE, functools.partial(close_mcp, service))
         .handle(WebOps.FETCH, service.fetcher.fetch)
         .handle(WebOps.SEARCH, service.search.search)
     )
@@ -142,6 +191,7 @@ async def health(service: Service) -> Health:
             "vault": vault,
             "egress": egress,
             "egress_listeners": str(service.egress.count()),
+            "mcp_connections": str(service.mcp.count()),
             "web_search": "ok"
             if service.search.configured
             else "not configured: set CORRAL_CREDENTIAL_PROXY_SEARCH_URL",

@@ -5,7 +5,9 @@ AppRole login (``ROLE_ID`` + ``SECRET_ID``, what ``make up`` gives) or a fixed `
 
 Its own knobs are ``CORRAL_CREDENTIAL_PROXY_*``: the egress proxies under
 ``CORRAL_CREDENTIAL_PROXY_EGRESS_*`` (``EgressSettings``; without ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``
-this deployment serves no egress). The egress knobs' old names, ``CORRAL_EGRESS_*``, still work for one
+this deployment serves no egress), the MCP client under ``CORRAL_CREDENTIAL_PROXY_MCP_*`` (``McpSettings``)
+and the destinations it may reach despite the address rules, ``CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS``
+(``DestinationSettings``). The egress knobs' old names, ``CORRAL_EGRESS_*``, still work for one
 release, with a deprecation warning.
 """
 
@@ -13,10 +15,12 @@ from __future__ import annotations
 
 import ipaddress
 from pathlib import Path
+from typing import Annotated
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from corral.credential_proxy.mcp_destinations import Admitted, BadDestinationEntry, parse_destinations
 from corral.settings import LogSettings, NatsSettings, renamed
 
 EGRESS_PREFIX = "CORRAL_CREDENTIAL_PROXY_EGRESS_"
@@ -128,6 +132,52 @@ class EgressSettings(BaseSettings):
         return ports
 
 
+class McpSettings(BaseSettings):
+    """The MCP client (``CORRAL_CREDENTIAL_PROXY_MCP_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_CREDENTIAL_PROXY_MCP_", frozen=True, extra="ignore")
+
+    connect_timeout_s: float = Field(
+        default=10.0, gt=0, description="longest wait for an MCP server's DNS answer, connection and MCP handshake"
+    )
+    list_timeout_s: float = Field(default=30.0, gt=0, description="longest wait for an MCP server's tool list")
+    call_timeout_s: float = Field(
+        default=120.0, gt=0, description="longest an MCP tool call may take before it is abandoned (an error result)"
+    )
+    idle_timeout_s: float = Field(
+        default=300.0, gt=0, description="a session's MCP connection unused for this long is closed"
+    )
+
+
+class DestinationSettings(BaseSettings):
+    """Destinations the operator admits (``CORRAL_CREDENTIAL_PROXY_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore")
+
+    allow_destinations: Annotated[tuple[str, ...], NoDecode] = Field(
+        default=(),
+        description="MCP servers the credential-proxy may reach although the address rules refuse them (loopback, "
+        "private, this machine's...), comma-separated host:port (CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS="
+        "'mcp.internal:8080,10.0.0.5:443'). Empty: none",
+    )
+
+    @field_validator("allow_destinations", mode="before")
+    @classmethod
+    def _split(cls, value: object) -> object:
+        if isinstance(value, str):
+            value = tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, list | tuple):
+            try:
+                parse_destinations(str(entry) for entry in value)
+            except BadDestinationEntry as exc:
+                raise ValueError(f"allow_destinations: {exc}") from None
+        return value
+
+    @property
+    def admitted(self) -> Admitted:
+        return parse_destinations(self.allow_destinations)
+
+
 class WebSettings(BaseSettings):
     """The web tools this service runs for the harness (``CORRAL_CREDENTIAL_PROXY_<FIELD>``): ``web_fetch``
     under the egress destination rules above, ``web_search`` through the operator's search backend."""
@@ -225,5 +275,7 @@ class Settings(BaseSettings):
     )
     egress: EgressSettings = Field(default_factory=EgressSettings)
     web: WebSettings = Field(default_factory=WebSettings)
+    mcp: McpSettings = Field(default_factory=McpSettings)
+    destinations: DestinationSettings = Field(default_factory=DestinationSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -33,6 +33,7 @@ from pydantic import ValidationError
 
 from corral.contracts.api.events import DocumentBlock, ImageBlock, SearchResultBlock
 from corral.contracts.rpc import LoggedEvent
+from corral.harness.mcptools import model_tool_name
 
 logger = logging.getLogger(__name__)
 
@@ -147,6 +148,8 @@ def _tool_use_block(event: Mapping[str, Any]) -> Block | None:
     event_id, name, tool_input = event.get("id"), event.get("name"), event.get("input")
     if not isinstance(event_id, str) or not event_id or not isinstance(name, str) or not name:
         return None
+    if event.get("type") == "agent.mcp_tool_use":
+        name = model_tool_name(str(event.get("mcp_server_name")), name)
     return {
         "type": "tool_use",
         "id": event_id,
@@ -156,7 +159,7 @@ def _tool_use_block(event: Mapping[str, Any]) -> Block | None:
 
 
 COMPACTED: Final = "agent.thread_context_compacted"
-RESULT_TYPES: Final = frozenset({"agent.tool_result", "user.custom_tool_result"})
+RESULT_TYPES: Final = frozenset({"agent.tool_result", "user.custom_tool_result", "agent.mcp_tool_result"})
 
 
 def cleared_note(event_id: str) -> str:
@@ -230,6 +233,8 @@ class _Answers:
             return self._result(event, event.get("tool_use_id"))
         if kind == "user.custom_tool_result":
             return self._result(event, event.get("custom_tool_use_id"))
+        if kind == "agent.mcp_tool_result":
+            return self._result(event, event.get("mcp_tool_use_id"))
         if kind == "user.tool_confirmation" and event.get("result") == "deny":
             tool_use_id = event.get("tool_use_id")
             message = event.get("deny_message")
@@ -356,12 +361,17 @@ class ConversationBuilder:
             if content:
                 self._place_results()
                 self._place({"role": "assistant", "content": content})
-        elif kind in ("agent.tool_use", "agent.custom_tool_use"):
+        elif kind in ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"):
             block = _tool_use_block(event)
             if block is not None and block["id"] not in self._unplaced:
                 self._place({"role": "assistant", "content": [block]})
                 self._unplaced.append(block["id"])
-        elif kind in ("agent.tool_result", "user.custom_tool_result", "user.tool_confirmation"):
+        elif kind in (
+            "agent.tool_result",
+            "user.custom_tool_result",
+            "agent.mcp_tool_result",
+            "user.tool_confirmation",
+        ):
             self._refill(self._answers.add(event))
         elif kind == "span.model_request_start":
             self._release()

@@ -42,23 +42,26 @@ POLICY_DENIED: Final = "This tool call was denied by the agent's permission poli
 
 @dataclass(frozen=True)
 class ToolCall:
-    """An ``agent.tool_use`` to execute; ``id`` (the event id) is the sandbox-manager's key."""
+    """An ``agent.tool_use`` (or ``agent.mcp_tool_use``: ``mcp_server`` names its server) to execute;
+    ``id`` (the event id) is the sandbox-manager's key."""
 
     id: str
     name: str
     input: dict[str, Any]
+    mcp_server: str | None = None
 
 
 @dataclass(frozen=True)
 class Answer:
-    """An error ``agent.tool_result`` to log without running anything."""
+    """An error ``agent.tool_result`` (``agent.mcp_tool_result`` when ``mcp``) to log without running anything."""
 
     tool_use_id: str
     content: tuple[Block, ...]
+    mcp: bool = False
 
     @classmethod
-    def text(cls, tool_use_id: str, text: str) -> Answer:
-        return cls(tool_use_id, ({"type": "text", "text": text},))
+    def text(cls, tool_use_id: str, text: str, *, mcp: bool = False) -> Answer:
+        return cls(tool_use_id, ({"type": "text", "text": text},), mcp)
 
 
 @dataclass(frozen=True)
@@ -89,9 +92,10 @@ NOTHING = Plan("nothing")
 
 def _denial(use: ToolUse) -> Answer:
     """The error result of a use its confirmation or its policy denied."""
+    mcp = use.mcp_server is not None
     if use.confirmation == "deny":
-        return Answer(use.id, tuple(denial_content(use.deny_message)))
-    return Answer.text(use.id, POLICY_DENIED)
+        return Answer(use.id, tuple(denial_content(use.deny_message)), mcp)
+    return Answer.text(use.id, POLICY_DENIED, mcp=mcp)
 
 
 def _statuses(status: object, *, owned: bool, working: bool) -> tuple[StatusEvent, ...]:
@@ -112,11 +116,13 @@ def _interrupted(uses: Sequence[ToolUse], *, owned: bool) -> tuple[tuple[Answer,
     answers: list[Answer] = []
     cancel: list[str] = []
     for use in uses:
+        mcp = use.mcp_server is not None
         if use.executable and not owned:
-            cancel.append(use.id)
-            answers.append(Answer.text(use.id, INTERRUPTED))
+            if not mcp:  # an MCP call a dead worker made ends with its proxy's timeout
+                cancel.append(use.id)
+            answers.append(Answer.text(use.id, INTERRUPTED, mcp=mcp))
         else:
-            answers.append(Answer.text(use.id, NOT_RUN))
+            answers.append(Answer.text(use.id, NOT_RUN, mcp=mcp))
     return tuple(answers), tuple(cancel)
 
 
@@ -165,7 +171,7 @@ def plan(
             answers=answers,
             cancel=cancel,
         )
-    executable = tuple(ToolCall(u.id, u.name, u.input) for u in uses if u.executable)
+    executable = tuple(ToolCall(u.id, u.name, u.input, u.mcp_server) for u in uses if u.executable)
     denials = tuple(_denial(u) for u in uses if u.denied)
     if executable or denials:
         return Plan(

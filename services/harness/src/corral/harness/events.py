@@ -14,6 +14,8 @@ from typing import Any, Literal
 from corral.contracts import ids
 from corral.contracts.api.events import (
     AgentCustomToolUse,
+    AgentMcpToolResult,
+    AgentMcpToolUse,
     AgentMessage,
     AgentThreadContextCompacted,
     AgentToolResult,
@@ -122,6 +124,47 @@ def tool_result(tool_use_id: str, content: Sequence[dict[str, Any]], *, is_error
 def tool_error(tool_use_id: str, message: str) -> HarnessEvent:
     """An error ``agent.tool_result`` with one text block."""
     return tool_result(tool_use_id, [{"type": "text", "text": message}], is_error=True)
+
+
+def mcp_tool_use(
+    event_id: str,
+    server: str,
+    name: str,
+    input: dict[str, Any],
+    *,
+    evaluated_permission: Literal["allow", "ask", "deny"],
+    evaluation: dict[str, Any],
+) -> HarnessEvent:
+    """``agent.mcp_tool_use``: a call of tool ``name`` of the agent's MCP server ``server``; ``event_id``
+    is also the Messages ``tool_use.id``."""
+    return AgentMcpToolUse(
+        id=event_id,
+        mcp_server_name=server,
+        name=name,
+        input=input,
+        evaluated_permission=evaluated_permission,
+        evaluation=evaluation,
+    )
+
+
+def mcp_tool_result(tool_use_id: str, content: Sequence[dict[str, Any]], *, is_error: bool) -> HarnessEvent:
+    """``agent.mcp_tool_result`` answering the MCP tool use event ``tool_use_id``."""
+    return AgentMcpToolResult(id=new_event_id(), mcp_tool_use_id=tool_use_id, content=list(content), is_error=is_error)
+
+
+def mcp_tool_error(tool_use_id: str, message: str) -> HarnessEvent:
+    """An error ``agent.mcp_tool_result`` with one text block."""
+    return mcp_tool_result(tool_use_id, [{"type": "text", "text": message}], is_error=True)
+
+
+def mcp_server_error(
+    server: str, error_type: Literal["mcp_connection_failed_error", "mcp_authentication_failed_error"], message: str
+) -> HarnessEvent:
+    """``session.error`` naming the MCP server that could not be reached (the turn goes on without it)."""
+    body = SessionErrorBody(
+        type=error_type, message=message, retry_status=RetryStatusObj(type="exhausted"), mcp_server_name=server
+    )
+    return SessionError(id=new_event_id(), error=body)
 
 
 def context_compacted(details: dict[str, Any]) -> HarnessEvent:

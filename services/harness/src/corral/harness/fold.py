@@ -167,6 +167,8 @@ class SessionFold:
                 | api.AgentToolUse()
                 | api.AgentToolResult()
                 | api.AgentCustomToolUse()
+                | api.AgentMcpToolUse()
+                | api.AgentMcpToolResult()
                 | api.SpanModelRequestStart()
                 | api.SessionError()
                 | api.SessionUsageEvent()

@@ -53,6 +53,8 @@ class ToolUse:
     """A ``user.interrupt`` came while the use was open: its result ends the turn, it is not input."""
     confirmation: str | None = None
     deny_message: str | None = None
+    mcp_server: str | None = None
+    """The server of an ``agent.mcp_tool_use``."""
 
     @property
     def executable(self) -> bool:
@@ -105,11 +107,12 @@ class Ledger:
                 self._user_input()
                 self.message_unseen = True
                 self.turn_tool_uses = 0
-        elif kind in ("agent.tool_use", "agent.custom_tool_use"):
+        elif kind in ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"):
             self.turn_tool_uses += 1
             self._use(seq, event, custom=kind == "agent.custom_tool_use")
-        elif kind == "agent.tool_result":
-            use = self.uses.get(str(event.get("tool_use_id")))
+        elif kind in ("agent.tool_result", "agent.mcp_tool_result"):
+            answered = event.get("tool_use_id") if kind == "agent.tool_result" else event.get("mcp_tool_use_id")
+            use = self.uses.get(str(answered))
             if use is not None and not use.answered:
                 use.answered = True
                 self.results_pending = self.results_pending or not use.interrupted
@@ -165,6 +168,7 @@ class Ledger:
         if not isinstance(event_id, str) or event_id in self.uses:
             return
         permission = event.get("evaluated_permission")
+        server = event.get("mcp_server_name") if event.get("type") == "agent.mcp_tool_use" else None
         self.uses[event_id] = ToolUse(
             id=event_id,
             seq=seq,
@@ -172,6 +176,7 @@ class Ledger:
             input=tool_input if isinstance(tool_input, dict) else {},
             custom=custom,
             permission=permission if isinstance(permission, str) else None,
+            mcp_server=str(server) if server is not None else None,
         )
 
     @property

@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from corral.contracts import rpc
 from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent
+from corral.contracts.mcp import McpTool
 from corral.harness.lease import HeldLease
 from corral.harness.sessionlog import SessionLog
 from corral.harness.store import Store
@@ -55,6 +56,10 @@ class TurnState:
     handoff_seen: bool = False
     snapshot_events: int = 0
     """``SessionFold.events`` when the last snapshot was written (or resumed from)."""
+    mcp_tools: Mapping[str, Sequence[McpTool]] | None = None
+    """The tools each of the agent's MCP servers listed, for this step (``corral.harness.mcp``)."""
+    mcp_reported: set[str] = field(default_factory=set)
+    """MCP servers whose failure to list this run has reported already."""
 
     def begin(self, horizon: int) -> None:
         """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step

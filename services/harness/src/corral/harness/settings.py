@@ -63,6 +63,12 @@ class Settings(BaseSettings):
     worker resumes them from the log)."""
     fetch_timeout_s: float = Field(default=1.0, gt=0)
     """Longest wait of each fetch of wake-ups (a stop is noticed at the latest this long after it is asked)."""
+    mcp_list_timeout_s: float = Field(default=45.0, gt=0)
+    """Longest wait for an MCP server's tool list through the credential-proxy (then the turn goes on
+    without that server's tools, after a ``session.error``); above the proxy's connect + list timeouts."""
+    mcp_call_timeout_s: float = Field(default=135.0, gt=0)
+    """Longest wait for an MCP tool call through the credential-proxy (then an error result); above
+    the proxy's ``CORRAL_CREDENTIAL_PROXY_MCP_CALL_TIMEOUT_S``."""
     execute_silence_s: float = Field(default=5.0, gt=EXECUTE_HEARTBEAT_INTERVAL_S)
     """No heartbeat from the sandbox-manager serving a tool call for this long: it is gone; re-dispatch."""
     execute_redispatch_wait_s: float = Field(default=60.0, ge=0)

@@ -7,6 +7,7 @@
   the ``agent.tool_use`` event id, so an execute re-sent after a crash returns the recorded outcome;
   the sandbox port re-sends it when its manager is lost, see ``redispatch``), each result appended
   as soon as it arrives. A call the sandbox cannot take becomes an error result the model can act on.
+- **MCP calls** (an ``agent.mcp_tool_use``) go to ``corral.harness.mcp`` (the credential-proxy) instead.
 - **Web tools**: ``web_fetch`` and ``web_search`` are asked of the credential-proxy (``webtools``).
 - **Interrupts**: a ``user.interrupt`` logged during a call stops waiting for it, sends ``Cancel``
   (best effort) and answers the call "interrupted"; the calls not run yet are left to the next
@@ -28,6 +29,7 @@ from corral.harness.decide import INTERRUPTED, Plan, ToolCall
 from corral.harness.environments import Environments
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
+from corral.harness.mcp import McpTools, mcp_unavailable
 from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields
 from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.tools import toolbox
@@ -52,9 +54,11 @@ class ToolRunner:
         environments: Environments | None,
         cancel_timeout_s: float,
         crashpoint: Crashpoint,
+        mcp: McpTools | None = None,
         web: Web | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._mcp = mcp
         self._web = web
         self._environments = environments
         self._cancel_timeout_s = cancel_timeout_s
@@ -72,13 +76,16 @@ class ToolRunner:
         for call in plan.execute:
             if turn.interrupted.is_set():
                 break
-            if call.name in WEB_TOOLS and self._web is not None:  # run by the credential-proxy, not the sandbox
+            batch: list[HarnessEvent]
+            if call.mcp_server is not None:  # an MCP server's tool, called by the credential-proxy
+                batch = await self._mcp.call(run, call) if self._mcp is not None else [mcp_unavailable(call.id)]
+            elif call.name in WEB_TOOLS and self._web is not None:  # run by the credential-proxy, not the sandbox
                 agent = agent_of(run.log.fold.session)
-                result = await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)
+                batch = [await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)]
             else:
-                result = await self._execute(run.session_id, environment, call, turn.interrupted)
+                batch = [await self._execute(run.session_id, environment, call, turn.interrupted)]
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
-            last_seq = (await run.append([result])).last_seq
+            last_seq = (await run.append(batch)).last_seq
         return last_seq
 
     async def environment(self, fold: SessionFold, turn: TurnState) -> Environment | None:

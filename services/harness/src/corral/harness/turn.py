@@ -36,6 +36,7 @@ from corral.harness.environments import Environments
 from corral.harness.fold import Decoded, SessionFold
 from corral.harness.lease import HeldLease, Sleep
 from corral.harness.ledger import TOOL_LIMIT_ERROR
+from corral.harness.mcp import McpTools, answer_event
 from corral.harness.model import Model
 from corral.harness.modelturn import ModelTurns
 from corral.harness.pricing import DEFAULT_PRICES, Price
@@ -90,8 +91,10 @@ class SessionDriver:
         max_tool_uses: int | None = None,
         compactor: Compactor | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
+        mcp: McpTools | None = None,
         web: Web | None = None,
     ) -> None:
+        self._mcp = mcp
         self._store = store
         self._compactor = compactor
         self._log = log
@@ -109,6 +112,7 @@ class SessionDriver:
             environments=environments,
             cancel_timeout_s=cancel_timeout_s,
             crashpoint=crashpoint,
+            mcp=mcp,
             web=web,
         )
         self._model_turns = ModelTurns(
@@ -241,7 +245,7 @@ class SessionDriver:
         prelude += [events.model_request_end(start, is_error=True) for start in plan.close_orphans]
         for tool_use_id in plan.cancel:
             await self._tools.cancel(run.session_id, tool_use_id)
-        prelude += [events.tool_result(a.tool_use_id, a.content, is_error=True) for a in plan.answers]
+        prelude += [answer_event(a) for a in plan.answers]
         if plan.action == "end_turn":
             return (await run.append([*prelude, events.status_idle("end_turn")])).last_seq
         if plan.action == "requires_action":
@@ -259,4 +263,6 @@ class SessionDriver:
             return (await run.append(batch)).last_seq
         if plan.action == "tools":
             return await self._tools.run_tools(run, plan, prelude)
+        if self._mcp is not None:  # the agent's MCP tools, listed (once per session) for the request
+            prelude += await self._mcp.prepare(run)
         return await self._model_turns.model_turn(run, prelude)
