@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import ipaddress
 import json
 from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
@@ -26,11 +25,11 @@ from corral.contracts.credentials import CreateCredential, CredentialAction
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import Page, StoreOps
 from corral.credential_proxy.credentials import Credentials
+from corral.credential_proxy.mcp_destinations import Rules, parse_destinations
 from corral.credential_proxy.oauth_refresh import Refresher, RefreshFailed
 from corral.credential_proxy.secret_store import SecretStore, credential_path
 from corral.credential_proxy.session_credentials import SessionCredentials
-from corral.credential_proxy.settings import EgressSettings
-from corral.credential_proxy.token_endpoint import TokenEndpoint, egress_vet
+from corral.credential_proxy.token_endpoint import TokenEndpoint, rules_vet
 from corral.credential_proxy.vault import Vault
 from tests.integration.credential_proxy.conftest import OpenBaoServer
 from tests.token_endpoint import Received, TokenServer, serving_token_endpoint
@@ -102,11 +101,9 @@ def token_server() -> Iterator[TokenServer]:
 
 
 def endpoint_for(server: TokenServer, *, admitted: bool = True) -> TokenEndpoint:
-    """The egress destination rules, with the test endpoint's loopback address admitted (or not)."""
-    egress = EgressSettings(
-        ports=(server.port,), allow_addresses=[ipaddress.ip_network("127.0.0.1/32")] if admitted else []
-    )
-    return TokenEndpoint(egress_vet(egress, own_addresses=lambda: ()), timeout_s=5)
+    """The MCP client's destination rules, with the test endpoint admitted (or not) as an operator would."""
+    admit = parse_destinations([f"127.0.0.1:{server.port}"] if admitted else [])
+    return TokenEndpoint(rules_vet(Rules(own_addresses=lambda: (), admitted=admit)), timeout_s=5)
 
 
 class Setup:
@@ -292,7 +289,7 @@ async def test_a_token_endpoint_the_destination_rules_refuse_is_never_asked(
     made = await setup.create(
         vault_id, oauth(token_server, "none", access="old", expires_at=soon(5), url="https://r.example/mcp")
     )
-    refusal = r"127\.0\.0\.1 refused: it is a loopback address.*CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"
+    refusal = r"token endpoint 127\.0\.0\.1:\d+ refused: it is .*loopback.*CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS"
     with pytest.raises(RefreshFailed, match=refusal):
         await setup.resolver.mcp_headers(WS, SESSION, (vault_id,), "https://r.example/mcp")
     assert token_server.received == []

@@ -10,9 +10,16 @@ before the SDK runs (a refusal is ``DestinationRefused``) and only vetted addres
 (``mcp_destinations``). Proxies from the environment (``HTTP_PROXY``) are never used.
 
 **Credentials.** ``Credentials`` is the seam where a session's vault credentials are matched to a
-server URL and become request headers (a bearer token); the only implementation so far,
-``NO_CREDENTIALS``, adds none, so servers that need no authentication work and others answer 401,
-reported as ``McpAuthenticationFailed``. Headers are never logged.
+server URL and become request headers (a bearer token); ``session_credentials.McpCredentials`` reads
+them from the session's vaults in its workspace (``NO_CREDENTIALS`` adds none). They are asked for
+**every HTTP request** of a connection (an ``httpx`` auth flow, ``_VaultAuth``; answered from a short
+cache), so a pooled connection picks up a refreshed token, and an ``mcp_oauth`` token past its
+``expires_at`` is refreshed before it is sent. When the server answers 401 to a request that carried
+credentials, they are asked again with ``rejected`` set to what was refused: an ``mcp_oauth`` token is
+then refreshed and the request is sent once more with the new token (once: a second 401 stands). A
+401 or 403 that stands is ``McpAuthenticationFailed``, its message saying why the credential could
+not be used when that is known (``CredentialUnusable``, e.g. the token endpoint refused the refresh).
+Headers are never logged.
 
 **Lifetimes.** Each connection lives in a task of ``McpClients.running()``'s task group (the SDK's
 transports must be entered and left by one task): it opens the connection, serves calls until it is
@@ -29,7 +36,7 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
@@ -59,24 +66,88 @@ class McpAuthenticationFailed(Exception):
     """The server refused the request (HTTP 401 or 403)."""
 
 
+class CredentialUnusable(Exception):
+    """The session's credential for the server could not be used (a refresh failed, OpenBao is down);
+    the message says why and names the credential, never a value."""
+
+
+@dataclass(frozen=True)
+class Caller:
+    """On whose behalf a connection is made: the session, its workspace and its vaults."""
+
+    workspace_id: str
+    session_id: str
+    vault_ids: tuple[str, ...]
+
+
 class Credentials(Protocol):
     """Request headers that authenticate the session to the server at ``url``.
 
-    Matched from the session's vaults by URL (``static_bearer`` and ``mcp_oauth`` credentials give
-    ``Authorization: Bearer ...``); the value must never be logged or returned to the caller.
+    Matched from the session's vaults, in its workspace, by URL (``static_bearer`` and ``mcp_oauth``
+    credentials give ``Authorization: Bearer ...``); ``rejected`` is what the server just answered
+    401 to (refresh if that can help). The value must never be logged or returned to the caller.
+
+    Raises:
+        CredentialUnusable: the matching credential cannot be used.
     """
 
-    async def headers(self, session_id: str, vault_ids: tuple[str, ...], url: str) -> dict[str, str]: ...
+    async def headers(
+        self, caller: Caller, url: str, *, rejected: Mapping[str, str] | None = None
+    ) -> dict[str, str]: ...
 
 
 class _NoCredentials:
-    """No vault credentials are read in this version: every server is reached without authentication."""
+    """Every server is reached without authentication."""
 
-    async def headers(self, session_id: str, vault_ids: tuple[str, ...], url: str) -> dict[str, str]:  # noqa: ARG002
+    async def headers(
+        self,
+        caller: Caller,  # noqa: ARG002
+        url: str,  # noqa: ARG002
+        *,
+        rejected: Mapping[str, str] | None = None,  # noqa: ARG002
+    ) -> dict[str, str]:
         return {}
 
 
 NO_CREDENTIALS: Credentials = _NoCredentials()
+
+
+class _VaultAuth(httpx2.Auth):
+    """Every request of one connection carries the session's credentials for the server, asked for
+    per request; a 401 to a request that carried some asks again (``rejected``) and resends once."""
+
+    requires_request_body = True  # so the request can be sent again after a 401
+
+    def __init__(self, credentials: Credentials, caller: Caller, url: str, connection: _Connection) -> None:
+        self._credentials, self._caller, self._url, self._connection = credentials, caller, url, connection
+
+    async def _headers(self, rejected: Mapping[str, str] | None) -> dict[str, str] | None:
+        try:
+            headers = await self._credentials.headers(self._caller, self._url, rejected=rejected)
+        except CredentialUnusable as exc:
+            self._connection.auth_problem = str(exc)
+            logger.warning(
+                "MCP credential unusable",
+                extra={"fields": {"session_id": self._caller.session_id, "error": str(exc)}},
+            )
+            return None
+        self._connection.auth_problem = None
+        return headers
+
+    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
+        await request.aread()
+        headers = await self._headers(None) or {}
+        request.headers.update(headers)
+        response = yield request
+        if response.status_code != 401 or not headers:
+            return
+        again = await self._headers(headers)
+        if not again or again == headers:
+            return
+        request.headers.update(again)
+        response = yield request
+        if response.status_code < 400:
+            self._connection.refused_status = None  # the refused attempt is not the connection's state
 
 
 @dataclass(frozen=True)
@@ -100,6 +171,8 @@ class _Connection:
     failure: BaseException | None = None
     refused_status: int | None = None
     """The last HTTP status >= 400 the server answered (401/403: authentication)."""
+    auth_problem: str | None = None
+    """Why the session's credential could not be used, when it could not (``CredentialUnusable``)."""
     task: asyncio.Task[None] | None = None
 
 
@@ -128,7 +201,7 @@ class McpClients:
     def count(self) -> int:
         return len(self._connections)
 
-    async def list_tools(self, session_id: str, vault_ids: tuple[str, ...], url: str) -> list[McpTool]:
+    async def list_tools(self, caller: Caller, url: str) -> list[McpTool]:
         async def work(session: ClientSession) -> list[McpTool]:
             tools: list[McpTool] = []
             cursor: str | None = None
@@ -143,11 +216,9 @@ class McpClients:
                 if not cursor:
                     return tools
 
-        return await self._use(session_id, vault_ids, url, work, self._timeouts.list_s, "listing its tools")
+        return await self._use(caller, url, work, self._timeouts.list_s, "listing its tools")
 
-    async def call_tool(
-        self, session_id: str, vault_ids: tuple[str, ...], url: str, name: str, arguments: dict[str, Any]
-    ) -> McpToolOutcome:
+    async def call_tool(self, caller: Caller, url: str, name: str, arguments: dict[str, Any]) -> McpToolOutcome:
         async def work(session: ClientSession) -> McpToolOutcome:
             result = await session.call_tool(name, arguments)
             if not isinstance(result, mcp_types.CallToolResult):
@@ -157,7 +228,7 @@ class McpClients:
                 )
             return McpToolOutcome(content=result_content(result), is_error=bool(result.is_error))
 
-        return await self._use(session_id, vault_ids, url, work, self._timeouts.call_s, f"calling {name!r}")
+        return await self._use(caller, url, work, self._timeouts.call_s, f"calling {name!r}")
 
     async def close(self, session_id: str) -> int:
         """Close every connection of the session; how many there were."""
@@ -169,15 +240,14 @@ class McpClients:
     # --- connections -----------------------------------------------------------------------------
     async def _use(
         self,
-        session_id: str,
-        vault_ids: tuple[str, ...],
+        caller: Caller,
         url: str,
         work: Callable[[ClientSession], Awaitable[_T]],
         timeout_s: float,
         doing: str,
     ) -> _T:
         server = parse_url(url)
-        connection = await self._connection(session_id, vault_ids, server)
+        connection = await self._connection(caller, server)
         connection.busy += 1
         try:
             assert connection.session is not None
@@ -191,7 +261,9 @@ class McpClients:
         except MCPError as exc:
             if connection.refused_status in (401, 403):
                 self._drop(connection)
-                raise McpAuthenticationFailed(_auth_message(server, connection.refused_status)) from None
+                raise McpAuthenticationFailed(
+                    _auth_message(server, connection.refused_status, connection.auth_problem)
+                ) from None
             raise McpConnectionFailed(
                 f"the MCP server at {server.authority} answered an error while {doing}: {exc.message}"
             ) from None
@@ -204,18 +276,18 @@ class McpClients:
             connection.busy -= 1
             connection.last_used = time.monotonic()
 
-    async def _connection(self, session_id: str, vault_ids: tuple[str, ...], server: ServerUrl) -> _Connection:
-        key = (session_id, server.url)
+    async def _connection(self, caller: Caller, server: ServerUrl) -> _Connection:
+        key = (caller.session_id, server.url)
         connection = self._connections.get(key)
         if connection is None or connection.closing.is_set():
             if self._tg is None:
                 raise McpConnectionFailed("the credential-proxy is stopping")
             backend = VettedBackend(self._rules, connect_timeout_s=self._timeouts.connect_s)
             await backend.pin(server.host, server.port)  # DestinationRefused before any connection
-            headers = await self._credentials.headers(session_id, vault_ids, server.url)
             connection = _Connection(key=key)
+            auth = _VaultAuth(self._credentials, caller, server.url, connection)
             self._connections[key] = connection
-            connection.task = self._tg.create_task(self._hold(connection, server, backend, headers))
+            connection.task = self._tg.create_task(self._hold(connection, server, backend, auth))
         try:
             async with asyncio.timeout(self._timeouts.connect_s):
                 await connection.ready.wait()
@@ -228,7 +300,7 @@ class McpClients:
         if connection.failure is not None:
             failure = connection.failure
             self._drop(connection)
-            raise _explain(failure, server, connection.refused_status)
+            raise _explain(failure, server, connection.refused_status, connection.auth_problem)
         return connection
 
     def _drop(self, connection: _Connection) -> None:
@@ -236,14 +308,12 @@ class McpClients:
         if self._connections.get(connection.key) is connection:
             del self._connections[connection.key]
 
-    async def _hold(
-        self, connection: _Connection, server: ServerUrl, backend: VettedBackend, headers: dict[str, str]
-    ) -> None:
+    async def _hold(self, connection: _Connection, server: ServerUrl, backend: VettedBackend, auth: _VaultAuth) -> None:
         """Open the connection (streamable HTTP, else SSE), serve it until it is closed, close it."""
         fields = {"session_id": connection.key[0], "server": server.authority}
         for transport in ("streamable_http", "sse"):
             try:
-                async with self._open(connection, server, backend, headers, transport) as session:
+                async with self._open(connection, server, backend, auth, transport) as session:
                     connection.session, connection.transport = session, transport
                     connection.ready.set()
                     logger.info("MCP connection open", extra={"fields": {**fields, "transport": transport}})
@@ -270,7 +340,7 @@ class McpClients:
         connection: _Connection,
         server: ServerUrl,
         backend: VettedBackend,
-        headers: dict[str, str],
+        auth: _VaultAuth,
         transport: str,
     ) -> AsyncIterator[ClientSession]:
         async def note_status(response: httpx2.Response) -> None:
@@ -288,7 +358,7 @@ class McpClients:
                 client = await stack.enter_async_context(
                     httpx2.AsyncClient(
                         transport=http_transport,
-                        headers=headers,
+                        auth=auth,
                         timeout=timeout,
                         trust_env=False,
                         event_hooks={"response": [note_status]},
@@ -296,17 +366,18 @@ class McpClients:
                 )
                 read, write = await stack.enter_async_context(streamable_http_client(server.url, http_client=client))
             else:
+                vault_auth = auth
 
                 def factory(
                     headers: dict[str, str] | None = None,
                     timeout: httpx2.Timeout | None = None,
-                    auth: httpx2.Auth | None = None,
+                    auth: httpx2.Auth | None = None,  # noqa: ARG001 (the session's own auth is used)
                 ) -> httpx2.AsyncClient:
                     return httpx2.AsyncClient(
                         transport=http_transport,
                         headers=headers,
                         timeout=timeout,
-                        auth=auth,
+                        auth=vault_auth,
                         trust_env=False,
                         event_hooks={"response": [note_status]},
                     )
@@ -314,7 +385,6 @@ class McpClients:
                 read, write = await stack.enter_async_context(
                     sse_client(
                         server.url,
-                        headers=headers,
                         timeout=self._timeouts.connect_s,
                         sse_read_timeout=self._timeouts.idle_s,
                         httpx_client_factory=factory,
@@ -342,10 +412,13 @@ def _vetted_pool(backend: VettedBackend) -> Any:
     )
 
 
-def _auth_message(server: ServerUrl, status: int | None) -> str:
+def _auth_message(server: ServerUrl, status: int | None, problem: str | None = None) -> str:
+    if problem is not None:
+        return f"the MCP server at {server.authority} refused the request (HTTP {status}): {problem}"
     return (
         f"the MCP server at {server.authority} refused the request (HTTP {status}): it needs credentials; "
-        "add a credential for this server URL to a vault the session uses"
+        "add a credential for this server URL to a vault the session uses (a static_bearer or mcp_oauth "
+        "credential whose mcp_server_url covers it), or update the one it has"
     )
 
 
@@ -359,13 +432,13 @@ def _reason(exc: BaseException) -> str:
     return "; ".join(str(leaf) or type(leaf).__name__ for leaf in _leaves(exc))
 
 
-def _explain(exc: BaseException, server: ServerUrl, status: int | None) -> Exception:
+def _explain(exc: BaseException, server: ServerUrl, status: int | None, problem: str | None) -> Exception:
     leaves = _leaves(exc)
     refused = next((leaf for leaf in leaves if isinstance(leaf, DestinationRefused)), None)
     if refused is not None:
         return refused
     if status in (401, 403):
-        return McpAuthenticationFailed(_auth_message(server, status))
+        return McpAuthenticationFailed(_auth_message(server, status, problem))
     if status is not None:
         return McpConnectionFailed(
             f"the MCP server at {server.authority} answered HTTP {status} to the MCP handshake; check the URL"

@@ -33,8 +33,9 @@ from corral.contracts.clock import now, parse_rfc3339
 from corral.contracts.rpc import GetObject, ListObjects, StoreOps
 from corral.credential_proxy.credential_match import best_mcp_match, host_allowed
 from corral.credential_proxy.credentials import StoreCall
-from corral.credential_proxy.oauth_refresh import Refresher
-from corral.credential_proxy.secret_store import SecretStore, credential_path
+from corral.credential_proxy.mcp_clients import Caller, CredentialUnusable
+from corral.credential_proxy.oauth_refresh import Refresher, RefreshFailed
+from corral.credential_proxy.secret_store import SecretStore, SecretStoreUnavailable, credential_path
 
 #: An access token this close to its ``expires_at`` is refreshed before it is used.
 REFRESH_MARGIN: Final = timedelta(seconds=30)
@@ -178,3 +179,22 @@ class SessionCredentials:
             path = credential_path(workspace_id, credential.vault_id, credential.id)
             cached.secrets[credential.id] = await self.secrets.read(path)
         return cached.secrets[credential.id]
+
+
+@dataclass(frozen=True)
+class McpCredentials:
+    """The MCP client's ``Credentials`` seam, answered from the session's vaults."""
+
+    resolver: SessionCredentials
+
+    async def headers(self, caller: Caller, url: str, *, rejected: Mapping[str, str] | None = None) -> dict[str, str]:
+        try:
+            return await self.resolver.mcp_headers(
+                caller.workspace_id, caller.session_id, caller.vault_ids, url, rejected=rejected
+            )
+        except RefreshFailed as exc:
+            raise CredentialUnusable(str(exc)) from None
+        except SecretStoreUnavailable as exc:
+            raise CredentialUnusable(f"the session's credentials cannot be read: {exc}; retry shortly") from None
+        except ApiError as exc:
+            raise CredentialUnusable(f"the session's vaults cannot be read: {exc.message}") from None

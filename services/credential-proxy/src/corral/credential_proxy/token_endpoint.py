@@ -1,7 +1,8 @@
 """One ``POST`` to an OAuth token endpoint, under the destination rules (tenants choose the URL).
 
-The endpoint's host is vetted (``Vet``: resolved once, every address checked against the address
-rules, the operator's admitted destinations excepted) and the connection goes to those vetted
+The endpoint's host is vetted as an MCP server's is (``rules_vet``: resolved once, every address
+checked against the address rules, the destinations the operator admits with
+``CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS`` excepted) and the connection goes to those vetted
 addresses only, never to the name again; TLS verifies the certificate against the URL's name.
 Redirects are not followed (RFC 6749 token requests are not redirected), the answer is read up to
 ``max_bytes`` and the whole exchange is bounded by ``timeout_s``. The form and headers carry secrets:
@@ -19,10 +20,8 @@ from urllib.parse import urlencode, urlsplit
 
 import httpcore
 
-from corral.credential_proxy.destinations import OwnAddresses, Refused, Resolve, Unreachable, system_resolve, vet
-from corral.credential_proxy.hosts import BadHost, HostRules, IPAddress, parse_host
-from corral.credential_proxy.http_head import Destination
-from corral.credential_proxy.settings import EgressSettings
+from corral.credential_proxy.hosts import BadHost, IPAddress, parse_host
+from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules
 
 
 class EndpointUnusable(Exception):
@@ -33,25 +32,15 @@ Vet = Callable[[str | IPAddress, int], Awaitable[tuple[IPAddress, ...]]]
 """The addresses to connect to for ``host:port``, each allowed; raises ``EndpointUnusable`` saying why."""
 
 
-def egress_vet(egress: EgressSettings, own_addresses: OwnAddresses, resolve: Resolve = system_resolve) -> Vet:
-    """The sandbox egress rules with every host name allowed (as ``web_fetch`` uses them): the port is
-    one of ``CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS`` and every address passes the address rules unless
-    ``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES`` holds it."""
+def rules_vet(rules: Rules) -> Vet:
+    """The MCP client's destination rules (``mcp_destinations``): any port, every address must pass the
+    address rules unless the operator admits ``host:port`` in ``CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS``."""
 
     async def vetted(host: str | IPAddress, port: int) -> tuple[IPAddress, ...]:
         try:
-            found = await vet(
-                Destination(host=host, port=port),
-                HostRules(any_host=True),
-                ports=egress.ports,
-                resolve=resolve,
-                timeout_s=egress.connect_timeout_s,
-                own_addresses=own_addresses,
-                allow_addresses=egress.allow_addresses,
-            )
-        except (Refused, Unreachable) as exc:
-            raise EndpointUnusable(f"the token endpoint is refused: {exc}") from None
-        return found.addresses
+            return await rules.vet(host, port, what="token endpoint")
+        except DestinationRefused as exc:
+            raise EndpointUnusable(str(exc)) from None
 
     return vetted
 
