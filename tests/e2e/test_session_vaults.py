@@ -68,7 +68,7 @@ async def test_another_workspaces_vault_is_not_found(
     stack: Stack, client: anthropic.AsyncAnthropic, agent_env: tuple[str, str]
 ) -> None:
     agent_id, env_id = agent_env
-    async with await other_workspace_client(stack) as other:
+    async with await other_workspace_client(stack, "wrkspc_session_vaults") as other:
         theirs = await other.beta.vaults.create(display_name="theirs")
         with pytest.raises(anthropic.NotFoundError) as refused:
             await client.beta.sessions.create(agent=agent_id, environment_id=env_id, vault_ids=[theirs.id])

@@ -9,17 +9,9 @@ authentication refusal is not retried over SSE.
 before the SDK runs (a refusal is ``DestinationRefused``) and only vetted addresses are connected to
 (``mcp_destinations``). Proxies from the environment (``HTTP_PROXY``) are never used.
 
-**Credentials.** ``Credentials`` is the seam where a session's vault credentials are matched to a
-server URL and become request headers (a bearer token); ``session_credentials.McpCredentials`` reads
-them from the session's vaults in its workspace (``NO_CREDENTIALS`` adds none). They are asked for
-**every HTTP request** of a connection (an ``httpx`` auth flow, ``_VaultAuth``; answered from a short
-cache), so a pooled connection picks up a refreshed token, and an ``mcp_oauth`` token past its
-``expires_at`` is refreshed before it is sent. When the server answers 401 to a request that carried
-credentials, they are asked again with ``rejected`` set to what was refused: an ``mcp_oauth`` token is
-then refreshed and the request is sent once more with the new token (once: a second 401 stands). A
-401 or 403 that stands is ``McpAuthenticationFailed``, its message saying why the credential could
-not be used when that is known (``CredentialUnusable``, e.g. the token endpoint refused the refresh).
-Headers are never logged.
+**Credentials.** Every request of a connection is authenticated by ``mcp_auth.VaultAuth`` from the
+session's vault credentials (a 401 refreshes an ``mcp_oauth`` token and resends once); a 401 or 403
+that stands is ``McpAuthenticationFailed``, saying why the credential could not be used when known.
 
 **Lifetimes.** Each connection lives in a task of ``McpClients.running()``'s task group (the SDK's
 transports must be entered and left by one task): it opens the connection, serves calls until it is
@@ -36,9 +28,9 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 import mcp_types
@@ -48,6 +40,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from corral.contracts.mcp import McpTool, McpToolOutcome
+from corral.credential_proxy.mcp_auth import NO_CREDENTIALS, Caller, Credentials, VaultAuth
 from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules, ServerUrl, VettedBackend, parse_url
 
 logger = logging.getLogger(__name__)
@@ -64,90 +57,6 @@ class McpConnectionFailed(Exception):
 
 class McpAuthenticationFailed(Exception):
     """The server refused the request (HTTP 401 or 403)."""
-
-
-class CredentialUnusable(Exception):
-    """The session's credential for the server could not be used (a refresh failed, OpenBao is down);
-    the message says why and names the credential, never a value."""
-
-
-@dataclass(frozen=True)
-class Caller:
-    """On whose behalf a connection is made: the session, its workspace and its vaults."""
-
-    workspace_id: str
-    session_id: str
-    vault_ids: tuple[str, ...]
-
-
-class Credentials(Protocol):
-    """Request headers that authenticate the session to the server at ``url``.
-
-    Matched from the session's vaults, in its workspace, by URL (``static_bearer`` and ``mcp_oauth``
-    credentials give ``Authorization: Bearer ...``); ``rejected`` is what the server just answered
-    401 to (refresh if that can help). The value must never be logged or returned to the caller.
-
-    Raises:
-        CredentialUnusable: the matching credential cannot be used.
-    """
-
-    async def headers(
-        self, caller: Caller, url: str, *, rejected: Mapping[str, str] | None = None
-    ) -> dict[str, str]: ...
-
-
-class _NoCredentials:
-    """Every server is reached without authentication."""
-
-    async def headers(
-        self,
-        caller: Caller,  # noqa: ARG002
-        url: str,  # noqa: ARG002
-        *,
-        rejected: Mapping[str, str] | None = None,  # noqa: ARG002
-    ) -> dict[str, str]:
-        return {}
-
-
-NO_CREDENTIALS: Credentials = _NoCredentials()
-
-
-class _VaultAuth(httpx2.Auth):
-    """Every request of one connection carries the session's credentials for the server, asked for
-    per request; a 401 to a request that carried some asks again (``rejected``) and resends once."""
-
-    requires_request_body = True  # so the request can be sent again after a 401
-
-    def __init__(self, credentials: Credentials, caller: Caller, url: str, connection: _Connection) -> None:
-        self._credentials, self._caller, self._url, self._connection = credentials, caller, url, connection
-
-    async def _headers(self, rejected: Mapping[str, str] | None) -> dict[str, str] | None:
-        try:
-            headers = await self._credentials.headers(self._caller, self._url, rejected=rejected)
-        except CredentialUnusable as exc:
-            self._connection.auth_problem = str(exc)
-            logger.warning(
-                "MCP credential unusable",
-                extra={"fields": {"session_id": self._caller.session_id, "error": str(exc)}},
-            )
-            return None
-        self._connection.auth_problem = None
-        return headers
-
-    async def async_auth_flow(self, request: httpx2.Request) -> AsyncGenerator[httpx2.Request, httpx2.Response]:
-        await request.aread()
-        headers = await self._headers(None) or {}
-        request.headers.update(headers)
-        response = yield request
-        if response.status_code != 401 or not headers:
-            return
-        again = await self._headers(headers)
-        if not again or again == headers:
-            return
-        request.headers.update(again)
-        response = yield request
-        if response.status_code < 400:
-            self._connection.refused_status = None  # the refused attempt is not the connection's state
 
 
 @dataclass(frozen=True)
@@ -171,8 +80,8 @@ class _Connection:
     failure: BaseException | None = None
     refused_status: int | None = None
     """The last HTTP status >= 400 the server answered (401/403: authentication)."""
-    auth_problem: str | None = None
-    """Why the session's credential could not be used, when it could not (``CredentialUnusable``)."""
+    auth: VaultAuth | None = None
+    """How its requests authenticate; ``auth.problem`` says why the credential could not be used."""
     task: asyncio.Task[None] | None = None
 
 
@@ -262,7 +171,7 @@ class McpClients:
             if connection.refused_status in (401, 403):
                 self._drop(connection)
                 raise McpAuthenticationFailed(
-                    _auth_message(server, connection.refused_status, connection.auth_problem)
+                    _auth_message(server, connection.refused_status, _problem(connection))
                 ) from None
             raise McpConnectionFailed(
                 f"the MCP server at {server.authority} answered an error while {doing}: {exc.message}"
@@ -285,7 +194,8 @@ class McpClients:
             backend = VettedBackend(self._rules, connect_timeout_s=self._timeouts.connect_s)
             await backend.pin(server.host, server.port)  # DestinationRefused before any connection
             connection = _Connection(key=key)
-            auth = _VaultAuth(self._credentials, caller, server.url, connection)
+            auth = VaultAuth(self._credentials, caller, server.url, recovered=lambda: _clear_status(connection))
+            connection.auth = auth
             self._connections[key] = connection
             connection.task = self._tg.create_task(self._hold(connection, server, backend, auth))
         try:
@@ -300,7 +210,7 @@ class McpClients:
         if connection.failure is not None:
             failure = connection.failure
             self._drop(connection)
-            raise _explain(failure, server, connection.refused_status, connection.auth_problem)
+            raise _explain(failure, server, connection.refused_status, _problem(connection))
         return connection
 
     def _drop(self, connection: _Connection) -> None:
@@ -308,7 +218,7 @@ class McpClients:
         if self._connections.get(connection.key) is connection:
             del self._connections[connection.key]
 
-    async def _hold(self, connection: _Connection, server: ServerUrl, backend: VettedBackend, auth: _VaultAuth) -> None:
+    async def _hold(self, connection: _Connection, server: ServerUrl, backend: VettedBackend, auth: VaultAuth) -> None:
         """Open the connection (streamable HTTP, else SSE), serve it until it is closed, close it."""
         fields = {"session_id": connection.key[0], "server": server.authority}
         for transport in ("streamable_http", "sse"):
@@ -340,7 +250,7 @@ class McpClients:
         connection: _Connection,
         server: ServerUrl,
         backend: VettedBackend,
-        auth: _VaultAuth,
+        auth: VaultAuth,
         transport: str,
     ) -> AsyncIterator[ClientSession]:
         async def note_status(response: httpx2.Response) -> None:
@@ -410,6 +320,14 @@ def _vetted_pool(backend: VettedBackend) -> Any:
     return httpcore2.AsyncConnectionPool(
         ssl_context=httpx2.create_ssl_context(trust_env=False), network_backend=backend, http1=True, http2=False
     )
+
+
+def _problem(connection: _Connection) -> str | None:
+    return connection.auth.problem if connection.auth is not None else None
+
+
+def _clear_status(connection: _Connection) -> None:
+    connection.refused_status = None
 
 
 def _auth_message(server: ServerUrl, status: int | None, problem: str | None = None) -> str:

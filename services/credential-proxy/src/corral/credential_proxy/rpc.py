@@ -45,7 +45,8 @@ from corral.contracts.rpc import Health
 from corral.contracts.web import WebOps
 from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
-from corral.credential_proxy.mcp_clients import Caller, McpAuthenticationFailed, McpClients, McpConnectionFailed
+from corral.credential_proxy.mcp_auth import Caller
+from corral.credential_proxy.mcp_clients import McpAuthenticationFailed, McpClients, McpConnectionFailed
 from corral.credential_proxy.mcp_destinations import DestinationRefused
 from corral.credential_proxy.proxy import CannotListen
 from corral.credential_proxy.secret_store import SecretStoreUnavailable

@@ -33,7 +33,7 @@ from corral.contracts.clock import now, parse_rfc3339
 from corral.contracts.rpc import GetObject, ListObjects, StoreOps
 from corral.credential_proxy.credential_match import best_mcp_match, host_allowed
 from corral.credential_proxy.credentials import StoreCall
-from corral.credential_proxy.mcp_clients import Caller, CredentialUnusable
+from corral.credential_proxy.mcp_auth import Caller, CredentialUnusable
 from corral.credential_proxy.oauth_refresh import Refresher, RefreshFailed
 from corral.credential_proxy.secret_store import SecretStore, SecretStoreUnavailable, credential_path
 
