@@ -14,8 +14,20 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import credentials, egress, idempotency, log, mcp, rpc, sandbox, subjects, web
-from corral.contracts.api import agents, environments, event_params, events, sessions, vaults
+from corral.contracts import (
+    admin_rpc,
+    credentials,
+    egress,
+    idempotency,
+    log,
+    mcp,
+    repositories,
+    rpc,
+    sandbox,
+    subjects,
+    web,
+)
+from corral.contracts.api import admin, agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -34,6 +46,10 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.VaultUpdateParams,
         vaults.CredentialCreateParams,
         vaults.CredentialUpdateParams,
+        admin.WorkspaceCreateParams,
+        admin.WorkspaceUpdateParams,
+        admin.ApiKeyCreateParams,
+        admin.ApiKeyUpdateParams,
     ],
     "api/objects": [
         agents.Agent,
@@ -42,6 +58,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.Vault,
         vaults.Credential,
         vaults.CredentialValidation,
+        admin.Workspace,
+        admin.ApiKey,
         ErrorBody,
     ],
     "bus/rpc": [
@@ -49,6 +67,12 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ResolveKey,
         rpc.ResolvedKey,
         rpc.CreateApiKey,
+        admin_rpc.IssueApiKey,
+        admin_rpc.AdminCreate,
+        admin_rpc.AdminGet,
+        admin_rpc.AdminUpdate,
+        admin_rpc.AdminList,
+        admin_rpc.AdminPage,
         rpc.CreateObject,
         rpc.GetObject,
         rpc.UpdateObject,
@@ -78,6 +102,17 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         sandbox.Cancelled,
         sandbox.Release,
         sandbox.Released,
+    ],
+    "bus/repositories": [
+        repositories.RepositoryAccess,
+        repositories.RepositoryMount,
+        repositories.RegisterRepository,
+        repositories.RepositoryRegistered,
+        repositories.ForgetRepositories,
+        repositories.RepositoriesForgotten,
+        repositories.CheckRepository,
+        repositories.RepositoryChecked,
+        repositories.RepositoryFailure,
     ],
     "bus/egress": [
         egress.EgressPolicy,
@@ -130,6 +165,7 @@ def operation_catalogue() -> dict[str, Any]:
         *vars(mcp.McpOps).values(),
         *credentials.CredentialOps.ALL,
         *vars(web.WebOps).values(),
+        *vars(repositories.RepositoryOps).values(),
     )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
@@ -205,6 +241,10 @@ def subject_catalogue() -> dict[str, Any]:
             "web_rpc": {
                 "pattern": web.web_rpc("{op}"),
                 "payload": "bus/web/* -> bus/rpc/RpcReply",
+            },
+            "repositories_rpc": {
+                "pattern": repositories.repositories_rpc("{op}"),
+                "payload": "bus/repositories/* -> bus/rpc/RpcReply (core NATS only: register carries a token)",
             },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),

@@ -90,3 +90,13 @@ def test_the_openbao_ports_are_read_from_their_new_names_and_for_now_their_old_o
     assert (old.bao, old.bao_cluster) == (9300, 9400)
     assert "CORRAL_BAO_PORT is deprecated" in caplog.text and "set CORRAL_OPENBAO_PORT" in caplog.text
     assert read_ports({"CORRAL_OPENBAO_PORT": "9200", "CORRAL_BAO_PORT": "9300"}).bao == 9200
+
+
+def test_only_the_gateway_sends_repository_tokens_and_only_the_credential_proxy_receives_them() -> None:
+    permissions = service_permissions()
+    register = "corral.rpc.repositories.register"
+    senders = sorted(user for user, p in permissions.items() if register in p.publish)
+    assert senders == ["gateway"]
+    listeners = sorted(user for user, p in permissions.items() if "corral.rpc.repositories.*" in p.subscribe)
+    assert listeners == ["credential-proxy"]
+    assert "corral.rpc.repositories.check" in permissions["sandbox-manager"].publish

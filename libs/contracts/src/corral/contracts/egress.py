@@ -50,6 +50,7 @@ from typing import Annotated, Final, TypeVar
 from pydantic import AfterValidator, BaseModel, Field
 
 from corral.contracts.operation import Operation, operation
+from corral.contracts.repositories import RepositoryAccess
 from corral.contracts.rpc import Message
 
 # Subjects, queues and buckets are defined with every other name on the bus in ``subjects``.
@@ -156,6 +157,11 @@ class EgressPolicy(Message):
     allow_package_managers: bool = Field(
         default=False,
         description="also allow the public package registries (PyPI, npm, crates.io, RubyGems, the Go proxy, Debian)",
+    )
+    repositories: list[RepositoryAccess] = Field(
+        default_factory=list,
+        description="the session's repositories, reached through the git proxy at "
+        "http://git.corral.invalid/<resource_id> (corral.contracts.repositories), whatever allowed_hosts says",
     )
 
 

@@ -13,6 +13,8 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.contracts import subjects
+from corral.contracts.admin_rpc import AdminCreate, AdminGet, AdminList, AdminPage, AdminUpdate, IssueApiKey
+from corral.contracts.api.admin import KeyRole, RateLimit
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.operation import Operation, operation
 
@@ -22,6 +24,15 @@ class Op:
 
     AUTH_RESOLVE = "auth.resolve"
     API_KEYS_CREATE = "apikeys.create"
+    API_KEYS_ISSUE = "apikeys.issue"
+    API_KEYS_GET = "apikeys.get"
+    API_KEYS_UPDATE = "apikeys.update"
+    API_KEYS_LIST = "apikeys.list"
+    WORKSPACES_CREATE = "workspaces.create"
+    WORKSPACES_GET = "workspaces.get"
+    WORKSPACES_UPDATE = "workspaces.update"
+    WORKSPACES_LIST = "workspaces.list"
+    WORKSPACES_ARCHIVE = "workspaces.archive"
     AGENTS_CREATE = "agents.create"
     AGENTS_GET = "agents.get"
     AGENTS_UPDATE = "agents.update"
@@ -50,6 +61,7 @@ class Op:
     SESSIONS_LIST = "sessions.list"
     SESSIONS_ARCHIVE = "sessions.archive"
     SESSIONS_DELETE = "sessions.delete"
+    SESSIONS_RESOURCE_UPDATE = "sessions.resource_update"
     SESSIONS_CONTEXT = "sessions.context"
     EVENTS_APPEND = "events.append"
     EVENTS_LIST = "events.list"
@@ -79,14 +91,20 @@ class ResolveKey(Message):
 class ResolvedKey(Message):
     workspace_id: str
     key_id: str
+    role: KeyRole = "user"
+    #: The key's own rate limit; ``None``: the gateway's defaults.
+    rate_limit: RateLimit | None = None
 
 
 class CreateApiKey(Message):
-    """Register a key by its hash (the caller generates the key and shows it once)."""
+    """Register a key by its hash (the caller generates the key and shows it once); the launcher's
+    bootstrap keys. Registering a hash again returns the key it already is."""
 
     workspace_id: str
     key_sha256: str
     name: str = "default"
+    role: KeyRole = "user"
+    partial_key_hint: str | None = None
 
 
 # --- objects ---------------------------------------------------------------------------------------------
@@ -290,6 +308,15 @@ class StoreOps:
 
     AUTH_RESOLVE: Final = _store(Op.AUTH_RESOLVE, ResolveKey, ResolvedKey)
     API_KEYS_CREATE: Final = _store(Op.API_KEYS_CREATE, CreateApiKey, ResolvedKey)
+    API_KEYS_ISSUE: Final = _store(Op.API_KEYS_ISSUE, IssueApiKey, ApiObject)
+    API_KEYS_GET: Final = _store(Op.API_KEYS_GET, AdminGet, ApiObject)
+    API_KEYS_UPDATE: Final = _store(Op.API_KEYS_UPDATE, AdminUpdate, ApiObject)
+    API_KEYS_LIST: Final = _store(Op.API_KEYS_LIST, AdminList, AdminPage)
+    WORKSPACES_CREATE: Final = _store(Op.WORKSPACES_CREATE, AdminCreate, ApiObject)
+    WORKSPACES_GET: Final = _store(Op.WORKSPACES_GET, AdminGet, ApiObject)
+    WORKSPACES_UPDATE: Final = _store(Op.WORKSPACES_UPDATE, AdminUpdate, ApiObject)
+    WORKSPACES_LIST: Final = _store(Op.WORKSPACES_LIST, AdminList, AdminPage)
+    WORKSPACES_ARCHIVE: Final = _store(Op.WORKSPACES_ARCHIVE, AdminGet, ApiObject)
     AGENTS_CREATE: Final = _store(Op.AGENTS_CREATE, CreateObject, ApiObject)
     AGENTS_GET: Final = _store(Op.AGENTS_GET, GetObject, ApiObject)
     AGENTS_UPDATE: Final = _store(Op.AGENTS_UPDATE, UpdateObject, ApiObject)
@@ -320,6 +347,9 @@ class StoreOps:
     SESSIONS_LIST: Final = _store(Op.SESSIONS_LIST, ListObjects, Page)
     SESSIONS_ARCHIVE: Final = _store(Op.SESSIONS_ARCHIVE, ObjectAction, ApiObject)
     SESSIONS_DELETE: Final = _store(Op.SESSIONS_DELETE, ObjectAction, Deleted)
+    #: A repository's token was rotated (``params: {resource_id}``): its ``updated_at`` moves; the
+    #: token itself went to the credential-proxy, never here. Answers the resource.
+    SESSIONS_RESOURCE_UPDATE: Final = _store(Op.SESSIONS_RESOURCE_UPDATE, UpdateObject, ApiObject)
     #: The whole log in one answer: a long session's cannot be sent, and says so.
     SESSIONS_CONTEXT: Final = _store(Op.SESSIONS_CONTEXT, GetContext, SessionContext, bounded=True)
     EVENTS_APPEND: Final = _store(Op.EVENTS_APPEND, AppendEvents, Appended)
@@ -328,6 +358,15 @@ class StoreOps:
     ALL: Final[tuple[Operation[Any, Any], ...]] = (
         AUTH_RESOLVE,
         API_KEYS_CREATE,
+        API_KEYS_ISSUE,
+        API_KEYS_GET,
+        API_KEYS_UPDATE,
+        API_KEYS_LIST,
+        WORKSPACES_CREATE,
+        WORKSPACES_GET,
+        WORKSPACES_UPDATE,
+        WORKSPACES_LIST,
+        WORKSPACES_ARCHIVE,
         AGENTS_CREATE,
         AGENTS_GET,
         AGENTS_UPDATE,
@@ -356,6 +395,7 @@ class StoreOps:
         SESSIONS_LIST,
         SESSIONS_ARCHIVE,
         SESSIONS_DELETE,
+        SESSIONS_RESOURCE_UPDATE,
         SESSIONS_CONTEXT,
         EVENTS_APPEND,
         EVENTS_LIST,

@@ -24,7 +24,7 @@ def session_id_of(subject: str) -> str:
     return subject.rsplit(".", 1)[-1]
 
 
-# --- the catalog: agents, environments, API keys ----------------------------------------------------
+# --- the catalog: agents, environments, vaults, workspaces, API keys ----------------------------
 CATALOG_STREAM: Final = "CORRAL_CATALOG"
 CATALOG_WILDCARD: Final = "corral.catalog.>"
 
@@ -51,6 +51,11 @@ def api_key_log(key_id: str) -> str:
 
 
 API_KEYS_WILDCARD: Final = api_key_log("*")
+"""Every API key's records: what each gateway follows to refuse a revoked key at once."""
+
+
+def workspace_log(workspace_id: str) -> str:
+    return f"corral.catalog.workspaces.{workspace_id}"
 
 
 # --- harness wake-ups (work queue) -------------------------------------------------------------------
@@ -157,6 +162,16 @@ WEB_RPC_WILDCARD: Final = "corral.rpc.web.>"
 def web_rpc(op: str) -> str:
     """Request subject of a web tool operation (``fetch`` -> ``corral.rpc.web.fetch``)."""
     return f"corral.rpc.web.{op}"
+
+
+# --- the credential-proxy's repositories ----------------------------------------------------------
+REPOSITORIES_QUEUE: Final = "credential-proxy"
+REPOSITORIES_RPC_WILDCARD: Final = "corral.rpc.repositories.>"
+
+
+def repositories_rpc(op: str) -> str:
+    """Request subject of a repository operation (``register`` -> ``corral.rpc.repositories.register``)."""
+    return f"corral.rpc.repositories.{op}"
 
 
 # --- health ----------------------------------------------------------------------------------------

@@ -185,8 +185,11 @@ def service_permissions() -> dict[str, Permissions]:
             publish=_unique(
                 gateway_store_ops(),
                 [subjects.health("*")],
+                # a repository's token, straight to the credential-proxy (never the session-store)
+                [subjects.repositories_rpc("register"), subjects.repositories_rpc("forget")],
                 stream_read(subjects.SESSIONS_STREAM),
                 kv_write(subjects.IDEMPOTENCY_BUCKET),
+                stream_read(subjects.CATALOG_STREAM),  # follows the API keys' records (revocations)
                 [op.subject for op in CredentialOps.ALL],
                 bodies(),
             ),
@@ -235,7 +238,7 @@ def service_permissions() -> dict[str, Permissions]:
                 objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry, each written once
                 kv_write(SANDBOXES_BUCKET),
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
-                [egress_rpc("*"), execute_heartbeat("*", "*")],
+                [egress_rpc("*"), execute_heartbeat("*", "*"), subjects.repositories_rpc("check")],
                 bodies(),
             ),
             subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),
@@ -245,6 +248,7 @@ def service_permissions() -> dict[str, Permissions]:
             subscribe=(
                 egress_rpc("*"),
                 mcp_rpc("*"),
+                subjects.repositories_rpc("*"),
                 subjects.CREDENTIALS_RPC_WILDCARD,
                 web_rpc("*"),
                 subjects.health("credential-proxy"),

@@ -1,13 +1,14 @@
 """The credential-proxy's composition root: this machine's interface addresses (which egress never
 reaches; the service does not start when they cannot be read) -> the OpenBao login (AppRole, its
 token kept fresh by a task until the stop, then revoked; a failed login is retried and shown by
-health, it does not stop the service) -> bus, egress grants -> the egress
-proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from their grants;
-none when it is unset) -> the MCP client's connection pool -> the credential secret store (OpenBao) -> the
-web tools (``web_fetch`` under the same destination rules, ``web_search`` through the configured backend,
-if any) -> serving ``corral.rpc.egress.*``, ``corral.rpc.mcp.*``, ``corral.rpc.credentials.*``,
-``corral.rpc.web.*`` and health. It is ready once the grants are
-restored and requests are served.
+health, it does not stop the service) -> bus, egress grants -> session repositories (their tokens in
+OpenBao) and the git proxy every egress socket hands ``git.corral.invalid`` requests to -> the egress
+proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from
+their grants; none when it is unset) -> the MCP client's connection pool -> the credential secret store
+(OpenBao) -> the web tools (``web_fetch`` under the same destination rules, ``web_search`` through the
+configured backend, if any) -> serving ``corral.rpc.egress.*``, ``corral.rpc.mcp.*``,
+``corral.rpc.credentials.*``, ``corral.rpc.web.*``, ``corral.rpc.repositories.*`` and health. It is
+ready once the grants are restored and requests are served.
 """
 
 from __future__ import annotations
@@ -16,13 +17,17 @@ import logging
 
 from corral.bus import Bus, StreamMismatch, instance_name
 from corral.credential_proxy.credentials import Credentials
+from corral.credential_proxy.destinations import system_resolve
 from corral.credential_proxy.egress import Egress
+from corral.credential_proxy.gitproxy import GitProxy
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
 from corral.credential_proxy.interfaces import OwnAddresses
 from corral.credential_proxy.mcp_clients import McpClients, Timeouts
 from corral.credential_proxy.mcp_destinations import Rules
 from corral.credential_proxy.oauth_refresh import Refresher
+from corral.credential_proxy.repositories import Repositories
+from corral.credential_proxy.repository_rpc import repository_operations
 from corral.credential_proxy.rpc import Service, serve_all, store_caller
 from corral.credential_proxy.secret_store import SecretStore
 from corral.credential_proxy.session_credentials import McpCredentials, SessionCredentials
@@ -46,7 +51,11 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
     except StreamMismatch as exc:  # CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S changed since the bucket was made
         raise Refused(str(exc)) from None
-    egress = await stack.enter_async_context(Egress(settings.egress, grants, own_addresses=own.current).running())
+    repositories = Repositories(vault, settings.git, settings.egress, resolve=system_resolve, own_addresses=own.current)
+    git = GitProxy(repositories, idle_timeout_s=settings.egress.idle_timeout_s)
+    egress = await stack.enter_async_context(
+        Egress(settings.egress, grants, own_addresses=own.current, git=git).running()
+    )
     await egress.restore()
     mcp_settings = settings.mcp
     rules = Rules(
@@ -77,6 +86,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         mcp=mcp,
     )
     await stack.enter_async_context(serve_all(bus, service))
+    await stack.enter_async_context(repository_operations(repositories).serve(bus))
     state = await vault.probe(settings.health_probe_timeout_s)
     life.ready(
         instance=instance,

@@ -24,6 +24,7 @@ from typing import Final
 from corral.contracts import ids
 from corral.contracts.egress import EGRESS_SOCKET_NAME, SESSION_ID_PATTERN, EgressPolicy
 from corral.credential_proxy.destinations import Open, OwnAddresses, Resolve, open_tcp, system_resolve
+from corral.credential_proxy.gitproxy import GitProxy
 from corral.credential_proxy.grants import Grants, UnreadableGrant
 from corral.credential_proxy.proxy import MAX_SOCKET_PATH, CannotListen, Listener, SessionProxy, remove_directory
 from corral.credential_proxy.settings import EgressSettings
@@ -61,8 +62,10 @@ class Egress:
         own_addresses: OwnAddresses,
         resolve: Resolve = system_resolve,
         open_connection: Open = open_tcp,
+        git: GitProxy | None = None,
     ) -> None:
         self._settings = settings
+        self._git = git
         self._grants = grants
         self._own_addresses = own_addresses
         self._resolve = resolve
@@ -198,6 +201,7 @@ class Egress:
             resolve=self._resolve,
             open_connection=self._open,
             own_addresses=self._own_addresses,
+            git=self._git,
         )
         listener = Listener.bind(proxy, directory)
         task = self._tasks.create_task(listener.serve(), name=f"egress-{session_id}")

@@ -5,10 +5,11 @@ AppRole login (``ROLE_ID`` + ``SECRET_ID``, what ``make up`` gives) or a fixed `
 
 Its own knobs are ``CORRAL_CREDENTIAL_PROXY_*``: the egress proxies under
 ``CORRAL_CREDENTIAL_PROXY_EGRESS_*`` (``EgressSettings``; without ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``
-this deployment serves no egress), the MCP client under ``CORRAL_CREDENTIAL_PROXY_MCP_*`` (``McpSettings``)
-and the destinations it may reach despite the address rules, ``CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS``
-(``DestinationSettings``). The egress knobs' old names, ``CORRAL_EGRESS_*``, still work for one
-release, with a deprecation warning.
+this deployment serves no egress), the git proxy for session repositories under
+``CORRAL_CREDENTIAL_PROXY_GIT_*`` (``GitSettings``), the MCP client under
+``CORRAL_CREDENTIAL_PROXY_MCP_*`` (``McpSettings``) and the destinations it may reach despite the
+address rules, ``CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS`` (``DestinationSettings``). The egress
+knobs' old names, ``CORRAL_EGRESS_*``, still work for one release, with a deprecation warning.
 """
 
 from __future__ import annotations
@@ -29,6 +30,25 @@ EGRESS_PREFIX = "CORRAL_CREDENTIAL_PROXY_EGRESS_"
 def _egress(field: str) -> AliasChoices:
     """``CORRAL_CREDENTIAL_PROXY_EGRESS_<FIELD>``, else (deprecated) ``CORRAL_EGRESS_<FIELD>``."""
     return renamed(f"{EGRESS_PREFIX}{field.upper()}", f"CORRAL_EGRESS_{field.upper()}")
+
+
+def addresses_as_networks(value: object) -> object:
+    """A JSON list of addresses and networks as ``ip_network``s (IPv4-mapped forms refused)."""
+    if not isinstance(value, list | tuple):
+        return value
+    networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+    for entry in value:
+        try:
+            network = ipaddress.ip_network(entry)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(
+                f"allow_addresses: {entry!r} is not an IP address or network ({exc}); write e.g. "
+                '"203.0.113.80" or "198.51.100.0/24" (no host bits set after the prefix)'
+            ) from None
+        if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
+            raise ValueError(f"allow_addresses: write {entry!r} in its IPv4 form")
+        networks.append(network)
+    return tuple(networks)
 
 
 class EgressSettings(BaseSettings):
@@ -107,21 +127,7 @@ class EgressSettings(BaseSettings):
     @field_validator("allow_addresses", mode="before")
     @classmethod
     def _addresses_as_networks(cls, value: object) -> object:
-        if not isinstance(value, list | tuple):
-            return value
-        networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for entry in value:
-            try:
-                network = ipaddress.ip_network(entry)
-            except (TypeError, ValueError) as exc:
-                raise ValueError(
-                    f"allow_addresses: {entry!r} is not an IP address or network ({exc}); write e.g. "
-                    '"203.0.113.80" or "198.51.100.0/24" (no host bits set after the prefix)'
-                ) from None
-            if isinstance(network, ipaddress.IPv6Network) and network.network_address.ipv4_mapped is not None:
-                raise ValueError(f"allow_addresses: write {entry!r} in its IPv4 form")
-            networks.append(network)
-        return tuple(networks)
+        return addresses_as_networks(value)
 
     @field_validator("ports")
     @classmethod
@@ -130,6 +136,62 @@ class EgressSettings(BaseSettings):
         if bad:
             raise ValueError(f"ports must be 1-65535, got {bad}")
         return ports
+
+
+GIT_PREFIX = "CORRAL_CREDENTIAL_PROXY_GIT_"
+
+
+class GitSettings(BaseSettings):
+    """The git smart-HTTP proxy for session repositories (``CORRAL_CREDENTIAL_PROXY_GIT_<FIELD>``)."""
+
+    model_config = SettingsConfigDict(env_prefix=GIT_PREFIX, frozen=True, extra="ignore", populate_by_name=True)
+
+    hosts: tuple[str, ...] = Field(
+        default=("github.com",),
+        description="hosts repositories may be cloned from and pushed to, as JSON: a name, or name:port for a "
+        "port other than the scheme's (CORRAL_CREDENTIAL_PROXY_GIT_HOSTS='[\"github.com\", "
+        '"git.example.com:8443"]\'); GitHub Enterprise or any git smart-HTTP server. Addresses they resolve '
+        "to must still pass the egress address rules (CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES admits "
+        "private ones)",
+    )
+    ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of the CA certificates repository hosts are verified with (a GitHub Enterprise "
+        "server's private CA); unset: the system's",
+    )
+    allow_addresses: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = Field(
+        default=(),
+        description="addresses and networks repository hosts may resolve to although the egress address rules "
+        "refuse them (a GitHub Enterprise server on a private network, a test's git server on loopback), as JSON "
+        "(CORRAL_CREDENTIAL_PROXY_GIT_ALLOW_ADDRESSES='[\"10.0.8.20\"]'); only the git proxy's connections to "
+        "the hosts in CORRAL_CREDENTIAL_PROXY_GIT_HOSTS use it, never a sandbox's own egress",
+    )
+    timeout_s: float = Field(
+        default=30.0, gt=0, description="longest wait for a repository host's answer to a check or a request's head"
+    )
+
+    @field_validator("allow_addresses", mode="before")
+    @classmethod
+    def _addresses_as_networks(cls, value: object) -> object:
+        return addresses_as_networks(value)
+
+    @field_validator("ca_file", mode="before")
+    @classmethod
+    def _empty_ca_is_unset(cls, value: object) -> object:
+        return None if value == "" else value
+
+    @field_validator("hosts")
+    @classmethod
+    def _lower_hosts(cls, hosts: tuple[str, ...]) -> tuple[str, ...]:
+        cleaned = []
+        for entry in hosts:
+            host, colon, port = entry.strip().lower().rpartition(":")
+            if not colon:
+                host, port = port, ""
+            if not host or "/" in entry or "@" in entry or (port and not (port.isdigit() and 0 < int(port) < 65536)):
+                raise ValueError(f"hosts: {entry!r} is not a host name or host:port (e.g. github.com)")
+            cleaned.append(f"{host}:{port}" if port else host)
+        return tuple(cleaned)
 
 
 class McpSettings(BaseSettings):
@@ -274,6 +336,7 @@ class Settings(BaseSettings):
         description="deadline of each dependency check behind a health answer",
     )
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    git: GitSettings = Field(default_factory=GitSettings)
     web: WebSettings = Field(default_factory=WebSettings)
     mcp: McpSettings = Field(default_factory=McpSettings)
     destinations: DestinationSettings = Field(default_factory=DestinationSettings)

@@ -92,8 +92,12 @@ def agent_message(event_id: str, texts: Sequence[str]) -> HarnessEvent:
     return AgentMessage(id=event_id, content=[{"type": "text", "text": text} for text in texts])
 
 
-def session_error(error_type: SessionErrorType, message: str, retry_status: RetryStatus) -> HarnessEvent:
-    body = SessionErrorBody(type=error_type, message=message, retry_status=RetryStatusObj(type=retry_status))
+def session_error(
+    error_type: SessionErrorType, message: str, retry_status: RetryStatus, *, repository_url: str | None = None
+) -> HarnessEvent:
+    body = SessionErrorBody(
+        type=error_type, message=message, retry_status=RetryStatusObj(type=retry_status), repository_url=repository_url
+    )
     return SessionError(id=new_event_id(), error=body)
 
 

@@ -151,7 +151,7 @@ class SessionFold:
                 self.session["status"] = _STATUS_OF[record.type]
                 self._event(decoded)
             case api.SessionUpdated():
-                for key in ("title", "metadata", "agent", "budget"):
+                for key in ("title", "metadata", "agent", "budget", "resources"):
                     nullable = key in ("title", "budget")
                     if key in record.model_fields_set and (getattr(record, key) is not None or nullable):
                         self.session[key] = decoded.raw[key]

@@ -12,10 +12,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from corral.contracts import rpc
 from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent
 from corral.contracts.mcp import McpTool
+from corral.contracts.repositories import RepositoryMount
 from corral.harness.lease import HeldLease
 from corral.harness.sessionlog import SessionLog
 from corral.harness.store import Store
@@ -36,6 +39,27 @@ def agent_of(session: dict[str, Any]) -> dict[str, Any]:
     """The session's agent snapshot (empty when the log names none)."""
     snapshot = session.get("agent")
     return snapshot if isinstance(snapshot, dict) else {}
+
+
+def repositories_of(session: dict[str, Any]) -> list[RepositoryMount]:
+    """The session's ``github_repository`` resources, as the sandbox-manager clones them (metadata only:
+    the session log never holds a token)."""
+    mounts: list[RepositoryMount] = []
+    for resource in session.get("resources") or []:
+        if not isinstance(resource, dict) or resource.get("type") != "github_repository":
+            continue
+        try:
+            mounts.append(
+                RepositoryMount(
+                    resource_id=resource["id"],
+                    url=resource["url"],
+                    mount_path=resource["mount_path"],
+                    checkout=resource.get("checkout"),
+                )
+            )
+        except (KeyError, ValidationError):
+            continue  # written by another version: not cloned, the session goes on
+    return mounts
 
 
 @dataclass

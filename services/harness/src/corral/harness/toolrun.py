@@ -30,7 +30,7 @@ from corral.harness.environments import Environments
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.mcp import McpTools, mcp_unavailable
-from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields
+from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields, repositories_of
 from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.tools import toolbox
 from corral.harness.webtools import WEB_TOOLS, Web, run_web_tool
@@ -83,7 +83,7 @@ class ToolRunner:
                 agent = agent_of(run.log.fold.session)
                 batch = [await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)]
             else:
-                batch = [await self._execute(run.session_id, environment, call, turn.interrupted)]
+                batch = await self._execute(run.session_id, environment, call, turn.interrupted, run.log.fold)
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
             last_seq = (await run.append(batch)).last_seq
         return last_seq
@@ -96,18 +96,28 @@ class ToolRunner:
         return turn.environment
 
     async def _execute(
-        self, session_id: str, environment: Environment | None, call: ToolCall, interrupted: asyncio.Event
-    ) -> HarnessEvent:
+        self,
+        session_id: str,
+        environment: Environment | None,
+        call: ToolCall,
+        interrupted: asyncio.Event,
+        fold: SessionFold,
+    ) -> list[HarnessEvent]:
         """The ``agent.tool_result`` of one call: the sandbox's outcome, an error the model can act on
-        when the sandbox could not take the call, or "interrupted" (after a ``Cancel``)."""
+        when the sandbox could not take the call, or "interrupted" (after a ``Cancel``); preceded by a
+        ``session.error`` for each repository the call's provisioning could not clone."""
         if self._sandbox is None:
-            return events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
+            return [
+                events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
+            ]
         if environment is None:
-            return events.tool_error(
-                call.id,
-                "The session's environment could not be read (it was deleted, or the catalog is unavailable), "
-                "so the tool could not run. Try again later.",
-            )
+            return [
+                events.tool_error(
+                    call.id,
+                    "The session's environment could not be read (it was deleted, or the catalog is unavailable), "
+                    "so the tool could not run. Try again later.",
+                )
+            ]
         request = sandbox.Execute(
             session_id=session_id,
             tool_use_id=call.id,
@@ -115,6 +125,7 @@ class ToolRunner:
             input=call.input,
             environment_id=environment.id,
             environment_config=environment.config,
+            repositories=repositories_of(fold.session),
         )
         started = time.monotonic()
         timeout_s = sandbox.execute_reply_timeout_s(_bash_timeout_ms(call))
@@ -123,11 +134,11 @@ class ToolRunner:
             outcome = await unless_interrupted(self._sandbox.execute(request, timeout_s=timeout_s), interrupted)
         except SandboxError as err:
             logger.warning("sandbox could not take the tool call: %s", err.message, extra={**fields, "code": err.code})
-            return events.tool_error(call.id, err.message)
+            return [events.tool_error(call.id, err.message)]
         if outcome is Stop.INTERRUPTED:
             logger.info("tool call interrupted", extra=fields)
             await self.cancel(session_id, call.id)
-            return events.tool_error(call.id, INTERRUPTED)
+            return [events.tool_error(call.id, INTERRUPTED)]
         logger.info(
             "tool call answered",
             extra=log_fields(
@@ -140,7 +151,13 @@ class ToolRunner:
             ),
         )
         content = [block.model_dump(mode="json") for block in outcome.content]
-        return events.tool_result(call.id, content, is_error=outcome.is_error)
+        # A repository that could not be cloned when this call provisioned the sandbox: the session goes
+        # on without it (retry_status ``retrying``, as the API defines these errors).
+        failures = [
+            events.session_error(f.type, f.message, "retrying", repository_url=f.url)
+            for f in outcome.repository_failures
+        ]
+        return [*failures, events.tool_result(call.id, content, is_error=outcome.is_error)]
 
     async def cancel(self, session_id: str, tool_use_id: str) -> None:
         """Ask the sandbox-manager to stop a running call (best effort: failures are logged)."""
@@ -166,7 +183,10 @@ class ToolRunner:
             logger.info("no environment to provision a sandbox from", extra=log_fields(session_id))
             return
         request = sandbox.Provision(
-            session_id=session_id, environment_id=environment.id, environment_config=environment.config
+            session_id=session_id,
+            environment_id=environment.id,
+            environment_config=environment.config,
+            repositories=repositories_of(fold.session),
         )
         turn.provisioning = asyncio.create_task(self._provision(request))
 

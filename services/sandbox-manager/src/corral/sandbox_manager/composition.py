@@ -27,6 +27,7 @@ from corral.sandbox_manager.images import EnvironmentImages, read_trusted_ca
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.reaper import Reaper
 from corral.sandbox_manager.records import SandboxRecords, ToolRecords
+from corral.sandbox_manager.repositories import BusRepositoryChecks
 from corral.sandbox_manager.rpc import Service, serve_all
 from corral.sandbox_manager.sandboxes import Launcher
 from corral.sandbox_manager.sessions import Sessions
@@ -83,7 +84,16 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         build_egress=EgressPolicy(allowed_hosts=list(box.environment_build_hosts), allow_package_managers=True),
     )
     stack.push_async_callback(pool.close)
-    sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images, egress=egress)
+    sessions = Sessions(
+        launcher,
+        pool,
+        sandbox_records,
+        engine,
+        box,
+        images=images,
+        egress=egress,
+        repositories=BusRepositoryChecks(bus),
+    )
     stack.push_async_callback(images.close)
     stack.push_async_callback(sessions.close)
     executions = Executions(sessions, tool_records, box)

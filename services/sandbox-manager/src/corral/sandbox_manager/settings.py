@@ -83,6 +83,9 @@ class SandboxSettings(BaseSettings):
     reply_grace_s: float = Field(
         default=10.0, gt=0, description="wait beyond a tool's timeout before the sandbox is declared unresponsive"
     )
+    clone_timeout_s: float = Field(
+        default=600.0, gt=0, description="longest a session repository's clone may take when its sandbox is provisioned"
+    )
     start_timeout_s: float = Field(default=30.0, gt=0, description="create + start + first answer of a container")
     provision_wait_s: float = Field(
         default=20.0,

@@ -172,6 +172,11 @@ SessionErrorType = Literal[
     "credential_host_unreachable_error",
     "tool_use_limit_reached_error",
     "compaction_limit_reached_error",
+    "repository_authentication_error",
+    "repository_forbidden_error",
+    "repository_not_found_error",
+    "repository_checkout_error",
+    "repository_clone_error",
 ]
 
 
@@ -183,6 +188,8 @@ class SessionErrorBody(Resource):
     type: SessionErrorType
     message: str
     retry_status: RetryStatusObj
+    repository_url: str | None = None
+    """Set for the ``repository_*_error`` types: the repository the error is about."""
     mcp_server_name: str | None = None
     """Set for ``mcp_connection_failed_error`` and ``mcp_authentication_failed_error``."""
 
@@ -225,6 +232,8 @@ class SessionUpdated(StoredEvent):
     metadata: dict[str, str] | None = None
     title: str | None = None
     budget: dict[str, Any] | None = None
+    #: The session's resources, whole, when one changed (a repository's token rotated: its ``updated_at``).
+    resources: list[dict[str, Any]] | None = None
 
 
 class MonetaryAmount(Resource):

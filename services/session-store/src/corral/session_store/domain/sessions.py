@@ -60,7 +60,7 @@ STATUS_FROM = {
 def apply_update(session: dict[str, Any], record: ev.SessionUpdated) -> None:
     """Fold a ``session.updated`` event (only changed fields; ``title`` and ``budget`` may be null)."""
     sent = record.model_fields_set
-    for key in ("title", "metadata", "agent", "budget"):
+    for key in ("title", "metadata", "agent", "budget", "resources"):
         value = getattr(record, key)
         if key in sent and (value is not None or key in ("title", "budget")):
             session[key] = value
