@@ -27,6 +27,7 @@ from corral.contracts.egress import (
     EgressOps,
     OpenEgress,
 )
+from corral.contracts.health import Health
 from corral.contracts.mcp import (
     MCP_AUTHENTICATION_FAILED,
     MCP_CONNECTION_FAILED,
@@ -41,7 +42,6 @@ from corral.contracts.mcp import (
     McpToolOutcome,
 )
 from corral.contracts.operation import Operation
-from corral.contracts.rpc import Health
 from corral.contracts.web import WebOps
 from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
