@@ -45,8 +45,9 @@ def as_served(spec: Spec, **changes: Any) -> dict[str, Any]:
             {
                 "type": "agent_toolset_20260401",
                 "default_config": {"enabled": True, "permission_policy": {"type": "always_allow"}},
-                "configs": [
-                    {"name": "bash", "type": "bash", "enabled": True, "permission_policy": {"type": "always_ask"}}
+                "configs": [  # the server lists every tool of the toolset, resolved
+                    {"name": "bash", "type": "bash", "enabled": True, "permission_policy": {"type": "always_ask"}},
+                    {"name": "read", "type": "read", "enabled": True, "permission_policy": {"type": "always_allow"}},
                 ],
             }
         ],
@@ -140,6 +141,15 @@ def test_model_shorthands_match_the_resolved_model(tmp_path: Path, model: Any, s
     spec = spec_of(tmp_path, AGENT_YAML)
     spec = Spec(kind="agent", path=spec.path, fields={**spec.fields, "model": model})
     assert "model" not in plan_update(spec, as_served(spec, model=served)).changed
+
+
+def test_a_toolset_config_is_compared_with_the_servers_config_of_that_name(tmp_path: Path) -> None:
+    spec = spec_of(tmp_path, AGENT_YAML)
+    served = as_served(spec)
+    served["tools"][0]["configs"].reverse()
+    assert plan_update(spec, served).unchanged
+    served["tools"][0]["configs"][1]["permission_policy"] = {"type": "always_allow"}  # bash, changed by hand
+    assert plan_update(spec, served).changed == ["tools"]
 
 
 def test_matches_compares_lists_whole_and_booleans_strictly() -> None:

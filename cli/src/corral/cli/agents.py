@@ -13,8 +13,8 @@ from rich.text import Text
 from corral.cli.context import client_of
 from corral.cli.failure import Failure
 from corral.cli.lookup import agent_named, find_agent
-from corral.cli.output import as_dict, as_yaml, out
-from corral.cli.specs import create_body, load_spec, plan_update
+from corral.cli.output import as_dict, as_yaml, out, when
+from corral.cli.specs import DIGEST_KEY, create_body, load_spec, plan_update
 
 app = typer.Typer(help="Agents: apply from YAML, list, show, compare versions.", no_args_is_help=True)
 
@@ -56,7 +56,7 @@ def list_agents(
     """The workspace's agents."""
     table = Table("name", "id", "version", "model", "updated", box=None, pad_edge=False)
     for agent in client_of(ctx).beta.agents.list(limit=100, include_archived=include_archived):
-        table.add_row(Text(agent.name), agent.id, str(agent.version), agent.model.id, str(agent.updated_at))
+        table.add_row(Text(agent.name), agent.id, str(agent.version), agent.model.id, when(agent.updated_at))
     out.print(table)
 
 
@@ -79,6 +79,13 @@ def get(
     out.print(as_yaml(_version(client, agent_named(client, name).id, version)), end="", markup=False)
 
 
+def _shown(version: dict[str, Any]) -> dict[str, Any]:
+    """A version as compared: without its bookkeeping, nor the digest ``apply`` keeps in metadata."""
+    shown = {k: v for k, v in version.items() if k not in _BOOKKEEPING}
+    shown["metadata"] = {k: v for k, v in (version.get("metadata") or {}).items() if k != DIGEST_KEY}
+    return shown
+
+
 @app.command()
 def diff(
     ctx: typer.Context,
@@ -97,8 +104,8 @@ def diff(
         raise Failure(f"agent {agent.name} has only version {newer['version']}: nothing to compare it with")
     older = _version(client, agent.id, old_number)
     lines = difflib.unified_diff(
-        as_yaml({k: v for k, v in older.items() if k not in _BOOKKEEPING}).splitlines(keepends=True),
-        as_yaml({k: v for k, v in newer.items() if k not in _BOOKKEEPING}).splitlines(keepends=True),
+        as_yaml(_shown(older)).splitlines(keepends=True),
+        as_yaml(_shown(newer)).splitlines(keepends=True),
         fromfile=f"{agent.name} version {older['version']}",
         tofile=f"{agent.name} version {newer['version']}",
     )

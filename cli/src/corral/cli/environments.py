@@ -11,7 +11,7 @@ from rich.text import Text
 
 from corral.cli.context import client_of
 from corral.cli.lookup import environment_named, find_environment
-from corral.cli.output import as_dict, as_yaml, out
+from corral.cli.output import as_dict, as_yaml, out, when
 from corral.cli.specs import create_body, load_spec, plan_update
 
 app = typer.Typer(help="Environments: apply from YAML, list, show.", no_args_is_help=True)
@@ -48,7 +48,7 @@ def list_environments(
     table = Table("name", "id", "networking", "updated", box=None, pad_edge=False)
     for env in client_of(ctx).beta.environments.list(limit=100, include_archived=include_archived):
         networking = getattr(getattr(env.config, "networking", None), "type", "-")
-        table.add_row(Text(env.name), env.id, str(networking), str(env.updated_at))
+        table.add_row(Text(env.name), env.id, str(networking), when(env.updated_at))
     out.print(table)
 
 

@@ -3,13 +3,23 @@ object is shown."""
 
 from __future__ import annotations
 
+import sys
+from datetime import datetime
 from typing import Any
 
 import yaml
 from rich.console import Console
 
-out = Console(highlight=False, soft_wrap=True)
+#: Piped output is not cut to a terminal's width: ids and tables stay whole for scripts.
+out = Console(highlight=False, soft_wrap=True, width=None if sys.stdout.isatty() else 10_000)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def when(value: Any) -> str:
+    """A timestamp to the second, in UTC as the API gives it."""
+    if isinstance(value, datetime):
+        return value.strftime("%Y-%m-%d %H:%M:%S")
+    return str(value or "")[:19].replace("T", " ")
 
 
 def as_dict(obj: Any) -> dict[str, Any]:

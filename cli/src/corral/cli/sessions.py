@@ -17,7 +17,7 @@ from rich.text import Text
 from corral.cli.context import client_of
 from corral.cli.failure import Failure
 from corral.cli.lookup import agent_named, environment_named
-from corral.cli.output import as_dict, as_yaml, err, out
+from corral.cli.output import as_dict, as_yaml, err, out, when
 from corral.cli.turn import Answer, TurnView, follow, one_line
 
 app = typer.Typer(help="Sessions: run a turn, follow, list, show, export the log.", no_args_is_help=True)
@@ -113,6 +113,7 @@ def list_sessions(
         list[str] | None, typer.Option("--status", help="Only sessions in this status (repeatable).")
     ] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 20,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only the ids, one a line.")] = False,
 ) -> None:
     """The workspace's sessions, newest first."""
     client = client_of(ctx)
@@ -124,9 +125,13 @@ def list_sessions(
     table = Table("id", "status", "agent", "title", "created", box=None, pad_edge=False)
     listed = client.beta.sessions.list(limit=min(limit, PAGE), **filters)
     for session in itertools.islice(listed, limit):
+        if quiet:
+            out.print(session.id)
+            continue
         agent_name = getattr(session.agent, "name", "") or ""
-        table.add_row(session.id, session.status, Text(agent_name), Text(session.title or ""), str(session.created_at))
-    out.print(table)
+        table.add_row(session.id, session.status, Text(agent_name), Text(session.title or ""), when(session.created_at))
+    if not quiet:
+        out.print(table)
 
 
 @app.command()
@@ -153,7 +158,7 @@ def export(
     except OSError as error:
         raise Failure(f"cannot write {output}: {error.strerror or error}") from None
     columns = (SpinnerColumn(), TextColumn("exporting {task.fields[session]}: {task.completed:.0f} events"))
-    with handle as sink, Progress(*columns, console=err, transient=True) as progress:
+    with handle as sink, Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as progress:
         task = progress.add_task("export", total=None, session=session_id)
         for event in client.beta.sessions.events.list(session_id, limit=PAGE, order="asc"):
             sink.write(json.dumps(as_dict(event), ensure_ascii=False, separators=(",", ":")) + "\n")

@@ -137,11 +137,27 @@ def normalise(name: str, value: Any) -> Any:
     return value
 
 
-def matches(desired: Any, actual: Any) -> bool:
+def _named(items: list[Any]) -> dict[str, Any] | None:
+    """A list of ``{name: ...}`` mappings by name (``None`` if it is not one)."""
+    if not all(isinstance(item, dict) and isinstance(item.get("name"), str) for item in items):
+        return None
+    return {item["name"]: item for item in items}
+
+
+def matches(desired: Any, actual: Any, *, key: str | None = None) -> bool:
     """Whether ``actual`` says everything ``desired`` says: mappings by the keys ``desired`` has,
-    lists element by element (same length, same order), anything else by equality."""
+    lists element by element (same length, same order), anything else by equality.
+
+    A toolset's ``configs`` are the exception: the server lists one per tool, resolved, so each
+    config the file gives is compared with the server's config of that name."""
     if isinstance(desired, dict):
-        return isinstance(actual, dict) and all(k in actual and matches(v, actual[k]) for k, v in desired.items())
+        return isinstance(actual, dict) and all(
+            k in actual and matches(v, actual[k], key=k) for k, v in desired.items()
+        )
+    if key == "configs" and isinstance(desired, list) and isinstance(actual, list):
+        wanted, served = _named(desired), _named(actual)
+        if wanted is not None and served is not None:
+            return all(name in served and matches(c, served[name]) for name, c in wanted.items())
     if isinstance(desired, list):
         return (
             isinstance(actual, list)

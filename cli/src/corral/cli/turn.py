@@ -112,7 +112,7 @@ class TurnView:
             style, label = ("red", "error") if getattr(event, "is_error", False) else ("green", "ok")
             out.print(Text(f"← {label}{more}: {one_line(result)}", style=style))
         elif kind == "user.tool_confirmation":
-            out.print(Text(f"  {event.result} ({event.tool_use_id})", style="dim"))
+            out.print(Text(f"  {event.result}", style="dim"))
         elif kind == "session.error":
             error = event.error
             out.print(Text(f"! {error.type}: {error.message}", style="red"))
