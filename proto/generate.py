@@ -15,8 +15,10 @@ from typing import Any
 from pydantic import BaseModel, TypeAdapter
 
 from corral.contracts import (
+    admin_rpc,
     credentials,
     egress,
+    health,
     idempotency,
     log,
     mcp,
@@ -26,7 +28,7 @@ from corral.contracts import (
     subjects,
     web,
 )
-from corral.contracts.api import agents, environments, event_params, events, sessions, vaults
+from corral.contracts.api import admin, agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -45,6 +47,10 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.VaultUpdateParams,
         vaults.CredentialCreateParams,
         vaults.CredentialUpdateParams,
+        admin.WorkspaceCreateParams,
+        admin.WorkspaceUpdateParams,
+        admin.ApiKeyCreateParams,
+        admin.ApiKeyUpdateParams,
     ],
     "api/objects": [
         agents.Agent,
@@ -53,6 +59,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         vaults.Vault,
         vaults.Credential,
         vaults.CredentialValidation,
+        admin.Workspace,
+        admin.ApiKey,
         ErrorBody,
     ],
     "bus/rpc": [
@@ -60,6 +68,12 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ResolveKey,
         rpc.ResolvedKey,
         rpc.CreateApiKey,
+        admin_rpc.IssueApiKey,
+        admin_rpc.AdminCreate,
+        admin_rpc.AdminGet,
+        admin_rpc.AdminUpdate,
+        admin_rpc.AdminList,
+        admin_rpc.AdminPage,
         rpc.CreateObject,
         rpc.GetObject,
         rpc.UpdateObject,
@@ -75,8 +89,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.GetContext,
         rpc.SessionContext,
         rpc.Wake,
-        rpc.HealthCheck,
-        rpc.Health,
+        health.HealthCheck,
+        health.Health,
     ],
     "bus/kv": [idempotency.IdempotencyRecord],
     "bus/sandbox": [
@@ -164,13 +178,13 @@ def operation_catalogue() -> dict[str, Any]:
             "bounded": op.bounded,
             "secret": op.secret,
         }
-    health = rpc.health_op("{service}")
-    described[health.subject] = {
+    probe = health.health_op("{service}")
+    described[probe.subject] = {
         "queue": "{service}",
-        "request": health.request.__name__,
-        "reply": health.reply_type.__name__,
-        "enveloped": health.enveloped,
-        "bounded": health.bounded,
+        "request": probe.request.__name__,
+        "reply": probe.reply_type.__name__,
+        "enveloped": probe.enveloped,
+        "bounded": probe.bounded,
     }
     return described
 

@@ -117,6 +117,43 @@ def test_deletes_and_api_keys() -> None:
     assert conn.calls[1][1][:3] == (key["key_id"], key["workspace_id"], key["key_sha256"])
 
 
+def test_a_key_update_rewrites_the_projected_key_from_its_row() -> None:
+    created = fixture("corral.api_key_created")
+    row = {
+        "key_id": created["key_id"],
+        "workspace_id": created["workspace_id"],
+        "name": created["name"],
+        "created_at": None,
+        "status": "active",
+        "role": "admin",
+        "body": pgtext.dump({"id": created["key_id"], "name": "bootstrap", "workspace_id": "default",
+                             "created_at": created["created_at"], "role": "admin", "partial_key_hint": "sk-...abcd"}),
+    }  # fmt: skip
+    conn = FakeConn({"api_keys": [row]})
+    apply(fixture("corral.api_key_updated"), conn, seq=11)
+    assert conn.tables() == [("UPDATE", "api_keys")]
+    key_id, name, status, seq, body = conn.calls[0][1]
+    assert (key_id, name, status, seq) == (created["key_id"], "ci", "archived", 11)
+    body = pgtext.load(body)
+    assert body["status"] == "archived" and body["role"] == "admin" and body["partial_key_hint"] == "sk-...abcd"
+    assert body["rate_limit"] == {"requests_per_second": 5.0, "burst": 10}
+
+
+def test_a_key_update_of_a_key_not_projected_writes_nothing() -> None:
+    conn = FakeConn()
+    apply(fixture("corral.api_key_updated"), conn)
+    assert conn.calls == []
+
+
+def test_a_workspace_is_projected_with_its_body() -> None:
+    raw = fixture("corral.workspace_saved")
+    conn = FakeConn()
+    apply(raw, conn, seq=3)
+    assert conn.tables() == [("INSERT", "workspaces")]
+    args = conn.calls[0][1]
+    assert args[0] == raw["workspace"]["id"] and args[3] == 3 and pgtext.load(args[4]) == raw["workspace"]
+
+
 @pytest.mark.parametrize(
     "data",
     [
@@ -158,6 +195,8 @@ def test_the_catalog_fold_handles_every_record_type(tmp_path: Path) -> None:
         "CredentialSaved",
         "CredentialDeleted",
         "ApiKeyCreated",
+        "ApiKeyUpdated",
+        "WorkspaceSaved",
     }
 
 

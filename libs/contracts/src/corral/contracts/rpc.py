@@ -13,6 +13,8 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.contracts import subjects
+from corral.contracts.admin_rpc import AdminCreate, AdminGet, AdminList, AdminPage, AdminUpdate, IssueApiKey
+from corral.contracts.api.admin import KeyRole, RateLimit
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.operation import Operation, operation
 
@@ -22,6 +24,15 @@ class Op:
 
     AUTH_RESOLVE = "auth.resolve"
     API_KEYS_CREATE = "apikeys.create"
+    API_KEYS_ISSUE = "apikeys.issue"
+    API_KEYS_GET = "apikeys.get"
+    API_KEYS_UPDATE = "apikeys.update"
+    API_KEYS_LIST = "apikeys.list"
+    WORKSPACES_CREATE = "workspaces.create"
+    WORKSPACES_GET = "workspaces.get"
+    WORKSPACES_UPDATE = "workspaces.update"
+    WORKSPACES_LIST = "workspaces.list"
+    WORKSPACES_ARCHIVE = "workspaces.archive"
     AGENTS_CREATE = "agents.create"
     AGENTS_GET = "agents.get"
     AGENTS_UPDATE = "agents.update"
@@ -80,14 +91,20 @@ class ResolveKey(Message):
 class ResolvedKey(Message):
     workspace_id: str
     key_id: str
+    role: KeyRole = "user"
+    #: The key's own rate limit; ``None``: the gateway's defaults.
+    rate_limit: RateLimit | None = None
 
 
 class CreateApiKey(Message):
-    """Register a key by its hash (the caller generates the key and shows it once)."""
+    """Register a key by its hash (the caller generates the key and shows it once); the launcher's
+    bootstrap keys. Registering a hash again returns the key it already is."""
 
     workspace_id: str
     key_sha256: str
     name: str = "default"
+    role: KeyRole = "user"
+    partial_key_hint: str | None = None
 
 
 # --- objects ---------------------------------------------------------------------------------------------
@@ -230,43 +247,13 @@ class SessionContext(Message):
     environment: dict[str, Any] | None = None
 
 
-# --- wake-ups and health ------------------------------------------------------------------------------------
+# --- wake-ups ----------------------------------------------------------------------------------------------
 class Wake(Message):
     """Published to ``corral.wake.<session_id>`` when a session has input a harness should handle."""
 
     session_id: str
     seq: int
     reason: str
-
-
-class HealthCheck(Message):
-    """The request of ``corral.health.<service>``: ``{}``."""
-
-
-class Health(Message):
-    """A service's state. ``status`` is ``degraded`` when a dependency is not ``ok``."""
-
-    service: str
-    instance: str
-    status: Literal["ok", "degraded"]
-    details: dict[str, str] = Field(default_factory=dict)
-    #: What the service depends on (``postgres``, ``docker``, ``vault``...) and each one's state: ``ok``,
-    #: or what is wrong and what the service does meanwhile. Only ``ok`` / not ``ok`` leaves the bus.
-    dependencies: dict[str, str] = Field(default_factory=dict)
-
-
-def health_op(service: str) -> Operation[HealthCheck, Health]:
-    """``corral.health.<service>``, answered by one instance of ``service`` with a bare ``Health``."""
-    return operation(
-        "health",
-        subjects.health(service),
-        HealthCheck,
-        Health,
-        queue=service,
-        service=service,
-        bounded=True,
-        enveloped=False,
-    )
 
 
 # --- the session-store's operations ---------------------------------------------------------------------
@@ -291,6 +278,15 @@ class StoreOps:
 
     AUTH_RESOLVE: Final = _store(Op.AUTH_RESOLVE, ResolveKey, ResolvedKey)
     API_KEYS_CREATE: Final = _store(Op.API_KEYS_CREATE, CreateApiKey, ResolvedKey)
+    API_KEYS_ISSUE: Final = _store(Op.API_KEYS_ISSUE, IssueApiKey, ApiObject)
+    API_KEYS_GET: Final = _store(Op.API_KEYS_GET, AdminGet, ApiObject)
+    API_KEYS_UPDATE: Final = _store(Op.API_KEYS_UPDATE, AdminUpdate, ApiObject)
+    API_KEYS_LIST: Final = _store(Op.API_KEYS_LIST, AdminList, AdminPage)
+    WORKSPACES_CREATE: Final = _store(Op.WORKSPACES_CREATE, AdminCreate, ApiObject)
+    WORKSPACES_GET: Final = _store(Op.WORKSPACES_GET, AdminGet, ApiObject)
+    WORKSPACES_UPDATE: Final = _store(Op.WORKSPACES_UPDATE, AdminUpdate, ApiObject)
+    WORKSPACES_LIST: Final = _store(Op.WORKSPACES_LIST, AdminList, AdminPage)
+    WORKSPACES_ARCHIVE: Final = _store(Op.WORKSPACES_ARCHIVE, AdminGet, ApiObject)
     AGENTS_CREATE: Final = _store(Op.AGENTS_CREATE, CreateObject, ApiObject)
     AGENTS_GET: Final = _store(Op.AGENTS_GET, GetObject, ApiObject)
     AGENTS_UPDATE: Final = _store(Op.AGENTS_UPDATE, UpdateObject, ApiObject)
@@ -332,6 +328,15 @@ class StoreOps:
     ALL: Final[tuple[Operation[Any, Any], ...]] = (
         AUTH_RESOLVE,
         API_KEYS_CREATE,
+        API_KEYS_ISSUE,
+        API_KEYS_GET,
+        API_KEYS_UPDATE,
+        API_KEYS_LIST,
+        WORKSPACES_CREATE,
+        WORKSPACES_GET,
+        WORKSPACES_UPDATE,
+        WORKSPACES_LIST,
+        WORKSPACES_ARCHIVE,
         AGENTS_CREATE,
         AGENTS_GET,
         AGENTS_UPDATE,

@@ -24,7 +24,7 @@ def session_id_of(subject: str) -> str:
     return subject.rsplit(".", 1)[-1]
 
 
-# --- the catalog: agents, environments, API keys ----------------------------------------------------
+# --- the catalog: agents, environments, vaults, workspaces, API keys ----------------------------
 CATALOG_STREAM: Final = "CORRAL_CATALOG"
 CATALOG_WILDCARD: Final = "corral.catalog.>"
 
@@ -51,6 +51,11 @@ def api_key_log(key_id: str) -> str:
 
 
 API_KEYS_WILDCARD: Final = api_key_log("*")
+"""Every API key's records: what each gateway follows to refuse a revoked key at once."""
+
+
+def workspace_log(workspace_id: str) -> str:
+    return f"corral.catalog.workspaces.{workspace_id}"
 
 
 # --- harness wake-ups (work queue) -------------------------------------------------------------------

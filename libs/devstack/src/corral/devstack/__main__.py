@@ -110,6 +110,8 @@ def _up(stack: Stack, timeout: float) -> int:
     if stack.services_enabled:
         _out(f"  gateway   {stack.gateway_url}")
         _out(f"  API key   {stack.api_key}")
+        admin_file = _display(stack.state.admin_key_file)
+        _out(f"  admin key {stack.admin_api_key}  (the admin API, /v1/organizations/...; also in {admin_file})")
         _out(f"  model     {stack.model.describe()}")
         env_file = _display(stack.state.env_file)
         _out(f"  client    set -a; . {env_file}; set +a   (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY)")

@@ -189,6 +189,7 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.repositories_rpc("register"), subjects.repositories_rpc("forget")],
                 stream_read(subjects.SESSIONS_STREAM),
                 kv_write(subjects.IDEMPOTENCY_BUCKET),
+                stream_read(subjects.CATALOG_STREAM),  # follows the API keys' records (revocations)
                 [op.subject for op in CredentialOps.ALL],
                 bodies(),
             ),

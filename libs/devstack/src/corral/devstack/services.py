@@ -78,6 +78,8 @@ class ServiceContext:
     log_level: str = "INFO"
     otel_endpoint: str | None = None
     docker_host: str | None = None
+    #: the admin key (role ``admin``) the session-store registers at start (None: none)
+    admin_api_key: str | None = None
     sandbox_image: str | None = None
     egress_socket_dir: str | None = None
     #: CA certificates environment image builds trust (``CORRAL_SANDBOX_ENVIRONMENT_CA_FILE``;
@@ -128,6 +130,8 @@ def service_environment(
     if kind == "session-store":
         env["CORRAL_POSTGRES_URL"] = ctx.database_url
         env["CORRAL_SESSION_STORE_BOOTSTRAP_API_KEY"] = ctx.api_key
+        if ctx.admin_api_key:
+            env["CORRAL_SESSION_STORE_BOOTSTRAP_ADMIN_KEY"] = ctx.admin_api_key
         env["CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE"] = BOOTSTRAP_WORKSPACE
     elif kind == "gateway":
         env["CORRAL_GATEWAY_HOST"] = HOST

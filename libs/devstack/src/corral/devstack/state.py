@@ -14,6 +14,7 @@ from typing import Any
 
 DEFAULT_STATE_DIR = ".corral"
 DEV_KEY_PREFIX = "sk-corral-dev-"
+ADMIN_KEY_PREFIX = "sk-corral-admin-"
 
 
 def write_private(path: Path, text: str) -> None:
@@ -76,6 +77,10 @@ class StateDir:
         return self.root / "dev-api-key"
 
     @property
+    def admin_key_file(self) -> Path:
+        return self.root / "admin-key"
+
+    @property
     def nats_users_file(self) -> Path:
         return self.root / "nats-users.json"
 
@@ -123,13 +128,21 @@ class StateDir:
 
     def dev_api_key(self) -> str:
         """The dev API key: generated on first use, then reused."""
-        if self.api_key_file.exists():
-            key = self.api_key_file.read_text().strip()
-            if key.startswith(DEV_KEY_PREFIX):
+        return self._key(self.api_key_file, DEV_KEY_PREFIX)
+
+    def admin_api_key(self) -> str:
+        """The admin API key (role ``admin``: the admin API, ``/v1/organizations/...``): generated on
+        first use, then reused."""
+        return self._key(self.admin_key_file, ADMIN_KEY_PREFIX)
+
+    def _key(self, path: Path, prefix: str) -> str:
+        if path.exists():
+            key = path.read_text().strip()
+            if key.startswith(prefix):
                 return key
-        key = DEV_KEY_PREFIX + secrets.token_urlsafe(24)  # 24 bytes -> 32 urlsafe chars
+        key = prefix + secrets.token_urlsafe(24)  # 24 bytes -> 32 urlsafe chars
         self.root.mkdir(parents=True, exist_ok=True)
-        write_private(self.api_key_file, key + "\n")
+        write_private(path, key + "\n")
         return key
 
     def write_client_env(self, gateway_url: str, api_key: str) -> None:

@@ -204,6 +204,7 @@ class Topology:
             nats_url=self.nats_url,
             database_url=self.database_url,
             api_key=self.api_key,
+            admin_api_key=self.admin_api_key,
             gateway_port=self.ports.gateway,
             embedded_model_port=self.ports.embedded_model,
             openbao_addr=openbao.addr,
@@ -287,6 +288,11 @@ class Topology:
     @property
     def api_key(self) -> str:
         return self.state.dev_api_key()
+
+    @property
+    def admin_api_key(self) -> str:
+        """The key with role ``admin`` (the admin API, ``/v1/organizations/...``), in ``.corral/admin-key``."""
+        return self.state.admin_api_key()
 
     @property
     def nats_url(self) -> str:

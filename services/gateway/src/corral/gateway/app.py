@@ -18,7 +18,7 @@ from corral.gateway.auth import KeyCache
 from corral.gateway.idempotency import IdempotencyMiddleware
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from corral.gateway.ratelimit import RateLimiter
-from corral.gateway.routes import agents, environments, events, resources, sessions, vaults
+from corral.gateway.routes import admin, agents, environments, events, resources, sessions, vaults
 from corral.gateway.routes import health as health_routes
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends, GatewayState
@@ -27,9 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
-    limiter = (
-        RateLimiter(rate=settings.rate_limit_rps, burst=settings.rate_limit_burst) if settings.rate_limit_rps else None
-    )
+    limiter = RateLimiter(rate=settings.rate_limit_rps, burst=settings.rate_limit_burst)
     state = GatewayState(
         settings=settings, keys=KeyCache(ttl_s=settings.auth_cache_ttl_s), backends=backends, limiter=limiter
     )
@@ -52,7 +50,9 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.gateway = state
-    routers = [module.router for module in (agents, environments, vaults, sessions, resources, events, health_routes)]
+    routers = [
+        module.router for module in (agents, environments, vaults, sessions, resources, events, admin, health_routes)
+    ]
     for router in routers:
         app.include_router(router)
     errors.install(app, routers=routers)

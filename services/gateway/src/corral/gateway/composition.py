@@ -1,9 +1,10 @@
 """The gateway's composition root: the access log, the port (bound first: a busy port is a one-line
 error naming ``CORRAL_GATEWAY_PORT``), the bus (within ``CORRAL_GATEWAY_STARTUP_TIMEOUT_S``, else
-exit 3), its health answers and the idempotency bucket (made with another TTL: refused, exit 2, like
-every service's settings), then the app under uvicorn. A stop ends open event streams (or a pending
-NATS connect), stops accepting connections and waits up to ``CORRAL_GATEWAY_SHUTDOWN_GRACE_S`` for
-requests in flight; the bus is drained after uvicorn has stopped. Ready once uvicorn has started.
+exit 3), its health answers, the API keys it follows from the catalog, and the idempotency bucket
+(made with another TTL: refused, exit 2, like every service's settings), then the app under
+uvicorn. A stop ends open event streams (or a pending NATS connect), stops accepting connections and
+waits up to ``CORRAL_GATEWAY_SHUTDOWN_GRACE_S`` for requests in flight; the bus is drained after
+uvicorn has stopped. Ready once uvicorn has started.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ import uvicorn
 
 from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.contracts import subjects
-from corral.contracts.rpc import Health
-from corral.gateway import accesslog
+from corral.contracts.health import Health
+from corral.gateway import accesslog, keydirectory
 from corral.gateway.app import create_app
 from corral.gateway.connections import ConnectionLimits, limited_protocol
 from corral.gateway.feed import BusFeed
+from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.probe import BusProbe, gateway_health
 from corral.gateway.repositories import BusRepositoryTokens
 from corral.gateway.settings import Settings
@@ -110,6 +112,8 @@ async def backends(settings: Settings, bus: Bus, life: Lifetime) -> Backends:
         replies = await bus.ensure_key_value(subjects.idempotency_spec(settings.idempotency_ttl_s))
     except StreamMismatch as exc:
         raise Refused(str(exc)) from None
+    directory = KeyDirectory()
+    life.background(keydirectory.follow(bus, directory), name="api-keys")
     logger.info("gateway %s connected to the bus %s", instance, settings.nats.url)
     return Backends(
         store=BusStore(bus, timeout_s=settings.store_timeout_s),
@@ -117,6 +121,7 @@ async def backends(settings: Settings, bus: Bus, life: Lifetime) -> Backends:
         probe=BusProbe(bus),
         replies=replies,
         repositories=BusRepositoryTokens(bus),
+        directory=directory,
     )
 
 

@@ -84,7 +84,9 @@ class IdempotencyMiddleware:
             if not 0 < len(key) <= MAX_KEY_LENGTH:
                 raise invalid(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters long")
             try:
-                caller = await resolve(Headers(scope=scope), store=backends.store, cache=self.state.keys)
+                caller = await resolve(
+                    Headers(scope=scope), store=backends.store, cache=self.state.keys, directory=backends.directory
+                )
             except ApiError:
                 await self.app(scope, receive, send)  # the route answers the auth error as usual
                 return

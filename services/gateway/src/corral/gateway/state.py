@@ -11,6 +11,7 @@ from corral.gateway.auth import KeyCache
 from corral.gateway.errors import Unavailable
 from corral.gateway.feed import SessionFeed
 from corral.gateway.idempotency import ReplayBucket
+from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.probe import HealthProbe
 from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.repositories import RepositoryTokens
@@ -30,6 +31,8 @@ class Backends:
     """Responses per ``Idempotency-Key``; without it the header is ignored (unit tests)."""
     repositories: RepositoryTokens | None = None
     """Where repository tokens go (the credential-proxy); without it, repositories are refused."""
+    directory: KeyDirectory | None = None
+    """The API keys followed live from the catalog; without it every key is asked of the store."""
 
 
 @dataclass

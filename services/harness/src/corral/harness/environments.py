@@ -18,12 +18,14 @@ from corral.contracts.log import (
     AgentArchived,
     AgentSaved,
     ApiKeyCreated,
+    ApiKeyUpdated,
     CredentialDeleted,
     CredentialSaved,
     EnvironmentDeleted,
     EnvironmentSaved,
     VaultDeleted,
     VaultSaved,
+    WorkspaceSaved,
     parse_catalog_record,
 )
 from corral.contracts.subjects import CATALOG_STREAM, environment_log
@@ -56,6 +58,8 @@ class BusEnvironments:
                         AgentSaved()
                         | AgentArchived()
                         | ApiKeyCreated()
+                        | ApiKeyUpdated()
+                        | WorkspaceSaved()
                         | VaultSaved()
                         | VaultDeleted()
                         | CredentialSaved()

@@ -1,5 +1,6 @@
 """How each catalog record (``CORRAL_CATALOG``) changes the catalog's tables: ``agents``,
-``agent_versions``, ``environments``, ``vaults``, ``vault_credentials`` and ``api_keys``.
+``agent_versions``, ``environments``, ``vaults``, ``vault_credentials``, ``workspaces`` and
+``api_keys``.
 
 A record arrives here decoded once, where the projector read it
 (``corral.contracts.log.parse_catalog_record``), and is folded with ``match ... case _:
@@ -13,11 +14,15 @@ from __future__ import annotations
 from datetime import datetime
 from typing import assert_never
 
-from corral.contracts.clock import parse_rfc3339
+import asyncpg
+
+from corral.contracts.api.admin import ApiKey
+from corral.contracts.clock import parse_rfc3339, rfc3339
 from corral.contracts.log import (
     AgentArchived,
     AgentSaved,
     ApiKeyCreated,
+    ApiKeyUpdated,
     CatalogRecord,
     CredentialDeleted,
     CredentialSaved,
@@ -25,6 +30,8 @@ from corral.contracts.log import (
     EnvironmentSaved,
     VaultDeleted,
     VaultSaved,
+    WorkspaceSaved,
+    fold_api_key,
 )
 from corral.session_store import pgtext
 from corral.session_store.db import Conn
@@ -101,14 +108,51 @@ async def apply_catalog_record(conn: Conn, record: CatalogRecord, seq: int) -> N
         case CredentialDeleted():
             await conn.execute("DELETE FROM vault_credentials WHERE credential_id = $1", record.credential_id)
         case ApiKeyCreated():
+            key = fold_api_key(None, record)
+            assert key is not None
             await conn.execute(
-                "INSERT INTO api_keys (key_id, workspace_id, key_sha256, name, created_at) "
-                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+                "INSERT INTO api_keys "
+                "(key_id, workspace_id, key_sha256, name, created_at, role, status, log_seq, body) "
+                "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) ON CONFLICT DO NOTHING",
                 record.key_id, record.workspace_id, record.key_sha256, pgtext.key(record.name),
-                parse_rfc3339(record.created_at),
+                parse_rfc3339(record.created_at), key.role, key.status, seq, pgtext.dump(key.model_dump(mode="json")),
+            )  # fmt: skip
+        case ApiKeyUpdated():
+            row = await conn.fetchrow("SELECT * FROM api_keys WHERE key_id = $1", record.key_id)
+            if row is None:
+                return
+            updated = fold_api_key(api_key_of_row(row), record)
+            assert updated is not None
+            await conn.execute(
+                "UPDATE api_keys SET name = $2, status = $3, log_seq = $4, body = $5 WHERE key_id = $1",
+                record.key_id, pgtext.key(updated.name), updated.status, seq,
+                pgtext.dump(updated.model_dump(mode="json")),
+            )  # fmt: skip
+        case WorkspaceSaved():
+            workspace = record.workspace
+            await conn.execute(
+                "INSERT INTO workspaces (workspace_id, created_at, archived_at, log_seq, body) "
+                "VALUES ($1, $2, $3, $4, $5) ON CONFLICT (workspace_id) DO UPDATE SET "
+                "archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, body = EXCLUDED.body",
+                workspace.id, parse_rfc3339(workspace.created_at), _ts(workspace.archived_at), seq,
+                pgtext.dump(workspace.model_dump(mode="json")),
             )  # fmt: skip
         case _:
             assert_never(record)
+
+
+def api_key_of_row(row: asyncpg.Record) -> ApiKey:
+    """The public key a row holds (a row projected before keys had a body: active, ``user``)."""
+    if row["body"] is not None:
+        return ApiKey.model_validate(pgtext.load(row["body"]))
+    return ApiKey(
+        id=row["key_id"],
+        name=row["name"],
+        workspace_id=row["workspace_id"],
+        created_at=rfc3339(row["created_at"]),
+        status=row["status"],
+        role=row["role"],
+    )
 
 
 def _archived(body: str, archived_at: str) -> str:

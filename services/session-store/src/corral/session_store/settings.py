@@ -21,6 +21,12 @@ class Settings(BaseSettings):
         validation_alias=renamed("CORRAL_SESSION_STORE_BOOTSTRAP_API_KEY", "CORRAL_BOOTSTRAP_API_KEY"),
         description="an API key registered (by its hash) at start-up if new",
     )
+    bootstrap_admin_key: SecretStr | None = Field(
+        default=None,
+        validation_alias="CORRAL_SESSION_STORE_BOOTSTRAP_ADMIN_KEY",
+        description="an admin API key (role admin: may call /v1/organizations/...) registered (by its hash) "
+        "at start-up if new, in the bootstrap workspace",
+    )
     bootstrap_workspace: str = Field(
         default="default",
         validation_alias=renamed("CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE", "CORRAL_BOOTSTRAP_WORKSPACE"),
