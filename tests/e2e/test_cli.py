@@ -25,12 +25,20 @@ CORRAL = Path(sys.executable).parent / "corral"
 
 
 def corral(
-    stack: Stack, *args: str, cwd: Path, stdin: str = "", api_key: str | None = None, timeout: float = 180
+    stack: Stack,
+    *args: str,
+    cwd: Path,
+    stdin: str = "",
+    api_key: str | None = None,
+    admin_key: str | None = None,
+    timeout: float = 180,
 ) -> subprocess.CompletedProcess[str]:
     """Run the installed ``corral`` command with only what a user's shell would give it."""
     env = {"PATH": f"{CORRAL.parent}:/usr/bin:/bin", "HOME": str(cwd), **stack.client_env()}
     if api_key is not None:
         env["ANTHROPIC_API_KEY"] = api_key
+    if admin_key is not None:
+        env["CORRAL_ADMIN_KEY"] = admin_key
     return subprocess.run(
         [str(CORRAL), *args], cwd=cwd, env=env, input=stdin, capture_output=True, text=True, timeout=timeout
     )
@@ -62,7 +70,11 @@ def test_the_readme_cli_examples_run_as_written(stack: Stack, tmp_path: Path) ->
     files, commands = readme_examples()
     for name, content in files.items():
         (tmp_path / name).write_text(content)
-    env = {"PATH": f"{CORRAL.parent}:/usr/bin:/bin", "HOME": str(tmp_path), **stack.client_env()}
+    # as after `make up`: the gateway and keys only in .corral/, found from a directory below it
+    (tmp_path / ".corral").mkdir()
+    (tmp_path / ".corral" / "env").write_text("".join(f"{k}={v}\n" for k, v in stack.client_env().items()))
+    (tmp_path / ".corral" / "admin-key").write_text(stack.admin_api_key + "\n")
+    env = {"PATH": f"{CORRAL.parent}:/usr/bin:/bin", "HOME": str(tmp_path)}
     result = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", commands],
         cwd=tmp_path,
@@ -78,6 +90,7 @@ def test_the_readme_cli_examples_run_as_written(stack: Stack, tmp_path: Path) ->
     assert "-system: Be brief." in out and "+system: Be very brief." in out, out
     exported = [json.loads(line) for line in (tmp_path / "session.jsonl").read_text().splitlines()]
     assert exported[0]["type"] == "user.message" and exported[-1]["type"] == "session.status_idle"
+    assert re.search(r"^sk-corral-api-\S+$", out, flags=re.M), out
 
 
 def test_apply_twice_creates_one_version_and_a_change_creates_the_next(stack: Stack, tmp_path: Path) -> None:
@@ -211,3 +224,32 @@ def test_errors_are_one_line_with_what_to_do(stack: Stack, tmp_path: Path) -> No
     down = f"http://127.0.0.1:{free_port()}"
     one_line_error(corral(stack, "--base-url", down, "agents", "list", cwd=tmp_path), "cannot reach Corral")
     one_line_error(corral(stack, "--base-url", down, "status", cwd=tmp_path), "cannot reach Corral")
+
+
+def test_workspaces_and_keys_through_the_admin_api(stack: Stack, tmp_path: Path) -> None:
+    """A second workspace's key, made with the CLI, sees none of the first's agents; revoked, it is refused."""
+    admin = stack.admin_api_key
+    (tmp_path / "agent.yaml").write_text(f"name: {unique('cli-first')}\nmodel: claude-sonnet-4-6\n")
+    ok(corral(stack, "agents", "apply", "-f", "agent.yaml", cwd=tmp_path))
+
+    team = unique("team")
+    assert re.search(
+        rf"workspace {team} created: wrkspc_\w+",
+        ok(corral(stack, "workspaces", "create", team, cwd=tmp_path, admin_key=admin)),
+    )
+    assert team in ok(corral(stack, "workspaces", "list", cwd=tmp_path, admin_key=admin))
+    created = corral(
+        stack, "keys", "create", "ci", "--workspace", team, "--rps", "5", "--burst", "10", cwd=tmp_path, admin_key=admin
+    )
+    key = ok(created).strip()
+    assert key.startswith("sk-corral-api-") and "shown once" in created.stderr
+    [key_id] = re.findall(r"(apikey_\w+)", created.stderr)
+
+    listed = ok(corral(stack, "keys", "list", "--workspace", team, cwd=tmp_path, admin_key=admin))
+    assert key_id in listed and "active" in listed and key not in listed
+    assert "cli-first" not in ok(corral(stack, "agents", "list", cwd=tmp_path, api_key=key))
+
+    assert f"revoked: {key_id}" in ok(corral(stack, "keys", "revoke", key_id, cwd=tmp_path, admin_key=admin))
+    one_line_error(corral(stack, "agents", "list", cwd=tmp_path, api_key=key), "API key was refused (401)")
+    # a workspace key is not an admin key
+    one_line_error(corral(stack, "keys", "list", cwd=tmp_path), "not allowed (403)")

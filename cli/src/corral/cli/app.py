@@ -8,7 +8,7 @@ import anthropic
 import click
 import typer
 
-from corral.cli import agents, environments, sessions
+from corral.cli import agents, environments, keys, sessions, workspaces
 from corral.cli.context import Root
 from corral.cli.failure import Failure
 from corral.cli.output import err
@@ -23,6 +23,8 @@ app = typer.Typer(
 app.add_typer(agents.app, name="agents")
 app.add_typer(environments.app, name="environments")
 app.add_typer(sessions.app, name="sessions")
+app.add_typer(keys.app, name="keys")
+app.add_typer(workspaces.app, name="workspaces")
 app.command()(status)
 
 
@@ -37,8 +39,16 @@ def root(
         str | None,
         typer.Option(envvar="ANTHROPIC_API_KEY", help="The API key (default: .corral/env's).", show_default=False),
     ] = None,
+    admin_key: Annotated[
+        str | None,
+        typer.Option(
+            envvar="CORRAL_ADMIN_KEY",
+            help="For keys and workspaces (default: .corral/admin-key, else the API key).",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
-    ctx.obj = Root(base_url=base_url, api_key=api_key)
+    ctx.obj = Root(base_url=base_url, api_key=api_key, admin_key=admin_key)
 
 
 def _api_message(error: anthropic.APIStatusError) -> str:

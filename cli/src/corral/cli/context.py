@@ -9,6 +9,7 @@ from pathlib import Path
 import anthropic
 import typer
 
+from corral.cli.admin import AdminClient, admin_key_file
 from corral.cli.connection import Connection
 
 
@@ -16,6 +17,7 @@ from corral.cli.connection import Connection
 class Root:
     base_url: str | None
     api_key: str | None
+    admin_key: str | None = None
     _connection: Connection | None = field(default=None, init=False)
     _client: anthropic.Anthropic | None = field(default=None, init=False)
 
@@ -40,3 +42,10 @@ def root_of(ctx: typer.Context) -> Root:
 
 def client_of(ctx: typer.Context) -> anthropic.Anthropic:
     return root_of(ctx).client
+
+
+def admin_of(ctx: typer.Context) -> AdminClient:
+    root = root_of(ctx)
+    connection = root.connection
+    key = root.admin_key or admin_key_file(Path.cwd()) or connection.api_key
+    return AdminClient(connection.base_url, key)
