@@ -32,7 +32,7 @@ lint: install ## ruff lint and format check
 	@$(UV) run ruff format --check .
 
 typecheck: install ## mypy --strict over every package
-	@$(UV) run mypy libs/*/src services/*/src proto/generate.py bench infra/dev/demo.py
+	@$(UV) run mypy libs/*/src services/*/src cli/src proto/generate.py bench infra/dev/demo.py
 
 lint-imports: install ## services never import each other; only corral.bus imports nats
 	@$(UV) run lint-imports

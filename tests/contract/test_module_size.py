@@ -1,5 +1,5 @@
 """No hand-written Python module of Corral's code is longer than a person can hold in their head:
-400 lines at most under ``libs/``, ``services/``, ``bench/`` and ``infra/``. Generated files are
+400 lines at most under ``libs/``, ``services/``, ``cli/``, ``bench/`` and ``infra/``. Generated files are
 exempt, each named here."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ import subprocess
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-TREES = ("libs", "services", "bench", "infra")
+TREES = ("libs", "services", "cli", "bench", "infra")
 MOST_LINES = 400
 
 #: Generated modules, exempt from the limit (paths relative to the repository). None today: the

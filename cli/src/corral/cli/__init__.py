@@ -1,0 +1,1 @@
+"""The ``corral`` command: talks to a Corral deployment only through its public HTTP API."""
