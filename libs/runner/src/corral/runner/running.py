@@ -45,12 +45,13 @@ async def serve(
 ) -> None:
     """Run ``build`` in a fresh ``Lifetime`` until ``stop`` and every task has ended (no signals, no
     grace: ``run`` adds those; tests call this directly). ``ready`` is set by ``life.ready()``."""
-    async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tasks:
-        life = Lifetime(name, stop, stack, tasks, ready if ready is not None else asyncio.Event())
-        await _serve_metrics(name, settings, stack)
-        await build(settings, life)
-        await stop.wait()
-        life.cancel_background()
+    async with contextlib.AsyncExitStack() as stack:
+        await _serve_metrics(name, settings, stack)  # closed last, once the stack has closed the rest
+        async with asyncio.TaskGroup() as tasks:
+            life = Lifetime(name, stop, stack, tasks, ready if ready is not None else asyncio.Event())
+            await build(settings, life)
+            await stop.wait()
+            life.cancel_background()
 
 
 async def _serve_metrics(name: str, settings: BaseSettings, stack: contextlib.AsyncExitStack) -> None:
