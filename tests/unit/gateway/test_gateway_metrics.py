@@ -4,6 +4,7 @@ ids in a path), with unknown paths folded into ``unmatched``."""
 from __future__ import annotations
 
 import httpx
+import pytest
 from fastapi import FastAPI
 
 from corral.gateway import metrics
@@ -51,8 +52,6 @@ def test_rate_limited_requests_are_counted() -> None:
     limiter = RateLimiter(rate=1.0, burst=1, clock=lambda: 0.0)
     before = REGISTRY.get_sample_value("corral_gateway_rate_limited_total") or 0.0
     limiter.check("key")
-    try:
+    with pytest.raises(RateLimited):
         limiter.check("key")
-    except RateLimited:
-        pass
     assert REGISTRY.get_sample_value("corral_gateway_rate_limited_total") == before + 1

@@ -55,7 +55,7 @@ def test_error_records_are_counted_by_logger_and_exception_type_and_nothing_belo
     log.warning("not counted")
     log.error("counted, no exception")
     try:
-        {}["missing"]  # noqa: B018
+        {}["missing"]
     except KeyError:
         log.exception("counted with its exception")
     assert value("corral_errors_total", logger="corral.unit.errors", exception="none") == before_none + 1
