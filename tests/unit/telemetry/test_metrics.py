@@ -7,9 +7,11 @@ import asyncio
 import logging
 import socket
 import urllib.request
+from collections.abc import Iterator
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -69,8 +71,19 @@ def test_count_errors_installs_one_counter_however_often_it_is_called() -> None:
     assert sum(isinstance(h, ErrorCounter) for h in root.handlers) == 1
 
 
-def test_the_endpoint_serves_the_registry_and_frees_its_port_when_closed() -> None:
+@pytest.fixture
+def registered() -> Iterator[list[Collector]]:
+    """Metrics a test adds to the process's registry, taken out again after it (the registry is the
+    services' own: ``tests/contract/test_metrics_table.py`` compares it with the README)."""
+    added: list[Collector] = []
+    yield added
+    for collector in added:
+        REGISTRY.unregister(collector)
+
+
+def test_the_endpoint_serves_the_registry_and_frees_its_port_when_closed(registered: list[Collector]) -> None:
     hits = metrics.counter("corral_unit_endpoint_hits_total", "hits, for this test")
+    registered.append(hits)
     hits.inc(3)
     endpoint = metrics.serve("127.0.0.1", 0)
     try:
@@ -84,8 +97,9 @@ def test_the_endpoint_serves_the_registry_and_frees_its_port_when_closed() -> No
         again.connect(("127.0.0.1", endpoint.port))
 
 
-def test_a_labelled_gauge_loses_the_labels_a_sample_no_longer_has() -> None:
+def test_a_labelled_gauge_loses_the_labels_a_sample_no_longer_has(registered: list[Collector]) -> None:
     pools = metrics.gauge("corral_unit_pool_ready", "ready, per config", ("config",))
+    registered.append(pools)
     metrics.set_labelled(pools, {"a": 2, "b": 1})
     metrics.set_labelled(pools, {"b": 0, "c": 4})
     assert value("corral_unit_pool_ready", config="a") == 0.0
