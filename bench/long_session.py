@@ -8,7 +8,9 @@ Prints:
     ``--events`` events (default 10,000): lease expiry -> the resumed model request (the takeover
     resumes from the session's snapshot), next to the same takeover with the snapshot deleted (the
     log folded from scratch);
-  * the per-step harness cost (POST -> model request) in a session of ~100 and of ``--events`` events.
+  * the per-step harness cost (POST -> model request) in a session of ~100 and of ``--events`` events;
+  * CPU time per turn of the harnesses (all of them, from /proc) over the first and the last turns,
+    and of each process over all the turns (less noisy than wall time on a shared machine).
 
     uv run python bench/long_session.py [--turns 500] [--events 10000] [--kills 5]
 
@@ -21,6 +23,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import signal
 import statistics
@@ -114,6 +117,34 @@ class Session:
         return [r for r in answer.json()["requests"] if not r["errored"]]
 
 
+_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
+
+
+def cpu_ms(stack: Stack) -> dict[str, float]:
+    """CPU time (user + system, ms) each running component of the stack has used so far."""
+    used: dict[str, float] = {}
+    for component in stack.components():
+        pid = stack.pid(component.name)
+        if pid is None:
+            continue
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        used[component.name] = (int(fields[11]) + int(fields[12])) * _TICK_MS
+    return used
+
+
+def spent(before: dict[str, float], after: dict[str, float], prefix: str = "") -> float:
+    """CPU ms the components named ``prefix``... used between two ``cpu_ms`` readings (a process
+    restarted meanwhile counts from zero)."""
+    total = 0.0
+    for name, value in after.items():
+        if name.startswith(prefix):
+            total += value - before.get(name, 0.0) if value >= before.get(name, 0.0) else value
+    return total
+
+
 async def new_session(
     http: httpx.AsyncClient, model: httpx.AsyncClient, agent_env: tuple[str, str], turns: list[dict[str, Any]]
 ) -> tuple[Session, asyncio.Task[None]]:
@@ -185,7 +216,13 @@ async def holder_of(leases: KeyValueBucket, session_id: str) -> str:
 
 
 async def takeover(stack: Stack, bus: Bus, session: Session) -> float:
-    """Kill -9 the lease holder mid-turn; ms from the lease's expiry to the resumed model request."""
+    """Kill -9 the lease holder mid-turn; ms from the lease's expiry to the resumed model request.
+
+    The harnesses are restarted first: a harness keeps the folds of the sessions it let go and would
+    take the session over from its own kept fold, neither from the snapshot nor from scratch."""
+    for component in stack.components():
+        if component.name.startswith("harness-"):
+            stack.restart_service(component.name)
     leases = await bus.ensure_key_value(lease_spec(LEASE_TTL_S))
     while not session.deltas.empty():
         session.deltas.get_nowait()
@@ -239,17 +276,32 @@ async def main() -> int:
 
                 say(f"running {args.turns} turns in one session ...")
                 long, reader = await new_session(http, model, agent_env, [QUICK] * (args.turns + 1))
-                sent = [await long.turn(f"{long.scenario} turn {n}") for n in range(args.turns)]
+                sent: list[float] = []
+                cpu = [cpu_ms(stack)]
+                for n in range(args.turns):
+                    sent.append(await long.turn(f"{long.scenario} turn {n}"))
+                    cpu.append(cpu_ms(stack))
                 turns = await overhead(long, sent)
                 reader.cancel()
 
+                # Before B6: its kills restart the harnesses, whose first requests pay for imports.
+                small, small_reader = await new_session(http, model, agent_env, [QUICK] * 40)
+                await small.turn(f"{small.scenario} start")
+                await fill(bus, small.id, 100)
+                await asyncio.wait_for(small.idle.get(), 60)
+                before_small = cpu_ms(stack)
+                steady_small = await overhead(small, [await small.turn(f"step {n}") for n in range(5)])
+                small_cpu = spent(before_small, cpu_ms(stack), "harness") / 5
+                small_reader.cancel()
                 say(f"B6: a session of {args.events} events, {args.kills} kills ...")
                 big, big_reader = await new_session(http, model, agent_env, [SLOW] * (4 * args.kills + 20))
                 await big.turn(f"{big.scenario} start")
                 await fill(bus, big.id, args.events)
                 await asyncio.wait_for(big.idle.get(), 60)  # the filler's own idle
                 first = await overhead(big, [await big.turn("after the filler")])  # folds the log from scratch
+                before_big = cpu_ms(stack)
                 steady_big = await overhead(big, [await big.turn(f"step {n}") for n in range(5)])
+                big_cpu = spent(before_big, cpu_ms(stack), "harness") / 5
                 from_snapshot = [await takeover(stack, bus, big) for _ in range(args.kills)]
                 snapshots = await bus.object_bucket(SNAPSHOT_SPEC)
                 from_scratch: list[float] = []
@@ -258,12 +310,6 @@ async def main() -> int:
                     from_scratch.append(await takeover(stack, bus, big))
                 big_reader.cancel()
 
-                small, small_reader = await new_session(http, model, agent_env, [QUICK] * 40)
-                await small.turn(f"{small.scenario} start")
-                await fill(bus, small.id, 100)
-                await asyncio.wait_for(small.idle.get(), 60)
-                steady_small = await overhead(small, [await small.turn(f"step {n}") for n in range(5)])
-                small_reader.cancel()
         finally:
             stack.stop()
 
@@ -273,12 +319,22 @@ async def main() -> int:
     say(line(f"turn overhead, turns {len(turns) - window + 1}-{len(turns)}", turns[-window:]))
     ratio = pct(turns[-window:], 0.5) / pct(turns[:window], 0.5)
     say(f"{'  last/first p50':<52} {ratio:8.2f}x" + " " * 49 + "target <= 1.20x")
+    first_cpu = spent(cpu[0], cpu[window], "harness") / window
+    last_cpu = spent(cpu[-window - 1], cpu[-1], "harness") / window
+    say(f"{f'harness CPU per turn, turns 1-{window}':<52} {first_cpu:8.1f} ms")
+    say(f"{f'harness CPU per turn, turns {len(sent) - window + 1}-{len(sent)}':<52} {last_cpu:8.1f} ms")
+    per_process = ", ".join(
+        f"{name} {(cpu[-1][name] - cpu[0].get(name, 0.0)) / len(sent):.1f}" for name in sorted(cpu[-1])
+    )
+    say(f"  CPU ms per turn over all {len(sent)} turns: {per_process}")
     say(line(f"B6 takeover, lease expiry -> model request, snapshot ({args.events} ev)", from_snapshot))
     say(line(f"B6 takeover, snapshot deleted: fold from scratch ({args.events} ev)", from_scratch))
     say("  target for the snapshot takeover: p50 < 250 ms, p99 < 1000 ms")
     say(line(f"first turn after appending {args.events} events (fold from scratch)", first))
     say(line("per-step cost, POST -> model request, ~100 events", steady_small))
     say(line(f"per-step cost, POST -> model request, ~{args.events} events", steady_big))
+    say(f"{'harness CPU per step, ~100 events':<52} {small_cpu:8.1f} ms")
+    say(f"{f'harness CPU per step, ~{args.events} events':<52} {big_cpu:8.1f} ms")
     return 0
 
 

@@ -100,8 +100,8 @@ async def proxied(bus: Bus, url: str, calls: int) -> list[float]:
 
     def request(i: int) -> CallMcpTool:
         return CallMcpTool(
-            session_id=session_id, server_name="bench", url=url, tool_use_id=f"bench-{i}", name="add",
-            arguments={"a": i, "b": 1},
+            session_id=session_id, workspace_id="default", server_name="bench", url=url,
+            tool_use_id=f"bench-{i}", name="add", arguments={"a": i, "b": 1},
         )  # fmt: skip
 
     await bus.call(McpOps.CALL, request(-1), timeout=30)  # connects; not counted

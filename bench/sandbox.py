@@ -45,8 +45,8 @@ from pydantic import BaseModel
 
 from corral.bus import Bus
 from corral.contracts.api.errors import ApiError
+from corral.contracts.health import Health
 from corral.contracts.operation import Operation
-from corral.contracts.rpc import Health
 from corral.contracts.sandbox import TOOLSET_TYPE, Execute, Provision, Provisioned, Release, SandboxOps
 from corral.contracts.subjects import health
 from corral.devstack.ports import Ports

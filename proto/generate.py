@@ -18,6 +18,7 @@ from corral.contracts import (
     admin_rpc,
     credentials,
     egress,
+    health,
     idempotency,
     log,
     mcp,
@@ -88,8 +89,8 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.GetContext,
         rpc.SessionContext,
         rpc.Wake,
-        rpc.HealthCheck,
-        rpc.Health,
+        health.HealthCheck,
+        health.Health,
     ],
     "bus/kv": [idempotency.IdempotencyRecord],
     "bus/sandbox": [
@@ -177,13 +178,13 @@ def operation_catalogue() -> dict[str, Any]:
             "bounded": op.bounded,
             "secret": op.secret,
         }
-    health = rpc.health_op("{service}")
-    described[health.subject] = {
+    probe = health.health_op("{service}")
+    described[probe.subject] = {
         "queue": "{service}",
-        "request": health.request.__name__,
-        "reply": health.reply_type.__name__,
-        "enveloped": health.enveloped,
-        "bounded": health.bounded,
+        "request": probe.request.__name__,
+        "reply": probe.reply_type.__name__,
+        "enveloped": probe.enveloped,
+        "bounded": probe.bounded,
     }
     return described
 

@@ -1,6 +1,9 @@
 """A real MCP server for tests and benchmarks, built with the ``mcp`` SDK's server side: streamable
 HTTP on a free port of 127.0.0.1, in its own thread (its own event loop), so tests on any loop use it.
 
+Under ``/secure/`` (``secure_url``) the same tools need ``Authorization: Bearer <t>`` with ``t`` in
+``valid_tokens`` (else HTTP 401); ``bearers`` records the tokens each request carried.
+
 Tools: ``add(a, b)`` (the sum, as text), ``echo(text)``, and ``hang()``, which does not answer until
 the server stops (``hanging`` counts the calls that started). ``calls`` counts every tool call.
 """
@@ -13,6 +16,7 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from typing import Any
 
 import uvicorn
 from mcp.server.mcpserver import MCPServer
@@ -30,10 +34,35 @@ class RunningMcpServer:
     port: int
     calls: dict[str, int] = field(default_factory=dict)
     hanging: int = 0
+    valid_tokens: set[str] = field(default_factory=set)
+    bearers: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/mcp"
+
+    @property
+    def secure_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/secure/mcp"
+
+
+def _guarded(state: RunningMcpServer, app: Any) -> Any:
+    """``app``, with ``/secure/...`` answered as ``/...`` only for a valid bearer (else 401)."""
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"].startswith("/secure/"):
+            headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope["headers"]}
+            token = headers.get("authorization", "").removeprefix("Bearer ")
+            state.bearers.append(token)
+            if token not in state.valid_tokens:
+                await send({"type": "http.response.start", "status": 401, "headers": [(b"content-length", b"0")]})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            path = scope["path"].removeprefix("/secure")
+            scope = {**scope, "path": path, "raw_path": path.encode()}
+        await app(scope, receive, send)
+
+    return guarded
 
 
 def _server(state: RunningMcpServer, stop: asyncio.Event) -> MCPServer:
@@ -75,7 +104,7 @@ def serving_mcp(port: int | None = None) -> Iterator[RunningMcpServer]:
     holder: dict[str, uvicorn.Server] = {}
 
     async def main() -> None:
-        app = _server(state, stop).streamable_http_app()
+        app = _guarded(state, _server(state, stop).streamable_http_app())
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=state.port, log_level="warning"))
         holder["server"] = server
         task = asyncio.create_task(server.serve())

@@ -24,6 +24,7 @@ from tests.e2e.flows import LEASE_TTL_S
 from tests.egress_network import stand_in_addresses
 from tests.host_canary import HostCanary, serving_canary
 from tests.mcp_server import RunningMcpServer, free_port, serving_mcp
+from tests.token_endpoint import TokenServer, serving_token_endpoint
 from tests.web_site import Site, serving_site
 
 #: A port of 127.0.0.1 the credential-proxy admits for MCP where nothing listens (a server that is down).
@@ -60,6 +61,7 @@ def start_stack(
     host_canary: HostCanary | None = None,
     web_site: Site | None = None,
     mcp_server: RunningMcpServer | None = None,
+    token_endpoint: TokenServer | None = None,
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
@@ -74,7 +76,10 @@ def start_stack(
     egress["CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS"] = json.dumps(ports)
     egress["CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"] = json.dumps(allowed)
     if mcp_server is not None:  # the test MCP server on this machine, admitted as an operator would
-        egress["CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS"] = f"127.0.0.1:{mcp_server.port},127.0.0.1:{MCP_DOWN_PORT}"
+        admitted = [f"127.0.0.1:{mcp_server.port}", f"127.0.0.1:{MCP_DOWN_PORT}"]
+        if token_endpoint is not None:  # the OAuth token endpoint of the test credentials, likewise
+            admitted.append(f"127.0.0.1:{token_endpoint.port}")
+        egress["CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS"] = ",".join(admitted)
         egress["CORRAL_CREDENTIAL_PROXY_MCP_CONNECT_TIMEOUT_S"] = "5"
     stack = Stack(
         state_dir,
@@ -137,10 +142,22 @@ def mcp_server() -> Iterator[RunningMcpServer]:
 
 
 @pytest.fixture(scope="session")
+def token_endpoint() -> Iterator[TokenServer]:
+    """A real OAuth token endpoint on 127.0.0.1 (see ``tests.token_endpoint``), admitted by the stack's
+    credential-proxy."""
+    with serving_token_endpoint(prefix="corralcanary-e2e") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
 def stack(
-    tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary, web_site: Site, mcp_server: RunningMcpServer
+    tmp_path_factory: pytest.TempPathFactory,
+    host_canary: HostCanary,
+    web_site: Site,
+    mcp_server: RunningMcpServer,
+    token_endpoint: TokenServer,
 ) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary, web_site, mcp_server)
+    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary, web_site, mcp_server, token_endpoint)
     try:
         assert_no_deprecated_settings(stack)
         yield stack

@@ -24,7 +24,7 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts import subjects
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
 from tests.host_canary import HostCanary

@@ -52,9 +52,9 @@ def canaries() -> Canaries:
     return Canaries()
 
 
-async def other_workspace_client(stack: Stack) -> anthropic.AsyncAnthropic:
+async def other_workspace_client(stack: Stack, workspace_id: str = "wrkspc_vaults") -> anthropic.AsyncAnthropic:
     key = "sk-corral-test-" + secrets.token_urlsafe(16)
-    request = CreateApiKey(workspace_id="wrkspc_vaults", key_sha256=hashlib.sha256(key.encode()).hexdigest(), name="t")
+    request = CreateApiKey(workspace_id=workspace_id, key_sha256=hashlib.sha256(key.encode()).hexdigest(), name="t")
     async with Bus.connect(stack.nats_settings(), name="tests") as bus:
         reply = RpcReply.model_validate_json(
             await bus.request(subjects.store_rpc(Op.API_KEYS_CREATE), request.model_dump_json().encode())

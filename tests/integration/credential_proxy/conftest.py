@@ -26,7 +26,8 @@ from pydantic import SecretStr
 
 from corral.bus import Bus
 from corral.contracts.egress import EgressOp, EgressPolicy, egress_rpc
-from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.health import Health
+from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import health
 from corral.credential_proxy import composition
 from corral.credential_proxy.settings import EgressSettings, OpenBaoSettings, Settings

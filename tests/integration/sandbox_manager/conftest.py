@@ -25,7 +25,8 @@ import pytest
 import pytest_asyncio
 
 from corral.bus import Bus, NoResponders
-from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.health import Health
+from corral.contracts.rpc import RpcReply
 from corral.contracts.sandbox import (
     Provision,
     Provisioned,

@@ -10,7 +10,7 @@ import pytest
 from corral.devstack.configuration import DEFAULT_SYNC_INTERVAL, sync_interval
 from corral.devstack.errors import DevstackError
 from corral.devstack.nats import Nats
-from corral.devstack.nats_users import ADMIN, SERVICE_USERS
+from corral.devstack.nats_users import ADMIN, SERVICE_USERS, SUBSCRIBER
 from corral.devstack.state import StateDir
 
 
@@ -29,12 +29,12 @@ def test_the_default_syncs_every_write() -> None:
     assert sync_interval(None) == sync_interval("") == DEFAULT_SYNC_INTERVAL == "always"
 
 
-def test_the_config_holds_the_interval_and_a_user_per_service(tmp_path: Path) -> None:
+def test_the_config_holds_the_interval_a_user_per_service_and_the_subscriber(tmp_path: Path) -> None:
     nats = Nats(StateDir.at(tmp_path), 4222, 8222, sync_interval="10s")
     config = nats.config()
     assert config["jetstream"] == {"sync_interval": "10s"}
     users = config["authorization"]["users"]  # type: ignore[index]
-    assert [u["user"] for u in users] == [ADMIN, *SERVICE_USERS]
+    assert [u["user"] for u in users] == [ADMIN, *SERVICE_USERS, SUBSCRIBER]
     assert len({u["password"] for u in users}) == len(users)
     assert stat.S_IMODE(nats.state.nats_users_file.stat().st_mode) == 0o600
     assert Nats(StateDir.at(tmp_path), 4222, 8222).config()["authorization"] == config["authorization"]

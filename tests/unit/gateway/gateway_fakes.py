@@ -10,8 +10,9 @@ from typing import Any
 import httpx
 
 from corral.contracts.api.errors import ApiError
+from corral.contracts.health import Health
 from corral.contracts.operation import Operation
-from corral.contracts.rpc import Health, Message, Op, ResolvedKey
+from corral.contracts.rpc import Message, Op, ResolvedKey
 from corral.gateway.app import create_app
 from corral.gateway.auth import key_sha256
 from corral.gateway.keydirectory import KeyDirectory

@@ -84,7 +84,9 @@ class FakeRun:
     def __init__(self, session_id: str, snapshot: dict[str, Any]) -> None:
         self.session_id = session_id
         self.turn = TurnState()
-        self.log = type("Log", (), {"fold": type("Fold", (), {"session": {"agent": snapshot}})()})()
+        self.log = type(
+            "Log", (), {"fold": type("Fold", (), {"session": {"agent": snapshot}, "workspace_id": "wrkspc_unit"})()}
+        )()
 
 
 def test_tool_lists_are_fetched_once_per_session_and_again_for_a_new_agent_version() -> None:
@@ -113,3 +115,4 @@ def test_tool_lists_are_fetched_once_per_session_and_again_for_a_new_agent_versi
 
     asyncio.run(scenario())
     assert port.lists[0].url == URL and port.lists[0].server_name == "docs"
+    assert port.lists[0].workspace_id == "wrkspc_unit"  # the proxy reads vaults in this workspace only

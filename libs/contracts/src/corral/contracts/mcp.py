@@ -2,8 +2,9 @@
 
 An agent's ``mcp_servers`` (type ``url``) are chosen by tenants, so the harness never connects to
 them itself: it asks the credential-proxy to ``list`` a server's tools and to ``call`` one, naming
-the session (whose connection the proxy may reuse, and whose vault credentials will be matched to
-the server by URL) and the server (``server_name`` for messages, ``url`` to connect to). The proxy
+the session (whose connection the proxy may reuse, and whose vault credentials are matched to the
+server by URL), its ``workspace_id`` and ``vault_ids`` (the vaults are read in that workspace only),
+and the server (``server_name`` for messages, ``url`` to connect to). The proxy
 connects only to addresses its destination rules allow (the same as sandbox egress: no loopback,
 private, link-local, documentation or own addresses, checked on the address connected to) unless
 its operator admits ``host:port`` with ``CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS``.
@@ -55,12 +56,18 @@ class McpServer(Message):
     """Which server, on whose behalf."""
 
     session_id: str = Field(pattern=SESSION_ID_PATTERN, description="the session the call is made for")
+    workspace_id: str = Field(
+        min_length=1,
+        max_length=80,
+        description="the session's workspace: its vaults are read in this workspace only, so another "
+        "workspace's vault is never used",
+    )
     server_name: str = Field(min_length=1, max_length=255, description="the agent's name for the server")
     url: str = Field(min_length=1, max_length=MCP_URL_MAX_LENGTH, description="the server's endpoint (http or https)")
     vault_ids: list[str] = Field(
         default_factory=list,
-        description="the session's vaults, whose credentials are matched to the server by URL (not used yet: "
-        "servers are reached without credentials in this version)",
+        description="the session's vaults, whose static_bearer and mcp_oauth credentials are matched to the "
+        "server by URL",
     )
 
 

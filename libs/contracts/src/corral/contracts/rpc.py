@@ -247,43 +247,13 @@ class SessionContext(Message):
     environment: dict[str, Any] | None = None
 
 
-# --- wake-ups and health ------------------------------------------------------------------------------------
+# --- wake-ups ----------------------------------------------------------------------------------------------
 class Wake(Message):
     """Published to ``corral.wake.<session_id>`` when a session has input a harness should handle."""
 
     session_id: str
     seq: int
     reason: str
-
-
-class HealthCheck(Message):
-    """The request of ``corral.health.<service>``: ``{}``."""
-
-
-class Health(Message):
-    """A service's state. ``status`` is ``degraded`` when a dependency is not ``ok``."""
-
-    service: str
-    instance: str
-    status: Literal["ok", "degraded"]
-    details: dict[str, str] = Field(default_factory=dict)
-    #: What the service depends on (``postgres``, ``docker``, ``vault``...) and each one's state: ``ok``,
-    #: or what is wrong and what the service does meanwhile. Only ``ok`` / not ``ok`` leaves the bus.
-    dependencies: dict[str, str] = Field(default_factory=dict)
-
-
-def health_op(service: str) -> Operation[HealthCheck, Health]:
-    """``corral.health.<service>``, answered by one instance of ``service`` with a bare ``Health``."""
-    return operation(
-        "health",
-        subjects.health(service),
-        HealthCheck,
-        Health,
-        queue=service,
-        service=service,
-        bounded=True,
-        enveloped=False,
-    )
 
 
 # --- the session-store's operations ---------------------------------------------------------------------

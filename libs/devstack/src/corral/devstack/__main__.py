@@ -21,6 +21,7 @@ from pathlib import Path
 
 from corral.devstack import configuration, processes
 from corral.devstack.errors import DevstackError
+from corral.devstack.nats_users import SUBSCRIBER
 from corral.devstack.postgres import EmbeddedPostgres
 from corral.devstack.postgres_tools import redacted
 from corral.devstack.stack import DEFAULT_TIMEOUT, STOP_TIMEOUT, Stack
@@ -117,6 +118,10 @@ def _up(stack: Stack, timeout: float) -> int:
         _out(f"  metrics   http://127.0.0.1:PORT/metrics (Prometheus), PORT per service: {endpoints}")
         env_file = _display(stack.state.env_file)
         _out(f"  client    set -a; . {env_file}; set +a   (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY)")
+    _out(
+        f"  bus       read-only NATS user {SUBSCRIBER!r} for your own subscribers: set -a; . "
+        f"{_display(stack.state.subscriber_env_file)}; set +a   (examples/bus_subscriber)"
+    )
     _out(f"  logs      {_display(stack.state.logs_dir)}/  (corral-dev logs NAME)")
     _out("  stop      make down   (corral-dev down)")
     return 0

@@ -18,6 +18,13 @@ purge ``CORRAL_SESSIONS``. Every service may purge its spent bodies from ``corra
 object store that carries requests and replies larger than one message (transient, with a TTL),
 and the harness replaces (purges) its snapshots in ``corral_harness_snapshots``.
 The ``admin`` user (the launcher's checks, tests and benchmarks) has no limits.
+
+The ``subscriber`` user is for an operator's own programs that follow the session log and the
+catalog (``examples/bus_subscriber``): it may read ``CORRAL_SESSIONS`` and ``CORRAL_CATALOG``
+through durable pull consumers it creates and names itself, and nothing else: no publish to any
+Corral subject, no key-value or object store, no stream or consumer deletion, no purge, and not the
+consumers Corral's services read through (taking their deliveries would starve them). See
+``subscriber_permissions``.
 """
 
 from __future__ import annotations
@@ -43,6 +50,16 @@ from corral.contracts.web import web_rpc
 from corral.devstack.state import write_private
 
 ADMIN = "admin"
+
+SUBSCRIBER = "subscriber"
+"""The read-only user for an operator's own subscribers (not a service: ``make up`` writes its
+credentials to ``<state>/nats-subscriber.env``)."""
+
+#: The streams an external subscriber may read.
+SUBSCRIBED_STREAMS: tuple[str, ...] = (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM)
+
+#: The durable consumers Corral's services read through, on the streams a subscriber may read.
+SERVICE_CONSUMERS: tuple[subjects.ConsumerSpec, ...] = (subjects.SANDBOX_RELEASES_SPEC,)
 
 #: The durable streams: no service may purge them (but the session-store, its deleted sessions' logs).
 LOG_STREAMS: tuple[str, ...] = (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM, subjects.WAKE_STREAM)
@@ -152,6 +169,49 @@ def bodies() -> tuple[str, ...]:
     """The ``corral_bodies`` object store that carries requests and replies larger than one message:
     every service that asks or answers on the bus puts, reads and deletes (purges) bodies in it."""
     return object_store(subjects.BODIES_BUCKET)
+
+
+def subscriber_read(stream: str) -> tuple[str, ...]:
+    """Read ``stream`` through durable pull consumers of one's own: create one (``CREATE`` with its
+    name and filter in the subject, as nats-py and nats.go send it), look at it, fetch from it and
+    acknowledge; and get single messages (the earlier parts of a record stored in parts). Not
+    ``CONSUMER.DELETE``, ``STREAM.*`` but ``INFO`` and ``MSG.GET``, nor anything of another stream."""
+    return (
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.MSG.GET.{stream}",
+        f"$JS.API.CONSUMER.CREATE.{stream}.*",
+        f"$JS.API.CONSUMER.CREATE.{stream}.*.>",
+        f"$JS.API.CONSUMER.INFO.{stream}.*",
+        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
+        f"$JS.ACK.{stream}.*.>",
+    )
+
+
+def service_consumer_denials(spec: subjects.ConsumerSpec) -> tuple[str, ...]:
+    """Everything but looking at ``spec``, a consumer a service reads through: no re-creating
+    (changing) it, no fetching from it, no acknowledging on it."""
+    return (
+        f"$JS.API.CONSUMER.CREATE.{spec.stream}.{spec.name}",
+        f"$JS.API.CONSUMER.CREATE.{spec.stream}.{spec.name}.>",
+        f"$JS.API.CONSUMER.DURABLE.CREATE.{spec.stream}.{spec.name}",
+        f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.name}",
+        f"$JS.ACK.{spec.stream}.{spec.name}.>",
+    )
+
+
+def subscriber_permissions() -> Permissions:
+    """The ``subscriber`` user: reads the session log and the catalog through consumers of its own.
+
+    It publishes only JetStream API requests scoped to those two streams (see ``subscriber_read``),
+    subscribes only to its own inbox (``_INBOX.subscriber.>``: a client sets that prefix), answers no
+    requests, and is denied what every service is denied plus the services' own consumers.
+    """
+    return Permissions(
+        publish=_unique(*(subscriber_read(stream) for stream in SUBSCRIBED_STREAMS)),
+        subscribe=(inbox(SUBSCRIBER),),
+        deny_publish=_unique(DENIED_TO_SERVICES, *(service_consumer_denials(spec) for spec in SERVICE_CONSUMERS)),
+        responds=False,
+    )
 
 
 def _unique(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
@@ -274,7 +334,7 @@ class NatsUsers:
             stored = {}
         if not isinstance(stored, dict):
             stored = {}
-        wanted = (ADMIN, *SERVICE_USERS)
+        wanted = (ADMIN, *SERVICE_USERS, SUBSCRIBER)
         passwords = {u: str(stored[u]) for u in wanted if isinstance(stored.get(u), str) and stored[u]}
         if len(passwords) < len(wanted):
             for user in wanted:
@@ -292,4 +352,7 @@ class NatsUsers:
         users: list[dict[str, object]] = [{"user": ADMIN, "password": passwords[ADMIN]}]
         for user, permissions in service_permissions().items():
             users.append({"user": user, "password": passwords[user], "permissions": permissions.config()})
+        users.append(
+            {"user": SUBSCRIBER, "password": passwords[SUBSCRIBER], "permissions": subscriber_permissions().config()}
+        )
         return {"users": users}

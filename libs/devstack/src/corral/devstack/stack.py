@@ -21,6 +21,7 @@ from corral.devstack.components import Component, ComponentStatus
 from corral.devstack.configuration import ENVIRONMENT_CA_VAR, StackConfig, host_ca_bundle
 from corral.devstack.docker_engine import DOCKER_STOP_TIMEOUT, DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError, PortInUseError
+from corral.devstack.nats_users import SUBSCRIBER
 from corral.devstack.ports import Ports, port_in_use
 from corral.devstack.postgres import EmbeddedPostgres
 from corral.devstack.sandbox_image import NAME as IMAGE_LOG_NAME
@@ -116,6 +117,7 @@ class Stack(Topology):
                     self._ensure_image()
                     deadline += time.monotonic() - building  # the build has its own time limit
                 self.state.write_client_env(self.gateway_url, self.api_key)
+                self.state.write_subscriber_env(self.nats_url, SUBSCRIBER, self.nats.users.password(SUBSCRIBER))
                 if self.services_enabled:
                     self._bring_up_services(running, started, deadline)
             except BaseException:

@@ -36,7 +36,8 @@ class StateDir:
     pids/<name>.pid                          pid of each running component
     env                                      ANTHROPIC_BASE_URL / ANTHROPIC_API_KEY for clients
     dev-api-key                              the dev API key (0600)
-    nats-users.json                          NATS users' passwords, one per service plus admin (0600)
+    nats-users.json                          NATS users' passwords, one per service plus admin and subscriber (0600)
+    nats-subscriber.env                      NATS_URL / NATS_USER / NATS_PASSWORD of the read-only subscriber (0600)
     nats.conf                                NATS server config with those users (0600, rewritten on each start)
     openbao-init.json                        OpenBao unseal key and root token (0600; a dev convenience)
     openbao-credential-proxy.json            the credential-proxy's AppRole role id and secret id (0600)
@@ -83,6 +84,10 @@ class StateDir:
     @property
     def nats_users_file(self) -> Path:
         return self.root / "nats-users.json"
+
+    @property
+    def subscriber_env_file(self) -> Path:
+        return self.root / "nats-subscriber.env"
 
     @property
     def nats_config_file(self) -> Path:
@@ -150,6 +155,11 @@ class StateDir:
             self.env_file,
             f"ANTHROPIC_BASE_URL={gateway_url}\nANTHROPIC_API_KEY={api_key}\n",
         )
+
+    def write_subscriber_env(self, nats_url: str, user: str, password: str) -> None:
+        """The read-only NATS user's connection, in the variables the ``nats`` CLI and
+        ``examples/bus_subscriber`` read."""
+        write_private(self.subscriber_env_file, f"NATS_URL={nats_url}\nNATS_USER={user}\nNATS_PASSWORD={password}\n")
 
     def read_record(self) -> dict[str, Any]:
         try:

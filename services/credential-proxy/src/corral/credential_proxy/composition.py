@@ -25,11 +25,14 @@ from corral.credential_proxy.hosts import operator_allows
 from corral.credential_proxy.interfaces import OwnAddresses
 from corral.credential_proxy.mcp_clients import McpClients, Timeouts
 from corral.credential_proxy.mcp_destinations import Rules
+from corral.credential_proxy.oauth_refresh import Refresher
 from corral.credential_proxy.repositories import Repositories
 from corral.credential_proxy.repository_rpc import repository_operations
 from corral.credential_proxy.rpc import Service, serve_all, store_caller
 from corral.credential_proxy.secret_store import SecretStore
+from corral.credential_proxy.session_credentials import McpCredentials, SessionCredentials
 from corral.credential_proxy.settings import Settings
+from corral.credential_proxy.token_endpoint import TokenEndpoint, rules_vet
 from corral.credential_proxy.vault import Vault
 from corral.credential_proxy.webfetch import WebFetcher
 from corral.credential_proxy.websearch import WebSearch
@@ -64,11 +67,14 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         call_s=mcp_settings.call_timeout_s,
         idle_s=mcp_settings.idle_timeout_s,
     )
-    mcp = await stack.enter_async_context(McpClients(rules, timeouts).running())
-    credentials = Credentials(
-        secrets=SecretStore(vault.client, timeout_s=settings.secret_store_timeout_s),
-        store=store_caller(bus, timeout_s=settings.secret_store_timeout_s),
+    secrets = SecretStore(vault.client, timeout_s=settings.secret_store_timeout_s)
+    store = store_caller(bus, timeout_s=settings.secret_store_timeout_s)
+    credentials = Credentials(secrets=secrets, store=store)
+    refresher = Refresher(
+        secrets=secrets, store=store, endpoint=TokenEndpoint(rules_vet(rules), timeout_s=mcp_settings.connect_timeout_s)
     )
+    resolver = SessionCredentials(secrets=secrets, store=store, refresher=refresher)
+    mcp = await stack.enter_async_context(McpClients(rules, timeouts, McpCredentials(resolver)).running())
     service = Service(
         instance=instance,
         egress=egress,

@@ -9,10 +9,9 @@ authentication refusal is not retried over SSE.
 before the SDK runs (a refusal is ``DestinationRefused``) and only vetted addresses are connected to
 (``mcp_destinations``). Proxies from the environment (``HTTP_PROXY``) are never used.
 
-**Credentials.** ``Credentials`` is the seam where a session's vault credentials are matched to a
-server URL and become request headers (a bearer token); the only implementation so far,
-``NO_CREDENTIALS``, adds none, so servers that need no authentication work and others answer 401,
-reported as ``McpAuthenticationFailed``. Headers are never logged.
+**Credentials.** Every request of a connection is authenticated by ``mcp_auth.VaultAuth`` from the
+session's vault credentials (a 401 refreshes an ``mcp_oauth`` token and resends once); a 401 or 403
+that stands is ``McpAuthenticationFailed``, saying why the credential could not be used when known.
 
 **Lifetimes.** Each connection lives in a task of ``McpClients.running()``'s task group (the SDK's
 transports must be entered and left by one task): it opens the connection, serves calls until it is
@@ -31,7 +30,7 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import httpx2
 import mcp_types
@@ -41,6 +40,7 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
 
 from corral.contracts.mcp import McpTool, McpToolOutcome
+from corral.credential_proxy.mcp_auth import NO_CREDENTIALS, Caller, Credentials, VaultAuth
 from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules, ServerUrl, VettedBackend, parse_url
 
 logger = logging.getLogger(__name__)
@@ -57,26 +57,6 @@ class McpConnectionFailed(Exception):
 
 class McpAuthenticationFailed(Exception):
     """The server refused the request (HTTP 401 or 403)."""
-
-
-class Credentials(Protocol):
-    """Request headers that authenticate the session to the server at ``url``.
-
-    Matched from the session's vaults by URL (``static_bearer`` and ``mcp_oauth`` credentials give
-    ``Authorization: Bearer ...``); the value must never be logged or returned to the caller.
-    """
-
-    async def headers(self, session_id: str, vault_ids: tuple[str, ...], url: str) -> dict[str, str]: ...
-
-
-class _NoCredentials:
-    """No vault credentials are read in this version: every server is reached without authentication."""
-
-    async def headers(self, session_id: str, vault_ids: tuple[str, ...], url: str) -> dict[str, str]:  # noqa: ARG002
-        return {}
-
-
-NO_CREDENTIALS: Credentials = _NoCredentials()
 
 
 @dataclass(frozen=True)
@@ -100,6 +80,8 @@ class _Connection:
     failure: BaseException | None = None
     refused_status: int | None = None
     """The last HTTP status >= 400 the server answered (401/403: authentication)."""
+    auth: VaultAuth | None = None
+    """How its requests authenticate; ``auth.problem`` says why the credential could not be used."""
     task: asyncio.Task[None] | None = None
 
 
@@ -128,7 +110,7 @@ class McpClients:
     def count(self) -> int:
         return len(self._connections)
 
-    async def list_tools(self, session_id: str, vault_ids: tuple[str, ...], url: str) -> list[McpTool]:
+    async def list_tools(self, caller: Caller, url: str) -> list[McpTool]:
         async def work(session: ClientSession) -> list[McpTool]:
             tools: list[McpTool] = []
             cursor: str | None = None
@@ -143,11 +125,9 @@ class McpClients:
                 if not cursor:
                     return tools
 
-        return await self._use(session_id, vault_ids, url, work, self._timeouts.list_s, "listing its tools")
+        return await self._use(caller, url, work, self._timeouts.list_s, "listing its tools")
 
-    async def call_tool(
-        self, session_id: str, vault_ids: tuple[str, ...], url: str, name: str, arguments: dict[str, Any]
-    ) -> McpToolOutcome:
+    async def call_tool(self, caller: Caller, url: str, name: str, arguments: dict[str, Any]) -> McpToolOutcome:
         async def work(session: ClientSession) -> McpToolOutcome:
             result = await session.call_tool(name, arguments)
             if not isinstance(result, mcp_types.CallToolResult):
@@ -157,7 +137,7 @@ class McpClients:
                 )
             return McpToolOutcome(content=result_content(result), is_error=bool(result.is_error))
 
-        return await self._use(session_id, vault_ids, url, work, self._timeouts.call_s, f"calling {name!r}")
+        return await self._use(caller, url, work, self._timeouts.call_s, f"calling {name!r}")
 
     async def close(self, session_id: str) -> int:
         """Close every connection of the session; how many there were."""
@@ -169,15 +149,14 @@ class McpClients:
     # --- connections -----------------------------------------------------------------------------
     async def _use(
         self,
-        session_id: str,
-        vault_ids: tuple[str, ...],
+        caller: Caller,
         url: str,
         work: Callable[[ClientSession], Awaitable[_T]],
         timeout_s: float,
         doing: str,
     ) -> _T:
         server = parse_url(url)
-        connection = await self._connection(session_id, vault_ids, server)
+        connection = await self._connection(caller, server)
         connection.busy += 1
         try:
             assert connection.session is not None
@@ -191,7 +170,9 @@ class McpClients:
         except MCPError as exc:
             if connection.refused_status in (401, 403):
                 self._drop(connection)
-                raise McpAuthenticationFailed(_auth_message(server, connection.refused_status)) from None
+                raise McpAuthenticationFailed(
+                    _auth_message(server, connection.refused_status, _problem(connection))
+                ) from None
             raise McpConnectionFailed(
                 f"the MCP server at {server.authority} answered an error while {doing}: {exc.message}"
             ) from None
@@ -204,18 +185,19 @@ class McpClients:
             connection.busy -= 1
             connection.last_used = time.monotonic()
 
-    async def _connection(self, session_id: str, vault_ids: tuple[str, ...], server: ServerUrl) -> _Connection:
-        key = (session_id, server.url)
+    async def _connection(self, caller: Caller, server: ServerUrl) -> _Connection:
+        key = (caller.session_id, server.url)
         connection = self._connections.get(key)
         if connection is None or connection.closing.is_set():
             if self._tg is None:
                 raise McpConnectionFailed("the credential-proxy is stopping")
             backend = VettedBackend(self._rules, connect_timeout_s=self._timeouts.connect_s)
             await backend.pin(server.host, server.port)  # DestinationRefused before any connection
-            headers = await self._credentials.headers(session_id, vault_ids, server.url)
             connection = _Connection(key=key)
+            auth = VaultAuth(self._credentials, caller, server.url, recovered=lambda: _clear_status(connection))
+            connection.auth = auth
             self._connections[key] = connection
-            connection.task = self._tg.create_task(self._hold(connection, server, backend, headers))
+            connection.task = self._tg.create_task(self._hold(connection, server, backend, auth))
         try:
             async with asyncio.timeout(self._timeouts.connect_s):
                 await connection.ready.wait()
@@ -228,7 +210,7 @@ class McpClients:
         if connection.failure is not None:
             failure = connection.failure
             self._drop(connection)
-            raise _explain(failure, server, connection.refused_status)
+            raise _explain(failure, server, connection.refused_status, _problem(connection))
         return connection
 
     def _drop(self, connection: _Connection) -> None:
@@ -236,14 +218,12 @@ class McpClients:
         if self._connections.get(connection.key) is connection:
             del self._connections[connection.key]
 
-    async def _hold(
-        self, connection: _Connection, server: ServerUrl, backend: VettedBackend, headers: dict[str, str]
-    ) -> None:
+    async def _hold(self, connection: _Connection, server: ServerUrl, backend: VettedBackend, auth: VaultAuth) -> None:
         """Open the connection (streamable HTTP, else SSE), serve it until it is closed, close it."""
         fields = {"session_id": connection.key[0], "server": server.authority}
         for transport in ("streamable_http", "sse"):
             try:
-                async with self._open(connection, server, backend, headers, transport) as session:
+                async with self._open(connection, server, backend, auth, transport) as session:
                     connection.session, connection.transport = session, transport
                     connection.ready.set()
                     logger.info("MCP connection open", extra={"fields": {**fields, "transport": transport}})
@@ -270,7 +250,7 @@ class McpClients:
         connection: _Connection,
         server: ServerUrl,
         backend: VettedBackend,
-        headers: dict[str, str],
+        auth: VaultAuth,
         transport: str,
     ) -> AsyncIterator[ClientSession]:
         async def note_status(response: httpx2.Response) -> None:
@@ -288,7 +268,7 @@ class McpClients:
                 client = await stack.enter_async_context(
                     httpx2.AsyncClient(
                         transport=http_transport,
-                        headers=headers,
+                        auth=auth,
                         timeout=timeout,
                         trust_env=False,
                         event_hooks={"response": [note_status]},
@@ -296,17 +276,18 @@ class McpClients:
                 )
                 read, write = await stack.enter_async_context(streamable_http_client(server.url, http_client=client))
             else:
+                vault_auth = auth
 
                 def factory(
                     headers: dict[str, str] | None = None,
                     timeout: httpx2.Timeout | None = None,
-                    auth: httpx2.Auth | None = None,
+                    auth: httpx2.Auth | None = None,  # noqa: ARG001 (the session's own auth is used)
                 ) -> httpx2.AsyncClient:
                     return httpx2.AsyncClient(
                         transport=http_transport,
                         headers=headers,
                         timeout=timeout,
-                        auth=auth,
+                        auth=vault_auth,
                         trust_env=False,
                         event_hooks={"response": [note_status]},
                     )
@@ -314,7 +295,6 @@ class McpClients:
                 read, write = await stack.enter_async_context(
                     sse_client(
                         server.url,
-                        headers=headers,
                         timeout=self._timeouts.connect_s,
                         sse_read_timeout=self._timeouts.idle_s,
                         httpx_client_factory=factory,
@@ -342,10 +322,21 @@ def _vetted_pool(backend: VettedBackend) -> Any:
     )
 
 
-def _auth_message(server: ServerUrl, status: int | None) -> str:
+def _problem(connection: _Connection) -> str | None:
+    return connection.auth.problem if connection.auth is not None else None
+
+
+def _clear_status(connection: _Connection) -> None:
+    connection.refused_status = None
+
+
+def _auth_message(server: ServerUrl, status: int | None, problem: str | None = None) -> str:
+    if problem is not None:
+        return f"the MCP server at {server.authority} refused the request (HTTP {status}): {problem}"
     return (
         f"the MCP server at {server.authority} refused the request (HTTP {status}): it needs credentials; "
-        "add a credential for this server URL to a vault the session uses"
+        "add a credential for this server URL to a vault the session uses (a static_bearer or mcp_oauth "
+        "credential whose mcp_server_url covers it), or update the one it has"
     )
 
 
@@ -359,13 +350,13 @@ def _reason(exc: BaseException) -> str:
     return "; ".join(str(leaf) or type(leaf).__name__ for leaf in _leaves(exc))
 
 
-def _explain(exc: BaseException, server: ServerUrl, status: int | None) -> Exception:
+def _explain(exc: BaseException, server: ServerUrl, status: int | None, problem: str | None) -> Exception:
     leaves = _leaves(exc)
     refused = next((leaf for leaf in leaves if isinstance(leaf, DestinationRefused)), None)
     if refused is not None:
         return refused
     if status in (401, 403):
-        return McpAuthenticationFailed(_auth_message(server, status))
+        return McpAuthenticationFailed(_auth_message(server, status, problem))
     if status is not None:
         return McpConnectionFailed(
             f"the MCP server at {server.authority} answered HTTP {status} to the MCP handshake; check the URL"

@@ -110,7 +110,7 @@ class Rules:
     resolve: Resolve = system_resolve
     timeout_s: float = 10.0
 
-    async def vet(self, host: str | IPAddress, port: int) -> tuple[IPAddress, ...]:
+    async def vet(self, host: str | IPAddress, port: int, *, what: str = "MCP server") -> tuple[IPAddress, ...]:
         """The addresses to connect to for ``host:port``, each allowed.
 
         Raises:
@@ -137,8 +137,8 @@ class Rules:
             if problem is not None:
                 via = "" if address == host else f" resolves to {address}, which"
                 raise DestinationRefused(
-                    f"MCP server {where} refused: it{via} is {problem}; the credential-proxy reaches only public "
-                    f"addresses that are not its machine's. An operator can admit this server by adding {where} "
+                    f"{what} {where} refused: it{via} is {problem}; the credential-proxy reaches only public "
+                    f"addresses that are not its machine's. An operator can admit it by adding {where} "
                     f"to {ALLOW_SETTING}"
                 )
         return addresses

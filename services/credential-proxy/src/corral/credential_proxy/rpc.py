@@ -27,6 +27,7 @@ from corral.contracts.egress import (
     EgressOps,
     OpenEgress,
 )
+from corral.contracts.health import Health
 from corral.contracts.mcp import (
     MCP_AUTHENTICATION_FAILED,
     MCP_CONNECTION_FAILED,
@@ -36,15 +37,16 @@ from corral.contracts.mcp import (
     ListMcpTools,
     McpClosed,
     McpOps,
+    McpServer,
     McpToolList,
     McpToolOutcome,
 )
 from corral.contracts.operation import Operation
-from corral.contracts.rpc import Health
 from corral.contracts.web import WebOps
 from corral.credential_proxy import metrics
 from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
+from corral.credential_proxy.mcp_auth import Caller
 from corral.credential_proxy.mcp_clients import McpAuthenticationFailed, McpClients, McpConnectionFailed
 from corral.credential_proxy.mcp_destinations import DestinationRefused
 from corral.credential_proxy.proxy import CannotListen
@@ -80,7 +82,7 @@ async def close_egress(service: Service, request: CloseEgress) -> EgressClosed:
 
 
 async def list_mcp_tools(service: Service, request: ListMcpTools) -> McpToolList:
-    tools = await service.mcp.list_tools(request.session_id, tuple(request.vault_ids), request.url)
+    tools = await service.mcp.list_tools(_caller(request), request.url)
     return McpToolList(tools=tools)
 
 
@@ -90,14 +92,16 @@ async def call_mcp_tool(service: Service, request: CallMcpTool) -> McpToolOutcom
         extra={"fields": {"session_id": request.session_id, "tool_use_id": request.tool_use_id, "tool": request.name}},
     )
     try:
-        outcome = await service.mcp.call_tool(
-            request.session_id, tuple(request.vault_ids), request.url, request.name, request.arguments
-        )
+        outcome = await service.mcp.call_tool(_caller(request), request.url, request.name, request.arguments)
     except Exception:
         metrics.MCP_CALLS.labels(outcome="failed").inc()
         raise
     metrics.MCP_CALLS.labels(outcome="error" if outcome.is_error else "ok").inc()
     return outcome
+
+
+def _caller(request: McpServer) -> Caller:
+    return Caller(workspace_id=request.workspace_id, session_id=request.session_id, vault_ids=tuple(request.vault_ids))
 
 
 async def close_mcp(service: Service, request: CloseMcp) -> McpClosed:

@@ -18,7 +18,7 @@ import uvicorn
 
 from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.contracts import subjects
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.gateway import accesslog, keydirectory
 from corral.gateway.app import create_app
 from corral.gateway.connections import ConnectionLimits, limited_protocol

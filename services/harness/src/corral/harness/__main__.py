@@ -83,6 +83,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             environments=BusEnvironments(bus),
             snapshots=await BusSnapshots.bind(bus),
             snapshot_every=settings.snapshot_every_events,
+            keep_folds=settings.kept_folds,
             model=model,
             compactor=Compactor(
                 model,

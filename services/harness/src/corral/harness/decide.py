@@ -27,8 +27,8 @@ from dataclasses import dataclass
 from typing import Any, Final, Literal
 
 from corral.contracts.rpc import LoggedEvent
-from corral.harness.conversation import Block, denial_content
 from corral.harness.ledger import Ledger, ToolUse
+from corral.harness.messageblocks import Block, denial_content
 
 Action = Literal["model_request", "tools", "requires_action", "end_turn", "tool_limit", "nothing"]
 StatusEvent = Literal["session.status_rescheduled", "session.status_running"]

@@ -27,8 +27,9 @@ from pydantic import ValidationError
 from corral.contracts.api import events as api
 from corral.contracts.log import SessionArchived, SessionCreated, SessionDeleted, SessionRecord, parse_session_record
 from corral.harness.budget import Spend
-from corral.harness.conversation import ChatMessage, ConversationBuilder
+from corral.harness.conversation import ConversationBuilder
 from corral.harness.ledger import Ledger
+from corral.harness.messageblocks import ChatMessage
 
 logger = logging.getLogger(__name__)
 

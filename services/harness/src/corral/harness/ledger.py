@@ -30,7 +30,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Final
 
 from corral.contracts.rpc import LoggedEvent
-from corral.harness.conversation import user_blocks
+from corral.harness.messageblocks import user_blocks
 
 TOOL_LIMIT_ERROR: Final = "tool_use_limit_reached_error"
 

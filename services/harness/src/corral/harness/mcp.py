@@ -168,7 +168,13 @@ class McpTools:
                 continue
             if turn.interrupted.is_set() or self._port is None:
                 continue
-            request = ListMcpTools(session_id=run.session_id, server_name=name, url=url, vault_ids=vault_ids)
+            request = ListMcpTools(
+                session_id=run.session_id,
+                workspace_id=run.log.fold.workspace_id,
+                server_name=name,
+                url=url,
+                vault_ids=vault_ids,
+            )
             try:
                 tools = await unless_interrupted(
                     self._port.list_tools(request, timeout_s=self._list_timeout_s), turn.interrupted
@@ -202,6 +208,7 @@ class McpTools:
             return [mcp_unavailable(call.id)]
         request = CallMcpTool(
             session_id=run.session_id,
+            workspace_id=run.log.fold.workspace_id,
             server_name=server,
             url=url,
             vault_ids=_vault_ids(run.log.fold.session),

@@ -31,7 +31,6 @@ from corral.contracts import rpc
 from corral.harness import budget, crashpoints, events
 from corral.harness.compaction import Compactor
 from corral.harness.context import prompt_too_long
-from corral.harness.conversation import ChatMessage
 from corral.harness.crashpoints import Crashpoint
 from corral.harness.deltas import Deltas, Preview
 from corral.harness.events import EventDict
@@ -40,6 +39,7 @@ from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.lease import Sleep
 from corral.harness.mcp import mcp_tool_use
 from corral.harness.mcptools import Listing
+from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import Model, ModelError, ModelReply, ModelRequest, ToolRequest
 from corral.harness.pricing import Price
 from corral.harness.retry import RetryPolicy

@@ -97,6 +97,9 @@ class Settings(BaseSettings):
     """Ask the model's ``count_tokens`` endpoint for request sizes (else estimate only)."""
     snapshot_every_events: int = Field(default=200, ge=1)
     """Events folded since the last snapshot of a session before the lease holder writes another."""
+    kept_folds: int = Field(default=64, ge=0)
+    """Folds of the sessions this harness let go most recently kept in memory, so a session's next
+    turn here follows the log from where it stopped instead of reading its snapshot back (0: none)."""
     lease_wait_s: float = Field(default=15.0, ge=0)
     """How long a wake-up that finds the session leased waits for the holder to let it go."""
     model_prices: str | None = None

@@ -1,7 +1,8 @@
 """The per-session driver: while holding the lease, take steps until the session has nothing to do.
 
 The session's log is read straight from JetStream (``sessionlog``) and folded record by record
-(``fold``) while the lease is held, starting from the session's snapshot when there is a usable one
+(``fold``) while the lease is held, starting from the fold this harness kept when it last let the
+session go (``foldcache``), else from the session's snapshot when there is a usable one
 (``snapshots``). Each step catches the fold up with the log's end, decides (``corral.harness.decide``,
 from the fold of the log alone) and does one thing: a model request (``modelturn``), the tool calls
 that can run now (``toolrun``), or an idle (``end_turn`` / ``requires_action``). Every step shares
@@ -34,6 +35,7 @@ from corral.harness.decide import Plan, plan
 from corral.harness.deltas import Deltas
 from corral.harness.environments import Environments
 from corral.harness.fold import Decoded, SessionFold
+from corral.harness.foldcache import FoldCache, Kept
 from corral.harness.lease import HeldLease, Sleep
 from corral.harness.ledger import TOOL_LIMIT_ERROR
 from corral.harness.mcp import McpTools, answer_event
@@ -43,7 +45,7 @@ from corral.harness.pricing import DEFAULT_PRICES, Price
 from corral.harness.retry import RetryPolicy
 from corral.harness.runstate import LeaseLost, SessionRun, TurnState, log_fields
 from corral.harness.sandbox import Sandbox
-from corral.harness.sessionlog import LogSource, following
+from corral.harness.sessionlog import LogSource, SessionLog, following
 from corral.harness.snapshots import Snapshots
 from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
 from corral.harness.toolrun import ToolRunner
@@ -84,6 +86,7 @@ class SessionDriver:
         environments: Environments | None = None,
         snapshots: Snapshots | None = None,
         snapshot_every: int = 200,
+        keep_folds: int = 64,
         sleep: Sleep = asyncio.sleep,
         crashpoint: Crashpoint = no_crash,
         reach_timeout_s: float = 10.0,
@@ -100,12 +103,14 @@ class SessionDriver:
         self._log = log
         self._snapshots = snapshots
         self._snapshot_every = snapshot_every
+        self._folds = FoldCache(keep_folds)
         self._reach_timeout_s = reach_timeout_s
         self.handoff_turns = 0
         """Turns started by a run that had to wait for the lease to change hands (health: the input
         was logged while another holder still held the session and let it go without taking it)."""
         self.resumed: dict[str, int] = {}
-        """Runs started, by where their fold came from (``snapshots.Source``), for health."""
+        """Runs started, by where their fold came from (``kept``: this harness's own, from its last run
+        of the session; else a ``snapshots.Source``), for health."""
         self._max_tool_uses = max_tool_uses
         self._tools = ToolRunner(
             sandbox=sandbox,
@@ -141,11 +146,17 @@ class SessionDriver:
                 guard = tg.create_task(self._stop_when_lost(lease))
                 try:
                     fold = await self._resume(session_id, turn)
-                    async with following(
-                        self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
-                    ) as log:
-                        run = SessionRun(session_id=session_id, lease=lease, log=log, turn=turn, store=self._store)
-                        outcome = await self._run_turns(run, min_seq)
+                    log: SessionLog | None = None
+                    try:
+                        async with following(
+                            self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
+                        ) as log:
+                            run = SessionRun(session_id=session_id, lease=lease, log=log, turn=turn, store=self._store)
+                            outcome = await self._run_turns(run, min_seq)
+                    finally:
+                        # Kept for the session's next run here, unless the read failed part-way into a record.
+                        if log is not None and log.failed is None:
+                            self._folds.keep(session_id, Kept(fold, turn.snapshot_events))
                 except StoreUnavailable as exc:
                     logger.warning("session log unavailable: %s", exc, extra=log_fields(session_id))
                     outcome = Outcome.RETRY_LATER
@@ -162,23 +173,46 @@ class SessionDriver:
         raise LeaseLost
 
     async def _resume(self, session_id: str, turn: TurnState) -> SessionFold:
-        """The fold to start from: the session's snapshot if usable (checked against the log)."""
+        """The fold to start from: the one this harness kept from its last run of the session if the
+        log still holds it, else the session's snapshot if usable (checked against the log)."""
         started = time.monotonic()
-        max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
-        resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
-        self.resumed[resumed.source] = self.resumed.get(resumed.source, 0) + 1
-        turn.snapshot_events = resumed.fold.events
+        kept = await self._kept_fold(session_id)
+        source: str
+        if kept is not None:
+            fold, source, turn.snapshot_events = kept.fold, "kept", kept.snapshot_events
+        else:
+            max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
+            resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
+            fold, source, turn.snapshot_events = resumed.fold, resumed.source, resumed.fold.events
+        self.resumed[source] = self.resumed.get(source, 0) + 1
         logger.info(
             "resumed the session's fold",
             extra=log_fields(
                 session_id,
-                source=resumed.source,
-                seq=resumed.fold.last_seq,
-                events=resumed.fold.events,
+                source=source,
+                seq=fold.last_seq,
+                events=fold.events,
                 resume_ms=round((time.monotonic() - started) * 1000, 1),
             ),
         )
-        return resumed.fold
+        return fold
+
+    async def _kept_fold(self, session_id: str) -> Kept | None:
+        """The fold kept from this harness's last run of the session, if the log still holds its last
+        record and no more than ``snapshot_every`` records were appended since (else a snapshot is
+        likely nearer)."""
+        kept = self._folds.take(session_id)
+        if kept is None:
+            return None
+        seq = kept.fold.last_seq
+        last = await self._log.last_seq(session_id)
+        if seq <= last <= seq + self._snapshot_every and await self._log.holds(session_id, seq):
+            return kept
+        logger.info(
+            "the fold kept from the last run is not used",
+            extra=log_fields(session_id, kept_seq=seq, log_seq=last),
+        )
+        return None
 
     async def _snapshot(self, session_id: str, fold: SessionFold, turn: TurnState) -> None:
         """Write the fold's snapshot when ``snapshot_every`` events were folded since the last one."""

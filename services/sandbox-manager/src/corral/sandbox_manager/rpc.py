@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from corral.bus import Bus, Operations, serve_health
 from corral.contracts.api.errors import ApiError, ErrorDetail
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.contracts.sandbox import (
     EXECUTE_HEARTBEAT_INTERVAL_S,
     MANAGER_STOPPING,

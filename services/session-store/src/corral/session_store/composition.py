@@ -11,7 +11,8 @@ import hashlib
 from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.contracts import subjects
 from corral.contracts.api.admin import key_hint
-from corral.contracts.rpc import CreateApiKey, Health
+from corral.contracts.health import Health
+from corral.contracts.rpc import CreateApiKey
 from corral.runner import Lifetime, Refused
 from corral.session_store import db, health, wakes
 from corral.session_store.handlers import auth, workspaces

@@ -15,7 +15,7 @@ import asyncpg
 
 from corral.bus import Bus
 from corral.contracts import subjects
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.session_store import metrics
 from corral.session_store.projector import Projector
 

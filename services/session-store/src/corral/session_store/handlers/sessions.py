@@ -41,7 +41,7 @@ from corral.session_store.domain.unsupported import (
     reject_unbuilt_agent_fields,
     reject_unbuilt_event,
 )
-from corral.session_store.handlers import agents, environments
+from corral.session_store.handlers import agents, environments, vaults
 from corral.session_store.projector import load_row, row_from_record
 from corral.session_store.service import Deps
 from corral.session_store.wakes import publish_wake
@@ -82,13 +82,12 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
     params = SessionCreateParams.model_validate(req.params)
     at = now_rfc3339()
     resources = session_resources(params.resources or [], at)
-    if params.vault_ids:
-        raise invalid(f"vault_ids: vault {params.vault_ids[0]!r} was not found", error_code="vault_not_found")
     for i, event in enumerate(params.initial_events or []):
         reject_unbuilt_event(event.type, where=f"initial_events.{i}")
-    (env, _, _), snap = await asyncio.gather(
+    (env, _, _), snap, vault_ids = await asyncio.gather(
         environments.load(deps, req.workspace_id, params.environment_id),
         _agent_snapshot(deps, req.workspace_id, params.agent),
+        vaults.attachable(deps, req.workspace_id, params.vault_ids or []),
     )
     if env.archived_at is not None:
         raise invalid(
@@ -105,6 +104,7 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
         metadata=dict(params.metadata or {}),
         resources=resources,
         budget=params.budget.model_dump(mode="json") if params.budget else None,
+        vault_ids=vault_ids,
         created_at=at,
         updated_at=at,
     )
@@ -163,7 +163,10 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
     params = SessionUpdateParams.model_validate(req.params)
     sent = set(req.params)
     if "vault_ids" in sent:
-        raise invalid("vault_ids: cannot be changed after a session is created")
+        raise invalid(
+            "vault_ids: the vaults of a session are fixed when it is created and cannot be changed; create a new "
+            "session with the vault_ids you need"
+        )
 
     def decide(state: SessionState) -> list[dict[str, Any]]:
         ensure_exists(state, req.workspace_id)

@@ -10,7 +10,7 @@ from typing import Any
 
 from corral.contracts import ids, subjects
 from corral.contracts.api.base import apply_metadata_patch
-from corral.contracts.api.errors import invalid, not_found
+from corral.contracts.api.errors import ApiError, invalid, not_found
 from corral.contracts.api.vaults import Vault, VaultCreateParams, VaultUpdateParams
 from corral.contracts.clock import now_rfc3339
 from corral.contracts.log import VaultDeleted, VaultSaved
@@ -24,6 +24,38 @@ async def load(deps: Deps, workspace_id: str | None, vault_id: str) -> tuple[Vau
     if row is None or (workspace_id is not None and row["workspace_id"] != workspace_id):
         raise not_found("vault", vault_id)
     return Vault.model_validate(pgtext.load(row["body"])), row["workspace_id"], row["log_seq"]
+
+
+async def attachable(deps: Deps, workspace_id: str, vault_ids: list[str]) -> list[str]:
+    """``vault_ids`` of a new session, checked: each names a vault of ``workspace_id`` that is not archived.
+
+    Listed twice is listed once (the first place kept). Raises the API error naming the first vault
+    that is missing (404 ``vault_not_found``: another workspace's vault is missing too) or archived
+    (400 ``vault_archived``).
+    """
+    wanted = list(dict.fromkeys(vault_ids))
+    if not wanted:
+        return []
+    rows = await deps.pool.fetch(
+        "SELECT vault_id, body FROM vaults WHERE vault_id = ANY($1::text[]) AND workspace_id = $2", wanted, workspace_id
+    )
+    found = {row["vault_id"]: Vault.model_validate(pgtext.load(row["body"])) for row in rows}
+    for i, vault_id in enumerate(vault_ids):
+        vault = found.get(vault_id)
+        if vault is None:
+            raise ApiError(
+                "not_found_error",
+                f"vault_ids[{i}]: vault {vault_id!r} was not found in this workspace; create it with "
+                "client.beta.vaults.create, or remove it from vault_ids",
+                error_code="vault_not_found",
+            )
+        if vault.archived_at is not None:
+            raise invalid(
+                f"vault_ids[{i}]: vault {vault_id!r} is archived and cannot be attached to a new session; "
+                "attach a vault that is not archived, or remove it from vault_ids",
+                error_code="vault_archived",
+            )
+    return wanted
 
 
 async def _save(deps: Deps, workspace_id: str, vault: Vault, expected: int) -> dict[str, Any]:
