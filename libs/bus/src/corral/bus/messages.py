@@ -70,6 +70,11 @@ class PullConsumer:
             for m in msgs
         ]
 
+    async def pending(self) -> int:
+        """Messages of the consumer's subjects not delivered yet (its backlog), as the server counts them."""
+        info = await self._sub.consumer_info()
+        return int(info.num_pending or 0)
+
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()

@@ -25,6 +25,7 @@ import contextlib
 import functools
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -33,6 +34,7 @@ from opentelemetry import trace
 from pydantic import BaseModel, ValidationError
 
 from corral import telemetry
+from corral.bus import metrics
 from corral.bus.client import Bus
 from corral.bus.errors import PayloadTooLarge
 from corral.contracts.api.errors import ApiError, ErrorDetail
@@ -80,6 +82,17 @@ class Operations:
 
     async def answer(self, op: Operation[Any, Any], data: bytes, headers: Mapping[str, str]) -> bytes:
         """Decode, run and answer one request of ``op``."""
+        started = time.perf_counter()
+        outcome = "api_error"  # until it is known: an exception escaping here is answered as one
+        try:
+            reply = await self._answer(op, data, headers)
+            outcome = reply[1]
+            return reply[0]
+        finally:
+            metrics.RPC_REQUESTS.labels(operation=op.name, outcome=outcome).inc()
+            metrics.RPC_DURATION.labels(operation=op.name).observe(time.perf_counter() - started)
+
+    async def _answer(self, op: Operation[Any, Any], data: bytes, headers: Mapping[str, str]) -> tuple[bytes, str]:
         with _tracer.start_as_current_span(
             f"process {op.subject}",
             context=telemetry.extract(dict(headers)),
@@ -94,11 +107,11 @@ class Operations:
                 # a bare reply (health): a failure is left to ``Bus.serve``, which answers ``api_error``
                 request = op.request.model_validate_json(data or b"{}")
                 result = await self._handlers[op](request)
-                return _bare(op, result)
+                return _bare(op, result), "ok"
             reply = await self._run(op, data, span)
             if reply.error is not None:
                 span.set_attribute("error.type", reply.error.type)
-            return reply.model_dump_json().encode()
+            return reply.model_dump_json().encode(), reply.error.type if reply.error is not None else "ok"
 
     async def _run(self, op: Operation[Any, Any], data: bytes, span: trace.Span) -> RpcReply:
         handler = self._handlers[op]

@@ -114,6 +114,8 @@ def _up(stack: Stack, timeout: float) -> int:
         admin_file = _display(stack.state.admin_key_file)
         _out(f"  admin key {stack.admin_api_key}  (the admin API, /v1/organizations/...; also in {admin_file})")
         _out(f"  model     {stack.model.describe()}")
+        endpoints = ", ".join(f"{name} {port}" for name, port in stack.metrics_ports().items())
+        _out(f"  metrics   http://127.0.0.1:PORT/metrics (Prometheus), PORT per service: {endpoints}")
         env_file = _display(stack.state.env_file)
         _out(f"  client    set -a; . {env_file}; set +a   (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY)")
     _out(

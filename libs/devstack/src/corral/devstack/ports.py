@@ -37,7 +37,12 @@ PORT_SETTINGS: tuple[PortSetting, ...] = (
     PortSetting("bao_cluster", "CORRAL_OPENBAO_CLUSTER_PORT", 8201, "openbao", "CORRAL_BAO_CLUSTER_PORT"),
     PortSetting("gateway", "CORRAL_GATEWAY_PORT", 8080, "gateway"),
     PortSetting("embedded_model", "CORRAL_EMBEDDED_MODEL_PORT", 8090, "embedded-model"),
+    PortSetting("metrics", "CORRAL_METRICS_PORT", 9464, "metrics"),
 )
+
+#: Ports from ``Ports.metrics`` on that ``Ports.free`` keeps free: one metrics endpoint per service
+#: (``corral.devstack.services.metrics_port``: four services, the embedded model, then each harness).
+METRICS_BLOCK = 16
 
 _SETTING_BY_FIELD = {setting.field: setting for setting in PORT_SETTINGS}
 
@@ -57,6 +62,8 @@ class Ports:
     bao_cluster: int = 8201
     gateway: int = 8080
     embedded_model: int = 8090
+    #: the first of the services' metrics ports (each service's is this plus its offset)
+    metrics: int = 9464
 
     @classmethod
     def free(cls) -> Ports:
@@ -71,7 +78,8 @@ class Ports:
         finally:
             for sock in sockets:
                 sock.close()
-        return cls(**{s.field: n for s, n in zip(PORT_SETTINGS, numbers, strict=True)})
+        ports = cls(**{s.field: n for s, n in zip(PORT_SETTINGS, numbers, strict=True)})
+        return ports.replace(metrics=free_block(METRICS_BLOCK, avoid=set(numbers)))
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -97,3 +105,15 @@ def port_in_use(port: int, host: str = HOST) -> bool:
                 return True
             raise
     return False
+
+
+def free_block(size: int, *, avoid: set[int]) -> int:
+    """The first of ``size`` consecutive ports that are all free right now (none of them in ``avoid``)."""
+    for _ in range(100):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            sock.bind((HOST, 0))
+            first = int(sock.getsockname()[1])
+        block = range(first, first + size)
+        if block.stop <= 65536 and not avoid.intersection(block) and not any(port_in_use(p) for p in block):
+            return first
+    raise OSError(f"found no {size} consecutive free ports on {HOST}")

@@ -28,6 +28,17 @@ MODULES: dict[str, str] = {
 
 BOOTSTRAP_WORKSPACE = "default"
 
+#: Each service kind's metrics port variable (its settings' ``metrics`` fragment).
+METRICS_PORT_VARIABLES: dict[str, str] = {
+    "gateway": "CORRAL_GATEWAY_METRICS_PORT",
+    "session-store": "CORRAL_SESSION_STORE_METRICS_PORT",
+    "sandbox-manager": "CORRAL_SANDBOX_METRICS_PORT",
+    "credential-proxy": "CORRAL_CREDENTIAL_PROXY_METRICS_PORT",
+    "embedded-model": "CORRAL_EMBEDDED_MODEL_METRICS_PORT",
+    "harness": "CORRAL_HARNESS_METRICS_PORT",
+}
+_METRICS_OFFSETS = {"gateway": 0, "session-store": 1, "sandbox-manager": 2, "credential-proxy": 3, "embedded-model": 4}
+
 # Never inherited from the launcher's environment: each service gets exactly its own values
 # (a sourced .corral/env must not make the harness call the gateway as its model, and only
 # the credential-proxy may hold an OpenBao credential).
@@ -85,6 +96,8 @@ class ServiceContext:
     #: CA certificates environment image builds trust (``CORRAL_SANDBOX_ENVIRONMENT_CA_FILE``;
     #: ``""``: none, ``None``: not passed).
     environment_ca_file: str | None = None
+    #: ``Ports.metrics``: the first of the services' metrics ports (None: no metrics endpoints)
+    metrics_port: int | None = None
 
 
 def service_names(harness_count: int, embedded_model: bool) -> list[str]:
@@ -99,6 +112,14 @@ def service_names(harness_count: int, embedded_model: bool) -> list[str]:
 def kind_of(name: str) -> str:
     """``harness-2`` -> ``harness``; other names are their own kind."""
     return "harness" if name.startswith("harness-") else name
+
+
+def metrics_port(first: int, name: str) -> int:
+    """Service ``name``'s metrics port: ``first`` (``Ports.metrics``) plus the service's offset
+    (gateway 0, session-store 1, sandbox-manager 2, credential-proxy 3, embedded-model 4, harness-N 4 + N)."""
+    if kind_of(name) == "harness":
+        return first + len(_METRICS_OFFSETS) - 1 + int(name.removeprefix("harness-"))
+    return first + _METRICS_OFFSETS[name]
 
 
 def inherited_environment(environ: Mapping[str, str]) -> dict[str, str]:
@@ -124,6 +145,8 @@ def service_environment(
     if ctx.otel_endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = ctx.otel_endpoint
     kind = kind_of(name)
+    if ctx.metrics_port is not None:
+        env[METRICS_PORT_VARIABLES[kind]] = str(metrics_port(ctx.metrics_port, name))
     if kind in SERVICE_USERS and kind in ctx.nats_passwords:
         env["CORRAL_NATS_USER"] = kind
         env["CORRAL_NATS_PASSWORD"] = ctx.nats_passwords[kind]
@@ -174,15 +197,17 @@ class Service(Component):
         *,
         env: Mapping[str, str] | None = None,
         port: PortClaim | None = None,
+        metrics: PortClaim | None = None,
     ) -> None:
         super().__init__(state)
         self.name = name
         self.module = MODULES[kind_of(name)]
         self.env = dict(env or {})
         self.port = port
+        self.metrics = metrics
 
     def port_claims(self) -> list[PortClaim]:
-        return [self.port] if self.port else []
+        return [claim for claim in (self.port, self.metrics) if claim is not None]
 
     def marker(self) -> str:
         return f"-m {self.module}"

@@ -22,7 +22,14 @@ from corral.devstack.openbao import KV_MOUNT, AppRoleLogin, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
 from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
 from corral.devstack.sandbox_image import image_tag
-from corral.devstack.services import MODULES, Service, ServiceContext, service_environment, service_names
+from corral.devstack.services import (
+    MODULES,
+    Service,
+    ServiceContext,
+    metrics_port,
+    service_environment,
+    service_names,
+)
 from corral.devstack.state import StateDir
 from corral.settings import NatsSettings
 
@@ -217,11 +224,21 @@ class Topology:
             sandbox_image=self.sandbox_image,
             egress_socket_dir=str(self.egress_socket_dir) if self.docker_host else None,
             environment_ca_file=self.environment_ca_file if self.docker_host else None,
+            metrics_port=self.ports.metrics,
         )
 
     def service(self, name: str, ctx: ServiceContext | None = None) -> Service:
         env = service_environment(name, ctx, base=self.environ, extra=self.service_env) if ctx is not None else None
-        return Service(self.state, name, env=env, port=self._service_port(name))
+        metrics = PortClaim(metrics_port(self.ports.metrics, name), "CORRAL_METRICS_PORT")
+        return Service(self.state, name, env=env, port=self._service_port(name), metrics=metrics)
+
+    def metrics_ports(self) -> dict[str, int]:
+        """Each configured service's Prometheus metrics port (``CORRAL_METRICS_PORT`` and on)."""
+        return {name: metrics_port(self.ports.metrics, name) for name in self.service_names()}
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Each configured service's Prometheus endpoint."""
+        return {name: f"http://{HOST}:{port}/metrics" for name, port in self.metrics_ports().items()}
 
     def known_service_names(self) -> list[str]:
         """The services of the last ``up`` (or the configured ones before any ``up``) plus any

@@ -2,6 +2,9 @@
 
 - settings that do not validate: one line on stderr naming each variable at fault, exit status 2;
 - telemetry (logs, traces) configured from the settings' ``log`` fragment, and flushed on the way out;
+  every log record at ERROR counted in ``corral_errors_total``;
+- the Prometheus metrics endpoint served while the service runs, when its settings' ``metrics``
+  fragment gives it a port (``CORRAL_<SERVICE>_METRICS_PORT``; see ``corral.telemetry.metrics``);
 - SIGTERM and SIGINT set the stop event (nothing else: the service stops itself, in order);
 - the composition root runs in an ``AsyncExitStack`` and a ``TaskGroup`` (see ``Lifetime``); once
   stopped it has ``grace_s`` to finish, then it is cancelled;
@@ -24,7 +27,8 @@ from pydantic_settings import BaseSettings
 
 from corral import telemetry
 from corral.runner.lifetime import Lifetime, Refused
-from corral.settings import LogSettings, describe, renamed_in_use
+from corral.settings import LogSettings, MetricsSettings, describe, renamed_in_use, variable_name
+from corral.telemetry import metrics
 
 logger = logging.getLogger("corral.runner")
 
@@ -41,11 +45,40 @@ async def serve(
 ) -> None:
     """Run ``build`` in a fresh ``Lifetime`` until ``stop`` and every task has ended (no signals, no
     grace: ``run`` adds those; tests call this directly). ``ready`` is set by ``life.ready()``."""
-    async with contextlib.AsyncExitStack() as stack, asyncio.TaskGroup() as tasks:
-        life = Lifetime(name, stop, stack, tasks, ready if ready is not None else asyncio.Event())
-        await build(settings, life)
-        await stop.wait()
-        life.cancel_background()
+    async with contextlib.AsyncExitStack() as stack:
+        await _serve_metrics(name, settings, stack)  # closed last, once the stack has closed the rest
+        async with asyncio.TaskGroup() as tasks:
+            life = Lifetime(name, stop, stack, tasks, ready if ready is not None else asyncio.Event())
+            await build(settings, life)
+            await stop.wait()
+            life.cancel_background()
+
+
+async def _serve_metrics(name: str, settings: BaseSettings, stack: contextlib.AsyncExitStack) -> None:
+    """Serve the metrics endpoint until ``stack`` closes, if the settings give it a port.
+
+    Raises:
+        Refused: the port is taken (the message names the variable to change).
+    """
+    wanted = getattr(settings, "metrics", None)
+    if not isinstance(wanted, MetricsSettings) or wanted.port is None:
+        return
+    try:
+        endpoint = metrics.serve(wanted.host, wanted.port)
+    except OSError as exc:
+        variable = variable_name(type(wanted), "port")
+        raise Refused(
+            f"cannot serve metrics on {wanted.host}:{wanted.port} ({exc.strerror or exc}); set {variable} "
+            "to a free port, or unset it to serve none"
+        ) from None
+    stack.push_async_callback(asyncio.to_thread, endpoint.close)
+    logger.info(
+        "%s metrics on http://%s:%d/metrics",
+        name,
+        endpoint.host,
+        endpoint.port,
+        extra={"fields": {"metrics_host": endpoint.host, "metrics_port": endpoint.port}},
+    )
 
 
 async def _until_stopped(name: str, build: Build[S], settings: S, grace_s: float) -> None:
@@ -102,6 +135,7 @@ def run(
         raise SystemExit(2) from None
     logs = getattr(settings, "log", None)
     telemetry.configure(name, logs=logs if isinstance(logs, LogSettings) else None)
+    metrics.count_errors()
     for old, new in renamed_in_use():
         logger.warning("%s is deprecated and will stop working in the next release; set %s instead", old, new)
     grace = grace_s(settings) if callable(grace_s) else grace_s

@@ -1,5 +1,6 @@
 """The settings several services share, one fragment per dependency: the bus (``CORRAL_NATS_*``), the
-projection database (``CORRAL_POSTGRES_*``), logging (``CORRAL_LOG_*``), telemetry (``OTEL_*``)."""
+projection database (``CORRAL_POSTGRES_*``), logging (``CORRAL_LOG_*``), telemetry (``OTEL_*``), and the
+shape of each service's metrics endpoint (``CORRAL_<SERVICE>_METRICS_*``, a subclass per service)."""
 
 from __future__ import annotations
 
@@ -70,3 +71,22 @@ class TelemetrySettings(BaseSettings):
         validation_alias="OTEL_EXPORTER_OTLP_ENDPOINT",
         description="export traces over OTLP/HTTP to this endpoint (e.g. Jaeger's); unset: no export",
     )
+
+
+class MetricsSettings(BaseSettings):
+    """Where a service serves its Prometheus metrics: ``<prefix>PORT`` (unset: not served; ``0``: a port
+    the system picks, logged at start) and ``<prefix>HOST`` (default ``127.0.0.1``).
+
+    Each service nests its own subclass with its own prefix (``CORRAL_GATEWAY_METRICS_``...), so every
+    process of a machine can be given its own port (``make up`` does; see ``corral.telemetry.metrics``).
+    """
+
+    model_config = SettingsConfigDict(frozen=True, extra="ignore", env_ignore_empty=True)
+
+    port: int | None = Field(
+        default=None,
+        ge=0,
+        le=65535,
+        description="port of the Prometheus metrics endpoint (GET /metrics); unset: no endpoint; 0: any free port",
+    )
+    host: str = Field(default="127.0.0.1", description="address the metrics endpoint listens on")

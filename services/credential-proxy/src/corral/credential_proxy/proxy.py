@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressPolicy
+from corral.credential_proxy import metrics
 from corral.credential_proxy.destinations import (
     Open,
     OwnAddresses,
@@ -131,6 +132,7 @@ class SessionProxy:
 
     async def _reject(self, conn: socket.socket) -> None:
         try:
+            metrics.EGRESS_CONNECTIONS.labels(outcome="too_many").inc()
             reader, writer = await asyncio.open_connection(sock=conn)
             logger.info(
                 "egress refused",
@@ -182,6 +184,7 @@ class SessionProxy:
             head = parse_head(data)
             if self._git is not None and head.method != "CONNECT" and is_git_request(head):
                 # a session repository (``gitproxy``): its own rules, not the egress policy's hosts
+                metrics.EGRESS_CONNECTIONS.labels(outcome="git").inc()
                 await self._git.carry(self.session_id, self._policy, head, reader, writer)
                 return
             if head.method == "CONNECT":
@@ -190,6 +193,7 @@ class SessionProxy:
                 forward = forward_request(head)
                 destination = forward.destination
         except BadRequest as exc:
+            metrics.EGRESS_CONNECTIONS.labels(outcome="malformed").inc()
             self._log("egress request malformed", None, str(exc))
             await _answer(reader, writer, 400, str(exc))
             return
@@ -207,13 +211,16 @@ class SessionProxy:
                 vetted, open_connection=self._open, timeout_s=settings.connect_timeout_s
             )
         except Refused as exc:
+            metrics.EGRESS_CONNECTIONS.labels(outcome="refused").inc()
             self._log("egress refused", destination, str(exc))
             await _answer(reader, writer, 403, str(exc))
             return
         except Unreachable as exc:
+            metrics.EGRESS_CONNECTIONS.labels(outcome="unreachable").inc()
             self._log("egress destination unreachable", destination, str(exc))
             await _answer(reader, writer, 502, str(exc))
             return
+        metrics.EGRESS_CONNECTIONS.labels(outcome="connected").inc()
         logger.debug(
             "egress connected",
             extra={

@@ -43,6 +43,7 @@ from corral.contracts.mcp import (
 )
 from corral.contracts.operation import Operation
 from corral.contracts.web import WebOps
+from corral.credential_proxy import metrics
 from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
 from corral.credential_proxy.mcp_auth import Caller
@@ -90,7 +91,13 @@ async def call_mcp_tool(service: Service, request: CallMcpTool) -> McpToolOutcom
         "MCP tool call",
         extra={"fields": {"session_id": request.session_id, "tool_use_id": request.tool_use_id, "tool": request.name}},
     )
-    return await service.mcp.call_tool(_caller(request), request.url, request.name, request.arguments)
+    try:
+        outcome = await service.mcp.call_tool(_caller(request), request.url, request.name, request.arguments)
+    except Exception:
+        metrics.MCP_CALLS.labels(outcome="failed").inc()
+        raise
+    metrics.MCP_CALLS.labels(outcome="error" if outcome.is_error else "ok").inc()
+    return outcome
 
 
 def _caller(request: McpServer) -> Caller:

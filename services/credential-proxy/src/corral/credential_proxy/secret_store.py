@@ -22,6 +22,8 @@ import hvac
 import requests
 from hvac.exceptions import Forbidden, InvalidPath, VaultError
 
+from corral.credential_proxy import metrics
+
 KV_MOUNT: Final = "corral"
 _ID = re.compile(r"^[A-Za-z0-9_]{1,80}$")
 
@@ -58,14 +60,19 @@ class SecretStore:
     async def _run(self, call: Callable[[], T]) -> T:
         try:
             async with asyncio.timeout(self.timeout_s):  # not wait_for: on 3.11 it can swallow a cancel
-                return await asyncio.to_thread(call)
+                result = await asyncio.to_thread(call)
+            metrics.OPENBAO_CALLS.labels(outcome="ok").inc()
+            return result
         except InvalidPath:
+            metrics.OPENBAO_CALLS.labels(outcome="not_found").inc()
             raise
         except Forbidden as exc:
+            metrics.OPENBAO_CALLS.labels(outcome="refused").inc()
             raise SecretStoreUnavailable(
                 "OpenBao refused the credential-proxy's token for the credential path"
             ) from exc
         except (requests.RequestException, VaultError, OSError, TimeoutError) as exc:
+            metrics.OPENBAO_CALLS.labels(outcome="unavailable").inc()
             raise SecretStoreUnavailable(f"OpenBao cannot be used right now ({type(exc).__name__})") from exc
 
     async def write(self, path: str, secret: dict[str, str]) -> None:

@@ -22,7 +22,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corral.credential_proxy.mcp_destinations import Admitted, BadDestinationEntry, parse_destinations
-from corral.settings import LogSettings, NatsSettings, renamed
+from corral.settings import LogSettings, MetricsSettings, NatsSettings, renamed
 
 EGRESS_PREFIX = "CORRAL_CREDENTIAL_PROXY_EGRESS_"
 
@@ -315,6 +315,14 @@ class OpenBaoSettings(BaseSettings):
         return self
 
 
+class CredentialProxyMetricsSettings(MetricsSettings):
+    """Its metrics endpoint: ``CORRAL_CREDENTIAL_PROXY_METRICS_PORT`` and ``CORRAL_CREDENTIAL_PROXY_METRICS_HOST``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_CREDENTIAL_PROXY_METRICS_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
+
+
 class Settings(BaseSettings):
     """The credential-proxy's own knobs are ``CORRAL_CREDENTIAL_PROXY_<FIELD>``."""
 
@@ -342,3 +350,4 @@ class Settings(BaseSettings):
     destinations: DestinationSettings = Field(default_factory=DestinationSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: CredentialProxyMetricsSettings = Field(default_factory=CredentialProxyMetricsSettings)

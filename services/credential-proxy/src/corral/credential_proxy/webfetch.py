@@ -33,6 +33,7 @@ import httpcore
 
 from corral.contracts.api.errors import ApiError, invalid
 from corral.contracts.web import MAX_URL_LENGTH, FetchedPage, FetchPage, WebError
+from corral.credential_proxy import metrics
 from corral.credential_proxy.destinations import (
     OwnAddresses,
     Refused,
@@ -181,12 +182,19 @@ class WebFetcher:
         """Raises: ApiError: with a ``WebError`` code and a message for the model."""
         timeout_s = self._settings.web_fetch_timeout_s
         try:
-            async with asyncio.timeout(timeout_s):
-                return await self._fetch(request)
-        except TimeoutError:
-            raise web_error(
-                WebError.URL_NOT_ACCESSIBLE, f"fetching {request.url} took longer than {timeout_s:g} s; try again later"
-            ) from None
+            try:
+                async with asyncio.timeout(timeout_s):
+                    page = await self._fetch(request)
+            except TimeoutError:
+                raise web_error(
+                    WebError.URL_NOT_ACCESSIBLE,
+                    f"fetching {request.url} took longer than {timeout_s:g} s; try again later",
+                ) from None
+        except ApiError as exc:
+            metrics.WEB_FETCHES.labels(outcome=exc.error_code or exc.error_type).inc()
+            raise
+        metrics.WEB_FETCHES.labels(outcome="ok").inc()
+        return page
 
     async def _fetch(self, request: FetchPage) -> FetchedPage:
         url = request.url

@@ -7,7 +7,15 @@ from pathlib import Path
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.settings import LogSettings
+from corral.settings import LogSettings, MetricsSettings
+
+
+class EmbeddedModelMetricsSettings(MetricsSettings):
+    """Its metrics endpoint: ``CORRAL_EMBEDDED_MODEL_METRICS_PORT`` and ``CORRAL_EMBEDDED_MODEL_METRICS_HOST``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_EMBEDDED_MODEL_METRICS_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
 
 class Settings(BaseSettings):
@@ -23,3 +31,4 @@ class Settings(BaseSettings):
     )
     max_recorded_requests: int = Field(default=500, ge=1, description="Size of the /_corral/requests ring")
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: EmbeddedModelMetricsSettings = Field(default_factory=EmbeddedModelMetricsSettings)

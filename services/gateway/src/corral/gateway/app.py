@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from corral.gateway import errors
 from corral.gateway.auth import KeyCache
 from corral.gateway.idempotency import IdempotencyMiddleware
+from corral.gateway.metrics import RequestMetrics
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.routes import admin, agents, environments, events, resources, sessions, vaults
@@ -61,4 +62,5 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     app.add_middleware(IdempotencyMiddleware, state=state, wait_s=settings.store_timeout_s + 5.0)
     app.add_middleware(BodyLimitMiddleware, max_bytes=state.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
+    app.add_middleware(RequestMetrics)  # outermost: counts every answer, the last-resort 500 included
     return app

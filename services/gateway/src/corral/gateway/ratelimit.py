@@ -12,6 +12,7 @@ from collections.abc import Callable
 
 from corral.contracts.api.admin import RateLimit
 from corral.contracts.api.errors import ApiError
+from corral.gateway import metrics
 
 
 class RateLimited(ApiError):
@@ -57,6 +58,7 @@ class RateLimiter:
         tokens = min(burst, tokens + (now - at) * rate)
         if tokens < 1.0:
             self._buckets[key] = (tokens, now)
+            metrics.RATE_LIMITED.inc()
             raise RateLimited((1.0 - tokens) / rate)
         self._buckets[key] = (tokens - 1.0, now)
         self._buckets.move_to_end(key)

@@ -5,7 +5,15 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.settings import LogSettings, NatsSettings
+from corral.settings import LogSettings, MetricsSettings, NatsSettings
+
+
+class GatewayMetricsSettings(MetricsSettings):
+    """Its metrics endpoint: ``CORRAL_GATEWAY_METRICS_PORT`` and ``CORRAL_GATEWAY_METRICS_HOST``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_GATEWAY_METRICS_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
 
 class Settings(BaseSettings):
@@ -38,3 +46,4 @@ class Settings(BaseSettings):
     )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: GatewayMetricsSettings = Field(default_factory=GatewayMetricsSettings)

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from corral.contracts import ids
 from corral.contracts.clock import now_rfc3339
 from corral.contracts.log import CONTROL_RECORD_TYPES, SessionDeleted, parse_session_record
+from corral.gateway import metrics
 from corral.gateway.feed import close_iterator
 
 logger = logging.getLogger(__name__)
@@ -132,10 +133,14 @@ class StreamRegistry:
         self.closing = False
 
     def add(self, queue: asyncio.Queue[bytes | None]) -> None:
-        self._queues.add(queue)
+        if queue not in self._queues:
+            self._queues.add(queue)
+            metrics.OPEN_STREAMS.inc()
 
     def discard(self, queue: asyncio.Queue[bytes | None]) -> None:
-        self._queues.discard(queue)
+        if queue in self._queues:
+            self._queues.discard(queue)
+            metrics.OPEN_STREAMS.dec()
 
     def close_all(self) -> None:
         self.closing = True

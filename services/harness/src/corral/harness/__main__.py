@@ -18,6 +18,7 @@ from corral import runner
 from corral.bus import Bus, KeyValueBucket, StreamMismatch
 from corral.contracts import subjects
 from corral.contracts.subjects import KeyValueSpec
+from corral.harness import metrics
 from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
 from corral.harness.deltas import BusDeltas
@@ -37,6 +38,7 @@ from corral.harness.store import BusStore
 from corral.harness.turn import SessionDriver
 from corral.harness.wake import WakeLoop
 from corral.harness.webtools import BusWeb
+from corral.telemetry import metrics as telemetry_metrics
 
 logger = logging.getLogger("corral.harness")
 
@@ -127,8 +129,17 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             shutdown_grace_s=settings.shutdown_grace_s,
             fetch_timeout_s=settings.fetch_timeout_s,
         )
+        metrics.SESSIONS_ACTIVE.set_function(lambda: len(wake_loop.active))
+
+        async def backlog() -> None:
+            metrics.WAKES_PENDING.set(await consumer.pending())
+
         async with asyncio.TaskGroup() as tg:
             tg.create_task(wake_loop.run(stop), name="wake-loop")
+            life.background(
+                telemetry_metrics.sample(backlog, interval_s=metrics.BACKLOG_SAMPLE_S, name="wake backlog"),
+                name="wake-backlog",
+            )
             tg.create_task(
                 serve_health(
                     bus,

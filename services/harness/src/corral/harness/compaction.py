@@ -21,6 +21,7 @@ from typing import Protocol
 
 from corral.contracts.api.events import HarnessEvent
 from corral.harness import events as event_builders
+from corral.harness import metrics
 from corral.harness.budget import Tokens
 from corral.harness.context import (
     KEEP_FRACTION,
@@ -120,6 +121,7 @@ class Compactor:
             logger.info("nothing more to compact", extra={"fields": {"tokens": tokens, "budget": budget}})
             return Prepared(sized, tokens=tokens, exhausted=level > 0)
         details = compaction_details(cleared=cleared, through=through, summary=summary, summary_usage=used.usage())
+        metrics.COMPACTIONS.labels(method="summary" if summary is not None else "clear").inc()
         event = event_builders.context_compacted(details)
         final = conversation.copy()
         final.apply(event_builders.wire(event))

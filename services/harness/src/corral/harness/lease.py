@@ -23,6 +23,7 @@ from typing import Protocol
 
 from corral.bus import KeyChanged, KeyExists
 from corral.contracts import clock, rpc
+from corral.harness import metrics
 
 logger = logging.getLogger(__name__)
 
@@ -129,6 +130,8 @@ class Leases:
 
     def _lose(self, lease: HeldLease, why: str) -> None:
         logger.warning("lease lost: %s", why, extra={"fields": {"session_id": lease.session_id}})
+        if not lease.lost.is_set():
+            metrics.LEASES_LOST.inc()
         lease.lost.set()
 
     async def _release(self, lease: HeldLease) -> None:

@@ -18,6 +18,7 @@ from anthropic.types import RawContentBlockDeltaEvent, TextBlock, TextDelta, Too
 
 from corral.contracts.api.events import ModelUsage, SessionErrorType
 from corral.contracts.text import well_formed
+from corral.harness import metrics
 from corral.harness.messageblocks import ChatMessage
 
 if TYPE_CHECKING:
@@ -181,6 +182,19 @@ class AnthropicModel:
 
     async def summarise(self, request: ModelRequest) -> Summary:
         """The text of one non-streamed request (a compaction summary); raises ``ModelError``."""
+        with metrics.model_call(request.model) as call:
+            summary = await self._summarise(request)
+            call.usage = summary.usage
+            return summary
+
+    async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+        """One streamed request (a turn's), calling ``on_text`` per text chunk; raises ``ModelError``."""
+        with metrics.model_call(request.model) as call:
+            reply = await self._stream(request, on_text)
+            call.usage = reply.usage
+            return reply
+
+    async def _summarise(self, request: ModelRequest) -> Summary:
         system: str | anthropic.Omit = request.system if request.system else anthropic.omit
         try:
             message = await self._client.messages.create(
@@ -194,7 +208,7 @@ class AnthropicModel:
         texts = [well_formed(block.text) for block in message.content if isinstance(block, TextBlock)]
         return Summary("\n".join(str(text) for text in texts), _usage(message.usage))
 
-    async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+    async def _stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
         messages = cast("list[MessageParam]", request.messages)
         system: str | anthropic.Omit = request.system if request.system else anthropic.omit
         tools: list[ToolParam] | anthropic.Omit = (

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent
 from corral.contracts.mcp import McpTool
 from corral.contracts.repositories import RepositoryMount
+from corral.harness import metrics
 from corral.harness.lease import HeldLease
 from corral.harness.sessionlog import SessionLog
 from corral.harness.store import Store
@@ -84,6 +86,9 @@ class TurnState:
     """The tools each of the agent's MCP servers listed, for this step (``corral.harness.mcp``)."""
     mcp_reported: set[str] = field(default_factory=set)
     """MCP servers whose failure to list this run has reported already."""
+    started: float = field(default_factory=time.monotonic)
+    """When the run began (its wake-up taken, the lease held): ``corral_harness_turn_overhead_seconds``."""
+    overhead_observed: bool = False
 
     def begin(self, horizon: int) -> None:
         """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
@@ -129,6 +134,9 @@ class SessionRun:
             raise LeaseLost
         appended = await self.store.append(self.session_id, batch, lease=self.lease.proof())
         self.turn.appended(batch)
+        first = not self.turn.overhead_observed
+        if metrics.appended(batch, run_started=self.turn.started, first_request=first):
+            self.turn.overhead_observed = True
         logger.debug(
             "appended",
             extra=log_fields(self.session_id, types=[e.type for e in batch], last_seq=appended.last_seq),

@@ -17,7 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from corral.contracts.sandbox import EXECUTE_HEARTBEAT_INTERVAL_S
 from corral.harness.crashpoints import NAMES as CRASHPOINTS
 from corral.harness.pricing import load_prices
-from corral.settings import LogSettings, NatsSettings
+from corral.settings import LogSettings, MetricsSettings, NatsSettings
 
 #: Sent as the API key to a model server configured without one (the embedded model ignores it).
 PLACEHOLDER_API_KEY = "corral-no-key"
@@ -31,6 +31,14 @@ _NO_MODEL = (
 
 def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class HarnessMetricsSettings(MetricsSettings):
+    """Its metrics endpoint: ``CORRAL_HARNESS_METRICS_PORT`` and ``CORRAL_HARNESS_METRICS_HOST``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_HARNESS_METRICS_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
 
 class Settings(BaseSettings):
@@ -111,6 +119,7 @@ class Settings(BaseSettings):
 
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: HarnessMetricsSettings = Field(default_factory=HarnessMetricsSettings)
 
     @field_validator("crashpoint")
     @classmethod

@@ -23,7 +23,7 @@ import time
 from corral.contracts import sandbox
 from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent
-from corral.harness import crashpoints, events
+from corral.harness import crashpoints, events, metrics
 from corral.harness.crashpoints import Crashpoint
 from corral.harness.decide import INTERRUPTED, Plan, ToolCall
 from corral.harness.environments import Environments
@@ -79,11 +79,15 @@ class ToolRunner:
             batch: list[HarnessEvent]
             if call.mcp_server is not None:  # an MCP server's tool, called by the credential-proxy
                 batch = await self._mcp.call(run, call) if self._mcp is not None else [mcp_unavailable(call.id)]
+                kind = "mcp"
             elif call.name in WEB_TOOLS and self._web is not None:  # run by the credential-proxy, not the sandbox
                 agent = agent_of(run.log.fold.session)
                 batch = [await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)]
+                kind = "web"
             else:
                 batch = await self._execute(run.session_id, environment, call, turn.interrupted, run.log.fold)
+                kind = "builtin"
+            metrics.tool_answered(kind, batch)
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
             last_seq = (await run.append(batch)).last_seq
         return last_seq

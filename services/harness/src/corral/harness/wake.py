@@ -31,6 +31,7 @@ from pydantic import ValidationError
 
 from corral import telemetry
 from corral.contracts import rpc, subjects
+from corral.harness import metrics
 from corral.harness.lease import HeldLease, LeaseBusy, Leases, Sleep
 from corral.harness.turn import Outcome
 
@@ -237,6 +238,7 @@ class WakeLoop:
                     if waited:
                         lease.handed_off = True
                         self.lease_handoffs += 1
+                        metrics.LEASE_TAKEOVERS.inc()
                         logger.info(
                             "took the lease after waiting for its holder",
                             extra={"fields": {"session_id": wake.session_id}},

@@ -14,7 +14,7 @@ from corral.bus import Bus, PullConsumer, StreamMismatch, instance_name
 from corral.contracts import subjects
 from corral.contracts.egress import EgressPolicy
 from corral.runner import Lifetime, Refused
-from corral.sandbox_manager import releases
+from corral.sandbox_manager import metrics, releases
 from corral.sandbox_manager.builds import BuildLimits
 from corral.sandbox_manager.channel_limits import ChannelLimits, ReplyAssemblies
 from corral.sandbox_manager.container_spec import EGRESS
@@ -32,6 +32,7 @@ from corral.sandbox_manager.rpc import Service, serve_all
 from corral.sandbox_manager.sandboxes import Launcher
 from corral.sandbox_manager.sessions import Sessions
 from corral.sandbox_manager.settings import Settings
+from corral.telemetry import metrics as telemetry_metrics
 
 logger = logging.getLogger("corral.sandbox_manager")
 
@@ -127,6 +128,10 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         await serving.wait()
         life.ready(instance=instance, image=box.image, scope=box.scope)
 
+    async def sample() -> None:
+        metrics.sample_pools(pool.sizes(), sessions.count())
+
+    life.background(telemetry_metrics.sample(sample, interval_s=metrics.SAMPLE_S, name="pool"), name="pool-metrics")
     life.background(engine.run(), name="engine-watch")
     life.background(upkeep(), name="upkeep")
     if not await _first_check(engine, life.stop):

@@ -23,6 +23,7 @@ import time
 from typing import Any
 
 from corral.contracts.sandbox import Execute, TextBlock, ToolOutcome, tool_result_key
+from corral.sandbox_manager import metrics
 from corral.sandbox_manager.channel import SandboxLost
 from corral.sandbox_manager.records import ToolRecord, ToolRecords
 from corral.sandbox_manager.replies import AgentReply, parse_reply
@@ -158,6 +159,7 @@ class Executions:
             repository_failures=failures,
         )
         await self._records.finish(request.session_id, request.tool_use_id, outcome, claimed=claimed)
+        metrics.EXECS.labels(outcome="not_ready" if not_ready else "error" if is_error else "ok").inc()
         return outcome
 
     async def _unless_stopping(self, future: asyncio.Future[dict[str, Any]]) -> dict[str, Any]:
@@ -172,6 +174,7 @@ class Executions:
 
     async def _from_record(self, request: Execute, record: ToolRecord) -> ToolOutcome:
         if record.outcome is not None:
+            metrics.EXECS.labels(outcome="replayed").inc()
             return _replayed(record.outcome)
         outcome = ToolOutcome(content=[TextBlock(text=INTERRUPTED)], is_error=True, executed=False, duration_ms=0.0)
         await self._records.finish(request.session_id, request.tool_use_id, outcome)

@@ -24,6 +24,7 @@ from docker.errors import DockerException
 
 from corral.contracts.egress import EgressPolicy
 from corral.contracts.repositories import RepositoryFailure, RepositoryMount
+from corral.sandbox_manager import metrics
 from corral.sandbox_manager.channel import SandboxLost
 from corral.sandbox_manager.container_spec import EGRESS, NO_NETWORK, ContainerSpec
 from corral.sandbox_manager.egress import NO_EGRESS_NOTICE, Egress, EgressMount, EgressUnavailable
@@ -141,6 +142,7 @@ class Sessions:
     async def _provision(
         self, session_id: str, environment_id: str, config: dict[str, Any], repositories: list[RepositoryMount]
     ) -> Sandbox:
+        began = time.perf_counter()
         self._engine.require()
         placement = place(self._settings, config, trusted_ca=self._images.trusted_ca)
         if repositories:
@@ -199,6 +201,8 @@ class Sessions:
                 del self._live[session_id]
             self._chore(self._launcher.discard(sandbox, "could not record its session"))
             raise
+        source = "warm" if sandbox.from_pool else "cold"
+        metrics.PROVISION_DURATION.labels(source=source).observe(time.perf_counter() - began)
         if repositories and sandbox.network != EGRESS:  # its egress proxy could not be opened
             sandbox.repository_failures = [
                 RepositoryFailure(

@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from corral.contracts.egress import AllowedHost
 from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, EXECUTE_REPLY_MARGIN_S, MAX_TOOL_TIMEOUT_MS
 from corral.sandbox_manager.channel import FRAME_FACTOR, FRAME_SLACK, REPLY_SLACK
-from corral.settings import LogSettings, NatsSettings, renamed
+from corral.settings import LogSettings, MetricsSettings, NatsSettings, renamed
 
 #: The smallest piece of text a reply line must be able to carry (see ``max_frame_bytes``).
 MIN_PART_BYTES: Final = 16384
@@ -179,6 +179,14 @@ class SandboxSettings(BaseSettings):
         return value
 
 
+class SandboxManagerMetricsSettings(MetricsSettings):
+    """Its metrics endpoint: ``CORRAL_SANDBOX_METRICS_PORT`` and ``CORRAL_SANDBOX_METRICS_HOST``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_SANDBOX_METRICS_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
+
+
 class Settings(BaseSettings):
     """The sandbox-manager's own knobs are all ``CORRAL_SANDBOX_*`` (its prefix: it is the one service that
     owns sandboxes); the Docker engine, the bus and logging are the shared ``CORRAL_DOCKER_*``,
@@ -206,3 +214,4 @@ class Settings(BaseSettings):
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: SandboxManagerMetricsSettings = Field(default_factory=SandboxManagerMetricsSettings)

@@ -21,6 +21,7 @@ from corral.session_store.projector import Projector
 from corral.session_store.rpc import operations
 from corral.session_store.service import Deps
 from corral.session_store.settings import Settings
+from corral.telemetry import metrics
 
 
 async def serve(settings: Settings, life: Lifetime) -> None:
@@ -54,6 +55,10 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         return await health.report(bus, pool, projector, instance=instance)
 
     projecting = life.background(projector.run(), name="projector")
+    life.background(
+        metrics.sample(lambda: health.sample_lags(bus, projector), interval_s=health.LAG_SAMPLE_S, name="projection"),
+        name="projection-lag",
+    )
     await _wait_projection(bus, projector)
     await _bootstrap(deps, settings)
     await wakes.sweep(deps)

@@ -16,11 +16,14 @@ import asyncpg
 from corral.bus import Bus
 from corral.contracts import subjects
 from corral.contracts.health import Health
+from corral.session_store import metrics
 from corral.session_store.projector import Projector
 
 #: How long the health answer waits for Postgres to answer ``SELECT 1``.
 PROBE_TIMEOUT_S = 0.5  # under the gateway's 1 s health deadline
 STREAMS = {"sessions": subjects.SESSIONS_STREAM, "catalog": subjects.CATALOG_STREAM}
+#: How often the projection's lag metric is sampled.
+LAG_SAMPLE_S = 5.0
 
 
 async def report(bus: Bus, pool: asyncpg.Pool, projector: Projector, *, instance: str) -> Health:
@@ -32,9 +35,8 @@ async def report(bus: Bus, pool: asyncpg.Pool, projector: Projector, *, instance
     details: dict[str, str] = {"projection_errors": str(projector.errors)}
     if projector.last_error:
         details["projection_last_error"] = projector.last_error
-    for name, stream in STREAMS.items():
-        last = await bus.stream_last_seq(stream)
-        details[f"lag_{name}"] = str(max(0, last - projector.position(stream)))
+    for name, lag in (await lags(bus, projector)).items():
+        details[f"lag_{name}"] = str(lag)
     details["projection"] = projection
     dependencies = {"nats": "ok" if bus.connected else "disconnected; reconnecting", "postgres": postgres}
     healthy = projection == "ok" and all(state == "ok" for state in dependencies.values())
@@ -45,6 +47,19 @@ async def report(bus: Bus, pool: asyncpg.Pool, projector: Projector, *, instance
         details=details,
         dependencies=dependencies,
     )
+
+
+async def lags(bus: Bus, projector: Projector) -> dict[str, int]:
+    """How many stream sequences the projection has not applied yet, per stream (``STREAMS``' names)."""
+    return {
+        name: max(0, await bus.stream_last_seq(stream) - projector.position(stream)) for name, stream in STREAMS.items()
+    }
+
+
+async def sample_lags(bus: Bus, projector: Projector) -> None:
+    """Set ``corral_session_store_projection_lag_records`` (every ``LAG_SAMPLE_S`` by the composition root)."""
+    for name, lag in (await lags(bus, projector)).items():
+        metrics.PROJECTION_LAG.labels(stream=name).set(lag)
 
 
 async def probe_postgres(pool: asyncpg.Pool) -> str:

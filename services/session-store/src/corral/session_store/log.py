@@ -32,6 +32,7 @@ from corral.contracts.log import (
     fold_api_key,
     parse_session_record,
 )
+from corral.session_store import metrics
 from corral.session_store.domain.sessions import SessionState
 
 logger = logging.getLogger(__name__)
@@ -121,6 +122,7 @@ class SessionLog:
                 self._remember(state)
         return state, out
 
+    @metrics.timed_append("sessions")
     async def append(
         self,
         session_id: str,
@@ -229,6 +231,7 @@ class Catalog:
                 key = fold_api_key(key, record)
         return key
 
+    @metrics.timed_append("catalog")
     async def append(
         self, subject: str, record: dict[str, Any], *, expected_last_seq: int | None, msg_id: str | None = None
     ) -> int:

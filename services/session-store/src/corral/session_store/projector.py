@@ -27,7 +27,7 @@ from corral.contracts.log import (
     parse_catalog_record,
     parse_session_record,
 )
-from corral.session_store import pgtext
+from corral.session_store import metrics, pgtext
 from corral.session_store.catalog_projection import apply_catalog_record
 from corral.session_store.db import Conn
 from corral.session_store.domain.sessions import SessionRow
@@ -185,6 +185,7 @@ class Projector:
             )  # fmt: skip
             await _save_position(conn, stream, msg.seq)
         self.errors += 1
+        metrics.PROJECTION_ERRORS.inc()
         self.last_error = f"{stream} seq {msg.seq}: {error}"
         logger.error(
             "record not projected; skipped for its row only",

@@ -8,7 +8,15 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from corral.settings import LogSettings, NatsSettings, PostgresSettings, renamed
+from corral.settings import LogSettings, MetricsSettings, NatsSettings, PostgresSettings, renamed
+
+
+class SessionStoreMetricsSettings(MetricsSettings):
+    """Its metrics endpoint: ``CORRAL_SESSION_STORE_METRICS_PORT`` and ``CORRAL_SESSION_STORE_METRICS_HOST``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CORRAL_SESSION_STORE_METRICS_", frozen=True, extra="ignore", env_ignore_empty=True
+    )
 
 
 class Settings(BaseSettings):
@@ -54,3 +62,4 @@ class Settings(BaseSettings):
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
+    metrics: SessionStoreMetricsSettings = Field(default_factory=SessionStoreMetricsSettings)
