@@ -24,15 +24,21 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import functools
 import logging
 import os
 import socket
+import ssl
 import stat
 from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, Final
 
+import h11
+
+from corral.contracts.api.errors import ApiError
 from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressPolicy
 from corral.credential_proxy.destinations import (
     Open,
@@ -43,18 +49,31 @@ from corral.credential_proxy.destinations import (
     connect,
     vet,
 )
+from corral.credential_proxy.egress_credentials import EgressCredentials, has_credentials
 from corral.credential_proxy.gitproxy import GitProxy, is_git_request
 from corral.credential_proxy.hosts import HostRules, describe
 from corral.credential_proxy.http_head import (
     CONNECTION_ESTABLISHED,
     BadRequest,
+    Body,
     Destination,
     Forward,
+    RequestHead,
     answer,
     connect_destination,
     forward_request,
     parse_head,
 )
+from corral.credential_proxy.injection import Injection, injects_body, substitute_body, substitute_header_value
+from corral.credential_proxy.interception import (
+    UpstreamRefused,
+    close_quietly,
+    relay,
+    secure_client,
+    secure_upstream,
+    upstream_context,
+)
+from corral.credential_proxy.secret_store import SecretStoreUnavailable
 from corral.credential_proxy.settings import EgressSettings
 from corral.credential_proxy.splice import CHUNK, Activity, Idle, copy_body, pump, splice
 
@@ -71,6 +90,15 @@ MAX_SOCKET_PATH: Final = 107
 _DIRECTORY_MODE: Final = 0o755
 #: Any uid may connect: the sandbox's user is not the credential-proxy's.
 _SOCKET_MODE: Final = 0o666
+
+
+class CredentialsUnreadable(Exception):
+    """The session's credentials cannot be read now; the message says so (for a 502)."""
+
+
+def _host_name(destination: Destination) -> str:
+    """The destination's host as a certificate and ``server_hostname`` name it (an IP address bare)."""
+    return str(destination.host)
 
 
 class CannotListen(Exception):
@@ -90,9 +118,13 @@ class SessionProxy:
         open_connection: Open,
         own_addresses: OwnAddresses,
         git: GitProxy | None = None,
+        credentials: EgressCredentials | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.session_id = session_id
         self._git = git
+        self._credentials = credentials
+        self._upstream_tls = upstream_tls
         self._settings = settings
         self._resolve = resolve
         self._open = open_connection
@@ -214,6 +246,13 @@ class SessionProxy:
             self._log("egress destination unreachable", destination, str(exc))
             await _answer(reader, writer, 502, str(exc))
             return
+        try:
+            injections = await self._injections(destination)
+        except CredentialsUnreadable as exc:
+            up_writer.close()
+            self._log("egress credentials unreadable", destination, str(exc))
+            await _answer(reader, writer, 502, str(exc))
+            return
         logger.debug(
             "egress connected",
             extra={
@@ -222,21 +261,117 @@ class SessionProxy:
         )
         activity = Activity(settings.idle_timeout_s)
         try:
-            if forward is None:
+            if forward is None and injections:
+                await self._intercept((reader, writer), (up_reader, up_writer), destination, injections, activity)
+            elif forward is None:
                 writer.write(CONNECTION_ESTABLISHED)
                 await splice((reader, writer), (up_reader, up_writer), activity)
             else:
-                up_writer.write(forward.head)
+                if injections:
+                    forward, read = await self._substituted(head, forward, reader, injections, activity)
+                    up_writer.write(forward.head + read)
+                else:
+                    up_writer.write(forward.head)
                 async with asyncio.TaskGroup() as both:
                     body = both.create_task(copy_body(forward.body, reader, up_writer, activity))
                     await pump(up_reader, writer, activity)
                     body.cancel()  # the response is complete; whatever the client still sends is dropped
         except* Idle:
             logger.debug("egress connection idle", extra={"fields": {"session_id": self.session_id}})
-        except* (OSError, EOFError, asyncio.LimitOverrunError, BadRequest):
+        except* (OSError, EOFError, asyncio.LimitOverrunError, BadRequest, h11.ProtocolError):
             pass  # either side went away or broke the framing mid-stream: there is no one to answer
         finally:
             up_writer.close()
+
+    # --- credentials at egress ------------------------------------------------------------------------
+    async def _injections(self, destination: Destination) -> list[Injection]:
+        """The session's credentials bound to the destination's host (none without credentials).
+
+        Raises:
+            CredentialsUnreadable: the session's vaults or secrets cannot be read now.
+        """
+        if self._credentials is None or not has_credentials(self._policy):
+            return []
+        try:
+            return await self._credentials.injections(self.session_id, self._policy, _host_name(destination))
+        except SecretStoreUnavailable:
+            raise CredentialsUnreadable(
+                "the session's credentials cannot be read right now (the secret store is unavailable); retry shortly"
+            ) from None
+        except ApiError as exc:
+            raise CredentialsUnreadable(
+                f"the session's vaults cannot be read right now ({exc.message}); retry"
+            ) from None
+
+    async def _intercept(
+        self,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        destination: Destination,
+        injections: list[Injection],
+        activity: Activity,
+    ) -> None:
+        """TLS to the server (verified), ``200``, TLS with the sandbox as the host, then the relay."""
+        assert self._credentials is not None
+        host = _host_name(destination)
+        context = self._upstream_tls or upstream_context(None)
+        try:
+            await secure_upstream(upstream[1], context, host)
+        except UpstreamRefused as exc:
+            self._log("egress destination refused for credentials", destination, str(exc))
+            await _answer(client[0], client[1], 502, str(exc))
+            return
+        client[1].write(CONNECTION_ESTABLISHED)
+        authority = self._credentials.authority(self.session_id)
+        secured = await secure_client(client[0], client[1], authority.server_context(host))
+        logger.info(
+            "egress intercepted for credentials",
+            extra={
+                "fields": {
+                    "session_id": self.session_id,
+                    "host": describe(destination.host),
+                    "credential_ids": [i.credential_id for i in injections],
+                }
+            },
+        )
+        try:
+            await relay(
+                (client[0], secured),
+                upstream,
+                injections,
+                activity,
+                max_body_bytes=self._settings.max_injected_body_bytes,
+            )
+        finally:
+            await close_quietly(secured)
+
+    async def _substituted(
+        self,
+        head: RequestHead,
+        forward: Forward,
+        reader: asyncio.StreamReader,
+        injections: list[Injection],
+        activity: Activity,
+    ) -> tuple[Forward, bytes]:
+        """A plain-HTTP request to a bound host, substituted: its new head, and its body when that was
+        read here (a ``Content-Length`` body of at most ``max_injected_body_bytes`` with a credential
+        allowed in bodies), else ``b""`` and the body is copied as it comes."""
+        headers = [
+            (name, substitute_header_value(value.encode("latin-1"), injections).decode("latin-1"))
+            for name, value in head.headers
+        ]
+        body = b""
+        limit = self._settings.max_injected_body_bytes
+        read_body = injects_body(injections) and forward.body.kind == "length" and forward.body.length <= limit
+        if read_body:
+            raw = await activity.within(functools.partial(reader.readexactly, forward.body.length))
+            body = substitute_body(raw, injections)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            headers.append(("Content-Length", str(len(body))))
+        substituted = forward_request(dataclasses.replace(head, headers=tuple(headers)))
+        if read_body:
+            substituted = dataclasses.replace(substituted, body=Body("none"))
+        return substituted, body
 
     def _log(self, message: str, destination: Destination | None, reason: str) -> None:
         fields: dict[str, object] = {"session_id": self.session_id, "reason": reason}

@@ -71,8 +71,13 @@ class Service:
 
 async def open_egress(service: Service, request: OpenEgress) -> EgressOpened:
     listener = await service.egress.open(request.session_id, request.policy)
+    given = await service.egress.sandbox_credentials(request.session_id, request.policy)
     return EgressOpened(
-        session_id=request.session_id, directory=str(listener.directory), socket_name=EGRESS_SOCKET_NAME
+        session_id=request.session_id,
+        directory=str(listener.directory),
+        socket_name=EGRESS_SOCKET_NAME,
+        credential_environment=given.environment,
+        ca_certificate=given.ca_certificate,
     )
 
 
