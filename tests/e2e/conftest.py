@@ -11,6 +11,7 @@ import json
 import os
 import re
 from collections.abc import AsyncIterator, Generator, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import anthropic
@@ -23,6 +24,7 @@ from corral.devstack.stack import Stack
 from tests.e2e.flows import LEASE_TTL_S
 from tests.egress_network import stand_in_addresses
 from tests.host_canary import HostCanary, serving_canary
+from tests.https_site import Recorder, TestAuthority, serving_recorder
 from tests.mcp_server import RunningMcpServer, free_port, serving_mcp
 from tests.token_endpoint import TokenServer, serving_token_endpoint
 from tests.web_site import Site, serving_site
@@ -33,6 +35,27 @@ MCP_DOWN_PORT = free_port()
 #: The loopback address the web tool tests' site listens on, admitted by the stack's credential-proxy
 #: (``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``) as an operator admits a private service; 127.0.0.1 is not.
 WEB_SITE_ADDRESS = "127.0.0.7"
+
+#: Loopback addresses of the credentials-at-egress tests' servers (``EgressSites``), admitted like ``WEB_SITE_ADDRESS``.
+BOUND_ADDRESS, UNBOUND_ADDRESS, ATTACKER_ADDRESS = "127.0.0.8", "127.0.0.9", "127.0.0.10"
+
+
+@dataclass
+class EgressSites:
+    """An HTTPS server an ``environment_variable`` credential is bound to, an HTTPS server it is not,
+    and a plain-HTTP "attacker", all recording what they receive; ``ca_file`` is their CA, which the
+    stack's credential-proxy trusts (``CORRAL_CREDENTIAL_PROXY_EGRESS_UPSTREAM_CA_FILE``) and the
+    sandboxes do not."""
+
+    bound: Recorder
+    unbound: Recorder
+    attacker: Recorder
+    ca_file: Path
+
+    @property
+    def all(self) -> tuple[Recorder, Recorder, Recorder]:
+        return (self.bound, self.unbound, self.attacker)
+
 
 #: Short lease and ack wait so a killed harness's session is picked up within seconds.
 FAST_RECOVERY = {
@@ -62,6 +85,7 @@ def start_stack(
     web_site: Site | None = None,
     mcp_server: RunningMcpServer | None = None,
     token_endpoint: TokenServer | None = None,
+    egress_sites: EgressSites | None = None,
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
@@ -73,6 +97,11 @@ def start_stack(
         ports.append(web_site.port)
         allowed.append(web_site.address)
         egress["CORRAL_CREDENTIAL_PROXY_SEARCH_URL"] = web_site.url("")
+    if egress_sites is not None:
+        ports += [site.port for site in egress_sites.all]
+        allowed += [site.address for site in egress_sites.all]
+        egress["CORRAL_CREDENTIAL_PROXY_EGRESS_UPSTREAM_CA_FILE"] = str(egress_sites.ca_file)
+        egress["CORRAL_CREDENTIAL_PROXY_EGRESS_STATE_DIR"] = str(state_dir / "egress-state")
     egress["CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS"] = json.dumps(ports)
     egress["CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"] = json.dumps(allowed)
     if mcp_server is not None:  # the test MCP server on this machine, admitted as an operator would
@@ -150,14 +179,30 @@ def token_endpoint() -> Iterator[TokenServer]:
 
 
 @pytest.fixture(scope="session")
+def egress_sites(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EgressSites]:
+    """The credentials-at-egress tests' servers (``EgressSites``), with their own test CA."""
+    directory = tmp_path_factory.mktemp("egress-sites")
+    authority = TestAuthority.create()
+    with (
+        serving_recorder(BOUND_ADDRESS, authority=authority, directory=directory) as bound,
+        serving_recorder(UNBOUND_ADDRESS, authority=authority, directory=directory) as unbound,
+        serving_recorder(ATTACKER_ADDRESS) as attacker,
+    ):
+        yield EgressSites(bound, unbound, attacker, authority.write(directory / "upstream-ca.pem"))
+
+
+@pytest.fixture(scope="session")
 def stack(
     tmp_path_factory: pytest.TempPathFactory,
     host_canary: HostCanary,
     web_site: Site,
     mcp_server: RunningMcpServer,
     token_endpoint: TokenServer,
+    egress_sites: EgressSites,
 ) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary, web_site, mcp_server, token_endpoint)
+    stack = start_stack(
+        tmp_path_factory.mktemp("corral"), host_canary, web_site, mcp_server, token_endpoint, egress_sites
+    )
     try:
         assert_no_deprecated_settings(stack)
         yield stack

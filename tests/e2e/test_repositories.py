@@ -228,7 +228,11 @@ async def test_bad_repository_input_is_refused_clearly(
             assert (error.get("details") or {}).get("error_code") == code, answer.text
 
 
-async def sweep_container(stack: Stack, short_id: str, tokens: tuple[str, ...]) -> None:
+async def sweep_container(stack: Stack, short_id: str, tokens: tuple[str, ...], *, expect: bytes | None = None) -> None:
+    """No token in the container: its configuration, every process's environ and cmdline, its files.
+    ``expect``: what must be found to show the environments were read (default: the session's clone
+    and proxy variable)."""
+
     def read() -> bytes:
         engine = docker.DockerClient(base_url=stack.docker_host)
         try:
@@ -248,6 +252,9 @@ async def sweep_container(stack: Stack, short_id: str, tokens: tuple[str, ...]) 
                         handle = tar.extractfile(member) if member.isfile() else None
                         if handle is not None:
                             found += handle.read()
+            if expect is not None:
+                assert expect in found, "the processes' environments were read"
+                return found
             assert b"http_proxy=http://127.0.0.1:3128" in found, "the processes' environments were read"
             config = container.exec_run(["cat", "/workspace/demo/.git/config"]).output
             assert b"git.corral.invalid" in config, config

@@ -129,6 +129,8 @@ def test_the_opened_reply_names_the_directory_and_the_socket() -> None:
         "session_id": "s1",
         "directory": "/run/corral-egress/s1",
         "socket_name": "proxy.sock",
+        "credential_environment": {},  # a session without environment_variable credentials
+        "ca_certificate": None,
     }
     assert (SANDBOX_EGRESS_DIR, SANDBOX_PROXY_PORT) == ("/run/corral/egress", 3128)
 

@@ -18,7 +18,8 @@ from corral.bus import Entry
 from corral.contracts.egress import EgressPolicy
 from corral.credential_proxy.egress import NOT_CONFIGURED, Egress, NotConfigured
 from corral.credential_proxy.grants import Grants
-from corral.credential_proxy.proxy import CannotListen, Listener, SessionProxy
+from corral.credential_proxy.listener import CannotListen, Listener
+from corral.credential_proxy.proxy import SessionProxy
 from corral.credential_proxy.settings import EgressSettings
 from tests.unit.credential_proxy.test_proxy import FakeNet, status_and_text
 

@@ -28,6 +28,18 @@ sockets in the same directories, when it restarts. ``close`` removes the socket 
 call it only once the sandbox is gone (a later ``open`` makes a new directory, which the mount of a
 container still running would not show).
 
+**Credentials at egress.** A policy that names the session's ``workspace_id`` and ``vault_ids`` makes
+the proxy substitute the vaults' ``environment_variable`` credentials: ``open`` answers with a
+placeholder for each credential's ``secret_name`` (``credential_environment``, random, unique per
+grant and credential, not derived from the secret) and the PEM of a CA made for this grant only
+(``ca_certificate``). The sandbox-manager sets the variables to the placeholders and makes the
+sandbox trust the CA. A ``CONNECT`` to a host one of the credentials is bound to (its ``networking``)
+is then intercepted: the proxy answers TLS with a certificate for the host signed by that CA,
+verifies the real server itself, and replaces each bound credential's placeholder with its value in
+request header values and/or bodies (its ``injection_location``). Plain ``http://`` requests to a
+bound host are substituted the same way. Any other host gets the bytes as sent, placeholder and all;
+``CONNECT`` to it stays a blind tunnel.
+
 ``allowed_hosts`` entries, as both sides accept them (``allowed_host_problem``):
 
 - ``example.com``: exactly that host (case-insensitive; a trailing dot is ignored);
@@ -163,6 +175,14 @@ class EgressPolicy(Message):
         description="the session's repositories, reached through the git proxy at "
         "http://git.corral.invalid/<resource_id> (corral.contracts.repositories), whatever allowed_hosts says",
     )
+    workspace_id: str | None = Field(
+        default=None, description="the session's workspace: its vaults are read in that workspace only"
+    )
+    vault_ids: list[str] = Field(
+        default_factory=list,
+        description="the session's vaults: their environment_variable credentials are substituted at egress "
+        "(see 'Credentials at egress' above)",
+    )
 
 
 class OpenEgress(Message):
@@ -182,6 +202,16 @@ class EgressOpened(Message):
         "mounts it read-only at SANDBOX_EGRESS_DIR (/run/corral/egress)"
     )
     socket_name: str = Field(description="the proxy's unix socket in directory (EGRESS_SOCKET_NAME, proxy.sock)")
+    credential_environment: dict[str, str] = Field(
+        default_factory=dict,
+        description="for each environment_variable credential of the policy's vaults, its secret_name and the "
+        "placeholder the sandbox's environment holds in its place (never the secret)",
+    )
+    ca_certificate: str | None = Field(
+        default=None,
+        description="PEM of the session's interception CA, which the sandbox (and nothing else) trusts; "
+        "None when the session has no environment_variable credential",
+    )
 
 
 class CloseEgress(Message):

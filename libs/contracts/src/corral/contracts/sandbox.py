@@ -96,6 +96,10 @@ class Provision(Message):
     environment_config: dict[str, Any] = Field(default_factory=dict)
     #: The session's repositories, cloned into the sandbox when it is provisioned.
     repositories: list[RepositoryMount] = Field(default_factory=list)
+    #: The session's workspace and vaults: their ``environment_variable`` credentials reach the sandbox
+    #: as placeholders, substituted by its egress proxy (``corral.contracts.egress``).
+    workspace_id: str | None = None
+    vault_ids: list[str] = Field(default_factory=list)
 
 
 class Provisioned(Message):
@@ -121,6 +125,10 @@ class Execute(Message):
     environment_config: dict[str, Any] = Field(default_factory=dict)
     #: The session's repositories, cloned into the sandbox when it is provisioned.
     repositories: list[RepositoryMount] = Field(default_factory=list)
+    #: The session's workspace and vaults: their ``environment_variable`` credentials reach the sandbox
+    #: as placeholders, substituted by its egress proxy (``corral.contracts.egress``).
+    workspace_id: str | None = None
+    vault_ids: list[str] = Field(default_factory=list)
     #: Overall timeout; ``bash`` prefers its own ``input.timeout_ms``. Capped at ``MAX_TOOL_TIMEOUT_MS``.
     timeout_ms: int | None = None
 

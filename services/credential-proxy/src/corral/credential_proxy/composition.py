@@ -14,14 +14,17 @@ ready once the grants are restored and requests are served.
 from __future__ import annotations
 
 import logging
+import ssl
 
 from corral.bus import Bus, StreamMismatch, instance_name
 from corral.credential_proxy.credentials import Credentials
 from corral.credential_proxy.destinations import system_resolve
 from corral.credential_proxy.egress import Egress
+from corral.credential_proxy.egress_credentials import EgressCredentials
 from corral.credential_proxy.gitproxy import GitProxy
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.hosts import operator_allows
+from corral.credential_proxy.interception import upstream_context
 from corral.credential_proxy.interfaces import OwnAddresses
 from corral.credential_proxy.mcp_clients import McpClients, Timeouts
 from corral.credential_proxy.mcp_destinations import Rules
@@ -53,27 +56,35 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         raise Refused(str(exc)) from None
     repositories = Repositories(vault, settings.git, settings.egress, resolve=system_resolve, own_addresses=own.current)
     git = GitProxy(repositories, idle_timeout_s=settings.egress.idle_timeout_s)
-    egress = await stack.enter_async_context(
-        Egress(settings.egress, grants, own_addresses=own.current, git=git).running()
-    )
-    await egress.restore()
     mcp_settings = settings.mcp
     rules = Rules(
         own_addresses=own.current, admitted=settings.destinations.admitted, timeout_s=mcp_settings.connect_timeout_s
     )
+    secrets = SecretStore(vault.client, timeout_s=settings.secret_store_timeout_s)
+    store = store_caller(bus, timeout_s=settings.secret_store_timeout_s)
+    refresher = Refresher(
+        secrets=secrets, store=store, endpoint=TokenEndpoint(rules_vet(rules), timeout_s=mcp_settings.connect_timeout_s)
+    )
+    resolver = SessionCredentials(secrets=secrets, store=store, refresher=refresher)
+    egress_credentials = EgressCredentials(resolver, state_dir=settings.egress.state_dir)
+    egress = await stack.enter_async_context(
+        Egress(
+            settings.egress,
+            grants,
+            own_addresses=own.current,
+            git=git,
+            credentials=egress_credentials,
+            upstream_tls=upstream_tls(settings),
+        ).running()
+    )
+    await egress.restore()
     timeouts = Timeouts(
         connect_s=mcp_settings.connect_timeout_s,
         list_s=mcp_settings.list_timeout_s,
         call_s=mcp_settings.call_timeout_s,
         idle_s=mcp_settings.idle_timeout_s,
     )
-    secrets = SecretStore(vault.client, timeout_s=settings.secret_store_timeout_s)
-    store = store_caller(bus, timeout_s=settings.secret_store_timeout_s)
     credentials = Credentials(secrets=secrets, store=store)
-    refresher = Refresher(
-        secrets=secrets, store=store, endpoint=TokenEndpoint(rules_vet(rules), timeout_s=mcp_settings.connect_timeout_s)
-    )
-    resolver = SessionCredentials(secrets=secrets, store=store, refresher=refresher)
     mcp = await stack.enter_async_context(McpClients(rules, timeouts, McpCredentials(resolver)).running())
     service = Service(
         instance=instance,
@@ -95,6 +106,23 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         egress_listeners=egress.count(),
         web_search="configured" if service.search.configured else "not configured",
     )
+
+
+def upstream_tls(settings: Settings) -> ssl.SSLContext:
+    """How intercepted hosts are verified: the system's CAs, plus the operator's file when set.
+
+    Raises:
+        Refused: ``CORRAL_CREDENTIAL_PROXY_EGRESS_UPSTREAM_CA_FILE`` cannot be read or holds no certificate.
+    """
+    ca_file = settings.egress.upstream_ca_file
+    try:
+        return upstream_context(ca_file)
+    except (OSError, ssl.SSLError) as exc:
+        raise Refused(
+            f"CORRAL_CREDENTIAL_PROXY_EGRESS_UPSTREAM_CA_FILE={ca_file} cannot be used ({exc}); give a readable "
+            "PEM file of CA certificates, or unset it to trust the system's CAs only",
+            exit_code=1,
+        ) from None
 
 
 def own_addresses(settings: Settings) -> OwnAddresses:

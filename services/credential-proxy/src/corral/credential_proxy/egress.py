@@ -16,6 +16,7 @@ import contextlib
 import logging
 import os
 import re
+import ssl
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,9 +25,11 @@ from typing import Final
 from corral.contracts import ids
 from corral.contracts.egress import EGRESS_SOCKET_NAME, SESSION_ID_PATTERN, EgressPolicy
 from corral.credential_proxy.destinations import Open, OwnAddresses, Resolve, open_tcp, system_resolve
+from corral.credential_proxy.egress_credentials import EgressCredentials, SandboxCredentials
 from corral.credential_proxy.gitproxy import GitProxy
 from corral.credential_proxy.grants import Grants, UnreadableGrant
-from corral.credential_proxy.proxy import MAX_SOCKET_PATH, CannotListen, Listener, SessionProxy, remove_directory
+from corral.credential_proxy.listener import MAX_SOCKET_PATH, CannotListen, Listener, remove_directory
+from corral.credential_proxy.proxy import SessionProxy
 from corral.credential_proxy.settings import EgressSettings
 
 logger = logging.getLogger(__name__)
@@ -63,9 +66,13 @@ class Egress:
         resolve: Resolve = system_resolve,
         open_connection: Open = open_tcp,
         git: GitProxy | None = None,
+        credentials: EgressCredentials | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
     ) -> None:
         self._settings = settings
         self._git = git
+        self._credentials = credentials
+        self._upstream_tls = upstream_tls
         self._grants = grants
         self._own_addresses = own_addresses
         self._resolve = resolve
@@ -135,6 +142,16 @@ class Egress:
             )
             return listener
 
+    async def sandbox_credentials(self, session_id: str, policy: EgressPolicy) -> SandboxCredentials:
+        """What the session's sandbox is given for its credentials at egress: placeholders and its CA.
+
+        Raises:
+            SecretStoreUnavailable, ApiError: the session's vaults cannot be read now.
+        """
+        if self._credentials is None:
+            return SandboxCredentials({}, None)
+        return await self._credentials.environment(session_id, policy)
+
     async def close(self, session_id: str) -> bool:
         """Stop the session's proxy, delete its socket and directory, forget its grant; ``False`` when it had
         neither a proxy nor a grant."""
@@ -143,6 +160,8 @@ class Egress:
             if not stopped and self._settings.socket_dir is not None:  # a grant not served, or a crash's leftovers
                 remove_directory(self._directory(session_id), session_id=session_id)
             forgotten = await self._grants.delete(session_id)
+            if self._credentials is not None:
+                self._credentials.forget(session_id)
         if stopped or forgotten:
             logger.info("egress closed", extra={"fields": {"session_id": session_id}})
         return stopped or forgotten
@@ -202,6 +221,8 @@ class Egress:
             open_connection=self._open,
             own_addresses=self._own_addresses,
             git=self._git,
+            credentials=self._credentials,
+            upstream_tls=self._upstream_tls,
         )
         listener = Listener.bind(proxy, directory)
         task = self._tasks.create_task(listener.serve(), name=f"egress-{session_id}")

@@ -10,30 +10,26 @@ request head in time), 431 (head too large), 502 (the destination cannot be reso
 503 (the session already has ``max_connections`` connections).
 
 Refusals are logged at INFO with the session id, host and reason; headers and bodies never are.
-``SessionProxy`` carries the connections (and holds the policy); ``Listener`` is the socket and its
-accept loop, which owns the connections in a task group: cancelling ``serve`` closes them all.
-
-The socket is the session's identity: every connection accepted on it is that session's, whatever
-it sends. Its directory (0755) holds nothing else, and the sandbox-manager mounts the directory,
-not the socket, into the sandbox: a restarted credential-proxy binds a new socket in the same
-directory and running sandboxes reach it. The socket is 0666 because the sandbox's user (uid 1000)
-is not this process's; only the sandboxes it is mounted into can reach it.
+``SessionProxy`` carries the connections (and holds the policy); ``corral.credential_proxy.listener``
+is the socket and its accept loop.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
+import dataclasses
+import functools
 import logging
-import os
 import socket
-import stat
+import ssl
 from collections.abc import Coroutine
-from pathlib import Path
 from typing import Any, Final
 
-from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressPolicy
+import h11
+
+from corral.contracts.api.errors import ApiError
+from corral.contracts.egress import EgressPolicy
 from corral.credential_proxy import metrics
 from corral.credential_proxy.destinations import (
     Open,
@@ -44,18 +40,31 @@ from corral.credential_proxy.destinations import (
     connect,
     vet,
 )
+from corral.credential_proxy.egress_credentials import EgressCredentials, has_credentials
 from corral.credential_proxy.gitproxy import GitProxy, is_git_request
 from corral.credential_proxy.hosts import HostRules, describe
 from corral.credential_proxy.http_head import (
     CONNECTION_ESTABLISHED,
     BadRequest,
+    Body,
     Destination,
     Forward,
+    RequestHead,
     answer,
     connect_destination,
     forward_request,
     parse_head,
 )
+from corral.credential_proxy.injection import Injection, injects_body, substitute_body, substitute_header_value
+from corral.credential_proxy.interception import (
+    UpstreamRefused,
+    close_quietly,
+    relay,
+    secure_client,
+    secure_upstream,
+    upstream_context,
+)
+from corral.credential_proxy.secret_store import SecretStoreUnavailable
 from corral.credential_proxy.settings import EgressSettings
 from corral.credential_proxy.splice import CHUNK, Activity, Idle, copy_body, pump, splice
 
@@ -65,17 +74,15 @@ logger = logging.getLogger(__name__)
 #: read and dropped, so that closing does not reset the connection before the answer is read.
 _LINGER_S: Final = 2.0
 _LINGER_BYTES: Final = 1 << 20
-#: Pause after a failed accept (out of file descriptors) before accepting again.
-_ACCEPT_BACKOFF_S: Final = 0.2
-#: Longest path a unix socket is bound to (``sun_path`` is 108 bytes on Linux, with a final NUL).
-MAX_SOCKET_PATH: Final = 107
-_DIRECTORY_MODE: Final = 0o755
-#: Any uid may connect: the sandbox's user is not the credential-proxy's.
-_SOCKET_MODE: Final = 0o666
 
 
-class CannotListen(Exception):
-    """The session's directory or socket cannot be made."""
+class CredentialsUnreadable(Exception):
+    """The session's credentials cannot be read now; the message says so (for a 502)."""
+
+
+def _host_name(destination: Destination) -> str:
+    """The destination's host as a certificate and ``server_hostname`` name it (an IP address bare)."""
+    return str(destination.host)
 
 
 class SessionProxy:
@@ -91,9 +98,13 @@ class SessionProxy:
         open_connection: Open,
         own_addresses: OwnAddresses,
         git: GitProxy | None = None,
+        credentials: EgressCredentials | None = None,
+        upstream_tls: ssl.SSLContext | None = None,
     ) -> None:
         self.session_id = session_id
         self._git = git
+        self._credentials = credentials
+        self._upstream_tls = upstream_tls
         self._settings = settings
         self._resolve = resolve
         self._open = open_connection
@@ -220,6 +231,14 @@ class SessionProxy:
             self._log("egress destination unreachable", destination, str(exc))
             await _answer(reader, writer, 502, str(exc))
             return
+        try:
+            injections = await self._injections(destination)
+        except CredentialsUnreadable as exc:
+            up_writer.close()
+            metrics.EGRESS_CONNECTIONS.labels(outcome="credentials_unreadable").inc()
+            self._log("egress credentials unreadable", destination, str(exc))
+            await _answer(reader, writer, 502, str(exc))
+            return
         metrics.EGRESS_CONNECTIONS.labels(outcome="connected").inc()
         logger.debug(
             "egress connected",
@@ -229,21 +248,117 @@ class SessionProxy:
         )
         activity = Activity(settings.idle_timeout_s)
         try:
-            if forward is None:
+            if forward is None and injections:
+                await self._intercept((reader, writer), (up_reader, up_writer), destination, injections, activity)
+            elif forward is None:
                 writer.write(CONNECTION_ESTABLISHED)
                 await splice((reader, writer), (up_reader, up_writer), activity)
             else:
-                up_writer.write(forward.head)
+                if injections:
+                    forward, read = await self._substituted(head, forward, reader, injections, activity)
+                    up_writer.write(forward.head + read)
+                else:
+                    up_writer.write(forward.head)
                 async with asyncio.TaskGroup() as both:
                     body = both.create_task(copy_body(forward.body, reader, up_writer, activity))
                     await pump(up_reader, writer, activity)
                     body.cancel()  # the response is complete; whatever the client still sends is dropped
         except* Idle:
             logger.debug("egress connection idle", extra={"fields": {"session_id": self.session_id}})
-        except* (OSError, EOFError, asyncio.LimitOverrunError, BadRequest):
+        except* (OSError, EOFError, asyncio.LimitOverrunError, BadRequest, h11.ProtocolError):
             pass  # either side went away or broke the framing mid-stream: there is no one to answer
         finally:
             up_writer.close()
+
+    # --- credentials at egress ------------------------------------------------------------------------
+    async def _injections(self, destination: Destination) -> list[Injection]:
+        """The session's credentials bound to the destination's host (none without credentials).
+
+        Raises:
+            CredentialsUnreadable: the session's vaults or secrets cannot be read now.
+        """
+        if self._credentials is None or not has_credentials(self._policy):
+            return []
+        try:
+            return await self._credentials.injections(self.session_id, self._policy, _host_name(destination))
+        except SecretStoreUnavailable:
+            raise CredentialsUnreadable(
+                "the session's credentials cannot be read right now (the secret store is unavailable); retry shortly"
+            ) from None
+        except ApiError as exc:
+            raise CredentialsUnreadable(
+                f"the session's vaults cannot be read right now ({exc.message}); retry"
+            ) from None
+
+    async def _intercept(
+        self,
+        client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        upstream: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        destination: Destination,
+        injections: list[Injection],
+        activity: Activity,
+    ) -> None:
+        """TLS to the server (verified), ``200``, TLS with the sandbox as the host, then the relay."""
+        assert self._credentials is not None
+        host = _host_name(destination)
+        context = self._upstream_tls or upstream_context(None)
+        try:
+            await secure_upstream(upstream[1], context, host)
+        except UpstreamRefused as exc:
+            self._log("egress destination refused for credentials", destination, str(exc))
+            await _answer(client[0], client[1], 502, str(exc))
+            return
+        client[1].write(CONNECTION_ESTABLISHED)
+        authority = self._credentials.authority(self.session_id)
+        secured = await secure_client(client[0], client[1], authority.server_context(host))
+        logger.info(
+            "egress intercepted for credentials",
+            extra={
+                "fields": {
+                    "session_id": self.session_id,
+                    "host": describe(destination.host),
+                    "credential_ids": [i.credential_id for i in injections],
+                }
+            },
+        )
+        try:
+            await relay(
+                (client[0], secured),
+                upstream,
+                injections,
+                activity,
+                max_body_bytes=self._settings.max_injected_body_bytes,
+            )
+        finally:
+            await close_quietly(secured)
+
+    async def _substituted(
+        self,
+        head: RequestHead,
+        forward: Forward,
+        reader: asyncio.StreamReader,
+        injections: list[Injection],
+        activity: Activity,
+    ) -> tuple[Forward, bytes]:
+        """A plain-HTTP request to a bound host, substituted: its new head, and its body when that was
+        read here (a ``Content-Length`` body of at most ``max_injected_body_bytes`` with a credential
+        allowed in bodies), else ``b""`` and the body is copied as it comes."""
+        headers = [
+            (name, substitute_header_value(value.encode("latin-1"), injections).decode("latin-1"))
+            for name, value in head.headers
+        ]
+        body = b""
+        limit = self._settings.max_injected_body_bytes
+        read_body = injects_body(injections) and forward.body.kind == "length" and forward.body.length <= limit
+        if read_body:
+            raw = await activity.within(functools.partial(reader.readexactly, forward.body.length))
+            body = substitute_body(raw, injections)
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+            headers.append(("Content-Length", str(len(body))))
+        substituted = forward_request(dataclasses.replace(head, headers=tuple(headers)))
+        if read_body:
+            substituted = dataclasses.replace(substituted, body=Body("none"))
+        return substituted, body
 
     def _log(self, message: str, destination: Destination | None, reason: str) -> None:
         fields: dict[str, object] = {"session_id": self.session_id, "reason": reason}
@@ -251,138 +366,6 @@ class SessionProxy:
             fields["host"] = describe(destination.host)
             fields["port"] = destination.port
         logger.info(message, extra={"fields": fields})
-
-
-class Listener:
-    """A session's unix socket, ``<directory>/proxy.sock``. Build it with ``bind``; run ``serve`` in a
-    task; cancel it to stop (the socket file goes, the directory stays for the next start); ``remove``
-    when the session is closed also deletes the directory."""
-
-    def __init__(self, proxy: SessionProxy, sock: socket.socket, directory: Path) -> None:
-        self.proxy = proxy
-        self.directory = directory
-        self.path = directory / EGRESS_SOCKET_NAME
-        self._sock = sock
-        self._inode = _inode(os.lstat(self.path))
-
-    @classmethod
-    def bind(cls, proxy: SessionProxy, directory: Path) -> Listener:
-        """Listen on ``<directory>/proxy.sock``: the directory is made (0755) if missing, a socket file
-        left there by an earlier run is replaced, and the new socket is made connectable by any uid.
-
-        Raises:
-            CannotListen: the path is too long for a unix socket, or the directory or socket cannot be made.
-        """
-        path = directory / EGRESS_SOCKET_NAME
-        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
-            raise CannotListen(
-                f"cannot listen on {path}: a unix socket's path is at most {MAX_SOCKET_PATH} bytes; "
-                "set CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR to a shorter directory"
-            )
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        bound = False
-        try:
-            _make_directory(directory)
-            _remove_stale(path)
-            sock.bind(os.fspath(path))
-            bound = True
-            os.chmod(path, _SOCKET_MODE)
-            sock.listen(128)
-            sock.setblocking(False)
-            return cls(proxy, sock, directory)
-        except OSError as exc:
-            sock.close()
-            if bound:
-                with contextlib.suppress(OSError):
-                    os.unlink(path)
-            raise CannotListen(f"cannot listen on {path}: {exc.strerror or exc}") from None
-
-    def in_place(self) -> bool:
-        """Whether the socket file is still this listener's (nothing removed or replaced it)."""
-        try:
-            return _inode(os.lstat(self.path)) == self._inode
-        except OSError:
-            return False
-
-    def close(self) -> None:
-        """Stop listening and remove the socket file (if it is still this listener's)."""
-        self._sock.close()
-        try:
-            if _inode(os.lstat(self.path)) == self._inode:
-                os.unlink(self.path)
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            logger.warning(
-                "egress socket not removed",
-                extra={"fields": {"session_id": self.proxy.session_id, "error": str(exc)}},
-            )
-
-    def remove(self) -> None:
-        """Close, and delete the session's directory."""
-        self.close()
-        remove_directory(self.directory, session_id=self.proxy.session_id)
-
-    async def serve(self) -> None:
-        """Accept and carry connections until cancelled; then every connection is closed."""
-        loop = asyncio.get_running_loop()
-        try:
-            async with asyncio.TaskGroup() as connections:
-                while True:
-                    try:
-                        conn, _ = await loop.sock_accept(self._sock)
-                    except OSError as exc:
-                        logger.warning(
-                            "egress accept failed",
-                            extra={"fields": {"session_id": self.proxy.session_id, "error": str(exc)}},
-                        )
-                        await asyncio.sleep(_ACCEPT_BACKOFF_S)
-                        continue
-                    carry = self.proxy.admit(conn)
-                    if carry is not None:
-                        connections.create_task(carry)
-        finally:
-            self.close()
-
-
-def remove_directory(directory: Path, *, session_id: str) -> None:
-    """Delete a session's directory and the socket file in it, if they exist (nothing else is removed)."""
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            if not stat.S_ISDIR(os.lstat(directory / EGRESS_SOCKET_NAME).st_mode):
-                os.unlink(directory / EGRESS_SOCKET_NAME)
-        with contextlib.suppress(FileNotFoundError):
-            os.rmdir(directory)
-    except OSError as exc:
-        logger.warning(
-            "egress directory not removed",
-            extra={"fields": {"session_id": session_id, "directory": str(directory), "error": str(exc)}},
-        )
-
-
-def _make_directory(directory: Path) -> None:
-    """The session's directory, 0755 whatever the umask; an existing one must be a directory (no link)."""
-    try:
-        os.mkdir(directory, _DIRECTORY_MODE)
-    except FileExistsError:
-        if not stat.S_ISDIR(os.lstat(directory).st_mode):
-            raise NotADirectoryError(errno.ENOTDIR, f"{directory} exists and is not a directory") from None
-    os.chmod(directory, _DIRECTORY_MODE)
-
-
-def _remove_stale(path: Path) -> None:
-    """Unlink what an earlier run left at the socket's path (its socket, when it was not stopped cleanly)."""
-    try:
-        mode = os.lstat(path).st_mode
-    except FileNotFoundError:
-        return
-    if stat.S_ISDIR(mode):
-        raise IsADirectoryError(errno.EISDIR, f"{path} is a directory")
-    os.unlink(path)
-
-
-def _inode(status: os.stat_result) -> tuple[int, int]:
-    return status.st_dev, status.st_ino
 
 
 async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, status: int, text: str) -> None:

@@ -46,10 +46,10 @@ from corral.contracts.web import WebOps
 from corral.credential_proxy import metrics
 from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
+from corral.credential_proxy.listener import CannotListen
 from corral.credential_proxy.mcp_auth import Caller
 from corral.credential_proxy.mcp_clients import McpAuthenticationFailed, McpClients, McpConnectionFailed
 from corral.credential_proxy.mcp_destinations import DestinationRefused
-from corral.credential_proxy.proxy import CannotListen
 from corral.credential_proxy.secret_store import SecretStoreUnavailable
 from corral.credential_proxy.vault import Vault
 from corral.credential_proxy.webfetch import WebFetcher
@@ -72,8 +72,13 @@ class Service:
 
 async def open_egress(service: Service, request: OpenEgress) -> EgressOpened:
     listener = await service.egress.open(request.session_id, request.policy)
+    given = await service.egress.sandbox_credentials(request.session_id, request.policy)
     return EgressOpened(
-        session_id=request.session_id, directory=str(listener.directory), socket_name=EGRESS_SOCKET_NAME
+        session_id=request.session_id,
+        directory=str(listener.directory),
+        socket_name=EGRESS_SOCKET_NAME,
+        credential_environment=given.environment,
+        ca_certificate=given.ca_certificate,
     )
 
 

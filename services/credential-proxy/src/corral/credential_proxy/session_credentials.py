@@ -113,6 +113,18 @@ class SessionCredentials:
             ]
         return {"Authorization": f"Bearer {token}"}
 
+    async def environment_names(
+        self, workspace_id: str, session_id: str, vault_ids: tuple[str, ...]
+    ) -> list[tuple[str, str]]:
+        """``(credential_id, secret_name)`` of the session's ``environment_variable`` credentials, in
+        vault order (no secret is read)."""
+        cached = await self._load(workspace_id, session_id, vault_ids)
+        return [
+            (c.id, str(c.auth.get("secret_name")))
+            for c in cached.credentials
+            if c.auth.get("type") == "environment_variable" and c.auth.get("secret_name")
+        ]
+
     async def environment_credentials(
         self, workspace_id: str, session_id: str, vault_ids: tuple[str, ...], host: str
     ) -> list[EnvironmentCredential]:

@@ -112,8 +112,25 @@ class EgressSettings(BaseSettings):
         gt=0,
         description="a grant not re-opened for this long is forgotten (its session's sandbox is long gone)",
     )
+    state_dir: Path | None = Field(
+        default=None,
+        description="directory (created 0700) where each session's interception CA and placeholder seed are kept "
+        "(one 0600 file per session), so a restarted credential-proxy goes on with the CA its running sandboxes "
+        "trust; unset: kept in memory only (after a restart, intercepted hosts fail TLS in running sandboxes)",
+    )
+    upstream_ca_file: Path | None = Field(
+        default=None,
+        description="PEM file of CAs trusted, besides the system's, when the proxy verifies an intercepted host "
+        "(credentials at egress); unset: the system's CAs only",
+    )
+    max_injected_body_bytes: int = Field(
+        default=1 << 20,
+        ge=0,
+        description="largest request body searched for placeholders (credentials with injection_location.body); "
+        "a larger body is sent as it is",
+    )
 
-    @field_validator("socket_dir", mode="before")
+    @field_validator("socket_dir", "state_dir", "upstream_ca_file", mode="before")
     @classmethod
     def _empty_is_unset(cls, value: object) -> object:
         return None if value == "" else value

@@ -43,6 +43,12 @@ def agent_of(session: dict[str, Any]) -> dict[str, Any]:
     return snapshot if isinstance(snapshot, dict) else {}
 
 
+def vault_ids_of(session: dict[str, Any]) -> list[str]:
+    """The session's ``vault_ids`` (ids only: the credentials are read by the credential-proxy)."""
+    ids = session.get("vault_ids")
+    return [str(i) for i in ids] if isinstance(ids, list) else []
+
+
 def repositories_of(session: dict[str, Any]) -> list[RepositoryMount]:
     """The session's ``github_repository`` resources, as the sandbox-manager clones them (metadata only:
     the session log never holds a token)."""

@@ -30,7 +30,7 @@ from corral.harness.environments import Environments
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.mcp import McpTools, mcp_unavailable
-from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields, repositories_of
+from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields, repositories_of, vault_ids_of
 from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.tools import toolbox
 from corral.harness.webtools import WEB_TOOLS, Web, run_web_tool
@@ -130,6 +130,8 @@ class ToolRunner:
             environment_id=environment.id,
             environment_config=environment.config,
             repositories=repositories_of(fold.session),
+            workspace_id=fold.workspace_id or None,
+            vault_ids=vault_ids_of(fold.session),
         )
         started = time.monotonic()
         timeout_s = sandbox.execute_reply_timeout_s(_bash_timeout_ms(call))
@@ -191,6 +193,8 @@ class ToolRunner:
             environment_id=environment.id,
             environment_config=environment.config,
             repositories=repositories_of(fold.session),
+            workspace_id=fold.workspace_id or None,
+            vault_ids=vault_ids_of(fold.session),
         )
         turn.provisioning = asyncio.create_task(self._provision(request))
 

@@ -21,7 +21,7 @@ from docker.types import LogConfig
 
 from corral.contracts.egress import SANDBOX_EGRESS_DIR
 from corral.sandbox_manager import agent
-from corral.sandbox_manager.egress import EgressMount
+from corral.sandbox_manager.egress import SANDBOX_CA_BUNDLE, EgressMount
 
 WORKSPACE: Final = "/workspace"
 #: The sandbox's /dev/shm (POSIX shared memory, semaphores): the engine's default size, few inodes.
@@ -108,7 +108,10 @@ def create_arguments(
     binds: list[str] = []
     if egress is not None:
         environment.update(egress.environment())
-        config = json.dumps({**json.loads(config), "egress_socket": egress.socket_in_sandbox})
+        extra: dict[str, Any] = {"egress_socket": egress.socket_in_sandbox}
+        if egress.ca_certificate:  # the agent writes the trust bundle the CA variables name
+            extra |= {"egress_ca": egress.ca_certificate, "egress_ca_bundle": SANDBOX_CA_BUNDLE}
+        config = json.dumps({**json.loads(config), **extra})
         binds.append(f"{egress.host_directory}:{SANDBOX_EGRESS_DIR}:ro")
     uid, _, gid = spec.user.partition(":")
     # Every writable mount is a tmpfs capped in bytes and in inodes (an inode fill gives the filler

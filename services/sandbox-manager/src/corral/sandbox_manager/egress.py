@@ -7,12 +7,21 @@ is bind-mounted read-only at ``SANDBOX_EGRESS_DIR``; the exec agent relays ``127
 and ``HTTP_PROXY``/``HTTPS_PROXY`` point there. The proxy knows the session from the socket a
 connection arrives on, and decides per request which hosts it may reach. The grant is closed when
 the session's sandbox is released for good.
+
+**Credentials at egress.** A session with vaults (``SessionVaults``) has its workspace and vault ids
+put in the policy it opens with; the credential-proxy answers with a placeholder for each of the
+vaults' ``environment_variable`` credentials and the PEM of the session's interception CA, never a
+secret. The sandbox's environment gets each ``secret_name`` set to its placeholder, and the exec
+agent writes a trust bundle, the image's system bundle plus that CA, at ``SANDBOX_CA_BUNDLE``, which
+``SSL_CERT_FILE``, ``CURL_CA_BUNDLE``, ``REQUESTS_CA_BUNDLE``, ``GIT_SSL_CAINFO`` and
+``NODE_EXTRA_CA_CERTS`` name. The proxy substitutes the real values on the way out, for the hosts
+each credential is bound to only.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 from typing import Final, Protocol, TypeVar
 
@@ -30,6 +39,7 @@ from corral.contracts.egress import (
     OpenEgress,
 )
 from corral.contracts.operation import Operation
+from corral.contracts.sandbox import Execute, Provision
 
 logger = logging.getLogger(__name__)
 
@@ -49,11 +59,49 @@ class EgressUnavailable(Exception):
     """The credential-proxy did not open the session's egress; ``str()`` says why, for a notice."""
 
 
+#: Where the exec agent writes the sandbox's trust bundle (the image's CAs and the session's egress CA).
+SANDBOX_CA_BUNDLE: Final = "/tmp/corral-ca-bundle.pem"
+#: The variables that point TLS clients at ``SANDBOX_CA_BUNDLE`` (OpenSSL, curl, requests, git, node).
+CA_BUNDLE_VARIABLES: Final = (
+    "SSL_CERT_FILE",
+    "CURL_CA_BUNDLE",
+    "REQUESTS_CA_BUNDLE",
+    "GIT_SSL_CAINFO",
+    "NODE_EXTRA_CA_CERTS",
+)
+#: Variables the sandbox-manager sets itself: a credential named like one of them is not set.
+_RESERVED: Final = frozenset(
+    {"HOME", "LANG", "TERM", "PAGER", "GIT_PAGER", "PATH", "PYTHONDONTWRITEBYTECODE", "NO_PROXY", "no_proxy"}
+    | {"HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy", *CA_BUNDLE_VARIABLES}
+)
+
+
+@dataclass(frozen=True)
+class SessionVaults:
+    """The session's workspace and vaults, whose ``environment_variable`` credentials its egress substitutes."""
+
+    workspace_id: str
+    vault_ids: tuple[str, ...]
+
+    def policy(self, policy: EgressPolicy) -> EgressPolicy:
+        return policy.model_copy(update={"workspace_id": self.workspace_id, "vault_ids": list(self.vault_ids)})
+
+
+def vaults_of(request: Provision | Execute) -> SessionVaults | None:
+    """The request's vaults, or ``None`` when it names none (or no workspace to read them in)."""
+    if not request.vault_ids or not request.workspace_id:
+        return None
+    return SessionVaults(request.workspace_id, tuple(request.vault_ids))
+
+
 @dataclass(frozen=True)
 class EgressMount:
-    """How a container reaches its session's proxy: the host directory to mount and the agent's relay."""
+    """How a container reaches its session's proxy: the host directory to mount and the agent's relay;
+    with credentials at egress, their placeholders and the session's CA (PEM)."""
 
     host_directory: str
+    credential_environment: dict[str, str] = field(default_factory=dict)
+    ca_certificate: str | None = None
 
     @property
     def socket_in_sandbox(self) -> str:
@@ -73,7 +121,13 @@ class EgressMount:
             "https_proxy": url,
             "NO_PROXY": "localhost,127.0.0.1,::1",
             "no_proxy": "localhost,127.0.0.1,::1",
+            **self.credential_variables(),
+            **(dict.fromkeys(CA_BUNDLE_VARIABLES, SANDBOX_CA_BUNDLE) if self.ca_certificate else {}),
         }
+
+    def credential_variables(self) -> dict[str, str]:
+        """Each credential's ``secret_name`` set to its placeholder (never a variable of the manager's own)."""
+        return {k: v for k, v in self.credential_environment.items() if k not in _RESERVED}
 
 
 class Egress(Protocol):
@@ -97,7 +151,11 @@ class BusEgress:
         opened = await self._call(EgressOps.OPEN, OpenEgress(session_id=session_id, policy=policy))
         if opened.socket_name != EGRESS_SOCKET_NAME:
             raise EgressUnavailable(f"the credential-proxy named an unexpected socket {opened.socket_name!r}")
-        return EgressMount(host_directory=opened.directory)
+        return EgressMount(
+            host_directory=opened.directory,
+            credential_environment=dict(opened.credential_environment),
+            ca_certificate=opened.ca_certificate,
+        )
 
     async def close(self, session_id: str) -> None:
         """Drop the session's proxy (best effort: a failure is logged, the grant stays until closed)."""

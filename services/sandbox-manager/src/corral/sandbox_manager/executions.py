@@ -25,6 +25,7 @@ from typing import Any
 from corral.contracts.sandbox import Execute, TextBlock, ToolOutcome, tool_result_key
 from corral.sandbox_manager import metrics
 from corral.sandbox_manager.channel import SandboxLost
+from corral.sandbox_manager.egress import vaults_of
 from corral.sandbox_manager.records import ToolRecord, ToolRecords
 from corral.sandbox_manager.replies import AgentReply, parse_reply
 from corral.sandbox_manager.sandboxes import Sandbox
@@ -121,6 +122,7 @@ class Executions:
                             request.environment_id,
                             request.environment_config,
                             request.repositories,
+                            vaults=vaults_of(request),
                         )
                     ).sandbox
             except TimeoutError:  # ``ensure`` goes on preparing it (shielded); this call does not wait
@@ -144,7 +146,11 @@ class Executions:
             if not sandbox.alive:  # it stopped before the call was sent: nothing ran yet, use a new one
                 sandbox = (
                     await self._sessions.ensure(
-                        request.session_id, request.environment_id, request.environment_config, request.repositories
+                        request.session_id,
+                        request.environment_id,
+                        request.environment_config,
+                        request.repositories,
+                        vaults=vaults_of(request),
                     )
                 ).sandbox
             content, is_error = await self._run(sandbox, step, key)

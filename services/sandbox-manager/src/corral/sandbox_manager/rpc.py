@@ -38,6 +38,7 @@ from corral.contracts.sandbox import (
     ToolOutcome,
     execute_heartbeat,
 )
+from corral.sandbox_manager.egress import vaults_of
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import UnsupportedEnvironment
 from corral.sandbox_manager.executions import Executions, ShuttingDown
@@ -76,7 +77,11 @@ def _check_id(kind: str, value: str) -> None:
 async def provision(service: Service, request: Provision) -> Provisioned:
     _check_id("session_id", request.session_id)
     got = await service.sessions.ensure(
-        request.session_id, request.environment_id, request.environment_config, request.repositories
+        request.session_id,
+        request.environment_id,
+        request.environment_config,
+        request.repositories,
+        vaults=vaults_of(request),
     )
     sandbox = got.sandbox
     return Provisioned(

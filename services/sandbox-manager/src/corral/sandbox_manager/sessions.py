@@ -2,7 +2,9 @@
 
 A session gets a pooled sandbox when one is ready for its spec (a sandbox that may use the network
 gets its pooled egress slot set to the session's policy at the claim), otherwise a cold one labelled
-with its ids (and, with network, its session's own egress directory mounted). An environment that
+with its ids (and, with network, its session's own egress directory mounted). A session with vaults
+and network always gets a cold one: its credentials' placeholders and egress CA are set in the
+container's environment when it starts (``egress``). An environment that
 lists packages first waits for its environment image (``images``), built at most once however many
 sessions ask; the harness provisions at turn start, so the build
 overlaps the model's first request. The binding is recorded (``records.SandboxRecords``) before the
@@ -27,7 +29,7 @@ from corral.contracts.repositories import RepositoryFailure, RepositoryMount
 from corral.sandbox_manager import metrics
 from corral.sandbox_manager.channel import SandboxLost
 from corral.sandbox_manager.container_spec import EGRESS, NO_NETWORK, ContainerSpec
-from corral.sandbox_manager.egress import NO_EGRESS_NOTICE, Egress, EgressMount, EgressUnavailable
+from corral.sandbox_manager.egress import NO_EGRESS_NOTICE, Egress, EgressMount, EgressUnavailable, SessionVaults
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import place
 from corral.sandbox_manager.images import EnvironmentImages
@@ -105,6 +107,8 @@ class Sessions:
         environment_id: str,
         config: dict[str, Any],
         repositories: list[RepositoryMount] | None = None,
+        *,
+        vaults: SessionVaults | None = None,
     ) -> Provisioning:
         """The session's sandbox, provisioned now if it has none.
 
@@ -125,7 +129,7 @@ class Sessions:
         task = self._pending.get(session_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(
-                self._provision(session_id, environment_id, config, repositories or []),
+                self._provision(session_id, environment_id, config, repositories or [], vaults),
                 name=f"provision:{session_id}",
             )
             self._pending[session_id] = task
@@ -140,7 +144,12 @@ class Sessions:
             task.exception()  # retrieved here; the awaiting callers get it too
 
     async def _provision(
-        self, session_id: str, environment_id: str, config: dict[str, Any], repositories: list[RepositoryMount]
+        self,
+        session_id: str,
+        environment_id: str,
+        config: dict[str, Any],
+        repositories: list[RepositoryMount],
+        vaults: SessionVaults | None,
     ) -> Sandbox:
         began = time.perf_counter()
         self._engine.require()
@@ -148,6 +157,10 @@ class Sessions:
         if repositories:
             egress = with_repositories(placement.egress, repositories)
             placement = replace(placement, egress=egress, spec=replace(placement.spec, network=EGRESS))
+        if vaults is not None and placement.egress is not None:
+            # Its credentials' placeholders and CA go into the container's environment when it starts, so
+            # a session with vaults never takes a pooled sandbox (started before it had any).
+            placement = replace(placement, egress=vaults.policy(placement.egress))
         spec, notices = placement.spec, list(placement.notices)
         if placement.image is not None:
             # Before the pool is asked: taking from it makes it keep containers of this image.
@@ -162,7 +175,7 @@ class Sessions:
                 )
                 raise SandboxUnavailable(f"the environment's image could not be built: {exc}") from exc
         previous, revision = await self._records.session_entry(session_id)
-        sandbox = await self._claim(session_id, spec, placement.egress)
+        sandbox = None if vaults is not None else await self._claim(session_id, spec, placement.egress)
         mount: EgressMount | None = None
         if sandbox is None and placement.egress is not None:
             try:

@@ -13,6 +13,7 @@ from .reaper import become_init_reaper
 from .sealing import seal
 from .server import Server
 from .toolbox import Toolbox
+from .trust import write_bundle
 
 
 def main(argv: list[str]) -> None:
@@ -29,4 +30,6 @@ def main(argv: list[str]) -> None:
     os.chdir(config.root)
     if config.egress_socket:
         EgressRelay(config.egress_socket, config.egress_port, config.egress_connections).start()
+    if config.egress_ca and config.egress_ca_bundle:
+        write_bundle(config.egress_ca_bundle, config.egress_ca)
     Server(Toolbox(config), sys.stdin.buffer, sys.stdout.buffer, sealed=sealed).serve()

@@ -22,6 +22,9 @@ class Config:
     egress_socket: str | None = None
     egress_port: int = 3128
     egress_connections: int = 64
+    #: The session's egress CA (PEM), trusted with the image's own CAs through ``egress_ca_bundle``.
+    egress_ca: str | None = None
+    egress_ca_bundle: str | None = None
     #: Build mode (an environment image's build container): run this script and exit with its code.
     build_script: str | None = None
     #: Variables added to the build script's environment (the proxy variables).
