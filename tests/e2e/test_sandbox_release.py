@@ -34,7 +34,7 @@ ANSWERED_WITHIN_S = 4.0
 def container_exists(stack: Stack, short_id: str) -> bool:
     client = docker.DockerClient(base_url=stack.docker_host)
     try:
-        return any(c.id.startswith(short_id) for c in client.containers.list(all=True))
+        return any(c.id.startswith(short_id) for c in client.containers.list(all=True, sparse=True))
     finally:
         client.close()
 
