@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
 from corral.devstack.configuration import read_model, read_ports
@@ -100,3 +102,12 @@ def test_only_the_gateway_sends_repository_tokens_and_only_the_credential_proxy_
     listeners = sorted(user for user, p in permissions.items() if "corral.rpc.repositories.*" in p.subscribe)
     assert listeners == ["credential-proxy"]
     assert "corral.rpc.repositories.check" in permissions["sandbox-manager"].publish
+
+
+def test_the_credential_proxy_keeps_its_interception_cas_in_the_state_directory() -> None:
+    # Without it a restarted credential-proxy makes new CAs, which running sandboxes do not trust.
+    ctx = dataclasses.replace(_ctx(), egress_state_dir="/state/data/egress")
+    for name in service_names(2, embedded_model=True):
+        env = service_environment(name, ctx, base={})
+        expected = "/state/data/egress" if name == "credential-proxy" else None
+        assert env.get("CORRAL_CREDENTIAL_PROXY_EGRESS_STATE_DIR") == expected, name

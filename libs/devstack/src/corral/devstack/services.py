@@ -93,6 +93,8 @@ class ServiceContext:
     admin_api_key: str | None = None
     sandbox_image: str | None = None
     egress_socket_dir: str | None = None
+    #: where the credential-proxy keeps each session's interception CA across its restarts
+    egress_state_dir: str | None = None
     #: CA certificates environment image builds trust (``CORRAL_SANDBOX_ENVIRONMENT_CA_FILE``;
     #: ``""``: none, ``None``: not passed).
     environment_ca_file: str | None = None
@@ -175,6 +177,8 @@ def service_environment(
             env["CORRAL_OPENBAO_SECRET_ID"] = ctx.openbao_login.secret_id
         if ctx.egress_socket_dir:
             env["CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR"] = ctx.egress_socket_dir
+        if ctx.egress_state_dir:
+            env["CORRAL_CREDENTIAL_PROXY_EGRESS_STATE_DIR"] = ctx.egress_state_dir
     elif kind == "sandbox-manager":
         if ctx.docker_host:
             env["CORRAL_DOCKER_HOST"] = ctx.docker_host

@@ -223,6 +223,7 @@ class Topology:
             docker_host=self.docker_host,
             sandbox_image=self.sandbox_image,
             egress_socket_dir=str(self.egress_socket_dir) if self.docker_host else None,
+            egress_state_dir=str(self.state.data("egress")),
             environment_ca_file=self.environment_ca_file if self.docker_host else None,
             metrics_port=self.ports.metrics,
         )
