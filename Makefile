@@ -3,13 +3,16 @@ SHELL := /bin/bash
 UV ?= uv
 export UV_LINK_MODE ?= copy
 
-.PHONY: help system-deps install up down status demo test lint typecheck lint-imports gen gen-check test-unit test-integration bench
+.PHONY: help system-deps browser-deps install up down status demo test lint typecheck lint-imports gen gen-check test-unit test-integration bench
 
 help: ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | expand -t 18
 
 system-deps: ## docker.io and debootstrap via apt-get when missing (as root), for sandboxes
 	@bash infra/dev/system-deps.sh
+
+browser-deps: ## chromium via apt-get when missing (as root), for the console's browser test
+	@bash infra/dev/browser-deps.sh
 
 install: ## create .venv with every package and dev tool (needs uv; `pip install uv` if missing)
 	@command -v $(UV) >/dev/null || python3 -m pip install --quiet uv
@@ -48,7 +51,7 @@ gen-check: install ## fail when proto/ or the README settings table is stale
 test-unit: install ## unit and contract tests only (no services)
 	@$(UV) run pytest tests/unit tests/contract -q
 
-test: system-deps lint typecheck lint-imports gen-check ## everything: lint, types, imports, proto, unit, contract, integration, e2e
+test: system-deps browser-deps lint typecheck lint-imports gen-check ## everything: lint, types, imports, proto, unit, contract, integration, e2e
 	@$(UV) run pytest tests -q
 
 bench: install ## benchmarks on a private local stack; prints figures

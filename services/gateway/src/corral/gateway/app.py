@@ -19,7 +19,7 @@ from corral.gateway.idempotency import IdempotencyMiddleware
 from corral.gateway.metrics import RequestMetrics
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
 from corral.gateway.ratelimit import RateLimiter
-from corral.gateway.routes import admin, agents, environments, events, resources, sessions, vaults
+from corral.gateway.routes import admin, agents, console, environments, events, resources, sessions, vaults
 from corral.gateway.routes import health as health_routes
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends, GatewayState
@@ -52,7 +52,8 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     )
     app.state.gateway = state
     routers = [
-        module.router for module in (agents, environments, vaults, sessions, resources, events, admin, health_routes)
+        module.router
+        for module in (agents, environments, vaults, sessions, resources, events, admin, health_routes, console)
     ]
     for router in routers:
         app.include_router(router)

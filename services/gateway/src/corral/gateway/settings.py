@@ -44,6 +44,10 @@ class Settings(BaseSettings):
     idempotency_ttl_s: float = Field(
         default=24 * 3600.0, gt=0, description="How long a response is kept for replay per Idempotency-Key"
     )
+    jaeger_url: str | None = Field(
+        default=None,
+        description="Jaeger's web UI (http://jaeger.example:16686), which the console links traces to; unset: no link",
+    )
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     metrics: GatewayMetricsSettings = Field(default_factory=GatewayMetricsSettings)

@@ -22,6 +22,8 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any, Final
 
+from corral.contracts.prices import LIST_PRICES
+
 PRICE_FIELDS: Final = ("input", "output", "cache_read", "cache_write")
 
 
@@ -39,19 +41,9 @@ def _price(input: str, output: str, cache_read: str, cache_write: str) -> Price:
     return Price(Decimal(input), Decimal(output), Decimal(cache_read), Decimal(cache_write))
 
 
-#: Public list prices (USD per million tokens) by model id prefix; longest prefix wins.
-DEFAULT_PRICES: Final[Mapping[str, Price]] = {
-    "claude-opus-4-6": _price("5", "25", "0.50", "6.25"),
-    "claude-opus-4-5": _price("5", "25", "0.50", "6.25"),
-    "claude-opus-4": _price("15", "75", "1.50", "18.75"),
-    "claude-sonnet-4": _price("3", "15", "0.30", "3.75"),
-    "claude-haiku-4": _price("1", "5", "0.10", "1.25"),
-    "claude-3-7-sonnet": _price("3", "15", "0.30", "3.75"),
-    "claude-3-5-sonnet": _price("3", "15", "0.30", "3.75"),
-    "claude-3-5-haiku": _price("0.80", "4", "0.08", "1"),
-    "claude-3-opus": _price("15", "75", "1.50", "18.75"),
-    "claude-3-haiku": _price("0.25", "1.25", "0.03", "0.30"),
-}
+#: Public list prices (USD per million tokens) by model id prefix; longest prefix wins (the table
+#: itself is ``corral.contracts.prices``, which the gateway's console estimates costs with too).
+DEFAULT_PRICES: Final[Mapping[str, Price]] = {prefix: _price(**fields) for prefix, fields in LIST_PRICES.items()}
 
 
 class PriceTableError(ValueError):
