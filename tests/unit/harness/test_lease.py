@@ -44,7 +44,7 @@ async def test_holding_a_lease_writes_holder_and_a_fresh_token_and_releases_it_a
 
     assert SESSION_ID not in bucket.entries
     assert tokens[0] != tokens[1]
-    assert ("delete", SESSION_ID, 2) in bucket.calls
+    assert ("delete", SESSION_ID, 3) in bucket.calls  # revision 2 was the first delete
 
 
 async def test_a_lease_someone_else_holds_is_busy() -> None:

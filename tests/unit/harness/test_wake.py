@@ -19,6 +19,11 @@ class FakeRunner:
         self.release = asyncio.Event()
         self.calls: list[tuple[str, int]] = []
         self.leases: list[HeldLease] = []
+        self.settle_at: list[int] = []
+        """Log positions each run's last decision is on (``lease.settled_through``), one per run."""
+        self.log_end = 0
+        """The log's last sequence, as ``logged_after`` sees it after a run let the session go."""
+        self.looked_after: list[int] = []
 
     async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:
         self.calls.append((session_id, min_seq))
@@ -28,7 +33,13 @@ class FakeRunner:
             await self.release.wait()
         if self.error is not None:
             raise self.error
+        if self.outcome is Outcome.DONE and self.settle_at:
+            lease.settled_through = self.settle_at.pop(0)
         return self.outcome
+
+    async def logged_after(self, session_id: str, seq: int) -> bool:
+        self.looked_after.append(seq)
+        return self.log_end > seq
 
 
 class Harness:

@@ -7,6 +7,14 @@ holds the key); keeping it is an ``update`` with the last revision every ``ttl/3
 is a ``delete`` with the last revision. A failed compare-and-set, or no successful renewal for a
 whole TTL (measured on the monotonic clock), means the lease is lost: ``HeldLease.lost`` is set and
 the holder must stop at once.
+
+Letting go of a session that has nothing left to do is two writes: the value is replaced by one
+naming the log position everything was done up to (``released_through``), then the key is deleted.
+A worker waiting for the lease with a wake-up (``await_release``) reads that: a wake-up for input at
+or before that position was served by the holder, and for input after it the holder itself looks
+at the log again right after the release and takes the session back (``WakeLoop``), so the waiter
+leaves it that long before taking it. A lease that expires (its holder died) leaves the bucket's
+expiry mark (``KeyValueSpec.expiry_marks``), which waiters and the takeover watch see at once.
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
-from corral.bus import KeyChanged, KeyExists
+from corral.bus import Change, KeyChanged, KeyExists
 from corral.contracts import clock, rpc
 
 logger = logging.getLogger(__name__)
@@ -38,7 +46,18 @@ class LeaseBucket(Protocol):
 
     async def delete(self, key: str, *, last: int) -> None: ...
 
-    async def wait_gone(self, key: str, *, timeout_s: float) -> bool: ...
+    def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]: ...
+
+
+Released = Literal["free", "served", "busy"]
+
+
+def _released_through(value: bytes) -> int | None:
+    try:
+        found = json.loads(value).get("released_through")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, int) else None
 
 
 class LeaseBusy(Exception):
@@ -54,6 +73,9 @@ class HeldLease:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     handed_off: bool = False
     """Taken after waiting for another holder to let it go (set by the wake loop)."""
+    settled_through: int | None = None
+    """Set by the run when a decision on the log up to this stream sequence found nothing to do: the
+    release names it (``released_through``) so a waiting wake-up for input up to it is served."""
 
     def proof(self) -> rpc.Lease:
         """What an append carries to show it comes from the lease holder."""
@@ -100,16 +122,65 @@ class Leases:
         finally:
             await self._release(lease)
 
-    async def wait_released(self, session_id: str, *, timeout_s: float) -> bool:
-        """Wait (watching the key) until nobody holds the session's lease, for at most ``timeout_s``
-        and at most a tenth of the TTL: a lease that expires rather than being released leaves no
-        mark a watch sees, so the caller tries to take it again at least that often."""
+    async def await_release(self, session_id: str, *, wake_seq: int, timeout_s: float) -> Released:
+        """Wait, watching the key, until the session's lease is worth trying to take for a wake-up
+        for input at ``wake_seq``, for at most ``timeout_s``:
+
+        - ``"served"``: the holder let go saying it had done everything up to ``wake_seq`` or later;
+        - ``"free"``: the lease expired, was deleted without such a word, or was let go through a
+          position before ``wake_seq`` and not taken back within ``recheck_grace_s`` (the holder
+          takes it back at once when it sees the input after releasing, so this means it died);
+        - ``"busy"``: still held when the time ran out (or the watch failed).
+        """
+        released_through: int | None = None
         try:
-            return await self._bucket.wait_gone(session_id, timeout_s=min(timeout_s, self._ttl_s / 10))
+            async with asyncio.timeout(timeout_s):
+                changes = self._bucket.changes(session_id)
+                try:
+                    while True:
+                        change = await anext(changes)
+                        if change.kind == "expired":
+                            return "free"
+                        if change.kind == "put":
+                            released_through = _released_through(change.value)
+                            if released_through is not None and released_through >= wake_seq:
+                                return "served"
+                            continue
+                        if released_through is None:  # deleted, not by a holder that looks again
+                            return "free"
+                        try:  # the holder looks at the log again; leave it the time to take it back
+                            async with asyncio.timeout(self.recheck_grace_s):
+                                change = await anext(changes)
+                        except TimeoutError:
+                            return "free"
+                        if change.kind != "put":
+                            return "free"
+                        released_through = _released_through(change.value)
+                finally:
+                    await changes.aclose()  # type: ignore[attr-defined]
+        except TimeoutError:
+            return "busy"
         except Exception:
             logger.warning("could not watch the lease", extra={"fields": {"session_id": session_id}}, exc_info=True)
             await self._sleep(min(timeout_s, 0.5))
-            return False
+            return "busy"
+
+    async def expiries(self) -> AsyncIterator[str]:
+        """The sessions whose lease expires from now on (the holder stopped renewing it: it died or
+        was cut off), as the bucket's expiry marks are written."""
+        changes = self._bucket.changes(current=False)
+        try:
+            async for change in changes:
+                if change.kind == "expired":
+                    yield change.key
+        finally:
+            await changes.aclose()  # type: ignore[attr-defined]
+
+    @property
+    def recheck_grace_s(self) -> float:
+        """How long a waiter leaves a holder that let go to take the session back (it does so within
+        milliseconds of releasing; past this it is taken for dead)."""
+        return self._ttl_s / 3
 
     async def _renew(self, lease: HeldLease, value: bytes) -> None:
         last_renewed = self._monotonic()
@@ -135,6 +206,11 @@ class Leases:
         if lease.lost.is_set():
             return
         try:
+            if lease.settled_through is not None:
+                value = {"holder": self._holder, "token": lease.token, "released_through": lease.settled_through}
+                lease.revision = await self._bucket.update(
+                    lease.session_id, json.dumps(value).encode(), last=lease.revision
+                )
             await self._bucket.delete(lease.session_id, last=lease.revision)
         except KeyChanged:
             logger.info("lease was already gone at release", extra={"fields": {"session_id": lease.session_id}})

@@ -52,8 +52,6 @@ class TurnState:
     environment: dict[str, Any] | None = None
     environment_read: bool = False
     handoff_seen: bool = False
-    snapshot_events: int = 0
-    """``SessionFold.events`` when the last snapshot was written (or resumed from)."""
 
     def begin(self, horizon: int) -> None:
         """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
