@@ -123,12 +123,12 @@ def _lines_of(path: Path) -> list[dict[str, object]]:
     return lines
 
 
-async def test_input_sent_right_after_idle_is_never_handed_back_for_a_lease(
+async def test_input_sent_right_after_idle_never_waits_for_a_lease_hand_off(
     stack: Stack, client: anthropic.AsyncAnthropic, agent_env: tuple[str, str]
 ) -> None:
     agent_id, env_id = agent_env
     session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
-    rounds = 50
+    rounds = 60
     stream = await open_stream(client, session.id)
     async with stream:
         await send_text(client, session.id, "round 0")
@@ -140,10 +140,17 @@ async def test_input_sent_right_after_idle_is_never_handed_back_for_a_lease(
 
     types = [e.type for e in await all_events(client, session.id)]
     assert types.count("agent.message") == rounds
-    # Input logged in the last moment of a run (after the holder's final look at the log, before it
-    # lets the session go) can still find the session leased: that turn then waits for the release on
-    # a KV watch, milliseconds. What must never happen is the old lost second: a wake-up handed back
-    # to the queue with a delay because the session was leased.
+    # Input logged in the last moment of a run (after the holder's last look at the log, before it
+    # lets the session go) is taken back by the holder itself, which looks at the log again right
+    # after letting go; a wake-up that found the session leased meanwhile leaves it to the holder.
+    # So no turn ever starts on a worker that had to wait for another to let the session go, and no
+    # wake-up is handed back to the queue with a delay.
     waited = harness_lines(stack, session.id, "a turn starts after waiting for the lease hand-off")
     handed_back = harness_lines(stack, session.id, "lease held elsewhere all along; handing the wake-up back")
-    assert handed_back == [], f"{len(handed_back)} wake-ups handed back ({len(waited)} turns waited on the watch)"
+    retaken = harness_lines(stack, session.id, "input logged as the session was let go; taking it back")
+    served = harness_lines(stack, session.id, "the holder let the session go having served this wake-up")
+    assert waited == [], (
+        f"{len(waited)} of {rounds} turns waited for a lease hand-off "
+        f"({len(retaken)} taken back by their holder, {len(served)} wake-ups served by it)"
+    )
+    assert handed_back == [], f"{len(handed_back)} wake-ups handed back"

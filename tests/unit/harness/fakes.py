@@ -495,6 +495,8 @@ class FakeBucket:
         self.watching_all = asyncio.Event()
         """Set when a watch of every key starts (the takeover watch for expiries)."""
         self._watchers: list[tuple[str, asyncio.Queue[Change]]] = []
+        self.drained = asyncio.Event()
+        """Set while a watcher has taken every change so far and waits for the next."""
 
     def _publish(self, change: Change) -> None:
         for keys, queue in self._watchers:
@@ -556,7 +558,11 @@ class FakeBucket:
         (self.watching_all if keys == ">" else self.watching).set()
         try:
             while True:
-                yield await queue.get()
+                if queue.empty():
+                    self.drained.set()
+                change = await queue.get()
+                self.drained.clear()
+                yield change
         finally:
             self._watchers.remove(watcher)
 

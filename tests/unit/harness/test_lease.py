@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from corral.bus import BusError
+from corral.bus import BusError, Change
 from corral.harness.lease import HeldLease, LeaseBusy, Leases
 from tests.unit.harness.fakes import SESSION_ID, FakeBucket, SteppedSleep
 
@@ -125,3 +125,67 @@ async def test_the_lease_is_released_when_the_block_fails() -> None:
     assert raised.group_contains(RuntimeError)
     assert SESSION_ID not in bucket.entries
     assert lease_seen[0].proof().token == lease_seen[0].token
+
+
+# --- letting go, and waiting for another holder to let go ---------------------------------------------------
+async def test_a_run_that_settled_lets_go_naming_how_far_it_got_then_deletes_the_key() -> None:
+    bucket = FakeBucket()
+    seen: list[Change] = []
+
+    async def watch() -> None:
+        async for change in bucket.changes(SESSION_ID, current=False):
+            seen.append(change)
+            if change.kind == "delete":
+                return
+
+    watching = asyncio.create_task(watch())
+    async with asyncio.timeout(5):
+        await bucket.watching.wait()
+    async with leases(bucket, SteppedSleep()).hold(SESSION_ID) as lease:
+        lease.settled_through = 41
+    async with asyncio.timeout(5):
+        await watching
+
+    assert [c.kind for c in seen] == ["put", "put", "delete"]
+    assert json.loads(seen[1].value) == {"holder": "worker-1", "token": lease.token, "released_through": 41}
+
+
+async def await_release(bucket: FakeBucket, wake_seq: int, ttl_s: float = 9.0) -> asyncio.Task[str]:
+    task = asyncio.create_task(
+        leases(bucket, SteppedSleep(), ttl_s=ttl_s).await_release(SESSION_ID, wake_seq=wake_seq, timeout_s=5)
+    )
+    async with asyncio.timeout(5):
+        await bucket.watching.wait()
+    return task
+
+
+@pytest.mark.parametrize(
+    ("let_go", "answer"),
+    [
+        (lambda bucket: bucket.release(SESSION_ID, released_through=7), "served"),  # it did our input
+        (lambda bucket: bucket.release(SESSION_ID, released_through=9), "served"),
+        (lambda bucket: bucket.expire(SESSION_ID), "free"),  # it died
+        (lambda bucket: bucket.release(SESSION_ID), "free"),  # let go without a word (shutdown)
+    ],
+)
+async def test_a_waiter_learns_from_the_watch_whether_its_input_was_served_or_the_lease_is_free(
+    let_go: object, answer: str
+) -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    waiting = await await_release(bucket, wake_seq=7)
+
+    let_go(bucket)  # type: ignore[operator]
+
+    async with asyncio.timeout(5):
+        assert await waiting == answer
+
+
+async def test_a_waiter_leaves_a_holder_that_let_go_before_its_input_the_time_to_take_it_back() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    waiting = await await_release(bucket, wake_seq=7, ttl_s=0.3)  # grace: a third of the TTL
+
+    bucket.release(SESSION_ID, released_through=5)
+    async with asyncio.timeout(5):  # nobody takes it back: the holder died after letting go
+        assert await waiting == "free"

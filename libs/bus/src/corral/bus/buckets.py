@@ -35,7 +35,6 @@ async def ensure(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue:
                 ttl=spec.ttl_s,
                 history=spec.history,
                 storage=js_api.StorageType(spec.storage),
-                limit_marker_ttl=marker_ttl_s(spec),
             )
         kv = await js.key_value(spec.name)
     await _add_expiry_marks(js, kv, spec)
@@ -44,8 +43,9 @@ async def ensure(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue:
 
 
 async def _add_expiry_marks(js: JetStreamContext, kv: KeyValue, spec: KeyValueSpec) -> None:
-    """The owner turns expiry marks on in a bucket made before its spec asked for them (the stream's
-    settings allow it in place; the entries are kept)."""
+    """The owner turns expiry marks on (in place, entries kept): in a bucket it just made (nats-py's
+    own option would ask ``$JS.API.INFO``, which services' NATS users may not) or one made before its
+    spec asked for them."""
     wanted = marker_ttl_s(spec)
     config = (await kv.status()).stream_info.config
     if wanted is None or config.subject_delete_marker_ttl == wanted:
