@@ -22,6 +22,7 @@ import argparse
 import asyncio
 import json
 import secrets
+import shutil
 import signal
 import statistics
 import sys
@@ -249,6 +250,9 @@ async def main() -> int:
     parser.add_argument("--turns", type=int, default=500)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy the services' logs (INFO) here, to see where time went"
+    )
     args = parser.parse_args()
     window = min(50, max(1, args.turns // 2))
 
@@ -260,7 +264,8 @@ async def main() -> int:
             "session-store": {"CORRAL_LEASE_TTL_S": str(LEASE_TTL_S)},
             "embedded-model": {"CORRAL_EMBEDDED_MODEL_MAX_RECORDED_REQUESTS": str(max(1000, args.turns + 100))},
         }
-        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=service_env, log_level="WARNING")
+        log_level = "INFO" if args.keep_logs else "WARNING"
+        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=service_env, log_level=log_level)
         stack.start(timeout=180)
         try:
             headers = {"x-api-key": stack.api_key}
@@ -302,6 +307,8 @@ async def main() -> int:
                 small_reader.cancel()
         finally:
             stack.stop()
+            if args.keep_logs:
+                shutil.copytree(Path(tmp) / "logs", args.keep_logs, dirs_exist_ok=True)
 
     say("")
     say("Long sessions on the local stack (2 cores)")

@@ -546,7 +546,10 @@ class FakeBucket:
 
     async def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]:
         queue: asyncio.Queue[Change] = asyncio.Queue()
-        if current and keys != ">":
+        if current and keys == ">":
+            for key, (value, revision) in self.entries.items():
+                queue.put_nowait(Change(key, "put", value, revision))
+        elif current:
             if keys in self.entries:
                 value, revision = self.entries[keys]
                 queue.put_nowait(Change(keys, "put", value, revision))

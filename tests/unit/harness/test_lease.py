@@ -6,7 +6,7 @@ import json
 import pytest
 
 from corral.bus import BusError, Change
-from corral.harness.lease import HeldLease, LeaseBusy, Leases
+from corral.harness.lease import Expired, HeldLease, LeaseBusy, Leases
 from tests.unit.harness.fakes import SESSION_ID, FakeBucket, SteppedSleep
 
 
@@ -189,3 +189,40 @@ async def test_a_waiter_leaves_a_holder_that_let_go_before_its_input_the_time_to
     bucket.release(SESSION_ID, released_through=5)
     async with asyncio.timeout(5):  # nobody takes it back: the holder died after letting go
         assert await waiting == "free"
+
+
+async def test_a_lease_neither_renewed_nor_let_go_for_a_ttl_is_reported_expired_with_its_revision() -> None:
+    bucket = FakeBucket()
+    bucket.steal("sesn_dead")  # seen when the watch starts
+    bucket.steal("sesn_gone")
+    manager = Leases(bucket, holder="worker-1", ttl_s=0.3)
+    expiries = manager.expiries()
+    try:
+        async with asyncio.timeout(5):
+            first = asyncio.ensure_future(anext(expiries))
+            await bucket.watching_all.wait()
+            bucket.release("sesn_gone")  # let go: never reported
+            dead_revision = bucket.entries["sesn_dead"][1]
+            found = await first
+            bucket.steal("sesn_late")
+            bucket.expire("sesn_late")  # the server's mark, before this watch's own deadline
+            late = await anext(expiries)
+    finally:
+        await expiries.aclose()  # type: ignore[attr-defined]
+
+    assert found == Expired("sesn_dead", dead_revision)
+    assert late == Expired("sesn_late", None)
+
+
+async def test_an_expired_lease_is_taken_over_from_exactly_its_revision() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    stale = bucket.entries[SESSION_ID][1]
+    bucket.steal(SESSION_ID)  # renewed meanwhile: the expiry seen was of an older write
+
+    with pytest.raises(LeaseBusy):
+        async with leases(bucket, SteppedSleep()).hold(SESSION_ID, over=stale):
+            pytest.fail("the block must not run")
+
+    async with leases(bucket, SteppedSleep()).hold(SESSION_ID, over=bucket.entries[SESSION_ID][1]) as lease:
+        assert json.loads(bucket.entries[SESSION_ID][0])["token"] == lease.token

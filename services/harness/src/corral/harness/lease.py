@@ -52,6 +52,15 @@ class LeaseBucket(Protocol):
 Released = Literal["free", "served", "busy"]
 
 
+@dataclass(frozen=True)
+class Expired:
+    """A session whose lease expired; ``revision``: the expired entry, to take the lease over from
+    (``None``: the server removed it already)."""
+
+    session_id: str
+    revision: int | None
+
+
 def _released_through(value: bytes) -> int | None:
     try:
         found = json.loads(value).get("released_through")
@@ -99,8 +108,10 @@ class Leases:
         self._monotonic = monotonic
 
     @contextlib.asynccontextmanager
-    async def hold(self, session_id: str) -> AsyncIterator[HeldLease]:
-        """Take the lease, keep it renewed while the block runs, release it on the way out.
+    async def hold(self, session_id: str, *, over: int | None = None) -> AsyncIterator[HeldLease]:
+        """Take the lease, keep it renewed while the block runs, release it on the way out. With
+        ``over``, the revision of a lease that expired (``expiries``) and that the server may not
+        have removed yet: taken by replacing exactly that entry.
 
         Raises:
             LeaseBusy: someone else holds it (raised before the block runs).
@@ -108,8 +119,11 @@ class Leases:
         token = secrets.token_urlsafe(16)
         value = json.dumps({"holder": self._holder, "token": token, "acquired_at": clock.now_rfc3339()}).encode()
         try:
-            revision = await self._bucket.create(session_id, value)
-        except KeyExists:
+            if over is None:
+                revision = await self._bucket.create(session_id, value)
+            else:
+                revision = await self._bucket.update(session_id, value, last=over)
+        except (KeyExists, KeyChanged):
             raise LeaseBusy(session_id) from None
         lease = HeldLease(session_id=session_id, holder=self._holder, token=token, revision=revision)
         try:
@@ -165,15 +179,41 @@ class Leases:
             await self._sleep(min(timeout_s, 0.5))
             return "busy"
 
-    async def expiries(self) -> AsyncIterator[str]:
-        """The sessions whose lease expires from now on (the holder stopped renewing it: it died or
-        was cut off), as the bucket's expiry marks are written."""
-        changes = self._bucket.changes(current=False)
+    async def expiries(self) -> AsyncIterator[Expired]:
+        """The sessions whose lease expires from now on (its holder stopped renewing it: it died or
+        was cut off), as soon as it does. Each lease write seen is given a deadline of one TTL from
+        when it was seen here (never earlier than the server's own, whatever the clocks say); a
+        lease neither renewed nor let go by then is expired, with the revision to take it over
+        from (``hold(..., over=)``). The server's expiry mark (its expiry timer is coarse, so it
+        usually comes later) is passed on too, with no revision."""
+        changes = self._bucket.changes(current=True)
+        deadlines: dict[str, tuple[int, float]] = {}
+        upcoming: asyncio.Future[Change] | None = None
         try:
-            async for change in changes:
-                if change.kind == "expired":
-                    yield change.key
+            while True:
+                if upcoming is None:
+                    upcoming = asyncio.ensure_future(anext(changes))
+                now = self._monotonic()
+                due = min((at for _, at in deadlines.values()), default=None)
+                await asyncio.wait({upcoming}, timeout=None if due is None else max(0.0, due - now))
+                if upcoming.done():
+                    change, upcoming = upcoming.result(), None
+                    if change.kind == "put":
+                        deadlines[change.key] = (change.revision, self._monotonic() + self._ttl_s)
+                    else:
+                        deadlines.pop(change.key, None)
+                        if change.kind == "expired":
+                            yield Expired(change.key, None)
+                now = self._monotonic()
+                for key, (revision, at) in list(deadlines.items()):
+                    if at <= now:
+                        del deadlines[key]
+                        yield Expired(key, revision)
         finally:
+            if upcoming is not None:
+                upcoming.cancel()
+                with contextlib.suppress(BaseException):
+                    await upcoming
             await changes.aclose()  # type: ignore[attr-defined]
 
     @property

@@ -154,12 +154,15 @@ class WakeLoop:
         backoff = 0.2
         while True:
             try:
-                async for session_id in self._leases.expiries():
+                async for expired in self._leases.expiries():
                     backoff = 0.2
+                    session_id = expired.session_id
                     if session_id in self.active or session_id in self._holding or slots.locked():
                         continue
                     await slots.acquire()  # free: taken at once
-                    task = tg.create_task(self._take_over(session_id, slots), name=f"takeover-{session_id}")
+                    task = tg.create_task(
+                        self._take_over(session_id, expired.revision, slots), name=f"takeover-{session_id}"
+                    )
                     inflight.add(task)
                     task.add_done_callback(inflight.discard)
             except Exception:
@@ -167,11 +170,11 @@ class WakeLoop:
             await self._sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def _take_over(self, session_id: str, slots: asyncio.Semaphore) -> None:
+    async def _take_over(self, session_id: str, revision: int | None, slots: asyncio.Semaphore) -> None:
         fields = {"session_id": session_id, "reason": "lease_expired"}
         self.active.add(session_id)
         try:
-            outcome = await self._hold_and_run(session_id, 0, None, waited=False)
+            outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
         except LeaseBusy:  # another worker took it over
             return
         except Exception:  # its wake-up comes back after the ack wait
@@ -307,7 +310,7 @@ class WakeLoop:
                     return Outcome.DONE
 
     async def _hold_and_run(
-        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool
+        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool, over: int | None = None
     ) -> Outcome:
         """Take the lease (``LeaseBusy`` if held), run the session until it has nothing to do, let
         it go; then look at the log once more and take the session back at once if input was
@@ -315,7 +318,7 @@ class WakeLoop:
         retaking = False
         while True:
             try:
-                lease, outcome = await self._run_held(session_id, min_seq, delivery, waited=waited)
+                lease, outcome = await self._run_held(session_id, min_seq, delivery, waited=waited, over=over)
             except LeaseBusy:
                 if retaking:  # another worker took it for that input: it is theirs now
                     return Outcome.DONE
@@ -335,14 +338,14 @@ class WakeLoop:
                 "input logged as the session was let go; taking it back",
                 extra={"fields": {"session_id": session_id, "settled_through": settled}},
             )
-            waited, retaking = False, True
+            waited, retaking, over = False, True, None
             min_seq = settled + 1
 
     async def _run_held(
-        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool
+        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool, over: int | None
     ) -> tuple[HeldLease, Outcome]:
         """One hold of the lease: runs until nothing is left (again for wake-ups that joined)."""
-        async with self._leases.hold(session_id) as lease, asyncio.TaskGroup() as tg:
+        async with self._leases.hold(session_id, over=over) as lease, asyncio.TaskGroup() as tg:
             if waited:
                 lease.handed_off = True
                 self.lease_handoffs += 1
