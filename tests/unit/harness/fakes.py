@@ -544,6 +544,12 @@ class FakeBucket:
         self.revision += 1
         self._publish(Change(key, "expired", b"", self.revision))
 
+    def expire_tombstone(self, key: str) -> None:
+        """The mark a deleted key's tombstone leaves when the bucket's TTL removes it."""
+        assert key not in self.entries
+        self.revision += 1
+        self._publish(Change(key, "expired", b"", self.revision))
+
     async def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]:
         queue: asyncio.Queue[Change] = asyncio.Queue()
         if current and keys == ">":

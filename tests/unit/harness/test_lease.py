@@ -6,7 +6,7 @@ import json
 import pytest
 
 from corral.bus import BusError, Change
-from corral.harness.lease import Expired, HeldLease, LeaseBusy, Leases
+from corral.harness.lease import Expired, HeldLease, LeaseBusy, Leases, Released
 from tests.unit.harness.fakes import SESSION_ID, FakeBucket, SteppedSleep
 
 
@@ -150,7 +150,7 @@ async def test_a_run_that_settled_lets_go_naming_how_far_it_got_then_deletes_the
     assert json.loads(seen[1].value) == {"holder": "worker-1", "token": lease.token, "released_through": 41}
 
 
-async def await_release(bucket: FakeBucket, wake_seq: int, ttl_s: float = 9.0) -> asyncio.Task[str]:
+async def await_release(bucket: FakeBucket, wake_seq: int, ttl_s: float = 9.0) -> asyncio.Task[Released]:
     task = asyncio.create_task(
         leases(bucket, SteppedSleep(), ttl_s=ttl_s).await_release(SESSION_ID, wake_seq=wake_seq, timeout_s=5)
     )
@@ -178,7 +178,7 @@ async def test_a_waiter_learns_from_the_watch_whether_its_input_was_served_or_th
     let_go(bucket)  # type: ignore[operator]
 
     async with asyncio.timeout(5):
-        assert await waiting == answer
+        assert await waiting == Released(answer)  # type: ignore[arg-type]
 
 
 async def test_a_waiter_leaves_a_holder_that_let_go_before_its_input_the_time_to_take_it_back() -> None:
@@ -188,7 +188,18 @@ async def test_a_waiter_leaves_a_holder_that_let_go_before_its_input_the_time_to
 
     bucket.release(SESSION_ID, released_through=5)
     async with asyncio.timeout(5):  # nobody takes it back: the holder died after letting go
-        assert await waiting == "free"
+        assert await waiting == Released("free")
+
+
+async def test_a_waiter_takes_over_a_lease_not_renewed_for_a_ttl_before_the_server_removes_it() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    waiting = await await_release(bucket, wake_seq=7, ttl_s=0.3)
+    bucket.steal(SESSION_ID)  # one renewal, then its holder dies
+    revision = bucket.entries[SESSION_ID][1]
+
+    async with asyncio.timeout(5):
+        assert await waiting == Released("free", over=revision)
 
 
 async def test_a_lease_neither_renewed_nor_let_go_for_a_ttl_is_reported_expired_with_its_revision() -> None:
@@ -204,6 +215,9 @@ async def test_a_lease_neither_renewed_nor_let_go_for_a_ttl_is_reported_expired_
             bucket.release("sesn_gone")  # let go: never reported
             dead_revision = bucket.entries["sesn_dead"][1]
             found = await first
+            bucket.steal("sesn_released")
+            bucket.release("sesn_released")
+            bucket.expire_tombstone("sesn_released")  # the delete's tombstone ages out: not an expiry
             bucket.steal("sesn_late")
             bucket.expire("sesn_late")  # the server's mark, before this watch's own deadline
             late = await anext(expiries)

@@ -49,7 +49,42 @@ class LeaseBucket(Protocol):
     def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]: ...
 
 
-Released = Literal["free", "served", "busy"]
+@dataclass(frozen=True)
+class Released:
+    """What a wait for another holder's lease ended with (``Leases.await_release``)."""
+
+    kind: Literal["free", "served", "busy"]
+    over: int | None = None
+    """With ``free``: the expired entry's revision, to take the lease over from."""
+
+
+class _Feed:
+    """A watch's changes, each waited for with a timeout without ending the watch (a cancelled
+    ``anext`` would close the generator): the pending read is kept across timeouts."""
+
+    def __init__(self, changes: AsyncIterator[Change]) -> None:
+        self._changes = changes
+        self._upcoming: asyncio.Future[Change] | None = None
+
+    async def __aenter__(self) -> _Feed:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._upcoming is not None:
+            self._upcoming.cancel()
+            with contextlib.suppress(BaseException):
+                await self._upcoming
+        await self._changes.aclose()  # type: ignore[attr-defined]
+
+    async def next(self, timeout_s: float | None) -> Change | None:
+        """The next change, or ``None`` if none came within ``timeout_s``."""
+        if self._upcoming is None:
+            self._upcoming = asyncio.ensure_future(anext(self._changes))
+        await asyncio.wait({self._upcoming}, timeout=None if timeout_s is None else max(0.0, timeout_s))
+        if not self._upcoming.done():
+            return None
+        upcoming, self._upcoming = self._upcoming, None
+        return upcoming.result()
 
 
 @dataclass(frozen=True)
@@ -140,44 +175,50 @@ class Leases:
         """Wait, watching the key, until the session's lease is worth trying to take for a wake-up
         for input at ``wake_seq``, for at most ``timeout_s``:
 
-        - ``"served"``: the holder let go saying it had done everything up to ``wake_seq`` or later;
-        - ``"free"``: the lease expired, was deleted without such a word, or was let go through a
-          position before ``wake_seq`` and not taken back within ``recheck_grace_s`` (the holder
-          takes it back at once when it sees the input after releasing, so this means it died);
-        - ``"busy"``: still held when the time ran out (or the watch failed).
+        - ``Released("served")``: the holder let go saying it had done everything up to ``wake_seq``
+          or later;
+        - ``Released("free", over)``: the lease expired (``over``: the revision no one renewed for a
+          TTL since this watch saw it written, to take it over from), was deleted without such a
+          word, or was let go through a position before ``wake_seq`` and not taken back within
+          ``recheck_grace_s`` (the holder takes it back at once when it sees the input after
+          releasing, so this means it died);
+        - ``Released("busy")``: still held when the time ran out (or the watch failed).
         """
+        loop = asyncio.get_running_loop()  # deadlines on the clock the waits are timed with
+        end = loop.time() + timeout_s
+        revision: int | None = None
+        expires_at: float | None = None
+        grace_until: float | None = None
         released_through: int | None = None
         try:
-            async with asyncio.timeout(timeout_s):
-                changes = self._bucket.changes(session_id)
-                try:
-                    while True:
-                        change = await anext(changes)
-                        if change.kind == "expired":
-                            return "free"
-                        if change.kind == "put":
-                            released_through = _released_through(change.value)
-                            if released_through is not None and released_through >= wake_seq:
-                                return "served"
-                            continue
-                        if released_through is None:  # deleted, not by a holder that looks again
-                            return "free"
-                        try:  # the holder looks at the log again; leave it the time to take it back
-                            async with asyncio.timeout(self.recheck_grace_s):
-                                change = await anext(changes)
-                        except TimeoutError:
-                            return "free"
-                        if change.kind != "put":
-                            return "free"
+            async with _Feed(self._bucket.changes(session_id)) as feed:
+                while True:
+                    now = loop.time()
+                    if grace_until is not None and now >= grace_until:
+                        return Released("free")
+                    if expires_at is not None and now >= expires_at:
+                        return Released("free", over=revision)  # its holder stopped renewing it
+                    if now >= end:
+                        return Released("busy")
+                    change = await feed.next(min(t for t in (end, expires_at, grace_until) if t is not None) - now)
+                    if change is None:
+                        continue
+                    if change.kind == "expired":
+                        return Released("free")
+                    if change.kind == "put":
+                        revision, expires_at, grace_until = change.revision, loop.time() + self._ttl_s, None
                         released_through = _released_through(change.value)
-                finally:
-                    await changes.aclose()  # type: ignore[attr-defined]
-        except TimeoutError:
-            return "busy"
+                        if released_through is not None and released_through >= wake_seq:
+                            return Released("served")
+                        continue
+                    if released_through is None:  # deleted, not by a holder that looks again
+                        return Released("free")
+                    # The holder looks at the log again: leave it the time to take the session back.
+                    revision, expires_at, grace_until = None, None, loop.time() + self.recheck_grace_s
         except Exception:
             logger.warning("could not watch the lease", extra={"fields": {"session_id": session_id}}, exc_info=True)
             await self._sleep(min(timeout_s, 0.5))
-            return "busy"
+            return Released("busy")
 
     async def expiries(self) -> AsyncIterator[Expired]:
         """The sessions whose lease expires from now on (its holder stopped renewing it: it died or
@@ -185,36 +226,24 @@ class Leases:
         when it was seen here (never earlier than the server's own, whatever the clocks say); a
         lease neither renewed nor let go by then is expired, with the revision to take it over
         from (``hold(..., over=)``). The server's expiry mark (its expiry timer is coarse, so it
-        usually comes later) is passed on too, with no revision."""
-        changes = self._bucket.changes(current=True)
+        usually comes later) is passed on too, with no revision, for a lease this watch saw
+        written (the mark a deleted key's tombstone leaves when it ages out is not an expiry)."""
         deadlines: dict[str, tuple[int, float]] = {}
-        upcoming: asyncio.Future[Change] | None = None
-        try:
+        loop = asyncio.get_running_loop()
+        async with _Feed(self._bucket.changes(current=True)) as feed:
             while True:
-                if upcoming is None:
-                    upcoming = asyncio.ensure_future(anext(changes))
-                now = self._monotonic()
                 due = min((at for _, at in deadlines.values()), default=None)
-                await asyncio.wait({upcoming}, timeout=None if due is None else max(0.0, due - now))
-                if upcoming.done():
-                    change, upcoming = upcoming.result(), None
+                change = await feed.next(None if due is None else due - loop.time())
+                if change is not None:
                     if change.kind == "put":
-                        deadlines[change.key] = (change.revision, self._monotonic() + self._ttl_s)
-                    else:
-                        deadlines.pop(change.key, None)
-                        if change.kind == "expired":
-                            yield Expired(change.key, None)
-                now = self._monotonic()
+                        deadlines[change.key] = (change.revision, loop.time() + self._ttl_s)
+                    elif deadlines.pop(change.key, None) is not None and change.kind == "expired":
+                        yield Expired(change.key, None)
+                now = loop.time()
                 for key, (revision, at) in list(deadlines.items()):
                     if at <= now:
                         del deadlines[key]
                         yield Expired(key, revision)
-        finally:
-            if upcoming is not None:
-                upcoming.cancel()
-                with contextlib.suppress(BaseException):
-                    await upcoming
-            await changes.aclose()  # type: ignore[attr-defined]
 
     @property
     def recheck_grace_s(self) -> float:

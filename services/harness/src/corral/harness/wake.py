@@ -284,10 +284,11 @@ class WakeLoop:
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
         waited = False
+        over: int | None = None
         deadline = asyncio.get_running_loop().time() + self._lease_wait_s
         while True:
             try:
-                return await self._hold_and_run(wake.session_id, wake.seq, delivery, waited=waited)
+                return await self._hold_and_run(wake.session_id, wake.seq, delivery, waited=waited, over=over)
             except LeaseBusy:
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
@@ -301,7 +302,8 @@ class WakeLoop:
                 released = await self._leases.await_release(
                     wake.session_id, wake_seq=wake.seq, timeout_s=min(left, self._ack_wait_s / 3)
                 )
-                if released == "served":
+                over = released.over
+                if released.kind == "served":
                     self.lease_served += 1
                     logger.info(
                         "the holder let the session go having served this wake-up",
