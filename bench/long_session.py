@@ -35,8 +35,8 @@ import httpx
 
 from corral.bus import Bus, KeyExists, KeyValueBucket
 from corral.contracts.ids import EVENT, new_id
-from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
-from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, lease_spec, store_rpc
+from corral.contracts.rpc import AppendEvents, Health, Lease, Op, RpcReply
+from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, health, lease_spec, store_rpc
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 
@@ -191,6 +191,18 @@ async def holder_of(leases: KeyValueBucket, session_id: str) -> tuple[str, str]:
     return str(value["holder"]), str(value["token"])
 
 
+async def serving(bus: Bus, worker: str) -> None:
+    """Wait until the harness ``worker`` answers on the bus: the stack is healthy as soon as any
+    harness answers, and a harness can take seconds to start on a loaded machine; the next kill
+    must find a survivor running, or it would time the restart instead of the takeover."""
+    async with asyncio.timeout(120):
+        while True:
+            answer = Health.model_validate_json(await bus.request(health("harness"), b"{}", timeout=5))
+            if answer.instance == worker:
+                return
+            await asyncio.sleep(0.05)
+
+
 class Takeover:
     """One kill -9 of a lease holder mid-turn, timed from the lease's expiry to the resumed request."""
 
@@ -240,6 +252,7 @@ async def takeover(stack: Stack, bus: Bus, session: Session) -> Takeover:
             raise SystemExit(f"the resumed turn ended with {reason}")
     finally:
         stack.start_service(holder)
+        await serving(bus, holder)
     arrivals = sorted(r["received_at"] for r in await session.requests())
     resumed = [a for a in arrivals if a >= expired]
     return Takeover(expired, noticed, resumed[0] if resumed else float("nan"))
