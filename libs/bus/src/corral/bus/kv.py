@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -131,23 +130,3 @@ class KeyValueBucket:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
-
-    async def wait_gone(self, key: str, *, timeout_s: float) -> bool:
-        """Wait until ``key`` has no value (deleted, purged, or expired in a bucket with
-        ``expiry_marks``; at once if it has none now), for at most ``timeout_s``; whether it is gone."""
-        watcher = await honouring_cancel(self._kv.watch(key))
-        try:
-            async with asyncio.timeout(timeout_s):
-                async for entry in watcher:
-                    if entry is None:  # the current value, if any, was delivered before this mark
-                        if await self.get(key) is None:
-                            return True
-                        continue
-                    if entry.operation in (KV_DEL, KV_PURGE):
-                        return True
-        except TimeoutError:
-            return False
-        finally:
-            with contextlib.suppress(Exception):
-                await watcher.stop()  # type: ignore[no-untyped-call]
-        return False
