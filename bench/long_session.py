@@ -323,6 +323,9 @@ async def main() -> int:
             if args.keep_logs:
                 shutil.copytree(Path(tmp) / "logs", args.keep_logs, dirs_exist_ok=True)
 
+    if args.keep_logs:
+        for t in from_snapshot + from_scratch:
+            say(f"  takeover: noticed +{t.server_lag_ms:.0f} ms, resumed +{t.takeover_ms:.0f} ms after the expiry")
     say("")
     say("Long sessions on the local stack (2 cores)")
     say(line(f"turn overhead, POST -> model request, turns 1-{window}", turns[:window]))

@@ -173,6 +173,8 @@ class WakeLoop:
     async def _take_over(self, session_id: str, revision: int | None, slots: asyncio.Semaphore) -> None:
         fields = {"session_id": session_id, "reason": "lease_expired"}
         self.active.add(session_id)
+        # ``revision``: seen expiring by this worker's own watch; none: the server's expiry mark.
+        logger.info("taking over a session whose lease expired", extra={"fields": {**fields, "revision": revision}})
         try:
             outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
         except LeaseBusy:  # another worker took it over
