@@ -24,52 +24,19 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import Protocol
+from typing import Any
 
 from opentelemetry import trace
 from pydantic import ValidationError
 
 from corral import telemetry
 from corral.contracts import rpc, subjects
-from corral.harness.lease import HeldLease, LeaseBusy, Leases, Sleep
+from corral.harness.lease import HeldLease, LeaseBusy, Leases, Released, Sleep
 from corral.harness.turn import Outcome
+from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
-
-
-class WakeDelivery(Protocol):
-    @property
-    def data(self) -> bytes: ...
-
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def num_delivered(self) -> int: ...
-
-    @property
-    def headers(self) -> dict[str, str]: ...
-
-    async def ack(self) -> None: ...
-
-    async def nak(self, delay: float | None = None) -> None: ...
-
-    async def in_progress(self) -> None: ...
-
-    async def term(self) -> None: ...
-
-
-class WakeSource(Protocol):
-    async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> Sequence[WakeDelivery]: ...
-
-
-class SessionRunner(Protocol):
-    async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome: ...
-
-    async def logged_after(self, session_id: str, seq: int) -> bool:
-        """Whether the session's log holds a record past stream sequence ``seq``."""
-        ...
 
 
 def redelivery_delay(num_delivered: int) -> float:
@@ -121,6 +88,8 @@ class WakeLoop:
         """Sessions taken back right after letting them go, for input logged as they were let go."""
         self.takeovers = 0
         """Sessions taken over when their lease expired (its holder died), before any wake-up came back."""
+        self._waiters: dict[str, asyncio.Future[int | None]] = {}
+        """Sessions a wake-up here waits for the lease of → told by the expiry watch when it expires."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
@@ -157,6 +126,10 @@ class WakeLoop:
                 async for expired in self._leases.expiries():
                     backoff = 0.2
                     session_id = expired.session_id
+                    waiter = self._waiters.get(session_id)
+                    if waiter is not None and not waiter.done():  # a wake-up here waits for it: its turn
+                        waiter.set_result(expired.revision)
+                        continue
                     if session_id in self.active or session_id in self._holding or slots.locked():
                         continue
                     await slots.acquire()  # free: taken at once
@@ -301,9 +274,7 @@ class WakeLoop:
                 # Keep the wake-up ours meanwhile: the wait may be longer than the ack wait's third.
                 with contextlib.suppress(Exception):
                     await delivery.in_progress()
-                released = await self._leases.await_release(
-                    wake.session_id, wake_seq=wake.seq, timeout_s=min(left, self._ack_wait_s / 3)
-                )
+                released = await self._await_release(wake, timeout_s=min(left, self._ack_wait_s / 3))
                 over = released.over
                 if released.kind == "served":
                     self.lease_served += 1
@@ -312,6 +283,28 @@ class WakeLoop:
                         extra={"fields": {"session_id": wake.session_id, "seq": wake.seq}},
                     )
                     return Outcome.DONE
+
+    async def _await_release(self, wake: rpc.Wake, *, timeout_s: float) -> Released:
+        """``Leases.await_release``, cut short when this worker's expiry watch sees the lease expire
+        (it saw every renewal as it came, where the wait's own watch only started now)."""
+        expired: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+        self._waiters[wake.session_id] = expired
+        waiting = asyncio.ensure_future(
+            self._leases.await_release(wake.session_id, wake_seq=wake.seq, timeout_s=timeout_s)
+        )
+        try:
+            either: set[asyncio.Future[Any]] = {waiting, expired}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if self._waiters.get(wake.session_id) is expired:
+                del self._waiters[wake.session_id]
+            if not waiting.done():
+                waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+        if waiting.done() and not waiting.cancelled():
+            return waiting.result()
+        return Released("free", over=expired.result())
 
     async def _hold_and_run(
         self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool, over: int | None = None
