@@ -126,11 +126,14 @@ class WakeLoop:
                 async for expired in self._leases.expiries():
                     backoff = 0.2
                     session_id = expired.session_id
-                    waiter = self._waiters.get(session_id)
-                    if waiter is not None and not waiter.done():  # a wake-up here waits for it: its turn
-                        waiter.set_result(expired.revision)
+                    if session_id in self._holding:
                         continue
-                    if session_id in self.active or session_id in self._holding or slots.locked():
+                    if session_id in self.active:  # a wake-up here waits (or is about to) for it: its turn
+                        waiter = self._waiters.setdefault(session_id, asyncio.get_running_loop().create_future())
+                        if not waiter.done():
+                            waiter.set_result(expired.revision)
+                        continue
+                    if slots.locked():
                         continue
                     await slots.acquire()  # free: taken at once
                     task = tg.create_task(
@@ -287,8 +290,8 @@ class WakeLoop:
     async def _await_release(self, wake: rpc.Wake, *, timeout_s: float) -> Released:
         """``Leases.await_release``, cut short when this worker's expiry watch sees the lease expire
         (it saw every renewal as it came, where the wait's own watch only started now)."""
-        expired: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
-        self._waiters[wake.session_id] = expired
+        # Told already (the expiry came as the wake-up was fetched), or from now on.
+        expired = self._waiters.setdefault(wake.session_id, asyncio.get_running_loop().create_future())
         waiting = asyncio.ensure_future(
             self._leases.await_release(wake.session_id, wake_seq=wake.seq, timeout_s=timeout_s)
         )
@@ -349,6 +352,7 @@ class WakeLoop:
                 logger.info("took the lease after waiting for its holder", extra={"fields": {"session_id": session_id}})
             heartbeat = tg.create_task(self._heartbeat(delivery)) if delivery is not None else None
             self._holding[session_id] = 0
+            self._waiters.pop(session_id, None)  # an expiry it was told of is the lease it now holds
             try:
                 while True:
                     lease.settled_through = None
