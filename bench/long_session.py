@@ -335,7 +335,7 @@ async def main() -> int:
     say(line(f"B6 takeover, lease expiry -> model request, snapshot ({args.events} ev)", ms(from_snapshot)))
     say(line(f"B6 takeover, snapshot deleted: fold from scratch ({args.events} ev)", ms(from_scratch)))
     lags = [t.server_lag_ms for t in from_snapshot + from_scratch]
-    say(line("  of which: lease expiry -> the server removes it", lags))
+    say(line("  of which: lease expiry -> taken over (or removed by the server)", lags))
     say("  target for the snapshot takeover: p50 < 250 ms, p99 < 1000 ms")
     say(line(f"first turn after appending {args.events} events (fold from scratch)", first))
     say(line("per-step cost, POST -> model request, ~100 events", steady_small))
