@@ -54,3 +54,4 @@ test: system-deps lint typecheck lint-imports gen-check ## everything: lint, typ
 bench: install ## benchmarks on a private local stack; prints figures
 	@$(UV) run python bench/core_flow.py
 	@$(UV) run python bench/sandbox.py
+	@$(UV) run python bench/mcp_calls.py

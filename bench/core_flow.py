@@ -34,7 +34,7 @@ from corral.bus import Bus
 from corral.contracts.ids import EVENT, new_id
 from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
 from corral.contracts.subjects import StreamSpec, lease_spec, store_rpc
-from corral.devstack.nats import SYNC_INTERVAL_VAR, sync_interval
+from corral.devstack.configuration import SYNC_INTERVAL_VAR, sync_interval
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 from corral.settings import NatsSettings

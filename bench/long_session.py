@@ -8,7 +8,9 @@ Prints:
     ``--events`` events (default 10,000): lease expiry -> the resumed model request (the takeover
     resumes from the session's snapshot), next to the same takeover with the snapshot deleted (the
     log folded from scratch);
-  * the per-step harness cost (POST -> model request) in a session of ~100 and of ``--events`` events.
+  * the per-step harness cost (POST -> model request) in a session of ~100 and of ``--events`` events;
+  * CPU time per turn of the harnesses (all of them, from /proc) over the first and the last turns,
+    and of each process over all the turns (less noisy than wall time on a shared machine).
 
     uv run python bench/long_session.py [--turns 500] [--events 10000] [--kills 5]
 
@@ -32,10 +34,12 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from stack_cpu import cpu_ms, spent
 
 from corral.bus import Bus, KeyExists, KeyValueBucket
+from corral.contracts.health import Health
 from corral.contracts.ids import EVENT, new_id
-from corral.contracts.rpc import AppendEvents, Health, Lease, Op, RpcReply
+from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
 from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, health, lease_spec, store_rpc
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
@@ -228,7 +232,16 @@ async def takeover(stack: Stack, bus: Bus, session: Session) -> Takeover:
 
     The expiry instant is the lease's own (its last renewal's server timestamp + the TTL), not when a
     reader first sees it gone: the server removes expired entries on a timer, and that delay is part
-    of the takeover."""
+    of the takeover.
+
+    The harnesses are restarted first (and each waited for until it answers): a harness keeps the
+    folds of the sessions it let go and would take the session over from its own kept fold, neither
+    from the snapshot nor from scratch."""
+    harnesses = [c.name for c in stack.components() if c.name.startswith("harness-")]
+    for name in harnesses:
+        stack.restart_service(name)
+    for name in harnesses:
+        await serving(bus, name)
     leases = await bus.ensure_key_value(lease_spec(LEASE_TTL_S))
     while not session.deltas.empty():
         session.deltas.get_nowait()
@@ -293,17 +306,32 @@ async def main() -> int:
 
                 say(f"running {args.turns} turns in one session ...")
                 long, reader = await new_session(http, model, agent_env, [QUICK] * (args.turns + 1))
-                sent = [await long.turn(f"{long.scenario} turn {n}") for n in range(args.turns)]
+                sent: list[float] = []
+                cpu = [cpu_ms(stack)]
+                for n in range(args.turns):
+                    sent.append(await long.turn(f"{long.scenario} turn {n}"))
+                    cpu.append(cpu_ms(stack))
                 turns = await overhead(long, sent)
                 reader.cancel()
 
+                # Before B6: its kills restart the harnesses, whose first requests pay for imports.
+                small, small_reader = await new_session(http, model, agent_env, [QUICK] * 40)
+                await small.turn(f"{small.scenario} start")
+                await fill(bus, small.id, 100)
+                await asyncio.wait_for(small.idle.get(), 60)
+                before_small = cpu_ms(stack)
+                steady_small = await overhead(small, [await small.turn(f"step {n}") for n in range(5)])
+                small_cpu = spent(before_small, cpu_ms(stack), "harness") / 5
+                small_reader.cancel()
                 say(f"B6: a session of {args.events} events, {args.kills} kills ...")
                 big, big_reader = await new_session(http, model, agent_env, [SLOW] * (4 * args.kills + 20))
                 await big.turn(f"{big.scenario} start")
                 await fill(bus, big.id, args.events)
                 await asyncio.wait_for(big.idle.get(), 60)  # the filler's own idle
                 first = await overhead(big, [await big.turn("after the filler")])  # folds the log from scratch
+                before_big = cpu_ms(stack)
                 steady_big = await overhead(big, [await big.turn(f"step {n}") for n in range(5)])
+                big_cpu = spent(before_big, cpu_ms(stack), "harness") / 5
                 from_snapshot = [await takeover(stack, bus, big) for _ in range(args.kills)]
                 snapshots = await bus.object_bucket(SNAPSHOT_SPEC)
                 from_scratch: list[Takeover] = []
@@ -312,12 +340,6 @@ async def main() -> int:
                     from_scratch.append(await takeover(stack, bus, big))
                 big_reader.cancel()
 
-                small, small_reader = await new_session(http, model, agent_env, [QUICK] * 40)
-                await small.turn(f"{small.scenario} start")
-                await fill(bus, small.id, 100)
-                await asyncio.wait_for(small.idle.get(), 60)
-                steady_small = await overhead(small, [await small.turn(f"step {n}") for n in range(5)])
-                small_reader.cancel()
         finally:
             stack.stop()
             if args.keep_logs:
@@ -332,6 +354,14 @@ async def main() -> int:
     say(line(f"turn overhead, turns {len(turns) - window + 1}-{len(turns)}", turns[-window:]))
     ratio = pct(turns[-window:], 0.5) / pct(turns[:window], 0.5)
     say(f"{'  last/first p50':<52} {ratio:8.2f}x" + " " * 49 + "target <= 1.20x")
+    first_cpu = spent(cpu[0], cpu[window], "harness") / window
+    last_cpu = spent(cpu[-window - 1], cpu[-1], "harness") / window
+    say(f"{f'harness CPU per turn, turns 1-{window}':<52} {first_cpu:8.1f} ms")
+    say(f"{f'harness CPU per turn, turns {len(sent) - window + 1}-{len(sent)}':<52} {last_cpu:8.1f} ms")
+    per_process = ", ".join(
+        f"{name} {(cpu[-1][name] - cpu[0].get(name, 0.0)) / len(sent):.1f}" for name in sorted(cpu[-1])
+    )
+    say(f"  CPU ms per turn over all {len(sent)} turns: {per_process}")
     say(line(f"B6 takeover, lease expiry -> model request, snapshot ({args.events} ev)", ms(from_snapshot)))
     say(line(f"B6 takeover, snapshot deleted: fold from scratch ({args.events} ev)", ms(from_scratch)))
     lags = [t.server_lag_ms for t in from_snapshot + from_scratch]
@@ -340,6 +370,8 @@ async def main() -> int:
     say(line(f"first turn after appending {args.events} events (fold from scratch)", first))
     say(line("per-step cost, POST -> model request, ~100 events", steady_small))
     say(line(f"per-step cost, POST -> model request, ~{args.events} events", steady_big))
+    say(f"{'harness CPU per step, ~100 events':<52} {small_cpu:8.1f} ms")
+    say(f"{f'harness CPU per step, ~{args.events} events':<52} {big_cpu:8.1f} ms")
     return 0
 
 

@@ -37,23 +37,17 @@ import tempfile
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import docker
 import httpx
+from pydantic import BaseModel
 
 from corral.bus import Bus
-from corral.contracts.rpc import Health, RpcReply
-from corral.contracts.sandbox import (
-    TOOLSET_TYPE,
-    Execute,
-    Provision,
-    Provisioned,
-    Release,
-    SandboxOp,
-    ToolOutcome,
-    sandbox_rpc,
-)
+from corral.contracts.api.errors import ApiError
+from corral.contracts.health import Health
+from corral.contracts.operation import Operation
+from corral.contracts.sandbox import TOOLSET_TYPE, Execute, Provision, Provisioned, Release, SandboxOps
 from corral.contracts.subjects import health
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
@@ -68,6 +62,9 @@ TTFT_SCENARIO = "bench-ttft"
 ISOLATED: dict[str, Any] = {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": []}}
 #: The API's default environment (``networking: unrestricted``): pooled sandboxes with an egress slot.
 DEFAULT: dict[str, Any] = {"type": "cloud", "networking": {"type": "unrestricted"}}
+
+Req = TypeVar("Req", bound=BaseModel)
+Rep = TypeVar("Rep")
 
 
 def say(text: str) -> None:
@@ -108,18 +105,17 @@ class Sandboxes:
     def __init__(self, bus: Bus) -> None:
         self.bus = bus
 
-    async def rpc(self, op: str, body: bytes, timeout: float = 60.0) -> dict[str, Any]:
-        reply = RpcReply.model_validate_json(await self.bus.request(sandbox_rpc(op), body, timeout=timeout))
-        if not reply.ok:
-            raise SystemExit(f"sandbox {op} refused: {reply.error}")
-        result: dict[str, Any] = reply.result or {}
-        return result
+    async def call(self, op: Operation[Req, Rep], request: Req) -> Rep:
+        try:
+            return await self.bus.call(op, request, timeout=60.0)
+        except ApiError as exc:
+            raise SystemExit(f"sandbox {op.name} refused: {exc}") from exc
 
     async def provision(self, session_id: str, config: dict[str, Any] = ISOLATED) -> tuple[float, Provisioned]:
         request = Provision(session_id=session_id, environment_id="env_bench", environment_config=config)
         t0 = time.perf_counter()
-        result = await self.rpc(SandboxOp.PROVISION, request.model_dump_json().encode())
-        return (time.perf_counter() - t0) * 1000, Provisioned.model_validate(result)
+        provisioned = await self.call(SandboxOps.PROVISION, request)
+        return (time.perf_counter() - t0) * 1000, provisioned
 
     async def bash(self, session_id: str, command: str) -> tuple[float, str]:
         return await self.tool(session_id, "bash", {"command": command})
@@ -134,15 +130,14 @@ class Sandboxes:
             environment_config=ISOLATED,
         )
         t0 = time.perf_counter()
-        result = await self.rpc(SandboxOp.EXECUTE, request.model_dump_json().encode())
+        outcome = await self.call(SandboxOps.EXECUTE, request)
         took = (time.perf_counter() - t0) * 1000
-        outcome = ToolOutcome.model_validate(result)
         if outcome.is_error:
             raise SystemExit(f"{name} {tool_input!r} failed: {outcome.content}")
         return took, outcome.content[-1].text
 
     async def release(self, session_id: str) -> None:
-        await self.rpc(SandboxOp.RELEASE, Release(session_id=session_id, reason="bench").model_dump_json().encode())
+        await self.call(SandboxOps.RELEASE, Release(session_id=session_id, reason="bench"))
 
     async def wait_pools_full(self, timeout: float = 60.0) -> None:
         """Until the manager reports every warm pool full (``<spec>:<n>/<n>``)."""

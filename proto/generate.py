@@ -14,8 +14,21 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from corral.contracts import egress, idempotency, log, rpc, sandbox, subjects
-from corral.contracts.api import agents, environments, events, sessions
+from corral.contracts import (
+    admin_rpc,
+    credentials,
+    egress,
+    health,
+    idempotency,
+    log,
+    mcp,
+    repositories,
+    rpc,
+    sandbox,
+    subjects,
+    web,
+)
+from corral.contracts.api import admin, agents, environments, event_params, events, sessions, vaults
 from corral.contracts.api.errors import ErrorBody
 from corral.contracts.operation import Operation
 
@@ -29,14 +42,38 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         environments.EnvironmentUpdateParams,
         sessions.SessionCreateParams,
         sessions.SessionUpdateParams,
-        events.SendEventsParams,
+        event_params.SendEventsParams,
+        vaults.VaultCreateParams,
+        vaults.VaultUpdateParams,
+        vaults.CredentialCreateParams,
+        vaults.CredentialUpdateParams,
+        admin.WorkspaceCreateParams,
+        admin.WorkspaceUpdateParams,
+        admin.ApiKeyCreateParams,
+        admin.ApiKeyUpdateParams,
     ],
-    "api/objects": [agents.Agent, environments.Environment, sessions.Session, ErrorBody],
+    "api/objects": [
+        agents.Agent,
+        environments.Environment,
+        sessions.Session,
+        vaults.Vault,
+        vaults.Credential,
+        vaults.CredentialValidation,
+        admin.Workspace,
+        admin.ApiKey,
+        ErrorBody,
+    ],
     "bus/rpc": [
         rpc.RpcReply,
         rpc.ResolveKey,
         rpc.ResolvedKey,
         rpc.CreateApiKey,
+        admin_rpc.IssueApiKey,
+        admin_rpc.AdminCreate,
+        admin_rpc.AdminGet,
+        admin_rpc.AdminUpdate,
+        admin_rpc.AdminList,
+        admin_rpc.AdminPage,
         rpc.CreateObject,
         rpc.GetObject,
         rpc.UpdateObject,
@@ -44,14 +81,16 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         rpc.ListObjects,
         rpc.Page,
         rpc.Deleted,
+        rpc.CredentialRef,
+        rpc.SaveCredential,
         rpc.AppendEvents,
         rpc.Appended,
         rpc.ListEvents,
         rpc.GetContext,
         rpc.SessionContext,
         rpc.Wake,
-        rpc.HealthCheck,
-        rpc.Health,
+        health.HealthCheck,
+        health.Health,
     ],
     "bus/kv": [idempotency.IdempotencyRecord],
     "bus/sandbox": [
@@ -65,12 +104,46 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         sandbox.Release,
         sandbox.Released,
     ],
+    "bus/repositories": [
+        repositories.RepositoryAccess,
+        repositories.RepositoryMount,
+        repositories.RegisterRepository,
+        repositories.RepositoryRegistered,
+        repositories.ForgetRepositories,
+        repositories.RepositoriesForgotten,
+        repositories.CheckRepository,
+        repositories.RepositoryChecked,
+        repositories.RepositoryFailure,
+    ],
     "bus/egress": [
         egress.EgressPolicy,
         egress.OpenEgress,
         egress.EgressOpened,
         egress.CloseEgress,
         egress.EgressClosed,
+    ],
+    "bus/mcp": [
+        mcp.ListMcpTools,
+        mcp.McpTool,
+        mcp.McpToolList,
+        mcp.CallMcpTool,
+        mcp.McpToolOutcome,
+        mcp.CloseMcp,
+        mcp.McpClosed,
+    ],
+    "bus/credentials": [
+        credentials.CreateCredential,
+        credentials.UpdateCredential,
+        credentials.CredentialAction,
+        credentials.DeleteVault,
+    ],
+    "bus/web": [
+        web.FetchPage,
+        web.FetchedPage,
+        web.UserLocation,
+        web.SearchWeb,
+        web.SearchHit,
+        web.SearchResults,
     ],
 }
 UNIONS: dict[str, tuple[str, TypeAdapter[Any]]] = {
@@ -86,7 +159,15 @@ def render(schema: dict[str, Any]) -> str:
 
 def operation_catalogue() -> dict[str, Any]:
     """Every ``Operation`` descriptor: its subject, queue group, request and reply shapes."""
-    ops = (*rpc.StoreOps.ALL, *vars(sandbox.SandboxOps).values(), *vars(egress.EgressOps).values())
+    ops = (
+        *rpc.StoreOps.ALL,
+        *vars(sandbox.SandboxOps).values(),
+        *vars(egress.EgressOps).values(),
+        *vars(mcp.McpOps).values(),
+        *credentials.CredentialOps.ALL,
+        *vars(web.WebOps).values(),
+        *vars(repositories.RepositoryOps).values(),
+    )
     described: dict[str, Any] = {}
     for op in (o for o in ops if isinstance(o, Operation)):
         described[op.subject] = {
@@ -95,14 +176,15 @@ def operation_catalogue() -> dict[str, Any]:
             "reply": getattr(op.reply_type, "__name__", "object"),
             "enveloped": op.enveloped,
             "bounded": op.bounded,
+            "secret": op.secret,
         }
-    health = rpc.health_op("{service}")
-    described[health.subject] = {
+    probe = health.health_op("{service}")
+    described[probe.subject] = {
         "queue": "{service}",
-        "request": health.request.__name__,
-        "reply": health.reply_type.__name__,
-        "enveloped": health.enveloped,
-        "bounded": health.bounded,
+        "request": probe.request.__name__,
+        "reply": probe.reply_type.__name__,
+        "enveloped": probe.enveloped,
+        "bounded": probe.bounded,
     }
     return described
 
@@ -113,7 +195,7 @@ KV_BUCKETS: tuple[tuple[subjects.KeyValueSpec, str], ...] = (
     (subjects.idempotency_spec(0.0), "CORRAL_GATEWAY_IDEMPOTENCY_TTL_S"),
     (subjects.tool_results_spec(0.0), "CORRAL_SANDBOX_RESULT_TTL_S"),
     (subjects.sandboxes_spec(0.0), "CORRAL_SANDBOX_RECORD_TTL_S"),
-    (subjects.egress_spec(0.0), "CORRAL_EGRESS_GRANT_TTL_S"),
+    (subjects.egress_spec(0.0), "CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S"),
 )
 
 
@@ -153,10 +235,24 @@ def subject_catalogue() -> dict[str, Any]:
                 "pattern": egress.egress_rpc("{op}"),
                 "payload": "bus/egress/* -> bus/rpc/RpcReply",
             },
+            "mcp_rpc": {
+                "pattern": mcp.mcp_rpc("{op}"),
+                "payload": "bus/mcp/* -> bus/rpc/RpcReply",
+            },
+            "web_rpc": {
+                "pattern": web.web_rpc("{op}"),
+                "payload": "bus/web/* -> bus/rpc/RpcReply",
+            },
+            "repositories_rpc": {
+                "pattern": repositories.repositories_rpc("{op}"),
+                "payload": "bus/repositories/* -> bus/rpc/RpcReply (core NATS only: register carries a token)",
+            },
         },
         "store_operations": sorted(v for k, v in vars(rpc.Op).items() if k.isupper()),
         "sandbox_operations": sorted(v for k, v in vars(sandbox.SandboxOp).items() if k.isupper()),
         "egress_operations": sorted(v for k, v in vars(egress.EgressOp).items() if k.isupper()),
+        "mcp_operations": sorted(v for k, v in vars(mcp.McpOp).items() if k.isupper()),
+        "web_operations": sorted(v for k, v in vars(web.WebOp).items() if k.isupper()),
         "operations": operation_catalogue(),
         "kv_buckets": {
             spec.name: {

@@ -3,7 +3,7 @@
 Some networks intercept egress: their DNS answers every outside host with the address of their
 intercepting proxy, which may lie in a documentation range (this machine's does: 203.0.113.80). The
 credential-proxy refuses those ranges unless the operator lists the addresses in
-``CORRAL_EGRESS_ALLOW_ADDRESSES``; the test stacks list ``stand_in_addresses()``, what the outside
+``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``; the test stacks list ``stand_in_addresses()``, what the outside
 hosts they reach resolve to here when the address rules would refuse it. On a network that resolves
 them to public addresses the list is empty. This machine's own addresses are never listed.
 """

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 
-from pydantic import SecretStr
+from pydantic import AliasChoices, SecretStr
 from pydantic_core import PydanticUndefined
 from pydantic_settings import BaseSettings
 
@@ -71,8 +71,20 @@ def default_of(variable: Variable) -> str:
     return str(value) if str(value) != "" else "empty"
 
 
+def former_names(variable: Variable) -> list[str]:
+    """The names ``variable`` had before (``corral.settings.renamed``), still read for one release."""
+    alias = variable.info.validation_alias
+    if not isinstance(alias, AliasChoices):
+        return []
+    return [choice for choice in alias.choices[1:] if isinstance(choice, str)]
+
+
 def meaning(variable: Variable) -> str:
     text = variable.info.description or ""
+    former = former_names(variable)
+    if former:
+        names = ", ".join(f"`{name}`" for name in former)
+        text += f" (formerly {names}: still read, with a deprecation warning, until the next release)"
     return " ".join(text.split()).replace("|", "\\|")
 
 

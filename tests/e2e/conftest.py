@@ -23,6 +23,16 @@ from corral.devstack.stack import Stack
 from tests.e2e.flows import LEASE_TTL_S
 from tests.egress_network import stand_in_addresses
 from tests.host_canary import HostCanary, serving_canary
+from tests.mcp_server import RunningMcpServer, free_port, serving_mcp
+from tests.token_endpoint import TokenServer, serving_token_endpoint
+from tests.web_site import Site, serving_site
+
+#: A port of 127.0.0.1 the credential-proxy admits for MCP where nothing listens (a server that is down).
+MCP_DOWN_PORT = free_port()
+
+#: The loopback address the web tool tests' site listens on, admitted by the stack's credential-proxy
+#: (``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``) as an operator admits a private service; 127.0.0.1 is not.
+WEB_SITE_ADDRESS = "127.0.0.7"
 
 #: Short lease and ack wait so a killed harness's session is picked up within seconds.
 FAST_RECOVERY = {
@@ -46,14 +56,31 @@ def _environ() -> dict[str, str]:
     return environ
 
 
-def start_stack(state_dir: Path, host_canary: HostCanary | None = None) -> Stack:
+def start_stack(
+    state_dir: Path,
+    host_canary: HostCanary | None = None,
+    web_site: Site | None = None,
+    mcp_server: RunningMcpServer | None = None,
+    token_endpoint: TokenServer | None = None,
+) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
-    operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse)."""
+    operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
+    With ``web_site``, it admits the site's address and port and uses it as its search backend."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
-    egress = {
-        "CORRAL_EGRESS_PORTS": json.dumps(ports),
-        "CORRAL_EGRESS_ALLOW_ADDRESSES": json.dumps(stand_in_addresses()),
-    }
+    allowed = stand_in_addresses()
+    egress = {}
+    if web_site is not None:
+        ports.append(web_site.port)
+        allowed.append(web_site.address)
+        egress["CORRAL_CREDENTIAL_PROXY_SEARCH_URL"] = web_site.url("")
+    egress["CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS"] = json.dumps(ports)
+    egress["CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"] = json.dumps(allowed)
+    if mcp_server is not None:  # the test MCP server on this machine, admitted as an operator would
+        admitted = [f"127.0.0.1:{mcp_server.port}", f"127.0.0.1:{MCP_DOWN_PORT}"]
+        if token_endpoint is not None:  # the OAuth token endpoint of the test credentials, likewise
+            admitted.append(f"127.0.0.1:{token_endpoint.port}")
+        egress["CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS"] = ",".join(admitted)
+        egress["CORRAL_CREDENTIAL_PROXY_MCP_CONNECT_TIMEOUT_S"] = "5"
     stack = Stack(
         state_dir,
         Ports.free(),
@@ -101,9 +128,38 @@ def host_canary() -> Iterator[HostCanary]:
 
 
 @pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary)
+def web_site() -> Iterator[Site]:
+    """A web site and SearXNG-compatible search backend on ``WEB_SITE_ADDRESS`` (see ``tests.web_site``)."""
+    with serving_site(WEB_SITE_ADDRESS) as site:
+        yield site
+
+
+@pytest.fixture(scope="session")
+def mcp_server() -> Iterator[RunningMcpServer]:
+    """A real MCP server on 127.0.0.1 (see ``tests.mcp_server``), admitted by the stack's credential-proxy."""
+    with serving_mcp() as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def token_endpoint() -> Iterator[TokenServer]:
+    """A real OAuth token endpoint on 127.0.0.1 (see ``tests.token_endpoint``), admitted by the stack's
+    credential-proxy."""
+    with serving_token_endpoint(prefix="corralcanary-e2e") as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def stack(
+    tmp_path_factory: pytest.TempPathFactory,
+    host_canary: HostCanary,
+    web_site: Site,
+    mcp_server: RunningMcpServer,
+    token_endpoint: TokenServer,
+) -> Iterator[Stack]:
+    stack = start_stack(tmp_path_factory.mktemp("corral"), host_canary, web_site, mcp_server, token_endpoint)
     try:
+        assert_no_deprecated_settings(stack)
         yield stack
         assert_no_permission_violations(stack)
     finally:
@@ -112,6 +168,24 @@ def stack(tmp_path_factory: pytest.TempPathFactory, host_canary: HostCanary) -> 
 
 #: Every service process of a test stack: each logs what NATS refused its own connection.
 SERVICES = (*DIAGNOSED, "credential-proxy")
+
+
+#: What ``corral.runner`` logs for a variable set under a name that was renamed.
+DEPRECATED = "is deprecated and will stop working"
+
+
+def assert_no_deprecated_settings(stack: Stack) -> None:
+    """The launcher gives every service its settings under their current names: no service logs a
+    deprecation warning for a renamed variable (``corral.settings.renamed``)."""
+    warned = {
+        service: [
+            line for line in stack.log_path(service).read_text(errors="replace").splitlines() if DEPRECATED in line
+        ]
+        for service in SERVICES
+        if stack.log_path(service).exists()
+    }
+    warned = {service: lines for service, lines in warned.items() if lines}
+    assert not warned, f"services were given settings under deprecated names: {warned}"
 
 
 def assert_no_permission_violations(stack: Stack) -> None:

@@ -6,7 +6,7 @@ relayed from ``127.0.0.1:3128`` by the exec agent), deciding per request from th
 The Debian mirror over plain HTTP is the outside host here (this machine reaches it; HTTPS is
 intercepted by a proxy whose certificate authority the sandbox image does not carry). This machine's
 network answers DNS for it with a documentation-range address, which the stack's credential-proxy
-allows explicitly (``CORRAL_EGRESS_ALLOW_ADDRESSES``, see ``tests.egress_network``)."""
+allows explicitly (``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``, see ``tests.egress_network``)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts import subjects
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
 from tests.host_canary import HostCanary
@@ -136,7 +136,7 @@ async def test_no_address_of_the_host_is_reachable_from_a_sandbox_by_address_or_
     """The canary server listens on every address of this machine, on a port the proxy lets sandboxes
     try; from an unrestricted sandbox none of those addresses, nor a name resolving to one, reaches it.
     The Debian mirror, which this machine's network resolves to a documentation-range address the
-    stack's operator allows explicitly (``CORRAL_EGRESS_ALLOW_ADDRESSES``), still answers."""
+    stack's operator allows explicitly (``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``), still answers."""
     addresses = host_addresses()
     assert any(not (a.is_loopback or a.is_link_local) for a in addresses), addresses
     port = host_canary.port
@@ -155,7 +155,7 @@ async def test_no_address_of_the_host_is_reachable_from_a_sandbox_by_address_or_
     for refused in (*by_address, *by_name):
         status, body = seen["fetched"][refused]
         assert status == 403, (refused, seen["fetched"][refused])
-        assert "CORRAL_EGRESS_ALLOW_ADDRESSES" in body
+        assert "CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES" in body
     for refused in by_address:
         body = seen["fetched"][refused][1]
         assert "an address of this machine" in body or "link-local" in body, (refused, body)

@@ -204,15 +204,22 @@ def environment_of(pid: int) -> dict[str, str]:
     return dict(entry.split("=", 1) for entry in entries if "=" in entry)
 
 
-async def test_the_credential_proxy_token_reads_credentials_and_nothing_else(stack: Stack) -> None:
+async def test_the_credential_proxy_login_reaches_credentials_and_nothing_else(stack: Stack) -> None:
     root = {"X-Vault-Token": stack.vault_token}
-    token = stack.credential_proxy_vault_token
-    mine = {"X-Vault-Token": token}
+    login = stack.credential_proxy_login
     pid = stack.pid("credential-proxy")
     assert pid is not None
     environ = environment_of(pid)
-    assert environ["CORRAL_VAULT_TOKEN"] == token != stack.vault_token
+    assert (environ["CORRAL_OPENBAO_ROLE_ID"], environ["CORRAL_OPENBAO_SECRET_ID"]) == (login.role_id, login.secret_id)
+    for name in stack.service_names():
+        if name != "credential-proxy" and (other := stack.pid(name)) is not None:
+            prefixes = ("CORRAL_OPENBAO_", "CORRAL_VAULT_", "VAULT_", "BAO_")
+            held = [k for k in environment_of(other) if k.startswith(prefixes)]
+            assert held == [], name
     async with httpx.AsyncClient(base_url=f"{stack.vault_addr}/v1", timeout=10) as bao:
+        logged_in = await bao.post("auth/approle/login", json={"role_id": login.role_id, "secret_id": login.secret_id})
+        assert logged_in.status_code == 200, logged_in.text
+        mine = {"X-Vault-Token": logged_in.json()["auth"]["client_token"]}
         stored = await bao.post("corral/data/least-privilege", json={"data": {"k": "v"}}, headers=root)
         assert stored.status_code == 200, stored.text
         read = await bao.get("corral/data/least-privilege", headers=mine)
@@ -224,6 +231,6 @@ async def test_the_credential_proxy_token_reads_credentials_and_nothing_else(sta
         assert (await bao.get("elsewhere/data/x", headers=mine)).status_code == 403
         assert (await bao.get("sys/mounts", headers=mine)).status_code == 403
         assert (await bao.get("sys/policies/acl", headers=mine)).status_code == 403
-        assert (await bao.post("corral/data/least-privilege", json={"data": {}}, headers=mine)).status_code == 403
+        assert (await bao.post("elsewhere/data/x", json={"data": {}}, headers=mine)).status_code == 403
         assert (await bao.post("auth/token/create", json={}, headers=mine)).status_code == 403
         assert (await bao.get("auth/token/lookup-self", headers=mine)).status_code == 200

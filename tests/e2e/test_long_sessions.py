@@ -79,6 +79,10 @@ async def test_a_harness_killed_mid_turn_in_a_long_session_resumes_from_the_snap
         events = await run_turn(client, session.id, f"{name} turn {n}")
         assert events[-1].stop_reason.type == "end_turn"
     assert harness_lines(stack, session.id, "snapshot written"), "the lease holders wrote no snapshot"
+    # A harness keeps the folds of the sessions it let go, and would take this one over from its own
+    # kept fold rather than the snapshot: restarted, neither harness has one.
+    for name in HARNESSES:
+        stack.restart_service(name)
 
     stream = await open_stream(client, session.id, event_deltas=["agent.message"])
     async with stream:

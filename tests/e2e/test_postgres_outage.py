@@ -12,7 +12,8 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts import subjects
-from corral.contracts.rpc import CreateApiKey, Health, Op, RpcReply
+from corral.contracts.health import Health
+from corral.contracts.rpc import CreateApiKey, Op, RpcReply
 from corral.devstack.stack import Stack
 from tests.e2e.flows import run_turn
 from tests.e2e.test_restart import fold_matches_projection

@@ -21,14 +21,12 @@ from tests.e2e.flows import unique
 
 pytestmark = pytest.mark.e2e
 
-MCP_SERVER = {"type": "url", "name": "gh", "url": "https://mcp.example.invalid/mcp"}
 UNBUILT_AGENT_FIELDS: list[tuple[dict[str, Any], str]] = [
-    ({"mcp_servers": [MCP_SERVER], "tools": [{"type": "mcp_toolset", "mcp_server_name": "gh"}]}, "mcp_servers"),
     ({"skills": [{"type": "anthropic", "skill_id": "xlsx"}]}, "skills"),
     ({"skills": [{"type": "custom", "skill_id": "skill_01ThisCannotExist"}]}, "skills"),
     ({"multiagent": {"type": "coordinator", "agents": [{"type": "self"}]}}, "multiagent"),
 ]
-IDS = ["mcp_servers", "anthropic-skill", "custom-skill", "multiagent"]
+IDS = ["anthropic-skill", "custom-skill", "multiagent"]
 
 
 def assert_not_supported(err: anthropic.APIStatusError, field: str) -> None:
@@ -63,7 +61,7 @@ async def test_an_agent_with_an_unbuilt_feature_is_refused_on_create_and_update(
     assert (await client.beta.agents.retrieve(agent.id)).version == 1
 
 
-@pytest.mark.parametrize(("fields", "field"), UNBUILT_AGENT_FIELDS[:3], ids=IDS[:3])
+@pytest.mark.parametrize(("fields", "field"), UNBUILT_AGENT_FIELDS[:2], ids=IDS[:2])
 async def test_a_session_overriding_the_agent_with_an_unbuilt_feature_is_refused(
     client: anthropic.AsyncAnthropic, agent_env: tuple[str, str], fields: dict[str, Any], field: str
 ) -> None:
@@ -75,13 +73,6 @@ async def test_a_session_overriding_the_agent_with_an_unbuilt_feature_is_refused
         )
     assert_not_supported(err.value, f"agent.{field}")
     assert title not in {s.title async for s in client.beta.sessions.list(agent_id=agent_id)}
-
-    session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
-    if field == "mcp_servers":  # sessions.update's agent part takes tools and mcp_servers only
-        with pytest.raises(anthropic.BadRequestError) as err:
-            await client.beta.sessions.update(session.id, agent=fields)  # type: ignore[arg-type]
-        assert_not_supported(err.value, f"agent.{field}")
-        assert (await client.beta.sessions.retrieve(session.id)).agent.mcp_servers == []
 
 
 async def test_a_self_hosted_environment_is_refused_and_the_config_type_cannot_change(

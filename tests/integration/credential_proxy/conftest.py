@@ -1,9 +1,10 @@
 """The credential-proxy's egress proxies against a real nats-server (JetStream), in-process on the test loop.
 
-Each test module runs its own nats-server and its own OpenBao (initialised, unsealed, the ``corral/``
-mount and the credential-proxy's read-only policy, as ``make up`` makes them); each ``CredentialProxy``
-runs ``corral.credential_proxy``'s composition root (through ``corral.runner.serve``) until stopped,
-with its egress sockets under a temporary ``CORRAL_EGRESS_SOCKET_DIR`` and the vault token ``make up`` would give it.
+Each test module runs its own nats-server and its own OpenBao on free ports with a private state
+directory (initialised, unsealed, the ``corral/`` mount, the credential-proxy's policy and AppRole and
+the audit device, as ``make up`` makes them); each ``CredentialProxy`` runs ``corral.credential_proxy``'s
+composition root (through ``corral.runner.serve``) until stopped, with its egress sockets under a
+temporary ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` and the AppRole login ``make up`` would give it.
 """
 
 from __future__ import annotations
@@ -21,15 +22,17 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
+from pydantic import SecretStr
 
 from corral.bus import Bus
 from corral.contracts.egress import EgressOp, EgressPolicy, egress_rpc
-from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.health import Health
+from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import health
 from corral.credential_proxy import composition
-from corral.credential_proxy.settings import EgressSettings, Settings
+from corral.credential_proxy.settings import EgressSettings, OpenBaoSettings, Settings
 from corral.devstack.nats import Nats
-from corral.devstack.openbao import OpenBao
+from corral.devstack.openbao import AppRoleLogin, OpenBao
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir
 from corral.runner import serve
@@ -55,22 +58,39 @@ def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @dataclass(frozen=True)
 class OpenBaoServer:
-    """A running OpenBao and the credential-proxy's token for it."""
+    """A running OpenBao and the credential-proxy's AppRole login for it."""
 
     server: OpenBao
-    token: str
+    login: AppRoleLogin
+
+    def settings(self, **changes: Any) -> OpenBaoSettings:
+        """What ``make up`` tells the credential-proxy (with ``changes``)."""
+        fields = {
+            "addr": self.server.addr,
+            "role_id": self.login.role_id,
+            "secret_id": SecretStr(self.login.secret_id),
+            **changes,
+        }
+        return OpenBaoSettings(**fields)
+
+
+@contextlib.contextmanager
+def openbao_server(state_dir: Path, **options: int) -> Iterator[OpenBaoServer]:
+    """An OpenBao as ``make up`` starts it, on free ports with ``state_dir`` as its state directory."""
+    ports = Ports.free()
+    server = OpenBao(StateDir.at(state_dir), ports.bao, ports.bao_cluster, **options)
+    server.launch()
+    try:
+        server.wait_ready(time.monotonic() + 60)
+        yield OpenBaoServer(server=server, login=server.credential_proxy_login())
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="module")
 def vault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpenBaoServer]:
-    ports = Ports.free()
-    server = OpenBao(StateDir.at(Path(tmp_path_factory.mktemp("openbao"))), ports.bao, ports.bao_cluster)
-    server.launch()
-    try:
-        server.wait_ready(time.monotonic() + 60)
-        yield OpenBaoServer(server=server, token=server.credential_proxy_token())
-    finally:
-        server.stop()
+    with openbao_server(Path(tmp_path_factory.mktemp("openbao"))) as server:
+        yield server
 
 
 @pytest_asyncio.fixture(scope="module")
@@ -133,17 +153,18 @@ async def running(
     socket_dir: Path | None,
     vault: OpenBaoServer | None = None,
     *,
-    vault_token: str | None = None,
+    openbao: OpenBaoSettings | None = None,
     **egress: Any,
 ) -> AsyncIterator[CredentialProxy]:
     """A credential-proxy serving egress under ``socket_dir`` (``None``: egress not configured) with
-    ``vault`` (its own token unless ``vault_token``; ``None``: no vault, for tests of egress alone from
-    other services' suites, where health says the vault is unreachable), allowing this network's
-    stand-ins for the outside hosts (``tests.egress_network``) unless told otherwise."""
+    ``vault`` (its own AppRole login unless ``openbao`` says otherwise; ``None``: no vault, for tests of
+    egress alone from other services' suites, where health says the vault is unreachable), allowing
+    this network's stand-ins for the outside hosts (``tests.egress_network``) unless told otherwise."""
     defaults = {"socket_dir": socket_dir, "connect_timeout_s": 15.0, "allow_addresses": stand_in_addresses()}
+    if openbao is None:
+        openbao = vault.settings() if vault is not None else OpenBaoSettings(addr="http://127.0.0.1:9")
     settings = Settings(
-        vault_addr=vault.server.addr if vault is not None else "http://127.0.0.1:9",
-        vault_token=vault_token if vault_token is not None else (vault.token if vault is not None else None),
+        openbao=openbao,
         health_probe_timeout_s=2.0,
         nats=NatsSettings(url=nats_url),
         egress=EgressSettings(**{**defaults, **egress}),
@@ -166,7 +187,7 @@ def short_directory() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def socket_dir() -> Iterator[Path]:
-    """A ``CORRAL_EGRESS_SOCKET_DIR`` the credential-proxy makes itself (it does not exist yet)."""
+    """A ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` the credential-proxy makes itself (it does not exist yet)."""
     with short_directory() as path:
         yield path / "egress"
 

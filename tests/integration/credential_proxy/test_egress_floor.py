@@ -43,7 +43,7 @@ async def test_this_machines_own_addresses_are_refused_unless_the_operator_allow
                 status, text = await raw(socket_of(egress), request(address, canary.port))
                 assert canary.canary not in text, address
                 assert status == 403 and "an address of this machine" in text, (address, text)
-                assert "CORRAL_EGRESS_ALLOW_ADDRESSES" in text
+                assert "CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES" in text
         allowed = [str(a) for a in own]
         async with running(bus, nats_url, socket_dir / "floor", vault, ports=ports, allow_addresses=allowed) as proxy:
             egress = await opened(proxy, EgressPolicy(allowed_hosts=None))

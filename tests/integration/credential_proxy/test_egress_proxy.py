@@ -18,6 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from corral.contracts.egress import EGRESS_SOCKET_NAME, EgressClosed, EgressOpened, EgressPolicy
+from corral.credential_proxy.settings import OpenBaoSettings
 from corral.credential_proxy.vault import Vault
 from tests.integration.credential_proxy.conftest import CredentialProxy, OpenBaoServer, new_session
 
@@ -114,14 +115,24 @@ async def test_open_makes_a_socket_any_uid_may_connect_to_alone_in_a_directory_n
     assert health.dependencies == {"vault": "ok"}
 
 
-async def test_the_vault_probe_says_when_the_real_openbao_refuses_the_token(vault: OpenBaoServer) -> None:
+async def test_the_vault_probe_says_when_the_real_openbao_refuses_the_login(vault: OpenBaoServer) -> None:
     """The probe behind ``details.vault`` and ``dependencies.vault``, against the real OpenBao: the
-    token ``make up`` gives the credential-proxy is ``ok``; one OpenBao does not know is ``token
-    rejected``; a stopped-listening address is ``unreachable``. (In-process, so asked directly: the
-    module's running proxy answers ``corral.health.credential-proxy`` too.)"""
-    assert await Vault(vault.server.addr, SecretStr(vault.token), timeout=2).probe(2.0) == "ok"
-    assert await Vault(vault.server.addr, SecretStr("s.not-a-token"), timeout=2).probe(2.0) == "token rejected"
-    assert await Vault("http://127.0.0.1:9", SecretStr(vault.token), timeout=1).probe(1.0) == "unreachable"
+    AppRole login ``make up`` gives the credential-proxy is ``ok``; a secret id OpenBao does not know
+    is ``login refused``; a token it does not know is ``token rejected``; a stopped-listening address
+    is ``unreachable``. (In-process, so asked directly: the module's running proxy answers
+    ``corral.health.credential-proxy`` too.)"""
+    login = vault.login
+    good = OpenBaoSettings(addr=vault.server.addr, role_id=login.role_id, secret_id=SecretStr(login.secret_id))
+    async with Vault(good, timeout=2).running() as client:
+        assert await client.probe(2.0) == "ok"
+    wrong = good.model_copy(update={"secret_id": SecretStr("not-the-secret-id")})
+    async with Vault(wrong, timeout=2).running() as client:
+        assert await client.probe(2.0) == "login refused"
+    unknown = OpenBaoSettings(addr=vault.server.addr, token=SecretStr("s.not-a-token"))
+    assert await Vault(unknown, timeout=2).probe(2.0) == "token rejected"
+    away = good.model_copy(update={"addr": "http://127.0.0.1:9"})
+    async with Vault(away, timeout=1).running() as client:
+        assert await client.probe(1.0) == "unreachable"
 
 
 async def test_a_host_not_in_allowed_hosts_is_refused_with_403_naming_it(credential_proxy: CredentialProxy) -> None:

@@ -96,9 +96,9 @@ async def test_without_a_socket_dir_open_says_egress_is_not_configured_and_grant
         assert reply.error.type == "invalid_request_error"
         assert reply.error.details == {"error_code": "egress_not_configured"}
         assert "egress is not configured in this deployment" in reply.error.message
-        assert "CORRAL_EGRESS_SOCKET_DIR" in reply.error.message
+        assert "CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR" in reply.error.message
         health = await proxy.health()
-        assert health.details["egress"] == "not configured: set CORRAL_EGRESS_SOCKET_DIR"
+        assert health.details["egress"] == "not configured: set CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR"
         assert health.details["egress_listeners"] == "0"
     assert await grants.get(kept) is not None, "a deployment without egress does not forget the grants"
     with short_directory() as later:

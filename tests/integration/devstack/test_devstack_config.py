@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import pytest
-
-from corral.devstack import DevstackError, ModelConfig, Ports
+from corral.devstack import ModelConfig, Ports
+from corral.devstack.configuration import read_model
+from corral.devstack.openbao import AppRoleLogin
 from corral.devstack.services import ServiceContext, service_environment, service_names
 
 
@@ -15,37 +15,15 @@ def _ctx(model: ModelConfig) -> ServiceContext:
         api_key="sk-corral-dev-x",
         gateway_port=8080,
         embedded_model_port=8090,
-        vault_addr="http://127.0.0.1:8200",
-        vault_token="s.root",
+        openbao_addr="http://127.0.0.1:8200",
+        openbao_login=AppRoleLogin("role", "secret"),
         model=model,
     )
-
-
-def test_ports_default_to_make_up_values_and_follow_env_vars() -> None:
-    assert Ports.from_env({}) == Ports()
-    ports = Ports.from_env({"CORRAL_GATEWAY_PORT": "9000", "CORRAL_BAO_PORT": "9200"})
-    assert ports.gateway == 9000
-    assert (ports.bao, ports.bao_cluster) == (9200, 9201)
-
-
-def test_a_bad_port_setting_names_its_env_var() -> None:
-    with pytest.raises(DevstackError, match="CORRAL_NATS_PORT"):
-        Ports.from_env({"CORRAL_NATS_PORT": "nats"})
 
 
 def test_free_ports_are_distinct() -> None:
     values = list(Ports.free().as_dict().values())
     assert len(set(values)) == len(values)
-
-
-def test_the_embedded_model_is_used_unless_a_real_model_is_configured() -> None:
-    assert ModelConfig.from_env({}, 8090) == ModelConfig(True, "http://127.0.0.1:8090", "embedded")
-    # a sourced .corral/env sets ANTHROPIC_API_KEY to the dev key: that is not a model key
-    assert ModelConfig.from_env({"ANTHROPIC_API_KEY": "sk-corral-dev-abc"}, 8090).embedded
-    assert ModelConfig.from_env({"ANTHROPIC_API_KEY": "sk-ant-real"}, 8090) == ModelConfig(False, None, "sk-ant-real")
-    assert ModelConfig.from_env({"CORRAL_MODEL_API_KEY": "sk-ant-other"}, 8090).api_key == "sk-ant-other"
-    custom = ModelConfig.from_env({"CORRAL_MODEL_BASE_URL": "http://m:1", "CORRAL_MODEL_API_KEY": "k"}, 8090)
-    assert custom == ModelConfig(False, "http://m:1", "k")
 
 
 def test_the_embedded_model_and_harness_count_decide_the_service_list() -> None:
@@ -62,28 +40,28 @@ def test_the_embedded_model_and_harness_count_decide_the_service_list() -> None:
     assert "harness-3" in service_names(3, embedded_model=False)
 
 
-def test_only_the_credential_proxy_gets_the_vault_token() -> None:
-    ctx = _ctx(ModelConfig.from_env({}, 8090))
-    base = {"PATH": "/usr/bin", "VAULT_TOKEN": "leak", "CORRAL_VAULT_TOKEN": "leak"}
+def test_only_the_credential_proxy_gets_the_openbao_login() -> None:
+    ctx = _ctx(read_model({}, 8090))
+    base = {"PATH": "/usr/bin", "VAULT_TOKEN": "leak", "CORRAL_VAULT_TOKEN": "leak", "CORRAL_OPENBAO_TOKEN": "leak"}
     for name in service_names(2, embedded_model=True):
         env = service_environment(name, ctx, base=base)
         assert env["CORRAL_NATS_URL"] == "nats://127.0.0.1:4222"
         assert env["PATH"] == "/usr/bin"
-        assert "VAULT_TOKEN" not in env
+        assert "leak" not in env.values()
         if name == "credential-proxy":
-            assert env["CORRAL_VAULT_TOKEN"] == "s.root"
-            assert env["CORRAL_VAULT_ADDR"] == "http://127.0.0.1:8200"
+            assert (env["CORRAL_OPENBAO_ROLE_ID"], env["CORRAL_OPENBAO_SECRET_ID"]) == ("role", "secret")
+            assert env["CORRAL_OPENBAO_ADDR"] == "http://127.0.0.1:8200"
         else:
-            assert "CORRAL_VAULT_TOKEN" not in env
+            assert "CORRAL_OPENBAO_SECRET_ID" not in env
 
 
 def test_each_service_gets_its_own_settings() -> None:
-    ctx = _ctx(ModelConfig.from_env({}, 8090))
+    ctx = _ctx(read_model({}, 8090))
     base = {"ANTHROPIC_BASE_URL": "http://127.0.0.1:8080", "ANTHROPIC_API_KEY": "sk-corral-dev-x"}
     store = service_environment("session-store", ctx, base=base)
-    assert store["CORRAL_DATABASE_URL"] == "postgresql://postgres@127.0.0.1:55432/corral"
-    assert store["CORRAL_BOOTSTRAP_API_KEY"] == "sk-corral-dev-x"
-    assert store["CORRAL_BOOTSTRAP_WORKSPACE"] == "default"
+    assert store["CORRAL_POSTGRES_URL"] == "postgresql://postgres@127.0.0.1:55432/corral"
+    assert store["CORRAL_SESSION_STORE_BOOTSTRAP_API_KEY"] == "sk-corral-dev-x"
+    assert store["CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE"] == "default"
     gateway = service_environment("gateway", ctx, base=base)
     assert (gateway["CORRAL_GATEWAY_HOST"], gateway["CORRAL_GATEWAY_PORT"]) == ("127.0.0.1", "8080")
     harness = service_environment("harness-2", ctx, base=base)
@@ -95,14 +73,14 @@ def test_each_service_gets_its_own_settings() -> None:
 
 
 def test_a_real_anthropic_key_reaches_the_harness_without_a_base_url() -> None:
-    ctx = _ctx(ModelConfig.from_env({"ANTHROPIC_API_KEY": "sk-ant-real"}, 8090))
+    ctx = _ctx(read_model({"ANTHROPIC_API_KEY": "sk-ant-real"}, 8090))
     harness = service_environment("harness-1", ctx, base={})
     assert harness["CORRAL_MODEL_API_KEY"] == "sk-ant-real"
     assert "CORRAL_MODEL_BASE_URL" not in harness
 
 
 def test_extra_service_env_applies_by_kind_and_by_name() -> None:
-    ctx = _ctx(ModelConfig.from_env({}, 8090))
+    ctx = _ctx(read_model({}, 8090))
     extra = {"harness": {"CORRAL_X": "kind"}, "harness-2": {"CORRAL_X": "name"}}
     assert service_environment("harness-1", ctx, base={}, extra=extra)["CORRAL_X"] == "kind"
     assert service_environment("harness-2", ctx, base={}, extra=extra)["CORRAL_X"] == "name"

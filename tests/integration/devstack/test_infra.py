@@ -258,7 +258,7 @@ def test_a_busy_port_fails_fast_naming_the_env_var_and_starts_nothing(make_stack
             stack.start(timeout=START_TIMEOUT)
 
     assert time.monotonic() - began < 5
-    assert str(busy.value) == f"port {ports.bao} (openbao) is in use; set CORRAL_BAO_PORT to another port"
+    assert str(busy.value) == f"port {ports.bao} (openbao) is in use; set CORRAL_OPENBAO_PORT to another port"
     assert stack.state.pid_names() == []
     assert _running_pids(stack) == {}
 
@@ -270,8 +270,8 @@ def _cli(state_dir: Path, ports: Ports, *args: str) -> subprocess.CompletedProce
         CORRAL_NATS_PORT=str(ports.nats),
         CORRAL_NATS_MONITOR_PORT=str(ports.nats_monitor),
         CORRAL_POSTGRES_PORT=str(ports.postgres),
-        CORRAL_BAO_PORT=str(ports.bao),
-        CORRAL_BAO_CLUSTER_PORT=str(ports.bao_cluster),
+        CORRAL_OPENBAO_PORT=str(ports.bao),
+        CORRAL_OPENBAO_CLUSTER_PORT=str(ports.bao_cluster),
         CORRAL_GATEWAY_PORT=str(ports.gateway),
         CORRAL_EMBEDDED_MODEL_PORT=str(ports.embedded_model),
     )

@@ -158,11 +158,14 @@ def test_up_starts_every_service_with_its_environment_and_waits_for_the_gateway(
             assert env["CORRAL_NATS_PASSWORD"] == stack.nats_settings(user).password.get_secret_value()  # type: ignore[union-attr]
         assert env["CORRAL_LOG_LEVEL"] == "DEBUG"
         assert "ANTHROPIC_API_KEY" not in env
-        assert ("CORRAL_VAULT_TOKEN" in env) == (env is envs["credential-proxy"])
-    assert envs["credential-proxy"]["CORRAL_VAULT_TOKEN"] == stack.credential_proxy_vault_token != stack.vault_token
-    assert envs["credential-proxy"]["CORRAL_VAULT_ADDR"] == stack.vault_addr
-    assert envs["session-store"]["CORRAL_DATABASE_URL"] == stack.database_url
-    assert envs["session-store"]["CORRAL_BOOTSTRAP_API_KEY"] == stack.api_key
+        assert ("CORRAL_OPENBAO_SECRET_ID" in env) == (env is envs["credential-proxy"])
+        assert stack.vault_token not in env.values()
+    login = stack.credential_proxy_login
+    proxy = envs["credential-proxy"]
+    assert (proxy["CORRAL_OPENBAO_ROLE_ID"], proxy["CORRAL_OPENBAO_SECRET_ID"]) == (login.role_id, login.secret_id)
+    assert proxy["CORRAL_OPENBAO_ADDR"] == stack.vault_addr
+    assert envs["session-store"]["CORRAL_POSTGRES_URL"] == stack.database_url
+    assert envs["session-store"]["CORRAL_SESSION_STORE_BOOTSTRAP_API_KEY"] == stack.api_key
     assert envs["gateway"]["CORRAL_GATEWAY_PORT"] == str(stack.ports.gateway)
     assert envs["embedded-model"]["CORRAL_EMBEDDED_MODEL_PORT"] == str(stack.ports.embedded_model)
     for worker in ("harness-1", "harness-2"):

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.integration
 #: Enough for each service to get as far as its settings (the session-store requires a database URL,
 #: the harness a model); nothing listens at these addresses, and nothing is reached.
 BASE = {
-    "CORRAL_DATABASE_URL": "postgresql://corral@127.0.0.1:1/corral",
+    "CORRAL_POSTGRES_URL": "postgresql://corral@127.0.0.1:1/corral",
     "CORRAL_MODEL_BASE_URL": "http://127.0.0.1:1",
     "CORRAL_NATS_URL": "nats://127.0.0.1:1",
 }
@@ -22,10 +22,11 @@ BASE = {
 CASES = [
     ("gateway", "CORRAL_GATEWAY_PORT", "not-a-port"),
     ("gateway", "CORRAL_NATS_CONNECT_TIMEOUT_S", "-1"),
-    ("session_store", "CORRAL_STATE_CACHE_SIZE", "0"),
+    ("session_store", "CORRAL_SESSION_STORE_STATE_CACHE_SIZE", "0"),
     ("harness", "CORRAL_HARNESS_CONCURRENCY", "0"),
     ("sandbox_manager", "CORRAL_SANDBOX_CPUS", "lots"),
-    ("credential_proxy", "CORRAL_EGRESS_PORTS", "[0]"),
+    ("credential_proxy", "CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS", "[0]"),
+    ("sandbox_manager", "CORRAL_SANDBOX_ENGINE_RETRY_S", "0"),
     ("embedded_model", "CORRAL_EMBEDDED_MODEL_PORT", "70000"),
     ("embedded_model", "CORRAL_LOG_LEVEL", "LOUD"),
 ]

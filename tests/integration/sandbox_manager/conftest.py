@@ -25,7 +25,8 @@ import pytest
 import pytest_asyncio
 
 from corral.bus import Bus, NoResponders
-from corral.contracts.rpc import Health, RpcReply
+from corral.contracts.health import Health
+from corral.contracts.rpc import RpcReply
 from corral.contracts.sandbox import (
     Provision,
     Provisioned,
@@ -41,7 +42,7 @@ from corral.devstack.stack import Stack
 from corral.devstack.state import StateDir
 from corral.runner import serve
 from corral.sandbox_manager import composition
-from corral.sandbox_manager.containers import LABEL_SCOPE
+from corral.sandbox_manager.container_spec import LABEL_SCOPE
 from corral.sandbox_manager.settings import SandboxSettings, Settings
 from corral.settings import NatsSettings
 from tests.waiting import eventually as eventually

@@ -88,7 +88,8 @@ def build_containers(engine: Engine, scope: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def egress_dir() -> Iterator[Path]:
-    """The credential-proxy's ``CORRAL_EGRESS_SOCKET_DIR`` (short: a socket path has at most 107 bytes)."""
+    """The credential-proxy's ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (short: a socket path has at most
+    107 bytes)."""
     with short_directory() as path:
         yield path / "egress"
 

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 
-from corral.sandbox_manager.containers import SHM_INODES
+from corral.sandbox_manager.container_spec import SHM_INODES
 from tests.integration.sandbox_manager.conftest import Manager
 
 pytestmark = pytest.mark.integration

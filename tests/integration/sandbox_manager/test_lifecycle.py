@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from corral.bus import Bus, NoResponders
-from corral.sandbox_manager.containers import LABEL_MANAGED, LABEL_POOL, LABEL_SCOPE, LABEL_SESSION
+from corral.sandbox_manager.container_spec import LABEL_MANAGED, LABEL_POOL, LABEL_SCOPE, LABEL_SESSION
 from corral.sandbox_manager.settings import Settings
 from tests.integration.sandbox_manager.conftest import (
     Engine,

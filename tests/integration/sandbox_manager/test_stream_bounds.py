@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from corral.contracts.sandbox import SandboxOp
-from corral.sandbox_manager.channel import EXCERPT_WINDOW_S, STDERR_MAX_BYTES
+from corral.sandbox_manager.stderr_excerpt import EXCERPT_WINDOW_S, STDERR_MAX_BYTES
 from corral.telemetry.logs import JsonFormatter
 from tests.integration.sandbox_manager.conftest import Manager, containers_of, eventually
 

@@ -221,3 +221,46 @@ def test_garbage_on_the_log_never_stops_the_projector(infra: tuple[str, str]) ->
             assert recorded == 4
 
     asyncio.run(scenario())
+
+
+def test_catalog_records_no_writer_could_have_made_are_recorded_and_skipped(infra: tuple[str, str]) -> None:
+    """The catalog fold is typed: a record of a type this reader does not know, one missing a field, or
+    one that is not JSON goes to ``projection_errors``; the records around it are projected."""
+
+    async def scenario() -> None:
+        async with projecting(infra) as (bus, pool, projector):
+            env = fixture("catalog", "corral.environment_saved")
+            env["environment"].update(id=ids.new_id(ids.ENVIRONMENT), name=secrets.token_hex(8))
+            subject = subjects.environment_log(env["environment"]["id"])
+            before = await publish(bus, subject, env)
+            missing = copy.deepcopy(env)
+            del missing["environment"]["created_at"]
+            junk: list[dict[str, Any] | bytes] = [
+                {"type": "corral.workspace_created", "workspace_id": "w", "name": "w"},
+                missing,
+                b"\x00\xff\xfe",
+                b"null",
+            ]
+            junk_seqs = [await publish(bus, subject, j) for j in junk]
+            renamed = copy.deepcopy(env)
+            renamed["environment"]["name"] = secrets.token_hex(8)
+            last = await publish(bus, subject, renamed)
+            await projector.caught_up(subjects.CATALOG_STREAM, last, timeout=30)
+
+            assert projector.errors == len(junk)
+            errors = await pool.fetch(
+                "SELECT seq, error FROM projection_errors WHERE stream = $1 AND subject = $2 ORDER BY seq",
+                subjects.CATALOG_STREAM,
+                subject,
+            )
+            assert [e["seq"] for e in errors] == junk_seqs
+            assert all("ValidationError" in e["error"] for e in errors), errors
+            assert before not in junk_seqs
+            row = await pool.fetchrow(
+                "SELECT name, log_seq, body FROM environments WHERE environment_id = $1", env["environment"]["id"]
+            )
+            assert row is not None
+            assert row["log_seq"] == last and row["name"] == renamed["environment"]["name"]
+            assert pgtext.load(row["body"]) == renamed["environment"]
+
+    asyncio.run(scenario())

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict
 from corral.bus import Bus, NoResponders, Operations, PayloadTooLarge, UnreadableReply
 from corral.bus.operations import _too_large
 from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.contracts.health import Health, HealthCheck, health_op
 from corral.contracts.operation import Operation, operation
-from corral.contracts.rpc import Health, HealthCheck, RpcReply, health_op
+from corral.contracts.rpc import RpcReply
 
 
 class Ask(BaseModel):

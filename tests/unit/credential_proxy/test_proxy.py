@@ -192,7 +192,8 @@ async def test_an_address_of_this_machine_is_refused_by_address_and_by_name_even
     caplog.set_level(logging.INFO, logger="corral.credential_proxy")
     net = FakeNet(names={"this-machine.example": ["151.101.64.1", "93.184.215.14"]})
     status, text = status_and_text(await exchange(make_proxy(net, UNRESTRICTED), request_bytes))
-    assert status == 403 and "an address of this machine" in text and "CORRAL_EGRESS_ALLOW_ADDRESSES" in text
+    assert status == 403 and "an address of this machine" in text
+    assert "CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES" in text
     assert net.connected == []
     [record] = [r for r in caplog.records if r.getMessage() == "egress refused"]
     assert "an address of this machine" in record.__dict__["fields"]["reason"]
@@ -219,7 +220,7 @@ async def test_documentation_addresses_are_refused_unless_the_operator_allows_th
         await exchange(make_proxy(net, UNRESTRICTED), b"CONNECT deb.debian.org:443 HTTP/1.1\r\n\r\n")
     )
     assert status == 403 and "203.0.113.80" in text and "documentation" in text
-    assert "CORRAL_EGRESS_ALLOW_ADDRESSES" in text
+    assert "CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES" in text
     allowing = make_proxy(net, UNRESTRICTED, allow_addresses=["203.0.113.80", "127.0.0.1"])
     async with asyncio.timeout(5):
         reader, writer, task = await sandbox_connection(allowing)

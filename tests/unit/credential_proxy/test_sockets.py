@@ -147,7 +147,7 @@ async def test_close_leaves_a_socket_that_is_no_longer_its_own(tmp_path: Path) -
 
 async def test_a_path_too_long_for_a_unix_socket_is_refused_saying_what_to_do(tmp_path: Path) -> None:
     directory = tmp_path / ("d" * 100) / SESSION
-    with pytest.raises(CannotListen, match="at most 107 bytes; set CORRAL_EGRESS_SOCKET_DIR to a shorter"):
+    with pytest.raises(CannotListen, match="107 bytes; set CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR to a shorter"):
         Listener.bind(session_proxy(), directory)
     assert not directory.exists()
 
@@ -218,7 +218,7 @@ async def test_without_a_socket_dir_open_says_egress_is_not_configured(tmp_path:
     bucket.values[SESSION] = json.dumps({"session_id": SESSION, "policy": {}, "at": 0}).encode()
     async with egress(None, bucket).running() as proxies:
         assert not proxies.configured
-        with pytest.raises(NotConfigured, match="CORRAL_EGRESS_SOCKET_DIR"):
+        with pytest.raises(NotConfigured, match="CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR"):
             await proxies.open(SESSION, EgressPolicy())
         assert await proxies.restore() == 0
     assert SESSION in bucket.values
@@ -234,7 +234,7 @@ async def test_a_socket_dir_too_long_for_a_session_socket_fails_at_start(tmp_pat
 def test_an_empty_socket_dir_setting_is_unset_and_a_relative_one_made_absolute(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("CORRAL_EGRESS_SOCKET_DIR", "")
+    monkeypatch.setenv("CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR", "")
     assert EgressSettings().socket_dir is None
-    monkeypatch.setenv("CORRAL_EGRESS_SOCKET_DIR", "run/egress")
+    monkeypatch.setenv("CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR", "run/egress")
     assert EgressSettings().socket_dir == Path.cwd() / "run" / "egress"

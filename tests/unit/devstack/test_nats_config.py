@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from corral.devstack.configuration import DEFAULT_SYNC_INTERVAL, sync_interval
 from corral.devstack.errors import DevstackError
-from corral.devstack.nats import DEFAULT_SYNC_INTERVAL, Nats, sync_interval
+from corral.devstack.nats import Nats
 from corral.devstack.nats_users import ADMIN, SERVICE_USERS
 from corral.devstack.state import StateDir
 

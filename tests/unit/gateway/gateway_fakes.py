@@ -10,10 +10,12 @@ from typing import Any
 import httpx
 
 from corral.contracts.api.errors import ApiError
+from corral.contracts.health import Health
 from corral.contracts.operation import Operation
-from corral.contracts.rpc import Health, Message, Op, ResolvedKey
+from corral.contracts.rpc import Message, Op, ResolvedKey
 from corral.gateway.app import create_app
 from corral.gateway.auth import key_sha256
+from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends
 
@@ -121,11 +123,12 @@ def client_for(
     probe: FakeProbe | None = None,
     api_key: str | None = API_KEY,
     raise_app_exceptions: bool = True,
+    directory: KeyDirectory | None = None,
     **setting_overrides: Any,
 ) -> httpx.AsyncClient:
     app = create_app(
         settings(**setting_overrides),
-        backends=Backends(store=store, feed=feed or FakeFeed(), probe=probe or FakeProbe()),
+        backends=Backends(store=store, feed=feed or FakeFeed(), probe=probe or FakeProbe(), directory=directory),
     )
     headers = {"x-api-key": api_key} if api_key else {}
     transport = httpx.ASGITransport(app=app, raise_app_exceptions=raise_app_exceptions)

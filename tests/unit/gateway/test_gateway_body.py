@@ -9,7 +9,7 @@ from pydantic import BaseModel
 from corral.contracts.api.agents import AgentCreateParams
 from corral.contracts.api.environments import EnvironmentUpdateParams
 from corral.contracts.api.errors import ApiError
-from corral.contracts.api.events import SendEventsParams
+from corral.contracts.api.event_params import SendEventsParams
 from corral.contracts.api.sessions import SessionUpdateParams
 from corral.gateway.body import parse_json_object, validate
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from gateway_fakes import FakeProbe, FakeStore, client_for
 
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.contracts.subjects import SERVICES
 from corral.gateway.probe import gateway_health
 

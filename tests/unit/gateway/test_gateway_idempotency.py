@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import time
 from typing import Any
 
@@ -14,6 +15,7 @@ from corral.contracts.api.errors import ApiError
 from corral.contracts.idempotency import IdempotencyRecord
 from corral.contracts.rpc import Op, StoreOps
 from corral.gateway.app import create_app
+from corral.gateway.idempotency import request_fingerprint
 from corral.gateway.state import Backends
 
 
@@ -106,3 +108,20 @@ async def test_a_duplicate_waits_for_the_first_and_a_stale_claim_is_taken_over()
     async with client(FakeStore(replies={Op.AGENTS_CREATE: agent()}), bucket) as http:
         other_body = await http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"})
     assert other_body.status_code == 409  # the stale claim was for another request: still a conflict
+
+
+async def test_the_stored_fingerprint_is_keyed_with_the_api_key_not_a_plain_hash_of_the_body() -> None:
+    # A body may carry a secret (a credential's token); the bucket is a JetStream stream. A plain
+    # hash of a short secret could be reversed by guessing, an HMAC keyed with the caller's API key
+    # (kept by Corral only as a hash) cannot.
+    bucket = DictBucket()
+    store = FakeStore(replies={Op.AGENTS_CREATE: agent()})
+    async with client(store, bucket) as http:
+        sent = await http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"})
+    assert sent.status_code == 200
+    (entry,) = bucket.entries.values()
+    stored = IdempotencyRecord.model_validate_json(entry.value).fingerprint
+    body = sent.request.content
+    assert stored == request_fingerprint(API_KEY, "/v1/agents", body)
+    assert stored != hashlib.sha256(b"\0".join([b"POST", b"/v1/agents", body])).hexdigest()
+    assert stored != request_fingerprint(API_KEY + "x", "/v1/agents", body)

@@ -10,8 +10,9 @@ from typing import Any
 
 from corral.bus import Change, KeyChanged, KeyExists
 from corral.contracts import rpc, sandbox
-from corral.contracts.api.events import ModelUsage
-from corral.harness.events import EventDict
+from corral.contracts.api.environments import Environment
+from corral.contracts.api.events import HarnessEvent, ModelUsage
+from corral.harness.events import wire
 from corral.harness.lease import HeldLease
 from corral.harness.model import ModelError, ModelReply, ModelRequest, TextSink, ToolRequest
 from corral.harness.sandbox import SandboxError
@@ -19,7 +20,14 @@ from corral.harness.sessionlog import LogEntry
 from corral.harness.store import StoreError, StoreRejected
 
 SESSION_ID = "sesn_test"
-ENVIRONMENT = {"type": "environment", "id": "env_test", "name": "test", "config": {"type": "cloud"}, "metadata": {}}
+ENVIRONMENT = Environment(
+    id="env_test",
+    name="test",
+    config={"type": "cloud"},
+    metadata={},
+    created_at="2026-01-01T00:00:00Z",
+    updated_at="2026-01-01T00:00:00Z",
+)
 
 _STATUS_AFTER = {
     "session.status_running": "running",
@@ -180,7 +188,7 @@ _STATUS_FROM = {
 }
 
 
-def check_harness_append(status: str, events: Sequence[EventDict]) -> None:
+def check_harness_append(status: str, events: Sequence[dict[str, Any]]) -> None:
     """Raise what the session-store raises for an append its status machine refuses."""
     for i, event in enumerate(events):
         kind = event["type"]
@@ -201,7 +209,7 @@ class FakeStore:
         *,
         status: str = "idle",
         agent: dict[str, Any] | None = None,
-        environment: dict[str, Any] | None = ENVIRONMENT,
+        environment: Environment | None = ENVIRONMENT,
     ) -> None:
         self.session: dict[str, Any] = {
             "type": "session",
@@ -215,13 +223,13 @@ class FakeStore:
         self.environment = environment
         created = {"type": "corral.session_created", "workspace_id": "wrkspc_test", "session": dict(self.session)}
         self.log: list[rpc.LoggedEvent] = [rpc.LoggedEvent(seq=1, event=created)]
-        self.appends: list[list[EventDict]] = []
+        self.appends: list[list[dict[str, Any]]] = []
         self.leases: list[rpc.Lease] = []
         self.log_reads = 0
         self.log_read = asyncio.Event()
         self.fail_append: StoreError | None = None
         self.fail_log: StoreError | None = None
-        self.on_append: Callable[[list[EventDict]], None] | None = None
+        self.on_append: Callable[[list[dict[str, Any]]], None] | None = None
         self._grown = asyncio.Event()
         self.snapshots: dict[str, bytes] = {}
 
@@ -299,7 +307,7 @@ class FakeStore:
         return any(e.seq == seq for e in self.log)
 
     # --- the Environments port -----------------------------------------------------------------------
-    async def get(self, environment_id: str) -> dict[str, Any] | None:
+    async def get(self, environment_id: str) -> Environment | None:
         assert environment_id == "env_test"
         return self.environment
 
@@ -310,12 +318,12 @@ class FakeStore:
     async def save(self, session_id: str, data: bytes) -> None:
         self.snapshots[session_id] = data
 
-    async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended:
+    async def append(self, session_id: str, events: Sequence[HarnessEvent], *, lease: rpc.Lease) -> rpc.Appended:
         assert session_id == SESSION_ID
         if self.fail_append is not None:
             raise self.fail_append
-        check_harness_append(self.session["status"], events)
-        batch = [dict(e) for e in events]
+        batch = [wire(e) for e in events]  # serialised as BusStore sends them
+        check_harness_append(self.session["status"], batch)
         self.appends.append(batch)
         self.leases.append(lease)
         stored = [{**e, "processed_at": "2026-01-01T00:00:00.000000Z"} for e in batch]

@@ -17,16 +17,11 @@ from corral.harness.context import (
     prompt_too_long,
     summary_cut,
 )
-from corral.harness.conversation import (
-    COMPACTED,
-    ConversationBuilder,
-    cleared_note,
-    rebuild,
-    summary_text,
-    truncated_note,
-)
+from corral.harness.conversation import COMPACTED, ConversationBuilder, rebuild, summary_text
+from corral.harness.events import wire
 from corral.harness.model import ModelError, ModelRequest, Summary
 from corral.harness.retry import RetryPolicy
+from corral.harness.toolanswers import cleared_note, truncated_note
 from corral.harness.turn import SessionDriver
 from tests.unit.harness.fakes import (
     SESSION_ID,
@@ -280,7 +275,7 @@ async def test_over_the_threshold_old_results_are_cleared_first_and_the_request_
 
     prepared = await Compactor(model, policy(1_800)).prepare(base_request(), builder(log))
 
-    (event,) = prepared.events
+    (event,) = [wire(e) for e in prepared.events]
     assert event["type"] == COMPACTED
     assert event["corral_compaction"]["cleared_tool_results"] == ["res-t1"], "the oldest, and it was enough"
     assert "summary" not in event["corral_compaction"] and not model.summaries
@@ -298,7 +293,7 @@ async def test_when_clearing_is_not_enough_older_turns_are_summarised_in_a_separ
 
     prepared = await Compactor(model, policy(1_500)).prepare(base_request(), builder(log))
 
-    (event,) = prepared.events
+    (event,) = [wire(e) for e in prepared.events]
     details = event["corral_compaction"]
     assert details["summarized_through"] == "u2" and details["summary"].startswith("summary of")
     (summary_request,) = model.summaries
@@ -322,7 +317,7 @@ async def test_a_summary_request_that_is_too_long_is_clipped_and_asked_again() -
     prepared = await Compactor(model, policy(2_000)).prepare(base_request(), builder(log))
 
     assert len(model.summaries) >= 2
-    assert prepared.events[0]["corral_compaction"]["summarized_through"] == "a1"
+    assert wire(prepared.events[0])["corral_compaction"]["summarized_through"] == "a1"
 
 
 async def test_a_harder_level_with_nothing_left_to_compact_is_exhausted() -> None:
@@ -417,3 +412,53 @@ async def test_a_short_conversation_is_sent_as_rebuilt_and_nothing_is_appended_f
 
     assert model.requests[0].messages == rebuild(store.events[:1])
     assert COMPACTED not in [e.event["type"] for e in store.log]
+
+
+class TallyingModel(CountingModel):
+    def __init__(self) -> None:
+        super().__init__()
+        self.counts_asked = 0
+
+    async def count_tokens(self, request: ModelRequest) -> int | None:
+        self.counts_asked += 1
+        return await super().count_tokens(request)
+
+
+async def test_a_counted_conversation_is_counted_again_only_once_it_may_no_longer_fit() -> None:
+    """Counting is a request the size of the conversation: a conversation that only grew is not
+    counted again while the last count plus every character added since is within the budget, and
+    every step decides as a count at every step would."""
+    model, every_time = TallyingModel(), CountingModel()
+    compactor = Compactor(model, policy(2_000))  # budget 1,600 tokens; counted from 800 estimated
+    conversation = builder(logged(user("x" * 3_200, id="u0")))
+
+    async def step(text: str, n: int) -> None:
+        conversation.apply(agent(text, id=f"a{n}"))
+        conversation.apply(user(text, id=f"u{n}"))
+        prepared = await compactor.prepare(base_request(), conversation)
+        fresh = conversation.copy()  # never counted: counts now
+        exact = await Compactor(every_time, policy(2_000)).prepare(base_request(), fresh)
+        decided = [
+            (
+                wire(e)["corral_compaction"]["cleared_tool_results"],
+                wire(e)["corral_compaction"].get("summarized_through"),
+            )
+            for e in prepared.events
+        ]
+        assert decided == [
+            (
+                wire(e)["corral_compaction"]["cleared_tool_results"],
+                wire(e)["corral_compaction"].get("summarized_through"),
+            )
+            for e in exact.events
+        ]
+        if not prepared.events:
+            assert prepared.request == exact.request
+
+    await step("first", 1)
+    assert model.counts_asked == 1
+    for n in range(2, 6):
+        await step(f"s{n}", n)
+    assert model.counts_asked == 1, "grown by a few hundred characters: surely still fits"
+    await step("y" * 2_000, 12)
+    assert model.counts_asked >= 2, "may no longer fit: counted again"

@@ -4,7 +4,8 @@ from typing import Any
 
 import pytest
 
-from corral.harness.conversation import agent_blocks, denial_content, rebuild, result_blocks, user_blocks
+from corral.harness.conversation import rebuild
+from corral.harness.messageblocks import agent_blocks, denial_content, result_blocks, user_blocks
 from tests.unit.harness.fakes import (
     agent,
     confirm,

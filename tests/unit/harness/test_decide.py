@@ -2,7 +2,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from corral.harness.conversation import denial_content
 from corral.harness.decide import (
     INTERRUPTED,
     NOT_RUN,
@@ -12,10 +11,9 @@ from corral.harness.decide import (
     Plan,
     ToolCall,
     decide,
-    has_pending_input,
-    interrupted_after,
-    orphan_starts,
 )
+from corral.harness.ledger import has_pending_input, interrupted_after, orphan_starts
+from corral.harness.messageblocks import denial_content
 from tests.unit.harness.fakes import (
     agent,
     confirm,

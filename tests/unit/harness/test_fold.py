@@ -18,12 +18,12 @@ from hypothesis import strategies as st
 
 from corral.contracts.rpc import LoggedEvent
 from corral.harness import snapshots
-from corral.harness.conversation import ChatMessage, ConversationBuilder, agent_blocks, merge, user_blocks
-from corral.harness.conversation import _Answers as Answers
-from corral.harness.conversation import _tool_use_block as tool_use_block
+from corral.harness.conversation import ConversationBuilder
 from corral.harness.decide import decide, plan
 from corral.harness.fold import FORMAT, SessionFold, decode
+from corral.harness.messageblocks import ChatMessage, agent_blocks, merge, tool_use_block, user_blocks
 from corral.harness.sessionlog import LogEntry, following
+from corral.harness.toolanswers import Answers
 from tests.unit.harness.fakes import SESSION_ID, FakeStore, StoreLog, agent_snapshot
 
 

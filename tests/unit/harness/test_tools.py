@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import pytest
@@ -121,16 +120,6 @@ def test_custom_tools_alone_need_no_sandbox() -> None:
 
     assert [d["name"] for d in box.definitions] == ["a", "b"]
     assert not box.needs_sandbox
-
-
-def test_mcp_toolsets_are_skipped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
-    mcp = {"type": "mcp_toolset", "mcp_server_name": "docs-once", "default_config": {}, "configs": []}
-    with caplog.at_level(logging.WARNING, logger="corral.harness.tools"):
-        box = toolbox(agent_snapshot(tools=[mcp, custom_tool()]))
-        toolbox(agent_snapshot(tools=[mcp]))
-
-    assert [d["name"] for d in box.definitions] == ["lookup"]
-    assert len([r for r in caplog.records if "MCP" in r.getMessage()]) == 1
 
 
 def test_malformed_entries_are_left_out() -> None:

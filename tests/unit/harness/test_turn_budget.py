@@ -7,8 +7,9 @@ from decimal import Decimal
 from typing import Any
 
 from corral.contracts.api.events import ModelUsage
-from corral.harness.decide import Ledger, plan
+from corral.harness.decide import plan
 from corral.harness.fold import SessionFold, decode
+from corral.harness.ledger import Ledger
 from corral.harness.pricing import Price
 from corral.harness.retry import RetryPolicy
 from corral.harness.turn import Outcome, SessionDriver

@@ -176,27 +176,50 @@ def test_build_mode_runs_the_script_strictly_and_exits_with_its_code() -> None:
     assert run_agent({"build_script": "kill -TERM $$"}).returncode == 128 + 15
 
 
+def reserved_port() -> socket.socket:
+    """A loopback port held for the agent: bound (port 0, the kernel's pick) but not listening, with
+    ``SO_REUSEADDR``, so the agent's relay (which sets it too) can bind and listen on it while nothing
+    else is handed it meanwhile, as a port probed and then let go could be."""
+    holder = socket.socket()
+    holder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    holder.bind(("127.0.0.1", 0))
+    return holder
+
+
+def read_head(conn: socket.socket) -> bytes:
+    """Everything up to the end of an HTTP request's head (or what came before the peer hung up)."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = conn.recv(1024)
+        if not chunk:
+            break
+        data += chunk
+    return data
+
+
 def test_build_mode_relays_the_proxy_port_to_the_egress_socket(tmp_path: Path) -> None:
     path = str(tmp_path / "proxy.sock")
     received: list[bytes] = []
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as server, reserved_port() as holder:
         server.bind(path)
         server.listen(1)
+        server.settimeout(30)
 
         def answer() -> None:
             conn, _ = server.accept()
             with conn:
-                received.append(conn.recv(1024))
+                conn.settimeout(30)
+                received.append(read_head(conn))
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
 
-        threading.Thread(target=answer, daemon=True).start()
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            port = probe.getsockname()[1]
+        answering = threading.Thread(target=answer, daemon=True)
+        answering.start()
+        port = holder.getsockname()[1]
         script = (
             f"exec 3<>/dev/tcp/127.0.0.1/{port}; printf 'GET http://deb.debian.org/ HTTP/1.1\\r\\n\\r\\n' >&3; cat <&3"
         )
         done = run_agent({"build_script": script, "egress_socket": path, "egress_port": port})
+        answering.join(timeout=30)
     assert done.returncode == 0, done.stderr
     assert done.stdout.endswith("\n\nok")  # (text mode reads \r\n as \n)
     assert received == [b"GET http://deb.debian.org/ HTTP/1.1\r\n\r\n"]

@@ -18,15 +18,10 @@ import pytest
 import pytest_asyncio
 from pydantic import ValidationError
 
-from corral.sandbox_manager.channel import (
-    EXCERPT_RECORDS,
-    STDERR_MAX_BYTES,
-    UNSOLICITED_SLACK,
-    AgentChannel,
-    ChannelLimits,
-    SandboxLost,
-)
+from corral.sandbox_manager.channel import UNSOLICITED_SLACK, AgentChannel, SandboxLost
+from corral.sandbox_manager.channel_limits import ChannelLimits
 from corral.sandbox_manager.settings import FRAME_FACTOR, FRAME_SLACK, MIN_PART_BYTES, SandboxSettings
+from corral.sandbox_manager.stderr_excerpt import EXCERPT_RECORDS, STDERR_MAX_BYTES
 
 
 def frame(stream: int, payload: bytes) -> bytes:

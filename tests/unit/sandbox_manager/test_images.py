@@ -13,7 +13,7 @@ import pytest
 
 from corral.contracts.egress import SESSION_ID_PATTERN, EgressPolicy
 from corral.sandbox_manager.builds import LABEL_BUILD_ID, LABEL_BUILD_SCOPE, BuildError, BuildJob, BuildLimits
-from corral.sandbox_manager.containers import ContainerInfo
+from corral.sandbox_manager.container_spec import ContainerInfo
 from corral.sandbox_manager.egress import EgressMount, EgressUnavailable
 from corral.sandbox_manager.environments import base_spec, place
 from corral.sandbox_manager.images import (
@@ -413,7 +413,7 @@ async def test_without_an_egress_proxy_nothing_is_built_and_the_failure_says_wha
     assert (
         "egress proxy of the credential-proxy, and none could be opened for this build (no credential-proxy is running)"
     ) in message
-    assert "CORRAL_EGRESS_SOCKET_DIR" in message
+    assert "CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR" in message
     assert "CORRAL_SANDBOX_ENVIRONMENT_BUILDS=off" in message
     assert refused.value.error_code == "packages_not_installed"
     assert engine.builds == []

@@ -10,7 +10,7 @@ import pytest
 from docker.errors import DockerException
 
 from corral.sandbox_manager.channel import SandboxLost
-from corral.sandbox_manager.containers import ContainerSpec
+from corral.sandbox_manager.container_spec import ContainerSpec
 from corral.sandbox_manager.sandboxes import Launcher
 
 SPEC = ContainerSpec(

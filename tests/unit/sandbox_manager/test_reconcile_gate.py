@@ -35,7 +35,9 @@ class FakeChannel:
 def sessions(engine: FakeEngine) -> Sessions:
     # nothing but the engine is reachable: provisioning a new sandbox here would fail the test
     nothing = cast(Any, None)
-    return Sessions(nothing, nothing, nothing, cast(Any, engine), nothing, images=nothing, egress=nothing)
+    return Sessions(
+        nothing, nothing, nothing, cast(Any, engine), nothing, images=nothing, egress=nothing, repositories=nothing
+    )
 
 
 async def test_a_call_waits_for_reconciliation_and_gets_the_adopted_sandbox() -> None:

@@ -23,15 +23,9 @@ import pytest_asyncio
 
 from corral.sandbox_manager.agent import source
 from corral.sandbox_manager.agent.program.text import split
-from corral.sandbox_manager.channel import (
-    FRAME_FACTOR,
-    FRAME_SLACK,
-    AgentChannel,
-    ChannelLimits,
-    ReplyAssemblies,
-    SandboxLost,
-    parse_reply,
-)
+from corral.sandbox_manager.channel import AgentChannel, SandboxLost
+from corral.sandbox_manager.channel_limits import FRAME_FACTOR, FRAME_SLACK, ChannelLimits, ReplyAssemblies
+from corral.sandbox_manager.replies import parse_reply
 
 PART = 1000
 LIMITS = ChannelLimits(max_frame_bytes=FRAME_FACTOR * PART + FRAME_SLACK, max_reply_bytes=10_000)

@@ -60,13 +60,11 @@ MCP = {"type": "url", "name": "gh", "url": "https://example.invalid/mcp"}
 @pytest.mark.parametrize(
     ("params", "field"),
     [
-        ({"mcp_servers": [MCP], "tools": [{"type": "mcp_toolset", "mcp_server_name": "gh"}]}, "mcp_servers"),
-        ({"tools": [{"type": "mcp_toolset", "mcp_server_name": "gh"}]}, "tools.0"),
         ({"skills": [{"type": "anthropic", "skill_id": "xlsx"}]}, "skills"),
         ({"skills": [{"type": "custom", "skill_id": "skill_does_not_exist"}]}, "skills"),
         ({"multiagent": {"type": "coordinator", "agents": [{"type": "self"}]}}, "multiagent"),
     ],
-    ids=["mcp_servers", "mcp_toolset", "anthropic-skill", "custom-skill", "multiagent"],
+    ids=["anthropic-skill", "custom-skill", "multiagent"],
 )
 def test_features_not_built_yet_are_refused_on_create_and_update_naming_the_field(
     params: dict[str, object], field: str
@@ -81,6 +79,19 @@ def test_features_not_built_yet_are_refused_on_create_and_update_naming_the_fiel
         update_agent(agent, AgentUpdateParams.model_validate(params), sent=set(params), now=NOW)  # type: ignore[arg-type]
     assert (err.value.status, err.value.error_code) == (400, "feature_not_supported")
     assert err.value.message.startswith(f"{field}: ")
+
+
+def test_an_agent_with_an_mcp_server_is_stored_with_its_toolset_resolved_to_always_ask() -> None:
+    agent = make(mcp_servers=[MCP], tools=[{"type": "mcp_toolset", "mcp_server_name": "gh"}])
+    assert agent.mcp_servers == [MCP]
+    assert agent.tools == [
+        {
+            "type": "mcp_toolset",
+            "mcp_server_name": "gh",
+            "default_config": {"enabled": True, "permission_policy": {"type": "always_ask"}},
+            "configs": [],
+        }
+    ]
 
 
 def test_sending_those_fields_empty_is_the_same_as_leaving_them_out() -> None:

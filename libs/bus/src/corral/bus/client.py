@@ -9,14 +9,12 @@ cancelled while it waits for a reply, an ack or a fetch is never handed the resu
 
 ``Bus`` is the only way in: its NATS connection and JetStream context are private, and the modules
 beside this one do its work (``connecting``, ``streams``, ``publishing``, ``reading``, ``bodies``,
-``serving``, ``messages``).
+``serving``, ``messages``, ``calling``, ``objects``).
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
-import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TypeVar
 
@@ -24,15 +22,14 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.js import api as js_api
-from nats.js import errors as js_errors
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
-from corral.bus import buckets, reading, records, streams
+from corral.bus import buckets, objects, reading, records, streams
 from corral.bus.bodies import Bodies, fits
+from corral.bus.calling import read_reply
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.connecting import drain, inbox_prefix, open_connection
-from corral.bus.errors import NoResponders, PayloadTooLarge, UnreadableReply
+from corral.bus.errors import NoResponders, PayloadTooLarge
 from corral.bus.kv import KeyValueBucket
 from corral.bus.messages import Delivery, PubAck, PullConsumer
 from corral.bus.objects import ObjectBucket
@@ -40,16 +37,12 @@ from corral.bus.publishing import RecordWriter
 from corral.bus.reading import Reading
 from corral.bus.records import StoredMessage
 from corral.bus.serving import Handler, error_reply, serve
-from corral.contracts.api.errors import ApiError
 from corral.contracts.operation import Operation
-from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import ConsumerSpec, KeyValueSpec, ObjectBucketSpec, StreamSpec
 from corral.settings import NatsSettings
 from corral.telemetry import inject
 
 __all__ = ["Bus", "Delivery", "Handler", "PubAck", "PullConsumer", "Reading", "error_reply", "inbox_prefix"]
-
-logger = logging.getLogger(__name__)
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep")
@@ -163,19 +156,7 @@ class Bus:
 
     async def object_bucket(self, spec: ObjectBucketSpec) -> ObjectBucket:
         """Bind to (or create) the object store ``spec`` describes."""
-        try:
-            store = await self._js.object_store(spec.name)
-        except js_errors.BucketNotFoundError:
-            config = js_api.ObjectStoreConfig(
-                bucket=spec.name,
-                description=spec.description,
-                ttl=spec.ttl_s,
-                storage=js_api.StorageType(spec.storage),
-            )
-            with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
-                await self._js.create_object_store(spec.name, config=config)
-            store = await self._js.object_store(spec.name)
-        return ObjectBucket(store)
+        return ObjectBucket(await objects.open_store(self._js, spec))
 
     # --- publishing ----------------------------------------------------------------------------------
     @property
@@ -272,11 +253,9 @@ class Bus:
         of one still being written, or abandoned by a crashed writer) yields its raw sequence, so a
         reader waiting for "everything up to the subject's last message" is not kept waiting by a
         part that may never be completed."""
-        reassembler = records.Reassembler(functools.partial(reading.parts, self._js, stream))
-        async with contextlib.aclosing(reading.follow_raw(self._js, stream, subject, after_seq=after_seq)) as raw:
-            async for msg in raw:
-                whole = await reassembler.feed(msg)
-                yield whole if whole is not None else msg.seq
+        async with contextlib.aclosing(reading.follow_records(self._js, stream, subject, after_seq=after_seq)) as read:
+            async for item in read:
+                yield item
 
     async def subscribe_core(self, subject: str) -> AsyncIterator[tuple[bytes, dict[str, str]]]:
         """Live core NATS messages on ``subject`` until the caller stops."""
@@ -317,29 +296,28 @@ class Bus:
         max_deliver: int = -1,
     ) -> PullConsumer:
         """A durable pull consumer shared by every process that binds to ``name``."""
-        config = js_api.ConsumerConfig(
-            durable_name=name,
-            ack_policy=js_api.AckPolicy.EXPLICIT,
-            ack_wait=ack_wait_s,
-            max_deliver=max_deliver,
-            filter_subject=filter_subject,
-            deliver_policy=js_api.DeliverPolicy.ALL,
+        sub = await streams.pull_durable(
+            self._js, stream, name, filter_subject=filter_subject, ack_wait_s=ack_wait_s, max_deliver=max_deliver
         )
-        sub = await self._js.pull_subscribe(filter_subject, durable=name, stream=stream, config=config)
         return PullConsumer(sub)
 
     # --- request-reply -------------------------------------------------------------------------------
-    async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
         """Send a request (of any size) and wait for the reply.
 
         A request or reply larger than one message travels through the bodies object store
-        (``corral_bodies``); the message carries its name in ``Corral-Body-Ref``.
+        (``corral_bodies``); the message carries its name in ``Corral-Body-Ref``. With
+        ``spill=False`` (a request carrying a secret) a request larger than one message is refused
+        instead, and nothing is stored.
 
         Raises:
             NoResponders: nothing serves ``subject`` (the service is not running).
+            PayloadTooLarge: ``spill=False`` and the request does not fit one message.
         """
         headers = inject({})
         if not fits(data, self.max_payload):
+            if not spill:
+                raise PayloadTooLarge(len(data), self.max_payload - records.HEADER_ROOM)
             headers.update(await self._bodies.spill(data))
             data = b""
         try:
@@ -359,22 +337,12 @@ class Bus:
             ApiError: the service answered with an error reply (its type, message and ``error_code``).
             UnreadableReply: the reply is not the operation's reply shape.
         """
-        raw = await self.request(op.subject, request.model_dump_json().encode(), timeout=timeout)
-        try:
-            if not op.enveloped:
-                return op.parse_reply_json(raw)
-            reply = RpcReply.model_validate_json(raw)
-            if reply.ok:
-                return op.parse_reply(reply.result)
-        except ValidationError as exc:
-            logger.error(
-                "unreadable reply",
-                extra={"fields": {"op": op.name, "errors": exc.errors(include_url=False, include_input=False)[:3]}},
-            )
-            raise UnreadableReply(op.name, op.service, exc.error_count()) from exc
-        if reply.error is None:
-            raise ApiError("api_error", f"the {op.service} failed {op.name} without saying why")
-        raise ApiError.from_detail(reply.error)
+        data = request.model_dump_json().encode()
+        if op.secret:
+            raw = await self.request(op.subject, data, timeout=timeout, spill=False)
+        else:
+            raw = await self.request(op.subject, data, timeout=timeout)
+        return read_reply(op, raw)
 
     @contextlib.asynccontextmanager
     async def serve(

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 from corral.bus.client import Bus
 from corral.bus.operations import Operations
-from corral.contracts.rpc import Health, HealthCheck, health_op
+from corral.contracts.health import Health, HealthCheck, health_op
 
 
 def instance_name() -> str:

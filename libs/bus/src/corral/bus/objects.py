@@ -6,10 +6,31 @@ snapshots of a session's folded log.
 
 from __future__ import annotations
 
+import contextlib
+
+from nats.js import JetStreamContext
+from nats.js import api as js_api
 from nats.js import errors as js_errors
 from nats.js.object_store import ObjectStore
 
 from corral.bus.cancellation import honouring_cancel
+from corral.contracts.subjects import ObjectBucketSpec
+
+
+async def open_store(js: JetStreamContext, spec: ObjectBucketSpec) -> ObjectStore:
+    """Bind to the object store ``spec`` describes, creating it when missing."""
+    try:
+        return await js.object_store(spec.name)
+    except js_errors.BucketNotFoundError:
+        config = js_api.ObjectStoreConfig(
+            bucket=spec.name,
+            description=spec.description,
+            ttl=spec.ttl_s,
+            storage=js_api.StorageType(spec.storage),
+        )
+        with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
+            await js.create_object_store(spec.name, config=config)
+        return await js.object_store(spec.name)
 
 
 class ObjectBucket:

@@ -107,6 +107,18 @@ async def follow_raw(
             await sub.unsubscribe()
 
 
+async def follow_records(
+    js: JetStreamContext, stream: str, subject: str, *, after_seq: int | None = None
+) -> AsyncGenerator[StoredMessage | int, None]:
+    """``Bus.follow_positions``: each record whole when its last part arrives, and the raw sequence of
+    each message that completes none."""
+    reassembler = records.Reassembler(functools.partial(parts, js, stream))
+    async with contextlib.aclosing(follow_raw(js, stream, subject, after_seq=after_seq)) as raw:
+        async for msg in raw:
+            whole = await reassembler.feed(msg)
+            yield whole if whole is not None else msg.seq
+
+
 class Reading:
     """The records on a subject up to its last message when iterated (see ``Bus.read``)."""
 

@@ -145,3 +145,19 @@ async def consumer_exists(js: JetStreamContext, spec: ConsumerSpec) -> bool:
     except js_errors.NotFoundError:
         return False
     return True
+
+
+async def pull_durable(
+    js: JetStreamContext, stream: str, name: str, *, filter_subject: str, ack_wait_s: float, max_deliver: int
+) -> JetStreamContext.PullSubscription:
+    """Bind to (creating it when missing) the durable pull consumer ``name`` on ``filter_subject``:
+    explicit acks, every message from the first."""
+    config = js_api.ConsumerConfig(
+        durable_name=name,
+        ack_policy=js_api.AckPolicy.EXPLICIT,
+        ack_wait=ack_wait_s,
+        max_deliver=max_deliver,
+        filter_subject=filter_subject,
+        deliver_policy=js_api.DeliverPolicy.ALL,
+    )
+    return await js.pull_subscribe(filter_subject, durable=name, stream=stream, config=config)

@@ -2,7 +2,7 @@
 
 A sandbox has no network of its own (Docker network ``none``: loopback only). When its environment
 allows network access, its only way out is an HTTP proxy the credential-proxy runs for that one
-session on a unix socket: ``<CORRAL_EGRESS_SOCKET_DIR>/<session_id>/proxy.sock`` on the host
+session on a unix socket: ``<CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR>/<session_id>/proxy.sock`` on the host
 (``EGRESS_SOCKET_NAME``), in a directory that holds nothing else. The sandbox-manager asks for that
 proxy with ``open`` before it starts the sandbox, bind-mounts the reply's ``directory`` read-only at
 ``SANDBOX_EGRESS_DIR`` in the container, where the exec agent relays ``127.0.0.1:SANDBOX_PROXY_PORT``
@@ -17,7 +17,7 @@ anything the sandbox sends: each socket applies its own session's policy.
 Every reply is a ``corral.contracts.rpc.RpcReply``: ``result`` on success, or an Anthropic ``error``
 detail: ``invalid_request_error`` for a request that can never succeed (a malformed field, named in
 the message; ``details.error_code`` ``egress_not_configured`` when this deployment serves no egress,
-i.e. the credential-proxy has no ``CORRAL_EGRESS_SOCKET_DIR``), ``api_error`` with ``error_code``
+i.e. the credential-proxy has no ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``), ``api_error`` with ``error_code``
 ``egress_listen_failed`` when the socket cannot be made, ``overloaded_error`` while the
 credential-proxy is stopping.
 
@@ -35,10 +35,10 @@ container still running would not show).
   ``example.com`` itself (list it too to allow it);
 - ``203.0.113.7`` or ``2001:db8::7`` (brackets optional): exactly that IP address, still only when
   the credential-proxy's address rules let it through (a public address that is not one of its
-  machine's, or one its operator lists in ``CORRAL_EGRESS_ALLOW_ADDRESSES``).
+  machine's, or one its operator lists in ``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``).
 
 An entry names a host only: no scheme, port, path or ``user@``. Which ports may be reached is the
-credential-proxy's setting (``CORRAL_EGRESS_PORTS``, 80 and 443 by default), the same for everyone.
+credential-proxy's setting (``CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS``, 80 and 443 by default), the same for everyone.
 """
 
 from __future__ import annotations
@@ -50,6 +50,7 @@ from typing import Annotated, Final, TypeVar
 from pydantic import AfterValidator, BaseModel, Field
 
 from corral.contracts.operation import Operation, operation
+from corral.contracts.repositories import RepositoryAccess
 from corral.contracts.rpc import Message
 
 # Subjects, queues and buckets are defined with every other name on the bus in ``subjects``.
@@ -157,6 +158,11 @@ class EgressPolicy(Message):
         default=False,
         description="also allow the public package registries (PyPI, npm, crates.io, RubyGems, the Go proxy, Debian)",
     )
+    repositories: list[RepositoryAccess] = Field(
+        default_factory=list,
+        description="the session's repositories, reached through the git proxy at "
+        "http://git.corral.invalid/<resource_id> (corral.contracts.repositories), whatever allowed_hosts says",
+    )
 
 
 class OpenEgress(Message):
@@ -171,8 +177,9 @@ class EgressOpened(Message):
 
     session_id: str = Field(description="the session the proxy serves")
     directory: str = Field(
-        description="absolute path on the credential-proxy's host, <CORRAL_EGRESS_SOCKET_DIR>/<session_id>, holding "
-        "only the socket; the sandbox-manager mounts it read-only at SANDBOX_EGRESS_DIR (/run/corral/egress)"
+        description="absolute path on the credential-proxy's host, "
+        "<CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR>/<session_id>, holding only the socket; the sandbox-manager "
+        "mounts it read-only at SANDBOX_EGRESS_DIR (/run/corral/egress)"
     )
     socket_name: str = Field(description="the proxy's unix socket in directory (EGRESS_SOCKET_NAME, proxy.sock)")
 

@@ -15,11 +15,14 @@ _ALPHABET: Final = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 AGENT: Final = "agent"
 ENVIRONMENT: Final = "env"
 SESSION: Final = "sesn"
+SESSION_RESOURCE: Final = "sesrsc"
 EVENT: Final = "sevt"
 WORKSPACE: Final = "wrkspc"
 API_KEY: Final = "apikey"
 REQUEST: Final = "req"
 MESSAGE: Final = "msg"
+VAULT: Final = "vlt"
+CREDENTIAL: Final = "vcrd"
 
 
 def _encode(value: int, length: int) -> str:

@@ -10,7 +10,8 @@ The wire format is the one Corral always spoke: the request is the request model
 an ``RpcReply`` (``{"ok": true, "result": ...}`` or ``{"ok": false, "error": {...}}``), except for
 ``enveloped=False`` operations (health), whose reply is the reply model's JSON alone. A reply
 larger than one bus message travels through the bodies object store unless the operation is
-``bounded`` (see ``corral.bus``).
+``bounded`` (see ``corral.bus``). A ``secret`` operation's request never travels through the bodies
+store: one larger than a bus message is refused (``PayloadTooLarge``) before anything is written.
 """
 
 from __future__ import annotations
@@ -40,6 +41,9 @@ class Operation(Generic[Req, Rep]):
     """The reply must fit one bus message (``max_payload``); otherwise it may be of any size."""
     enveloped: bool = True
     """The reply is an ``RpcReply``; ``False``: the reply is the reply model's JSON alone (health)."""
+    secret: bool = False
+    """The request carries a secret: it travels as one bus message or not at all, never through the
+    bodies object store (a JetStream stream), so no secret is ever stored on the bus, even briefly."""
     _adapter: TypeAdapter[Any] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -72,6 +76,7 @@ def operation(
     service: str,
     bounded: bool = False,
     enveloped: bool = True,
+    secret: bool = False,
 ) -> Operation[Req, Rep]:
     """Declare an operation (the typed constructor: ``reply`` fixes ``Rep``)."""
     return Operation(
@@ -83,4 +88,5 @@ def operation(
         reply_type=reply,
         bounded=bounded,
         enveloped=enveloped,
+        secret=secret,
     )

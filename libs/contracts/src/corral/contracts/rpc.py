@@ -13,6 +13,8 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, Field
 
 from corral.contracts import subjects
+from corral.contracts.admin_rpc import AdminCreate, AdminGet, AdminList, AdminPage, AdminUpdate, IssueApiKey
+from corral.contracts.api.admin import KeyRole, RateLimit
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.operation import Operation, operation
 
@@ -22,6 +24,15 @@ class Op:
 
     AUTH_RESOLVE = "auth.resolve"
     API_KEYS_CREATE = "apikeys.create"
+    API_KEYS_ISSUE = "apikeys.issue"
+    API_KEYS_GET = "apikeys.get"
+    API_KEYS_UPDATE = "apikeys.update"
+    API_KEYS_LIST = "apikeys.list"
+    WORKSPACES_CREATE = "workspaces.create"
+    WORKSPACES_GET = "workspaces.get"
+    WORKSPACES_UPDATE = "workspaces.update"
+    WORKSPACES_LIST = "workspaces.list"
+    WORKSPACES_ARCHIVE = "workspaces.archive"
     AGENTS_CREATE = "agents.create"
     AGENTS_GET = "agents.get"
     AGENTS_UPDATE = "agents.update"
@@ -34,12 +45,23 @@ class Op:
     ENVIRONMENTS_LIST = "environments.list"
     ENVIRONMENTS_ARCHIVE = "environments.archive"
     ENVIRONMENTS_DELETE = "environments.delete"
+    VAULTS_CREATE = "vaults.create"
+    VAULTS_GET = "vaults.get"
+    VAULTS_UPDATE = "vaults.update"
+    VAULTS_LIST = "vaults.list"
+    VAULTS_ARCHIVE = "vaults.archive"
+    VAULTS_DELETE = "vaults.delete"
+    CREDENTIALS_GET = "credentials.get"
+    CREDENTIALS_LIST = "credentials.list"
+    CREDENTIALS_SAVE = "credentials.save"
+    CREDENTIALS_DELETE = "credentials.delete"
     SESSIONS_CREATE = "sessions.create"
     SESSIONS_GET = "sessions.get"
     SESSIONS_UPDATE = "sessions.update"
     SESSIONS_LIST = "sessions.list"
     SESSIONS_ARCHIVE = "sessions.archive"
     SESSIONS_DELETE = "sessions.delete"
+    SESSIONS_RESOURCE_UPDATE = "sessions.resource_update"
     SESSIONS_CONTEXT = "sessions.context"
     EVENTS_APPEND = "events.append"
     EVENTS_LIST = "events.list"
@@ -69,14 +91,20 @@ class ResolveKey(Message):
 class ResolvedKey(Message):
     workspace_id: str
     key_id: str
+    role: KeyRole = "user"
+    #: The key's own rate limit; ``None``: the gateway's defaults.
+    rate_limit: RateLimit | None = None
 
 
 class CreateApiKey(Message):
-    """Register a key by its hash (the caller generates the key and shows it once)."""
+    """Register a key by its hash (the caller generates the key and shows it once); the launcher's
+    bootstrap keys. Registering a hash again returns the key it already is."""
 
     workspace_id: str
     key_sha256: str
     name: str = "default"
+    role: KeyRole = "user"
+    partial_key_hint: str | None = None
 
 
 # --- objects ---------------------------------------------------------------------------------------------
@@ -119,6 +147,8 @@ class ListObjects(Scoped):
     created_at_lte: str | None = None
     # agents.versions
     agent_id: str | None = None
+    # credentials.list: the vault whose credentials to list
+    vault_id: str | None = None
     # sessions.list
     agent_version: int | None = None
     statuses: list[str] | None = None
@@ -133,6 +163,24 @@ class Page(Message):
 class Deleted(Message):
     id: str
     type: str
+
+
+class CredentialRef(Scoped):
+    """One credential of one vault (``credentials.get`` / ``credentials.delete``)."""
+
+    vault_id: str
+    id: str
+
+
+class SaveCredential(Scoped):
+    """Record a credential's public parts (``corral.contracts.api.vaults.Credential``; never a secret).
+
+    Sent by the credential-proxy once the secret is in OpenBao. ``create``: a new credential (its
+    vault must exist, in this workspace, and not be archived); otherwise an update of one that exists.
+    """
+
+    credential: dict[str, Any]
+    create: bool
 
 
 # --- events ------------------------------------------------------------------------------------------------
@@ -199,43 +247,13 @@ class SessionContext(Message):
     environment: dict[str, Any] | None = None
 
 
-# --- wake-ups and health ------------------------------------------------------------------------------------
+# --- wake-ups ----------------------------------------------------------------------------------------------
 class Wake(Message):
     """Published to ``corral.wake.<session_id>`` when a session has input a harness should handle."""
 
     session_id: str
     seq: int
     reason: str
-
-
-class HealthCheck(Message):
-    """The request of ``corral.health.<service>``: ``{}``."""
-
-
-class Health(Message):
-    """A service's state. ``status`` is ``degraded`` when a dependency is not ``ok``."""
-
-    service: str
-    instance: str
-    status: Literal["ok", "degraded"]
-    details: dict[str, str] = Field(default_factory=dict)
-    #: What the service depends on (``postgres``, ``docker``, ``vault``...) and each one's state: ``ok``,
-    #: or what is wrong and what the service does meanwhile. Only ``ok`` / not ``ok`` leaves the bus.
-    dependencies: dict[str, str] = Field(default_factory=dict)
-
-
-def health_op(service: str) -> Operation[HealthCheck, Health]:
-    """``corral.health.<service>``, answered by one instance of ``service`` with a bare ``Health``."""
-    return operation(
-        "health",
-        subjects.health(service),
-        HealthCheck,
-        Health,
-        queue=service,
-        service=service,
-        bounded=True,
-        enveloped=False,
-    )
 
 
 # --- the session-store's operations ---------------------------------------------------------------------
@@ -260,6 +278,15 @@ class StoreOps:
 
     AUTH_RESOLVE: Final = _store(Op.AUTH_RESOLVE, ResolveKey, ResolvedKey)
     API_KEYS_CREATE: Final = _store(Op.API_KEYS_CREATE, CreateApiKey, ResolvedKey)
+    API_KEYS_ISSUE: Final = _store(Op.API_KEYS_ISSUE, IssueApiKey, ApiObject)
+    API_KEYS_GET: Final = _store(Op.API_KEYS_GET, AdminGet, ApiObject)
+    API_KEYS_UPDATE: Final = _store(Op.API_KEYS_UPDATE, AdminUpdate, ApiObject)
+    API_KEYS_LIST: Final = _store(Op.API_KEYS_LIST, AdminList, AdminPage)
+    WORKSPACES_CREATE: Final = _store(Op.WORKSPACES_CREATE, AdminCreate, ApiObject)
+    WORKSPACES_GET: Final = _store(Op.WORKSPACES_GET, AdminGet, ApiObject)
+    WORKSPACES_UPDATE: Final = _store(Op.WORKSPACES_UPDATE, AdminUpdate, ApiObject)
+    WORKSPACES_LIST: Final = _store(Op.WORKSPACES_LIST, AdminList, AdminPage)
+    WORKSPACES_ARCHIVE: Final = _store(Op.WORKSPACES_ARCHIVE, AdminGet, ApiObject)
     AGENTS_CREATE: Final = _store(Op.AGENTS_CREATE, CreateObject, ApiObject)
     AGENTS_GET: Final = _store(Op.AGENTS_GET, GetObject, ApiObject)
     AGENTS_UPDATE: Final = _store(Op.AGENTS_UPDATE, UpdateObject, ApiObject)
@@ -272,12 +299,27 @@ class StoreOps:
     ENVIRONMENTS_LIST: Final = _store(Op.ENVIRONMENTS_LIST, ListObjects, Page)
     ENVIRONMENTS_ARCHIVE: Final = _store(Op.ENVIRONMENTS_ARCHIVE, ObjectAction, ApiObject)
     ENVIRONMENTS_DELETE: Final = _store(Op.ENVIRONMENTS_DELETE, ObjectAction, Deleted)
+    VAULTS_CREATE: Final = _store(Op.VAULTS_CREATE, CreateObject, ApiObject)
+    VAULTS_GET: Final = _store(Op.VAULTS_GET, GetObject, ApiObject)
+    VAULTS_UPDATE: Final = _store(Op.VAULTS_UPDATE, UpdateObject, ApiObject)
+    VAULTS_LIST: Final = _store(Op.VAULTS_LIST, ListObjects, Page)
+    VAULTS_ARCHIVE: Final = _store(Op.VAULTS_ARCHIVE, ObjectAction, ApiObject)
+    #: Records the deletion of a vault and its credentials; asked by the credential-proxy once their
+    #: secrets are gone from OpenBao (the gateway's ``DELETE /v1/vaults/{id}`` goes there).
+    VAULTS_DELETE: Final = _store(Op.VAULTS_DELETE, ObjectAction, Deleted)
+    CREDENTIALS_GET: Final = _store(Op.CREDENTIALS_GET, CredentialRef, ApiObject)
+    CREDENTIALS_LIST: Final = _store(Op.CREDENTIALS_LIST, ListObjects, Page)
+    CREDENTIALS_SAVE: Final = _store(Op.CREDENTIALS_SAVE, SaveCredential, ApiObject)
+    CREDENTIALS_DELETE: Final = _store(Op.CREDENTIALS_DELETE, CredentialRef, Deleted)
     SESSIONS_CREATE: Final = _store(Op.SESSIONS_CREATE, CreateObject, ApiObject)
     SESSIONS_GET: Final = _store(Op.SESSIONS_GET, GetObject, ApiObject)
     SESSIONS_UPDATE: Final = _store(Op.SESSIONS_UPDATE, UpdateObject, ApiObject)
     SESSIONS_LIST: Final = _store(Op.SESSIONS_LIST, ListObjects, Page)
     SESSIONS_ARCHIVE: Final = _store(Op.SESSIONS_ARCHIVE, ObjectAction, ApiObject)
     SESSIONS_DELETE: Final = _store(Op.SESSIONS_DELETE, ObjectAction, Deleted)
+    #: A repository's token was rotated (``params: {resource_id}``): its ``updated_at`` moves; the
+    #: token itself went to the credential-proxy, never here. Answers the resource.
+    SESSIONS_RESOURCE_UPDATE: Final = _store(Op.SESSIONS_RESOURCE_UPDATE, UpdateObject, ApiObject)
     #: The whole log in one answer: a long session's cannot be sent, and says so.
     SESSIONS_CONTEXT: Final = _store(Op.SESSIONS_CONTEXT, GetContext, SessionContext, bounded=True)
     EVENTS_APPEND: Final = _store(Op.EVENTS_APPEND, AppendEvents, Appended)
@@ -286,6 +328,15 @@ class StoreOps:
     ALL: Final[tuple[Operation[Any, Any], ...]] = (
         AUTH_RESOLVE,
         API_KEYS_CREATE,
+        API_KEYS_ISSUE,
+        API_KEYS_GET,
+        API_KEYS_UPDATE,
+        API_KEYS_LIST,
+        WORKSPACES_CREATE,
+        WORKSPACES_GET,
+        WORKSPACES_UPDATE,
+        WORKSPACES_LIST,
+        WORKSPACES_ARCHIVE,
         AGENTS_CREATE,
         AGENTS_GET,
         AGENTS_UPDATE,
@@ -298,12 +349,23 @@ class StoreOps:
         ENVIRONMENTS_LIST,
         ENVIRONMENTS_ARCHIVE,
         ENVIRONMENTS_DELETE,
+        VAULTS_CREATE,
+        VAULTS_GET,
+        VAULTS_UPDATE,
+        VAULTS_LIST,
+        VAULTS_ARCHIVE,
+        VAULTS_DELETE,
+        CREDENTIALS_GET,
+        CREDENTIALS_LIST,
+        CREDENTIALS_SAVE,
+        CREDENTIALS_DELETE,
         SESSIONS_CREATE,
         SESSIONS_GET,
         SESSIONS_UPDATE,
         SESSIONS_LIST,
         SESSIONS_ARCHIVE,
         SESSIONS_DELETE,
+        SESSIONS_RESOURCE_UPDATE,
         SESSIONS_CONTEXT,
         EVENTS_APPEND,
         EVENTS_LIST,

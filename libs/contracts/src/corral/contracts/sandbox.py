@@ -32,6 +32,7 @@ from typing import Any, Final, Literal, TypeVar
 from pydantic import BaseModel, Field
 
 from corral.contracts.operation import Operation, operation
+from corral.contracts.repositories import RepositoryFailure, RepositoryMount
 from corral.contracts.rpc import Message
 
 # Subjects, queues and buckets are defined with every other name on the bus in ``subjects``.
@@ -93,6 +94,8 @@ class Provision(Message):
     session_id: str
     environment_id: str
     environment_config: dict[str, Any] = Field(default_factory=dict)
+    #: The session's repositories, cloned into the sandbox when it is provisioned.
+    repositories: list[RepositoryMount] = Field(default_factory=list)
 
 
 class Provisioned(Message):
@@ -103,6 +106,8 @@ class Provisioned(Message):
     network: str
     #: What the environment asked for that this deployment could not honour (networking).
     notices: list[str] = Field(default_factory=list)
+    #: Repositories that could not be cloned (each becomes a ``session.error``; the session goes on).
+    repository_failures: list[RepositoryFailure] = Field(default_factory=list)
 
 
 class Execute(Message):
@@ -114,6 +119,8 @@ class Execute(Message):
     input: dict[str, Any]
     environment_id: str
     environment_config: dict[str, Any] = Field(default_factory=dict)
+    #: The session's repositories, cloned into the sandbox when it is provisioned.
+    repositories: list[RepositoryMount] = Field(default_factory=list)
     #: Overall timeout; ``bash`` prefers its own ``input.timeout_ms``. Capped at ``MAX_TOOL_TIMEOUT_MS``.
     timeout_ms: int | None = None
 
@@ -126,6 +133,9 @@ class ToolOutcome(Message):
     #: ``False`` when the outcome was answered from the record of an earlier ``execute``.
     executed: bool
     duration_ms: float
+    #: Repositories that could not be cloned when this call provisioned the sandbox (each becomes a
+    #: ``session.error`` before the tool result; the session goes on without them).
+    repository_failures: list[RepositoryFailure] = Field(default_factory=list)
 
 
 class ExecuteHeartbeat(Message):

@@ -24,7 +24,7 @@ def session_id_of(subject: str) -> str:
     return subject.rsplit(".", 1)[-1]
 
 
-# --- the catalog: agents, environments, API keys ----------------------------------------------------
+# --- the catalog: agents, environments, vaults, workspaces, API keys ----------------------------
 CATALOG_STREAM: Final = "CORRAL_CATALOG"
 CATALOG_WILDCARD: Final = "corral.catalog.>"
 
@@ -37,11 +37,25 @@ def environment_log(environment_id: str) -> str:
     return f"corral.catalog.environments.{environment_id}"
 
 
+def vault_log(vault_id: str) -> str:
+    return f"corral.catalog.vaults.{vault_id}"
+
+
+def credential_log(credential_id: str) -> str:
+    """A credential's metadata (never its secret, which only OpenBao holds)."""
+    return f"corral.catalog.credentials.{credential_id}"
+
+
 def api_key_log(key_id: str) -> str:
     return f"corral.catalog.apikeys.{key_id}"
 
 
 API_KEYS_WILDCARD: Final = api_key_log("*")
+"""Every API key's records: what each gateway follows to refuse a revoked key at once."""
+
+
+def workspace_log(workspace_id: str) -> str:
+    return f"corral.catalog.workspaces.{workspace_id}"
 
 
 # --- harness wake-ups (work queue) -------------------------------------------------------------------
@@ -118,6 +132,46 @@ EGRESS_BUCKET: Final = "corral_egress"
 def egress_rpc(op: str) -> str:
     """Request subject of an egress operation (``open`` -> ``corral.rpc.egress.open``)."""
     return f"corral.rpc.egress.{op}"
+
+
+# --- the credential-proxy's MCP client ------------------------------------------------------------
+MCP_QUEUE: Final = "credential-proxy"
+MCP_RPC_WILDCARD: Final = "corral.rpc.mcp.>"
+
+
+def mcp_rpc(op: str) -> str:
+    """Request subject of an MCP operation (``call`` -> ``corral.rpc.mcp.call``)."""
+    return f"corral.rpc.mcp.{op}"
+
+
+# --- the credential-proxy's credentials -------------------------------------------------------------
+CREDENTIALS_QUEUE: Final = "credential-proxy"
+CREDENTIALS_RPC_WILDCARD: Final = "corral.rpc.credentials.>"
+
+
+def credentials_rpc(op: str) -> str:
+    """Request subject of a credential operation (``create`` -> ``corral.rpc.credentials.create``)."""
+    return f"corral.rpc.credentials.{op}"
+
+
+# --- the credential-proxy's web tools ------------------------------------------------------------
+WEB_QUEUE: Final = "credential-proxy"
+WEB_RPC_WILDCARD: Final = "corral.rpc.web.>"
+
+
+def web_rpc(op: str) -> str:
+    """Request subject of a web tool operation (``fetch`` -> ``corral.rpc.web.fetch``)."""
+    return f"corral.rpc.web.{op}"
+
+
+# --- the credential-proxy's repositories ----------------------------------------------------------
+REPOSITORIES_QUEUE: Final = "credential-proxy"
+REPOSITORIES_RPC_WILDCARD: Final = "corral.rpc.repositories.>"
+
+
+def repositories_rpc(op: str) -> str:
+    """Request subject of a repository operation (``register`` -> ``corral.rpc.repositories.register``)."""
+    return f"corral.rpc.repositories.{op}"
 
 
 # --- health ----------------------------------------------------------------------------------------

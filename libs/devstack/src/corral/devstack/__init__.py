@@ -9,6 +9,7 @@ The launcher behind ``make up`` / ``make down`` (``corral-dev``) and the test fi
 """
 
 from corral.devstack.components import ComponentStatus
+from corral.devstack.configuration import ModelConfig
 from corral.devstack.errors import (
     ComponentDiedError,
     DevstackError,
@@ -16,7 +17,6 @@ from corral.devstack.errors import (
     ReadinessTimeoutError,
 )
 from corral.devstack.ports import Ports
-from corral.devstack.services import ModelConfig
 from corral.devstack.stack import Stack
 from corral.devstack.state import StateDir
 

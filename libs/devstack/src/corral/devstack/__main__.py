@@ -16,15 +16,14 @@ import logging
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from corral.devstack import processes
+from corral.devstack import configuration, processes
 from corral.devstack.errors import DevstackError
 from corral.devstack.postgres import EmbeddedPostgres
 from corral.devstack.postgres_tools import redacted
 from corral.devstack.stack import DEFAULT_TIMEOUT, STOP_TIMEOUT, Stack
-from corral.devstack.state import default_state_dir
 
 
 def _out(line: str = "") -> None:
@@ -47,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument(
         "--timeout",
         type=float,
-        default=float(os.environ.get("CORRAL_UP_TIMEOUT") or DEFAULT_TIMEOUT),
+        default=None,
         help="seconds to wait for health (default: $CORRAL_UP_TIMEOUT or 60)",
     )
     up.add_argument(
@@ -100,8 +99,9 @@ def _up(stack: Stack, timeout: float) -> int:
     secrets = f"  (passwords in {_display(postgres.passwords_file)})" if isinstance(postgres, EmbeddedPostgres) else ""
     _out(f"  postgres  {redacted(stack.database_url)}{secrets}")
     _out(
-        f"  openbao   {stack.vault_addr}  (kv-v2 at {stack.kv_mount}/; root token in "
-        f"{_display(stack.state.openbao_init_file)})"
+        f"  openbao   {stack.vault_addr}  (kv-v2 at {stack.kv_mount}/; unseal key and root token in "
+        f"{_display(stack.state.openbao_init_file)}, a dev convenience; audit log "
+        f"{_display(stack.openbao.audit_log)})"
     )
     if stack.docker_enabled:
         _out(f"  docker    {stack.docker_host}  (DOCKER_HOST; sandbox image {stack.sandbox_image})")
@@ -110,6 +110,8 @@ def _up(stack: Stack, timeout: float) -> int:
     if stack.services_enabled:
         _out(f"  gateway   {stack.gateway_url}")
         _out(f"  API key   {stack.api_key}")
+        admin_file = _display(stack.state.admin_key_file)
+        _out(f"  admin key {stack.admin_api_key}  (the admin API, /v1/organizations/...; also in {admin_file})")
         _out(f"  model     {stack.model.describe()}")
         env_file = _display(stack.state.env_file)
         _out(f"  client    set -a; . {env_file}; set +a   (ANTHROPIC_BASE_URL, ANTHROPIC_API_KEY)")
@@ -153,17 +155,15 @@ def _image(stack: Stack, rebuild: bool, tag_only: bool) -> int:
     return 0
 
 
-def _docker_default(args: argparse.Namespace) -> bool:
+def _docker_default(args: argparse.Namespace, environ: Mapping[str, str]) -> bool:
     """``up``: --docker/--no-docker, else CORRAL_DOCKER, else with the services."""
     if args.command != "up":
         return bool(args.command == "image")
     if args.docker is not None:
         return bool(args.docker)
-    raw = os.environ.get("CORRAL_DOCKER", "").strip().lower()
-    if raw:
-        if raw not in ("0", "1", "true", "false", "yes", "no", "on", "off"):
-            raise DevstackError(f"CORRAL_DOCKER={raw!r} is not 0 or 1")
-        return raw in ("1", "true", "yes", "on")
+    wanted = configuration.docker_wanted(environ)
+    if wanted is not None:
+        return wanted
     return not bool(args.no_services)
 
 
@@ -174,18 +174,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="corral-dev: %(levelname)s: %(message)s",
         stream=sys.stderr,
     )
-    state_dir = args.state_dir or default_state_dir(os.environ)
+    environ = configuration.process_environment()
+    state_dir = args.state_dir or configuration.state_dir(environ)
     began = time.monotonic()
     try:
         stack = Stack(
             state_dir,
             services=not getattr(args, "no_services", False),
             harness_count=getattr(args, "harness_count", None),
-            docker=_docker_default(args),
+            docker=_docker_default(args, environ),
+            environ=environ,
             progress=lambda line: _out(f"  {line}"),
         )
         if args.command == "up":
-            return _up(stack, args.timeout)
+            return _up(
+                stack, args.timeout if args.timeout is not None else configuration.up_timeout(environ, DEFAULT_TIMEOUT)
+            )
         if args.command == "down":
             if not stack.state.root.is_dir():
                 _out(f"corral-dev: nothing to stop ({_display(stack.state.root)} does not exist)")

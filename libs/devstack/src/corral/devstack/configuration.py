@@ -1,4 +1,9 @@
-"""A stack's configuration: what it is made of, read once from its arguments and the environment.
+"""The launcher's configuration: every variable ``corral-dev`` and ``Stack`` read, read here and only here.
+
+``StackConfig.read`` turns the environment (and the command line's overrides) into typed values once;
+the components are given those values, never the environment. The one other thing read from the
+environment is what the processes the launcher starts inherit (``process_environment``: ``PATH``,
+``HOME``...), which is also only read here.
 
 Pure: nothing here starts, stops or probes anything (the one file it looks at is this host's CA
 bundle, a default).
@@ -6,19 +11,50 @@ bundle, a default).
 
 from __future__ import annotations
 
+import logging
 import os
+import re
 import ssl
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from corral.devstack.errors import DevstackError
-from corral.devstack.nats import SYNC_INTERVAL_VAR, sync_interval
-from corral.devstack.sandbox_image import ImageSettings
-from corral.devstack.services import ModelConfig, service_names
+from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
+from corral.devstack.state import DEFAULT_STATE_DIR
+
+log = logging.getLogger("corral.devstack")
 
 #: What the sandbox-manager's environment image builds trust besides the sandbox image's CAs.
 ENVIRONMENT_CA_VAR = "CORRAL_SANDBOX_ENVIRONMENT_CA_FILE"
+
+#: The Postgres to use instead of the embedded one (also what the session-store reads).
+POSTGRES_URL_VAR = "CORRAL_POSTGRES_URL"
+#: Its name before the one naming scheme: still read for one release, with a warning.
+OLD_POSTGRES_URL_VAR = "DATABASE_URL"
+
+SYNC_INTERVAL_VAR = "CORRAL_NATS_SYNC_INTERVAL"
+#: fsync after every write: an acknowledged append survives a power loss or a kernel crash, at the
+#: cost of one fsync per stored message. NATS's own default, ``2m``, survives a crash of nats-server
+#: (the kernel still has the data) but can lose up to two minutes of acknowledged writes when the
+#: machine goes down.
+DEFAULT_SYNC_INTERVAL = "always"
+_SYNC_INTERVAL = re.compile(r"^(always|[1-9][0-9]*(ms|s|m|h))$")
+
+EMBEDDED_MODEL_API_KEY = "embedded"
+
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
+BUILD_MODES = ("auto", "dockerfile", "debootstrap")
+DEFAULT_BUILD_TIMEOUT = 900.0
+
+_TRUE = ("1", "true", "yes", "on")
+_FALSE = ("0", "false", "no", "off")
+
+
+def process_environment() -> dict[str, str]:
+    """A copy of the launcher's own environment: what the processes it starts inherit (``PATH``,
+    ``HOME``...; each component takes out what it must not see)."""
+    return dict(os.environ)
 
 
 def host_ca_bundle() -> str | None:
@@ -41,10 +77,165 @@ def _int_env(environ: Mapping[str, str], var: str, default: int) -> int:
         raise DevstackError(f"{var}={raw!r} is not an integer") from None
 
 
+def sync_interval(raw: str | None) -> str:
+    """``CORRAL_NATS_SYNC_INTERVAL``: ``always`` or a duration like ``500ms``, ``10s``, ``2m``."""
+    value = (raw or "").strip() or DEFAULT_SYNC_INTERVAL
+    if not _SYNC_INTERVAL.match(value):
+        raise DevstackError(f"{SYNC_INTERVAL_VAR}={value!r} is not 'always' or a duration such as 500ms, 10s or 2m")
+    return value
+
+
+def read_ports(environ: Mapping[str, str]) -> Ports:
+    """The ``CORRAL_*_PORT`` variables; unset ones keep their defaults.
+
+    ``CORRAL_OPENBAO_CLUSTER_PORT`` defaults to ``CORRAL_OPENBAO_PORT + 1``. A variable's former
+    name (``CORRAL_BAO_PORT``...) is still read when the new one is unset, with a warning.
+    """
+    values: dict[str, int] = {}
+    for setting in PORT_SETTINGS:
+        name = setting.env_var
+        raw = environ.get(name, "").strip()
+        if not raw and setting.old_env_var and environ.get(setting.old_env_var, "").strip():
+            name = setting.old_env_var
+            raw = environ[name].strip()
+            log.warning("%s is deprecated and will be removed in the next release; set %s", name, setting.env_var)
+        if not raw:
+            continue
+        try:
+            port = int(raw)
+        except ValueError:
+            raise DevstackError(f"{name}={raw!r} is not a port number") from None
+        if not 0 < port < 65536:
+            raise DevstackError(f"{name}={port} is not between 1 and 65535")
+        values[setting.field] = port
+    if "bao" in values and "bao_cluster" not in values:
+        values["bao_cluster"] = values["bao"] + 1
+    return Ports(**values)
+
+
+def state_dir(environ: Mapping[str, str]) -> Path:
+    """``CORRAL_STATE_DIR``, else ``.corral``."""
+    return Path(environ.get("CORRAL_STATE_DIR") or DEFAULT_STATE_DIR)
+
+
+def up_timeout(environ: Mapping[str, str], default: float) -> float:
+    """``CORRAL_UP_TIMEOUT``: seconds ``up`` waits for health."""
+    raw = environ.get("CORRAL_UP_TIMEOUT", "").strip()
+    if not raw:
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise DevstackError(f"CORRAL_UP_TIMEOUT={raw!r} is not a number of seconds") from None
+
+
+def docker_wanted(environ: Mapping[str, str]) -> bool | None:
+    """``CORRAL_DOCKER``: whether ``up`` runs a Docker engine and the sandbox image (None: unset)."""
+    raw = environ.get("CORRAL_DOCKER", "").strip().lower()
+    if not raw:
+        return None
+    if raw not in (*_TRUE, *_FALSE):
+        raise DevstackError(f"CORRAL_DOCKER={raw!r} is not 0 or 1")
+    return raw in _TRUE
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Which model the harnesses call.
+
+    - ``CORRAL_MODEL_BASE_URL`` set: that server (with ``CORRAL_MODEL_API_KEY`` if set);
+    - else a real Anthropic key (``sk-ant-...``) in ``CORRAL_MODEL_API_KEY`` or
+      ``ANTHROPIC_API_KEY``: the Anthropic API, no base URL;
+    - else the embedded model on ``127.0.0.1:<CORRAL_EMBEDDED_MODEL_PORT>``.
+
+    ``ANTHROPIC_API_KEY=sk-corral-dev-...`` (from a sourced ``.corral/env``) is not a real key
+    and falls through to the embedded model.
+    """
+
+    embedded: bool
+    base_url: str | None
+    api_key: str | None
+
+    def describe(self) -> str:
+        if self.embedded:
+            return f"embedded model at {self.base_url}"
+        if self.base_url:
+            return f"model server at {self.base_url}"
+        return "Anthropic API (real key)"
+
+
+def read_model(environ: Mapping[str, str], embedded_model_port: int) -> ModelConfig:
+    """The model choice (see ``ModelConfig``) from ``CORRAL_MODEL_*`` and ``ANTHROPIC_API_KEY``."""
+    base_url = environ.get("CORRAL_MODEL_BASE_URL", "").strip()
+    if base_url:
+        return ModelConfig(False, base_url, environ.get("CORRAL_MODEL_API_KEY") or None)
+    for var in ("CORRAL_MODEL_API_KEY", "ANTHROPIC_API_KEY"):
+        key = environ.get(var, "").strip()
+        if key.startswith("sk-ant-"):
+            return ModelConfig(False, None, key)
+    return ModelConfig(True, f"http://{HOST}:{embedded_model_port}", EMBEDDED_MODEL_API_KEY)
+
+
+def default_image_dir() -> Path:
+    """``infra/sandbox-image`` of the repository this package is installed from (editable)."""
+    return Path(__file__).resolve().parents[5] / "infra" / "sandbox-image"
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """Where the sandbox image comes from (see ``corral.devstack.sandbox_image`` for the variables):
+    ``CORRAL_SANDBOX_IMAGE_DIR``, ``CORRAL_SANDBOX_IMAGE``, ``CORRAL_SANDBOX_BUILD``,
+    ``CORRAL_SANDBOX_BASE``, ``CORRAL_DEBIAN_MIRROR``, ``CORRAL_SANDBOX_BUILD_TIMEOUT``."""
+
+    directory: Path
+    explicit: str | None = None
+    mode: str = "auto"
+    base: str | None = None
+    mirror: str = DEFAULT_MIRROR
+    timeout: float = DEFAULT_BUILD_TIMEOUT
+
+
+def read_image_settings(environ: Mapping[str, str]) -> ImageSettings:
+    mode = (environ.get("CORRAL_SANDBOX_BUILD") or "auto").strip().lower()
+    if mode not in BUILD_MODES:
+        raise DevstackError(f"CORRAL_SANDBOX_BUILD={mode!r} is not one of {', '.join(BUILD_MODES)}")
+    raw_timeout = (environ.get("CORRAL_SANDBOX_BUILD_TIMEOUT") or "").strip()
+    try:
+        timeout = float(raw_timeout) if raw_timeout else DEFAULT_BUILD_TIMEOUT
+    except ValueError:
+        raise DevstackError(f"CORRAL_SANDBOX_BUILD_TIMEOUT={raw_timeout!r} is not a number") from None
+    directory = environ.get("CORRAL_SANDBOX_IMAGE_DIR")
+    return ImageSettings(
+        directory=Path(directory).absolute() if directory else default_image_dir(),
+        explicit=(environ.get("CORRAL_SANDBOX_IMAGE") or "").strip() or None,
+        mode=mode,
+        base=(environ.get("CORRAL_SANDBOX_BASE") or "").strip() or None,
+        mirror=(environ.get("CORRAL_DEBIAN_MIRROR") or "").strip() or DEFAULT_MIRROR,
+        timeout=timeout,
+    )
+
+
+def external_postgres_url(environ: Mapping[str, str]) -> str | None:
+    """``CORRAL_POSTGRES_URL``, else the deprecated ``DATABASE_URL`` (with a warning)."""
+    url = environ.get(POSTGRES_URL_VAR, "").strip()
+    if url:
+        return url
+    old = environ.get(OLD_POSTGRES_URL_VAR, "").strip()
+    if old:
+        log.warning(
+            "%s is deprecated and will stop working in the next release; set %s instead",
+            OLD_POSTGRES_URL_VAR,
+            POSTGRES_URL_VAR,
+        )
+        return old
+    return None
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """The settings of one stack (see ``Stack`` for where each comes from)."""
 
+    #: The environment the services inherit (less what each must not see: ``services._NOT_INHERITED``).
     environ: Mapping[str, str]
     harness_count: int
     services_enabled: bool
@@ -54,6 +245,8 @@ class StackConfig:
     external_docker_host: str | None
     #: ``CORRAL_DOCKER_DATA_ROOT`` (None: the state directory's ``data/docker``).
     docker_data_root: Path | None
+    #: ``OTEL_EXPORTER_OTLP_ENDPOINT``, passed on to every service.
+    otel_endpoint: str | None
 
     @classmethod
     def read(
@@ -65,7 +258,7 @@ class StackConfig:
         docker: bool,
         log_level: str | None,
     ) -> StackConfig:
-        env: dict[str, str] = dict(os.environ if environ is None else environ)
+        env: dict[str, str] = process_environment() if environ is None else dict(environ)
         count = harness_count if harness_count is not None else _int_env(env, "CORRAL_HARNESS_COUNT", 2)
         if count < 1:
             raise DevstackError("CORRAL_HARNESS_COUNT must be at least 1")
@@ -76,13 +269,19 @@ class StackConfig:
             services_enabled=services,
             docker_enabled=docker,
             log_level=log_level or env.get("CORRAL_LOG_LEVEL") or "INFO",
-            external_database_url=env.get("DATABASE_URL") or None,
+            external_database_url=external_postgres_url(env),
             external_docker_host=env.get("CORRAL_DOCKER_HOST") or None,
             docker_data_root=Path(data_root) if data_root else None,
+            otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
         )
 
+    @property
+    def ports(self) -> Ports:
+        """The ports from ``CORRAL_*_PORT`` (a caller may give ``Stack`` others)."""
+        return read_ports(self.environ)
+
     def model(self, embedded_model_port: int) -> ModelConfig:
-        return ModelConfig.from_env(self.environ, embedded_model_port)
+        return read_model(self.environ, embedded_model_port)
 
     @property
     def nats_sync_interval(self) -> str:
@@ -90,11 +289,7 @@ class StackConfig:
 
     @property
     def image_settings(self) -> ImageSettings:
-        return ImageSettings.from_env(self.environ)
-
-    @property
-    def otel_endpoint(self) -> str | None:
-        return self.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None
+        return read_image_settings(self.environ)
 
     @property
     def environment_ca_file(self) -> str:
@@ -110,13 +305,6 @@ class StackConfig:
         return host_ca_bundle() or ""
 
     @property
-    def sandbox_image(self) -> str | None:
-        """The image the sandbox-manager gets (``CORRAL_SANDBOX_IMAGE``): the content tag."""
-        if self.docker_enabled:
-            return self.image_settings.tag
+    def sandbox_image_override(self) -> str | None:
+        """``CORRAL_SANDBOX_IMAGE``: the image to use instead of building one."""
         return self.environ.get("CORRAL_SANDBOX_IMAGE") or None
-
-    def service_names(self, embedded_model: bool) -> list[str]:
-        if not self.services_enabled:
-            return []
-        return service_names(self.harness_count, embedded_model)

@@ -38,6 +38,7 @@ from docker.errors import DockerException
 
 from corral.devstack import processes
 from corral.devstack.components import Component, ComponentStatus
+from corral.devstack.configuration import process_environment
 from corral.devstack.errors import DevstackError, ReadinessTimeoutError
 from corral.devstack.state import StateDir
 
@@ -62,7 +63,7 @@ def run_base() -> Path:
     """A short, root-owned directory for sockets, pid files and locks of engines."""
     if os.geteuid() == 0:
         return Path("/run/corral-docker")
-    runtime = os.environ.get("XDG_RUNTIME_DIR")
+    runtime = process_environment().get("XDG_RUNTIME_DIR")
     if runtime:
         return Path(runtime) / "corral-docker"
     return Path(tempfile.gettempdir()) / f"corral-docker-{os.getuid()}"
@@ -75,7 +76,7 @@ def system_path(path: str | None) -> str:
 
 
 def find_dockerd() -> str:
-    found = shutil.which("dockerd", path=system_path(os.environ.get("PATH")))
+    found = shutil.which("dockerd", path=system_path(process_environment().get("PATH")))
     if found is None:
         raise DevstackError(
             f"dockerd is not installed: run `{INSTALL_HINT}` (as root), "
@@ -303,7 +304,7 @@ class DockerEngine(Component):
             (self.exec_root / "containerd" / "containerd.pid").unlink(missing_ok=True)
             self.config_file.write_text("{}\n")
             self.data_root.mkdir(parents=True, exist_ok=True)
-            env = dict(os.environ)
+            env = process_environment()
             env["PATH"] = system_path(env.get("PATH"))
             env.pop("DOCKER_HOST", None)
             processes.spawn(self.argv(dockerd), env=env, log_path=self.log_file, pid_path=self.pid_file)

@@ -8,32 +8,14 @@ how often the store is flushed to disk (``CORRAL_NATS_SYNC_INTERVAL``, default `
 from __future__ import annotations
 
 import json
-import os
-import re
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim, find_binary
-from corral.devstack.errors import DevstackError
+from corral.devstack.configuration import DEFAULT_SYNC_INTERVAL, process_environment
 from corral.devstack.nats_users import NatsUsers
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http_status
 from corral.devstack.state import StateDir, write_private
-
-SYNC_INTERVAL_VAR = "CORRAL_NATS_SYNC_INTERVAL"
-#: fsync after every write: an acknowledged append survives a power loss or a kernel crash, at the
-#: cost of one fsync per stored message. NATS's own default, ``2m``, survives a crash of nats-server
-#: (the kernel still has the data) but can lose up to two minutes of acknowledged writes when the
-#: machine goes down.
-DEFAULT_SYNC_INTERVAL = "always"
-_SYNC_INTERVAL = re.compile(r"^(always|[1-9][0-9]*(ms|s|m|h))$")
-
-
-def sync_interval(raw: str | None) -> str:
-    """``CORRAL_NATS_SYNC_INTERVAL``: ``always`` or a duration like ``500ms``, ``10s``, ``2m``."""
-    value = (raw or "").strip() or DEFAULT_SYNC_INTERVAL
-    if not _SYNC_INTERVAL.match(value):
-        raise DevstackError(f"{SYNC_INTERVAL_VAR}={value!r} is not 'always' or a duration such as 500ms, 10s or 2m")
-    return value
 
 
 class Nats(Component):
@@ -107,7 +89,7 @@ class Nats(Component):
             "-sd",
             self.store_dir,
         ]
-        processes.spawn(argv, env=dict(os.environ), log_path=self.log_file, pid_path=self.pid_file)
+        processes.spawn(argv, env=process_environment(), log_path=self.log_file, pid_path=self.pid_file)
 
     def healthy(self) -> bool:
         return http_status(f"{self.monitor_url}/healthz?js-enabled-only=true") == 200

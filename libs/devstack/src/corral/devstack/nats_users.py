@@ -28,7 +28,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.contracts import subjects
+from corral.contracts.credentials import CredentialOps
 from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
+from corral.contracts.mcp import mcp_rpc
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import (
     SANDBOXES_BUCKET,
@@ -37,6 +39,7 @@ from corral.contracts.sandbox import (
     execute_heartbeat,
     sandbox_rpc,
 )
+from corral.contracts.web import web_rpc
 from corral.devstack.state import write_private
 
 ADMIN = "admin"
@@ -155,11 +158,23 @@ def _unique(*groups: tuple[str, ...] | list[str]) -> tuple[str, ...]:
     return tuple(dict.fromkeys(s for group in groups for s in group))
 
 
+#: Session-store operations only the credential-proxy asks: they record a credential (or a vault's
+#: deletion) once its secret is written to (or removed from) OpenBao, which only it can do.
+CREDENTIAL_PROXY_STORE_OPS: tuple[str, ...] = (Op.CREDENTIALS_SAVE, Op.CREDENTIALS_DELETE, Op.VAULTS_DELETE)
+
+
 def gateway_store_ops() -> tuple[str, ...]:
-    """Every session-store operation but ``apikeys.create``: API keys are minted by the launcher
-    (the ``admin`` user), never on behalf of a request."""
+    """Every session-store operation but ``apikeys.create`` (API keys are minted by the launcher, the
+    ``admin`` user, never on behalf of a request) and those only the credential-proxy asks."""
     ops = (value for name, value in vars(Op).items() if name.isupper() and isinstance(value, str))
-    return tuple(subjects.store_rpc(op) for op in ops if op != Op.API_KEYS_CREATE)
+    refused = (Op.API_KEYS_CREATE, *CREDENTIAL_PROXY_STORE_OPS)
+    return tuple(subjects.store_rpc(op) for op in ops if op not in refused)
+
+
+def credential_proxy_store_ops() -> tuple[str, ...]:
+    """What a credential operation asks the session-store: the vault and the credential's public parts."""
+    ops = (Op.VAULTS_GET, Op.CREDENTIALS_GET, Op.CREDENTIALS_LIST, *CREDENTIAL_PROXY_STORE_OPS)
+    return tuple(subjects.store_rpc(op) for op in ops)
 
 
 def service_permissions() -> dict[str, Permissions]:
@@ -170,8 +185,12 @@ def service_permissions() -> dict[str, Permissions]:
             publish=_unique(
                 gateway_store_ops(),
                 [subjects.health("*")],
+                # a repository's token, straight to the credential-proxy (never the session-store)
+                [subjects.repositories_rpc("register"), subjects.repositories_rpc("forget")],
                 stream_read(subjects.SESSIONS_STREAM),
                 kv_write(subjects.IDEMPOTENCY_BUCKET),
+                stream_read(subjects.CATALOG_STREAM),  # follows the API keys' records (revocations)
+                [op.subject for op in CredentialOps.ALL],
                 bodies(),
             ),
             subscribe=(subjects.deltas("*"), subjects.health("gateway"), inbox("gateway")),
@@ -202,6 +221,8 @@ def service_permissions() -> dict[str, Permissions]:
                 [subjects.deltas("*")],
                 [subjects.store_rpc(Op.EVENTS_APPEND)],
                 [sandbox_rpc("*")],
+                [mcp_rpc("*")],  # MCP tool lists and calls, made by the credential-proxy
+                [web_rpc("*")],  # web_fetch and web_search, run by the credential-proxy
                 bodies(),
             ),
             subscribe=(
@@ -217,14 +238,22 @@ def service_permissions() -> dict[str, Permissions]:
                 objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry, each written once
                 kv_write(SANDBOXES_BUCKET),
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
-                [egress_rpc("*"), execute_heartbeat("*", "*")],
+                [egress_rpc("*"), execute_heartbeat("*", "*"), subjects.repositories_rpc("check")],
                 bodies(),
             ),
             subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),
         ),
         "credential-proxy": Permissions(
-            publish=_unique(kv_write(EGRESS_BUCKET), bodies()),
-            subscribe=(egress_rpc("*"), subjects.health("credential-proxy"), inbox("credential-proxy")),
+            publish=_unique(kv_write(EGRESS_BUCKET), credential_proxy_store_ops(), bodies()),
+            subscribe=(
+                egress_rpc("*"),
+                mcp_rpc("*"),
+                subjects.repositories_rpc("*"),
+                subjects.CREDENTIALS_RPC_WILDCARD,
+                web_rpc("*"),
+                subjects.health("credential-proxy"),
+                inbox("credential-proxy"),
+            ),
         ),
     }
 

@@ -2,16 +2,24 @@
 
 Not dev mode (that keeps everything in memory). OpenBao 2.x has no ``file`` storage backend, so
 the data lives in integrated (raft) storage under ``data/openbao``; raft needs a cluster
-address, hence a second port (``CORRAL_BAO_CLUSTER_PORT``, default ``CORRAL_BAO_PORT + 1``).
+address, hence a second port (``CORRAL_OPENBAO_CLUSTER_PORT``, default ``CORRAL_OPENBAO_PORT + 1``).
 ``bao`` 2.x has no mlock support at all, so there is no ``disable_mlock`` either.
 
 Init/unseal/mount go through the HTTP API (what ``bao operator init -key-shares=1
 -key-threshold=1``, ``bao operator unseal`` and ``bao secrets enable -path=corral kv-v2`` call).
+The unseal key and the root token are kept in ``openbao-init.json`` (0600): a dev convenience, so
+that ``make up`` can unseal by itself; a real deployment keeps them apart (or auto-unseals).
 
-The root token stays with the launcher (``openbao-init.json``, 0600). The credential-proxy gets a
-token of its own (``openbao-credential-proxy.json``, 0600) carrying only the policy
-``corral-credential-proxy``: read the secrets under the ``corral/`` kv-v2 mount, nothing else
-(no ``sys/``, no other mount, no writes), plus OpenBao's ``default`` policy (look itself up).
+The root token stays with the launcher. The credential-proxy logs in with the AppRole
+``corral-credential-proxy`` (its role id and secret id in ``openbao-credential-proxy.json``, 0600),
+whose tokens carry only the policy ``corral-credential-proxy`` (read, write and delete the
+credentials under the ``corral/`` kv-v2 mount; no ``sys/``, no other mount, no auth method) plus
+OpenBao's ``default`` (look itself up, renew itself). They live ``CREDENTIAL_PROXY_TOKEN_TTL`` and
+are renewed up to ``CREDENTIAL_PROXY_TOKEN_MAX_TTL``, after which the proxy logs in again. No other
+service gets any OpenBao credential.
+
+Every request is audited by a file audit device declared in the server's config (OpenBao refuses
+to enable one through the API) writing ``logs/openbao-audit.log``; values in it are HMAC'd.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ from __future__ import annotations
 import importlib.util
 import json
 import logging
-import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim, find_binary
+from corral.devstack.configuration import process_environment
 from corral.devstack.errors import DevstackError
 from corral.devstack.ports import HOST
 from corral.devstack.probes import HttpResponse, http
@@ -34,18 +43,30 @@ log = logging.getLogger(__name__)
 
 KV_MOUNT = "corral"
 CREDENTIAL_PROXY_POLICY = "corral-credential-proxy"
-#: What the credential-proxy may do in OpenBao: read credentials stored under the corral/ mount.
-CREDENTIAL_PROXY_POLICY_HCL = f"""# written by corral-devstack: the credential-proxy reads credentials, nothing else
+APPROLE_MOUNT = "approle"
+#: The AppRole the credential-proxy logs in with (and the name of its policy).
+CREDENTIAL_PROXY_ROLE = CREDENTIAL_PROXY_POLICY
+#: What the credential-proxy may do in OpenBao: the credentials stored under the corral/ mount.
+CREDENTIAL_PROXY_POLICY_HCL = f"""# written by corral-devstack: the credential-proxy reads and writes credentials
 path "{KV_MOUNT}/data/*" {{
-  capabilities = ["read"]
+  capabilities = ["read", "create", "update", "delete"]
 }}
 path "{KV_MOUNT}/metadata/*" {{
-  capabilities = ["read", "list"]
+  capabilities = ["read", "list", "create", "update", "delete"]
 }}
 """
-#: The credential-proxy's token lives this long; a start with less than a day left makes a new one.
-SERVICE_TOKEN_TTL = "768h"
-_MIN_REMAINING_S = 24 * 3600
+#: Its tokens live this long (seconds) and are renewed; past the maximum it logs in again.
+CREDENTIAL_PROXY_TOKEN_TTL = 15 * 60
+CREDENTIAL_PROXY_TOKEN_MAX_TTL = 4 * 3600
+AUDIT_LOG_NAME = "openbao-audit.log"
+
+
+@dataclass(frozen=True)
+class AppRoleLogin:
+    """What the credential-proxy logs in with: the AppRole's role id and one secret id."""
+
+    role_id: str
+    secret_id: str = field(repr=False)
 
 
 def bao_binary() -> str:
@@ -65,10 +86,20 @@ def _quote(value: str) -> str:
 class OpenBao(Component):
     name = "openbao"
 
-    def __init__(self, state: StateDir, port: int, cluster_port: int) -> None:
+    def __init__(
+        self,
+        state: StateDir,
+        port: int,
+        cluster_port: int,
+        *,
+        token_ttl_s: int = CREDENTIAL_PROXY_TOKEN_TTL,
+        token_max_ttl_s: int = CREDENTIAL_PROXY_TOKEN_MAX_TTL,
+    ) -> None:
         super().__init__(state)
         self.port = port
         self.cluster_port = cluster_port
+        self.token_ttl_s = token_ttl_s
+        self.token_max_ttl_s = token_max_ttl_s
 
     @property
     def addr(self) -> str:
@@ -82,10 +113,14 @@ class OpenBao(Component):
     def config_file(self) -> Path:
         return self.state.openbao_config_file
 
+    @property
+    def audit_log(self) -> Path:
+        return self.state.logs_dir / AUDIT_LOG_NAME
+
     def port_claims(self) -> list[PortClaim]:
         return [
-            PortClaim(self.port, "CORRAL_BAO_PORT"),
-            PortClaim(self.cluster_port, "CORRAL_BAO_CLUSTER_PORT"),
+            PortClaim(self.port, "CORRAL_OPENBAO_PORT"),
+            PortClaim(self.cluster_port, "CORRAL_OPENBAO_CLUSTER_PORT"),
         ]
 
     def marker(self) -> str:
@@ -109,12 +144,21 @@ class OpenBao(Component):
             f'api_addr = "{self.addr}"\n'
             f'cluster_addr = "http://{HOST}:{self.cluster_port}"\n'
             "ui = false\n"
+            # every request and response, values HMAC'd; OpenBao creates it once unsealed
+            'audit "file" "file" {\n'
+            '  description = "corral-devstack: every request, values HMAC\'d"\n'
+            "  options {\n"
+            f"    file_path = {_quote(str(self.audit_log))}\n"
+            '    mode = "0600"\n'
+            "  }\n"
+            "}\n"
         )
 
     def launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.audit_log.parent.mkdir(parents=True, exist_ok=True)
         self.config_file.write_text(self.config_text())
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("BAO_", "VAULT_"))}
+        env = {k: v for k, v in process_environment().items() if not k.startswith(("BAO_", "VAULT_"))}
         processes.spawn(
             [bao_binary(), "server", f"-config={self.config_file}"],
             env=env,
@@ -217,46 +261,88 @@ class OpenBao(Component):
         if response.status not in (200, 204):
             raise DevstackError(f"openbao: writing policy {CREDENTIAL_PROXY_POLICY} failed ({response.status})")
 
-    @property
-    def service_token_file(self) -> Path:
-        return self.state.root / "openbao-credential-proxy.json"
-
-    def credential_proxy_token(self) -> str:
-        """The credential-proxy's token (policy ``corral-credential-proxy`` only): the one made by an
-        earlier start while it is valid for another day, else a new one (revoking the old)."""
+    def _ensure_approle(self) -> None:
+        """The AppRole auth method and the credential-proxy's role, rewritten on every start (so a
+        change of TTLs or policy applies to the next login)."""
         root = self.root_token
-        try:
-            stored = json.loads(self.service_token_file.read_text())
-        except (FileNotFoundError, json.JSONDecodeError):
-            stored = {}
-        token = stored.get("token") if isinstance(stored, dict) else None
-        if isinstance(token, str) and token:
-            response = self._call("POST", "auth/token/lookup", {"token": token}, token=root)
-            data = response.json().get("data", {}) if response.status == 200 else {}
-            if (
-                CREDENTIAL_PROXY_POLICY in (data.get("policies") or [])
-                and "root" not in (data.get("policies") or [])
-                and int(data.get("ttl") or 0) > _MIN_REMAINING_S
-            ):
-                return token
-            if response.status == 200:
-                self._call("POST", "auth/token/revoke", {"token": token}, token=root)
+        response = self._call("GET", "sys/auth", token=root)
+        if response.status != 200:
+            raise DevstackError(f"openbao: listing auth methods failed ({response.status}): {response.body!r}")
+        methods = response.json()
+        if f"{APPROLE_MOUNT}/" not in methods.get("data", methods):
+            response = self._call("POST", f"sys/auth/{APPROLE_MOUNT}", {"type": "approle"}, token=root)
+            if response.status not in (200, 204):
+                raise DevstackError(f"openbao: enabling approle failed ({response.status}): {response.body!r}")
         response = self._call(
             "POST",
-            "auth/token/create-orphan",
+            f"auth/{APPROLE_MOUNT}/role/{CREDENTIAL_PROXY_ROLE}",
             {
-                "policies": [CREDENTIAL_PROXY_POLICY],
-                "ttl": SERVICE_TOKEN_TTL,
-                "renewable": True,
-                "display_name": "credential-proxy",
+                "token_policies": [CREDENTIAL_PROXY_POLICY],
+                "token_type": "service",
+                "token_ttl": self.token_ttl_s,
+                "token_max_ttl": self.token_max_ttl_s,
+                "token_bound_cidrs": [f"{HOST}/32"],
+                "bind_secret_id": True,
+                "secret_id_bound_cidrs": [f"{HOST}/32"],
+                "secret_id_ttl": 0,
+                "secret_id_num_uses": 0,
             },
             token=root,
         )
+        if response.status not in (200, 204):
+            raise DevstackError(
+                f"openbao: writing the AppRole {CREDENTIAL_PROXY_ROLE} failed ({response.status}): {response.body!r}"
+            )
+
+    @property
+    def credential_proxy_file(self) -> Path:
+        return self.state.root / "openbao-credential-proxy.json"
+
+    def credential_proxy_login(self) -> AppRoleLogin:
+        """The credential-proxy's AppRole role id and secret id: the secret id made by an earlier
+        start while OpenBao still knows it (a running credential-proxy keeps logging in with it),
+        else a new one. A file from before AppRole (``{"token": ...}``, a long-lived token) has its
+        token revoked and is replaced."""
+        root = self.root_token
+        try:
+            stored = json.loads(self.credential_proxy_file.read_text())
+        except (FileNotFoundError, json.JSONDecodeError):
+            stored = {}
+        if not isinstance(stored, dict):
+            stored = {}
+        old_token = stored.get("token")
+        if isinstance(old_token, str) and old_token:
+            self._call("POST", "auth/token/revoke", {"token": old_token}, token=root)
+            log.info("openbao: revoked the credential-proxy's token from before AppRole")
+        response = self._call("GET", f"auth/{APPROLE_MOUNT}/role/{CREDENTIAL_PROXY_ROLE}/role-id", token=root)
         if response.status != 200:
-            raise DevstackError(f"openbao: creating the credential-proxy's token failed ({response.status})")
-        token = str(response.json()["auth"]["client_token"])
-        write_private(self.service_token_file, json.dumps({"token": token}, indent=2) + "\n")
-        return token
+            raise DevstackError(f"openbao: reading the credential-proxy's role id failed ({response.status})")
+        role_id = str(response.json()["data"]["role_id"])
+        secret_id = stored.get("secret_id")
+        if isinstance(secret_id, str) and secret_id and stored.get("role_id") == role_id:
+            response = self._call(
+                "POST",
+                f"auth/{APPROLE_MOUNT}/role/{CREDENTIAL_PROXY_ROLE}/secret-id/lookup",
+                {"secret_id": secret_id},
+                token=root,
+            )
+            if response.status == 200 and response.body and response.json().get("data"):
+                return AppRoleLogin(role_id, secret_id)
+        response = self._call(
+            "POST",
+            f"auth/{APPROLE_MOUNT}/role/{CREDENTIAL_PROXY_ROLE}/secret-id",
+            {"metadata": json.dumps({"service": "credential-proxy"})},
+            token=root,
+        )
+        if response.status != 200:
+            raise DevstackError(
+                f"openbao: making the credential-proxy's secret id failed ({response.status}): {response.body!r}"
+            )
+        data = response.json()["data"]
+        login = AppRoleLogin(role_id, str(data["secret_id"]))
+        record = {"role_id": role_id, "secret_id": login.secret_id, "secret_id_accessor": data["secret_id_accessor"]}
+        write_private(self.credential_proxy_file, json.dumps(record, indent=2) + "\n")
+        return login
 
     def wait_ready(self, deadline: float) -> None:
         self.poll_until(self.health_status, deadline=deadline, what=f"no answer on {self.addr}")
@@ -271,3 +357,4 @@ class OpenBao(Component):
         )
         self._ensure_kv_mount()
         self._ensure_policy()
+        self._ensure_approle()

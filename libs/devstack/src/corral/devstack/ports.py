@@ -8,7 +8,7 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from corral.devstack.errors import DevstackError
+from corral.settings import renamed
 
 HOST = "127.0.0.1"
 
@@ -21,14 +21,20 @@ class PortSetting:
     env_var: str
     default: int
     component: str
+    #: the variable's former name, still read (with a warning) for one release
+    old_env_var: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.old_env_var:
+            renamed(self.env_var, self.old_env_var)
 
 
 PORT_SETTINGS: tuple[PortSetting, ...] = (
     PortSetting("nats", "CORRAL_NATS_PORT", 4222, "nats"),
     PortSetting("nats_monitor", "CORRAL_NATS_MONITOR_PORT", 8222, "nats"),
     PortSetting("postgres", "CORRAL_POSTGRES_PORT", 55432, "postgres"),
-    PortSetting("bao", "CORRAL_BAO_PORT", 8200, "openbao"),
-    PortSetting("bao_cluster", "CORRAL_BAO_CLUSTER_PORT", 8201, "openbao"),
+    PortSetting("bao", "CORRAL_OPENBAO_PORT", 8200, "openbao", "CORRAL_BAO_PORT"),
+    PortSetting("bao_cluster", "CORRAL_OPENBAO_CLUSTER_PORT", 8201, "openbao", "CORRAL_BAO_CLUSTER_PORT"),
     PortSetting("gateway", "CORRAL_GATEWAY_PORT", 8080, "gateway"),
     PortSetting("embedded_model", "CORRAL_EMBEDDED_MODEL_PORT", 8090, "embedded-model"),
 )
@@ -51,28 +57,6 @@ class Ports:
     bao_cluster: int = 8201
     gateway: int = 8080
     embedded_model: int = 8090
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> Ports:
-        """Read the ``CORRAL_*_PORT`` variables; unset ones keep their defaults.
-
-        ``CORRAL_BAO_CLUSTER_PORT`` defaults to ``CORRAL_BAO_PORT + 1``.
-        """
-        values: dict[str, int] = {}
-        for setting in PORT_SETTINGS:
-            raw = environ.get(setting.env_var, "").strip()
-            if not raw:
-                continue
-            try:
-                port = int(raw)
-            except ValueError:
-                raise DevstackError(f"{setting.env_var}={raw!r} is not a port number") from None
-            if not 0 < port < 65536:
-                raise DevstackError(f"{setting.env_var}={port} is not between 1 and 65535")
-            values[setting.field] = port
-        if "bao" in values and "bao_cluster" not in values:
-            values["bao_cluster"] = values["bao"] + 1
-        return cls(**values)
 
     @classmethod
     def free(cls) -> Ports:

@@ -13,6 +13,7 @@ import subprocess
 import tempfile
 from pathlib import Path
 
+from corral.devstack.configuration import process_environment
 from corral.devstack.errors import DevstackError
 
 log = logging.getLogger("corral.devstack.postgres")
@@ -104,7 +105,7 @@ def run_pg_tool(
     could otherwise hold the pipe open.
     """
     env = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "PATH": process_environment().get("PATH", "/usr/bin:/bin"),
         "LC_ALL": "C",
         "LANG": "C",
         "HOME": str(cwd),
@@ -143,7 +144,7 @@ def run_pg_tool(
 def psql_ok(dsn: str, sql: str = "SELECT 1", timeout: float = 5.0, *, password: str | None = None) -> str | None:
     """Run SQL with ``psql`` (on stdin, so no secret in it shows on a command line); its output
     when it worked, None otherwise."""
-    env = {**os.environ, "PGCONNECT_TIMEOUT": "2"}
+    env = {**process_environment(), "PGCONNECT_TIMEOUT": "2"}
     if password is not None:
         env["PGPASSWORD"] = password
     try:

@@ -28,7 +28,6 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
@@ -36,6 +35,7 @@ import docker
 from docker.errors import DockerException, ImageNotFound
 
 from corral.devstack import processes
+from corral.devstack.configuration import ImageSettings, process_environment
 from corral.devstack.docker_engine import docker_client, system_path, unmount_under
 from corral.devstack.errors import DevstackError
 
@@ -46,18 +46,10 @@ IMAGE_REPOSITORY = "corral-sandbox"
 BASE_REPOSITORY = "corral-sandbox-base"
 HASHED_FILES = ("Dockerfile", "rootfs.sh", "packages.txt")
 DEFAULT_BASE = "debian:bookworm-slim"
-DEFAULT_MIRROR = "http://deb.debian.org/debian"
-BUILD_MODES = ("auto", "dockerfile", "debootstrap")
-DEFAULT_BUILD_TIMEOUT = 900.0
 PULL_PROBE_TIMEOUT = 15.0
 LOG_TAIL_LINES = 30
 
 Progress = Callable[[str], None]
-
-
-def default_image_dir() -> Path:
-    """``infra/sandbox-image`` of the repository this package is installed from (editable)."""
-    return Path(__file__).resolve().parents[5] / "infra" / "sandbox-image"
 
 
 def content_hash(directory: Path) -> str:
@@ -75,46 +67,14 @@ def content_hash(directory: Path) -> str:
     return digest.hexdigest()[:12]
 
 
-@dataclass(frozen=True)
-class ImageSettings:
-    """Where the sandbox image comes from (see the module docstring for the variables)."""
+def image_tag(settings: ImageSettings) -> str:
+    """The image services are told to use: ``CORRAL_SANDBOX_IMAGE`` or the content tag."""
+    return settings.explicit or f"{IMAGE_REPOSITORY}:{content_hash(settings.directory)}"
 
-    directory: Path
-    explicit: str | None = None
-    mode: str = "auto"
-    base: str | None = None
-    mirror: str = DEFAULT_MIRROR
-    timeout: float = DEFAULT_BUILD_TIMEOUT
 
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str]) -> ImageSettings:
-        mode = (environ.get("CORRAL_SANDBOX_BUILD") or "auto").strip().lower()
-        if mode not in BUILD_MODES:
-            raise DevstackError(f"CORRAL_SANDBOX_BUILD={mode!r} is not one of {', '.join(BUILD_MODES)}")
-        raw_timeout = (environ.get("CORRAL_SANDBOX_BUILD_TIMEOUT") or "").strip()
-        try:
-            timeout = float(raw_timeout) if raw_timeout else DEFAULT_BUILD_TIMEOUT
-        except ValueError:
-            raise DevstackError(f"CORRAL_SANDBOX_BUILD_TIMEOUT={raw_timeout!r} is not a number") from None
-        directory = environ.get("CORRAL_SANDBOX_IMAGE_DIR")
-        return cls(
-            directory=Path(directory).absolute() if directory else default_image_dir(),
-            explicit=(environ.get("CORRAL_SANDBOX_IMAGE") or "").strip() or None,
-            mode=mode,
-            base=(environ.get("CORRAL_SANDBOX_BASE") or "").strip() or None,
-            mirror=(environ.get("CORRAL_DEBIAN_MIRROR") or "").strip() or DEFAULT_MIRROR,
-            timeout=timeout,
-        )
-
-    @property
-    def tag(self) -> str:
-        """The image services are told to use: ``CORRAL_SANDBOX_IMAGE`` or the content tag."""
-        return self.explicit or f"{IMAGE_REPOSITORY}:{content_hash(self.directory)}"
-
-    @property
-    def base_tag(self) -> str:
-        """What the offline path imports its root filesystem as."""
-        return f"{BASE_REPOSITORY}:{content_hash(self.directory)}"
+def base_image_tag(settings: ImageSettings) -> str:
+    """What the offline path imports its root filesystem as."""
+    return f"{BASE_REPOSITORY}:{content_hash(settings.directory)}"
 
 
 def image_exists(client: docker.DockerClient, ref: str) -> bool:
@@ -186,7 +146,7 @@ class ImageBuilder:
 
     def ensure(self, *, rebuild: bool = False) -> str:
         """The image tag, after building it if the engine lacks it (or ``rebuild``)."""
-        tag = self.settings.tag
+        tag = image_tag(self.settings)
         began = time.monotonic()
         try:
             client = docker_client(self.host, self.settings.timeout)
@@ -220,18 +180,18 @@ class ImageBuilder:
         """(path, base image): ('dockerfile', base) or ('debootstrap', imported base tag)."""
         mode = self.settings.mode
         if mode == "debootstrap":
-            return "debootstrap", self.settings.base_tag
+            return "debootstrap", base_image_tag(self.settings)
         base = self.settings.base or DEFAULT_BASE
         if mode == "dockerfile":
             if not image_exists(client, base):
                 self._pull(base, timeout=self.settings.timeout, required=True)
             return "dockerfile", base
         if self.settings.base is None:  # auto without a base: offline by default
-            return "debootstrap", self.settings.base_tag
+            return "debootstrap", base_image_tag(self.settings)
         if image_exists(client, base) or self._pull(base, timeout=PULL_PROBE_TIMEOUT, required=False):
             return "dockerfile", base
         self._step(f"{base} cannot be pulled (no registry?): using debootstrap")
-        return "debootstrap", self.settings.base_tag
+        return "debootstrap", base_image_tag(self.settings)
 
     def _pull(self, ref: str, *, timeout: float, required: bool) -> bool:
         t0 = time.monotonic()
@@ -279,7 +239,7 @@ class ImageBuilder:
                 f"{NAME}: debootstrap needs root; run as root, or build from a registry with "
                 "CORRAL_SANDBOX_BUILD=dockerfile (CORRAL_SANDBOX_BASE=debian:bookworm-slim)"
             )
-        env = dict(os.environ)
+        env = process_environment()
         env["PATH"] = system_path(env.get("PATH"))
         env["CORRAL_DEBIAN_MIRROR"] = self.settings.mirror
         if shutil.which("debootstrap", path=env["PATH"]) is None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -10,8 +9,10 @@ from dataclasses import dataclass, field
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim
+from corral.devstack.configuration import ModelConfig, process_environment
 from corral.devstack.errors import ReadinessTimeoutError
 from corral.devstack.nats_users import SERVICE_USERS
+from corral.devstack.openbao import AppRoleLogin
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http, http_status
 from corral.devstack.state import StateDir
@@ -25,18 +26,18 @@ MODULES: dict[str, str] = {
     "credential-proxy": "corral.credential_proxy",
 }
 
-EMBEDDED_MODEL_API_KEY = "embedded"
 BOOTSTRAP_WORKSPACE = "default"
 
 # Never inherited from the launcher's environment: each service gets exactly its own values
 # (a sourced .corral/env must not make the harness call the gateway as its model, and only
-# the credential-proxy may see the vault token).
+# the credential-proxy may hold an OpenBao credential).
 _NOT_INHERITED = frozenset(
     {
         "ANTHROPIC_API_KEY",
         "ANTHROPIC_BASE_URL",
         "ANTHROPIC_AUTH_TOKEN",
         "DATABASE_URL",
+        "CORRAL_POSTGRES_URL",
         "OTEL_EXPORTER_OTLP_ENDPOINT",
         "CORRAL_DOCKER_HOST",
         "CORRAL_SANDBOX_IMAGE",
@@ -50,47 +51,13 @@ _NOT_INHERITED = frozenset(
 _NOT_INHERITED_PREFIXES = (
     "CORRAL_MODEL_",
     "CORRAL_VAULT_",
+    "CORRAL_OPENBAO_",
     "CORRAL_DATABASE_",
     "CORRAL_BOOTSTRAP_",
+    "CORRAL_SESSION_STORE_BOOTSTRAP_",
     "VAULT_",
     "BAO_",
 )
-
-
-@dataclass(frozen=True)
-class ModelConfig:
-    """Which model the harnesses call.
-
-    - ``CORRAL_MODEL_BASE_URL`` set: that server (with ``CORRAL_MODEL_API_KEY`` if set);
-    - else a real Anthropic key (``sk-ant-...``) in ``CORRAL_MODEL_API_KEY`` or
-      ``ANTHROPIC_API_KEY``: the Anthropic API, no base URL;
-    - else the embedded model on ``127.0.0.1:<CORRAL_EMBEDDED_MODEL_PORT>``.
-
-    ``ANTHROPIC_API_KEY=sk-corral-dev-...`` (from a sourced ``.corral/env``) is not a real key
-    and falls through to the embedded model.
-    """
-
-    embedded: bool
-    base_url: str | None
-    api_key: str | None
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str], embedded_model_port: int) -> ModelConfig:
-        base_url = environ.get("CORRAL_MODEL_BASE_URL", "").strip()
-        if base_url:
-            return cls(False, base_url, environ.get("CORRAL_MODEL_API_KEY") or None)
-        for var in ("CORRAL_MODEL_API_KEY", "ANTHROPIC_API_KEY"):
-            key = environ.get(var, "").strip()
-            if key.startswith("sk-ant-"):
-                return cls(False, None, key)
-        return cls(True, f"http://{HOST}:{embedded_model_port}", EMBEDDED_MODEL_API_KEY)
-
-    def describe(self) -> str:
-        if self.embedded:
-            return f"embedded model at {self.base_url}"
-        if self.base_url:
-            return f"model server at {self.base_url}"
-        return "Anthropic API (real key)"
 
 
 @dataclass(frozen=True)
@@ -102,14 +69,17 @@ class ServiceContext:
     api_key: str
     gateway_port: int
     embedded_model_port: int
-    vault_addr: str
-    vault_token: str
+    openbao_addr: str
+    #: the credential-proxy's AppRole login (None: OpenBao not initialised yet, no login given)
+    openbao_login: AppRoleLogin | None
     model: ModelConfig
     #: NATS user -> password; each service connects as the user named for its kind.
     nats_passwords: Mapping[str, str] = field(default_factory=dict)
     log_level: str = "INFO"
     otel_endpoint: str | None = None
     docker_host: str | None = None
+    #: the admin key (role ``admin``) the session-store registers at start (None: none)
+    admin_api_key: str | None = None
     sandbox_image: str | None = None
     egress_socket_dir: str | None = None
     #: CA certificates environment image builds trust (``CORRAL_SANDBOX_ENVIRONMENT_CA_FILE``;
@@ -158,9 +128,11 @@ def service_environment(
         env["CORRAL_NATS_USER"] = kind
         env["CORRAL_NATS_PASSWORD"] = ctx.nats_passwords[kind]
     if kind == "session-store":
-        env["CORRAL_DATABASE_URL"] = ctx.database_url
-        env["CORRAL_BOOTSTRAP_API_KEY"] = ctx.api_key
-        env["CORRAL_BOOTSTRAP_WORKSPACE"] = BOOTSTRAP_WORKSPACE
+        env["CORRAL_POSTGRES_URL"] = ctx.database_url
+        env["CORRAL_SESSION_STORE_BOOTSTRAP_API_KEY"] = ctx.api_key
+        if ctx.admin_api_key:
+            env["CORRAL_SESSION_STORE_BOOTSTRAP_ADMIN_KEY"] = ctx.admin_api_key
+        env["CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE"] = BOOTSTRAP_WORKSPACE
     elif kind == "gateway":
         env["CORRAL_GATEWAY_HOST"] = HOST
         env["CORRAL_GATEWAY_PORT"] = str(ctx.gateway_port)
@@ -174,10 +146,12 @@ def service_environment(
         env["CORRAL_EMBEDDED_MODEL_HOST"] = HOST
         env["CORRAL_EMBEDDED_MODEL_PORT"] = str(ctx.embedded_model_port)
     elif kind == "credential-proxy":
-        env["CORRAL_VAULT_ADDR"] = ctx.vault_addr
-        env["CORRAL_VAULT_TOKEN"] = ctx.vault_token
+        env["CORRAL_OPENBAO_ADDR"] = ctx.openbao_addr
+        if ctx.openbao_login is not None:
+            env["CORRAL_OPENBAO_ROLE_ID"] = ctx.openbao_login.role_id
+            env["CORRAL_OPENBAO_SECRET_ID"] = ctx.openbao_login.secret_id
         if ctx.egress_socket_dir:
-            env["CORRAL_EGRESS_SOCKET_DIR"] = ctx.egress_socket_dir
+            env["CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR"] = ctx.egress_socket_dir
     elif kind == "sandbox-manager":
         if ctx.docker_host:
             env["CORRAL_DOCKER_HOST"] = ctx.docker_host
@@ -216,7 +190,7 @@ class Service(Component):
     def launch(self) -> None:
         processes.spawn(
             [sys.executable, "-m", self.module],
-            env=self.env or dict(os.environ),
+            env=self.env or process_environment(),
             log_path=self.log_file,
             pid_path=self.pid_file,
         )

@@ -84,7 +84,7 @@ class Stack(Topology):
         super().__init__(
             StateDir.at(state_dir),
             config,
-            ports if ports is not None else Ports.from_env(config.environ),
+            ports if ports is not None else config.ports,
             service_env,
         )
         self.progress: Progress = progress or _log_progress

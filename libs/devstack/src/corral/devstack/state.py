@@ -14,10 +14,7 @@ from typing import Any
 
 DEFAULT_STATE_DIR = ".corral"
 DEV_KEY_PREFIX = "sk-corral-dev-"
-
-
-def default_state_dir(environ: Mapping[str, str]) -> Path:
-    return Path(environ.get("CORRAL_STATE_DIR") or DEFAULT_STATE_DIR)
+ADMIN_KEY_PREFIX = "sk-corral-admin-"
 
 
 def write_private(path: Path, text: str) -> None:
@@ -41,7 +38,9 @@ class StateDir:
     dev-api-key                              the dev API key (0600)
     nats-users.json                          NATS users' passwords, one per service plus admin (0600)
     nats.conf                                NATS server config with those users (0600, rewritten on each start)
-    openbao-init.json                        OpenBao unseal key and root token (0600)
+    openbao-init.json                        OpenBao unseal key and root token (0600; a dev convenience)
+    openbao-credential-proxy.json            the credential-proxy's AppRole role id and secret id (0600)
+    logs/openbao-audit.log                   OpenBao's audit log (0600, values HMAC'd)
     openbao.hcl                              OpenBao server config (rewritten on each start)
     stack.json                               ports and services of the last ``up``
     """
@@ -76,6 +75,10 @@ class StateDir:
     @property
     def api_key_file(self) -> Path:
         return self.root / "dev-api-key"
+
+    @property
+    def admin_key_file(self) -> Path:
+        return self.root / "admin-key"
 
     @property
     def nats_users_file(self) -> Path:
@@ -125,13 +128,21 @@ class StateDir:
 
     def dev_api_key(self) -> str:
         """The dev API key: generated on first use, then reused."""
-        if self.api_key_file.exists():
-            key = self.api_key_file.read_text().strip()
-            if key.startswith(DEV_KEY_PREFIX):
+        return self._key(self.api_key_file, DEV_KEY_PREFIX)
+
+    def admin_api_key(self) -> str:
+        """The admin API key (role ``admin``: the admin API, ``/v1/organizations/...``): generated on
+        first use, then reused."""
+        return self._key(self.admin_key_file, ADMIN_KEY_PREFIX)
+
+    def _key(self, path: Path, prefix: str) -> str:
+        if path.exists():
+            key = path.read_text().strip()
+            if key.startswith(prefix):
                 return key
-        key = DEV_KEY_PREFIX + secrets.token_urlsafe(24)  # 24 bytes -> 32 urlsafe chars
+        key = prefix + secrets.token_urlsafe(24)  # 24 bytes -> 32 urlsafe chars
         self.root.mkdir(parents=True, exist_ok=True)
-        write_private(self.api_key_file, key + "\n")
+        write_private(path, key + "\n")
         return key
 
     def write_client_env(self, gateway_url: str, api_key: str) -> None:

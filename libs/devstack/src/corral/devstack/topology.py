@@ -8,22 +8,21 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from corral.devstack.components import Component, PortClaim
-from corral.devstack.configuration import StackConfig
+from corral.devstack.configuration import ImageSettings, ModelConfig, StackConfig
 from corral.devstack.docker_engine import DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError
 from corral.devstack.nats import Nats
 from corral.devstack.nats_users import ADMIN
-from corral.devstack.openbao import KV_MOUNT, OpenBao
+from corral.devstack.openbao import KV_MOUNT, AppRoleLogin, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
 from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
-from corral.devstack.sandbox_image import ImageSettings
-from corral.devstack.services import MODULES, ModelConfig, Service, ServiceContext, service_environment
+from corral.devstack.sandbox_image import image_tag
+from corral.devstack.services import MODULES, Service, ServiceContext, service_environment, service_names
 from corral.devstack.state import StateDir
 from corral.settings import NatsSettings
 
@@ -102,7 +101,9 @@ class Topology:
     @property
     def sandbox_image(self) -> str | None:
         """The image the sandbox-manager gets (``CORRAL_SANDBOX_IMAGE``): the content tag."""
-        return self.config.sandbox_image
+        if self.docker_enabled:
+            return image_tag(self.image_settings)
+        return self.config.sandbox_image_override
 
     # -- components -----------------------------------------------------------------------------
 
@@ -167,7 +168,8 @@ class Topology:
 
     @property
     def egress_socket_dir(self) -> Path:
-        """Where the credential-proxy makes each session's egress socket (``CORRAL_EGRESS_SOCKET_DIR``).
+        """Where the credential-proxy makes each session's egress socket
+        (``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``).
 
         Under the temp dir, named for the state directory: a unix socket path has at most 107 bytes,
         which a deep state directory plus a session id would exceed. The Docker engine mounts these
@@ -183,7 +185,9 @@ class Topology:
         return components
 
     def service_names(self) -> list[str]:
-        return self.config.service_names(self.model.embedded)
+        if not self.services_enabled:
+            return []
+        return service_names(self.harness_count, self.model.embedded)
 
     def _service_port(self, name: str) -> PortClaim | None:
         if name == "gateway":
@@ -195,15 +199,16 @@ class Topology:
     def service_context(self) -> ServiceContext:
         """What every service is told about the stack (addresses, its credentials, the model)."""
         openbao = self.openbao
-        token = openbao.credential_proxy_token() if openbao.init_data() is not None else ""
+        login = openbao.credential_proxy_login() if openbao.init_data() is not None else None
         return ServiceContext(
             nats_url=self.nats_url,
             database_url=self.database_url,
             api_key=self.api_key,
+            admin_api_key=self.admin_api_key,
             gateway_port=self.ports.gateway,
             embedded_model_port=self.ports.embedded_model,
-            vault_addr=openbao.addr,
-            vault_token=token,
+            openbao_addr=openbao.addr,
+            openbao_login=login,
             model=self.model,
             nats_passwords=self.nats.users.passwords(),
             log_level=self.log_level,
@@ -215,7 +220,7 @@ class Topology:
         )
 
     def service(self, name: str, ctx: ServiceContext | None = None) -> Service:
-        env = service_environment(name, ctx, base=os.environ, extra=self.service_env) if ctx is not None else None
+        env = service_environment(name, ctx, base=self.environ, extra=self.service_env) if ctx is not None else None
         return Service(self.state, name, env=env, port=self._service_port(name))
 
     def known_service_names(self) -> list[str]:
@@ -285,6 +290,11 @@ class Topology:
         return self.state.dev_api_key()
 
     @property
+    def admin_api_key(self) -> str:
+        """The key with role ``admin`` (the admin API, ``/v1/organizations/...``), in ``.corral/admin-key``."""
+        return self.state.admin_api_key()
+
+    @property
     def nats_url(self) -> str:
         return self.nats.url
 
@@ -312,9 +322,9 @@ class Topology:
         return self.openbao.root_token
 
     @property
-    def credential_proxy_vault_token(self) -> str:
-        """The credential-proxy's own token (policy ``corral-credential-proxy`` only)."""
-        return self.openbao.credential_proxy_token()
+    def credential_proxy_login(self) -> AppRoleLogin:
+        """The credential-proxy's AppRole login (its tokens carry policy ``corral-credential-proxy`` only)."""
+        return self.openbao.credential_proxy_login()
 
     @property
     def kv_mount(self) -> str:

@@ -1,4 +1,5 @@
-"""The settings every service shares: where the bus is, how to log."""
+"""The settings several services share, one fragment per dependency: the bus (``CORRAL_NATS_*``), the
+projection database (``CORRAL_POSTGRES_*``), logging (``CORRAL_LOG_*``), telemetry (``OTEL_*``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from corral.settings.renames import renamed
 
 
 class NatsSettings(BaseSettings):
@@ -31,6 +34,18 @@ class NatsSettings(BaseSettings):
         ge=0,
         description="a stored record larger than this is stored in parts of at most this size "
         "(0: the server's max_payload less 64 KiB)",
+    )
+
+
+class PostgresSettings(BaseSettings):
+    """``CORRAL_POSTGRES_URL``: the asyncpg DSN of the projection database (required by whoever nests
+    this fragment; the old ``CORRAL_DATABASE_URL`` still works for one release, with a warning)."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_POSTGRES_", frozen=True, extra="ignore", populate_by_name=True)
+
+    url: str = Field(
+        validation_alias=renamed("CORRAL_POSTGRES_URL", "CORRAL_DATABASE_URL"),
+        description="asyncpg DSN of the projection database (postgresql://user:password@host:port/database)",
     )
 
 

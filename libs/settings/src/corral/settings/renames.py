@@ -11,16 +11,19 @@ import os
 
 from pydantic import AliasChoices
 
-#: old name -> new name, for every rename declared so far.
-RENAMED: dict[str, str] = {}
+#: old name -> its new names, for every rename declared so far (one old name may have become one
+#: per service, e.g. ``CORRAL_HEALTH_PROBE_TIMEOUT_S``; a service imports only its own settings).
+RENAMED: dict[str, list[str]] = {}
 
 
 def renamed(new: str, old: str) -> AliasChoices:
     """Read ``new``, else (deprecated) ``old``."""
-    RENAMED[old] = new
+    news = RENAMED.setdefault(old, [])
+    if new not in news:
+        news.append(new)
     return AliasChoices(new, old)
 
 
 def renamed_in_use() -> list[tuple[str, str]]:
     """``(old, new)`` for each deprecated name set in the environment."""
-    return [(old, new) for old, new in sorted(RENAMED.items()) if old in os.environ]
+    return [(old, new) for old, news in sorted(RENAMED.items()) if old in os.environ for new in news]

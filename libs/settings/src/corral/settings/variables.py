@@ -7,6 +7,7 @@ and the field name, upper-cased.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -59,14 +60,37 @@ def _classes(settings_type: type[BaseSettings]) -> Iterator[type[BaseSettings]]:
             yield from _classes(nested)
 
 
+def _aliases(info: FieldInfo) -> list[str]:
+    alias = info.validation_alias
+    if isinstance(alias, str):
+        return [alias]
+    if isinstance(alias, AliasChoices):
+        return [choice for choice in alias.choices if isinstance(choice, str)]
+    return []
+
+
 def _where(owner: type[BaseSettings], loc: tuple[int | str, ...]) -> str | None:
-    """The variable an error at ``loc`` of ``owner`` is about (None: the class as a whole)."""
-    if not loc or not isinstance(loc[0], str) or loc[0] not in owner.model_fields:
+    """The variable an error at ``loc`` of ``owner`` is about (None: the class as a whole).
+
+    A field read under an alias is located by that alias; when only a deprecated old name of it
+    (``renamed``) is set, that is the one named, with the new one."""
+    if not loc or not isinstance(loc[0], str):
         return None
-    nested = _nested(owner.model_fields[loc[0]])
+    key = loc[0]
+    field = key if key in owner.model_fields else None
+    for name, info in owner.model_fields.items():
+        if field is None and key.upper() in (alias.upper() for alias in _aliases(info)):
+            field = name
+    if field is None:
+        return None
+    nested = _nested(owner.model_fields[field])
     if nested is not None:
         return _where(nested, loc[1:])
-    return variable_name(owner, loc[0])
+    new = variable_name(owner, field)
+    old = [alias for alias in _aliases(owner.model_fields[field])[1:] if alias in os.environ]
+    if new not in os.environ and old:
+        return f"{old[0]} (deprecated: now {new})"
+    return new
 
 
 def describe(exc: ValidationError, settings_type: type[BaseSettings]) -> str:

@@ -4,7 +4,7 @@ Order of checks: the port (the deployment's ``ports``), the host rules (the sess
 name), then the addresses: a name is resolved once, and refused when *any* address it resolves to is
 not public or is one of this machine's own (``hosts.address_problem``, with the interface addresses
 read afresh for each destination), unless the operator's allow-list (``allow_addresses``,
-``CORRAL_EGRESS_ALLOW_ADDRESSES``) holds it; an IP literal must be allowed by the rules as that
+``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``) holds it; an IP literal must be allowed by the rules as that
 exact literal and pass the same address rules. The connection is then made to the vetted addresses, tried in the
 resolver's order, and never to a name, so a second lookup cannot answer differently (DNS
 rebinding).
@@ -40,7 +40,7 @@ OwnAddresses = Callable[[], Collection[IPAddress]]
 #: How a refusal by the address rules tells the operator what to do.
 ALLOW_HINT = (
     "the egress proxy only reaches public addresses that are not this machine's; an operator can allow this "
-    "address by adding it to the credential-proxy's CORRAL_EGRESS_ALLOW_ADDRESSES"
+    "address by adding it to the credential-proxy's CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES"
 )
 
 

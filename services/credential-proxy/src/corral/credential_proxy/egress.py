@@ -1,7 +1,7 @@
 """Every session's egress proxy in this process: open, close, and restore after a restart.
 
 Each session's proxy listens on its own unix socket, ``<socket_dir>/<session_id>/proxy.sock``
-(``CORRAL_EGRESS_SOCKET_DIR``); without a ``socket_dir`` this deployment serves no egress and
+(``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``); without a ``socket_dir`` this deployment serves no egress and
 ``open`` raises ``NotConfigured``. ``Egress.running()`` owns one task group; each session's
 ``Listener.serve`` is a task in it, and leaving the block stops every proxy and removes its socket
 file (the directories stay, for the running sandboxes that mount them, and the grants stay on the
@@ -24,16 +24,18 @@ from typing import Final
 from corral.contracts import ids
 from corral.contracts.egress import EGRESS_SOCKET_NAME, SESSION_ID_PATTERN, EgressPolicy
 from corral.credential_proxy.destinations import Open, OwnAddresses, Resolve, open_tcp, system_resolve
+from corral.credential_proxy.gitproxy import GitProxy
 from corral.credential_proxy.grants import Grants, UnreadableGrant
 from corral.credential_proxy.proxy import MAX_SOCKET_PATH, CannotListen, Listener, SessionProxy, remove_directory
 from corral.credential_proxy.settings import EgressSettings
 
 logger = logging.getLogger(__name__)
 
-#: What ``open`` answers, and health reports, when ``CORRAL_EGRESS_SOCKET_DIR`` is unset.
+#: What ``open`` answers, and health reports, when ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` is unset.
 NOT_CONFIGURED: Final = (
-    "egress is not configured in this deployment: the credential-proxy has no CORRAL_EGRESS_SOCKET_DIR; "
-    "set it to a directory on the sandboxes' host to give sandboxes network access"
+    "egress is not configured in this deployment: the credential-proxy has no "
+    "CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR; set it to a directory on the sandboxes' host to give sandboxes "
+    "network access"
 )
 
 
@@ -42,7 +44,7 @@ class ShuttingDown(Exception):
 
 
 class NotConfigured(Exception):
-    """This deployment serves no egress (``CORRAL_EGRESS_SOCKET_DIR`` is unset)."""
+    """This deployment serves no egress (``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` is unset)."""
 
 
 @dataclass
@@ -60,8 +62,10 @@ class Egress:
         own_addresses: OwnAddresses,
         resolve: Resolve = system_resolve,
         open_connection: Open = open_tcp,
+        git: GitProxy | None = None,
     ) -> None:
         self._settings = settings
+        self._git = git
         self._grants = grants
         self._own_addresses = own_addresses
         self._resolve = resolve
@@ -72,7 +76,7 @@ class Egress:
 
     @property
     def configured(self) -> bool:
-        """Whether this deployment serves egress (``CORRAL_EGRESS_SOCKET_DIR`` is set)."""
+        """Whether this deployment serves egress (``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` is set)."""
         return self._settings.socket_dir is not None
 
     @contextlib.asynccontextmanager
@@ -153,7 +157,7 @@ class Egress:
             if self._settings.socket_dir is None:
                 if sessions:
                     logger.warning(
-                        "egress grants not served: CORRAL_EGRESS_SOCKET_DIR is unset",
+                        "egress grants not served: CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR is unset",
                         extra={"fields": {"grants": len(sessions)}},
                     )
                 return 0
@@ -197,6 +201,7 @@ class Egress:
             resolve=self._resolve,
             open_connection=self._open,
             own_addresses=self._own_addresses,
+            git=self._git,
         )
         listener = Listener.bind(proxy, directory)
         task = self._tasks.create_task(listener.serve(), name=f"egress-{session_id}")
@@ -226,17 +231,22 @@ def _prepare(socket_dir: Path) -> None:
     longest = MAX_SOCKET_PATH - len(f"/{'x' * needed}/{EGRESS_SOCKET_NAME}")
     if len(os.fsencode(socket_dir)) > longest:
         raise CannotListen(
-            f"CORRAL_EGRESS_SOCKET_DIR={socket_dir} is too long: a session's socket, "
-            f"<CORRAL_EGRESS_SOCKET_DIR>/<session_id>/{EGRESS_SOCKET_NAME}, must fit in {MAX_SOCKET_PATH} bytes "
+            f"CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR={socket_dir} is too long: a session's socket, "
+            f"<CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR>/<session_id>/{EGRESS_SOCKET_NAME}, must fit in "
+            f"{MAX_SOCKET_PATH} bytes "
             f"with a {needed}-character session id; use a directory path of at most {longest} bytes"
         )
     try:
         socket_dir.mkdir(mode=0o755, parents=True)
     except FileExistsError:
         if not socket_dir.is_dir():
-            raise CannotListen(f"CORRAL_EGRESS_SOCKET_DIR={socket_dir} exists and is not a directory") from None
+            raise CannotListen(
+                f"CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR={socket_dir} exists and is not a directory"
+            ) from None
     except OSError as exc:
-        raise CannotListen(f"cannot make CORRAL_EGRESS_SOCKET_DIR={socket_dir}: {exc.strerror or exc}") from None
+        raise CannotListen(
+            f"cannot make CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR={socket_dir}: {exc.strerror or exc}"
+        ) from None
     else:
         socket_dir.chmod(0o755)  # whatever the umask
 

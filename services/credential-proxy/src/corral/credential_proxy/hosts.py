@@ -27,7 +27,7 @@ addresses are judged by the IPv4 address they carry; Teredo (``2001::/32``) is r
 Documentation ranges are refused too although no network's own services live there: a network may
 number its own hosts from them (as this rule's own test machine does), and networks that intercept
 egress answer DNS with them. Such a deployment lists the addresses it means sandboxes to reach in
-the operator's allow-list (``allowed``: ``CORRAL_EGRESS_ALLOW_ADDRESSES``), which overrides every
+the operator's allow-list (``allowed``: ``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``), which overrides every
 rule here, the machine's own addresses included.
 """
 
@@ -211,7 +211,7 @@ def _embedded(
 
 
 def operator_allows(address: IPAddress, allowed: Iterable[IPNetwork]) -> bool:
-    """Whether the operator's allow-list (``CORRAL_EGRESS_ALLOW_ADDRESSES``) holds ``address`` itself
+    """Whether the operator's allow-list (``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES``) holds ``address`` itself
     (an IPv4-mapped address as its IPv4 address; other embedded forms are not matched)."""
     plain = _unmapped(address)
     return any(plain.version == network.version and plain in network for network in allowed)

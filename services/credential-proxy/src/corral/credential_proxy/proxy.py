@@ -43,6 +43,7 @@ from corral.credential_proxy.destinations import (
     connect,
     vet,
 )
+from corral.credential_proxy.gitproxy import GitProxy, is_git_request
 from corral.credential_proxy.hosts import HostRules, describe
 from corral.credential_proxy.http_head import (
     CONNECTION_ESTABLISHED,
@@ -88,8 +89,10 @@ class SessionProxy:
         resolve: Resolve,
         open_connection: Open,
         own_addresses: OwnAddresses,
+        git: GitProxy | None = None,
     ) -> None:
         self.session_id = session_id
+        self._git = git
         self._settings = settings
         self._resolve = resolve
         self._open = open_connection
@@ -177,6 +180,10 @@ class SessionProxy:
         forward: Forward | None = None
         try:
             head = parse_head(data)
+            if self._git is not None and head.method != "CONNECT" and is_git_request(head):
+                # a session repository (``gitproxy``): its own rules, not the egress policy's hosts
+                await self._git.carry(self.session_id, self._policy, head, reader, writer)
+                return
             if head.method == "CONNECT":
                 destination = connect_destination(head)
             else:
@@ -263,7 +270,7 @@ class Listener:
         if len(os.fsencode(path)) > MAX_SOCKET_PATH:
             raise CannotListen(
                 f"cannot listen on {path}: a unix socket's path is at most {MAX_SOCKET_PATH} bytes; "
-                "set CORRAL_EGRESS_SOCKET_DIR to a shorter directory"
+                "set CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR to a shorter directory"
             )
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         bound = False

@@ -1,80 +1,43 @@
-"""The app factory and its lifespan: connect the bus, wire the backends, answer health requests.
+"""The app factory: the routes, the middleware and the backends it serves from.
 
-``create_app(settings)`` connects to NATS in the lifespan; ``create_app(settings, backends=...)``
-uses the given backends as they are (unit tests pass fakes and need no lifespan).
+``create_app(settings, backends=...)`` serves from the given backends: the bus adapters, which the
+composition root (``corral.gateway.composition``) connects before the app starts, or fakes in unit
+tests. Without backends every API request is answered 503 (not connected yet).
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
 
-from corral.bus import Bus, instance_name, serve_health
-from corral.contracts import subjects
-from corral.contracts.rpc import Health
 from corral.gateway import errors
 from corral.gateway.auth import KeyCache
-from corral.gateway.feed import BusFeed
 from corral.gateway.idempotency import IdempotencyMiddleware
 from corral.gateway.middleware import BodyLimitMiddleware, RequestContextMiddleware
-from corral.gateway.probe import BusProbe, gateway_health
 from corral.gateway.ratelimit import RateLimiter
-from corral.gateway.routes import agents, environments, events, sessions
+from corral.gateway.routes import admin, agents, environments, events, resources, sessions, vaults
 from corral.gateway.routes import health as health_routes
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends, GatewayState
-from corral.gateway.store import BusStore
 
 logger = logging.getLogger(__name__)
 
 
-class StartupFailed(RuntimeError):
-    """NATS did not accept a connection within ``startup_timeout_s``."""
-
-
 def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
-    limiter = (
-        RateLimiter(rate=settings.rate_limit_rps, burst=settings.rate_limit_burst) if settings.rate_limit_rps else None
-    )
+    limiter = RateLimiter(rate=settings.rate_limit_rps, burst=settings.rate_limit_burst)
     state = GatewayState(
         settings=settings, keys=KeyCache(ttl_s=settings.auth_cache_ttl_s), backends=backends, limiter=limiter
     )
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        if state.backends is not None:
+        try:
             yield
-            return
-        async with contextlib.AsyncExitStack() as stack:
-            bus = await _connect(stack, state)
-            if bus is None:  # stopped while connecting: let uvicorn shut down at once
-                yield
-                return
-            instance = instance_name()
-
-            async def report() -> Health:
-                return gateway_health(instance, bus_connected=bus.connected)
-
-            await stack.enter_async_context(serve_health(bus, "gateway", report))
-            replies = await bus.ensure_key_value(subjects.idempotency_spec(settings.idempotency_ttl_s))
-            state.backends = Backends(
-                store=BusStore(bus, timeout_s=settings.store_timeout_s),
-                feed=BusFeed(bus),
-                probe=BusProbe(bus),
-                replies=replies,
-            )
-            logger.info(
-                "gateway %s ready on http://%s:%d (bus %s)", instance, settings.host, settings.port, settings.nats.url
-            )
-            try:
-                yield
-            finally:
-                state.streams.close_all()
-                state.backends = None
+        finally:
+            state.streams.close_all()
 
     app = FastAPI(
         title="Corral",
@@ -87,7 +50,9 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         telemetry={"tracing": False, "metrics": False, "logs": False, "operation_spans": False},
     )
     app.state.gateway = state
-    routers = [module.router for module in (agents, environments, sessions, events, health_routes)]
+    routers = [
+        module.router for module in (agents, environments, vaults, sessions, resources, events, admin, health_routes)
+    ]
     for router in routers:
         app.include_router(router)
     errors.install(app, routers=routers)
@@ -97,33 +62,3 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     app.add_middleware(BodyLimitMiddleware, max_bytes=state.max_body_bytes)
     app.add_middleware(RequestContextMiddleware)
     return app
-
-
-async def _connect(stack: contextlib.AsyncExitStack, state: GatewayState) -> Bus | None:
-    """Connect to NATS within ``startup_timeout_s``; ``None`` when a stop signal came first."""
-    settings = state.settings
-    connecting = asyncio.ensure_future(stack.enter_async_context(Bus.connect(settings.nats, name="gateway")))
-    stopping = asyncio.ensure_future(state.stop_requested.wait())
-    try:
-        done, _ = await asyncio.wait(
-            {connecting, stopping}, timeout=settings.startup_timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        stopping.cancel()
-    if connecting in done:
-        try:
-            return connecting.result()
-        except Exception as exc:
-            logger.error("cannot connect to NATS at %s (CORRAL_NATS_URL): %s", settings.nats.url, exc)
-            raise
-    connecting.cancel()
-    await asyncio.gather(connecting, return_exceptions=True)
-    if stopping in done:
-        logger.info("stopped before the bus connection was up")
-        return None
-    message = (
-        f"NATS at {settings.nats.url} did not accept a connection within {settings.startup_timeout_s:g}s; "
-        "check CORRAL_NATS_URL (or raise CORRAL_GATEWAY_STARTUP_TIMEOUT_S)"
-    )
-    logger.error(message)
-    raise StartupFailed(message)

@@ -1,8 +1,9 @@
 """API keys: read from ``x-api-key`` or ``Authorization: Bearer``, resolved to a workspace by hash.
 
-The gateway never sees a stored key: it sends the key's SHA-256 (hex) to the session-store
-(``auth.resolve``) and caches the answer, positive ones for ``auth_cache_ttl_s`` and unknown keys
-for a few seconds, in a bounded LRU, so a hot key costs one lookup per TTL.
+The gateway never sees a stored key: it looks the key's SHA-256 (hex) up in the keys it follows
+live from the catalog (``corral.gateway.keydirectory``), which decide suspended and revoked keys at
+once; a key not there yet is sent to the session-store (``auth.resolve``) and the answer cached,
+positive ones for ``auth_cache_ttl_s`` and unknown keys for a few seconds, in a bounded LRU.
 """
 
 from __future__ import annotations
@@ -14,8 +15,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Final
 
+from corral.contracts.api.admin import ApiKey, key_refusal
 from corral.contracts.api.errors import ApiError
 from corral.contracts.rpc import ResolvedKey, ResolveKey, StoreOps
+from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.store import Store
 
 NEGATIVE_TTL_S: Final = 5.0
@@ -86,23 +89,57 @@ def key_sha256(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-async def resolve(headers: Mapping[str, str], *, store: Store, cache: KeyCache) -> ResolvedKey:
-    """The workspace and key id of the request's API key.
+async def resolve(
+    headers: Mapping[str, str], *, store: Store, cache: KeyCache, directory: KeyDirectory | None = None
+) -> ResolvedKey:
+    """The workspace, key id, role and rate limit of the request's API key.
+
+    A key the ``directory`` (the keys followed live from the catalog) knows is decided there: a
+    suspended or revoked key is refused at once, whatever the cache holds. Any other key is resolved
+    through the session-store (cached), then checked against the directory again, in case its
+    revocation arrived meanwhile.
 
     Raises:
-        ApiError: 401 when the key is missing or unknown; the store's own error when it fails.
+        ApiError: 401 when the key is missing, unknown, suspended or revoked; the store's own error
+            when it fails.
     """
     key = api_key_from(headers)
     if key is None:
         raise ApiError("authentication_error", f"missing API key: {_HOW_TO}")
     digest = key_sha256(key)
+    known = directory.by_hash(digest) if directory is not None else None
+    if known is not None:
+        return _usable(known)
     hit, resolved = cache.lookup(digest)
     if not hit:
         resolved = await _ask_store(store, digest)
         cache.remember(digest, resolved)
     if resolved is None:
         raise ApiError("authentication_error", f"invalid x-api-key: this key is not known here; {_HOW_TO}")
-    return resolved
+    current = directory.by_id(resolved.key_id) if directory is not None else None
+    return resolved if current is None else _usable(current)
+
+
+def _usable(key: ApiKey) -> ResolvedKey:
+    refusal = key_refusal(key)
+    if refusal is not None:
+        raise ApiError("authentication_error", refusal)
+    return ResolvedKey(workspace_id=key.workspace_id, key_id=key.id, role=key.role, rate_limit=key.rate_limit)
+
+
+def require_admin(caller: ResolvedKey) -> None:
+    """Only a key with role ``admin`` may use the admin API.
+
+    Raises:
+        ApiError: 403 ``permission_error`` for any other key, saying what kind of key is needed.
+    """
+    if caller.role != "admin":
+        raise ApiError(
+            "permission_error",
+            "this API key cannot use the admin API (/v1/organizations/...): it needs a key with role `admin`; "
+            "use the admin key `make up` printed (also in .corral/admin-key), or ask an administrator "
+            "for a key created with role `admin`",
+        )
 
 
 async def _ask_store(store: Store, digest: str) -> ResolvedKey | None:

@@ -7,9 +7,11 @@ from typing import Annotated
 from fastapi import Depends
 from starlette.requests import Request
 
+from corral.contracts.api.errors import invalid
 from corral.contracts.rpc import ResolvedKey
-from corral.gateway.auth import check_workspace, resolve
+from corral.gateway.auth import check_workspace, require_admin, resolve
 from corral.gateway.feed import SessionFeed
+from corral.gateway.repositories import RepositoryTokens
 from corral.gateway.settings import Settings
 from corral.gateway.state import gateway_state
 from corral.gateway.store import Store
@@ -17,10 +19,21 @@ from corral.gateway.store import Store
 
 async def _caller(request: Request) -> ResolvedKey:
     state = gateway_state(request)
-    caller = await resolve(request.headers, store=state.ready().store, cache=state.keys)
+    backends = state.ready()
+    caller = await resolve(request.headers, store=backends.store, cache=state.keys, directory=backends.directory)
     check_workspace(request.headers, caller)
     if state.limiter is not None:
-        state.limiter.check(caller.key_id)
+        state.limiter.check(caller.key_id, caller.rate_limit)
+    return caller
+
+
+async def _admin(request: Request) -> ResolvedKey:
+    state = gateway_state(request)
+    backends = state.ready()
+    caller = await resolve(request.headers, store=backends.store, cache=state.keys, directory=backends.directory)
+    require_admin(caller)
+    if state.limiter is not None:
+        state.limiter.check(caller.key_id, caller.rate_limit)
     return caller
 
 
@@ -34,6 +47,13 @@ async def _feed(request: Request) -> SessionFeed:
     return gateway_state(request).ready().feed
 
 
+async def _repositories(request: Request) -> RepositoryTokens:
+    tokens = gateway_state(request).ready().repositories
+    if tokens is None:
+        raise invalid("resources: repositories are not available in this deployment (no credential-proxy)")
+    return tokens
+
+
 async def _settings(request: Request) -> Settings:
     return gateway_state(request).settings
 
@@ -42,6 +62,10 @@ Caller = Annotated[ResolvedKey, Depends(_caller)]
 """The authenticated API key (401 before anything else runs when it is missing or unknown; 403 when
 the request names another workspace than the key's in ``anthropic-workspace-id``)."""
 
+AdminCaller = Annotated[ResolvedKey, Depends(_admin)]
+"""An API key with role ``admin`` (401 when missing or unknown, 403 for any other key)."""
+
 StoreClient = Annotated[Store, Depends(_store)]
 Feed = Annotated[SessionFeed, Depends(_feed)]
+Repositories = Annotated[RepositoryTokens, Depends(_repositories)]
 GatewaySettings = Annotated[Settings, Depends(_settings)]

@@ -9,6 +9,10 @@ and stores its 2xx response before sending it. Another request with the same key
   while the first is still running it waits for it (up to the store deadline, then a 409 to retry);
 - anything else: 409 ``conflict_error``, since the key was used for another request.
 
+The stored fingerprint of a request is an HMAC of its method, path and body keyed with the caller's
+API key, never a plain hash: a body may carry a secret (a credential's token), and the bucket is a
+JetStream stream, so what it holds must be useless to anyone without that API key.
+
 A request that fails (any non-2xx) releases its claim, so a retry with the same key runs again. A
 ``pending`` claim older than the store deadline (its gateway died) is taken over. The gateway stays
 stateless: every gateway instance sees the same bucket.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import hmac
 import logging
 import time
 from typing import TYPE_CHECKING, Final, Protocol
@@ -31,7 +36,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral.bus import Entry, KeyChanged, KeyExists, PayloadTooLarge
 from corral.contracts.api.errors import ApiError, conflict, invalid
 from corral.contracts.idempotency import IdempotencyRecord
-from corral.gateway.auth import resolve
+from corral.gateway.auth import api_key_from, resolve
 from corral.gateway.errors import api_error_response, request_id_of
 
 if TYPE_CHECKING:
@@ -79,7 +84,9 @@ class IdempotencyMiddleware:
             if not 0 < len(key) <= MAX_KEY_LENGTH:
                 raise invalid(f"Idempotency-Key must be 1 to {MAX_KEY_LENGTH} characters long")
             try:
-                caller = await resolve(Headers(scope=scope), store=backends.store, cache=self.state.keys)
+                caller = await resolve(
+                    Headers(scope=scope), store=backends.store, cache=self.state.keys, directory=backends.directory
+                )
             except ApiError:
                 await self.app(scope, receive, send)  # the route answers the auth error as usual
                 return
@@ -87,7 +94,7 @@ class IdempotencyMiddleware:
         except ApiError as exc:
             await api_error_response(exc, request_id=request_id)(scope, receive, send)
             return
-        fingerprint = hashlib.sha256(b"\0".join([b"POST", scope["path"].encode(), body])).hexdigest()
+        fingerprint = request_fingerprint(api_key_from(Headers(scope=scope)) or "", scope["path"], body)
         slot = f"{caller.workspace_id}.{hashlib.sha256(key.encode()).hexdigest()}"
         claim = _Claim(bucket, slot, fingerprint)
         try:
@@ -227,3 +234,12 @@ def _replay(record: IdempotencyRecord) -> Response:
     return Response(
         record.body, status_code=record.status, media_type="application/json", headers={REPLAYED_HEADER: "true"}
     )
+
+
+def request_fingerprint(api_key: str, path: str, body: bytes) -> str:
+    """What tells a replay from another request under the same key: an HMAC keyed with the API key.
+
+    A plain hash of a body that carries a short secret could be reversed by guessing; without the
+    caller's API key (of which Corral keeps only a hash) this cannot.
+    """
+    return hmac.new(api_key.encode(), b"\0".join([b"POST", path.encode(), body]), hashlib.sha256).hexdigest()

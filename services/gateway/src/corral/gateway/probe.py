@@ -6,7 +6,7 @@ from typing import Protocol
 
 from corral.bus import Bus, NoResponders, UnreadableReply
 from corral.contracts.api.errors import ApiError
-from corral.contracts.rpc import Health, HealthCheck, health_op
+from corral.contracts.health import Health, HealthCheck, health_op
 
 
 class HealthProbe(Protocol):

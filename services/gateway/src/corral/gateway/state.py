@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 
 from starlette.applications import Starlette
@@ -12,8 +11,10 @@ from corral.gateway.auth import KeyCache
 from corral.gateway.errors import Unavailable
 from corral.gateway.feed import SessionFeed
 from corral.gateway.idempotency import ReplayBucket
+from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.probe import HealthProbe
 from corral.gateway.ratelimit import RateLimiter
+from corral.gateway.repositories import RepositoryTokens
 from corral.gateway.settings import Settings
 from corral.gateway.sse import StreamRegistry
 from corral.gateway.store import Store
@@ -28,6 +29,10 @@ class Backends:
     probe: HealthProbe
     replies: ReplayBucket | None = None
     """Responses per ``Idempotency-Key``; without it the header is ignored (unit tests)."""
+    repositories: RepositoryTokens | None = None
+    """Where repository tokens go (the credential-proxy); without it, repositories are refused."""
+    directory: KeyDirectory | None = None
+    """The API keys followed live from the catalog; without it every key is asked of the store."""
 
 
 @dataclass
@@ -37,11 +42,9 @@ class GatewayState:
     streams: StreamRegistry = field(default_factory=StreamRegistry)
     backends: Backends | None = None
     limiter: RateLimiter | None = None
-    stop_requested: asyncio.Event = field(default_factory=asyncio.Event)
 
     def request_stop(self) -> None:
-        """A stop signal arrived: end the open streams, and give up connecting if still starting."""
-        self.stop_requested.set()
+        """A stop signal arrived: end the open streams (uvicorn then waits for the other requests)."""
         self.streams.close_all()
 
     def max_body_bytes(self) -> int:

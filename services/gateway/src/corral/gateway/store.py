@@ -53,13 +53,13 @@ class BusStore:
         except NoResponders as exc:
             raise Unavailable(
                 "overloaded_error",
-                f"the session-store is unavailable (nothing serves {op.subject}); start it and retry",
+                f"the {op.service} is unavailable (nothing serves {op.subject}); start it and retry",
             ) from exc
         except TimeoutError as exc:
             raise Unavailable(
                 "api_error",
-                f"the session-store did not answer {op.name} within {self._timeout_s:g}s; "
+                f"the {op.service} did not answer {op.name} within {self._timeout_s:g}s; "
                 "the request may or may not have been applied",
             ) from exc
         except UnreadableReply as exc:
-            raise ApiError("api_error", f"the session-store sent a malformed reply to {op.name}") from exc
+            raise ApiError("api_error", f"the {op.service} sent a malformed reply to {op.name}") from exc

@@ -24,6 +24,7 @@ from corral.harness.deltas import BusDeltas
 from corral.harness.environments import BusEnvironments
 from corral.harness.health import serve_health
 from corral.harness.lease import Leases
+from corral.harness.mcp import BusMcp, McpTools
 from corral.harness.model import AnthropicModel
 from corral.harness.pricing import load_prices
 from corral.harness.redispatch import RedispatchPolicy
@@ -35,6 +36,7 @@ from corral.harness.snapshots import BusSnapshots
 from corral.harness.store import BusStore
 from corral.harness.turn import SessionDriver
 from corral.harness.wake import WakeLoop
+from corral.harness.webtools import BusWeb
 
 logger = logging.getLogger("corral.harness")
 
@@ -79,6 +81,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             environments=BusEnvironments(bus),
             snapshots=await BusSnapshots.bind(bus),
             snapshot_every=settings.snapshot_every_events,
+            keep_folds=settings.kept_folds,
             model=model,
             compactor=Compactor(
                 model,
@@ -109,6 +112,10 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
             max_tool_uses=settings.max_tool_uses_per_turn,
             crashpoint=crashpoint,
             prices=load_prices(settings.model_prices),
+            mcp=McpTools(
+                BusMcp(bus), list_timeout_s=settings.mcp_list_timeout_s, call_timeout_s=settings.mcp_call_timeout_s
+            ),
+            web=BusWeb(bus),
         )
         wake_loop = WakeLoop(
             consumer,

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import events as event_builders
 from corral.harness.budget import Tokens
 from corral.harness.context import (
@@ -33,13 +34,15 @@ from corral.harness.context import (
     summary_cut,
     transcript,
 )
-from corral.harness.conversation import COMPACTED, ChatMessage, ConversationBuilder
-from corral.harness.events import EventDict
+from corral.harness.conversation import COMPACTED, ConversationBuilder, Counted
+from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import ModelError, ModelRequest, Summary
 
 logger = logging.getLogger(__name__)
 
 _SUMMARY_ATTEMPTS = 4
+_RECOUNT_MARGIN = 0.05
+"""Share of the budget left unused before a conversation counted once is counted again."""
 
 
 class ContextModel(Protocol):
@@ -66,7 +69,7 @@ class ContextPolicy:
 @dataclass(frozen=True)
 class Prepared:
     request: ModelRequest
-    events: tuple[EventDict, ...] = ()
+    events: tuple[HarnessEvent, ...] = ()
     """Compaction events to append before sending ``request``."""
     tokens: int = 0
     exhausted: bool = False
@@ -94,7 +97,7 @@ class Compactor:
             window = min(window, limit)
         budget = max(1, int(window * policy.threshold * 0.5**level))
         sized = dataclasses.replace(request, messages=conversation.messages())
-        tokens = await self.measure(sized, budget)
+        tokens = await self.measure(sized, conversation, budget)
         if tokens <= budget:
             return Prepared(sized, tokens=tokens)
         keep = max(0, policy.keep_tool_results - level)
@@ -103,7 +106,7 @@ class Compactor:
         )
         trial = _folded(conversation, compaction_details(cleared=cleared))
         if cleared:
-            tokens = await self.measure(dataclasses.replace(request, messages=trial.messages()), budget)
+            tokens = await self.measure(dataclasses.replace(request, messages=trial.messages()), trial, budget)
         through: str | None = None
         summary: str | None = None
         used = Tokens()
@@ -119,9 +122,9 @@ class Compactor:
         details = compaction_details(cleared=cleared, through=through, summary=summary, summary_usage=used.usage())
         event = event_builders.context_compacted(details)
         final = conversation.copy()
-        final.apply(event)
+        final.apply(event_builders.wire(event))
         compacted_request = dataclasses.replace(request, messages=final.messages())
-        tokens = await self.measure(compacted_request, budget)
+        tokens = await self.measure(compacted_request, final, budget)
         logger.info(
             "context compacted",
             extra={
@@ -136,16 +139,31 @@ class Compactor:
         )
         return Prepared(compacted_request, events=(event,), tokens=tokens)
 
-    async def measure(self, request: ModelRequest, budget: int) -> int:
-        """The request's size in tokens: the estimate, or the model's count once it matters."""
-        chars = request_chars(request.messages, request.system, request.tools)
+    async def measure(self, request: ModelRequest, conversation: ConversationBuilder, budget: int) -> int:
+        """The size in tokens of ``request``, whose messages are ``conversation``'s: the estimate, or
+        the model's count once it matters.
+
+        Once counted, a conversation that only grew is not counted again while it surely fits: a
+        token is at least one character, so the request holds at most the last count plus the
+        characters added since (give or take what a filled-in answer replaced, a short placeholder:
+        ``_RECOUNT_MARGIN`` of the budget covers it), and while that is within ``budget`` the decision
+        is the one an exact count would give (what is returned then is the count plus the estimate of
+        what was added). Counting at every step would cost a request the size of the conversation.
+        """
+        chars = request_chars(conversation.chars(), request.system, request.tools)
         estimate = self.estimator.tokens(chars)
         if not self.policy.count_tokens or estimate < budget / 2:
             return estimate
+        known = conversation.counted
+        if known is not None and known.model == request.model and known.chars <= chars:
+            added = chars - known.chars
+            if known.tokens + added <= budget * (1 - _RECOUNT_MARGIN):
+                return known.tokens + self.estimator.tokens(added)
         counted = await self._model.count_tokens(request)
         if counted is None:
             return estimate
         self.estimator.calibrate(chars, counted)
+        conversation.counted = Counted(request.model, chars, counted)
         return counted
 
     async def _summary(self, model: str, messages: Sequence[ChatMessage], budget: int, used: Tokens) -> str | None:

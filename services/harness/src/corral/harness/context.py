@@ -28,7 +28,9 @@ import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
-from corral.harness.conversation import ChatMessage, Cut, cleared_note, result_text
+from corral.harness.conversation import Cut
+from corral.harness.messageblocks import ChatMessage
+from corral.harness.toolanswers import cleared_note, result_text
 
 #: Context windows in tokens by model id prefix (longest prefix wins); ``DEFAULT_CONTEXT_WINDOW``
 #: for any other model. ``CORRAL_HARNESS_CONTEXT_WINDOW_TOKENS`` overrides both.
@@ -95,9 +97,10 @@ class Estimator:
             self.chars_per_token = (self.chars_per_token + chars / counted) / 2
 
 
-def request_chars(messages: Sequence[ChatMessage], system: str | None, tools: Sequence[Mapping[str, Any]]) -> int:
-    """The size of a request in characters of JSON (what ``Estimator`` turns into tokens)."""
-    return len(json.dumps(list(messages))) + len(system or "") + (len(json.dumps(list(tools))) if tools else 0)
+def request_chars(messages_chars: int, system: str | None, tools: Sequence[Mapping[str, Any]]) -> int:
+    """The size of a request in characters of JSON (what ``Estimator`` turns into tokens), given its
+    messages' (``ConversationBuilder.chars()``: ``len(json.dumps(messages))``, kept as the fold grows)."""
+    return messages_chars + len(system or "") + (len(json.dumps(list(tools))) if tools else 0)
 
 
 # --- planning a compaction ----------------------------------------------------------------------------

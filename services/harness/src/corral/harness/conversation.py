@@ -17,160 +17,25 @@ logs it as an ``agent.tool_result``, with the same text). A call with no answer 
 error result, so the conversation stays valid whatever the log holds.
 
 Anything the model cannot take (unknown event types, ``redacted`` blocks, empty text, malformed
-blocks) is left out rather than failing the turn, so one bad event never wedges a session.
+blocks) is left out rather than failing the turn, so one bad event never wedges a session. The
+blocks come from ``corral.harness.messageblocks``, the answers to tool uses (and how a result is
+truncated or cleared) from ``corral.harness.toolanswers``.
 """
 
 from __future__ import annotations
 
 import copy
-import json
-import logging
-from collections.abc import Iterable, Mapping, Sequence
+import itertools
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final, Literal, TypedDict
+from typing import Any, Final
 
-from pydantic import ValidationError
-
-from corral.contracts.api.events import DocumentBlock, ImageBlock, SearchResultBlock
 from corral.contracts.rpc import LoggedEvent
-
-logger = logging.getLogger(__name__)
-
-Block = dict[str, Any]
-
-DENIED: Final = "The user denied this tool call."
-NO_RESULT: Final = "No result was recorded for this tool call."
-
-
-class ChatMessage(TypedDict):
-    """One Messages-API message (``MessageParam``)."""
-
-    role: Literal["user", "assistant"]
-    content: list[Block]
-
-
-def _text_block(block: Mapping[str, Any]) -> Block | None:
-    text = block.get("text")
-    if isinstance(text, str) and text.strip():
-        return {"type": "text", "text": text}
-    return None
-
-
-def user_blocks(content: object) -> list[Block]:
-    """A ``user.message``'s content as Messages-API blocks: text, image and document pass through."""
-    blocks: list[Block] = []
-    for block in content if isinstance(content, list) else ():
-        if not isinstance(block, dict):
-            continue
-        kind = block.get("type")
-        converted: Block | None = None
-        try:
-            if kind == "text":
-                converted = _text_block(block)
-            elif kind == "image":
-                converted = ImageBlock.model_validate(block).model_dump(mode="json", exclude_none=True)
-            elif kind == "document":
-                converted = DocumentBlock.model_validate(block).model_dump(mode="json", exclude_none=True)
-        except ValidationError as exc:
-            _dropped(kind, f"not a valid {kind} block: {exc.error_count()} error(s), first: {exc.errors()[0]['msg']}")
-            continue
-        if converted is not None:
-            blocks.append(converted)
-        elif kind != "text":  # an empty text block is left out on purpose
-            _dropped(kind, "the Messages API has no such user content block")
-    return blocks
-
-
-def _dropped(kind: object, why: str) -> None:
-    """A logged block the model is not shown: say which and why (never its content)."""
-    logger.warning("content block left out of the conversation", extra={"fields": {"type": str(kind), "why": why}})
-
-
-def agent_blocks(content: object) -> list[Block]:
-    """An ``agent.message``'s content as assistant blocks (text only; ``redacted`` has no equivalent)."""
-    blocks: list[Block] = []
-    for block in content if isinstance(content, list) else ():
-        if isinstance(block, dict) and block.get("type") == "text" and (text := _text_block(block)):
-            blocks.append(text)
-    return blocks
-
-
-def denial_content(deny_message: str | None = None) -> list[Block]:
-    """What the model is told about a call the user denied (and the text of its ``agent.tool_result``)."""
-    content: list[Block] = [{"type": "text", "text": DENIED}]
-    if deny_message and deny_message.strip():
-        content.append({"type": "text", "text": deny_message})
-    return content
-
-
-def result_blocks(content: object) -> list[Block]:
-    """A tool result's content as Messages-API ``tool_result`` content: text, image, document and
-    search_result blocks."""
-    blocks: list[Block] = []
-    for block in content if isinstance(content, list) else ():
-        if not isinstance(block, dict):
-            continue
-        if block.get("type") == "search_result":
-            try:
-                blocks.append(SearchResultBlock.model_validate(block).model_dump(mode="json", exclude_none=True))
-            except ValidationError as exc:
-                _dropped("search_result", f"not a valid search_result block: {exc.errors()[0]['msg']}")
-                continue
-        else:
-            blocks.extend(user_blocks([block]))
-    return blocks
-
-
-def tool_result_block(tool_use_id: str, content: object, *, is_error: bool) -> Block:
-    """One ``tool_result`` block; ``is_error`` appears only when true, empty content is left out."""
-    block: Block = {"type": "tool_result", "tool_use_id": tool_use_id}
-    blocks = result_blocks(content)
-    if blocks:
-        block["content"] = blocks
-    if is_error:
-        block["is_error"] = True
-    return block
-
-
-def merge(messages: Iterable[ChatMessage]) -> list[ChatMessage]:
-    """Join consecutive messages of the same role into one (content in order)."""
-    merged: list[ChatMessage] = []
-    for message in messages:
-        if merged and merged[-1]["role"] == message["role"]:
-            merged[-1]["content"].extend(message["content"])
-        else:
-            merged.append({"role": message["role"], "content": list(message["content"])})
-    return merged
-
-
-def _tool_use_block(event: Mapping[str, Any]) -> Block | None:
-    event_id, name, tool_input = event.get("id"), event.get("name"), event.get("input")
-    if not isinstance(event_id, str) or not event_id or not isinstance(name, str) or not name:
-        return None
-    return {
-        "type": "tool_use",
-        "id": event_id,
-        "name": name,
-        "input": tool_input if isinstance(tool_input, dict) else {},
-    }
-
+from corral.harness.jsonsize import Sized, block_chars, list_chars, messages_chars, sized
+from corral.harness.messageblocks import ChatMessage, agent_blocks, merge, tool_use_block, user_blocks
+from corral.harness.toolanswers import Answers, weight
 
 COMPACTED: Final = "agent.thread_context_compacted"
-RESULT_TYPES: Final = frozenset({"agent.tool_result", "user.custom_tool_result"})
-
-
-def cleared_note(event_id: str) -> str:
-    return (
-        f"[This tool result was cleared from the conversation to save context. The whole result is kept "
-        f"in the session log as event {event_id}.]"
-    )
-
-
-def truncated_note(event_id: str, shown: int, total: int) -> str:
-    return (
-        f"[Truncated: the first {shown} of {total} characters are shown. The whole result is kept in the "
-        f"session log as event {event_id}.]"
-    )
 
 
 def summary_text(summary: str, through: str) -> str:
@@ -180,100 +45,14 @@ def summary_text(summary: str, through: str) -> str:
     )
 
 
-def result_text(content: object) -> tuple[str, list[Block]]:
-    """A result's text blocks joined, and its other blocks."""
-    texts: list[str] = []
-    others: list[Block] = []
-    for block in content if isinstance(content, list) else ():
-        if isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str):
-            texts.append(block["text"])
-        elif isinstance(block, dict):
-            others.append(block)
-    return "\n".join(texts), others
+@dataclass(frozen=True)
+class Counted:
+    """The model's exact count of a request for this conversation: ``tokens`` for ``chars``
+    characters of JSON, by ``model``'s tokenizer."""
 
-
-def shown_result(event_id: object, content: object, max_result_chars: int | None) -> object:
-    """A result's content as the conversation shows it: past ``max_result_chars`` characters of text,
-    truncated with a note naming the event that holds it whole."""
-    if max_result_chars is None or not isinstance(event_id, str):
-        return content
-    text, others = result_text(content)
-    if len(text) <= max_result_chars:
-        return content
-    cut = text[:max_result_chars] + "\n" + truncated_note(event_id, max_result_chars, len(text))
-    return [{"type": "text", "text": cut}, *others]
-
-
-def weight(content: object) -> int:
-    """Characters a block list adds to a request (its JSON)."""
-    return len(json.dumps(content))
-
-
-class _Answers:
-    """The answer to each tool use, by tool use id: the first result wins; a denial only fills a gap.
-
-    ``by_event`` names each winning result by its event id (what a compaction clears), in arrival
-    order; ``cleared`` holds those shown as a note.
-    """
-
-    def __init__(self, max_result_chars: int | None = None) -> None:
-        self.max_result_chars = max_result_chars
-        self.results: dict[str, Block] = {}
-        self.denials: dict[str, Block] = {}
-        self.by_event: dict[str, str] = {}
-        self.cleared: set[str] = set()
-
-    def add(self, event: Mapping[str, Any]) -> str | None:
-        """Take an answer; the tool use id whose answer may have changed, if any."""
-        kind = event.get("type")
-        if kind == "agent.tool_result":
-            return self._result(event, event.get("tool_use_id"))
-        if kind == "user.custom_tool_result":
-            return self._result(event, event.get("custom_tool_use_id"))
-        if kind == "user.tool_confirmation" and event.get("result") == "deny":
-            tool_use_id = event.get("tool_use_id")
-            message = event.get("deny_message")
-            if isinstance(tool_use_id, str) and tool_use_id not in self.denials:
-                content = denial_content(message if isinstance(message, str) else None)
-                self.denials[tool_use_id] = tool_result_block(tool_use_id, content, is_error=True)
-                return tool_use_id
-        return None
-
-    def _result(self, event: Mapping[str, Any], tool_use_id: object) -> str | None:
-        if isinstance(tool_use_id, str) and tool_use_id not in self.results:
-            event_id = event.get("id")
-            content = shown_result(event_id, event.get("content"), self.max_result_chars)
-            self.results[tool_use_id] = tool_result_block(tool_use_id, content, is_error=event.get("is_error") is True)
-            if isinstance(event_id, str) and event_id not in self.by_event:
-                self.by_event[event_id] = tool_use_id
-            return tool_use_id
-        return None
-
-    def clear(self, event_id: str) -> str | None:
-        """Show the result ``event_id`` as a note; the tool use id whose answer changed, if any."""
-        tool_use_id = self.by_event.get(event_id)
-        if tool_use_id is None or event_id in self.cleared:
-            return None
-        self.cleared.add(event_id)
-        note = [{"type": "text", "text": cleared_note(event_id)}]
-        is_error = self.results[tool_use_id].get("is_error") is True
-        self.results[tool_use_id] = tool_result_block(tool_use_id, note, is_error=is_error)
-        return tool_use_id
-
-    def forget(self, tool_use_ids: set[str]) -> None:
-        """Drop the answers of tool uses no longer in the conversation (summarised away)."""
-        for tool_use_id in tool_use_ids:
-            self.results.pop(tool_use_id, None)
-            self.denials.pop(tool_use_id, None)
-        for event_id in [e for e, t in self.by_event.items() if t in tool_use_ids]:
-            del self.by_event[event_id]
-            self.cleared.discard(event_id)
-
-    def block(self, tool_use_id: str) -> Block:
-        found = self.results.get(tool_use_id) or self.denials.get(tool_use_id)
-        if found is not None:
-            return dict(found)
-        return tool_result_block(tool_use_id, [{"type": "text", "text": NO_RESULT}], is_error=True)
+    model: str
+    chars: int
+    tokens: int
 
 
 @dataclass(frozen=True)
@@ -299,8 +78,9 @@ class ConversationBuilder:
     Append-only: ``apply`` only adds to the end of the messages placed so far (merging same-role
     turns as it goes); the answer to a tool use placed before its result arrived is filled in
     place. ``messages()`` adds what is still held back, without changing the builder, so each event
-    costs the same however long the log is. ``state()``/``restore()`` carry the builder in a
-    snapshot (JSON-ready).
+    costs the same however long the log is. ``chars()`` is the length of ``messages()``'s JSON, kept
+    as blocks are placed (``corral.harness.jsonsize``), so sizing a request costs the same however
+    long the conversation is. ``state()``/``restore()`` carry the builder in a snapshot (JSON-ready).
 
     Context management is part of the fold, so any harness (from a snapshot or from scratch) builds
     the same conversation:
@@ -322,9 +102,12 @@ class ConversationBuilder:
         self._placed: list[ChatMessage] = []
         self._origins: list[str | None] = []
         """For each placed message, the id of the event folded before the one that placed it."""
+        self._sizes: list[Sized] = []
+        """For each placed message, its JSON's size (``jsonsize``); ``_placed_chars`` adds them up."""
+        self._placed_chars = 0
         self._held_back: list[ChatMessage] = []
         self._unplaced: list[str] = []
-        self._answers = _Answers(max_result_chars)
+        self._answers = Answers(max_result_chars)
         self._open_request: str | None = None
         self._slots: dict[str, list[tuple[int, int]]] = {}
         """Where each placed ``tool_result`` block sits: (message index, block index), by tool use id."""
@@ -333,6 +116,9 @@ class ConversationBuilder:
         self._before: str | None = None
         """The id of the event folded before the one being folded."""
         self._last_id: str | None = None
+        self.counted: Counted | None = None
+        """The newest exact count of a request for this conversation (kept in memory only, not in
+        ``state()``: the compactor counts again when it is missing)."""
 
     @property
     def max_result_chars(self) -> int | None:
@@ -356,12 +142,17 @@ class ConversationBuilder:
             if content:
                 self._place_results()
                 self._place({"role": "assistant", "content": content})
-        elif kind in ("agent.tool_use", "agent.custom_tool_use"):
-            block = _tool_use_block(event)
+        elif kind in ("agent.tool_use", "agent.custom_tool_use", "agent.mcp_tool_use"):
+            block = tool_use_block(event)
             if block is not None and block["id"] not in self._unplaced:
                 self._place({"role": "assistant", "content": [block]})
                 self._unplaced.append(block["id"])
-        elif kind in ("agent.tool_result", "user.custom_tool_result", "user.tool_confirmation"):
+        elif kind in (
+            "agent.tool_result",
+            "user.custom_tool_result",
+            "agent.mcp_tool_result",
+            "user.tool_confirmation",
+        ):
             self._refill(self._answers.add(event))
         elif kind == "span.model_request_start":
             self._release()
@@ -373,14 +164,19 @@ class ConversationBuilder:
             self._compact(details)
 
     def messages(self) -> list[ChatMessage]:
-        """The conversation so far, with what is still held back placed at the end."""
-        out: list[ChatMessage] = self._head()
-        for message in [*self._placed, *self._tail()]:
-            if out and out[-1]["role"] == message["role"]:
-                out[-1] = {"role": message["role"], "content": [*out[-1]["content"], *message["content"]]}
-            else:
-                out.append(message)
-        return out
+        """The conversation so far, with what is still held back placed at the end. The placed
+        messages alternate roles already, so only their first and last can merge (with the summary
+        and with what is held back): the ones between are taken as they are, in one slice."""
+        placed = self._placed
+        if len(placed) <= 2:
+            return _joined([*self._head(), *placed, *self._tail()])
+        return [*_joined([*self._head(), placed[0]]), *placed[1:-1], *_joined([placed[-1], *self._tail()])]
+
+    def chars(self) -> int:
+        """``len(json.dumps(self.messages()))``, without encoding the conversation again."""
+        head = [sized(m["role"], m["content"]) for m in self._head()]
+        tail = [sized(m["role"], m["content"]) for m in self._tail()]
+        return messages_chars(head, self._sizes, self._placed_chars, tail)
 
     def _head(self) -> list[ChatMessage]:
         if self._summary is None:
@@ -408,8 +204,8 @@ class ConversationBuilder:
         kept = sum(weight(m["content"]) for m in self._tail())
         found: list[Cut] = []
         for index in range(len(self._placed) - 1, 0, -1):
-            message = self._placed[index]
-            kept += weight(message["content"])
+            message, size = self._placed[index], self._sizes[index]
+            kept += list_chars(size.blocks, size.blocks_chars)
             origin = self._origins[index]
             if origin is not None and not any(b.get("type") == "tool_result" for b in message["content"]):
                 found.append(Cut(index, origin, kept))
@@ -427,20 +223,32 @@ class ConversationBuilder:
     # --- internals ---------------------------------------------------------------------------------------
     def _place(self, message: ChatMessage) -> tuple[int, int]:
         """Append ``message`` (merged into the last one when of the same role); where its first block went."""
+        size = sized(message["role"], message["content"])
         if self._placed and self._placed[-1]["role"] == message["role"]:
             last = self._placed[-1]
             at = (len(self._placed) - 1, len(last["content"]))
             last["content"].extend(message["content"])
+            self._resize(at[0], self._sizes[-1].plus(size))
         else:
             at = (len(self._placed), 0)
             self._placed.append({"role": message["role"], "content": list(message["content"])})
             self._origins.append(self._before)
+            self._sizes.append(size)
+            self._placed_chars += size.chars
         return at
+
+    def _resize(self, index: int, size: Sized) -> None:
+        self._placed_chars += size.chars - self._sizes[index].chars
+        self._sizes[index] = size
 
     def _refill(self, touched: str | None) -> None:
         if touched is not None:
             for mi, bi in self._slots.get(touched, ()):
-                self._placed[mi]["content"][bi] = self._answers.block(touched)
+                content = self._placed[mi]["content"]
+                old, content[bi] = content[bi], self._answers.block(touched)
+                size = self._sizes[mi]
+                changed = size.blocks_chars - block_chars(old) + block_chars(content[bi])
+                self._resize(mi, Sized(size.role, size.blocks, changed))
 
     def _place_results(self) -> None:
         if not self._unplaced:
@@ -471,6 +279,8 @@ class ConversationBuilder:
         self._summary = (summary, through)
         self._placed = self._placed[index:]
         self._origins = self._origins[index:]
+        self._sizes = self._sizes[index:]
+        self._placed_chars = sum(size.chars for size in self._sizes)
         dropped: set[str] = set()
         slots: dict[str, list[tuple[int, int]]] = {}
         for tool_use_id, places in self._slots.items():
@@ -507,6 +317,11 @@ class ConversationBuilder:
         builder._origins = list(state["origins"])
         if len(builder._origins) != len(builder._placed):
             raise ValueError("a conversation state whose origins do not match its messages")
+        roles = [message["role"] for message in builder._placed]
+        if any(a == b for a, b in itertools.pairwise(roles)):
+            raise ValueError("a conversation state whose placed messages do not alternate roles")
+        builder._sizes = [sized(message["role"], message["content"]) for message in builder._placed]
+        builder._placed_chars = sum(size.chars for size in builder._sizes)
         builder._held_back = list(state["held_back"])
         builder._unplaced = list(state["unplaced"])
         builder._answers.results = dict(state["results"])
@@ -519,6 +334,18 @@ class ConversationBuilder:
         builder._summary = (str(summary[0]), str(summary[1])) if summary is not None else None
         builder._last_id = state["last_id"]
         return builder
+
+
+def _joined(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` with consecutive ones of the same role joined into new messages (never changing
+    the ones given)."""
+    out: list[ChatMessage] = []
+    for message in messages:
+        if out and out[-1]["role"] == message["role"]:
+            out[-1] = {"role": message["role"], "content": [*out[-1]["content"], *message["content"]]}
+        else:
+            out.append(message)
+    return out
 
 
 def rebuild(events: Sequence[LoggedEvent], *, max_result_chars: int | None = None) -> list[ChatMessage]:

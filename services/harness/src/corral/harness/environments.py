@@ -8,17 +8,24 @@ the driver turns into a tool error the model can act on.
 from __future__ import annotations
 
 import logging
-from typing import Any, Protocol, assert_never
+from typing import Protocol, assert_never
 
 from pydantic import ValidationError
 
 from corral.bus import Bus
+from corral.contracts.api.environments import Environment
 from corral.contracts.log import (
     AgentArchived,
     AgentSaved,
     ApiKeyCreated,
+    ApiKeyUpdated,
+    CredentialDeleted,
+    CredentialSaved,
     EnvironmentDeleted,
     EnvironmentSaved,
+    VaultDeleted,
+    VaultSaved,
+    WorkspaceSaved,
     parse_catalog_record,
 )
 from corral.contracts.subjects import CATALOG_STREAM, environment_log
@@ -27,15 +34,15 @@ logger = logging.getLogger(__name__)
 
 
 class Environments(Protocol):
-    async def get(self, environment_id: str) -> dict[str, Any] | None: ...
+    async def get(self, environment_id: str) -> Environment | None: ...
 
 
 class BusEnvironments:
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
 
-    async def get(self, environment_id: str) -> dict[str, Any] | None:
-        environment: dict[str, Any] | None = None
+    async def get(self, environment_id: str) -> Environment | None:
+        environment: Environment | None = None
         try:
             async for message in self._bus.read(CATALOG_STREAM, environment_log(environment_id)):
                 try:
@@ -44,10 +51,20 @@ class BusEnvironments:
                     continue
                 match record:
                     case EnvironmentSaved():
-                        environment = record.environment.model_dump(mode="json")
+                        environment = record.environment
                     case EnvironmentDeleted():
                         environment = None
-                    case AgentSaved() | AgentArchived() | ApiKeyCreated():
+                    case (
+                        AgentSaved()
+                        | AgentArchived()
+                        | ApiKeyCreated()
+                        | ApiKeyUpdated()
+                        | WorkspaceSaved()
+                        | VaultSaved()
+                        | VaultDeleted()
+                        | CredentialSaved()
+                        | CredentialDeleted()
+                    ):
                         continue
                     case _:
                         assert_never(record)

@@ -2,7 +2,7 @@
 
 A ``SessionFold`` is what every decision and every model request is computed from: the session as
 the log describes it (its ``corral.session_created`` snapshot: agent, environment id, ...; then its
-status, archive mark and ``session.updated`` changes), the decision ledger (``decide.Ledger``) and
+status, archive mark and ``session.updated`` changes), the decision ledger (``ledger.Ledger``) and
 the Messages conversation (``conversation.ConversationBuilder``). Each record is decoded once, into
 the typed record union of ``corral.contracts.log``, and folded once: a step costs the same whether
 the session has ten events or ten thousand.
@@ -27,8 +27,9 @@ from pydantic import ValidationError
 from corral.contracts.api import events as api
 from corral.contracts.log import SessionArchived, SessionCreated, SessionDeleted, SessionRecord, parse_session_record
 from corral.harness.budget import Spend
-from corral.harness.conversation import ChatMessage, ConversationBuilder
-from corral.harness.decide import Ledger
+from corral.harness.conversation import ConversationBuilder
+from corral.harness.ledger import Ledger
+from corral.harness.messageblocks import ChatMessage
 
 logger = logging.getLogger(__name__)
 
@@ -151,7 +152,7 @@ class SessionFold:
                 self.session["status"] = _STATUS_OF[record.type]
                 self._event(decoded)
             case api.SessionUpdated():
-                for key in ("title", "metadata", "agent", "budget"):
+                for key in ("title", "metadata", "agent", "budget", "resources"):
                     nullable = key in ("title", "budget")
                     if key in record.model_fields_set and (getattr(record, key) is not None or nullable):
                         self.session[key] = decoded.raw[key]
@@ -167,6 +168,8 @@ class SessionFold:
                 | api.AgentToolUse()
                 | api.AgentToolResult()
                 | api.AgentCustomToolUse()
+                | api.AgentMcpToolUse()
+                | api.AgentMcpToolResult()
                 | api.SpanModelRequestStart()
                 | api.SessionError()
                 | api.SessionUsageEvent()

@@ -7,17 +7,17 @@ from collections.abc import Callable
 
 from corral.bus import Bus
 from corral.bus import serve_health as serve
-from corral.contracts import rpc
+from corral.contracts.health import Health
 from corral.harness.turn import SessionDriver
 from corral.harness.wake import WakeLoop
 
 
 def report(
     *, worker_id: str, sessions: int, bus_connected: bool, model: str, counters: dict[str, str] | None = None
-) -> rpc.Health:
+) -> Health:
     """The worker's health: it depends on NATS (log, leases, wake-ups) and on the model endpoint."""
     dependencies = {"nats": "ok" if bus_connected else "disconnected; reconnecting", "model": model}
-    return rpc.Health(
+    return Health(
         service="harness",
         instance=worker_id,
         status="ok" if all(state == "ok" for state in dependencies.values()) else "degraded",
@@ -56,7 +56,7 @@ async def serve_health(
     stop: asyncio.Event,
     model_state: Callable[[], str],
 ) -> None:
-    async def answer() -> rpc.Health:
+    async def answer() -> Health:
         return report(
             worker_id=worker_id,
             sessions=len(loop.active),

@@ -18,7 +18,7 @@ from anthropic.types import RawContentBlockDeltaEvent, TextBlock, TextDelta, Too
 
 from corral.contracts.api.events import ModelUsage, SessionErrorType
 from corral.contracts.text import well_formed
-from corral.harness.conversation import ChatMessage
+from corral.harness.messageblocks import ChatMessage
 
 if TYPE_CHECKING:
     from anthropic.types import MessageParam, ToolParam

@@ -31,13 +31,15 @@ from corral.contracts import rpc
 from corral.harness import budget, crashpoints, events
 from corral.harness.compaction import Compactor
 from corral.harness.context import prompt_too_long
-from corral.harness.conversation import ChatMessage
 from corral.harness.crashpoints import Crashpoint
 from corral.harness.deltas import Deltas, Preview
 from corral.harness.events import EventDict
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.lease import Sleep
+from corral.harness.mcp import mcp_tool_use
+from corral.harness.mcptools import Listing
+from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import Model, ModelError, ModelReply, ModelRequest, ToolRequest
 from corral.harness.pricing import Price
 from corral.harness.retry import RetryPolicy
@@ -61,12 +63,14 @@ class Interrupted:
 def _stored_id(appended: rpc.Appended, sent: EventDict) -> str:
     """The id the store kept for ``sent`` (ours, unless the store assigns its own)."""
     for stored in appended.events:
-        if stored.get("type") == sent["type"] and isinstance(stored.get("id"), str):
+        if stored.get("type") == sent.type and isinstance(stored.get("id"), str):
             return str(stored["id"])
-    return str(sent["id"])
+    return sent.id
 
 
-def model_request(session: dict[str, Any], messages: list[ChatMessage], *, max_tokens: int) -> ModelRequest:
+def model_request(
+    session: dict[str, Any], messages: list[ChatMessage], *, max_tokens: int, mcp: Listing | None = None
+) -> ModelRequest:
     """The Messages request for the session's agent snapshot (model, system, tools) and conversation.
 
     Raises:
@@ -83,7 +87,7 @@ def model_request(session: dict[str, Any], messages: list[ChatMessage], *, max_t
         system=system if isinstance(system, str) and system else None,
         messages=messages,
         max_tokens=max_tokens,
-        tools=toolbox(agent).definitions,
+        tools=toolbox(agent, mcp).definitions,
     )
 
 
@@ -117,6 +121,8 @@ def reply_events(box: Toolbox, calls: Sequence[ToolRequest]) -> list[EventDict]:
             )
         elif kind == "custom":
             logged.append(events.custom_tool_use(event_id, call.name, call.input))
+        elif kind == "mcp":
+            logged.append(mcp_tool_use(event_id, box.mcp[call.name], call.input))
         else:
             logged.append(
                 events.tool_use(event_id, call.name, call.input, evaluated_permission="deny", evaluation=None)
@@ -153,7 +159,7 @@ class ModelTurns:
     async def model_turn(self, run: SessionRun, prelude: list[EventDict]) -> int:
         """One model request (retried within the turn); returns the stream sequence of its last append."""
         session_id, log, turn = run.session_id, run.log, run.turn
-        box = toolbox(agent_of(log.fold.session))
+        box = toolbox(agent_of(log.fold.session), turn.mcp_tools)
         attempt = 0
         level = 0
         while True:
@@ -172,7 +178,9 @@ class ModelTurns:
             await log.reach(started.last_seq)  # the request sees the log as it stood at its start
             preview = Preview(self._deltas, session_id, events.new_event_id())
             try:
-                request = model_request(log.fold.session, log.fold.messages(), max_tokens=self._max_tokens)
+                request = model_request(
+                    log.fold.session, log.fold.messages(), max_tokens=self._max_tokens, mcp=turn.mcp_tools
+                )
                 if self._compactor is not None:
                     prepared = await self._compactor.prepare(
                         request, log.fold.conversation, limit=turn.context_limit, level=level

@@ -8,12 +8,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from pydantic import ValidationError
+
 from corral.contracts import rpc
-from corral.harness.events import EventDict
+from corral.contracts.api.environments import Environment
+from corral.contracts.api.events import HarnessEvent
+from corral.contracts.mcp import McpTool
+from corral.contracts.repositories import RepositoryMount
 from corral.harness.lease import HeldLease
 from corral.harness.sessionlog import SessionLog
 from corral.harness.store import Store
@@ -36,6 +41,27 @@ def agent_of(session: dict[str, Any]) -> dict[str, Any]:
     return snapshot if isinstance(snapshot, dict) else {}
 
 
+def repositories_of(session: dict[str, Any]) -> list[RepositoryMount]:
+    """The session's ``github_repository`` resources, as the sandbox-manager clones them (metadata only:
+    the session log never holds a token)."""
+    mounts: list[RepositoryMount] = []
+    for resource in session.get("resources") or []:
+        if not isinstance(resource, dict) or resource.get("type") != "github_repository":
+            continue
+        try:
+            mounts.append(
+                RepositoryMount(
+                    resource_id=resource["id"],
+                    url=resource["url"],
+                    mount_path=resource["mount_path"],
+                    checkout=resource.get("checkout"),
+                )
+            )
+        except (KeyError, ValidationError):
+            continue  # written by another version: not cloned, the session goes on
+    return mounts
+
+
 @dataclass
 class TurnState:
     """One run's state. Shared with the interrupt watcher: the log position the current step decided
@@ -49,9 +75,13 @@ class TurnState:
     provisioning: asyncio.Task[None] | None = None
     context_limit: int | None = None
     """The largest prompt the model said it takes ("prompt is too long: N tokens > M maximum")."""
-    environment: dict[str, Any] | None = None
+    environment: Environment | None = None
     environment_read: bool = False
     handoff_seen: bool = False
+    mcp_tools: Mapping[str, Sequence[McpTool]] | None = None
+    """The tools each of the agent's MCP servers listed, for this step (``corral.harness.mcp``)."""
+    mcp_reported: set[str] = field(default_factory=set)
+    """MCP servers whose failure to list this run has reported already."""
 
     def begin(self, horizon: int) -> None:
         """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
@@ -68,9 +98,9 @@ class TurnState:
         self.interrupted.clear()
         return False
 
-    def appended(self, batch: Sequence[EventDict]) -> None:
+    def appended(self, batch: Sequence[HarnessEvent]) -> None:
         for event in batch:
-            kind = event["type"]
+            kind = event.type
             if kind == "session.status_running":
                 self.owned = True
             elif kind in ("session.status_idle", "session.status_rescheduled"):
@@ -87,7 +117,7 @@ class SessionRun:
     turn: TurnState
     store: Store
 
-    async def append(self, batch: Sequence[EventDict]) -> rpc.Appended:
+    async def append(self, batch: Sequence[HarnessEvent]) -> rpc.Appended:
         """Append ``batch`` in one call, with the lease's proof.
 
         Raises:
@@ -99,7 +129,7 @@ class SessionRun:
         self.turn.appended(batch)
         logger.debug(
             "appended",
-            extra=log_fields(self.session_id, types=[e["type"] for e in batch], last_seq=appended.last_seq),
+            extra=log_fields(self.session_id, types=[e.type for e in batch], last_seq=appended.last_seq),
         )
         return appended
 

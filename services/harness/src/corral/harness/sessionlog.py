@@ -102,6 +102,11 @@ class SessionLog:
         """The raw sequence the read has passed (records and parts of records alike)."""
 
     @property
+    def failed(self) -> BaseException | None:
+        """Why the read stopped, if it failed (a record it could not fold, the stream unreadable)."""
+        return self._failed
+
+    @property
     def position(self) -> int:
         """How far the read has got: ``fold.last_seq``, or past it, a part that completed no record."""
         return max(self.fold.last_seq, self._passed)

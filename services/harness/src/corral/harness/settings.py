@@ -39,17 +39,36 @@ class Settings(BaseSettings):
     )
 
     worker_id: str = Field(default_factory=default_worker_id, min_length=1)
+    """This worker's name: the holder recorded on the leases it takes, and in its logs and health answers."""
     lease_ttl_s: float = Field(default=10.0, gt=0)
+    """A session lease not renewed for this long lapses (another worker may take the session); the
+    session-store makes the lease bucket with it, and a harness with another value refuses to start."""
     ack_wait_s: float = Field(default=30.0, gt=0)
+    """A wake-up this worker took but did not acknowledge for this long is delivered again (to any worker)."""
     max_model_retries: int = Field(default=3, ge=0)
+    """Retries of a model request after a failure asking again may fix (429, 5xx, a lost connection) before the turn
+    ends with the error."""
     retry_backoff_s: float = Field(default=1.0, ge=0)
+    """Wait before the first retry of a model request; each further wait doubles."""
     retry_backoff_max_s: float = Field(default=30.0, ge=0)
+    """Longest wait between two retries of a model request."""
     max_tokens: int = Field(default=4096, ge=1)
+    """``max_tokens`` of each model request of a turn."""
     max_tool_uses_per_turn: int = Field(default=200, ge=1)
     """Tool calls one turn may make before it ends with ``tool_use_limit_reached_error``."""
     concurrency: int = Field(default=8, ge=1)
+    """Sessions this worker runs at once."""
     shutdown_grace_s: float = Field(default=5.0, ge=0)
+    """At a stop, how long running sessions get to reach a step boundary before they are cancelled (another
+    worker resumes them from the log)."""
     fetch_timeout_s: float = Field(default=1.0, gt=0)
+    """Longest wait of each fetch of wake-ups (a stop is noticed at the latest this long after it is asked)."""
+    mcp_list_timeout_s: float = Field(default=45.0, gt=0)
+    """Longest wait for an MCP server's tool list through the credential-proxy (then the turn goes on
+    without that server's tools, after a ``session.error``); above the proxy's connect + list timeouts."""
+    mcp_call_timeout_s: float = Field(default=135.0, gt=0)
+    """Longest wait for an MCP tool call through the credential-proxy (then an error result); above
+    the proxy's ``CORRAL_CREDENTIAL_PROXY_MCP_CALL_TIMEOUT_S``."""
     execute_silence_s: float = Field(default=5.0, gt=EXECUTE_HEARTBEAT_INTERVAL_S)
     """No heartbeat from the sandbox-manager serving a tool call for this long: it is gone; re-dispatch."""
     execute_redispatch_wait_s: float = Field(default=60.0, ge=0)
@@ -70,6 +89,9 @@ class Settings(BaseSettings):
     """Ask the model's ``count_tokens`` endpoint for request sizes (else estimate only)."""
     snapshot_every_events: int = Field(default=200, ge=1)
     """Events folded since the last snapshot of a session before the lease holder writes another."""
+    kept_folds: int = Field(default=64, ge=0)
+    """Folds of the sessions this harness let go most recently kept in memory, so a session's next
+    turn here follows the log from where it stopped instead of reading its snapshot back (0: none)."""
     lease_wait_s: float = Field(default=15.0, ge=0)
     """How long a wake-up that finds the session leased waits for the holder to let it go."""
     model_prices: str | None = None
@@ -81,8 +103,11 @@ class Settings(BaseSettings):
     """Test-only: exit with status 137 at this step boundary (see ``corral.harness.crashpoints``)."""
 
     model_base_url: str | None = Field(default=None, validation_alias="CORRAL_MODEL_BASE_URL")
+    """The Messages-API server the model requests go to (the embedded model, a proxy); unset: the Anthropic API."""
     model_api_key: SecretStr | None = Field(default=None, validation_alias="CORRAL_MODEL_API_KEY")
+    """The key sent to that server (unset with a base URL: a placeholder, which the embedded model ignores)."""
     anthropic_api_key: SecretStr | None = Field(default=None, validation_alias="ANTHROPIC_API_KEY")
+    """The Anthropic API key, used when neither ``CORRAL_MODEL_*`` variable is set."""
 
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -1,10 +1,9 @@
 """The session-store port: append events under the lease (reads go to the log itself: ``sessionlog``).
 
 ``BusStore`` asks the store's ``events.append`` operation through its descriptor
-(``StoreOps.EVENTS_APPEND``, with ``Bus.call``); every event is validated against its contracts model
-(``corral.contracts.api.events.SessionEvent``) before it is sent, so a malformed event is the
-harness's own ``StoreRejected``, never a record the store has to refuse. Failures come back as one
-of three ``StoreError`` kinds, each saying what the caller should do next:
+(``StoreOps.EVENTS_APPEND``, with ``Bus.call``). Events arrive typed (``HarnessEvent``: a malformed
+one could not have been built) and are serialised here, once, into the request. Failures come back
+as one of three ``StoreError`` kinds, each saying what the caller should do next:
 
     StoreError
     ├── LeaseConflict     409 about the lease (``lease_lost``, ``lease_required``, or no code): the lease
@@ -20,14 +19,14 @@ import logging
 from collections.abc import Sequence
 from typing import Protocol, TypeVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from corral.bus import Bus, BusError, UnreadableReply
 from corral.contracts import rpc
 from corral.contracts.api.errors import STATUS_FOR, ApiError, ErrorDetail
-from corral.contracts.api.events import parse_event
+from corral.contracts.api.events import HarnessEvent
 from corral.contracts.operation import Operation
-from corral.harness.events import EventDict
+from corral.harness.events import wire
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +51,7 @@ class StoreRejected(StoreError):
 
 
 class Store(Protocol):
-    async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended: ...
+    async def append(self, session_id: str, events: Sequence[HarnessEvent], *, lease: rpc.Lease) -> rpc.Appended: ...
 
 
 _LEASE_CODES = frozenset({None, "lease_lost", "lease_required"})
@@ -75,15 +74,14 @@ class BusStore:
         self._bus = bus
         self._timeout_s = timeout_s
 
-    async def append(self, session_id: str, events: Sequence[EventDict], *, lease: rpc.Lease) -> rpc.Appended:
-        checked(events)
+    async def append(self, session_id: str, events: Sequence[HarnessEvent], *, lease: rpc.Lease) -> rpc.Appended:
         request = rpc.AppendEvents(
             workspace_id=None,
             session_id=session_id,
-            events=list(events),
+            events=[wire(event) for event in events],
             origin="harness",
             lease=lease,
-            dedupe_keys=[str(event["id"]) for event in events],
+            dedupe_keys=[event.id for event in events],
         )
         return await self._call(rpc.StoreOps.EVENTS_APPEND, request)
 
@@ -96,17 +94,3 @@ class BusStore:
             raise StoreRejected(str(exc)) from exc
         except (TimeoutError, BusError) as exc:
             raise StoreUnavailable(f"session-store did not answer {op.name}: {type(exc).__name__}") from exc
-
-
-def checked(events: Sequence[EventDict]) -> None:
-    """Raise ``StoreRejected`` unless every event is a ``SessionEvent`` with an ``id`` (the harness's
-    own bug, named by type and field, caught before anything is sent)."""
-    for event in events:
-        try:
-            parse_event(event)
-        except ValidationError as exc:
-            first = exc.errors(include_url=False)[0]
-            where = ".".join(str(p) for p in first["loc"]) or "event"
-            raise StoreRejected(
-                f"the harness built an invalid {event.get('type')!r} event ({where}: {first['msg']}); not sent"
-            ) from exc

@@ -7,6 +7,8 @@
   the ``agent.tool_use`` event id, so an execute re-sent after a crash returns the recorded outcome;
   the sandbox port re-sends it when its manager is lost, see ``redispatch``), each result appended
   as soon as it arrives. A call the sandbox cannot take becomes an error result the model can act on.
+- **MCP calls** (an ``agent.mcp_tool_use``) go to ``corral.harness.mcp`` (the credential-proxy) instead.
+- **Web tools**: ``web_fetch`` and ``web_search`` are asked of the credential-proxy (``webtools``).
 - **Interrupts**: a ``user.interrupt`` logged during a call stops waiting for it, sends ``Cancel``
   (best effort) and answers the call "interrupted"; the calls not run yet are left to the next
   decision, which closes them and ends the turn.
@@ -17,19 +19,21 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import Any
 
 from corral.contracts import sandbox
+from corral.contracts.api.environments import Environment
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import crashpoints, events
 from corral.harness.crashpoints import Crashpoint
 from corral.harness.decide import INTERRUPTED, Plan, ToolCall
 from corral.harness.environments import Environments
-from corral.harness.events import EventDict
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
-from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields
+from corral.harness.mcp import McpTools, mcp_unavailable
+from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields, repositories_of
 from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.tools import toolbox
+from corral.harness.webtools import WEB_TOOLS, Web, run_web_tool
 
 logger = logging.getLogger(__name__)
 
@@ -50,13 +54,17 @@ class ToolRunner:
         environments: Environments | None,
         cancel_timeout_s: float,
         crashpoint: Crashpoint,
+        mcp: McpTools | None = None,
+        web: Web | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._mcp = mcp
+        self._web = web
         self._environments = environments
         self._cancel_timeout_s = cancel_timeout_s
         self._crash = crashpoint
 
-    async def run_tools(self, run: SessionRun, plan: Plan, prelude: list[EventDict]) -> int:
+    async def run_tools(self, run: SessionRun, plan: Plan, prelude: list[HarnessEvent]) -> int:
         """Run the plan's tool calls one by one (in the model's order), appending each result as it
         arrives. Stops early on an interrupt; the next decision ends the turn. Returns the stream
         sequence of the last append."""
@@ -68,12 +76,19 @@ class ToolRunner:
         for call in plan.execute:
             if turn.interrupted.is_set():
                 break
-            result = await self._execute(run.session_id, environment, call, turn.interrupted)
+            batch: list[HarnessEvent]
+            if call.mcp_server is not None:  # an MCP server's tool, called by the credential-proxy
+                batch = await self._mcp.call(run, call) if self._mcp is not None else [mcp_unavailable(call.id)]
+            elif call.name in WEB_TOOLS and self._web is not None:  # run by the credential-proxy, not the sandbox
+                agent = agent_of(run.log.fold.session)
+                batch = [await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)]
+            else:
+                batch = await self._execute(run.session_id, environment, call, turn.interrupted, run.log.fold)
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
-            last_seq = (await run.append([result])).last_seq
+            last_seq = (await run.append(batch)).last_seq
         return last_seq
 
-    async def environment(self, fold: SessionFold, turn: TurnState) -> dict[str, Any] | None:
+    async def environment(self, fold: SessionFold, turn: TurnState) -> Environment | None:
         """The session's environment, read once per run (``None``: deleted or unreadable)."""
         if not turn.environment_read and self._environments is not None and fold.environment_id is not None:
             turn.environment = await self._environments.get(fold.environment_id)
@@ -81,26 +96,36 @@ class ToolRunner:
         return turn.environment
 
     async def _execute(
-        self, session_id: str, environment: dict[str, Any] | None, call: ToolCall, interrupted: asyncio.Event
-    ) -> EventDict:
+        self,
+        session_id: str,
+        environment: Environment | None,
+        call: ToolCall,
+        interrupted: asyncio.Event,
+        fold: SessionFold,
+    ) -> list[HarnessEvent]:
         """The ``agent.tool_result`` of one call: the sandbox's outcome, an error the model can act on
-        when the sandbox could not take the call, or "interrupted" (after a ``Cancel``)."""
+        when the sandbox could not take the call, or "interrupted" (after a ``Cancel``); preceded by a
+        ``session.error`` for each repository the call's provisioning could not clone."""
         if self._sandbox is None:
-            return events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
-        if environment is None or not isinstance(environment.get("id"), str):
-            return events.tool_error(
-                call.id,
-                "The session's environment could not be read (it was deleted, or the catalog is unavailable), "
-                "so the tool could not run. Try again later.",
-            )
-        config = environment.get("config")
+            return [
+                events.tool_error(call.id, "No sandbox is configured in this deployment, so the tool could not run.")
+            ]
+        if environment is None:
+            return [
+                events.tool_error(
+                    call.id,
+                    "The session's environment could not be read (it was deleted, or the catalog is unavailable), "
+                    "so the tool could not run. Try again later.",
+                )
+            ]
         request = sandbox.Execute(
             session_id=session_id,
             tool_use_id=call.id,
             name=call.name,
             input=call.input,
-            environment_id=environment["id"],
-            environment_config=config if isinstance(config, dict) else {},
+            environment_id=environment.id,
+            environment_config=environment.config,
+            repositories=repositories_of(fold.session),
         )
         started = time.monotonic()
         timeout_s = sandbox.execute_reply_timeout_s(_bash_timeout_ms(call))
@@ -109,11 +134,11 @@ class ToolRunner:
             outcome = await unless_interrupted(self._sandbox.execute(request, timeout_s=timeout_s), interrupted)
         except SandboxError as err:
             logger.warning("sandbox could not take the tool call: %s", err.message, extra={**fields, "code": err.code})
-            return events.tool_error(call.id, err.message)
+            return [events.tool_error(call.id, err.message)]
         if outcome is Stop.INTERRUPTED:
             logger.info("tool call interrupted", extra=fields)
             await self.cancel(session_id, call.id)
-            return events.tool_error(call.id, INTERRUPTED)
+            return [events.tool_error(call.id, INTERRUPTED)]
         logger.info(
             "tool call answered",
             extra=log_fields(
@@ -126,7 +151,13 @@ class ToolRunner:
             ),
         )
         content = [block.model_dump(mode="json") for block in outcome.content]
-        return events.tool_result(call.id, content, is_error=outcome.is_error)
+        # A repository that could not be cloned when this call provisioned the sandbox: the session goes
+        # on without it (retry_status ``retrying``, as the API defines these errors).
+        failures = [
+            events.session_error(f.type, f.message, "retrying", repository_url=f.url)
+            for f in outcome.repository_failures
+        ]
+        return [*failures, events.tool_result(call.id, content, is_error=outcome.is_error)]
 
     async def cancel(self, session_id: str, tool_use_id: str) -> None:
         """Ask the sandbox-manager to stop a running call (best effort: failures are logged)."""
@@ -148,14 +179,14 @@ class ToolRunner:
         if not toolbox(agent_of(fold.session)).needs_sandbox:
             return
         environment = await self.environment(fold, turn)
-        if environment is None or not isinstance(environment.get("id"), str):
+        if environment is None:
             logger.info("no environment to provision a sandbox from", extra=log_fields(session_id))
             return
-        config = environment.get("config")
         request = sandbox.Provision(
             session_id=session_id,
-            environment_id=environment["id"],
-            environment_config=config if isinstance(config, dict) else {},
+            environment_id=environment.id,
+            environment_config=environment.config,
+            repositories=repositories_of(fold.session),
         )
         turn.provisioning = asyncio.create_task(self._provision(request))
 

@@ -9,16 +9,10 @@ From the agent snapshot's ``tools`` (the resolved forms the session-store keeps)
 - ``custom``: passed to the model as given (``name``, ``description``, ``input_schema``). Custom
   tools are never governed by a permission policy: a call becomes ``agent.custom_tool_use`` and the
   client answers it.
-- ``mcp_toolset``: skipped (no MCP client in this deployment yet), logged once per server.
+- ``mcp_toolset``: the tools its server listed (fetched by ``corral.harness.mcp``), named and
+  judged by ``mcptools`` (default policy ``always_ask``).
 
-A policy evaluates to the ``agent.tool_use`` fields ``evaluated_permission`` and ``evaluation``:
-
-    always_allow  → allow, {type: always_allow}
-    always_ask    → ask,   {type: always_ask}
-    auto          → ask,   {type: auto, evaluated_permission: {type: ask, reason_code: indeterminate}}
-
-``auto`` means "the server judges each call"; Corral has no judge, so every ``auto`` call is
-indeterminate and asks the user, the safe reading of the policy.
+Policies are read by ``permissions.evaluate``.
 """
 
 from __future__ import annotations
@@ -30,11 +24,16 @@ from dataclasses import dataclass, field
 from typing import Any, Final, Literal
 
 from corral.contracts.sandbox import BUILTIN_TOOLS, TOOLSET_TYPE
+from corral.harness.mcptools import Listing, McpEntry, mcp_toolbox
+from corral.harness.permissions import ALWAYS_ALLOW as ALWAYS_ALLOW
+from corral.harness.permissions import ALWAYS_ASK as ALWAYS_ASK
+from corral.harness.permissions import AUTO as AUTO
+from corral.harness.permissions import Evaluated as Evaluated
+from corral.harness.permissions import Permission, evaluate
 
 logger = logging.getLogger(__name__)
 
-Evaluated = Literal["allow", "ask", "deny"]
-ToolKind = Literal["builtin", "custom", "unknown"]
+ToolKind = Literal["builtin", "custom", "mcp", "unknown"]
 ToolDefinition = dict[str, Any]
 
 _WORKSPACE_NOTE = "Relative paths are relative to the workspace, /workspace."
@@ -137,7 +136,10 @@ BUILTIN_DEFINITIONS: Final[Mapping[str, ToolDefinition]] = {
         },
     },
     "web_fetch": {
-        "description": "Fetch a web page or document by URL and return its content as text.",
+        "description": (
+            "Fetch a web page or document by URL (http or https) and return its content: HTML as Markdown "
+            "text with absolute links, other text as is, PDFs as documents. Only public hosts are reached."
+        ),
         "input_schema": {
             "type": "object",
             "properties": {"url": {"type": "string", "description": "The URL to fetch."}},
@@ -145,7 +147,7 @@ BUILTIN_DEFINITIONS: Final[Mapping[str, ToolDefinition]] = {
         },
     },
     "web_search": {
-        "description": "Search the web and return the top results.",
+        "description": "Search the web and return the top results, each with its URL, title and a snippet.",
         "input_schema": {
             "type": "object",
             "properties": {"query": {"type": "string", "description": "The search query."}},
@@ -158,31 +160,6 @@ _ALLOW_POLICY: Final = {"type": "always_allow"}
 
 
 @dataclass(frozen=True)
-class Permission:
-    """A policy's verdict on one call: the ``agent.tool_use`` ``evaluated_permission`` and ``evaluation``."""
-
-    evaluated: Evaluated
-    evaluation: dict[str, Any]
-
-
-ALWAYS_ALLOW: Final = Permission("allow", {"type": "always_allow"})
-ALWAYS_ASK: Final = Permission("ask", {"type": "always_ask"})
-AUTO: Final = Permission(
-    "ask", {"type": "auto", "evaluated_permission": {"type": "ask", "reason_code": "indeterminate"}}
-)
-
-
-def evaluate(policy: object) -> Permission:
-    """The verdict of a ``permission_policy`` object; anything unreadable asks (never silently allows)."""
-    kind = policy.get("type") if isinstance(policy, Mapping) else None
-    if kind == "always_allow":
-        return ALWAYS_ALLOW
-    if kind == "auto":
-        return AUTO
-    return ALWAYS_ASK
-
-
-@dataclass(frozen=True)
 class Toolbox:
     """What the model is offered (``definitions``, in order) and how each name is handled."""
 
@@ -190,21 +167,23 @@ class Toolbox:
     builtin: Mapping[str, Permission] = field(default_factory=dict)
     """The enabled built-in tools and their verdicts."""
     custom: frozenset[str] = frozenset()
+    mcp: Mapping[str, McpEntry] = field(default_factory=dict)
+    """The MCP tools offered, by the name the model sees (``mcptools.model_tool_name``)."""
 
     def kind(self, name: str) -> ToolKind:
         if name in self.builtin:
             return "builtin"
         if name in self.custom:
             return "custom"
+        if name in self.mcp:
+            return "mcp"
         return "unknown"
 
     @property
     def needs_sandbox(self) -> bool:
-        """Whether any enabled built-in tool runs in the sandbox (so provisioning early pays off)."""
-        return bool(self.builtin)
-
-
-_warned_mcp: set[str] = set()
+        """Whether any enabled built-in tool runs in the sandbox (so provisioning early pays off); the
+        web tools run in the credential-proxy."""
+        return any(name not in ("web_fetch", "web_search") for name in self.builtin)
 
 
 def _builtin(toolset: Mapping[str, Any]) -> dict[str, Permission]:
@@ -235,8 +214,9 @@ def _custom_definition(tool: Mapping[str, Any]) -> ToolDefinition | None:
     return definition
 
 
-def toolbox(agent: Mapping[str, Any]) -> Toolbox:
-    """The toolbox for an agent snapshot; unreadable tool entries are left out."""
+def toolbox(agent: Mapping[str, Any], mcp: Listing | None = None) -> Toolbox:
+    """The toolbox for an agent snapshot; unreadable tool entries are left out. ``mcp``: the tools
+    its MCP servers listed (``corral.harness.mcp``), offered after the others."""
     tools = agent.get("tools")
     definitions: list[ToolDefinition] = []
     builtin: dict[str, Permission] = {}
@@ -255,12 +235,7 @@ def toolbox(agent: Mapping[str, Any]) -> Toolbox:
             if definition is not None and definition["name"] not in custom and definition["name"] not in builtin:
                 custom.add(definition["name"])
                 definitions.append(definition)
-        elif kind == "mcp_toolset":
-            server = str(tool.get("mcp_server_name"))
-            if server not in _warned_mcp:
-                _warned_mcp.add(server)
-                logger.warning(
-                    "MCP toolsets are not available in this deployment; the model is not offered them",
-                    extra={"fields": {"mcp_server_name": server}},
-                )
-    return Toolbox(definitions=tuple(definitions), builtin=builtin, custom=frozenset(custom))
+    offered = mcp_toolbox(agent, mcp)
+    entries = {name: entry for name, entry in offered.entries.items() if name not in builtin and name not in custom}
+    definitions += [d for d in offered.definitions if d["name"] in entries]
+    return Toolbox(definitions=tuple(definitions), builtin=builtin, custom=frozenset(custom), mcp=entries)

@@ -1,7 +1,8 @@
 """The per-session driver: while holding the lease, take steps until the session has nothing to do.
 
 The session's log is read straight from JetStream (``sessionlog``) and folded record by record
-(``fold``) while the lease is held, starting from the session's snapshot when there is a usable one
+(``fold``) while the lease is held, starting from the fold this harness kept when it last let the
+session go (``foldcache``), else from the session's snapshot when there is a usable one
 (``snapshots``). Each step catches the fold up with the log's end, decides (``corral.harness.decide``,
 from the fold of the log alone) and does one thing: a model request (``modelturn``), the tool calls
 that can run now (``toolrun``), or an idle (``end_turn`` / ``requires_action``). Every step shares
@@ -28,25 +29,29 @@ import logging
 import time
 from collections.abc import Mapping
 
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import events, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.crashpoints import Crashpoint, no_crash
-from corral.harness.decide import TOOL_LIMIT_ERROR, Plan, plan
+from corral.harness.decide import Plan, plan
 from corral.harness.deltas import Deltas
 from corral.harness.environments import Environments
-from corral.harness.events import EventDict
 from corral.harness.fold import Decoded, SessionFold
+from corral.harness.foldcache import FoldCache, Kept
 from corral.harness.lease import HeldLease, Sleep
+from corral.harness.ledger import TOOL_LIMIT_ERROR
+from corral.harness.mcp import McpTools, answer_event
 from corral.harness.model import Model
 from corral.harness.modelturn import ModelTurns
 from corral.harness.pricing import DEFAULT_PRICES, Price
 from corral.harness.retry import RetryPolicy
 from corral.harness.runstate import LeaseLost, SessionRun, TurnState, log_fields
 from corral.harness.sandbox import Sandbox
-from corral.harness.sessionlog import LogSource, following
+from corral.harness.sessionlog import LogSource, SessionLog, following
 from corral.harness.snapshots import Snapshots, SnapshotWriter
 from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
 from corral.harness.toolrun import ToolRunner
+from corral.harness.webtools import Web
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +88,7 @@ class SessionDriver:
         environments: Environments | None = None,
         snapshots: Snapshots | None = None,
         snapshot_every: int = 200,
+        keep_folds: int = 64,
         sleep: Sleep = asyncio.sleep,
         crashpoint: Crashpoint = no_crash,
         reach_timeout_s: float = 10.0,
@@ -90,21 +96,31 @@ class SessionDriver:
         max_tool_uses: int | None = None,
         compactor: Compactor | None = None,
         prices: Mapping[str, Price] = DEFAULT_PRICES,
+        mcp: McpTools | None = None,
+        web: Web | None = None,
     ) -> None:
+        self._mcp = mcp
         self._store = store
         self._compactor = compactor
         self._log = log
         self._snapshots = snapshots
         self._snapshot_every = snapshot_every
+        self._folds = FoldCache(keep_folds)
         self._reach_timeout_s = reach_timeout_s
         self.handoff_turns = 0
         """Turns started by a run that had to wait for the lease to change hands (health: the input
         was logged while another holder still held the session and let it go without taking it)."""
         self.resumed: dict[str, int] = {}
-        """Runs started, by where their fold came from (``snapshots.Source``), for health."""
+        """Runs started, by where their fold came from (``kept``: this harness's own, from its last run
+        of the session; else a ``snapshots.Source``), for health."""
         self._max_tool_uses = max_tool_uses
         self._tools = ToolRunner(
-            sandbox=sandbox, environments=environments, cancel_timeout_s=cancel_timeout_s, crashpoint=crashpoint
+            sandbox=sandbox,
+            environments=environments,
+            cancel_timeout_s=cancel_timeout_s,
+            crashpoint=crashpoint,
+            mcp=mcp,
+            web=web,
         )
         self._model_turns = ModelTurns(
             model=model,
@@ -127,23 +143,30 @@ class SessionDriver:
             if decoded.raw.get("type") == "user.interrupt" and turn.notice(decoded.seq):
                 logger.info("user.interrupt logged during the turn", extra=log_fields(session_id))
 
+        writer: SnapshotWriter | None = None
+        intact: SessionFold | None = None
         try:
             async with asyncio.TaskGroup() as tg:  # its end waits for a snapshot being written
                 guard = tg.create_task(self._stop_when_lost(lease))
                 try:
-                    fold = await self._resume(session_id)
+                    fold, written_events = await self._resume(session_id)
                     writer = SnapshotWriter(
                         self._snapshots,
                         session_id,
                         tg,
                         every_events=self._snapshot_every,
-                        written_events=fold.events,
+                        written_events=written_events,
                     )
-                    async with following(
-                        self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
-                    ) as log:
-                        run = SessionRun(session_id=session_id, lease=lease, log=log, turn=turn, store=self._store)
-                        outcome = await self._run_turns(run, min_seq, writer)
+                    log: SessionLog | None = None
+                    try:
+                        async with following(
+                            self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
+                        ) as log:
+                            run = SessionRun(session_id=session_id, lease=lease, log=log, turn=turn, store=self._store)
+                            outcome = await self._run_turns(run, min_seq, writer)
+                    finally:
+                        if log is not None and log.failed is None:  # not stopped part-way into a record
+                            intact = fold
                 except StoreUnavailable as exc:
                     logger.warning("session log unavailable: %s", exc, extra=log_fields(session_id))
                     outcome = Outcome.RETRY_LATER
@@ -153,6 +176,10 @@ class SessionDriver:
         except* LeaseLost:
             logger.warning("lease lost; stopped working on the session", extra=log_fields(session_id))
             outcome = Outcome.LOST
+        if intact is not None and writer is not None:
+            # Kept for the session's next run here, once the snapshot write is over (its count is the
+            # one the next run's writer starts from) and before the caller lets the lease go.
+            self._folds.keep(session_id, Kept(intact, writer.written_events))
         return outcome
 
     async def logged_after(self, session_id: str, seq: int) -> bool:
@@ -163,23 +190,48 @@ class SessionDriver:
         await lease.lost.wait()
         raise LeaseLost
 
-    async def _resume(self, session_id: str) -> SessionFold:
-        """The fold to start from: the session's snapshot if usable (checked against the log)."""
+    async def _resume(self, session_id: str) -> tuple[SessionFold, int]:
+        """The fold to start from: the one this harness kept from its last run of the session if the
+        log still holds it, else the session's snapshot if usable (checked against the log); with the
+        fold's events when the session's snapshot was last written (or resumed from)."""
         started = time.monotonic()
-        max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
-        resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
-        self.resumed[resumed.source] = self.resumed.get(resumed.source, 0) + 1
+        kept = await self._kept_fold(session_id)
+        source: str
+        if kept is not None:
+            fold, source, written_events = kept.fold, "kept", kept.snapshot_events
+        else:
+            max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
+            resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
+            fold, source, written_events = resumed.fold, resumed.source, resumed.fold.events
+        self.resumed[source] = self.resumed.get(source, 0) + 1
         logger.info(
             "resumed the session's fold",
             extra=log_fields(
                 session_id,
-                source=resumed.source,
-                seq=resumed.fold.last_seq,
-                events=resumed.fold.events,
+                source=source,
+                seq=fold.last_seq,
+                events=fold.events,
                 resume_ms=round((time.monotonic() - started) * 1000, 1),
             ),
         )
-        return resumed.fold
+        return fold, written_events
+
+    async def _kept_fold(self, session_id: str) -> Kept | None:
+        """The fold kept from this harness's last run of the session, if the log still holds its last
+        record and no more than ``snapshot_every`` records were appended since (else a snapshot is
+        likely nearer)."""
+        kept = self._folds.take(session_id)
+        if kept is None:
+            return None
+        seq = kept.fold.last_seq
+        last = await self._log.last_seq(session_id)
+        if seq <= last <= seq + self._snapshot_every and await self._log.holds(session_id, seq):
+            return kept
+        logger.info(
+            "the fold kept from the last run is not used",
+            extra=log_fields(session_id, kept_seq=seq, log_seq=last),
+        )
+        return None
 
     async def _run_turns(self, run: SessionRun, min_seq: int, snapshots: SnapshotWriter) -> Outcome:
         session_id, lease, log, turn = run.session_id, run.lease, run.log, run.turn
@@ -231,11 +283,11 @@ class SessionDriver:
     async def _step(self, run: SessionRun, plan: Plan) -> int:
         """One step of a turn; returns the stream sequence of its last append."""
         # Statuses first: the store takes span and tool events only while the session is running.
-        prelude: list[EventDict] = [_STATUS_EVENTS[status]() for status in plan.statuses]
+        prelude: list[HarnessEvent] = [_STATUS_EVENTS[status]() for status in plan.statuses]
         prelude += [events.model_request_end(start, is_error=True) for start in plan.close_orphans]
         for tool_use_id in plan.cancel:
             await self._tools.cancel(run.session_id, tool_use_id)
-        prelude += [events.tool_result(a.tool_use_id, a.content, is_error=True) for a in plan.answers]
+        prelude += [answer_event(a) for a in plan.answers]
         if plan.action == "end_turn":
             return (await run.append([*prelude, events.status_idle("end_turn")])).last_seq
         if plan.action == "requires_action":
@@ -253,4 +305,6 @@ class SessionDriver:
             return (await run.append(batch)).last_seq
         if plan.action == "tools":
             return await self._tools.run_tools(run, plan, prelude)
+        if self._mcp is not None:  # the agent's MCP tools, listed (once per session) for the request
+            prelude += await self._mcp.prepare(run)
         return await self._model_turns.model_turn(run, prelude)

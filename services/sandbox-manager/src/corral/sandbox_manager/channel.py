@@ -31,6 +31,8 @@ stderr is drained as it comes (the sandbox never blocks on it) and never copied 
 Why attach rather than ``docker exec`` per call or a unix socket: exec costs ~60-80 ms a call here,
 a unix socket needs a host path mounted into the sandbox, and attach is one long-lived connection
 through the engine with ~0.1 ms round trips, that survives a manager restart (reattach).
+
+The bounds are ``channel_limits``'s, replies and their parts ``replies``'s, stderr ``stderr_excerpt``'s.
 """
 
 from __future__ import annotations
@@ -42,10 +44,16 @@ import json
 import logging
 import secrets
 import socket
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any, Final
+
+# Re-exported: the settings import the frame bounds from this module.
+from corral.sandbox_manager.channel_limits import FRAME_FACTOR as FRAME_FACTOR
+from corral.sandbox_manager.channel_limits import FRAME_SLACK as FRAME_SLACK
+from corral.sandbox_manager.channel_limits import REPLY_SLACK as REPLY_SLACK
+from corral.sandbox_manager.channel_limits import ChannelLimits
+from corral.sandbox_manager.replies import AgentReply, PartsAssembler, ProtocolViolation, parse_reply
+from corral.sandbox_manager.stderr_excerpt import StderrExcerpt, printable
 
 logger = logging.getLogger(__name__)
 
@@ -57,12 +65,6 @@ READ_CHUNK: Final = 65536
 #: Replies beyond the requests sent on this stream that are tolerated (replies to requests an earlier
 #: stream sent to the same container, before a manager restart: at most its calls in flight).
 UNSOLICITED_SLACK: Final = 64
-#: stderr excerpts: at most this many log records per window per sandbox.
-EXCERPT_RECORDS: Final = 4
-EXCERPT_WINDOW_S: Final = 60.0
-#: stderr beyond this many bytes in one window is a protocol violation (the agent writes only the odd
-#: traceback there; a flood means something else reached it, and draining it costs the manager CPU).
-STDERR_MAX_BYTES: Final = 16 * 2**20
 #: Bytes of an offending line quoted in a protocol violation's reason.
 QUOTED_BYTES: Final = 60
 
@@ -75,149 +77,6 @@ class SandboxLost(Exception):
         self.name = name
         #: Why the manager ended the sandbox (a protocol violation); ``None`` when it simply stopped.
         self.reason = reason
-
-
-class ProtocolViolation(Exception):
-    """The sandbox sent something the exec agent never sends; the message says what."""
-
-
-#: A reply line is at most this many times the text it carries (a control character is 1 byte of
-#: output and 6 of JSON: ``\u0001``) ...
-FRAME_FACTOR: Final = 6
-#: ... plus this much (the id, the part fields, the envelope).
-FRAME_SLACK: Final = 65536
-#: Bytes a reply's text may exceed the output limit by (the agent's truncation notes, a sandbox notice).
-REPLY_SLACK: Final = 65536
-
-
-class ReplyAssemblies:
-    """The manager-wide cap on replies in parts being put together at once (each holds up to the
-    output limit): a sandbox whose reply finds none free is not read from until one is."""
-
-    def __init__(self, most: int) -> None:
-        self.most = most
-        self._free = asyncio.Semaphore(most)
-        #: Places held, and sandboxes waiting for one.
-        self.taken = 0
-        self.waiting = 0
-
-    async def take(self) -> None:
-        self.waiting += 1
-        try:
-            await self._free.acquire()
-        finally:
-            self.waiting -= 1
-        self.taken += 1
-
-    def give_back(self) -> None:
-        self.taken -= 1
-        self._free.release()
-
-
-@dataclass(frozen=True)
-class ChannelLimits:
-    """Bounds on what the manager reads from one sandbox (see the module docstring)."""
-
-    #: Longest reply line accepted: a part of a reply fits (``part_bytes``).
-    max_frame_bytes: int = 1 << 20
-    #: Bytes of the sandbox's stderr logged per ``EXCERPT_WINDOW_S`` (0: none, only counted).
-    stderr_log_bytes: int = 2048
-    #: Longest reply text put together from parts (the output limit plus ``REPLY_SLACK``).
-    max_reply_bytes: int = 8 * 2**20 + REPLY_SLACK
-    #: Shared by every channel of a manager (``Launcher`` holds one ``ChannelLimits``).
-    assemblies: ReplyAssemblies = field(default_factory=lambda: ReplyAssemblies(4), compare=False)
-
-    @property
-    def part_bytes(self) -> int:
-        """Largest piece of text one line of a reply in parts carries (its line fits ``max_frame_bytes``)."""
-        return (self.max_frame_bytes - FRAME_SLACK) // FRAME_FACTOR
-
-    @property
-    def max_parts(self) -> int:
-        """Most parts a reply may be sent in (every piece but the last holds ``part_bytes - 3`` or more)."""
-        return -(-self.max_reply_bytes // (self.part_bytes - 3))
-
-
-@dataclass
-class Assembly:
-    """A reply arriving in parts: which call, what it declared, what came so far."""
-
-    call_id: str
-    parts: int
-    total: int
-    is_error: bool
-    #: ``None``: nobody waits for this reply (its parts are checked and dropped).
-    pieces: list[str] | None
-    received: int = 0
-    next_part: int = 0
-
-
-@dataclass(frozen=True)
-class AgentReply:
-    text: str
-    is_error: bool
-
-
-def printable(data: bytes) -> str:
-    """``data`` as log-safe text: printable ASCII, newlines and tabs; anything else becomes ``?``."""
-    text = data.decode("ascii", "replace")
-    return "".join(c if (" " <= c <= "~") or c in "\n\t" else "?" for c in text)
-
-
-class StderrExcerpt:
-    """A sandbox's stderr: drained, counted, and logged only as a small rate-limited excerpt."""
-
-    def __init__(self, channel: AgentChannel, limit: int) -> None:
-        self._channel = channel
-        self._limit = limit
-        self._window_start = -EXCERPT_WINDOW_S
-        self._records = 0
-        self._budget = 0
-        self._in_window = 0
-        #: Bytes read from stderr and never logged (since the last record that reported them).
-        self.dropped = 0
-        self.total = 0
-
-    def take(self, chunk: bytes) -> None:
-        """Count and maybe log ``chunk``.
-
-        Raises:
-            ProtocolViolation: more than ``STDERR_MAX_BYTES`` in one window.
-        """
-        self.total += len(chunk)
-        now = time.monotonic()
-        if now - self._window_start >= EXCERPT_WINDOW_S:
-            self._window_start, self._records, self._budget, self._in_window = now, 0, self._limit, 0
-        self._in_window += len(chunk)
-        if self._in_window > STDERR_MAX_BYTES:
-            self.dropped += len(chunk)
-            raise ProtocolViolation(
-                f"it wrote more than {STDERR_MAX_BYTES} bytes to stderr within {EXCERPT_WINDOW_S:g} s"
-            )
-        shown = min(len(chunk), self._budget) if self._records < EXCERPT_RECORDS else 0
-        if shown == 0:
-            self.dropped += len(chunk)
-            return
-        self._records += 1
-        self._budget -= shown
-        dropped, self.dropped = self.dropped + len(chunk) - shown, 0
-        self._log("a sandbox wrote to the exec agent's stderr", printable(chunk[:shown]), dropped)
-
-    def close(self) -> None:
-        if self.dropped:
-            self._log("a sandbox's stderr was dropped (not logged)", "", self.dropped)
-            self.dropped = 0
-
-    def _log(self, message: str, text: str, dropped: int) -> None:
-        fields: dict[str, Any] = {
-            "sandbox": self._channel.name,
-            "session_id": self._channel.session_id,
-            "dropped_bytes": dropped,
-            "stderr_bytes": self.total,
-        }
-        if text:
-            fields["excerpt"] = text
-        logger.warning(message, extra={"fields": fields})
 
 
 class AgentChannel:
@@ -241,10 +100,9 @@ class AgentChannel:
         self._sent = 0
         self._replies = 0
         self._line = bytearray()
-        self._assembly: Assembly | None = None
-        self._holds_assembly = False
         self._stderr = StderrExcerpt(self, self.limits.stderr_log_bytes)
         self._pending: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._parts = PartsAssembler(self.limits, self._pending)
         self._closed = asyncio.Event()
         #: Why the manager ended the stream (a protocol violation), ``None`` otherwise.
         self.violation: str | None = None
@@ -320,99 +178,27 @@ class AgentChannel:
             reply = None
         if not isinstance(reply, dict) or "id" not in reply:
             quoted = printable(line[:QUOTED_BYTES]) + ("..." if len(line) > QUOTED_BYTES else "")
-            if self._assembly is not None:
+            if self._parts.active:
                 raise ProtocolViolation(f"it sent a line inside a reply in parts: {quoted!r}")
             raise ProtocolViolation(f"it sent a line that is not an exec agent reply: {quoted!r}")
-        if self._assembly is not None:
-            self._add_part(self._assembly, reply)
+        if self._parts.active:
+            self._parts.add(reply)
             return
         self._replies += 1
         if self._replies > self._sent + UNSOLICITED_SLACK:
             raise ProtocolViolation(f"it sent {self._replies} replies to {self._sent} requests")
         if "parts" in reply or "part" in reply:
-            await self._begin_assembly(reply)
+            await self._parts.begin(reply)
             return
         future = self._pending.pop(str(reply["id"]), None)
         if future is not None and not future.done():
             future.set_result(reply)
 
-    async def _begin_assembly(self, first: dict[str, Any]) -> None:
-        """The first part of a reply in parts: check what it declares, then take it (see ``_add_part``)."""
-        parts, total, part = first.get("parts"), first.get("bytes"), first.get("part")
-        limits = self.limits
-        if not all(isinstance(v, int) and not isinstance(v, bool) for v in (parts, total, part)):
-            raise ProtocolViolation("it sent a part of a reply without integer part, parts and bytes")
-        assert isinstance(parts, int) and isinstance(total, int)
-        if part != 0:
-            raise ProtocolViolation(f"it sent part {part} of a reply before its part 0")
-        if not 2 <= parts <= limits.max_parts or total > limits.max_reply_bytes:
-            raise ProtocolViolation(
-                f"it announced a reply of {total} bytes in {parts} parts (at most {limits.max_reply_bytes} bytes "
-                f"in {limits.max_parts} parts)"
-            )
-        if not (parts - 1) * (limits.part_bytes - 3) <= total <= parts * limits.part_bytes:
-            raise ProtocolViolation(f"it announced a reply of {total} bytes in {parts} parts of {limits.part_bytes}")
-        call_id = str(first["id"])
-        if call_id in self._pending:
-            await limits.assemblies.take()  # nothing more is read from this sandbox until one is free
-            self._holds_assembly = True
-        waited = call_id in self._pending  # the caller may have given up meanwhile
-        if not waited and self._holds_assembly:
-            self._holds_assembly = False
-            limits.assemblies.give_back()
-        self._assembly = Assembly(call_id, parts, total, bool(first.get("is_error")), [] if waited else None)
-        self._add_part(self._assembly, first)
-
-    def _add_part(self, assembly: Assembly, reply: dict[str, Any]) -> None:
-        """Take the next part of ``assembly``: anything but exactly that part is a protocol violation."""
-        if (
-            str(reply["id"]) != assembly.call_id
-            or reply.get("part") != assembly.next_part
-            or reply.get("parts") != assembly.parts
-            or reply.get("bytes") != assembly.total
-        ):
-            raise ProtocolViolation(
-                f"it sent a line that is not part {assembly.next_part} of {assembly.parts} of the reply it was sending"
-            )
-        piece = parse_reply(reply).text
-        size = len(piece.encode("utf-8"))
-        last = assembly.next_part == assembly.parts - 1
-        if size > self.limits.part_bytes or (not last and size < self.limits.part_bytes - 3):
-            raise ProtocolViolation(
-                f"it sent a part of {size} bytes (parts but the last carry {self.limits.part_bytes - 3} to "
-                f"{self.limits.part_bytes})"
-            )
-        assembly.received += size
-        assembly.next_part += 1
-        if assembly.received > assembly.total or (last and assembly.received != assembly.total):
-            raise ProtocolViolation(
-                f"it sent {assembly.received} bytes in {assembly.next_part} parts of a reply announced as "
-                f"{assembly.total} bytes in {assembly.parts} parts"
-            )
-        if assembly.pieces is not None:
-            assembly.pieces.append(piece)
-        if not last:
-            return
-        self._assembly = None
-        self._give_back_assembly()
-        future = self._pending.pop(assembly.call_id, None)
-        if future is not None and not future.done() and assembly.pieces is not None:
-            text = "".join(assembly.pieces)
-            future.set_result(
-                {"id": assembly.call_id, "content": [{"type": "text", "text": text}], "is_error": assembly.is_error}
-            )
-
-    def _give_back_assembly(self) -> None:
-        if self._holds_assembly:
-            self._holds_assembly = False
-            self.limits.assemblies.give_back()
-
     def _lose(self) -> None:
         if self._closed.is_set():
             return
         self._closed.set()
-        self._assembly = None
-        self._give_back_assembly()
+        self._parts.drop()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(SandboxLost(self.name, self.violation))
@@ -508,9 +294,3 @@ class AgentChannel:
         self._lose()
         with contextlib.suppress(Exception):  # the socket is really closed before this returns
             await self._writer.wait_closed()
-
-
-def parse_reply(raw: dict[str, Any]) -> AgentReply:
-    blocks = raw.get("content") or []
-    text = "".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
-    return AgentReply(text=text, is_error=bool(raw.get("is_error")))

@@ -16,8 +16,9 @@ from corral.contracts.egress import EgressPolicy
 from corral.runner import Lifetime, Refused
 from corral.sandbox_manager import releases
 from corral.sandbox_manager.builds import BuildLimits
-from corral.sandbox_manager.channel import ChannelLimits, ReplyAssemblies
-from corral.sandbox_manager.containers import EGRESS, Driver
+from corral.sandbox_manager.channel_limits import ChannelLimits, ReplyAssemblies
+from corral.sandbox_manager.container_spec import EGRESS
+from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
 from corral.sandbox_manager.environments import base_spec
@@ -26,6 +27,7 @@ from corral.sandbox_manager.images import EnvironmentImages, read_trusted_ca
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.reaper import Reaper
 from corral.sandbox_manager.records import SandboxRecords, ToolRecords
+from corral.sandbox_manager.repositories import BusRepositoryChecks
 from corral.sandbox_manager.rpc import Service, serve_all
 from corral.sandbox_manager.sandboxes import Launcher
 from corral.sandbox_manager.sessions import Sessions
@@ -82,7 +84,16 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         build_egress=EgressPolicy(allowed_hosts=list(box.environment_build_hosts), allow_package_managers=True),
     )
     stack.push_async_callback(pool.close)
-    sessions = Sessions(launcher, pool, sandbox_records, engine, box, images=images, egress=egress)
+    sessions = Sessions(
+        launcher,
+        pool,
+        sandbox_records,
+        engine,
+        box,
+        images=images,
+        egress=egress,
+        repositories=BusRepositoryChecks(bus),
+    )
     stack.push_async_callback(images.close)
     stack.push_async_callback(sessions.close)
     executions = Executions(sessions, tool_records, box)

@@ -15,7 +15,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from corral.contracts.egress import EgressPolicy
-from corral.sandbox_manager.containers import EGRESS, NO_NETWORK, ContainerSpec
+from corral.sandbox_manager.container_spec import EGRESS, NO_NETWORK, ContainerSpec
 from corral.sandbox_manager.images import EnvironmentImage, environment_image
 from corral.sandbox_manager.packages import read_packages
 from corral.sandbox_manager.settings import SandboxSettings

@@ -23,8 +23,9 @@ import time
 from typing import Any
 
 from corral.contracts.sandbox import Execute, TextBlock, ToolOutcome, tool_result_key
-from corral.sandbox_manager.channel import AgentReply, SandboxLost, parse_reply
+from corral.sandbox_manager.channel import SandboxLost
 from corral.sandbox_manager.records import ToolRecord, ToolRecords
+from corral.sandbox_manager.replies import AgentReply, parse_reply
 from corral.sandbox_manager.sandboxes import Sandbox
 from corral.sandbox_manager.sessions import Sessions
 from corral.sandbox_manager.settings import SandboxSettings
@@ -115,7 +116,10 @@ class Executions:
                 async with asyncio.timeout(self._settings.provision_wait_s):
                     sandbox = (
                         await self._sessions.ensure(
-                            request.session_id, request.environment_id, request.environment_config
+                            request.session_id,
+                            request.environment_id,
+                            request.environment_config,
+                            request.repositories,
                         )
                     ).sandbox
             except TimeoutError:  # ``ensure`` goes on preparing it (shielded); this call does not wait
@@ -138,11 +142,20 @@ class Executions:
             assert sandbox is not None
             if not sandbox.alive:  # it stopped before the call was sent: nothing ran yet, use a new one
                 sandbox = (
-                    await self._sessions.ensure(request.session_id, request.environment_id, request.environment_config)
+                    await self._sessions.ensure(
+                        request.session_id, request.environment_id, request.environment_config, request.repositories
+                    )
                 ).sandbox
             content, is_error = await self._run(sandbox, step, key)
+        failures = []
+        if sandbox is not None and not not_ready:
+            failures, sandbox.repository_failures = sandbox.repository_failures, []
         outcome = ToolOutcome(
-            content=content, is_error=is_error, executed=not not_ready, duration_ms=(time.perf_counter() - began) * 1000
+            content=content,
+            is_error=is_error,
+            executed=not not_ready,
+            duration_ms=(time.perf_counter() - began) * 1000,
+            repository_failures=failures,
         )
         await self._records.finish(request.session_id, request.tool_use_id, outcome, claimed=claimed)
         return outcome

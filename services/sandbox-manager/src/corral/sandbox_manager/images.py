@@ -40,7 +40,7 @@ from docker.errors import DockerException
 
 from corral.contracts.egress import SESSION_ID_PATTERN, EgressPolicy
 from corral.sandbox_manager.builds import LABEL_BUILD_ID, BuildError, BuildJob, BuildLimits, BuildStopped
-from corral.sandbox_manager.containers import ContainerInfo
+from corral.sandbox_manager.container_spec import ContainerInfo
 from corral.sandbox_manager.egress import Egress, EgressMount, EgressUnavailable
 from corral.sandbox_manager.engine import SandboxUnavailable
 from corral.sandbox_manager.packages import (
@@ -280,7 +280,8 @@ class EnvironmentImages:
             raise NoBuildEgress(
                 "environment images are built in a container whose only way to the package registries is an "
                 f"egress proxy of the credential-proxy, and none could be opened for this build ({exc}). The "
-                "operator must run the credential-proxy with CORRAL_EGRESS_SOCKET_DIR set (make up does), or set "
+                "operator must run the credential-proxy with CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR set "
+                "(make up does), or set "
                 "CORRAL_SANDBOX_ENVIRONMENT_BUILDS=off so that environments with packages are refused at once"
             ) from None
 

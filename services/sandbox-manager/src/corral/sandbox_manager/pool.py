@@ -22,7 +22,7 @@ import contextlib
 import logging
 from collections import OrderedDict, deque
 
-from corral.sandbox_manager.containers import ContainerSpec
+from corral.sandbox_manager.container_spec import ContainerSpec
 from corral.sandbox_manager.egress import EgressUnavailable
 from corral.sandbox_manager.sandboxes import Launcher, Sandbox
 

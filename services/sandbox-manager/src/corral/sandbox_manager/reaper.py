@@ -29,7 +29,8 @@ import time
 
 from docker.errors import DockerException
 
-from corral.sandbox_manager.containers import LABEL_EGRESS_SLOT, LABEL_POOL, ContainerInfo, Driver
+from corral.sandbox_manager.container_spec import LABEL_EGRESS_SLOT, LABEL_POOL, ContainerInfo
+from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.images import EnvironmentImages
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.records import SandboxRecords

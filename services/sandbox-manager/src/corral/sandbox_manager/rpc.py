@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from corral.bus import Bus, Operations, serve_health
 from corral.contracts.api.errors import ApiError, ErrorDetail
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.contracts.sandbox import (
     EXECUTE_HEARTBEAT_INTERVAL_S,
     MANAGER_STOPPING,
@@ -75,7 +75,9 @@ def _check_id(kind: str, value: str) -> None:
 
 async def provision(service: Service, request: Provision) -> Provisioned:
     _check_id("session_id", request.session_id)
-    got = await service.sessions.ensure(request.session_id, request.environment_id, request.environment_config)
+    got = await service.sessions.ensure(
+        request.session_id, request.environment_id, request.environment_config, request.repositories
+    )
     sandbox = got.sandbox
     return Provisioned(
         container_id=sandbox.container_id,
@@ -83,6 +85,7 @@ async def provision(service: Service, request: Provision) -> Provisioned:
         from_pool=sandbox.from_pool,
         network=sandbox.network,
         notices=list(sandbox.notices),
+        repository_failures=list(sandbox.repository_failures),
     )
 
 

@@ -16,16 +16,18 @@ from dataclasses import dataclass, field
 from docker.errors import DockerException
 
 from corral.contracts.egress import EgressPolicy
-from corral.sandbox_manager.channel import AgentChannel, ChannelLimits
-from corral.sandbox_manager.containers import (
+from corral.contracts.repositories import RepositoryFailure
+from corral.sandbox_manager.channel import AgentChannel
+from corral.sandbox_manager.channel_limits import ChannelLimits
+from corral.sandbox_manager.container_spec import (
     EGRESS,
     LABEL_CONFIG,
     LABEL_EGRESS_SLOT,
     LABEL_NETWORK,
     ContainerInfo,
     ContainerSpec,
-    Driver,
 )
+from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.egress import Egress, EgressMount, EgressUnavailable
 
 logger = logging.getLogger(__name__)
@@ -48,6 +50,8 @@ class Sandbox:
     egress_slot: str | None = None
     #: Said once, with the first tool outcome from this sandbox (what the environment could not have).
     notices: list[str] = field(default_factory=list)
+    #: Repositories that could not be cloned into it: said once, with the first tool outcome.
+    repository_failures: list[RepositoryFailure] = field(default_factory=list)
     last_used: float = field(default_factory=time.monotonic)
     inflight: int = 0
 

@@ -23,14 +23,16 @@ from typing import Any
 from docker.errors import DockerException
 
 from corral.contracts.egress import EgressPolicy
+from corral.contracts.repositories import RepositoryFailure, RepositoryMount
 from corral.sandbox_manager.channel import SandboxLost
-from corral.sandbox_manager.containers import NO_NETWORK, ContainerSpec
+from corral.sandbox_manager.container_spec import EGRESS, NO_NETWORK, ContainerSpec
 from corral.sandbox_manager.egress import NO_EGRESS_NOTICE, Egress, EgressMount, EgressUnavailable
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
 from corral.sandbox_manager.environments import place
 from corral.sandbox_manager.images import EnvironmentImages
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.records import SandboxRecords, SessionState
+from corral.sandbox_manager.repositories import RepositoryChecks, clone_all, with_repositories
 from corral.sandbox_manager.sandboxes import Launcher, Sandbox
 from corral.sandbox_manager.settings import SandboxSettings
 
@@ -65,6 +67,7 @@ class Sessions:
         *,
         images: EnvironmentImages,
         egress: Egress,
+        repositories: RepositoryChecks,
     ) -> None:
         self._launcher = launcher
         self._pool = pool
@@ -73,6 +76,7 @@ class Sessions:
         self._settings = settings
         self._images = images
         self._egress = egress
+        self._repositories = repositories
         self._live: dict[str, Sandbox] = {}
         self._pending: dict[str, asyncio.Task[Sandbox]] = {}
         self._chores: set[asyncio.Task[None]] = set()
@@ -94,7 +98,13 @@ class Sessions:
         return len(self._live)
 
     # --- provisioning -----------------------------------------------------------------------------------
-    async def ensure(self, session_id: str, environment_id: str, config: dict[str, Any]) -> Provisioning:
+    async def ensure(
+        self,
+        session_id: str,
+        environment_id: str,
+        config: dict[str, Any],
+        repositories: list[RepositoryMount] | None = None,
+    ) -> Provisioning:
         """The session's sandbox, provisioned now if it has none.
 
         Raises:
@@ -114,7 +124,8 @@ class Sessions:
         task = self._pending.get(session_id)
         if task is None:
             task = asyncio.get_running_loop().create_task(
-                self._provision(session_id, environment_id, config), name=f"provision:{session_id}"
+                self._provision(session_id, environment_id, config, repositories or []),
+                name=f"provision:{session_id}",
             )
             self._pending[session_id] = task
             task.add_done_callback(lambda t: self._forget_pending(session_id, t))
@@ -127,9 +138,14 @@ class Sessions:
         if not task.cancelled():
             task.exception()  # retrieved here; the awaiting callers get it too
 
-    async def _provision(self, session_id: str, environment_id: str, config: dict[str, Any]) -> Sandbox:
+    async def _provision(
+        self, session_id: str, environment_id: str, config: dict[str, Any], repositories: list[RepositoryMount]
+    ) -> Sandbox:
         self._engine.require()
         placement = place(self._settings, config, trusted_ca=self._images.trusted_ca)
+        if repositories:
+            egress = with_repositories(placement.egress, repositories)
+            placement = replace(placement, egress=egress, spec=replace(placement.spec, network=EGRESS))
         spec, notices = placement.spec, list(placement.notices)
         if placement.image is not None:
             # Before the pool is asked: taking from it makes it keep containers of this image.
@@ -183,6 +199,20 @@ class Sessions:
                 del self._live[session_id]
             self._chore(self._launcher.discard(sandbox, "could not record its session"))
             raise
+        if repositories and sandbox.network != EGRESS:  # its egress proxy could not be opened
+            sandbox.repository_failures = [
+                RepositoryFailure(
+                    resource_id=r.resource_id,
+                    url=r.url,
+                    type="repository_clone_error",
+                    message="this sandbox has no egress proxy to reach the repository through",
+                )
+                for r in repositories
+            ]
+        elif repositories:
+            sandbox.repository_failures = await clone_all(
+                sandbox, repositories, self._repositories, timeout_s=self._settings.clone_timeout_s
+            )
         return sandbox
 
     async def _claim(self, session_id: str, spec: ContainerSpec, policy: EgressPolicy | None) -> Sandbox | None:

@@ -1,5 +1,5 @@
-"""sandbox-manager settings: ``CORRAL_DOCKER_HOST``, ``CORRAL_NATS_*``, ``CORRAL_LOG_*`` and the
-sandbox limits and timings under ``CORRAL_SANDBOX_*``."""
+"""sandbox-manager settings: its own knobs (the sandbox limits and timings, the engine checks) under
+``CORRAL_SANDBOX_*``, and the shared ``CORRAL_DOCKER_HOST``, ``CORRAL_NATS_*`` and ``CORRAL_LOG_*``."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from corral.contracts.egress import AllowedHost
 from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, EXECUTE_REPLY_MARGIN_S, MAX_TOOL_TIMEOUT_MS
 from corral.sandbox_manager.channel import FRAME_FACTOR, FRAME_SLACK, REPLY_SLACK
-from corral.settings import LogSettings, NatsSettings
+from corral.settings import LogSettings, NatsSettings, renamed
 
 #: The smallest piece of text a reply line must be able to carry (see ``max_frame_bytes``).
 MIN_PART_BYTES: Final = 16384
@@ -83,6 +83,9 @@ class SandboxSettings(BaseSettings):
     reply_grace_s: float = Field(
         default=10.0, gt=0, description="wait beyond a tool's timeout before the sandbox is declared unresponsive"
     )
+    clone_timeout_s: float = Field(
+        default=600.0, gt=0, description="longest a session repository's clone may take when its sandbox is provisioned"
+    )
     start_timeout_s: float = Field(default=30.0, gt=0, description="create + start + first answer of a container")
     provision_wait_s: float = Field(
         default=20.0,
@@ -96,8 +99,8 @@ class SandboxSettings(BaseSettings):
         default="on",
         description="whether environment images are built from the packages an environment lists: 'on' builds "
         "them in a container with no network but the build's egress proxy (the package registries only; needs "
-        "the credential-proxy with CORRAL_EGRESS_SOCKET_DIR); 'off' answers an environment with packages whose "
-        "image is not on the engine with a tool error saying so",
+        "the credential-proxy with CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR); 'off' answers an environment with "
+        "packages whose image is not on the engine with a tool error saying so",
     )
     environment_build_hosts: list[AllowedHost] = Field(
         default_factory=list,
@@ -177,15 +180,29 @@ class SandboxSettings(BaseSettings):
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix="CORRAL_", frozen=True, extra="ignore")
+    """The sandbox-manager's own knobs are all ``CORRAL_SANDBOX_*`` (its prefix: it is the one service that
+    owns sandboxes); the Docker engine, the bus and logging are the shared ``CORRAL_DOCKER_*``,
+    ``CORRAL_NATS_*`` and ``CORRAL_LOG_*``."""
+
+    model_config = SettingsConfigDict(env_prefix="CORRAL_SANDBOX_", frozen=True, extra="ignore", populate_by_name=True)
 
     docker_host: str | None = Field(
-        default=None, description="Docker engine address (CORRAL_DOCKER_HOST); unset = the docker SDK's default"
+        default=None,
+        validation_alias="CORRAL_DOCKER_HOST",
+        description="Docker engine address; unset = the docker SDK's default (DOCKER_HOST, else the local socket)",
     )
     health_probe_timeout_s: float = Field(
-        default=2.0, gt=0, description="deadline of each dependency check behind a health answer"
+        default=2.0,
+        gt=0,
+        validation_alias=renamed("CORRAL_SANDBOX_HEALTH_PROBE_TIMEOUT_S", "CORRAL_HEALTH_PROBE_TIMEOUT_S"),
+        description="deadline of each dependency check behind a health answer",
     )
-    engine_retry_s: float = Field(default=5.0, gt=0, description="how often a missing engine or image is looked for")
+    engine_retry_s: float = Field(
+        default=5.0,
+        gt=0,
+        validation_alias=renamed("CORRAL_SANDBOX_ENGINE_RETRY_S", "CORRAL_ENGINE_RETRY_S"),
+        description="how often a missing engine or image is looked for",
+    )
     sandbox: SandboxSettings = Field(default_factory=SandboxSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

@@ -1,5 +1,5 @@
 """The session-store's composition root: bus and streams, Postgres and its migrations, the projector
-caught up with the streams, the bootstrap key, the wake sweep, then the operations and health.
+caught up with the streams, the bootstrap workspace and keys, the wake sweep, then the operations and health.
 
 It is ready (and answers health) only once the projection has caught up and the operations are served.
 """
@@ -10,10 +10,12 @@ import hashlib
 
 from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.contracts import subjects
-from corral.contracts.rpc import CreateApiKey, Health
+from corral.contracts.api.admin import key_hint
+from corral.contracts.health import Health
+from corral.contracts.rpc import CreateApiKey
 from corral.runner import Lifetime, Refused
 from corral.session_store import db, health, wakes
-from corral.session_store.handlers import auth
+from corral.session_store.handlers import auth, workspaces
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
 from corral.session_store.rpc import operations
@@ -34,7 +36,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         leases = await bus.ensure_key_value(subjects.lease_spec(settings.lease_ttl_s))
     except StreamMismatch as exc:
         raise Refused(str(exc)) from None
-    pool = await stack.enter_async_context(db.open_pool(settings.database_url))
+    pool = await stack.enter_async_context(db.open_pool(settings.postgres.url))
     await db.migrate(pool)
     projector = Projector(bus, pool)
     deps = Deps(
@@ -45,6 +47,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         projector=projector,
         leases=leases,
         events_page_bytes=settings.events_page_bytes,
+        bootstrap_workspace=settings.bootstrap_workspace,
     )
 
     async def report() -> Health:
@@ -52,17 +55,36 @@ async def serve(settings: Settings, life: Lifetime) -> None:
 
     projecting = life.background(projector.run(), name="projector")
     await _wait_projection(bus, projector)
-    if settings.bootstrap_api_key is not None:
-        digest = hashlib.sha256(settings.bootstrap_api_key.get_secret_value().encode()).hexdigest()
-        await auth.create(
-            deps, CreateApiKey(workspace_id=settings.bootstrap_workspace, key_sha256=digest, name="bootstrap")
-        )
+    await _bootstrap(deps, settings)
     await wakes.sweep(deps)
     async with operations(deps).serve(bus), serve_health(bus, "session-store", report):
         life.ready(instance=instance)
         await life.stop.wait()
     # the operations are no longer served: nothing reads the projection any more
     projecting.cancel()
+
+
+async def _bootstrap(deps: Deps, settings: Settings) -> None:
+    """Record the bootstrap workspace and register the bootstrap keys (each only once: a key an
+    administrator revoked stays revoked across restarts)."""
+    await workspaces.ensure(deps, settings.bootstrap_workspace, name=settings.bootstrap_workspace)
+    keys = (
+        ("bootstrap", "user", settings.bootstrap_api_key),
+        ("bootstrap-admin", "admin", settings.bootstrap_admin_key),
+    )
+    for name, role, secret in keys:
+        if secret is None:
+            continue
+        key = secret.get_secret_value()
+        digest = hashlib.sha256(key.encode()).hexdigest()
+        request = CreateApiKey(
+            workspace_id=settings.bootstrap_workspace,
+            key_sha256=digest,
+            name=name,
+            role="admin" if role == "admin" else "user",
+            partial_key_hint=key_hint(key),
+        )
+        await auth.create(deps, request)
 
 
 async def _wait_projection(bus: Bus, projector: Projector) -> None:

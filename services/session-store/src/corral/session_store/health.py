@@ -15,7 +15,7 @@ import asyncpg
 
 from corral.bus import Bus
 from corral.contracts import subjects
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.session_store.projector import Projector
 
 #: How long the health answer waits for Postgres to answer ``SELECT 1``.

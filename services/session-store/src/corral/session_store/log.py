@@ -22,9 +22,16 @@ from typing import Any
 from corral.bus import Bus, WrongLastSequence
 from corral.contracts import headers as h
 from corral.contracts import ids, subjects
+from corral.contracts.api.admin import ApiKey
 from corral.contracts.api.errors import conflict
 from corral.contracts.clock import now_rfc3339
-from corral.contracts.log import ApiKeyCreated, SessionRecord, parse_session_record
+from corral.contracts.log import (
+    API_KEY_RECORD_ADAPTER,
+    ApiKeyCreated,
+    SessionRecord,
+    fold_api_key,
+    parse_session_record,
+)
 from corral.session_store.domain.sessions import SessionState
 
 logger = logging.getLogger(__name__)
@@ -203,19 +210,24 @@ class SessionLog:
 
 
 class Catalog:
-    """Agents, environments and API keys: one subject per object, fenced per subject. A record of any
-    size is stored (an agent with a system prompt of megabytes): the bus stores it in parts."""
+    """Agents, environments, vaults, workspaces and API keys: one subject per object, fenced per
+    subject. A record of any size is stored (an agent with a system prompt of megabytes): the bus stores it in parts."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
 
-    async def api_key(self, key_sha256: str) -> ApiKeyCreated | None:
-        """The key with this hash, read from the stream: the projection's fallback (a scan of every key)."""
+    async def api_key(self, key_sha256: str) -> ApiKey | None:
+        """The key with this hash as it is now, read from the stream: the projection's fallback (a
+        scan of every key's records)."""
+        key_id: str | None = None
+        key: ApiKey | None = None
         async for msg in self._bus.read(subjects.CATALOG_STREAM, subjects.API_KEYS_WILDCARD):
-            record = ApiKeyCreated.model_validate_json(msg.data)
-            if record.key_sha256 == key_sha256:
-                return record
-        return None
+            record = API_KEY_RECORD_ADAPTER.validate_json(msg.data)
+            if isinstance(record, ApiKeyCreated) and record.key_sha256 == key_sha256:
+                key_id = record.key_id
+            if key_id is not None and record.key_id == key_id:
+                key = fold_api_key(key, record)
+        return key
 
     async def append(
         self, subject: str, record: dict[str, Any], *, expected_last_seq: int | None, msg_id: str | None = None

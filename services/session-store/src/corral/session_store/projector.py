@@ -14,15 +14,21 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
 
 import asyncpg
 
 from corral.bus import Bus, StoredMessage
 from corral.contracts import subjects
 from corral.contracts.clock import parse_rfc3339
-from corral.contracts.log import CONTROL_RECORD_TYPES, parse_catalog_record, parse_session_record
+from corral.contracts.log import (
+    SessionArchived,
+    SessionCreated,
+    SessionDeleted,
+    parse_catalog_record,
+    parse_session_record,
+)
 from corral.session_store import pgtext
+from corral.session_store.catalog_projection import apply_catalog_record
 from corral.session_store.db import Conn
 from corral.session_store.domain.sessions import SessionRow
 
@@ -188,60 +194,9 @@ class Projector:
     # --- catalog -----------------------------------------------------------------------------------
     async def _apply_catalog(self, conn: Conn, batch: list[StoredMessage]) -> None:
         for msg in batch:
-            record = _decode(msg, parse_catalog_record)
-            kind = record["type"]
-            if kind == "corral.agent_saved":
-                agent = record["agent"]
-                await conn.execute(
-                    "INSERT INTO agent_versions (agent_id, version, workspace_id, body) VALUES ($1, $2, $3, $4) "
-                    "ON CONFLICT (agent_id, version) DO UPDATE SET body = EXCLUDED.body",
-                    agent["id"], agent["version"], record["workspace_id"], pgtext.dump(agent),
-                )  # fmt: skip
-                await conn.execute(
-                    "INSERT INTO agents (agent_id, workspace_id, version, created_at, archived_at, log_seq, body) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (agent_id) DO UPDATE SET "
-                    "version = EXCLUDED.version, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
-                    "body = EXCLUDED.body",
-                    agent["id"], record["workspace_id"], agent["version"], parse_rfc3339(agent["created_at"]),
-                    _ts(agent.get("archived_at")), msg.seq, pgtext.dump(agent),
-                )  # fmt: skip
-            elif kind == "corral.agent_archived":
-                agent_id, archived_at = record["agent_id"], record["archived_at"]
-                row = await conn.fetchrow("SELECT body FROM agents WHERE agent_id = $1", agent_id)
-                if row is not None:
-                    await conn.execute(
-                        "UPDATE agents SET archived_at = $2, log_seq = $3, body = $4 WHERE agent_id = $1",
-                        agent_id, parse_rfc3339(archived_at), msg.seq, _archived(row["body"], archived_at),
-                    )  # fmt: skip
-                    versions = await conn.fetch(
-                        "SELECT version, body FROM agent_versions WHERE agent_id = $1", agent_id
-                    )
-                    await conn.executemany(
-                        "UPDATE agent_versions SET body = $3 WHERE agent_id = $1 AND version = $2",
-                        [(agent_id, v["version"], _archived(v["body"], archived_at)) for v in versions],
-                    )
-            elif kind == "corral.environment_saved":
-                env = record["environment"]
-                await conn.execute(
-                    "INSERT INTO environments "
-                    "(environment_id, workspace_id, name, created_at, archived_at, log_seq, body) "
-                    "VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (environment_id) DO UPDATE SET "
-                    "name = EXCLUDED.name, archived_at = EXCLUDED.archived_at, log_seq = EXCLUDED.log_seq, "
-                    "body = EXCLUDED.body",
-                    env["id"], record["workspace_id"], pgtext.key(env["name"]), parse_rfc3339(env["created_at"]),
-                    _ts(env.get("archived_at")), msg.seq, pgtext.dump(env),
-                )  # fmt: skip
-            elif kind == "corral.environment_deleted":
-                await conn.execute("DELETE FROM environments WHERE environment_id = $1", record["environment_id"])
-            elif kind == "corral.api_key_created":
-                await conn.execute(
-                    "INSERT INTO api_keys (key_id, workspace_id, key_sha256, name, created_at) "
-                    "VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
-                    record["key_id"], record["workspace_id"], record["key_sha256"], pgtext.key(record["name"]),
-                    parse_rfc3339(record["created_at"]),
-                )  # fmt: skip
-            else:
-                logger.warning("unknown catalog record skipped", extra={"fields": {"type": kind, "seq": msg.seq}})
+            # Decoded once, here; a message no Corral writer could have made (not JSON, an unknown type,
+            # a field missing) raises ValidationError, a record fault: recorded and skipped.
+            await apply_catalog_record(conn, parse_catalog_record(msg.data), msg.seq)
 
     # --- sessions ----------------------------------------------------------------------------------
     async def _apply_sessions(self, conn: Conn, batch: list[StoredMessage]) -> None:
@@ -250,22 +205,27 @@ class Projector:
         purged: set[str] = set()
         for msg in batch:
             session_id = subjects.session_id_of(msg.subject)
-            typed = parse_session_record(msg.data)  # decoded once: typed for the fold, raw for the body
-            record: dict[str, Any] = json.loads(msg.data)
+            record = parse_session_record(msg.data)  # decoded once, typed; the raw JSON only for an event's body
             row = rows.get(session_id)
             if row is None:
-                fresh = record["type"] == "corral.session_created"
+                fresh = isinstance(record, SessionCreated)
                 row = SessionRow(session_id=session_id) if fresh else await load_row(conn, session_id)
                 rows[session_id] = row
             if row.last_seq >= msg.seq:
                 continue
-            row.apply(typed, msg.seq)
-            if record["type"] == "corral.session_deleted":
-                purged.add(session_id)
-                events = [e for e in events if e[0] != session_id]
-            elif record["type"] not in CONTROL_RECORD_TYPES:
-                processed = parse_rfc3339(record["processed_at"])
-                events.append((session_id, msg.seq, record["id"], record["type"], processed, pgtext.dump(record)))
+            row.apply(record, msg.seq)
+            match record:
+                case SessionDeleted():
+                    purged.add(session_id)
+                    events = [e for e in events if e[0] != session_id]
+                case SessionCreated() | SessionArchived():
+                    pass
+                case _:  # a public event: its row shows it as it was stored (fields this reader ignores included)
+                    if record.processed_at is None:
+                        raise ValueError(f"event {record.id} has no processed_at: the store stamps every event")
+                    processed = parse_rfc3339(record.processed_at)
+                    body = pgtext.dump(json.loads(msg.data))
+                    events.append((session_id, msg.seq, record.id, record.type, processed, body))
         if events:
             await conn.executemany(
                 "INSERT INTO events (session_id, seq, event_id, type, processed_at, body) "
@@ -288,26 +248,6 @@ async def _save_position(conn: Conn, stream: str, seq: int) -> None:
         stream,
         seq,
     )
-
-
-def _decode(msg: StoredMessage, parse: Callable[[bytes], object]) -> dict[str, Any]:
-    """The record a message holds.
-
-    Raises:
-        ValueError: (pydantic's ValidationError among them) for a message no Corral writer could have
-            made; like any record fault, it is recorded as a projection error and skipped.
-    """
-    parse(msg.data)
-    record: dict[str, Any] = json.loads(msg.data)
-    return record
-
-
-def _archived(body: str, archived_at: str) -> str:
-    return pgtext.dump(dict(pgtext.load(body), archived_at=archived_at))
-
-
-def _ts(value: str | None) -> datetime | None:
-    return parse_rfc3339(value) if value else None
 
 
 _ROW_COLUMNS = (

@@ -7,6 +7,7 @@ from typing import Any
 
 import asyncpg
 
+from corral.contracts.admin_rpc import AdminList, AdminPage
 from corral.contracts.api.errors import invalid
 from corral.contracts.clock import parse_rfc3339
 from corral.contracts.rpc import ListEvents, ListObjects, Page
@@ -119,3 +120,43 @@ async def list_events(conn: Conn, params: ListEvents, *, max_bytes: int) -> Page
     more = len(sizes) > taken
     next_page = cursors.encode(params.order, [seqs[-1]]) if more and seqs else None
     return Page(data=[pgtext.load(r["body"]) for r in rows], next_page=next_page)
+
+
+async def admin_page(
+    conn: Conn | asyncpg.Pool, *, table: str, id_column: str, params: AdminList, where: list[str], args: list[Any]
+) -> tuple[list[asyncpg.Record], bool]:
+    """A page of ``table`` ascending by (created_at, id) after ``after_id`` or before ``before_id``
+    (the Admin API's cursors), and whether there are more rows that way."""
+    where, args = list(where), list(args)
+    cursor = params.after_id or params.before_id
+    if params.after_id and params.before_id:
+        raise invalid("send after_id or before_id, not both")
+    if cursor is not None:
+        row = await conn.fetchrow(f"SELECT created_at FROM {table} WHERE {id_column} = $1", cursor)
+        if row is None:
+            which = "after_id" if params.after_id else "before_id"
+            raise invalid(f"{which}: {cursor[:128]!r} is not an id this list returned; start without it")
+        args += [row["created_at"], cursor]
+        op = ">" if params.after_id else "<"
+        where.append(f"(created_at, {id_column}) {op} (${len(args) - 1}, ${len(args)})")
+    sort = "DESC" if params.before_id else "ASC"
+    args.append(params.limit + 1)
+    sql = (
+        f"SELECT * FROM {table} {'WHERE ' + ' AND '.join(where) if where else ''} "
+        f"ORDER BY created_at {sort}, {id_column} {sort} LIMIT ${len(args)}"
+    )
+    rows = list(await conn.fetch(sql, *args))
+    more = len(rows) > params.limit
+    rows = rows[: params.limit]
+    if params.before_id:
+        rows.reverse()
+    return rows, more
+
+
+def admin_page_of(data: list[dict[str, Any]], more: bool) -> AdminPage:
+    return AdminPage(
+        data=data,
+        has_more=more,
+        first_id=data[0]["id"] if data else None,
+        last_id=data[-1]["id"] if data else None,
+    )

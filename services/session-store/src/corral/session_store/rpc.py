@@ -11,7 +11,17 @@ from corral.bus import Operations
 from corral.contracts.api.errors import ErrorDetail
 from corral.contracts.rpc import StoreOps
 from corral.session_store.db import UNAVAILABLE
-from corral.session_store.handlers import agents, auth, environments, events, sessions
+from corral.session_store.handlers import (
+    agents,
+    apikeys,
+    auth,
+    credentials,
+    environments,
+    events,
+    sessions,
+    vaults,
+    workspaces,
+)
 from corral.session_store.service import Deps
 
 logger = logging.getLogger(__name__)
@@ -31,6 +41,15 @@ def operations(deps: Deps) -> Operations:
         Operations(service="session store", translate=_translate)
         .handle(StoreOps.AUTH_RESOLVE, p(auth.resolve, deps))
         .handle(StoreOps.API_KEYS_CREATE, p(auth.create, deps))
+        .handle(StoreOps.API_KEYS_ISSUE, p(apikeys.issue, deps))
+        .handle(StoreOps.API_KEYS_GET, p(apikeys.get, deps))
+        .handle(StoreOps.API_KEYS_UPDATE, p(apikeys.update, deps))
+        .handle(StoreOps.API_KEYS_LIST, p(apikeys.list_, deps))
+        .handle(StoreOps.WORKSPACES_CREATE, p(workspaces.create, deps))
+        .handle(StoreOps.WORKSPACES_GET, p(workspaces.get, deps))
+        .handle(StoreOps.WORKSPACES_UPDATE, p(workspaces.update, deps))
+        .handle(StoreOps.WORKSPACES_LIST, p(workspaces.list_, deps))
+        .handle(StoreOps.WORKSPACES_ARCHIVE, p(workspaces.archive, deps))
         .handle(StoreOps.AGENTS_CREATE, p(agents.create, deps))
         .handle(StoreOps.AGENTS_GET, p(agents.get, deps))
         .handle(StoreOps.AGENTS_UPDATE, p(agents.update, deps))
@@ -43,9 +62,20 @@ def operations(deps: Deps) -> Operations:
         .handle(StoreOps.ENVIRONMENTS_LIST, p(environments.list_, deps))
         .handle(StoreOps.ENVIRONMENTS_ARCHIVE, p(environments.archive, deps))
         .handle(StoreOps.ENVIRONMENTS_DELETE, p(environments.delete, deps))
+        .handle(StoreOps.VAULTS_CREATE, p(vaults.create, deps))
+        .handle(StoreOps.VAULTS_GET, p(vaults.get, deps))
+        .handle(StoreOps.VAULTS_UPDATE, p(vaults.update, deps))
+        .handle(StoreOps.VAULTS_LIST, p(vaults.list_, deps))
+        .handle(StoreOps.VAULTS_ARCHIVE, p(vaults.archive, deps))
+        .handle(StoreOps.VAULTS_DELETE, p(vaults.delete, deps))
+        .handle(StoreOps.CREDENTIALS_GET, p(credentials.get, deps))
+        .handle(StoreOps.CREDENTIALS_LIST, p(credentials.list_, deps))
+        .handle(StoreOps.CREDENTIALS_SAVE, p(credentials.save, deps))
+        .handle(StoreOps.CREDENTIALS_DELETE, p(credentials.delete, deps))
         .handle(StoreOps.SESSIONS_CREATE, p(sessions.create, deps))
         .handle(StoreOps.SESSIONS_GET, p(sessions.get, deps))
         .handle(StoreOps.SESSIONS_UPDATE, p(sessions.update, deps))
+        .handle(StoreOps.SESSIONS_RESOURCE_UPDATE, p(sessions.resource_update, deps))
         .handle(StoreOps.SESSIONS_LIST, p(sessions.list_, deps))
         .handle(StoreOps.SESSIONS_ARCHIVE, p(sessions.archive, deps))
         .handle(StoreOps.SESSIONS_DELETE, p(sessions.delete, deps))

@@ -24,7 +24,9 @@ class Deps:
     projector: Projector
     leases: KeyValueBucket
     events_page_bytes: int = 512 * 1024
-    """The byte bound of an events.list page (``CORRAL_EVENTS_PAGE_BYTES``)."""
+    """The byte bound of an events.list page (``CORRAL_SESSION_STORE_EVENTS_PAGE_BYTES``)."""
+    bootstrap_workspace: str | None = None
+    """The workspace of the bootstrap keys (``CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE``): never archived."""
 
     async def caught_up_sessions(self, seq: int) -> None:
         await self.projector.caught_up(subjects.SESSIONS_STREAM, seq)

@@ -1,6 +1,8 @@
-"""Session events: what clients send, and everything the session log holds (section 5 and 6).
+"""Session events: everything the session log holds (section 5 and 6); what clients send is in
+``corral.contracts.api.event_params``.
 
-One model per event type, each with a ``type`` literal; ``SessionEvent`` is their discriminated
+One model per event type, each with a ``type`` literal (their content blocks are in
+``corral.contracts.api.content``); ``SessionEvent`` is their discriminated
 union and ``parse_event`` loads any stored event. Stream-only frames (``event_start``,
 ``event_delta``, ``session.deleted``) live in ``corral.contracts.api.stream``.
 """
@@ -9,148 +11,14 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, StringConstraints, TypeAdapter
+from pydantic import Field, TypeAdapter
 
-from corral.contracts.api.base import Request, Resource
+from corral.contracts.api.base import Resource
 
-# --- content blocks --------------------------------------------------------------------------------
-
-
-class Base64Source(Request):
-    type: Literal["base64"]
-    media_type: str
-    data: str
-
-
-class UrlSource(Request):
-    type: Literal["url"]
-    url: str
-
-
-class FileSource(Request):
-    type: Literal["file"]
-    file_id: str
-
-
-class PlainTextSource(Request):
-    type: Literal["text"]
-    media_type: Literal["text/plain"] = "text/plain"
-    data: str
-
-
-ImageSource = Annotated[Base64Source | UrlSource | FileSource, Field(discriminator="type")]
-DocumentSource = Annotated[Base64Source | UrlSource | FileSource | PlainTextSource, Field(discriminator="type")]
-
-
-class TextBlock(Request):
-    type: Literal["text"]
-    text: str
-
-
-class ImageBlock(Request):
-    type: Literal["image"]
-    source: ImageSource
-
-
-class DocumentBlock(Request):
-    type: Literal["document"]
-    source: DocumentSource
-    title: str | None = None
-    context: str | None = None
-
-
-class RedactedBlock(Request):
-    type: Literal["redacted"]
-
-
-class SearchResultBlock(Request):
-    type: Literal["search_result"]
-    source: str
-    title: str
-    content: list[TextBlock]
-
-
-UserContent = Annotated[TextBlock | ImageBlock | DocumentBlock | RedactedBlock, Field(discriminator="type")]
-ToolResultContent = Annotated[TextBlock | ImageBlock | DocumentBlock | SearchResultBlock, Field(discriminator="type")]
-AgentContent = Annotated[TextBlock | RedactedBlock, Field(discriminator="type")]
-
-# --- what a client may send (POST /v1/sessions/{id}/events) ----------------------------------------
-
-
-class UserMessageParams(Request):
-    type: Literal["user.message"]
-    content: Annotated[list[UserContent], Field(min_length=1)]
-
-
-class UserInterruptParams(Request):
-    type: Literal["user.interrupt"]
-    session_thread_id: str | None = None
-
-
-class UserToolConfirmationParams(Request):
-    type: Literal["user.tool_confirmation"]
-    tool_use_id: Annotated[str, StringConstraints(min_length=1)]
-    result: Literal["allow", "deny"]
-    deny_message: str | None = None
-
-
-class UserCustomToolResultParams(Request):
-    type: Literal["user.custom_tool_result"]
-    custom_tool_use_id: Annotated[str, StringConstraints(min_length=1)]
-    content: list[ToolResultContent] | None = None
-    is_error: bool | None = None
-
-
-class UserToolResultParams(Request):
-    type: Literal["user.tool_result"]
-    tool_use_id: Annotated[str, StringConstraints(min_length=1)]
-    content: list[ToolResultContent] | None = None
-    is_error: bool | None = None
-
-
-class TextRubric(Request):
-    type: Literal["text"]
-    content: Annotated[str, StringConstraints(min_length=1)]
-
-
-class FileRubric(Request):
-    type: Literal["file"]
-    file_id: Annotated[str, StringConstraints(min_length=1)]
-
-
-class UserDefineOutcomeParams(Request):
-    """Accepted in shape so the session-store can answer that outcomes are not supported yet."""
-
-    type: Literal["user.define_outcome"]
-    description: Annotated[str, StringConstraints(min_length=1)]
-    rubric: Annotated[TextRubric | FileRubric, Field(discriminator="type")]
-    max_iterations: Annotated[int, Field(ge=1, le=20)] | None = None
-
-
-class SystemMessageParams(Request):
-    """Accepted in shape so the session-store can answer that system messages are not supported yet."""
-
-    type: Literal["system.message"]
-    content: Annotated[list[TextBlock], Field(min_length=1)]
-
-
-EventParams = Annotated[
-    UserMessageParams
-    | UserInterruptParams
-    | UserToolConfirmationParams
-    | UserCustomToolResultParams
-    | UserToolResultParams
-    | UserDefineOutcomeParams
-    | SystemMessageParams,
-    Field(discriminator="type"),
-]
-InitialEventParams = Annotated[UserMessageParams | UserDefineOutcomeParams, Field(discriminator="type")]
-"""What ``sessions.create`` takes as ``initial_events``."""
-
-
-class SendEventsParams(Request):
-    events: Annotated[list[EventParams], Field(min_length=1, max_length=50)]
-
+# Re-exported: the harness reads these blocks from this module.
+from corral.contracts.api.content import DocumentBlock as DocumentBlock
+from corral.contracts.api.content import ImageBlock as ImageBlock
+from corral.contracts.api.content import SearchResultBlock as SearchResultBlock
 
 # --- stored events -----------------------------------------------------------------------------------
 
@@ -228,6 +96,25 @@ class AgentCustomToolUse(StoredEvent):
     session_thread_id: str | None = None
 
 
+class AgentMcpToolUse(StoredEvent):
+    """A call of a tool of one of the agent's MCP servers: ``name`` is the tool's name on the server."""
+
+    type: Literal["agent.mcp_tool_use"] = "agent.mcp_tool_use"
+    mcp_server_name: str
+    name: str
+    input: dict[str, Any]
+    evaluated_permission: Literal["allow", "ask", "deny"] | None = None
+    evaluation: dict[str, Any] | None = None
+    session_thread_id: str | None = None
+
+
+class AgentMcpToolResult(StoredEvent):
+    type: Literal["agent.mcp_tool_result"] = "agent.mcp_tool_result"
+    mcp_tool_use_id: str
+    content: list[dict[str, Any]] | None = None
+    is_error: bool | None = None
+
+
 class ModelUsage(Resource):
     input_tokens: int = 0
     output_tokens: int = 0
@@ -285,6 +172,11 @@ SessionErrorType = Literal[
     "credential_host_unreachable_error",
     "tool_use_limit_reached_error",
     "compaction_limit_reached_error",
+    "repository_authentication_error",
+    "repository_forbidden_error",
+    "repository_not_found_error",
+    "repository_checkout_error",
+    "repository_clone_error",
 ]
 
 
@@ -296,6 +188,10 @@ class SessionErrorBody(Resource):
     type: SessionErrorType
     message: str
     retry_status: RetryStatusObj
+    repository_url: str | None = None
+    """Set for the ``repository_*_error`` types: the repository the error is about."""
+    mcp_server_name: str | None = None
+    """Set for ``mcp_connection_failed_error`` and ``mcp_authentication_failed_error``."""
 
 
 class SessionError(StoredEvent):
@@ -336,6 +232,8 @@ class SessionUpdated(StoredEvent):
     metadata: dict[str, str] | None = None
     title: str | None = None
     budget: dict[str, Any] | None = None
+    #: The session's resources, whole, when one changed (a repository's token rotated: its ``updated_at``).
+    resources: list[dict[str, Any]] | None = None
 
 
 class MonetaryAmount(Resource):
@@ -374,6 +272,8 @@ SessionEvent = Annotated[
     | AgentToolUse
     | AgentToolResult
     | AgentCustomToolUse
+    | AgentMcpToolUse
+    | AgentMcpToolResult
     | AgentThreadContextCompacted
     | SpanModelRequestStart
     | SpanModelRequestEnd
@@ -388,6 +288,25 @@ SessionEvent = Annotated[
 ]
 
 SESSION_EVENT_ADAPTER: TypeAdapter[SessionEvent] = TypeAdapter(SessionEvent)
+
+HarnessEvent = (
+    AgentMessage
+    | AgentToolUse
+    | AgentCustomToolUse
+    | AgentToolResult
+    | AgentMcpToolUse
+    | AgentMcpToolResult
+    | AgentThreadContextCompacted
+    | SpanModelRequestStart
+    | SpanModelRequestEnd
+    | SessionStatusRunning
+    | SessionStatusRescheduled
+    | SessionStatusIdle
+    | SessionError
+    | SessionUsageEvent
+)
+"""The events the harness appends (``rpc.AppendEvents`` with ``origin="harness"``), as the typed
+models it builds them with; they are serialised once, where the append is sent."""
 
 #: Every public event type name the list endpoint's ``types[]`` filter accepts.
 EVENT_TYPES: frozenset[str] = frozenset(

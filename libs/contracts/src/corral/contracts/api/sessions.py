@@ -8,7 +8,7 @@ from pydantic import Field, StringConstraints
 
 from corral.contracts.api.agents import AgentRef, McpServerParams, ModelConfigParams, SkillParams, ToolParams
 from corral.contracts.api.base import Metadata, MetadataPatch, Request, Resource
-from corral.contracts.api.events import InitialEventParams
+from corral.contracts.api.event_params import InitialEventParams
 
 SessionStatus = Literal["idle", "running", "rescheduling", "terminated"]
 SESSION_STATUSES: tuple[str, ...] = ("idle", "running", "rescheduling", "terminated")

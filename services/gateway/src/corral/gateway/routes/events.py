@@ -8,7 +8,8 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 
-from corral.contracts.api.events import EVENT_TYPES, SendEventsParams
+from corral.contracts.api.event_params import SendEventsParams
+from corral.contracts.api.events import EVENT_TYPES
 from corral.contracts.rpc import AppendEvents, GetObject, ListEvents, StoreOps
 from corral.gateway.body import read_params
 from corral.gateway.deps import Caller, Feed, GatewaySettings, StoreClient

@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 
-from corral.contracts.rpc import Health
+from corral.contracts.health import Health
 from corral.contracts.subjects import SERVICES
 from corral.gateway.probe import gateway_health
 from corral.gateway.state import gateway_state

@@ -9,13 +9,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from corral.contracts import ids
+from corral.contracts.api.errors import invalid
 from corral.contracts.api.sessions import SESSION_STATUSES, SessionCreateParams, SessionUpdateParams
 from corral.contracts.rpc import CreateObject, GetObject, ListObjects, ObjectAction, StoreOps, UpdateObject
 from corral.gateway.body import read_params
 from corral.gateway.deps import Caller, StoreClient
 from corral.gateway.paths import object_id
 from corral.gateway.query import Query
+from corral.gateway.repositories import REPOSITORY, register_all, take_tokens
 from corral.gateway.responses import deleted, ok, page
+from corral.gateway.state import gateway_state
 
 router = APIRouter(prefix="/v1/sessions", tags=["sessions"])
 
@@ -30,8 +33,26 @@ def session_id_of(value: str) -> str:
 @router.post("", response_model=None)
 async def create_session(request: Request, caller: Caller, store: StoreClient) -> JSONResponse:
     params = await read_params(request, SessionCreateParams)
-    create = CreateObject(workspace_id=caller.workspace_id, params=params.model_dump(mode="json", exclude_unset=True))
-    return ok(await store.call(StoreOps.SESSIONS_CREATE, create))
+    sent = params.model_dump(mode="json", exclude_unset=True)
+    taken = take_tokens(sent.get("resources") or [])
+    if not taken.tokens:
+        return ok(
+            await store.call(StoreOps.SESSIONS_CREATE, CreateObject(workspace_id=caller.workspace_id, params=sent))
+        )
+    # Repositories: their tokens go to the credential-proxy (OpenBao), never on to the session-store.
+    tokens = gateway_state(request).ready().repositories
+    if tokens is None:
+        raise invalid("resources: repositories are not available in this deployment (no credential-proxy)")
+    sent["resources"] = taken.resources
+    await register_all(tokens, taken)
+    try:
+        created = await store.call(
+            StoreOps.SESSIONS_CREATE, CreateObject(workspace_id=caller.workspace_id, params=sent)
+        )
+    except BaseException:
+        await tokens.forget(list(taken.tokens))
+        raise
+    return ok(created)
 
 
 @router.get("/{session_id}", response_model=None)
@@ -79,6 +100,15 @@ async def archive_session(session_id: str, caller: Caller, store: StoreClient) -
 
 
 @router.delete("/{session_id}", response_model=None)
-async def delete_session(session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
-    action = ObjectAction(workspace_id=caller.workspace_id, id=session_id_of(session_id))
-    return deleted(await store.call(StoreOps.SESSIONS_DELETE, action))
+async def delete_session(request: Request, session_id: str, caller: Caller, store: StoreClient) -> JSONResponse:
+    target = session_id_of(session_id)
+    action = ObjectAction(workspace_id=caller.workspace_id, id=target)
+    tokens = gateway_state(request).ready().repositories
+    session = None
+    if tokens is not None:  # the session's repositories, whose tokens leave OpenBao with it
+        session = await store.call(StoreOps.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
+    result = deleted(await store.call(StoreOps.SESSIONS_DELETE, action))
+    if tokens is not None and isinstance(session, dict):
+        resources = session.get("resources") or []
+        await tokens.forget([r["id"] for r in resources if r.get("type") == REPOSITORY and "id" in r])
+    return result

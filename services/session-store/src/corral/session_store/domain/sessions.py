@@ -37,6 +37,8 @@ HARNESS_WHILE_RUNNING = frozenset(
         "agent.tool_use",
         "agent.tool_result",
         "agent.custom_tool_use",
+        "agent.mcp_tool_use",
+        "agent.mcp_tool_result",
         "agent.thread_context_compacted",
         "span.model_request_start",
         "span.model_request_end",
@@ -58,7 +60,7 @@ STATUS_FROM = {
 def apply_update(session: dict[str, Any], record: ev.SessionUpdated) -> None:
     """Fold a ``session.updated`` event (only changed fields; ``title`` and ``budget`` may be null)."""
     sent = record.model_fields_set
-    for key in ("title", "metadata", "agent", "budget"):
+    for key in ("title", "metadata", "agent", "budget", "resources"):
         value = getattr(record, key)
         if key in sent and (value is not None or key in ("title", "budget")):
             session[key] = value
@@ -103,7 +105,7 @@ class SessionState:
                 self.session["archived_at"] = record.archived_at
             case SessionDeleted():
                 self.deleted = True
-            case ev.AgentToolUse():
+            case ev.AgentToolUse() | ev.AgentMcpToolUse():
                 if record.evaluated_permission == "ask":
                     self.awaiting_confirmation.add(record.id)
             case ev.UserToolConfirmation():
@@ -129,6 +131,7 @@ class SessionState:
                 | ev.AgentMessage()
                 | (ev.AgentThinking())
                 | ev.AgentToolResult()
+                | ev.AgentMcpToolResult()
                 | ev.AgentThreadContextCompacted()
                 | ev.SpanModelRequestStart()
                 | (ev.SpanModelRequestEnd())
@@ -169,8 +172,8 @@ def check_client_append(state: SessionState, events: list[dict[str, Any]]) -> No
             tool_use_id = event.get("tool_use_id")
             if tool_use_id not in confirmable:
                 raise invalid(
-                    f"events.{i}.tool_use_id: no agent.tool_use {tool_use_id!r} is waiting for confirmation "
-                    "in this session",
+                    f"events.{i}.tool_use_id: no agent.tool_use or agent.mcp_tool_use {tool_use_id!r} is waiting "
+                    "for confirmation in this session",
                     error_code="tool_use_not_pending",
                 )
             if event.get("deny_message") is not None and event.get("result") != "deny":
@@ -308,6 +311,8 @@ class SessionRow:
                 | ev.AgentToolUse()
                 | ev.AgentToolResult()
                 | (ev.AgentCustomToolUse())
+                | ev.AgentMcpToolUse()
+                | ev.AgentMcpToolResult()
                 | ev.AgentThreadContextCompacted()
                 | ev.SpanModelRequestStart()
                 | ev.SessionError()

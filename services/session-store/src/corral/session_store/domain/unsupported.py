@@ -2,7 +2,7 @@
 
 A request that uses one gets ``invalid_request_error`` with ``error_code`` ``feature_not_supported``
 and a message naming the field, rather than being stored and then silently ignored (an agent
-whose MCP servers never connect, a skill that is never loaded, an environment whose tools all
+whose skill that is never loaded, an environment whose tools all
 fail). Sending the field empty (``[]`` or ``null``) is the same as leaving it out.
 """
 
@@ -16,7 +16,6 @@ from corral.contracts.api.errors import ApiError, invalid
 FEATURE_NOT_SUPPORTED: Final = "feature_not_supported"
 
 _AGENT_FIELDS: Final = {
-    "mcp_servers": "MCP servers are not supported yet: Corral has no MCP client",
     "skills": "skills are not supported yet: Corral cannot load skills into a session",
     "multiagent": "multiagent is not supported yet: Corral runs one agent thread per session",
 }
@@ -33,7 +32,7 @@ def not_supported(message: str) -> ApiError:
 
 
 def reject_unbuilt_agent_fields(params: Mapping[str, Any], *, prefix: str = "") -> None:
-    """Refuse ``mcp_servers``, ``skills``, ``multiagent`` and ``mcp_toolset`` tools in agent params
+    """Refuse ``skills`` and ``multiagent`` in agent params
     (or the agent part of a session request, ``prefix`` naming where it sits: ``"agent."``).
 
     Raises:
@@ -42,12 +41,6 @@ def reject_unbuilt_agent_fields(params: Mapping[str, Any], *, prefix: str = "") 
     for name, why in _AGENT_FIELDS.items():
         if params.get(name):
             raise not_supported(f"{prefix}{name}: {why}; {_OMIT}")
-    for i, tool in enumerate(params.get("tools") or []):
-        if isinstance(tool, Mapping) and tool.get("type") == "mcp_toolset":
-            raise not_supported(
-                f"{prefix}tools.{i}: mcp_toolset is not supported yet: Corral has no MCP client; "
-                "use agent_toolset_20260401 or custom tools"
-            )
 
 
 def reject_self_hosted(config: Mapping[str, Any] | None, *, field: str = "config") -> None:

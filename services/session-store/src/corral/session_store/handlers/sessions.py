@@ -28,6 +28,7 @@ from corral.contracts.rpc import (
 from corral.session_store import queries
 from corral.session_store.db import UNAVAILABLE
 from corral.session_store.domain.agents import reject_archived, resolve_model, resolve_tools, snapshot
+from corral.session_store.domain.repositories import session_resources
 from corral.session_store.domain.sessions import (
     SessionRow,
     SessionState,
@@ -40,7 +41,7 @@ from corral.session_store.domain.unsupported import (
     reject_unbuilt_agent_fields,
     reject_unbuilt_event,
 )
-from corral.session_store.handlers import agents, environments
+from corral.session_store.handlers import agents, environments, vaults
 from corral.session_store.projector import load_row, row_from_record
 from corral.session_store.service import Deps
 from corral.session_store.wakes import publish_wake
@@ -79,15 +80,14 @@ async def _agent_snapshot(deps: Deps, workspace_id: str, ref: str | AgentRef | A
 async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
     assert req.workspace_id is not None
     params = SessionCreateParams.model_validate(req.params)
-    if params.resources:
-        raise invalid("resources: session resources are not supported by this Corral version yet; omit them")
-    if params.vault_ids:
-        raise invalid(f"vault_ids: vault {params.vault_ids[0]!r} was not found", error_code="vault_not_found")
+    at = now_rfc3339()
+    resources = session_resources(params.resources or [], at)
     for i, event in enumerate(params.initial_events or []):
         reject_unbuilt_event(event.type, where=f"initial_events.{i}")
-    (env, _, _), snap = await asyncio.gather(
+    (env, _, _), snap, vault_ids = await asyncio.gather(
         environments.load(deps, req.workspace_id, params.environment_id),
         _agent_snapshot(deps, req.workspace_id, params.agent),
+        vaults.attachable(deps, req.workspace_id, params.vault_ids or []),
     )
     if env.archived_at is not None:
         raise invalid(
@@ -95,7 +95,6 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
             error_code="environment_archived",
         )
     reject_self_hosted(env.config, field=f"environment_id: environment {env.id!r} has config")
-    at = now_rfc3339()
     session = Session(
         id=ids.new_id(ids.SESSION),
         status="idle",
@@ -103,7 +102,9 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
         environment_id=env.id,
         agent=snap,
         metadata=dict(params.metadata or {}),
+        resources=resources,
         budget=params.budget.model_dump(mode="json") if params.budget else None,
+        vault_ids=vault_ids,
         created_at=at,
         updated_at=at,
     )
@@ -162,7 +163,10 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
     params = SessionUpdateParams.model_validate(req.params)
     sent = set(req.params)
     if "vault_ids" in sent:
-        raise invalid("vault_ids: cannot be changed after a session is created")
+        raise invalid(
+            "vault_ids: the vaults of a session are fixed when it is created and cannot be changed; create a new "
+            "session with the vault_ids you need"
+        )
 
     def decide(state: SessionState) -> list[dict[str, Any]]:
         ensure_exists(state, req.workspace_id)
@@ -207,6 +211,30 @@ async def update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
 
     state, _ = await deps.log.append(req.id, decide)
     return await _read(deps, req.id, state.record_seq)
+
+
+async def resource_update(deps: Deps, req: UpdateObject) -> dict[str, Any]:
+    """A repository's token was rotated (by the credential-proxy): its ``updated_at`` moves now."""
+    await _state(deps, req.workspace_id, req.id)
+    resource_id = req.params.get("resource_id")
+    if not isinstance(resource_id, str):
+        raise invalid("resource_id: required")
+
+    def decide(state: SessionState) -> list[dict[str, Any]]:
+        ensure_exists(state, req.workspace_id)
+        ensure_writable(state)
+        resources = [dict(r) for r in state.session.get("resources") or [] if isinstance(r, dict)]
+        found = [r for r in resources if r.get("id") == resource_id]
+        if not found:
+            raise not_found("resource", resource_id)
+        if found[0].get("type") != "github_repository":
+            raise invalid(f"resource {resource_id!r} is not a github_repository resource and has no token")
+        found[0]["updated_at"] = now_rfc3339()
+        return [{"type": "session.updated", "resources": resources}]
+
+    state, _ = await deps.log.append(req.id, decide)
+    session = await _read(deps, req.id, state.record_seq)
+    return next(r for r in session.get("resources") or [] if r.get("id") == resource_id)
 
 
 async def archive(deps: Deps, req: ObjectAction) -> dict[str, Any]:
