@@ -23,8 +23,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import secrets
+import shutil
 import signal
 import statistics
 import sys
@@ -34,11 +34,13 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from stack_cpu import cpu_ms, spent
 
 from corral.bus import Bus, KeyExists, KeyValueBucket
+from corral.contracts.health import Health
 from corral.contracts.ids import EVENT, new_id
 from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
-from corral.contracts.subjects import SNAPSHOT_SPEC, lease_spec, store_rpc
+from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, health, lease_spec, store_rpc
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 
@@ -62,6 +64,10 @@ def line(label: str, values_ms: list[float]) -> str:
         f"{label:<52} p50 {pct(values_ms, 0.50):8.1f} ms   p99 {pct(values_ms, 0.99):8.1f} ms   "
         f"mean {statistics.fmean(values_ms):8.1f} ms   n={len(values_ms)}"
     )
+
+
+def ms(takeovers: list[Takeover]) -> list[float]:
+    return [t.takeover_ms for t in takeovers]
 
 
 def ok(response: httpx.Response) -> dict[str, Any]:
@@ -115,34 +121,6 @@ class Session:
     async def requests(self) -> list[dict[str, Any]]:
         answer = await self.model.get("/_corral/requests", params={"scenario": self.scenario})
         return [r for r in answer.json()["requests"] if not r["errored"]]
-
-
-_TICK_MS = 1000 / os.sysconf("SC_CLK_TCK")
-
-
-def cpu_ms(stack: Stack) -> dict[str, float]:
-    """CPU time (user + system, ms) each running component of the stack has used so far."""
-    used: dict[str, float] = {}
-    for component in stack.components():
-        pid = stack.pid(component.name)
-        if pid is None:
-            continue
-        try:
-            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        used[component.name] = (int(fields[11]) + int(fields[12])) * _TICK_MS
-    return used
-
-
-def spent(before: dict[str, float], after: dict[str, float], prefix: str = "") -> float:
-    """CPU ms the components named ``prefix``... used between two ``cpu_ms`` readings (a process
-    restarted meanwhile counts from zero)."""
-    total = 0.0
-    for name, value in after.items():
-        if name.startswith(prefix):
-            total += value - before.get(name, 0.0) if value >= before.get(name, 0.0) else value
-    return total
 
 
 async def new_session(
@@ -208,41 +186,89 @@ async def fill(bus: Bus, session_id: str, events: int) -> None:
     await leases.delete(session_id, last=revision)
 
 
-async def holder_of(leases: KeyValueBucket, session_id: str) -> str:
+async def holder_of(leases: KeyValueBucket, session_id: str) -> tuple[str, str]:
+    """The lease's holder and token, once the session is leased."""
     async with asyncio.timeout(10):
         while (entry := await leases.get(session_id)) is None:  # noqa: ASYNC110 (another process writes it)
             await asyncio.sleep(0.005)
-    return str(json.loads(entry.value)["holder"])
+    value = json.loads(entry.value)
+    return str(value["holder"]), str(value["token"])
 
 
-async def takeover(stack: Stack, bus: Bus, session: Session) -> float:
-    """Kill -9 the lease holder mid-turn; ms from the lease's expiry to the resumed model request.
+async def serving(bus: Bus, worker: str) -> None:
+    """Wait until the harness ``worker`` answers on the bus: the stack is healthy as soon as any
+    harness answers, and a harness can take seconds to start on a loaded machine; the next kill
+    must find a survivor running, or it would time the restart instead of the takeover."""
+    async with asyncio.timeout(120):
+        while True:
+            answer = Health.model_validate_json(await bus.request(health("harness"), b"{}", timeout=5))
+            if answer.instance == worker:
+                return
+            await asyncio.sleep(0.05)
 
-    The harnesses are restarted first: a harness keeps the folds of the sessions it let go and would
-    take the session over from its own kept fold, neither from the snapshot nor from scratch."""
-    for component in stack.components():
-        if component.name.startswith("harness-"):
-            stack.restart_service(component.name)
+
+class Takeover:
+    """One kill -9 of a lease holder mid-turn, timed from the lease's expiry to the resumed request."""
+
+    def __init__(self, expired: float, noticed: float, resumed: float) -> None:
+        self.expired = expired
+        """When the lease expired: its last renewal as the server stamped it, plus the TTL."""
+        self.noticed = noticed
+        """When this bench first saw the lease gone or taken (polling): the server's expiry timer."""
+        self.resumed = resumed
+        """When the resumed model request reached the model."""
+
+    @property
+    def takeover_ms(self) -> float:
+        return (self.resumed - self.expired) * 1000
+
+    @property
+    def server_lag_ms(self) -> float:
+        return (self.noticed - self.expired) * 1000
+
+
+async def takeover(stack: Stack, bus: Bus, session: Session) -> Takeover:
+    """Kill -9 the lease holder mid-turn; when its lease expired and when the model was asked again.
+
+    The expiry instant is the lease's own (its last renewal's server timestamp + the TTL), not when a
+    reader first sees it gone: the server removes expired entries on a timer, and that delay is part
+    of the takeover.
+
+    The harnesses are restarted first (and each waited for until it answers): a harness keeps the
+    folds of the sessions it let go and would take the session over from its own kept fold, neither
+    from the snapshot nor from scratch."""
+    harnesses = [c.name for c in stack.components() if c.name.startswith("harness-")]
+    for name in harnesses:
+        stack.restart_service(name)
+    for name in harnesses:
+        await serving(bus, name)
     leases = await bus.ensure_key_value(lease_spec(LEASE_TTL_S))
     while not session.deltas.empty():
         session.deltas.get_nowait()
     await session.post("go on, slowly")
     await asyncio.wait_for(session.deltas.get(), 60)
-    holder = await holder_of(leases, session.id)
+    holder, token = await holder_of(leases, session.id)
     stack.kill(holder, signal.SIGKILL)
     try:
+        last_revision, renewed_at = 0, 0.0
         async with asyncio.timeout(30):
-            while await leases.get(session.id) is not None:  # noqa: ASYNC110 (a TTL expiry leaves no mark)
+            while (entry := await leases.get(session.id)) is not None and json.loads(entry.value)["token"] == token:
+                if entry.revision != last_revision:  # its time, read while the entry is still there
+                    renewed = await bus.get(f"KV_{LEASE_BUCKET}", entry.revision)
+                    assert renewed.time is not None
+                    last_revision, renewed_at = entry.revision, renewed.time.timestamp()
                 await asyncio.sleep(0.002)
-        expired = time.time()
+        noticed = time.time()
+        expired = renewed_at + LEASE_TTL_S
         reason = await asyncio.wait_for(session.idle.get(), 60)
         if reason != "end_turn":
             raise SystemExit(f"the resumed turn ended with {reason}")
     finally:
         stack.start_service(holder)
+        await serving(bus, holder)
     arrivals = sorted(r["received_at"] for r in await session.requests())
     resumed = [a for a in arrivals if a >= expired]
-    return (resumed[0] - expired) * 1000 if resumed else float("nan")
+    return Takeover(expired, noticed, resumed[0] if resumed else float("nan"))
 
 
 async def main() -> int:
@@ -250,6 +276,9 @@ async def main() -> int:
     parser.add_argument("--turns", type=int, default=500)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument(
+        "--keep-logs", type=Path, default=None, help="copy the services' logs (INFO) here, to see where time went"
+    )
     args = parser.parse_args()
     window = min(50, max(1, args.turns // 2))
 
@@ -261,7 +290,8 @@ async def main() -> int:
             "session-store": {"CORRAL_LEASE_TTL_S": str(LEASE_TTL_S)},
             "embedded-model": {"CORRAL_EMBEDDED_MODEL_MAX_RECORDED_REQUESTS": str(max(1000, args.turns + 100))},
         }
-        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=service_env, log_level="WARNING")
+        log_level = "INFO" if args.keep_logs else "WARNING"
+        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=service_env, log_level=log_level)
         stack.start(timeout=180)
         try:
             headers = {"x-api-key": stack.api_key}
@@ -304,7 +334,7 @@ async def main() -> int:
                 big_cpu = spent(before_big, cpu_ms(stack), "harness") / 5
                 from_snapshot = [await takeover(stack, bus, big) for _ in range(args.kills)]
                 snapshots = await bus.object_bucket(SNAPSHOT_SPEC)
-                from_scratch: list[float] = []
+                from_scratch: list[Takeover] = []
                 for _ in range(args.kills):
                     await snapshots.delete(big.id)
                     from_scratch.append(await takeover(stack, bus, big))
@@ -312,7 +342,12 @@ async def main() -> int:
 
         finally:
             stack.stop()
+            if args.keep_logs:
+                shutil.copytree(Path(tmp) / "logs", args.keep_logs, dirs_exist_ok=True)
 
+    if args.keep_logs:
+        for t in from_snapshot + from_scratch:
+            say(f"  takeover: noticed +{t.server_lag_ms:.0f} ms, resumed +{t.takeover_ms:.0f} ms after the expiry")
     say("")
     say("Long sessions on the local stack (2 cores)")
     say(line(f"turn overhead, POST -> model request, turns 1-{window}", turns[:window]))
@@ -327,8 +362,10 @@ async def main() -> int:
         f"{name} {(cpu[-1][name] - cpu[0].get(name, 0.0)) / len(sent):.1f}" for name in sorted(cpu[-1])
     )
     say(f"  CPU ms per turn over all {len(sent)} turns: {per_process}")
-    say(line(f"B6 takeover, lease expiry -> model request, snapshot ({args.events} ev)", from_snapshot))
-    say(line(f"B6 takeover, snapshot deleted: fold from scratch ({args.events} ev)", from_scratch))
+    say(line(f"B6 takeover, lease expiry -> model request, snapshot ({args.events} ev)", ms(from_snapshot)))
+    say(line(f"B6 takeover, snapshot deleted: fold from scratch ({args.events} ev)", ms(from_scratch)))
+    lags = [t.server_lag_ms for t in from_snapshot + from_scratch]
+    say(line("  of which: lease expiry -> taken over (or removed by the server)", lags))
     say("  target for the snapshot takeover: p50 < 250 ms, p99 < 1000 ms")
     say(line(f"first turn after appending {args.events} events (fold from scratch)", first))
     say(line("per-step cost, POST -> model request, ~100 events", steady_small))

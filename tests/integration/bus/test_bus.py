@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import nats
@@ -202,3 +203,36 @@ async def test_a_key_value_bucket_configured_otherwise_is_refused_with_the_diffe
         await bus.ensure_key_value(_kv_spec("t_kv_drift", 10.0))
     with pytest.raises(StreamMismatch, match=r"history is 1, expected 5"):
         await bus.bind_key_value(_kv_spec("t_kv_drift", 30.0).model_copy(update={"history": 5}))
+
+
+async def test_an_expired_entry_of_a_bucket_with_expiry_marks_is_seen_going_and_can_be_created_again(
+    bus: Bus,
+) -> None:
+    spec = _kv_spec("t_kv_marks", 1.0).model_copy(update={"expiry_marks": True})
+    bucket = await bus.ensure_key_value(spec)
+    assert await bus.bind_key_value(spec) is not None
+    await bucket.create("lease", b"holder-1")
+    changes = bucket.changes(current=False)
+    try:
+        async with asyncio.timeout(10):  # the TTL is one second: the server's mark comes then
+            change = await anext(changes)
+    finally:
+        await changes.aclose()
+
+    assert (change.key, change.kind) == ("lease", "expired")
+    assert await bucket.get("lease") is None, "an expiry mark is not a value"
+    revision = await bucket.create("lease", b"holder-2")  # not refused because of the mark
+    entry = await bucket.get("lease")
+    assert entry is not None and (entry.value, entry.revision) == (b"holder-2", revision)
+    with pytest.raises(KeyExists):
+        await bucket.create("lease", b"holder-3")
+
+
+async def test_the_owner_turns_expiry_marks_on_in_a_bucket_made_without_them(bus: Bus) -> None:
+    plain = _kv_spec("t_kv_marks_later", 30.0)
+    await bus.ensure_key_value(plain)
+    marked = plain.model_copy(update={"expiry_marks": True})
+    with pytest.raises(StreamMismatch, match=r"expiry_mark_ttl_s is None, expected 30\.0"):
+        await bus.bind_key_value(marked)
+    await bus.ensure_key_value(marked)
+    assert await bus.bind_key_value(marked) is not None

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from corral.bus import KeyChanged, KeyExists
+from corral.bus import Change, KeyChanged, KeyExists
 from corral.contracts import rpc, sandbox
 from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent, ModelUsage
@@ -491,23 +491,37 @@ def held_lease() -> HeldLease:
 
 
 class FakeBucket:
-    """KV compare-and-set semantics: one value and revision per key."""
+    """KV compare-and-set semantics: one value and revision per key, and the change feed a watch sees."""
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[bytes, int]] = {}
         self.revision = 0
         self.calls: list[tuple[str, str, int | None]] = []
         self.fail_update: Exception | None = None
-        self.released = asyncio.Event()
         self.watching = asyncio.Event()
+        """Set when a watch of one key starts (a wake-up waiting for its session's lease)."""
+        self.watching_all = asyncio.Event()
+        """Set when a watch of every key starts (the takeover watch for expiries)."""
+        self._watchers: list[tuple[str, asyncio.Queue[Change]]] = []
+        self.drained = asyncio.Event()
+        """Set while a watcher has taken every change so far and waits for the next."""
+
+    def _publish(self, change: Change) -> None:
+        for keys, queue in self._watchers:
+            if keys in (">", change.key):
+                queue.put_nowait(change)
+
+    def _put(self, key: str, value: bytes) -> int:
+        self.revision += 1
+        self.entries[key] = (value, self.revision)
+        self._publish(Change(key, "put", value, self.revision))
+        return self.revision
 
     async def create(self, key: str, value: bytes) -> int:
         self.calls.append(("create", key, None))
         if key in self.entries:
             raise KeyExists(key)
-        self.revision += 1
-        self.entries[key] = (value, self.revision)
-        return self.revision
+        return self._put(key, value)
 
     async def update(self, key: str, value: bytes, *, last: int) -> int:
         self.calls.append(("update", key, last))
@@ -515,9 +529,7 @@ class FakeBucket:
             raise self.fail_update
         if key not in self.entries or self.entries[key][1] != last:
             raise KeyChanged(key)
-        self.revision += 1
-        self.entries[key] = (value, self.revision)
-        return self.revision
+        return self._put(key, value)
 
     async def delete(self, key: str, *, last: int) -> None:
         self.calls.append(("delete", key, last))
@@ -525,28 +537,55 @@ class FakeBucket:
             raise KeyChanged(key)
         self.release(key)
 
-    def release(self, key: str) -> None:
-        """The key's holder lets it go (a delete, as a watch sees it)."""
+    def release(self, key: str, *, released_through: int | None = None) -> None:
+        """The key's holder lets it go (a delete, as a watch sees it); with ``released_through``, first
+        naming the log position it served up to, as a harness does."""
+        if released_through is not None:
+            self._put(key, json.dumps({"holder": "someone-else", "released_through": released_through}).encode())
         del self.entries[key]
-        self.released.set()
-        self.released = asyncio.Event()
+        self.revision += 1
+        self._publish(Change(key, "delete", b"", self.revision))
 
-    async def wait_gone(self, key: str, *, timeout_s: float) -> bool:
-        self.calls.append(("wait_gone", key, None))
-        self.watching.set()
-        self.watching.set()
+    def expire(self, key: str) -> None:
+        """The key's entry expires (its holder stopped renewing it): the bucket's expiry mark."""
+        del self.entries[key]
+        self.revision += 1
+        self._publish(Change(key, "expired", b"", self.revision))
+
+    def expire_tombstone(self, key: str) -> None:
+        """The mark a deleted key's tombstone leaves when the bucket's TTL removes it."""
+        assert key not in self.entries
+        self.revision += 1
+        self._publish(Change(key, "expired", b"", self.revision))
+
+    async def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]:
+        queue: asyncio.Queue[Change] = asyncio.Queue()
+        if current and keys == ">":
+            for key, (value, revision) in self.entries.items():
+                queue.put_nowait(Change(key, "put", value, revision))
+        elif current:
+            if keys in self.entries:
+                value, revision = self.entries[keys]
+                queue.put_nowait(Change(keys, "put", value, revision))
+            else:
+                queue.put_nowait(Change(keys, "delete", b"", self.revision))
+        watcher = (keys, queue)
+        self._watchers.append(watcher)
+        self.calls.append(("watch", keys, None))
+        (self.watching_all if keys == ">" else self.watching).set()
         try:
-            async with asyncio.timeout(timeout_s):
-                while key in self.entries:
-                    await self.released.wait()
-        except TimeoutError:
-            return False
-        return True
+            while True:
+                if queue.empty():
+                    self.drained.set()
+                change = await queue.get()
+                self.drained.clear()
+                yield change
+        finally:
+            self._watchers.remove(watcher)
 
     def steal(self, key: str) -> None:
         """Another worker takes the key (after our lease expired)."""
-        self.revision += 1
-        self.entries[key] = (b'{"holder":"someone-else"}', self.revision)
+        self._put(key, b'{"holder":"someone-else"}')
 
 
 @dataclass

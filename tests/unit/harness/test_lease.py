@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from corral.bus import BusError
-from corral.harness.lease import HeldLease, LeaseBusy, Leases
+from corral.bus import BusError, Change
+from corral.harness.lease import Expired, HeldLease, LeaseBusy, Leases, Released
 from tests.unit.harness.fakes import SESSION_ID, FakeBucket, SteppedSleep
 
 
@@ -44,7 +44,7 @@ async def test_holding_a_lease_writes_holder_and_a_fresh_token_and_releases_it_a
 
     assert SESSION_ID not in bucket.entries
     assert tokens[0] != tokens[1]
-    assert ("delete", SESSION_ID, 2) in bucket.calls
+    assert ("delete", SESSION_ID, 3) in bucket.calls  # revision 2 was the first delete
 
 
 async def test_a_lease_someone_else_holds_is_busy() -> None:
@@ -125,3 +125,118 @@ async def test_the_lease_is_released_when_the_block_fails() -> None:
     assert raised.group_contains(RuntimeError)
     assert SESSION_ID not in bucket.entries
     assert lease_seen[0].proof().token == lease_seen[0].token
+
+
+# --- letting go, and waiting for another holder to let go ---------------------------------------------------
+async def test_a_run_that_settled_lets_go_naming_how_far_it_got_then_deletes_the_key() -> None:
+    bucket = FakeBucket()
+    seen: list[Change] = []
+
+    async def watch() -> None:
+        async for change in bucket.changes(SESSION_ID, current=False):
+            seen.append(change)
+            if change.kind == "delete":
+                return
+
+    watching = asyncio.create_task(watch())
+    async with asyncio.timeout(5):
+        await bucket.watching.wait()
+    async with leases(bucket, SteppedSleep()).hold(SESSION_ID) as lease:
+        lease.settled_through = 41
+    async with asyncio.timeout(5):
+        await watching
+
+    assert [c.kind for c in seen] == ["put", "put", "delete"]
+    assert json.loads(seen[1].value) == {"holder": "worker-1", "token": lease.token, "released_through": 41}
+
+
+async def await_release(bucket: FakeBucket, wake_seq: int, ttl_s: float = 9.0) -> asyncio.Task[Released]:
+    task = asyncio.create_task(
+        leases(bucket, SteppedSleep(), ttl_s=ttl_s).await_release(SESSION_ID, wake_seq=wake_seq, timeout_s=5)
+    )
+    async with asyncio.timeout(5):
+        await bucket.watching.wait()
+    return task
+
+
+@pytest.mark.parametrize(
+    ("let_go", "answer"),
+    [
+        (lambda bucket: bucket.release(SESSION_ID, released_through=7), "served"),  # it did our input
+        (lambda bucket: bucket.release(SESSION_ID, released_through=9), "served"),
+        (lambda bucket: bucket.expire(SESSION_ID), "free"),  # it died
+        (lambda bucket: bucket.release(SESSION_ID), "free"),  # let go without a word (shutdown)
+    ],
+)
+async def test_a_waiter_learns_from_the_watch_whether_its_input_was_served_or_the_lease_is_free(
+    let_go: object, answer: str
+) -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    waiting = await await_release(bucket, wake_seq=7)
+
+    let_go(bucket)  # type: ignore[operator]
+
+    async with asyncio.timeout(5):
+        assert await waiting == Released(answer)  # type: ignore[arg-type]
+
+
+async def test_a_waiter_leaves_a_holder_that_let_go_before_its_input_the_time_to_take_it_back() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    waiting = await await_release(bucket, wake_seq=7, ttl_s=0.3)  # grace: a third of the TTL
+
+    bucket.release(SESSION_ID, released_through=5)
+    async with asyncio.timeout(5):  # nobody takes it back: the holder died after letting go
+        assert await waiting == Released("free")
+
+
+async def test_a_waiter_takes_over_a_lease_not_renewed_for_a_ttl_before_the_server_removes_it() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    waiting = await await_release(bucket, wake_seq=7, ttl_s=0.3)
+    bucket.steal(SESSION_ID)  # one renewal, then its holder dies
+    revision = bucket.entries[SESSION_ID][1]
+
+    async with asyncio.timeout(5):
+        assert await waiting == Released("free", over=revision)
+
+
+async def test_a_lease_neither_renewed_nor_let_go_for_a_ttl_is_reported_expired_with_its_revision() -> None:
+    bucket = FakeBucket()
+    bucket.steal("sesn_dead")  # seen when the watch starts
+    bucket.steal("sesn_gone")
+    manager = Leases(bucket, holder="worker-1", ttl_s=0.3)
+    expiries = manager.expiries()
+    try:
+        async with asyncio.timeout(5):
+            first = asyncio.ensure_future(anext(expiries))
+            await bucket.watching_all.wait()
+            bucket.release("sesn_gone")  # let go: never reported
+            dead_revision = bucket.entries["sesn_dead"][1]
+            found = await first
+            bucket.steal("sesn_released")
+            bucket.release("sesn_released")
+            bucket.expire_tombstone("sesn_released")  # the delete's tombstone ages out: not an expiry
+            bucket.steal("sesn_late")
+            bucket.expire("sesn_late")  # the server's mark, before this watch's own deadline
+            late = await anext(expiries)
+    finally:
+        await expiries.aclose()  # type: ignore[attr-defined]
+
+    assert found == Expired("sesn_dead", dead_revision)
+    assert late == Expired("sesn_late", None)
+
+
+async def test_an_expired_lease_is_taken_over_from_exactly_its_revision() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    stale = bucket.entries[SESSION_ID][1]
+    bucket.steal(SESSION_ID)  # renewed meanwhile: the expiry seen was of an older write
+
+    with pytest.raises(LeaseBusy):
+        async with leases(bucket, SteppedSleep()).hold(SESSION_ID, over=stale):
+            pytest.fail("the block must not run")
+
+    async with leases(bucket, SteppedSleep()).hold(SESSION_ID, over=bucket.entries[SESSION_ID][1]) as lease:
+        assert json.loads(bucket.entries[SESSION_ID][0])["token"] == lease.token

@@ -4,6 +4,9 @@ log moved on too far or no longer holds the kept fold's last record."""
 
 from __future__ import annotations
 
+import asyncio
+import json
+
 from corral.harness.conversation import rebuild
 from corral.harness.retry import RetryPolicy
 from corral.harness.turn import Outcome, SessionDriver
@@ -99,3 +102,50 @@ async def test_with_no_room_to_keep_folds_every_run_reads_the_snapshot() -> None
         store.add(user(f"message {n}", id=f"u{n}"))
         assert await harness.run(SESSION_ID, held_lease()) is Outcome.DONE
     assert store.loads == 2
+
+
+class SavingStore(CountingStore):
+    """Records the stream sequence of each snapshot written; a write takes many turns of the event
+    loop (more than the rest of a run's teardown), as a write to the object store does."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.saved_seqs: list[int] = []
+
+    async def save(self, session_id: str, data: bytes) -> None:
+        for _ in range(100):
+            await asyncio.sleep(0)  # not a wait for anything: the write's own latency
+        self.saved_seqs.append(json.loads(data)["seq"])
+        await super().save(session_id, data)
+
+
+def three_runs(snapshot_every: int) -> tuple[SessionDriver, SavingStore]:
+    store = SavingStore()
+    return driver(store, FakeModel(*[Reply([f"reply {n}"]) for n in range(3)]), snapshot_every=snapshot_every), store
+
+
+async def run_three_turns(harness: SessionDriver, store: SavingStore) -> None:
+    """Each run folds 6 events and offers a snapshot twice: at its turn's end (events 3 past the run's
+    start) and as it lets the session go (6 past), at stream sequences 3 and 6 past the start."""
+    for n in range(3):
+        store.add(user(f"message {n}", id=f"u{n}"))
+        assert await harness.run(SESSION_ID, held_lease()) is Outcome.DONE
+    assert harness.resumed == {"missing": 1, "kept": 2}
+
+
+async def test_a_fold_is_kept_with_the_snapshot_its_run_wrote_as_it_let_go() -> None:
+    """Every 6 events: each run writes one as it lets the session go (in the background). The fold is
+    kept once that write is over, so the next run counts from it; kept with the count from before the
+    write, the next run would write one at its turn's end (3 events after the last)."""
+    harness, store = three_runs(6)
+    await run_three_turns(harness, store)
+    assert store.saved_seqs == [7, 13, 19]
+
+
+async def test_a_kept_fold_does_not_skip_a_snapshot_that_is_due() -> None:
+    """Every 7 events: the first run writes none (6 events), the second one at its turn's end (9), the
+    third one as it lets go (18: 9 since). Counting from the kept fold's own events instead of the
+    last snapshot's, the second and third would write none."""
+    harness, store = three_runs(7)
+    await run_three_turns(harness, store)
+    assert store.saved_seqs == [10, 19]

@@ -19,6 +19,11 @@ class FakeRunner:
         self.release = asyncio.Event()
         self.calls: list[tuple[str, int]] = []
         self.leases: list[HeldLease] = []
+        self.settle_at: list[int] = []
+        """Log positions each run's last decision is on (``lease.settled_through``), one per run."""
+        self.log_end = 0
+        """The log's last sequence, as ``logged_after`` sees it after a run let the session go."""
+        self.looked_after: list[int] = []
 
     async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:
         self.calls.append((session_id, min_seq))
@@ -28,7 +33,13 @@ class FakeRunner:
             await self.release.wait()
         if self.error is not None:
             raise self.error
+        if self.outcome is Outcome.DONE and self.settle_at:
+            lease.settled_through = self.settle_at.pop(0)
         return self.outcome
+
+    async def logged_after(self, session_id: str, seq: int) -> bool:
+        self.looked_after.append(seq)
+        return self.log_end > seq
 
 
 class Harness:
@@ -254,3 +265,90 @@ async def test_a_wake_up_for_a_session_this_worker_runs_joins_the_run_which_look
     assert runner.leases[0] is runner.leases[1]
     assert harness.bucket.entries == {}
     assert (harness.loop.joined, harness.loop.lease_waits) == (1, 0)
+
+
+# --- lease hand-offs: expiry, a holder that served the wake-up, a holder that takes the session back ----------
+async def test_a_session_whose_lease_expires_is_taken_over_without_waiting_for_its_wake_up() -> None:
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)  # a worker that then died
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    async with asyncio.timeout(5):
+        await harness.bucket.watching_all.wait()
+
+    harness.bucket.expire(SESSION_ID)
+    async with asyncio.timeout(5):
+        await harness.runner.started.wait()
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+
+    assert harness.runner.calls == [(SESSION_ID, 0)]
+    assert harness.loop.takeovers == 1
+    assert harness.bucket.entries == {}, "the takeover let the session go after its run"
+
+
+async def test_a_waiting_wake_up_whose_input_the_holder_served_is_acked_without_a_run() -> None:
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)
+    delivery = wake_delivery(seq=7)
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await harness.bucket.watching.wait()
+
+    harness.bucket.release(SESSION_ID, released_through=9)  # its last decision was on the log up to 9
+    async with asyncio.timeout(5):
+        await delivery.done.wait()
+    harness.stop.set()
+    await task
+
+    assert delivery.settled == [("ack", None)]
+    assert harness.runner.calls == []
+    assert harness.loop.lease_served == 1
+
+
+async def test_a_waiting_wake_up_for_input_past_the_release_leaves_the_session_to_its_holder() -> None:
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)
+    delivery = wake_delivery(seq=12)
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await harness.bucket.watching.wait()
+
+    before = len(harness.bucket.calls)
+    harness.bucket.release(SESSION_ID, released_through=9)  # input 12 was logged as it let go
+    async with asyncio.timeout(5):
+        await harness.bucket.drained.wait()  # the waiter has seen the release, and waits on
+    after = harness.bucket.calls[before:]
+    assert [c for c in after if c[0] == "create"] == [], "the waiter raced the holder back"
+    harness.bucket.steal(SESSION_ID)  # the holder, looking at the log after letting go, takes it back
+    harness.bucket.release(SESSION_ID, released_through=12)
+    async with asyncio.timeout(5):
+        await delivery.done.wait()
+    harness.stop.set()
+    await task
+
+    assert delivery.settled == [("ack", None)]
+    assert harness.runner.calls == []
+    assert (harness.loop.lease_handoffs, harness.loop.lease_served) == (0, 1)
+
+
+async def test_a_holder_takes_the_session_back_when_input_was_logged_as_it_let_go() -> None:
+    runner = FakeRunner()
+    runner.settle_at = [5, 8]  # the first run decided on the log up to 5 ...
+    runner.log_end = 8  # ... and records up to 8 were logged as it let go
+    harness = Harness(runner)
+    delivery = wake_delivery(seq=5)
+
+    await run_until_settled(harness, delivery)
+
+    assert delivery.settled == [("ack", None)]
+    assert runner.calls == [(SESSION_ID, 5), (SESSION_ID, 6)]
+    assert runner.looked_after == [5, 8]
+    assert harness.loop.retaken == 1
+    assert not any(lease.handed_off for lease in runner.leases)
+    # each release named how far the holder got, then deleted the key
+    releases = [c for c in harness.bucket.calls if c[0] in ("update", "delete")]
+    assert [c[0] for c in releases] == ["update", "delete", "update", "delete"]
+    assert harness.bucket.entries == {}

@@ -29,7 +29,7 @@ from corral.bus.errors import (
     WrongLastSequence,
 )
 from corral.bus.health import instance_name, serve_health
-from corral.bus.kv import Entry, KeyValueBucket
+from corral.bus.kv import Change, Entry, KeyValueBucket
 from corral.bus.objects import ObjectBucket
 from corral.bus.operations import Operations
 from corral.bus.records import StoredMessage
@@ -37,6 +37,7 @@ from corral.bus.records import StoredMessage
 __all__ = [
     "Bus",
     "BusError",
+    "Change",
     "Delivery",
     "Entry",
     "IncompleteRecord",

@@ -18,6 +18,11 @@ def _enum_value(value: object) -> str:
     return str(getattr(value, "value", value))
 
 
+def marker_ttl_s(spec: KeyValueSpec) -> float | None:
+    """How long an expiry mark of ``spec``'s bucket is kept (the server takes whole seconds, at least 1)."""
+    return float(max(1, round(spec.ttl_s))) if spec.expiry_marks else None
+
+
 async def ensure(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue:
     """The owner's side: create the bucket when missing, then check it."""
     try:
@@ -32,8 +37,20 @@ async def ensure(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue:
                 storage=js_api.StorageType(spec.storage),
             )
         kv = await js.key_value(spec.name)
+    await _add_expiry_marks(js, kv, spec)
     await check(kv, spec, fix="remove the bucket (nats kv rm {name}) and start {owner} again")
     return kv
+
+
+async def _add_expiry_marks(js: JetStreamContext, kv: KeyValue, spec: KeyValueSpec) -> None:
+    """The owner turns expiry marks on (in place, entries kept): in a bucket it just made (nats-py's
+    own option would ask ``$JS.API.INFO``, which services' NATS users may not) or one made before its
+    spec asked for them."""
+    wanted = marker_ttl_s(spec)
+    config = (await kv.status()).stream_info.config
+    if wanted is None or config.subject_delete_marker_ttl == wanted:
+        return
+    await js.update_stream(config.evolve(subject_delete_marker_ttl=wanted, allow_msg_ttl=True))
 
 
 async def bind(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue | None:
@@ -46,14 +63,25 @@ async def bind(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue | None:
     return kv
 
 
+async def direct(kv: KeyValue) -> bool:
+    """Whether the bucket's entries may be read with direct gets (any replica answers)."""
+    return bool((await kv.status()).stream_info.config.allow_direct)
+
+
 async def check(kv: KeyValue, spec: KeyValueSpec, *, fix: str) -> None:
     status = await kv.status()
     found = {
         "ttl_s": float(status.ttl or 0),
         "history": status.history,
         "storage": _enum_value(status.stream_info.config.storage),
+        "expiry_mark_ttl_s": status.stream_info.config.subject_delete_marker_ttl,
     }
-    expected = {"ttl_s": spec.ttl_s, "history": spec.history, "storage": spec.storage}
+    expected = {
+        "ttl_s": spec.ttl_s,
+        "history": spec.history,
+        "storage": spec.storage,
+        "expiry_mark_ttl_s": marker_ttl_s(spec),
+    }
     diff = {k: (found[k], expected[k]) for k in expected if found[k] != expected[k]}
     if diff:
         detail = ", ".join(f"{k} is {v[0]!r}, expected {v[1]!r}" for k, v in diff.items())

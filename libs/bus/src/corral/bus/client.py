@@ -145,13 +145,14 @@ class Bus:
     async def ensure_key_value(self, spec: KeyValueSpec) -> KeyValueBucket:
         """The bucket's owner (``spec.owner``): create it when missing; refuse (``StreamMismatch``)
         one configured otherwise."""
-        return KeyValueBucket(await buckets.ensure(self._js, spec))
+        kv = await buckets.ensure(self._js, spec)
+        return KeyValueBucket(kv, self._js, spec.name, direct=await buckets.direct(kv))
 
     async def bind_key_value(self, spec: KeyValueSpec) -> KeyValueBucket | None:
         """Any other user: the bucket, or ``None`` while its owner has not created it (this never
         creates it); refuse (``StreamMismatch``) one configured otherwise."""
         kv = await buckets.bind(self._js, spec)
-        return None if kv is None else KeyValueBucket(kv)
+        return None if kv is None else KeyValueBucket(kv, self._js, spec.name, direct=await buckets.direct(kv))
 
     async def object_bucket(self, spec: ObjectBucketSpec) -> ObjectBucket:
         """Bind to (or create) the object store ``spec`` describes."""

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import Literal
 
+from nats.js import JetStreamContext
 from nats.js import errors as js_errors
-from nats.js.kv import KV_DEL, KV_PURGE, KeyValue
+from nats.js.api import RawStreamMsg
+from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import KeyChanged, KeyExists
+
+_MARKER_REASON = "Nats-Marker-Reason"
+"""The header of a mark the server leaves where an entry expired (buckets with ``expiry_marks``)."""
 
 
 @dataclass(frozen=True)
@@ -19,18 +25,46 @@ class Entry:
     revision: int
 
 
+@dataclass(frozen=True)
+class Change:
+    """One change of a watched key: a value written, the key deleted, or its entry expired (the
+    bucket's TTL, in a bucket with ``expiry_marks``; a purge looks the same)."""
+
+    key: str
+    kind: Literal["put", "delete", "expired"]
+    value: bytes
+    revision: int
+
+
+def _gone(msg: RawStreamMsg) -> bool:
+    """Whether the key's last message says it has no value: a delete, a purge or an expiry mark."""
+    headers = msg.headers or {}
+    return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or _MARKER_REASON in headers
+
+
 class KeyValueBucket:
-    def __init__(self, kv: KeyValue) -> None:
+    def __init__(self, kv: KeyValue, js: JetStreamContext, name: str, *, direct: bool) -> None:
         self._kv = kv
+        self._js = js
+        self._stream = f"KV_{name}"
+        self._prefix = f"$KV.{name}."
+        self._direct = direct
+
+    async def _last(self, key: str) -> RawStreamMsg | None:
+        """The key's last message, whatever it says (a value, a delete, an expiry mark)."""
+        try:
+            return await honouring_cancel(
+                self._js.get_msg(self._stream, subject=self._prefix + key, direct=self._direct)
+            )
+        except js_errors.NotFoundError:
+            return None
 
     async def get(self, key: str) -> Entry | None:
-        try:
-            entry = await honouring_cancel(self._kv.get(key))
-        except (js_errors.KeyNotFoundError, js_errors.KeyDeletedError):
+        """The key's value, or ``None`` when it has none (never set, deleted, purged or expired)."""
+        msg = await self._last(key)
+        if msg is None or _gone(msg) or msg.seq is None:
             return None
-        if entry.value is None or entry.revision is None:
-            return None
-        return Entry(entry.value, entry.revision)
+        return Entry(msg.data or b"", msg.seq)
 
     async def keys(self) -> list[str]:
         """Every key that currently has a value (deleted and purged keys are left out)."""
@@ -44,9 +78,19 @@ class KeyValueBucket:
         return await honouring_cancel(self._kv.put(key, value))
 
     async def create(self, key: str, value: bytes) -> int:
-        """Create ``key`` if nobody holds it; raises ``KeyExists`` otherwise."""
+        """Create ``key`` if it has no value (never set, deleted, purged or expired); raises
+        ``KeyExists`` otherwise."""
         try:
-            return await honouring_cancel(self._kv.create(key, value))
+            return await honouring_cancel(self._kv.update(key, value, last=0))
+        except js_errors.KeyWrongLastSequenceError:
+            pass
+        # The key has a last message: a value, or a mark saying it has none (nats-py's own ``create``
+        # takes a delete mark for a value-less key but not the server's expiry mark).
+        last = await self._last(key)
+        if last is None or not _gone(last) or last.seq is None:
+            raise KeyExists(key)
+        try:
+            return await honouring_cancel(self._kv.update(key, value, last=last.seq))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyExists(key) from exc
 
@@ -66,23 +110,23 @@ class KeyValueBucket:
                 raise KeyChanged(key) from exc
             raise
 
-    async def wait_gone(self, key: str, *, timeout_s: float) -> bool:
-        """Wait until ``key`` has no value (deleted or purged; at once if it has none now), for at
-        most ``timeout_s``; whether it is gone. An entry that expires with the bucket's TTL leaves no
-        delete mark, so it is not seen here: that is what the bound is for."""
-        watcher = await honouring_cancel(self._kv.watch(key))
+    async def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]:
+        """The changes of ``keys`` (a key, or a pattern such as ``>``) as they happen, until the
+        iterator is closed; with ``current``, first each key's present state (its value, or the
+        mark that says it has none). An expiry is seen only in a bucket with ``expiry_marks``."""
+        watcher = await honouring_cancel(self._kv.watch(keys))
+        live = current
         try:
-            async with asyncio.timeout(timeout_s):
-                async for entry in watcher:
-                    if entry is None:  # the current value, if any, was delivered before this mark
-                        if await self.get(key) is None:
-                            return True
-                        continue
-                    if entry.operation in (KV_DEL, KV_PURGE):
-                        return True
-        except TimeoutError:
-            return False
+            async for entry in watcher:
+                if entry is None:  # every key's present state has been delivered
+                    live = True
+                    continue
+                if not live or entry.revision is None:
+                    continue
+                kind: Literal["put", "delete", "expired"] = (
+                    "delete" if entry.operation == KV_DEL else "expired" if entry.operation == KV_PURGE else "put"
+                )
+                yield Change(entry.key, kind, entry.value or b"", entry.revision)
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
-        return False

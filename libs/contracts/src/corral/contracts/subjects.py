@@ -288,6 +288,9 @@ class KeyValueSpec(BaseModel):
     ttl_s: float
     history: int = 1
     storage: str = "file"  # "file" | "memory"
+    expiry_marks: bool = False
+    """An entry that expires leaves a mark a watch sees (the server's subject delete marker, kept for
+    ``max(ttl_s, 1)`` seconds): for buckets whose readers must notice an expiry as it happens."""
 
 
 class ObjectBucketSpec(BaseModel):
@@ -317,7 +320,11 @@ def lease_spec(ttl_s: float) -> KeyValueSpec:
     """The harness's session leases; ``ttl_s`` is ``CORRAL_HARNESS_LEASE_TTL_S``, which the
     session-store (the owner, which reads leases to report who runs a session) reads as well."""
     return KeyValueSpec(
-        name=LEASE_BUCKET, owner="session-store", description="harness lease per session id", ttl_s=ttl_s
+        name=LEASE_BUCKET,
+        owner="session-store",
+        description="harness lease per session id",
+        ttl_s=ttl_s,
+        expiry_marks=True,  # a harness notices a dead holder's lease expiring as it happens (takeover)
     )
 
 

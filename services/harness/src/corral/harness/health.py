@@ -29,13 +29,18 @@ def report(
 def counters(loop: WakeLoop, driver: SessionDriver) -> dict[str, str]:
     """Wake-ups handed to this worker's own run of their session (``joined``); wake-ups that found a
     session leased and waited for it (``lease_waits``), that got it after waiting
-    (``lease_handoffs``) or were handed back (``lease_handbacks``); turns started after such a wait
+    (``lease_handoffs``), were served by the holder (``lease_served``) or were handed back
+    (``lease_handbacks``); sessions taken back right after letting them go (``retaken``) and taken
+    over when their lease expired (``takeovers``); turns started after a wait for the lease
     (``handoff_turns``); runs by where their fold came from (``resumed_<source>``)."""
     details = {
         "joined": str(loop.joined),
         "lease_waits": str(loop.lease_waits),
         "lease_handoffs": str(loop.lease_handoffs),
         "lease_handbacks": str(loop.lease_handbacks),
+        "lease_served": str(loop.lease_served),
+        "retaken": str(loop.retaken),
+        "takeovers": str(loop.takeovers),
         "handoff_turns": str(driver.handoff_turns),
     }
     details.update({f"resumed_{source}": str(count) for source, count in sorted(driver.resumed.items())})

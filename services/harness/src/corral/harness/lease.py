@@ -7,6 +7,14 @@ holds the key); keeping it is an ``update`` with the last revision every ``ttl/3
 is a ``delete`` with the last revision. A failed compare-and-set, or no successful renewal for a
 whole TTL (measured on the monotonic clock), means the lease is lost: ``HeldLease.lost`` is set and
 the holder must stop at once.
+
+Letting go of a session that has nothing left to do is two writes: the value is replaced by one
+naming the log position everything was done up to (``released_through``), then the key is deleted.
+A worker waiting for the lease with a wake-up (``await_release``) reads that: a wake-up for input at
+or before that position was served by the holder, and for input after it the holder itself looks
+at the log again right after the release and takes the session back (``WakeLoop``), so the waiter
+leaves it that long before taking it. A lease that expires (its holder died) leaves the bucket's
+expiry mark (``KeyValueSpec.expiry_marks``), which waiters and the takeover watch see at once.
 """
 
 from __future__ import annotations
@@ -19,9 +27,9 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Literal, Protocol
 
-from corral.bus import KeyChanged, KeyExists
+from corral.bus import Change, KeyChanged, KeyExists
 from corral.contracts import clock, rpc
 from corral.harness import metrics
 
@@ -39,7 +47,62 @@ class LeaseBucket(Protocol):
 
     async def delete(self, key: str, *, last: int) -> None: ...
 
-    async def wait_gone(self, key: str, *, timeout_s: float) -> bool: ...
+    def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]: ...
+
+
+@dataclass(frozen=True)
+class Released:
+    """What a wait for another holder's lease ended with (``Leases.await_release``)."""
+
+    kind: Literal["free", "served", "busy"]
+    over: int | None = None
+    """With ``free``: the expired entry's revision, to take the lease over from."""
+
+
+class _Feed:
+    """A watch's changes, each waited for with a timeout without ending the watch (a cancelled
+    ``anext`` would close the generator): the pending read is kept across timeouts."""
+
+    def __init__(self, changes: AsyncIterator[Change]) -> None:
+        self._changes = changes
+        self._upcoming: asyncio.Future[Change] | None = None
+
+    async def __aenter__(self) -> _Feed:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._upcoming is not None:
+            self._upcoming.cancel()
+            with contextlib.suppress(BaseException):
+                await self._upcoming
+        await self._changes.aclose()  # type: ignore[attr-defined]
+
+    async def next(self, timeout_s: float | None) -> Change | None:
+        """The next change, or ``None`` if none came within ``timeout_s``."""
+        if self._upcoming is None:
+            self._upcoming = asyncio.ensure_future(anext(self._changes))
+        await asyncio.wait({self._upcoming}, timeout=None if timeout_s is None else max(0.0, timeout_s))
+        if not self._upcoming.done():
+            return None
+        upcoming, self._upcoming = self._upcoming, None
+        return upcoming.result()
+
+
+@dataclass(frozen=True)
+class Expired:
+    """A session whose lease expired; ``revision``: the expired entry, to take the lease over from
+    (``None``: the server removed it already)."""
+
+    session_id: str
+    revision: int | None
+
+
+def _released_through(value: bytes) -> int | None:
+    try:
+        found = json.loads(value).get("released_through")
+    except (ValueError, AttributeError):
+        return None
+    return found if isinstance(found, int) else None
 
 
 class LeaseBusy(Exception):
@@ -55,6 +118,9 @@ class HeldLease:
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     handed_off: bool = False
     """Taken after waiting for another holder to let it go (set by the wake loop)."""
+    settled_through: int | None = None
+    """Set by the run when a decision on the log up to this stream sequence found nothing to do: the
+    release names it (``released_through``) so a waiting wake-up for input up to it is served."""
 
     def proof(self) -> rpc.Lease:
         """What an append carries to show it comes from the lease holder."""
@@ -78,8 +144,10 @@ class Leases:
         self._monotonic = monotonic
 
     @contextlib.asynccontextmanager
-    async def hold(self, session_id: str) -> AsyncIterator[HeldLease]:
-        """Take the lease, keep it renewed while the block runs, release it on the way out.
+    async def hold(self, session_id: str, *, over: int | None = None) -> AsyncIterator[HeldLease]:
+        """Take the lease, keep it renewed while the block runs, release it on the way out. With
+        ``over``, the revision of a lease that expired (``expiries``) and that the server may not
+        have removed yet: taken by replacing exactly that entry.
 
         Raises:
             LeaseBusy: someone else holds it (raised before the block runs).
@@ -87,8 +155,11 @@ class Leases:
         token = secrets.token_urlsafe(16)
         value = json.dumps({"holder": self._holder, "token": token, "acquired_at": clock.now_rfc3339()}).encode()
         try:
-            revision = await self._bucket.create(session_id, value)
-        except KeyExists:
+            if over is None:
+                revision = await self._bucket.create(session_id, value)
+            else:
+                revision = await self._bucket.update(session_id, value, last=over)
+        except (KeyExists, KeyChanged):
             raise LeaseBusy(session_id) from None
         lease = HeldLease(session_id=session_id, holder=self._holder, token=token, revision=revision)
         try:
@@ -101,16 +172,85 @@ class Leases:
         finally:
             await self._release(lease)
 
-    async def wait_released(self, session_id: str, *, timeout_s: float) -> bool:
-        """Wait (watching the key) until nobody holds the session's lease, for at most ``timeout_s``
-        and at most a tenth of the TTL: a lease that expires rather than being released leaves no
-        mark a watch sees, so the caller tries to take it again at least that often."""
+    async def await_release(self, session_id: str, *, wake_seq: int, timeout_s: float) -> Released:
+        """Wait, watching the key, until the session's lease is worth trying to take for a wake-up
+        for input at ``wake_seq``, for at most ``timeout_s``:
+
+        - ``Released("served")``: the holder let go saying it had done everything up to ``wake_seq``
+          or later;
+        - ``Released("free", over)``: the lease expired (``over``: the revision no one renewed for a
+          TTL since this watch saw it written, to take it over from), was deleted without such a
+          word, or was let go through a position before ``wake_seq`` and not taken back within
+          ``recheck_grace_s`` (the holder takes it back at once when it sees the input after
+          releasing, so this means it died);
+        - ``Released("busy")``: still held when the time ran out (or the watch failed).
+        """
+        loop = asyncio.get_running_loop()  # deadlines on the clock the waits are timed with
+        end = loop.time() + timeout_s
+        revision: int | None = None
+        expires_at: float | None = None
+        grace_until: float | None = None
+        released_through: int | None = None
         try:
-            return await self._bucket.wait_gone(session_id, timeout_s=min(timeout_s, self._ttl_s / 10))
+            async with _Feed(self._bucket.changes(session_id)) as feed:
+                while True:
+                    now = loop.time()
+                    if grace_until is not None and now >= grace_until:
+                        return Released("free")
+                    if expires_at is not None and now >= expires_at:
+                        return Released("free", over=revision)  # its holder stopped renewing it
+                    if now >= end:
+                        return Released("busy")
+                    change = await feed.next(min(t for t in (end, expires_at, grace_until) if t is not None) - now)
+                    if change is None:
+                        continue
+                    if change.kind == "expired":
+                        return Released("free")
+                    if change.kind == "put":
+                        revision, expires_at, grace_until = change.revision, loop.time() + self._ttl_s, None
+                        released_through = _released_through(change.value)
+                        if released_through is not None and released_through >= wake_seq:
+                            return Released("served")
+                        continue
+                    if released_through is None:  # deleted, not by a holder that looks again
+                        return Released("free")
+                    # The holder looks at the log again: leave it the time to take the session back.
+                    revision, expires_at, grace_until = None, None, loop.time() + self.recheck_grace_s
         except Exception:
             logger.warning("could not watch the lease", extra={"fields": {"session_id": session_id}}, exc_info=True)
             await self._sleep(min(timeout_s, 0.5))
-            return False
+            return Released("busy")
+
+    async def expiries(self) -> AsyncIterator[Expired]:
+        """The sessions whose lease expires from now on (its holder stopped renewing it: it died or
+        was cut off), as soon as it does. Each lease write seen is given a deadline of one TTL from
+        when it was seen here (never earlier than the server's own, whatever the clocks say); a
+        lease neither renewed nor let go by then is expired, with the revision to take it over
+        from (``hold(..., over=)``). The server's expiry mark (its expiry timer is coarse, so it
+        usually comes later) is passed on too, with no revision, for a lease this watch saw
+        written (the mark a deleted key's tombstone leaves when it ages out is not an expiry)."""
+        deadlines: dict[str, tuple[int, float]] = {}
+        loop = asyncio.get_running_loop()
+        async with _Feed(self._bucket.changes(current=True)) as feed:
+            while True:
+                due = min((at for _, at in deadlines.values()), default=None)
+                change = await feed.next(None if due is None else due - loop.time())
+                if change is not None:
+                    if change.kind == "put":
+                        deadlines[change.key] = (change.revision, loop.time() + self._ttl_s)
+                    elif deadlines.pop(change.key, None) is not None and change.kind == "expired":
+                        yield Expired(change.key, None)
+                now = loop.time()
+                for key, (revision, at) in list(deadlines.items()):
+                    if at <= now:
+                        del deadlines[key]
+                        yield Expired(key, revision)
+
+    @property
+    def recheck_grace_s(self) -> float:
+        """How long a waiter leaves a holder that let go to take the session back (it does so within
+        milliseconds of releasing; past this it is taken for dead)."""
+        return self._ttl_s / 3
 
     async def _renew(self, lease: HeldLease, value: bytes) -> None:
         last_renewed = self._monotonic()
@@ -138,6 +278,11 @@ class Leases:
         if lease.lost.is_set():
             return
         try:
+            if lease.settled_through is not None:
+                value = {"holder": self._holder, "token": lease.token, "released_through": lease.settled_through}
+                lease.revision = await self._bucket.update(
+                    lease.session_id, json.dumps(value).encode(), last=lease.revision
+                )
             await self._bucket.delete(lease.session_id, last=lease.revision)
         except KeyChanged:
             logger.info("lease was already gone at release", extra={"fields": {"session_id": lease.session_id}})

@@ -86,8 +86,6 @@ class TurnState:
     environment: Environment | None = None
     environment_read: bool = False
     handoff_seen: bool = False
-    snapshot_events: int = 0
-    """``SessionFold.events`` when the last snapshot was written (or resumed from)."""
     mcp_tools: Mapping[str, Sequence[McpTool]] | None = None
     """The tools each of the agent's MCP servers listed, for this step (``corral.harness.mcp``)."""
     mcp_reported: set[str] = field(default_factory=set)

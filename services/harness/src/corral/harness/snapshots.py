@@ -11,7 +11,11 @@ otherwise: when there is none, when its ``format`` is not ``fold.FORMAT`` (or it
 truncates tool results at another length than this harness's setting), when it cannot be read,
 and when it claims more than the log holds (its ``seq`` past the subject's last record, or not a
 record of this session, as after a stream restore). The lease holder writes one every
-``every_events`` folded events, at a turn's end and when it lets the session go.
+``every_events`` folded events, at a turn's end and when it lets the session go, in the background
+(``SnapshotWriter``): the fold is encoded at once, so the snapshot names exactly the stream sequence
+its state is of, and the write is a task of the session's run, never awaited by a step; the run
+waits for it before the lease is let go (so the next holder's snapshot is never overwritten by an
+older one) and cancels it when the lease is lost or the worker stops.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any, Final, Literal, Protocol
 
@@ -77,6 +82,34 @@ def decode(session_id: str, data: bytes, *, max_result_chars: int | None = None)
         return "unreadable"
 
 
+async def _load_and_log_end(
+    session_id: str, snapshots: Snapshots, log: LogSource, load_timeout_s: float
+) -> tuple[bytes | Exception | None, int | Exception]:
+    """The snapshot (or why it could not be read) and the log's last sequence (or why it could not
+    be looked up: that matters only when there is a snapshot to check), looked up at once."""
+
+    async def load() -> bytes | Exception | None:
+        try:
+            async with asyncio.timeout(load_timeout_s):  # an object read can wait on chunks forever
+                return await snapshots.load(session_id)
+        except Exception as exc:  # a cache: an unreadable one costs a fold from the start, never the session
+            logger.warning(
+                "could not read the session's snapshot", extra={"fields": {"session_id": session_id}}, exc_info=True
+            )
+            return exc
+
+    async def log_end() -> int | Exception:
+        try:
+            return await log.last_seq(session_id)
+        except Exception as exc:
+            return exc
+
+    async with asyncio.TaskGroup() as tg:
+        loading = tg.create_task(load())
+        end = tg.create_task(log_end())
+    return loading.result(), end.result()
+
+
 @dataclass(frozen=True)
 class Resumed:
     fold: SessionFold
@@ -100,20 +133,16 @@ async def resume(
     empty = SessionFold.empty(max_result_chars=max_result_chars)
     if snapshots is None:
         return Resumed(empty, "missing")
-    try:
-        async with asyncio.timeout(load_timeout_s):  # an object read can wait on chunks forever
-            data = await snapshots.load(session_id)
-    except Exception:  # a cache: an unreadable one costs a fold from the start, never the session
-        logger.warning(
-            "could not read the session's snapshot", extra={"fields": {"session_id": session_id}}, exc_info=True
-        )
+    data, last = await _load_and_log_end(session_id, snapshots, log, load_timeout_s)
+    if isinstance(data, Exception):
         return Resumed(empty, "unreadable")
     if data is None:
         return Resumed(empty, "missing")
     found = decode(session_id, data, max_result_chars=max_result_chars)
     if isinstance(found, str):
         return Resumed(empty, found)
-    last = await log.last_seq(session_id)
+    if isinstance(last, Exception):
+        raise last
     if found.last_seq > last or not await log.holds(session_id, found.last_seq):
         logger.warning(
             "the session's snapshot is past the end of its log; folding the log from the start",
@@ -121,3 +150,60 @@ async def resume(
         )
         return Resumed(empty, "past_log_end")
     return Resumed(found, "snapshot")
+
+
+WRITE_TIMEOUT_S: Final = 30.0
+"""How long one snapshot write may take before it is given up (the next holder folds a little more)."""
+
+
+class SnapshotWriter:
+    """Writes a session's snapshots in the background of its run: at most one write in flight, each
+    of the fold as it was when offered, as a task of the run's task group (so the run waits for it
+    before its lease is let go, and it is cancelled with the run)."""
+
+    def __init__(
+        self,
+        snapshots: Snapshots | None,
+        session_id: str,
+        tg: asyncio.TaskGroup,
+        *,
+        every_events: int,
+        written_events: int,
+    ) -> None:
+        self._snapshots = snapshots
+        self._session_id = session_id
+        self._tg = tg
+        self._every = every_events
+        self.written_events = written_events
+        """``SessionFold.events`` of the last snapshot written (or resumed from)."""
+        self._writing: asyncio.Task[None] | None = None
+
+    @property
+    def writing(self) -> bool:
+        return self._writing is not None and not self._writing.done()
+
+    def offer(self, fold: SessionFold) -> bool:
+        """Start writing the fold's snapshot if ``every_events`` events were folded since the last
+        one and no write is in flight; whether one was started. The fold is encoded now: what is
+        written is its state at ``fold.last_seq``, whatever is folded while the write runs."""
+        if self._snapshots is None or self.writing or fold.events - self.written_events < self._every:
+            return False
+        data = encode(self._session_id, fold)
+        self._writing = self._tg.create_task(
+            self._write(self._snapshots, data, seq=fold.last_seq, events=fold.events),
+            name=f"snapshot-{self._session_id}",
+        )
+        return True
+
+    async def _write(self, snapshots: Snapshots, data: bytes, *, seq: int, events: int) -> None:
+        fields = {"session_id": self._session_id, "seq": seq, "events": events}
+        started = time.monotonic()
+        try:
+            async with asyncio.timeout(WRITE_TIMEOUT_S):
+                await snapshots.save(self._session_id, data)
+        except Exception:  # a cache: the next holder folds a little more of the log
+            logger.warning("could not write the session's snapshot", extra={"fields": fields}, exc_info=True)
+            return
+        self.written_events = max(self.written_events, events)
+        write_ms = round((time.monotonic() - started) * 1000, 1)
+        logger.info("snapshot written", extra={"fields": {**fields, "bytes": len(data), "write_ms": write_ms}})

@@ -10,8 +10,10 @@ the run's typed context (``runstate.SessionRun``) and appends through it.
 
 The run ends only when a decision made on the whole log (caught up after the last append) finds
 nothing to do, so input logged right after a ``session.status_idle`` is taken by the holder instead
-of waiting for the lease to change hands. The fold's snapshot is written at a turn's end and when
-the run lets the session go, once enough events were folded since the last one.
+of waiting for the lease to change hands; that decision's log position is left on the lease
+(``HeldLease.settled_through``) for the release (see ``lease`` and ``wake``). The fold's snapshot is
+written at a turn's end and when the run lets the session go, once enough events were folded since
+the last one, in the background (``snapshots.SnapshotWriter``): no step waits for it.
 
 The driver stops as soon as the lease is lost (no further append is even attempted), and when a
 ``user.interrupt`` is logged it stops a streaming request (ending the turn with what was written so
@@ -46,7 +48,7 @@ from corral.harness.retry import RetryPolicy
 from corral.harness.runstate import LeaseLost, SessionRun, TurnState, log_fields
 from corral.harness.sandbox import Sandbox
 from corral.harness.sessionlog import LogSource, SessionLog, following
-from corral.harness.snapshots import Snapshots
+from corral.harness.snapshots import Snapshots, SnapshotWriter
 from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
 from corral.harness.toolrun import ToolRunner
 from corral.harness.webtools import Web
@@ -141,22 +143,30 @@ class SessionDriver:
             if decoded.raw.get("type") == "user.interrupt" and turn.notice(decoded.seq):
                 logger.info("user.interrupt logged during the turn", extra=log_fields(session_id))
 
+        writer: SnapshotWriter | None = None
+        intact: SessionFold | None = None
         try:
-            async with asyncio.TaskGroup() as tg:
+            async with asyncio.TaskGroup() as tg:  # its end waits for a snapshot being written
                 guard = tg.create_task(self._stop_when_lost(lease))
                 try:
-                    fold = await self._resume(session_id, turn)
+                    fold, written_events = await self._resume(session_id)
+                    writer = SnapshotWriter(
+                        self._snapshots,
+                        session_id,
+                        tg,
+                        every_events=self._snapshot_every,
+                        written_events=written_events,
+                    )
                     log: SessionLog | None = None
                     try:
                         async with following(
                             self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
                         ) as log:
                             run = SessionRun(session_id=session_id, lease=lease, log=log, turn=turn, store=self._store)
-                            outcome = await self._run_turns(run, min_seq)
+                            outcome = await self._run_turns(run, min_seq, writer)
                     finally:
-                        # Kept for the session's next run here, unless the read failed part-way into a record.
-                        if log is not None and log.failed is None:
-                            self._folds.keep(session_id, Kept(fold, turn.snapshot_events))
+                        if log is not None and log.failed is None:  # not stopped part-way into a record
+                            intact = fold
                 except StoreUnavailable as exc:
                     logger.warning("session log unavailable: %s", exc, extra=log_fields(session_id))
                     outcome = Outcome.RETRY_LATER
@@ -166,24 +176,33 @@ class SessionDriver:
         except* LeaseLost:
             logger.warning("lease lost; stopped working on the session", extra=log_fields(session_id))
             outcome = Outcome.LOST
+        if intact is not None and writer is not None:
+            # Kept for the session's next run here, once the snapshot write is over (its count is the
+            # one the next run's writer starts from) and before the caller lets the lease go.
+            self._folds.keep(session_id, Kept(intact, writer.written_events))
         return outcome
+
+    async def logged_after(self, session_id: str, seq: int) -> bool:
+        """Whether the session's log holds a record past stream sequence ``seq`` (one lookup)."""
+        return await self._log.last_seq(session_id) > seq
 
     async def _stop_when_lost(self, lease: HeldLease) -> None:
         await lease.lost.wait()
         raise LeaseLost
 
-    async def _resume(self, session_id: str, turn: TurnState) -> SessionFold:
+    async def _resume(self, session_id: str) -> tuple[SessionFold, int]:
         """The fold to start from: the one this harness kept from its last run of the session if the
-        log still holds it, else the session's snapshot if usable (checked against the log)."""
+        log still holds it, else the session's snapshot if usable (checked against the log); with the
+        fold's events when the session's snapshot was last written (or resumed from)."""
         started = time.monotonic()
         kept = await self._kept_fold(session_id)
         source: str
         if kept is not None:
-            fold, source, turn.snapshot_events = kept.fold, "kept", kept.snapshot_events
+            fold, source, written_events = kept.fold, "kept", kept.snapshot_events
         else:
             max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
             resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
-            fold, source, turn.snapshot_events = resumed.fold, resumed.source, resumed.fold.events
+            fold, source, written_events = resumed.fold, resumed.source, resumed.fold.events
         self.resumed[source] = self.resumed.get(source, 0) + 1
         logger.info(
             "resumed the session's fold",
@@ -195,7 +214,7 @@ class SessionDriver:
                 resume_ms=round((time.monotonic() - started) * 1000, 1),
             ),
         )
-        return fold
+        return fold, written_events
 
     async def _kept_fold(self, session_id: str) -> Kept | None:
         """The fold kept from this harness's last run of the session, if the log still holds its last
@@ -214,19 +233,7 @@ class SessionDriver:
         )
         return None
 
-    async def _snapshot(self, session_id: str, fold: SessionFold, turn: TurnState) -> None:
-        """Write the fold's snapshot when ``snapshot_every`` events were folded since the last one."""
-        if self._snapshots is None or fold.events - turn.snapshot_events < self._snapshot_every:
-            return
-        try:
-            await self._snapshots.save(session_id, snapshots.encode(session_id, fold))
-        except Exception:  # a cache: the next holder folds a little more of the log
-            logger.warning("could not write the session's snapshot", extra=log_fields(session_id), exc_info=True)
-            return
-        turn.snapshot_events = fold.events
-        logger.info("snapshot written", extra=log_fields(session_id, seq=fold.last_seq, events=fold.events))
-
-    async def _run_turns(self, run: SessionRun, min_seq: int) -> Outcome:
+    async def _run_turns(self, run: SessionRun, min_seq: int, snapshots: SnapshotWriter) -> Outcome:
         session_id, lease, log, turn = run.session_id, run.lease, run.log, run.turn
         fold = log.fold
         try:
@@ -250,7 +257,8 @@ class SessionDriver:
                     ),
                 )
                 if step.action == "nothing":
-                    await self._snapshot(session_id, fold, turn)
+                    lease.settled_through = fold.last_seq
+                    snapshots.offer(fold)
                     return Outcome.DONE
                 turn.begin(fold.last_seq)
                 if step.action == "model_request" and lease.handed_off and not turn.owned and not turn.handoff_seen:
@@ -261,7 +269,7 @@ class SessionDriver:
                     await self._tools.start_provisioning(session_id, fold, turn)
                 min_seq = await self._step(run, step)
                 if not turn.owned:  # the step ended the turn
-                    await self._snapshot(session_id, fold, turn)
+                    snapshots.offer(fold)
         except LeaseConflict as exc:
             logger.warning("store refused our lease: %s", exc, extra=log_fields(session_id))
             return Outcome.LOST

@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Awaitable, Sequence
-from typing import Protocol
+from typing import Any
 
 from opentelemetry import trace
 from pydantic import ValidationError
@@ -32,41 +32,12 @@ from pydantic import ValidationError
 from corral import telemetry
 from corral.contracts import rpc, subjects
 from corral.harness import metrics
-from corral.harness.lease import HeldLease, LeaseBusy, Leases, Sleep
+from corral.harness.lease import HeldLease, LeaseBusy, Leases, Released, Sleep
 from corral.harness.turn import Outcome
+from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
-
-
-class WakeDelivery(Protocol):
-    @property
-    def data(self) -> bytes: ...
-
-    @property
-    def seq(self) -> int: ...
-
-    @property
-    def num_delivered(self) -> int: ...
-
-    @property
-    def headers(self) -> dict[str, str]: ...
-
-    async def ack(self) -> None: ...
-
-    async def nak(self, delay: float | None = None) -> None: ...
-
-    async def in_progress(self) -> None: ...
-
-    async def term(self) -> None: ...
-
-
-class WakeSource(Protocol):
-    async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> Sequence[WakeDelivery]: ...
-
-
-class SessionRunner(Protocol):
-    async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome: ...
 
 
 def redelivery_delay(num_delivered: int) -> float:
@@ -112,6 +83,14 @@ class WakeLoop:
         (0: none since the run began)."""
         self.joined = 0
         """Wake-ups handed to this worker's own run of their session (it runs again before letting go)."""
+        self.lease_served = 0
+        """Wake-ups that waited for the lease and were served by its holder (it let go past their input)."""
+        self.retaken = 0
+        """Sessions taken back right after letting them go, for input logged as they were let go."""
+        self.takeovers = 0
+        """Sessions taken over when their lease expired (its holder died), before any wake-up came back."""
+        self._waiters: dict[str, asyncio.Future[int | None]] = {}
+        """Sessions a wake-up here waits for the lease of → told by the expiry watch when it expires."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
@@ -119,6 +98,7 @@ class WakeLoop:
         inflight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as tg:
             stopping = tg.create_task(stop.wait())
+            watching = tg.create_task(self._take_over_expired(tg, slots, inflight), name="lease-expiries")
             try:
                 while await self._take_slot(slots, stopping):
                     deliveries = await self._fetch(stop)
@@ -131,7 +111,60 @@ class WakeLoop:
                         task.add_done_callback(inflight.discard)
             finally:
                 stopping.cancel()
+                watching.cancel()
             await self._drain(inflight)
+
+    async def _take_over_expired(
+        self, tg: asyncio.TaskGroup, slots: asyncio.Semaphore, inflight: set[asyncio.Task[None]]
+    ) -> None:
+        """Take over each session whose lease expires (its holder died mid-run) when a slot is free,
+        without waiting for its wake-up to come back after the ack wait: every worker with a free
+        slot tries, one gets the lease. The wake-up, when it comes back, joins the run or finds
+        the session served. The watch is opened again when it breaks (backoff 0.2 s doubling to 5 s)."""
+        backoff = 0.2
+        while True:
+            try:
+                async for expired in self._leases.expiries():
+                    backoff = 0.2
+                    session_id = expired.session_id
+                    if session_id in self._holding:
+                        continue
+                    if session_id in self.active:  # a wake-up here waits (or is about to) for it: its turn
+                        waiter = self._waiters.setdefault(session_id, asyncio.get_running_loop().create_future())
+                        if not waiter.done():
+                            waiter.set_result(expired.revision)
+                        continue
+                    if slots.locked():
+                        continue
+                    await slots.acquire()  # free: taken at once
+                    task = tg.create_task(
+                        self._take_over(session_id, expired.revision, slots), name=f"takeover-{session_id}"
+                    )
+                    inflight.add(task)
+                    task.add_done_callback(inflight.discard)
+            except Exception:
+                logger.warning("the lease expiry watch failed; opening it again", exc_info=True)
+            await self._sleep(backoff)
+            backoff = min(backoff * 2, 5.0)
+
+    async def _take_over(self, session_id: str, revision: int | None, slots: asyncio.Semaphore) -> None:
+        fields = {"session_id": session_id, "reason": "lease_expired"}
+        self.active.add(session_id)
+        # ``revision``: seen expiring by this worker's own watch; none: the server's expiry mark.
+        logger.info("taking over a session whose lease expired", extra={"fields": {**fields, "revision": revision}})
+        try:
+            outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
+        except LeaseBusy:  # another worker took it over
+            return
+        except Exception:  # its wake-up comes back after the ack wait
+            logger.exception("taking over a session failed", extra={"fields": fields})
+            return
+        finally:
+            self.active.discard(session_id)
+            slots.release()
+        self.takeovers += 1
+        metrics.LEASE_TAKEOVERS.inc()
+        logger.info("took over a session whose lease expired", extra={"fields": {**fields, "outcome": outcome.value}})
 
     async def _take_slot(self, slots: asyncio.Semaphore, stopping: asyncio.Task[bool]) -> bool:
         if stopping.done():
@@ -231,33 +264,11 @@ class WakeLoop:
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
         waited = False
+        over: int | None = None
         deadline = asyncio.get_running_loop().time() + self._lease_wait_s
         while True:
             try:
-                async with self._leases.hold(wake.session_id) as lease, asyncio.TaskGroup() as tg:
-                    if waited:
-                        lease.handed_off = True
-                        self.lease_handoffs += 1
-                        metrics.LEASE_TAKEOVERS.inc()
-                        logger.info(
-                            "took the lease after waiting for its holder",
-                            extra={"fields": {"session_id": wake.session_id}},
-                        )
-                    heartbeat = tg.create_task(self._heartbeat(delivery))
-                    self._holding[wake.session_id] = 0
-                    try:
-                        min_seq = wake.seq
-                        while True:
-                            outcome = await self._runner.run(wake.session_id, lease, min_seq=min_seq)
-                            joined = self._holding[wake.session_id]
-                            if outcome is not Outcome.DONE or not joined:
-                                return outcome
-                            self._holding[wake.session_id] = 0
-                            min_seq = joined
-                    finally:
-                        # Synchronously, before the lease is released: a wake-up from now on waits for it.
-                        del self._holding[wake.session_id]
-                        heartbeat.cancel()
+                return await self._hold_and_run(wake.session_id, wake.seq, delivery, waited=waited, over=over)
             except LeaseBusy:
                 left = deadline - asyncio.get_running_loop().time()
                 if left <= 0:
@@ -268,7 +279,97 @@ class WakeLoop:
                 # Keep the wake-up ours meanwhile: the wait may be longer than the ack wait's third.
                 with contextlib.suppress(Exception):
                     await delivery.in_progress()
-                await self._leases.wait_released(wake.session_id, timeout_s=min(left, self._ack_wait_s / 3))
+                released = await self._await_release(wake, timeout_s=min(left, self._ack_wait_s / 3))
+                over = released.over
+                if released.kind == "served":
+                    self.lease_served += 1
+                    logger.info(
+                        "the holder let the session go having served this wake-up",
+                        extra={"fields": {"session_id": wake.session_id, "seq": wake.seq}},
+                    )
+                    return Outcome.DONE
+
+    async def _await_release(self, wake: rpc.Wake, *, timeout_s: float) -> Released:
+        """``Leases.await_release``, cut short when this worker's expiry watch sees the lease expire
+        (it saw every renewal as it came, where the wait's own watch only started now)."""
+        # Told already (the expiry came as the wake-up was fetched), or from now on.
+        expired = self._waiters.setdefault(wake.session_id, asyncio.get_running_loop().create_future())
+        waiting = asyncio.ensure_future(
+            self._leases.await_release(wake.session_id, wake_seq=wake.seq, timeout_s=timeout_s)
+        )
+        try:
+            either: set[asyncio.Future[Any]] = {waiting, expired}
+            await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            if self._waiters.get(wake.session_id) is expired:
+                del self._waiters[wake.session_id]
+            if not waiting.done():
+                waiting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await waiting
+        if waiting.done() and not waiting.cancelled():
+            return waiting.result()
+        return Released("free", over=expired.result())
+
+    async def _hold_and_run(
+        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool, over: int | None = None
+    ) -> Outcome:
+        """Take the lease (``LeaseBusy`` if held), run the session until it has nothing to do, let
+        it go; then look at the log once more and take the session back at once if input was
+        logged after the last decision (a waiting wake-up for it leaves it to us)."""
+        retaking = False
+        while True:
+            try:
+                lease, outcome = await self._run_held(session_id, min_seq, delivery, waited=waited, over=over)
+            except LeaseBusy:
+                if retaking:  # another worker took it for that input: it is theirs now
+                    return Outcome.DONE
+                raise
+            settled = lease.settled_through
+            if outcome is not Outcome.DONE or settled is None or lease.lost.is_set():
+                return outcome
+            try:
+                moved = await self._runner.logged_after(session_id, settled)
+            except Exception:  # whoever has a wake-up for it takes it (after the grace)
+                logger.warning("could not look at the log after letting the session go", exc_info=True)
+                return outcome
+            if not moved:
+                return outcome
+            self.retaken += 1
+            logger.info(
+                "input logged as the session was let go; taking it back",
+                extra={"fields": {"session_id": session_id, "settled_through": settled}},
+            )
+            waited, retaking, over = False, True, None
+            min_seq = settled + 1
+
+    async def _run_held(
+        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool, over: int | None
+    ) -> tuple[HeldLease, Outcome]:
+        """One hold of the lease: runs until nothing is left (again for wake-ups that joined)."""
+        async with self._leases.hold(session_id, over=over) as lease, asyncio.TaskGroup() as tg:
+            if waited:
+                lease.handed_off = True
+                self.lease_handoffs += 1
+                metrics.LEASE_TAKEOVERS.inc()
+                logger.info("took the lease after waiting for its holder", extra={"fields": {"session_id": session_id}})
+            heartbeat = tg.create_task(self._heartbeat(delivery)) if delivery is not None else None
+            self._holding[session_id] = 0
+            self._waiters.pop(session_id, None)  # an expiry it was told of is the lease it now holds
+            try:
+                while True:
+                    lease.settled_through = None
+                    outcome = await self._runner.run(session_id, lease, min_seq=min_seq)
+                    joined = self._holding[session_id]
+                    if outcome is not Outcome.DONE or not joined:
+                        return lease, outcome
+                    self._holding[session_id] = 0
+                    min_seq = joined
+            finally:
+                # Synchronously, before the lease is released: a wake-up from now on waits for it.
+                del self._holding[session_id]
+                if heartbeat is not None:
+                    heartbeat.cancel()
 
     async def _heartbeat(self, delivery: WakeDelivery) -> None:
         while True:
