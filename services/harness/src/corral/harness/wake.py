@@ -110,6 +110,8 @@ class WakeLoop:
         self._holding: dict[str, int] = {}
         """Sessions whose lease this worker holds → the newest log position a wake-up joined it with
         (0: none since the run began)."""
+        self._run_spans: dict[str, trace.SpanContext] = {}
+        """The span of each run this worker has going (a wake-up that joins the run links to it)."""
         self.joined = 0
         """Wake-ups handed to this worker's own run of their session (it runs again before letting go)."""
 
@@ -187,6 +189,7 @@ class WakeLoop:
             # This worker is running the session: its run looks at the log again before it lets go.
             self._holding[wake.session_id] = max(self._holding[wake.session_id], wake.seq, 1)
             self.joined += 1
+            self._trace_join(wake, delivery)
             logger.info("wake-up joined the session's running run", extra={"fields": fields})
             await self._settle(delivery.ack(), wake=wake)
             return
@@ -204,7 +207,8 @@ class WakeLoop:
             },
         )
         try:
-            with span:
+            with span as current:
+                self._run_spans[wake.session_id] = current.get_span_context()
                 outcome = await self._work(wake, delivery)
         except LeaseBusy:
             self.lease_handbacks += 1
@@ -221,6 +225,7 @@ class WakeLoop:
             return
         finally:
             self.active.discard(wake.session_id)
+            self._run_spans.pop(wake.session_id, None)
         logger.info("session run ended", extra={"fields": {**fields, "outcome": outcome.value}})
         if outcome is Outcome.DONE:
             await self._settle(delivery.ack(), wake=wake)
@@ -228,6 +233,26 @@ class WakeLoop:
             await self._settle(delivery.term(), wake=wake)
         else:
             await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
+
+    def _trace_join(self, wake: rpc.Wake, delivery: WakeDelivery) -> None:
+        """A wake-up taken up by the run already going: its trace gets a span linked to that run's
+        (whose parent is the wake-up that started it), so it shows which work took its input."""
+        running = self._run_spans.get(wake.session_id)
+        with _tracer.start_as_current_span(
+            "process corral.wake.{session_id}",
+            context=telemetry.extract(delivery.headers),
+            kind=trace.SpanKind.CONSUMER,
+            links=telemetry.link_to(running, **{"corral.link": "joined_run"}),
+            attributes={
+                "messaging.system": "nats",
+                "messaging.operation.type": "process",
+                "messaging.destination.name": subjects.wake(wake.session_id),
+                "messaging.destination.template": subjects.wake("{session_id}"),
+                "corral.session_id": wake.session_id,
+                "corral.wake.joined": True,
+            },
+        ):
+            pass
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
         waited = False
