@@ -10,6 +10,7 @@ httpx are switched on here for every process; the gateway adds FastAPI's (``inst
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Sequence
 
 from opentelemetry import trace
@@ -112,7 +113,9 @@ def configure(service_name: str, *, settings: TelemetrySettings | None = None, l
 
 
 def instrument_libraries(provider: TracerProvider) -> None:
-    """Client spans for every asyncpg query and every httpx request (the instrumentation packages)."""
+    """Client spans for every asyncpg query and every httpx request (the instrumentation packages),
+    with the stable HTTP conventions (``http.request.method``...) unless the environment chose."""
+    os.environ.setdefault("OTEL_SEMCONV_STABILITY_OPT_IN", "http")  # noqa: TID251 - the packages read only this
     asyncpg = AsyncPGInstrumentor()  # type: ignore[no-untyped-call]  # untyped in the package
     if not asyncpg.is_instrumented_by_opentelemetry:
         asyncpg.instrument(tracer_provider=provider)
