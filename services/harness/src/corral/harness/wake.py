@@ -249,7 +249,7 @@ class WakeLoop:
                 "messaging.destination.name": subjects.wake(wake.session_id),
                 "messaging.destination.template": subjects.wake("{session_id}"),
                 "corral.session_id": wake.session_id,
-                "corral.wake.joined": True,
+                "corral.joined_run": True,
             },
         ):
             pass

@@ -147,8 +147,8 @@ class Sessions:
         attributes = {"corral.session_id": session_id, "corral.environment_id": environment_id}
         with _tracer.start_as_current_span("provision sandbox", attributes=attributes) as span:
             sandbox = await self._provision_sandbox(session_id, environment_id, config, repositories)
-            span.set_attribute("corral.sandbox.source", "warm" if sandbox.from_pool else "cold")
-            span.set_attribute("corral.sandbox.network", sandbox.network)
+            span.set_attribute("corral.sandbox_source", "warm" if sandbox.from_pool else "cold")
+            span.set_attribute("corral.sandbox_network", sandbox.network)
             return sandbox
 
     async def _provision_sandbox(
