@@ -76,6 +76,8 @@ def _environ() -> dict[str, str]:
     drop = ("ANTHROPIC_", "CORRAL_MODEL_", "DATABASE_URL", "CORRAL_")
     environ = {k: v for k, v in os.environ.items() if not k.startswith(drop)}
     environ["CORRAL_DOCKER_DATA_ROOT"] = os.environ.get("CORRAL_DOCKER_DATA_ROOT") or DOCKER_DATA_ROOT
+    # every test stack runs the trace collector, and every service exports to it (tests.e2e.test_tracing)
+    environ["CORRAL_TRACING"] = "1"
     return environ
 
 

@@ -3,10 +3,15 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from corral.harness import wakespans
 from corral.harness.lease import HeldLease, Leases
 from corral.harness.turn import Outcome
 from corral.harness.wake import WakeLoop, redelivery_delay
+from corral.telemetry import inject
 from tests.unit.harness.fakes import SESSION_ID, FakeBucket, FakeDelivery, FakeSource, SteppedSleep, wake_delivery
 
 
@@ -352,3 +357,45 @@ async def test_a_holder_takes_the_session_back_when_input_was_logged_as_it_let_g
     releases = [c for c in harness.bucket.calls if c[0] in ("update", "delete")]
     assert [c[0] for c in releases] == ["update", "delete", "update", "delete"]
     assert harness.bucket.entries == {}
+
+
+async def test_a_wake_up_that_joins_a_run_gets_a_span_in_its_own_trace_linked_to_the_run(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each wake-up's span is a child of its publisher's (the trace context in its headers); one
+    that joins a run already going cannot be the run's parent, so its span, in its own trace, links
+    to the run's span."""
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    tracer = provider.get_tracer("test")
+    monkeypatch.setattr(wakespans, "_tracer", tracer)
+    with tracer.start_as_current_span("first sender") as first_sender:
+        first_headers = inject({})
+    with tracer.start_as_current_span("second sender") as second_sender:
+        second_headers = inject({})
+    runner = FakeRunner(block=True)
+    harness = Harness(runner)
+    first, second = wake_delivery(seq=3), wake_delivery(seq=9)
+    first.headers, second.headers = first_headers, second_headers
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(first)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    await harness.deliver(second)
+    async with asyncio.timeout(5):
+        await second.done.wait()
+    runner.release.set()
+    async with asyncio.timeout(5):
+        await first.done.wait()
+    harness.stop.set()
+    await task
+
+    run, joined = sorted(
+        (s for s in spans.get_finished_spans() if s.name.startswith("process")),
+        key=lambda s: bool((s.attributes or {}).get("corral.joined_run")),
+    )
+    assert run.parent is not None and run.parent.span_id == first_sender.get_span_context().span_id
+    assert joined.parent is not None and joined.parent.span_id == second_sender.get_span_context().span_id
+    assert joined.context.trace_id == second_sender.get_span_context().trace_id != run.context.trace_id
+    assert [link.context.span_id for link in joined.links] == [run.context.span_id]

@@ -247,6 +247,10 @@ class StackConfig:
     docker_data_root: Path | None
     #: ``OTEL_EXPORTER_OTLP_ENDPOINT``, passed on to every service.
     otel_endpoint: str | None
+    #: ``CORRAL_TRACING=1``: run the trace collector, and have every service export to it.
+    tracing: bool = False
+    #: ``CORRAL_JAEGER_OTLP``: the OTLP/HTTP endpoint the collector forwards every export to.
+    jaeger_otlp: str | None = None
 
     @classmethod
     def read(
@@ -273,6 +277,8 @@ class StackConfig:
             external_docker_host=env.get("CORRAL_DOCKER_HOST") or None,
             docker_data_root=Path(data_root) if data_root else None,
             otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            tracing=env.get("CORRAL_TRACING", "").strip().lower() in ("1", "true", "yes", "on"),
+            jaeger_otlp=env.get("CORRAL_JAEGER_OTLP", "").strip() or None,
         )
 
     @property

@@ -38,6 +38,7 @@ PORT_SETTINGS: tuple[PortSetting, ...] = (
     PortSetting("gateway", "CORRAL_GATEWAY_PORT", 8080, "gateway"),
     PortSetting("embedded_model", "CORRAL_EMBEDDED_MODEL_PORT", 8090, "embedded-model"),
     PortSetting("metrics", "CORRAL_METRICS_PORT", 9464, "metrics"),
+    PortSetting("collector", "CORRAL_COLLECTOR_PORT", 4318, "collector"),
 )
 
 #: Ports from ``Ports.metrics`` on that ``Ports.free`` keeps free: one metrics endpoint per service
@@ -64,6 +65,8 @@ class Ports:
     embedded_model: int = 8090
     #: the first of the services' metrics ports (each service's is this plus its offset)
     metrics: int = 9464
+    #: the trace collector's OTLP/HTTP port (only with ``CORRAL_TRACING=1``)
+    collector: int = 4318
 
     @classmethod
     def free(cls) -> Ports:

@@ -286,7 +286,7 @@ class Stack(Topology):
                     if pid is not None:
                         self.progress(_line(docker.name, "stopped", pid, ""))
             embedded_pg = EmbeddedPostgres(self.state, self.ports.postgres)
-            for component in (self.openbao, embedded_pg, self.nats):
+            for component in (self.collector, self.openbao, embedded_pg, self.nats):
                 pid = component.pid()
                 component.stop(timeout if component is not embedded_pg else 30.0)
                 if pid is not None:

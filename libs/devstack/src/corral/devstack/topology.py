@@ -12,6 +12,8 @@ import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
+from corral.devstack.collector import NAME as COLLECTOR
+from corral.devstack.collector import Collector
 from corral.devstack.components import Component, PortClaim
 from corral.devstack.configuration import ImageSettings, ModelConfig, StackConfig
 from corral.devstack.docker_engine import DockerEngine, ExternalDockerEngine
@@ -129,6 +131,22 @@ class Topology:
         return OpenBao(self.state, self.ports.bao, self.ports.bao_cluster)
 
     @property
+    def tracing(self) -> bool:
+        """``CORRAL_TRACING=1``: the stack runs the trace collector and the services export to it."""
+        return self.config.tracing
+
+    @property
+    def collector(self) -> Collector:
+        """The trace collector (running only with ``CORRAL_TRACING=1``)."""
+        return Collector(self.state, self.ports.collector, forward=self.config.jaeger_otlp)
+
+    @property
+    def otel_endpoint(self) -> str | None:
+        """Where the services export spans: the collector with ``CORRAL_TRACING=1``, else
+        ``OTEL_EXPORTER_OTLP_ENDPOINT`` (unset: no export)."""
+        return self.collector.endpoint if self.tracing else self.config.otel_endpoint
+
+    @property
     def docker_engine(self) -> DockerEngine | ExternalDockerEngine:
         """The engine this stack uses: ``CORRAL_DOCKER_HOST``, or its own dockerd."""
         if self.external_docker_host:
@@ -187,6 +205,8 @@ class Topology:
 
     def infra(self) -> list[Component]:
         components: list[Component] = [self.nats, self.postgres, self.openbao]
+        if self.tracing:
+            components.append(self.collector)
         if self.docker_enabled:
             components.append(self.docker_engine)
         return components
@@ -219,7 +239,7 @@ class Topology:
             model=self.model,
             nats_passwords=self.nats.users.passwords(),
             log_level=self.log_level,
-            otel_endpoint=self.config.otel_endpoint,
+            otel_endpoint=self.otel_endpoint,
             docker_host=self.docker_host,
             sandbox_image=self.sandbox_image,
             egress_socket_dir=str(self.egress_socket_dir) if self.docker_host else None,
@@ -259,6 +279,8 @@ class Topology:
             return self.postgres
         if name == "openbao":
             return self.openbao
+        if name == COLLECTOR:
+            return self.collector
         if name == DOCKER:
             return self.docker_component() or self.docker_engine
         if is_service_name(name):
@@ -267,6 +289,8 @@ class Topology:
 
     def components(self) -> list[Component]:
         infra: list[Component] = [self.nats, self.postgres, self.openbao]
+        if self.tracing or self.collector.is_running():
+            infra.append(self.collector)
         docker = self.docker_component()
         if docker is not None:
             infra.append(docker)
@@ -283,6 +307,7 @@ class Topology:
             "nats": self.nats,
             "postgres": EmbeddedPostgres(self.state, recorded.postgres),
             "openbao": self.openbao,
+            "collector": self.collector,
             "gateway": self.service("gateway"),
             "embedded-model": self.service("embedded-model"),
         }

@@ -31,6 +31,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 import httpx2
 import mcp_types
@@ -38,12 +39,15 @@ from mcp.client.session import ClientSession
 from mcp.client.sse import sse_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.exceptions import MCPError
+from opentelemetry import trace
 
+from corral import telemetry
 from corral.contracts.mcp import McpTool, McpToolOutcome
 from corral.credential_proxy.mcp_auth import NO_CREDENTIALS, Caller, Credentials, VaultAuth
 from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules, ServerUrl, VettedBackend, parse_url
 
 logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
 
 _T = TypeVar("_T")
 
@@ -137,7 +141,9 @@ class McpClients:
                 )
             return McpToolOutcome(content=result_content(result), is_error=bool(result.is_error))
 
-        return await self._use(caller, url, work, self._timeouts.call_s, f"calling {name!r}")
+        attributes = {"mcp.method.name": "tools/call", "gen_ai.tool.name": name, **_server_attributes(url)}
+        with _tracer.start_as_current_span(f"tools/call {name}", kind=trace.SpanKind.CLIENT, attributes=attributes):
+            return await self._use(caller, url, work, self._timeouts.call_s, f"calling {name!r}")
 
     async def close(self, session_id: str) -> int:
         """Close every connection of the session; how many there were."""
@@ -312,6 +318,13 @@ class McpClients:
             for connection in list(self._connections.values()):
                 if not connection.busy and now - connection.last_used >= self._timeouts.idle_s:
                     self._drop(connection)
+
+
+def _server_attributes(url: str) -> dict[str, str | int]:
+    """An MCP server's address for a span: host and port, never the URL's path, query or user info."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    return {"server.address": parts.hostname or "", "server.port": port}
 
 
 def _vetted_pool(backend: VettedBackend) -> Any:

@@ -30,7 +30,9 @@ from typing import Any, Final
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
+from opentelemetry import trace
 
+from corral import telemetry
 from corral.contracts.api.errors import ApiError, invalid
 from corral.contracts.web import MAX_URL_LENGTH, FetchedPage, FetchPage, WebError
 from corral.credential_proxy import metrics
@@ -58,6 +60,7 @@ from corral.credential_proxy.settings import EgressSettings, WebSettings
 from corral.credential_proxy.webdomains import domain_problem
 
 logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
 
 REDIRECTS: Final = frozenset({301, 302, 303, 307, 308})
 _ANY_HOST: Final = HostRules(any_host=True)
@@ -66,6 +69,16 @@ _HEADERS: Final = [
     (b"Accept", b"text/html,application/xhtml+xml,text/plain;q=0.9,application/pdf;q=0.8,*/*;q=0.5"),
     (b"Accept-Encoding", b"identity"),
 ]
+
+
+def _get_attributes(target: Target) -> dict[str, str | int]:
+    """A web_fetch request's client span: where it went, never the URL's path or query."""
+    return {
+        "http.request.method": "GET",
+        "server.address": str(target.host),
+        "server.port": target.port,
+        "corral.web.tool": "web_fetch",
+    }
 
 
 def web_error(code: str, message: str) -> ApiError:
@@ -205,7 +218,11 @@ class WebFetcher:
             if problem is not None:
                 raise web_error(WebError.URL_NOT_ALLOWED, f"web_fetch of {url} refused: {problem}")
             vetted = await self._vet(url, target)
-            answer = await self._get(target, vetted)
+            with _tracer.start_as_current_span(
+                "GET", kind=trace.SpanKind.CLIENT, attributes=_get_attributes(target)
+            ) as span:
+                answer = await self._get(target, vetted)
+                span.set_attribute("http.response.status_code", answer.status)
             location = answer.headers.get("location")
             if answer.status in REDIRECTS and location:
                 url = urljoin(target.url, location)

@@ -13,15 +13,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from corral.contracts import ids
 from corral.contracts.api.errors import ApiError
 from corral.gateway.errors import REQUEST_ID_HEADER, api_error_response, internal_error_response, request_id_of
-from corral.telemetry import extract, tracer
 
 logger = logging.getLogger(__name__)
 
-_tracer = tracer("corral.gateway")
-
 
 class RequestContextMiddleware:
-    """Outermost: a ``req_...`` id on every response (header and error bodies) and a server span.
+    """Outermost: a ``req_...`` id on every response (header and error bodies), also set on the
+    request's server span (the OpenTelemetry FastAPI instrumentation's, around this middleware).
 
     An exception nothing else handled is logged with its traceback and answered with a 500
     ``api_error`` envelope that carries only the request id.
@@ -37,44 +35,31 @@ class RequestContextMiddleware:
         request_id = ids.new_id(ids.REQUEST)
         scope.setdefault("state", {})["request_id"] = request_id
         started = False
-        status = 0
 
         async def send_with_id(message: Message) -> None:
-            nonlocal started, status
+            nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                status = int(message["status"])
                 MutableHeaders(scope=message)[REQUEST_ID_HEADER] = request_id
             await send(message)
 
         method = str(scope.get("method", ""))
-        headers = Headers(scope=scope)
-        parent = extract({k: v for k, v in headers.items() if k in ("traceparent", "tracestate")})
-        with _tracer.start_as_current_span(method, context=parent, kind=trace.SpanKind.SERVER) as span:
-            span.set_attribute("http.request.method", method)
-            span.set_attribute("corral.request_id", request_id)
-            try:
-                await self.app(scope, receive, send_with_id)
-            except ClientDisconnect:
-                logger.debug("client went away", extra={"fields": {"request_id": request_id}})
-            except Exception:
-                logger.exception(
-                    "unhandled error in %s %s",
-                    method,
-                    scope.get("path", ""),
-                    extra={"fields": {"request_id": request_id}},
-                )
-                span.set_status(trace.StatusCode.ERROR)
-                if not started:
-                    await internal_error_response(request_id)(scope, receive, send_with_id)
-            finally:
-                route = scope.get("route")
-                template = getattr(route, "path", None)
-                if isinstance(template, str):
-                    span.update_name(f"{method} {template}")
-                    span.set_attribute("http.route", template)
-                if status:
-                    span.set_attribute("http.response.status_code", status)
+        span = trace.get_current_span()
+        span.set_attribute("corral.request_id", request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        except ClientDisconnect:
+            logger.debug("client went away", extra={"fields": {"request_id": request_id}})
+        except Exception:
+            logger.exception(
+                "unhandled error in %s %s",
+                method,
+                scope.get("path", ""),
+                extra={"fields": {"request_id": request_id}},
+            )
+            span.set_status(trace.StatusCode.ERROR)
+            if not started:
+                await internal_error_response(request_id)(scope, receive, send_with_id)
 
 
 class BodyLimitMiddleware:

@@ -38,6 +38,7 @@ from corral.contracts.api.events import (
     StopReasonType,
     UsageSnapshot,
 )
+from corral.telemetry import current_trace_id
 
 EventDict = HarnessEvent
 """Former name of ``HarnessEvent`` (events were dicts), kept for modules that still annotate with it."""
@@ -80,11 +81,18 @@ def session_usage(usage: dict[str, Any], budget: dict[str, Any] | None) -> Harne
 
 
 def model_request_start() -> HarnessEvent:
-    return SpanModelRequestStart(id=new_event_id())
+    """``span.model_request_start``, with the trace id of the span current here (the session's run)."""
+    return SpanModelRequestStart(id=new_event_id(), corral_trace_id=current_trace_id())
 
 
 def model_request_end(start_id: str, *, usage: ModelUsage = NO_USAGE, is_error: bool = False) -> HarnessEvent:
-    return SpanModelRequestEnd(id=new_event_id(), model_request_start_id=start_id, model_usage=usage, is_error=is_error)
+    return SpanModelRequestEnd(
+        id=new_event_id(),
+        model_request_start_id=start_id,
+        model_usage=usage,
+        is_error=is_error,
+        corral_trace_id=current_trace_id(),
+    )
 
 
 def agent_message(event_id: str, texts: Sequence[str]) -> HarnessEvent:

@@ -33,6 +33,7 @@ from corral.harness.mcp import McpTools, mcp_unavailable
 from corral.harness.runstate import SessionRun, TurnState, agent_of, log_fields, repositories_of, vault_ids_of
 from corral.harness.sandbox import Sandbox, SandboxError
 from corral.harness.tools import toolbox
+from corral.harness.toolspans import describe_tool_span, tool_span
 from corral.harness.webtools import WEB_TOOLS, Web, run_web_tool
 
 logger = logging.getLogger(__name__)
@@ -77,16 +78,18 @@ class ToolRunner:
             if turn.interrupted.is_set():
                 break
             batch: list[HarnessEvent]
-            if call.mcp_server is not None:  # an MCP server's tool, called by the credential-proxy
-                batch = await self._mcp.call(run, call) if self._mcp is not None else [mcp_unavailable(call.id)]
-                kind = "mcp"
-            elif call.name in WEB_TOOLS and self._web is not None:  # run by the credential-proxy, not the sandbox
-                agent = agent_of(run.log.fold.session)
-                batch = [await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)]
-                kind = "web"
-            else:
-                batch = await self._execute(run.session_id, environment, call, turn.interrupted, run.log.fold)
-                kind = "builtin"
+            with tool_span(run.session_id, call) as span:
+                if call.mcp_server is not None:  # an MCP server's tool, called by the credential-proxy
+                    batch = await self._mcp.call(run, call) if self._mcp is not None else [mcp_unavailable(call.id)]
+                    kind = "mcp"
+                elif call.name in WEB_TOOLS and self._web is not None:  # run by the credential-proxy, not the sandbox
+                    agent = agent_of(run.log.fold.session)
+                    batch = [await run_web_tool(self._web, run.session_id, agent, call, turn.interrupted)]
+                    kind = "web"
+                else:
+                    batch = await self._execute(run.session_id, environment, call, turn.interrupted, run.log.fold)
+                    kind = "builtin"
+                describe_tool_span(span, kind, batch)
             metrics.tool_answered(kind, batch)
             self._crash(crashpoints.AFTER_TOOL_EXECUTED)
             last_seq = (await run.append(batch)).last_seq

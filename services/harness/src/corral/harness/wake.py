@@ -29,15 +29,13 @@ from typing import Any
 from opentelemetry import trace
 from pydantic import ValidationError
 
-from corral import telemetry
-from corral.contracts import rpc, subjects
-from corral.harness import metrics
+from corral.contracts import rpc
+from corral.harness import metrics, wakespans
 from corral.harness.lease import HeldLease, LeaseBusy, Leases, Released, Sleep
 from corral.harness.turn import Outcome
 from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
 
 logger = logging.getLogger(__name__)
-_tracer = telemetry.tracer(__name__)
 
 
 def redelivery_delay(num_delivered: int) -> float:
@@ -81,6 +79,8 @@ class WakeLoop:
         self._holding: dict[str, int] = {}
         """Sessions whose lease this worker holds → the newest log position a wake-up joined it with
         (0: none since the run began)."""
+        self._run_spans: dict[str, trace.SpanContext] = {}
+        """The span of each run this worker has going (a wake-up that joins the run links to it)."""
         self.joined = 0
         """Wake-ups handed to this worker's own run of their session (it runs again before letting go)."""
         self.lease_served = 0
@@ -220,24 +220,14 @@ class WakeLoop:
             # This worker is running the session: its run looks at the log again before it lets go.
             self._holding[wake.session_id] = max(self._holding[wake.session_id], wake.seq, 1)
             self.joined += 1
+            wakespans.joining(wake, delivery, self._run_spans.get(wake.session_id))
             logger.info("wake-up joined the session's running run", extra={"fields": fields})
             await self._settle(delivery.ack(), wake=wake)
             return
         self.active.add(wake.session_id)
-        span = _tracer.start_as_current_span(
-            "process corral.wake.{session_id}",
-            context=telemetry.extract(delivery.headers),
-            kind=trace.SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "nats",
-                "messaging.operation.type": "process",
-                "messaging.destination.name": subjects.wake(wake.session_id),
-                "messaging.destination.template": subjects.wake("{session_id}"),
-                "corral.session_id": wake.session_id,
-            },
-        )
         try:
-            with span:
+            with wakespans.processing(wake, delivery) as current:
+                self._run_spans[wake.session_id] = current.get_span_context()
                 outcome = await self._work(wake, delivery)
         except LeaseBusy:
             self.lease_handbacks += 1
@@ -254,6 +244,7 @@ class WakeLoop:
             return
         finally:
             self.active.discard(wake.session_id)
+            self._run_spans.pop(wake.session_id, None)
         logger.info("session run ended", extra={"fields": {**fields, "outcome": outcome.value}})
         if outcome is Outcome.DONE:
             await self._settle(delivery.ack(), wake=wake)

@@ -22,6 +22,7 @@ import logging
 import time
 from typing import Any
 
+from corral import telemetry
 from corral.contracts.sandbox import Execute, TextBlock, ToolOutcome, tool_result_key
 from corral.sandbox_manager import metrics
 from corral.sandbox_manager.channel import SandboxLost
@@ -34,6 +35,7 @@ from corral.sandbox_manager.settings import SandboxSettings
 from corral.sandbox_manager.tools import LocalAnswer, SandboxCall, plan
 
 logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
 
 SANDBOX_LOST = (
     "the sandbox stopped while running this tool; a new sandbox will be used for the next call; "
@@ -187,6 +189,13 @@ class Executions:
         return outcome
 
     async def _run(self, sandbox: Sandbox, step: SandboxCall, key: str) -> tuple[list[TextBlock], bool]:
+        attributes = {"corral.tool_name": step.tool, "corral.container": sandbox.name}
+        with _tracer.start_as_current_span(f"exec {step.tool}", attributes=attributes) as span:
+            content, is_error = await self._run_in(sandbox, step, key)
+            span.set_attribute("corral.tool_is_error", is_error)
+            return content, is_error
+
+    async def _run_in(self, sandbox: Sandbox, step: SandboxCall, key: str) -> tuple[list[TextBlock], bool]:
         notices = [TextBlock(text=n) for n in sandbox.notices]
         sandbox.notices = []
         if key in self._cancel_requested:

@@ -24,6 +24,7 @@ from typing import Any
 
 from docker.errors import DockerException
 
+from corral import telemetry
 from corral.contracts.egress import EgressPolicy
 from corral.contracts.repositories import RepositoryFailure, RepositoryMount
 from corral.sandbox_manager import metrics
@@ -40,6 +41,7 @@ from corral.sandbox_manager.sandboxes import Launcher, Sandbox
 from corral.sandbox_manager.settings import SandboxSettings
 
 logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
 
 LOST_WHILE_UNUSED = (
     "The previous sandbox of this session stopped unexpectedly; this is a new sandbox, and files in /workspace "
@@ -144,6 +146,21 @@ class Sessions:
             task.exception()  # retrieved here; the awaiting callers get it too
 
     async def _provision(
+        self,
+        session_id: str,
+        environment_id: str,
+        config: dict[str, Any],
+        repositories: list[RepositoryMount],
+        vaults: SessionVaults | None,
+    ) -> Sandbox:
+        attributes = {"corral.session_id": session_id, "corral.environment_id": environment_id}
+        with _tracer.start_as_current_span("provision sandbox", attributes=attributes) as span:
+            sandbox = await self._provision_sandbox(session_id, environment_id, config, repositories, vaults)
+            span.set_attribute("corral.sandbox_source", "warm" if sandbox.from_pool else "cold")
+            span.set_attribute("corral.sandbox_network", sandbox.network)
+            return sandbox
+
+    async def _provision_sandbox(
         self,
         session_id: str,
         environment_id: str,

@@ -125,6 +125,10 @@ class ModelUsage(Resource):
 
 class SpanModelRequestStart(StoredEvent):
     type: Literal["span.model_request_start"] = "span.model_request_start"
+    corral_trace_id: str | None = None
+    """Corral's addition: the OpenTelemetry trace (32 hex digits) of the turn that made this model
+    request, as Jaeger shows it; absent when the harness was not in a trace. Clients that do not know
+    it ignore it (the ``anthropic`` SDK keeps unknown fields as extras)."""
 
 
 class SpanModelRequestEnd(StoredEvent):
@@ -132,6 +136,8 @@ class SpanModelRequestEnd(StoredEvent):
     model_request_start_id: str
     model_usage: ModelUsage
     is_error: bool | None = None
+    corral_trace_id: str | None = None
+    """As on ``span.model_request_start``."""
 
 
 class SessionStatusRunning(StoredEvent):

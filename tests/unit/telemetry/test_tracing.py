@@ -1,0 +1,41 @@
+"""The exporter wrapper: a collector that fails is said once, not once per batch, and its return."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import pytest
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export import SpanExporter, SpanExportResult
+
+from corral.telemetry.tracing import QuietExporter
+
+
+class Flaky(SpanExporter):
+    def __init__(self) -> None:
+        self.results: list[SpanExportResult | Exception] = []
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        result = self.results.pop(0)
+        if isinstance(result, Exception):
+            raise result
+        return result
+
+
+def test_failures_are_said_once_and_the_recovery_once(caplog: pytest.LogCaptureFixture) -> None:
+    inner = Flaky()
+    failed, ok = SpanExportResult.FAILURE, SpanExportResult.SUCCESS
+    inner.results = [ok, failed, failed, RuntimeError("exporter bug"), failed, ok, ok, failed]
+    exporter = QuietExporter(inner, "http://127.0.0.1:1/v1/traces")
+    batch: list[ReadableSpan] = [ReadableSpan(name="s")] * 3
+    with caplog.at_level(logging.INFO, logger="corral.telemetry.tracing"):
+        outcomes = [exporter.export(batch) for _ in range(8)]
+    assert outcomes == [ok, failed, failed, failed, failed, ok, ok, failed]
+    said = [(r.levelname, r.getMessage()) for r in caplog.records]
+    assert said == [
+        ("WARNING", "trace export failed; dropping spans until the collector answers"),
+        ("INFO", "trace export works again"),
+        ("WARNING", "trace export failed; dropping spans until the collector answers"),
+    ]
+    assert caplog.records[1].fields == {"endpoint": "http://127.0.0.1:1/v1/traces", "dropped_spans": 12}  # type: ignore[attr-defined]
