@@ -36,33 +36,31 @@ def _sse(data: dict[str, object]) -> bytes:
     return f"event: {data['type']}\ndata: {json.dumps(data)}\n\n".encode()
 
 
-_REPLY = b"".join(
-    _sse(event)
-    for event in (
-        {
-            "type": "message_start",
-            "message": {
-                "id": "msg_bench",
-                "type": "message",
-                "role": "assistant",
-                "model": "claude-bench",
-                "content": [],
-                "stop_reason": None,
-                "stop_sequence": None,
-                "usage": {"input_tokens": 10, "output_tokens": 1},
-            },
+_EVENTS: tuple[dict[str, object], ...] = (
+    {
+        "type": "message_start",
+        "message": {
+            "id": "msg_bench",
+            "type": "message",
+            "role": "assistant",
+            "model": "claude-bench",
+            "content": [],
+            "stop_reason": None,
+            "stop_sequence": None,
+            "usage": {"input_tokens": 10, "output_tokens": 1},
         },
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
-        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
-        {"type": "content_block_stop", "index": 0},
-        {
-            "type": "message_delta",
-            "delta": {"stop_reason": "end_turn", "stop_sequence": None},
-            "usage": {"output_tokens": 1},
-        },
-        {"type": "message_stop"},
-    )
+    },
+    {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+    {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "ok"}},
+    {"type": "content_block_stop", "index": 0},
+    {
+        "type": "message_delta",
+        "delta": {"stop_reason": "end_turn", "stop_sequence": None},
+        "usage": {"output_tokens": 1},
+    },
+    {"type": "message_stop"},
 )
+_REPLY = b"".join(_sse(event) for event in _EVENTS)
 
 
 def conversation(blocks: int) -> ConversationBuilder:
@@ -91,8 +89,10 @@ async def measure(blocks: int, calls: int) -> tuple[list[float], list[float], in
     model = AnthropicModel(client)
     builder = conversation(blocks)
 
-    async def on_text(index: int, text: str) -> None:
-        return None
+    streamed: list[str] = []
+
+    async def on_text(_index: int, text: str) -> None:
+        streamed.append(text)
 
     setups: list[float] = []
     totals: list[float] = []
@@ -123,7 +123,8 @@ async def main() -> None:
         setup_p50[blocks] = statistics.median(setups)
         print(
             f"{blocks:>6} blocks ({body / 1e6:.2f} MB body): setup p50 {statistics.median(setups):7.2f} ms "
-            f"p90 {_pct(setups, 90):7.2f} ms | total p50 {statistics.median(totals):7.2f} ms p90 {_pct(totals, 90):7.2f} ms"
+            f"p90 {_pct(setups, 90):7.2f} ms | total p50 {statistics.median(totals):7.2f} ms "
+            f"p90 {_pct(totals, 90):7.2f} ms"
         )
     first, last = args.sizes[0], args.sizes[-1]
     print(f"setup p50 ratio {last}/{first} blocks: {setup_p50[last] / setup_p50[first]:.1f}x")

@@ -13,7 +13,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
@@ -96,7 +95,7 @@ async def through_the_client(request: ModelRequest, handler: Handler) -> None:
 
 
 async def through_the_adapter(request: ModelRequest, handler: Handler) -> None:
-    async def on_text(index: int, text: str) -> None:
+    async def on_text(_index: int, _text: str) -> None:
         return None
 
     await AnthropicModel(client(handler), secrets=[KEY]).stream(request, on_text)
