@@ -3,8 +3,9 @@
 - The JSON the conversation keeps per message is the JSON of the messages as they stand, at every
   step of any log, after any compaction record and after a snapshot restore (a message that changed
   is encoded again).
-- The bytes and headers the adapter sends are the ones ``client.messages.stream(...)`` sends for the
-  same request (the client path it replaces), for any conversation, system prompt and tools.
+- The bytes and headers the adapter sends are the ones ``client.messages.stream(...)`` (and
+  ``client.messages.count_tokens(...)``) sends for the same request (the client path it replaces),
+  for any conversation, system prompt and tools.
 - Errors reach the turn driver as they did through ``client.messages.stream(...)``: the same
   ``ModelError`` for 400 "prompt is too long", 529, 500, 401 and an error event mid-stream; the same
   transport error for a stream cut off mid-reply.
@@ -157,6 +158,74 @@ def test_the_adapter_sends_the_bytes_and_headers_the_clients_stream_helper_sends
     assert (actual.method, actual.url) == (expected.method, expected.url)
     same = {k: v for k, v in expected.headers.items() if k not in _PER_REQUEST}
     assert {k: v for k, v in actual.headers.items() if k not in _PER_REQUEST} == same
+
+
+async def count_through_the_client(request: ModelRequest, handler: Handler) -> None:
+    await client(handler).messages.count_tokens(
+        model=request.model,
+        system=request.system if request.system else anthropic.omit,
+        messages=cast("Any", list(request.messages)),
+        tools=cast("Any", list(request.tools)) if request.tools else anthropic.omit,
+    )
+
+
+async def count_through_the_adapter(request: ModelRequest, handler: Handler) -> None:
+    assert await AnthropicModel(client(handler), secrets=[KEY]).count_tokens(request) == 1234
+
+
+def counted(send: Callable[[ModelRequest, Handler], Any], request: ModelRequest) -> httpx2.Request:
+    seen: list[httpx2.Request] = []
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        http_request.read()
+        seen.append(http_request)
+        return httpx2.Response(200, json={"input_tokens": 1234})
+
+    asyncio.run(send(request, handler))
+    return seen[0]
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    events=logs(),
+    texts=st.lists(WORDS, max_size=3),
+    system=st.sampled_from([None, "", "Be brief. \u00e9\u4e2d"]),
+    tools=st.sampled_from([(), (TOOL,)]),
+)
+def test_count_tokens_sends_the_bytes_and_headers_the_clients_count_tokens_sends(
+    events: list[dict[str, Any]], texts: list[str], system: str | None, tools: tuple[dict[str, Any], ...]
+) -> None:
+    said = [
+        {"type": "user.message", "id": f"said_{n}", "content": [{"type": "text", "text": t}]}
+        for n, t in enumerate(texts)
+    ]
+    messages = fold_of(records([*events, *said])).conversation.messages()
+    request = ModelRequest(model="claude-test", messages=messages, max_tokens=1, system=system, tools=tools)
+
+    expected = counted(count_through_the_client, request)
+    actual = counted(count_through_the_adapter, request)
+
+    assert actual.content == expected.content
+    assert (actual.method, actual.url) == (expected.method, expected.url)
+    same = {k: v for k, v in expected.headers.items() if k not in _PER_REQUEST}
+    assert {k: v for k, v in actual.headers.items() if k not in _PER_REQUEST} == same
+
+
+async def test_a_server_without_count_tokens_is_not_asked_again() -> None:
+    asked: list[str] = []
+
+    def handler(http_request: httpx2.Request) -> httpx2.Response:
+        asked.append(http_request.url.path)
+        return httpx2.Response(404, json={"type": "error", "error": {"type": "not_found_error", "message": "no"}})
+
+    model = AnthropicModel(client(handler), secrets=[KEY])
+    request = ModelRequest(
+        model="claude-test", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}], max_tokens=1
+    )
+
+    assert await model.count_tokens(request) is None
+    assert await model.count_tokens(request) is None
+    assert asked == ["/v1/messages/count_tokens"]
 
 
 def test_a_plain_list_of_messages_is_sent_as_the_client_would_send_it() -> None:

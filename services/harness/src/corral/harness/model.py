@@ -17,6 +17,7 @@ import anthropic
 from anthropic.lib.streaming import AsyncMessageStreamManager
 from anthropic.types import (
     Message,
+    MessageTokensCount,
     RawContentBlockDeltaEvent,
     RawMessageStreamEvent,
     TextBlock,
@@ -28,10 +29,10 @@ from corral.contracts.api.events import ModelUsage, SessionErrorType
 from corral.contracts.text import well_formed
 from corral.harness import metrics
 from corral.harness.messageblocks import ChatMessage
-from corral.harness.requestbody import stream_body
+from corral.harness.requestbody import count_body, stream_body
 
 if TYPE_CHECKING:
-    from anthropic.types import MessageParam, ToolParam
+    from anthropic.types import MessageParam
 
 logger = logging.getLogger(__name__)
 
@@ -174,14 +175,10 @@ class AnthropicModel:
         endpoint (404) is not asked again."""
         if not self._counting:
             return None
-        system: str | anthropic.Omit = request.system if request.system else anthropic.omit
-        tools: list[ToolParam] | anthropic.Omit = (
-            cast("list[ToolParam]", list(request.tools)) if request.tools else anthropic.omit
-        )
+        body = count_body(model=request.model, messages=request.messages, system=request.system, tools=request.tools)
         try:
-            counted = await self._client.messages.count_tokens(
-                model=request.model, system=system, messages=cast("list[MessageParam]", request.messages), tools=tools
-            )
+            # What ``client.messages.count_tokens(...)`` sends, pre-encoded (see ``_open_stream``).
+            counted = await self._client.post("/v1/messages/count_tokens", cast_to=MessageTokensCount, content=body)
         except anthropic.NotFoundError:
             logger.info("the model server has no count_tokens endpoint; estimating request sizes")
             self._counting = False

@@ -3,9 +3,9 @@
 The ``anthropic`` client copies and walks a request's whole body before it encodes it, on every
 request: at thousands of blocks that costs more than everything else the harness does per step.
 The conversation (``corral.harness.conversation``) keeps each placed message's JSON, encoded once
-as it is placed (again only when it changes), so a request's body is those pieces joined, plus the
-few fields around them; it goes to the client as ready bytes (``content=``), which it sends as
-they are.
+as it is placed (again only when it changes), so a request's body (a turn's streamed request, or a
+``count_tokens``) is those pieces joined, plus the few fields around them; it goes to the client as
+ready bytes (``content=``), which it sends as they are.
 
 The encoding is the client's own (``json.dumps`` with ``ensure_ascii=False``, compact separators,
 no NaN), so the bytes sent are the bytes the client would have sent for the same request (the unit
@@ -58,9 +58,23 @@ def stream_body(
     """The body of a streamed ``POST /v1/messages``, fields in the order the client writes them
     (``system`` and ``tools`` only when given)."""
     fields = [f'"max_tokens":{encode(max_tokens)}', f'"messages":{messages_json(messages)}', f'"model":{encode(model)}']
-    if system:
-        fields.append(f'"system":{encode(system)}')
+    return _object([*fields, *_system_and_tools(system, tools), '"stream":true'])
+
+
+def count_body(
+    *, model: str, messages: Sequence[ChatMessage], system: str | None = None, tools: Sequence[dict[str, Any]] = ()
+) -> bytes:
+    """The body of a ``POST /v1/messages/count_tokens``, fields in the order the client writes them."""
+    fields = [f'"messages":{messages_json(messages)}', f'"model":{encode(model)}']
+    return _object([*fields, *_system_and_tools(system, tools)])
+
+
+def _system_and_tools(system: str | None, tools: Sequence[dict[str, Any]]) -> list[str]:
+    fields = [f'"system":{encode(system)}'] if system else []
     if tools:
         fields.append(f'"tools":{encode(list(tools))}')
-    fields.append('"stream":true')
+    return fields
+
+
+def _object(fields: list[str]) -> bytes:
     return ("{" + ",".join(fields) + "}").encode()
