@@ -81,7 +81,11 @@ class ConversationBuilder:
     place. ``messages()`` adds what is still held back, without changing the builder, so each event
     costs the same however long the log is. ``chars()`` is the length of ``messages()``'s JSON, kept
     as blocks are placed (``corral.harness.jsonsize``), so sizing a request costs the same however
-    long the conversation is. ``state()``/``restore()`` carry the builder in a snapshot (JSON-ready).
+    long the conversation is. Each placed message's JSON is kept too (encoded again only when the
+    message changes), and ``messages()`` hands it over with the messages (``requestbody.Messages``),
+    so a request's body is joined rather than encoded again. ``state()``/``restore()`` carry the
+    builder in a snapshot (JSON-ready; the kept JSON is not in it: a restored builder encodes its
+    messages once, at its first ``messages()``).
 
     Context management is part of the fold, so any harness (from a snapshot or from scratch) builds
     the same conversation:
