@@ -33,6 +33,7 @@ from typing import Any, Final
 from corral.contracts.rpc import LoggedEvent
 from corral.harness.jsonsize import Sized, block_chars, list_chars, messages_chars, sized
 from corral.harness.messageblocks import ChatMessage, agent_blocks, merge, tool_use_block, user_blocks
+from corral.harness.requestbody import Messages, encode
 from corral.harness.toolanswers import Answers, weight
 
 COMPACTED: Final = "agent.thread_context_compacted"
@@ -80,7 +81,11 @@ class ConversationBuilder:
     place. ``messages()`` adds what is still held back, without changing the builder, so each event
     costs the same however long the log is. ``chars()`` is the length of ``messages()``'s JSON, kept
     as blocks are placed (``corral.harness.jsonsize``), so sizing a request costs the same however
-    long the conversation is. ``state()``/``restore()`` carry the builder in a snapshot (JSON-ready).
+    long the conversation is. Each placed message's JSON is kept too (encoded again only when the
+    message changes), and ``messages()`` hands it over with the messages (``requestbody.Messages``),
+    so a request's body is joined rather than encoded again. ``state()``/``restore()`` carry the
+    builder in a snapshot (JSON-ready; the kept JSON is not in it: a restored builder encodes its
+    messages once, at its first ``messages()``).
 
     Context management is part of the fold, so any harness (from a snapshot or from scratch) builds
     the same conversation:
@@ -105,6 +110,11 @@ class ConversationBuilder:
         self._sizes: list[Sized] = []
         """For each placed message, its JSON's size (``jsonsize``); ``_placed_chars`` adds them up."""
         self._placed_chars = 0
+        self._json: list[str] = []
+        """For each placed message, its JSON as a request body carries it (``requestbody.encode``);
+        the messages in ``_stale`` changed since (or were never encoded) and are encoded again when
+        ``messages()`` is next asked for, so a step encodes only what it changed."""
+        self._stale: set[int] = set()
         self._held_back: list[ChatMessage] = []
         self._unplaced: list[str] = []
         self._answers = Answers(max_result_chars)
@@ -163,14 +173,34 @@ class ConversationBuilder:
         elif kind == COMPACTED and isinstance(details := event.get("corral_compaction"), Mapping):
             self._compact(details)
 
-    def messages(self) -> list[ChatMessage]:
-        """The conversation so far, with what is still held back placed at the end. The placed
-        messages alternate roles already, so only their first and last can merge (with the summary
-        and with what is held back): the ones between are taken as they are, in one slice."""
+    def messages(self) -> Messages:
+        """The conversation so far, with what is still held back placed at the end, each message with
+        its JSON (``requestbody.Messages``). The placed messages alternate roles already, so only their
+        first and last can merge (with the summary and with what is held back): the ones between are
+        taken as they are, with the JSON kept for them, in one slice."""
         placed = self._placed
+        for index in self._stale:
+            self._json[index] = encode(placed[index])
+        self._stale.clear()
         if len(placed) <= 2:
-            return _joined([*self._head(), *placed, *self._tail()])
-        return [*_joined([*self._head(), placed[0]]), *placed[1:-1], *_joined([placed[-1], *self._tail()])]
+            whole = _joined([*self._head(), *placed, *self._tail()])
+            return Messages(whole, [self._encoded(message) for message in whole])
+        left = _joined([*self._head(), placed[0]])
+        right = _joined([placed[-1], *self._tail()])
+        parts = [
+            *(self._encoded(message) for message in left),
+            *self._json[1:-1],
+            *(self._encoded(message) for message in right),
+        ]
+        return Messages([*left, *placed[1:-1], *right], parts)
+
+    def _encoded(self, message: ChatMessage) -> str:
+        """``message``'s JSON: the one kept when it is the first or last placed message as it is."""
+        if self._placed and message is self._placed[0]:
+            return self._json[0]
+        if self._placed and message is self._placed[-1]:
+            return self._json[-1]
+        return encode(message)
 
     def chars(self) -> int:
         """``len(json.dumps(self.messages()))``, without encoding the conversation again."""
@@ -229,12 +259,15 @@ class ConversationBuilder:
             at = (len(self._placed) - 1, len(last["content"]))
             last["content"].extend(message["content"])
             self._resize(at[0], self._sizes[-1].plus(size))
+            self._stale.add(at[0])
         else:
             at = (len(self._placed), 0)
             self._placed.append({"role": message["role"], "content": list(message["content"])})
             self._origins.append(self._before)
             self._sizes.append(size)
             self._placed_chars += size.chars
+            self._json.append("")
+            self._stale.add(at[0])
         return at
 
     def _resize(self, index: int, size: Sized) -> None:
@@ -249,6 +282,7 @@ class ConversationBuilder:
                 size = self._sizes[mi]
                 changed = size.blocks_chars - block_chars(old) + block_chars(content[bi])
                 self._resize(mi, Sized(size.role, size.blocks, changed))
+                self._stale.add(mi)
 
     def _place_results(self) -> None:
         if not self._unplaced:
@@ -281,6 +315,8 @@ class ConversationBuilder:
         self._origins = self._origins[index:]
         self._sizes = self._sizes[index:]
         self._placed_chars = sum(size.chars for size in self._sizes)
+        self._json = self._json[index:]
+        self._stale = {i - index for i in self._stale if i >= index}
         dropped: set[str] = set()
         slots: dict[str, list[tuple[int, int]]] = {}
         for tool_use_id, places in self._slots.items():
@@ -322,6 +358,8 @@ class ConversationBuilder:
             raise ValueError("a conversation state whose placed messages do not alternate roles")
         builder._sizes = [sized(message["role"], message["content"]) for message in builder._placed]
         builder._placed_chars = sum(size.chars for size in builder._sizes)
+        builder._json = [""] * len(builder._placed)
+        builder._stale = set(range(len(builder._placed)))
         builder._held_back = list(state["held_back"])
         builder._unplaced = list(state["unplaced"])
         builder._answers.results = dict(state["results"])

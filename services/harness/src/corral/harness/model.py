@@ -14,15 +14,25 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anthropic
-from anthropic.types import RawContentBlockDeltaEvent, TextBlock, TextDelta, ToolUseBlock
+from anthropic.lib.streaming import AsyncMessageStreamManager
+from anthropic.types import (
+    Message,
+    MessageTokensCount,
+    RawContentBlockDeltaEvent,
+    RawMessageStreamEvent,
+    TextBlock,
+    TextDelta,
+    ToolUseBlock,
+)
 
 from corral.contracts.api.events import ModelUsage, SessionErrorType
 from corral.contracts.text import well_formed
 from corral.harness import metrics
 from corral.harness.messageblocks import ChatMessage
+from corral.harness.requestbody import count_body, stream_body
 
 if TYPE_CHECKING:
-    from anthropic.types import MessageParam, ToolParam
+    from anthropic.types import MessageParam
 
 logger = logging.getLogger(__name__)
 
@@ -31,6 +41,8 @@ TextSink = Callable[[int, str], Awaitable[None]]
 
 _MESSAGE_LIMIT = 300
 _TERMINAL_STATUSES = frozenset({400, 401, 402, 403, 404, 405, 413, 422})
+_STREAM_HEADERS = {"x-stainless-helper-method": "stream", "x-stainless-stream-helper": "messages"}
+"""What ``client.messages.stream`` adds to the client's own headers (its helper telemetry)."""
 
 
 @dataclass(frozen=True)
@@ -163,14 +175,10 @@ class AnthropicModel:
         endpoint (404) is not asked again."""
         if not self._counting:
             return None
-        system: str | anthropic.Omit = request.system if request.system else anthropic.omit
-        tools: list[ToolParam] | anthropic.Omit = (
-            cast("list[ToolParam]", list(request.tools)) if request.tools else anthropic.omit
-        )
+        body = count_body(model=request.model, messages=request.messages, system=request.system, tools=request.tools)
         try:
-            counted = await self._client.messages.count_tokens(
-                model=request.model, system=system, messages=cast("list[MessageParam]", request.messages), tools=tools
-            )
+            # What ``client.messages.count_tokens(...)`` sends, pre-encoded (see ``_open_stream``).
+            counted = await self._client.post("/v1/messages/count_tokens", cast_to=MessageTokensCount, content=body)
         except anthropic.NotFoundError:
             logger.info("the model server has no count_tokens endpoint; estimating request sizes")
             self._counting = False
@@ -208,17 +216,32 @@ class AnthropicModel:
         texts = [well_formed(block.text) for block in message.content if isinstance(block, TextBlock)]
         return Summary("\n".join(str(text) for text in texts), _usage(message.usage))
 
-    async def _stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
-        messages = cast("list[MessageParam]", request.messages)
-        system: str | anthropic.Omit = request.system if request.system else anthropic.omit
-        tools: list[ToolParam] | anthropic.Omit = (
-            cast("list[ToolParam]", list(request.tools)) if request.tools else anthropic.omit
+    def _open_stream(self, request: ModelRequest) -> AsyncMessageStreamManager[None]:
+        """What ``client.messages.stream(...)`` opens for ``request``, its body given ready-encoded
+        (``corral.harness.requestbody``): the client sends ``content`` as it is instead of copying and
+        walking the whole conversation first, so a request costs the same however long the session.
+        Headers, the SSE decoding, the errors raised and the reply's accumulation are the client's."""
+        body = stream_body(
+            model=request.model,
+            messages=request.messages,
+            max_tokens=request.max_tokens,
+            system=request.system,
+            tools=request.tools,
         )
+        opened = self._client.post(
+            "/v1/messages",
+            cast_to=Message,
+            content=body,
+            options={"headers": _STREAM_HEADERS},
+            stream=True,
+            stream_cls=anthropic.AsyncStream[RawMessageStreamEvent],
+        )
+        return AsyncMessageStreamManager(opened)
+
+    async def _stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
         ordinals: dict[int, int] = {}
         try:
-            async with self._client.messages.stream(
-                model=request.model, system=system, messages=messages, max_tokens=request.max_tokens, tools=tools
-            ) as stream:
+            async with self._open_stream(request) as stream:
                 async for event in stream:
                     if (
                         isinstance(event, RawContentBlockDeltaEvent)

@@ -1,0 +1,80 @@
+"""A streamed Messages request's body, encoded from the JSON the conversation keeps (pure).
+
+The ``anthropic`` client copies and walks a request's whole body before it encodes it, on every
+request: at thousands of blocks that costs more than everything else the harness does per step.
+The conversation (``corral.harness.conversation``) keeps each placed message's JSON, encoded once
+as it is placed (again only when it changes), so a request's body (a turn's streamed request, or a
+``count_tokens``) is those pieces joined, plus the few fields around them; it goes to the client as
+ready bytes (``content=``), which it sends as they are.
+
+The encoding is the client's own (``json.dumps`` with ``ensure_ascii=False``, compact separators,
+no NaN), so the bytes sent are the bytes the client would have sent for the same request (the unit
+tests compare them).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from corral.harness.messageblocks import ChatMessage
+
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+
+
+def encode(value: Any) -> str:
+    """``value``'s JSON as the ``anthropic`` client encodes a request body."""
+    return _ENCODER.encode(value)
+
+
+class Messages(list[ChatMessage]):
+    """A conversation's messages together with each one's JSON (``encode``), taken when the list was.
+
+    A snapshot: changing the list (or a message in it) afterwards does not change ``parts``; the
+    harness never does, it builds each request's list anew."""
+
+    def __init__(self, messages: Iterable[ChatMessage], parts: Sequence[str]) -> None:
+        super().__init__(messages)
+        if len(parts) != len(self):
+            raise ValueError(f"{len(parts)} encoded messages for {len(self)} messages")
+        self.parts = parts
+
+
+def messages_json(messages: Sequence[ChatMessage]) -> str:
+    """The JSON of ``messages``: joined from the pieces a ``Messages`` keeps, encoded otherwise."""
+    parts = messages.parts if isinstance(messages, Messages) else [encode(message) for message in messages]
+    return "[" + ",".join(parts) + "]"
+
+
+def stream_body(
+    *,
+    model: str,
+    messages: Sequence[ChatMessage],
+    max_tokens: int,
+    system: str | None = None,
+    tools: Sequence[dict[str, Any]] = (),
+) -> bytes:
+    """The body of a streamed ``POST /v1/messages``, fields in the order the client writes them
+    (``system`` and ``tools`` only when given)."""
+    fields = [f'"max_tokens":{encode(max_tokens)}', f'"messages":{messages_json(messages)}', f'"model":{encode(model)}']
+    return _object([*fields, *_system_and_tools(system, tools), '"stream":true'])
+
+
+def count_body(
+    *, model: str, messages: Sequence[ChatMessage], system: str | None = None, tools: Sequence[dict[str, Any]] = ()
+) -> bytes:
+    """The body of a ``POST /v1/messages/count_tokens``, fields in the order the client writes them."""
+    fields = [f'"messages":{messages_json(messages)}', f'"model":{encode(model)}']
+    return _object([*fields, *_system_and_tools(system, tools)])
+
+
+def _system_and_tools(system: str | None, tools: Sequence[dict[str, Any]]) -> list[str]:
+    fields = [f'"system":{encode(system)}'] if system else []
+    if tools:
+        fields.append(f'"tools":{encode(list(tools))}')
+    return fields
+
+
+def _object(fields: list[str]) -> bytes:
+    return ("{" + ",".join(fields) + "}").encode()
