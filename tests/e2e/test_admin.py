@@ -25,6 +25,7 @@ import httpx
 import pytest
 
 from corral.devstack.stack import Stack
+from tests.e2e.flows import unique
 from tests.e2e.test_bad_input import assert_error
 from tests.waiting import eventually
 
@@ -44,7 +45,11 @@ def _free_port() -> int:
 def second_gateway(stack: Stack, log_path: Path) -> Iterator[str]:
     """Another gateway process on the same stack (its own port, the stack's NATS user), stopped by pid."""
     port = _free_port()
-    env = {**stack.service("gateway", stack.service_context()).env, "CORRAL_GATEWAY_PORT": str(port)}
+    env = {
+        **stack.service("gateway", stack.service_context()).env,
+        "CORRAL_GATEWAY_PORT": str(port),
+        "CORRAL_GATEWAY_METRICS_PORT": "0",  # the stack's gateway serves its metrics on the stack's port
+    }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             [sys.executable, "-m", "corral.gateway"], env=env, stdout=log, stderr=subprocess.STDOUT
@@ -236,7 +241,7 @@ async def test_a_second_workspace_sees_none_of_the_firsts_objects(
     session = await client.beta.sessions.create(agent=agent.id, environment_id=environment.id)
     vault = await client.beta.vaults.create(display_name="a-only")
 
-    workspace_b = await new_workspace(admin, "team-b")
+    workspace_b = await new_workspace(admin, unique("team-b"))
     key_b = (await new_key(admin, workspace_b["id"], name="b"))["key"]
     async with anthropic.AsyncAnthropic(base_url=stack.gateway_url, api_key=key_b, max_retries=0) as b:
         for fetch in (

@@ -12,7 +12,7 @@ import pytest
 
 from corral.contracts.egress import EgressPolicy
 from corral.credential_proxy.egress_credentials import EgressCredentials
-from corral.credential_proxy.interception import secure_client, upstream_context
+from corral.credential_proxy.interception import close_quietly, secure_client, upstream_context
 from corral.credential_proxy.proxy import SessionProxy
 from corral.credential_proxy.session_credentials import EnvironmentCredential
 from corral.credential_proxy.settings import EgressSettings
@@ -73,7 +73,7 @@ def tls_server(context: ssl.SSLContext, upstream: Upstream, answers: int = 1):  
                 upstream.received += await reader.readexactly(length)
             secured.write(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nok\n")
             await secured.drain()
-        secured.close()
+        await close_quietly(secured)  # closed, and its transport under TLS with it, before the function ends
 
     return script
 
