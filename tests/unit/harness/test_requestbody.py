@@ -308,15 +308,17 @@ async def test_errors_map_as_they_did_through_the_clients_stream_helper(
     assert KEY not in actual.message
 
 
-async def test_a_stream_cut_off_mid_reply_fails_as_it_did_through_the_clients_stream_helper() -> None:
+async def test_a_stream_cut_off_mid_reply_is_a_retryable_model_error() -> None:
     """The client raises its transport's own error once the reply has started (not an
-    ``AnthropicError``), through either path: the adapter changes nothing there."""
+    ``AnthropicError``); the adapter makes it a ``model_request_failed_error`` the turn retries,
+    instead of an exception that ends the run."""
     request = ModelRequest(
         model="claude-test", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}], max_tokens=10
     )
 
-    with pytest.raises(httpx2.RemoteProtocolError) as expected:
+    with pytest.raises(httpx2.RemoteProtocolError):
         await through_the_client(request, cut_off_mid_reply)
-    with pytest.raises(httpx2.RemoteProtocolError) as actual:
+    with pytest.raises(ModelError) as actual:
         await through_the_adapter(request, cut_off_mid_reply)
-    assert str(actual.value) == str(expected.value)
+    assert (actual.value.error_type, actual.value.retryable) == ("model_request_failed_error", True)
+    assert "RemoteProtocolError" in actual.value.message and KEY not in actual.value.message

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import anthropic
+import httpx2
 from anthropic.lib.streaming import AsyncMessageStreamManager
 from anthropic.types import (
     Message,
@@ -259,6 +260,15 @@ class AnthropicModel:
             else:
                 self.state = "ok"  # it answered; the request was at fault
             raise error from None
+        except httpx2.TransportError as exc:
+            # Once the reply has started the client raises its transport's own error (a connection
+            # cut mid-reply), not an AnthropicError: asking again can succeed.
+            self.state = f"failing: the last reply was cut off ({type(exc).__name__})"
+            raise ModelError(
+                "model_request_failed_error",
+                f"The connection to the model API broke during its reply ({type(exc).__name__}).",
+                retryable=True,
+            ) from None
         self.state = "ok"
         # A reply is text from outside: a lone surrogate (valid JSON, not UTF-8) could be neither
         # appended nor streamed, so it becomes U+FFFD here.
