@@ -13,15 +13,15 @@ from __future__ import annotations
 
 import asyncio
 import ssl
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 import httpcore
 
 from corral.credential_proxy.hosts import BadHost, IPAddress, parse_host
 from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules
+from corral.credential_proxy.pinned import PinnedBackend
 
 
 class EndpointUnusable(Exception):
@@ -50,46 +50,6 @@ class TokenAnswer:
     status: int
     content_type: str
     body: bytes
-
-
-class _PinnedBackend(httpcore.AsyncNetworkBackend):
-    """Connects to one destination's vetted addresses, in order, and to nothing else."""
-
-    def __init__(self, host: str | IPAddress, port: int, addresses: tuple[IPAddress, ...]) -> None:
-        self._host, self._port, self._addresses = host, port, addresses
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        del local_address, socket_options
-        try:
-            named: str | IPAddress | None = parse_host(host)
-        except BadHost:
-            named = None
-        if named != self._host or port != self._port:
-            raise httpcore.ConnectError(f"{host}:{port} was not vetted")
-        failures: list[str] = []
-        for address in self._addresses:
-            try:
-                return await self._inner.connect_tcp(str(address), port, timeout=timeout)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failures.append(f"{address}: {exc or type(exc).__name__}")
-        raise httpcore.ConnectError("; ".join(failures))
-
-    async def connect_unix_socket(
-        self, path: str, timeout: float | None = None, socket_options: Iterable[Any] | None = None
-    ) -> httpcore.AsyncNetworkStream:
-        del path, timeout, socket_options
-        raise httpcore.ConnectError("token endpoints are reached over TCP only")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 @dataclass
@@ -127,7 +87,7 @@ class TokenEndpoint:
         try:
             async with asyncio.timeout(self.timeout_s):
                 addresses = await self.vet(host, port)
-                backend = _PinnedBackend(host, port, addresses)
+                backend = PinnedBackend(host, port, addresses, what="a token endpoint")
                 async with (
                     httpcore.AsyncConnectionPool(
                         ssl_context=self.ssl_context or ssl.create_default_context(),

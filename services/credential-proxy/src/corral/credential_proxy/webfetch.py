@@ -8,7 +8,7 @@ For each hop (the URL, then each redirect's ``Location``, at most ``web_fetch_ma
    the name resolves once and every address passes the address rules (no loopback, private,
    link-local, documentation or own address unless ``CORRAL_CREDENTIAL_PROXY_EGRESS_ALLOW_ADDRESSES`` holds it)
    (``url_not_allowed``; a name that does not resolve is ``url_not_accessible``);
-4. the connection goes to those vetted addresses only (``VettedBackend``), never to the name again,
+4. the connection goes to those vetted addresses only (``PinnedBackend``), never to the name again,
    so DNS cannot answer differently between the check and the connection; TLS still verifies the
    name.
 
@@ -24,9 +24,8 @@ import base64
 import logging
 import ssl
 import zlib
-from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 from urllib.parse import urljoin, urlsplit
 
 import httpcore
@@ -56,6 +55,7 @@ from corral.credential_proxy.pagetext import (
     media_type_of,
     truncate_to_tokens,
 )
+from corral.credential_proxy.pinned import PinnedBackend
 from corral.credential_proxy.settings import EgressSettings, WebSettings
 from corral.credential_proxy.webdomains import domain_problem
 
@@ -120,51 +120,6 @@ def parse_target(url: str) -> Target:
         port=port if port is not None else (443 if parts.scheme == "https" else 80),
         path=parts.path or "/",
     )
-
-
-class VettedBackend(httpcore.AsyncNetworkBackend):
-    """Connects only to the vetted addresses of one destination, in the resolver's order."""
-
-    def __init__(self, vetted: Vetted, connect_timeout_s: float) -> None:
-        self._vetted = vetted
-        self._timeout_s = connect_timeout_s
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        del local_address, socket_options  # the vetted addresses alone decide where this goes
-        try:
-            named = parse_host(host)
-        except BadHost:
-            named = None
-        if named != self._vetted.destination.host or port != self._vetted.destination.port:
-            raise httpcore.ConnectError(f"{host}:{port} was not vetted")
-        attempt_s = self._timeout_s if timeout is None else min(timeout, self._timeout_s)
-        failures: list[str] = []
-        for address in self._vetted.addresses:
-            try:
-                return await self._inner.connect_tcp(str(address), port, timeout=attempt_s)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failures.append(f"{address}: {exc or type(exc).__name__}")
-        raise httpcore.ConnectError("; ".join(failures))
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        del path, timeout, socket_options
-        raise httpcore.ConnectError("web_fetch reaches TCP destinations only")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
 
 
 @dataclass
@@ -252,7 +207,13 @@ class WebFetcher:
 
     async def _get(self, target: Target, vetted: Vetted) -> Response:
         limit = self._settings.web_fetch_max_bytes
-        backend = VettedBackend(vetted, self._egress.connect_timeout_s)
+        backend = PinnedBackend(
+            vetted.destination.host,
+            vetted.destination.port,
+            vetted.addresses,
+            connect_timeout_s=self._egress.connect_timeout_s,
+            what="web_fetch",
+        )
         try:
             async with (
                 httpcore.AsyncConnectionPool(ssl_context=self._ssl, max_connections=1, network_backend=backend) as pool,
