@@ -190,6 +190,28 @@ def fold_of(data: Sequence[bytes], *, first_seq: int = 1, max_result_chars: int 
     return SessionFold.of((decode(first_seq + i, d) for i, d in enumerate(data)), max_result_chars=max_result_chars)
 
 
+def with_compaction(
+    prefix: list[dict[str, Any]],
+    suffix: list[dict[str, Any]],
+    pick: int,
+    *,
+    max_result_chars: int | None,
+    summary: str = "S",
+) -> tuple[SessionFold, list[bytes]]:
+    """``prefix``, then a compaction record the compactor could have written for the conversation as
+    it stood (``pick`` chooses the cut and how many results it clears), then ``suffix`` (its ids made
+    distinct): the fold of ``prefix`` and the whole log's records."""
+    before = fold_of(records(prefix), max_result_chars=max_result_chars)
+    cuts = before.conversation.cuts()
+    results = [event_id for event_id, _ in before.conversation.tool_results()]
+    details: dict[str, Any] = {"cleared_tool_results": results[: pick % 3]}
+    if cuts:
+        details.update(summarized_through=cuts[pick % len(cuts)].through, summary=summary)
+    record = {"type": "agent.thread_context_compacted", "id": "sevt_cmp", "corral_compaction": details}
+    suffix = [{**e, "id": f"later_{e['id']}"} if e["id"].startswith("sevt_") else e for e in suffix]
+    return before, records([*prefix, record, *suffix])
+
+
 def compacts(events: Sequence[dict[str, Any]]) -> bool:
     return any(e["type"] == "agent.thread_context_compacted" for e in events)
 
@@ -322,15 +344,8 @@ def test_a_compaction_the_compactor_could_write_folds_the_same_from_a_snapshot_a
     """The record names a cut and results of the conversation as it stood (what ``Compactor`` does);
     the summary then heads the conversation, the messages before the cut are gone, and a fold
     resumed from a snapshot taken anywhere (before, at or after the record) is equal."""
-    before = fold_of(records(prefix), max_result_chars=max_result_chars)
+    before, data = with_compaction(prefix, suffix, pick, max_result_chars=max_result_chars)
     cuts = before.conversation.cuts()
-    results = [event_id for event_id, _ in before.conversation.tool_results()]
-    details: dict[str, Any] = {"cleared_tool_results": results[: pick % 3]}
-    if cuts:
-        details.update(summarized_through=cuts[pick % len(cuts)].through, summary="S")
-    record = {"type": "agent.thread_context_compacted", "id": "sevt_cmp", "corral_compaction": details}
-    suffix = [{**e, "id": f"later_{e['id']}"} if e["id"].startswith("sevt_") else e for e in suffix]
-    data = records([*prefix, record, *suffix])
     scratch = fold_of(data, max_result_chars=max_result_chars)
     at_record = fold_of(data[: len(prefix) + 2], max_result_chars=max_result_chars)
 

@@ -16,7 +16,7 @@ from corral.harness.conversation import ConversationBuilder
 from corral.harness.fold import SessionFold, decode
 from corral.harness.jsonsize import Sized, messages_chars, sized
 from tests.unit.harness.fakes import SESSION_ID
-from tests.unit.harness.test_fold import fold_of, logs, records
+from tests.unit.harness.test_fold import logs, with_compaction
 
 
 def encoded(builder: ConversationBuilder) -> int:
@@ -34,15 +34,7 @@ def encoded(builder: ConversationBuilder) -> int:
 def test_chars_is_the_length_of_the_conversations_json_at_every_step(
     prefix: list[dict[str, Any]], suffix: list[dict[str, Any]], pick: int, cut: int, max_result_chars: int | None
 ) -> None:
-    before = fold_of(records(prefix), max_result_chars=max_result_chars)
-    cuts = before.conversation.cuts()
-    results = [event_id for event_id, _ in before.conversation.tool_results()]
-    details: dict[str, Any] = {"cleared_tool_results": results[: pick % 3]}
-    if cuts:
-        details.update(summarized_through=cuts[pick % len(cuts)].through, summary="S é \u2603")
-    record = {"type": "agent.thread_context_compacted", "id": "sevt_cmp", "corral_compaction": details}
-    suffix = [{**e, "id": f"later_{e['id']}"} if e["id"].startswith("sevt_") else e for e in suffix]
-    data = records([*prefix, record, *suffix])
+    _, data = with_compaction(prefix, suffix, pick, max_result_chars=max_result_chars, summary="S é \u2603")
 
     fold = SessionFold.empty(max_result_chars=max_result_chars)
     for seq, value in enumerate(data, start=1):

@@ -29,7 +29,7 @@ from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import AnthropicModel, ModelError, ModelRequest, classify
 from corral.harness.requestbody import Messages, encode, messages_json
 from tests.unit.harness.fakes import SESSION_ID
-from tests.unit.harness.test_fold import fold_of, logs, records
+from tests.unit.harness.test_fold import fold_of, logs, records, with_compaction
 from tests.unit.harness.test_model import KEY, message_stream, sse
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
@@ -50,15 +50,7 @@ def kept_json_is_current(messages: Messages) -> bool:
 def test_the_json_kept_per_message_is_the_conversations_json_at_every_step(
     prefix: list[dict[str, Any]], suffix: list[dict[str, Any]], pick: int, cut: int, max_result_chars: int | None
 ) -> None:
-    before = fold_of(records(prefix), max_result_chars=max_result_chars)
-    cuts = before.conversation.cuts()
-    results = [event_id for event_id, _ in before.conversation.tool_results()]
-    details: dict[str, Any] = {"cleared_tool_results": results[: pick % 3]}
-    if cuts:
-        details.update(summarized_through=cuts[pick % len(cuts)].through, summary="S é \u2603")
-    record = {"type": "agent.thread_context_compacted", "id": "sevt_cmp", "corral_compaction": details}
-    suffix = [{**e, "id": f"later_{e['id']}"} if e["id"].startswith("sevt_") else e for e in suffix]
-    data = records([*prefix, record, *suffix])
+    _, data = with_compaction(prefix, suffix, pick, max_result_chars=max_result_chars, summary="S é \u2603")
 
     fold = SessionFold.empty(max_result_chars=max_result_chars)
     for seq, value in enumerate(data, start=1):
