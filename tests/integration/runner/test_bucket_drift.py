@@ -1,0 +1,87 @@
+"""A service whose KV bucket settings are not the ones its bucket was made with (by the bucket's
+owner, or an earlier instance with other settings) refuses to start like every other service: exit
+status 2 and one line naming the difference, no traceback (not a gateway that logs uvicorn's
+failed lifespan and exits 0, nor a harness renewing leases at another pace than they expire)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from corral.bus import Bus
+from corral.contracts.subjects import KeyValueSpec, idempotency_spec, lease_spec
+from corral.devstack.nats import Nats
+from corral.devstack.ports import Ports
+from corral.devstack.state import StateDir
+from corral.settings import NatsSettings
+
+pytestmark = pytest.mark.integration
+
+
+@dataclass(frozen=True)
+class Drift:
+    service: str
+    made: KeyValueSpec
+    """The bucket as it was made before the service starts."""
+    env: dict[str, str]
+    """The service's settings, asking for another bucket."""
+    named: tuple[str, str]
+    """The bucket and the difference the refusal names."""
+
+
+DRIFTS = [
+    Drift(
+        "gateway",
+        idempotency_spec(86400.0),
+        {"CORRAL_GATEWAY_PORT": "0", "CORRAL_GATEWAY_IDEMPOTENCY_TTL_S": "60"},
+        ("corral_idempotency", "ttl_s is 86400.0, expected 60.0"),
+    ),
+    Drift(
+        "harness",
+        lease_spec(10.0),
+        {"CORRAL_MODEL_BASE_URL": "http://127.0.0.1:1", "CORRAL_HARNESS_LEASE_TTL_S": "3"},
+        ("corral_leases", "ttl_s is 10.0, expected 3.0"),
+    ),
+]
+
+
+@pytest.fixture
+def nats_url(tmp_path: Path) -> Iterator[str]:
+    ports = Ports.free()
+    server = Nats(StateDir.at(tmp_path / "nats"), ports.nats, ports.nats_monitor, authorization=False)
+    server.launch()
+    server.wait_ready(time.monotonic() + 20)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("drift", DRIFTS, ids=[d.service for d in DRIFTS])
+async def test_a_service_whose_bucket_was_made_otherwise_refuses_to_start(nats_url: str, drift: Drift) -> None:
+    async with Bus.connect(NatsSettings(url=nats_url), name="the bucket's maker") as bus:
+        await bus.ensure_key_value(drift.made)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "ANTHROPIC_", "OTEL_"))}
+    env |= {"CORRAL_NATS_URL": nats_url, "CORRAL_LOG_FORMAT": "text", **drift.env}
+    result = subprocess.run(  # noqa: ASYNC221 (the service's process is what is tested)
+        [sys.executable, "-m", f"corral.{drift.service}"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    output = result.stdout + result.stderr
+    assert result.returncode == 2, output
+    refusals = [line for line in output.splitlines() if "refused to start" in line]
+    assert len(refusals) == 1, output
+    bucket, difference = drift.named
+    assert bucket in refusals[0] and difference in refusals[0], output
+    assert "Traceback" not in output and "Application startup failed" not in output, output
