@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
@@ -25,7 +26,9 @@ from anthropic.types import (
     TextDelta,
     ToolUseBlock,
 )
+from opentelemetry import trace
 
+from corral import telemetry
 from corral.contracts.api.events import ModelUsage, SessionErrorType
 from corral.contracts.text import well_formed
 from corral.harness import metrics
@@ -36,6 +39,7 @@ if TYPE_CHECKING:
     from anthropic.types import MessageParam
 
 logger = logging.getLogger(__name__)
+_tracer = telemetry.tracer(__name__)
 
 TextSink = Callable[[int, str], Awaitable[None]]
 """Called with (text block index in the reply, chunk) as text streams in."""
@@ -217,6 +221,21 @@ class AnthropicModel:
         texts = [well_formed(block.text) for block in message.content if isinstance(block, TextBlock)]
         return Summary("\n".join(str(text) for text in texts), _usage(message.usage))
 
+    def _request_span(self, path: str) -> AbstractContextManager[trace.Span]:
+        """The HTTP client span of a request to the model server, under the GenAI span of the model
+        request (the client's own ``messages`` helpers make one; a pre-encoded ``post`` does not)."""
+        url = self._client.base_url
+        return _tracer.start_as_current_span(
+            "POST",
+            kind=trace.SpanKind.CLIENT,
+            attributes={
+                "http.request.method": "POST",
+                "server.address": url.host,
+                "server.port": url.port or (443 if url.scheme == "https" else 80),
+                "url.path": path,
+            },
+        )
+
     def _open_stream(self, request: ModelRequest) -> AsyncMessageStreamManager[None]:
         """What ``client.messages.stream(...)`` opens for ``request``, its body given ready-encoded
         (``corral.harness.requestbody``): the client sends ``content`` as it is instead of copying and
@@ -242,16 +261,17 @@ class AnthropicModel:
     async def _stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
         ordinals: dict[int, int] = {}
         try:
-            async with self._open_stream(request) as stream:
-                async for event in stream:
-                    if (
-                        isinstance(event, RawContentBlockDeltaEvent)
-                        and isinstance(event.delta, TextDelta)
-                        and event.delta.text
-                    ):
-                        ordinal = ordinals.setdefault(event.index, len(ordinals))
-                        await on_text(ordinal, well_formed(event.delta.text))
-                final = await stream.get_final_message()
+            with self._request_span("/v1/messages"):
+                async with self._open_stream(request) as stream:
+                    async for event in stream:
+                        if (
+                            isinstance(event, RawContentBlockDeltaEvent)
+                            and isinstance(event.delta, TextDelta)
+                            and event.delta.text
+                        ):
+                            ordinal = ordinals.setdefault(event.index, len(ordinals))
+                            await on_text(ordinal, well_formed(event.delta.text))
+                    final = await stream.get_final_message()
         except anthropic.AnthropicError as exc:
             error = classify(exc, secrets=self._secrets)
             if error.retryable or error.status in (401, 403):
