@@ -88,10 +88,13 @@ def start_stack(
     mcp_server: RunningMcpServer | None = None,
     token_endpoint: TokenServer | None = None,
     egress_sites: EgressSites | None = None,
+    credential_proxy: dict[str, str] | None = None,
+    log_level: str = "INFO",
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
-    With ``web_site``, it admits the site's address and port and uses it as its search backend."""
+    With ``web_site``, it admits the site's address and port and uses it as its search backend.
+    ``credential_proxy``: more settings of the credential-proxy (over those these make)."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
     allowed = stand_in_addresses()
     egress = {}
@@ -112,6 +115,7 @@ def start_stack(
             admitted.append(f"127.0.0.1:{token_endpoint.port}")
         egress["CORRAL_CREDENTIAL_PROXY_ALLOW_DESTINATIONS"] = ",".join(admitted)
         egress["CORRAL_CREDENTIAL_PROXY_MCP_CONNECT_TIMEOUT_S"] = "5"
+    egress.update(credential_proxy or {})
     stack = Stack(
         state_dir,
         Ports.free(),
@@ -123,7 +127,7 @@ def start_stack(
             "session-store": {"CORRAL_HARNESS_LEASE_TTL_S": LEASE_TTL_S},
             "credential-proxy": egress,
         },
-        log_level="INFO",
+        log_level=log_level,
     )
     stack.start(timeout=900)  # the first run on a machine builds the sandbox image (about a minute)
     return stack

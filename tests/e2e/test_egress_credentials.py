@@ -26,8 +26,7 @@ import pytest
 from corral.devstack.stack import Stack
 from tests.e2e.conftest import EgressSites
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
-from tests.e2e.test_repositories import sweep_container
-from tests.e2e.test_vaults import CANARY_PREFIX, Canaries, sweep
+from tests.e2e.sweep import CANARY_PREFIX, Canaries, sweep, sweep_container
 
 pytestmark = pytest.mark.e2e
 

@@ -22,7 +22,8 @@ import pytest
 from corral.contracts.clock import parse_rfc3339
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
-from tests.e2e.test_vaults import CANARY_PREFIX, Canaries, later, sweep
+from tests.e2e.sweep import CANARY_PREFIX, Canaries, sweep
+from tests.e2e.test_vaults import later
 from tests.mcp_server import RunningMcpServer
 from tests.token_endpoint import Received, TokenServer
 

@@ -13,18 +13,12 @@ admits loopback for the git proxy alone, never for sandboxes' own egress).
 
 from __future__ import annotations
 
-import asyncio
-import io
 import json
 import secrets
-import tarfile
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import anthropic
-import asyncpg
-import docker
 import httpx
 import pytest
 
@@ -32,6 +26,7 @@ from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 from tests.e2e.conftest import FAST_RECOVERY, LEASE_TTL_S, _environ
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
+from tests.e2e.sweep import sweep_container, sweep_postgres, sweep_state_dir
 from tests.git_server import GitServer, serving
 
 pytestmark = pytest.mark.e2e
@@ -226,81 +221,6 @@ async def test_bad_repository_input_is_refused_clearly(
         assert error["message"].startswith("resources.0."), error
         if code is not None:
             assert (error.get("details") or {}).get("error_code") == code, answer.text
-
-
-async def sweep_container(stack: Stack, short_id: str, tokens: tuple[str, ...], *, expect: bytes | None = None) -> None:
-    """No token in the container: its configuration, every process's environ and cmdline, its files.
-    ``expect``: what must be found to show the environments were read (default: the session's clone
-    and proxy variable)."""
-
-    def read() -> bytes:
-        engine = docker.DockerClient(base_url=stack.docker_host)
-        try:
-            [container] = [c for c in engine.containers.list() if c.id.startswith(short_id)]
-            found = json.dumps(engine.api.inspect_container(container.id)).encode()
-            # read as root, with no token on any command line
-            for path in ("environ", "cmdline"):
-                result = container.exec_run(
-                    ["sh", "-c", f"for f in /proc/[0-9]*/{path}; do cat $f; echo; done"], user="root"
-                )
-                found += result.output
-            for directory in ("/workspace", "/tmp", "/home"):
-                stream, _ = container.get_archive(directory)
-                archive = b"".join(stream)
-                with tarfile.open(fileobj=io.BytesIO(archive)) as tar:
-                    for member in tar.getmembers():
-                        handle = tar.extractfile(member) if member.isfile() else None
-                        if handle is not None:
-                            found += handle.read()
-            if expect is not None:
-                assert expect in found, "the processes' environments were read"
-                return found
-            assert b"http_proxy=http://127.0.0.1:3128" in found, "the processes' environments were read"
-            config = container.exec_run(["cat", "/workspace/demo/.git/config"]).output
-            assert b"git.corral.invalid" in config, config
-            return found
-        finally:
-            engine.close()
-
-    found = await asyncio.to_thread(read)
-    for token in tokens:
-        assert token.encode() not in found, "a token is in the sandbox"
-
-
-async def sweep_postgres(stack: Stack, tokens: tuple[str, ...]) -> None:
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        tables = await conn.fetch(
-            "SELECT table_schema, table_name FROM information_schema.tables "
-            "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') AND table_type = 'BASE TABLE'"
-        )
-        assert tables
-        for row in tables:
-            name = f'"{row["table_schema"]}"."{row["table_name"]}"'
-            for record in await conn.fetch(f"SELECT t::text AS t FROM {name} t"):
-                for token in tokens:
-                    assert token not in record["t"], f"a token is in Postgres table {name}"
-    finally:
-        await conn.close()
-
-
-def sweep_state_dir(stack: Stack, tokens: tuple[str, ...]) -> None:
-    """Every file of the stack (NATS's streams and KV, Postgres's files, every service's log), but
-    OpenBao's own storage, where the tokens are kept encrypted."""
-    root = stack.state.root
-    openbao = root / "data" / "openbao"
-    checked = 0
-    for path in root.rglob("*"):
-        if not path.is_file() or openbao in path.parents:
-            continue
-        try:
-            data = path.read_bytes()
-        except OSError:
-            continue
-        checked += 1
-        for token in tokens:
-            assert token.encode() not in data, f"a token is in {path.relative_to(root)}"
-    assert checked > 10 and any(p.name == "credential-proxy.log" for p in Path(root / "logs").iterdir())
 
 
 async def test_a_repository_url_is_useless_outside_its_sessions_sandbox_and_a_missing_branch_is_a_checkout_error(

@@ -28,7 +28,7 @@ import pytest
 
 from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, run_turn, script, send_text, unique
-from tests.e2e.test_vaults import Canaries
+from tests.e2e.sweep import Canaries
 from tests.mcp_server import RunningMcpServer
 from tests.web_site import Site
 

@@ -17,9 +17,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anthropic
-import asyncpg
 import httpx
-import nats
 import pytest
 from nats.js.errors import NotFoundError
 
@@ -28,23 +26,9 @@ from corral.contracts import subjects
 from corral.contracts.api.vaults import SECRET_MAX_BYTES
 from corral.contracts.rpc import CreateApiKey, Op, RpcReply
 from corral.devstack.stack import Stack
+from tests.e2e.sweep import CANARY_PREFIX, Canaries, admin_nats, sweep
 
 pytestmark = pytest.mark.e2e
-
-CANARY_PREFIX = "corralcanary"
-
-
-class Canaries:
-    """Unique secrets; every one is swept for afterwards."""
-
-    def __init__(self) -> None:
-        self.run = secrets.token_hex(6)
-        self.all: list[str] = []
-
-    def new(self, label: str) -> str:
-        value = f"{CANARY_PREFIX}-{self.run}-{label}-{secrets.token_hex(8)}"
-        self.all.append(value)
-        return value
 
 
 @pytest.fixture(scope="module")
@@ -89,12 +73,6 @@ def later(hours: int = 1) -> str:
 
 def dumped(obj: Any) -> str:
     return json.dumps(obj.model_dump(mode="json"))
-
-
-async def admin_nats(stack: Stack) -> nats.aio.client.Client:
-    settings = stack.nats_settings()
-    password = settings.password.get_secret_value() if settings.password else None
-    return await nats.connect(stack.nats_url, user=settings.user, password=password)
 
 
 async def bodies_last_seq(js: Any) -> int:
@@ -325,48 +303,3 @@ async def test_vaults_and_credentials_through_the_sdk(
     # --- the canary sweep --------------------------------------------------------------------------
     hits = await sweep(stack, canaries.all)
     assert hits == [], f"secrets found outside OpenBao: {hits}"
-
-
-async def sweep(stack: Stack, canaries: list[str]) -> list[str]:
-    """Where any canary appears: every message of every JetStream stream (logs, KV buckets, object
-    stores), every row of every Postgres table, every service log."""
-    found: list[str] = []
-    needles = [c.encode() for c in canaries]
-
-    def check(where: str, data: bytes) -> None:
-        for needle in needles:
-            if needle in data:
-                found.append(f"{where}: {needle.decode()[:40]}")
-
-    nc = await admin_nats(stack)
-    try:
-        js = nc.jetstream()
-        streams = await js.streams_info()
-        names = {s.config.name for s in streams}
-        assert {subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM, f"KV_{subjects.IDEMPOTENCY_BUCKET}"} <= names
-        for info in streams:
-            for seq in range(max(1, info.state.first_seq), info.state.last_seq + 1):
-                try:
-                    msg = await js.get_msg(info.config.name, seq)
-                except NotFoundError:
-                    continue
-                check(f"{info.config.name}#{seq}", (msg.data or b"") + json.dumps(msg.headers or {}).encode())
-    finally:
-        await nc.close()
-
-    conn = await asyncpg.connect(stack.database_url)
-    try:
-        tables = await conn.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-        assert {"vaults", "vault_credentials"} <= {t["tablename"] for t in tables}
-        for table in tables:
-            for row in await conn.fetch(f'SELECT t::text AS row FROM "{table["tablename"]}" t'):
-                check(f"postgres {table['tablename']}", row["row"].encode())
-    finally:
-        await conn.close()
-
-    logs = sorted(stack.state.logs_dir.glob("*"))
-    assert any(p.name == "credential-proxy.log" for p in logs)
-    for path in logs:
-        if path.is_file():
-            check(f"log {path.name}", path.read_bytes())
-    return found
