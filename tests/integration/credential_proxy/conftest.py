@@ -31,7 +31,6 @@ from corral.contracts.rpc import RpcReply
 from corral.contracts.subjects import health
 from corral.credential_proxy import composition
 from corral.credential_proxy.settings import EgressSettings, OpenBaoSettings, Settings
-from corral.devstack.nats import Nats
 from corral.devstack.openbao import AppRoleLogin, OpenBao
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir
@@ -40,20 +39,6 @@ from corral.settings import NatsSettings
 from tests.egress_network import stand_in_addresses
 
 pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ports = Ports.free()
-    server = Nats(
-        StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor, authorization=False
-    )
-    server.launch()
-    server.wait_ready(time.monotonic() + 20)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @dataclass(frozen=True)

@@ -8,18 +8,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
 
 from corral.bus import Bus
 from corral.contracts.subjects import KeyValueSpec, idempotency_spec, lease_spec
-from corral.devstack.nats import Nats
-from corral.devstack.ports import Ports
-from corral.devstack.state import StateDir
 from corral.settings import NatsSettings
 
 pytestmark = pytest.mark.integration
@@ -50,18 +44,6 @@ DRIFTS = [
         ("corral_leases", "ttl_s is 10.0, expected 3.0"),
     ),
 ]
-
-
-@pytest.fixture
-def nats_url(tmp_path: Path) -> Iterator[str]:
-    ports = Ports.free()
-    server = Nats(StateDir.at(tmp_path / "nats"), ports.nats, ports.nats_monitor, authorization=False)
-    server.launch()
-    server.wait_ready(time.monotonic() + 20)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize("drift", DRIFTS, ids=[d.service for d in DRIFTS])

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import json
 import os
-import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
@@ -36,10 +35,8 @@ from corral.contracts.sandbox import (
     sandbox_rpc,
 )
 from corral.contracts.subjects import health
-from corral.devstack.nats import Nats
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
-from corral.devstack.state import StateDir
 from corral.runner import serve
 from corral.sandbox_manager import composition
 from corral.sandbox_manager.container_spec import LABEL_SCOPE
@@ -99,20 +96,6 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
         client.close()
         if own is not None:
             own.stop()
-
-
-@pytest.fixture(scope="module")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    ports = Ports.free()
-    server = Nats(
-        StateDir.at(Path(tmp_path_factory.mktemp("nats"))), ports.nats, ports.nats_monitor, authorization=False
-    )
-    server.launch()
-    server.wait_ready(time.monotonic() + 20)
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 @pytest_asyncio.fixture(scope="module")

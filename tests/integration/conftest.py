@@ -1,4 +1,4 @@
-"""A bare nats-server (no users) per test module, for the bus's own tests."""
+"""What every integration package shares: a bare nats-server (no users) per test module."""
 
 from __future__ import annotations
 
