@@ -61,3 +61,32 @@ async def test_without_an_engine_a_call_is_told_at_once_rather_than_waiting() ->
     async with asyncio.timeout(5):
         with pytest.raises(SandboxUnavailable, match="no Docker engine"):
             await live.ensure("sesn_1", "env_1", {})
+
+
+async def test_a_call_waits_for_a_provisioning_that_adopted_its_sandbox_but_has_not_finished() -> None:
+    # A sandbox is adopted before its session's repositories are cloned into it: a call arriving in
+    # between must wait for the clone (seen in CI: the command ran first, and the clone's failure
+    # went to nobody).
+    live = sessions(FakeEngine())
+    live.reconciled()
+    sandbox = Sandbox("c1", "corral-c1", "h", cast(AgentChannel, FakeChannel()), ready_ms=0.0)
+    adopted, cloned = asyncio.Event(), asyncio.Event()
+
+    async def provision(session_id: str, *_: Any) -> Sandbox:
+        live.adopt(session_id, sandbox)
+        adopted.set()
+        await cloned.wait()
+        return sandbox
+
+    live._provision = provision  # type: ignore[method-assign]  # noqa: SLF001 (the step under test's stand-in)
+    first = asyncio.create_task(live.ensure("sesn_1", "env_1", {}))
+    async with asyncio.timeout(5):
+        await adopted.wait()
+    second = asyncio.create_task(live.ensure("sesn_1", "env_1", {}))
+    await asyncio.wait({second}, timeout=0.05)
+    assert not second.done(), "a call ran in a sandbox whose provisioning had not finished"
+
+    cloned.set()
+    async with asyncio.timeout(5):
+        assert (await first).sandbox is sandbox
+        assert (await second).sandbox is sandbox

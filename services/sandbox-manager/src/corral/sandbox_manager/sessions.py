@@ -125,11 +125,13 @@ class Sessions:
             # (its workspace, its shell) adopted, not get a new one next to it: wait for the adoption.
             self._engine.require()  # no engine: say so now (nothing gets reconciled without one)
             await self._reconciled.wait()
-        existing = self.get(session_id)
-        if existing is not None:
-            return Provisioning(existing, 0.0)
+        # A provisioning still going (its sandbox may be adopted already while its repositories are
+        # cloned) is waited for: a call must never run in a sandbox that is not finished.
         task = self._pending.get(session_id)
         if task is None:
+            existing = self.get(session_id)
+            if existing is not None:
+                return Provisioning(existing, 0.0)
             task = asyncio.get_running_loop().create_task(
                 self._provision(session_id, environment_id, config, repositories or [], vaults),
                 name=f"provision:{session_id}",
