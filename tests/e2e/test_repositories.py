@@ -33,7 +33,7 @@ pytestmark = pytest.mark.e2e
 
 
 def canary() -> str:
-    return f"ghp_corralcanary{secrets.token_hex(12)}"
+    return f"corralcanary-repo-{secrets.token_hex(12)}"
 
 
 @pytest.fixture(scope="module")

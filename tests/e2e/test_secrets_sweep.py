@@ -146,8 +146,7 @@ async def test_every_secret_at_once_and_a_prompt_injection_leak_nothing(
     bearer = canaries.new("bearer")
     access, refresh, client_secret = canaries.new("access"), canaries.new("refresh"), canaries.new("client")
     env_secret = canaries.new("env")
-    repo_token = f"ghp_{canaries.new('repo')}"
-    canaries.all.append(repo_token)
+    repo_token = canaries.new("repo")
     bearer_mcp.valid_tokens.add(bearer)
     mcp_server.valid_tokens.add(access)
     git_server.create("demo", {"README.md": "hello from upstream\n"})

@@ -12,7 +12,7 @@ from corral.gateway.repositories import take_tokens
 def test_each_repository_gets_an_id_and_loses_its_token() -> None:
     taken = take_tokens(
         [
-            {"type": "github_repository", "url": "https://github.com/o/a", "authorization_token": "ghp_secret"},
+            {"type": "github_repository", "url": "https://github.com/o/a", "authorization_token": "repo-token-x"},
             {"type": "github_repository", "url": "https://github.com/o/b", "id": "sesrsc_CHOSEN"},
             {"type": "file", "file_id": "file_1"},
         ]
@@ -21,8 +21,8 @@ def test_each_repository_gets_an_id_and_loses_its_token() -> None:
     assert "authorization_token" not in first and first["id"].startswith("sesrsc_")
     assert second["id"] != "sesrsc_CHOSEN", "a client does not choose the id"
     assert other == {"type": "file", "file_id": "file_1"}
-    assert taken.tokens == {first["id"]: "ghp_secret", second["id"]: None}
-    assert "ghp_secret" not in repr(taken.resources)
+    assert taken.tokens == {first["id"]: "repo-token-x", second["id"]: None}
+    assert "repo-token-x" not in repr(taken.resources)
 
 
 @pytest.mark.parametrize("token", ["", 7, "a b", "x" * 4097])
