@@ -19,9 +19,7 @@ OpenBao's storage.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -47,6 +45,7 @@ from tests.e2e.test_vaults import later
 from tests.git_server import GitServer, serving
 from tests.mcp_server import RunningMcpServer, serving_mcp
 from tests.token_endpoint import Received, TokenServer
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -121,15 +120,19 @@ async def exported(stack: Stack, events: list[Any], *, timeout: float = 30.0) ->
     exporters batch): a sweep of the span file before then would prove nothing."""
     wanted = trace_ids(events)
     assert wanted and None not in wanted, wanted
-    deadline = time.monotonic() + timeout
-    while True:
+
+    def seen() -> set[tuple[str, str, str]]:
         spans = read_spans(stack)
-        seen = {(span.trace_id, span.service, span.name.split(" ")[0]) for span in spans if span.trace_id in wanted}
-        done = all((trace_id, service, prefix) in seen for trace_id in wanted for service, prefix in TRACED)
-        if done:
-            return
-        assert time.monotonic() < deadline, f"the collector lacks spans of {wanted}: {sorted(seen)}"
-        await asyncio.sleep(0.5)
+        return {(span.trace_id, span.service, span.name.split(" ")[0]) for span in spans if span.trace_id in wanted}
+
+    async def done() -> bool:
+        got = seen()
+        return all((trace_id, service, prefix) in got for trace_id in wanted for service, prefix in TRACED)
+
+    try:
+        await eventually(done, timeout=timeout, every=0.5)
+    except TimeoutError:
+        raise AssertionError(f"the collector lacks spans of {wanted}: {sorted(seen())}") from None
 
 
 async def test_every_secret_at_once_and_a_prompt_injection_leak_nothing(

@@ -15,6 +15,7 @@ once that export fails (no error per batch), and says so again once the collecto
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections.abc import Iterable
@@ -30,6 +31,7 @@ from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, run_turn, script, send_text, unique
 from tests.e2e.sweep import Canaries
 from tests.mcp_server import RunningMcpServer
+from tests.waiting import eventually
 from tests.web_site import Site
 
 pytestmark = pytest.mark.e2e
@@ -147,21 +149,31 @@ def complete(trace: Trace) -> bool:
     )
 
 
+def the_trace(stack: Stack, trace_id: str) -> Trace:
+    return Trace([span for span in read_spans(stack) if span.trace_id == trace_id])
+
+
 async def wait_for_trace(stack: Stack, trace_id: str, *, timeout: float = 30.0) -> Trace:
-    deadline = time.monotonic() + timeout
-    while True:
-        trace = Trace([span for span in read_spans(stack) if span.trace_id == trace_id])
-        if complete(trace) or time.monotonic() > deadline:
-            return trace
-        await asyncio.sleep(0.5)
+    """The trace once complete; at the deadline, as it is (the assertions then say what is missing)."""
+
+    async def whole() -> bool:
+        return complete(the_trace(stack, trace_id))
+
+    with contextlib.suppress(TimeoutError):
+        await eventually(whole, timeout=timeout, every=0.5)
+    return the_trace(stack, trace_id)
 
 
 async def said(path: Path, text: str, *, more_than: int, timeout: float = 15.0) -> None:
     """Wait until ``path`` holds ``text`` more than ``more_than`` times."""
-    deadline = time.monotonic() + timeout
-    while path.read_text(errors="replace").count(text) <= more_than:  # noqa: ASYNC240 - a small log file
-        assert time.monotonic() < deadline, f"{path.name} did not log {text!r} within {timeout:g} s"
-        await asyncio.sleep(0.2)
+
+    async def logged() -> bool:
+        return path.read_text(errors="replace").count(text) > more_than  # noqa: ASYNC240 - a small log file
+
+    try:
+        await eventually(logged, timeout=timeout, every=0.2)
+    except TimeoutError:
+        raise AssertionError(f"{path.name} did not log {text!r} within {timeout:g} s") from None
 
 
 def trace_ids(events: list[Any]) -> set[str | None]:

@@ -23,6 +23,7 @@ from corral.devstack.openbao import CREDENTIAL_PROXY_POLICY, KV_MOUNT, OpenBao
 from corral.devstack.ports import Ports
 from corral.devstack.state import StateDir, write_private
 from tests.integration.credential_proxy.conftest import OpenBaoServer, openbao_server
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -49,10 +50,13 @@ def token_alive(server: OpenBao, token: str) -> bool:
 
 
 async def until(condition: Callable[[], bool], what: str, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"never happened: {what}"
-        await asyncio.sleep(0.1)
+    async def holds() -> bool:
+        return condition()
+
+    try:
+        await eventually(holds, timeout=timeout, every=0.1)
+    except TimeoutError:
+        raise AssertionError(f"never happened: {what}") from None
 
 
 def mode(path: Path) -> int:

@@ -26,6 +26,7 @@ from corral.sandbox_manager.agent.program.text import split
 from corral.sandbox_manager.channel import AgentChannel, SandboxLost
 from corral.sandbox_manager.channel_limits import FRAME_FACTOR, FRAME_SLACK, ChannelLimits, ReplyAssemblies
 from corral.sandbox_manager.replies import parse_reply
+from tests.waiting import eventually
 
 PART = 1000
 LIMITS = ChannelLimits(max_frame_bytes=FRAME_FACTOR * PART + FRAME_SLACK, max_reply_bytes=10_000)
@@ -197,9 +198,10 @@ async def test_the_reply_after_a_wrong_final_size_is_not_taken(wire: Wire) -> No
 
 
 async def until(condition: Any) -> None:
-    async with asyncio.timeout(10):
-        while not condition():  # noqa: ASYNC110 (state another task changes)
-            await asyncio.sleep(0.01)
+    async def holds() -> bool:
+        return bool(condition())
+
+    await eventually(holds, timeout=10, every=0.01)
 
 
 async def test_only_so_many_replies_are_put_together_at_once_and_a_lost_stream_frees_its_place() -> None:
