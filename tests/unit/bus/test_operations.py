@@ -106,7 +106,7 @@ class LoopBus:
         self.raw = raw
         self.asked: list[str] = []
 
-    async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
         self.asked.append(subject)
         if self.raw is not None:
             return self.raw

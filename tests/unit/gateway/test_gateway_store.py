@@ -24,7 +24,7 @@ class ScriptedBus:
         self.reply = reply
         self.requests: list[tuple[str, bytes, float | None]] = []
 
-    async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
         self.requests.append((subject, data, timeout))
         if isinstance(self.reply, BaseException):
             raise self.reply

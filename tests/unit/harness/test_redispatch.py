@@ -69,7 +69,7 @@ class FakeManagers:
 
     call = Bus.call  # the real typed call, over the scripted ``request``
 
-    async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
         assert subject == "corral.rpc.sandbox.execute"
         self.requests.append(json.loads(data))
         manager = self.managers[min(len(self.requests), len(self.managers)) - 1]

@@ -37,7 +37,7 @@ class FakeBus:
 
     call = Bus.call  # the real typed call, over the scripted ``request``
 
-    async def request(self, subject: str, data: bytes, *, timeout: float | None = None) -> bytes:
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
         self.requests.append((subject, json.loads(data), timeout))
         if isinstance(self.answer, Exception):
             raise self.answer

@@ -338,10 +338,7 @@ class Bus:
             UnreadableReply: the reply is not the operation's reply shape.
         """
         data = request.model_dump_json().encode()
-        if op.secret:
-            raw = await self.request(op.subject, data, timeout=timeout, spill=False)
-        else:
-            raw = await self.request(op.subject, data, timeout=timeout)
+        raw = await self.request(op.subject, data, timeout=timeout, spill=not op.secret)
         return read_reply(op, raw)
 
     @contextlib.asynccontextmanager
