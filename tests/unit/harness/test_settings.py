@@ -3,8 +3,9 @@ from __future__ import annotations
 import logging
 
 import pytest
+from pydantic import ValidationError
 
-from corral.harness.settings import PLACEHOLDER_API_KEY, ConfigError, load_settings, model_endpoint
+from corral.harness.settings import PLACEHOLDER_API_KEY, Settings, model_endpoint
 
 MODEL_VARS = ("CORRAL_MODEL_BASE_URL", "CORRAL_MODEL_API_KEY", "ANTHROPIC_API_KEY", "ANTHROPIC_BASE_URL")
 
@@ -16,8 +17,8 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def test_without_any_model_the_harness_refuses_to_start_and_says_what_to_set() -> None:
-    with pytest.raises(ConfigError) as raised:
-        load_settings()
+    with pytest.raises(ValidationError) as raised:
+        Settings()
 
     assert "CORRAL_MODEL_BASE_URL" in str(raised.value)
     assert "ANTHROPIC_API_KEY" in str(raised.value)
@@ -26,7 +27,7 @@ def test_without_any_model_the_harness_refuses_to_start_and_says_what_to_set() -
 def test_a_model_base_url_alone_is_enough(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_MODEL_BASE_URL", "http://127.0.0.1:9999")
 
-    settings = load_settings()
+    settings = Settings()
     endpoint = model_endpoint(settings)
 
     assert endpoint.base_url == "http://127.0.0.1:9999"
@@ -42,7 +43,7 @@ def test_corral_model_settings_win_over_the_anthropic_key(monkeypatch: pytest.Mo
     monkeypatch.setenv("CORRAL_MODEL_API_KEY", "embedded")
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-real")
 
-    endpoint = model_endpoint(load_settings())
+    endpoint = model_endpoint(Settings())
 
     assert (endpoint.base_url, endpoint.api_key.get_secret_value()) == ("http://model.local", "embedded")
 
@@ -51,7 +52,7 @@ def test_an_anthropic_key_alone_means_the_real_api(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-real")
     monkeypatch.setenv("CORRAL_MODEL_BASE_URL", "")
 
-    endpoint = model_endpoint(load_settings())
+    endpoint = model_endpoint(Settings())
 
     assert endpoint.base_url is None
     assert endpoint.describe() == "Anthropic API"
@@ -61,7 +62,7 @@ def test_the_key_never_shows_in_the_settings_or_the_endpoint_description(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     monkeypatch.setenv("CORRAL_MODEL_API_KEY", "sk-ant-secret-value")
-    settings = load_settings()
+    settings = Settings()
 
     with caplog.at_level(logging.INFO):
         logging.getLogger("test").info("settings %s %s", settings, model_endpoint(settings).describe())
@@ -74,8 +75,8 @@ def test_an_invalid_value_is_reported_without_echoing_inputs(monkeypatch: pytest
     monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-secret-value")
     monkeypatch.setenv("CORRAL_HARNESS_CONCURRENCY", "0")
 
-    with pytest.raises(ConfigError) as raised:
-        load_settings()
+    with pytest.raises(ValidationError) as raised:
+        Settings()
 
     assert "concurrency" in str(raised.value)
     assert "sk-ant-secret-value" not in str(raised.value)
@@ -84,23 +85,23 @@ def test_an_invalid_value_is_reported_without_echoing_inputs(monkeypatch: pytest
 def test_crashpoints_are_checked_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_MODEL_BASE_URL", "http://model.local")
     monkeypatch.setenv("CORRAL_HARNESS_CRASHPOINT", "mid_stream")
-    assert load_settings().crashpoint == "mid_stream"
+    assert Settings().crashpoint == "mid_stream"
 
     monkeypatch.setenv("CORRAL_HARNESS_CRASHPOINT", "mid-stream")
-    with pytest.raises(ConfigError, match="unknown crashpoint"):
-        load_settings()
+    with pytest.raises(ValidationError, match="unknown crashpoint"):
+        Settings()
 
 
 def test_context_settings_have_defaults_overrides_and_bounds(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CORRAL_MODEL_BASE_URL", "http://127.0.0.1:9999")
-    settings = load_settings()
+    settings = Settings()
     assert (settings.context_window_tokens, settings.compact_threshold, settings.keep_tool_results) == (None, 0.8, 3)
     assert (settings.tool_result_max_chars, settings.summary_max_tokens, settings.count_tokens) == (100_000, 2048, True)
 
     monkeypatch.setenv("CORRAL_HARNESS_CONTEXT_WINDOW_TOKENS", "32000")
     monkeypatch.setenv("CORRAL_HARNESS_COUNT_TOKENS", "false")
-    assert (load_settings().context_window_tokens, load_settings().count_tokens) == (32_000, False)
+    assert (Settings().context_window_tokens, Settings().count_tokens) == (32_000, False)
 
     monkeypatch.setenv("CORRAL_HARNESS_COMPACT_THRESHOLD", "1.5")
-    with pytest.raises(ConfigError, match="compact_threshold"):
-        load_settings()
+    with pytest.raises(ValidationError, match="compact_threshold"):
+        Settings()

@@ -40,9 +40,6 @@ from corral.contracts.api.events import (
 )
 from corral.telemetry import current_trace_id
 
-EventDict = HarnessEvent
-"""Former name of ``HarnessEvent`` (events were dicts), kept for modules that still annotate with it."""
-
 NO_USAGE = ModelUsage()
 
 

@@ -28,12 +28,12 @@ from opentelemetry import trace
 
 from corral import telemetry
 from corral.contracts import rpc
+from corral.contracts.api.events import HarnessEvent
 from corral.harness import budget, crashpoints, events
 from corral.harness.compaction import Compactor
 from corral.harness.context import prompt_too_long
 from corral.harness.crashpoints import Crashpoint
 from corral.harness.deltas import Deltas, Preview
-from corral.harness.events import EventDict
 from corral.harness.fold import SessionFold
 from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.lease import Sleep
@@ -60,7 +60,7 @@ class Interrupted:
     texts: tuple[str, ...]
 
 
-def _stored_id(appended: rpc.Appended, sent: EventDict) -> str:
+def _stored_id(appended: rpc.Appended, sent: HarnessEvent) -> str:
     """The id the store kept for ``sent`` (ours, unless the store assigns its own)."""
     for stored in appended.events:
         if stored.get("type") == sent.type and isinstance(stored.get("id"), str):
@@ -96,7 +96,7 @@ def not_enabled(name: str, box: Toolbox) -> str:
     return f"Tool {name!r} is not enabled for this agent. Tools available: {offered}."
 
 
-def reply_events(box: Toolbox, calls: Sequence[ToolRequest]) -> list[EventDict]:
+def reply_events(box: Toolbox, calls: Sequence[ToolRequest]) -> list[HarnessEvent]:
     """The events for a reply's tool calls, in order, each with a fresh id (its Messages ``tool_use.id``).
 
     A built-in tool gets ``agent.tool_use`` with its policy's verdict, a custom tool
@@ -104,7 +104,7 @@ def reply_events(box: Toolbox, calls: Sequence[ToolRequest]) -> list[EventDict]:
     ``agent.tool_use`` (``evaluated_permission: deny``, no ``evaluation``: refused before any policy
     applied), answered at once by an error ``agent.tool_result``, so the model hears about it.
     """
-    logged: list[EventDict] = []
+    logged: list[HarnessEvent] = []
     for call in calls:
         event_id = events.new_event_id()
         kind = box.kind(call.name)
@@ -156,7 +156,7 @@ class ModelTurns:
         self._sleep = sleep
         self._crash = crashpoint
 
-    async def model_turn(self, run: SessionRun, prelude: list[EventDict]) -> int:
+    async def model_turn(self, run: SessionRun, prelude: list[HarnessEvent]) -> int:
         """One model request (retried within the turn); returns the stream sequence of its last append."""
         session_id, log, turn = run.session_id, run.log, run.turn
         box = toolbox(agent_of(log.fold.session), turn.mcp_tools)
@@ -223,7 +223,7 @@ class ModelTurns:
                 # An interrupt during the wait ends the turn from ``rescheduling`` (the idle just below).
                 prelude = [] if turn.interrupted.is_set() else [events.status_running()]
                 continue
-            closing: list[EventDict] = []
+            closing: list[HarnessEvent] = []
             if result.texts:
                 closing.append(events.agent_message(preview.event_id, result.texts))
             if isinstance(result, Interrupted):
@@ -244,7 +244,7 @@ class ModelTurns:
             self._crash(crashpoints.AFTER_TURN_END)
             return appended.last_seq
 
-    def _budget_pause(self, run: SessionRun, fold: SessionFold) -> list[EventDict]:
+    def _budget_pause(self, run: SessionRun, fold: SessionFold) -> list[HarnessEvent]:
         """The events that pause the session instead of a model request its budget does not allow
         (``session.usage``, then ``session.status_idle`` with ``budget_reached``); none if it may go on."""
         model = fold.model

@@ -11,7 +11,7 @@ import os
 import socket
 from dataclasses import dataclass
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.contracts.sandbox import EXECUTE_HEARTBEAT_INTERVAL_S
@@ -141,27 +141,6 @@ class Settings(BaseSettings):
         return self
 
 
-class ConfigError(Exception):
-    """The environment does not describe a runnable harness; the message says what to set."""
-
-
-def load_settings() -> Settings:
-    """Read the settings, turning validation errors into one readable line without input values.
-
-    Raises:
-        ConfigError: a value is missing or invalid.
-    """
-    try:
-        return Settings()
-    except ValidationError as exc:
-        problems = []
-        for error in exc.errors(include_input=False, include_url=False):
-            where = ".".join(str(part) for part in error["loc"])
-            message = error["msg"].removeprefix("Value error, ")
-            problems.append(f"{where}: {message}" if where else message)
-        raise ConfigError("; ".join(problems)) from None
-
-
 @dataclass(frozen=True)
 class ModelEndpoint:
     """Where the model lives. ``base_url=None`` means the SDK's default (the Anthropic API)."""
@@ -179,5 +158,5 @@ def model_endpoint(settings: Settings) -> ModelEndpoint:
     if settings.model_base_url or settings.model_api_key:
         return ModelEndpoint(settings.model_base_url, settings.model_api_key or SecretStr(PLACEHOLDER_API_KEY))
     if settings.anthropic_api_key is None:  # the validator makes this unreachable
-        raise ConfigError(_NO_MODEL)
+        raise ValueError(_NO_MODEL)
     return ModelEndpoint(None, settings.anthropic_api_key)
