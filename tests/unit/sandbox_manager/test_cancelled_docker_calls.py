@@ -12,26 +12,9 @@ from typing import Any
 
 import pytest
 
-from corral.sandbox_manager.container_spec import ContainerSpec
 from corral.sandbox_manager.containers import Driver
+from tests.unit.sandbox_manager.test_launch_failure import SPEC
 from tests.waiting import eventually
-
-SPEC = ContainerSpec(
-    image="corral-sandbox:test",
-    user="1000:1000",
-    memory="512m",
-    nano_cpus=1_000_000_000,
-    pids=256,
-    workspace_size="1g",
-    tmp_size="64m",
-    workspace_inodes=100_000,
-    tmp_inodes=10_000,
-    network="none",
-    output_limit=100_000,
-    part_bytes=163_840,
-    default_timeout_ms=120_000,
-    max_timeout_ms=600_000,
-)
 
 
 class HeldCall:
