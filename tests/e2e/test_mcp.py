@@ -262,3 +262,33 @@ async def test_a_server_that_speaks_only_the_older_sse_transport_is_reached_over
     posted = [query for method, path, query in mcp_server.requests if (method, path) == ("POST", "/legacy/messages/")]
     assert posted, mcp_server.requests[-10:]
 
+
+async def test_archiving_a_session_closes_its_mcp_connection_at_the_server(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, mcp_server: RunningMcpServer
+) -> None:
+    name = unique("mcp-archive")
+    await script(
+        model,
+        name,
+        [{"type": "tool_use", "name": "mcp__calc__add", "input": {"a": 1, "b": 1}}],
+        [{"type": "text", "text": "Two."}],
+    )
+    tag = unique("archive")
+    session_id = await mcp_session(client, f"{mcp_server.url}?t={tag}", default_config=ALLOW)
+    stream = await open_stream(client, session_id)
+    async with stream:
+        await send_text(client, session_id, f"{name}: add")
+        seen = await read_until_idle(stream)
+    assert [b.text for e in seen if e.type == "agent.mcp_tool_result" for b in e.content] == ["2"], seen
+
+    def ended() -> list[str]:
+        """The MCP sessions the client ended (streamable HTTP: a DELETE) on this session's connection."""
+        return [query for method, _, query in mcp_server.requests if method == "DELETE" and tag in query]
+
+    assert ended() == []  # the connection is kept while the session lives (idle timeout: minutes)
+    await client.beta.sessions.archive(session_id)
+
+    async def closed() -> bool:
+        return len(ended()) == 1
+
+    await eventually(closed, timeout=20)  # a liveness bound, far below the idle timeout
