@@ -2,7 +2,12 @@
 HTTP on a free port of 127.0.0.1, in its own thread (its own event loop), so tests on any loop use it.
 
 Under ``/secure/`` (``secure_url``) the same tools need ``Authorization: Bearer <t>`` with ``t`` in
-``valid_tokens`` (else HTTP 401); ``bearers`` records the tokens each request carried.
+``valid_tokens`` (else HTTP 401); ``bearers`` records the tokens each request carried. Under
+``/legacy/`` (``legacy_url``) the same tools are served over the older HTTP+SSE transport only (a
+``GET`` event stream plus ``POST``s to the endpoint it names), as servers that predate streamable
+HTTP do: a streamable-HTTP ``POST`` there is answered 405. ``requests`` records every request's
+method, path and query, and ``streams_ended`` the queries of the SSE streams that ended (their
+client went away).
 
 Tools: ``add(a, b)`` (the sum, as text), ``echo(text)``, and ``hang()``, which does not answer until
 the server stops (``hanging`` counts the calls that started). ``calls`` counts every tool call.
@@ -36,6 +41,8 @@ class RunningMcpServer:
     hanging: int = 0
     valid_tokens: set[str] = field(default_factory=set)
     bearers: list[str] = field(default_factory=list)
+    requests: list[tuple[str, str, str]] = field(default_factory=list)
+    streams_ended: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -44,6 +51,31 @@ class RunningMcpServer:
     @property
     def secure_url(self) -> str:
         return f"http://127.0.0.1:{self.port}/secure/mcp"
+
+    @property
+    def legacy_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/legacy/sse"
+
+
+def _recording(state: RunningMcpServer, app: Any, legacy: Any) -> Any:
+    """``app``, with every request recorded and ``/legacy/...`` given to the SSE-only ``legacy`` app."""
+
+    async def recording(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await app(scope, receive, send)
+            return
+        query = scope.get("query_string", b"").decode("latin-1")
+        state.requests.append((scope["method"], scope["path"], query))
+        if not scope["path"].startswith("/legacy/"):
+            await app(scope, receive, send)
+            return
+        try:
+            await legacy({**scope, "root_path": "/legacy"}, receive, send)
+        finally:
+            if scope["method"] == "GET":
+                state.streams_ended.append(query)
+
+    return recording
 
 
 def _guarded(state: RunningMcpServer, app: Any) -> Any:
@@ -104,7 +136,8 @@ def serving_mcp(port: int | None = None) -> Iterator[RunningMcpServer]:
     holder: dict[str, uvicorn.Server] = {}
 
     async def main() -> None:
-        app = _guarded(state, _server(state, stop).streamable_http_app())
+        tools = _server(state, stop)
+        app = _recording(state, _guarded(state, tools.streamable_http_app()), tools.sse_app())
         server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=state.port, log_level="warning"))
         holder["server"] = server
         task = asyncio.create_task(server.serve())

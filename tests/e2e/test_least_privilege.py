@@ -127,12 +127,20 @@ async def test_each_service_user_publishes_only_where_its_service_works(stack: S
         assert await refused_subscription(service, "_INBOX.gateway.>")
 
 
-async def test_the_sandbox_manager_reads_the_log_only_through_its_headers_only_consumer(stack: Stack) -> None:
-    """It may fetch from the consumer the session-store made for it (record headers, no bodies) and
+@pytest.mark.parametrize(
+    ("user", "spec"),
+    [
+        ("sandbox-manager", subjects.SANDBOX_RELEASES_SPEC),
+        ("credential-proxy", subjects.MCP_SESSION_ENDINGS_SPEC),
+    ],
+)
+async def test_the_log_endings_readers_read_it_only_through_their_headers_only_consumers(
+    stack: Stack, user: str, spec: subjects.ConsumerSpec
+) -> None:
+    """Each may fetch from the consumer the session-store made for it (record headers, no bodies) and
     nothing else of the log: creating a consumer of its own would read every record in full."""
-    spec = subjects.SANDBOX_RELEASES_SPEC
     stream = spec.stream
-    async with connected(stack, "sandbox-manager") as manager:
+    async with connected(stack, user) as manager:
         assert await manager.bind(spec) is not None  # the real manager fetches through it (see test_sandbox_release)
         for subject in (
             f"$JS.API.CONSUMER.CREATE.{stream}",
@@ -144,7 +152,7 @@ async def test_the_sandbox_manager_reads_the_log_only_through_its_headers_only_c
             f"$JS.API.DIRECT.GET.{stream}",
             f"$JS.API.DIRECT.GET.{stream}.{subjects.session_log('sesn_least_privilege')}",
         ):
-            assert await refused_publish(manager, subject), f"the sandbox-manager may publish to {subject}"
+            assert await refused_publish(manager, subject), f"the {user} may publish to {subject}"
         assert await refused_subscription(manager, subjects.SESSIONS_WILDCARD)
 
 

@@ -232,3 +232,63 @@ async def test_an_interrupt_ends_a_turn_whose_mcp_tool_hangs(
     assert len(await requests_of(model, name)) == 1  # the model was not asked again
     kinds = [e.type for e in await all_events(client, session_id)]
     assert kinds.count("agent.mcp_tool_use") == kinds.count("agent.mcp_tool_result") == 1
+
+
+async def test_a_server_that_speaks_only_the_older_sse_transport_is_reached_over_it(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, mcp_server: RunningMcpServer
+) -> None:
+    name = unique("mcp-sse")
+    await script(
+        model,
+        name,
+        [{"type": "tool_use", "name": "mcp__legacy__add", "input": {"a": 19, "b": 23}}],
+        [{"type": "text", "text": "Forty-two."}],
+    )
+    tag = unique("sse")
+    session_id = await mcp_session(client, f"{mcp_server.legacy_url}?t={tag}", server="legacy", default_config=ALLOW)
+    stream = await open_stream(client, session_id)
+    async with stream:
+        await send_text(client, session_id, f"{name}: add")
+        seen = await read_until_idle(stream)
+
+    assert not [e for e in seen if e.type == "session.error"], seen
+    [result] = [e for e in seen if e.type == "agent.mcp_tool_result"]
+    assert (result.is_error, [b.text for b in result.content]) == (False, ["42"])
+    mine = [(method, path) for method, path, query in mcp_server.requests if tag in query]
+    # streamable HTTP was tried first (the SSE-only server answers its POST 405), then the SSE transport:
+    # an event stream, and the messages posted to the endpoint it named
+    assert mine[0] == ("POST", "/legacy/sse"), mine
+    assert ("GET", "/legacy/sse") in mine
+    posted = [query for method, path, query in mcp_server.requests if (method, path) == ("POST", "/legacy/messages/")]
+    assert posted, mcp_server.requests[-10:]
+
+
+async def test_archiving_a_session_closes_its_mcp_connection_at_the_server(
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, mcp_server: RunningMcpServer
+) -> None:
+    name = unique("mcp-archive")
+    await script(
+        model,
+        name,
+        [{"type": "tool_use", "name": "mcp__calc__add", "input": {"a": 1, "b": 1}}],
+        [{"type": "text", "text": "Two."}],
+    )
+    tag = unique("archive")
+    session_id = await mcp_session(client, f"{mcp_server.url}?t={tag}", default_config=ALLOW)
+    stream = await open_stream(client, session_id)
+    async with stream:
+        await send_text(client, session_id, f"{name}: add")
+        seen = await read_until_idle(stream)
+    assert [b.text for e in seen if e.type == "agent.mcp_tool_result" for b in e.content] == ["2"], seen
+
+    def ended() -> list[str]:
+        """The MCP sessions the client ended (streamable HTTP: a DELETE) on this session's connection."""
+        return [query for method, _, query in mcp_server.requests if method == "DELETE" and tag in query]
+
+    assert ended() == []  # the connection is kept while the session lives (idle timeout: minutes)
+    await client.beta.sessions.archive(session_id)
+
+    async def closed() -> bool:
+        return len(ended()) == 1
+
+    await eventually(closed, timeout=20)  # a liveness bound, far below the idle timeout

@@ -130,3 +130,37 @@ async def test_an_expired_mcp_oauth_token_is_refreshed_mid_session_and_the_call_
     events = json.dumps([e.model_dump(mode="json") for e in await all_events(client, session.id)])
     assert CANARY_PREFIX not in events and CANARY_PREFIX not in refreshed.model_dump_json()
     assert await sweep(stack, canaries.all) == []
+
+
+async def test_a_server_that_refuses_the_vaults_bearer_is_an_authentication_session_error(
+    stack: Stack, client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, mcp_server: RunningMcpServer
+) -> None:
+    canaries = Canaries()
+    wrong = canaries.new("wrong")  # never among the server's valid tokens
+    vault = await client.beta.vaults.create(display_name="wrong bearer")
+    await client.beta.vaults.credentials.create(
+        vault.id, auth={"type": "static_bearer", "mcp_server_url": mcp_server.secure_url, "token": wrong}
+    )
+    agent = await client.beta.agents.create(
+        name=unique("mcp-401"),
+        model="claude-sonnet-4-6",
+        mcp_servers=[{"type": "url", "name": "secure", "url": mcp_server.secure_url}],
+        tools=[{"type": "mcp_toolset", "mcp_server_name": "secure", "default_config": ALLOW}],  # type: ignore[typeddict-item]
+    )
+    env = await client.beta.environments.create(name=unique("mcp-401-env"))
+    session = await client.beta.sessions.create(agent=agent.id, environment_id=env.id, vault_ids=[vault.id])
+    name = unique("mcp-401")
+    await script(model, name, [{"type": "text", "text": "No tools, then."}])
+    stream = await open_stream(client, session.id)
+    async with stream:
+        await send_text(client, session.id, f"{name}: hello")
+        seen = await read_until_idle(stream)
+
+    errors = [e.error for e in seen if e.type == "session.error"]
+    assert [(e.type, e.mcp_server_name) for e in errors] == [("mcp_authentication_failed_error", "secure")], errors
+    assert "HTTP 401" in errors[0].message and "127.0.0.1" in errors[0].message
+    assert wrong in mcp_server.bearers  # the vault's bearer was sent, and refused
+    assert seen[-1].stop_reason.type == "end_turn"
+    events = json.dumps([e.model_dump(mode="json") for e in await all_events(client, session.id)])
+    assert CANARY_PREFIX not in events
+    assert await sweep(stack, canaries.all) == []

@@ -256,7 +256,12 @@ async def test_one_user_message_is_one_trace_across_the_services(
     # the append in the session-store, under the request; the wake-up in the harness, under the append
     wake = trace.one("harness", "process corral.wake")
     assert wake.kind == "SPAN_KIND_CONSUMER" and wake.attributes["messaging.system"] == "nats"
-    append = trace.under(wake, "session-store", "process")
+    # its parent: the session-store's producer span of the wake-up's publish (messaging conventions)
+    [send] = [s for s in trace.spans if s.span_id == wake.parent_id]
+    assert (send.service, send.name, send.kind) == ("session-store", "send corral.wake", "SPAN_KIND_PRODUCER")
+    assert send.attributes["messaging.system"] == "nats"
+    assert send.attributes["messaging.destination.name"] == f"corral.wake.{session_id}"
+    append = trace.under(send, "session-store", "process")
     assert trace.under(append, "gateway", "POST") is root
 
     # each model request: a GenAI client span under the wake-up, with model, usage and stop reason

@@ -236,3 +236,41 @@ async def test_the_owner_turns_expiry_marks_on_in_a_bucket_made_without_them(bus
         await bus.bind_key_value(marked)
     await bus.ensure_key_value(marked)
     assert await bus.bind_key_value(marked) is not None
+
+
+async def test_a_published_record_is_sent_under_a_producer_span_its_headers_carry(
+    bus: Bus, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The consumer side continues the producer's span: the record's ``traceparent`` names it."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from corral.bus import client as bus_client
+    from corral.telemetry import carried_span
+
+    spans = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(spans))
+    monkeypatch.setattr(bus_client, "_tracer", provider.get_tracer("test"))
+    await bus.ensure_stream(SESSIONS_SPEC.model_copy(update={"name": "T_TRACED", "subjects": ("t.traced.*",)}))
+
+    with provider.get_tracer("test").start_as_current_span("caller") as caller:
+        ack = await bus.publish("t.traced.s1", b"record", msg_id="traced-1")
+
+    [producer] = [s for s in spans.get_finished_spans() if s.name != "caller"]
+    assert producer.name == "send t.traced" and producer.kind == trace.SpanKind.PRODUCER
+    assert producer.parent is not None and producer.parent.span_id == caller.get_span_context().span_id
+    assert dict(producer.attributes or {}) == {
+        "messaging.system": "nats",
+        "messaging.operation.type": "send",
+        "messaging.operation.name": "publish",
+        "messaging.destination.name": "t.traced.s1",
+        "messaging.message.body.size": 6,
+        "messaging.message.id": str(ack.seq),
+    }
+    stored = await bus.get("T_TRACED", ack.seq)
+    carried = carried_span(stored.headers)
+    assert carried is not None and producer.context is not None
+    assert (carried.trace_id, carried.span_id) == (producer.context.trace_id, producer.context.span_id)

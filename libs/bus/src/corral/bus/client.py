@@ -3,7 +3,10 @@
 Records on streams may be of any size: one larger than the chunk size is stored in parts and read
 back whole (the format and its crash rules are in ``corral.bus.records``).
 
-Every message published through here carries the current trace context in its headers, and a task
+Every message published through here carries the current trace context in its headers; a record
+stored with ``publish`` is sent under a ``PRODUCER`` span of its own (OpenTelemetry messaging
+conventions: ``messaging.system=nats``, ``messaging.destination.name`` the subject), whose context is
+the one its headers carry, so a consumer's span is that span's child or links to it. A task
 cancelled while it waits for a reply, an ack or a fetch is never handed the result instead (see
 ``corral.bus.cancellation``).
 
@@ -22,8 +25,10 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
+from opentelemetry import trace
 from pydantic import BaseModel
 
+from corral import telemetry
 from corral.bus import buckets, objects, reading, records, streams
 from corral.bus.bodies import Bodies, fits
 from corral.bus.calling import read_reply
@@ -46,6 +51,14 @@ __all__ = ["Bus", "Delivery", "Handler", "PubAck", "PullConsumer", "Reading", "e
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep")
+
+_tracer = telemetry.tracer(__name__)
+
+
+def destination_family(subject: str) -> str:
+    """A span name's destination: the subject's first two tokens (``corral.wake`` of
+    ``corral.wake.<session_id>``), so span names stay few whatever ids subjects carry."""
+    return ".".join(subject.split(".")[:2])
 
 
 class Bus:
@@ -184,9 +197,21 @@ class Bus:
             WrongLastSequence: ``expected_last_subject_seq`` was given and the subject moved on.
         """
         writer = RecordWriter(self._js, chunk_size=self.chunk_size, max_payload=self.max_payload)
-        return await writer.publish(
-            subject, data, inject(dict(headers or {})), msg_id=msg_id, fence=expected_last_subject_seq
-        )
+        attributes: dict[str, str | int] = {
+            "messaging.system": "nats",
+            "messaging.operation.type": "send",
+            "messaging.operation.name": "publish",
+            "messaging.destination.name": subject,
+            "messaging.message.body.size": len(data),
+        }
+        with _tracer.start_as_current_span(
+            f"send {destination_family(subject)}", kind=trace.SpanKind.PRODUCER, attributes=attributes
+        ) as span:
+            ack = await writer.publish(
+                subject, data, inject(dict(headers or {})), msg_id=msg_id, fence=expected_last_subject_seq
+            )
+            span.set_attribute("messaging.message.id", str(ack.seq))
+            return ack
 
     async def publish_raw(self, subject: str, data: bytes, *, headers: dict[str, str]) -> PubAck:
         """Store one message exactly as given: no trace context, no parts, no fence but the headers'.

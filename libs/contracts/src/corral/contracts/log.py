@@ -50,7 +50,9 @@ CONTROL_RECORD_TYPES: frozenset[str] = frozenset(
 
 SANDBOX_ENDING_TYPES: frozenset[str] = frozenset({"corral.session_archived", "corral.session_deleted"})
 """Records after which a session never runs a tool again: the sandbox-manager releases its sandbox
-when it reads one (by the ``Corral-Record-Type`` header) on ``subjects.SANDBOX_RELEASES_SPEC``."""
+when it reads one (by the ``Corral-Record-Type`` header) on ``subjects.SANDBOX_RELEASES_SPEC``, and
+the credential-proxy closes its MCP connections when it reads one on
+``subjects.MCP_SESSION_ENDINGS_SPEC``."""
 
 
 class AgentSaved(Resource):

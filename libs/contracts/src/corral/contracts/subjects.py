@@ -269,6 +269,21 @@ JetStream filters by subject only, and the log has one subject per session, so t
 whole log; headers only keeps each delivery to a few hundred bytes whatever the record's size."""
 
 
+MCP_SESSION_ENDINGS_SPEC: Final = ConsumerSpec(
+    stream=SESSIONS_STREAM,
+    name="mcp-session-endings",
+    filter_subject=SESSIONS_WILDCARD,
+    headers_only=True,
+    ack_policy="explicit",
+    deliver_policy="new",
+    ack_wait_s=10.0,
+    max_ack_pending=1024,
+)
+"""The credential-proxy's view of the session log, like ``SANDBOX_RELEASES_SPEC``: record headers
+only, from which it picks the archive and delete marks and closes those sessions' MCP connections.
+Created by the session-store; the credential-proxy only fetches from and acknowledges on it."""
+
+
 class KeyValueSpec(BaseModel):
     """What a key-value bucket must look like. Its ``owner`` service creates it when missing
     (``Bus.ensure_key_value``); every other user binds to it (``Bus.bind_key_value``) and creates

@@ -59,7 +59,10 @@ credentials to ``<state>/nats-subscriber.env``)."""
 SUBSCRIBED_STREAMS: tuple[str, ...] = (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM)
 
 #: The durable consumers Corral's services read through, on the streams a subscriber may read.
-SERVICE_CONSUMERS: tuple[subjects.ConsumerSpec, ...] = (subjects.SANDBOX_RELEASES_SPEC,)
+SERVICE_CONSUMERS: tuple[subjects.ConsumerSpec, ...] = (
+    subjects.SANDBOX_RELEASES_SPEC,
+    subjects.MCP_SESSION_ENDINGS_SPEC,
+)
 
 #: The durable streams: no service may purge them (but the session-store, its deleted sessions' logs).
 LOG_STREAMS: tuple[str, ...] = (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM, subjects.WAKE_STREAM)
@@ -304,7 +307,12 @@ def service_permissions() -> dict[str, Permissions]:
             subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),
         ),
         "credential-proxy": Permissions(
-            publish=_unique(kv_write(EGRESS_BUCKET), credential_proxy_store_ops(), bodies()),
+            publish=_unique(
+                kv_write(EGRESS_BUCKET),
+                credential_proxy_store_ops(),
+                consumer_read(subjects.MCP_SESSION_ENDINGS_SPEC),  # the log's record headers, never a body
+                bodies(),
+            ),
             subscribe=(
                 egress_rpc("*"),
                 mcp_rpc("*"),

@@ -16,7 +16,9 @@ from __future__ import annotations
 import logging
 import ssl
 
-from corral.bus import Bus, StreamMismatch, instance_name
+from corral.bus import Bus, PullConsumer, StreamMismatch, instance_name
+from corral.contracts import subjects
+from corral.credential_proxy import session_endings
 from corral.credential_proxy.credentials import Credentials
 from corral.credential_proxy.destinations import system_resolve
 from corral.credential_proxy.egress import Egress
@@ -86,6 +88,11 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     )
     credentials = Credentials(secrets=secrets, store=store)
     mcp = await stack.enter_async_context(McpClients(rules, timeouts, McpCredentials(resolver)).running())
+
+    async def bind_endings() -> PullConsumer | None:
+        return await bus.bind(subjects.MCP_SESSION_ENDINGS_SPEC)
+
+    life.background(session_endings.follow(bind_endings, mcp.close), name="mcp-session-endings")
     service = Service(
         instance=instance,
         egress=egress,

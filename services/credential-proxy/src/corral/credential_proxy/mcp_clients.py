@@ -16,7 +16,8 @@ that stands is ``McpAuthenticationFailed``, saying why the credential could not 
 **Lifetimes.** Each connection lives in a task of ``McpClients.running()``'s task group (the SDK's
 transports must be entered and left by one task): it opens the connection, serves calls until it is
 closed, then leaves the SDK's contexts in order. A connection is closed when its session is closed
-(``close``), when it has been idle ``idle_timeout_s``, after a call on it failed at the transport
+(``close``: asked by the harness, and by ``session_endings`` when the session is archived or
+deleted), when it has been idle ``idle_timeout_s``, after a call on it failed at the transport
 (the next call connects again), and at the stop. Opening, listing and calling are each bounded by
 their timeouts; a hanging server costs one timeout, never a stuck proxy.
 """

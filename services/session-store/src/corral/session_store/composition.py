@@ -33,6 +33,8 @@ async def serve(settings: Settings, life: Lifetime) -> None:
             await bus.ensure_stream(spec)
         # the sandbox-manager's headers-only view of the log, made here so it needs no read rights on it
         await bus.ensure_consumer(subjects.SANDBOX_RELEASES_SPEC)
+        # and the credential-proxy's, which closes ended sessions' MCP connections
+        await bus.ensure_consumer(subjects.MCP_SESSION_ENDINGS_SPEC)
         # the harness binds to it and refuses to start when its lease TTL differs from this one
         leases = await bus.ensure_key_value(subjects.lease_spec(settings.lease_ttl_s))
     except StreamMismatch as exc:

@@ -1,0 +1,43 @@
+"""The credential-proxy closes a session's MCP connections on its archive mark or tombstone, and
+acknowledges every record it reads (the others without closing anything)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from corral.contracts import headers as h
+from corral.contracts import subjects
+from corral.credential_proxy import session_endings
+
+
+@dataclass
+class FakeRecord:
+    subject: str
+    headers: dict[str, str] = field(default_factory=dict)
+    acked: bool = False
+
+    async def ack(self) -> None:
+        self.acked = True
+
+
+def record(session_id: str, kind: str) -> FakeRecord:
+    return FakeRecord(subjects.session_log(session_id), {h.RECORD_TYPE: kind})
+
+
+async def test_archive_and_delete_marks_close_the_sessions_connections_and_every_record_is_acknowledged() -> None:
+    closed: list[str] = []
+
+    async def close(session_id: str) -> int:
+        closed.append(session_id)
+        return 1
+
+    records = [
+        record("sesn_a", "agent.message"),
+        record("sesn_a", "corral.session_archived"),
+        record("sesn_b", "session.status_idle"),
+        record("sesn_c", "corral.session_deleted"),
+        FakeRecord(subjects.session_log("sesn_d")),  # no type header: nothing to do
+    ]
+    assert await session_endings.handle(records, close) == 2
+    assert closed == ["sesn_a", "sesn_c"]
+    assert all(r.acked for r in records)
