@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 import anthropic
 import pytest
 
+from corral.bus import Bus
+from corral.contracts import subjects
 from tests.e2e.flows import all_events, open_stream, read_until_idle, run_turn, send_text
 
 pytestmark = pytest.mark.e2e
@@ -149,3 +154,37 @@ async def test_agents_environments_and_sessions_round_trip_through_the_sdk(clien
     assert gone.type == "environment_deleted"
     with pytest.raises(anthropic.NotFoundError):
         await client.beta.environments.retrieve(env.id)
+
+
+async def test_many_open_streams_share_one_follow_and_each_shows_only_its_session(
+    client: anthropic.AsyncAnthropic, agent_env: tuple[str, str], bus: Bus
+) -> None:
+    """Open streams cost the gateway no JetStream consumer each (one follow serves them all), and
+    each still shows exactly its own session's turn, in order."""
+    agent_id, env_id = agent_env
+    sessions = [(await client.beta.sessions.create(agent=agent_id, environment_id=env_id)).id for _ in range(24)]
+    before = await _consumers(bus)
+    async with contextlib.AsyncExitStack() as streams:
+        opened = [await streams.enter_async_context(await open_stream(client, sid)) for sid in sessions]
+        # one consumer per stream would add 24; reads of other tests' sessions come and go meanwhile
+        assert await _consumers(bus) - before < 5
+        talking = sessions[:3]
+        for sid in talking:
+            await send_text(client, sid, f"hello from {sid}")
+        turns = await asyncio.gather(*(read_until_idle(opened[i]) for i in range(3)))
+    for sid, turn in zip(talking, turns, strict=True):
+        assert [e.type for e in turn] == [
+            "user.message",
+            "session.status_running",
+            "span.model_request_start",
+            "agent.message",
+            "span.model_request_end",
+            "session.status_idle",
+        ]
+        assert turn[0].content[0].text == f"hello from {sid}"
+        assert [e.id for e in turn] == [e.id for e in await all_events(client, sid)]
+
+
+async def _consumers(bus: Bus) -> int:
+    info = await bus._js.stream_info(subjects.SESSIONS_STREAM)  # noqa: SLF001 - a count only the server knows
+    return int(info.state.consumer_count)

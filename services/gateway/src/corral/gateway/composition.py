@@ -22,6 +22,7 @@ from corral.contracts.health import Health
 from corral.gateway import accesslog, keydirectory
 from corral.gateway.app import create_app
 from corral.gateway.connections import ConnectionLimits, limited_protocol
+from corral.gateway.fanout import SessionFanout
 from corral.gateway.feed import BusFeed
 from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.probe import BusProbe, gateway_health
@@ -114,10 +115,13 @@ async def backends(settings: Settings, bus: Bus, life: Lifetime) -> Backends:
         raise Refused(str(exc)) from None
     directory = KeyDirectory()
     life.background(keydirectory.follow(bus, directory), name="api-keys")
+    fanout = SessionFanout(bus)
+    await fanout.start()  # before any stream opens: the follow begins at the stream's last sequence now
+    life.background(fanout.run(), name="session-fanout")
     logger.info("gateway %s connected to the bus %s", instance, settings.nats.url)
     return Backends(
         store=BusStore(bus, timeout_s=settings.store_timeout_s),
-        feed=BusFeed(bus),
+        feed=BusFeed(bus, fanout),
         probe=BusProbe(bus),
         replies=replies,
         repositories=BusRepositoryTokens(bus),

@@ -1,12 +1,14 @@
-"""Live sources for the session event stream: the session's log subject and its delta subject."""
+"""Live sources for the session event stream: the session's log (from the gateway's one follow of
+every session's log, ``corral.gateway.fanout``) and its delta subject."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any, Protocol
 
-from corral.bus import Bus, StoredMessage
-from corral.contracts.subjects import SESSIONS_STREAM, deltas, session_log
+from corral.bus import Bus
+from corral.contracts.subjects import deltas
+from corral.gateway.fanout import SessionFanout
 
 
 class SessionFeed(Protocol):
@@ -20,18 +22,17 @@ class SessionFeed(Protocol):
 
 
 class BusFeed:
-    """``SessionFeed`` over JetStream (ordered consumer on the log subject) and core NATS (deltas)."""
+    """``SessionFeed`` over the gateway's shared follow of the session log (``SessionFanout``) and
+    core NATS (deltas)."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, fanout: SessionFanout) -> None:
         self._bus = bus
+        self._fanout = fanout
 
     async def open_log(self, session_id: str) -> AsyncIterator[bytes]:
-        # Pin the position now rather than asking for "new messages" when the consumer is created
-        # (that happens on the first read, after the response headers are out): a record appended
-        # in between is then delivered, never skipped.
-        subject = session_log(session_id)
-        last = await self._bus.last_seq(SESSIONS_STREAM, subject)
-        return _payloads(self._bus.follow(SESSIONS_STREAM, subject, after_seq=last))
+        # The stream's queue is registered before this returns (before the response headers go
+        # out): a record appended in between is delivered, never skipped.
+        return await self._fanout.open(session_id)
 
     async def open_deltas(self, session_id: str) -> AsyncIterator[bytes]:
         return _core_payloads(self._bus.subscribe_core(deltas(session_id)))
@@ -41,14 +42,6 @@ async def close_iterator(iterator: AsyncIterator[Any]) -> None:
     """Close an async generator (its ``finally`` removes the subscription); other iterators need nothing."""
     if isinstance(iterator, AsyncGenerator):
         await iterator.aclose()
-
-
-async def _payloads(messages: AsyncIterator[StoredMessage]) -> AsyncIterator[bytes]:
-    try:
-        async for message in messages:
-            yield message.data
-    finally:
-        await close_iterator(messages)
 
 
 async def _core_payloads(messages: AsyncIterator[tuple[bytes, dict[str, str]]]) -> AsyncIterator[bytes]:
