@@ -54,7 +54,5 @@ test-unit: install ## unit and contract tests only (no services)
 test: system-deps browser-deps lint typecheck lint-imports gen-check ## everything: lint, types, imports, proto, unit, contract, integration, e2e
 	@$(UV) run pytest tests -q
 
-bench: install ## benchmarks on a private local stack; prints figures
-	@$(UV) run python bench/core_flow.py
-	@$(UV) run python bench/sandbox.py
-	@$(UV) run python bench/mcp_calls.py
+bench: install system-deps ## B1..B7 of performance.md, each on a private stack next to its baseline: one table, bench/results/<date>.json
+	@$(UV) run python bench/run.py

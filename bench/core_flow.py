@@ -20,8 +20,6 @@ import json
 import os
 import random
 import secrets
-import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -29,6 +27,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from report import Figure, finish, ok, say
+from stack_cpu import cpu_ms, own_cpu_ms, per_op
 
 from corral.bus import Bus
 from corral.contracts.ids import EVENT, new_id
@@ -43,23 +43,6 @@ from corral.settings import NatsSettings
 BENCH_SPEC = StreamSpec(
     name="CORRAL_BENCH", subjects=("corral.bench.>",), retention="limits", storage="file", duplicate_window_s=120.0
 )
-
-
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def line(label: str, values_ms: list[float]) -> str:
-    return (
-        f"{label:<44} p50 {pct(values_ms, 0.50):7.3f} ms   p99 {pct(values_ms, 0.99):7.3f} ms   "
-        f"mean {statistics.fmean(values_ms):7.3f} ms   n={len(values_ms)}"
-    )
 
 
 async def nats_baseline(settings: NatsSettings, samples: int) -> tuple[list[float], list[float]]:
@@ -96,15 +79,6 @@ async def nats_baseline(settings: NatsSettings, samples: int) -> tuple[list[floa
         pending.cancel()
         await follower.aclose()  # type: ignore[attr-defined]  # an async generator underneath
     return core, stored
-
-
-def ok(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise SystemExit(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 class SseWatcher:
@@ -167,7 +141,7 @@ async def append_to_sse(stack: Stack, sessions: int, samples: int) -> tuple[list
     return latencies, posts
 
 
-async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
+async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> tuple[list[float], dict[str, float]]:
     """B2 proper: a harness-style append over the bus (lease held) -> the frame on the SSE stream."""
     headers = {"x-api-key": stack.api_key}
     limits = httpx.Limits(max_connections=sessions + 20, max_keepalive_connections=sessions + 20)
@@ -204,6 +178,7 @@ async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
         await asyncio.wait_for(asyncio.gather(*(w.ready.wait() for w in watchers)), 60)
         latencies: list[float] = []
         rng = random.Random(11)
+        before = cpu_ms(stack)
         for _ in range(samples):
             watcher = rng.choice(watchers)
             event_id = new_id(EVENT)
@@ -212,10 +187,11 @@ async def emit_to_sse(stack: Stack, sessions: int, samples: int) -> list[float]:
             t0 = time.perf_counter()
             await append(watcher.session_id, {"type": "agent.thinking", "id": event_id})
             latencies.append((await asyncio.wait_for(future, 30) - t0) * 1000)
+        cpu = per_op(before, cpu_ms(stack), samples)
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-    return latencies
+    return latencies, cpu
 
 
 class KeepAliveClient:
@@ -258,39 +234,6 @@ def post_request(path: str, body: dict[str, Any], api_key: str) -> bytes:
     return head.encode() + data
 
 
-def process_table() -> tuple[dict[int, list[int]], dict[int, int]]:
-    """Every live process's children and its user + system CPU in clock ticks, from one pass over /proc."""
-    children: dict[int, list[int]] = {}
-    ticks: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rpartition(")")[2].split()
-        except OSError:  # the process ended while we looked
-            continue
-        pid = int(entry.name)
-        children.setdefault(int(fields[1]), []).append(pid)
-        ticks[pid] = int(fields[11]) + int(fields[12])
-    return children, ticks
-
-
-def stack_cpu(stack: Stack) -> dict[str, float]:
-    """CPU seconds of each stack process with its live descendants (Postgres runs a backend per connection)."""
-    children, ticks = process_table()
-    spent: dict[str, float] = {}
-    for component in stack.components():
-        pid = component.pid()
-        if pid is None:
-            continue
-        tree, todo = set(), [pid]
-        while todo:
-            tree.add(current := todo.pop())
-            todo.extend(children.get(current, []))
-        spent[component.name] = sum(ticks.get(p, 0) for p in tree) / os.sysconf("SC_CLK_TCK")
-    return spent
-
-
 @dataclass
 class Creates:
     httpx_rate: float
@@ -315,18 +258,19 @@ async def session_creates(stack: Stack, count: int) -> Creates:
     lean = await KeepAliveClient.connect(stack.gateway_url)
     try:
         request = post_request("/v1/sessions", body, stack.api_key)
-        before = stack_cpu(stack)
+        before = cpu_ms(stack)
+        own = own_cpu_ms()
         t0 = time.perf_counter()
         for _ in range(count):
             status = await lean.send(request)
             if b" 200 " not in status:
                 raise SystemExit(f"session create answered {status!r}")
         lean_rate = count / (time.perf_counter() - t0)
-        after = stack_cpu(stack)
+        spent = per_op(before, cpu_ms(stack), count)
+        spent["bench-client"] = (own_cpu_ms() - own) / count
     finally:
         await lean.aclose()
-    cpu_ms = {name: (after[name] - before[name]) * 1000 / count for name in after if name in before}
-    return Creates(httpx_rate=httpx_rate, lean_rate=lean_rate, cpu_ms=cpu_ms)
+    return Creates(httpx_rate=httpx_rate, lean_rate=lean_rate, cpu_ms=spent)
 
 
 async def main() -> int:
@@ -334,6 +278,7 @@ async def main() -> int:
     parser.add_argument("--sessions", type=int, default=100)
     parser.add_argument("--samples", type=int, default=400)
     parser.add_argument("--creates", type=int, default=400)
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
@@ -349,7 +294,7 @@ async def main() -> int:
             say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")
             core, stored = await nats_baseline(stack.nats_settings(), args.samples)
             say("measuring emit -> SSE ...")
-            emitted = await emit_to_sse(stack, args.sessions, args.samples)
+            emitted, emit_cpu = await emit_to_sse(stack, args.sessions, args.samples)
             say("measuring POST -> SSE ...")
             sse, posts = await append_to_sse(stack, args.sessions, args.samples)
             say("measuring session creates ...")
@@ -357,18 +302,45 @@ async def main() -> int:
         finally:
             stack.stop()
 
-    say("")
     fsync = sync_interval(os.environ.get(SYNC_INTERVAL_VAR))
-    say(f"B2 / core flow on the local stack ({os.cpu_count() or 0} cores, NATS sync_interval {fsync})")
-    say(line("baseline: NATS core publish -> subscribe", core))
-    say(line("baseline: JetStream publish -> ordered consumer", stored))
-    say(line(f"B2 emit -> SSE ({args.sessions} open sessions)", emitted) + "   target p50 <= 2 ms, p99 <= 10 ms")
-    say(line(f"POST user.message -> SSE ({args.sessions} sessions)", sse) + "   (each message also runs a turn)")
-    say(line("  of which: POST event -> HTTP response", posts))
-    say(f"{'session creates, sequential, httpx client':<44} {creates.httpx_rate:7.1f} /s")
-    say(f"{'session creates, sequential, lean client':<44} {creates.lean_rate:7.1f} /s" + " " * 43 + "target >= 400 /s")
-    spent = sorted(((ms, name) for name, ms in creates.cpu_ms.items() if ms >= 0.01), reverse=True)
-    say("  CPU per create: " + ", ".join(f"{name} {ms:.2f} ms" for ms, name in spent))
+    nats = "NATS core pub->sub"
+    figures = [
+        Figure.latency("B2", "baseline: NATS core publish -> subscribe", core),
+        Figure.latency("B2", "baseline: JetStream publish -> ordered consumer", stored),
+        Figure.latency(
+            "B2",
+            f"emit -> SSE ({args.sessions} open sessions)",
+            emitted,
+            baseline_ms=core,
+            baseline_name=nats,
+            target="p50 <= 2 ms, p99 <= 10 ms",
+            cpu_ms_per_op=emit_cpu,
+        ),
+        Figure.latency(
+            "B2",
+            f"POST user.message -> SSE ({args.sessions} sessions)",
+            sse,
+            baseline_ms=core,
+            baseline_name=nats,
+            note="each message also runs a turn",
+        ),
+        Figure.latency("B2", "POST event -> HTTP response", posts),
+        Figure("B7", "session creates, sequential, httpx client", creates.httpx_rate, "/s", n=args.creates),
+        Figure(
+            "B7",
+            "session creates, sequential, lean client",
+            creates.lean_rate,
+            "/s",
+            n=args.creates,
+            target=">= 50 /s (performance.md), >= 400 /s (ours)",
+            cpu_ms_per_op=creates.cpu_ms,
+        ),
+    ]
+    finish(
+        f"B2 / core flow on the local stack ({os.cpu_count() or 0} cores, NATS sync_interval {fsync})",
+        figures,
+        args.json,
+    )
     return 0
 
 

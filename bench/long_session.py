@@ -23,17 +23,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import signal
-import statistics
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import httpx
+from report import Figure, finish, ok, pct, say
 from stack_cpu import cpu_ms, spent
 
 from corral.bus import Bus, KeyExists, KeyValueBucket
@@ -43,40 +43,15 @@ from corral.contracts.rpc import AppendEvents, Lease, Op, RpcReply
 from corral.contracts.subjects import LEASE_BUCKET, SNAPSHOT_SPEC, health, lease_spec, store_rpc
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
+from corral.harness.conversation import ConversationBuilder
 
 LEASE_TTL_S = 3.0
 SLOW = {"content": [{"type": "text", "text": " ".join(f"w{i}" for i in range(20))}], "chunk_delay_ms": 50}
 QUICK = {"content": [{"type": "text", "text": "ok"}]}
 
 
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def line(label: str, values_ms: list[float]) -> str:
-    return (
-        f"{label:<52} p50 {pct(values_ms, 0.50):8.1f} ms   p99 {pct(values_ms, 0.99):8.1f} ms   "
-        f"mean {statistics.fmean(values_ms):8.1f} ms   n={len(values_ms)}"
-    )
-
-
 def ms(takeovers: list[Takeover]) -> list[float]:
     return [t.takeover_ms for t in takeovers]
-
-
-def ok(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code >= 400:
-        raise SystemExit(
-            f"{response.request.method} {response.request.url} answered {response.status_code}: {response.text}"
-        )
-    result: dict[str, Any] = response.json()
-    return result
 
 
 class Session:
@@ -186,6 +161,28 @@ async def fill(bus: Bus, session_id: str, events: int) -> None:
     await leases.delete(session_id, last=revision)
 
 
+async def fold_baseline(http: httpx.AsyncClient, session_id: str, times: int) -> tuple[list[float], int]:
+    """B6's baseline: the session's log read once through the API, then folded ``times`` times in this
+    process with the harness's ``ConversationBuilder`` (ms per fold), and the number of events."""
+    events: list[dict[str, Any]] = []
+    params: dict[str, Any] = {"limit": 1000}
+    while True:
+        answer = ok(await http.get(f"/v1/sessions/{session_id}/events", params=params))
+        events.extend(answer["data"])
+        if not answer.get("next_page"):
+            break
+        params["page"] = answer["next_page"]
+    folds: list[float] = []
+    for _ in range(times):
+        t0 = time.perf_counter()
+        builder = ConversationBuilder()
+        for event in events:
+            builder.apply(event)
+        builder.messages()
+        folds.append((time.perf_counter() - t0) * 1000)
+    return folds, len(events)
+
+
 async def holder_of(leases: KeyValueBucket, session_id: str) -> tuple[str, str]:
     """The lease's holder and token, once the session is leased."""
     async with asyncio.timeout(10):
@@ -276,6 +273,7 @@ async def main() -> int:
     parser.add_argument("--turns", type=int, default=500)
     parser.add_argument("--events", type=int, default=10_000)
     parser.add_argument("--kills", type=int, default=5)
+    parser.add_argument("--json", type=Path, default=None)
     parser.add_argument(
         "--keep-logs", type=Path, default=None, help="copy the services' logs (INFO) here, to see where time went"
     )
@@ -332,7 +330,10 @@ async def main() -> int:
                 before_big = cpu_ms(stack)
                 steady_big = await overhead(big, [await big.turn(f"step {n}") for n in range(5)])
                 big_cpu = spent(before_big, cpu_ms(stack), "harness") / 5
+                folds, logged = await fold_baseline(http, big.id, max(5, args.kills))
+                takeover_cpu = cpu_ms(stack)
                 from_snapshot = [await takeover(stack, bus, big) for _ in range(args.kills)]
+                takeover_cpu = {k: (v - takeover_cpu.get(k, 0.0)) / args.kills for k, v in cpu_ms(stack).items()}
                 snapshots = await bus.object_bucket(SNAPSHOT_SPEC)
                 from_scratch: list[Takeover] = []
                 for _ in range(args.kills):
@@ -348,30 +349,48 @@ async def main() -> int:
     if args.keep_logs:
         for t in from_snapshot + from_scratch:
             say(f"  takeover: noticed +{t.server_lag_ms:.0f} ms, resumed +{t.takeover_ms:.0f} ms after the expiry")
-    say("")
-    say("Long sessions on the local stack (2 cores)")
-    say(line(f"turn overhead, POST -> model request, turns 1-{window}", turns[:window]))
-    say(line(f"turn overhead, turns {len(turns) - window + 1}-{len(turns)}", turns[-window:]))
-    ratio = pct(turns[-window:], 0.5) / pct(turns[:window], 0.5)
-    say(f"{'  last/first p50':<52} {ratio:8.2f}x" + " " * 49 + "target <= 1.20x")
     first_cpu = spent(cpu[0], cpu[window], "harness") / window
     last_cpu = spent(cpu[-window - 1], cpu[-1], "harness") / window
-    say(f"{f'harness CPU per turn, turns 1-{window}':<52} {first_cpu:8.1f} ms")
-    say(f"{f'harness CPU per turn, turns {len(sent) - window + 1}-{len(sent)}':<52} {last_cpu:8.1f} ms")
-    per_process = ", ".join(
-        f"{name} {(cpu[-1][name] - cpu[0].get(name, 0.0)) / len(sent):.1f}" for name in sorted(cpu[-1])
-    )
-    say(f"  CPU ms per turn over all {len(sent)} turns: {per_process}")
-    say(line(f"B6 takeover, lease expiry -> model request, snapshot ({args.events} ev)", ms(from_snapshot)))
-    say(line(f"B6 takeover, snapshot deleted: fold from scratch ({args.events} ev)", ms(from_scratch)))
+    turn_cpu = {name: (cpu[-1][name] - cpu[0].get(name, 0.0)) / len(sent) for name in sorted(cpu[-1])}
+    ratio = pct(turns[-window:], 0.5) / pct(turns[:window], 0.5)
+    fold = f"fold of the same {logged} events"
     lags = [t.server_lag_ms for t in from_snapshot + from_scratch]
-    say(line("  of which: lease expiry -> taken over (or removed by the server)", lags))
-    say("  target for the snapshot takeover: p50 < 250 ms, p99 < 1000 ms")
-    say(line(f"first turn after appending {args.events} events (fold from scratch)", first))
-    say(line("per-step cost, POST -> model request, ~100 events", steady_small))
-    say(line(f"per-step cost, POST -> model request, ~{args.events} events", steady_big))
-    say(f"{'harness CPU per step, ~100 events':<52} {small_cpu:8.1f} ms")
-    say(f"{f'harness CPU per step, ~{args.events} events':<52} {big_cpu:8.1f} ms")
+    figures = [
+        Figure.latency("extra", f"turn overhead, POST -> model request, turns 1-{window}", turns[:window]),
+        Figure.latency(
+            "extra",
+            f"turn overhead, turns {len(turns) - window + 1}-{len(turns)}",
+            turns[-window:],
+            cpu_ms_per_op=turn_cpu,
+            note=f"harness CPU per turn {first_cpu:.1f} ms (first) / {last_cpu:.1f} ms (last); CPU over all turns",
+        ),
+        Figure("extra", "turn overhead, last/first p50", ratio, "x", target="<= 1.20x"),
+        Figure.latency("B6", f"baseline: {fold} (ConversationBuilder, in process)", folds),
+        Figure.latency(
+            "B6",
+            f"takeover, lease expiry -> model request, snapshot ({args.events} ev)",
+            ms(from_snapshot),
+            baseline_ms=folds,
+            baseline_name=fold,
+            target="p50 < 250 ms, p99 < 1000 ms",
+            cpu_ms_per_op=takeover_cpu,
+            note="CPU per takeover includes restarting the harnesses before each kill",
+        ),
+        Figure.latency(
+            "B6",
+            f"takeover, snapshot deleted: fold from scratch ({args.events} ev)",
+            ms(from_scratch),
+            baseline_ms=folds,
+            baseline_name=fold,
+        ),
+        Figure.latency("B6", "lease expiry -> taken over (or removed by the server)", lags),
+        Figure.latency("extra", f"first turn after appending {args.events} events (fold from scratch)", first),
+        Figure.latency("extra", "per-step cost, POST -> model request, ~100 events", steady_small),
+        Figure.latency("extra", f"per-step cost, POST -> model request, ~{args.events} events", steady_big),
+        Figure("extra", "harness CPU per step, ~100 events", small_cpu, "ms"),
+        Figure("extra", f"harness CPU per step, ~{args.events} events", big_cpu, "ms"),
+    ]
+    finish(f"Long sessions and B6 on the local stack ({os.cpu_count() or 0} cores)", figures, args.json)
     return 0
 
 

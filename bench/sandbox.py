@@ -31,8 +31,6 @@ import argparse
 import asyncio
 import os
 import secrets
-import statistics
-import sys
 import tempfile
 import time
 import uuid
@@ -42,6 +40,9 @@ from typing import Any, TypeVar
 import docker
 import httpx
 from pydantic import BaseModel
+from report import Figure, finish, ok, pct, say
+from stack_cpu import cpu_ms, per_op
+from ttft import MODEL_TTFT_MS, Ttft, direct_ttft, script_model_ttft
 
 from corral.bus import Bus
 from corral.contracts.api.errors import ApiError
@@ -55,9 +56,6 @@ from corral.devstack.stack import Stack
 #: The engine's data root (its image cache), shared with the e2e tests unless told otherwise.
 DOCKER_DATA_ROOT = os.environ.get("CORRAL_DOCKER_DATA_ROOT") or "/var/tmp/corral-e2e-docker"
 MANAGER = "sandbox-manager"
-#: How long the scripted model takes to its first byte in the TTFT samples (B3's "fake model TTFT").
-MODEL_TTFT_MS = 500
-TTFT_SCENARIO = "bench-ttft"
 #: An environment without network access (no egress: its own warm pool, network ``none``).
 ISOLATED: dict[str, Any] = {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": []}}
 #: The API's default environment (``networking: unrestricted``): pooled sandboxes with an egress slot.
@@ -65,34 +63,6 @@ DEFAULT: dict[str, Any] = {"type": "cloud", "networking": {"type": "unrestricted
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep")
-
-
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def line(label: str, values_ms: list[float]) -> str:
-    if not values_ms:
-        return f"{label:<48} (no samples)"
-    return (
-        f"{label:<48} p50 {pct(values_ms, 0.50):8.2f} ms   p99 {pct(values_ms, 0.99):8.2f} ms   "
-        f"mean {statistics.fmean(values_ms):8.2f} ms   n={len(values_ms)}"
-    )
-
-
-def ok(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code != 200:
-        raise SystemExit(
-            f"{response.request.method} {response.request.url.path}: {response.status_code} {response.text}"
-        )
-    body: dict[str, Any] = response.json()
-    return body
 
 
 def fresh_session() -> str:
@@ -193,17 +163,19 @@ async def cold_provisions(
 
 
 async def exec_latency(
-    sandboxes: Sandboxes, client: docker.DockerClient, image: str, samples: int
-) -> tuple[list[float], list[float], list[float]]:
+    stack: Stack, sandboxes: Sandboxes, client: docker.DockerClient, image: str, samples: int
+) -> tuple[list[float], list[float], list[float], dict[str, float]]:
     sid = fresh_session()
     await sandboxes.provision(sid)
     await sandboxes.bash(sid, "echo warm-up")
     rpc: list[float] = []
+    before = cpu_ms(stack)
     for _ in range(samples):
         took, text = await sandboxes.bash(sid, "echo hi")
         if text.strip() != "hi":
             raise SystemExit(f"echo hi answered {text!r}")
         rpc.append(took)
+    cpu = per_op(before, cpu_ms(stack), samples)
     write: list[float] = []
     payload = "x" * 10_000
     for _ in range(max(10, samples // 2)):
@@ -225,60 +197,14 @@ async def exec_latency(
                 raise SystemExit(f"docker exec answered {result.output!r}")
     finally:
         await asyncio.to_thread(container.remove, force=True)
-    return rpc, plain, write
-
-
-async def script_model_ttft(stack: Stack) -> None:
-    """Make the embedded model answer the TTFT samples after ``MODEL_TTFT_MS``, with plain text."""
-    turn = {"content": [{"type": "text", "text": "Hello there."}], "first_byte_delay_ms": MODEL_TTFT_MS}
-    scenario = {"name": TTFT_SCENARIO, "match": f"^{TTFT_SCENARIO}", "turns": [turn]}
-    url = f"http://127.0.0.1:{stack.ports.embedded_model}/_corral/scripts"
-    async with httpx.AsyncClient(timeout=10) as model:
-        answer = await model.post(url, json={"scenarios": [scenario]})
-    if answer.status_code != 200:
-        raise SystemExit(f"the embedded model refused the TTFT script: {answer.text}")
-
-
-class Ttft:
-    """Session create + POST user.message -> first ``event_delta`` / ``agent.message`` frame, minus
-    the scripted model TTFT; a fresh session per sample."""
-
-    def __init__(self, http: httpx.AsyncClient, sandboxes: Sandboxes) -> None:
-        self.http = http
-        self.sandboxes = sandboxes
-
-    async def sample(self, agent_id: str, environment_id: str, *, release: bool) -> float:
-        body = {"agent": agent_id, "environment_id": environment_id}
-        t0 = time.perf_counter()
-        sid = ok(await self.http.post("/v1/sessions", json=body))["id"]
-        text = f"{TTFT_SCENARIO}: hello"
-        message = {"events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}]}
-        first: float | None = None
-        url = f"/v1/sessions/{sid}/events/stream"
-        async with (
-            asyncio.timeout(60),
-            self.http.stream("GET", url, params={"event_deltas[]": "agent.message"}) as stream,
-        ):
-            ok(await self.http.post(f"/v1/sessions/{sid}/events", json=message))
-            async for raw in stream.aiter_lines():
-                if not raw.startswith("event: "):
-                    continue
-                kind = raw[7:]
-                if first is None and kind in ("event_delta", "agent.message"):
-                    first = time.perf_counter()
-                if kind == "session.status_idle":
-                    break
-        if first is None:
-            raise SystemExit(f"session {sid}: the turn ended without a message")
-        if release:
-            await self.sandboxes.release(sid)  # waits for the turn's provisioning, then removes it
-        return (first - t0) * 1000 - MODEL_TTFT_MS
+    return rpc, plain, write, cpu
 
 
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--samples", type=int, default=20, help="provisions and TTFT samples per mode")
     parser.add_argument("--execs", type=int, default=100, help="execute calls")
+    parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     n: int = args.samples
 
@@ -332,7 +258,9 @@ async def main() -> int:
                 warm, warm_server, missed = await warm_provisions(sandboxes, n, ISOLATED)
                 warm_default, warm_default_server, missed_default = await warm_provisions(sandboxes, n, DEFAULT)
                 say(f"measuring execute vs docker exec (n={args.execs}) ...")
-                exec_rpc, exec_plain, write_rpc = await exec_latency(sandboxes, client, image, args.execs)
+                exec_rpc, exec_plain, write_rpc, exec_cpu = await exec_latency(
+                    stack, sandboxes, client, image, args.execs
+                )
                 say(f"measuring TTFT, toolset agent with the warm pool, default and isolated (n={n} each) ...")
                 ttft_warm: list[float] = []
                 ttft_warm_default: list[float] = []
@@ -350,9 +278,16 @@ async def main() -> int:
                 say(f"measuring TTFT, no tools vs toolset with cold provisioning (n={n} each, interleaved) ...")
                 ttft_none: list[float] = []
                 ttft_cold: list[float] = []
+                ttft_cpu: dict[str, float] = {}
                 for _ in range(n):
+                    before = cpu_ms(stack)
                     ttft_none.append(await ttft.sample(plain_agent["id"], env, release=False))
+                    for name, ms in per_op(before, cpu_ms(stack), n).items():
+                        ttft_cpu[name] = ttft_cpu.get(name, 0.0) + ms
                     ttft_cold.append(await ttft.sample(tools_agent["id"], env, release=True))
+                model_url = f"http://127.0.0.1:{stack.ports.embedded_model}"
+                say(f"measuring the direct model request, the B3 baseline (n={n}) ...")
+                direct = await direct_ttft(model_url, n)
             client.close()
         finally:
             stack.stop()
@@ -361,34 +296,96 @@ async def main() -> int:
     ratio_cold = (pct(ttft_cold, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
     ratio_warm = (pct(ttft_warm, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
     ratio_warm_default = (pct(ttft_warm_default, 0.5) + MODEL_TTFT_MS) / (pct(ttft_none, 0.5) + MODEL_TTFT_MS)
-    say("")
+    lat = Figure.latency
+    dr, dx, dm = "docker run", "docker exec", "direct model request"
+    b3 = "p50 <= 20 ms, p95 <= 50 ms"
+    figures = [
+        lat("B4", "baseline: docker run --rm --network none true", docker_run),
+        lat(
+            "B4",
+            "ready, warm pool, default env (provision RPC)",
+            warm_default,
+            baseline_ms=docker_run,
+            baseline_name=dr,
+            target="p50 < 50 ms, p99 < 150 ms",
+            note=f"{missed_default} of {n} missed the pool",
+        ),
+        lat("B4", "manager's ready_ms, warm pool, default env", warm_default_server),
+        lat(
+            "B4",
+            "ready, warm pool, isolated env (provision RPC)",
+            warm,
+            baseline_ms=docker_run,
+            baseline_name=dr,
+            target="p50 < 50 ms, p99 < 150 ms",
+            note=f"{missed} of {n} missed the pool",
+        ),
+        lat("B4", "manager's ready_ms, warm pool, isolated env", warm_server),
+        lat(
+            "B4",
+            "ready, cold, pool size 0 (provision RPC)",
+            cold,
+            baseline_ms=docker_run,
+            baseline_name=dr,
+            target="p50 < 400 ms",
+        ),
+        lat("B4", "manager's ready_ms, cold", cold_server),
+        lat("B4", "baseline: docker exec bash -c 'echo hi'", exec_plain),
+        lat(
+            "B4",
+            "exec: execute bash 'echo hi' over the bus",
+            exec_rpc,
+            baseline_ms=exec_plain,
+            baseline_name=dx,
+            target="p50 < 5 ms",
+            cpu_ms_per_op=exec_cpu,
+        ),
+        lat("B4", "exec: execute write 10 KB over the bus", write_rpc, baseline_ms=exec_plain, baseline_name=dx),
+        lat("B3", "baseline: direct model request, TTFT - model TTFT", direct),
+        lat(
+            "B3",
+            "TTFT overhead, agent without tools",
+            ttft_none,
+            baseline_ms=direct,
+            baseline_name=dm,
+            target=b3,
+            cpu_ms_per_op=ttft_cpu,
+            note=f"p95 {pct(ttft_none, 0.95):.2f} ms; create + message -> first token",
+        ),
+        lat(
+            "B3",
+            "TTFT overhead, toolset, cold + egress (default)",
+            ttft_cold,
+            baseline_ms=direct,
+            baseline_name=dm,
+            target=b3,
+            note=f"p95 {pct(ttft_cold, 0.95):.2f} ms",
+        ),
+        lat(
+            "B3",
+            "TTFT overhead, toolset, warm pool, default env",
+            ttft_warm_default,
+            baseline_ms=direct,
+            baseline_name=dm,
+            target=b3,
+            note=f"p95 {pct(ttft_warm_default, 0.95):.2f} ms",
+        ),
+        lat(
+            "B3",
+            "TTFT overhead, toolset, warm pool, isolated env",
+            ttft_warm,
+            baseline_ms=direct,
+            baseline_name=dm,
+            target=b3,
+            note=f"p95 {pct(ttft_warm, 0.95):.2f} ms",
+        ),
+        Figure("B3", "TTFT p50 ratio, toolset cold / no tools", ratio_cold, "x", target="1.00 +- 0.05"),
+        Figure("B3", "TTFT p50 ratio, toolset warm default / none", ratio_warm_default, "x", target="1.00 +- 0.05"),
+        Figure("B3", "TTFT p50 ratio, toolset warm isolated / none", ratio_warm, "x", target="1.00 +- 0.05"),
+    ]
     cores = os.cpu_count() or 0
-    say(f"B3 / B4 on the local stack with Docker ({cores} cores), run took {time.perf_counter() - began:.0f} s")
-    say(line("baseline: docker run --rm --network none true", docker_run))
-    say(line("B4 ready, warm pool, default env (provision RPC)", warm_default) + "   target p50 < 50 ms, p99 < 150 ms")
-    say(
-        line("  manager's ready_ms, warm pool, default env", warm_default_server)
-        + f"   ({missed_default} of {n} missed the pool)"
-    )
-    say(line("B4 ready, warm pool, isolated env (provision RPC)", warm) + "   target p50 < 50 ms, p99 < 150 ms")
-    say(line("  manager's ready_ms, warm pool, isolated env", warm_server) + f"   ({missed} of {n} missed the pool)")
-    say(line("B4 ready, cold, pool size 0 (provision RPC)", cold) + "   target p50 < 400 ms")
-    say(line("  manager's ready_ms, cold", cold_server))
-    say(line("baseline: docker exec bash -c 'echo hi'", exec_plain))
-    say(line("B4 exec: execute bash 'echo hi' over the bus", exec_rpc) + "   target p50 < 5 ms")
-    say(line("B4 exec: execute write 10 KB over the bus", write_rpc))
-    say(f"B3 TTFT overhead = create + message -> first token, minus the model's {MODEL_TTFT_MS} ms:")
-    target = "   target p50 <= 20 ms, p95 <= 50 ms"
-    say(line("B3 overhead, agent without tools", ttft_none) + f"   p95 {pct(ttft_none, 0.95):.2f} ms" + target)
-    say(line("B3 overhead, toolset, cold + egress (default)", ttft_cold) + f"   p95 {pct(ttft_cold, 0.95):.2f} ms")
-    say(
-        line("B3 overhead, toolset, warm pool, default env", ttft_warm_default)
-        + f"   p95 {pct(ttft_warm_default, 0.95):.2f} ms"
-    )
-    say(line("B3 overhead, toolset, warm pool, isolated env", ttft_warm) + f"   p95 {pct(ttft_warm, 0.95):.2f} ms")
-    say(f"{'B3 TTFT p50 ratio, toolset cold / no tools':<48} {ratio_cold:8.3f}" + " " * 52 + "target 1.00 +- 0.05")
-    say(f"{'B3 TTFT p50 ratio, toolset warm default / none':<48} {ratio_warm_default:8.3f}")
-    say(f"{'B3 TTFT p50 ratio, toolset warm isolated / none':<48} {ratio_warm:8.3f}")
+    took = time.perf_counter() - began
+    finish(f"B3 / B4 on the local stack with Docker ({cores} cores), run took {took:.0f} s", figures, args.json)
     return 0
 
 

@@ -1,9 +1,12 @@
-"""``bench/core_flow.py`` and ``bench/sandbox.py`` run end to end, each on its own private stack, and
-print every figure they promise. Only a missing figure fails: the numbers are for the reader."""
+"""``bench/run.py --quick`` runs every benchmark of B1..B7 end to end, each on its own private stack,
+prints one table and writes every figure it promises to its results file. Only a missing figure (or
+a benchmark that fails) fails: the numbers themselves are for the reader."""
 
 from __future__ import annotations
 
-import re
+import json
+import math
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,78 +15,71 @@ import pytest
 
 pytestmark = pytest.mark.e2e
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "core_flow.py"
-SANDBOX_BENCH = BENCH.with_name("sandbox.py")
-FIGURE = r"p50\s+(\d+\.\d+) ms\s+p99\s+(\d+\.\d+) ms"
+RUN = Path(__file__).resolve().parents[2] / "bench" / "run.py"
+
+#: (benchmark, the start of a figure's name, whether it reports CPU per operation by process).
+FIGURES = (
+    ("B1", "baseline: bare SDK tool loop", False),
+    ("B1", "tool round trip, Corral", True),
+    ("B1", "overhead per tool round trip", False),
+    ("B2", "baseline: NATS core publish -> subscribe", False),
+    ("B2", "baseline: JetStream publish -> ordered consumer", False),
+    ("B2", "emit -> SSE", True),
+    ("B2", "POST user.message -> SSE", False),
+    ("B3", "baseline: direct model request", False),
+    ("B3", "TTFT overhead, agent without tools", True),
+    ("B3", "TTFT overhead, toolset, cold", False),
+    ("B3", "TTFT overhead, toolset, warm pool, default env", False),
+    ("B3", "TTFT overhead, toolset, warm pool, isolated env", False),
+    ("B3", "TTFT p50 ratio, toolset cold / no tools", False),
+    ("B4", "baseline: docker run", False),
+    ("B4", "ready, warm pool, default env", False),
+    ("B4", "ready, warm pool, isolated env", False),
+    ("B4", "ready, cold", False),
+    ("B4", "baseline: docker exec", False),
+    ("B4", "exec: execute bash", True),
+    ("B4", "exec: execute write 10 KB", False),
+    ("B5", "baseline: idle Python process, PSS", False),
+    ("B5", "baseline: idle Python process, CPU", False),
+    ("B5", "memory added by", False),
+    ("B5", "stack CPU while", False),
+    ("B5", "create + open stream, per session", True),
+    ("B6", "baseline: fold of the same", False),
+    ("B6", "takeover, lease expiry -> model request, snapshot", True),
+    ("B6", "takeover, snapshot deleted", False),
+    ("B7", "baseline: JetStream publish,", False),
+    ("B7", "events appended via POST /events", True),
+    ("B7", "session creates, sequential, lean client", True),
+)
+#: Processes every stack runs, so every CPU breakdown of a stack operation names them.
+STACK = {"gateway", "session-store", "nats", "postgres"}
 
 
-@pytest.mark.timeout(300)
-def test_the_core_flow_benchmark_prints_its_figures() -> None:
+@pytest.mark.timeout(2400)
+def test_every_benchmark_measures_every_figure(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--sessions", "3", "--samples", "10", "--creates", "100"],
+        [sys.executable, str(RUN), "--quick", "--out", str(tmp_path)],
         capture_output=True,
         text=True,
-        timeout=280,
+        timeout=2350,
         check=False,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
     )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    for label in (
-        "baseline: NATS core publish -> subscribe",
-        "baseline: JetStream publish -> ordered consumer",
-        "B2 emit -> SSE",
-        "POST user.message -> SSE",
-    ):
-        found = re.search(re.escape(label) + r".*?" + FIGURE, out)
-        assert found, f"no figure for {label!r} in:\n{out}"
-        p50, p99 = float(found[1]), float(found[2])
-        assert 0 < p50 <= p99, (label, p50, p99)
-    for label in ("session creates, sequential, httpx client", "session creates, sequential, lean client"):
-        found = re.search(re.escape(label) + r"\s+(\d+\.\d+) /s", out)
-        assert found and float(found[1]) > 0, f"no rate for {label!r} in:\n{out}"
-    cpu = re.search(r"CPU per create: (.*)", out)
-    assert cpu, out
-    spent = dict(re.findall(r"([\w-]+) (\d+\.\d+) ms", cpu[1]))
-    assert {"session-store", "gateway"} <= spent.keys(), cpu[1]
-    assert all(float(ms) > 0 for ms in spent.values()), cpu[1]
-
-
-#: Every line ``bench/sandbox.py`` prints with a p50/p99 figure (the README's second block).
-SANDBOX_FIGURES = (
-    "baseline: docker run --rm --network none true",
-    "B4 ready, warm pool, default env (provision RPC)",
-    "B4 ready, warm pool, isolated env (provision RPC)",
-    "B4 ready, cold, pool size 0 (provision RPC)",
-    "baseline: docker exec bash -c 'echo hi'",
-    "B4 exec: execute bash 'echo hi' over the bus",
-    "B4 exec: execute write 10 KB over the bus",
-    "B3 overhead, agent without tools",
-    "B3 overhead, toolset, cold + egress (default)",
-    "B3 overhead, toolset, warm pool, default env",
-    "B3 overhead, toolset, warm pool, isolated env",
-)
-SANDBOX_RATIOS = (
-    "B3 TTFT p50 ratio, toolset cold / no tools",
-    "B3 TTFT p50 ratio, toolset warm default / none",
-    "B3 TTFT p50 ratio, toolset warm isolated / none",
-)
-
-
-@pytest.mark.timeout(900)
-def test_the_sandbox_benchmark_prints_its_figures() -> None:
-    result = subprocess.run(
-        [sys.executable, str(SANDBOX_BENCH), "--samples", "3", "--execs", "10"],
-        capture_output=True,
-        text=True,
-        timeout=880,
-        check=False,
-    )
-    assert result.returncode == 0, result.stdout + result.stderr
-    out = result.stdout
-    assert re.search(r"on the local stack with Docker \((\d+) cores\)", out), out
-    for label in SANDBOX_FIGURES:
-        found = re.search(re.escape(label) + r"\s+p50\s+(\d+\.\d+) ms\s+p99\s+(\d+\.\d+) ms", out)
-        assert found, f"no figure for {label!r} in:\n{out}"
-    for label in SANDBOX_RATIOS:
-        found = re.search(re.escape(label) + r"\s+(\d+\.\d+)", out)
-        assert found and float(found[1]) > 0, f"no ratio for {label!r} in:\n{out}"
+    assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-6000:]
+    written = list(tmp_path.glob("*-quick.json"))
+    assert len(written) == 1, written
+    document = json.loads(written[0].read_text())
+    assert document["failures"] == [] and document["machine"]["nproc"], document
+    figures = document["figures"]
+    for bench, name, with_cpu in FIGURES:
+        found = [f for f in figures if f["bench"] == bench and f["name"].startswith(name)]
+        assert found, f"no {bench} figure {name!r} in {[(f['bench'], f['name']) for f in figures]}"
+        figure = found[0]
+        assert math.isfinite(figure["value"]), figure
+        if not name.startswith("baseline") and figure["baseline"] is not None:
+            assert math.isfinite(figure["baseline"]), figure
+        if with_cpu:
+            assert figure["cpu_ms_per_op"].keys() >= STACK, figure
+            assert sum(figure["cpu_ms_per_op"].values()) > 0, figure
+        assert f"{figure['name']}" in result.stdout, f"{figure['name']!r} is not in the printed table"
+    assert "CPU ms/op by process" in result.stdout

@@ -7,6 +7,10 @@ refused with ``sandbox_unavailable: not checked yet`` (``bench/sandbox.py`` fail
 attempt that way). Here the manager reaches its real engine through a relay that holds each new
 connection for a moment, as a loaded engine does, so the first check is reliably slower than the
 stack's health poll.
+
+And a manager whose first check found no engine (the probe timed out on an engine slow to answer,
+so health says ``degraded``, which the stack's start counts as up) checks again when a call comes,
+instead of refusing every call until its next retry.
 """
 
 from __future__ import annotations
@@ -31,6 +35,11 @@ ISOLATED = {"type": "cloud", "networking": {"type": "limited", "allowed_hosts": 
 #: How long the relay holds each new connection to the engine: longer than the stack's health poll,
 #: well inside the engine probe's 2 s (the first check makes several connections).
 HOLD_S = 0.3
+#: The second test's probe timeout, and the relay's: the connections of the manager's first check
+#: (made within ``SLOW_FOR_S`` of the first) are held longer than the probe waits; later ones are not.
+PROBE_S = 0.5
+FIRST_HOLD_S = 1.5
+SLOW_FOR_S = 0.3
 
 
 async def call(bus: Bus, op: str, body: bytes) -> RpcReply:
@@ -47,12 +56,19 @@ async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> N
 
 
 @contextlib.asynccontextmanager
-async def slow_relay(engine: str, path: Path) -> AsyncIterator[str]:
-    """A unix socket at ``path`` relaying to the engine's, holding each new connection ``HOLD_S``."""
+async def slow_relay(engine: str, path: Path, *, slow_first_check: bool = False) -> AsyncIterator[str]:
+    """A unix socket at ``path`` relaying to the engine's, holding each new connection ``HOLD_S``;
+    with ``slow_first_check``, only those of the first ``SLOW_FOR_S``, for ``FIRST_HOLD_S``."""
     target = engine.removeprefix("unix://")
+    loop = asyncio.get_running_loop()
+    first: list[float] = []
 
     async def relay(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
-        await asyncio.sleep(HOLD_S)  # the slow engine this test stands in for, not synchronisation
+        first.append(first[0] if first else loop.time())
+        hold = HOLD_S
+        if slow_first_check:
+            hold = FIRST_HOLD_S if loop.time() - first[0] < SLOW_FOR_S else 0.0
+        await asyncio.sleep(hold)  # the slow engine this test stands in for, not synchronisation
         engine_reader, engine_writer = await asyncio.open_unix_connection(target)
         await asyncio.gather(
             _pipe(client_reader, engine_writer), _pipe(engine_reader, client_writer), return_exceptions=True
@@ -68,6 +84,31 @@ async def test_a_provision_right_after_a_restart_is_served(stack: Stack, bus: Bu
     before = dict(stack.service_env.get(MANAGER, {}))
     async with slow_relay(stack.docker_host, tmp_path / "engine.sock") as relayed:
         stack.service_env[MANAGER] = {**before, "CORRAL_DOCKER_HOST": relayed}
+        try:
+            await asyncio.to_thread(stack.restart_service, MANAGER)
+            session_id = f"sesn_{uuid.uuid4().hex}"
+            request = Provision(session_id=session_id, environment_id="env_restart", environment_config=ISOLATED)
+            reply = await call(bus, SandboxOp.PROVISION, request.model_dump_json().encode())
+            release = Release(session_id=session_id, reason="test").model_dump_json().encode()
+            await call(bus, SandboxOp.RELEASE, release)
+            assert reply.ok, reply.error
+        finally:
+            stack.service_env[MANAGER] = before
+            await asyncio.to_thread(stack.restart_service, MANAGER)
+
+
+async def test_a_first_check_that_timed_out_is_retried_when_a_call_comes(
+    stack: Stack, bus: Bus, tmp_path: Path
+) -> None:
+    assert stack.docker_host is not None and stack.docker_host.startswith("unix://")
+    before = dict(stack.service_env.get(MANAGER, {}))
+    async with slow_relay(stack.docker_host, tmp_path / "engine.sock", slow_first_check=True) as relayed:
+        stack.service_env[MANAGER] = {
+            **before,
+            "CORRAL_DOCKER_HOST": relayed,
+            "CORRAL_SANDBOX_HEALTH_PROBE_TIMEOUT_S": str(PROBE_S),
+            "CORRAL_SANDBOX_ENGINE_RETRY_S": "300",  # no retry of its own within the test
+        }
         try:
             await asyncio.to_thread(stack.restart_service, MANAGER)
             session_id = f"sesn_{uuid.uuid4().hex}"

@@ -20,7 +20,7 @@ class FakeEngine:
     def __init__(self, message: str | None = None) -> None:
         self.message = message
 
-    def require(self) -> None:
+    async def available(self) -> None:
         if self.message is not None:
             raise SandboxUnavailable(self.message)
 

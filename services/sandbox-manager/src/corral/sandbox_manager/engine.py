@@ -1,7 +1,10 @@
 """Whether the Docker engine answers and has the sandbox image; watched for the life of the service.
 
 Without either the service stays up, reports ``degraded`` health with what to do, and answers
-``provision``/``execute`` with a ``sandbox_unavailable`` error until both are there.
+``provision``/``execute`` with a ``sandbox_unavailable`` error until both are there. A call that
+finds the last check failed waits for one fresh check first (``available``): a slow engine's first
+answer (a probe timed out while dockerd was busy starting) must not refuse every call until the next
+retry.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class EngineWatch:
         self.checked = asyncio.Event()
         self.status = EngineStatus(ok=False, version=None, image=image, image_present=False, message="not checked yet")
         self._recheck = asyncio.Event()
+        #: Set (and replaced) each time a check completes: what ``available`` waits for.
+        self._check_done = asyncio.Event()
 
     async def check(self) -> EngineStatus:
         version = await self._driver.version(self._probe_timeout_s)
@@ -83,7 +88,24 @@ class EngineWatch:
         else:
             self.ready.clear()
         self.checked.set()
+        done, self._check_done = self._check_done, asyncio.Event()
+        done.set()
         return status
+
+    async def available(self) -> EngineStatus:
+        """The current status when sandboxes can be started; when the last check found they cannot,
+        after one fresh check (bounded by the probe's timeout), so a call is refused only on news.
+
+        Raises:
+            SandboxUnavailable: they cannot (the message says why).
+        """
+        if not self.status.ok:
+            done = self._check_done
+            self._recheck.set()
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(2 * self._probe_timeout_s + 1.0):
+                    await done.wait()
+        return self.require()
 
     def require(self) -> EngineStatus:
         """The current status when sandboxes can be started.

@@ -123,7 +123,7 @@ class Sessions:
         if not self._reconciled.is_set():
             # A call re-sent at once to a restarted manager must find the session's running sandbox
             # (its workspace, its shell) adopted, not get a new one next to it: wait for the adoption.
-            self._engine.require()  # no engine: say so now (nothing gets reconciled without one)
+            await self._engine.available()  # no engine: say so now (nothing gets reconciled without one)
             await self._reconciled.wait()
         # A provisioning still going (its sandbox may be adopted already while its repositories are
         # cloned) is waited for: a call must never run in a sandbox that is not finished.
@@ -171,7 +171,7 @@ class Sessions:
         vaults: SessionVaults | None,
     ) -> Sandbox:
         began = time.perf_counter()
-        self._engine.require()
+        await self._engine.available()
         placement = place(self._settings, config, trusted_ca=self._images.trusted_ca)
         if repositories:
             egress = with_repositories(placement.egress, repositories)
