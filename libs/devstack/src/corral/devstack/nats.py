@@ -44,10 +44,6 @@ class NatsCluster:
     size: int
     route_port: int
 
-    @property
-    def quorum(self) -> int:
-        return self.size // 2 + 1
-
     def routes(self) -> list[str]:
         return [f"nats-route://{HOST}:{self.route_port + i}" for i in range(self.size)]
 
@@ -167,17 +163,21 @@ class Nats(Component):
         leader = (response.json().get("meta_cluster") or {}).get("leader")
         return str(leader) if leader else None
 
+    @property
+    def waits_for_leader(self) -> bool:
+        """The last node of a cluster (nodes start in order): a new cluster elects its first meta
+        leader only once it has seen every node, so earlier ones cannot wait for it."""
+        return self.cluster is not None and self.node == self.cluster.size
+
     def ready(self) -> bool:
-        """JetStream is on; in a cluster, from the node that completes a quorum on (nodes start in
-        order), a meta leader is elected too, so streams can be created."""
+        """JetStream is on; on a cluster's last node, a meta leader is elected too, so streams can be
+        created."""
         if not self.healthy():
             return False
-        if self.cluster is None or self.node < self.cluster.quorum:
-            return True
-        return self.meta_leader() is not None
+        return not self.waits_for_leader or self.meta_leader() is not None
 
     def wait_ready(self, deadline: float) -> None:
         what = f"GET {self.monitor_url}/healthz?js-enabled-only=true never returned 200"
-        if self.cluster is not None and self.node >= self.cluster.quorum:
+        if self.waits_for_leader:
             what += f", or the cluster elected no JetStream meta leader (GET {self.monitor_url}/jsz)"
         self.poll_until(lambda: True if self.ready() else None, deadline=deadline, what=what)
