@@ -91,7 +91,7 @@ def test_each_cluster_node_has_its_name_ports_store_and_routes_to_every_node(tmp
         "routes": [f"nats-route://127.0.0.1:{port}" for port in (6222, 6223, 6224)],
     }
     assert topology.nats_url == "nats://127.0.0.1:4222,nats://127.0.0.1:4223,nats://127.0.0.1:4224"
-    assert topology.nats_replicas == 3
+    assert topology.config.nats_replicas == 3
     assert [n.waits_for_leader for n in nodes] == [False, False, True]
 
 

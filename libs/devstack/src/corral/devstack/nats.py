@@ -23,7 +23,7 @@ from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim, find_binary
 from corral.devstack.configuration import DEFAULT_SYNC_INTERVAL, process_environment
 from corral.devstack.nats_users import NatsUsers
-from corral.devstack.ports import HOST
+from corral.devstack.ports import HOST, Ports
 from corral.devstack.probes import http, http_status
 from corral.devstack.state import StateDir, write_private
 
@@ -181,3 +181,19 @@ class Nats(Component):
         if self.waits_for_leader:
             what += f", or the cluster elected no JetStream meta leader (GET {self.monitor_url}/jsz)"
         self.poll_until(lambda: True if self.ready() else None, deadline=deadline, what=what)
+
+
+def nats_nodes(state: StateDir, ports: Ports, size: int, sync_interval: str) -> list[Nats]:
+    """The ``size`` NATS servers of a stack on ``ports`` (one: a single server, no cluster), node 1 first."""
+    cluster = NatsCluster(size, ports.nats_cluster) if size > 1 else None
+    return [
+        Nats(
+            state,
+            ports.nats + index,
+            ports.nats_monitor + index,
+            sync_interval=sync_interval,
+            cluster=cluster,
+            node=index + 1,
+        )
+        for index in range(size)
+    ]

@@ -144,7 +144,7 @@ class Stack(Topology):
             "ports": self.ports.as_dict(),
             "services": self.service_names(),
             "harness_count": self.harness_count,
-            "nats_cluster": self.nats_cluster_size,
+            "nats_cluster": self.config.nats_cluster_size,
             "model": self.model.describe(),
             "external_database": self.external_database_url is not None,
             "docker": self._docker_record(),

@@ -18,7 +18,7 @@ from corral.devstack.components import Component, PortClaim
 from corral.devstack.configuration import ImageSettings, ModelConfig, StackConfig
 from corral.devstack.docker_engine import DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError
-from corral.devstack.nats import Nats, NatsCluster
+from corral.devstack.nats import Nats, nats_nodes
 from corral.devstack.nats_users import ADMIN
 from corral.devstack.openbao import KV_MOUNT, AppRoleLogin, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
@@ -116,47 +116,18 @@ class Topology:
 
     # -- components -----------------------------------------------------------------------------
 
-    @property
-    def nats_cluster_size(self) -> int:
-        """NATS servers this stack runs (``CORRAL_NATS_CLUSTER``; 1: a single server)."""
-        return self.config.nats_cluster_size
-
-    @property
-    def nats_replicas(self) -> int:
-        """Copies of each stream and bucket (``CORRAL_NATS_REPLICAS``), which every service is given."""
-        return self.config.nats_replicas
-
-    def nats_node(self, index: int, size: int | None = None) -> Nats:
-        """Node ``index`` (1-based) of the NATS servers; a single server when the stack runs one."""
-        size = self.nats_cluster_size if size is None else size
-        cluster = NatsCluster(size, self.ports.nats_cluster) if size > 1 else None
-        return Nats(
-            self.state,
-            self.ports.nats + index - 1,
-            self.ports.nats_monitor + index - 1,
-            sync_interval=self.config.nats_sync_interval,
-            cluster=cluster,
-            node=index,
-        )
-
-    def nats_nodes(self) -> list[Nats]:
-        """Every NATS server of the stack, node 1 first."""
-        return [self.nats_node(i) for i in range(1, self.nats_cluster_size + 1)]
+    def nats_nodes(self, size: int | None = None) -> list[Nats]:
+        """Every NATS server of the stack (``CORRAL_NATS_CLUSTER``, or ``size``), node 1 first."""
+        return nats_nodes(self.state, self.ports, size or self.config.nats_cluster_size, self.config.nats_sync_interval)
 
     def _known_nats_nodes(self) -> list[Nats]:
-        """The configured servers, and those of the last ``up`` if it ran another number of them
-        (so ``down`` stops a cluster whatever ``CORRAL_NATS_CLUSTER`` says now)."""
+        """The configured servers and the last ``up``'s (``down`` stops those whatever the setting says now)."""
         recorded = self.state.read_record().get("nats_cluster")
-        size = recorded if isinstance(recorded, int) and recorded != self.nats_cluster_size else None
-        nodes = self.nats_nodes()
-        if size is not None:
-            nodes += [self.nats_node(i, size) for i in range(1, size + 1)]
-        return nodes
+        return self.nats_nodes() + (self.nats_nodes(recorded) if isinstance(recorded, int) else [])
 
     @property
     def nats(self) -> Nats:
-        """The (first) NATS server: its users and passwords are every node's."""
-        return self.nats_node(1)
+        return self.nats_nodes()[0]  # the first server: its users and passwords are every node's
 
     @property
     def postgres(self) -> EmbeddedPostgres | ExternalPostgres:
@@ -267,7 +238,7 @@ class Topology:
         login = openbao.credential_proxy_login() if openbao.init_data() is not None else None
         return ServiceContext(
             nats_url=self.nats_url,
-            nats_replicas=self.nats_replicas,
+            nats_replicas=self.config.nats_replicas,
             database_url=self.database_url,
             api_key=self.api_key,
             admin_api_key=self.admin_api_key,
@@ -384,10 +355,9 @@ class Topology:
 
     def nats_settings(self, user: str = ADMIN, **overrides: float) -> NatsSettings:
         """Settings to connect to this stack's NATS as ``user`` (default ``admin``, which has no
-        limits: for the launcher's checks, tests and benchmarks; services get their own users), with
-        the replicas the services make streams with."""
+        limits: for the launcher's checks, tests and benchmarks; services get their own users)."""
         password = self.nats.users.password(user)
-        settings: dict[str, float] = {"replicas": self.nats_replicas, **overrides}
+        settings: dict[str, float] = {"replicas": self.config.nats_replicas, **overrides}
         return NatsSettings(url=self.nats_url, user=user, password=password, **settings)  # type: ignore[arg-type]
 
     @property
