@@ -210,14 +210,14 @@ async def follow(
 
 
 async def main(args: argparse.Namespace) -> int:
-    url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")
+    url = os.environ.get("NATS_URL", "nats://127.0.0.1:4222")  # a cluster: its servers, comma-separated
     user = os.environ.get("NATS_USER", "subscriber")
 
     async def on_error(error: Exception) -> None:
         print(f"nats: {error}", file=sys.stderr)  # e.g. a Permissions Violation
 
     nc: Client = await nats.connect(
-        url,
+        url.split(","),
         user=user,
         password=os.environ.get("NATS_PASSWORD"),
         inbox_prefix=f"_INBOX.{user}",  # the only subjects this user may subscribe to

@@ -23,8 +23,8 @@ def marker_ttl_s(spec: KeyValueSpec) -> float | None:
     return float(max(1, round(spec.ttl_s))) if spec.expiry_marks else None
 
 
-async def ensure(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue:
-    """The owner's side: create the bucket when missing, then check it."""
+async def ensure(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -> KeyValue:
+    """The owner's side: create the bucket when missing (with ``replicas`` copies), then check it."""
     try:
         kv = await js.key_value(spec.name)
     except js_errors.BucketNotFoundError:
@@ -35,10 +35,11 @@ async def ensure(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue:
                 ttl=spec.ttl_s,
                 history=spec.history,
                 storage=js_api.StorageType(spec.storage),
+                replicas=replicas,
             )
         kv = await js.key_value(spec.name)
     await _add_expiry_marks(js, kv, spec)
-    await check(kv, spec, fix="remove the bucket (nats kv rm {name}) and start {owner} again")
+    await check(kv, spec, replicas=replicas, fix="remove the bucket (nats kv rm {name}) and start {owner} again")
     return kv
 
 
@@ -53,13 +54,13 @@ async def _add_expiry_marks(js: JetStreamContext, kv: KeyValue, spec: KeyValueSp
     await js.update_stream(config.evolve(subject_delete_marker_ttl=wanted, allow_msg_ttl=True))
 
 
-async def bind(js: JetStreamContext, spec: KeyValueSpec) -> KeyValue | None:
+async def bind(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -> KeyValue | None:
     """A reader's side: the bucket checked against ``spec``, or ``None`` while its owner has not made it."""
     try:
         kv = await js.key_value(spec.name)
     except js_errors.BucketNotFoundError:
         return None
-    await check(kv, spec, fix="give this service the same settings as {owner}, the bucket's owner")
+    await check(kv, spec, replicas=replicas, fix="give this service the same settings as {owner}, the bucket's owner")
     return kv
 
 
@@ -68,7 +69,9 @@ async def direct(kv: KeyValue) -> bool:
     return bool((await kv.status()).stream_info.config.allow_direct)
 
 
-async def check(kv: KeyValue, spec: KeyValueSpec, *, fix: str) -> None:
+async def check(kv: KeyValue, spec: KeyValueSpec, *, replicas: int, fix: str) -> None:
+    """Refuse (``StreamMismatch``) a bucket whose settings are not ``spec``'s, or whose number of
+    replicas is not ``replicas`` (``CORRAL_NATS_REPLICAS``)."""
     status = await kv.status()
     found = {
         "ttl_s": float(status.ttl or 0),
@@ -88,4 +91,12 @@ async def check(kv: KeyValue, spec: KeyValueSpec, *, fix: str) -> None:
         raise StreamMismatch(
             f"key-value bucket {spec.name} exists with a different configuration ({detail}); "
             + fix.format(name=spec.name, owner=spec.owner)
+        )
+    found_replicas = int(status.stream_info.config.num_replicas or 1)
+    if found_replicas != replicas:
+        raise StreamMismatch(
+            f"key-value bucket {spec.name} exists with a different configuration (replicas is {found_replicas}, "
+            f"expected {replicas}); this service is configured for {replicas} (CORRAL_NATS_REPLICAS={replicas}): "
+            f"change the bucket's replicas to {replicas} (nats stream edit KV_{spec.name} --replicas {replicas}), "
+            f"or set CORRAL_NATS_REPLICAS={found_replicas} for every service"
         )

@@ -110,8 +110,9 @@ class Bus:
 
     # --- streams -------------------------------------------------------------------------------------
     async def ensure_stream(self, spec: StreamSpec) -> None:
-        """Create the stream if missing; refuse (``StreamMismatch``) one configured otherwise."""
-        await streams.ensure_stream(self._js, spec)
+        """Create the stream if missing, with ``CORRAL_NATS_REPLICAS`` copies; refuse
+        (``StreamMismatch``) one configured otherwise (its replicas included)."""
+        await streams.ensure_stream(self._js, spec, replicas=self._settings.replicas)
 
     async def ensure_consumer(self, spec: ConsumerSpec) -> None:
         """Create the durable consumer if missing; refuse (``StreamMismatch``) one configured otherwise.
@@ -158,18 +159,19 @@ class Bus:
     async def ensure_key_value(self, spec: KeyValueSpec) -> KeyValueBucket:
         """The bucket's owner (``spec.owner``): create it when missing; refuse (``StreamMismatch``)
         one configured otherwise."""
-        kv = await buckets.ensure(self._js, spec)
+        kv = await buckets.ensure(self._js, spec, replicas=self._settings.replicas)
         return KeyValueBucket(kv, self._js, spec.name, direct=await buckets.direct(kv))
 
     async def bind_key_value(self, spec: KeyValueSpec) -> KeyValueBucket | None:
         """Any other user: the bucket, or ``None`` while its owner has not created it (this never
         creates it); refuse (``StreamMismatch``) one configured otherwise."""
-        kv = await buckets.bind(self._js, spec)
+        kv = await buckets.bind(self._js, spec, replicas=self._settings.replicas)
         return None if kv is None else KeyValueBucket(kv, self._js, spec.name, direct=await buckets.direct(kv))
 
     async def object_bucket(self, spec: ObjectBucketSpec) -> ObjectBucket:
-        """Bind to (or create) the object store ``spec`` describes."""
-        return ObjectBucket(await objects.open_store(self._js, spec))
+        """Bind to (or create, with ``CORRAL_NATS_REPLICAS`` copies) the object store ``spec``
+        describes; refuse (``StreamMismatch``) one with other replicas."""
+        return ObjectBucket(await objects.open_store(self._js, spec, replicas=self._settings.replicas))
 
     # --- publishing ----------------------------------------------------------------------------------
     @property

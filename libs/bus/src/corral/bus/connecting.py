@@ -27,6 +27,9 @@ def is_authorization_error(exc: Exception) -> bool:
 async def open_connection(settings: NatsSettings, *, name: str) -> Client:
     """A connected client (retrying while the server is unreachable).
 
+    Every server of ``settings.url`` (a comma-separated list for a cluster) is given to the client,
+    which connects to any of them and, when that one goes down, reconnects to another.
+
     With ``settings.user`` set, the connection logs in as that user and its replies arrive on
     ``_INBOX.<user>.>``, so a user's permissions can confine it to its own replies.
 
@@ -50,7 +53,7 @@ async def open_connection(settings: NatsSettings, *, name: str) -> Client:
             credentials["password"] = settings.password.get_secret_value()
     connecting = asyncio.ensure_future(
         nats.connect(
-            settings.url,
+            settings.servers,
             name=name,
             connect_timeout=settings.connect_timeout_s,
             max_reconnect_attempts=-1,

@@ -14,23 +14,35 @@ from nats.js import errors as js_errors
 from nats.js.object_store import ObjectStore
 
 from corral.bus.cancellation import honouring_cancel
+from corral.bus.errors import StreamMismatch
 from corral.contracts.subjects import ObjectBucketSpec
 
 
-async def open_store(js: JetStreamContext, spec: ObjectBucketSpec) -> ObjectStore:
-    """Bind to the object store ``spec`` describes, creating it when missing."""
+async def open_store(js: JetStreamContext, spec: ObjectBucketSpec, *, replicas: int = 1) -> ObjectStore:
+    """Bind to the object store ``spec`` describes, creating it when missing (with ``replicas``
+    copies); refuse (``StreamMismatch``) one with another number of replicas."""
     try:
-        return await js.object_store(spec.name)
+        store = await js.object_store(spec.name)
     except js_errors.BucketNotFoundError:
         config = js_api.ObjectStoreConfig(
             bucket=spec.name,
             description=spec.description,
             ttl=spec.ttl_s,
             storage=js_api.StorageType(spec.storage),
+            replicas=replicas,
         )
         with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
             await js.create_object_store(spec.name, config=config)
-        return await js.object_store(spec.name)
+        store = await js.object_store(spec.name)
+    found = int((await store.status()).stream_info.config.num_replicas or 1)
+    if found != replicas:
+        raise StreamMismatch(
+            f"object store {spec.name} exists with a different configuration (replicas is {found}, expected "
+            f"{replicas}); this service is configured for {replicas} (CORRAL_NATS_REPLICAS={replicas}): change "
+            f"its replicas (nats stream edit OBJ_{spec.name} --replicas {replicas}), or set "
+            f"CORRAL_NATS_REPLICAS={found} for every service"
+        )
+    return store
 
 
 class ObjectBucket:

@@ -33,8 +33,23 @@ def _spec(config: js_api.StreamConfig) -> StreamSpec:
     )
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
-    """Create the stream if missing; refuse (``StreamMismatch``) one configured otherwise."""
+#: Corral's streams keep every record their retention keeps: a cap on messages, bytes or age would
+#: drop session history without anyone asking (the server's "no limit" values).
+UNLIMITED: dict[str, object] = {"max_msgs": -1, "max_bytes": -1, "max_age": 0.0}
+
+
+def _replicas_fix(kind: str, name: str, found: int, wanted: int) -> str:
+    return (
+        f"this service is configured for {wanted} (CORRAL_NATS_REPLICAS={wanted}) but the {kind} has {found}: "
+        f"change the {kind}'s replicas to {wanted} (nats stream edit {name} --replicas {wanted}; the cluster "
+        f"copies its data), or set CORRAL_NATS_REPLICAS={found} for every service"
+    )
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
+    """Create the stream if missing, with ``replicas`` copies; refuse (``StreamMismatch``) one
+    configured otherwise: another storage, retention, window or subjects, another number of
+    replicas, or limits (``UNLIMITED``) that would drop records."""
     try:
         info = await js.stream_info(spec.name)
     except js_errors.NotFoundError:
@@ -49,6 +64,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
                 allow_direct=True,
                 deny_delete=spec.deny_delete,
                 deny_purge=spec.deny_purge,
+                num_replicas=replicas,
             )
         info = await js.stream_info(spec.name)
     cfg = info.config
@@ -59,13 +75,31 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec) -> None:
         info = await js.update_stream(cfg)
         cfg = info.config
     found = _spec(cfg)
-    checked = ("storage", "retention", "duplicate_window_s", "subjects", "deny_delete", "deny_purge")
-    diff = {k: (getattr(found, k), getattr(spec, k)) for k in checked if getattr(found, k) != getattr(spec, k)}
+    checked = (
+        "storage",
+        "retention",
+        "duplicate_window_s",
+        "subjects",
+        "deny_delete",
+        "deny_purge",
+        "max_msgs_per_subject",
+    )
+    diff: dict[str, tuple[object, object]] = {
+        k: (getattr(found, k), getattr(spec, k)) for k in checked if getattr(found, k) != getattr(spec, k)
+    }
+    limits = {"max_msgs": cfg.max_msgs, "max_bytes": cfg.max_bytes, "max_age": float(cfg.max_age or 0)}
+    diff |= {k: (limits[k], v) for k, v in UNLIMITED.items() if limits[k] not in (v, None)}
     if diff:
         detail = ", ".join(f"{k} is {v[0]!r}, expected {v[1]!r}" for k, v in diff.items())
         raise StreamMismatch(
             f"stream {spec.name} exists with a different configuration ({detail}); "
             "fix or remove the stream, or point Corral at another NATS server"
+        )
+    found_replicas = int(cfg.num_replicas or 1)
+    if found_replicas != replicas:
+        raise StreamMismatch(
+            f"stream {spec.name} exists with a different configuration (replicas is {found_replicas}, "
+            f"expected {replicas}); " + _replicas_fix("stream", spec.name, found_replicas, replicas)
         )
 
 

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from corral.devstack.errors import DevstackError
-from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
+from corral.devstack.ports import HOST, NATS_NODES_MAX, PORT_SETTINGS, Ports
 from corral.devstack.state import DEFAULT_STATE_DIR
 
 log = logging.getLogger("corral.devstack")
@@ -40,6 +40,13 @@ SYNC_INTERVAL_VAR = "CORRAL_NATS_SYNC_INTERVAL"
 #: machine goes down.
 DEFAULT_SYNC_INTERVAL = "always"
 _SYNC_INTERVAL = re.compile(r"^(always|[1-9][0-9]*(ms|s|m|h))$")
+
+CLUSTER_VAR = "CORRAL_NATS_CLUSTER"
+#: Cluster sizes ``up`` runs: one server, or an odd number (a JetStream cluster needs a majority of its
+#: nodes up, so a fourth node adds no tolerance over three).
+CLUSTER_SIZES = tuple(n for n in range(1, NATS_NODES_MAX + 1) if n % 2 == 1)
+#: The services' ``NatsSettings.replicas``, which the launcher checks against the cluster's size.
+REPLICAS_VAR = "CORRAL_NATS_REPLICAS"
 
 EMBEDDED_MODEL_API_KEY = "embedded"
 
@@ -83,6 +90,34 @@ def sync_interval(raw: str | None) -> str:
     if not _SYNC_INTERVAL.match(value):
         raise DevstackError(f"{SYNC_INTERVAL_VAR}={value!r} is not 'always' or a duration such as 500ms, 10s or 2m")
     return value
+
+
+def nats_cluster_size(raw: str | None) -> int:
+    """``CORRAL_NATS_CLUSTER``: how many NATS servers ``up`` runs as one JetStream cluster (1: a single
+    server, no cluster)."""
+    value = (raw or "").strip() or "1"
+    if not value.isdigit() or int(value) not in CLUSTER_SIZES:
+        sizes = ", ".join(map(str, CLUSTER_SIZES))
+        raise DevstackError(
+            f"{CLUSTER_VAR}={value!r} is not one of {sizes} (a cluster needs a majority of its servers up, "
+            "so it has an odd number of them)"
+        )
+    return int(value)
+
+
+def nats_replicas(raw: str | None, cluster_size: int) -> int:
+    """``CORRAL_NATS_REPLICAS``: copies of each stream and bucket; by default 3 on a cluster of 3 or
+    more servers (every acknowledged write is on a majority of them), else 1. More than the cluster
+    has servers could never be placed: refused here, before anything starts."""
+    value = (raw or "").strip()
+    if not value:
+        return min(3, cluster_size)
+    if not value.isdigit() or not 1 <= int(value) <= cluster_size:
+        raise DevstackError(
+            f"{REPLICAS_VAR}={value!r} is not between 1 and the number of NATS servers, {cluster_size} "
+            f"({CLUSTER_VAR}); run more servers or ask for fewer replicas"
+        )
+    return int(value)
 
 
 def read_ports(environ: Mapping[str, str]) -> Ports:
@@ -292,6 +327,14 @@ class StackConfig:
     @property
     def nats_sync_interval(self) -> str:
         return sync_interval(self.environ.get(SYNC_INTERVAL_VAR))
+
+    @property
+    def nats_cluster_size(self) -> int:
+        return nats_cluster_size(self.environ.get(CLUSTER_VAR))
+
+    @property
+    def nats_replicas(self) -> int:
+        return nats_replicas(self.environ.get(REPLICAS_VAR), self.nats_cluster_size)
 
     @property
     def image_settings(self) -> ImageSettings:

@@ -32,6 +32,7 @@ class PortSetting:
 PORT_SETTINGS: tuple[PortSetting, ...] = (
     PortSetting("nats", "CORRAL_NATS_PORT", 4222, "nats"),
     PortSetting("nats_monitor", "CORRAL_NATS_MONITOR_PORT", 8222, "nats"),
+    PortSetting("nats_cluster", "CORRAL_NATS_CLUSTER_PORT", 6222, "nats"),
     PortSetting("postgres", "CORRAL_POSTGRES_PORT", 55432, "postgres"),
     PortSetting("bao", "CORRAL_OPENBAO_PORT", 8200, "openbao", "CORRAL_BAO_PORT"),
     PortSetting("bao_cluster", "CORRAL_OPENBAO_CLUSTER_PORT", 8201, "openbao", "CORRAL_BAO_CLUSTER_PORT"),
@@ -44,6 +45,12 @@ PORT_SETTINGS: tuple[PortSetting, ...] = (
 #: Ports from ``Ports.metrics`` on that ``Ports.free`` keeps free: one metrics endpoint per service
 #: (``corral.devstack.services.metrics_port``: four services, the embedded model, then each harness).
 METRICS_BLOCK = 16
+
+#: Most NATS servers a stack runs (``CORRAL_NATS_CLUSTER``): node ``i`` of a cluster listens on each
+#: of ``Ports.nats``, ``nats_monitor`` and ``nats_cluster`` plus ``i - 1``, so ``Ports.free`` keeps
+#: this many consecutive ports free from each.
+NATS_NODES_MAX = 5
+_NATS_BLOCKS = ("nats", "nats_monitor", "nats_cluster")
 
 _SETTING_BY_FIELD = {setting.field: setting for setting in PORT_SETTINGS}
 
@@ -58,6 +65,8 @@ class Ports:
 
     nats: int = 4222
     nats_monitor: int = 8222
+    #: the first node's cluster route port (only with ``CORRAL_NATS_CLUSTER`` > 1)
+    nats_cluster: int = 6222
     postgres: int = 55432
     bao: int = 8200
     bao_cluster: int = 8201
@@ -82,7 +91,13 @@ class Ports:
             for sock in sockets:
                 sock.close()
         ports = cls(**{s.field: n for s, n in zip(PORT_SETTINGS, numbers, strict=True)})
-        return ports.replace(metrics=free_block(METRICS_BLOCK, avoid=set(numbers)))
+        taken = set(numbers)
+        blocks: dict[str, int] = {}
+        for field, size in ((name, NATS_NODES_MAX) for name in _NATS_BLOCKS):
+            blocks[field] = free_block(size, avoid=taken)
+            taken.update(range(blocks[field], blocks[field] + size))
+        blocks["metrics"] = free_block(METRICS_BLOCK, avoid=taken)
+        return ports.replace(**blocks)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)

@@ -100,6 +100,8 @@ class ServiceContext:
     environment_ca_file: str | None = None
     #: ``Ports.metrics``: the first of the services' metrics ports (None: no metrics endpoints)
     metrics_port: int | None = None
+    #: ``CORRAL_NATS_REPLICAS``: copies of each stream and bucket (every service the same)
+    nats_replicas: int = 1
 
 
 def service_names(harness_count: int, embedded_model: bool) -> list[str]:
@@ -143,6 +145,7 @@ def service_environment(
     env = inherited_environment(base)
     env["PYTHONUNBUFFERED"] = "1"
     env["CORRAL_NATS_URL"] = ctx.nats_url
+    env["CORRAL_NATS_REPLICAS"] = str(ctx.nats_replicas)
     env["CORRAL_LOG_LEVEL"] = ctx.log_level.upper()
     if ctx.otel_endpoint:
         env["OTEL_EXPORTER_OTLP_ENDPOINT"] = ctx.otel_endpoint

@@ -144,6 +144,7 @@ class Stack(Topology):
             "ports": self.ports.as_dict(),
             "services": self.service_names(),
             "harness_count": self.harness_count,
+            "nats_cluster": self.config.nats_cluster_size,
             "model": self.model.describe(),
             "external_database": self.external_database_url is not None,
             "docker": self._docker_record(),
@@ -286,7 +287,7 @@ class Stack(Topology):
                     if pid is not None:
                         self.progress(_line(docker.name, "stopped", pid, ""))
             embedded_pg = EmbeddedPostgres(self.state, self.ports.postgres)
-            for component in (self.collector, self.openbao, embedded_pg, self.nats):
+            for component in (self.collector, self.openbao, embedded_pg, *self._known_nats_nodes()):
                 pid = component.pid()
                 component.stop(timeout if component is not embedded_pg else 30.0)
                 if pid is not None:

@@ -18,7 +18,7 @@ from corral.devstack.components import Component, PortClaim
 from corral.devstack.configuration import ImageSettings, ModelConfig, StackConfig
 from corral.devstack.docker_engine import DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError
-from corral.devstack.nats import Nats
+from corral.devstack.nats import Nats, nats_nodes
 from corral.devstack.nats_users import ADMIN
 from corral.devstack.openbao import KV_MOUNT, AppRoleLogin, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
@@ -116,9 +116,18 @@ class Topology:
 
     # -- components -----------------------------------------------------------------------------
 
+    def nats_nodes(self, size: int | None = None) -> list[Nats]:
+        """Every NATS server of the stack (``CORRAL_NATS_CLUSTER``, or ``size``), node 1 first."""
+        return nats_nodes(self.state, self.ports, size or self.config.nats_cluster_size, self.config.nats_sync_interval)
+
+    def _known_nats_nodes(self) -> list[Nats]:
+        """The configured servers and the last ``up``'s (``down`` stops those whatever the setting says now)."""
+        recorded = self.state.read_record().get("nats_cluster")
+        return self.nats_nodes() + (self.nats_nodes(recorded) if isinstance(recorded, int) else [])
+
     @property
     def nats(self) -> Nats:
-        return Nats(self.state, self.ports.nats, self.ports.nats_monitor, sync_interval=self.config.nats_sync_interval)
+        return self.nats_nodes()[0]  # the first server: its users and passwords are every node's
 
     @property
     def postgres(self) -> EmbeddedPostgres | ExternalPostgres:
@@ -204,7 +213,7 @@ class Topology:
         return Path(tempfile.gettempdir()) / f"corral-egress-{key}"
 
     def infra(self) -> list[Component]:
-        components: list[Component] = [self.nats, self.postgres, self.openbao]
+        components: list[Component] = [*self.nats_nodes(), self.postgres, self.openbao]
         if self.tracing:
             components.append(self.collector)
         if self.docker_enabled:
@@ -229,6 +238,7 @@ class Topology:
         login = openbao.credential_proxy_login() if openbao.init_data() is not None else None
         return ServiceContext(
             nats_url=self.nats_url,
+            nats_replicas=self.config.nats_replicas,
             database_url=self.database_url,
             api_key=self.api_key,
             admin_api_key=self.admin_api_key,
@@ -273,8 +283,9 @@ class Topology:
         return names
 
     def component(self, name: str) -> Component:
-        if name == "nats":
-            return self.nats
+        for node in self._known_nats_nodes():
+            if node.name == name:
+                return node
         if name == "postgres":
             return self.postgres
         if name == "openbao":
@@ -288,7 +299,7 @@ class Topology:
         raise DevstackError(f"unknown component {name!r}")
 
     def components(self) -> list[Component]:
-        infra: list[Component] = [self.nats, self.postgres, self.openbao]
+        infra: list[Component] = [*self.nats_nodes(), self.postgres, self.openbao]
         if self.tracing or self.collector.is_running():
             infra.append(self.collector)
         docker = self.docker_component()
@@ -339,13 +350,15 @@ class Topology:
 
     @property
     def nats_url(self) -> str:
-        return self.nats.url
+        """The NATS server's URL; a cluster's every server, comma-separated (what ``CORRAL_NATS_URL`` takes)."""
+        return ",".join(node.url for node in self.nats_nodes())
 
     def nats_settings(self, user: str = ADMIN, **overrides: float) -> NatsSettings:
         """Settings to connect to this stack's NATS as ``user`` (default ``admin``, which has no
         limits: for the launcher's checks, tests and benchmarks; services get their own users)."""
         password = self.nats.users.password(user)
-        return NatsSettings(url=self.nats_url, user=user, password=password, **overrides)  # type: ignore[arg-type]
+        settings: dict[str, float] = {"replicas": self.config.nats_replicas, **overrides}
+        return NatsSettings(url=self.nats_url, user=user, password=password, **settings)  # type: ignore[arg-type]
 
     @property
     def nats_monitor_url(self) -> str:

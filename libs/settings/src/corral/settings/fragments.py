@@ -6,14 +6,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.settings.renames import renamed
 
 
 class NatsSettings(BaseSettings):
-    """``CORRAL_NATS_URL`` (default ``nats://127.0.0.1:4222``), ``CORRAL_NATS_CONNECT_TIMEOUT_S``,
+    """``CORRAL_NATS_URL`` (default ``nats://127.0.0.1:4222``; a cluster's servers comma-separated,
+    ``nats://a:4222,nats://b:4222,nats://c:4222``, every one tried and reconnected to),
+    ``CORRAL_NATS_REPLICAS`` (how many servers keep a copy of each stream and bucket Corral makes: 1 on
+    a single server, 3 on a three-node cluster), ``CORRAL_NATS_CONNECT_TIMEOUT_S``,
     ``CORRAL_NATS_REQUEST_TIMEOUT_S``, ``CORRAL_NATS_RECORD_CHUNK_BYTES`` (a stored record larger than
     this is stored in parts of at most this many bytes; ``0``, the default, means the server's
     ``max_payload`` less 64 KiB for headers), and the service's own NATS user: ``CORRAL_NATS_USER`` and
@@ -25,7 +28,21 @@ class NatsSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CORRAL_NATS_", frozen=True, extra="ignore")
 
-    url: str = Field(default="nats://127.0.0.1:4222", description="the NATS server")
+    url: str = Field(
+        default="nats://127.0.0.1:4222",
+        description="the NATS server, or a cluster's servers comma-separated "
+        "(nats://10.0.0.1:4222,nats://10.0.0.2:4222,nats://10.0.0.3:4222): the client connects to any "
+        "and moves to another when it goes down",
+    )
+    replicas: int = Field(
+        default=1,
+        ge=1,
+        le=5,
+        description="servers that keep a copy of each stream and key-value bucket Corral makes (1: a single "
+        "server; 3 on a three-node cluster: an acknowledged write is on two servers and survives the loss of "
+        "any one). Every service must have the same value: one finding a stream made with other replicas "
+        "refuses to start",
+    )
     user: str | None = Field(default=None, description="this service's NATS user (`make up` gives each its own)")
     password: SecretStr | None = Field(default=None, description="that user's password")
     connect_timeout_s: float = Field(default=5.0, gt=0, description="longest wait for each connection attempt")
@@ -36,6 +53,19 @@ class NatsSettings(BaseSettings):
         description="a stored record larger than this is stored in parts of at most this size "
         "(0: the server's max_payload less 64 KiB)",
     )
+
+    @field_validator("url")
+    @classmethod
+    def _server_list(cls, value: str) -> str:
+        servers = [part.strip() for part in value.split(",")]
+        if not all(servers):
+            raise ValueError(f"{value!r} has an empty server address: list them comma-separated, nats://host:port,...")
+        return ",".join(servers)
+
+    @property
+    def servers(self) -> list[str]:
+        """The server addresses of ``url``, in the order given."""
+        return self.url.split(",")
 
 
 class PostgresSettings(BaseSettings):

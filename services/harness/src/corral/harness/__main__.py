@@ -64,7 +64,10 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
         client = anthropic.AsyncAnthropic(base_url=endpoint.base_url, api_key=api_key, max_retries=0)
         stack.push_async_callback(client.close)
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name=f"harness {settings.worker_id}"))
-        await bus.ensure_stream(subjects.WAKE_SPEC)
+        try:
+            await bus.ensure_stream(subjects.WAKE_SPEC)
+        except StreamMismatch as exc:
+            raise runner.Refused(str(exc)) from None
         consumer = await bus.durable(
             subjects.WAKE_STREAM,
             subjects.WAKE_CONSUMER,
