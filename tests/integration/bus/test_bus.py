@@ -247,13 +247,13 @@ async def test_a_published_record_is_sent_under_a_producer_span_its_headers_carr
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from corral.bus import client as bus_client
+    from corral.bus import producing
     from corral.telemetry import carried_span
 
     spans = InMemorySpanExporter()
     provider = TracerProvider()
     provider.add_span_processor(SimpleSpanProcessor(spans))
-    monkeypatch.setattr(bus_client, "_tracer", provider.get_tracer("test"))
+    monkeypatch.setattr(producing, "_tracer", provider.get_tracer("test"))
     await bus.ensure_stream(SESSIONS_SPEC.model_copy(update={"name": "T_TRACED", "subjects": ("t.traced.*",)}))
 
     with provider.get_tracer("test").start_as_current_span("caller") as caller:

@@ -12,7 +12,7 @@ cancelled while it waits for a reply, an ack or a fetch is never handed the resu
 
 ``Bus`` is the only way in: its NATS connection and JetStream context are private, and the modules
 beside this one do its work (``connecting``, ``streams``, ``publishing``, ``reading``, ``bodies``,
-``serving``, ``messages``, ``calling``, ``objects``).
+``serving``, ``messages``, ``calling``, ``objects``, ``producing``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,8 @@ import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from opentelemetry import trace
 from pydantic import BaseModel
 
-from corral import telemetry
 from corral.bus import buckets, objects, reading, records, streams
 from corral.bus.bodies import Bodies, fits
 from corral.bus.calling import read_reply
@@ -38,6 +36,7 @@ from corral.bus.errors import NoResponders, PayloadTooLarge
 from corral.bus.kv import KeyValueBucket
 from corral.bus.messages import Delivery, PubAck, PullConsumer
 from corral.bus.objects import ObjectBucket
+from corral.bus.producing import producer_span
 from corral.bus.publishing import RecordWriter
 from corral.bus.reading import Reading
 from corral.bus.records import StoredMessage
@@ -51,14 +50,6 @@ __all__ = ["Bus", "Delivery", "Handler", "PubAck", "PullConsumer", "Reading", "e
 
 Req = TypeVar("Req", bound=BaseModel)
 Rep = TypeVar("Rep")
-
-_tracer = telemetry.tracer(__name__)
-
-
-def destination_family(subject: str) -> str:
-    """A span name's destination: the subject's first two tokens (``corral.wake`` of
-    ``corral.wake.<session_id>``), so span names stay few whatever ids subjects carry."""
-    return ".".join(subject.split(".")[:2])
 
 
 class Bus:
@@ -199,16 +190,7 @@ class Bus:
             WrongLastSequence: ``expected_last_subject_seq`` was given and the subject moved on.
         """
         writer = RecordWriter(self._js, chunk_size=self.chunk_size, max_payload=self.max_payload)
-        attributes: dict[str, str | int] = {
-            "messaging.system": "nats",
-            "messaging.operation.type": "send",
-            "messaging.operation.name": "publish",
-            "messaging.destination.name": subject,
-            "messaging.message.body.size": len(data),
-        }
-        with _tracer.start_as_current_span(
-            f"send {destination_family(subject)}", kind=trace.SpanKind.PRODUCER, attributes=attributes
-        ) as span:
+        with producer_span(subject, len(data)) as span:
             ack = await writer.publish(
                 subject, data, inject(dict(headers or {})), msg_id=msg_id, fence=expected_last_subject_seq
             )
