@@ -10,10 +10,15 @@ import pytest
 from corral.devstack.stack import Stack
 from tests.e2e.conftest import start_stack
 
+#: The gateway's deadline for session-store requests: shorter than a pause (``nemesis.PAUSE_S``), so a
+#: paused store makes the gateway give up on requests the store handles once it resumes.
+STORE_TIMEOUT_S = 3
+
 
 @pytest.fixture(scope="session")
 def fault_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    stack = start_stack(tmp_path_factory.mktemp("faults"))
+    gateway = {"CORRAL_GATEWAY_STORE_TIMEOUT_S": str(STORE_TIMEOUT_S)}
+    stack = start_stack(tmp_path_factory.mktemp("faults"), gateway=gateway)
     try:
         yield stack
     finally:

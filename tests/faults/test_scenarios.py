@@ -10,15 +10,22 @@ F22, the credential-proxy F18, Postgres F9; the seeded soak is F23 (``CORRAL_SOA
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
+import signal
 from pathlib import Path
 
 import pytest
 
 from corral.devstack.stack import Stack
+from tests.faults.checker import check
+from tests.faults.history import History
 from tests.faults.nemesis import SERVICES, Fault
+from tests.faults.observe import observe
 from tests.faults.scenario import CLIENTS, Outcome, once, run, seeded
+from tests.faults.workload import Workload
+from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
@@ -59,3 +66,32 @@ async def test_f23_seeded_soak_of_random_faults_breaks_no_invariant(
     seed = int(os.environ.get("CORRAL_SOAK_SEED") or secrets.randbelow(2**32))
     report.append(f"soak: seed {seed} (CORRAL_SOAK_SEED={seed} replays it), {SOAK_SECONDS:g} s")
     verify(await run(fault_stack, seeded(seed, SOAK_SECONDS), dump_to=tmp_path / "history.jsonl"), report)
+
+
+async def test_a_send_the_store_applied_after_the_gateway_gave_up_is_stored_once_when_retried(
+    fault_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    """The session-store is paused while a client sends: the gateway gives up on the request after
+    ``CORRAL_GATEWAY_STORE_TIMEOUT_S`` (a 503, so the client retries with the same
+    ``Idempotency-Key``, and the gateway releases the key), and the retries pile up in the store's
+    queue; resumed, the store handles every one of them. The message must be stored once (before the
+    fix: once per attempt, each a turn of its own)."""
+    history = History()
+    async with Workload.open(fault_stack, history, clients=1) as work:
+        [(session, token)] = work.sessions.items()
+        stopped = await asyncio.to_thread(fault_stack.kill, "session-store", signal.SIGSTOP)
+        try:
+            sending = asyncio.create_task(work.send("client-0", session, f"{token}: turn 0"))
+
+            async def retried() -> bool:  # the gateway answered 503 twice: two attempts queued
+                return sum(op.kind == "unknown" for op in history.completions("send")) >= 2
+
+            await eventually(retried, timeout=60)
+        finally:
+            os.kill(stopped, signal.SIGCONT)
+        event_id = await sending
+        assert event_id is not None and await work.await_turn("client-0", session, event_id)
+        verdict = check(history, await observe(fault_stack, work.all_sessions()))
+    report.append(f"store paused under a send: {verdict.summary()}")
+    assert verdict.ok, verdict.summary()
+    assert verdict.counts["sends_unknown"] >= 2 and verdict.counts["turns"] == 1, verdict.summary()
