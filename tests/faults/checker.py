@@ -230,6 +230,8 @@ def _projection(seen: Observation) -> Iterable[Violation]:
 def _counts(history: History, seen: Observation) -> dict[str, int]:
     events = [e for log in seen.log.values() for e in log]
     sends = list(history.completions("send"))
+    ran = Counter(m for line in seen.sandbox_lines for m in MARKER.findall(line))
+    called = [m for e in events if e.type == "agent.tool_use" for m in MARKER.findall(str(e.body.get("input")))]
     return {
         **history.counts(),
         "sends_ok": sum(op.kind == "ok" for op in sends),
@@ -243,5 +245,5 @@ def _counts(history: History, seen: Observation) -> dict[str, int]:
         ),
         "errors": sum(e.type == "session.error" for e in events),
         "tool_calls": sum(e.type == "agent.tool_use" for e in events),
-        "tool_runs": len([m for line in seen.sandbox_lines for m in MARKER.findall(line)]),
+        "tool_runs": sum(ran[m] for m in set(called)),
     }

@@ -20,8 +20,10 @@ from corral.session_store.domain.sessions import SessionRow
 from tests.e2e.flows import LEASE_TTL_S
 from tests.faults.checker import LogEvent, Observation, Row
 
-#: The file every scripted tool call appends its marker to (relative to the sandbox's workdir).
+#: The file every scripted tool call appends its marker to.
 RUNS_FILE = "/workspace/runs.txt"
+#: The sandbox-manager's ``CORRAL_SANDBOX_RECORD_TTL_S`` (its default): binding its bucket names it.
+RECORD_TTL_S = 30 * 86400.0
 
 
 async def observe(stack: Stack, sessions: Iterable[str], *, sandboxes: bool = True) -> Observation:
@@ -30,9 +32,11 @@ async def observe(stack: Stack, sessions: Iterable[str], *, sandboxes: bool = Tr
     log: dict[str, list[LogEvent]] = {}
     folded: dict[str, Row] = {}
     leases: dict[str, str | None] = {}
+    containers: list[str] = []
     async with Bus.connect(stack.nats_settings(), name="fault-checker") as bus:
         bucket = await bus.bind_key_value(subjects.lease_spec(float(LEASE_TTL_S)))
         assert bucket is not None, "the session-store makes the lease bucket before it is ready"
+        records = await bus.bind_key_value(subjects.sandboxes_spec(RECORD_TTL_S))
         for session in wanted:
             row = SessionRow(session_id=session)
             events: list[LogEvent] = []
@@ -47,12 +51,15 @@ async def observe(stack: Stack, sessions: Iterable[str], *, sandboxes: bool = Tr
                 folded[session] = _row(row, events)
             entry = await bucket.get(session)
             leases[session] = str(json.loads(entry.value)["holder"]) if entry is not None else None
+            kept = await records.get(f"session.{session}") if records is not None and sandboxes else None
+            if kept is not None and json.loads(kept.value).get("container_id"):
+                containers.append(json.loads(kept.value)["container_id"])
     return Observation(
         log=log,
         projected=await _projected(stack, wanted),
         folded=folded,
         leases=leases,
-        sandbox_lines=await asyncio.to_thread(sandbox_lines, stack) if sandboxes else [],
+        sandbox_lines=await asyncio.to_thread(sandbox_lines, stack, containers),
     )
 
 
@@ -91,16 +98,16 @@ async def _projected(stack: Stack, sessions: list[str]) -> dict[str, Row]:
     }
 
 
-def sandbox_lines(stack: Stack) -> list[str]:
-    """Every line of ``RUNS_FILE`` in every running sandbox of the stack's Docker engine."""
+def sandbox_lines(stack: Stack, containers: list[str]) -> list[str]:
+    """Every line of ``RUNS_FILE`` in these sandboxes (the sandbox-manager's records name them)."""
     client = docker.DockerClient(base_url=stack.docker_host)
     lines: list[str] = []
     try:
-        for container in client.containers.list():
+        for container_id in containers:
             try:
-                result = container.exec_run(["cat", RUNS_FILE])
-            except docker.errors.APIError:
-                continue  # stopped while we looked
+                result = client.containers.get(container_id).exec_run(["cat", RUNS_FILE])
+            except docker.errors.APIError:  # NotFound included: gone, and its lines with it
+                continue
             if result.exit_code == 0:
                 output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
                 lines += output.decode(errors="replace").splitlines()

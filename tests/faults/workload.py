@@ -110,14 +110,14 @@ class Workload:
         for k in range(10**9):
             if self._stopping.is_set():
                 return
-            event_id = await self._send(process, session, f"{token}: turn {k}")
-            if event_id is None or not await self._await_turn(process, session, event_id):
+            event_id = await self.send(process, session, f"{token}: turn {k}")
+            if event_id is None or not await self.await_turn(process, session, event_id):
                 return
             async with self._progress:
                 self.turns_ended += 1
                 self._progress.notify_all()
 
-    async def _send(self, process: str, session: str, text: str) -> str | None:
+    async def send(self, process: str, session: str, text: str) -> str | None:
         key = f"faults-{uuid.uuid4()}"
         async with asyncio.timeout(TURN_DEADLINE_S):
             while True:
@@ -141,7 +141,7 @@ class Workload:
                     return event_id
                 await asyncio.sleep(RETRY_PAUSE_S)  # a back-off between attempts, not a wait on an outcome
 
-    async def _await_turn(self, process: str, session: str, event_id: str) -> bool:
+    async def await_turn(self, process: str, session: str, event_id: str) -> bool:
         turn = self.history.invoke(process, "turn", session=session, user_event_id=event_id)
         try:
             async with asyncio.timeout(TURN_DEADLINE_S):
