@@ -90,11 +90,13 @@ def start_stack(
     egress_sites: EgressSites | None = None,
     credential_proxy: dict[str, str] | None = None,
     log_level: str = "INFO",
+    gateway: dict[str, str] | None = None,
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
     With ``web_site``, it admits the site's address and port and uses it as its search backend.
-    ``credential_proxy``: more settings of the credential-proxy (over those these make)."""
+    ``credential_proxy``: more settings of the credential-proxy (over those these make); ``gateway``:
+    settings of the gateway."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
     allowed = stand_in_addresses()
     egress = {}
@@ -126,6 +128,7 @@ def start_stack(
             # the lease bucket's owner makes it with the harness's lease TTL (a harness refuses another)
             "session-store": {"CORRAL_HARNESS_LEASE_TTL_S": LEASE_TTL_S},
             "credential-proxy": egress,
+            "gateway": gateway or {},
         },
         log_level=log_level,
     )

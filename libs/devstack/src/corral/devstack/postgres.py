@@ -159,6 +159,7 @@ class EmbeddedPostgres(Component):
         user = self._prepare()
         if not (self.pgdata / "PG_VERSION").exists():
             self._initdb(user)
+        self._remove_stale_lock()
         options = f"-c listen_addresses={HOST} -p {self.port} -c unix_socket_directories=''"
         self._run(
             [
@@ -182,6 +183,17 @@ class EmbeddedPostgres(Component):
         if pid is None:
             raise DevstackError(f"postgres started but {self.pgdata}/postmaster.pid is missing")
         processes.write_pid_file(self.pid_file, pid)
+
+    def _remove_stale_lock(self) -> None:
+        """Remove ``postmaster.pid`` when the server it names is dead. A killed postmaster is a zombie
+        until its parent (init: ``pg_ctl`` daemonizes it) reaps it, and PostgreSQL, which probes the pid
+        with ``kill(pid, 0)``, refuses to start while the zombie exists ("lock file already exists").
+        Its own shared-memory check still refuses a start while any old backend lives."""
+        lock = self.pgdata / "postmaster.pid"
+        pid = processes.read_pid_file(lock)
+        if pid is not None and not processes.is_alive(pid):
+            log.info("removing postmaster.pid of the dead postgres pid %d", pid)
+            lock.unlink(missing_ok=True)
 
     def _initdb(self, user: tuple[int, int] | None) -> None:
         """A new cluster whose superuser has its password from the start (never a trusting one)."""

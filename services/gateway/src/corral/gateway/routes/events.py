@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Final
 
 from fastapi import APIRouter
@@ -14,6 +15,7 @@ from corral.contracts.rpc import AppendEvents, GetObject, ListEvents, StoreOps
 from corral.gateway.body import read_params
 from corral.gateway.deps import Caller, Feed, GatewaySettings, StoreClient
 from corral.gateway.feed import close_iterator
+from corral.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from corral.gateway.query import Query
 from corral.gateway.responses import page
 from corral.gateway.routes.sessions import session_id_of
@@ -39,9 +41,21 @@ async def send_events(request: Request, session_id: str, caller: Caller, store: 
         session_id=target,
         events=[event.model_dump(mode="json", exclude_unset=True) for event in params.events],
         origin="client",
+        dedupe_keys=dedupe_keys(request, caller.workspace_id, target, len(params.events)),
     )
     appended = await store.call(StoreOps.EVENTS_APPEND, append)
     return JSONResponse({"data": appended.events})
+
+
+def dedupe_keys(request: Request, workspace_id: str, session_id: str, count: int) -> list[str] | None:
+    """With an ``Idempotency-Key``, one ``Nats-Msg-Id`` per event derived from it, so a retry whose
+    first attempt was stored although it failed here (the session-store answered too late, or died
+    after the append) is stored once: the stream drops the repeat within its duplicate window."""
+    key = request.headers.get(IDEMPOTENCY_HEADER)
+    if not key:
+        return None
+    digest = hashlib.sha256(f"{workspace_id}.{session_id}.{key}".encode()).hexdigest()
+    return [f"client:{digest}:{i}" for i in range(count)]
 
 
 @router.get("", response_model=None)
