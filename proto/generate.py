@@ -121,6 +121,9 @@ GROUPS: dict[str, list[type[BaseModel]]] = {
         egress.EgressOpened,
         egress.CloseEgress,
         egress.EgressClosed,
+        egress.TakeCredentialHostFailures,
+        egress.CredentialHostFailure,
+        egress.CredentialHostFailures,
     ],
     "bus/mcp": [
         mcp.ListMcpTools,

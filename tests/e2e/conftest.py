@@ -38,6 +38,8 @@ WEB_SITE_ADDRESS = "127.0.0.7"
 
 #: Loopback addresses of the credentials-at-egress tests' servers (``EgressSites``), admitted like ``WEB_SITE_ADDRESS``.
 BOUND_ADDRESS, UNBOUND_ADDRESS, ATTACKER_ADDRESS = "127.0.0.8", "127.0.0.9", "127.0.0.10"
+#: A loopback address admitted like those where nothing listens: a credential's host that is down.
+DOWN_ADDRESS = "127.0.0.11"
 
 
 @dataclass
@@ -106,7 +108,7 @@ def start_stack(
         egress["CORRAL_CREDENTIAL_PROXY_SEARCH_URL"] = web_site.url("")
     if egress_sites is not None:
         ports += [site.port for site in egress_sites.all]
-        allowed += [site.address for site in egress_sites.all]
+        allowed += [site.address for site in egress_sites.all] + [DOWN_ADDRESS]
         egress["CORRAL_CREDENTIAL_PROXY_EGRESS_UPSTREAM_CA_FILE"] = str(egress_sites.ca_file)
         egress["CORRAL_CREDENTIAL_PROXY_EGRESS_STATE_DIR"] = str(state_dir / "egress-state")
     egress["CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS"] = json.dumps(ports)

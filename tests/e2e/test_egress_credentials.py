@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from corral.devstack.stack import Stack
-from tests.e2e.conftest import EgressSites
+from tests.e2e.conftest import DOWN_ADDRESS, EgressSites
 from tests.e2e.flows import all_events, open_stream, read_until_idle, script, send_text, unique
 from tests.e2e.sweep import CANARY_PREFIX, Canaries, sweep, sweep_container
 
@@ -151,3 +151,76 @@ async def sweep_sandbox(stack: Stack, short_id: str, secret: str, placeholder: s
     """The secret is not in the container (environment, /proc/*/environ and cmdline, files); the
     placeholder is, which shows the environments were read."""
     await sweep_container(stack, short_id, (secret,), expect=f"{VARIABLE}={placeholder}".encode())
+
+
+async def test_credential_hosts_the_sandbox_cannot_reach_are_each_one_session_error(
+    stack: Stack, client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, egress_sites: EgressSites
+) -> None:
+    """One credential bound to a host where nothing listens (the environment allows it: the proxy's
+    connection is refused), one bound to a host the environment does not allow (the proxy refuses
+    it): each is one ``credential_host_unreachable_error`` naming the credential and its vault, however
+    often the agent tried, and the turn ends normally."""
+    canaries = Canaries()
+    bound = egress_sites.bound
+    down_url = f"https://{DOWN_ADDRESS}:{bound.port}"
+    vault = await client.beta.vaults.create(display_name=unique("credential-hosts"))
+    down, refused = [
+        await client.beta.vaults.credentials.create(
+            vault.id,
+            auth={
+                "type": "environment_variable",
+                "secret_name": name,
+                "secret_value": canaries.new(name.lower()),
+                "networking": {"type": "limited", "allowed_hosts": [host]},
+            },
+        )
+        for name, host in (("DOWN_TOKEN", DOWN_ADDRESS), ("REFUSED_TOKEN", bound.address))
+    ]
+    agent = await client.beta.agents.create(
+        name=unique("credential-hosts"), model="claude-sonnet-4-6", tools=[{"type": "agent_toolset_20260401"}]
+    )
+    env = await client.beta.environments.create(
+        name=unique("credential-hosts"),
+        config={"type": "cloud", "networking": {"type": "limited", "allowed_hosts": [DOWN_ADDRESS]}},
+    )
+    session = await client.beta.sessions.create(agent=agent.id, environment_id=env.id, vault_ids=[vault.id])
+    name = unique("credential-hosts")
+    await script(
+        model,
+        name,
+        # twice in one call: one error for the credential
+        [bash(f'for i in 1 2; do {CURL} -H "Authorization: Bearer $DOWN_TOKEN" {down_url}/a; echo exit=$?; done')],
+        [bash("echo nothing to reach")],
+        [bash(f'{CURL} -H "Authorization: Bearer $REFUSED_TOKEN" {bound.url("/refused")}; echo exit=$?')],
+        [{"type": "text", "text": "Done."}],
+    )
+    stream = await open_stream(client, session.id)
+    async with stream:
+        await send_text(client, session.id, f"{name}: call the APIs")
+        events = await read_until_idle(stream, timeout=180)
+    assert events[-1].stop_reason.type == "end_turn"
+    results = tool_texts(events)
+    assert len(results) == 3, results
+    assert results[0][1].count("error: 502") == 2, results  # the proxy's answer to each CONNECT
+    assert "error: 403" in results[2][1], results
+    assert "/refused" not in {r.path for r in bound.requests}
+
+    logged = await all_events(client, session.id)
+    types = [e.type for e in logged]
+    errors = [e for e in logged if e.type == "session.error"]
+    assert [(e.error.type, e.error.credential_id, e.error.vault_id) for e in errors] == [
+        ("credential_host_unreachable_error", down.id, vault.id),
+        ("credential_host_unreachable_error", refused.id, vault.id),
+    ], errors
+    # each comes with the result of the call that tried, before it
+    results_at = [i for i, t in enumerate(types) if t == "agent.tool_result"]
+    errors_at = [i for i, t in enumerate(types) if t == "session.error"]
+    assert errors_at == [results_at[0] - 1, results_at[2] - 1], types
+    assert errors[0].error.retry_status.type == "retrying"
+    assert f"{DOWN_ADDRESS}:{bound.port}" in errors[0].error.message and "2 attempts" in errors[0].error.message
+    assert bound.address in errors[1].error.message
+    assert types[-1] == "session.status_idle"
+
+    events_text = json.dumps([e.model_dump(mode="json") for e in logged])
+    assert CANARY_PREFIX not in events_text
+    assert await sweep(stack, canaries.all) == []

@@ -20,6 +20,7 @@ import pytest
 
 from corral.bus import Bus, NotAuthorized, Refused
 from corral.contracts import subjects
+from corral.contracts.egress import EgressOps
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import sandbox_rpc
 from corral.devstack.nats_users import SERVICE_USERS
@@ -90,11 +91,19 @@ CONFINEMENT = {
             subjects.session_log("sesn_least_privilege"),
             subjects.agent_log("agent_least_privilege"),
             "$KV.corral_sandboxes.k",
+            # of the egress operations it only takes the credential hosts not reached
+            EgressOps.OPEN.subject,
+            EgressOps.CLOSE.subject,
         ],
     ),
     "sandbox-manager": (
         "$JS.API.STREAM.INFO.KV_corral_sandboxes",
-        [subjects.store_rpc(Op.EVENTS_LIST), "$KV.corral_leases.k", subjects.session_log("sesn_least_privilege")],
+        [
+            subjects.store_rpc(Op.EVENTS_LIST),
+            "$KV.corral_leases.k",
+            subjects.session_log("sesn_least_privilege"),
+            EgressOps.FAILURES.subject,  # the harness's to take
+        ],
     ),
     "credential-proxy": (
         "$JS.API.STREAM.INFO.KV_corral_egress",

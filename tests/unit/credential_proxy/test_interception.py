@@ -44,6 +44,11 @@ class FakeSource:
             return []
         return [EnvironmentCredential("vcrd_1", "vlt_1", "API_TOKEN", SECRET, header=True, body=self.body)]
 
+    async def environment_bound(
+        self, workspace_id: str, session_id: str, vault_ids: tuple[str, ...], host: str
+    ) -> list[tuple[str, str]]:
+        return [("vcrd_1", "vlt_1")] if host == BOUND else []
+
     def forget(self, session_id: str) -> None:
         pass
 
@@ -188,7 +193,7 @@ async def test_a_server_the_proxy_cannot_verify_gets_no_secret_and_the_sandbox_a
     net = FakeNet(
         names={BOUND: ["151.101.64.7"]}, script=tls_server(impostor.server_context(BOUND, tmp_path), upstream)
     )
-    proxy, _ = make(net, FakeSource(), trusted)
+    proxy, credentials = make(net, FakeSource(), trusted)
     reader, writer, task = await sandbox_connection(proxy)
     async with asyncio.timeout(10):
         writer.write(f"CONNECT {BOUND}:443 HTTP/1.1\r\n\r\n".encode())
@@ -197,6 +202,9 @@ async def test_a_server_the_proxy_cannot_verify_gets_no_secret_and_the_sandbox_a
         await task
     assert answer.startswith(b"HTTP/1.1 502") and b"could not be verified" in answer
     assert SECRET.encode() not in bytes(upstream.received)
+    [noted] = credentials.take_failures("sesn_test")  # for the harness to log
+    assert (noted.credential_id, noted.vault_id, noted.host) == ("vcrd_1", "vlt_1", BOUND)
+    assert "could not be verified" in noted.reason
 
 
 async def test_plain_http_to_a_bound_host_is_substituted_and_to_another_host_is_not(
@@ -222,3 +230,47 @@ async def test_plain_http_to_a_bound_host_is_substituted_and_to_another_host_is_
             await task
     assert f"X-Token: {SECRET}".encode() in seen[0]
     assert f"X-Token: {placeholder}".encode() in seen[1] and SECRET.encode() not in seen[1]
+
+
+async def connect_answer(proxy: SessionProxy, host: str, port: int = 443) -> bytes:
+    reader, writer, task = await sandbox_connection(proxy)
+    async with asyncio.timeout(10):
+        writer.write(f"CONNECT {host}:{port} HTTP/1.1\r\n\r\n".encode())
+        answer = await reader.read()
+        writer.close()
+        await task
+    return answer
+
+
+async def test_a_bound_host_that_cannot_be_reached_is_noted_once_per_credential_until_taken(tmp_path: Path) -> None:
+    ca_file = TestAuthority.create().write(tmp_path / "ca.pem")
+    net = FakeNet(names={})  # no name resolves: every host is unreachable
+    proxy, credentials = make(net, FakeSource(), ca_file)
+    for _ in range(3):
+        assert (await connect_answer(proxy, BOUND)).startswith(b"HTTP/1.1 502")
+    assert (await connect_answer(proxy, "other.example.com")).startswith(b"HTTP/1.1 502")  # no credential
+    [noted] = credentials.take_failures("sesn_test")
+    assert (noted.credential_id, noted.vault_id, noted.host, noted.port, noted.attempts) == (
+        "vcrd_1",
+        "vlt_1",
+        BOUND,
+        443,
+        3,
+    )
+    assert BOUND in noted.reason and SECRET not in noted.model_dump_json()
+    assert credentials.take_failures("sesn_test") == []
+    assert (await connect_answer(proxy, BOUND)).startswith(b"HTTP/1.1 502")
+    assert len(credentials.take_failures("sesn_test")) == 1  # a new note after a take
+    credentials.forget("sesn_test")  # the egress closed: notes go with it
+    assert credentials.take_failures("sesn_test") == []
+
+
+async def test_a_bound_host_the_policy_refuses_is_noted_with_the_403s_reason(tmp_path: Path) -> None:
+    ca_file = TestAuthority.create().write(tmp_path / "ca.pem")
+    net = FakeNet(names={BOUND: ["151.101.64.7"]})
+    proxy, credentials = make(net, FakeSource(), ca_file)
+    proxy.policy = POLICY.model_copy(update={"allowed_hosts": ["other.example.com"]})
+    answer = await connect_answer(proxy, BOUND)
+    assert answer.startswith(b"HTTP/1.1 403") and net.connected == []
+    [noted] = credentials.take_failures("sesn_test")
+    assert noted.credential_id == "vcrd_1" and noted.reason in answer.decode()

@@ -9,8 +9,11 @@ from typing import Any
 
 import pytest
 
+from corral.bus import NoResponders
+from corral.contracts.egress import CredentialHostFailure
 from corral.harness import crashpoints
 from corral.harness.crashpoints import Crashpoint, no_crash
+from corral.harness.credentialhosts import CredentialHosts
 from corral.harness.retry import RetryPolicy
 from corral.harness.sandbox import SandboxError
 from corral.harness.tools import BUILTIN_DEFINITIONS
@@ -60,6 +63,7 @@ def driver(
     *,
     crashpoint: Crashpoint = no_crash,
     max_tool_uses: int | None = None,
+    credential_hosts: CredentialHosts | None = None,
 ) -> SessionDriver:
     return SessionDriver(
         store=store,
@@ -74,6 +78,7 @@ def driver(
         sleep=RecordingSleep(),
         crashpoint=crashpoint,
         max_tool_uses=max_tool_uses,
+        credential_hosts=credential_hosts,
     )
 
 
@@ -572,3 +577,66 @@ def test_an_interrupt_seen_before_a_step_begins_still_stops_that_step() -> None:
     turn.notice(9)  # seen while the next step was being decided on a log up to 8
     turn.begin(8)
     assert turn.interrupted.is_set()
+
+
+class FakeCredentialHosts:
+    """The credential-proxy's notes: ``pending`` is handed out (and emptied) on each take."""
+
+    def __init__(self, *pending: CredentialHostFailure, fail: Exception | None = None) -> None:
+        self.pending = list(pending)
+        self.fail = fail
+        self.takes: list[str] = []
+
+    async def take_failures(self, session_id: str) -> list[CredentialHostFailure]:
+        self.takes.append(session_id)
+        if self.fail is not None:
+            raise self.fail
+        taken, self.pending = self.pending, []
+        return taken
+
+
+UNREACHABLE = CredentialHostFailure(
+    credential_id="vcrd_1",
+    vault_id="vlt_1",
+    host="api.example.com",
+    port=443,
+    reason="api.example.com:443 could not be reached: connection refused",
+    attempts=2,
+)
+
+
+def vault_store() -> FakeStore:
+    store = tools_store()
+    store.log[0].event["session"]["vault_ids"] = ["vlt_1"]
+    return store
+
+
+async def test_a_credential_host_the_sandbox_could_not_reach_is_logged_once_and_the_turn_goes_on() -> None:
+    store = vault_store()
+    hosts = FakeCredentialHosts(UNREACHABLE)
+    model = FakeModel(calls(RUN_IT), calls(RUN_IT), Reply(["Done."]))
+
+    assert await run(driver(store, model, FakeSandbox(), credential_hosts=hosts)) is Outcome.DONE
+
+    assert hosts.takes == [SESSION_ID, SESSION_ID]  # after each call that ran in the sandbox
+    assert ["session.error", "agent.tool_result"] in append_types(store)
+    [error] = store.of_type("session.error")
+    assert error["error"]["type"] == "credential_host_unreachable_error"
+    assert (error["error"]["credential_id"], error["error"]["vault_id"]) == ("vcrd_1", "vlt_1")
+    assert error["error"]["retry_status"] == {"type": "retrying"}
+    assert "api.example.com:443" in error["error"]["message"] and "2 attempts" in error["error"]["message"]
+    assert store.appends[-1][-1]["stop_reason"] == {"type": "end_turn"}
+
+
+async def test_a_session_without_vaults_never_asks_and_an_unanswered_ask_logs_nothing() -> None:
+    hosts = FakeCredentialHosts(UNREACHABLE)
+    store = tools_store()
+    assert await run(driver(store, FakeModel(calls(RUN_IT), Reply(["ok"])), FakeSandbox(), credential_hosts=hosts))
+    assert hosts.takes == [] and store.of_type("session.error") == []
+
+    down = FakeCredentialHosts(UNREACHABLE, fail=NoResponders("no credential-proxy"))
+    store = vault_store()
+    model = FakeModel(calls(RUN_IT), Reply(["ok"]))
+    assert await run(driver(store, model, FakeSandbox(), credential_hosts=down)) is Outcome.DONE
+    assert down.takes == [SESSION_ID] and store.of_type("session.error") == []
+    assert len(results(store)) == 1

@@ -51,6 +51,16 @@ bound host are substituted the same way. Any other host gets the bytes as sent, 
 
 An entry names a host only: no scheme, port, path or ``user@``. Which ports may be reached is the
 credential-proxy's setting (``CORRAL_CREDENTIAL_PROXY_EGRESS_PORTS``, 80 and 443 by default), the same for everyone.
+
+**Credential hosts that could not be reached.** When the sandbox asks for a host one of its
+``environment_variable`` credentials is bound to and the proxy cannot get it there (the environment's
+policy or the address rules refuse the host, it does not resolve or connect, or its TLS cannot be
+verified), the sandbox gets the proxy's 403 or 502 and the proxy notes the credential for the
+session: at most once per credential until the note is taken, and only so many per session and so
+many sessions (the oldest dropped first). The harness, which alone writes the session's log, takes
+the notes with ``failures`` after each tool call that ran in the sandbox and logs one
+``credential_host_unreachable_error`` per credential. Taking empties the session's notes; a
+credential-proxy restart loses notes not taken yet (the sandbox saw its 403/502 anyway).
 """
 
 from __future__ import annotations
@@ -101,6 +111,7 @@ class EgressOp:
 
     OPEN = "open"
     CLOSE = "close"
+    FAILURES = "failures"
 
 
 def is_host_name(name: str) -> bool:
@@ -224,13 +235,38 @@ class EgressClosed(Message):
     closed: bool = Field(description="false when the session had no proxy here")
 
 
+class TakeCredentialHostFailures(Message):
+    """Take (and forget) what the session's proxy noted about credential hosts it could not reach."""
+
+    session_id: str = Field(pattern=SESSION_ID_PATTERN, description="the session whose notes to take")
+
+
+class CredentialHostFailure(Message):
+    """One ``environment_variable`` credential whose bound host the session's sandbox could not reach."""
+
+    credential_id: str = Field(description="the credential (never its value)")
+    vault_id: str = Field(description="the vault holding it")
+    host: str = Field(description="the host the sandbox asked for (first failure since the last take)")
+    port: int = Field(description="the port it asked for")
+    reason: str = Field(description="why the proxy could not reach it, as the sandbox was told (403 or 502)")
+    attempts: int = Field(default=1, ge=1, description="failed connections for this credential since the last take")
+
+
+class CredentialHostFailures(Message):
+    failures: list[CredentialHostFailure] = Field(
+        default_factory=list, description="one per credential, in the order they first failed; empty for none"
+    )
+
+
 # --- operations ----------------------------------------------------------------------------------------
 _Req = TypeVar("_Req", bound=BaseModel)
 _Rep = TypeVar("_Rep")
 
 
-def _egress(name: str, request: type[_Req], reply: type[_Rep]) -> Operation[_Req, _Rep]:
-    return operation(name, egress_rpc(name), request, reply, queue=EGRESS_QUEUE, service="credential-proxy")
+def _egress(name: str, request: type[_Req], reply: type[_Rep], *, bounded: bool = False) -> Operation[_Req, _Rep]:
+    return operation(
+        name, egress_rpc(name), request, reply, queue=EGRESS_QUEUE, service="credential-proxy", bounded=bounded
+    )
 
 
 class EgressOps:
@@ -238,3 +274,5 @@ class EgressOps:
 
     OPEN: Final = _egress(EgressOp.OPEN, OpenEgress, EgressOpened)
     CLOSE: Final = _egress(EgressOp.CLOSE, CloseEgress, EgressClosed)
+    #: Asked by the harness (its only egress operation), after each tool call that ran in the sandbox.
+    FAILURES: Final = _egress(EgressOp.FAILURES, TakeCredentialHostFailures, CredentialHostFailures, bounded=True)

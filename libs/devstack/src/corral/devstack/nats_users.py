@@ -36,7 +36,7 @@ from pathlib import Path
 
 from corral.contracts import subjects
 from corral.contracts.credentials import CredentialOps
-from corral.contracts.egress import EGRESS_BUCKET, egress_rpc
+from corral.contracts.egress import EGRESS_BUCKET, EgressOps, egress_rpc
 from corral.contracts.mcp import mcp_rpc
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import (
@@ -286,6 +286,8 @@ def service_permissions() -> dict[str, Permissions]:
                 [sandbox_rpc("*")],
                 [mcp_rpc("*")],  # MCP tool lists and calls, made by the credential-proxy
                 [web_rpc("*")],  # web_fetch and web_search, run by the credential-proxy
+                # the credential hosts its sandboxes could not reach (never open or close a proxy)
+                [EgressOps.FAILURES.subject],
                 bodies(),
             ),
             subscribe=(
@@ -301,7 +303,8 @@ def service_permissions() -> dict[str, Permissions]:
                 objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry, each written once
                 kv_write(SANDBOXES_BUCKET),
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
-                [egress_rpc("*"), execute_heartbeat("*", "*"), subjects.repositories_rpc("check")],
+                [EgressOps.OPEN.subject, EgressOps.CLOSE.subject],  # the sandboxes' proxies
+                [execute_heartbeat("*", "*"), subjects.repositories_rpc("check")],
                 bodies(),
             ),
             subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Final
 
 from corral.contracts import ids
-from corral.contracts.egress import EGRESS_SOCKET_NAME, SESSION_ID_PATTERN, EgressPolicy
+from corral.contracts.egress import EGRESS_SOCKET_NAME, SESSION_ID_PATTERN, CredentialHostFailure, EgressPolicy
 from corral.credential_proxy.destinations import Open, OwnAddresses, Resolve, open_tcp, system_resolve
 from corral.credential_proxy.egress_credentials import EgressCredentials, SandboxCredentials
 from corral.credential_proxy.gitproxy import GitProxy
@@ -151,6 +151,12 @@ class Egress:
         if self._credentials is None:
             return SandboxCredentials({}, None)
         return await self._credentials.environment(session_id, policy)
+
+    def take_failures(self, session_id: str) -> list[CredentialHostFailure]:
+        """The session's credential hosts its sandbox could not reach since the last take (then forgotten)."""
+        if self._credentials is None:
+            return []
+        return self._credentials.take_failures(session_id)
 
     async def close(self, session_id: str) -> bool:
         """Stop the session's proxy, delete its socket and directory, forget its grant; ``False`` when it had

@@ -5,7 +5,9 @@ A grant whose policy names a ``workspace_id`` and ``vault_ids`` has credentials 
 asks ``environment`` for what the sandbox is given (each credential's ``secret_name`` and
 placeholder, and the CA's PEM), the proxy asks ``injections`` per connection (the credentials bound
 to the host, with their values: read through ``SessionCredentials``, which caches them briefly), and
-``forget`` drops everything when the grant is closed. Authorities are kept in memory, and in
+``forget`` drops everything when the grant is closed. A connection to a bound host that fails is
+noted (``note_unreachable``: the credentials' ids, no value) in ``failures`` until the harness takes
+the grant's notes (``take_failures``; see ``host_failures``). Authorities are kept in memory, and in
 ``state_dir`` (one 0600 file per grant, in a 0700 directory) when it is set, so that a restarted
 credential-proxy signs with the CA its running sandboxes already trust.
 
@@ -21,7 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Final, Protocol
 
-from corral.contracts.egress import SESSION_ID_PATTERN, EgressPolicy
+from corral.contracts.egress import SESSION_ID_PATTERN, CredentialHostFailure, EgressPolicy
+from corral.credential_proxy.host_failures import HostFailures
 from corral.credential_proxy.injection import Injection
 from corral.credential_proxy.session_ca import SessionAuthority, UnreadableState
 from corral.credential_proxy.session_credentials import EnvironmentCredential
@@ -42,6 +45,10 @@ class CredentialSource(Protocol):
         self, workspace_id: str, session_id: str, vault_ids: tuple[str, ...], host: str
     ) -> list[EnvironmentCredential]: ...
 
+    async def environment_bound(
+        self, workspace_id: str, session_id: str, vault_ids: tuple[str, ...], host: str
+    ) -> list[tuple[str, str]]: ...
+
     def forget(self, session_id: str) -> None: ...
 
 
@@ -61,6 +68,7 @@ def has_credentials(policy: EgressPolicy) -> bool:
 class EgressCredentials:
     source: CredentialSource
     state_dir: Path | None = None
+    failures: HostFailures = field(default_factory=HostFailures)
     _authorities: dict[str, SessionAuthority] = field(default_factory=dict, repr=False)
 
     async def environment(self, grant: str, policy: EgressPolicy) -> SandboxCredentials:
@@ -105,6 +113,22 @@ class EgressCredentials:
             for c in bound
         ]
 
+    async def note_unreachable(self, grant: str, policy: EgressPolicy, host: str, port: int, reason: str) -> None:
+        """Note, for the harness, the grant's credentials bound to ``host`` (which could not be reached).
+
+        Raises:
+            SecretStoreUnavailable, ApiError: the session's vaults cannot be read now.
+        """
+        if not has_credentials(policy):
+            return
+        assert policy.workspace_id is not None
+        bound = await self.source.environment_bound(policy.workspace_id, grant, tuple(policy.vault_ids), host)
+        self.failures.note(grant, bound, host, port, reason)
+
+    def take_failures(self, grant: str) -> list[CredentialHostFailure]:
+        """The grant's credential hosts not reached since the last take (then forgotten)."""
+        return self.failures.take(grant)
+
     def authority(self, grant: str) -> SessionAuthority:
         """The grant's authority: in memory, else saved in ``state_dir``, else made (and saved) now."""
         found = self._authorities.get(grant)
@@ -138,6 +162,7 @@ class EgressCredentials:
     def forget(self, grant: str) -> None:
         """Drop the grant's authority (and its saved file) and cached credentials."""
         self._authorities.pop(grant, None)
+        self.failures.forget(grant)
         self.source.forget(grant)
         path = self._path(grant)
         if path is not None:

@@ -224,11 +224,13 @@ class SessionProxy:
         except Refused as exc:
             metrics.EGRESS_CONNECTIONS.labels(outcome="refused").inc()
             self._log("egress refused", destination, str(exc))
+            await self._note_unreachable(destination, str(exc))
             await _answer(reader, writer, 403, str(exc))
             return
         except Unreachable as exc:
             metrics.EGRESS_CONNECTIONS.labels(outcome="unreachable").inc()
             self._log("egress destination unreachable", destination, str(exc))
+            await self._note_unreachable(destination, str(exc))
             await _answer(reader, writer, 502, str(exc))
             return
         try:
@@ -290,6 +292,19 @@ class SessionProxy:
                 f"the session's vaults cannot be read right now ({exc.message}); retry"
             ) from None
 
+    async def _note_unreachable(self, destination: Destination, reason: str) -> None:
+        """Note the credentials bound to a destination the sandbox could not reach, for the harness to
+        log (before the sandbox is answered, so the note is there when its tool call ends)."""
+        if self._credentials is None or not has_credentials(self._policy):
+            return
+        try:
+            await self._credentials.note_unreachable(
+                self.session_id, self._policy, _host_name(destination), destination.port, reason
+            )
+        except (SecretStoreUnavailable, ApiError) as exc:
+            reason = exc.message if isinstance(exc, ApiError) else str(exc)
+            self._log("egress failure not noted: credentials unreadable", destination, reason)
+
     async def _intercept(
         self,
         client: tuple[asyncio.StreamReader, asyncio.StreamWriter],
@@ -306,6 +321,7 @@ class SessionProxy:
             await secure_upstream(upstream[1], context, host)
         except UpstreamRefused as exc:
             self._log("egress destination refused for credentials", destination, str(exc))
+            await self._note_unreachable(destination, str(exc))
             await _answer(client[0], client[1], 502, str(exc))
             return
         client[1].write(CONNECTION_ESTABLISHED)

@@ -22,10 +22,12 @@ from corral.contracts.credentials import SECRET_STORE_UNAVAILABLE, CredentialOps
 from corral.contracts.egress import (
     EGRESS_SOCKET_NAME,
     CloseEgress,
+    CredentialHostFailures,
     EgressClosed,
     EgressOpened,
     EgressOps,
     OpenEgress,
+    TakeCredentialHostFailures,
 )
 from corral.contracts.health import Health
 from corral.contracts.mcp import (
@@ -84,6 +86,10 @@ async def open_egress(service: Service, request: OpenEgress) -> EgressOpened:
 
 async def close_egress(service: Service, request: CloseEgress) -> EgressClosed:
     return EgressClosed(closed=await service.egress.close(request.session_id))
+
+
+async def take_failures(service: Service, request: TakeCredentialHostFailures) -> CredentialHostFailures:
+    return CredentialHostFailures(failures=service.egress.take_failures(request.session_id))
 
 
 async def list_mcp_tools(service: Service, request: ListMcpTools) -> McpToolList:
@@ -157,6 +163,7 @@ def operations(service: Service) -> Operations:
         Operations(service="credential-proxy", translate=_translate, describe=_describe)
         .handle(EgressOps.OPEN, functools.partial(open_egress, service))
         .handle(EgressOps.CLOSE, functools.partial(close_egress, service))
+        .handle(EgressOps.FAILURES, functools.partial(take_failures, service))
         .handle(McpOps.LIST, functools.partial(list_mcp_tools, service))
         .handle(McpOps.CALL, functools.partial(call_mcp_tool, service))
         .handle(McpOps.CLOSE, functools.partial(close_mcp, service))

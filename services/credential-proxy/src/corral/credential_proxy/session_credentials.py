@@ -125,6 +125,18 @@ class SessionCredentials:
             if c.auth.get("type") == "environment_variable" and c.auth.get("secret_name")
         ]
 
+    async def environment_bound(
+        self, workspace_id: str, session_id: str, vault_ids: tuple[str, ...], host: str
+    ) -> list[tuple[str, str]]:
+        """``(credential_id, vault_id)`` of the session's ``environment_variable`` credentials bound to
+        ``host``, in vault order (no secret is read)."""
+        cached = await self._load(workspace_id, session_id, vault_ids)
+        return [
+            (c.id, c.vault_id)
+            for c in cached.credentials
+            if c.auth.get("type") == "environment_variable" and host_allowed(c.auth.get("networking") or {}, host)
+        ]
+
     async def environment_credentials(
         self, workspace_id: str, session_id: str, vault_ids: tuple[str, ...], host: str
     ) -> list[EnvironmentCredential]:

@@ -21,6 +21,7 @@ from corral.contracts.subjects import KeyValueSpec
 from corral.harness import metrics
 from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
+from corral.harness.credentialhosts import BusCredentialHosts
 from corral.harness.deltas import BusDeltas
 from corral.harness.environments import BusEnvironments
 from corral.harness.health import serve_health
@@ -121,6 +122,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
                 BusMcp(bus), list_timeout_s=settings.mcp_list_timeout_s, call_timeout_s=settings.mcp_call_timeout_s
             ),
             web=BusWeb(bus),
+            credential_hosts=BusCredentialHosts(bus),
         )
         wake_loop = WakeLoop(
             consumer,

@@ -176,6 +176,19 @@ def mcp_server_error(
     return SessionError(id=new_event_id(), error=body)
 
 
+def credential_host_unreachable(credential_id: str, vault_id: str, message: str) -> HarnessEvent:
+    """``session.error`` naming an ``environment_variable`` credential whose bound host the sandbox could
+    not reach (the turn goes on: ``retrying``)."""
+    body = SessionErrorBody(
+        type="credential_host_unreachable_error",
+        message=message,
+        retry_status=RetryStatusObj(type="retrying"),
+        credential_id=credential_id,
+        vault_id=vault_id,
+    )
+    return SessionError(id=new_event_id(), error=body)
+
+
 def context_compacted(details: dict[str, Any]) -> HarnessEvent:
     """``agent.thread_context_compacted`` with Corral's record of what was compacted (``corral_compaction``)."""
     compaction = CompactionDetails.model_validate(details)

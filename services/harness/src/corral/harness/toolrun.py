@@ -7,6 +7,8 @@
   the ``agent.tool_use`` event id, so an execute re-sent after a crash returns the recorded outcome;
   the sandbox port re-sends it when its manager is lost, see ``redispatch``), each result appended
   as soon as it arrives. A call the sandbox cannot take becomes an error result the model can act on.
+  After a call of a session with vaults, the credential hosts its sandbox could not reach are asked
+  of the credential-proxy and logged as ``credential_host_unreachable_error`` (``credentialhosts``).
 - **MCP calls** (an ``agent.mcp_tool_use``) go to ``corral.harness.mcp`` (the credential-proxy) instead.
 - **Web tools**: ``web_fetch`` and ``web_search`` are asked of the credential-proxy (``webtools``).
 - **Interrupts**: a ``user.interrupt`` logged during a call stops waiting for it, sends ``Cancel``
@@ -25,6 +27,7 @@ from corral.contracts.api.environments import Environment
 from corral.contracts.api.events import HarnessEvent
 from corral.harness import crashpoints, events, metrics
 from corral.harness.crashpoints import Crashpoint
+from corral.harness.credentialhosts import CredentialHosts, unreachable_errors
 from corral.harness.decide import INTERRUPTED, Plan, ToolCall
 from corral.harness.environments import Environments
 from corral.harness.fold import SessionFold
@@ -57,8 +60,10 @@ class ToolRunner:
         crashpoint: Crashpoint,
         mcp: McpTools | None = None,
         web: Web | None = None,
+        credential_hosts: CredentialHosts | None = None,
     ) -> None:
         self._sandbox = sandbox
+        self._credential_hosts = credential_hosts
         self._mcp = mcp
         self._web = web
         self._environments = environments
@@ -166,6 +171,8 @@ class ToolRunner:
             events.session_error(f.type, f.message, "retrying", repository_url=f.url)
             for f in outcome.repository_failures
         ]
+        if fold.workspace_id and vault_ids_of(fold.session):  # credentials at egress: hosts not reached
+            failures += await unreachable_errors(self._credential_hosts, session_id)
         return [*failures, events.tool_result(call.id, content, is_error=outcome.is_error)]
 
     async def cancel(self, session_id: str, tool_use_id: str) -> None:

@@ -33,6 +33,7 @@ from corral.contracts.api.events import HarnessEvent
 from corral.harness import events, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.crashpoints import Crashpoint, no_crash
+from corral.harness.credentialhosts import CredentialHosts
 from corral.harness.decide import Plan, plan
 from corral.harness.deltas import Deltas
 from corral.harness.environments import Environments
@@ -98,6 +99,7 @@ class SessionDriver:
         prices: Mapping[str, Price] = DEFAULT_PRICES,
         mcp: McpTools | None = None,
         web: Web | None = None,
+        credential_hosts: CredentialHosts | None = None,
     ) -> None:
         self._mcp = mcp
         self._store = store
@@ -121,6 +123,7 @@ class SessionDriver:
             crashpoint=crashpoint,
             mcp=mcp,
             web=web,
+            credential_hosts=credential_hosts,
         )
         self._model_turns = ModelTurns(
             model=model,

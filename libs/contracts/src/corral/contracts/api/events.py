@@ -198,6 +198,10 @@ class SessionErrorBody(Resource):
     """Set for the ``repository_*_error`` types: the repository the error is about."""
     mcp_server_name: str | None = None
     """Set for ``mcp_connection_failed_error`` and ``mcp_authentication_failed_error``."""
+    credential_id: str | None = None
+    """Set for ``credential_host_unreachable_error``: the ``environment_variable`` credential."""
+    vault_id: str | None = None
+    """Set for ``credential_host_unreachable_error``: the vault holding the credential."""
 
 
 class SessionError(StoredEvent):
