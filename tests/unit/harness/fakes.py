@@ -511,6 +511,10 @@ class FakeBucket:
         """Set when a watch of one key is asked for (before it reads the key's present state)."""
         self.watch_gate: asyncio.Event | None = None
         """When set to an event, a watch of one key starts only once it is set (a slow watch start)."""
+        self.create_gate: asyncio.Event | None = None
+        """When set to an event, a ``create`` finds out whether the key is free only once it is set."""
+        self.asked = asyncio.Event()
+        """Set at each ``create`` and each watch of one key asked for (a worker reading the lease)."""
 
     def _publish(self, change: Change) -> None:
         for keys, queue in self._watchers:
@@ -526,6 +530,9 @@ class FakeBucket:
 
     async def create(self, key: str, value: bytes) -> int:
         self.calls.append(("create", key, None))
+        self.asked.set()
+        if self.create_gate is not None:
+            await self.create_gate.wait()
         if key in self.entries:
             raise KeyExists(key)
         return self._put(key, value)
@@ -572,6 +579,7 @@ class FakeBucket:
     async def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]:
         if keys != ">":
             self.watch_asked.set()
+            self.asked.set()
             if self.watch_gate is not None:
                 await self.watch_gate.wait()
         queue: asyncio.Queue[Change] = asyncio.Queue()

@@ -57,6 +57,7 @@ class Harness:
         lease_wait_s: float = 5.0,
         bucket: FakeBucket | None = None,
         holder: str = "worker-1",
+        ack_wait_s: float = 30.0,
     ) -> None:
         self.source = FakeSource()
         self.bucket = bucket or FakeBucket()
@@ -67,7 +68,7 @@ class Harness:
             leases=Leases(self.bucket, holder=holder, ttl_s=9.0, sleep=SteppedSleep()),
             runner=runner,
             concurrency=concurrency,
-            ack_wait_s=30.0,
+            ack_wait_s=ack_wait_s,
             shutdown_grace_s=grace_s,
             lease_wait_s=lease_wait_s,
             sleep=self.heartbeat_sleep,
@@ -423,6 +424,47 @@ async def test_a_wake_up_whose_watch_starts_after_the_holder_let_go_leaves_the_s
     assert holder.loop.retaken == 1
     assert (first.settled, late.settled) == ([("ack", None)], [("ack", None)])
     assert bucket.entries == {}
+
+
+async def test_a_wake_up_whose_wait_ran_out_watches_again_before_it_takes_the_lease() -> None:
+    # The waiter's watch runs for a third of the ack wait at a time. When one ends with the lease
+    # still held, the waiter must not just try ``create`` again: the holder may let go before its
+    # input and be about to take the session back, so it reads the lease again first.
+    bucket = FakeBucket()
+    holder_runner = LookingRunner()
+    holder_runner.settle_at = [9, 12]
+    holder_runner.log_end = 12
+    holder = Harness(holder_runner, bucket=bucket, holder="worker-1")
+    waiter = Harness(FakeRunner(), bucket=bucket, holder="worker-2", ack_wait_s=0.3)  # watches of 0.1 s
+    first, late = wake_delivery(seq=5), wake_delivery(seq=12)
+    running = [asyncio.create_task(h.loop.run(h.stop)) for h in (holder, waiter)]
+    await holder.deliver(first)
+    async with asyncio.timeout(5):
+        await holder_runner.started.wait()
+    await waiter.deliver(late)
+    async with asyncio.timeout(5):
+        await bucket.watching.wait()  # its create failed: it watches
+    bucket.create_gate = asyncio.Event()
+    bucket.asked.clear()
+    async with asyncio.timeout(5):
+        await bucket.asked.wait()  # the watch ran out with the lease still held: it reads the lease again
+    holder_runner.release.set()  # the run ends on the log up to 9 and lets go ...
+    async with asyncio.timeout(5):
+        await holder_runner.looking.wait()  # ... and is about to look at the log again
+    bucket.create_gate.set()
+    holder_runner.looking_on.set()  # the holder sees input 12 and takes the session back
+    async with asyncio.timeout(5):
+        await first.done.wait()
+        await late.done.wait()
+    for h in (holder, waiter):
+        h.stop.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*running)
+
+    assert waiter.runner.calls == [], "the waiter ran the session after a hand-off"
+    assert (waiter.loop.lease_handoffs, waiter.loop.lease_served) == (0, 1)
+    assert holder_runner.calls == [(SESSION_ID, 5), (SESSION_ID, 10)]
+    assert (first.settled, late.settled) == ([("ack", None)], [("ack", None)])
 
 
 async def test_a_wake_up_that_joins_a_run_gets_a_span_in_its_own_trace_linked_to_the_run(
