@@ -6,7 +6,7 @@ import asyncio
 import json
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from corral.bus import Change, KeyChanged, KeyExists
 from corral.contracts import rpc, sandbox
@@ -495,6 +495,8 @@ class FakeBucket:
 
     def __init__(self) -> None:
         self.entries: dict[str, tuple[bytes, int]] = {}
+        self.marks: dict[str, Change] = {}
+        """The delete or expiry mark of each key with no value: its present state, as a watch starts."""
         self.revision = 0
         self.calls: list[tuple[str, str, int | None]] = []
         self.fail_update: Exception | None = None
@@ -505,6 +507,14 @@ class FakeBucket:
         self._watchers: list[tuple[str, asyncio.Queue[Change]]] = []
         self.drained = asyncio.Event()
         """Set while a watcher has taken every change so far and waits for the next."""
+        self.watch_asked = asyncio.Event()
+        """Set when a watch of one key is asked for (before it reads the key's present state)."""
+        self.watch_gate: asyncio.Event | None = None
+        """When set to an event, a watch of one key starts only once it is set (a slow watch start)."""
+        self.create_gate: asyncio.Event | None = None
+        """When set to an event, a ``create`` finds out whether the key is free only once it is set."""
+        self.asked = asyncio.Event()
+        """Set at each ``create`` and each watch of one key asked for (a worker reading the lease)."""
 
     def _publish(self, change: Change) -> None:
         for keys, queue in self._watchers:
@@ -514,11 +524,15 @@ class FakeBucket:
     def _put(self, key: str, value: bytes) -> int:
         self.revision += 1
         self.entries[key] = (value, self.revision)
+        self.marks.pop(key, None)
         self._publish(Change(key, "put", value, self.revision))
         return self.revision
 
     async def create(self, key: str, value: bytes) -> int:
         self.calls.append(("create", key, None))
+        self.asked.set()
+        if self.create_gate is not None:
+            await self.create_gate.wait()
         if key in self.entries:
             raise KeyExists(key)
         return self._put(key, value)
@@ -531,34 +545,43 @@ class FakeBucket:
             raise KeyChanged(key)
         return self._put(key, value)
 
-    async def delete(self, key: str, *, last: int) -> None:
+    async def delete(self, key: str, *, last: int, note: bytes = b"") -> None:
         self.calls.append(("delete", key, last))
         if key not in self.entries or self.entries[key][1] != last:
             raise KeyChanged(key)
-        self.release(key)
+        self._mark(key, "delete", note)
+
+    def _mark(self, key: str, kind: Literal["delete", "expired"], note: bytes = b"") -> None:
+        self.entries.pop(key, None)
+        self.revision += 1
+        self.marks[key] = Change(key, kind, note, self.revision)
+        self._publish(self.marks[key])
 
     def release(self, key: str, *, released_through: int | None = None) -> None:
-        """The key's holder lets it go (a delete, as a watch sees it); with ``released_through``, first
-        naming the log position it served up to, as a harness does."""
+        """The key's holder lets it go (a delete, as a watch sees it); with ``released_through``, the
+        delete names the log position it served up to, as a harness's does."""
+        assert key in self.entries
+        note = b""
         if released_through is not None:
-            self._put(key, json.dumps({"holder": "someone-else", "released_through": released_through}).encode())
-        del self.entries[key]
-        self.revision += 1
-        self._publish(Change(key, "delete", b"", self.revision))
+            note = json.dumps({"holder": "someone-else", "released_through": released_through}).encode()
+        self._mark(key, "delete", note)
 
     def expire(self, key: str) -> None:
         """The key's entry expires (its holder stopped renewing it): the bucket's expiry mark."""
-        del self.entries[key]
-        self.revision += 1
-        self._publish(Change(key, "expired", b"", self.revision))
+        assert key in self.entries
+        self._mark(key, "expired")
 
     def expire_tombstone(self, key: str) -> None:
         """The mark a deleted key's tombstone leaves when the bucket's TTL removes it."""
         assert key not in self.entries
-        self.revision += 1
-        self._publish(Change(key, "expired", b"", self.revision))
+        self._mark(key, "expired")
 
     async def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]:
+        if keys != ">":
+            self.watch_asked.set()
+            self.asked.set()
+            if self.watch_gate is not None:
+                await self.watch_gate.wait()
         queue: asyncio.Queue[Change] = asyncio.Queue()
         if current and keys == ">":
             for key, (value, revision) in self.entries.items():
@@ -567,8 +590,8 @@ class FakeBucket:
             if keys in self.entries:
                 value, revision = self.entries[keys]
                 queue.put_nowait(Change(keys, "put", value, revision))
-            else:
-                queue.put_nowait(Change(keys, "delete", b"", self.revision))
+            elif keys in self.marks:
+                queue.put_nowait(self.marks[keys])
         watcher = (keys, queue)
         self._watchers.append(watcher)
         self.calls.append(("watch", keys, None))

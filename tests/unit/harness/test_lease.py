@@ -128,7 +128,7 @@ async def test_the_lease_is_released_when_the_block_fails() -> None:
 
 
 # --- letting go, and waiting for another holder to let go ---------------------------------------------------
-async def test_a_run_that_settled_lets_go_naming_how_far_it_got_then_deletes_the_key() -> None:
+async def test_a_run_that_settled_lets_go_with_one_delete_naming_how_far_it_got() -> None:
     bucket = FakeBucket()
     seen: list[Change] = []
 
@@ -146,8 +146,10 @@ async def test_a_run_that_settled_lets_go_naming_how_far_it_got_then_deletes_the
     async with asyncio.timeout(5):
         await watching
 
-    assert [c.kind for c in seen] == ["put", "put", "delete"]
-    assert json.loads(seen[1].value) == {"holder": "worker-1", "token": lease.token, "released_through": 41}
+    assert [c.kind for c in seen] == ["put", "delete"]
+    assert json.loads(seen[1].value) == {"holder": "worker-1", "released_through": 41}
+    assert bucket.calls[-1] == ("delete", SESSION_ID, 1)
+    assert SESSION_ID not in bucket.entries
 
 
 async def await_release(bucket: FakeBucket, wake_seq: int, ttl_s: float = 9.0) -> asyncio.Task[Released]:
@@ -189,6 +191,33 @@ async def test_a_waiter_leaves_a_holder_that_let_go_before_its_input_the_time_to
     bucket.release(SESSION_ID, released_through=5)
     async with asyncio.timeout(5):  # nobody takes it back: the holder died after letting go
         assert await waiting == Released("free")
+
+
+async def test_a_waiter_whose_watch_starts_after_the_release_still_reads_how_far_the_holder_got() -> None:
+    # The waiter's ``create`` failed while the holder held the lease; the holder let go before the
+    # waiter's watch started, so the release is the key's present state when the watch starts.
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    bucket.release(SESSION_ID, released_through=5)  # before the input at 7: the holder takes it back
+    waiting = await await_release(bucket, wake_seq=7)
+    async with asyncio.timeout(5):
+        await bucket.drained.wait()
+    assert not waiting.done(), "the waiter took the session from a holder about to take it back"
+
+    bucket.steal(SESSION_ID)  # the holder, looking at the log after letting go, takes it back
+    bucket.release(SESSION_ID, released_through=7)
+    async with asyncio.timeout(5):
+        assert await waiting == Released("served")
+
+
+async def test_a_waiter_whose_watch_starts_after_a_release_past_its_input_is_served_at_once() -> None:
+    bucket = FakeBucket()
+    bucket.steal(SESSION_ID)
+    bucket.release(SESSION_ID, released_through=9)
+    waiting = await await_release(bucket, wake_seq=7)
+
+    async with asyncio.timeout(5):
+        assert await waiting == Released("served")
 
 
 async def test_a_waiter_takes_over_a_lease_not_renewed_for_a_ttl_before_the_server_removes_it() -> None:

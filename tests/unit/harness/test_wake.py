@@ -49,18 +49,26 @@ class FakeRunner:
 
 class Harness:
     def __init__(
-        self, runner: FakeRunner, *, concurrency: int = 4, grace_s: float = 10.0, lease_wait_s: float = 5.0
+        self,
+        runner: FakeRunner,
+        *,
+        concurrency: int = 4,
+        grace_s: float = 10.0,
+        lease_wait_s: float = 5.0,
+        bucket: FakeBucket | None = None,
+        holder: str = "worker-1",
+        ack_wait_s: float = 30.0,
     ) -> None:
         self.source = FakeSource()
-        self.bucket = FakeBucket()
+        self.bucket = bucket or FakeBucket()
         self.heartbeat_sleep = SteppedSleep()
         self.runner = runner
         self.loop = WakeLoop(
             self.source,
-            leases=Leases(self.bucket, holder="worker-1", ttl_s=9.0, sleep=SteppedSleep()),
+            leases=Leases(self.bucket, holder=holder, ttl_s=9.0, sleep=SteppedSleep()),
             runner=runner,
             concurrency=concurrency,
-            ack_wait_s=30.0,
+            ack_wait_s=ack_wait_s,
             shutdown_grace_s=grace_s,
             lease_wait_s=lease_wait_s,
             sleep=self.heartbeat_sleep,
@@ -353,10 +361,110 @@ async def test_a_holder_takes_the_session_back_when_input_was_logged_as_it_let_g
     assert runner.looked_after == [5, 8]
     assert harness.loop.retaken == 1
     assert not any(lease.handed_off for lease in runner.leases)
-    # each release named how far the holder got, then deleted the key
+    # each release is one delete (naming how far the holder got)
     releases = [c for c in harness.bucket.calls if c[0] in ("update", "delete")]
-    assert [c[0] for c in releases] == ["update", "delete", "update", "delete"]
+    assert [c[0] for c in releases] == ["delete", "delete"]
     assert harness.bucket.entries == {}
+
+
+class LookingRunner(FakeRunner):
+    """A runner whose look at the log after letting the session go waits for ``looking_on``."""
+
+    def __init__(self) -> None:
+        super().__init__(block=True)
+        self.looking = asyncio.Event()
+        self.looking_on = asyncio.Event()
+
+    async def logged_after(self, session_id: str, seq: int) -> bool:
+        self.looking.set()
+        await self.looking_on.wait()
+        return await super().logged_after(session_id, seq)
+
+
+async def test_a_wake_up_whose_watch_starts_after_the_holder_let_go_leaves_the_session_to_the_holder() -> None:
+    # Two workers share the bucket. Worker 1 runs the session; input 12 is logged as it decides on
+    # the log up to 9, and worker 2 fetches its wake-up. Worker 2's ``create`` fails, and its watch of
+    # the lease starts only after worker 1 let go (through 9) and before worker 1, looking at the log
+    # again, takes the session back: worker 2 must read the release as the key's present state and
+    # leave the session to worker 1, never run a turn after a hand-off.
+    bucket = FakeBucket()
+    holder_runner = LookingRunner()
+    holder_runner.settle_at = [9, 12]
+    holder_runner.log_end = 12
+    holder = Harness(holder_runner, bucket=bucket, holder="worker-1")
+    waiter = Harness(FakeRunner(), bucket=bucket, holder="worker-2")
+    first, late = wake_delivery(seq=5), wake_delivery(seq=12)
+    running = [asyncio.create_task(h.loop.run(h.stop)) for h in (holder, waiter)]
+    await holder.deliver(first)
+    async with asyncio.timeout(5):
+        await holder_runner.started.wait()
+    bucket.watch_gate = asyncio.Event()  # the waiter's watch starts late
+
+    await waiter.deliver(late)
+    async with asyncio.timeout(5):
+        await bucket.watch_asked.wait()  # its create failed: it waits
+    holder_runner.release.set()  # the run ends on the log up to 9 and lets go ...
+    async with asyncio.timeout(5):
+        await holder_runner.looking.wait()  # ... and is about to look at the log again
+    bucket.watch_gate.set()  # the waiter's watch starts now: the release is the key's present state
+    async with asyncio.timeout(5):
+        await bucket.drained.wait()
+    holder_runner.looking_on.set()  # the holder sees input 12 and takes the session back
+    async with asyncio.timeout(5):
+        await first.done.wait()
+        await late.done.wait()
+    for h in (holder, waiter):
+        h.stop.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*running)
+
+    assert waiter.runner.calls == [], "the waiter ran the session after a hand-off"
+    assert (waiter.loop.lease_handoffs, waiter.loop.lease_served) == (0, 1)
+    assert holder_runner.calls == [(SESSION_ID, 5), (SESSION_ID, 10)]
+    assert holder.loop.retaken == 1
+    assert (first.settled, late.settled) == ([("ack", None)], [("ack", None)])
+    assert bucket.entries == {}
+
+
+async def test_a_wake_up_whose_wait_ran_out_watches_again_before_it_takes_the_lease() -> None:
+    # The waiter's watch runs for a third of the ack wait at a time. When one ends with the lease
+    # still held, the waiter must not just try ``create`` again: the holder may let go before its
+    # input and be about to take the session back, so it reads the lease again first.
+    bucket = FakeBucket()
+    holder_runner = LookingRunner()
+    holder_runner.settle_at = [9, 12]
+    holder_runner.log_end = 12
+    holder = Harness(holder_runner, bucket=bucket, holder="worker-1")
+    waiter = Harness(FakeRunner(), bucket=bucket, holder="worker-2", ack_wait_s=0.3)  # watches of 0.1 s
+    first, late = wake_delivery(seq=5), wake_delivery(seq=12)
+    running = [asyncio.create_task(h.loop.run(h.stop)) for h in (holder, waiter)]
+    await holder.deliver(first)
+    async with asyncio.timeout(5):
+        await holder_runner.started.wait()
+    await waiter.deliver(late)
+    async with asyncio.timeout(5):
+        await bucket.watching.wait()  # its create failed: it watches
+    bucket.create_gate = asyncio.Event()
+    bucket.asked.clear()
+    async with asyncio.timeout(5):
+        await bucket.asked.wait()  # the watch ran out with the lease still held: it reads the lease again
+    holder_runner.release.set()  # the run ends on the log up to 9 and lets go ...
+    async with asyncio.timeout(5):
+        await holder_runner.looking.wait()  # ... and is about to look at the log again
+    bucket.create_gate.set()
+    holder_runner.looking_on.set()  # the holder sees input 12 and takes the session back
+    async with asyncio.timeout(5):
+        await first.done.wait()
+        await late.done.wait()
+    for h in (holder, waiter):
+        h.stop.set()
+    async with asyncio.timeout(5):
+        await asyncio.gather(*running)
+
+    assert waiter.runner.calls == [], "the waiter ran the session after a hand-off"
+    assert (waiter.loop.lease_handoffs, waiter.loop.lease_served) == (0, 1)
+    assert holder_runner.calls == [(SESSION_ID, 5), (SESSION_ID, 10)]
+    assert (first.settled, late.settled) == ([("ack", None)], [("ack", None)])
 
 
 async def test_a_wake_up_that_joins_a_run_gets_a_span_in_its_own_trace_linked_to_the_run(

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Literal
 
-from nats.js import JetStreamContext
+from nats.js import JetStreamContext, api
 from nats.js import errors as js_errors
 from nats.js.api import RawStreamMsg
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
@@ -101,10 +101,16 @@ class KeyValueBucket:
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyChanged(key) from exc
 
-    async def delete(self, key: str, *, last: int | None = None) -> None:
-        """Delete ``key`` (if its revision is still ``last``, when given; ``KeyChanged`` otherwise)."""
+    async def delete(self, key: str, *, last: int | None = None, note: bytes = b"") -> None:
+        """Delete ``key`` (if its revision is still ``last``, when given; ``KeyChanged`` otherwise).
+        ``note``: the delete mark's body, which a watch sees as the ``delete`` change's ``value``,
+        also a watch that starts after the delete (the mark is then the key's present state); the
+        key has no value all the same."""
+        headers = {KV_OP: KV_DEL}
+        if last:
+            headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(last)
         try:
-            await honouring_cancel(self._kv.delete(key, last=last))
+            await honouring_cancel(self._js.publish(self._prefix + key, note, headers=headers))
         except js_errors.APIError as exc:
             if exc.err_code in (10071, 10164):
                 raise KeyChanged(key) from exc

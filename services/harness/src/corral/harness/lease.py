@@ -8,13 +8,17 @@ is a ``delete`` with the last revision. A failed compare-and-set, or no successf
 whole TTL (measured on the monotonic clock), means the lease is lost: ``HeldLease.lost`` is set and
 the holder must stop at once.
 
-Letting go of a session that has nothing left to do is two writes: the value is replaced by one
-naming the log position everything was done up to (``released_through``), then the key is deleted.
-A worker waiting for the lease with a wake-up (``await_release``) reads that: a wake-up for input at
-or before that position was served by the holder, and for input after it the holder itself looks
-at the log again right after the release and takes the session back (``WakeLoop``), so the waiter
-leaves it that long before taking it. A lease that expires (its holder died) leaves the bucket's
-expiry mark (``KeyValueSpec.expiry_marks``), which waiters and the takeover watch see at once.
+Letting go of a session that has nothing left to do is one write: the key is deleted with a note
+naming the log position everything was done up to (``{"holder", "released_through"}``, the delete
+mark's body). A worker waiting for the lease with a wake-up (``await_release``) reads it: a wake-up
+for input at or before that position was served by the holder, and for input after it the holder
+itself looks at the log again right after the release and takes the session back (``WakeLoop``), so
+the waiter leaves it that long before taking it. The note is on the delete itself, not on a value
+written before it, because the mark stays the key's present state: a waiter whose watch starts only
+after the release (its ``create`` failed a moment before) still reads it, where a value written
+before the delete would be gone and the waiter would take the session from a holder about to take it
+back. A lease that expires (its holder died) leaves the bucket's expiry mark
+(``KeyValueSpec.expiry_marks``), which waiters and the takeover watch see at once.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class LeaseBucket(Protocol):
 
     async def update(self, key: str, value: bytes, *, last: int) -> int: ...
 
-    async def delete(self, key: str, *, last: int) -> None: ...
+    async def delete(self, key: str, *, last: int, note: bytes = b"") -> None: ...
 
     def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]: ...
 
@@ -184,13 +188,15 @@ class Leases:
           ``recheck_grace_s`` (the holder takes it back at once when it sees the input after
           releasing, so this means it died);
         - ``Released("busy")``: still held when the time ran out (or the watch failed).
+
+        The release read may be the key's present state when the watch starts (it was let go since
+        the caller's ``create`` failed): it says the same then.
         """
         loop = asyncio.get_running_loop()  # deadlines on the clock the waits are timed with
         end = loop.time() + timeout_s
         revision: int | None = None
         expires_at: float | None = None
         grace_until: float | None = None
-        released_through: int | None = None
         try:
             async with _Feed(self._bucket.changes(session_id)) as feed:
                 while True:
@@ -206,14 +212,14 @@ class Leases:
                         continue
                     if change.kind == "expired":
                         return Released("free")
-                    if change.kind == "put":
+                    if change.kind == "put":  # held (again)
                         revision, expires_at, grace_until = change.revision, loop.time() + self._ttl_s, None
-                        released_through = _released_through(change.value)
-                        if released_through is not None and released_through >= wake_seq:
-                            return Released("served")
                         continue
+                    released_through = _released_through(change.value)
                     if released_through is None:  # deleted, not by a holder that looks again
                         return Released("free")
+                    if released_through >= wake_seq:
+                        return Released("served")
                     # The holder looks at the log again: leave it the time to take the session back.
                     revision, expires_at, grace_until = None, None, loop.time() + self.recheck_grace_s
         except Exception:
@@ -277,13 +283,11 @@ class Leases:
     async def _release(self, lease: HeldLease) -> None:
         if lease.lost.is_set():
             return
+        note = b""
+        if lease.settled_through is not None:
+            note = json.dumps({"holder": self._holder, "released_through": lease.settled_through}).encode()
         try:
-            if lease.settled_through is not None:
-                value = {"holder": self._holder, "token": lease.token, "released_through": lease.settled_through}
-                lease.revision = await self._bucket.update(
-                    lease.session_id, json.dumps(value).encode(), last=lease.revision
-                )
-            await self._bucket.delete(lease.session_id, last=lease.revision)
+            await self._bucket.delete(lease.session_id, last=lease.revision, note=note)
         except KeyChanged:
             logger.info("lease was already gone at release", extra={"fields": {"session_id": lease.session_id}})
         except Exception:

@@ -254,6 +254,10 @@ class WakeLoop:
             await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
+        """Run the session; when its lease is held elsewhere, watch the lease until it is worth
+        taking: only when the watch said it is free is it tried again (a ``create`` between two waits
+        could land in the moment a holder let go before this wake-up's input and is about to take it
+        back, and run the turn after a hand-off)."""
         waited = False
         over: int | None = None
         deadline = asyncio.get_running_loop().time() + self._lease_wait_s
@@ -261,17 +265,17 @@ class WakeLoop:
             try:
                 return await self._hold_and_run(wake.session_id, wake.seq, delivery, waited=waited, over=over)
             except LeaseBusy:
-                left = deadline - asyncio.get_running_loop().time()
-                if left <= 0:
-                    raise
                 if not waited:
                     self.lease_waits += 1
                     waited = True
+            while True:
+                left = deadline - asyncio.get_running_loop().time()
+                if left <= 0:
+                    raise LeaseBusy(wake.session_id)
                 # Keep the wake-up ours meanwhile: the wait may be longer than the ack wait's third.
                 with contextlib.suppress(Exception):
                     await delivery.in_progress()
                 released = await self._await_release(wake, timeout_s=min(left, self._ack_wait_s / 3))
-                over = released.over
                 if released.kind == "served":
                     self.lease_served += 1
                     logger.info(
@@ -279,6 +283,9 @@ class WakeLoop:
                         extra={"fields": {"session_id": wake.session_id, "seq": wake.seq}},
                     )
                     return Outcome.DONE
+                if released.kind == "free":
+                    over = released.over
+                    break
 
     async def _await_release(self, wake: rpc.Wake, *, timeout_s: float) -> Released:
         """``Leases.await_release``, cut short when this worker's expiry watch sees the lease expire
