@@ -1,17 +1,20 @@
 """NATS JetStream: ``nats-server -js`` with its store under ``data/nats``, its users and its durability.
 
 The server reads ``nats.conf`` (0600, rewritten on each start): one user per service with its
-allow lists, plus ``admin`` (see ``corral.devstack.nats_users``), and JetStream's ``sync_interval``:
+allow lists, plus ``admin``, in the ``CORRAL`` account, and the read-only ``subscriber`` in
+``SUBSCRIBERS`` (see ``corral.devstack.nats_users``), and JetStream's ``sync_interval``:
 how often the store is flushed to disk (``CORRAL_NATS_SYNC_INTERVAL``, default ``always``).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim, find_binary
 from corral.devstack.configuration import DEFAULT_SYNC_INTERVAL, process_environment
+from corral.devstack.nats_accounts import accounts, move_global_store
 from corral.devstack.nats_users import NatsUsers
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http_status
@@ -69,12 +72,14 @@ class Nats(Component):
             "jetstream": {"sync_interval": self.sync_interval},  # the store dir is on the command line
         }
         if self.authorization:
-            config["authorization"] = self.users.authorization()
+            config["accounts"] = accounts(self.users)
         return config
 
     def launch(self) -> None:
         self.state.root.mkdir(parents=True, exist_ok=True)
         write_private(self.state.nats_config_file, json.dumps(self.config(), indent=2) + "\n")
+        if self.authorization:
+            move_global_store(Path(self.store_dir))
         argv = [
             find_binary("nats-server"),
             "-c",
