@@ -5,6 +5,8 @@ Depends on nats-py only (``pip install nats-py``). Connects as the read-only NAT
 ``make up`` writes to ``.corral/nats-subscriber.env`` (``NATS_URL``, ``NATS_USER``,
 ``NATS_PASSWORD``), creates the durable pull consumer ``--consumer`` on ``CORRAL_SESSIONS`` (and
 ``CORRAL_CATALOG``) or resumes it, and prints each record, or appends it to ``--out`` as JSON lines.
+That user's NATS account holds mirrors of those streams under the same names, with the same
+sequences: the consumer is made there, never on Corral's own streams.
 
 Delivery is at-least-once: a record is acknowledged only after it is written, so one whose
 acknowledgement a crash lost comes again. ``--out`` makes it exactly-once in effect: each line

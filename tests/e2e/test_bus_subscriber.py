@@ -2,29 +2,36 @@
 read-only ``subscriber`` NATS user that the launcher creates, through a durable consumer of its own,
 and writes every record exactly once and in order across crashes and restarts (a crash between
 writing and acknowledging, a SIGKILL mid-turn); records stored in parts come out whole, also when
-it resumes between their parts. The ``subscriber`` user can read and nothing else: NATS refuses it
-publishing to Corral's subjects, deleting or purging a stream, the key-value and object stores, and
-the consumers Corral's services read through.
+it resumes between their parts. The ``subscriber`` user is in a NATS account of its own and reads
+mirrors of the streams there: NATS refuses it publishing to Corral's subjects, deleting, purging or
+changing a stream, the key-value and object stores, and every subject that leads into Corral's
+account; the consumers it makes are in its account, never on Corral's streams; and a deleted
+session's history leaves the mirror as it leaves the log.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 import stat
 import subprocess
 import sys
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import anthropic
+import nats
 import pytest
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from corral.bus import Bus, records
 from corral.contracts import subjects
-from corral.devstack.nats_users import SUBSCRIBER
+from corral.devstack.nats_users import ADMIN, SUBSCRIBER
 from corral.devstack.stack import Stack
 from tests.e2e.flows import open_stream, read_until_idle, send_text, unique
 from tests.e2e.test_least_privilege import connected, refused_publish, refused_subscription
@@ -169,7 +176,23 @@ async def test_the_example_subscriber_gets_every_record_of_a_session_exactly_onc
     assert {e["session_id"] for e in written} == {session_id}
 
 
-async def test_the_subscriber_user_may_read_and_nothing_else(stack: Stack, bus: Bus) -> None:
+@contextlib.asynccontextmanager
+async def raw(stack: Stack, user: str) -> AsyncIterator[JetStreamContext]:
+    """A plain nats-py JetStream context as ``user`` (what an operator's program has)."""
+    settings = stack.nats_settings(user)
+    password = settings.password.get_secret_value() if settings.password else None
+    nc = await nats.connect(stack.nats_url, user=user, password=password, inbox_prefix=f"_INBOX.{user}")
+    try:
+        yield nc.jetstream(timeout=10)
+    finally:
+        await nc.close()
+
+
+async def consumer_names(js: JetStreamContext, stream: str) -> set[str]:
+    return {c.name for c in await js.consumers_info(stream) if c.name}
+
+
+async def test_the_subscriber_user_lives_in_an_account_of_its_own_and_may_only_read(stack: Stack, bus: Bus) -> None:
     session_log = subjects.session_log("sesn_subscriber_refused")
     sessions, catalog = subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM
     releases = subjects.SANDBOX_RELEASES_SPEC
@@ -183,14 +206,15 @@ async def test_the_subscriber_user_may_read_and_nothing_else(stack: Stack, bus: 
             subjects.deltas("sesn_subscriber_refused"),
         ):
             assert await refused_publish(reader, subject), subject
-        # no deleting or purging a stream, a message or a consumer
+        # no deleting, purging or changing a stream (not even its own account's mirrors), no message deletes
         for stream in (sessions, catalog, subjects.WAKE_STREAM):
-            assert await refused_publish(reader, f"$JS.API.STREAM.DELETE.{stream}")
-            assert await refused_publish(reader, f"$JS.API.STREAM.PURGE.{stream}")
-            assert await refused_publish(reader, f"$JS.API.STREAM.MSG.DELETE.{stream}")
-        assert await refused_publish(reader, f"$JS.API.CONSUMER.DELETE.{sessions}.{releases.name}")
-        assert await refused_publish(reader, f"$JS.API.CONSUMER.DELETE.{sessions}.mine")
-        # no key-value bucket or object store
+            for op in ("DELETE", "PURGE", "MSG.DELETE", "UPDATE", "CREATE"):
+                assert await refused_publish(reader, f"$JS.API.STREAM.{op}.{stream}"), (op, stream)
+        # nothing that leads into Corral's account: the mirrors' consumer creation and flow control
+        for stream in (sessions, catalog):
+            assert await refused_publish(reader, f"{subjects.ORIGIN_API}.CONSUMER.CREATE.{stream}"), stream
+            assert await refused_publish(reader, f"$JS.FC.{stream}.x.1.1"), stream
+        # no key-value bucket, object store or other stream
         leases = f"KV_{subjects.LEASE_BUCKET}"
         for subject in (
             f"$JS.API.STREAM.INFO.{leases}",
@@ -199,25 +223,61 @@ async def test_the_subscriber_user_may_read_and_nothing_else(stack: Stack, bus: 
             f"$JS.API.CONSUMER.CREATE.{leases}.peek",
             f"$KV.{subjects.LEASE_BUCKET}.sesn_subscriber_refused",
             f"$JS.API.STREAM.INFO.OBJ_{subjects.BODIES_BUCKET}",
-        ):
-            assert await refused_publish(reader, subject), subject
-        # not the consumers Corral's services read through, nor the wake queue
-        for subject in (
-            f"$JS.API.CONSUMER.MSG.NEXT.{sessions}.{releases.name}",
-            f"$JS.API.CONSUMER.CREATE.{sessions}.{releases.name}.{releases.filter_subject}",
-            f"$JS.ACK.{sessions}.{releases.name}.1.1.1.1.0",
             f"$JS.API.CONSUMER.CREATE.{subjects.WAKE_STREAM}.peek.{subjects.WAKE_WILDCARD}",
+            f"{subjects.MIRRORS_API}.STREAM.INFO.{sessions}",
         ):
             assert await refused_publish(reader, subject), subject
         # nobody else's replies, no live subjects
         assert await refused_subscription(reader, subjects.SESSIONS_WILDCARD)
         assert await refused_subscription(reader, "_INBOX.gateway.>")
         assert await refused_subscription(reader, ">")
-        # what it is for still works: looking at the log, making a consumer of its own
-        before = str(reader.last_error)
-        await reader.publish_core(f"$JS.API.STREAM.INFO.{catalog}", b"")
-        await reader.flush()
-        assert str(reader.last_error) == before, reader.last_error
     assert await bus.last_seq(sessions, session_log) == 0
     for stream in (sessions, catalog, subjects.WAKE_STREAM):
         assert (await bus.stream_spec(stream)).name == stream
+
+    # what it is for works, in its own account: a consumer it makes (even one named like a
+    # service's) is on the mirror, and Corral's stream never sees it; it may delete its own
+    mine = unique("mine")
+    async with raw(stack, ADMIN) as corral, raw(stack, SUBSCRIBER) as subscriber:
+        before = await consumer_names(corral, sessions)
+        assert releases.name in before
+        for name in (mine, releases.name):
+            config = ConsumerConfig(
+                name=name, durable_name=name, filter_subject=subjects.SESSIONS_WILDCARD, ack_policy=AckPolicy.EXPLICIT
+            )
+            await subscriber.add_consumer(sessions, config)
+            assert await consumer_names(corral, sessions) == before  # nothing of the subscriber's in Corral's account
+        info = await subscriber.stream_info(sessions)
+        assert info.config.mirror is not None and info.config.mirror.name == sessions
+        assert {mine, releases.name} <= await consumer_names(subscriber, sessions)
+        assert await subscriber.delete_consumer(sessions, releases.name)
+        assert releases.name in await consumer_names(corral, sessions)  # the sandbox-manager's, untouched
+        await subscriber.delete_consumer(sessions, mine)
+
+
+async def test_a_deleted_sessions_history_leaves_the_subscribers_mirror_too(
+    stack: Stack, client: anthropic.AsyncAnthropic, bus: Bus, agent_env: tuple[str, str]
+) -> None:
+    agent_id, env_id = agent_env
+    session_id = (await client.beta.sessions.create(agent=agent_id, environment_id=env_id)).id
+    stream = await open_stream(client, session_id)
+    async with stream:
+        await send_text(client, session_id, "soon gone")
+        await read_until_idle(stream, timeout=60)
+    subject = subjects.session_log(session_id)
+    last = await bus.last_seq(subjects.SESSIONS_STREAM, subject)
+    async with raw(stack, SUBSCRIBER) as subscriber:
+
+        async def mirrored() -> bool:
+            return (await subscriber.stream_info(subjects.SESSIONS_STREAM)).state.last_seq >= last
+
+        await eventually(mirrored, timeout=30)
+        first = await subscriber.get_msg(subjects.SESSIONS_STREAM, seq=1, subject=subject, next=True)
+        assert json.loads(first.data or b"{}")["type"] == "corral.session_created"
+
+        await client.beta.sessions.delete(session_id)
+
+        # what the API promises for delete holds for the mirror too: only the tombstone is left
+        first = await subscriber.get_msg(subjects.SESSIONS_STREAM, seq=1, subject=subject, next=True)
+        assert json.loads(first.data or b"{}")["type"] == "corral.session_deleted"
+        assert first.seq == await bus.last_seq(subjects.SESSIONS_STREAM, subject)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from corral.contracts import subjects
 from corral.devstack.configuration import (
     DEFAULT_SYNC_INTERVAL,
     StackConfig,
@@ -16,6 +17,7 @@ from corral.devstack.configuration import (
 )
 from corral.devstack.errors import DevstackError
 from corral.devstack.nats import Nats
+from corral.devstack.nats_accounts import CORRAL_ACCOUNT, SUBSCRIBERS_ACCOUNT, mirror_links, move_global_store
 from corral.devstack.nats_users import ADMIN, SERVICE_USERS, SUBSCRIBER
 from corral.devstack.ports import NATS_NODES_MAX, Ports
 from corral.devstack.state import StateDir
@@ -37,16 +39,22 @@ def test_the_default_syncs_every_write() -> None:
     assert sync_interval(None) == sync_interval("") == DEFAULT_SYNC_INTERVAL == "always"
 
 
-def test_the_config_holds_the_interval_a_user_per_service_and_the_subscriber(tmp_path: Path) -> None:
+def test_the_config_holds_the_interval_a_user_per_service_and_the_subscriber_in_its_own_account(
+    tmp_path: Path,
+) -> None:
     nats = Nats(StateDir.at(tmp_path), 4222, 8222, sync_interval="10s")
     config = nats.config()
     assert config["jetstream"] == {"sync_interval": "10s"}
-    users = config["authorization"]["users"]  # type: ignore[index]
-    assert [u["user"] for u in users] == [ADMIN, *SERVICE_USERS, SUBSCRIBER]
+    accounts = config["accounts"]
+    assert isinstance(accounts, dict) and set(accounts) == {CORRAL_ACCOUNT, SUBSCRIBERS_ACCOUNT}
+    corral, subscribers = accounts[CORRAL_ACCOUNT]["users"], accounts[SUBSCRIBERS_ACCOUNT]["users"]
+    assert [u["user"] for u in corral] == [ADMIN, *SERVICE_USERS]
+    assert [u["user"] for u in subscribers] == [SUBSCRIBER]
+    users = [*corral, *subscribers]
     assert len({u["password"] for u in users}) == len(users)
     assert stat.S_IMODE(nats.state.nats_users_file.stat().st_mode) == 0o600
-    assert Nats(StateDir.at(tmp_path), 4222, 8222).config()["authorization"] == config["authorization"]
-    assert "authorization" not in Nats(StateDir.at(tmp_path), 4222, 8222, authorization=False).config()
+    assert Nats(StateDir.at(tmp_path), 4222, 8222).config()["accounts"] == accounts
+    assert "accounts" not in Nats(StateDir.at(tmp_path), 4222, 8222, authorization=False).config()
 
 
 @pytest.mark.parametrize(("raw", "size"), [(None, 1), ("", 1), ("1", 1), ("3", 3), (" 5 ", 5)])
@@ -108,3 +116,24 @@ def test_free_ports_leave_room_for_every_node_of_a_cluster() -> None:
     others = {ports.postgres, ports.bao, ports.bao_cluster, ports.gateway, ports.embedded_model, ports.collector}
     assert not (blocks[0] & blocks[1]) and not (blocks[1] & blocks[2]) and not (blocks[0] & blocks[2])
     assert not (others & set().union(*blocks))
+
+
+def test_corral_exports_to_the_subscribers_only_what_the_mirrors_of_two_streams_need() -> None:
+    corral, subscribers = mirror_links()
+    exported = {str(e.get("service") or e.get("stream")) for e in corral["exports"]}  # type: ignore[attr-defined]
+    assert exported == {
+        *(f"$JS.API.CONSUMER.CREATE.{s}" for s in subjects.MIRRORED_STREAMS),
+        *(f"$JS.FC.{s}.>" for s in subjects.MIRRORED_STREAMS),
+        *(f"{subjects.mirror_delivery(s)}.>" for s in subjects.MIRRORED_STREAMS),
+    }
+    assert all(e["accounts"] == [SUBSCRIBERS_ACCOUNT] for e in corral["exports"])  # type: ignore[attr-defined]
+    assert subscribers["exports"] == [{"service": "$JS.API.>", "accounts": [CORRAL_ACCOUNT]}]
+
+
+def test_a_store_made_before_the_accounts_becomes_corrals(tmp_path: Path) -> None:
+    (tmp_path / "jetstream" / "$G" / "streams" / "CORRAL_SESSIONS").mkdir(parents=True)
+    move_global_store(tmp_path)
+    assert (tmp_path / "jetstream" / CORRAL_ACCOUNT / "streams" / "CORRAL_SESSIONS").is_dir()
+    assert not (tmp_path / "jetstream" / "$G").exists()
+    move_global_store(tmp_path)  # once only
+    assert (tmp_path / "jetstream" / CORRAL_ACCOUNT / "streams" / "CORRAL_SESSIONS").is_dir()

@@ -35,6 +35,7 @@ from corral.bus.connecting import drain, inbox_prefix, open_connection
 from corral.bus.errors import NoResponders, PayloadTooLarge
 from corral.bus.kv import KeyValueBucket
 from corral.bus.messages import Delivery, PubAck, PullConsumer
+from corral.bus.mirrors import Mirrors
 from corral.bus.objects import ObjectBucket
 from corral.bus.producing import producer_span
 from corral.bus.publishing import RecordWriter
@@ -146,6 +147,10 @@ class Bus:
             Refused: the stream denies purges, or this connection's user may not ask.
         """
         await streams.purge_stream(self._js, stream)
+
+    def mirrors(self) -> Mirrors:
+        """The subscribers' account's mirrors of the log streams (``corral.bus.mirrors``)."""
+        return Mirrors(self._nc, timeout_s=self._settings.request_timeout_s)
 
     async def ensure_key_value(self, spec: KeyValueSpec) -> KeyValueBucket:
         """The bucket's owner (``spec.owner``): create it when missing; refuse (``StreamMismatch``)

@@ -2,7 +2,8 @@
 or, with ``CORRAL_NATS_CLUSTER=3``, three such servers on loopback forming one JetStream cluster.
 
 Each server reads its own config (0600, rewritten on each start): one user per service with its
-allow lists, plus ``admin`` (see ``corral.devstack.nats_users``), and JetStream's ``sync_interval``:
+allow lists, plus ``admin``, in the ``CORRAL`` account, and the read-only ``subscriber`` in
+``SUBSCRIBERS`` (see ``corral.devstack.nats_users``), and JetStream's ``sync_interval``:
 how often the store is flushed to disk (``CORRAL_NATS_SYNC_INTERVAL``, default ``always``).
 
 A cluster's node ``i`` (1-based) is the component ``nats`` (node 1) or ``nats-<i>``, listening on
@@ -22,6 +23,7 @@ from pathlib import Path
 from corral.devstack import processes
 from corral.devstack.components import Component, PortClaim, find_binary
 from corral.devstack.configuration import DEFAULT_SYNC_INTERVAL, process_environment
+from corral.devstack.nats_accounts import accounts, move_global_store
 from corral.devstack.nats_users import NatsUsers
 from corral.devstack.ports import HOST, Ports
 from corral.devstack.probes import http, http_status
@@ -129,12 +131,14 @@ class Nats(Component):
                 "routes": self.cluster.routes(),
             }
         if self.authorization:
-            config["authorization"] = self.users.authorization()
+            config["accounts"] = accounts(self.users)
         return config
 
     def launch(self) -> None:
         self.state.root.mkdir(parents=True, exist_ok=True)
         write_private(self.config_file, json.dumps(self.config(), indent=2) + "\n")
+        if self.authorization:
+            move_global_store(Path(self.store_dir))
         argv = [
             find_binary("nats-server"),
             "-c",

@@ -19,12 +19,16 @@ object store that carries requests and replies larger than one message (transien
 and the harness replaces (purges) its snapshots in ``corral_harness_snapshots``.
 The ``admin`` user (the launcher's checks, tests and benchmarks) has no limits.
 
-The ``subscriber`` user is for an operator's own programs that follow the session log and the
-catalog (``examples/bus_subscriber``): it may read ``CORRAL_SESSIONS`` and ``CORRAL_CATALOG``
-through durable pull consumers it creates and names itself, and nothing else: no publish to any
-Corral subject, no key-value or object store, no stream or consumer deletion, no purge, and not the
-consumers Corral's services read through (taking their deliveries would starve them). See
-``subscriber_permissions``.
+The users live in two NATS accounts (``accounts``). ``CORRAL`` holds ``admin`` and the services,
+and Corral's streams. ``SUBSCRIBERS`` holds the ``subscriber`` user, for an operator's own programs
+that follow the session log and the catalog (``examples/bus_subscriber``), and a mirror of each of
+those two streams under the same name (same messages, same stream sequences), which the
+session-store makes and purges of deleted sessions through ``$JS.SUBSCRIBERS.API``
+(``corral.devstack.nats_accounts``).
+An account is a subject space of its own: a subscriber's consumers, requests and deliveries stay in
+``SUBSCRIBERS``, where the only ways into ``CORRAL`` are the few subjects the mirrors need, and the
+``subscriber`` user may publish to none of them. It reads the mirrors through durable pull consumers
+it creates and names itself, and nothing else: see ``nats_accounts.subscriber_permissions``.
 """
 
 from __future__ import annotations
@@ -54,15 +58,6 @@ ADMIN = "admin"
 SUBSCRIBER = "subscriber"
 """The read-only user for an operator's own subscribers (not a service: ``make up`` writes its
 credentials to ``<state>/nats-subscriber.env``)."""
-
-#: The streams an external subscriber may read.
-SUBSCRIBED_STREAMS: tuple[str, ...] = (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM)
-
-#: The durable consumers Corral's services read through, on the streams a subscriber may read.
-SERVICE_CONSUMERS: tuple[subjects.ConsumerSpec, ...] = (
-    subjects.SANDBOX_RELEASES_SPEC,
-    subjects.MCP_SESSION_ENDINGS_SPEC,
-)
 
 #: The durable streams: no service may purge them (but the session-store, its deleted sessions' logs).
 LOG_STREAMS: tuple[str, ...] = (subjects.SESSIONS_STREAM, subjects.CATALOG_STREAM, subjects.WAKE_STREAM)
@@ -174,46 +169,13 @@ def bodies() -> tuple[str, ...]:
     return object_store(subjects.BODIES_BUCKET)
 
 
-def subscriber_read(stream: str) -> tuple[str, ...]:
-    """Read ``stream`` through durable pull consumers of one's own: create one (``CREATE`` with its
-    name and filter in the subject, as nats-py and nats.go send it), look at it, fetch from it and
-    acknowledge; and get single messages (the earlier parts of a record stored in parts). Not
-    ``CONSUMER.DELETE``, ``STREAM.*`` but ``INFO`` and ``MSG.GET``, nor anything of another stream."""
+def mirror_admin() -> tuple[str, ...]:
+    """What the session-store asks of the subscribers' account (``MIRRORS_API``): make the mirrors,
+    and purge a deleted session's history from the session log's."""
+    api = subjects.MIRRORS_API
     return (
-        f"$JS.API.STREAM.INFO.{stream}",
-        f"$JS.API.STREAM.MSG.GET.{stream}",
-        f"$JS.API.CONSUMER.CREATE.{stream}.*",
-        f"$JS.API.CONSUMER.CREATE.{stream}.*.>",
-        f"$JS.API.CONSUMER.INFO.{stream}.*",
-        f"$JS.API.CONSUMER.MSG.NEXT.{stream}.*",
-        f"$JS.ACK.{stream}.*.>",
-    )
-
-
-def service_consumer_denials(spec: subjects.ConsumerSpec) -> tuple[str, ...]:
-    """Everything but looking at ``spec``, a consumer a service reads through: no re-creating
-    (changing) it, no fetching from it, no acknowledging on it."""
-    return (
-        f"$JS.API.CONSUMER.CREATE.{spec.stream}.{spec.name}",
-        f"$JS.API.CONSUMER.CREATE.{spec.stream}.{spec.name}.>",
-        f"$JS.API.CONSUMER.DURABLE.CREATE.{spec.stream}.{spec.name}",
-        f"$JS.API.CONSUMER.MSG.NEXT.{spec.stream}.{spec.name}",
-        f"$JS.ACK.{spec.stream}.{spec.name}.>",
-    )
-
-
-def subscriber_permissions() -> Permissions:
-    """The ``subscriber`` user: reads the session log and the catalog through consumers of its own.
-
-    It publishes only JetStream API requests scoped to those two streams (see ``subscriber_read``),
-    subscribes only to its own inbox (``_INBOX.subscriber.>``: a client sets that prefix), answers no
-    requests, and is denied what every service is denied plus the services' own consumers.
-    """
-    return Permissions(
-        publish=_unique(*(subscriber_read(stream) for stream in SUBSCRIBED_STREAMS)),
-        subscribe=(inbox(SUBSCRIBER),),
-        deny_publish=_unique(DENIED_TO_SERVICES, *(service_consumer_denials(spec) for spec in SERVICE_CONSUMERS)),
-        responds=False,
+        *(f"{api}.STREAM.{op}.{stream}" for stream in subjects.MIRRORED_STREAMS for op in ("INFO", "CREATE")),
+        f"{api}.STREAM.PURGE.{subjects.SESSIONS_STREAM}",
     )
 
 
@@ -265,6 +227,7 @@ def service_permissions() -> dict[str, Permissions]:
                 stream_read(subjects.SESSIONS_STREAM),
                 stream_read(subjects.CATALOG_STREAM),
                 [f"$JS.API.STREAM.PURGE.{subjects.SESSIONS_STREAM}"],  # a deleted session's history
+                mirror_admin(),  # the subscribers' mirrors: made, and purged of deleted sessions
                 kv_read(subjects.LEASE_BUCKET),
                 bodies(),
             ),
@@ -356,14 +319,3 @@ class NatsUsers:
 
     def password(self, user: str) -> str:
         return self.passwords()[user]
-
-    def authorization(self) -> dict[str, object]:
-        """The server config's ``authorization`` block."""
-        passwords = self.passwords()
-        users: list[dict[str, object]] = [{"user": ADMIN, "password": passwords[ADMIN]}]
-        for user, permissions in service_permissions().items():
-            users.append({"user": user, "password": passwords[user], "permissions": permissions.config()})
-        users.append(
-            {"user": SUBSCRIBER, "password": passwords[SUBSCRIBER], "permissions": subscriber_permissions().config()}
-        )
-        return {"users": users}

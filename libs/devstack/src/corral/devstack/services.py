@@ -161,6 +161,8 @@ def service_environment(
         if ctx.admin_api_key:
             env["CORRAL_SESSION_STORE_BOOTSTRAP_ADMIN_KEY"] = ctx.admin_api_key
         env["CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE"] = BOOTSTRAP_WORKSPACE
+        if ctx.nats_passwords:  # the server has the accounts, the subscribers' one among them
+            env["CORRAL_SESSION_STORE_SUBSCRIBER_MIRRORS"] = "true"
     elif kind == "gateway":
         env["CORRAL_GATEWAY_HOST"] = HOST
         env["CORRAL_GATEWAY_PORT"] = str(ctx.gateway_port)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 
 from corral.bus import Bus, StreamMismatch, instance_name, serve_health
+from corral.bus import Refused as BusRefused
 from corral.contracts import subjects
 from corral.contracts.api.admin import key_hint
 from corral.contracts.health import Health
@@ -37,7 +38,10 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         await bus.ensure_consumer(subjects.MCP_SESSION_ENDINGS_SPEC)
         # the harness binds to it and refuses to start when its lease TTL differs from this one
         leases = await bus.ensure_key_value(subjects.lease_spec(settings.lease_ttl_s))
-    except StreamMismatch as exc:
+        if settings.subscriber_mirrors:  # what external subscribers read, in their own account
+            for stream in subjects.MIRRORED_STREAMS:
+                await bus.mirrors().ensure(stream)
+    except (StreamMismatch, BusRefused) as exc:
         raise Refused(str(exc)) from None
     pool = await stack.enter_async_context(db.open_pool(settings.postgres.url))
     await db.migrate(pool)
@@ -51,6 +55,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         leases=leases,
         events_page_bytes=settings.events_page_bytes,
         bootstrap_workspace=settings.bootstrap_workspace,
+        subscriber_mirrors=settings.subscriber_mirrors,
     )
 
     async def report() -> Health:

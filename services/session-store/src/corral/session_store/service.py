@@ -27,6 +27,8 @@ class Deps:
     """The byte bound of an events.list page (``CORRAL_SESSION_STORE_EVENTS_PAGE_BYTES``)."""
     bootstrap_workspace: str | None = None
     """The workspace of the bootstrap keys (``CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE``): never archived."""
+    subscriber_mirrors: bool = False
+    """Whether the subscribers' account mirrors the log (``CORRAL_SESSION_STORE_SUBSCRIBER_MIRRORS``)."""
 
     async def caught_up_sessions(self, seq: int) -> None:
         await self.projector.caught_up(subjects.SESSIONS_STREAM, seq)

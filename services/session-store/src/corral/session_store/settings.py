@@ -59,6 +59,13 @@ class Settings(BaseSettings):
         description="bytes of events one events.list page holds at most, besides its count limit; a page "
         "always holds one event, however large",
     )
+    subscriber_mirrors: bool = Field(
+        default=False,
+        validation_alias="CORRAL_SESSION_STORE_SUBSCRIBER_MIRRORS",
+        description="keep mirrors of the session log and the catalog in the external subscribers' NATS account "
+        "(its JetStream API imported as $JS.SUBSCRIBERS.API): made at start-up, a deleted session's history "
+        "purged from them too",
+    )
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)

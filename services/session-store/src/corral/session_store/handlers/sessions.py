@@ -6,6 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
+from corral.bus import Refused
 from corral.contracts import ids, subjects
 from corral.contracts.api.agents import AgentRef, McpServerParams
 from corral.contracts.api.base import apply_metadata_patch
@@ -261,6 +262,13 @@ async def delete(deps: Deps, req: ObjectAction) -> Deleted:
     # The tombstone stays; the rest of the history goes, as the API promises for delete.
     # The tombstone is what the sandbox-manager reads to release the sandbox, on its own.
     await deps.bus.purge(subjects.SESSIONS_STREAM, subjects.session_log(req.id), keep=1)
+    if deps.subscriber_mirrors:  # a mirror does not follow purges: its copy goes the same way
+        try:
+            mirrors = deps.bus.mirrors()
+            await mirrors.purge(subjects.SESSIONS_STREAM, subjects.session_log(req.id), below=state.record_seq)
+        except Refused as exc:  # the session is deleted all the same; the operator has to purge the mirror
+            fields = {"session_id": req.id, "below_seq": state.record_seq, "error": str(exc)}
+            logger.error("the subscribers' mirror still holds the deleted session's history", extra={"fields": fields})
     return Deleted(id=req.id, type="session_deleted")
 
 
