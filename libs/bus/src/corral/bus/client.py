@@ -150,7 +150,7 @@ class Bus:
 
     def mirrors(self) -> Mirrors:
         """The subscribers' account's mirrors of the log streams (``corral.bus.mirrors``)."""
-        return Mirrors(self._nc, timeout_s=self._settings.request_timeout_s)
+        return Mirrors(self._nc, timeout_s=self._settings.request_timeout_s, replicas=self._settings.replicas)
 
     async def ensure_key_value(self, spec: KeyValueSpec) -> KeyValueBucket:
         """The bucket's owner (``spec.owner``): create it when missing; refuse (``StreamMismatch``)

@@ -23,11 +23,13 @@ from corral.contracts.subjects import MIRRORS_API, ORIGIN_API, mirror_delivery
 class Mirrors:
     """The subscribers' account's mirrors, as Corral's account sees them."""
 
-    def __init__(self, nc: Client, *, timeout_s: float) -> None:
+    def __init__(self, nc: Client, *, timeout_s: float, replicas: int = 1) -> None:
         self._js: JetStreamContext = nc.jetstream(prefix=MIRRORS_API, timeout=timeout_s)
+        self._replicas = replicas
 
     async def ensure(self, stream: str) -> None:
-        """Create the mirror of ``stream`` (same name, same sequences) when missing; refuse
+        """Create the mirror of ``stream`` (same name, same sequences, as many copies as Corral's
+        streams: ``CORRAL_NATS_REPLICAS``) when missing; refuse
         (``StreamMismatch``) a stream of that name there that mirrors something else.
 
         Raises:
@@ -42,7 +44,11 @@ class Mirrors:
             except js_errors.NotFoundError:
                 with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
                     await self._js.add_stream(
-                        name=stream, mirror=source, storage=js_api.StorageType.FILE, deny_delete=True
+                        name=stream,
+                        mirror=source,
+                        storage=js_api.StorageType.FILE,
+                        deny_delete=True,
+                        num_replicas=self._replicas,
                     )
                 info = await self._js.stream_info(stream)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
