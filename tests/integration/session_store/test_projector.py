@@ -264,3 +264,47 @@ def test_catalog_records_no_writer_could_have_made_are_recorded_and_skipped(infr
             assert pgtext.load(row["body"]) == renamed["environment"]
 
     asyncio.run(scenario())
+
+
+async def _snapshot(pool: asyncpg.Pool, session_ids: list[str]) -> tuple[list[Any], list[Any]]:
+    sessions = await pool.fetch(
+        "SELECT session_id, status, last_seq, body FROM sessions WHERE session_id = ANY($1) ORDER BY session_id",
+        session_ids,
+    )
+    events = await pool.fetch(
+        "SELECT session_id, seq, event_id, type, body FROM events WHERE session_id = ANY($1) ORDER BY session_id, seq",
+        session_ids,
+    )
+    return [tuple(r) for r in sessions], [tuple(r) for r in events]
+
+
+def test_the_session_log_projected_again_from_an_older_position_changes_nothing(infra: tuple[str, str]) -> None:
+    """Rows and positions are written together (one statement for a batch without deletions, a
+    transaction with one): a batch applied again, as after a crash that lost its commit, changes
+    nothing, and a deleted session stays deleted."""
+
+    async def scenario() -> None:
+        kept = [ids.new_id(ids.SESSION) for _ in range(3)]
+        gone = ids.new_id(ids.SESSION)
+        async with projecting(infra) as (bus, pool, projector):
+            for sid in kept:
+                for record in session_records(sid, ["one", "two"]):
+                    last = await publish(bus, subjects.session_log(sid), record)
+            for record in session_records(gone, ["bye"]):
+                await publish(bus, subjects.session_log(gone), record)
+            tombstone = fixture("session", "corral.session_deleted")
+            last = await publish(bus, subjects.session_log(gone), tombstone)
+            await projector.caught_up(subjects.SESSIONS_STREAM, last, timeout=30)
+            before = await _snapshot(pool, [*kept, gone])
+            assert len(before[0]) == 3 and len(before[1]) == 12
+            # as if the last commits were lost: the projector replays the whole log
+            await pool.execute("UPDATE projection_positions SET seq = 0 WHERE stream = $1", subjects.SESSIONS_STREAM)
+        async with projecting(infra) as (bus, pool, projector):
+            await projector.caught_up(subjects.SESSIONS_STREAM, last, timeout=30)
+            assert await _snapshot(pool, [*kept, gone]) == before
+            position = await pool.fetchval(
+                "SELECT seq FROM projection_positions WHERE stream = $1", subjects.SESSIONS_STREAM
+            )
+            assert position == last
+
+    asyncio.run(scenario())

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Sequence
 
 import pytest
@@ -39,3 +42,28 @@ def test_failures_are_said_once_and_the_recovery_once(caplog: pytest.LogCaptureF
         ("WARNING", "trace export failed; dropping spans until the collector answers"),
     ]
     assert caplog.records[1].fields == {"endpoint": "http://127.0.0.1:1/v1/traces", "dropped_spans": 12}  # type: ignore[attr-defined]
+
+
+PROBE = """
+import sys
+from opentelemetry.instrumentation.asyncpg import AsyncPGInstrumentor
+from corral import telemetry
+telemetry.configure("probe")
+span = telemetry.tracer("probe").start_span("s")
+print(telemetry.enabled(), span.is_recording(), AsyncPGInstrumentor().is_instrumented_by_opentelemetry)
+"""
+
+
+@pytest.mark.parametrize(
+    ("endpoint", "expected"),
+    [(None, "False False False"), ("http://127.0.0.1:1", "True True True")],
+    ids=["no-endpoint", "endpoint"],
+)
+def test_spans_are_made_only_when_there_is_somewhere_to_send_them(endpoint: str | None, expected: str) -> None:
+    """Without ``OTEL_EXPORTER_OTLP_ENDPOINT`` a process makes no spans and wraps no library calls;
+    with one, it records spans and instruments asyncpg (a fresh process each: the provider is global)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    if endpoint is not None:
+        env["OTEL_EXPORTER_OTLP_ENDPOINT"] = endpoint
+    out = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.split("\n")[-2] == expected, out.stderr

@@ -1,10 +1,16 @@
-"""The tracer provider: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else no export.
+"""The tracer provider: OTLP over HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT`` is set, else no tracing.
+
+Without an endpoint the process gets OpenTelemetry's no-op provider and no library instrumentation:
+spans that would go nowhere cost nothing (no span objects, no wrappers around every query and HTTP
+request). Trace context is then not propagated either: the ``traceparent`` a client sends is not
+carried further, and ``span.*`` events have no ``corral_trace_id``.
 
 A collector that is down or slow never holds up or breaks a service: spans are queued (bounded;
 full means dropped) and exported from the batch processor's own thread with a short timeout, and
 the exporter says once that the collector stopped answering (and once that it answers again)
 instead of logging every failed batch. The OpenTelemetry instrumentation packages for asyncpg and
-httpx are switched on here for every process; the gateway adds FastAPI's (``instrument_app``).
+httpx are switched on here for every process that exports; the gateway adds FastAPI's
+(``instrument_app``) when ``enabled()``.
 """
 
 from __future__ import annotations
@@ -41,6 +47,7 @@ _EXPORTER_LOGGERS = (
 )
 
 _provider: TracerProvider | None = None
+_configured = False
 
 
 class QuietExporter(SpanExporter):
@@ -99,14 +106,17 @@ def span_processor(endpoint: str) -> BatchSpanProcessor:
 
 def configure(service_name: str, *, settings: TelemetrySettings | None = None, logs: LogSettings | None = None) -> None:
     """Set up logging and tracing for this process (idempotent)."""
-    global _provider
+    global _provider, _configured
     configure_logging(service_name, logs or LogSettings())
-    if _provider is not None:
+    if _configured:
         return
+    _configured = True
     settings = settings or TelemetrySettings()
+    if not settings.otlp_endpoint:
+        trace.set_tracer_provider(trace.NoOpTracerProvider())
+        return
     provider = TracerProvider(resource=Resource.create({"service.name": service_name}))
-    if settings.otlp_endpoint:
-        provider.add_span_processor(span_processor(settings.otlp_endpoint))
+    provider.add_span_processor(span_processor(settings.otlp_endpoint))
     trace.set_tracer_provider(provider)
     instrument_libraries(provider)
     _provider = provider
@@ -122,6 +132,11 @@ def instrument_libraries(provider: TracerProvider) -> None:
     httpx = HTTPXClientInstrumentor()
     if not httpx.is_instrumented_by_opentelemetry:
         httpx.instrument(tracer_provider=provider)
+
+
+def enabled() -> bool:
+    """Whether this process exports spans (``configure`` found an OTLP endpoint)."""
+    return _provider is not None
 
 
 def tracer(name: str) -> trace.Tracer:

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator
 from fastapi import FastAPI
 from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
+from corral import telemetry
 from corral.gateway import errors
 from corral.gateway.auth import KeyCache
 from corral.gateway.idempotency import IdempotencyMiddleware
@@ -67,5 +68,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     app.add_middleware(RequestMetrics)  # outermost: counts every answer, the last-resort 500 included
     # Outside all of these: the server span (joined to a client's ``traceparent``), named for the
     # route; no span per ASGI message (an event stream sends thousands), none for health probes.
-    FastAPIInstrumentor.instrument_app(app, excluded_urls="/health", exclude_spans=["receive", "send"])
+    # Without an OTLP endpoint there is nothing to export, and no layer at all.
+    if telemetry.enabled():
+        FastAPIInstrumentor.instrument_app(app, excluded_urls="/health", exclude_spans=["receive", "send"])
     return app

@@ -12,10 +12,13 @@ from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.bus import Refused as BusRefused
 from corral.contracts import subjects
 from corral.contracts.api.admin import key_hint
+from corral.contracts.api.agents import Agent
+from corral.contracts.api.environments import Environment
 from corral.contracts.health import Health
 from corral.contracts.rpc import CreateApiKey
 from corral.runner import Lifetime, Refused
-from corral.session_store import db, health, wakes
+from corral.session_store import catalog_cache, db, health, wakes
+from corral.session_store.catalog_cache import CatalogCache
 from corral.session_store.handlers import auth, workspaces
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
@@ -46,11 +49,18 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     pool = await stack.enter_async_context(db.open_pool(settings.postgres.url))
     await db.migrate(pool)
     projector = Projector(bus, pool)
+    agents: CatalogCache[tuple[str, Agent]] = CatalogCache(subjects.agent_log(""))
+    environments: CatalogCache[tuple[str, Environment]] = CatalogCache(subjects.environment_log(""))
+    # The cache hears of every catalog record stored from here on, before anything is read to fill it.
+    catalog_seq = await bus.stream_last_seq(subjects.CATALOG_STREAM)
+    life.background(catalog_cache.follow(bus, [agents, environments], after_seq=catalog_seq), name="catalog-cache")
     deps = Deps(
         bus=bus,
         pool=pool,
         log=SessionLog(bus, cache_size=settings.state_cache_size),
-        catalog=Catalog(bus),
+        catalog=Catalog(bus, caches=[agents, environments]),
+        agents=agents,
+        environments=environments,
         projector=projector,
         leases=leases,
         events_page_bytes=settings.events_page_bytes,

@@ -15,7 +15,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +33,7 @@ from corral.contracts.log import (
     parse_session_record,
 )
 from corral.session_store import metrics
+from corral.session_store.catalog_cache import CatalogCache
 from corral.session_store.domain.sessions import SessionState
 
 logger = logging.getLogger(__name__)
@@ -215,8 +216,10 @@ class Catalog:
     """Agents, environments, vaults, workspaces and API keys: one subject per object, fenced per
     subject. A record of any size is stored (an agent with a system prompt of megabytes): the bus stores it in parts."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, caches: Sequence[CatalogCache[Any]] = ()) -> None:
         self._bus = bus
+        self._caches = tuple(caches)
+        """Told of every record this store appends, before the append is answered."""
 
     async def api_key(self, key_sha256: str) -> ApiKey | None:
         """The key with this hash as it is now, read from the stream: the projection's fallback (a
@@ -252,4 +255,6 @@ class Catalog:
             raise conflict(
                 "the object was changed concurrently; retrieve it again and retry", error_code="concurrent_update"
             ) from None
+        for cache in self._caches:
+            cache.saw(subject, ack.seq)
         return ack.seq

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import asyncpg
 
 from corral.bus import Bus, KeyValueBucket
 from corral.contracts import subjects
+from corral.contracts.api.agents import Agent
+from corral.contracts.api.environments import Environment
+from corral.session_store.catalog_cache import CatalogCache
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
 
@@ -29,6 +32,12 @@ class Deps:
     """The workspace of the bootstrap keys (``CORRAL_SESSION_STORE_BOOTSTRAP_WORKSPACE``): never archived."""
     subscriber_mirrors: bool = False
     """Whether the subscribers' account mirrors the log (``CORRAL_SESSION_STORE_SUBSCRIBER_MIRRORS``)."""
+    agents: CatalogCache[tuple[str, Agent]] = field(default_factory=lambda: CatalogCache(subjects.agent_log("")))
+    """Agents by subject: (workspace id, agent), versions in the entry (``catalog_cache``)."""
+    environments: CatalogCache[tuple[str, Environment]] = field(
+        default_factory=lambda: CatalogCache(subjects.environment_log(""))
+    )
+    """Environments by subject: (workspace id, environment)."""
 
     async def caught_up_sessions(self, seq: int) -> None:
         await self.projector.caught_up(subjects.SESSIONS_STREAM, seq)

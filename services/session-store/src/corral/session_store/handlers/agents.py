@@ -22,18 +22,33 @@ def _workspace(req_ws: str | None, row_ws: str) -> bool:
 
 async def load(deps: Deps, workspace_id: str | None, agent_id: str, version: int | None = None) -> tuple[Agent, int]:
     """The agent (latest or a given version) and its catalog subject's last sequence."""
-    row = await deps.pool.fetchrow("SELECT workspace_id, log_seq, body FROM agents WHERE agent_id = $1", agent_id)
-    if row is None or not _workspace(workspace_id, row["workspace_id"]):
-        raise not_found("agent", agent_id)
-    current = Agent.model_validate(pgtext.load(row["body"]))
-    if version is not None and version != current.version:
-        vrow = await deps.pool.fetchrow(
-            "SELECT body FROM agent_versions WHERE agent_id = $1 AND version = $2", agent_id, version
-        )
-        if vrow is None:
-            raise not_found("agent", f"{agent_id} version {version}")
-        return Agent.model_validate(pgtext.load(vrow["body"])), row["log_seq"]
-    return current, row["log_seq"]
+    subject = subjects.agent_log(agent_id)
+    entry = deps.agents.get(subject)
+    if entry is None:
+        row = await deps.pool.fetchrow("SELECT workspace_id, log_seq, body FROM agents WHERE agent_id = $1", agent_id)
+        if row is None or not _workspace(workspace_id, row["workspace_id"]):
+            raise not_found("agent", agent_id)
+        current = Agent.model_validate(pgtext.load(row["body"]))
+        owner, seq = row["workspace_id"], row["log_seq"]
+        entry = deps.agents.put(subject, seq, (owner, current))
+    else:
+        seq, (owner, current) = entry.seq, entry.value
+        if not _workspace(workspace_id, owner):
+            raise not_found("agent", agent_id)
+    if version is None or version == current.version:
+        return current, seq
+    known = entry.versions.get(version) if entry is not None else None
+    if known is not None:
+        return known[1], seq
+    vrow = await deps.pool.fetchrow(
+        "SELECT body FROM agent_versions WHERE agent_id = $1 AND version = $2", agent_id, version
+    )
+    if vrow is None:
+        raise not_found("agent", f"{agent_id} version {version}")
+    found = Agent.model_validate(pgtext.load(vrow["body"]))
+    if entry is not None:
+        entry.versions[version] = (owner, found)
+    return found, seq
 
 
 async def _save(deps: Deps, workspace_id: str, agent: Agent, expected: int | None) -> dict[str, Any]:

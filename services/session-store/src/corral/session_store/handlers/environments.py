@@ -18,12 +18,23 @@ from corral.session_store.service import Deps
 
 
 async def load(deps: Deps, workspace_id: str | None, environment_id: str) -> tuple[Environment, str, int]:
-    row = await deps.pool.fetchrow(
-        "SELECT workspace_id, log_seq, body FROM environments WHERE environment_id = $1", environment_id
-    )
-    if row is None or (workspace_id is not None and row["workspace_id"] != workspace_id):
+    subject = subjects.environment_log(environment_id)
+    entry = deps.environments.get(subject)
+    if entry is not None:
+        owner, env = entry.value
+        seq = entry.seq
+    else:
+        row = await deps.pool.fetchrow(
+            "SELECT workspace_id, log_seq, body FROM environments WHERE environment_id = $1", environment_id
+        )
+        if row is None:
+            raise not_found("environment", environment_id)
+        owner, seq = row["workspace_id"], row["log_seq"]
+        env = Environment.model_validate(pgtext.load(row["body"]))
+        deps.environments.put(subject, seq, (owner, env))
+    if workspace_id is not None and owner != workspace_id:
         raise not_found("environment", environment_id)
-    return Environment.model_validate(pgtext.load(row["body"])), row["workspace_id"], row["log_seq"]
+    return env, owner, seq
 
 
 async def _name_taken(pool: asyncpg.Pool, workspace_id: str, name: str, except_id: str | None = None) -> bool:
