@@ -17,6 +17,10 @@ sandboxes) and returns a ``Verdict``: every violation found, and counts to print
                 (``session.status_idle`` with ``end_turn``) nor reported a ``session.error`` (I7)
 ``effect_once`` a tool call's side effect seen more often than the log holds calls for it: the sandbox
                 ran one ``(session_id, tool_use_id)`` twice (I5)
+``kept``        a tool call answered as run (its result not an error) whose side effect is not in the
+                session's sandbox, when no later result of the session said its workspace was lost:
+                a sandbox replaced (or its workspace emptied) silently, e.g. by a restarted manager
+                that did not adopt the session's running container
 ``stuck``       a session ``running`` with nobody holding its lease (I7)
 ``projection``  the Postgres projection differs from the fold of the log (I6)
 
@@ -34,7 +38,11 @@ from typing import Any, Final
 
 from tests.faults.history import History
 
-INVARIANTS: Final = ("lost", "duplicated", "order", "turns", "effect_once", "stuck", "projection")
+INVARIANTS: Final = ("lost", "duplicated", "order", "turns", "effect_once", "kept", "stuck", "projection")
+
+#: What every sandbox-manager message announcing a session's workspace gone says (a new sandbox after an
+#: idle removal, a container that stopped or broke the agent's protocol, one lost while it was down).
+WORKSPACE_LOST: Final = "/workspace were lost"
 
 #: What a scripted tool call appends to the sandbox file: unique per (session, turn, step) of the script.
 MARKER: Final = re.compile(r"\bfxm-[0-9a-z]+-\d+-\d+\b")
@@ -114,6 +122,7 @@ def check(history: History, seen: Observation) -> Verdict:
         *_order(history, seen),
         *_turns(seen),
         *_effect_once(seen),
+        *_kept(seen),
         *_stuck(seen),
         *_projection(seen),
     ]
@@ -208,6 +217,30 @@ def _effect_once(seen: Observation) -> Iterable[Violation]:
                 yield Violation("effect_once", session, f"{mark}: {times} call(s) in the log, ran {ran[mark]} times")
 
 
+def _kept(seen: Observation) -> Iterable[Violation]:
+    """A tool call that ran (as its result says) left its marker in the session's current sandbox,
+    unless a later result announced the workspace lost. Calls answered with an error are not looked
+    at: "the sandbox-manager is not running" ran nothing, "outcome unknown" may have run or not."""
+    ran = {found for line in seen.sandbox_lines for found in MARKER.findall(line)}
+    for session, events in seen.log.items():
+        commands = {
+            e.id: str((e.body.get("input") or {}).get("command", "")) for e in events if e.type == "agent.tool_use"
+        }
+        results = [e for e in events if e.type == "agent.tool_result"]
+        lost_at = max((e.seq for e in results if WORKSPACE_LOST in _result_text(e)), default=0)
+        for result in results:
+            if result.body.get("is_error") or result.seq < lost_at:
+                continue
+            for mark in MARKER.findall(commands.get(str(result.body.get("tool_use_id")), "")):
+                if mark not in ran:
+                    yield Violation("kept", session, f"{mark}: ran (result {result.id}), not in the sandbox")
+
+
+def _result_text(event: LogEvent) -> str:
+    blocks = event.body.get("content") or []
+    return "\n".join(str(b.get("text", "")) for b in blocks if isinstance(b, dict))
+
+
 def _stuck(seen: Observation) -> Iterable[Violation]:
     for session, row in seen.folded.items():
         if row.status == "running" and seen.leases.get(session) is None:
@@ -245,5 +278,7 @@ def _counts(history: History, seen: Observation) -> dict[str, int]:
         ),
         "errors": sum(e.type == "session.error" for e in events),
         "tool_calls": sum(e.type == "agent.tool_use" for e in events),
+        # calls answered with an error (e.g. while no sandbox-manager runs): most never ran
+        "tool_errors": sum(e.type == "agent.tool_result" and bool(e.body.get("is_error")) for e in events),
         "tool_runs": sum(ran[m] for m in set(called)),
     }

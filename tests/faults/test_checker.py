@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.faults.checker import INVARIANTS, LogEvent, Observation, Row, check, marker
+from tests.faults.checker import INVARIANTS, WORKSPACE_LOST, LogEvent, Observation, Row, check, marker
 from tests.faults.history import History
 
 S = "sesn_a"
@@ -135,6 +135,52 @@ def test_a_tool_call_run_twice_in_the_sandbox_breaks_effect_once() -> None:
     verdict = check(history, seen)
     assert {v.invariant for v in verdict.violations} == {"effect_once"}
     assert MARK in verdict.violations[0].detail
+
+
+def with_second_call(result: dict[str, Any]) -> tuple[History, Observation]:
+    """The clean run with a second scripted call (its marker not in the sandbox) answered ``result``."""
+    history, seen = clean()
+    second = marker("tok", 1, 0)
+    log = [
+        *clean_log()[:4],
+        ev(5, "sevt_use2", "agent.tool_use", input={"command": f"echo {second} >> runs.txt"}),
+        ev(6, "sevt_res2", "agent.tool_result", tool_use_id="sevt_use2", **result),
+        *(dataclasses.replace(e, seq=e.seq + 2) for e in clean_log()[4:]),
+    ]
+    return history, dataclasses.replace(seen, log={S: log}, projected={S: row(log)}, folded={S: row(log)})
+
+
+def test_a_call_that_ran_and_whose_effect_is_gone_from_the_sandbox_breaks_kept() -> None:
+    """A sandbox replaced without a word: the workspace a call wrote to is not the session's any more."""
+    verdict = check(*with_second_call({"is_error": False, "content": [{"type": "text", "text": "(no output)"}]}))
+    assert {v.invariant for v in verdict.violations} == {"kept"}
+    assert marker("tok", 1, 0) in verdict.violations[0].detail
+
+
+def test_a_call_answered_with_an_error_may_have_left_nothing() -> None:
+    unavailable = [{"type": "text", "text": "The sandbox is unavailable: the sandbox-manager is not running."}]
+    verdict = check(*with_second_call({"is_error": True, "content": unavailable}))
+    assert verdict.ok, verdict.summary()
+    assert verdict.counts["tool_errors"] == 1 and verdict.counts["tool_runs"] == 1
+
+
+def test_effects_before_a_workspace_announced_lost_need_not_be_kept() -> None:
+    """The first call's marker is gone, and the second call's result said the workspace was lost."""
+    notice = "The previous sandbox of this session stopped unexpectedly; this is a new sandbox, and files in "
+    history, seen = with_second_call({"content": [{"type": "text", "text": notice + "/workspace were lost."}]})
+    seen.sandbox_lines[:] = [marker("tok", 1, 0)]
+    assert check(history, seen).ok, check(history, seen).summary()
+    seen.sandbox_lines[:] = [MARK]  # the call after the announcement ran in the new sandbox: its effect is kept
+    assert broken((history, seen)) == {"kept"}
+
+
+def test_the_sandbox_managers_loss_messages_say_what_kept_looks_for() -> None:
+    from corral.sandbox_manager.executions import SANDBOX_LOST, SANDBOX_REMOVED
+    from corral.sandbox_manager.reaper import LOST_WHILE_DOWN
+    from corral.sandbox_manager.sessions import LOST_WHILE_UNUSED, REMOVED_WHILE_UNUSED
+
+    for message in (SANDBOX_LOST, SANDBOX_REMOVED, LOST_WHILE_DOWN, LOST_WHILE_UNUSED, REMOVED_WHILE_UNUSED):
+        assert WORKSPACE_LOST in message
 
 
 def test_a_running_session_without_a_lease_holder_is_stuck() -> None:
