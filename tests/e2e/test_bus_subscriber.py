@@ -30,7 +30,7 @@ from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig
 
 from corral.bus import Bus, records
-from corral.contracts import subjects
+from corral.contracts import subjects, subscribers
 from corral.devstack.nats_users import ADMIN, SUBSCRIBER
 from corral.devstack.stack import Stack
 from tests.e2e.flows import open_stream, read_until_idle, send_text, unique
@@ -212,7 +212,7 @@ async def test_the_subscriber_user_lives_in_an_account_of_its_own_and_may_only_r
                 assert await refused_publish(reader, f"$JS.API.STREAM.{op}.{stream}"), (op, stream)
         # nothing that leads into Corral's account: the mirrors' consumer creation and flow control
         for stream in (sessions, catalog):
-            assert await refused_publish(reader, f"{subjects.ORIGIN_API}.CONSUMER.CREATE.{stream}"), stream
+            assert await refused_publish(reader, f"{subscribers.ORIGIN_API}.CONSUMER.CREATE.{stream}"), stream
             assert await refused_publish(reader, f"$JS.FC.{stream}.x.1.1"), stream
         # no key-value bucket, object store or other stream
         leases = f"KV_{subjects.LEASE_BUCKET}"
@@ -224,7 +224,7 @@ async def test_the_subscriber_user_lives_in_an_account_of_its_own_and_may_only_r
             f"$KV.{subjects.LEASE_BUCKET}.sesn_subscriber_refused",
             f"$JS.API.STREAM.INFO.OBJ_{subjects.BODIES_BUCKET}",
             f"$JS.API.CONSUMER.CREATE.{subjects.WAKE_STREAM}.peek.{subjects.WAKE_WILDCARD}",
-            f"{subjects.MIRRORS_API}.STREAM.INFO.{sessions}",
+            f"{subscribers.MIRRORS_API}.STREAM.INFO.{sessions}",
         ):
             assert await refused_publish(reader, subject), subject
         # nobody else's replies, no live subjects

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from corral.contracts import subjects
+from corral.contracts.subscribers import MIRRORED_STREAMS, mirror_delivery
 from corral.devstack.configuration import (
     DEFAULT_SYNC_INTERVAL,
     StackConfig,
@@ -122,9 +122,9 @@ def test_corral_exports_to_the_subscribers_only_what_the_mirrors_of_two_streams_
     corral, subscribers = mirror_links()
     exported = {str(e.get("service") or e.get("stream")) for e in corral["exports"]}  # type: ignore[attr-defined]
     assert exported == {
-        *(f"$JS.API.CONSUMER.CREATE.{s}" for s in subjects.MIRRORED_STREAMS),
-        *(f"$JS.FC.{s}.>" for s in subjects.MIRRORED_STREAMS),
-        *(f"{subjects.mirror_delivery(s)}.>" for s in subjects.MIRRORED_STREAMS),
+        *(f"$JS.API.CONSUMER.CREATE.{s}" for s in MIRRORED_STREAMS),
+        *(f"$JS.FC.{s}.>" for s in MIRRORED_STREAMS),
+        *(f"{mirror_delivery(s)}.>" for s in MIRRORED_STREAMS),
     }
     assert all(e["accounts"] == [SUBSCRIBERS_ACCOUNT] for e in corral["exports"])  # type: ignore[attr-defined]
     assert subscribers["exports"] == [{"service": "$JS.API.>", "accounts": [CORRAL_ACCOUNT]}]

@@ -17,7 +17,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 
 from corral.bus.errors import Refused, StreamMismatch
-from corral.contracts.subjects import MIRRORS_API, ORIGIN_API, mirror_delivery
+from corral.contracts.subscribers import MIRRORS_API, ORIGIN_API, mirror_delivery
 
 
 class Mirrors:

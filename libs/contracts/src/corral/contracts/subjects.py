@@ -224,29 +224,6 @@ WAKE_SPEC: Final = StreamSpec(
     name=WAKE_STREAM, subjects=(WAKE_WILDCARD,), retention="workqueue", storage="file", duplicate_window_s=2.0
 )
 
-# --- external subscribers' account --------------------------------------------------------------
-# An operator's own subscribers (``examples/bus_subscriber``) live in a NATS account of their own,
-# which holds a mirror of each of these streams under the same name: the same messages with the
-# same stream sequences, read through consumers that live in that account. Nothing a subscriber
-# does there reaches Corral's account. The accounts exchange exactly these subjects:
-
-#: The streams mirrored into the subscribers' account.
-MIRRORED_STREAMS: Final = (SESSIONS_STREAM, CATALOG_STREAM)
-
-#: In the subscribers' account: Corral's account's ``$JS.API.CONSUMER.CREATE.<stream>`` for each
-#: mirrored stream (service import; a mirror's server-made consumer is created through it).
-ORIGIN_API: Final = "$JS.CORRAL.API"
-
-#: In Corral's account: the subscribers' account's JetStream API (service import), through which
-#: the session-store makes the mirrors and purges a deleted session's history from them.
-MIRRORS_API: Final = "$JS.SUBSCRIBERS.API"
-
-
-def mirror_delivery(stream: str) -> str:
-    """The prefix of the subjects a mirror's consumer delivers on, in Corral's account (exported
-    to the subscribers' account as a stream, with ``$JS.FC.<stream>.>`` for its flow control)."""
-    return f"$CORRAL.MIRROR.{stream}"
-
 
 class ConsumerSpec(BaseModel):
     """What a durable pull consumer must look like; ``Bus.ensure_consumer`` creates it and refuses a

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from corral.contracts import subjects
+from corral.contracts.subscribers import MIRRORED_STREAMS, MIRRORS_API, ORIGIN_API, mirror_delivery
 from corral.devstack.nats_users import ADMIN, SUBSCRIBER, NatsUsers, Permissions, inbox, service_permissions
 
 CORRAL_ACCOUNT = "CORRAL"
@@ -54,7 +54,7 @@ DENIED_TO_SUBSCRIBERS: tuple[str, ...] = (
     "$JS.API.ACCOUNT.>",
     "$JS.API.SERVER.>",
     "$JS.API.META.>",
-    f"{subjects.ORIGIN_API}.>",
+    f"{ORIGIN_API}.>",
     "$JS.FC.>",
 )
 
@@ -64,7 +64,7 @@ def subscriber_permissions() -> Permissions:
     and the catalog through consumers of its own (``subscriber_read``), subscribes only to its own
     inbox (``_INBOX.subscriber.>``: a client sets that prefix), answers no requests."""
     return Permissions(
-        publish=unique(*(subscriber_read(stream) for stream in subjects.MIRRORED_STREAMS)),
+        publish=unique(*(subscriber_read(stream) for stream in MIRRORED_STREAMS)),
         subscribe=(inbox(SUBSCRIBER),),
         deny_publish=DENIED_TO_SUBSCRIBERS,
         responds=False,
@@ -83,11 +83,11 @@ def mirror_links() -> tuple[dict[str, object], dict[str, object]]:
     to_subscribers, to_corral = [SUBSCRIBERS_ACCOUNT], [CORRAL_ACCOUNT]
     corral_exports: list[dict[str, object]] = []
     subscriber_imports: list[dict[str, object]] = []
-    for stream in subjects.MIRRORED_STREAMS:
+    for stream in MIRRORED_STREAMS:
         create, flow, deliveries = (
             f"$JS.API.CONSUMER.CREATE.{stream}",
             f"$JS.FC.{stream}.>",
-            f"{subjects.mirror_delivery(stream)}.>",
+            f"{mirror_delivery(stream)}.>",
         )
         corral_exports += [
             {"service": create, "accounts": to_subscribers},
@@ -97,16 +97,14 @@ def mirror_links() -> tuple[dict[str, object], dict[str, object]]:
         subscriber_imports += [
             {
                 "service": {"account": CORRAL_ACCOUNT, "subject": create},
-                "to": f"{subjects.ORIGIN_API}.CONSUMER.CREATE.{stream}",
+                "to": f"{ORIGIN_API}.CONSUMER.CREATE.{stream}",
             },
             {"service": {"account": CORRAL_ACCOUNT, "subject": flow}},
             {"stream": {"account": CORRAL_ACCOUNT, "subject": deliveries}},
         ]
     corral = {
         "exports": corral_exports,
-        "imports": [
-            {"service": {"account": SUBSCRIBERS_ACCOUNT, "subject": "$JS.API.>"}, "to": f"{subjects.MIRRORS_API}.>"}
-        ],
+        "imports": [{"service": {"account": SUBSCRIBERS_ACCOUNT, "subject": "$JS.API.>"}, "to": f"{MIRRORS_API}.>"}],
     }
     subscribers = {"exports": [{"service": "$JS.API.>", "accounts": to_corral}], "imports": subscriber_imports}
     return corral, subscribers

@@ -38,7 +38,7 @@ import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from corral.contracts import subjects
+from corral.contracts import subjects, subscribers
 from corral.contracts.credentials import CredentialOps
 from corral.contracts.egress import EGRESS_BUCKET, EgressOps, egress_rpc
 from corral.contracts.mcp import mcp_rpc
@@ -172,9 +172,9 @@ def bodies() -> tuple[str, ...]:
 def mirror_admin() -> tuple[str, ...]:
     """What the session-store asks of the subscribers' account (``MIRRORS_API``): make the mirrors,
     and purge a deleted session's history from the session log's."""
-    api = subjects.MIRRORS_API
+    api = subscribers.MIRRORS_API
     return (
-        *(f"{api}.STREAM.{op}.{stream}" for stream in subjects.MIRRORED_STREAMS for op in ("INFO", "CREATE")),
+        *(f"{api}.STREAM.{op}.{stream}" for stream in subscribers.MIRRORED_STREAMS for op in ("INFO", "CREATE")),
         f"{api}.STREAM.PURGE.{subjects.SESSIONS_STREAM}",
     )
 

@@ -10,7 +10,7 @@ import hashlib
 
 from corral.bus import Bus, StreamMismatch, instance_name, serve_health
 from corral.bus import Refused as BusRefused
-from corral.contracts import subjects
+from corral.contracts import subjects, subscribers
 from corral.contracts.api.admin import key_hint
 from corral.contracts.api.agents import Agent
 from corral.contracts.api.environments import Environment
@@ -42,7 +42,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         # the harness binds to it and refuses to start when its lease TTL differs from this one
         leases = await bus.ensure_key_value(subjects.lease_spec(settings.lease_ttl_s))
         if settings.subscriber_mirrors:  # what external subscribers read, in their own account
-            for stream in subjects.MIRRORED_STREAMS:
+            for stream in subscribers.MIRRORED_STREAMS:
                 await bus.mirrors().ensure(stream)
     except (StreamMismatch, BusRefused) as exc:
         raise Refused(str(exc)) from None
