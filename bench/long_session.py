@@ -322,7 +322,10 @@ async def main() -> int:
                 small_cpu = spent(before_small, cpu_ms(stack), "harness") / 5
                 small_reader.cancel()
                 say(f"B6: a session of {args.events} events, {args.kills} kills ...")
-                big, big_reader = await new_session(http, model, agent_env, [SLOW] * (4 * args.kills + 20))
+                # The model request of turn n answers turn n of the script: the first 7 (start, after
+                # the filler, 5 steps) answer as the small session's do, the takeovers' slowly.
+                turns_big = [QUICK] * 7 + [SLOW] * (4 * args.kills + 20)
+                big, big_reader = await new_session(http, model, agent_env, turns_big)
                 await big.turn(f"{big.scenario} start")
                 await fill(bus, big.id, args.events)
                 await asyncio.wait_for(big.idle.get(), 60)  # the filler's own idle

@@ -3,6 +3,8 @@
 - The JSON the conversation keeps per message is the JSON of the messages as they stand, at every
   step of any log, after any compaction record and after a snapshot restore (a message that changed
   is encoded again).
+- A snapshot, its conversation joined from that kept JSON, is byte for byte the snapshot encoded
+  from scratch, at every step of any log (``snapshots.encode``).
 - The bytes and headers the adapter sends are the ones ``client.messages.stream(...)`` (and
   ``client.messages.count_tokens(...)``) sends for the same request (the client path it replaces),
   for any conversation, system prompt and tools.
@@ -24,10 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.harness import snapshots
-from corral.harness.fold import SessionFold, decode
+from corral.harness.fold import FORMAT, SessionFold, decode
 from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import AnthropicModel, ModelError, ModelRequest, classify
-from corral.harness.requestbody import Messages, encode, messages_json
+from corral.harness.requestbody import Messages, encode, messages_json, with_field
 from tests.unit.harness.fakes import SESSION_ID
 from tests.unit.harness.test_fold import fold_of, logs, records, with_compaction
 from tests.unit.harness.test_model import KEY, message_stream, sse
@@ -65,6 +67,65 @@ def test_the_json_kept_per_message_is_the_conversations_json_at_every_step(
             fold = restored
     assert kept_json_is_current(fold.conversation.messages())
     assert kept_json_is_current(fold.conversation.copy().messages())
+
+
+def snapshot_from_scratch(fold: SessionFold) -> bytes:
+    """A snapshot's bytes with its whole value encoded at once (what ``snapshots.encode`` joins instead)."""
+    value = {"format": FORMAT, "session_id": SESSION_ID, "seq": fold.last_seq, "state": fold.state()}
+    return encode(value).encode()
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    prefix=logs(),
+    suffix=logs(),
+    pick=st.integers(min_value=0, max_value=40),
+    cut=st.integers(min_value=0, max_value=42),
+    asks=st.sets(st.integers(min_value=0, max_value=84)),
+    max_result_chars=st.sampled_from([None, 1]),
+)
+def test_a_snapshot_joined_from_the_kept_json_is_the_snapshot_encoded_from_scratch_at_every_step(
+    prefix: list[dict[str, Any]],
+    suffix: list[dict[str, Any]],
+    pick: int,
+    cut: int,
+    asks: set[int],
+    max_result_chars: int | None,
+) -> None:
+    """Whatever changed since the last request (``asks``: the records after which one is built, so
+    some kept JSON is current and some is not), after a compaction record and after a restore."""
+    _, data = with_compaction(prefix, suffix, pick, max_result_chars=max_result_chars, summary="S é \u2603")
+
+    fold = SessionFold.empty(max_result_chars=max_result_chars)
+    assert snapshots.encode(SESSION_ID, fold) == snapshot_from_scratch(fold)
+    for seq, value in enumerate(data, start=1):
+        fold.apply(decode(seq, value))
+        if seq in asks:
+            fold.conversation.messages()
+        assert fold.state_json() == encode(fold.state()), f"after record {seq}"
+        assert snapshots.encode(SESSION_ID, fold) == snapshot_from_scratch(fold), f"after record {seq}"
+        if seq == cut:
+            restored = snapshots.decode(
+                SESSION_ID, snapshots.encode(SESSION_ID, fold), max_result_chars=max_result_chars
+            )
+            assert isinstance(restored, SessionFold)
+            assert restored.state() == fold.state()
+            fold = restored
+
+
+JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(st.characters(exclude_categories=("Cs",))),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=3), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(obj=st.dictionaries(st.text(max_size=4), JSON, max_size=4), key=st.text(max_size=4), value=JSON)
+def test_a_field_added_to_an_encoded_object_is_the_objects_encoding_with_it(
+    obj: dict[str, Any], key: str, value: Any
+) -> None:
+    obj.pop(key, None)
+    assert with_field(encode(obj), key, encode(value)) == encode({**obj, key: value})
 
 
 # --- what reaches the model: the adapter against the client path it replaces ----------------------------

@@ -33,7 +33,7 @@ from typing import Any, Final
 from corral.contracts.rpc import LoggedEvent
 from corral.harness.jsonsize import Sized, block_chars, list_chars, messages_chars, sized
 from corral.harness.messageblocks import ChatMessage, agent_blocks, merge, tool_use_block, user_blocks
-from corral.harness.requestbody import Messages, encode
+from corral.harness.requestbody import Messages, encode, with_field
 from corral.harness.toolanswers import Answers, weight
 
 COMPACTED: Final = "agent.thread_context_compacted"
@@ -85,7 +85,8 @@ class ConversationBuilder:
     message changes), and ``messages()`` hands it over with the messages (``requestbody.Messages``),
     so a request's body is joined rather than encoded again. ``state()``/``restore()`` carry the
     builder in a snapshot (JSON-ready; the kept JSON is not in it: a restored builder encodes its
-    messages once, at its first ``messages()``).
+    messages once, at its first ``messages()``); ``state_json()`` is ``state()``'s JSON, joined from
+    the kept JSON.
 
     Context management is part of the fold, so any harness (from a snapshot or from scratch) builds
     the same conversation:
@@ -179,9 +180,7 @@ class ConversationBuilder:
         first and last can merge (with the summary and with what is held back): the ones between are
         taken as they are, with the JSON kept for them, in one slice."""
         placed = self._placed
-        for index in self._stale:
-            self._json[index] = encode(placed[index])
-        self._stale.clear()
+        self._encode_changed()
         if len(placed) <= 2:
             whole = _joined([*self._head(), *placed, *self._tail()])
             return Messages(whole, [self._encoded(message) for message in whole])
@@ -193,6 +192,11 @@ class ConversationBuilder:
             *(self._encoded(message) for message in right),
         ]
         return Messages([*left, *placed[1:-1], *right], parts)
+
+    def _encode_changed(self) -> None:
+        for index in self._stale:
+            self._json[index] = encode(self._placed[index])
+        self._stale.clear()
 
     def _encoded(self, message: ChatMessage) -> str:
         """``message``'s JSON: the one kept when it is the first or last placed message as it is."""
@@ -329,8 +333,16 @@ class ConversationBuilder:
         self._answers.forget(dropped - set(self._unplaced))
 
     def state(self) -> dict[str, Any]:
+        return {**self._state_but_placed(), "placed": self._placed}
+
+    def state_json(self) -> str:
+        """``requestbody.encode(self.state())``, its placed messages joined from the JSON kept for
+        them: a snapshot of a long conversation copies its JSON instead of encoding it again."""
+        self._encode_changed()
+        return with_field(encode(self._state_but_placed()), "placed", "[" + ",".join(self._json) + "]")
+
+    def _state_but_placed(self) -> dict[str, Any]:
         return {
-            "placed": self._placed,
             "origins": self._origins,
             "held_back": self._held_back,
             "unplaced": self._unplaced,

@@ -30,6 +30,7 @@ from corral.harness.budget import Spend
 from corral.harness.conversation import ConversationBuilder
 from corral.harness.ledger import Ledger
 from corral.harness.messageblocks import ChatMessage
+from corral.harness.requestbody import encode, with_field
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,14 @@ class SessionFold:
     # --- snapshots ---------------------------------------------------------------------------------------
     def state(self) -> dict[str, Any]:
         """JSON-ready state, ``FORMAT`` version; ``restore(state())`` is an equal fold."""
+        return {**self._state_but_conversation(), "conversation": self.conversation.state()}
+
+    def state_json(self) -> str:
+        """``requestbody.encode(self.state())``, the conversation's part joined from the JSON it
+        keeps for its messages (``ConversationBuilder.state_json``) rather than encoded again."""
+        return with_field(encode(self._state_but_conversation()), "conversation", self.conversation.state_json())
+
+    def _state_but_conversation(self) -> dict[str, Any]:
         return {
             "session": self.session,
             "workspace_id": self.workspace_id,
@@ -202,7 +211,6 @@ class SessionFold:
             "last_seq": self.last_seq,
             "events": self.events,
             "ledger": self.ledger.state(),
-            "conversation": self.conversation.state(),
             "spend": self.spend.state(),
         }
 

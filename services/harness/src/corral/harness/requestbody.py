@@ -28,6 +28,13 @@ def encode(value: Any) -> str:
     return _ENCODER.encode(value)
 
 
+def with_field(encoded: str, key: str, value_json: str) -> str:
+    """``encode({**obj, key: value})`` given ``encoded == encode(obj)`` and ``value_json ==
+    encode(value)`` (``key`` not in ``obj``): a field whose JSON is at hand is added as it is."""
+    separator = "," if encoded != "{}" else ""
+    return f"{encoded[:-1]}{separator}{encode(key)}:{value_json}}}"
+
+
 class Messages(list[ChatMessage]):
     """A conversation's messages together with each one's JSON (``encode``), taken when the list was.
 
@@ -43,8 +50,11 @@ class Messages(list[ChatMessage]):
 
 def messages_json(messages: Sequence[ChatMessage]) -> str:
     """The JSON of ``messages``: joined from the pieces a ``Messages`` keeps, encoded otherwise."""
-    parts = messages.parts if isinstance(messages, Messages) else [encode(message) for message in messages]
-    return "[" + ",".join(parts) + "]"
+    return "[" + ",".join(_parts(messages)) + "]"
+
+
+def _parts(messages: Sequence[ChatMessage]) -> Sequence[str]:
+    return messages.parts if isinstance(messages, Messages) else [encode(message) for message in messages]
 
 
 def stream_body(
@@ -57,16 +67,15 @@ def stream_body(
 ) -> bytes:
     """The body of a streamed ``POST /v1/messages``, fields in the order the client writes them
     (``system`` and ``tools`` only when given)."""
-    fields = [f'"max_tokens":{encode(max_tokens)}', f'"messages":{messages_json(messages)}', f'"model":{encode(model)}']
-    return _object([*fields, *_system_and_tools(system, tools), '"stream":true'])
+    after = [f'"model":{encode(model)}', *_system_and_tools(system, tools), '"stream":true']
+    return _body([f'"max_tokens":{encode(max_tokens)}'], messages, after)
 
 
 def count_body(
     *, model: str, messages: Sequence[ChatMessage], system: str | None = None, tools: Sequence[dict[str, Any]] = ()
 ) -> bytes:
     """The body of a ``POST /v1/messages/count_tokens``, fields in the order the client writes them."""
-    fields = [f'"messages":{messages_json(messages)}', f'"model":{encode(model)}']
-    return _object([*fields, *_system_and_tools(system, tools)])
+    return _body([], messages, [f'"model":{encode(model)}', *_system_and_tools(system, tools)])
 
 
 def _system_and_tools(system: str | None, tools: Sequence[dict[str, Any]]) -> list[str]:
@@ -76,5 +85,8 @@ def _system_and_tools(system: str | None, tools: Sequence[dict[str, Any]]) -> li
     return fields
 
 
-def _object(fields: list[str]) -> bytes:
-    return ("{" + ",".join(fields) + "}").encode()
+def _body(before: list[str], messages: Sequence[ChatMessage], after: list[str]) -> bytes:
+    """The object of the fields ``before``, ``"messages"`` and ``after`` (each field's JSON), joined
+    once: the conversation is most of the body, and each copy of it costs at thousands of blocks."""
+    pieces = ["{", *(field + "," for field in before), '"messages":[', ",".join(_parts(messages)), "]"]
+    return "".join([*pieces, *("," + field for field in after), "}"]).encode()

@@ -29,6 +29,7 @@ from typing import Any, Final, Literal, Protocol
 
 from corral.bus import Bus, ObjectBucket
 from corral.contracts import subjects
+from corral.harness import requestbody
 from corral.harness.fold import FORMAT, SessionFold
 from corral.harness.sessionlog import LogSource
 
@@ -60,8 +61,11 @@ class BusSnapshots:
 
 
 def encode(session_id: str, fold: SessionFold) -> bytes:
-    value = {"format": FORMAT, "session_id": session_id, "seq": fold.last_seq, "state": fold.state()}
-    return json.dumps(value, separators=(",", ":")).encode()
+    """The snapshot's JSON (``requestbody.encode`` of the value), its state joined from the JSON the
+    fold keeps for its conversation's messages (``SessionFold.state_json``): encoding the whole
+    conversation again would cost more the longer the session, on the event loop."""
+    head = requestbody.encode({"format": FORMAT, "session_id": session_id, "seq": fold.last_seq})
+    return requestbody.with_field(head, "state", fold.state_json()).encode()
 
 
 def decode(session_id: str, data: bytes, *, max_result_chars: int | None = None) -> SessionFold | Source:
