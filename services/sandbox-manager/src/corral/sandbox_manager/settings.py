@@ -47,11 +47,10 @@ class SandboxSettings(BaseSettings):
         description="label value that separates this manager's containers from others' on a shared engine",
     )
     host_id: str = Field(
-        default_factory=default_host_id,
-        pattern=SANDBOX_HOST_ID_PATTERN,
+        default="",
         description="this sandbox host's name (the manager and the Docker engine it drives): calls for the sessions "
-        "placed here are sent to corral.rpc.sandbox.host.<host_id>.<op>; one manager per host id. Default: the "
-        "machine's host name, '.' and other characters outside letters, digits, '_' and '-' made '-'",
+        "placed here are sent to corral.rpc.sandbox.host.<host_id>.<op>; one manager per host id (letters, digits, "
+        "'_' and '-'). Empty: the machine's host name, '.' and other characters outside those made '-'",
     )
     capacity: int = Field(
         default=0,
@@ -195,6 +194,15 @@ class SandboxSettings(BaseSettings):
     def _ca_file_exists(cls, value: str) -> str:
         if value and not Path(value).is_file():
             raise ValueError(f"{value} is not a file; name a PEM file of CA certificates, or leave it empty")
+        return value
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        if not value:
+            return default_host_id()
+        if not re.fullmatch(SANDBOX_HOST_ID_PATTERN, value):
+            raise ValueError(f"{value!r} is not a host id: use 1 to 64 letters, digits, '_' or '-'")
         return value
 
     @field_validator("user")
