@@ -54,6 +54,9 @@ class FakeManagers:
         self.requests: list[dict[str, Any]] = []
         self.listeners: dict[str, Callable[[bytes], None]] = {}
 
+    async def bind_key_value(self, spec: object) -> None:
+        return None  # no sandbox host advertises itself: calls go to the queue group
+
     @contextlib.asynccontextmanager
     async def listen(self, subject: str, callback: Callable[[bytes], None]) -> AsyncIterator[None]:
         self.listeners[subject] = callback

@@ -37,6 +37,9 @@ class FakeBus:
 
     call = Bus.call  # the real typed call, over the scripted ``request``
 
+    async def bind_key_value(self, spec: object) -> None:
+        return None  # no sandbox host advertises itself: calls go to the queue group
+
     async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
         self.requests.append((subject, json.loads(data), timeout))
         if isinstance(self.answer, Exception):

@@ -23,10 +23,26 @@ that safe: the new manager answers from the record (the outcome, or "interrupted
 for a call the dead manager had started), and runs the tool only if no manager ever claimed it. A
 manager that is stopping answers a running call with ``error_code: sandbox_manager_stopping``, which
 the caller treats the same way.
+
+**Hosts.** A session's sandbox lives on one sandbox host: a sandbox-manager and the Docker engine it
+drives, named by its host id (``CORRAL_SANDBOX_HOST_ID``). Every manager serves each operation twice:
+on ``corral.rpc.sandbox.<op>`` in the queue group ``sandbox-manager`` (any manager; what a deployment
+with one host needs) and on ``sandbox_host_rpc(host, op)`` in the queue group
+``sandbox-manager.<host>`` (that host only: ``on_host``). While it serves, it rewrites its
+``SandboxHost`` advertisement in ``SANDBOX_HOSTS_BUCKET`` every ``SANDBOX_HOST_BEAT_S``; an entry not
+rewritten for ``SANDBOX_HOST_TTL_S`` expires. The caller (the harness) places a session on a host the
+first time it needs its sandbox, from those advertisements (ready, with room, a warm sandbox first),
+records the choice in ``SANDBOX_PLACEMENTS_BUCKET`` (``SandboxPlacement``, created with
+compare-and-set, so two callers agree) and sends every later call of the session to that host. When
+the host stops answering (nothing serves its subject, or its advertisement expired) the placement
+moves to another host; the workspace is lost with the host, and the new host's first outcome for the
+session says so. With no advertisement at all (managers older than hosts), calls go to the queue group.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from typing import Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, Field
@@ -36,12 +52,17 @@ from corral.contracts.repositories import RepositoryFailure, RepositoryMount
 from corral.contracts.rpc import Message
 
 # Subjects, queues and buckets are defined with every other name on the bus in ``subjects``.
+from corral.contracts.subjects import SANDBOX_HOST_BEAT_S as SANDBOX_HOST_BEAT_S
+from corral.contracts.subjects import SANDBOX_HOST_ID_PATTERN as SANDBOX_HOST_ID_PATTERN
+from corral.contracts.subjects import SANDBOX_HOSTS_BUCKET as SANDBOX_HOSTS_BUCKET
+from corral.contracts.subjects import SANDBOX_PLACEMENTS_BUCKET as SANDBOX_PLACEMENTS_BUCKET
 from corral.contracts.subjects import SANDBOX_QUEUE as SANDBOX_QUEUE
 from corral.contracts.subjects import SANDBOX_RPC_WILDCARD as SANDBOX_RPC_WILDCARD
 from corral.contracts.subjects import SANDBOXES_BUCKET as SANDBOXES_BUCKET
 from corral.contracts.subjects import TOOL_OUTPUTS_BUCKET as TOOL_OUTPUTS_BUCKET
 from corral.contracts.subjects import TOOL_RESULTS_BUCKET as TOOL_RESULTS_BUCKET
 from corral.contracts.subjects import execute_heartbeat as execute_heartbeat
+from corral.contracts.subjects import sandbox_host_rpc as sandbox_host_rpc
 from corral.contracts.subjects import sandbox_rpc as sandbox_rpc
 
 # --- the rest of the contract ---------------------------------------------------------------------------
@@ -179,6 +200,33 @@ class Released(Message):
     container_id: str | None
 
 
+class SandboxHost(Message):
+    """A sandbox host's advertisement in ``SANDBOX_HOSTS_BUCKET`` (key: ``host``)."""
+
+    host: str = Field(pattern=SANDBOX_HOST_ID_PATTERN)
+    #: The manager process serving it (in logs).
+    instance: str
+    #: Its engine and sandbox image are there: it can start sandboxes now.
+    ready: bool
+    #: Sessions it holds a sandbox for.
+    sessions: int
+    #: Most sessions it takes (``CORRAL_SANDBOX_CAPACITY``); ``None``: no limit.
+    capacity: int | None = None
+    #: Warm (pre-started) sandboxes ready to be claimed, all configurations together.
+    warm: int = 0
+    #: When it was written (seconds since the epoch, the manager's clock).
+    at: float
+
+
+class SandboxPlacement(Message):
+    """Which host holds a session's sandbox, in ``SANDBOX_PLACEMENTS_BUCKET`` (key: the session id)."""
+
+    host: str = Field(pattern=SANDBOX_HOST_ID_PATTERN)
+    #: The host it was on before, when it was moved because that host stopped answering.
+    previous: str | None = None
+    at: float
+
+
 # --- operations ----------------------------------------------------------------------------------------
 _Req = TypeVar("_Req", bound=BaseModel)
 _Rep = TypeVar("_Rep")
@@ -199,3 +247,15 @@ class SandboxOps:
     EXECUTE: Final = _sandbox(SandboxOp.EXECUTE, Execute, ToolOutcome, bounded=False)
     CANCEL: Final = _sandbox(SandboxOp.CANCEL, Cancel, Cancelled)
     RELEASE: Final = _sandbox(SandboxOp.RELEASE, Release, Released)
+    ALL: Final = (PROVISION, EXECUTE, CANCEL, RELEASE)
+
+
+def host_queue(host: str) -> str:
+    """The queue group of one host's own subjects (a host runs one manager; a second one shares)."""
+    return f"{SANDBOX_QUEUE}.{host}"
+
+
+@functools.cache
+def on_host(op: Operation[_Req, _Rep], host: str) -> Operation[_Req, _Rep]:
+    """``op`` as served by host ``host`` only (``sandbox_host_rpc(host, op.name)``)."""
+    return dataclasses.replace(op, subject=sandbox_host_rpc(host, op.name), queue=host_queue(host))

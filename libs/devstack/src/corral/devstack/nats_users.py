@@ -44,10 +44,13 @@ from corral.contracts.egress import EGRESS_BUCKET, EgressOps, egress_rpc
 from corral.contracts.mcp import mcp_rpc
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import (
+    SANDBOX_HOSTS_BUCKET,
+    SANDBOX_PLACEMENTS_BUCKET,
     SANDBOXES_BUCKET,
     TOOL_OUTPUTS_BUCKET,
     TOOL_RESULTS_BUCKET,
     execute_heartbeat,
+    sandbox_host_rpc,
     sandbox_rpc,
 )
 from corral.contracts.web import web_rpc
@@ -246,7 +249,9 @@ def service_permissions() -> dict[str, Permissions]:
                 object_store(subjects.SNAPSHOT_BUCKET),  # snapshots of each session's fold
                 [subjects.deltas("*")],
                 [subjects.store_rpc(Op.EVENTS_APPEND)],
-                [sandbox_rpc("*")],
+                [sandbox_rpc("*"), sandbox_host_rpc("*", "*")],  # any manager, or the session's host
+                kv_read(SANDBOX_HOSTS_BUCKET),  # the hosts' advertisements, to place a session
+                kv_write(SANDBOX_PLACEMENTS_BUCKET),  # where each session's sandbox is
                 [mcp_rpc("*")],  # MCP tool lists and calls, made by the credential-proxy
                 [web_rpc("*")],  # web_fetch and web_search, run by the credential-proxy
                 # the credential hosts its sandboxes could not reach (never open or close a proxy)
@@ -265,12 +270,20 @@ def service_permissions() -> dict[str, Permissions]:
                 kv_write(TOOL_RESULTS_BUCKET),
                 objects_write(TOOL_OUTPUTS_BUCKET),  # outcomes too large for a KV entry, each written once
                 kv_write(SANDBOXES_BUCKET),
+                kv_write(SANDBOX_HOSTS_BUCKET),  # its own advertisement
+                kv_write(SANDBOX_PLACEMENTS_BUCKET),  # forgets a released session's placement
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
                 [EgressOps.OPEN.subject, EgressOps.CLOSE.subject],  # the sandboxes' proxies
                 [execute_heartbeat("*", "*"), subjects.repositories_rpc("check")],
+                [sandbox_host_rpc("*", "release")],  # a release for a session on another host
                 bodies(),
             ),
-            subscribe=(sandbox_rpc("*"), subjects.health("sandbox-manager"), inbox("sandbox-manager")),
+            subscribe=(
+                sandbox_rpc("*"),
+                sandbox_host_rpc("*", "*"),
+                subjects.health("sandbox-manager"),
+                inbox("sandbox-manager"),
+            ),
         ),
         "credential-proxy": Permissions(
             publish=_unique(

@@ -9,6 +9,14 @@ that ran and failed is a normal ``ToolOutcome`` with ``is_error: true``.
 
 ``execute`` listens to the call's heartbeats while it waits, and sends the call again when the
 manager serving it goes silent (``corral.harness.redispatch``).
+
+Every call goes to the sandbox host holding the session's sandbox (``corral.harness.placement``:
+placed on first use, from the hosts' advertisements), on that host's own subject. A host that
+nothing serves any more (its manager died with its engine) is left: the session is placed on another
+host and the call sent there, once per host; the workspace stayed on the lost host, and the new
+host's outcome starts with a notice saying so. A call that was running on the lost host is answered
+by the new one from its record ("outcome unknown": a tool error, never a second run). With no host
+advertised, calls go to the ``sandbox-manager`` queue group as before.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from corral.bus import Bus, BusError, NoResponders, UnreadableReply
 from corral.contracts import sandbox
 from corral.contracts.api.errors import ApiError
 from corral.contracts.operation import Operation
+from corral.harness.placement import Placements
 from corral.harness.redispatch import OUTCOME_UNKNOWN, Heartbeats, RedispatchPolicy, dispatch
 
 logger = logging.getLogger(__name__)
@@ -43,6 +52,10 @@ class SandboxError(Exception):
         self.code = code
 
 
+class _HostGone(Exception):
+    """Nothing serves the session's host's subject (its manager stopped)."""
+
+
 class Sandbox(Protocol):
     async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned: ...
 
@@ -62,9 +75,10 @@ class BusSandbox:
         self._bus = bus
         self._control_timeout_s = control_timeout_s
         self._redispatch = redispatch
+        self.placements = Placements(bus)
 
     async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned:
-        return await self._call(sandbox.SandboxOps.PROVISION, request, self._control_timeout_s)
+        return await self._placed(sandbox.SandboxOps.PROVISION, request, request.session_id, self._control_timeout_s)
 
     async def execute(self, request: sandbox.Execute, *, timeout_s: float) -> sandbox.ToolOutcome:
         """The call's outcome; each send waits up to ``timeout_s`` for its reply while heartbeats last."""
@@ -77,7 +91,7 @@ class BusSandbox:
                 heartbeats.beat()  # unreadable, but someone is serving the call
 
         async def send() -> sandbox.ToolOutcome:
-            return await self._call(sandbox.SandboxOps.EXECUTE, request, timeout_s)
+            return await self._placed(sandbox.SandboxOps.EXECUTE, request, request.session_id, timeout_s)
 
         subject = sandbox.execute_heartbeat(request.session_id, request.tool_use_id)
         async with self._bus.listen(subject, on_heartbeat):
@@ -91,12 +105,44 @@ class BusSandbox:
             )
 
     async def cancel(self, request: sandbox.Cancel) -> sandbox.Cancelled:
-        return await self._call(sandbox.SandboxOps.CANCEL, request, self._control_timeout_s)
+        host = await self._placement_of(request.session_id)
+        op = sandbox.SandboxOps.CANCEL if host is None else sandbox.on_host(sandbox.SandboxOps.CANCEL, host)
+        return await self._call(op, request, self._control_timeout_s)
 
-    async def _call(self, op: Operation[_Req, _Rep], request: _Req, timeout_s: float) -> _Rep:
+    async def _placement_of(self, session_id: str, *, gone: frozenset[str] | None = None) -> str | None:
+        try:
+            if gone is None:
+                return await self.placements.placed(session_id)
+            return await self.placements.host_for(session_id, gone=gone)
+        except BusError as exc:
+            raise SandboxError(
+                f"The sandbox's host could not be looked up ({type(exc).__name__}).", code="sandbox_unavailable"
+            ) from exc
+
+    async def _placed(self, op: Operation[_Req, _Rep], request: _Req, session_id: str, timeout_s: float) -> _Rep:
+        """``op`` on the session's host; on another host when nothing serves that one any more."""
+        gone: frozenset[str] = frozenset()
+        while True:
+            host = await self._placement_of(session_id, gone=gone)
+            if host is None:
+                return await self._call(op, request, timeout_s)
+            try:
+                return await self._call(sandbox.on_host(op, host), request, timeout_s, host_gone=True)
+            except _HostGone:
+                logger.warning(
+                    "nothing serves the session's sandbox host; placing it elsewhere",
+                    extra={"fields": {"session_id": session_id, "host": host}},
+                )
+                gone = gone | {host}
+
+    async def _call(
+        self, op: Operation[_Req, _Rep], request: _Req, timeout_s: float, *, host_gone: bool = False
+    ) -> _Rep:
         try:
             return await self._bus.call(op, request, timeout=timeout_s)
         except NoResponders:
+            if host_gone:
+                raise _HostGone() from None
             raise SandboxError(
                 "The sandbox is unavailable: the sandbox-manager is not running.", code="sandbox_unavailable"
             ) from None

@@ -10,9 +10,11 @@ import asyncio
 import logging
 from dataclasses import replace
 
-from corral.bus import Bus, PullConsumer, StreamMismatch, instance_name
+from corral.bus import Bus, NoResponders, PullConsumer, StreamMismatch, instance_name
 from corral.contracts import subjects
 from corral.contracts.egress import EgressPolicy
+from corral.contracts.sandbox import Release, SandboxOps, on_host
+from corral.contracts.sandbox import SandboxHost as SandboxHostAd
 from corral.runner import Lifetime, Refused
 from corral.sandbox_manager import metrics, releases
 from corral.sandbox_manager.builds import BuildLimits
@@ -23,6 +25,7 @@ from corral.sandbox_manager.egress import BusEgress
 from corral.sandbox_manager.engine import EngineWatch
 from corral.sandbox_manager.environments import base_spec
 from corral.sandbox_manager.executions import Executions
+from corral.sandbox_manager.hosts import HostBoard, describe_host
 from corral.sandbox_manager.images import EnvironmentImages, read_trusted_ca
 from corral.sandbox_manager.pool import Pool
 from corral.sandbox_manager.reaper import Reaper
@@ -66,6 +69,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     try:
         tool_records = await ToolRecords.open(bus, ttl_s=box.result_ttl_s)
         sandbox_records = await SandboxRecords.open(bus, ttl_s=box.record_ttl_s)
+        board = await HostBoard.open(bus, box.host_id)
     except StreamMismatch as exc:  # a TTL setting changed since the bucket was made
         raise Refused(str(exc)) from None
     egress = BusEgress(bus)
@@ -106,13 +110,38 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         pool=pool,
         engine=engine,
         publish=bus.publish_core,
+        host=box.host_id,
     )
 
     async def bind_releases() -> PullConsumer | None:
         return await bus.bind(subjects.SANDBOX_RELEASES_SPEC)
 
-    async def release(session_id: str, _reason: str) -> None:
+    async def release(session_id: str, reason: str) -> None:
+        # One release consumer serves every host: a session placed on another host is released there.
+        placed = None if sessions.get(session_id) is not None else await board.placement(session_id)
+        if placed is not None and placed.host != box.host_id:
+            try:
+                await bus.call(
+                    on_host(SandboxOps.RELEASE, placed.host), Release(session_id=session_id, reason=reason), timeout=60
+                )
+                return
+            except NoResponders:  # that host is gone, and its sandboxes with it: forget the session here
+                logger.info(
+                    "released a session whose sandbox host is gone",
+                    extra={"fields": {"session_id": session_id, "host": placed.host}},
+                )
         await sessions.release(session_id)
+        await board.forget(session_id, placed.host if placed is not None else box.host_id)
+
+    def advertisement() -> SandboxHostAd:
+        return describe_host(
+            box.host_id,
+            instance,
+            ready=engine.status.ok and engine.status.image_present,
+            sessions=sessions.count(),
+            capacity=box.capacity,
+            warm=sum(pool.sizes().values()),
+        )
 
     serving = asyncio.Event()
 
@@ -126,7 +155,8 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         # after reconciliation: a release must find the sandbox a previous run left, adopted
         life.background(releases.follow(bind_releases, release), name="releases")
         await serving.wait()
-        life.ready(instance=instance, image=box.image, scope=box.scope)
+        life.background(board.advertise(advertisement), name="host-advertisement")
+        life.ready(instance=instance, image=box.image, scope=box.scope, host=box.host_id)
 
     async def sample() -> None:
         metrics.sample_pools(pool.sizes(), sessions.count())

@@ -67,6 +67,8 @@ class SessionRecord(BaseModel):
     environment_id: str | None = None
     #: Why the session has no container (``state`` other than ``live``), in words for a notice.
     reason: str | None = None
+    #: The sandbox host that wrote it (``CORRAL_SANDBOX_HOST_ID``); ``None`` in records older than hosts.
+    host: str | None = None
     at: float
 
 
@@ -171,11 +173,19 @@ class SandboxRecords:
         return cls(await bus.ensure_key_value(sandboxes_spec(ttl_s)))
 
     async def bind(
-        self, session_id: str, container_id: str, environment_id: str | None, *, last: int | None = None
+        self,
+        session_id: str,
+        container_id: str,
+        environment_id: str | None,
+        *,
+        last: int | None = None,
+        host: str | None = None,
     ) -> None:
-        """Record that ``container_id`` serves the session (``last``: the session record's revision
-        as just read, ``0`` for none, which saves reading it again)."""
-        record = SessionRecord(state="live", container_id=container_id, environment_id=environment_id, at=time.time())
+        """Record that ``container_id`` (on sandbox host ``host``) serves the session (``last``: the
+        session record's revision as just read, ``0`` for none, which saves reading it again)."""
+        record = SessionRecord(
+            state="live", container_id=container_id, environment_id=environment_id, host=host, at=time.time()
+        )
         await asyncio.gather(
             _write(self._kv, f"container.{container_id}", session_id.encode(), last=0),
             _write(self._kv, f"session.{session_id}", record.model_dump_json().encode(), last=last),

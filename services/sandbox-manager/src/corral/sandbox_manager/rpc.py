@@ -1,5 +1,6 @@
 """Request-reply: the ``SandboxOps`` operations (``corral.rpc.sandbox.<op>``, queue group
-``sandbox-manager``), served by ``corral.bus.Operations``; plus ``corral.health.sandbox-manager``.
+``sandbox-manager``, and this host's own ``corral.rpc.sandbox.host.<host_id>.<op>``, queue group
+``sandbox-manager.<host_id>``), served by ``corral.bus.Operations``; plus ``corral.health.sandbox-manager``.
 
 While an ``execute`` is handled, an ``ExecuteHeartbeat`` naming this instance goes out on
 ``execute_heartbeat(session_id, tool_use_id)`` at once and then every
@@ -37,6 +38,7 @@ from corral.contracts.sandbox import (
     SandboxOps,
     ToolOutcome,
     execute_heartbeat,
+    on_host,
 )
 from corral.sandbox_manager.egress import vaults_of
 from corral.sandbox_manager.engine import EngineWatch, SandboxUnavailable
@@ -67,6 +69,8 @@ class Service:
     engine: EngineWatch
     publish: Publish = field(default=_publish_nowhere)
     heartbeat_interval_s: float = EXECUTE_HEARTBEAT_INTERVAL_S
+    #: This sandbox host's id (``CORRAL_SANDBOX_HOST_ID``): its operations are served on its own subjects too.
+    host: str | None = None
 
 
 def _check_id(kind: str, value: str) -> None:
@@ -160,14 +164,22 @@ def _describe(request: BaseModel, result: Any, span: trace.Span) -> None:
 
 
 def operations(service: Service) -> Operations:
-    """Every ``SandboxOps`` operation, on its subject in the queue group ``sandbox-manager``."""
-    return (
-        Operations(service="sandbox-manager", translate=_translate, describe=_describe)
-        .handle(SandboxOps.PROVISION, functools.partial(provision, service))
-        .handle(SandboxOps.EXECUTE, functools.partial(execute, service))
-        .handle(SandboxOps.CANCEL, functools.partial(cancel, service))
-        .handle(SandboxOps.RELEASE, functools.partial(release, service))
-    )
+    """Every ``SandboxOps`` operation, on its subject in the queue group ``sandbox-manager``, and on
+    this host's own subject (``on_host``) when the service has a host id."""
+    ops = Operations(service="sandbox-manager", translate=_translate, describe=_describe)
+    hosts = [None] if service.host is None else [None, service.host]
+    for host in hosts:
+
+        def at(op: Any, host: str | None = host) -> Any:
+            return op if host is None else on_host(op, host)
+
+        (
+            ops.handle(at(SandboxOps.PROVISION), functools.partial(provision, service))
+            .handle(at(SandboxOps.EXECUTE), functools.partial(execute, service))
+            .handle(at(SandboxOps.CANCEL), functools.partial(cancel, service))
+            .handle(at(SandboxOps.RELEASE), functools.partial(release, service))
+        )
+    return ops
 
 
 def health(service: Service) -> Health:

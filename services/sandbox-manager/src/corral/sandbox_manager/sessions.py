@@ -48,6 +48,11 @@ LOST_WHILE_UNUSED = (
     "were lost."
 )
 
+HOST_LOST = (
+    "The previous sandbox of this session was on sandbox host {host}, which stopped answering; this is a new "
+    "sandbox on another host ({here}), and files in /workspace were lost."
+)
+
 REMOVED_WHILE_UNUSED = (
     "The previous sandbox of this session was removed because {violation} (the exec agent never does that: "
     "something in the sandbox wrote to its output); this is a new sandbox, and files in /workspace were lost."
@@ -222,12 +227,16 @@ class Sessions:
         farewell = self._farewells.pop(session_id, None)
         if farewell is None and previous is not None and previous.state in ("lost", "idle") and previous.reason:
             farewell = previous.reason
+        here = self._settings.host_id
+        if farewell is None and previous is not None and previous.state == "live" and previous.host not in (None, here):
+            # the session was moved here because its host stopped answering: its sandbox went with it
+            farewell = HOST_LOST.format(host=previous.host, here=here)
         if farewell:
             sandbox.notices.insert(0, farewell)
         sandbox.touch()
         self.adopt(session_id, sandbox)  # before the records, so the reaper never sees it unowned
         try:
-            await self._records.bind(session_id, sandbox.container_id, environment_id, last=revision)
+            await self._records.bind(session_id, sandbox.container_id, environment_id, last=revision, host=here)
         except BaseException:
             if self._live.get(session_id) is sandbox:
                 del self._live[session_id]

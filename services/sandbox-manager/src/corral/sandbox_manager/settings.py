@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import re
+import socket
 from pathlib import Path
 from typing import Final, Literal
 
@@ -10,9 +12,21 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from corral.contracts.egress import AllowedHost
-from corral.contracts.sandbox import DEFAULT_TOOL_TIMEOUT_MS, EXECUTE_REPLY_MARGIN_S, MAX_TOOL_TIMEOUT_MS
+from corral.contracts.sandbox import (
+    DEFAULT_TOOL_TIMEOUT_MS,
+    EXECUTE_REPLY_MARGIN_S,
+    MAX_TOOL_TIMEOUT_MS,
+    SANDBOX_HOST_ID_PATTERN,
+)
 from corral.sandbox_manager.channel import FRAME_FACTOR, FRAME_SLACK, REPLY_SLACK
 from corral.settings import LogSettings, MetricsSettings, NatsSettings, renamed
+
+
+def default_host_id() -> str:
+    """This machine's name as a host id: one subject token (``.`` and other characters become ``-``)."""
+    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64].strip("-")
+    return name or "localhost"
+
 
 #: The smallest piece of text a reply line must be able to carry (see ``max_frame_bytes``).
 MIN_PART_BYTES: Final = 16384
@@ -31,6 +45,18 @@ class SandboxSettings(BaseSettings):
         default="default",
         pattern=r"^[a-zA-Z0-9_.-]+$",
         description="label value that separates this manager's containers from others' on a shared engine",
+    )
+    host_id: str = Field(
+        default="",
+        description="this sandbox host's name (the manager and the Docker engine it drives): calls for the sessions "
+        "placed here are sent to corral.rpc.sandbox.host.<host_id>.<op>; one manager per host id (letters, digits, "
+        "'_' and '-'). Empty: the machine's host name, '.' and other characters outside those made '-'",
+    )
+    capacity: int = Field(
+        default=0,
+        ge=0,
+        description="most sessions this host takes new sandboxes for (advertised; placement skips a full host); "
+        "0: no limit",
     )
     user: str = Field(
         default="1000:1000", pattern=r"^[0-9]+(:[0-9]+)?$", description="numeric uid:gid the tools run as (never root)"
@@ -168,6 +194,15 @@ class SandboxSettings(BaseSettings):
     def _ca_file_exists(cls, value: str) -> str:
         if value and not Path(value).is_file():
             raise ValueError(f"{value} is not a file; name a PEM file of CA certificates, or leave it empty")
+        return value
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        if not value:
+            return default_host_id()
+        if not re.fullmatch(SANDBOX_HOST_ID_PATTERN, value):
+            raise ValueError(f"{value!r} is not a host id: use 1 to 64 letters, digits, '_' or '-'")
         return value
 
     @field_validator("user")
