@@ -9,8 +9,8 @@ Prints:
     resumes from the session's snapshot), next to the same takeover with the snapshot deleted (the
     log folded from scratch);
   * the per-step harness cost (POST -> model request) in a session of ~100 and of ``--events`` events;
-  * CPU time per turn of the harnesses (all of them, from /proc) over the first and the last turns,
-    and of each process over all the turns (less noisy than wall time on a shared machine).
+  * CPU time per turn of the harnesses (from /proc) over the first and the last turns, and of each
+    process over all the turns (less noisy than wall time on a shared machine).
 
     uv run python bench/long_session.py [--turns 500] [--events 10000] [--kills 5]
 
@@ -322,8 +322,7 @@ async def main() -> int:
                 small_cpu = spent(before_small, cpu_ms(stack), "harness") / 5
                 small_reader.cancel()
                 say(f"B6: a session of {args.events} events, {args.kills} kills ...")
-                # The model request of turn n answers turn n of the script: the first 7 (start, after
-                # the filler, 5 steps) answer as the small session's do, the takeovers' slowly.
+                # the first 7 requests (start, after the filler, 5 steps) answer as the small session's
                 turns_big = [QUICK] * 7 + [SLOW] * (4 * args.kills + 20)
                 big, big_reader = await new_session(http, model, agent_env, turns_big)
                 await big.turn(f"{big.scenario} start")

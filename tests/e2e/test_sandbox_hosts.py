@@ -32,7 +32,7 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts.sandbox import SandboxHost, SandboxPlacement
-from corral.contracts.subjects import sandbox_hosts_spec, sandbox_placements_spec
+from corral.contracts.sandbox_hosts import sandbox_hosts_spec, sandbox_placements_spec
 from corral.devstack import processes
 from corral.devstack.docker_engine import DockerEngine, docker_client
 from corral.devstack.services import service_environment

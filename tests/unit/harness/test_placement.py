@@ -14,7 +14,7 @@ from corral.bus import Bus, Entry, KeyChanged, KeyExists, NoResponders
 from corral.contracts import sandbox
 from corral.contracts.rpc import RpcReply
 from corral.contracts.sandbox import SandboxHost, SandboxPlacement
-from corral.contracts.subjects import SANDBOX_HOSTS_BUCKET, SANDBOX_PLACEMENTS_BUCKET
+from corral.contracts.sandbox_hosts import SANDBOX_HOSTS_BUCKET, SANDBOX_PLACEMENTS_BUCKET
 from corral.harness.placement import Placements, choose_host
 from corral.harness.sandbox import BusSandbox
 

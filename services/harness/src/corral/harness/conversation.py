@@ -32,7 +32,7 @@ from typing import Any, Final
 
 from corral.contracts.rpc import LoggedEvent
 from corral.harness.jsonsize import Sized, block_chars, list_chars, messages_chars, sized
-from corral.harness.messageblocks import ChatMessage, agent_blocks, merge, tool_use_block, user_blocks
+from corral.harness.messageblocks import ChatMessage, agent_blocks, joined, merge, tool_use_block, user_blocks
 from corral.harness.requestbody import Messages, encode, with_field
 from corral.harness.toolanswers import Answers, weight
 
@@ -182,10 +182,10 @@ class ConversationBuilder:
         placed = self._placed
         self._encode_changed()
         if len(placed) <= 2:
-            whole = _joined([*self._head(), *placed, *self._tail()])
+            whole = joined([*self._head(), *placed, *self._tail()])
             return Messages(whole, [self._encoded(message) for message in whole])
-        left = _joined([*self._head(), placed[0]])
-        right = _joined([placed[-1], *self._tail()])
+        left = joined([*self._head(), placed[0]])
+        right = joined([placed[-1], *self._tail()])
         parts = [
             *(self._encoded(message) for message in left),
             *self._json[1:-1],
@@ -384,18 +384,6 @@ class ConversationBuilder:
         builder._summary = (str(summary[0]), str(summary[1])) if summary is not None else None
         builder._last_id = state["last_id"]
         return builder
-
-
-def _joined(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """``messages`` with consecutive ones of the same role joined into new messages (never changing
-    the ones given)."""
-    out: list[ChatMessage] = []
-    for message in messages:
-        if out and out[-1]["role"] == message["role"]:
-            out[-1] = {"role": message["role"], "content": [*out[-1]["content"], *message["content"]]}
-        else:
-            out.append(message)
-    return out
 
 
 def rebuild(events: Sequence[LoggedEvent], *, max_result_chars: int | None = None) -> list[ChatMessage]:

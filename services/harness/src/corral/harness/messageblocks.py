@@ -127,6 +127,18 @@ def merge(messages: Iterable[ChatMessage]) -> list[ChatMessage]:
     return merged
 
 
+def joined(messages: list[ChatMessage]) -> list[ChatMessage]:
+    """``messages`` with consecutive ones of the same role joined into new messages (never changing
+    the ones given, unlike ``merge``: those may be a conversation's kept messages)."""
+    out: list[ChatMessage] = []
+    for message in messages:
+        if out and out[-1]["role"] == message["role"]:
+            out[-1] = {"role": message["role"], "content": [*out[-1]["content"], *message["content"]]}
+        else:
+            out.append(message)
+    return out
+
+
 def tool_use_block(event: Mapping[str, Any]) -> Block | None:
     event_id, name, tool_input = event.get("id"), event.get("name"), event.get("input")
     if not isinstance(event_id, str) or not event_id or not isinstance(name, str) or not name:

@@ -23,7 +23,7 @@ from pydantic import ValidationError
 
 from corral.bus import Bus, KeyChanged, KeyExists, KeyValueBucket
 from corral.contracts.sandbox import SandboxHost, SandboxPlacement
-from corral.contracts.subjects import sandbox_hosts_spec, sandbox_placements_spec
+from corral.contracts.sandbox_hosts import sandbox_hosts_spec, sandbox_placements_spec
 
 logger = logging.getLogger(__name__)
 
