@@ -93,12 +93,13 @@ def start_stack(
     credential_proxy: dict[str, str] | None = None,
     log_level: str = "INFO",
     gateway: dict[str, str] | None = None,
+    environ: dict[str, str] | None = None,
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
     With ``web_site``, it admits the site's address and port and uses it as its search backend.
     ``credential_proxy``: more settings of the credential-proxy (over those these make); ``gateway``:
-    settings of the gateway."""
+    settings of the gateway; ``environ``: stack settings over the test's (``CORRAL_NATS_CLUSTER``)."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
     allowed = stand_in_addresses()
     egress = {}
@@ -123,7 +124,7 @@ def start_stack(
     stack = Stack(
         state_dir,
         Ports.free(),
-        environ=_environ(),
+        environ=_environ() | (environ or {}),
         docker=True,
         service_env={
             "harness": FAST_RECOVERY,

@@ -3,8 +3,11 @@ SIGSTOP and resume it with SIGCONT, by the pid the devstack keeps for it (``Stac
 
 Targets are component names of the devstack (``Stack.component``). ``harness`` means the harness
 worker holding the lease of one of the workload's sessions (the one mid-turn), else ``harness-1``.
-NATS targets are the next step (see README.md): they need the devstack's cluster mode, and
-``Fault`` then only needs their component names and ``inject`` their restart (``_restart``).
+On a NATS cluster (``CORRAL_NATS_CLUSTER=3``): ``nats-leader`` is the node leading the session log,
+``nats-follower`` another node, ``nats-all`` every node (killed together, restarted together); a killed
+node is started again on its store. Two more actions there (``cluster.py``): ``partition`` cuts a node
+off from the others' routes for ``PAUSE_S``, ``disk-full`` fills its store's file system for
+``PAUSE_S`` (only ``cluster.SMALL_DISK_NODE``, whose store is a tmpfs).
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from corral.bus import Bus
 from corral.contracts import subjects
 from corral.devstack.stack import Stack
 from tests.e2e.flows import LEASE_TTL_S
+from tests.faults import cluster
 from tests.faults.history import History
 
 #: The five services, by the name a scenario gives them.
@@ -29,7 +33,8 @@ PAUSE_S: Final = float(LEASE_TTL_S) + 1.5
 #: A restarted component is healthy again within this (a liveness bound, not a timing).
 RESTART_TIMEOUT_S: Final = 120.0
 
-Action = Literal["kill", "pause"]
+Action = Literal["kill", "pause", "partition", "disk-full"]
+_VERBS: Final = {"kill": "SIGKILL", "pause": "SIGSTOP", "partition": "partition", "disk-full": "disk full on"}
 
 
 @dataclass(frozen=True)
@@ -38,13 +43,21 @@ class Fault:
     target: str
 
     def __str__(self) -> str:
-        return f"{'SIGKILL' if self.action == 'kill' else 'SIGSTOP'} {self.target}"
+        return f"{_VERBS[self.action]} {self.target}"
 
 
 #: Every single-node fault the soak picks from.
 ALL_FAULTS: Final = (
     *(Fault(action, service) for service in SERVICES for action in ("kill", "pause")),
     Fault("kill", "postgres"),
+)
+#: The faults of a three-node NATS cluster (the soak on the cluster draws from these and ``ALL_FAULTS``).
+NATS_FAULTS: Final = (
+    Fault("kill", "nats-leader"),
+    Fault("kill", "nats-follower"),
+    Fault("kill", "nats-all"),
+    Fault("partition", "nats-leader"),
+    Fault("disk-full", cluster.SMALL_DISK_NODE),
 )
 
 
@@ -62,12 +75,37 @@ async def harness_of(stack: Stack, sessions: Iterable[str]) -> str:
 
 async def inject(stack: Stack, fault: Fault, history: History, sessions: Iterable[str]) -> str:
     """Apply ``fault`` and repair it (restart, or resume); the component's name. Marks the history."""
-    name = await harness_of(stack, sessions) if fault.target == "harness" else fault.target
+    name = await _resolve(stack, fault.target, sessions)
     history.mark(f"{fault} ({name}) begins")
-    if fault.action == "kill":
+    if fault.action == "kill" and name == "nats-all":
+        for node in stack.nats_nodes():
+            await asyncio.to_thread(stack.kill, node.name, signal.SIGKILL)
+        history.mark(f"{name} killed")
+        await _restart(stack, "nats")
+    elif fault.action == "kill":
         await asyncio.to_thread(stack.kill, name, signal.SIGKILL)
         history.mark(f"{name} killed")
         await _restart(stack, name)
+    elif fault.action == "partition":
+        partition = cluster.Partition(stack, name)
+        try:
+            await asyncio.to_thread(partition.cut)
+            history.mark(f"{name} cut off")
+            await asyncio.sleep(PAUSE_S)  # the fault's length
+        finally:
+            await asyncio.to_thread(partition.heal)
+    elif fault.action == "disk-full":
+        store = cluster.store_dir(stack.state.root, name)
+        try:
+            took = await asyncio.to_thread(cluster.fill, store)
+            history.mark(f"{name}'s store full ({took} bytes filled)")
+            await asyncio.sleep(PAUSE_S)  # the fault's length
+        finally:
+            await asyncio.to_thread(cluster.unfill, store)
+        if not await asyncio.to_thread(_node_serves, stack, name):  # JetStream gave up on the full disk
+            history.mark(f"{name} has JetStream off after its disk filled; restarted")
+            await asyncio.to_thread(stack.kill, name, signal.SIGKILL)
+            await _restart(stack, name)
     else:
         await asyncio.to_thread(stack.kill, name, signal.SIGSTOP)
         try:
@@ -78,8 +116,25 @@ async def inject(stack: Stack, fault: Fault, history: History, sessions: Iterabl
     return name
 
 
+async def _resolve(stack: Stack, target: str, sessions: Iterable[str]) -> str:
+    if target == "harness":
+        return await harness_of(stack, sessions)
+    if target in ("nats-leader", "nats-follower"):
+        leader = await asyncio.to_thread(cluster.stream_leader, stack)
+        assert leader is not None, "the session log has no leader"
+        if target == "nats-leader":
+            return leader
+        return next(node.name for node in stack.nats_nodes() if node.name != leader)
+    return target
+
+
+def _node_serves(stack: Stack, name: str) -> bool:
+    node = next(node for node in stack.nats_nodes() if node.name == name)
+    return node.is_running() and node.healthy()
+
+
 async def _restart(stack: Stack, name: str) -> None:
-    if name == "postgres":
+    if name == "postgres" or name.startswith("nats"):
         await asyncio.to_thread(stack.start, RESTART_TIMEOUT_S)  # starts what is not running
     else:
         await asyncio.to_thread(stack.start_service, name, RESTART_TIMEOUT_S)

@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -53,14 +53,14 @@ def once(*faults: Fault) -> Schedule:
     return schedule
 
 
-def seeded(seed: int, seconds: float) -> Schedule:
-    """Faults picked at random (``seed``) from ``ALL_FAULTS`` until ``seconds`` have passed."""
+def seeded(seed: int, seconds: float, faults: Sequence[Fault] = ALL_FAULTS) -> Schedule:
+    """Faults picked at random (``seed``) from ``faults`` until ``seconds`` have passed."""
 
     async def schedule() -> AsyncIterator[Fault]:
         rng = random.Random(seed)
         ends = time.monotonic() + seconds
         while time.monotonic() < ends:
-            yield rng.choice(ALL_FAULTS)
+            yield rng.choice(faults)
 
     return schedule
 

@@ -13,6 +13,7 @@ from corral.harness.turn import Outcome
 from corral.harness.wake import WakeLoop, redelivery_delay
 from corral.telemetry import inject
 from tests.unit.harness.fakes import SESSION_ID, FakeBucket, FakeDelivery, FakeSource, SteppedSleep, wake_delivery
+from tests.waiting import eventually
 
 
 class FakeRunner:
@@ -278,6 +279,34 @@ async def test_a_wake_up_for_a_session_this_worker_runs_joins_the_run_which_look
     assert runner.leases[0] is runner.leases[1]
     assert harness.bucket.entries == {}
     assert (harness.loop.joined, harness.loop.lease_waits) == (1, 0)
+
+
+async def test_a_redelivery_of_the_wake_up_a_run_holds_is_not_acked_so_the_runs_retry_later_stands() -> None:
+    """The run's ack wait ran out (its heartbeats failed while a NATS node was down), so the same
+    message came back while the run still held it; the run then ends ``retry_later``. Acking the
+    redelivery would settle the message and the run's nak would be ignored: the session's input never
+    processed (found by the fault suite's NATS follower kill)."""
+    runner = FakeRunner(Outcome.RETRY_LATER, block=True)
+    harness = Harness(runner)
+    first, again = wake_delivery(seq=3), wake_delivery(seq=3, num_delivered=2)
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(first)
+    async with asyncio.timeout(5):
+        await runner.started.wait()
+    await harness.deliver(again)
+
+    async def joined() -> bool:
+        return harness.loop.joined == 1 and (again.heartbeats > 0 or bool(again.settled))
+
+    await eventually(joined, timeout=5)
+    runner.release.set()
+    async with asyncio.timeout(5):
+        await first.done.wait()
+    harness.stop.set()
+    await task
+
+    assert again.settled == [] and again.heartbeats == 1  # left to the run, its ack wait pushed back
+    assert first.settled == [("nak", redelivery_delay(1))]
 
 
 # --- lease hand-offs: expiry, a holder that served the wake-up, a holder that takes the session back ----------

@@ -81,6 +81,8 @@ class WakeLoop:
         (0: none since the run began)."""
         self._run_spans: dict[str, trace.SpanContext] = {}
         """The span of each run this worker has going (a wake-up that joins the run links to it)."""
+        self._run_deliveries: dict[str, int] = {}
+        """The stream sequence of the wake-up each run this worker has going settles when it ends."""
         self.joined = 0
         """Wake-ups handed to this worker's own run of their session (it runs again before letting go)."""
         self.lease_served = 0
@@ -222,9 +224,15 @@ class WakeLoop:
             self.joined += 1
             wakespans.joining(wake, delivery, self._run_spans.get(wake.session_id))
             logger.info("wake-up joined the session's running run", extra={"fields": fields})
-            await self._settle(delivery.ack(), wake=wake)
+            if self._run_deliveries.get(wake.session_id) == delivery.seq:
+                # A redelivery of the very wake-up the run holds (its ack wait ran out): acking it would
+                # settle the message, and the run's own nak (retry later) would then be ignored.
+                await self._settle(delivery.in_progress(), wake=wake)
+            else:
+                await self._settle(delivery.ack(), wake=wake)
             return
         self.active.add(wake.session_id)
+        self._run_deliveries[wake.session_id] = delivery.seq
         try:
             with wakespans.processing(wake, delivery) as current:
                 self._run_spans[wake.session_id] = current.get_span_context()
@@ -245,6 +253,7 @@ class WakeLoop:
         finally:
             self.active.discard(wake.session_id)
             self._run_spans.pop(wake.session_id, None)
+            self._run_deliveries.pop(wake.session_id, None)
         logger.info("session run ended", extra={"fields": {**fields, "outcome": outcome.value}})
         if outcome is Outcome.DONE:
             await self._settle(delivery.ack(), wake=wake)

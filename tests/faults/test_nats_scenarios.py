@@ -1,0 +1,91 @@
+"""The fault scenarios of NATS on a three-node JetStream cluster (``CORRAL_NATS_CLUSTER=3``, every
+stream and bucket with three replicas; reliability plan F8, F15, F20): the same run as the service
+scenarios (three SDK clients doing tool turns, the fault, every session finishing another turn, the
+checker), with the fault on the cluster. Each prints its recovery time and the checker's counts.
+
+One stack for the module (its own: the service scenarios' stack is a single server). The devstack
+runs two harness workers; the gateway, the session-store and the other services run once each (the
+devstack starts one of each). The store of ``cluster.SMALL_DISK_NODE`` is a tmpfs, so its disk can
+fill. Root is needed (the partition's cgroup and ``iptables`` rules, the tmpfs), as for the stack's
+Docker engine.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from corral.devstack.stack import Stack
+from tests.e2e.conftest import start_stack
+from tests.faults import cluster
+from tests.faults.conftest import STORE_TIMEOUT_S
+from tests.faults.nemesis import ALL_FAULTS, NATS_FAULTS, Fault
+from tests.faults.scenario import once, run, seeded
+from tests.faults.test_scenarios import SOAK_SECONDS, verify
+
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
+
+
+@pytest.fixture(scope="module")
+def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    state_dir = tmp_path_factory.mktemp("faults-cluster")
+    with cluster.store_on_tmpfs(state_dir), contextlib.ExitStack() as stopping:
+        stack = start_stack(
+            state_dir,
+            gateway={"CORRAL_GATEWAY_STORE_TIMEOUT_S": str(STORE_TIMEOUT_S)},
+            environ={"CORRAL_NATS_CLUSTER": "3"},
+        )
+        stopping.callback(stack.stop)
+        assert [node.name for node in stack.nats_nodes()] == ["nats", "nats-2", "nats-3"]
+        yield stack
+
+
+async def _scenario(stack: Stack, fault: Fault, tmp_path: Path, report: list[str]) -> None:
+    verify(await run(stack, once(fault), dump_to=tmp_path / "history.jsonl"), report)
+
+
+async def test_f15_the_session_logs_leader_killed_mid_turn_and_restarted_loses_nothing(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    await _scenario(cluster_stack, Fault("kill", "nats-leader"), tmp_path, report)
+
+
+async def test_a_follower_node_killed_and_restarted_on_its_disk_catches_up_and_loses_nothing(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    await _scenario(cluster_stack, Fault("kill", "nats-follower"), tmp_path, report)
+
+
+async def test_f8_all_three_nodes_killed_and_restarted_lose_nothing_acknowledged(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    await _scenario(cluster_stack, Fault("kill", "nats-all"), tmp_path, report)
+
+
+async def test_f20_the_leader_partitioned_from_the_other_nodes_then_healed_loses_nothing(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    await _scenario(cluster_stack, Fault("partition", "nats-leader"), tmp_path, report)
+
+
+async def test_one_nodes_disk_full_loses_and_drops_nothing_and_the_cluster_goes_on(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    await _scenario(cluster_stack, Fault("disk-full", cluster.SMALL_DISK_NODE), tmp_path, report)
+
+
+@pytest.mark.timeout(SOAK_SECONDS + 900)
+async def test_seeded_soak_of_nats_and_service_faults_on_the_cluster_breaks_no_invariant(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    """As the single-server soak (``CORRAL_SOAK_SECONDS``, ``CORRAL_SOAK_SEED``), drawing from the
+    cluster's faults as well as every service's."""
+    seed = int(os.environ.get("CORRAL_SOAK_SEED") or secrets.randbelow(2**32))
+    report.append(f"cluster soak: seed {seed} (CORRAL_SOAK_SEED={seed} replays it), {SOAK_SECONDS:g} s")
+    schedule = seeded(seed, SOAK_SECONDS, (*NATS_FAULTS, *ALL_FAULTS))
+    verify(await run(cluster_stack, schedule, dump_to=tmp_path / "history.jsonl"), report)
