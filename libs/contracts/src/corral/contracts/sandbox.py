@@ -56,13 +56,13 @@ from corral.contracts.sandbox_hosts import SANDBOX_HOST_BEAT_S as SANDBOX_HOST_B
 from corral.contracts.sandbox_hosts import SANDBOX_HOST_ID_PATTERN as SANDBOX_HOST_ID_PATTERN
 from corral.contracts.sandbox_hosts import SANDBOX_HOSTS_BUCKET as SANDBOX_HOSTS_BUCKET
 from corral.contracts.sandbox_hosts import SANDBOX_PLACEMENTS_BUCKET as SANDBOX_PLACEMENTS_BUCKET
-from corral.contracts.sandbox_hosts import sandbox_host_rpc as sandbox_host_rpc
 from corral.contracts.subjects import SANDBOX_QUEUE as SANDBOX_QUEUE
 from corral.contracts.subjects import SANDBOX_RPC_WILDCARD as SANDBOX_RPC_WILDCARD
 from corral.contracts.subjects import SANDBOXES_BUCKET as SANDBOXES_BUCKET
 from corral.contracts.subjects import TOOL_OUTPUTS_BUCKET as TOOL_OUTPUTS_BUCKET
 from corral.contracts.subjects import TOOL_RESULTS_BUCKET as TOOL_RESULTS_BUCKET
 from corral.contracts.subjects import execute_heartbeat as execute_heartbeat
+from corral.contracts.subjects import sandbox_host_rpc as sandbox_host_rpc
 from corral.contracts.subjects import sandbox_rpc as sandbox_rpc
 
 # --- the rest of the contract ---------------------------------------------------------------------------

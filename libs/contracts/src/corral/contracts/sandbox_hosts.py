@@ -20,11 +20,6 @@ SANDBOX_PLACEMENT_TTL_S: Final = 30 * 86400.0
 SANDBOX_HOST_ID_PATTERN: Final = r"^[A-Za-z0-9_-]{1,64}$"
 
 
-def sandbox_host_rpc(host: str, op: str) -> str:
-    """Request subject of an operation on one sandbox host (``corral.rpc.sandbox.host.<host>.<op>``)."""
-    return f"corral.rpc.sandbox.host.{host}.{op}"
-
-
 def sandbox_hosts_spec() -> KeyValueSpec:
     return KeyValueSpec(
         name=SANDBOX_HOSTS_BUCKET,

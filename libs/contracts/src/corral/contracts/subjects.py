@@ -117,6 +117,11 @@ def sandbox_rpc(op: str) -> str:
     return f"corral.rpc.sandbox.{op}"
 
 
+def sandbox_host_rpc(host: str, op: str) -> str:
+    """Request subject of an operation on one sandbox host (``corral.rpc.sandbox.host.<host>.<op>``)."""
+    return f"corral.rpc.sandbox.host.{host}.{op}"
+
+
 def execute_heartbeat(session_id: str, tool_use_id: str) -> str:
     """Where the manager serving an ``execute`` says it is still at it (core NATS, never stored)."""
     return f"corral.sandbox.heartbeats.{session_id}.{tool_use_id}"
