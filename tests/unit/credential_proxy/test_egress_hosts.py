@@ -5,6 +5,7 @@ sockets are on other machines)."""
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +21,8 @@ from corral.credential_proxy.egress import Egress
 from corral.credential_proxy.grants import Grants
 from corral.credential_proxy.rpc import Service, operations
 from corral.credential_proxy.settings import EgressSettings, Settings
-from corral.settings import HOST_ID_PATTERN, machine_host_id
+from corral.sandbox_manager.settings import SandboxSettings
+from corral.settings import HOST_ID_PATTERN, host_id_of, machine_host_id
 from tests.unit.credential_proxy.test_proxy import FakeNet
 from tests.unit.credential_proxy.test_sockets import MemoryBucket
 
@@ -62,14 +64,30 @@ def test_without_a_host_id_only_the_queue_group_serves_egress() -> None:
     assert not [s for s in served(None) if ".host." in s]
 
 
-def test_the_host_id_defaults_to_the_machines_name_and_a_bad_one_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_the_host_id_defaults_to_the_machines_name_and_any_name_becomes_one_token(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     monkeypatch.delenv("CORRAL_CREDENTIAL_PROXY_HOST_ID", raising=False)
     assert Settings().host_id == machine_host_id()
     monkeypatch.setenv("CORRAL_CREDENTIAL_PROXY_HOST_ID", "node-7")
     assert Settings().host_id == "node-7"
-    monkeypatch.setenv("CORRAL_CREDENTIAL_PROXY_HOST_ID", "node.7")
+    # a Kubernetes node name, as spec.nodeName gives it: the sandbox-manager makes it the same id
+    monkeypatch.setenv("CORRAL_CREDENTIAL_PROXY_HOST_ID", "ip-10-0-3-7.eu-west-1.compute.internal")
+    monkeypatch.setenv("CORRAL_SANDBOX_HOST_ID", "ip-10-0-3-7.eu-west-1.compute.internal")
+    monkeypatch.setenv("CORRAL_SANDBOX_EGRESS_HOST", "ip-10-0-3-7.eu-west-1.compute.internal")
+    assert Settings().host_id == "ip-10-0-3-7-eu-west-1-compute-internal"
+    assert SandboxSettings().host_id == SandboxSettings().egress_host == Settings().host_id
+    monkeypatch.setenv("CORRAL_CREDENTIAL_PROXY_HOST_ID", "...")
     with pytest.raises(ValueError, match="not a host id"):
         Settings()
+
+
+def test_a_long_name_keeps_a_digest_of_the_whole_so_two_stay_two() -> None:
+    long = "n" * 70
+    first, second = host_id_of(long + ".a"), host_id_of(long + ".b")
+    assert first != second
+    for token in (first, second, machine_host_id()):
+        assert re.fullmatch(HOST_ID_PATTERN, token), token
     assert HOST_ID_PATTERN == SANDBOX_HOST_ID_PATTERN, "one host id, whichever service reads it"
 
 

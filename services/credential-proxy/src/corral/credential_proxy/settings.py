@@ -351,8 +351,9 @@ class Settings(BaseSettings):
         default="",
         description="this machine's name on the bus: besides the queue group, its egress operations are served on "
         "corral.rpc.egress.host.<host_id>.<op>, which a sandbox-manager with CORRAL_SANDBOX_EGRESS_HOST=<host_id> "
-        "asks (letters, digits, '_' and '-'). Empty: the machine's host name, '.' and other characters outside "
-        "those made '-' (what a sandbox-manager on the same machine takes for CORRAL_SANDBOX_HOST_ID)",
+        "asks. Letters, digits, '_' and '-': any other character becomes '-' (a Kubernetes node name can be "
+        "given as it is). Empty: the machine's host name (what a sandbox-manager on it takes for "
+        "CORRAL_SANDBOX_HOST_ID)",
     )
     openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
     secret_store_timeout_s: float = Field(

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Final, Literal
 
@@ -15,10 +14,9 @@ from corral.contracts.sandbox import (
     DEFAULT_TOOL_TIMEOUT_MS,
     EXECUTE_REPLY_MARGIN_S,
     MAX_TOOL_TIMEOUT_MS,
-    SANDBOX_HOST_ID_PATTERN,
 )
 from corral.sandbox_manager.channel import FRAME_FACTOR, FRAME_SLACK, REPLY_SLACK
-from corral.settings import LogSettings, MetricsSettings, NatsSettings, host_id_or_machine, renamed
+from corral.settings import LogSettings, MetricsSettings, NatsSettings, host_id_of, host_id_or_machine, renamed
 
 #: The smallest piece of text a reply line must be able to carry (see ``max_frame_bytes``).
 MIN_PART_BYTES: Final = 16384
@@ -41,15 +39,16 @@ class SandboxSettings(BaseSettings):
     host_id: str = Field(
         default="",
         description="this sandbox host's name (the manager and the Docker engine it drives): calls for the sessions "
-        "placed here are sent to corral.rpc.sandbox.host.<host_id>.<op>; one manager per host id (letters, digits, "
-        "'_' and '-'). Empty: the machine's host name, '.' and other characters outside those made '-'",
+        "placed here are sent to corral.rpc.sandbox.host.<host_id>.<op>; one manager per host id. Letters, digits, "
+        "'_' and '-': any other character becomes '-' (a Kubernetes node name can be given as it is). Empty: the "
+        "machine's host name",
     )
     egress_host: str = Field(
         default="",
         description="the host id (CORRAL_CREDENTIAL_PROXY_HOST_ID) of the credential-proxy on this machine, the one "
         "whose egress sockets this host's Docker engine can mount: sessions' and builds' egress is opened by it "
         "alone (corral.rpc.egress.host.<egress_host>.<op>). Empty: any credential-proxy (the queue group), right "
-        "only when every credential-proxy shares the sandboxes' machine",
+        "only when every credential-proxy shares the sandboxes' machine. Made a host id like host_id",
     )
     capacity: int = Field(
         default=0,
@@ -203,12 +202,7 @@ class SandboxSettings(BaseSettings):
     @field_validator("egress_host")
     @classmethod
     def _egress_host(cls, value: str) -> str:
-        if value and not re.fullmatch(SANDBOX_HOST_ID_PATTERN, value):
-            raise ValueError(
-                f"{value!r} is not a host id: name the CORRAL_CREDENTIAL_PROXY_HOST_ID of this machine's "
-                "credential-proxy (1 to 64 letters, digits, '_' or '-'), or leave it empty"
-            )
-        return value
+        return host_id_of(value) if value else value
 
     @field_validator("user")
     @classmethod
