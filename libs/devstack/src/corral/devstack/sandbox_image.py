@@ -238,7 +238,10 @@ class ImageBuilder:
             with self._running(f"importing it as {base}"):
                 self._import(client, rootfs, base)
         finally:
-            remove_rootfs(scratch)
+            t0 = time.monotonic()
+            with self._running(f"removing the scratch root file system {scratch}"):
+                remove_rootfs(scratch)
+            self._step(f"scratch removed in {time.monotonic() - t0:.1f}s")
 
     def _debootstrap(self, rootfs: Path) -> None:
         if os.geteuid() != 0:
