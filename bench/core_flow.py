@@ -291,7 +291,7 @@ async def main() -> int:
         stack = Stack(Path(tmp), Ports.free(), environ=environ, service_env=no_rate_limit, log_level="WARNING")
         stack.start(timeout=180)
         try:
-            say(f"stack up: gateway {stack.gateway_url}, 2 harness processes, embedded model")
+            say(f"stack up: gateway {stack.gateway_url}, {stack.harness_count} harness process(es), embedded model")
             core, stored = await nats_baseline(stack.nats_settings(), args.samples)
             say("measuring emit -> SSE ...")
             emitted, emit_cpu = await emit_to_sse(stack, args.sessions, args.samples)

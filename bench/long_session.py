@@ -289,7 +289,10 @@ async def main() -> int:
             "embedded-model": {"CORRAL_EMBEDDED_MODEL_MAX_RECORDED_REQUESTS": str(max(1000, args.turns + 100))},
         }
         log_level = "INFO" if args.keep_logs else "WARNING"
-        stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=service_env, log_level=log_level)
+        # two harnesses: B6 kills the lease holder and times the other one's takeover
+        stack = Stack(
+            Path(tmp), Ports.free(), environ={}, service_env=service_env, harness_count=2, log_level=log_level
+        )
         stack.start(timeout=180)
         try:
             headers = {"x-api-key": stack.api_key}

@@ -1,5 +1,6 @@
 """One private Corral stack for the e2e tests: real NATS JetStream, Postgres, OpenBao, the five
-services (two harness processes) and the embedded Messages-API model, on free ports in a temp dir.
+services (two harness processes in the shared ``stack``, for the takeover tests; one in a test's
+own stack) and the embedded Messages-API model, on free ports in a temp dir.
 
 Nothing here is faked: tests talk to the gateway with the official ``anthropic`` SDK or plain HTTP,
 and to the bus with ``corral.bus``. If a component cannot start, every e2e test errors (never skips).
@@ -95,12 +96,14 @@ def start_stack(
     gateway: dict[str, str] | None = None,
     environ: dict[str, str] | None = None,
     sandbox_manager: dict[str, str] | None = None,
+    harness_count: int | None = None,
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
     With ``web_site``, it admits the site's address and port and uses it as its search backend.
     ``credential_proxy``: more settings of the credential-proxy (over those these make); ``gateway`` and
-    ``sandbox_manager``: settings of those; ``environ``: stack settings over the test's (``CORRAL_NATS_CLUSTER``)."""
+    ``sandbox_manager``: settings of those; ``environ``: stack settings over the test's
+    (``CORRAL_NATS_CLUSTER``); ``harness_count``: harness processes (default one, as ``make up``)."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
     allowed = stand_in_addresses()
     egress = {}
@@ -126,6 +129,7 @@ def start_stack(
         state_dir,
         Ports.free(),
         environ=_environ() | (environ or {}),
+        harness_count=harness_count,
         docker=True,
         service_env={
             "harness": FAST_RECOVERY,
@@ -214,8 +218,15 @@ def stack(
     token_endpoint: TokenServer,
     egress_sites: EgressSites,
 ) -> Iterator[Stack]:
+    # two harnesses: tests.e2e.test_harness_crash and test_long_sessions hand sessions from one to the other
     stack = start_stack(
-        tmp_path_factory.mktemp("corral"), host_canary, web_site, mcp_server, token_endpoint, egress_sites
+        tmp_path_factory.mktemp("corral"),
+        host_canary,
+        web_site,
+        mcp_server,
+        token_endpoint,
+        egress_sites,
+        harness_count=2,
     )
     try:
         assert_no_deprecated_settings(stack)

@@ -6,11 +6,15 @@ import asyncio
 import contextlib
 
 import anthropic
+import httpx
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
 from corral.bus import Bus
 from corral.contracts import subjects
+from corral.devstack.stack import Stack
 from tests.e2e.flows import all_events, open_stream, read_until_idle, run_turn, send_text
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -188,3 +192,36 @@ async def test_many_open_streams_share_one_follow_and_each_shows_only_its_sessio
 async def _consumers(bus: Bus) -> int:
     info = await bus._js.stream_info(subjects.SESSIONS_STREAM)  # noqa: SLF001 - a count only the server knows
     return int(info.state.consumer_count)
+
+
+async def test_a_client_that_disconnects_frees_its_streams_registration(
+    client: anthropic.AsyncAnthropic, agent_env: tuple[str, str], stack: Stack
+) -> None:
+    """A stream whose client goes away is gone from the gateway (its queue left the follow and the
+    open-stream registry) without the session doing anything: the open-streams gauge falls back."""
+    agent_id, env_id = agent_env
+    session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
+    before = await _open_streams(stack)
+    streams = [await open_stream(client, session.id) for _ in range(3)]
+    await eventually(lambda: _at_least(stack, before + 3))
+    for stream in streams:
+        await stream.close()  # the client disconnects; the session stays idle, nothing is appended
+    await eventually(lambda: _at_most(stack, before), timeout=10)
+
+
+async def _open_streams(stack: Stack) -> float:
+    async with httpx.AsyncClient(timeout=10) as http:
+        text = (await http.get(stack.metrics_urls()["gateway"])).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "corral_gateway_open_streams":
+                return float(sample.value)
+    raise AssertionError("the gateway exposes no corral_gateway_open_streams")
+
+
+async def _at_least(stack: Stack, value: float) -> bool:
+    return await _open_streams(stack) >= value
+
+
+async def _at_most(stack: Stack, value: float) -> bool:
+    return await _open_streams(stack) <= value

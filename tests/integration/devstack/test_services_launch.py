@@ -105,7 +105,13 @@ def _alive_after(pid: int, *, seconds: float) -> bool:
         time.sleep(0.05)
 
 
-def _stack(stacks: list[Stack], state_dir: Path, stubs: tuple[Path, Path], **extra: dict[str, str]) -> Stack:
+def _stack(
+    stacks: list[Stack],
+    state_dir: Path,
+    stubs: tuple[Path, Path],
+    harness_count: int | None = None,
+    **extra: dict[str, str],
+) -> Stack:
     root, out = stubs
     common = {"PYTHONPATH": str(root), "STUB_OUT": str(out)}
     service_env = {kind: dict(common) for kind in SERVICE_MODULES}
@@ -115,6 +121,7 @@ def _stack(stacks: list[Stack], state_dir: Path, stubs: tuple[Path, Path], **ext
         state_dir,
         Ports.free(),
         service_env=service_env,
+        harness_count=harness_count,
         environ={"ANTHROPIC_API_KEY": "sk-corral-dev-sourced", "CORRAL_LOG_LEVEL": "debug"},
     )
     stacks.append(stack)
@@ -125,7 +132,7 @@ def test_up_starts_every_service_with_its_environment_and_waits_for_the_gateway(
     stacks: list[Stack], stubs: tuple[Path, Path], tmp_path: Path
 ) -> None:
     lines: list[str] = []
-    stack = _stack(stacks, tmp_path / "state", stubs)
+    stack = _stack(stacks, tmp_path / "state", stubs, harness_count=2)  # the default is one; each gets its own id
     stack.progress = lines.append
 
     stack.start(timeout=60)

@@ -70,5 +70,6 @@ def test_the_launchers_own_variables() -> None:
         up_timeout({"CORRAL_UP_TIMEOUT": "soon"}, 60.0)
     with pytest.raises(DevstackError, match="CORRAL_SANDBOX_BUILD"):
         read_image_settings({"CORRAL_SANDBOX_BUILD": "magic"})
+    assert config({}).harness_count == 1  # `make up`: one harness unless asked for more
     assert config({"CORRAL_HARNESS_COUNT": "3", "OTEL_EXPORTER_OTLP_ENDPOINT": "http://o:4318"}).harness_count == 3
     assert config({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://o:4318"}).otel_endpoint == "http://o:4318"

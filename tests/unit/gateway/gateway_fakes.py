@@ -9,12 +9,14 @@ from typing import Any
 
 import httpx
 
+from corral.bus import StoredMessage
 from corral.contracts.api.errors import ApiError
 from corral.contracts.health import Health
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import Message, Op, ResolvedKey
 from corral.gateway.app import create_app
 from corral.gateway.auth import key_sha256
+from corral.gateway.fanout import RecordSink
 from corral.gateway.keydirectory import KeyDirectory
 from corral.gateway.settings import Settings
 from corral.gateway.state import Backends
@@ -65,7 +67,8 @@ class FakeStore:
 
 @dataclass
 class FakeFeed:
-    """Log records and delta payloads to hand out, and what happened to the iterators."""
+    """Log records (put into the attached queue, as the gateway's follow does) and delta payloads to
+    hand out, and what was opened and closed."""
 
     records: list[bytes] = field(default_factory=list)
     deltas: list[bytes] = field(default_factory=list)
@@ -73,24 +76,30 @@ class FakeFeed:
     opened: list[str] = field(default_factory=list)
     closed: list[str] = field(default_factory=list)
     deltas_sent: asyncio.Event = field(default_factory=asyncio.Event)
+    attached: set[RecordSink] = field(default_factory=set)
+    _writers: list[asyncio.Task[None]] = field(default_factory=list)
 
-    async def open_log(self, session_id: str) -> AsyncIterator[bytes]:
+    async def attach_log(self, session_id: str, sink: RecordSink) -> int:
         self.opened.append("log")
-        return self._log()
+        self.attached.add(sink)
+        self._writers.append(asyncio.create_task(self._log(session_id, sink)))
+        return 0
+
+    def detach_log(self, session_id: str, sink: RecordSink) -> None:
+        self.attached.discard(sink)
+        self.closed.append("log")
+        for writer in self._writers:
+            writer.cancel()
 
     async def open_deltas(self, session_id: str) -> AsyncIterator[bytes]:
         self.opened.append("deltas")
         return self._deltas()
 
-    async def _log(self) -> AsyncIterator[bytes]:
-        try:
-            for i, record in enumerate(self.records):
-                if self.hold_log_until_deltas_sent and i == len(self.records) - 2:
-                    await self.deltas_sent.wait()
-                yield record
-            await asyncio.Event().wait()  # a live follow never ends by itself
-        finally:
-            self.closed.append("log")
+    async def _log(self, session_id: str, sink: RecordSink) -> None:
+        for i, record in enumerate(self.records):
+            if self.hold_log_until_deltas_sent and i == len(self.records) - 2:
+                await self.deltas_sent.wait()
+            sink.put_nowait(StoredMessage(f"corral.sessions.{session_id}", i + 1, record, {}, None))
 
     async def _deltas(self) -> AsyncIterator[bytes]:
         try:

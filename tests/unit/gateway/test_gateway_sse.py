@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
-import pytest
 from gateway_fakes import FakeFeed, FakeStore, client_for
 
+from corral.bus import StoredMessage
 from corral.contracts.api.errors import not_found
 from corral.contracts.rpc import GetObject, Op
-from corral.gateway.sse import PING, DeltaFilter, StreamRegistry, event_stream, frame, record_frame
+from corral.gateway.sse import PING, DeltaFilter, EventStreamResponse, StreamItem, StreamRegistry, frame, record_frame
 
 
 def raw(record: dict[str, Any]) -> bytes:
@@ -106,43 +107,99 @@ def test_deltas_pass_only_for_requested_types_and_only_until_the_event_is_stored
     assert previews.frame(raw(start)) is None
 
 
-async def never() -> AsyncIterator[bytes]:
-    await asyncio.Event().wait()
-    yield b""
+@dataclass
+class Connection:
+    """One client connection to an ``EventStreamResponse``, driven as an ASGI server would."""
+
+    bodies: list[bytes] = field(default_factory=list)
+    gone: asyncio.Event = field(default_factory=asyncio.Event)
+    sent: asyncio.Condition = field(default_factory=asyncio.Condition)
+    _requested: bool = False
+
+    async def receive(self) -> dict[str, Any]:
+        if not self._requested:
+            self._requested = True
+            return {"type": "http.request", "body": b"", "more_body": False}
+        await self.gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(self, message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.body" and message["body"]:
+            async with self.sent:
+                self.bodies.append(message["body"])
+                self.sent.notify_all()
+
+    async def until(self, predicate: Callable[[list[bytes]], bool]) -> None:
+        async with self.sent:
+            await self.sent.wait_for(lambda: predicate(self.bodies))
+
+
+async def open_stream(
+    feed: FakeFeed, registry: StreamRegistry, *, deltas: bool = False, heartbeat_s: float = 10.0
+) -> tuple[Connection, asyncio.Task[None], asyncio.Queue[StreamItem]]:
+    """What the route does (attach the queue, open the deltas), then the response, served in a task."""
+    queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+    after = await feed.attach_log("sesn_1", queue)
+    response = EventStreamResponse(
+        feed,
+        "sesn_1",
+        queue,
+        after_seq=after,
+        deltas=await feed.open_deltas("sesn_1") if deltas else None,
+        delta_types=frozenset({"agent.message"}),
+        heartbeat_s=heartbeat_s,
+        registry=registry,
+        headers={},
+    )
+    connection = Connection()
+    scope = {"type": "http", "asgi": {"spec_version": "2.3"}}
+    return connection, asyncio.create_task(response(scope, connection.receive, connection.send)), queue  # type: ignore[arg-type]
 
 
 async def test_an_idle_stream_sends_pings() -> None:
-    stream = event_stream(never(), None, delta_types=frozenset(), heartbeat_s=0.01)
-    try:
-        async with asyncio.timeout(5):
-            assert await anext(stream) == PING
-            assert await anext(stream) == PING
-    finally:
-        await stream.aclose()
-
-
-async def test_closing_the_stream_closes_both_subscriptions() -> None:
-    feed = FakeFeed(records=[raw(USER_MESSAGE)], deltas=[])
-    log, deltas = await feed.open_log("sesn_1"), await feed.open_deltas("sesn_1")
-    stream = event_stream(log, deltas, delta_types=frozenset({"agent.message"}), heartbeat_s=10)
+    feed, registry = FakeFeed(), StreamRegistry()
+    connection, served, _ = await open_stream(feed, registry, heartbeat_s=0.01)
     async with asyncio.timeout(5):
-        assert await anext(stream) == frame("user.message", USER_MESSAGE, event_id="sevt_01U")
-        await stream.aclose()
+        await connection.until(lambda bodies: bodies[:2] == [PING, PING])
+        connection.gone.set()
+        await served
+
+
+async def test_a_client_that_disconnects_frees_the_streams_registration_and_both_subscriptions() -> None:
+    feed, registry = FakeFeed(records=[raw(USER_MESSAGE)]), StreamRegistry()
+    connection, served, queue = await open_stream(feed, registry, deltas=True)
+    async with asyncio.timeout(5):
+        await connection.until(lambda bodies: bodies == [frame("user.message", USER_MESSAGE, event_id="sevt_01U")])
+        assert len(registry) == 1 and feed.attached == {queue}
+        connection.gone.set()
+        await served
+    assert len(registry) == 0
+    assert feed.attached == set()
     assert sorted(feed.closed) == ["deltas", "log"]
+
+
+async def test_a_record_at_or_before_the_attach_sequence_is_not_sent_again() -> None:
+    feed, registry = FakeFeed(), StreamRegistry()
+    connection, served, queue = await open_stream(feed, registry)
+    for seq, record in ((0, USER_MESSAGE), (1, AGENT_MESSAGE), (1, AGENT_MESSAGE), (2, DELETED)):
+        queue.put_nowait(StoredMessage("corral.sessions.sesn_1", seq, raw(record), {}, None))
+    async with asyncio.timeout(5):
+        await served
+    assert [f["event"] for f in parse_frames(b"".join(connection.bodies).decode())] == [
+        "agent.message",
+        "session.deleted",
+    ]
 
 
 async def test_a_shutdown_ends_every_open_stream() -> None:
     registry = StreamRegistry()
     feed = FakeFeed(records=[raw(USER_MESSAGE)])
-    stream = event_stream(
-        await feed.open_log("sesn_1"), None, delta_types=frozenset(), heartbeat_s=10, registry=registry
-    )
+    connection, served, _ = await open_stream(feed, registry)
     async with asyncio.timeout(5):
-        await anext(stream)  # the stream is open (and registered)
+        await connection.until(lambda bodies: len(bodies) == 1)  # the stream is open (and registered)
         assert len(registry) == 1
         registry.close_all()
-        with pytest.raises(StopAsyncIteration):
-            await anext(stream)
+        await served
     assert len(registry) == 0
     assert feed.closed == ["log"]
 

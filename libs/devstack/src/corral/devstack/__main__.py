@@ -26,6 +26,7 @@ from corral.devstack.postgres import EmbeddedPostgres
 from corral.devstack.postgres_tools import redacted
 from corral.devstack.progress import ConsoleProgress
 from corral.devstack.stack import DEFAULT_TIMEOUT, STOP_TIMEOUT, Stack
+from corral.devstack.state import StateDir
 
 
 def _out(line: str = "") -> None:
@@ -66,7 +67,7 @@ def _parser() -> argparse.ArgumentParser:
         "--harness-count",
         type=int,
         default=None,
-        help="harness processes (default: $CORRAL_HARNESS_COUNT or 2)",
+        help=f"harness processes (default: $CORRAL_HARNESS_COUNT or {configuration.DEFAULT_HARNESS_COUNT})",
     )
 
     down = commands.add_parser("down", help="stop everything (data is kept)")
@@ -175,6 +176,15 @@ def _docker_default(args: argparse.Namespace, environ: Mapping[str, str]) -> boo
     return not bool(args.no_services)
 
 
+def _harness_count(args: argparse.Namespace, state_dir: Path) -> int | None:
+    """``up``: --harness-count (else the configured default). Every other command: as many as the
+    last ``up`` started (its record), so ``status`` and ``down`` see the stack that runs."""
+    if args.command == "up":
+        return args.harness_count  # type: ignore[no-any-return]
+    recorded = StateDir.at(state_dir).read_record().get("harness_count")
+    return recorded if isinstance(recorded, int) and recorded >= 1 else None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(
@@ -189,7 +199,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         stack = Stack(
             state_dir,
             services=not getattr(args, "no_services", False),
-            harness_count=getattr(args, "harness_count", None),
+            harness_count=_harness_count(args, state_dir),
             docker=_docker_default(args, environ),
             environ=environ,
             progress=ConsoleProgress(sys.stdout),

@@ -266,6 +266,11 @@ def external_postgres_url(environ: Mapping[str, str]) -> str | None:
     return None
 
 
+#: Harness processes when neither ``--harness-count`` nor ``CORRAL_HARNESS_COUNT`` says: one serves
+#: any number of sessions; a takeover demo or test asks for two.
+DEFAULT_HARNESS_COUNT = 1
+
+
 @dataclass(frozen=True)
 class StackConfig:
     """The settings of one stack (see ``Stack`` for where each comes from)."""
@@ -298,7 +303,9 @@ class StackConfig:
         log_level: str | None,
     ) -> StackConfig:
         env: dict[str, str] = process_environment() if environ is None else dict(environ)
-        count = harness_count if harness_count is not None else _int_env(env, "CORRAL_HARNESS_COUNT", 2)
+        count = harness_count
+        if count is None:
+            count = _int_env(env, "CORRAL_HARNESS_COUNT", DEFAULT_HARNESS_COUNT)
         if count < 1:
             raise DevstackError("CORRAL_HARNESS_COUNT must be at least 1")
         data_root = env.get("CORRAL_DOCKER_DATA_ROOT", "").strip()

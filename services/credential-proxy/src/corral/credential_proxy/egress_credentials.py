@@ -21,13 +21,15 @@ import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Final, Protocol
+from typing import TYPE_CHECKING, Final, Protocol
 
 from corral.contracts.egress import SESSION_ID_PATTERN, CredentialHostFailure, EgressPolicy
 from corral.credential_proxy.host_failures import HostFailures
 from corral.credential_proxy.injection import Injection
-from corral.credential_proxy.session_ca import SessionAuthority, UnreadableState
 from corral.credential_proxy.session_credentials import EnvironmentCredential
+
+if TYPE_CHECKING:  # session_ca loads ``cryptography`` (~9 MiB): imported by the first authority needed
+    from corral.credential_proxy.session_ca import SessionAuthority
 
 logger = logging.getLogger(__name__)
 
@@ -134,6 +136,8 @@ class EgressCredentials:
         found = self._authorities.get(grant)
         if found is not None:
             return found
+        from corral.credential_proxy.session_ca import SessionAuthority, UnreadableState
+
         path = self._path(grant)
         if path is not None:
             try:

@@ -20,6 +20,9 @@ closed, then leaves the SDK's contexts in order. A connection is closed when its
 deleted), when it has been idle ``idle_timeout_s``, after a call on it failed at the transport
 (the next call connects again), and at the stop. Opening, listing and calling are each bounded by
 their timeouts; a hanging server costs one timeout, never a stuck proxy.
+
+**Imports.** The ``mcp`` SDK (~40 MiB of modules) is imported by the first MCP call, not at start: a
+proxy whose sessions use no MCP server never loads it.
 """
 
 from __future__ import annotations
@@ -31,21 +34,20 @@ import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import httpx2
-import mcp_types
-from mcp.client.session import ClientSession
-from mcp.client.sse import sse_client
-from mcp.client.streamable_http import streamable_http_client
-from mcp.shared.exceptions import MCPError
 from opentelemetry import trace
 
 from corral import telemetry
 from corral.contracts.mcp import McpTool, McpToolOutcome
 from corral.credential_proxy.mcp_auth import NO_CREDENTIALS, Caller, Credentials, VaultAuth
 from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules, ServerUrl, VettedBackend, parse_url
+
+if TYPE_CHECKING:
+    import mcp_types
+    from mcp.client.session import ClientSession
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
@@ -116,6 +118,8 @@ class McpClients:
         return len(self._connections)
 
     async def list_tools(self, caller: Caller, url: str) -> list[McpTool]:
+        import mcp_types
+
         async def work(session: ClientSession) -> list[McpTool]:
             tools: list[McpTool] = []
             cursor: str | None = None
@@ -133,6 +137,8 @@ class McpClients:
         return await self._use(caller, url, work, self._timeouts.list_s, "listing its tools")
 
     async def call_tool(self, caller: Caller, url: str, name: str, arguments: dict[str, Any]) -> McpToolOutcome:
+        import mcp_types
+
         async def work(session: ClientSession) -> McpToolOutcome:
             result = await session.call_tool(name, arguments)
             if not isinstance(result, mcp_types.CallToolResult):
@@ -162,6 +168,8 @@ class McpClients:
         timeout_s: float,
         doing: str,
     ) -> _T:
+        from mcp.shared.exceptions import MCPError
+
         server = parse_url(url)
         connection = await self._connection(caller, server)
         connection.busy += 1
@@ -260,6 +268,10 @@ class McpClients:
         auth: VaultAuth,
         transport: str,
     ) -> AsyncIterator[ClientSession]:
+        from mcp.client.session import ClientSession
+        from mcp.client.sse import sse_client
+        from mcp.client.streamable_http import streamable_http_client
+
         async def note_status(response: httpx2.Response) -> None:
             if response.status_code >= 400:
                 connection.refused_status = response.status_code
@@ -380,6 +392,8 @@ def _explain(exc: BaseException, server: ServerUrl, status: int | None, problem:
 
 def result_content(result: mcp_types.CallToolResult) -> list[dict[str, Any]]:
     """A tool result's content as Messages-API content blocks (text and images; anything else as text)."""
+    import mcp_types
+
     blocks: list[dict[str, Any]] = []
     for item in result.content:
         if isinstance(item, mcp_types.TextContent):

@@ -14,9 +14,6 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urljoin
 
-from bs4 import BeautifulSoup
-from markdownify import MarkdownConverter
-
 #: The estimate of characters per token used for ``max_content_tokens``.
 CHARS_PER_TOKEN: Final = 4
 
@@ -74,6 +71,9 @@ class Page:
 
 def html_to_text(body: bytes | str, base_url: str, charset: str | None = None) -> Page:
     """The page's title and its content as Markdown, links absolute against ``base_url``."""
+    from bs4 import BeautifulSoup  # the HTML parser and converter: loaded by the first page fetched
+    from markdownify import MarkdownConverter
+
     if isinstance(body, bytes):
         soup = BeautifulSoup(body, "html.parser", from_encoding=charset)
     else:

@@ -12,7 +12,6 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
-from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor
 
 from corral import telemetry
 from corral.gateway import errors
@@ -70,5 +69,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
     # route; no span per ASGI message (an event stream sends thousands), none for health probes.
     # Without an OTLP endpoint there is nothing to export, and no layer at all.
     if telemetry.enabled():
+        from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor  # only when exporting spans
+
         FastAPIInstrumentor.instrument_app(app, excluded_urls="/health", exclude_spans=["receive", "send"])
     return app

@@ -3,7 +3,9 @@
 A gateway follows ``corral.sessions.*`` once, with one ordered consumer, from the stream's last
 sequence when it started; each open stream registers a queue for its session and gets that
 session's records from it. An open stream therefore costs a queue and a dictionary entry, not a
-JetStream consumer (server state, a subscription, heartbeats and flow control each).
+JetStream consumer (server state, a subscription, heartbeats and flow control each). The event
+stream route attaches its own queue (``attach``), the one queue of the stream; ``open`` wraps a
+queue of its own in an iterator (and resumes from a sequence).
 
 Order and exactly-once, per stream: the follow delivers the stream in sequence order, so each
 queue receives its session's records in order. A stream registers its queue *before* it reads
@@ -22,7 +24,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncGenerator
-from typing import Final
+from typing import Final, Protocol
 
 from corral.bus import Bus, StoredMessage
 from corral.contracts.subjects import SESSIONS_STREAM, SESSIONS_WILDCARD, session_id_of, session_log
@@ -33,12 +35,18 @@ RETRY_S: Final = 1.0
 """Wait before following again after the follow failed."""
 
 
+class RecordSink(Protocol):
+    """Where the follow puts a stream's records: its queue (``asyncio.Queue``)."""
+
+    def put_nowait(self, item: StoredMessage, /) -> None: ...
+
+
 class SessionFanout:
     """The gateway's one follow of the session log, and the queues of the streams open on it."""
 
     def __init__(self, bus: Bus) -> None:
         self._bus = bus
-        self._queues: dict[str, set[asyncio.Queue[StoredMessage]]] = {}
+        self._queues: dict[str, set[RecordSink]] = {}
         self.position: int | None = None
         """The last stream sequence the follow delivered (``None`` before ``start``)."""
 
@@ -77,18 +85,24 @@ class SessionFanout:
                 )
             await asyncio.sleep(RETRY_S)
 
+    async def attach(self, session_id: str, sink: RecordSink) -> int:
+        """Put the session's records into ``sink`` from now on, until ``detach``; returns the session's
+        last sequence ``L`` when the sink was attached: a record at or before ``L`` that reaches the
+        sink anyway is to be dropped (the open stream's own queue: ``corral.gateway.sse``)."""
+        if self.position is None:
+            raise RuntimeError("SessionFanout.start() must run before streams open")
+        self._queues.setdefault(session_id, set()).add(sink)
+        try:
+            return await self._bus.last_seq(SESSIONS_STREAM, session_log(session_id))
+        except BaseException:
+            self.detach(session_id, sink)
+            raise
+
     async def open(self, session_id: str, *, after_seq: int | None = None) -> AsyncGenerator[bytes, None]:
         """The session's records stored after this returns (with ``after_seq``: after that
         sequence, the earlier ones read from the log first), in order, each once; close it to leave."""
-        if self.position is None:
-            raise RuntimeError("SessionFanout.start() must run before streams open")
         queue: asyncio.Queue[StoredMessage] = asyncio.Queue()
-        self._queues.setdefault(session_id, set()).add(queue)
-        try:
-            last = await self._bus.last_seq(SESSIONS_STREAM, session_log(session_id))
-        except BaseException:
-            self._leave(session_id, queue)
-            raise
+        last = await self.attach(session_id, queue)
         return self._records(session_id, queue, last, after_seq)
 
     async def _records(
@@ -108,11 +122,12 @@ class SessionFanout:
                     delivered = message.seq
                     yield message.data
         finally:
-            self._leave(session_id, queue)
+            self.detach(session_id, queue)
 
-    def _leave(self, session_id: str, queue: asyncio.Queue[StoredMessage]) -> None:
-        queues = self._queues.get(session_id)
-        if queues is not None:
-            queues.discard(queue)
-            if not queues:
+    def detach(self, session_id: str, sink: RecordSink) -> None:
+        """Stop putting the session's records into ``sink`` (nothing if it is not attached)."""
+        sinks = self._queues.get(session_id)
+        if sinks is not None:
+            sinks.discard(sink)
+            if not sinks:
                 del self._queues[session_id]

@@ -8,13 +8,16 @@ from typing import Any, Protocol
 
 from corral.bus import Bus
 from corral.contracts.subjects import deltas
-from corral.gateway.fanout import SessionFanout
+from corral.gateway.fanout import RecordSink, SessionFanout
 
 
 class SessionFeed(Protocol):
-    async def open_log(self, session_id: str) -> AsyncIterator[bytes]:
-        """Start following the session's log; the iterator yields every record stored after this returns."""
+    async def attach_log(self, session_id: str, sink: RecordSink) -> int:
+        """Put every record of the session stored after this returns into ``sink``, in order, until
+        ``detach_log``; returns the sequence at or before which a record put there is to be dropped."""
         ...
+
+    def detach_log(self, session_id: str, sink: RecordSink) -> None: ...
 
     async def open_deltas(self, session_id: str) -> AsyncIterator[bytes]:
         """Live ``event_start``/``event_delta`` payloads (never stored; best effort)."""
@@ -29,10 +32,13 @@ class BusFeed:
         self._bus = bus
         self._fanout = fanout
 
-    async def open_log(self, session_id: str) -> AsyncIterator[bytes]:
-        # The stream's queue is registered before this returns (before the response headers go
-        # out): a record appended in between is delivered, never skipped.
-        return await self._fanout.open(session_id)
+    async def attach_log(self, session_id: str, sink: RecordSink) -> int:
+        # The sink is attached before this returns (before the response headers go out): a record
+        # appended in between is delivered, never skipped.
+        return await self._fanout.attach(session_id, sink)
+
+    def detach_log(self, session_id: str, sink: RecordSink) -> None:
+        self._fanout.detach(session_id, sink)
 
     async def open_deltas(self, session_id: str) -> AsyncIterator[bytes]:
         return _core_payloads(self._bus.subscribe_core(deltas(session_id)))

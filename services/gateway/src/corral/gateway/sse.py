@@ -11,6 +11,9 @@ control records are skipped, except the deletion mark, which becomes a final ``s
 frame and ends the stream. Deltas (``event_start``/``event_delta``) come from a core subject and
 are forwarded only for the event types the client asked for. ``event: ping`` frames keep an idle
 connection alive.
+
+An open stream costs one queue, the request's own task and a wait on ``receive`` (plus a task
+pumping deltas when they were asked for): no StreamingResponse task group, no generator per source.
 """
 
 from __future__ import annotations
@@ -19,17 +22,20 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
 import anyio
 from pydantic import ValidationError
+from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
+from corral.bus import StoredMessage
 from corral.contracts import ids
 from corral.contracts.clock import now_rfc3339
 from corral.contracts.log import CONTROL_RECORD_TYPES, SessionDeleted, parse_session_record
 from corral.gateway import metrics
-from corral.gateway.feed import close_iterator
+from corral.gateway.feed import SessionFeed, close_iterator
 
 logger = logging.getLogger(__name__)
 
@@ -129,15 +135,15 @@ class StreamRegistry:
     """The open streams, so a shutdown can end them instead of waiting for clients to leave."""
 
     def __init__(self) -> None:
-        self._queues: set[asyncio.Queue[bytes | None]] = set()
+        self._queues: set[asyncio.Queue[StreamItem]] = set()
         self.closing = False
 
-    def add(self, queue: asyncio.Queue[bytes | None]) -> None:
+    def add(self, queue: asyncio.Queue[StreamItem]) -> None:
         if queue not in self._queues:
             self._queues.add(queue)
             metrics.OPEN_STREAMS.inc()
 
-    def discard(self, queue: asyncio.Queue[bytes | None]) -> None:
+    def discard(self, queue: asyncio.Queue[StreamItem]) -> None:
         if queue in self._queues:
             self._queues.discard(queue)
             metrics.OPEN_STREAMS.dec()
@@ -151,77 +157,108 @@ class StreamRegistry:
         return len(self._queues)
 
 
-async def event_stream(
-    log: AsyncIterator[bytes],
-    deltas: AsyncIterator[bytes] | None,
-    *,
-    delta_types: frozenset[str],
-    heartbeat_s: float,
-    registry: StreamRegistry | None = None,
-    session_id: str = "",
-) -> AsyncGenerator[bytes, None]:
-    """SSE bytes for one connection, until the session is deleted, the log ends or the consumer stops.
+#: What an open stream's one queue holds: a stored record of its session (put there by the
+#: gateway's follow), a delta payload (from its delta subscription), or ``None``: end the stream
+#: (the log ended, the client left, the gateway is stopping).
+StreamItem = StoredMessage | bytes | None
 
-    Both sources are pumped into one queue by their own tasks; when this generator is closed or
-    cancelled (the client went away), the tasks are cancelled and both subscriptions closed.
+
+class EventStreamResponse(Response):
+    """One connection's event stream, written as a raw ASGI response by the request's own task.
+
+    Everything the stream waits for arrives in its one queue: the session's records (the gateway's
+    follow puts them there: the queue was attached by ``SessionFeed.attach_log`` before this response
+    was made, and records at or before ``after_seq`` are dropped, so each record is sent once, in
+    order), the delta payloads (a task pumps them from the delta subscription, only when deltas were
+    asked for), and ``None`` when the client disconnects (a done callback of the wait on ``receive``)
+    or the gateway stops (``StreamRegistry.close_all``). An idle queue sends a ping every
+    ``heartbeat_s``. However it ends, the queue is detached from the follow and the registry, and the
+    delta subscription closed, before this returns.
     """
-    queue: asyncio.Queue[bytes | None] = asyncio.Queue()
-    previews = DeltaFilter(delta_types)
 
-    async def pump_log() -> None:
-        try:
-            async for raw in log:
-                out, event_id, last = record_frame(raw)
-                if event_id is not None:
-                    previews.finish(event_id)
-                if out is not None:
-                    queue.put_nowait(out)
-                if last:
-                    break
-        except Exception:
-            logger.exception("session stream failed", extra={"fields": {"session_id": session_id}})
-        finally:
-            await close_iterator(log)
+    media_type = "text/event-stream"
+
+    def __init__(
+        self,
+        feed: SessionFeed,
+        session_id: str,
+        queue: asyncio.Queue[StreamItem],
+        *,
+        after_seq: int,
+        deltas: AsyncIterator[bytes] | None,
+        delta_types: frozenset[str],
+        heartbeat_s: float,
+        registry: StreamRegistry,
+        headers: Mapping[str, str],
+    ) -> None:
+        self.status_code = 200
+        self.background = None
+        self.init_headers(headers)
+        self._feed, self._session_id, self._queue = feed, session_id, queue
+        self._after_seq, self._deltas, self._previews = after_seq, deltas, DeltaFilter(delta_types)
+        self._heartbeat_s, self._registry = heartbeat_s, registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: ARG002 (ASGI)
+        queue = self._queue
+        self._registry.add(queue)
+        if self._registry.closing:
             queue.put_nowait(None)
-
-    async def pump_deltas(source: AsyncIterator[bytes]) -> None:
+        left = asyncio.ensure_future(_disconnected(receive))
+        left.add_done_callback(lambda _: queue.put_nowait(None))
+        pump = asyncio.create_task(self._pump_deltas(self._deltas)) if self._deltas is not None else None
         try:
-            async for raw in source:
-                out = previews.frame(raw)
-                if out is not None:
-                    queue.put_nowait(out)
-        except Exception:
-            logger.exception("session delta stream failed", extra={"fields": {"session_id": session_id}})
+            await send({"type": "http.response.start", "status": self.status_code, "headers": self.raw_headers})
+            await self._write(send)
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        except OSError:  # a server that says so when the client has gone
+            pass
         finally:
-            await close_iterator(source)
+            self._registry.discard(queue)
+            self._feed.detach_log(self._session_id, queue)
+            left.cancel()
+            if pump is not None:
+                pump.cancel()
+            # The request's task may be cancelled (the server stopping): the clean-up still runs to the end.
+            with anyio.CancelScope(shield=True):
+                await asyncio.gather(left, *([pump] if pump is not None else []), return_exceptions=True)
+                if self._deltas is not None:
+                    await close_iterator(self._deltas)
 
-    tasks = [asyncio.create_task(pump_log(), name=f"sse-log-{session_id}")]
-    if deltas is not None:
-        tasks.append(asyncio.create_task(pump_deltas(deltas), name=f"sse-deltas-{session_id}"))
-    if registry is not None:
-        registry.add(queue)
-        if registry.closing:
-            queue.put_nowait(None)
-    try:
+    async def _write(self, send: Send) -> None:
+        queue, delivered = self._queue, self._after_seq
         while True:
             try:
-                async with asyncio.timeout(heartbeat_s):
+                async with asyncio.timeout(self._heartbeat_s):
                     item = await queue.get()
             except TimeoutError:
-                yield PING
+                await send({"type": "http.response.body", "body": PING, "more_body": True})
                 continue
             if item is None:
                 return
-            yield item
-    finally:
-        if registry is not None:
-            registry.discard(queue)
-        for task in tasks:
-            task.cancel()
-        # Starlette cancels this generator through an anyio scope when the client disconnects;
-        # shield the clean-up so the subscriptions are really gone before we return.
-        with anyio.CancelScope(shield=True):
-            await asyncio.gather(*tasks, return_exceptions=True)
-            await close_iterator(log)
-            if deltas is not None:
-                await close_iterator(deltas)
+            if isinstance(item, bytes):  # a delta payload
+                out = self._previews.frame(item)
+                last = False
+            else:
+                if item.seq <= delivered:
+                    continue
+                delivered = item.seq
+                out, event_id, last = record_frame(item.data)
+                if event_id is not None:
+                    self._previews.finish(event_id)
+            if out is not None:
+                await send({"type": "http.response.body", "body": out, "more_body": True})
+            if last:
+                return
+
+    async def _pump_deltas(self, source: AsyncIterator[bytes]) -> None:
+        try:
+            async for raw in source:
+                self._queue.put_nowait(raw)
+        except Exception:
+            logger.exception("session delta stream failed", extra={"fields": {"session_id": self._session_id}})
+
+
+async def _disconnected(receive: Receive) -> None:
+    """Returns when the client has gone (what the server's ``receive`` says)."""
+    while (await receive())["type"] != "http.disconnect":
+        pass

@@ -2,24 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from typing import Final
 
 from fastapi import APIRouter
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
 
 from corral.contracts.api.event_params import SendEventsParams
 from corral.contracts.api.events import EVENT_TYPES
 from corral.contracts.rpc import AppendEvents, GetObject, ListEvents, StoreOps
 from corral.gateway.body import read_params
 from corral.gateway.deps import Caller, Feed, GatewaySettings, StoreClient
-from corral.gateway.feed import close_iterator
 from corral.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from corral.gateway.query import Query
 from corral.gateway.responses import page
 from corral.gateway.routes.sessions import session_id_of
-from corral.gateway.sse import DELTA_EVENT_TYPES, MAX_EVENT_DELTAS, event_stream
+from corral.gateway.sse import DELTA_EVENT_TYPES, MAX_EVENT_DELTAS, EventStreamResponse, StreamItem
 from corral.gateway.state import gateway_state
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/events", tags=["events"])
@@ -93,18 +93,21 @@ async def stream_events(
         "event_deltas", allowed=DELTA_EVENT_TYPES, max_items=MAX_EVENT_DELTAS
     )
     await store.call(StoreOps.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
-    log = await feed.open_log(target)
+    queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+    after_seq = await feed.attach_log(target, queue)
     try:
         deltas = await feed.open_deltas(target) if requested else None
     except BaseException:
-        await close_iterator(log)
+        feed.detach_log(target, queue)
         raise
-    body = event_stream(
-        log,
-        deltas,
+    return EventStreamResponse(
+        feed,
+        target,
+        queue,
+        after_seq=after_seq,
+        deltas=deltas,
         delta_types=frozenset(requested or ()),
         heartbeat_s=settings.sse_heartbeat_s,
         registry=gateway_state(request).streams,
-        session_id=target,
+        headers=STREAM_HEADERS,
     )
-    return StreamingResponse(body, media_type="text/event-stream", headers=STREAM_HEADERS)
