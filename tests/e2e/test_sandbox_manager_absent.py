@@ -27,7 +27,8 @@ from tests.waiting import eventually
 pytestmark = pytest.mark.e2e
 
 MANAGER = "sandbox-manager"
-WAITING = "no sandbox-manager answers"
+#: The harness log line of a tool call (not the provisioning, which logs its own) waiting for a manager.
+WAITING = "no sandbox-manager answers; the tool call waits"
 
 
 @pytest.fixture
