@@ -220,7 +220,7 @@ def _effect_once(seen: Observation) -> Iterable[Violation]:
 def _kept(seen: Observation) -> Iterable[Violation]:
     """A tool call that ran (as its result says) left its marker in the session's current sandbox,
     unless a later result announced the workspace lost. Calls answered with an error are not looked
-    at: "the sandbox-manager is not running" ran nothing, "outcome unknown" may have run or not."""
+    at: "no sandbox-manager ... the tool did not run" ran nothing, "outcome unknown" may have run or not."""
     ran = {found for line in seen.sandbox_lines for found in MARKER.findall(line)}
     for session, events in seen.log.items():
         commands = {

@@ -15,7 +15,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -113,10 +113,15 @@ class History:
             counted[op.kind] += 1
         return counted
 
-    def first_ok_after(self, moment: float, f: Function) -> float | None:
-        """Seconds from ``moment`` until the first ``ok`` of an ``f`` operation invoked at or after it."""
+    def first_ok_after(self, moment: float, f: Function, *, where: Callable[[Op], bool] | None = None) -> float | None:
+        """Seconds from ``moment`` until the first ``ok`` of an ``f`` operation invoked at or after it (and,
+        with ``where``, for which ``where`` holds)."""
         started = self.invoked_at()
-        times = [op.time for op in self.completions(f) if op.kind == "ok" and started[op.op_id] >= moment]
+        times = [
+            op.time
+            for op in self.completions(f)
+            if op.kind == "ok" and started[op.op_id] >= moment and (where is None or where(op))
+        ]
         return min(times) - moment if times else None
 
     def dump(self, path: Path) -> None:

@@ -78,9 +78,12 @@ async def run(stack: Stack, schedule: Schedule, *, dump_to: Path) -> Outcome:
                 name = await inject(stack, fault, history, work.sessions)
                 await probe
                 await _progress(work, clients, work.turns_ended + len(work.sessions), PROGRESS_S)
-                append, turn = history.first_ok_after(began, "probe"), history.first_ok_after(began, "turn")
+                append = history.first_ok_after(began, "probe")
+                # a turn whose tool call was answered with an error ("no sandbox-manager") is no recovery
+                turn = history.first_ok_after(began, "turn", where=lambda op: not op.value.get("tool_errors"))
                 lines.append(
-                    f"{fault} ({name}): first append {_s(append)} after the fault, first new turn ended {_s(turn)}"
+                    f"{fault} ({name}): first append {_s(append)} after the fault, "
+                    f"first new turn whose tool call ran ended {_s(turn)}"
                 )
             work.stop()
         await _quiesce(stack, work.all_sessions())

@@ -158,7 +158,13 @@ def test_a_call_that_ran_and_whose_effect_is_gone_from_the_sandbox_breaks_kept()
 
 
 def test_a_call_answered_with_an_error_may_have_left_nothing() -> None:
-    unavailable = [{"type": "text", "text": "The sandbox is unavailable: the sandbox-manager is not running."}]
+    unavailable = [
+        {
+            "type": "text",
+            "text": "The sandbox is unavailable: no sandbox-manager is running and none "
+            "came back within 30 s, so the tool did not run.",
+        }
+    ]
     verdict = check(*with_second_call({"is_error": True, "content": unavailable}))
     assert verdict.ok, verdict.summary()
     assert verdict.counts["tool_errors"] == 1 and verdict.counts["tool_runs"] == 1
@@ -224,3 +230,16 @@ def test_a_completion_is_recorded_once() -> None:
     history.ok(pending, event_id="sevt_u")
     with pytest.raises(ValueError, match="already completed"):
         history.unknown(pending)
+
+
+def test_recovery_counts_only_a_turn_that_matches() -> None:
+    history = History()
+    moment = history.now()
+    failed = history.invoke("client-0", "turn", session=S)
+    history.ok(failed, stop_reason="end_turn", tool_errors=1)
+    ran = history.invoke("client-0", "turn", session=S)
+    done = history.ok(ran, stop_reason="end_turn", tool_errors=0)
+    assert history.first_ok_after(moment, "turn") is not None
+    assert (
+        history.first_ok_after(moment, "turn", where=lambda op: not op.value.get("tool_errors")) == done.time - moment
+    )

@@ -148,15 +148,17 @@ class Workload:
                 while True:
                     ended = await self._read(process, session, event_id)
                     if ended is not None:
-                        self.history.ok(turn, stop_reason=ended)
+                        stop_reason, tool_errors = ended
+                        self.history.ok(turn, stop_reason=stop_reason, tool_errors=tool_errors)
                         return True
                     await asyncio.sleep(READ_PAUSE_S)  # the turn runs in other processes
         except TimeoutError:
             self.history.unknown(turn, error=f"no end within {TURN_DEADLINE_S:g} s")
             return False
 
-    async def _read(self, process: str, session: str, event_id: str) -> str | None:
-        """One read of the session's events: how the turn begun by ``event_id`` ended, if it has."""
+    async def _read(self, process: str, session: str, event_id: str) -> tuple[str, int] | None:
+        """One read of the session's events: how the turn begun by ``event_id`` ended, if it has (its stop
+        reason, and how many of its tool calls were answered with an error)."""
         op = self.history.invoke(process, "read", session=session)
         try:
             events = [e async for e in self.sdk.beta.sessions.events.list(session, limit=100)]
@@ -167,9 +169,11 @@ class Workload:
         self.history.ok(op, event_ids=ids)
         if event_id not in ids:
             return None
-        for event in events[ids.index(event_id) + 1 :]:
+        turn = events[ids.index(event_id) + 1 :]
+        for n, event in enumerate(turn):
             if event.type == "session.status_idle" and event.stop_reason.type != "requires_action":
-                return str(event.stop_reason.type)
+                errors = sum(1 for e in turn[:n] if e.type == "agent.tool_result" and e.is_error)
+                return str(event.stop_reason.type), errors
         return None
 
     async def probe(self, process: str = "probe", *, timeout: float = 120.0) -> None:

@@ -16,7 +16,7 @@ from corral.contracts.rpc import RpcReply
 from corral.contracts.sandbox import SandboxHost, SandboxPlacement
 from corral.contracts.sandbox_hosts import SANDBOX_HOSTS_BUCKET, SANDBOX_PLACEMENTS_BUCKET
 from corral.harness.placement import Placements, choose_host
-from corral.harness.sandbox import BusSandbox
+from corral.harness.sandbox import BusSandbox, ManagerWait
 
 
 def host(
@@ -174,3 +174,25 @@ async def test_a_call_to_a_host_nothing_serves_runs_on_another_host() -> None:
     ]
     assert bus.placement("sesn_1").host == "b"
     assert json.loads(bus.buckets[SANDBOX_PLACEMENTS_BUCKET].entries["sesn_1"].value)["previous"] == "a"
+
+
+async def test_with_every_host_gone_a_call_waits_for_one_to_come_back() -> None:
+    class HostBack(FakeBus):
+        async def request(
+            self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True
+        ) -> bytes:
+            if len(self.requests) == 6:  # host a's manager restarted (same host id)
+                self.serving.add("a")
+            return await super().request(subject, data, timeout=timeout, spill=spill)
+
+    bus = HostBack(host("a"))
+    bus.serving.clear()  # killed; its advertisement has not expired yet, and no other host answers
+    box = BusSandbox(cast(Bus, bus), manager_wait=ManagerWait(wait_s=10, first_retry_s=0.01, max_retry_s=0.02))
+    request = sandbox.Execute(
+        session_id="sesn_1", tool_use_id="sevt_1", name="bash", input={"command": "ls"}, environment_id="env_1"
+    )
+    assert (await box.execute(request, timeout_s=5)).content[0].text == "a"
+    # each attempt: the host, then the queue group; the session stays placed on its host
+    assert bus.requests[:2] == ["corral.rpc.sandbox.host.a.execute", "corral.rpc.sandbox.execute"]
+    assert bus.requests[-1] == "corral.rpc.sandbox.host.a.execute"
+    assert bus.placement("sesn_1").host == "a"

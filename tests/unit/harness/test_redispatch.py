@@ -18,8 +18,9 @@ import pytest
 from corral.bus import Bus, NoResponders
 from corral.contracts import sandbox
 from corral.contracts.rpc import RpcReply
+from corral.harness.interrupts import Stop, unless_interrupted
 from corral.harness.redispatch import OUTCOME_UNKNOWN, RedispatchPolicy
-from corral.harness.sandbox import BusSandbox, SandboxError
+from corral.harness.sandbox import BusSandbox, ManagerWait, SandboxError
 
 EXECUTE = sandbox.Execute(
     session_id="sesn_1",
@@ -107,8 +108,12 @@ async def stopping(bus: FakeManagers) -> bytes:
     return RpcReply(ok=False, error=error).model_dump_json().encode()
 
 
-def box(bus: FakeManagers, policy: RedispatchPolicy = POLICY) -> BusSandbox:
-    return BusSandbox(cast(Bus, bus), redispatch=policy)
+#: No manager at all: no waiting unless a test asks for it.
+NO_WAIT = ManagerWait(wait_s=0)
+
+
+def box(bus: FakeManagers, policy: RedispatchPolicy = POLICY, wait: ManagerWait = NO_WAIT) -> BusSandbox:
+    return BusSandbox(cast(Bus, bus), redispatch=policy, manager_wait=wait)
 
 
 async def test_a_manager_that_goes_silent_mid_call_is_replaced_by_a_re_dispatch_of_the_same_call() -> None:
@@ -187,7 +192,7 @@ async def test_a_call_that_keeps_losing_its_manager_ends_as_outcome_unknown() ->
 
 
 async def test_no_manager_at_the_first_dispatch_is_not_re_dispatched() -> None:
-    # nothing was ever sent to a manager, so nothing can have run: the usual "unavailable" error at once
+    # nothing was ever sent to a manager, so nothing can have run: without a wait, "unavailable" at once
     bus = FakeManagers(absent)
 
     with pytest.raises(SandboxError) as raised:
@@ -195,6 +200,35 @@ async def test_no_manager_at_the_first_dispatch_is_not_re_dispatched() -> None:
 
     assert raised.value.code == "sandbox_unavailable"
     assert len(bus.requests) == 1
+
+
+async def test_no_manager_at_the_first_dispatch_waits_for_one_without_counting_a_loss() -> None:
+    # absent for longer than the silence window (0.2 s): the wait is not a lost manager (none is allowed)
+    bus = FakeManagers(*[absent] * 6, answers(ok(OUTCOME)))
+    policy = RedispatchPolicy(silence_s=0.2, wait_s=0.5, max_redispatches=0, retry_every_s=0.02)
+
+    outcome = await box(bus, policy, ManagerWait(wait_s=10, first_retry_s=0.05, max_retry_s=0.1)).execute(
+        EXECUTE, timeout_s=630.0
+    )
+
+    assert outcome.executed
+    assert len(bus.requests) == 7
+
+
+async def test_an_interrupt_stops_the_wait_for_a_manager() -> None:
+    interrupted = asyncio.Event()
+
+    async def absent_then_interrupted(bus: FakeManagers) -> bytes:
+        if len(bus.requests) >= 3:  # the call is waiting: the user interrupts
+            interrupted.set()
+        raise NoResponders("corral.rpc.sandbox.execute")
+
+    bus = FakeManagers(absent_then_interrupted)
+    call = box(bus, wait=ManagerWait(wait_s=30, first_retry_s=0.01, max_retry_s=0.02)).execute(EXECUTE, timeout_s=630.0)
+
+    async with asyncio.timeout(5):  # not the 30 s wait
+        assert await unless_interrupted(call, interrupted) is Stop.INTERRUPTED
+    assert bus.listeners == {}, "nothing of the call is left running"
 
 
 async def test_a_tool_error_from_a_live_manager_is_the_call_s_outcome() -> None:

@@ -12,7 +12,7 @@ import pytest
 from corral.bus import Bus, BusError, NoResponders
 from corral.contracts import sandbox
 from corral.contracts.rpc import RpcReply
-from corral.harness.sandbox import BusSandbox, SandboxError
+from corral.harness.sandbox import BusSandbox, ManagerWait, SandboxError
 
 EXECUTE = sandbox.Execute(
     session_id="sesn_1",
@@ -47,9 +47,9 @@ class FakeBus:
         return self.answer
 
 
-def adapter(answer: bytes | Exception) -> tuple[BusSandbox, FakeBus]:
+def adapter(answer: bytes | Exception, *, wait_s: float = 0.0) -> tuple[BusSandbox, FakeBus]:
     bus = FakeBus(answer)
-    return BusSandbox(cast(Bus, bus), control_timeout_s=3.0), bus
+    return BusSandbox(cast(Bus, bus), control_timeout_s=3.0, manager_wait=ManagerWait(wait_s, 0.01, 0.05)), bus
 
 
 def ok(result: Any) -> bytes:
@@ -87,7 +87,7 @@ async def test_provision_and_cancel_use_their_subjects_and_the_control_timeout()
 @pytest.mark.parametrize(
     ("answer", "code", "words"),
     [
-        (NoResponders("corral.rpc.sandbox.execute"), "sandbox_unavailable", "sandbox-manager is not running"),
+        (NoResponders("corral.rpc.sandbox.execute"), "sandbox_unavailable", "no sandbox-manager is running"),
         (TimeoutError(), "sandbox_timeout", "did not answer within 150 s"),
         (BusError("closed"), None, "could not be reached"),
         (
@@ -117,3 +117,40 @@ async def test_failures_become_sandbox_errors_with_a_message_for_the_model(
 
     assert raised.value.code == code
     assert words in raised.value.message
+
+
+class ComingBack(FakeBus):
+    """No responders for the first ``absent`` requests, then ``answer``."""
+
+    def __init__(self, answer: bytes, absent: int) -> None:
+        super().__init__(answer)
+        self.absent = absent
+
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
+        if len(self.requests) < self.absent:
+            self.requests.append((subject, json.loads(data), timeout))
+            raise NoResponders(subject)
+        return await super().request(subject, data, timeout=timeout, spill=spill)
+
+
+async def test_a_provision_no_manager_answers_waits_for_one_to_come_back() -> None:
+    provisioned = {"container_id": "c", "ready_ms": 1.0, "from_pool": True, "network": "none"}
+    bus = ComingBack(ok(provisioned), absent=3)
+    box = BusSandbox(cast(Bus, bus), manager_wait=ManagerWait(wait_s=5, first_retry_s=0.01, max_retry_s=0.02))
+
+    result = await box.provision(sandbox.Provision(session_id="sesn_1", environment_id="env_1"))
+
+    assert result.container_id == "c"
+    assert [s for s, _, _ in bus.requests] == ["corral.rpc.sandbox.provision"] * 4
+
+
+async def test_no_manager_back_within_the_wait_says_the_tool_did_not_run_and_what_to_do() -> None:
+    box, bus = adapter(NoResponders("corral.rpc.sandbox.execute"), wait_s=0.2)
+
+    with pytest.raises(SandboxError) as raised:
+        await box.execute(EXECUTE, timeout_s=150.0)
+
+    assert raised.value.code == "sandbox_unavailable"
+    assert "none came back within 0.2 s, so the tool did not run" in raised.value.message
+    assert "Try the tool call again" in raised.value.message
+    assert len(bus.requests) > 2, "asked again while waiting"

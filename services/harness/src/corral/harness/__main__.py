@@ -31,7 +31,7 @@ from corral.harness.model import AnthropicModel
 from corral.harness.pricing import load_prices
 from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy
-from corral.harness.sandbox import BusSandbox
+from corral.harness.sandbox import BusSandbox, ManagerWait
 from corral.harness.sessionlog import BusLog
 from corral.harness.settings import Settings, model_endpoint
 from corral.harness.snapshots import BusSnapshots
@@ -108,6 +108,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
                     wait_s=settings.execute_redispatch_wait_s,
                     max_redispatches=settings.execute_max_redispatches,
                 ),
+                manager_wait=ManagerWait(wait_s=settings.sandbox_wait_s),
             ),
             policy=RetryPolicy(
                 max_retries=settings.max_model_retries,

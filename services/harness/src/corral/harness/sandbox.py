@@ -17,11 +17,23 @@ host and the call sent there, once per host; the workspace stayed on the lost ho
 host's outcome starts with a notice saying so. A call that was running on the lost host is answered
 by the new one from its record ("outcome unknown": a tool error, never a second run). With no host
 advertised, calls go to the ``sandbox-manager`` queue group as before.
+
+When no manager answers at all (no advertised host serves the call, nor the queue group: every
+manager is stopped or restarting), ``provision`` and ``execute`` wait for one to come back
+(``ManagerWait``: asked again with a growing pause, for up to ``wait_s``, logged once at warning)
+instead of failing the tool call at once; nothing was sent to a manager, so nothing ran. The wait is
+the call's: a ``user.interrupt`` (``unless_interrupted``) or the turn's cancellation stops it. Only
+when none is back in time is the call a ``SandboxError`` saying the tool did not run and what to do.
+A host that died while another still answers is left at once (above), never waited for.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from pydantic import BaseModel, ValidationError
@@ -31,16 +43,31 @@ from corral.contracts import sandbox
 from corral.contracts.api.errors import ApiError
 from corral.contracts.operation import Operation
 from corral.harness.placement import Placements
-from corral.harness.redispatch import OUTCOME_UNKNOWN, Heartbeats, RedispatchPolicy, dispatch
+from corral.harness.redispatch import OUTCOME_UNKNOWN, UNAVAILABLE, Heartbeats, RedispatchPolicy, dispatch
 
 logger = logging.getLogger(__name__)
 
 _Req = TypeVar("_Req", bound=BaseModel)
 _Rep = TypeVar("_Rep")
+_T = TypeVar("_T")
 
 #: How long a ``cancel`` or a ``provision`` reply is waited for.
 CONTROL_TIMEOUT_S = 10.0
 DEFAULT_REDISPATCH = RedispatchPolicy()
+
+
+@dataclass(frozen=True)
+class ManagerWait:
+    """How a call that no sandbox-manager answers waits for one to come back."""
+
+    #: Longest wait, from the first "no manager", before the call fails (0: fail at once).
+    wait_s: float = 30.0
+    #: Pause before the first retry; each further pause doubles, up to ``max_retry_s``.
+    first_retry_s: float = 0.25
+    max_retry_s: float = 2.0
+
+
+DEFAULT_MANAGER_WAIT = ManagerWait()
 
 
 class SandboxError(Exception):
@@ -50,6 +77,13 @@ class SandboxError(Exception):
         super().__init__(message)
         self.message = message
         self.code = code
+
+
+class _NoManager(SandboxError):
+    """Nothing serves the call: no advertised host, nor the ``sandbox-manager`` queue group."""
+
+    def __init__(self) -> None:
+        super().__init__("The sandbox is unavailable: the sandbox-manager is not running.", code=UNAVAILABLE)
 
 
 class _HostGone(Exception):
@@ -71,14 +105,21 @@ class BusSandbox:
         *,
         control_timeout_s: float = CONTROL_TIMEOUT_S,
         redispatch: RedispatchPolicy = DEFAULT_REDISPATCH,
+        manager_wait: ManagerWait = DEFAULT_MANAGER_WAIT,
     ) -> None:
         self._bus = bus
         self._control_timeout_s = control_timeout_s
         self._redispatch = redispatch
+        self._manager_wait = manager_wait
         self.placements = Placements(bus)
 
     async def provision(self, request: sandbox.Provision) -> sandbox.Provisioned:
-        return await self._placed(sandbox.SandboxOps.PROVISION, request, request.session_id, self._control_timeout_s)
+        async def send() -> sandbox.Provisioned:
+            return await self._placed(
+                sandbox.SandboxOps.PROVISION, request, request.session_id, self._control_timeout_s
+            )
+
+        return await self._once_a_manager_answers(send, "provision", {"session_id": request.session_id})
 
     async def execute(self, request: sandbox.Execute, *, timeout_s: float) -> sandbox.ToolOutcome:
         """The call's outcome; each send waits up to ``timeout_s`` for its reply while heartbeats last."""
@@ -93,21 +134,54 @@ class BusSandbox:
         async def send() -> sandbox.ToolOutcome:
             return await self._placed(sandbox.SandboxOps.EXECUTE, request, request.session_id, timeout_s)
 
-        subject = sandbox.execute_heartbeat(request.session_id, request.tool_use_id)
-        async with self._bus.listen(subject, on_heartbeat):
+        describe: dict[str, object] = {"session_id": request.session_id, "tool_use_id": request.tool_use_id}
+
+        async def watched() -> sandbox.ToolOutcome:
             return await dispatch(
                 send,
                 heartbeats,
                 self._redispatch,
                 code_of=lambda exc: exc.code if isinstance(exc, SandboxError) else None,
                 outcome_unknown=lambda why: SandboxError(why, code=OUTCOME_UNKNOWN),
-                describe={"session_id": request.session_id, "tool_use_id": request.tool_use_id},
+                describe=describe,
             )
+
+        subject = sandbox.execute_heartbeat(request.session_id, request.tool_use_id)
+        async with self._bus.listen(subject, on_heartbeat):
+            # around ``dispatch``, not inside its send: a wait for a manager is no silence of one serving the call
+            return await self._once_a_manager_answers(watched, "tool call", describe)
 
     async def cancel(self, request: sandbox.Cancel) -> sandbox.Cancelled:
         host = await self._placement_of(request.session_id)
         op = sandbox.SandboxOps.CANCEL if host is None else sandbox.on_host(sandbox.SandboxOps.CANCEL, host)
         return await self._call(op, request, self._control_timeout_s)
+
+    async def _once_a_manager_answers(
+        self, attempt: Callable[[], Awaitable[_T]], what: str, describe: dict[str, object]
+    ) -> _T:
+        """``attempt()``'s result, asking again while no sandbox-manager answers (``_NoManager``), for up
+        to ``ManagerWait.wait_s``; then a ``SandboxError`` saying the call did not run and what to do."""
+        policy = self._manager_wait
+        deadline: float | None = None
+        pause = policy.first_retry_s
+        while True:
+            try:
+                return await attempt()
+            except _NoManager:
+                now = time.monotonic()
+                if deadline is None:
+                    deadline = now + policy.wait_s
+                    if policy.wait_s > 0:
+                        logger.warning(
+                            "no sandbox-manager answers; the %s waits up to %g s for one to come back",
+                            what,
+                            policy.wait_s,
+                            extra={"fields": describe},
+                        )
+                if now >= deadline:
+                    raise SandboxError(_no_manager_message(policy.wait_s), code=UNAVAILABLE) from None
+                await asyncio.sleep(min(pause, deadline - now))
+                pause = min(pause * 2, policy.max_retry_s)
 
     async def _placement_of(self, session_id: str, *, gone: frozenset[str] | None = None) -> str | None:
         try:
@@ -143,9 +217,7 @@ class BusSandbox:
         except NoResponders:
             if host_gone:
                 raise _HostGone() from None
-            raise SandboxError(
-                "The sandbox is unavailable: the sandbox-manager is not running.", code="sandbox_unavailable"
-            ) from None
+            raise _NoManager() from None
         except TimeoutError:
             raise SandboxError(
                 f"The sandbox-manager did not answer within {timeout_s:g} s.", code="sandbox_timeout"
@@ -158,3 +230,12 @@ class BusSandbox:
             ) from exc
         except BusError as exc:
             raise SandboxError(f"The sandbox-manager could not be reached ({type(exc).__name__}).") from exc
+
+
+def _no_manager_message(waited_s: float) -> str:
+    waited = f" and none came back within {waited_s:g} s" if waited_s > 0 else ""
+    return (
+        f"The sandbox is unavailable: no sandbox-manager is running{waited}, so the tool did not run. "
+        "Try the tool call again in a minute; if it keeps failing, tell the user the sandbox service is down "
+        "and its operator should start the sandbox-manager."
+    )

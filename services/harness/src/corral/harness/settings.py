@@ -83,6 +83,9 @@ class Settings(BaseSettings):
     """After a lost manager, how long a re-dispatched call waits for one to answer."""
     execute_max_redispatches: int = Field(default=3, ge=0)
     """Lost managers one tool call survives before its result is "outcome unknown"."""
+    sandbox_wait_s: float = Field(default=30.0, ge=0)
+    """When no sandbox-manager answers a provision or a tool call (all stopped or restarting), how long the
+    call waits for one to come back before the tool call is answered with an error (0: answer at once)."""
     context_window_tokens: int | None = Field(default=None, ge=1)
     """Overrides the per-model context window table (``corral.harness.context.CONTEXT_WINDOWS``)."""
     compact_threshold: float = Field(default=0.8, gt=0, le=1)
