@@ -50,6 +50,17 @@ SLOW = {"content": [{"type": "text", "text": " ".join(f"w{i}" for i in range(20)
 QUICK = {"content": [{"type": "text", "text": "ok"}]}
 
 
+HANDOFF_WARNING = "a turn starts after waiting for the lease hand-off"
+STOP_WARNING = "the session log read did not stop when cancelled"
+
+
+def harness_log_lines(stack: Stack, text: str) -> int:
+    """How many lines of the harnesses' logs say ``text`` (they log at WARNING here)."""
+    names = [c.name for c in stack.components() if c.name.startswith("harness-")]
+    paths = [stack.log_path(name) for name in names]
+    return sum(line.count(text) for path in paths if path.exists() for line in path.read_text().splitlines())
+
+
 def ms(takeovers: list[Takeover]) -> list[float]:
     return [t.takeover_ms for t in takeovers]
 
@@ -314,6 +325,8 @@ async def main() -> int:
                     cpu.append(cpu_ms(stack))
                 turns = await overhead(long, sent)
                 reader.cancel()
+                handoff_turns = harness_log_lines(stack, HANDOFF_WARNING)
+                late_stops = harness_log_lines(stack, STOP_WARNING)
 
                 # Before B6: its kills restart the harnesses, whose first requests pay for imports.
                 small, small_reader = await new_session(http, model, agent_env, [QUICK] * 40)
@@ -370,6 +383,8 @@ async def main() -> int:
             note=f"harness CPU per turn {first_cpu:.1f} ms (first) / {last_cpu:.1f} ms (last); CPU over all turns",
         ),
         Figure("extra", "turn overhead, last/first p50", ratio, "x", target="<= 1.20x"),
+        Figure("extra", f"turns of {len(sent)} that waited for a lease hand-off", handoff_turns, "", target="0"),
+        Figure("extra", f"log reads not stopped at the first cancel, {len(sent)} turns", late_stops, ""),
         Figure.latency("B6", f"baseline: {fold} (ConversationBuilder, in process)", folds),
         Figure.latency(
             "B6",

@@ -164,14 +164,14 @@ async def await_release(bucket: FakeBucket, wake_seq: int, ttl_s: float = 9.0) -
 @pytest.mark.parametrize(
     ("let_go", "answer"),
     [
-        (lambda bucket: bucket.release(SESSION_ID, released_through=7), "served"),  # it did our input
-        (lambda bucket: bucket.release(SESSION_ID, released_through=9), "served"),
-        (lambda bucket: bucket.expire(SESSION_ID), "free"),  # it died
-        (lambda bucket: bucket.release(SESSION_ID), "free"),  # let go without a word (shutdown)
+        (lambda bucket: bucket.release(SESSION_ID, released_through=7), Released("served")),  # it did our input
+        (lambda bucket: bucket.release(SESSION_ID, released_through=9), Released("served")),
+        (lambda bucket: bucket.expire(SESSION_ID), Released("free", expired=True)),  # it died: a takeover
+        (lambda bucket: bucket.release(SESSION_ID), Released("free")),  # let go without a word (shutdown)
     ],
 )
 async def test_a_waiter_learns_from_the_watch_whether_its_input_was_served_or_the_lease_is_free(
-    let_go: object, answer: str
+    let_go: object, answer: Released
 ) -> None:
     bucket = FakeBucket()
     bucket.steal(SESSION_ID)
@@ -180,7 +180,7 @@ async def test_a_waiter_learns_from_the_watch_whether_its_input_was_served_or_th
     let_go(bucket)  # type: ignore[operator]
 
     async with asyncio.timeout(5):
-        assert await waiting == Released(answer)  # type: ignore[arg-type]
+        assert await waiting == answer
 
 
 async def test_a_waiter_leaves_a_holder_that_let_go_before_its_input_the_time_to_take_it_back() -> None:
@@ -228,7 +228,7 @@ async def test_a_waiter_takes_over_a_lease_not_renewed_for_a_ttl_before_the_serv
     revision = bucket.entries[SESSION_ID][1]
 
     async with asyncio.timeout(5):
-        assert await waiting == Released("free", over=revision)
+        assert await waiting == Released("free", over=revision, expired=True)
 
 
 async def test_a_lease_neither_renewed_nor_let_go_for_a_ttl_is_reported_expired_with_its_revision() -> None:

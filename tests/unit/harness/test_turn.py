@@ -408,3 +408,23 @@ def test_only_lease_conflicts_count_as_losing_the_lease() -> None:
     assert isinstance(error_for(detail(None, "not_found_error")), StoreRejected)
     assert isinstance(error_for(detail(None, "api_error")), StoreUnavailable)
     assert isinstance(error_for(detail(None, "overloaded_error")), StoreUnavailable)
+
+
+@pytest.mark.parametrize(("after_expiry", "counted"), [(False, (1, 0)), (True, (0, 1))])
+async def test_a_turn_after_a_wait_for_the_lease_counts_as_a_hand_off_or_a_takeover(
+    after_expiry: bool, counted: tuple[int, int], caplog: pytest.LogCaptureFixture
+) -> None:
+    # A wake-up redelivered after its holder died waits for the lease to expire: that turn is a
+    # takeover, not a slow hand-off, and must not be counted (nor warned about) as one.
+    store = FakeStore()
+    store.add(user("hi"))
+    lease = held_lease()
+    lease.handed_off, lease.after_expiry = True, after_expiry
+    turns = driver(store, FakeModel(Reply(["ok"])))
+
+    with caplog.at_level("INFO", logger="corral.harness.turn"):
+        assert await turns.run(SESSION_ID, lease) is Outcome.DONE
+
+    assert (turns.handoff_turns, turns.takeover_turns) == counted
+    warned = [r.message for r in caplog.records if r.levelname == "WARNING"]
+    assert ("a turn starts after waiting for the lease hand-off" in warned) is not after_expiry

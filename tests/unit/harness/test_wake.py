@@ -133,6 +133,8 @@ async def test_a_wake_up_that_finds_the_session_leased_takes_it_as_soon_as_it_is
     assert delivery.settled == [("ack", None)]
     assert harness.runner.calls == [(SESSION_ID, 7)]
     assert (harness.loop.lease_waits, harness.loop.lease_handoffs, harness.loop.lease_handbacks) == (1, 1, 0)
+    [lease] = harness.runner.leases
+    assert (lease.handed_off, lease.after_expiry) == (True, False)
 
 
 async def test_an_unreadable_wake_up_is_terminated() -> None:
@@ -327,6 +329,26 @@ async def test_a_session_whose_lease_expires_is_taken_over_without_waiting_for_i
     assert harness.runner.calls == [(SESSION_ID, 0)]
     assert harness.loop.takeovers == 1
     assert harness.bucket.entries == {}, "the takeover let the session go after its run"
+
+
+async def test_a_waiting_wake_up_that_gets_the_lease_when_it_expires_runs_as_a_takeover() -> None:
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)  # a worker that then died
+    delivery = wake_delivery(seq=7)  # its wake-up, redelivered
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await harness.bucket.watching.wait()
+
+    harness.bucket.expire(SESSION_ID)
+    async with asyncio.timeout(5):
+        await delivery.done.wait()
+    harness.stop.set()
+    await task
+
+    assert harness.runner.calls == [(SESSION_ID, 7)]
+    [lease] = harness.runner.leases
+    assert (lease.handed_off, lease.after_expiry) == (True, True), "a takeover was taken for a hand-off"
 
 
 async def test_a_waiting_wake_up_whose_input_the_holder_served_is_acked_without_a_run() -> None:

@@ -120,7 +120,7 @@ class KeyValueBucket:
         """The changes of ``keys`` (a key, or a pattern such as ``>``) as they happen, until the
         iterator is closed; with ``current``, first each key's present state (its value, or the
         mark that says it has none). An expiry is seen only in a bucket with ``expiry_marks``."""
-        watcher = await honouring_cancel(self._kv.watch(keys))
+        watcher = await honouring_cancel(self._kv.watch(keys), undo=_stop_watching)
         live = current
         try:
             async for entry in watcher:
@@ -136,3 +136,7 @@ class KeyValueBucket:
         finally:
             with contextlib.suppress(Exception):
                 await watcher.stop()  # type: ignore[no-untyped-call]
+
+
+async def _stop_watching(watcher: KeyValue.KeyWatcher) -> None:
+    await watcher.stop()  # type: ignore[no-untyped-call]

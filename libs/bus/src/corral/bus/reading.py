@@ -98,13 +98,21 @@ async def follow_raw(
         config = js_api.ConsumerConfig(
             deliver_policy=js_api.DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=after_seq + 1
         )
-    sub = await js.subscribe(subject, stream=stream, ordered_consumer=True, config=config)
+    # The consumer is created with a request whose wait can drop a cancellation (see
+    # ``corral.bus.cancellation``): a read stopped while it starts would otherwise follow for good.
+    sub = await honouring_cancel(
+        js.subscribe(subject, stream=stream, ordered_consumer=True, config=config), undo=_unsubscribe
+    )
     try:
         async for msg in sub.messages:
             yield stored(msg)
     finally:
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
+
+
+async def _unsubscribe(sub: JetStreamContext.PushSubscription) -> None:
+    await sub.unsubscribe()
 
 
 async def follow_records(

@@ -31,8 +31,9 @@ def counters(loop: WakeLoop, driver: SessionDriver) -> dict[str, str]:
     session leased and waited for it (``lease_waits``), that got it after waiting
     (``lease_handoffs``), were served by the holder (``lease_served``) or were handed back
     (``lease_handbacks``); sessions taken back right after letting them go (``retaken``) and taken
-    over when their lease expired (``takeovers``); turns started after a wait for the lease
-    (``handoff_turns``); runs by where their fold came from (``resumed_<source>``)."""
+    over when their lease expired (``takeovers``); turns started after a wait for the lease to be
+    let go (``handoff_turns``) or to expire (``takeover_turns``: a wake-up redelivered after its
+    holder died); runs by where their fold came from (``resumed_<source>``)."""
     details = {
         "joined": str(loop.joined),
         "lease_waits": str(loop.lease_waits),
@@ -42,6 +43,7 @@ def counters(loop: WakeLoop, driver: SessionDriver) -> dict[str, str]:
         "retaken": str(loop.retaken),
         "takeovers": str(loop.takeovers),
         "handoff_turns": str(driver.handoff_turns),
+        "takeover_turns": str(driver.takeover_turns),
     }
     details.update({f"resumed_{source}": str(count) for source, count in sorted(driver.resumed.items())})
     return details

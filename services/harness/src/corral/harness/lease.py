@@ -61,6 +61,9 @@ class Released:
     kind: Literal["free", "served", "busy"]
     over: int | None = None
     """With ``free``: the expired entry's revision, to take the lease over from."""
+    expired: bool = False
+    """With ``free``: the lease expired (its holder stopped renewing it: died or cut off), rather
+    than being let go; what follows is a takeover, not a hand-off."""
 
 
 class _Feed:
@@ -121,7 +124,10 @@ class HeldLease:
     revision: int
     lost: asyncio.Event = field(default_factory=asyncio.Event)
     handed_off: bool = False
-    """Taken after waiting for another holder to let it go (set by the wake loop)."""
+    """Taken after waiting for another holder (set by the wake loop)."""
+    after_expiry: bool = False
+    """With ``handed_off``: the wait ended with the holder's lease expiring (it died or was cut
+    off), not with the holder letting it go: a takeover."""
     settled_through: int | None = None
     """Set by the run when a decision on the log up to this stream sequence found nothing to do: the
     release names it (``released_through``) so a waiting wake-up for input up to it is served."""
@@ -204,14 +210,14 @@ class Leases:
                     if grace_until is not None and now >= grace_until:
                         return Released("free")
                     if expires_at is not None and now >= expires_at:
-                        return Released("free", over=revision)  # its holder stopped renewing it
+                        return Released("free", over=revision, expired=True)  # its holder stopped renewing it
                     if now >= end:
                         return Released("busy")
                     change = await feed.next(min(t for t in (end, expires_at, grace_until) if t is not None) - now)
                     if change is None:
                         continue
                     if change.kind == "expired":
-                        return Released("free")
+                        return Released("free", expired=True)
                     if change.kind == "put":  # held (again)
                         revision, expires_at, grace_until = change.revision, loop.time() + self._ttl_s, None
                         continue

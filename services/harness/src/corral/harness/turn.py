@@ -112,6 +112,8 @@ class SessionDriver:
         self.handoff_turns = 0
         """Turns started by a run that had to wait for the lease to change hands (health: the input
         was logged while another holder still held the session and let it go without taking it)."""
+        self.takeover_turns = 0
+        """Turns started by a run that waited for the lease until it expired (its holder died)."""
         self.resumed: dict[str, int] = {}
         """Runs started, by where their fold came from (``kept``: this harness's own, from its last run
         of the session; else a ``snapshots.Source``), for health."""
@@ -266,8 +268,14 @@ class SessionDriver:
                 turn.begin(fold.last_seq)
                 if step.action == "model_request" and lease.handed_off and not turn.owned and not turn.handoff_seen:
                     turn.handoff_seen = True
-                    self.handoff_turns += 1
-                    logger.warning("a turn starts after waiting for the lease hand-off", extra=log_fields(session_id))
+                    if lease.after_expiry:  # its holder died: a takeover, not a slow hand-off
+                        self.takeover_turns += 1
+                        logger.info("a turn starts after taking over an expired lease", extra=log_fields(session_id))
+                    else:
+                        self.handoff_turns += 1
+                        logger.warning(
+                            "a turn starts after waiting for the lease hand-off", extra=log_fields(session_id)
+                        )
                 if step.action == "model_request":
                     await self._tools.start_provisioning(session_id, fold, turn)
                 min_seq = await self._step(run, step)

@@ -267,12 +267,14 @@ class WakeLoop:
         taking: only when the watch said it is free is it tried again (a ``create`` between two waits
         could land in the moment a holder let go before this wake-up's input and is about to take it
         back, and run the turn after a hand-off)."""
-        waited = False
+        waited = expired = False
         over: int | None = None
         deadline = asyncio.get_running_loop().time() + self._lease_wait_s
         while True:
             try:
-                return await self._hold_and_run(wake.session_id, wake.seq, delivery, waited=waited, over=over)
+                return await self._hold_and_run(
+                    wake.session_id, wake.seq, delivery, waited=waited, over=over, expired=expired
+                )
             except LeaseBusy:
                 if not waited:
                     self.lease_waits += 1
@@ -293,7 +295,7 @@ class WakeLoop:
                     )
                     return Outcome.DONE
                 if released.kind == "free":
-                    over = released.over
+                    over, expired = released.over, released.expired
                     break
 
     async def _await_release(self, wake: rpc.Wake, *, timeout_s: float) -> Released:
@@ -316,10 +318,17 @@ class WakeLoop:
                 await waiting
         if waiting.done() and not waiting.cancelled():
             return waiting.result()
-        return Released("free", over=expired.result())
+        return Released("free", over=expired.result(), expired=True)
 
     async def _hold_and_run(
-        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool, over: int | None = None
+        self,
+        session_id: str,
+        min_seq: int,
+        delivery: WakeDelivery | None,
+        *,
+        waited: bool,
+        over: int | None = None,
+        expired: bool = False,
     ) -> Outcome:
         """Take the lease (``LeaseBusy`` if held), run the session until it has nothing to do, let
         it go; then look at the log once more and take the session back at once if input was
@@ -327,7 +336,9 @@ class WakeLoop:
         retaking = False
         while True:
             try:
-                lease, outcome = await self._run_held(session_id, min_seq, delivery, waited=waited, over=over)
+                lease, outcome = await self._run_held(
+                    session_id, min_seq, delivery, waited=waited, over=over, expired=expired
+                )
             except LeaseBusy:
                 if retaking:  # another worker took it for that input: it is theirs now
                     return Outcome.DONE
@@ -347,19 +358,29 @@ class WakeLoop:
                 "input logged as the session was let go; taking it back",
                 extra={"fields": {"session_id": session_id, "settled_through": settled}},
             )
-            waited, retaking, over = False, True, None
+            waited, retaking, over, expired = False, True, None, False
             min_seq = settled + 1
 
     async def _run_held(
-        self, session_id: str, min_seq: int, delivery: WakeDelivery | None, *, waited: bool, over: int | None
+        self,
+        session_id: str,
+        min_seq: int,
+        delivery: WakeDelivery | None,
+        *,
+        waited: bool,
+        over: int | None,
+        expired: bool = False,
     ) -> tuple[HeldLease, Outcome]:
         """One hold of the lease: runs until nothing is left (again for wake-ups that joined)."""
         async with self._leases.hold(session_id, over=over) as lease, asyncio.TaskGroup() as tg:
             if waited:
-                lease.handed_off = True
+                lease.handed_off, lease.after_expiry = True, expired
                 self.lease_handoffs += 1
                 metrics.LEASE_TAKEOVERS.inc()
-                logger.info("took the lease after waiting for its holder", extra={"fields": {"session_id": session_id}})
+                logger.info(
+                    "took the lease after waiting for its holder",
+                    extra={"fields": {"session_id": session_id, "expired": expired}},
+                )
             heartbeat = tg.create_task(self._heartbeat(delivery)) if delivery is not None else None
             self._holding[session_id] = 0
             self._waiters.pop(session_id, None)  # an expiry it was told of is the lease it now holds
