@@ -43,7 +43,14 @@ from opentelemetry import trace
 from corral import telemetry
 from corral.contracts.mcp import McpTool, McpToolOutcome
 from corral.credential_proxy.mcp_auth import NO_CREDENTIALS, Caller, Credentials, VaultAuth
-from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules, ServerUrl, VettedBackend, parse_url
+from corral.credential_proxy.mcp_destinations import Rules, ServerUrl, VettedBackend, parse_url
+from corral.credential_proxy.mcp_failures import (
+    McpAuthenticationFailed,
+    McpConnectionFailed,
+    auth_message,
+    explain,
+    reason,
+)
 
 if TYPE_CHECKING:
     import mcp_types
@@ -56,14 +63,6 @@ _T = TypeVar("_T")
 
 #: ``initialize`` answered with one of these over streamable HTTP: try the SSE transport.
 _SSE_FALLBACK_STATUSES = frozenset({400, 404, 405})
-
-
-class McpConnectionFailed(Exception):
-    """The server could not be reached, did not answer in time or did not speak MCP."""
-
-
-class McpAuthenticationFailed(Exception):
-    """The server refused the request (HTTP 401 or 403)."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +185,7 @@ class McpClients:
             if connection.refused_status in (401, 403):
                 self._drop(connection)
                 raise McpAuthenticationFailed(
-                    _auth_message(server, connection.refused_status, _problem(connection))
+                    auth_message(server, connection.refused_status, _problem(connection))
                 ) from None
             raise McpConnectionFailed(
                 f"the MCP server at {server.authority} answered an error while {doing}: {exc.message}"
@@ -194,7 +193,7 @@ class McpClients:
         except (httpx2.HTTPError, OSError, ExceptionGroup) as exc:
             self._drop(connection)
             raise McpConnectionFailed(
-                f"the connection to the MCP server at {server.authority} failed while {doing}: {_reason(exc)}"
+                f"the connection to the MCP server at {server.authority} failed while {doing}: {reason(exc)}"
             ) from None
         finally:
             connection.busy -= 1
@@ -225,7 +224,7 @@ class McpClients:
         if connection.failure is not None:
             failure = connection.failure
             self._drop(connection)
-            raise _explain(failure, server, connection.refused_status, _problem(connection))
+            raise explain(failure, server, connection.refused_status, _problem(connection))
         return connection
 
     def _drop(self, connection: _Connection) -> None:
@@ -249,7 +248,7 @@ class McpClients:
                 raise
             except BaseException as exc:
                 if connection.ready.is_set():  # it was open: the transport failed under it
-                    logger.info("MCP connection ended", extra={"fields": {**fields, "error": _reason(exc)}})
+                    logger.info("MCP connection ended", extra={"fields": {**fields, "error": reason(exc)}})
                     connection.closing.set()
                     return
                 if transport == "streamable_http" and connection.refused_status in _SSE_FALLBACK_STATUSES:
@@ -354,40 +353,6 @@ def _problem(connection: _Connection) -> str | None:
 
 def _clear_status(connection: _Connection) -> None:
     connection.refused_status = None
-
-
-def _auth_message(server: ServerUrl, status: int | None, problem: str | None = None) -> str:
-    if problem is not None:
-        return f"the MCP server at {server.authority} refused the request (HTTP {status}): {problem}"
-    return (
-        f"the MCP server at {server.authority} refused the request (HTTP {status}): it needs credentials; "
-        "add a credential for this server URL to a vault the session uses (a static_bearer or mcp_oauth "
-        "credential whose mcp_server_url covers it), or update the one it has"
-    )
-
-
-def _leaves(exc: BaseException) -> list[BaseException]:
-    if isinstance(exc, BaseExceptionGroup):
-        return [leaf for inner in exc.exceptions for leaf in _leaves(inner)]
-    return [exc]
-
-
-def _reason(exc: BaseException) -> str:
-    return "; ".join(str(leaf) or type(leaf).__name__ for leaf in _leaves(exc))
-
-
-def _explain(exc: BaseException, server: ServerUrl, status: int | None, problem: str | None) -> Exception:
-    leaves = _leaves(exc)
-    refused = next((leaf for leaf in leaves if isinstance(leaf, DestinationRefused)), None)
-    if refused is not None:
-        return refused
-    if status in (401, 403):
-        return McpAuthenticationFailed(_auth_message(server, status, problem))
-    if status is not None:
-        return McpConnectionFailed(
-            f"the MCP server at {server.authority} answered HTTP {status} to the MCP handshake; check the URL"
-        )
-    return McpConnectionFailed(f"cannot connect to the MCP server at {server.authority}: {_reason(exc)}")
 
 
 def result_content(result: mcp_types.CallToolResult) -> list[dict[str, Any]]:

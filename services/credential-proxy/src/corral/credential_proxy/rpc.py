@@ -53,8 +53,9 @@ from corral.credential_proxy.credentials import Credentials, StoreCall
 from corral.credential_proxy.egress import Egress, NotConfigured, ShuttingDown
 from corral.credential_proxy.listener import CannotListen
 from corral.credential_proxy.mcp_auth import Caller
-from corral.credential_proxy.mcp_clients import McpAuthenticationFailed, McpClients, McpConnectionFailed
+from corral.credential_proxy.mcp_clients import McpClients
 from corral.credential_proxy.mcp_destinations import DestinationRefused
+from corral.credential_proxy.mcp_failures import McpAuthenticationFailed, McpConnectionFailed
 from corral.credential_proxy.secret_store import SecretStoreUnavailable
 from corral.credential_proxy.vault import Vault
 from corral.credential_proxy.webfetch import WebFetcher

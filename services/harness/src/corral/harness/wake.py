@@ -34,6 +34,7 @@ from corral.harness import metrics, wakespans
 from corral.harness.lease import HeldLease, LeaseBusy, Leases, Released, Sleep
 from corral.harness.turn import Outcome
 from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
+from corral.harness.wakeslots import drain, take_slot
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class WakeLoop:
             stopping = tg.create_task(stop.wait())
             watching = tg.create_task(self._take_over_expired(tg, slots, inflight), name="lease-expiries")
             try:
-                while await self._take_slot(slots, stopping):
+                while await take_slot(slots, stopping):
                     deliveries = await self._fetch(stop)
                     if not deliveries:
                         slots.release()
@@ -114,7 +115,7 @@ class WakeLoop:
             finally:
                 stopping.cancel()
                 watching.cancel()
-            await self._drain(inflight)
+            await drain(inflight, grace_s=self._grace_s, active=self.active)
 
     async def _take_over_expired(
         self, tg: asyncio.TaskGroup, slots: asyncio.Semaphore, inflight: set[asyncio.Task[None]]
@@ -168,21 +169,6 @@ class WakeLoop:
         metrics.LEASE_TAKEOVERS.inc()
         logger.info("took over a session whose lease expired", extra={"fields": {**fields, "outcome": outcome.value}})
 
-    async def _take_slot(self, slots: asyncio.Semaphore, stopping: asyncio.Task[bool]) -> bool:
-        if stopping.done():
-            return False
-        acquiring = asyncio.ensure_future(slots.acquire())
-        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
-        if not acquiring.done():
-            acquiring.cancel()
-            await asyncio.wait({acquiring})
-        if acquiring.cancelled():
-            return False
-        if stopping.done():
-            slots.release()
-            return False
-        return True
-
     async def _fetch(self, stop: asyncio.Event) -> Sequence[WakeDelivery]:
         try:
             return await self._source.fetch(1, timeout=self._fetch_timeout_s)
@@ -192,17 +178,6 @@ class WakeLoop:
                 async with asyncio.timeout(1.0):
                     await stop.wait()
             return []
-
-    async def _drain(self, inflight: set[asyncio.Task[None]]) -> None:
-        if not inflight:
-            return
-        logger.info(
-            "stopping: letting running sessions finish",
-            extra={"fields": {"sessions": sorted(self.active), "grace_s": self._grace_s}},
-        )
-        _done, unfinished = await asyncio.wait(set(inflight), timeout=self._grace_s)
-        for task in unfinished:
-            task.cancel()
 
     async def _run_one(self, delivery: WakeDelivery, slots: asyncio.Semaphore) -> None:
         try:
