@@ -35,7 +35,7 @@ from typing import Any
 import httpx
 from report import Figure, finish, ok, pct, say
 from session_log import LEASE_TTL_S, fill, fold_baseline
-from stack_cpu import cpu_ms, spent
+from stack_cpu import cpu_ms, per_op, spent
 
 from corral.bus import Bus, KeyValueBucket
 from corral.contracts.health import Health
@@ -286,9 +286,10 @@ async def main() -> int:
                 steady_big = await overhead(big, [await big.turn(f"step {n}") for n in range(5)])
                 big_cpu = spent(before_big, cpu_ms(stack), "harness") / 5
                 folds, logged = await fold_baseline(http, big.id, max(5, args.kills))
-                takeover_cpu = cpu_ms(stack)
+                before_takeovers = cpu_ms(stack)
                 from_snapshot = [await takeover(stack, bus, big) for _ in range(args.kills)]
-                takeover_cpu = {k: (v - takeover_cpu.get(k, 0.0)) / args.kills for k, v in cpu_ms(stack).items()}
+                # per_op: a killed and restarted harness counts from zero, never as a negative figure
+                takeover_cpu = per_op(before_takeovers, cpu_ms(stack), args.kills)
                 snapshots = await bus.object_bucket(SNAPSHOT_SPEC)
                 from_scratch: list[Takeover] = []
                 for _ in range(args.kills):
