@@ -16,11 +16,12 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.devstack.errors import DevstackError
 from corral.devstack.ports import HOST, NATS_NODES_MAX, PORT_SETTINGS, Ports
+from corral.devstack.replicas import Replicas
 from corral.devstack.state import DEFAULT_STATE_DIR
 
 log = logging.getLogger("corral.devstack")
@@ -286,6 +287,9 @@ class StackConfig:
     tracing: bool = False
     #: ``CORRAL_JAEGER_OTLP``: the OTLP/HTTP endpoint the collector forwards every export to.
     jaeger_otlp: str | None = None
+    #: ``CORRAL_GATEWAY_COUNT``, ``CORRAL_SESSION_STORE_COUNT``, ``CORRAL_CREDENTIAL_PROXY_COUNT``,
+    #: ``CORRAL_SANDBOX_HOSTS`` (see ``corral.devstack.replicas``).
+    replicas: Replicas = field(default_factory=lambda: Replicas({}))
 
     @classmethod
     def read(
@@ -314,6 +318,7 @@ class StackConfig:
             otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             tracing=env.get("CORRAL_TRACING", "").strip().lower() in ("1", "true", "yes", "on"),
             jaeger_otlp=env.get("CORRAL_JAEGER_OTLP", "").strip() or None,
+            replicas=Replicas.read(env),
         )
 
     @property

@@ -43,8 +43,12 @@ PORT_SETTINGS: tuple[PortSetting, ...] = (
 )
 
 #: Ports from ``Ports.metrics`` on that ``Ports.free`` keeps free: one metrics endpoint per service
-#: (``corral.devstack.services.metrics_port``: four services, the embedded model, then each harness).
-METRICS_BLOCK = 16
+#: (``corral.devstack.services.metrics_port``: four services, the embedded model, each harness, then
+#: the second and later replicas of the four services, four ports per replica number).
+METRICS_BLOCK = 32
+#: Gateways a stack runs at most (``CORRAL_GATEWAY_COUNT``): gateway ``n`` listens on ``Ports.gateway``
+#: plus ``n - 1``, so ``Ports.free`` keeps this many consecutive ports free from it.
+GATEWAYS_MAX = 5
 
 #: Most NATS servers a stack runs (``CORRAL_NATS_CLUSTER``): node ``i`` of a cluster listens on each
 #: of ``Ports.nats``, ``nats_monitor`` and ``nats_cluster`` plus ``i - 1``, so ``Ports.free`` keeps
@@ -96,6 +100,8 @@ class Ports:
         for field, size in ((name, NATS_NODES_MAX) for name in _NATS_BLOCKS):
             blocks[field] = free_block(size, avoid=taken)
             taken.update(range(blocks[field], blocks[field] + size))
+        blocks["gateway"] = free_block(GATEWAYS_MAX, avoid=taken)
+        taken.update(range(blocks["gateway"], blocks["gateway"] + GATEWAYS_MAX))
         blocks["metrics"] = free_block(METRICS_BLOCK, avoid=taken)
         return ports.replace(**blocks)
 
