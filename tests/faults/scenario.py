@@ -71,19 +71,19 @@ async def run(stack: Stack, schedule: Schedule, *, dump_to: Path) -> Outcome:
     async with Workload.open(stack, history, CLIENTS) as work:
         async with asyncio.TaskGroup() as group:
             clients = group.create_task(work.run())
-            await _progress(work, clients, len(work.sessions), WARM_UP_S)
+            await progress(work, clients, len(work.sessions), WARM_UP_S)
             async for fault in schedule():
                 began = history.now()
                 probe = group.create_task(work.probe())
                 name = await inject(stack, fault, history, work.sessions)
                 await probe
-                await _progress(work, clients, work.turns_ended + len(work.sessions), PROGRESS_S)
+                await progress(work, clients, work.turns_ended + len(work.sessions), PROGRESS_S)
                 append, turn = history.first_ok_after(began, "probe"), history.first_ok_after(began, "turn")
                 lines.append(
                     f"{fault} ({name}): first append {_s(append)} after the fault, first new turn ended {_s(turn)}"
                 )
             work.stop()
-        await _quiesce(stack, work.all_sessions())
+        await quiesce(stack, work.all_sessions())
         verdict = check(history, await observe(stack, work.all_sessions()))
     if not verdict.ok:
         history.dump(dump_to)
@@ -91,7 +91,7 @@ async def run(stack: Stack, schedule: Schedule, *, dump_to: Path) -> Outcome:
     return Outcome(verdict, history, lines)
 
 
-async def _progress(work: Workload, clients: asyncio.Task[None], count: int, timeout: float) -> None:
+async def progress(work: Workload, clients: asyncio.Task[None], count: int, timeout: float) -> None:
     """Wait until ``count`` turns have ended; a client that gave up ends the wait (the checker reports)."""
     waiting = asyncio.ensure_future(work.turns(count, timeout=timeout))
     await asyncio.wait([waiting, clients], return_when=asyncio.FIRST_COMPLETED)
@@ -101,7 +101,7 @@ async def _progress(work: Workload, clients: asyncio.Task[None], count: int, tim
         raise AssertionError(f"fewer than {count} turns ended within {timeout:g} s") from waiting.exception()
 
 
-async def _quiesce(stack: Stack, sessions: list[str]) -> None:
+async def quiesce(stack: Stack, sessions: list[str]) -> None:
     """Wait until Postgres has projected every session up to its log's last record."""
 
     async def caught_up() -> bool:
