@@ -65,8 +65,8 @@ def replicas(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 async def gateways(replicas: Stack) -> AsyncIterator[list[anthropic.AsyncAnthropic]]:
     one, two = replicas.gateway_urls
     async with (
-        anthropic.AsyncAnthropic(base_url=one, api_key=replicas.api_key, max_retries=0, timeout=30) as first,
-        anthropic.AsyncAnthropic(base_url=two, api_key=replicas.api_key, max_retries=0, timeout=30) as second,
+        anthropic.AsyncAnthropic(base_url=one, api_key=replicas.api_key, max_retries=3, timeout=30) as first,
+        anthropic.AsyncAnthropic(base_url=two, api_key=replicas.api_key, max_retries=3, timeout=30) as second,
     ):
         yield [first, second]
 
