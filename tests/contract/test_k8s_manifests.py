@@ -155,13 +155,20 @@ def test_the_workloads_are_the_five_services_with_the_sandbox_manager_on_sandbox
         ("Deployment", "gateway"),
         ("Deployment", "session-store"),
         ("Deployment", "harness"),
-        ("Deployment", "credential-proxy"),
+        ("DaemonSet", "credential-proxy"),
         ("DaemonSet", "sandbox-manager"),
     }
-    manager = next(o for o in objects if o["kind"] == "DaemonSet")
-    spec = manager["spec"]["template"]["spec"]
-    assert spec["nodeSelector"] == {"corral.dev/sandbox": "true"}
-    assert {"path": "/var/run/docker.sock", "type": "Socket"} in [v.get("hostPath") for v in spec["volumes"]]
+    by_name = {o["metadata"]["name"]: o["spec"]["template"]["spec"] for o in objects if o["kind"] == "DaemonSet"}
+    for spec in by_name.values():
+        assert spec["nodeSelector"] == {"corral.dev/sandbox": "true"}
+    manager, proxy = by_name["sandbox-manager"], by_name["credential-proxy"]
+    assert {"path": "/var/run/docker.sock", "type": "Socket"} in [v.get("hostPath") for v in manager["volumes"]]
+    # every sandbox node's manager asks its own node's credential-proxy, whose sockets its engine mounts
+    node = {"fieldRef": {"fieldPath": "spec.nodeName"}}
+    manager_env = {e["name"]: e.get("valueFrom") for e in manager["containers"][0]["env"]}
+    proxy_env = {e["name"]: e.get("valueFrom") for e in proxy["containers"][0]["env"]}
+    assert manager_env["CORRAL_SANDBOX_HOST_ID"] == manager_env["CORRAL_SANDBOX_EGRESS_HOST"] == node
+    assert proxy_env["CORRAL_CREDENTIAL_PROXY_HOST_ID"] == node
     assert not any(o["kind"] == "Secret" for o in objects), "secrets are never rendered from this repository"
 
 
@@ -188,7 +195,7 @@ def test_the_deployment_checks_reject_what_the_schemas_accept() -> None:
     del harness["livenessProbe"]
     harness["env"].append({"name": "CORRAL_POSTGRES_URL", "value": "postgresql://x"})
     broken.remove(by_name[("PodDisruptionBudget", "gateway")])
-    proxy = by_name[("Deployment", "credential-proxy")]["spec"]["template"]["spec"]
+    proxy = by_name[("DaemonSet", "credential-proxy")]["spec"]["template"]["spec"]
     proxy["containers"][0]["volumeMounts"][1]["mountPath"] = "/sockets"
     found = "\n".join(problems(broken))
     assert "harness container harness: no livenessProbe" in found

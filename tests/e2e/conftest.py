@@ -94,12 +94,13 @@ def start_stack(
     log_level: str = "INFO",
     gateway: dict[str, str] | None = None,
     environ: dict[str, str] | None = None,
+    sandbox_manager: dict[str, str] | None = None,
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
     With ``web_site``, it admits the site's address and port and uses it as its search backend.
-    ``credential_proxy``: more settings of the credential-proxy (over those these make); ``gateway``:
-    settings of the gateway; ``environ``: stack settings over the test's (``CORRAL_NATS_CLUSTER``)."""
+    ``credential_proxy``: more settings of the credential-proxy (over those these make); ``gateway`` and
+    ``sandbox_manager``: settings of those; ``environ``: stack settings over the test's (``CORRAL_NATS_CLUSTER``)."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
     allowed = stand_in_addresses()
     egress = {}
@@ -132,6 +133,7 @@ def start_stack(
             "session-store": {"CORRAL_HARNESS_LEASE_TTL_S": LEASE_TTL_S},
             "credential-proxy": egress,
             "gateway": gateway or {},
+            "sandbox-manager": sandbox_manager or {},
         },
         log_level=log_level,
     )

@@ -119,19 +119,64 @@ def test_apply_twice_creates_one_version_and_a_change_creates_the_next(stack: St
     assert "\nversion: 2\n" in ok(corral(stack, "agents", "get", name, cwd=tmp_path))
 
 
+def steps(stderr: str) -> list[str]:
+    """The plain progress lines of a command run without a terminal, their durations left out."""
+    return [re.sub(r": done in \d+\.\ds$", "", line) for line in stderr.splitlines() if "done in" in line]
+
+
 def test_environment_apply_twice_changes_nothing(stack: Stack, tmp_path: Path) -> None:
     name = unique("cli-env")
     (tmp_path / "env.yaml").write_text(f"name: {name}\nconfig:\n  type: cloud\n  networking: {{type: unrestricted}}\n")
-    assert f"environment {name} created" in ok(corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path))
+    created = corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path)
+    assert f"environment {name} created" in ok(created)
+    assert steps(created.stderr) == [f"looking up environment {name}", f"creating environment {name}"]
+    assert "note:" not in created.stderr  # no packages, no image to build
     with anthropic.Anthropic(base_url=stack.gateway_url, api_key=stack.api_key) as sdk:
         [env] = [e for e in sdk.beta.environments.list(limit=100) if e.name == name]
-        assert f"environment {name} unchanged" in ok(
-            corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path)
-        )
+        unchanged = corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path)
+        assert f"environment {name} unchanged" in ok(unchanged)
+        assert steps(unchanged.stderr) == [f"looking up environment {name}"]
         assert sdk.beta.environments.retrieve(env.id).updated_at == env.updated_at
         (tmp_path / "env.yaml").write_text((tmp_path / "env.yaml").read_text() + "description: builds\n")
-        assert "(description changed)" in ok(corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path))
+        updated = corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path)
+        assert "(description changed)" in ok(updated)
+        assert steps(updated.stderr) == [f"looking up environment {name}", f"updating environment {name}"]
         assert sdk.beta.environments.retrieve(env.id).description == "builds"
+
+
+def test_environment_with_packages_says_when_its_image_is_built(stack: Stack, tmp_path: Path) -> None:
+    """The API has no build state to follow: apply says so, and when the build happens, in plain words."""
+    name = unique("cli-pkgs")
+    (tmp_path / "env.yaml").write_text(f"name: {name}\nconfig:\n  type: cloud\n  packages: {{apt: [jq]}}\n")
+    created = corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path)
+    assert f"environment {name} created" in ok(created)
+    [note] = [line for line in created.stderr.splitlines() if line.startswith("note:")]
+    assert f"environment {name} lists packages (apt: jq): its image is built when a session" in note
+    assert "note:" not in corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path).stderr  # unchanged
+
+    (tmp_path / "env.yaml").write_text(f"name: {name}\nconfig:\n  type: cloud\n  packages: {{apt: [jq, curl]}}\n")
+    updated = corral(stack, "environments", "apply", "-f", "env.yaml", cwd=tmp_path)
+    assert "(config changed)" in ok(updated)
+    assert "lists packages (apt: jq, curl)" in updated.stderr
+
+
+def test_on_a_terminal_progress_is_a_spinner_unless_no_progress(stack: Stack, tmp_path: Path) -> None:
+    name = unique("cli-tty")
+    (tmp_path / "env.yaml").write_text(f"name: {name}\n")
+    env = {"PATH": f"{CORRAL.parent}:/usr/bin:/bin", "HOME": str(tmp_path), "TERM": "xterm", **stack.client_env()}
+
+    def on_a_terminal(*args: str) -> str:
+        command = " ".join([str(CORRAL), "environments", "apply", "-f", "env.yaml", *args])
+        result = subprocess.run(
+            ["script", "-qec", command, "/dev/null"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+        )
+        assert result.returncode == 0, result.stdout
+        return result.stdout
+
+    spun = on_a_terminal()
+    assert f"environment {name} created" in spun and "done in" not in spun
+    plain = on_a_terminal("--no-progress")
+    assert f"looking up environment {name}: done in" in plain and f"environment {name} unchanged" in plain
 
 
 ASK_BASH = """\

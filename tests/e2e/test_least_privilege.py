@@ -20,7 +20,7 @@ import pytest
 
 from corral.bus import Bus, NotAuthorized, Refused
 from corral.contracts import subjects
-from corral.contracts.egress import EgressOps
+from corral.contracts.egress import EgressOps, egress_host_rpc
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import sandbox_rpc
 from corral.devstack.nats_users import SERVICE_USERS
@@ -94,6 +94,8 @@ CONFINEMENT = {
             # of the egress operations it only takes the credential hosts not reached
             EgressOps.OPEN.subject,
             EgressOps.CLOSE.subject,
+            egress_host_rpc("host-a", EgressOps.OPEN.name),
+            egress_host_rpc("host-a", EgressOps.CLOSE.name),
         ],
     ),
     "sandbox-manager": (
@@ -103,6 +105,7 @@ CONFINEMENT = {
             "$KV.corral_leases.k",
             subjects.session_log("sesn_least_privilege"),
             EgressOps.FAILURES.subject,  # the harness's to take
+            egress_host_rpc("host-a", EgressOps.FAILURES.name),
         ],
     ),
     "credential-proxy": (

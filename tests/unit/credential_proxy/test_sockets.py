@@ -186,7 +186,7 @@ async def test_egress_makes_its_socket_dir_and_opens_idempotently(tmp_path: Path
         again = await proxies.open(SESSION, EgressPolicy(allowed_hosts=["pypi.org"]))
         assert again is listener and listener.proxy.policy.allowed_hosts == ["pypi.org"]
         assert json.loads(bucket.values[SESSION])["policy"]["allowed_hosts"] == ["pypi.org"]
-        assert set(json.loads(bucket.values[SESSION])) == {"session_id", "policy", "at"}
+        assert set(json.loads(bucket.values[SESSION])) == {"session_id", "policy", "at", "host"}
         assert proxies.count() == 1
         assert await proxies.close(SESSION)
         assert not (socket_dir / SESSION).exists() and SESSION not in bucket.values

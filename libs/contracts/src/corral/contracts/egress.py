@@ -61,10 +61,21 @@ many sessions (the oldest dropped first). The harness, which alone writes the se
 the notes with ``failures`` after each tool call that ran in the sandbox and logs one
 ``credential_host_unreachable_error`` per credential. Taking empties the session's notes; a
 credential-proxy restart loses notes not taken yet (the sandbox saw its 403/502 anyway).
+
+**Hosts.** A session's socket is made on the machine of the credential-proxy that opened it, and only
+a Docker engine on that machine can mount it. Every credential-proxy serves each operation twice: on
+``egress_rpc(op)`` in the queue group ``credential-proxy`` (any of them: right when they all share the
+sandboxes' machine) and on ``egress_host_rpc(host, op)`` in the queue group ``credential-proxy.<host>``
+(``on_egress_host``), ``<host>`` its ``CORRAL_CREDENTIAL_PROXY_HOST_ID``. A sandbox-manager told the host
+of its machine's credential-proxy (``CORRAL_SANDBOX_EGRESS_HOST``) asks that one only, so sandboxes on
+several machines each get a socket on their own machine. Each grant names the host that made it, and
+a restarted credential-proxy serves again only its own host's grants (and those naming none).
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import ipaddress
 import re
 from typing import Annotated, Final, TypeVar
@@ -79,6 +90,7 @@ from corral.contracts.rpc import Message
 from corral.contracts.subjects import EGRESS_BUCKET as EGRESS_BUCKET
 from corral.contracts.subjects import EGRESS_QUEUE as EGRESS_QUEUE
 from corral.contracts.subjects import EGRESS_RPC_WILDCARD as EGRESS_RPC_WILDCARD
+from corral.contracts.subjects import egress_host_rpc as egress_host_rpc
 from corral.contracts.subjects import egress_rpc as egress_rpc
 
 # --- the rest of the contract ---------------------------------------------------------------------------
@@ -276,3 +288,16 @@ class EgressOps:
     CLOSE: Final = _egress(EgressOp.CLOSE, CloseEgress, EgressClosed)
     #: Asked by the harness (its only egress operation), after each tool call that ran in the sandbox.
     FAILURES: Final = _egress(EgressOp.FAILURES, TakeCredentialHostFailures, CredentialHostFailures, bounded=True)
+    #: What only the credential-proxy holding a session's socket can answer (each served on its host's subject too).
+    HOSTED: Final = (OPEN, CLOSE, FAILURES)
+
+
+def egress_host_queue(host: str) -> str:
+    """The queue group of one host's credential-proxy subjects (replicas on one machine share it)."""
+    return f"{EGRESS_QUEUE}.{host}"
+
+
+@functools.cache
+def on_egress_host(op: Operation[_Req, _Rep], host: str) -> Operation[_Req, _Rep]:
+    """``op`` as served by the credential-proxy of host ``host`` only (``egress_host_rpc(host, op.name)``)."""
+    return dataclasses.replace(op, subject=egress_host_rpc(host, op.name), queue=egress_host_queue(host))

@@ -139,6 +139,12 @@ def egress_rpc(op: str) -> str:
     return f"corral.rpc.egress.{op}"
 
 
+def egress_host_rpc(host: str, op: str) -> str:
+    """Request subject of an egress operation on one machine's credential-proxy
+    (``corral.rpc.egress.host.<host>.<op>``, ``<host>`` its ``CORRAL_CREDENTIAL_PROXY_HOST_ID``)."""
+    return f"corral.rpc.egress.host.{host}.{op}"
+
+
 # --- the credential-proxy's MCP client ------------------------------------------------------------
 MCP_QUEUE: Final = "credential-proxy"
 MCP_RPC_WILDCARD: Final = "corral.rpc.mcp.>"

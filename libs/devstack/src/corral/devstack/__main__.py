@@ -24,6 +24,7 @@ from corral.devstack.errors import DevstackError
 from corral.devstack.nats_users import SUBSCRIBER
 from corral.devstack.postgres import EmbeddedPostgres
 from corral.devstack.postgres_tools import redacted
+from corral.devstack.progress import ConsoleProgress
 from corral.devstack.stack import DEFAULT_TIMEOUT, STOP_TIMEOUT, Stack
 
 
@@ -191,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             harness_count=getattr(args, "harness_count", None),
             docker=_docker_default(args, environ),
             environ=environ,
-            progress=lambda line: _out(f"  {line}"),
+            progress=ConsoleProgress(sys.stdout),
         )
         if args.command == "up":
             return _up(

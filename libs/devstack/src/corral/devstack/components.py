@@ -103,6 +103,10 @@ class Component(ABC):
             processes.terminate_all([pid], timeout=timeout)
         processes.remove_pid_file(self.pid_file)
 
+    def starting(self) -> str:
+        """What ``up`` shows while it starts the component (the first start of some does more)."""
+        return "starting"
+
     def describe(self) -> str:
         """Where it listens, for status lines."""
         return ", ".join(f"port {claim.port}" for claim in self.port_claims()) or "-"

@@ -254,6 +254,9 @@ class DockerEngine(Component):
         except FileNotFoundError:
             return "?"
 
+    def starting(self) -> str:
+        return f"starting dockerd (data {self.data_root})"
+
     def describe(self) -> str:
         where = f"{self.host} (data {self.data_root})"
         if self.is_running() and not self.owned():

@@ -40,7 +40,7 @@ from pathlib import Path
 
 from corral.contracts import subjects, subscribers
 from corral.contracts.credentials import CredentialOps
-from corral.contracts.egress import EGRESS_BUCKET, EgressOps, egress_rpc
+from corral.contracts.egress import EGRESS_BUCKET, EgressOps, egress_host_rpc, egress_rpc
 from corral.contracts.mcp import mcp_rpc
 from corral.contracts.rpc import Op
 from corral.contracts.sandbox import (
@@ -273,7 +273,8 @@ def service_permissions() -> dict[str, Permissions]:
                 kv_write(SANDBOX_HOSTS_BUCKET),  # its own advertisement
                 kv_write(SANDBOX_PLACEMENTS_BUCKET),  # forgets a released session's placement
                 consumer_read(subjects.SANDBOX_RELEASES_SPEC),  # the log's record headers, never a body
-                [EgressOps.OPEN.subject, EgressOps.CLOSE.subject],  # the sandboxes' proxies
+                [EgressOps.OPEN.subject, EgressOps.CLOSE.subject],  # the sandboxes' proxies (any credential-proxy)
+                [egress_host_rpc("*", op) for op in (EgressOps.OPEN.name, EgressOps.CLOSE.name)],  # or its host's
                 [execute_heartbeat("*", "*"), subjects.repositories_rpc("check")],
                 [sandbox_host_rpc("*", "release")],  # a release for a session on another host
                 bodies(),
@@ -294,6 +295,7 @@ def service_permissions() -> dict[str, Permissions]:
             ),
             subscribe=(
                 egress_rpc("*"),
+                egress_host_rpc("*", "*"),  # its host's own egress subjects
                 mcp_rpc("*"),
                 subjects.repositories_rpc("*"),
                 subjects.CREDENTIALS_RPC_WILDCARD,

@@ -129,6 +129,11 @@ class OpenBao(Component):
     def describe(self) -> str:
         return f"port {self.port} (cluster {self.cluster_port})"
 
+    def starting(self) -> str:
+        if self.state.openbao_init_file.exists():
+            return "starting and unsealing"
+        return "starting: first start, initialising (one unseal key), unsealing, kv mount, policy, AppRole"
+
     def config_text(self) -> str:
         return (
             'storage "raft" {\n'

@@ -155,6 +155,11 @@ class EmbeddedPostgres(Component):
         self.pgdata.chmod(0o700)
         return user
 
+    def starting(self) -> str:
+        if (self.pgdata / "PG_VERSION").exists():
+            return "starting"
+        return "starting: first start, initdb, then its role and database"
+
     def launch(self) -> None:
         user = self._prepare()
         if not (self.pgdata / "PG_VERSION").exists():

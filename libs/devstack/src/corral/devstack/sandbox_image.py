@@ -27,7 +27,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -38,6 +38,7 @@ from corral.devstack import processes
 from corral.devstack.configuration import ImageSettings, process_environment
 from corral.devstack.docker_engine import docker_client, system_path, unmount_under
 from corral.devstack.errors import DevstackError
+from corral.devstack.progress import Progress, step
 
 log = logging.getLogger(__name__)
 
@@ -48,8 +49,6 @@ HASHED_FILES = ("Dockerfile", "rootfs.sh", "packages.txt")
 DEFAULT_BASE = "debian:bookworm-slim"
 PULL_PROBE_TIMEOUT = 15.0
 LOG_TAIL_LINES = 30
-
-Progress = Callable[[str], None]
 
 
 def content_hash(directory: Path) -> str:
@@ -136,6 +135,10 @@ class ImageBuilder:
     def _step(self, what: str) -> None:
         self.progress(f"{'':<17}   {what}")
 
+    def _running(self, what: str) -> contextlib.AbstractContextManager[None]:
+        """A long step of the build, shown while it runs (its outcome is a ``_step`` line)."""
+        return step(self.progress, f"{NAME:<17} {what}")
+
     def _log(self, text: str) -> None:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("a") as handle:
@@ -216,7 +219,8 @@ class ImageBuilder:
         try:
             client = docker_client(self.host, timeout)
             try:
-                client.images.pull(repository, tag=tag)
+                with self._running(f"pulling {ref}"):
+                    client.images.pull(repository, tag=tag)
             finally:
                 client.close()
         except (DockerException, OSError) as exc:
@@ -237,7 +241,9 @@ class ImageBuilder:
                 self._step(f"{base} already imported")
         else:
             self._say(f"building {tag} from {base} (log {self.log_path})")
-        self._docker_build(client, tag, base, network="none" if path == "debootstrap" else "host", nocache=rebuild)
+        with self._running(f"docker build of {tag}"):
+            network = "none" if path == "debootstrap" else "host"
+            self._docker_build(client, tag, base, network=network, nocache=rebuild)
 
     def _import_rootfs(self, client: docker.DockerClient, base: str) -> None:
         work_dir = self.work_dir or (Path("/var/tmp") if Path("/var/tmp").is_dir() else None)
@@ -245,9 +251,13 @@ class ImageBuilder:
         rootfs = scratch / "rootfs"
         try:
             self._debootstrap(rootfs)
-            self._import(client, rootfs, base)
+            with self._running(f"importing it as {base}"):
+                self._import(client, rootfs, base)
         finally:
-            remove_rootfs(scratch)
+            t0 = time.monotonic()
+            with self._running(f"removing the scratch root file system {scratch}"):
+                remove_rootfs(scratch)
+            self._step(f"scratch removed in {time.monotonic() - t0:.1f}s")
 
     def _debootstrap(self, rootfs: Path) -> None:
         if os.geteuid() != 0:
@@ -264,8 +274,8 @@ class ImageBuilder:
                 "or set CORRAL_SANDBOX_BASE to a base image a registry serves"
             )
         t0 = time.monotonic()
-        self._step("debootstrap started")
-        self._run(["bash", str(self.settings.directory / "rootfs.sh"), str(rootfs)], env=env, what="rootfs.sh")
+        with self._running("debootstrap: a Debian root file system, offline"):
+            self._run(["bash", str(self.settings.directory / "rootfs.sh"), str(rootfs)], env=env, what="rootfs.sh")
         self._step(f"debootstrap done in {time.monotonic() - t0:.1f}s")
 
     def _run(self, argv: list[str], *, env: Mapping[str, str], what: str) -> None:

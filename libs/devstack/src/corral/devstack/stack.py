@@ -11,7 +11,7 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -24,6 +24,7 @@ from corral.devstack.errors import DevstackError, PortInUseError
 from corral.devstack.nats_users import SUBSCRIBER
 from corral.devstack.ports import Ports, port_in_use
 from corral.devstack.postgres import EmbeddedPostgres
+from corral.devstack.progress import Progress, step
 from corral.devstack.sandbox_image import NAME as IMAGE_LOG_NAME
 from corral.devstack.sandbox_image import ImageBuilder, copy_image
 from corral.devstack.services import Service, is_service_name, wait_services_ready
@@ -45,8 +46,6 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
-
-Progress = Callable[[str], None]
 
 
 def _log_progress(line: str) -> None:
@@ -210,9 +209,10 @@ class Stack(Topology):
             pid = running[component.name]
             self.progress(_line(component.name, "already running", pid, component.describe()))
             return
-        component.launch()
-        started.append(component)
-        component.wait_ready(deadline)
+        with step(self.progress, f"{component.name:<17} {component.starting()}"):
+            component.launch()
+            started.append(component)
+            component.wait_ready(deadline)
         took = f"ready in {time.monotonic() - t0:.1f}s"
         self.progress(_line(component.name, took, component.pid(), component.describe()))
 
@@ -238,14 +238,15 @@ class Stack(Topology):
         def on_ready(name: str) -> None:
             self.progress(f"{name:<17} ready in {time.monotonic() - t0:.1f}s")
 
-        for gateway_url in self.gateway_urls:  # each gateway answers once every service does
-            wait_services_ready(
-                services,
-                gateway_url=gateway_url,
-                model_url=self.model.base_url if self.model.embedded else None,
-                deadline=deadline,
-                on_ready=on_ready,
-            )
+        with step(self.progress, f"{'services':<17} waiting until every service is healthy"):
+            for gateway_url in self.gateway_urls:  # each gateway answers once every service does
+                wait_services_ready(
+                    services,
+                    gateway_url=gateway_url,
+                    model_url=self.model.base_url if self.model.embedded else None,
+                    deadline=deadline,
+                    on_ready=on_ready,
+                )
 
     def _rollback(self, started: list[Component]) -> None:
         for component in reversed(started):

@@ -6,7 +6,8 @@ OpenBao) and the git proxy every egress socket hands ``git.corral.invalid`` requ
 proxies, one unix socket per session under ``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR`` (re-opened from
 their grants; none when it is unset) -> the MCP client's connection pool -> the credential secret store
 (OpenBao) -> the web tools (``web_fetch`` under the same destination rules, ``web_search`` through the
-configured backend, if any) -> serving ``corral.rpc.egress.*``, ``corral.rpc.mcp.*``,
+configured backend, if any) -> serving ``corral.rpc.egress.*`` (and this machine's
+``corral.rpc.egress.host.<CORRAL_CREDENTIAL_PROXY_HOST_ID>.*``), ``corral.rpc.mcp.*``,
 ``corral.rpc.credentials.*``, ``corral.rpc.web.*``, ``corral.rpc.repositories.*`` and health. It is
 ready once the grants are restored and requests are served.
 """
@@ -53,7 +54,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     vault = await stack.enter_async_context(Vault(settings.openbao, timeout=settings.health_probe_timeout_s).running())
     bus = await stack.enter_async_context(Bus.connect(settings.nats, name="credential-proxy"))
     try:
-        grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s)
+        grants = await Grants.open(bus, ttl_s=settings.egress.grant_ttl_s, host=settings.host_id)
     except StreamMismatch as exc:  # CORRAL_CREDENTIAL_PROXY_EGRESS_GRANT_TTL_S changed since the bucket was made
         raise Refused(str(exc)) from None
     repositories = Repositories(vault, settings.git, settings.egress, resolve=system_resolve, own_addresses=own.current)
@@ -102,12 +103,14 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         fetcher=WebFetcher(settings.web, settings.egress, own_addresses=own.current),
         search=WebSearch.from_settings(settings.web),
         mcp=mcp,
+        host=settings.host_id,
     )
     await stack.enter_async_context(serve_all(bus, service))
     await stack.enter_async_context(repository_operations(repositories).serve(bus))
     state = await vault.probe(settings.health_probe_timeout_s)
     life.ready(
         instance=instance,
+        host=settings.host_id,
         vault=state,
         egress_socket_dir=str(settings.egress.socket_dir or "unset: no egress"),
         egress_listeners=egress.count(),

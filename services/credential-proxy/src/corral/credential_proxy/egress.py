@@ -173,10 +173,11 @@ class Egress:
         return stopped or forgotten
 
     async def restore(self) -> int:
-        """Listen again, on a new socket in the same directory, for every grant on the bus; the number
-        restored. A grant that cannot be served now is kept for a later start; one that does not load is
-        dropped. Without a ``socket_dir`` nothing is served and every grant is kept."""
-        restored = 0
+        """Listen again, on a new socket in the same directory, for every grant on the bus this host
+        serves (``Grants.mine``); the number restored. A grant that cannot be served now is kept for a
+        later start; one that does not load is dropped. Without a ``socket_dir`` nothing is served and
+        every grant is kept."""
+        restored = skipped = 0
         async with self._lock:
             sessions = await self._grants.sessions()
             if self._settings.socket_dir is None:
@@ -197,6 +198,9 @@ class Egress:
                     continue
                 if grant is None or session_id in self._sessions:
                     continue
+                if not self._grants.mine(grant):  # another machine's socket: its credential-proxy serves it
+                    skipped += 1
+                    continue
                 try:
                     self._start(session_id, self._directory(session_id), grant.policy)
                 except CannotListen as exc:
@@ -206,7 +210,7 @@ class Egress:
                     )
                     continue
                 restored += 1
-        logger.info("egress grants restored", extra={"fields": {"restored": restored}})
+        logger.info("egress grants restored", extra={"fields": {"restored": restored, "other_hosts": skipped}})
         return restored
 
     def _directory(self, session_id: str) -> Path:

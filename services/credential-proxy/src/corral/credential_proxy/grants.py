@@ -4,7 +4,9 @@
 proxy applies. Where it listens follows from the session id (``<socket_dir>/<session_id>/proxy.sock``),
 so it is not recorded; grants written by versions that listened on TCP carry ``listen_host`` and
 ``port`` too, which are ignored. Written by ``open`` (each write restarts the bucket's time-to-live),
-deleted by ``close``, read back at start-up.
+deleted by ``close``, read back at start-up. Each grant names the host whose credential-proxy wrote it
+(``CORRAL_CREDENTIAL_PROXY_HOST_ID``): its socket is on that machine, so only that host's credential-proxy
+serves it again (a grant written before hosts names none, and any credential-proxy serves it).
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ class Grant(BaseModel):
     session_id: str = Field(pattern=SESSION_ID_PATTERN)
     policy: EgressPolicy
     at: float
+    #: The host whose credential-proxy made the socket; ``None`` in grants written before hosts.
+    host: str | None = None
 
 
 class UnreadableGrant(Exception):
@@ -31,15 +35,20 @@ class UnreadableGrant(Exception):
 
 
 class Grants:
-    def __init__(self, kv: KeyValueBucket) -> None:
+    def __init__(self, kv: KeyValueBucket, *, host: str | None = None) -> None:
         self._kv = kv
+        self._host = host
 
     @classmethod
-    async def open(cls, bus: Bus, *, ttl_s: float) -> Grants:
-        return cls(await bus.ensure_key_value(egress_spec(ttl_s)))
+    async def open(cls, bus: Bus, *, ttl_s: float, host: str | None = None) -> Grants:
+        return cls(await bus.ensure_key_value(egress_spec(ttl_s)), host=host)
+
+    def mine(self, grant: Grant) -> bool:
+        """Whether this host serves ``grant``: it made it, or the grant names no host."""
+        return grant.host is None or grant.host == self._host
 
     async def put(self, session_id: str, policy: EgressPolicy) -> Grant:
-        grant = Grant(session_id=session_id, policy=policy, at=time.time())
+        grant = Grant(session_id=session_id, policy=policy, at=time.time(), host=self._host)
         await self._kv.put(session_id, grant.model_dump_json().encode())
         return grant
 

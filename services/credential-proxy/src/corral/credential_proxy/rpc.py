@@ -1,4 +1,6 @@
-"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``), the ``McpOps``
+"""Request-reply: the ``EgressOps`` operations (``corral.rpc.egress.<op>``, and those only this machine's
+credential-proxy can answer on ``corral.rpc.egress.host.<host_id>.<op>`` too, queue group
+``credential-proxy.<host_id>``), the ``McpOps``
 operations (``corral.rpc.mcp.<op>``), the ``WebOps`` operations (``corral.rpc.web.<op>``, the web
 tools) and the ``CredentialOps`` operations (``corral.rpc.credentials.<op>``), queue group
 ``credential-proxy``, served by
@@ -28,6 +30,7 @@ from corral.contracts.egress import (
     EgressOps,
     OpenEgress,
     TakeCredentialHostFailures,
+    on_egress_host,
 )
 from corral.contracts.health import Health
 from corral.contracts.mcp import (
@@ -70,6 +73,8 @@ class Service:
     search: WebSearch
     mcp: McpClients
     credentials: Credentials | None = None
+    #: This machine's host id (``CORRAL_CREDENTIAL_PROXY_HOST_ID``): its egress is served on its own subjects too.
+    host: str | None = None
 
 
 async def open_egress(service: Service, request: OpenEgress) -> EgressOpened:
@@ -158,13 +163,21 @@ def _describe(request: BaseModel, _result: Any, span: trace.Span) -> None:
 
 def operations(service: Service) -> Operations:
     """Every ``EgressOps``, ``McpOps``, ``WebOps`` and ``CredentialOps`` operation, on its subject in the queue group
-    ``credential-proxy`` (the credential operations only when a secret store is configured)."""
-    ops = (
-        Operations(service="credential-proxy", translate=_translate, describe=_describe)
-        .handle(EgressOps.OPEN, functools.partial(open_egress, service))
-        .handle(EgressOps.CLOSE, functools.partial(close_egress, service))
-        .handle(EgressOps.FAILURES, functools.partial(take_failures, service))
-        .handle(McpOps.LIST, functools.partial(list_mcp_tools, service))
+    ``credential-proxy`` (the credential operations only when a secret store is configured), and the
+    ``EgressOps.HOSTED`` ones on this host's own subjects (``on_egress_host``) when the service has a host id."""
+    ops = Operations(service="credential-proxy", translate=_translate, describe=_describe)
+    for host in [None] if service.host is None else [None, service.host]:
+
+        def at(op: Any, host: str | None = host) -> Any:
+            return op if host is None else on_egress_host(op, host)
+
+        (
+            ops.handle(at(EgressOps.OPEN), functools.partial(open_egress, service))
+            .handle(at(EgressOps.CLOSE), functools.partial(close_egress, service))
+            .handle(at(EgressOps.FAILURES), functools.partial(take_failures, service))
+        )
+    (
+        ops.handle(McpOps.LIST, functools.partial(list_mcp_tools, service))
         .handle(McpOps.CALL, functools.partial(call_mcp_tool, service))
         .handle(McpOps.CLOSE, functools.partial(close_mcp, service))
         .handle(WebOps.FETCH, service.fetcher.fetch)
@@ -214,6 +227,7 @@ async def health(service: Service) -> Health:
             "vault": vault,
             "egress": egress,
             "egress_listeners": str(service.egress.count()),
+            "host": service.host or "none: egress served on the queue group only",
             "mcp_connections": str(service.mcp.count()),
             "web_search": "ok"
             if service.search.configured

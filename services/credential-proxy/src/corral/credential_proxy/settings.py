@@ -22,7 +22,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator, model_vali
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from corral.credential_proxy.mcp_destinations import Admitted, BadDestinationEntry, parse_destinations
-from corral.settings import LogSettings, MetricsSettings, NatsSettings, renamed
+from corral.settings import LogSettings, MetricsSettings, NatsSettings, host_id_or_machine, renamed
 
 EGRESS_PREFIX = "CORRAL_CREDENTIAL_PROXY_EGRESS_"
 
@@ -347,6 +347,14 @@ class Settings(BaseSettings):
         env_prefix="CORRAL_CREDENTIAL_PROXY_", frozen=True, extra="ignore", populate_by_name=True
     )
 
+    host_id: str = Field(
+        default="",
+        description="this machine's name on the bus: besides the queue group, its egress operations are served on "
+        "corral.rpc.egress.host.<host_id>.<op>, which a sandbox-manager with CORRAL_SANDBOX_EGRESS_HOST=<host_id> "
+        "asks. Letters, digits, '_' and '-': any other character becomes '-' (a Kubernetes node name can be "
+        "given as it is). Empty: the machine's host name (what a sandbox-manager on it takes for "
+        "CORRAL_SANDBOX_HOST_ID)",
+    )
     openbao: OpenBaoSettings = Field(default_factory=OpenBaoSettings)
     secret_store_timeout_s: float = Field(
         default=10.0,
@@ -368,3 +376,8 @@ class Settings(BaseSettings):
     nats: NatsSettings = Field(default_factory=NatsSettings)
     log: LogSettings = Field(default_factory=LogSettings)
     metrics: CredentialProxyMetricsSettings = Field(default_factory=CredentialProxyMetricsSettings)
+
+    @field_validator("host_id")
+    @classmethod
+    def _host_id(cls, value: str) -> str:
+        return host_id_or_machine(value)

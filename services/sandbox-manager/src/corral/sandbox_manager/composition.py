@@ -72,7 +72,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         board = await HostBoard.open(bus, box.host_id)
     except StreamMismatch as exc:  # a TTL setting changed since the bucket was made
         raise Refused(str(exc)) from None
-    egress = BusEgress(bus)
+    egress = BusEgress(bus, host=box.egress_host or None)
     launcher.egress = egress  # pooled sandboxes with network get egress slots
     images = EnvironmentImages(
         driver,
@@ -156,7 +156,13 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         life.background(releases.follow(bind_releases, release), name="releases")
         await serving.wait()
         life.background(board.advertise(advertisement), name="host-advertisement")
-        life.ready(instance=instance, image=box.image, scope=box.scope, host=box.host_id)
+        life.ready(
+            instance=instance,
+            image=box.image,
+            scope=box.scope,
+            host=box.host_id,
+            egress_host=box.egress_host or "any (queue group)",
+        )
 
     async def sample() -> None:
         metrics.sample_pools(pool.sizes(), sessions.count())

@@ -8,6 +8,12 @@ and ``HTTP_PROXY``/``HTTPS_PROXY`` point there. The proxy knows the session from
 connection arrives on, and decides per request which hosts it may reach. The grant is closed when
 the session's sandbox is released for good.
 
+**Which credential-proxy.** The socket is made on the machine of the credential-proxy that opened
+it, and only an engine on that machine can mount it. With ``CORRAL_SANDBOX_EGRESS_HOST`` set, every
+``open`` and ``close`` (a session's, a pooled sandbox's, an image build's) goes to that host's
+credential-proxy alone (``on_egress_host``); when it does not answer there is no egress, never another
+machine's socket. Unset, any credential-proxy answers (the queue group), as on one machine.
+
 **Credentials at egress.** A session with vaults (``SessionVaults``) has its workspace and vault ids
 put in the policy it opens with; the credential-proxy answers with a placeholder for each of the
 vaults' ``environment_variable`` credentials and the PEM of the session's interception CA, never a
@@ -37,6 +43,7 @@ from corral.contracts.egress import (
     EgressOps,
     EgressPolicy,
     OpenEgress,
+    on_egress_host,
 )
 from corral.contracts.operation import Operation
 from corral.contracts.sandbox import Execute, Provision
@@ -137,10 +144,16 @@ class Egress(Protocol):
 
 
 class BusEgress:
-    """``Egress`` over the ``EgressOps`` operations (``corral.rpc.egress.*``)."""
+    """``Egress`` over the ``EgressOps`` operations: those of host ``host``'s credential-proxy
+    (``corral.rpc.egress.host.<host>.*``), or of any (``corral.rpc.egress.*``) when ``host`` is ``None``."""
 
-    def __init__(self, bus: Bus) -> None:
+    def __init__(self, bus: Bus, *, host: str | None = None) -> None:
         self._bus = bus
+        self._host = host
+
+    def route(self, op: Operation[_Req, _Rep]) -> Operation[_Req, _Rep]:
+        """``op`` as this manager sends it: to its host's credential-proxy when it has one."""
+        return op if self._host is None else on_egress_host(op, self._host)
 
     async def open(self, session_id: str, policy: EgressPolicy) -> EgressMount:
         """The session's proxy, opened (or re-opened with ``policy``) now.
@@ -166,8 +179,13 @@ class BusEgress:
 
     async def _call(self, op: Operation[_Req, _Rep], request: _Req) -> _Rep:
         try:
-            return await self._bus.call(op, request, timeout=REQUEST_TIMEOUT_S)
+            return await self._bus.call(self.route(op), request, timeout=REQUEST_TIMEOUT_S)
         except NoResponders:
+            if self._host is not None:
+                raise EgressUnavailable(
+                    f"no credential-proxy of host {self._host} is running (CORRAL_SANDBOX_EGRESS_HOST): start one "
+                    f"with CORRAL_CREDENTIAL_PROXY_HOST_ID={self._host} on this machine"
+                ) from None
             raise EgressUnavailable("no credential-proxy is running") from None
         except TimeoutError:
             raise EgressUnavailable(f"the credential-proxy did not answer within {REQUEST_TIMEOUT_S:g} s") from None

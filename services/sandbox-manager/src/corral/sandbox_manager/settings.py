@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import re
-import socket
 from pathlib import Path
 from typing import Final, Literal
 
@@ -16,17 +14,9 @@ from corral.contracts.sandbox import (
     DEFAULT_TOOL_TIMEOUT_MS,
     EXECUTE_REPLY_MARGIN_S,
     MAX_TOOL_TIMEOUT_MS,
-    SANDBOX_HOST_ID_PATTERN,
 )
 from corral.sandbox_manager.channel import FRAME_FACTOR, FRAME_SLACK, REPLY_SLACK
-from corral.settings import LogSettings, MetricsSettings, NatsSettings, renamed
-
-
-def default_host_id() -> str:
-    """This machine's name as a host id: one subject token (``.`` and other characters become ``-``)."""
-    name = re.sub(r"[^A-Za-z0-9_-]", "-", socket.gethostname())[:64].strip("-")
-    return name or "localhost"
-
+from corral.settings import LogSettings, MetricsSettings, NatsSettings, host_id_of, host_id_or_machine, renamed
 
 #: The smallest piece of text a reply line must be able to carry (see ``max_frame_bytes``).
 MIN_PART_BYTES: Final = 16384
@@ -49,8 +39,16 @@ class SandboxSettings(BaseSettings):
     host_id: str = Field(
         default="",
         description="this sandbox host's name (the manager and the Docker engine it drives): calls for the sessions "
-        "placed here are sent to corral.rpc.sandbox.host.<host_id>.<op>; one manager per host id (letters, digits, "
-        "'_' and '-'). Empty: the machine's host name, '.' and other characters outside those made '-'",
+        "placed here are sent to corral.rpc.sandbox.host.<host_id>.<op>; one manager per host id. Letters, digits, "
+        "'_' and '-': any other character becomes '-' (a Kubernetes node name can be given as it is). Empty: the "
+        "machine's host name",
+    )
+    egress_host: str = Field(
+        default="",
+        description="the host id (CORRAL_CREDENTIAL_PROXY_HOST_ID) of the credential-proxy on this machine, the one "
+        "whose egress sockets this host's Docker engine can mount: sessions' and builds' egress is opened by it "
+        "alone (corral.rpc.egress.host.<egress_host>.<op>). Empty: any credential-proxy (the queue group), right "
+        "only when every credential-proxy shares the sandboxes' machine. Made a host id like host_id",
     )
     capacity: int = Field(
         default=0,
@@ -199,11 +197,12 @@ class SandboxSettings(BaseSettings):
     @field_validator("host_id")
     @classmethod
     def _host_id(cls, value: str) -> str:
-        if not value:
-            return default_host_id()
-        if not re.fullmatch(SANDBOX_HOST_ID_PATTERN, value):
-            raise ValueError(f"{value!r} is not a host id: use 1 to 64 letters, digits, '_' or '-'")
-        return value
+        return host_id_or_machine(value)
+
+    @field_validator("egress_host")
+    @classmethod
+    def _egress_host(cls, value: str) -> str:
+        return host_id_of(value) if value else value
 
     @field_validator("user")
     @classmethod
