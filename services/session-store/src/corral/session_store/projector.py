@@ -3,7 +3,9 @@ same transaction as the rows it wrote, so a message seen twice changes nothing.
 
 Only one projector runs at a time (a Postgres advisory lock); it reads with an ordered consumer from
 the recorded position. Command handlers wait on ``caught_up`` before they reply, so a client reads
-its own writes.
+its own writes. A store waiting for the lock follows the positions the projecting store commits
+(each commit notifies them), so its handlers' ``caught_up`` answers as promptly as the projecting
+store's.
 """
 
 from __future__ import annotations
@@ -24,8 +26,10 @@ from corral.session_store import metrics, pgtext
 from corral.session_store.catalog_projection import apply_catalog_record
 from corral.session_store.db import Conn
 from corral.session_store.session_projection import (
+    POSITION_CHANNEL,
     SESSIONS_COMMIT,
     event_columns,
+    parse_position,
     plan_sessions,
     row_columns,
     save_position,
@@ -38,6 +42,9 @@ _LOCK_KEY = 4242002
 _BATCH = 512
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 10.0
+#: How often a store that does not project reads the committed positions again, besides hearing
+#: each commit's notification (a safety net: notifications on a live connection are not lost).
+_REREAD_S = 5.0
 
 #: What a record can make projecting it raise that is the record's own fault (a value Postgres
 #: cannot hold, a constraint or size limit it breaks, a field missing or malformed), as opposed to
@@ -56,6 +63,13 @@ RECORD_FAULTS: tuple[type[BaseException], ...] = (
 Apply = Callable[[Conn, list[StoredMessage]], Awaitable[None]]
 
 
+def _describe(exc: BaseException) -> str:
+    """What went wrong, the first failure inside task groups rather than the group."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return f"{type(exc).__name__}: {exc}"
+
+
 class Projector:
     def __init__(self, bus: Bus, pool: asyncpg.Pool) -> None:
         self._bus = bus
@@ -63,6 +77,7 @@ class Projector:
         self._positions: dict[str, int] = {}
         self._moved = asyncio.Condition()
         self._failing = False
+        self._projecting = False
         #: Records skipped since start because they could not be projected, and the last one's error.
         self.errors = 0
         self.last_error = ""
@@ -71,6 +86,11 @@ class Projector:
     def failing(self) -> bool:
         """Whether the projection is stopped (its database unreachable) and retrying."""
         return self._failing
+
+    @property
+    def projecting(self) -> bool:
+        """Whether this store holds the projection lock (otherwise it follows the store that does)."""
+        return self._projecting
 
     def position(self, stream: str) -> int:
         """The last sequence of ``stream`` the projection has applied."""
@@ -109,23 +129,23 @@ class Projector:
                     delay = _RETRY_MIN_S
                 logger.error(
                     "projection stopped; retrying",
-                    extra={"fields": {"error": f"{type(exc).__name__}: {exc}"[:300], "retry_in_s": delay}},
+                    extra={"fields": {"error": _describe(exc)[:300], "retry_in_s": delay}},
                 )
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, _RETRY_MAX_S)
 
     async def _project(self) -> None:
-        """Take the projection lock (waiting while a sibling store holds it) and follow both streams."""
+        """Take the projection lock (following the positions a sibling store commits while it holds
+        the lock) and follow both streams."""
         async with self._pool.acquire() as lock_conn:
-            # Blocks while a sibling store holds the projection lock.
-            await lock_conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
             try:
+                async with asyncio.TaskGroup() as tg:
+                    following = tg.create_task(self._follow_projecting_store())
+                    await lock_conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+                    following.cancel()
                 rows = await lock_conn.fetch("SELECT stream, seq FROM projection_positions")
-                async with self._moved:
-                    for row in rows:
-                        self._positions[row["stream"]] = row["seq"]
-                    self._failing = False
-                    self._moved.notify_all()
+                await self._moved_to({row["stream"]: row["seq"] for row in rows})
+                self._projecting = True
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(
                         self._follow(subjects.CATALOG_STREAM, subjects.CATALOG_WILDCARD, self._apply_catalog)
@@ -134,8 +154,40 @@ class Projector:
                         self._follow(subjects.SESSIONS_STREAM, subjects.SESSIONS_WILDCARD, self._apply_sessions)
                     )
             finally:
+                self._projecting = False
                 with contextlib.suppress(Exception):
                     await lock_conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+
+    async def _follow_projecting_store(self) -> None:
+        """While a sibling store holds the projection lock: take the positions it commits as this
+        store's, from each commit's notification (and a read of the table every ``_REREAD_S``), so a
+        handler here waits only as long as the projection takes to show its write."""
+        heard: asyncio.Queue[str] = asyncio.Queue()
+
+        def on_notify(_conn: object, _pid: int, _channel: str, payload: object) -> None:
+            heard.put_nowait(str(payload))
+
+        async with self._pool.acquire() as conn:
+            await conn.add_listener(POSITION_CHANNEL, on_notify)
+            try:
+                while True:  # listening before reading, so no commit between the two is missed
+                    rows = await conn.fetch("SELECT stream, seq FROM projection_positions")
+                    await self._moved_to({row["stream"]: row["seq"] for row in rows})
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(_REREAD_S):
+                            while True:
+                                stream, seq = parse_position(await heard.get())
+                                await self._moved_to({stream: seq})
+            finally:
+                with contextlib.suppress(Exception):
+                    await conn.remove_listener(POSITION_CHANNEL, on_notify)  # the pool keeps no LISTEN
+
+    async def _moved_to(self, positions: dict[str, int]) -> None:
+        """The projection has committed ``positions`` (and so is running): wake the waiters."""
+        async with self._moved:
+            self._positions.update(positions)
+            self._failing = False
+            self._moved.notify_all()
 
     async def _follow(self, stream: str, wildcard: str, apply: Apply) -> None:
         queue: asyncio.Queue[StoredMessage] = asyncio.Queue(maxsize=10_000)
@@ -163,10 +215,7 @@ class Projector:
                             await self._commit(stream, apply, [msg])
                         except RECORD_FAULTS as exc:
                             await self._skip(stream, msg, exc)
-                async with self._moved:
-                    self._positions[stream] = batch[-1].seq
-                    self._failing = False
-                    self._moved.notify_all()
+                await self._moved_to({stream: batch[-1].seq})
 
     async def _commit(self, stream: str, apply: Apply, batch: list[StoredMessage]) -> None:
         """Apply ``batch`` and record the position it reached, atomically."""

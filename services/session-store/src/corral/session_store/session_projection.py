@@ -1,6 +1,6 @@
 """What a batch of the session log writes to Postgres: its events, the session rows as they are
 after it, the sessions it deletes, and the stream position it reached (one statement for a batch
-that deletes nothing)."""
+that deletes nothing). Saving a position also announces it to the stores that do not project."""
 
 from __future__ import annotations
 
@@ -92,6 +92,18 @@ _SESSION_UPSERT = (
     "body = EXCLUDED.body"
 )
 
+#: The channel on which a commit of the projection announces the position it reached (payload
+#: ``"<stream> <seq>"``, delivered when the transaction commits): a store that does not project
+#: learns from it when its own writes are readable.
+POSITION_CHANNEL = "corral_projection_position"
+
+#: The end of a statement whose ``reached`` CTE saves a stream's position: it also notifies
+#: ``POSITION_CHANNEL`` (in the same transaction, so only once the position is committed).
+_POSITION_NOTIFY = (
+    "ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq RETURNING stream, seq) "
+    f"SELECT pg_notify('{POSITION_CHANNEL}', stream || ' ' || seq) FROM reached"
+)
+
 #: A batch of the session log as one statement: its events, its session rows and the position,
 #: each column an array parameter. Postgres runs a statement as one transaction (atomic), so the
 #: rows and the position it reached are stored together or not at all.
@@ -107,9 +119,9 @@ SESSIONS_COMMIT = (
     "SELECT * FROM unnest($7::text[], $8::text[], $9::text[], $10::integer[], $11::text[], $12::timestamptz[], "
     "$13::timestamptz[], $14::timestamptz[], $15::double precision[], $16::bigint[], $17::bigint[], "
     "$18::bigint[], $19::bigint[], $20::bigint[], $21::text[]) "
-    f"{_SESSION_UPSERT}) "
-    "INSERT INTO projection_positions (stream, seq) VALUES ($22, $23) "
-    "ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq"
+    f"{_SESSION_UPSERT}), "
+    "reached AS (INSERT INTO projection_positions (stream, seq) VALUES ($22, $23) "
+    f"{_POSITION_NOTIFY}"
 )
 
 
@@ -134,12 +146,19 @@ def row_columns(rows: list[SessionRow]) -> list[list[Any]]:
 
 
 async def save_position(conn: Conn, stream: str, seq: int) -> None:
+    """Record that ``stream`` is projected up to ``seq`` (and announce it on ``POSITION_CHANNEL``),
+    inside the caller's transaction."""
     await conn.execute(
-        "INSERT INTO projection_positions (stream, seq) VALUES ($1, $2) "
-        "ON CONFLICT (stream) DO UPDATE SET seq = EXCLUDED.seq",
+        f"WITH reached AS (INSERT INTO projection_positions (stream, seq) VALUES ($1, $2) {_POSITION_NOTIFY}",
         stream,
         seq,
     )
+
+
+def parse_position(payload: str) -> tuple[str, int]:
+    """The stream and position a ``POSITION_CHANNEL`` notification announces."""
+    stream, _, seq = payload.partition(" ")
+    return stream, int(seq)
 
 
 _ROW_COLUMNS = (
