@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.devstack.errors import DevstackError
-from corral.devstack.ports import HOST, NATS_NODES_MAX, PORT_SETTINGS, Ports
+from corral.devstack.ports import HARNESSES_MAX, HOST, NATS_NODES_MAX, PORT_SETTINGS, Ports
 from corral.devstack.replicas import Replicas
 from corral.devstack.state import DEFAULT_STATE_DIR
 
@@ -303,8 +303,8 @@ class StackConfig:
     ) -> StackConfig:
         env: dict[str, str] = process_environment() if environ is None else dict(environ)
         count = harness_count if harness_count is not None else _int_env(env, "CORRAL_HARNESS_COUNT", 2)
-        if count < 1:
-            raise DevstackError("CORRAL_HARNESS_COUNT must be at least 1")
+        if not 1 <= count <= HARNESSES_MAX:
+            raise DevstackError(f"CORRAL_HARNESS_COUNT must be from 1 to {HARNESSES_MAX} (got {count})")
         data_root = env.get("CORRAL_DOCKER_DATA_ROOT", "").strip()
         return cls(
             environ=env,

@@ -15,7 +15,7 @@ from corral.devstack.nats_users import SERVICE_USERS
 from corral.devstack.openbao import AppRoleLogin
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http, http_status
-from corral.devstack.replicas import Replicas, gateway_port, host_id, split_name
+from corral.devstack.replicas import REPLICAS_MAX, Replicas, gateway_port, host_id, split_name
 from corral.devstack.state import StateDir
 
 MODULES: dict[str, str] = {
@@ -41,6 +41,10 @@ METRICS_PORT_VARIABLES: dict[str, str] = {
 _METRICS_OFFSETS = {"gateway": 0, "session-store": 1, "sandbox-manager": 2, "credential-proxy": 3, "embedded-model": 4}
 #: Replica ``n`` (2 and on) of the first four kinds: ``Ports.metrics`` plus this, ``4 * (n - 2)`` and its offset.
 _REPLICA_METRICS_BASE = 16
+#: Harness ``_LATER_HARNESSES`` and on: ``Ports.metrics`` plus this and ``N - _LATER_HARNESSES``
+#: (after the replicas' ports, which the first eleven harnesses' end at).
+_LATER_HARNESSES = 12
+_LATER_HARNESSES_BASE = _REPLICA_METRICS_BASE + 4 * (REPLICAS_MAX - 1)
 
 # Never inherited from the launcher's environment: each service gets exactly its own values
 # (a sourced .corral/env must not make the harness call the gateway as its model, and only
@@ -134,11 +138,14 @@ def is_service_name(name: str) -> bool:
 
 def metrics_port(first: int, name: str) -> int:
     """Service ``name``'s metrics port: ``first`` (``Ports.metrics``) plus the service's offset
-    (gateway 0, session-store 1, sandbox-manager 2, credential-proxy 3, embedded-model 4, harness-N 4 + N;
-    replica n >= 2 of the first four: 16 + 4 * (n - 2) + its kind's offset)."""
+    (gateway 0, session-store 1, sandbox-manager 2, credential-proxy 3, embedded-model 4, harness-N 4 + N
+    up to harness-11; replica n >= 2 of the first four: 16 + 4 * (n - 2) + its kind's offset; harness-N
+    from 12 on: 32 + N - 12), all within ``METRICS_BLOCK``."""
     kind, n = split_name(name)
-    if kind == "harness":
+    if kind == "harness" and n < _LATER_HARNESSES:
         return first + len(_METRICS_OFFSETS) - 1 + n
+    if kind == "harness":
+        return first + _LATER_HARNESSES_BASE + n - _LATER_HARNESSES
     if n > 1:
         return first + _REPLICA_METRICS_BASE + 4 * (n - 2) + _METRICS_OFFSETS[kind]
     return first + _METRICS_OFFSETS[name]
