@@ -42,8 +42,8 @@ async def soak(stack: Stack, *, sessions: int, seconds: float, every: float, dum
         async with asyncio.TaskGroup() as group:
             clients = group.create_task(work.run())
             await progress(work, clients, len(work.sessions), WARM_UP_S + sessions)
-            ends = time.monotonic() + seconds
-            next_kill = time.monotonic() + every
+            start = time.monotonic()  # one clock reading: a kill at the period's very end is in it
+            ends, next_kill = start + seconds, start + every
             while next_kill <= ends:
                 await asyncio.sleep(max(0.0, next_kill - time.monotonic()))  # the schedule: one kill per period
                 kills.append(await inject(stack, Fault("kill", "harness"), history, work.sessions))
