@@ -99,18 +99,22 @@ async def _projected(stack: Stack, sessions: list[str]) -> dict[str, Row]:
 
 
 def sandbox_lines(stack: Stack, containers: list[str]) -> list[str]:
-    """Every line of ``RUNS_FILE`` in these sandboxes (the sandbox-manager's records name them)."""
-    client = docker.DockerClient(base_url=stack.docker_host)
+    """Every line of ``RUNS_FILE`` in these sandboxes (the sandbox-manager's records name them), on
+    whichever sandbox host's engine runs each."""
+    clients = [docker.DockerClient(base_url=h) for h in (stack.docker_host, *(e.host for e in stack.host_engines()))]
     lines: list[str] = []
     try:
         for container_id in containers:
-            try:
-                result = client.containers.get(container_id).exec_run(["cat", RUNS_FILE])
-            except docker.errors.APIError:  # NotFound included: gone, and its lines with it
-                continue
-            if result.exit_code == 0:
-                output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
-                lines += output.decode(errors="replace").splitlines()
+            for client in clients:
+                try:
+                    result = client.containers.get(container_id).exec_run(["cat", RUNS_FILE])
+                except docker.errors.APIError:  # NotFound included: not on this host, or gone with its lines
+                    continue
+                if result.exit_code == 0:
+                    output = result.output if isinstance(result.output, bytes) else b"".join(result.output)
+                    lines += output.decode(errors="replace").splitlines()
+                break
         return lines
     finally:
-        client.close()
+        for client in clients:
+            client.close()

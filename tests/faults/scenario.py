@@ -71,13 +71,13 @@ async def run(stack: Stack, schedule: Schedule, *, dump_to: Path) -> Outcome:
     async with Workload.open(stack, history, CLIENTS) as work:
         async with asyncio.TaskGroup() as group:
             clients = group.create_task(work.run())
-            await _progress(work, clients, len(work.sessions), WARM_UP_S)
+            await progress(work, clients, len(work.sessions), WARM_UP_S)
             async for fault in schedule():
                 began = history.now()
                 probe = group.create_task(work.probe())
                 name = await inject(stack, fault, history, work.sessions)
                 await probe
-                await _progress(work, clients, work.turns_ended + len(work.sessions), PROGRESS_S)
+                await progress(work, clients, work.turns_ended + len(work.sessions), PROGRESS_S)
                 append = history.first_ok_after(began, "probe")
                 # a turn whose tool call was answered with an error ("no sandbox-manager") is no recovery
                 turn = history.first_ok_after(began, "turn", where=lambda op: not op.value.get("tool_errors"))
@@ -86,7 +86,7 @@ async def run(stack: Stack, schedule: Schedule, *, dump_to: Path) -> Outcome:
                     f"first new turn whose tool call ran ended {_s(turn)}"
                 )
             work.stop()
-        await _quiesce(stack, work.all_sessions())
+        await quiesce(stack, work.all_sessions())
         verdict = check(history, await observe(stack, work.all_sessions()))
     if not verdict.ok:
         history.dump(dump_to)
@@ -94,7 +94,7 @@ async def run(stack: Stack, schedule: Schedule, *, dump_to: Path) -> Outcome:
     return Outcome(verdict, history, lines)
 
 
-async def _progress(work: Workload, clients: asyncio.Task[None], count: int, timeout: float) -> None:
+async def progress(work: Workload, clients: asyncio.Task[None], count: int, timeout: float) -> None:
     """Wait until ``count`` turns have ended; a client that gave up ends the wait (the checker reports)."""
     waiting = asyncio.ensure_future(work.turns(count, timeout=timeout))
     await asyncio.wait([waiting, clients], return_when=asyncio.FIRST_COMPLETED)
@@ -104,7 +104,7 @@ async def _progress(work: Workload, clients: asyncio.Task[None], count: int, tim
         raise AssertionError(f"fewer than {count} turns ended within {timeout:g} s") from waiting.exception()
 
 
-async def _quiesce(stack: Stack, sessions: list[str]) -> None:
+async def quiesce(stack: Stack, sessions: list[str]) -> None:
     """Wait until Postgres has projected every session up to its log's last record."""
 
     async def caught_up() -> bool:

@@ -7,6 +7,9 @@ land mid-tool as often as mid-model), then a streamed reply. A client sends one 
 (with an ``Idempotency-Key``, retried with the same key while the outcome is unknown), then reads the
 session's events until the turn it started has ended, then sends the next.
 
+With several gateways (``CORRAL_GATEWAY_COUNT``) every request goes to the next gateway in turn, so
+one client's send and the reads that follow it are served by different gateways.
+
 ``probe`` measures recovery: after a fault it appends (a title update to a session of its own) until
 an append invoked after the fault succeeds.
 """
@@ -16,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from typing import Any, Final
 
 import anthropic
@@ -24,7 +27,7 @@ import httpx
 
 from corral.devstack.stack import Stack
 from tests.faults.checker import marker
-from tests.faults.history import History
+from tests.faults.history import History, Pending
 
 #: A client gives up on a turn (records it ``unknown`` and stops) after this long: a liveness bound.
 TURN_DEADLINE_S: Final = 90.0
@@ -41,6 +44,10 @@ TOOL_SECONDS: Final = 0.5
 UNCERTAIN: Final = frozenset({408, 409, 429, 500, 502, 503, 504, 529})
 
 
+def _sdk(stack: Stack, url: str) -> anthropic.AsyncAnthropic:
+    return anthropic.AsyncAnthropic(base_url=url, api_key=stack.api_key, max_retries=0, timeout=REQUEST_TIMEOUT_S)
+
+
 def _script(token: str) -> dict[str, Any]:
     turns: list[dict[str, Any]] = []
     for k in range(SCRIPTED_TURNS):
@@ -54,10 +61,11 @@ def _script(token: str) -> dict[str, Any]:
 class Workload:
     """Sessions and the clients that drive them; ``run`` until ``stop``."""
 
-    def __init__(self, stack: Stack, history: History, sdk: anthropic.AsyncAnthropic) -> None:
+    def __init__(self, stack: Stack, history: History, sdks: list[anthropic.AsyncAnthropic]) -> None:
         self.stack = stack
         self.history = history
-        self.sdk = sdk
+        self.sdks = sdks
+        self.sdk = sdks[0]
         self.sessions: dict[str, str] = {}  # session id -> its script token
         self.probe_session = ""
         self.turns_ended = 0
@@ -67,10 +75,8 @@ class Workload:
     @classmethod
     @asynccontextmanager
     async def open(cls, stack: Stack, history: History, clients: int) -> AsyncIterator[Workload]:
-        async with anthropic.AsyncAnthropic(
-            base_url=stack.gateway_url, api_key=stack.api_key, max_retries=0, timeout=REQUEST_TIMEOUT_S
-        ) as sdk:
-            work = cls(stack, history, sdk)
+        async with AsyncExitStack() as sdks:
+            work = cls(stack, history, [await sdks.enter_async_context(_sdk(stack, url)) for url in stack.gateway_urls])
             await work._set_up(clients)
             yield work
 
@@ -88,6 +94,10 @@ class Workload:
             session = await self.sdk.beta.sessions.create(agent=agent.id, environment_id=env.id)
             self.sessions[session.id] = token
         self.probe_session = (await self.sdk.beta.sessions.create(agent=agent.id, environment_id=env.id)).id
+
+    def via(self, op: Pending) -> anthropic.AsyncAnthropic:
+        """The gateway for ``op``: the next one in turn."""
+        return self.sdks[op.op_id % len(self.sdks)]
 
     def all_sessions(self) -> list[str]:
         return [*self.sessions, self.probe_session]
@@ -123,7 +133,7 @@ class Workload:
             while True:
                 op = self.history.invoke(process, "send", session=session, text=text, key=key)
                 try:
-                    sent = await self.sdk.beta.sessions.events.send(
+                    sent = await self.via(op).beta.sessions.events.send(
                         session,
                         events=[{"type": "user.message", "content": [{"type": "text", "text": text}]}],
                         extra_headers={"Idempotency-Key": key},
@@ -161,7 +171,7 @@ class Workload:
         reason, and how many of its tool calls were answered with an error)."""
         op = self.history.invoke(process, "read", session=session)
         try:
-            events = [e async for e in self.sdk.beta.sessions.events.list(session, limit=100)]
+            events = [e async for e in self.via(op).beta.sessions.events.list(session, limit=100)]
         except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
             self.history.unknown(op, error=type(error).__name__)
             return None
@@ -182,7 +192,7 @@ class Workload:
             for n in range(10**9):
                 op = self.history.invoke(process, "probe", session=self.probe_session)
                 try:
-                    await self.sdk.beta.sessions.update(self.probe_session, title=f"probe {n}")
+                    await self.via(op).beta.sessions.update(self.probe_session, title=f"probe {n}")
                 except (anthropic.APIStatusError, anthropic.APIConnectionError) as error:
                     self.history.unknown(op, error=type(error).__name__)
                     await asyncio.sleep(RETRY_PAUSE_S)  # back-off between attempts

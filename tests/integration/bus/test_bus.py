@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
 import pytest
@@ -12,7 +12,7 @@ from nats.js.api import StorageType
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from corral.bus import Bus, KeyChanged, KeyExists, Refused, StreamMismatch, WrongLastSequence
+from corral.bus import Bus, KeyChanged, KeyExists, Refused, StreamMismatch, StreamUnavailable, WrongLastSequence
 from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, KeyValueSpec, StreamSpec
 from corral.settings import NatsSettings
 
@@ -193,6 +193,28 @@ async def _created_by_owner(bus: Bus, raw: Client, spec: KeyValueSpec) -> KeyVal
     entry = await reader.get("k")
     assert entry is not None and entry.value == b"v"
     return await (await raw.jetstream().key_value(spec.name)).status()
+
+
+async def test_a_write_no_stream_answers_is_stream_unavailable_not_a_raw_nats_error(nats_url: str, bus: Bus) -> None:
+    """What a cluster without a leader looks like to a writer: nobody answers the stream's subject
+    (here its stream is gone). Each write raises ``StreamUnavailable``, which the gateway answers with
+    a 503 and a retry hint, not nats-py's ``NoStreamResponseError`` (a 500)."""
+    bucket = await bus.ensure_key_value(_kv_spec("t_kv_leaderless", 30.0))
+    revision = await bucket.create("k", b"v")
+    raw = await nats.connect(nats_url)
+    try:
+        await raw.jetstream().delete_stream("KV_t_kv_leaderless")
+    finally:
+        await raw.close()
+    writes: list[Callable[[], Awaitable[object]]] = [
+        lambda: bucket.create("other", b"v"),
+        lambda: bucket.put("k", b"v2"),
+        lambda: bucket.update("k", b"v3", last=revision),
+        lambda: bucket.delete("k", last=revision),
+    ]
+    for write in writes:
+        with pytest.raises(StreamUnavailable, match="KV_t_kv_leaderless"):
+            await write()
 
 
 async def test_a_key_value_bucket_configured_otherwise_is_refused_with_the_difference(bus: Bus) -> None:

@@ -9,8 +9,7 @@ import contextlib
 import copy
 import json
 import secrets
-import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +21,6 @@ from hypothesis import strategies as st
 from corral.bus import Bus
 from corral.contracts import ids, subjects
 from corral.contracts.log import parse_catalog_record, parse_session_record
-from corral.devstack.nats import Nats
-from corral.devstack.ports import Ports
-from corral.devstack.postgres import EmbeddedPostgres
-from corral.devstack.state import StateDir
 from corral.session_store import db, pgtext
 from corral.session_store.projector import Projector
 from corral.settings import NatsSettings
@@ -41,23 +36,6 @@ HARD_TEXT = ANY_TEXT | st.sampled_from(["\x00", "a\x00b", "\ud800", "x\udfffy", 
 def fixture(kind: str, name: str) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((FIXTURES / kind / name / "v1" / "basic.json").read_text())
     return data
-
-
-@pytest.fixture(scope="module")
-def infra(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    state = StateDir.at(Path(tmp_path_factory.mktemp("projector")))
-    ports = Ports.free()
-    nats = Nats(state, ports.nats, ports.nats_monitor, authorization=False)
-    postgres = EmbeddedPostgres(state, ports.postgres)
-    try:
-        nats.launch()
-        postgres.launch()
-        nats.wait_ready(time.monotonic() + 30)
-        postgres.wait_ready(time.monotonic() + 60)
-        yield nats.url, postgres.dsn
-    finally:
-        postgres.stop()
-        nats.stop()
 
 
 @contextlib.asynccontextmanager

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 from gateway_fakes import API_KEY, FakeFeed, FakeProbe, FakeStore, agent, settings
 
-from corral.bus import Entry, KeyChanged, KeyExists
+from corral.bus import Entry, KeyChanged, KeyExists, StreamUnavailable
 from corral.contracts.api.errors import ApiError
 from corral.contracts.idempotency import IdempotencyRecord
 from corral.contracts.rpc import Op, StoreOps
@@ -125,3 +125,23 @@ async def test_the_stored_fingerprint_is_keyed_with_the_api_key_not_a_plain_hash
     assert stored == request_fingerprint(API_KEY, "/v1/agents", body)
     assert stored != hashlib.sha256(b"\0".join([b"POST", b"/v1/agents", body])).hexdigest()
     assert stored != request_fingerprint(API_KEY + "x", "/v1/agents", body)
+
+
+class LeaderlessBucket(DictBucket):
+    """The bucket while its stream has no leader (a NATS cluster failover): no write is answered."""
+
+    async def create(self, key: str, value: bytes) -> int:
+        raise StreamUnavailable("KV_corral_idempotency")
+
+
+async def test_a_claim_no_server_answers_is_a_503_to_retry_not_a_500() -> None:
+    store = FakeStore(replies={Op.AGENTS_CREATE: agent()})
+    async with client(store, LeaderlessBucket()) as http:
+        response = await http.post("/v1/agents", json=BODY, headers={"idempotency-key": "k"})
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2" and response.headers["x-should-retry"] == "true"
+    body = response.json()
+    assert body["type"] == "error" and body["error"]["type"] == "api_error"
+    assert "Retry in 2 seconds" in body["error"]["message"] and "nothing was stored" in body["error"]["message"]
+    assert body["request_id"] == response.headers["request-id"]
+    assert store.ops().count(Op.AGENTS_CREATE) == 0  # the request did not run without its claim

@@ -25,6 +25,7 @@ from corral.bus.errors import (
     Reject,
     Retry,
     StreamMismatch,
+    StreamUnavailable,
     UnreadableReply,
     WrongLastSequence,
 )
@@ -57,6 +58,7 @@ __all__ = [
     "Retry",
     "StoredMessage",
     "StreamMismatch",
+    "StreamUnavailable",
     "UnreadableReply",
     "WrongLastSequence",
     "instance_name",

@@ -10,6 +10,7 @@
     ├── PayloadTooLarge      the message is larger than the server's ``max_payload``: nothing was sent
     ├── IncompleteRecord     ``Bus.get`` of a part of a record whose other parts are not all stored
     ├── Refused              the server refused a stream operation (a stream that denies deletes or purges)
+    ├── StreamUnavailable    no server answered a write: the stream has no leader (a failover): retry shortly
     └── UnreadableReply      ``Bus.call`` got a reply that is not the operation's reply shape
 
 ``Bus.call`` raises an error reply as the ``corral.contracts.api.errors.ApiError`` it describes.
@@ -77,6 +78,16 @@ class IncompleteRecord(BusError):
 class Refused(BusError):
     """The server refused the operation: the stream denies it (``deny_delete``, ``deny_purge``) or
     the connection's user may not ask for it."""
+
+
+class StreamUnavailable(BusError):
+    """No server answered a write to ``stream``: the stream has no leader right now (a JetStream
+    cluster electing a new one after a server died) or is gone. Nothing was stored; a retry in a few
+    seconds normally succeeds."""
+
+    def __init__(self, stream: str) -> None:
+        super().__init__(f"no server answered for stream {stream} (it has no leader right now); retry shortly")
+        self.stream = stream
 
 
 class UnreadableReply(BusError):

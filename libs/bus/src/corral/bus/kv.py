@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -13,7 +13,7 @@ from nats.js.api import RawStreamMsg
 from nats.js.kv import KV_DEL, KV_OP, KV_PURGE, KeyValue
 
 from corral.bus.cancellation import honouring_cancel
-from corral.bus.errors import KeyChanged, KeyExists
+from corral.bus.errors import KeyChanged, KeyExists, StreamUnavailable
 
 _MARKER_REASON = "Nats-Marker-Reason"
 """The header of a mark the server leaves where an entry expired (buckets with ``expiry_marks``)."""
@@ -40,6 +40,16 @@ def _gone(msg: RawStreamMsg) -> bool:
     """Whether the key's last message says it has no value: a delete, a purge or an expiry mark."""
     headers = msg.headers or {}
     return headers.get(KV_OP) in (KV_DEL, KV_PURGE) or _MARKER_REASON in headers
+
+
+@contextlib.contextmanager
+def _leader_needed(stream: str) -> Iterator[None]:
+    """A write nobody answered (``NoStreamResponseError``: no leader during a cluster failover) as
+    ``StreamUnavailable``, which callers can tell from a bug and answer with "retry shortly"."""
+    try:
+        yield
+    except js_errors.NoStreamResponseError as exc:
+        raise StreamUnavailable(stream) from exc
 
 
 class KeyValueBucket:
@@ -75,13 +85,15 @@ class KeyValueBucket:
 
     async def put(self, key: str, value: bytes) -> int:
         """Write ``value`` whatever the key holds (last writer wins); the new revision."""
-        return await honouring_cancel(self._kv.put(key, value))
+        with _leader_needed(self._stream):
+            return await honouring_cancel(self._kv.put(key, value))
 
     async def create(self, key: str, value: bytes) -> int:
         """Create ``key`` if it has no value (never set, deleted, purged or expired); raises
         ``KeyExists`` otherwise."""
         try:
-            return await honouring_cancel(self._kv.update(key, value, last=0))
+            with _leader_needed(self._stream):
+                return await honouring_cancel(self._kv.update(key, value, last=0))
         except js_errors.KeyWrongLastSequenceError:
             pass
         # The key has a last message: a value, or a mark saying it has none (nats-py's own ``create``
@@ -90,14 +102,16 @@ class KeyValueBucket:
         if last is None or not _gone(last) or last.seq is None:
             raise KeyExists(key)
         try:
-            return await honouring_cancel(self._kv.update(key, value, last=last.seq))
+            with _leader_needed(self._stream):
+                return await honouring_cancel(self._kv.update(key, value, last=last.seq))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyExists(key) from exc
 
     async def update(self, key: str, value: bytes, *, last: int) -> int:
         """Replace the value if its revision is still ``last``; raises ``KeyChanged`` otherwise."""
         try:
-            return await honouring_cancel(self._kv.update(key, value, last=last))
+            with _leader_needed(self._stream):
+                return await honouring_cancel(self._kv.update(key, value, last=last))
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyChanged(key) from exc
 
@@ -110,7 +124,8 @@ class KeyValueBucket:
         if last:
             headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(last)
         try:
-            await honouring_cancel(self._js.publish(self._prefix + key, note, headers=headers))
+            with _leader_needed(self._stream):
+                await honouring_cancel(self._js.publish(self._prefix + key, note, headers=headers))
         except js_errors.APIError as exc:
             if exc.err_code in (10071, 10164):
                 raise KeyChanged(key) from exc

@@ -111,7 +111,7 @@ def _up(stack: Stack, timeout: float) -> int:
         trusted = stack.environment_ca_file or "the sandbox image's own CAs only"
         _out(f"  builds    environment images trust {trusted}  (CORRAL_SANDBOX_ENVIRONMENT_CA_FILE)")
     if stack.services_enabled:
-        _out(f"  gateway   {stack.gateway_url}")
+        _out(f"  gateway   {', '.join(stack.gateway_urls)}")
         _out(f"  API key   {stack.api_key}")
         admin_file = _display(stack.state.admin_key_file)
         _out(f"  admin key {stack.admin_api_key}  (the admin API, /v1/organizations/...; also in {admin_file})")

@@ -16,11 +16,12 @@ import os
 import re
 import ssl
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from corral.devstack.errors import DevstackError
-from corral.devstack.ports import HOST, NATS_NODES_MAX, PORT_SETTINGS, Ports
+from corral.devstack.ports import HARNESSES_MAX, HOST, NATS_NODES_MAX, PORT_SETTINGS, Ports
+from corral.devstack.replicas import Replicas
 from corral.devstack.state import DEFAULT_STATE_DIR
 
 log = logging.getLogger("corral.devstack")
@@ -291,6 +292,9 @@ class StackConfig:
     tracing: bool = False
     #: ``CORRAL_JAEGER_OTLP``: the OTLP/HTTP endpoint the collector forwards every export to.
     jaeger_otlp: str | None = None
+    #: ``CORRAL_GATEWAY_COUNT``, ``CORRAL_SESSION_STORE_COUNT``, ``CORRAL_CREDENTIAL_PROXY_COUNT``,
+    #: ``CORRAL_SANDBOX_HOSTS`` (see ``corral.devstack.replicas``).
+    replicas: Replicas = field(default_factory=lambda: Replicas({}))
 
     @classmethod
     def read(
@@ -303,11 +307,11 @@ class StackConfig:
         log_level: str | None,
     ) -> StackConfig:
         env: dict[str, str] = process_environment() if environ is None else dict(environ)
-        count = harness_count
-        if count is None:
-            count = _int_env(env, "CORRAL_HARNESS_COUNT", DEFAULT_HARNESS_COUNT)
-        if count < 1:
-            raise DevstackError("CORRAL_HARNESS_COUNT must be at least 1")
+        count = (
+            harness_count if harness_count is not None else _int_env(env, "CORRAL_HARNESS_COUNT", DEFAULT_HARNESS_COUNT)
+        )
+        if not 1 <= count <= HARNESSES_MAX:
+            raise DevstackError(f"CORRAL_HARNESS_COUNT must be from 1 to {HARNESSES_MAX} (got {count})")
         data_root = env.get("CORRAL_DOCKER_DATA_ROOT", "").strip()
         return cls(
             environ=env,
@@ -321,6 +325,7 @@ class StackConfig:
             otel_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             tracing=env.get("CORRAL_TRACING", "").strip().lower() in ("1", "true", "yes", "on"),
             jaeger_otlp=env.get("CORRAL_JAEGER_OTLP", "").strip() or None,
+            replicas=Replicas.read(env),
         )
 
     @property

@@ -192,8 +192,9 @@ class DockerEngine(Component):
 
     name = "docker"
 
-    def __init__(self, state: StateDir, data_root: Path | None = None) -> None:
+    def __init__(self, state: StateDir, data_root: Path | None = None, *, name: str = "docker") -> None:
         super().__init__(state)
+        self.name = name
         self.data_root = Path(data_root or state.data("docker")).expanduser().absolute()
         self.key = engine_key(str(self.data_root))
         self.run_dir = run_base() / self.key

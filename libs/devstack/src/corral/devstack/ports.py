@@ -4,13 +4,21 @@ from __future__ import annotations
 
 import dataclasses
 import errno
+import random
 import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 from corral.settings import renamed
 
 HOST = "127.0.0.1"
+#: The lowest port ``Ports.free`` picks (below it: well-known and registered services).
+PICK_FROM = 10_000
+_EPHEMERAL_RANGE_FILE = "/proc/sys/net/ipv4/ip_local_port_range"
+#: Not the ``random`` module's generator: a test run that seeds it must not make two concurrent runs
+#: pick the same ports.
+_RANDOM = random.SystemRandom()
 
 
 @dataclass(frozen=True)
@@ -43,8 +51,15 @@ PORT_SETTINGS: tuple[PortSetting, ...] = (
 )
 
 #: Ports from ``Ports.metrics`` on that ``Ports.free`` keeps free: one metrics endpoint per service
-#: (``corral.devstack.services.metrics_port``: four services, the embedded model, then each harness).
-METRICS_BLOCK = 16
+#: (``corral.devstack.services.metrics_port``: four services, the embedded model, harnesses 1 to 11,
+#: the second and later replicas of the four services (four ports per replica number), then
+#: harnesses 12 and on).
+METRICS_BLOCK = 64
+#: Harnesses a stack runs at most (``CORRAL_HARNESS_COUNT``): each has its own port in the metrics block.
+HARNESSES_MAX = 43
+#: Gateways a stack runs at most (``CORRAL_GATEWAY_COUNT``): gateway ``n`` listens on ``Ports.gateway``
+#: plus ``n - 1``, so ``Ports.free`` keeps this many consecutive ports free from it.
+GATEWAYS_MAX = 5
 
 #: Most NATS servers a stack runs (``CORRAL_NATS_CLUSTER``): node ``i`` of a cluster listens on each
 #: of ``Ports.nats``, ``nats_monitor`` and ``nats_cluster`` plus ``i - 1``, so ``Ports.free`` keeps
@@ -79,25 +94,21 @@ class Ports:
 
     @classmethod
     def free(cls) -> Ports:
-        """Distinct ports that are free right now, so a test stack never clashes with ``make up``."""
-        sockets: list[socket.socket] = []
-        try:
-            for _ in PORT_SETTINGS:
-                sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-                sockets.append(sock)
-                sock.bind((HOST, 0))
-            numbers = [sock.getsockname()[1] for sock in sockets]
-        finally:
-            for sock in sockets:
-                sock.close()
-        ports = cls(**{s.field: n for s, n in zip(PORT_SETTINGS, numbers, strict=True)})
-        taken = set(numbers)
-        blocks: dict[str, int] = {}
-        for field, size in ((name, NATS_NODES_MAX) for name in _NATS_BLOCKS):
-            blocks[field] = free_block(size, avoid=taken)
-            taken.update(range(blocks[field], blocks[field] + size))
-        blocks["metrics"] = free_block(METRICS_BLOCK, avoid=taken)
-        return ports.replace(**blocks)
+        """Distinct ports that are free right now, so a test stack never clashes with ``make up``.
+
+        Each is picked at random outside the kernel's ephemeral range (``free_block``), so an
+        outgoing connection made by any process between the pick and the listener's bind cannot
+        take it.
+        """
+        sizes = {setting.field: 1 for setting in PORT_SETTINGS}
+        sizes.update(dict.fromkeys(_NATS_BLOCKS, NATS_NODES_MAX))
+        sizes.update(gateway=GATEWAYS_MAX, metrics=METRICS_BLOCK)
+        taken: set[int] = set()
+        picked: dict[str, int] = {}
+        for field, size in sorted(sizes.items(), key=lambda item: -item[1]):  # the largest blocks first
+            picked[field] = free_block(size, avoid=taken)
+            taken.update(range(picked[field], picked[field] + size))
+        return cls(**picked)
 
     def as_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
@@ -125,13 +136,35 @@ def port_in_use(port: int, host: str = HOST) -> bool:
     return False
 
 
+def ephemeral_ports() -> range:
+    """The ports the kernel gives outgoing connections (Linux's ``ip_local_port_range``)."""
+    try:
+        low, high = (int(n) for n in Path(_EPHEMERAL_RANGE_FILE).read_text().split())
+    except (OSError, ValueError):
+        low, high = 32768, 60999  # Linux's default
+    return range(low, high + 1)
+
+
 def free_block(size: int, *, avoid: set[int]) -> int:
-    """The first of ``size`` consecutive ports that are all free right now (none of them in ``avoid``)."""
-    for _ in range(100):
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            sock.bind((HOST, 0))
-            first = int(sock.getsockname()[1])
+    """The first of ``size`` consecutive ports that are all free right now (none of them in ``avoid``),
+    picked at random from ``PICK_FROM`` on, outside ``ephemeral_ports()``: a port the kernel may hand
+    an outgoing connection is never picked, so none is taken before its server binds it."""
+    ephemeral = ephemeral_ports()
+    spans = [range(PICK_FROM, ephemeral.start - size + 1), range(ephemeral.stop, 65536 - size + 1)]
+    spans = [span for span in spans if len(span)] or [range(PICK_FROM, 65536 - size + 1)]
+    for _ in range(200):
+        first = _pick(spans)
         block = range(first, first + size)
-        if block.stop <= 65536 and not avoid.intersection(block) and not any(port_in_use(p) for p in block):
+        if not avoid.intersection(block) and not any(port_in_use(p) for p in block):
             return first
     raise OSError(f"found no {size} consecutive free ports on {HOST}")
+
+
+def _pick(spans: list[range]) -> int:
+    """A port drawn uniformly from all of ``spans``."""
+    index = _RANDOM.randrange(sum(len(span) for span in spans))
+    for span in spans:
+        if index < len(span):
+            return span[index]
+        index -= len(span)
+    raise AssertionError("unreachable: the index is below the spans' total length")

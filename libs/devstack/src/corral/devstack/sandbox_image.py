@@ -93,6 +93,22 @@ def remove_rootfs(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
 
 
+def copy_image(source: str, target: str, image: str) -> None:
+    """Load ``image`` from the engine at ``source`` into the one at ``target`` (``docker save | docker
+    load``) unless it has it: a sandbox host's engine gets the image the first engine built."""
+    into = docker.DockerClient(base_url=target, timeout=600)
+    try:
+        if image_exists(into, image):
+            return
+        out = docker.DockerClient(base_url=source, timeout=600)
+        try:
+            into.images.load(b"".join(out.api.get_image(image)))
+        finally:
+            out.close()
+    finally:
+        into.close()
+
+
 class ImageBuilder:
     """Builds the sandbox image into the engine at ``host`` unless its tag is there already."""
 

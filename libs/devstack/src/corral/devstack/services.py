@@ -15,6 +15,7 @@ from corral.devstack.nats_users import SERVICE_USERS
 from corral.devstack.openbao import AppRoleLogin
 from corral.devstack.ports import HOST
 from corral.devstack.probes import http, http_status
+from corral.devstack.replicas import REPLICAS_MAX, Replicas, gateway_port, host_id, split_name
 from corral.devstack.state import StateDir
 
 MODULES: dict[str, str] = {
@@ -38,6 +39,12 @@ METRICS_PORT_VARIABLES: dict[str, str] = {
     "harness": "CORRAL_HARNESS_METRICS_PORT",
 }
 _METRICS_OFFSETS = {"gateway": 0, "session-store": 1, "sandbox-manager": 2, "credential-proxy": 3, "embedded-model": 4}
+#: Replica ``n`` (2 and on) of the first four kinds: ``Ports.metrics`` plus this, ``4 * (n - 2)`` and its offset.
+_REPLICA_METRICS_BASE = 16
+#: Harness ``_LATER_HARNESSES`` and on: ``Ports.metrics`` plus this and ``N - _LATER_HARNESSES``
+#: (after the replicas' ports, which the first eleven harnesses' end at).
+_LATER_HARNESSES = 12
+_LATER_HARNESSES_BASE = _REPLICA_METRICS_BASE + 4 * (REPLICAS_MAX - 1)
 
 # Never inherited from the launcher's environment: each service gets exactly its own values
 # (a sourced .corral/env must not make the harness call the gateway as its model, and only
@@ -102,27 +109,45 @@ class ServiceContext:
     metrics_port: int | None = None
     #: ``CORRAL_NATS_REPLICAS``: copies of each stream and bucket (every service the same)
     nats_replicas: int = 1
+    #: The Docker engine of each sandbox host, host 1 first (``sandbox-manager-n`` drives the n-th).
+    sandbox_hosts: tuple[str, ...] = ()
 
 
-def service_names(harness_count: int, embedded_model: bool) -> list[str]:
-    """Service names in start order."""
+def service_names(harness_count: int, embedded_model: bool, replicas: Replicas | None = None) -> list[str]:
+    """Service names in start order (``replicas``: how many of each kind, one when None)."""
+    count = replicas or Replicas({})
     names = ["embedded-model"] if embedded_model else []
-    names += ["session-store", "gateway"]
+    names += [*count.names("session-store"), *count.names("gateway")]
     names += [f"harness-{i}" for i in range(1, harness_count + 1)]
-    names += ["sandbox-manager", "credential-proxy"]
+    names += [*count.names("sandbox-manager"), *count.names("credential-proxy")]
     return names
 
 
 def kind_of(name: str) -> str:
-    """``harness-2`` -> ``harness``; other names are their own kind."""
-    return "harness" if name.startswith("harness-") else name
+    """``harness-2`` -> ``harness``, ``gateway-2`` -> ``gateway``; other names are their own kind."""
+    kind = split_name(name)[0]
+    return kind if kind in MODULES else name
+
+
+def is_service_name(name: str) -> bool:
+    kind, n = split_name(name)
+    if kind == "harness":
+        return name != kind
+    return kind in MODULES and (kind != "embedded-model" or n == 1) and (name == kind or n > 1)
 
 
 def metrics_port(first: int, name: str) -> int:
     """Service ``name``'s metrics port: ``first`` (``Ports.metrics``) plus the service's offset
-    (gateway 0, session-store 1, sandbox-manager 2, credential-proxy 3, embedded-model 4, harness-N 4 + N)."""
-    if kind_of(name) == "harness":
-        return first + len(_METRICS_OFFSETS) - 1 + int(name.removeprefix("harness-"))
+    (gateway 0, session-store 1, sandbox-manager 2, credential-proxy 3, embedded-model 4, harness-N 4 + N
+    up to harness-11; replica n >= 2 of the first four: 16 + 4 * (n - 2) + its kind's offset; harness-N
+    from 12 on: 32 + N - 12), all within ``METRICS_BLOCK``."""
+    kind, n = split_name(name)
+    if kind == "harness" and n < _LATER_HARNESSES:
+        return first + len(_METRICS_OFFSETS) - 1 + n
+    if kind == "harness":
+        return first + _LATER_HARNESSES_BASE + n - _LATER_HARNESSES
+    if n > 1:
+        return first + _REPLICA_METRICS_BASE + 4 * (n - 2) + _METRICS_OFFSETS[kind]
     return first + _METRICS_OFFSETS[name]
 
 
@@ -165,7 +190,7 @@ def service_environment(
             env["CORRAL_SESSION_STORE_SUBSCRIBER_MIRRORS"] = "true"
     elif kind == "gateway":
         env["CORRAL_GATEWAY_HOST"] = HOST
-        env["CORRAL_GATEWAY_PORT"] = str(ctx.gateway_port)
+        env["CORRAL_GATEWAY_PORT"] = str(gateway_port(ctx.gateway_port, name))
     elif kind == "harness":
         env["CORRAL_HARNESS_WORKER_ID"] = name
         if ctx.model.base_url:
@@ -185,8 +210,12 @@ def service_environment(
         if ctx.egress_state_dir:
             env["CORRAL_CREDENTIAL_PROXY_EGRESS_STATE_DIR"] = ctx.egress_state_dir
     elif kind == "sandbox-manager":
-        if ctx.docker_host:
-            env["CORRAL_DOCKER_HOST"] = ctx.docker_host
+        n = split_name(name)[1]
+        docker_host = ctx.sandbox_hosts[n - 1] if n <= len(ctx.sandbox_hosts) else ctx.docker_host
+        if docker_host:
+            env["CORRAL_DOCKER_HOST"] = docker_host
+        if host_id(n) is not None:
+            env["CORRAL_SANDBOX_HOST_ID"] = str(host_id(n))
         if ctx.sandbox_image:
             env["CORRAL_SANDBOX_IMAGE"] = ctx.sandbox_image
         if ctx.environment_ca_file is not None:

@@ -26,10 +26,10 @@ from corral.devstack.ports import Ports, port_in_use
 from corral.devstack.postgres import EmbeddedPostgres
 from corral.devstack.progress import Progress, step
 from corral.devstack.sandbox_image import NAME as IMAGE_LOG_NAME
-from corral.devstack.sandbox_image import ImageBuilder
-from corral.devstack.services import Service, wait_services_ready
+from corral.devstack.sandbox_image import ImageBuilder, copy_image
+from corral.devstack.services import Service, is_service_name, wait_services_ready
 from corral.devstack.state import StateDir
-from corral.devstack.topology import DOCKER, INFRA, Topology, is_service_name
+from corral.devstack.topology import DOCKER, INFRA, Topology
 
 __all__ = [
     "DEFAULT_TIMEOUT",
@@ -113,7 +113,9 @@ class Stack(Topology):
                     self._bring_up(component, running, started, deadline)
                 if self.docker_enabled:
                     building = time.monotonic()
-                    self._ensure_image()
+                    image = self._ensure_image()
+                    for engine in self.host_engines():  # every sandbox host runs the same image
+                        copy_image(self.docker_engine.host, engine.host, image)
                     deadline += time.monotonic() - building  # the build has its own time limit
                 self.state.write_client_env(self.gateway_url, self.api_key)
                 self.state.write_subscriber_env(self.nats_url, SUBSCRIBER, self.nats.users.password(SUBSCRIBER))
@@ -144,6 +146,7 @@ class Stack(Topology):
             "services": self.service_names(),
             "harness_count": self.harness_count,
             "nats_cluster": self.config.nats_cluster_size,
+            "sandbox_hosts": len(self.host_engines()) + 1,
             "model": self.model.describe(),
             "external_database": self.external_database_url is not None,
             "docker": self._docker_record(),
@@ -236,13 +239,14 @@ class Stack(Topology):
             self.progress(f"{name:<17} ready in {time.monotonic() - t0:.1f}s")
 
         with step(self.progress, f"{'services':<17} waiting until every service is healthy"):
-            wait_services_ready(
-                services,
-                gateway_url=self.gateway_url,
-                model_url=self.model.base_url if self.model.embedded else None,
-                deadline=deadline,
-                on_ready=on_ready,
-            )
+            for gateway_url in self.gateway_urls:  # each gateway answers once every service does
+                wait_services_ready(
+                    services,
+                    gateway_url=gateway_url,
+                    model_url=self.model.base_url if self.model.embedded else None,
+                    deadline=deadline,
+                    on_ready=on_ready,
+                )
 
     def _rollback(self, started: list[Component]) -> None:
         for component in reversed(started):
@@ -278,6 +282,11 @@ class Stack(Topology):
                     self.progress(_line(name, what, pid, ""))
             for service in services:
                 processes.remove_pid_file(service.pid_file)
+            for engine in self._known_host_engines():
+                pid = engine.pid()
+                engine.stop(max(timeout, DOCKER_STOP_TIMEOUT))
+                if pid is not None:
+                    self.progress(_line(engine.name, "stopped", pid, ""))
             docker = self.docker_component()
             if isinstance(docker, DockerEngine):
                 pid = docker.pid()

@@ -15,7 +15,8 @@ from pathlib import Path
 from corral.devstack.collector import NAME as COLLECTOR
 from corral.devstack.collector import Collector
 from corral.devstack.components import Component, PortClaim
-from corral.devstack.configuration import ImageSettings, ModelConfig, StackConfig
+from corral.devstack.configuration import StackConfig
+from corral.devstack.configured import Configured
 from corral.devstack.docker_engine import DockerEngine, ExternalDockerEngine
 from corral.devstack.errors import DevstackError
 from corral.devstack.nats import Nats, nats_nodes
@@ -23,11 +24,12 @@ from corral.devstack.nats_users import ADMIN
 from corral.devstack.openbao import KV_MOUNT, AppRoleLogin, OpenBao
 from corral.devstack.ports import HOST, PORT_SETTINGS, Ports
 from corral.devstack.postgres import EmbeddedPostgres, ExternalPostgres
-from corral.devstack.sandbox_image import image_tag
+from corral.devstack.replicas import DOCKER_PREFIX, engine_number, gateway_port, host_data_root
 from corral.devstack.services import (
-    MODULES,
     Service,
     ServiceContext,
+    is_service_name,
+    kind_of,
     metrics_port,
     service_environment,
     service_names,
@@ -41,13 +43,7 @@ INFRA = ("nats", "postgres", "openbao")
 DOCKER = "docker"
 
 
-def is_service_name(name: str) -> bool:
-    if name.startswith("harness-"):
-        return name.removeprefix("harness-").isdigit()
-    return name in MODULES and name != "harness"
-
-
-class Topology:
+class Topology(Configured):
     """The components of one stack rooted at ``state`` and how to reach them."""
 
     def __init__(
@@ -63,56 +59,6 @@ class Topology:
         self.service_env = {name: dict(env) for name, env in (service_env or {}).items()}
         self.docker_data_root = self._docker_data_root()
         self._adopt_running_ports()
-
-    # -- configuration, as the stack has always exposed it ------------------------------------
-
-    @property
-    def environ(self) -> Mapping[str, str]:
-        return self.config.environ
-
-    @property
-    def harness_count(self) -> int:
-        return self.config.harness_count
-
-    @property
-    def services_enabled(self) -> bool:
-        return self.config.services_enabled
-
-    @property
-    def docker_enabled(self) -> bool:
-        return self.config.docker_enabled
-
-    @property
-    def log_level(self) -> str:
-        return self.config.log_level
-
-    @property
-    def external_database_url(self) -> str | None:
-        return self.config.external_database_url
-
-    @property
-    def external_docker_host(self) -> str | None:
-        return self.config.external_docker_host
-
-    @property
-    def model(self) -> ModelConfig:
-        return self.config.model(self.ports.embedded_model)
-
-    @property
-    def image_settings(self) -> ImageSettings:
-        return self.config.image_settings
-
-    @property
-    def environment_ca_file(self) -> str:
-        """See ``StackConfig.environment_ca_file``."""
-        return self.config.environment_ca_file
-
-    @property
-    def sandbox_image(self) -> str | None:
-        """The image the sandbox-manager gets (``CORRAL_SANDBOX_IMAGE``): the content tag."""
-        if self.docker_enabled:
-            return image_tag(self.image_settings)
-        return self.config.sandbox_image_override
 
     # -- components -----------------------------------------------------------------------------
 
@@ -182,6 +128,20 @@ class Topology:
         data_root = recorded.get("data_root")
         return DockerEngine(self.state, Path(str(data_root))) if data_root else None
 
+    def host_engines(self, count: int | None = None) -> list[DockerEngine]:
+        """Sandbox hosts 2 and on's engines (``CORRAL_SANDBOX_HOSTS``, or ``count``); none on ``CORRAL_DOCKER_HOST``."""
+        hosts = count or self.config.replicas.of("sandbox-manager")
+        first, state = self.docker_data_root, self.state
+        if self.external_docker_host:
+            return []
+        return [DockerEngine(state, host_data_root(first, n), name=f"{DOCKER_PREFIX}{n}") for n in range(2, hosts + 1)]
+
+    def _known_host_engines(self) -> list[DockerEngine]:
+        """The configured extra engines and the last ``up``'s."""
+        recorded = self.state.read_record().get("sandbox_hosts")
+        last = self.host_engines(recorded if isinstance(recorded, int) else 1)
+        return list({e.name: e for e in [*self.host_engines(), *last]}.values())
+
     def docker_component(self) -> DockerEngine | ExternalDockerEngine | None:
         """The engine to run (``docker=True``), else one an earlier ``up`` started, else None."""
         if self.docker_enabled:
@@ -202,13 +162,9 @@ class Topology:
 
     @property
     def egress_socket_dir(self) -> Path:
-        """Where the credential-proxy makes each session's egress socket
-        (``CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR``).
-
-        Under the temp dir, named for the state directory: a unix socket path has at most 107 bytes,
-        which a deep state directory plus a session id would exceed. The Docker engine mounts these
-        directories, so it must share this machine's filesystem (it does: devstack runs it here).
-        """
+        """Where the credential-proxies make each session's egress socket (``..._EGRESS_SOCKET_DIR``):
+        under the temp dir, named for the state directory (a unix socket path has at most 107 bytes).
+        Every Docker engine mounts these directories, so shares this machine's filesystem (as here)."""
         key = hashlib.sha256(str(self.state.root.resolve()).encode()).hexdigest()[:12]
         return Path(tempfile.gettempdir()) / f"corral-egress-{key}"
 
@@ -217,17 +173,17 @@ class Topology:
         if self.tracing:
             components.append(self.collector)
         if self.docker_enabled:
-            components.append(self.docker_engine)
+            components += [self.docker_engine, *self.host_engines()]
         return components
 
     def service_names(self) -> list[str]:
         if not self.services_enabled:
             return []
-        return service_names(self.harness_count, self.model.embedded)
+        return service_names(self.harness_count, self.model.embedded, self.config.replicas)
 
     def _service_port(self, name: str) -> PortClaim | None:
-        if name == "gateway":
-            return PortClaim(self.ports.gateway, "CORRAL_GATEWAY_PORT")
+        if kind_of(name) == "gateway":
+            return PortClaim(gateway_port(self.ports.gateway, name), "CORRAL_GATEWAY_PORT")
         if name == "embedded-model":
             return PortClaim(self.ports.embedded_model, "CORRAL_EMBEDDED_MODEL_PORT")
         return None
@@ -256,6 +212,9 @@ class Topology:
             egress_state_dir=str(self.state.data("egress")),
             environment_ca_file=self.environment_ca_file if self.docker_host else None,
             metrics_port=self.ports.metrics,
+            sandbox_hosts=tuple(e.host for e in [self.docker_engine, *self.host_engines()])
+            if self.docker_enabled
+            else (),
         )
 
     def service(self, name: str, ctx: ServiceContext | None = None) -> Service:
@@ -294,6 +253,8 @@ class Topology:
             return self.collector
         if name == DOCKER:
             return self.docker_component() or self.docker_engine
+        if engine_number(name) is not None:
+            return next(e for e in self._known_host_engines() if e.name == name)
         if is_service_name(name):
             return self.service(name)
         raise DevstackError(f"unknown component {name!r}")
@@ -304,7 +265,7 @@ class Topology:
             infra.append(self.collector)
         docker = self.docker_component()
         if docker is not None:
-            infra.append(docker)
+            infra += [docker, *(e for e in self._known_host_engines() if self.docker_enabled or e.is_running())]
         return [*infra, *(self.service(n) for n in self.known_service_names())]
 
     def _adopt_running_ports(self) -> None:
@@ -338,6 +299,12 @@ class Topology:
     @property
     def gateway_url(self) -> str:
         return f"http://{HOST}:{self.ports.gateway}"
+
+    @property
+    def gateway_urls(self) -> list[str]:
+        """Every gateway's URL (``CORRAL_GATEWAY_COUNT``), ``gateway`` first."""
+        names = self.config.replicas.names("gateway")
+        return [f"http://{HOST}:{gateway_port(self.ports.gateway, name)}" for name in names]
 
     @property
     def api_key(self) -> str:

@@ -7,6 +7,9 @@ Sources of errors, and where they become the envelope:
     ApiError            raised by routes, the body reader and the store client (session-store's own
                         errors arrive as ApiError too) -> its status (``STATUS_FOR``; 503 for Unavailable)
     HTTPException       Starlette routing: unknown path (404), wrong method (405)
+    StreamUnavailable   a bus write no server answered (a stream with no leader during a NATS cluster
+                        failover), in a route or a middleware (the idempotency claim) -> 503 with
+                        ``retry-after``, which the SDK retries
     RequestValidation   FastAPI parameter validation -> 400 (FastAPI's default would be a 422)
     anything else       -> 500 ``api_error`` in ``corral.gateway.middleware`` (logged, never echoed)
 """
@@ -25,6 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler, Scope
 
+from corral.bus import StreamUnavailable
 from corral.contracts.api.errors import ApiError, ErrorBody, ErrorDetail
 from corral.gateway.ratelimit import RateLimited
 
@@ -32,6 +36,10 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER: Final = "request-id"
 """Response header the SDK exposes as ``err.request_id``."""
+
+LEADERLESS_RETRY_AFTER_S: Final = 2
+"""Seconds a client is told to wait when a stream has no leader: a JetStream cluster elects one in a
+few seconds."""
 
 SHOULD_RETRY_HEADER: Final = "x-should-retry"
 """Overrides the SDK's retry decision; sent as ``false`` on every 409 (a conflict does not heal by retrying)."""
@@ -68,6 +76,29 @@ def error_response(
 def api_error_response(exc: ApiError, *, request_id: str | None) -> JSONResponse:
     headers = exc.headers() if isinstance(exc, RateLimited) else None
     return error_response(exc.status, exc.detail(), request_id=request_id, headers=headers)
+
+
+def leaderless_response(exc: StreamUnavailable, request_id: str | None) -> JSONResponse:
+    """503 for a write no server answered: the client retries after ``retry-after`` (the SDK does so
+    by itself); nothing was stored."""
+    message = (
+        "the event log is electing a new leader (a server of the NATS cluster went away) and took no "
+        f"write; nothing was stored. Retry in {LEADERLESS_RETRY_AFTER_S} seconds"
+    )
+    retry = {
+        "retry-after": str(LEADERLESS_RETRY_AFTER_S),
+        "retry-after-ms": str(LEADERLESS_RETRY_AFTER_S * 1000),
+        SHOULD_RETRY_HEADER: "true",
+    }
+    logger.warning("bus write unanswered: %s", exc, extra=_fields(request_id, stream=exc.stream))
+    return error_response(503, ErrorDetail(type="api_error", message=message), request_id=request_id, headers=retry)
+
+
+def unhandled_error_response(exc: Exception, request_id: str | None) -> JSONResponse:
+    """What an exception no handler took becomes: 503 for a leaderless stream, else a 500."""
+    if isinstance(exc, StreamUnavailable):
+        return leaderless_response(exc, request_id)
+    return internal_error_response(request_id)
 
 
 def internal_error_response(request_id: str | None) -> JSONResponse:
@@ -116,6 +147,11 @@ def _http_exception_handler(methods_by_path: list[tuple[re.Pattern[str], frozens
     return on_http_exception
 
 
+async def _on_stream_unavailable(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StreamUnavailable)
+    return leaderless_response(exc, request_id_of(request.scope))
+
+
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
     assert isinstance(exc, RequestValidationError)
     parts = []
@@ -137,6 +173,7 @@ def install(app: FastAPI, *, routers: Iterable[APIRouter]) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(HTTPException, _http_exception_handler(methods_by_path))
     app.add_exception_handler(RequestValidationError, _on_validation_error)
+    app.add_exception_handler(StreamUnavailable, _on_stream_unavailable)
 
 
 def _fields(request_id: str | None, **more: Any) -> dict[str, Any]:

@@ -10,9 +10,10 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from corral.bus import StreamUnavailable
 from corral.contracts import ids
 from corral.contracts.api.errors import ApiError
-from corral.gateway.errors import REQUEST_ID_HEADER, api_error_response, internal_error_response, request_id_of
+from corral.gateway.errors import REQUEST_ID_HEADER, api_error_response, request_id_of, unhandled_error_response
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,10 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             logger.debug("client went away", extra={"fields": {"request_id": request_id}})
-        except Exception:
+        except StreamUnavailable as exc:  # a write in a middleware (the idempotency claim): retry shortly
+            if not started:
+                await unhandled_error_response(exc, request_id)(scope, receive, send_with_id)
+        except Exception as exc:
             logger.exception(
                 "unhandled error in %s %s",
                 method,
@@ -59,7 +63,7 @@ class RequestContextMiddleware:
             )
             span.set_status(trace.StatusCode.ERROR)
             if not started:
-                await internal_error_response(request_id)(scope, receive, send_with_id)
+                await unhandled_error_response(exc, request_id)(scope, receive, send_with_id)
 
 
 class BodyLimitMiddleware:

@@ -38,6 +38,7 @@ async def report(bus: Bus, pool: asyncpg.Pool, projector: Projector, *, instance
     for name, lag in (await lags(bus, projector)).items():
         details[f"lag_{name}"] = str(lag)
     details["projection"] = projection
+    details["projection_role"] = "projecting" if projector.projecting else "following the store that projects"
     dependencies = {"nats": "ok" if bus.connected else "disconnected; reconnecting", "postgres": postgres}
     healthy = projection == "ok" and all(state == "ok" for state in dependencies.values())
     return Health(

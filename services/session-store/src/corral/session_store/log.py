@@ -6,7 +6,8 @@ with an id and ``processed_at``, and published with ``Nats-Msg-Id`` (dedupe) and
 one larger than a message in parts and reads it back whole (``corral.bus.records``); fencing counts
 raw sequences, so a half record a crashed writer left behind never fences the next append out. A
 second session-store, or a stale cache, loses the race on the expected sequence: the state is
-reloaded from the stream and the append re-decided.
+reloaded from the stream and the append re-decided. An append the cached state refuses is refused
+only if the subject has not moved past it (another session-store may have written since).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from corral.bus import Bus, WrongLastSequence
 from corral.contracts import headers as h
 from corral.contracts import ids, subjects
 from corral.contracts.api.admin import ApiKey
-from corral.contracts.api.errors import conflict
+from corral.contracts.api.errors import ApiError, conflict
 from corral.contracts.clock import now_rfc3339
 from corral.contracts.log import (
     API_KEY_RECORD_ADAPTER,
@@ -144,16 +145,25 @@ class SessionLog:
         async with self._lock(session_id):
             for _ in range(_MAX_RACES):
                 state = self._cache.get(session_id)
+                cached = state is not None
                 if state is None:
                     state = SessionState(session_id=session_id) if new else await self._load(session_id)
                 new = False
-                # A caller may expect the raw tail or the last whole record (before an abandoned part).
-                if expected_last_seq is not None and expected_last_seq not in (state.last_seq, state.record_seq):
-                    raise conflict(
-                        f"session {session_id!r} log is at sequence {state.last_seq}, not {expected_last_seq}",
-                        error_code="wrong_last_sequence",
-                    )
-                records = decide(state)
+                try:
+                    # A caller may expect the raw tail or the last whole record (before an abandoned part).
+                    if expected_last_seq is not None and expected_last_seq not in (state.last_seq, state.record_seq):
+                        raise conflict(
+                            f"session {session_id!r} log is at sequence {state.last_seq}, not {expected_last_seq}",
+                            error_code="wrong_last_sequence",
+                        )
+                    records = decide(state)
+                except ApiError:
+                    # Refused on the cached state: another session-store may have written since.
+                    # Refuse only on the state as the log has it now.
+                    if cached and await self._bus.last_seq(subjects.SESSIONS_STREAM, subject) != state.last_seq:
+                        self._cache.pop(session_id, None)
+                        continue
+                    raise
                 try:
                     stored = await self._publish_all(subject, state, records, msg_ids)
                 except WrongLastSequence:

@@ -43,8 +43,8 @@ from corral.session_store.domain.unsupported import (
     reject_unbuilt_event,
 )
 from corral.session_store.handlers import agents, environments, vaults
-from corral.session_store.projector import load_row, row_from_record
 from corral.session_store.service import Deps
+from corral.session_store.session_projection import load_row, row_from_record
 from corral.session_store.wakes import publish_wake
 
 logger = logging.getLogger(__name__)
