@@ -43,7 +43,7 @@ def _ctx(**changes: object) -> ServiceContext:
 
 def test_the_default_counts_are_the_one_of_each_stack() -> None:
     config = StackConfig.read(environ={}, harness_count=None, services=True, docker=True, log_level=None)
-    assert names_of(config.harness_count, True, config.replicas) == names_of(2, embedded_model=True)
+    assert names_of(config.harness_count, True, config.replicas) == names_of(1, embedded_model=True)
     assert names_of(2, True) == [
         "embedded-model",
         "session-store",
