@@ -55,12 +55,15 @@ class FakeKV:
         self.entries: dict[str, Entry] = {}
         self.revision = 0
         self.writes = 0
+        self.listings = 0
 
     async def get(self, key: str) -> Entry | None:
         await asyncio.sleep(0)  # a round trip: lets concurrent callers interleave
         return self.entries.get(key)
 
     async def keys(self) -> list[str]:
+        self.listings += 1
+        await asyncio.sleep(0)
         return sorted(self.entries)
 
     def _write(self, key: str, value: bytes) -> int:
@@ -125,7 +128,7 @@ class FakeBus:
 
 async def test_a_session_is_placed_once_and_stays_while_its_host_is_advertised() -> None:
     bus = FakeBus(host("a", sessions=3), host("b", sessions=1))
-    placements = Placements(cast(Bus, bus))
+    placements = Placements(cast(Bus, bus), fresh_s=0)
     assert await placements.host_for("sesn_1") == "b"
     bus.advertise(host("a", sessions=0, warm=2))  # a better host now: the session stays where its sandbox is
     assert await placements.host_for("sesn_1") == "b"
@@ -134,7 +137,7 @@ async def test_a_session_is_placed_once_and_stays_while_its_host_is_advertised()
 
 async def test_concurrent_callers_place_a_session_on_one_host() -> None:
     bus = FakeBus(host("a"), host("b"))
-    placements = [Placements(cast(Bus, bus)) for _ in range(2)]
+    placements = [Placements(cast(Bus, bus), fresh_s=0) for _ in range(2)]
     # each caller sees the other's write land between its read and its own write (FakeKV yields)
     first, second = await asyncio.gather(*(p.host_for("sesn_1") for p in placements))
     assert first == second == bus.placement("sesn_1").host
@@ -142,7 +145,7 @@ async def test_concurrent_callers_place_a_session_on_one_host() -> None:
 
 async def test_a_session_whose_host_is_gone_moves_and_says_where_from() -> None:
     bus = FakeBus(host("a", warm=1), host("b"))
-    placements = Placements(cast(Bus, bus))
+    placements = Placements(cast(Bus, bus), fresh_s=0)
     assert await placements.host_for("sesn_1") == "a"
     bus.expire("a")  # its advertisement expired: the host died
     assert await placements.host_for("sesn_1") == "b"
@@ -154,7 +157,7 @@ async def test_a_session_whose_host_is_gone_moves_and_says_where_from() -> None:
 
 async def test_with_no_host_advertised_calls_use_the_queue_group() -> None:
     bus = FakeBus()
-    assert await Placements(cast(Bus, bus)).host_for("sesn_1") is None
+    assert await Placements(cast(Bus, bus), fresh_s=0).host_for("sesn_1") is None
 
 
 async def test_a_call_to_a_host_nothing_serves_runs_on_another_host() -> None:
@@ -196,3 +199,21 @@ async def test_with_every_host_gone_a_call_waits_for_one_to_come_back() -> None:
     assert bus.requests[:2] == ["corral.rpc.sandbox.host.a.execute", "corral.rpc.sandbox.execute"]
     assert bus.requests[-1] == "corral.rpc.sandbox.host.a.execute"
     assert bus.placement("sesn_1").host == "a"
+
+
+async def test_the_hosts_are_listed_once_per_freshness_window_however_many_sessions_ask() -> None:
+    """Listing a bucket's keys costs a JetStream consumer (at most 1,000 per stream): 200 sessions
+    dispatching at once share one listing, and a later one lists again."""
+    bus = FakeBus(host("a"), host("b"))
+    now = [100.0]
+    placements = Placements(cast(Bus, bus), fresh_s=1.0, clock=lambda: now[0])
+    listed = bus.buckets[SANDBOX_HOSTS_BUCKET]
+
+    chosen = await asyncio.gather(*(placements.host_for(f"sesn_{n}") for n in range(200)))
+
+    assert set(chosen) <= {"a", "b"} and listed.listings == 1
+    bus.expire("a")
+    now[0] += 0.5
+    assert set(await placements.hosts()) == {"a", "b"} and listed.listings == 1  # still fresh
+    now[0] += 0.6
+    assert set(await placements.hosts()) == {"b"} and listed.listings == 2

@@ -11,13 +11,19 @@ found nothing serving its subject: ``moved_from``). Every write is compare-and-s
 callers (the turn's provisioning and its first tool call, or two harness processes) end on the same
 host. With no advertisement at all (the managers predate hosts, or none runs), it returns ``None``
 and the caller uses the queue group, as a deployment of one host always did.
+
+The advertisements are read at most once per ``HOSTS_FRESH_S`` by one caller at a time, however many
+sessions dispatch tools at once: listing a bucket's keys costs a JetStream consumer, and a stream
+takes at most 1,000 of them at once. An expired host can so be chosen for up to that long; a call to
+it finds nothing serving its subject and moves on (``gone``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import Collection, Iterable
+from collections.abc import Callable, Collection, Iterable
 
 from pydantic import ValidationError
 
@@ -29,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 #: Compare-and-set attempts before a placement write gives up (another writer keeps winning).
 ATTEMPTS = 8
+#: How long one reading of the hosts' advertisements serves every caller (half their beat).
+HOSTS_FRESH_S = 1.0
 
 
 def room(host: SandboxHost) -> int | None:
@@ -50,10 +58,16 @@ def choose_host(hosts: Iterable[SandboxHost], *, exclude: Collection[str] = ()) 
 
 
 class Placements:
-    def __init__(self, bus: Bus) -> None:
+    def __init__(
+        self, bus: Bus, *, fresh_s: float = HOSTS_FRESH_S, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self._bus = bus
         self._hosts: KeyValueBucket | None = None
         self._placements: KeyValueBucket | None = None
+        self._fresh_s = fresh_s
+        self._clock = clock
+        self._reading = asyncio.Lock()
+        self._read: tuple[float, dict[str, SandboxHost]] | None = None
 
     async def _buckets(self) -> tuple[KeyValueBucket, KeyValueBucket] | None:
         """Both buckets, bound once the sandbox-manager made them (``None`` until then)."""
@@ -66,7 +80,17 @@ class Placements:
         return self._hosts, self._placements
 
     async def hosts(self) -> dict[str, SandboxHost]:
-        """Every host advertising itself now (expired advertisements are gone)."""
+        """Every host advertising itself (expired advertisements are gone), as read at most
+        ``fresh_s`` ago."""
+        async with self._reading:
+            if self._read is not None and self._clock() - self._read[0] < self._fresh_s:
+                return dict(self._read[1])
+            at = self._clock()
+            found = await self._read_hosts()
+            self._read = (at, found)
+            return dict(found)
+
+    async def _read_hosts(self) -> dict[str, SandboxHost]:
         buckets = await self._buckets()
         if buckets is None:
             return {}
