@@ -16,37 +16,18 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx
+from report import ok, pct, say
 
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 
 MESSAGE = {"events": [{"type": "user.message", "content": [{"type": "text", "text": "ping"}]}]}
-
-
-def say(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
-
-
-def pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-def ok(response: httpx.Response) -> dict[str, Any]:
-    if response.status_code != 200:
-        request = response.request
-        raise SystemExit(f"{request.method} {request.url.path}: {response.status_code} {response.text}")
-    body: dict[str, Any] = response.json()
-    return body
 
 
 @dataclass
