@@ -4,8 +4,6 @@ created right after a catalog change sees it, whether the change was made throug
 
 from __future__ import annotations
 
-import asyncio
-
 import anthropic
 import pytest
 
@@ -14,6 +12,7 @@ from corral.contracts import subjects
 from corral.contracts.api.agents import Agent
 from corral.contracts.log import AgentSaved
 from corral.devstack.services import BOOTSTRAP_WORKSPACE
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
 
@@ -60,12 +59,11 @@ async def test_a_catalog_record_stored_by_another_writer_reaches_the_cache(
     record = AgentSaved(workspace_id=BOOTSTRAP_WORKSPACE, agent=newer)
     await bus.publish(subjects.agent_log(agent_id), record.model_dump_json().encode())
 
-    async def shows_it() -> None:
-        while True:
-            session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
-            if session.agent.version == newer.version:
-                assert session.agent.system == "Written elsewhere."
-                return
-            await asyncio.sleep(0.05)
+    async def shows_it() -> bool:
+        session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
+        if session.agent.version != newer.version:
+            return False
+        assert session.agent.system == "Written elsewhere."
+        return True
 
-    await asyncio.wait_for(shows_it(), 10)
+    await eventually(shows_it, timeout=10)

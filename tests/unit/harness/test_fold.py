@@ -221,6 +221,13 @@ def named_cuts(fold: SessionFold) -> list[Cut]:
     return list(first.values())
 
 
+def restored(fold: SessionFold, *, max_result_chars: int | None) -> SessionFold:
+    """``fold`` written to a snapshot and read back, as a harness taking the session over reads it."""
+    value = snapshots.decode(SESSION_ID, snapshots.encode(SESSION_ID, fold), max_result_chars=max_result_chars)
+    assert isinstance(value, SessionFold), value
+    return value
+
+
 def compacts(events: Sequence[dict[str, Any]]) -> bool:
     return any(e["type"] == "agent.thread_context_compacted" for e in events)
 
@@ -241,8 +248,7 @@ def test_a_fold_resumed_from_a_snapshot_anywhere_equals_the_fold_from_scratch(
     scratch = fold_of(data, max_result_chars=max_result_chars)
 
     head = fold_of(data[:cut], max_result_chars=max_result_chars)
-    resumed = snapshots.decode(SESSION_ID, snapshots.encode(SESSION_ID, head), max_result_chars=max_result_chars)
-    assert isinstance(resumed, SessionFold)
+    resumed = restored(head, max_result_chars=max_result_chars)
     for seq, record in enumerate(data[cut:], start=cut + 1):
         if seq in peeks:
             resumed.messages()  # asking for the conversation midway changes nothing
@@ -368,8 +374,7 @@ def test_a_compaction_the_compactor_could_write_folds_the_same_from_a_snapshot_a
         assert not any(b["type"] == "tool_result" for b in placed[0]["content"]), "no result without its use"
     cut = min(cut, len(data))
     head = fold_of(data[:cut], max_result_chars=max_result_chars)
-    resumed = snapshots.decode(SESSION_ID, snapshots.encode(SESSION_ID, head), max_result_chars=max_result_chars)
-    assert isinstance(resumed, SessionFold)
+    resumed = restored(head, max_result_chars=max_result_chars)
     for seq, value in enumerate(data[cut:], start=cut + 1):
         resumed.apply(decode(seq, value))
     assert resumed.state() == scratch.state()

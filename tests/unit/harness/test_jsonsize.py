@@ -11,12 +11,10 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from corral.harness import snapshots
 from corral.harness.conversation import ConversationBuilder
 from corral.harness.fold import SessionFold, decode
 from corral.harness.jsonsize import Sized, messages_chars, sized
-from tests.unit.harness.fakes import SESSION_ID
-from tests.unit.harness.test_fold import logs, with_compaction
+from tests.unit.harness.test_fold import logs, restored, with_compaction
 
 
 def encoded(builder: ConversationBuilder) -> int:
@@ -41,12 +39,9 @@ def test_chars_is_the_length_of_the_conversations_json_at_every_step(
         fold.apply(decode(seq, value))
         assert fold.conversation.chars() == encoded(fold.conversation), f"after record {seq}"
         if seq == cut:
-            restored = snapshots.decode(
-                SESSION_ID, snapshots.encode(SESSION_ID, fold), max_result_chars=max_result_chars
-            )
-            assert isinstance(restored, SessionFold)
-            assert restored.conversation.chars() == encoded(restored.conversation), "after a restore"
-            fold = restored
+            again = restored(fold, max_result_chars=max_result_chars)
+            assert again.conversation.chars() == encoded(again.conversation), "after a restore"
+            fold = again
     assert fold.conversation.copy().chars() == encoded(fold.conversation)
 
 

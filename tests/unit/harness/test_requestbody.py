@@ -31,7 +31,7 @@ from corral.harness.messageblocks import ChatMessage
 from corral.harness.model import AnthropicModel, ModelError, ModelRequest, classify
 from corral.harness.requestbody import Messages, encode, messages_json, with_field
 from tests.unit.harness.fakes import SESSION_ID
-from tests.unit.harness.test_fold import fold_of, logs, records, with_compaction
+from tests.unit.harness.test_fold import fold_of, logs, records, restored, with_compaction
 from tests.unit.harness.test_model import KEY, message_stream, sse
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
@@ -60,11 +60,7 @@ def test_the_json_kept_per_message_is_the_conversations_json_at_every_step(
         if seq % 2:  # also let changes pile up between two requests
             assert kept_json_is_current(fold.conversation.messages()), f"after record {seq}"
         if seq == cut:
-            restored = snapshots.decode(
-                SESSION_ID, snapshots.encode(SESSION_ID, fold), max_result_chars=max_result_chars
-            )
-            assert isinstance(restored, SessionFold)
-            fold = restored
+            fold = restored(fold, max_result_chars=max_result_chars)
     assert kept_json_is_current(fold.conversation.messages())
     assert kept_json_is_current(fold.conversation.copy().messages())
 
@@ -105,12 +101,9 @@ def test_a_snapshot_joined_from_the_kept_json_is_the_snapshot_encoded_from_scrat
         assert fold.state_json() == encode(fold.state()), f"after record {seq}"
         assert snapshots.encode(SESSION_ID, fold) == snapshot_from_scratch(fold), f"after record {seq}"
         if seq == cut:
-            restored = snapshots.decode(
-                SESSION_ID, snapshots.encode(SESSION_ID, fold), max_result_chars=max_result_chars
-            )
-            assert isinstance(restored, SessionFold)
-            assert restored.state() == fold.state()
-            fold = restored
+            again = restored(fold, max_result_chars=max_result_chars)
+            assert again.state() == fold.state()
+            fold = again
 
 
 JSON = st.recursive(
