@@ -5,9 +5,6 @@ failed lifespan and exits 0, nor a harness renewing leases at another pace than 
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from dataclasses import dataclass
 
 import pytest
@@ -15,6 +12,7 @@ import pytest
 from corral.bus import Bus
 from corral.contracts.subjects import KeyValueSpec, idempotency_spec, lease_spec
 from corral.settings import NatsSettings
+from tests.integration.runner.refusal import refusal
 
 pytestmark = pytest.mark.integration
 
@@ -50,20 +48,6 @@ DRIFTS = [
 async def test_a_service_whose_bucket_was_made_otherwise_refuses_to_start(nats_url: str, drift: Drift) -> None:
     async with Bus.connect(NatsSettings(url=nats_url), name="the bucket's maker") as bus:
         await bus.ensure_key_value(drift.made)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "ANTHROPIC_", "OTEL_"))}
-    env |= {"CORRAL_NATS_URL": nats_url, "CORRAL_LOG_FORMAT": "text", **drift.env}
-    result = subprocess.run(  # noqa: ASYNC221 (the service's process is what is tested)
-        [sys.executable, "-m", f"corral.{drift.service}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    refusals = [line for line in output.splitlines() if "refused to start" in line]
-    assert len(refusals) == 1, output
+    refused, output = refusal(drift.service, nats_url, drift.env)
     bucket, difference = drift.named
-    assert bucket in refusals[0] and difference in refusals[0], output
-    assert "Traceback" not in output and "Application startup failed" not in output, output
+    assert bucket in refused and difference in refused, output

@@ -6,9 +6,6 @@ single server: the check is on the stream's configuration, before anything is cr
 from __future__ import annotations
 
 import contextlib
-import os
-import subprocess
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 
@@ -20,6 +17,7 @@ from nats.js.errors import NotFoundError
 from corral.bus import Bus
 from corral.contracts import subjects
 from corral.settings import NatsSettings
+from tests.integration.runner.refusal import refusal
 
 pytestmark = pytest.mark.integration
 
@@ -107,22 +105,9 @@ async def _no_streams(nats_url: str) -> None:
 async def test_a_service_refuses_a_stream_that_drifted_from_what_it_requires(nats_url: str, drift: Drift) -> None:
     await _no_streams(nats_url)
     await drift.made(nats_url)
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("CORRAL_", "ANTHROPIC_", "OTEL_"))}
-    env |= {"CORRAL_NATS_URL": nats_url, "CORRAL_LOG_FORMAT": "text", **drift.env}
-    result = subprocess.run(  # noqa: ASYNC221 (the service's process is what is tested)
-        [sys.executable, "-m", f"corral.{drift.service}"],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    output = result.stdout + result.stderr
-    assert result.returncode == 2, output
-    refusals = [line for line in output.splitlines() if "refused to start" in line]
-    assert len(refusals) == 1, output
+    refused, output = refusal(drift.service, nats_url, drift.env)
     for part in drift.named:
-        assert part in refusals[0], output
+        assert part in refused, output
     assert "Traceback" not in output, output
 
 
