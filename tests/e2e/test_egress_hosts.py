@@ -51,9 +51,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory, web_site: Site) -> Iterator[
         tmp_path_factory.mktemp("corral-egress-hosts"),
         web_site=web_site,
         credential_proxy={"CORRAL_CREDENTIAL_PROXY_HOST_ID": HOST_A},
-        # its own scope: no pooled sandbox of an earlier stack on the shared engine (whose egress
-        # socket belongs to that stack's credential-proxy) is adopted here
-        sandbox_manager={"CORRAL_SANDBOX_EGRESS_HOST": HOST_A, "CORRAL_SANDBOX_SCOPE": "egress-hosts"},
+        # the default scope: a pooled sandbox an earlier stack left on the shared engine mounts that
+        # stack's credential-proxy's socket, and reconciliation removes it rather than adopt it
+        sandbox_manager={"CORRAL_SANDBOX_EGRESS_HOST": HOST_A},
     )
     try:
         yield stack

@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import json
 
+import nats.errors
 import pytest
+from nats.js import errors as nats_js_errors
 from pydantic import BaseModel, ConfigDict
 
-from corral.bus import Bus, NoResponders, Operations, PayloadTooLarge, UnreadableReply
+from corral.bus import Bus, NoResponders, Operations, PayloadTooLarge, StreamUnavailable, UnreadableReply
 from corral.bus.operations import _too_large
-from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.contracts.api.errors import BUS_UNANSWERED, ApiError, ErrorDetail
 from corral.contracts.health import Health, HealthCheck, health_op
 from corral.contracts.operation import Operation, operation
 from corral.contracts.rpc import RpcReply
@@ -169,3 +171,27 @@ async def test_health_is_answered_bare_and_read_back_typed() -> None:
     bus = LoopBus(served)
     assert (await bus.call(op, HealthCheck())).instance == "here:1"
     assert bus.asked == ["corral.health.test-service"]
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        nats.errors.TimeoutError(),
+        nats_js_errors.NoStreamResponseError(),
+        nats.errors.ConnectionClosedError(),
+        StreamUnavailable("CORRAL_SESSIONS"),
+    ],
+    ids=["timeout", "no-stream-response", "closed", "stream-unavailable"],
+)
+async def test_a_bus_that_did_not_answer_the_handler_is_a_retryable_overloaded_error(failure: Exception) -> None:
+    """During a NATS failover the handler's own publish times out: the caller must learn it may retry
+    (with the same Idempotency-Key), not get an ``api_error`` (a 500 at the gateway)."""
+
+    async def publish(request: Ask) -> Told:
+        raise failure
+
+    served = Operations(service="session store").handle(DOUBLE, publish)
+    reply = RpcReply.model_validate_json(await served.answer(DOUBLE, b'{"n": 1}', {}))
+    assert reply.error is not None and reply.error.type == "overloaded_error"
+    assert reply.error.details == {"error_code": BUS_UNANSWERED}
+    assert "same Idempotency-Key" in reply.error.message and "session store" in reply.error.message

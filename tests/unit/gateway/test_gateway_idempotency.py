@@ -141,7 +141,7 @@ async def test_a_claim_no_server_answers_is_a_503_to_retry_not_a_500() -> None:
     assert response.status_code == 503, response.text
     assert response.headers["retry-after"] == "2" and response.headers["x-should-retry"] == "true"
     body = response.json()
-    assert body["type"] == "error" and body["error"]["type"] == "api_error"
-    assert "Retry in 2 seconds" in body["error"]["message"] and "nothing was stored" in body["error"]["message"]
+    assert body["type"] == "error" and body["error"]["type"] == "overloaded_error"
+    assert "retry in 2 seconds with the same Idempotency-Key" in body["error"]["message"]
     assert body["request_id"] == response.headers["request-id"]
     assert store.ops().count(Op.AGENTS_CREATE) == 0  # the request did not run without its claim

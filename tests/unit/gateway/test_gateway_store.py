@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any, cast
 
+import nats.errors
 import pytest
 from gateway_fakes import FakeStore, client_for
 
@@ -78,3 +79,30 @@ async def test_an_unavailable_store_reaches_the_client_as_a_retryable_503() -> N
     assert response.status_code == 503
     assert response.json()["error"] == {"type": "overloaded_error", "message": "the session-store is unavailable"}
     assert "x-should-retry" not in response.headers
+
+
+async def test_a_store_reply_saying_the_bus_did_not_answer_is_a_503_to_retry_with_the_same_key() -> None:
+    """The session-store's own write timed out (a NATS failover): its ``bus_unanswered`` error reply
+    reaches the client as a 503 with ``retry-after``, not a 529 or a 500."""
+    reply = {
+        "ok": False,
+        "error": {
+            "type": "overloaded_error",
+            "message": "the session store got no answer ...; retry in a few seconds with the same Idempotency-Key",
+            "details": {"error_code": "bus_unanswered"},
+        },
+    }
+    store = BusStore(cast(Bus, ScriptedBus(json.dumps(reply).encode())), timeout_s=2.5)
+    async with client_for(store) as client:
+        response = await client.get("/v1/agents/agent_01AAA")
+    assert response.status_code == 503, response.text
+    assert response.headers["retry-after"] == "2" and response.headers["x-should-retry"] == "true"
+    assert response.json()["error"]["type"] == "overloaded_error"
+
+
+async def test_a_store_that_does_not_answer_in_time_says_to_retry_with_the_same_key() -> None:
+    with pytest.raises(Unavailable) as raised:
+        await store_over(ScriptedBus(nats.errors.TimeoutError())).call(
+            StoreOps.AGENTS_GET, GetObject(workspace_id="w", id="agent_01A")
+        )
+    assert raised.value.status == 503 and "same Idempotency-Key" in raised.value.message

@@ -8,6 +8,7 @@ in ``tests/integration/sandbox_manager/test_stream_bounds.py``.
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import socket
@@ -170,3 +171,20 @@ async def test_a_stderr_flood_beyond_its_rate_ends_the_stream(wire: Wire) -> Non
     with pytest.raises(SandboxLost) as lost:
         await future
     assert lost.value.reason == f"it wrote more than {STDERR_MAX_BYTES} bytes to stderr within 60 s"
+
+
+async def test_a_cancel_nobody_waits_for_leaves_no_future_to_fail_unseen_when_the_stream_ends(wire: Wire) -> None:
+    """Reconciliation cancels an adopted sandbox's old calls (``cancel("*")``) and may remove the
+    sandbox before the agent answers: the stream's end must not fail a future nobody awaits (asyncio
+    then logs "Future exception was never retrieved ... SandboxLost")."""
+    unseen: list[dict[str, object]] = []
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda _loop, context: unseen.append(context))
+    try:
+        await wire.channel.cancel("*")
+        assert json.loads(await loop.sock_recv(wire.container, 65536))["tool"] == "cancel"
+        await wire.channel.close()  # the sandbox removed before the agent answered
+        gc.collect()
+    finally:
+        loop.set_exception_handler(None)
+    assert [c["message"] for c in unseen] == []

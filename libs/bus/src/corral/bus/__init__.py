@@ -14,6 +14,7 @@ private (what callers need of it, such as a stream's last sequence, is a method)
 
 from corral.bus.client import Bus, Delivery, PubAck, PullConsumer, Reading
 from corral.bus.errors import (
+    UNANSWERED,
     BusError,
     IncompleteRecord,
     KeyChanged,
@@ -28,6 +29,7 @@ from corral.bus.errors import (
     StreamUnavailable,
     UnreadableReply,
     WrongLastSequence,
+    unanswered,
 )
 from corral.bus.health import instance_name, serve_health
 from corral.bus.kv import Change, Entry, KeyValueBucket
@@ -36,6 +38,7 @@ from corral.bus.operations import Operations
 from corral.bus.records import StoredMessage
 
 __all__ = [
+    "UNANSWERED",
     "Bus",
     "BusError",
     "Change",
@@ -63,4 +66,5 @@ __all__ = [
     "WrongLastSequence",
     "instance_name",
     "serve_health",
+    "unanswered",
 ]

@@ -15,6 +15,11 @@
 
 ``Bus.call`` raises an error reply as the ``corral.contracts.api.errors.ApiError`` it describes.
 
+``unanswered(exc)`` tells whether an exception (one of these, or nats-py's own) means the bus did not
+answer in time or at all (a stream without a leader, a server paused or restarting, a connection
+being re-established): the outcome of what was asked is unknown, and the same request, retried in a
+few seconds, normally succeeds.
+
 Handler outcomes (raised inside a durable-consumer handler):
 
     Retry(delay)   -> nak with a delay, the message comes back later
@@ -22,6 +27,11 @@ Handler outcomes (raised inside a durable-consumer handler):
 """
 
 from __future__ import annotations
+
+from typing import Final
+
+import nats.errors
+from nats.js import errors as js_errors
 
 
 class BusError(Exception):
@@ -98,3 +108,25 @@ class UnreadableReply(BusError):
         self.operation = operation
         self.service = service
         self.errors = errors
+
+
+UNANSWERED: Final[tuple[type[Exception], ...]] = (
+    StreamUnavailable,
+    NoResponders,
+    nats.errors.TimeoutError,  # a request, publish ack, flush or fetch not answered in time
+    nats.errors.NoRespondersError,
+    nats.errors.ConnectionClosedError,
+    nats.errors.ConnectionReconnectingError,
+    nats.errors.ConnectionDrainingError,
+    nats.errors.StaleConnectionError,
+    nats.errors.OutboundBufferLimitError,  # reconnecting, with the pending buffer full
+    nats.errors.UnexpectedEOF,
+    js_errors.NoStreamResponseError,  # no stream answered a publish: no leader during a failover
+    js_errors.ServiceUnavailableError,  # JetStream said 503: its meta leader or a stream leader is moving
+)
+"""What the bus raises when it did not answer: the server is away or electing a leader."""
+
+
+def unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` says the bus did not answer (``UNANSWERED``): retry the same request shortly."""
+    return isinstance(exc, UNANSWERED)

@@ -14,6 +14,9 @@ Every failure is an error reply, never silence on the wire:
   the size and the limit, at once;
 - a handler that raises past all this, or a reply the connection cannot send, is answered by
   ``Bus.serve`` with an ``api_error`` (the subject in the log), never left to the caller's deadline;
+- a bus that did not answer the handler (``unanswered``: NATS paused or restarting, a stream electing
+  a leader) is an ``overloaded_error`` with ``error_code`` ``bus_unanswered``: the outcome is unknown,
+  the same request retried shortly (with the same ``Idempotency-Key``) is applied at most once;
 - an exception the service's ``translate`` knows (a database outage, an engine that is down) is
   answered with the detail it returns;
 - anything else is logged with its traceback and answered ``api_error`` naming no internals.
@@ -36,8 +39,8 @@ from pydantic import BaseModel, ValidationError
 from corral import telemetry
 from corral.bus import metrics
 from corral.bus.client import Bus
-from corral.bus.errors import PayloadTooLarge
-from corral.contracts.api.errors import ApiError, ErrorDetail
+from corral.bus.errors import PayloadTooLarge, unanswered
+from corral.contracts.api.errors import BUS_UNANSWERED, ApiError, ErrorDetail
 from corral.contracts.operation import Operation
 from corral.contracts.rpc import RpcReply
 
@@ -134,6 +137,8 @@ class Operations:
             )
             return RpcReply(ok=False, error=ErrorDetail(type="request_too_large", message=message))
         except Exception as exc:
+            if unanswered(exc):
+                return RpcReply(ok=False, error=self._unanswered(op, exc))
             detail = self.translate(exc)
             if detail is not None:
                 return RpcReply(ok=False, error=detail)
@@ -141,6 +146,17 @@ class Operations:
             return RpcReply(
                 ok=False, error=ErrorDetail(type="api_error", message=f"{op.name} failed inside the {self.service}")
             )
+
+    def _unanswered(self, op: Operation[Any, Any], exc: Exception) -> ErrorDetail:
+        logger.warning(
+            "bus did not answer", extra={"fields": {"op": op.name, "subject": op.subject, "error": type(exc).__name__}}
+        )
+        message = (
+            f"the {self.service} got no answer from the event log (NATS) in time for {op.name}: a server is "
+            "restarting or a stream is electing a new leader, so the request may or may not have been applied; "
+            "retry in a few seconds with the same Idempotency-Key"
+        )
+        return ErrorDetail(type="overloaded_error", message=message, details={"error_code": BUS_UNANSWERED})
 
     @contextlib.asynccontextmanager
     async def serve(self, bus: Bus) -> AsyncIterator[None]:

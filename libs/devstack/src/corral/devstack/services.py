@@ -285,6 +285,7 @@ def wait_services_ready(
             if not gateway_answered:
                 gateway_answered = True
                 on_ready("gateway")
+                reported.add("gateway")  # its /health lists itself too: reported once
             last = f"{response.status} {response.body.decode(errors='replace')[:500]}"
             try:
                 body = response.json()

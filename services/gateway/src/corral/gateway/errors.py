@@ -7,9 +7,12 @@ Sources of errors, and where they become the envelope:
     ApiError            raised by routes, the body reader and the store client (session-store's own
                         errors arrive as ApiError too) -> its status (``STATUS_FOR``; 503 for Unavailable)
     HTTPException       Starlette routing: unknown path (404), wrong method (405)
-    StreamUnavailable   a bus write no server answered (a stream with no leader during a NATS cluster
-                        failover), in a route or a middleware (the idempotency claim) -> 503 with
-                        ``retry-after``, which the SDK retries
+    bus unanswered      the bus did not answer in time or at all (``corral.bus.unanswered``: a stream
+                        with no leader during a NATS cluster failover, NATS paused or restarting, nats-py's
+                        timeouts and closed connections), in a route or a middleware (the idempotency
+                        claim), or a service's error reply saying so (``error_code`` ``bus_unanswered``)
+                        -> 503 ``overloaded_error`` with ``retry-after``, which the SDK retries with the
+                        same ``Idempotency-Key``
     RequestValidation   FastAPI parameter validation -> 400 (FastAPI's default would be a 422)
     anything else       -> 500 ``api_error`` in ``corral.gateway.middleware`` (logged, never echoed)
 """
@@ -28,8 +31,8 @@ from starlette.exceptions import HTTPException
 from starlette.responses import JSONResponse, Response
 from starlette.types import ExceptionHandler, Scope
 
-from corral.bus import StreamUnavailable
-from corral.contracts.api.errors import ApiError, ErrorBody, ErrorDetail
+from corral.bus import UNANSWERED, unanswered
+from corral.contracts.api.errors import BUS_UNANSWERED, ApiError, ErrorBody, ErrorDetail, ErrorType
 from corral.gateway.ratelimit import RateLimited
 
 logger = logging.getLogger(__name__)
@@ -38,19 +41,51 @@ REQUEST_ID_HEADER: Final = "request-id"
 """Response header the SDK exposes as ``err.request_id``."""
 
 LEADERLESS_RETRY_AFTER_S: Final = 2
-"""Seconds a client is told to wait when a stream has no leader: a JetStream cluster elects one in a
-few seconds."""
+"""Seconds a client is told to wait when the bus did not answer: a JetStream cluster elects a stream
+leader in a few seconds."""
 
 SHOULD_RETRY_HEADER: Final = "x-should-retry"
 """Overrides the SDK's retry decision; sent as ``false`` on every 409 (a conflict does not heal by retrying)."""
 
 
 class Unavailable(ApiError):
-    """A service the request needs did not answer in time, or is not running: 503, which the SDK retries."""
+    """A service the request needs did not answer in time, or is not running: 503, which the SDK retries.
+
+    With ``retry_after_s`` the response says when (``retry-after``) and that a retry is wanted."""
+
+    def __init__(
+        self,
+        error_type: ErrorType,
+        message: str,
+        *,
+        error_code: str | None = None,
+        retry_after_s: int | None = None,
+    ) -> None:
+        super().__init__(error_type, message, error_code=error_code)
+        self.retry_after_s = retry_after_s
 
     @property
     def status(self) -> int:
         return 503
+
+    def headers(self) -> dict[str, str] | None:
+        if self.retry_after_s is None:
+            return None
+        return {
+            "retry-after": str(self.retry_after_s),
+            "retry-after-ms": str(self.retry_after_s * 1000),
+            SHOULD_RETRY_HEADER: "true",
+        }
+
+
+def unanswered_error(what: str) -> Unavailable:
+    """The 503 for a request whose outcome is unknown because ``what`` did not answer in time."""
+    message = (
+        f"{what} did not answer in time (a server is restarting or a stream is electing a new leader), so the "
+        f"request may or may not have been applied; retry in {LEADERLESS_RETRY_AFTER_S} seconds with the same "
+        "Idempotency-Key"
+    )
+    return Unavailable("overloaded_error", message, error_code=BUS_UNANSWERED, retry_after_s=LEADERLESS_RETRY_AFTER_S)
 
 
 def request_id_of(scope: Scope) -> str | None:
@@ -74,30 +109,31 @@ def error_response(
 
 
 def api_error_response(exc: ApiError, *, request_id: str | None) -> JSONResponse:
-    headers = exc.headers() if isinstance(exc, RateLimited) else None
+    if exc.error_code == BUS_UNANSWERED and not isinstance(exc, Unavailable):  # a service's error reply
+        retry_s = LEADERLESS_RETRY_AFTER_S
+        exc = Unavailable(exc.error_type, exc.message, error_code=exc.error_code, retry_after_s=retry_s)
+    headers = exc.headers() if isinstance(exc, RateLimited | Unavailable) else None
     return error_response(exc.status, exc.detail(), request_id=request_id, headers=headers)
 
 
-def leaderless_response(exc: StreamUnavailable, request_id: str | None) -> JSONResponse:
-    """503 for a write no server answered: the client retries after ``retry-after`` (the SDK does so
-    by itself); nothing was stored."""
-    message = (
-        "the event log is electing a new leader (a server of the NATS cluster went away) and took no "
-        f"write; nothing was stored. Retry in {LEADERLESS_RETRY_AFTER_S} seconds"
-    )
-    retry = {
-        "retry-after": str(LEADERLESS_RETRY_AFTER_S),
-        "retry-after-ms": str(LEADERLESS_RETRY_AFTER_S * 1000),
-        SHOULD_RETRY_HEADER: "true",
-    }
-    logger.warning("bus write unanswered: %s", exc, extra=_fields(request_id, stream=exc.stream))
-    return error_response(503, ErrorDetail(type="api_error", message=message), request_id=request_id, headers=retry)
+def bus_unanswered(exc: BaseException) -> bool:
+    """Whether ``exc`` (or every exception of a group) says the bus did not answer."""
+    if isinstance(exc, BaseExceptionGroup):
+        return exc.subgroup(lambda leaf: not isinstance(leaf, BaseExceptionGroup) and not unanswered(leaf)) is None
+    return unanswered(exc)
+
+
+def unanswered_response(exc: BaseException, request_id: str | None) -> JSONResponse:
+    """503 for a bus that did not answer: the client retries after ``retry-after`` with the same
+    ``Idempotency-Key`` (the SDK does so by itself)."""
+    logger.warning("bus did not answer: %r", exc, extra=_fields(request_id))
+    return api_error_response(unanswered_error("the event log (NATS)"), request_id=request_id)
 
 
 def unhandled_error_response(exc: Exception, request_id: str | None) -> JSONResponse:
-    """What an exception no handler took becomes: 503 for a leaderless stream, else a 500."""
-    if isinstance(exc, StreamUnavailable):
-        return leaderless_response(exc, request_id)
+    """What an exception no handler took becomes: 503 for a bus that did not answer, else a 500."""
+    if bus_unanswered(exc):
+        return unanswered_response(exc, request_id)
     return internal_error_response(request_id)
 
 
@@ -147,9 +183,9 @@ def _http_exception_handler(methods_by_path: list[tuple[re.Pattern[str], frozens
     return on_http_exception
 
 
-async def _on_stream_unavailable(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StreamUnavailable)
-    return leaderless_response(exc, request_id_of(request.scope))
+async def _on_bus_unanswered(request: Request, exc: Exception) -> Response:
+    assert unanswered(exc)
+    return unanswered_response(exc, request_id_of(request.scope))
 
 
 async def _on_validation_error(request: Request, exc: Exception) -> Response:
@@ -173,7 +209,8 @@ def install(app: FastAPI, *, routers: Iterable[APIRouter]) -> None:
     app.add_exception_handler(ApiError, _on_api_error)
     app.add_exception_handler(HTTPException, _http_exception_handler(methods_by_path))
     app.add_exception_handler(RequestValidationError, _on_validation_error)
-    app.add_exception_handler(StreamUnavailable, _on_stream_unavailable)
+    for unanswered_type in UNANSWERED:
+        app.add_exception_handler(unanswered_type, _on_bus_unanswered)
 
 
 def _fields(request_id: str | None, **more: Any) -> dict[str, Any]:

@@ -10,10 +10,15 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from corral.bus import StreamUnavailable
 from corral.contracts import ids
 from corral.contracts.api.errors import ApiError
-from corral.gateway.errors import REQUEST_ID_HEADER, api_error_response, request_id_of, unhandled_error_response
+from corral.gateway.errors import (
+    REQUEST_ID_HEADER,
+    api_error_response,
+    bus_unanswered,
+    request_id_of,
+    unhandled_error_response,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -23,7 +28,8 @@ class RequestContextMiddleware:
     request's server span (the OpenTelemetry FastAPI instrumentation's, around this middleware).
 
     An exception nothing else handled is logged with its traceback and answered with a 500
-    ``api_error`` envelope that carries only the request id.
+    ``api_error`` envelope that carries only the request id; one saying the bus did not answer
+    (the idempotency claim's KV write, say) is answered with the retryable 503 instead.
     """
 
     def __init__(self, app: ASGIApp) -> None:
@@ -51,10 +57,11 @@ class RequestContextMiddleware:
             await self.app(scope, receive, send_with_id)
         except ClientDisconnect:
             logger.debug("client went away", extra={"fields": {"request_id": request_id}})
-        except StreamUnavailable as exc:  # a write in a middleware (the idempotency claim): retry shortly
-            if not started:
-                await unhandled_error_response(exc, request_id)(scope, receive, send_with_id)
         except Exception as exc:
+            if bus_unanswered(exc):  # a bus call in a middleware (the idempotency claim): a 503 to retry
+                if not started:
+                    await unhandled_error_response(exc, request_id)(scope, receive, send_with_id)
+                return
             logger.exception(
                 "unhandled error in %s %s",
                 method,

@@ -13,7 +13,7 @@ import logging
 from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
-from corral.bus import Bus, BusError, NoResponders
+from corral.bus import Bus, BusError, NoResponders, unanswered
 from corral.contracts import ids
 from corral.contracts.api.errors import ApiError, invalid
 from corral.contracts.repositories import (
@@ -22,7 +22,7 @@ from corral.contracts.repositories import (
     RegisterRepository,
     RepositoryOps,
 )
-from corral.gateway.errors import Unavailable
+from corral.gateway.errors import Unavailable, unanswered_error
 
 logger = logging.getLogger(__name__)
 
@@ -106,10 +106,10 @@ class BusRepositoryTokens:
                 "the credential-proxy is unavailable, so repository credentials cannot be stored; retry shortly",
             ) from exc
         except TimeoutError as exc:
-            raise Unavailable(
-                "api_error", f"the credential-proxy did not answer within {_TIMEOUT_S:g}s; retry shortly"
-            ) from exc
+            raise unanswered_error(f"the credential-proxy (waited {_TIMEOUT_S:g}s)") from exc
         except BusError as exc:
+            if unanswered(exc):  # a request body spilled to a bucket whose stream did not answer
+                raise unanswered_error("the event log (NATS)") from exc
             raise ApiError("api_error", "the credential-proxy's reply was unreadable; retry shortly") from exc
 
 

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from corral.bus import Bus, NoResponders, PayloadTooLarge, UnreadableReply
 from corral.contracts.api.errors import ApiError
 from corral.contracts.operation import Operation
-from corral.gateway.errors import Unavailable
+from corral.gateway.errors import Unavailable, unanswered_error
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,7 @@ class BusStore:
                 "overloaded_error",
                 f"the {op.service} is unavailable (nothing serves {op.subject}); start it and retry",
             ) from exc
-        except TimeoutError as exc:
-            raise Unavailable(
-                "api_error",
-                f"the {op.service} did not answer {op.name} within {self._timeout_s:g}s; "
-                "the request may or may not have been applied",
-            ) from exc
+        except TimeoutError as exc:  # nats-py's, or the bus's own (a spilled body's store not answering)
+            raise unanswered_error(f"the {op.service} (asked {op.name}, waited {self._timeout_s:g}s)") from exc
         except UnreadableReply as exc:
             raise ApiError("api_error", f"the {op.service} sent a malformed reply to {op.name}") from exc

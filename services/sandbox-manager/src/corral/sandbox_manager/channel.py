@@ -265,9 +265,14 @@ class AgentChannel:
             raise SandboxLost(self.name, self.violation) from None
 
     async def cancel(self, call_id: str) -> None:
-        """Stop a running request (``"*"``: every request, including ones sent on an earlier stream)."""
+        """Stop a running request (``"*"``: every request, including ones sent on an earlier stream).
+
+        Nobody waits for the agent's answer: its future is forgotten at once, so a stream that ends
+        before the answer (the sandbox removed right after reconciliation cancelled its old calls)
+        fails no future that nobody will ever await."""
         with contextlib.suppress(SandboxLost):
-            await self.begin("cancel", {"target": call_id})
+            sent, _ = await self.begin("cancel", {"target": call_id})
+            self.forget(sent)
 
     async def ping(self, wait_s: float) -> dict[str, Any]:
         """The agent's raw answer (``protocol``, ``pid``, ``sealed``).

@@ -89,6 +89,8 @@ class ContainerInfo:
     labels: dict[str, str]
     running: bool
     created: float
+    #: The host directory mounted at ``SANDBOX_EGRESS_DIR`` (its egress proxy's socket), if any.
+    egress_directory: str | None = None
 
 
 def create_arguments(

@@ -24,6 +24,7 @@ from typing import Any, Final, TypeVar
 import docker
 from docker.errors import DockerException, ImageNotFound, NotFound
 
+from corral.contracts.egress import SANDBOX_EGRESS_DIR
 from corral.sandbox_manager.builds import LABEL_BUILD_SCOPE, Build, BuildJob, run_build
 from corral.sandbox_manager.container_spec import (
     EGRESS,
@@ -275,6 +276,7 @@ class Driver:
                     labels=dict(row.get("Labels") or {}),
                     running=row.get("State") == "running",
                     created=float(row.get("Created") or 0),
+                    egress_directory=_egress_source(row),
                 )
                 for row in rows
             ]
@@ -303,3 +305,12 @@ class Driver:
         if self._client is not None:
             self._client.close()
             self._client = None
+
+
+def _egress_source(row: dict[str, Any]) -> str | None:
+    """The host directory a listed container has mounted at ``SANDBOX_EGRESS_DIR``, if any."""
+    for mount in row.get("Mounts") or ():
+        if mount.get("Destination") == SANDBOX_EGRESS_DIR:
+            source = mount.get("Source")
+            return str(source) if source else None
+    return None

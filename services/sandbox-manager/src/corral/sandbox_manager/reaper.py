@@ -9,6 +9,9 @@ At start-up (``reconcile``), every container of this manager's scope (``corral.m
   record names it; this is how a claimed pool container, whose labels name no session, maps back):
   reattached and serving that session again, with its workspace intact;
 - running, pooled and unclaimed: put back into its pool when its spec is still wanted, else removed;
+  one with network ``egress`` only when the socket directory it mounts is the one this manager's
+  credential-proxy gives its slot (``Launcher.egress_is_ours``): a pooled sandbox left by a manager of
+  another stack on a shared engine mounts that stack's credential-proxy's socket, and is removed;
 - anything else: an orphan, removed.
 
 Periodically (``reap_interval_s``), a container this manager does not hold in memory and that no
@@ -29,7 +32,7 @@ import time
 
 from docker.errors import DockerException
 
-from corral.sandbox_manager.container_spec import LABEL_EGRESS_SLOT, LABEL_POOL, ContainerInfo
+from corral.sandbox_manager.container_spec import EGRESS, LABEL_EGRESS_SLOT, LABEL_NETWORK, LABEL_POOL, ContainerInfo
 from corral.sandbox_manager.containers import Driver
 from corral.sandbox_manager.images import EnvironmentImages
 from corral.sandbox_manager.pool import Pool
@@ -90,6 +93,10 @@ class Reaper:
                 counts["adopted"] += 1
                 continue
             if info.labels.get(LABEL_POOL) == "true":
+                if info.labels.get(LABEL_NETWORK) == EGRESS and not await self._launcher.egress_is_ours(info):
+                    await self._remove(info, "its egress socket is not this manager's credential-proxy's")
+                    counts["removed"] += 1
+                    continue
                 try:
                     sandbox = await self._launcher.adopt(info, session_id=None)
                 except Exception:

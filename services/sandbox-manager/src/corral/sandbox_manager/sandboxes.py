@@ -12,6 +12,7 @@ import logging
 import secrets
 import time
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 
 from docker.errors import DockerException
 
@@ -175,6 +176,22 @@ class Launcher:
         if sandbox.egress_slot is None or self.egress is None:
             raise EgressUnavailable("the pooled sandbox has no egress slot")
         await self.egress.open(sandbox.egress_slot, policy)
+
+    async def egress_is_ours(self, info: ContainerInfo) -> bool:
+        """Whether a pooled container found at start-up has its slot's socket directory as this
+        manager's credential-proxy makes it (re-opened now, with nothing allowed). One started by a
+        manager that used another credential-proxy (another stack on a shared engine) mounts that
+        proxy's directory: claimed, its sandbox would reach a socket nobody here serves, so it must
+        not be adopted."""
+        slot = info.labels.get(LABEL_EGRESS_SLOT)
+        if slot is None or self.egress is None or info.egress_directory is None:
+            return False
+        try:
+            mount = await self.egress.open(slot, SLOT_POLICY)
+        except EgressUnavailable as exc:
+            logger.warning("a pooled sandbox's egress could not be checked: %s", exc, extra={"fields": {"slot": slot}})
+            return False
+        return PurePosixPath(mount.host_directory) == PurePosixPath(info.egress_directory)
 
     async def close_slot(self, slot: str | None) -> None:
         """Close a pooled sandbox's egress slot (its container is gone); failures are logged."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel
 
@@ -32,6 +32,12 @@ STATUS_FOR: dict[str, int] = {
     "timeout_error": 504,
     "overloaded_error": 529,
 }
+
+BUS_UNANSWERED: Final = "bus_unanswered"
+"""``error_code`` of an error reply saying the bus did not answer the service in time (NATS paused or
+restarting, a stream electing a leader): whether the write was applied is unknown, and the same
+request retried shortly (with the same ``Idempotency-Key``) is applied at most once. The gateway
+answers it with a 503 and ``retry-after``."""
 
 
 class ErrorDetail(BaseModel):
