@@ -87,10 +87,14 @@ class LagSampler:
     samples_ms: list[float] = field(default_factory=list)
     _waiting: list[tuple[int, float]] = field(default_factory=list)
     _running: bool = False
+    _drained: asyncio.Event = field(default_factory=asyncio.Event)
 
-    @property
-    def pending(self) -> int:
-        return len(self._waiting)
+    async def drained(self, timeout_s: float) -> None:
+        """Wait (at most ``timeout_s``) until every sample taken so far has its commit."""
+        self._drained.clear()
+        if self._waiting:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._drained.wait(), timeout_s)
 
     def heard(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
         stream, _, position = str(payload).partition(" ")
@@ -104,6 +108,8 @@ class LagSampler:
             else:
                 still.append((seq, at))
         self._waiting = still
+        if not still:
+            self._drained.set()
 
     @contextlib.asynccontextmanager
     async def sampling(self, bus: Bus, database_url: str) -> AsyncIterator[None]:
@@ -201,9 +207,7 @@ async def measure(tmp: Path, sync: str, args: argparse.Namespace) -> list[Figure
                     cpu = per_op(before, cpu_ms(stack), run.events)
                     cpu["bench-client"] = (own_cpu_ms() - own) / max(1, run.events)
                     # the last samples' commits: wait for them (bounded) so the tail is counted
-                    deadline = time.perf_counter() + 5
-                    while lag.pending and time.perf_counter() < deadline:
-                        await asyncio.sleep(0.05)
+                    await lag.drained(5.0)
                 per = f"{batch} event{'s' if batch > 1 else ''}/POST"
                 figures += [
                     Figure(
@@ -251,7 +255,8 @@ async def main() -> int:
     for sync in map(sync_interval, args.sync):
         with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
             figures += await measure(Path(tmp), sync, args)
-    finish(f"B7 on the local stack ({os.cpu_count() or 0} cores, NATS sync {' and '.join(args.sync)})", figures, args.json)
+    title = f"B7 on the local stack ({os.cpu_count() or 0} cores, NATS sync {' and '.join(args.sync)})"
+    finish(title, figures, args.json)
     return 0
 
 
