@@ -41,7 +41,7 @@ BENCHES = (
     Bench("B3 B4", "sandbox.py", (), ("--samples", "3", "--execs", "10")),
     Bench("B5", "idle_sessions.py", (), ("--sessions", "50", "--idle", "5")),
     Bench("B6", "long_session.py", ("--turns", "100"), ("--turns", "4", "--events", "500", "--kills", "1")),
-    Bench("B7", "throughput.py", (), ("--clients", "4", "--seconds", "3")),
+    Bench("B7", "throughput.py", (), ("--clients", "4", "--seconds", "2", "--batch", "8")),
 )
 
 

@@ -34,17 +34,19 @@ class SessionsPlan:
 
 
 async def plan_sessions(conn: Conn, batch: list[StoredMessage]) -> SessionsPlan:
-    rows: dict[str, SessionRow] = {}
+    """The batch's writes. The rows of the sessions it continues are read in one query, not one
+    per session: a batch under load holds records of many sessions."""
+    # decoded once, typed; the raw JSON only for an event's body
+    decoded = [(subjects.session_id_of(msg.subject), parse_session_record(msg.data), msg) for msg in batch]
+    starts: dict[str, bool] = {}  # each session: whether the batch starts with its creation
+    for session_id, record, _ in decoded:
+        starts.setdefault(session_id, isinstance(record, SessionCreated))
+    rows = await load_rows(conn, [session_id for session_id, fresh in starts.items() if not fresh])
+    rows.update({session_id: SessionRow(session_id=session_id) for session_id, fresh in starts.items() if fresh})
     events: list[EventRow] = []
     purged: set[str] = set()
-    for msg in batch:
-        session_id = subjects.session_id_of(msg.subject)
-        record = parse_session_record(msg.data)  # decoded once, typed; the raw JSON only for an event's body
-        row = rows.get(session_id)
-        if row is None:
-            fresh = isinstance(record, SessionCreated)
-            row = SessionRow(session_id=session_id) if fresh else await load_row(conn, session_id)
-            rows[session_id] = row
+    for session_id, record, msg in decoded:
+        row = rows[session_id]
         if row.last_seq >= msg.seq:
             continue
         row.apply(record, msg.seq)
@@ -170,6 +172,15 @@ _ROW_COLUMNS = (
 async def load_row(conn: Conn, session_id: str) -> SessionRow:
     r = await conn.fetchrow(f"SELECT {_ROW_COLUMNS} FROM sessions WHERE session_id = $1", session_id)
     return row_from_record(r) if r is not None else SessionRow(session_id=session_id)
+
+
+async def load_rows(conn: Conn, session_ids: list[str]) -> dict[str, SessionRow]:
+    """``load_row`` of each of ``session_ids``, in one query."""
+    if not session_ids:
+        return {}
+    found = await conn.fetch(f"SELECT {_ROW_COLUMNS} FROM sessions WHERE session_id = ANY($1::text[])", session_ids)
+    rows = {r["session_id"]: row_from_record(r) for r in found}
+    return {session_id: rows.get(session_id) or SessionRow(session_id=session_id) for session_id in session_ids}
 
 
 def row_from_record(r: asyncpg.Record) -> SessionRow:
