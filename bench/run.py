@@ -98,6 +98,7 @@ def main() -> int:
     chosen = [b for b in BENCHES if args.only is None or set(args.only) & set(b.benches.split())]
 
     began = datetime.datetime.now(datetime.UTC)
+    info = machine()
     figures: list[Figure] = []
     failures: list[str] = []
     durations: dict[str, float] = {}
@@ -109,10 +110,11 @@ def main() -> int:
             if failed:
                 failures.append(failed)
 
-    info = machine()
+    info["load average at end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     say("")
     say(f"Corral benchmarks, {'quick' if args.quick else 'full'} run, commit {commit()}, {began:%Y-%m-%d %H:%M} UTC")
     say(f"machine: {info['nproc']} cores, {info.get('Model name', '?')}, {info['memory']}, kernel {info['kernel']}")
+    say(f"load average: {info['load average at start']} at the start, {info['load average at end']} at the end")
     say(table(figures))
     for figure in figures:
         if figure.note:
