@@ -37,7 +37,8 @@ class Figure:
     """One measured figure: ``value`` is the p50 for a latency, the rate or the size otherwise."""
 
     bench: str
-    """``B1`` .. ``B7``, or ``extra`` for a figure that helps read them."""
+    """``B1`` .. ``B7``; ``cluster`` or ``capacity`` (the capacity guide's figures); or ``extra`` for a
+    figure that helps read them."""
     name: str
     value: float
     unit: str

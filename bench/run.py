@@ -1,7 +1,9 @@
 """Every benchmark of performance.md's B1..B7, each on its own private stack and next to its baseline
-measured in the same run, as one table; the figures are also written to ``bench/results/<date>.json``.
+measured in the same run, then ``cluster`` (one NATS server next to a three-node cluster) and
+``capacity`` (sessions per harness process), as one table; the figures are also written to
+``bench/results/<date>.json``.
 
-    uv run python bench/run.py [--quick] [--only B2 B5] [--out DIR]
+    uv run python bench/run.py [--quick] [--only B2 B5 cluster capacity] [--out DIR]
 
 ``--quick`` runs each benchmark on a small load (what ``make test`` runs: it shows every figure is
 measured, not how good it is). A benchmark that fails leaves its figures out and the run exits 1.
@@ -42,6 +44,9 @@ BENCHES = (
     Bench("B5", "idle_sessions.py", (), ("--sessions", "50", "--idle", "5")),
     Bench("B6", "long_session.py", ("--turns", "100"), ("--turns", "4", "--events", "500", "--kills", "1")),
     Bench("B7", "throughput.py", (), ("--clients", "4", "--seconds", "2", "--batch", "8")),
+    # one NATS server next to a three-node cluster (R3), and how many sessions one harness carries
+    Bench("cluster", "cluster.py", (), ("--samples", "5", "--creates", "30", "--writers", "4", "--seconds", "2")),
+    Bench("capacity", "harness_capacity.py", (), ("--levels", "1", "4", "--seconds", "2")),
 )
 
 
@@ -87,12 +92,13 @@ def run_one(bench: Bench, quick: bool, workdir: Path) -> tuple[list[Figure], str
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small load for each benchmark")
-    parser.add_argument("--only", nargs="+", default=None, help="only these benchmarks (B1 .. B7)")
+    parser.add_argument("--only", nargs="+", default=None, help="only these benchmarks (B1 .. B7, cluster, capacity)")
     parser.add_argument("--out", type=Path, default=HERE / "results", help="directory of the results file")
     args = parser.parse_args()
     chosen = [b for b in BENCHES if args.only is None or set(args.only) & set(b.benches.split())]
 
     began = datetime.datetime.now(datetime.UTC)
+    info = machine()
     figures: list[Figure] = []
     failures: list[str] = []
     durations: dict[str, float] = {}
@@ -104,10 +110,11 @@ def main() -> int:
             if failed:
                 failures.append(failed)
 
-    info = machine()
+    info["load average at end"] = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     say("")
     say(f"Corral benchmarks, {'quick' if args.quick else 'full'} run, commit {commit()}, {began:%Y-%m-%d %H:%M} UTC")
     say(f"machine: {info['nproc']} cores, {info.get('Model name', '?')}, {info['memory']}, kernel {info['kernel']}")
+    say(f"load average: {info['load average at start']} at the start, {info['load average at end']} at the end")
     say(table(figures))
     for figure in figures:
         if figure.note:
@@ -116,7 +123,9 @@ def main() -> int:
         say(f"FAILED: {failure}")
 
     args.out.mkdir(parents=True, exist_ok=True)
-    name = f"{began:%Y-%m-%d}{'-quick' if args.quick else ''}.json"
+    # a partial run is named for what it ran, so it never replaces the day's full run
+    only = "".join(f"-{b}" for b in sorted(args.only)) if args.only else ""
+    name = f"{began:%Y-%m-%d}{only}{'-quick' if args.quick else ''}.json"
     document = {
         "started": began.isoformat(timespec="seconds"),
         "commit": commit(),

@@ -1,6 +1,7 @@
-"""``bench/run.py --quick`` runs every benchmark of B1..B7 end to end, each on its own private stack,
-prints one table and writes every figure it promises to its results file. Only a missing figure (or
-a benchmark that fails) fails: the numbers themselves are for the reader."""
+"""``bench/run.py --quick`` runs every benchmark of B1..B7, the cluster comparison and the harness's
+capacity end to end, each on its own private stack, prints one table and writes every figure it
+promises to its results file. Only a missing figure (or a benchmark that fails) fails: the numbers
+themselves are for the reader."""
 
 from __future__ import annotations
 
@@ -50,6 +51,17 @@ FIGURES = (
     ("B7", "baseline: JetStream publish,", False),
     ("B7", "events appended via POST /events", True),
     ("B7", "session creates, sequential, lean client", True),
+    ("cluster", "POST user.message -> SSE, one server", True),
+    ("cluster", "POST user.message -> SSE, 3-node cluster R3", True),
+    ("cluster", "session creates, sequential, 3-node cluster R3", True),
+    ("cluster", "one stream's appends,", True),
+    ("cluster", "bare JetStream publishes,", False),
+    ("cluster", "NATS CPU per appended event, busiest node, one server", False),
+    ("cluster", "NATS CPU per appended event, busiest node, 3-node cluster R3", False),
+    ("capacity", "turn overhead, 1 concurrent sessions, one harness", True),
+    ("capacity", "harness CPU per turn, 4 sessions", False),
+    ("capacity", "turns per harness CPU-second, 4 sessions", False),
+    ("capacity", "most concurrent busy sessions", False),
 )
 #: Processes every stack runs, so every CPU breakdown of a stack operation names them.
 STACK = {"gateway", "session-store", "nats", "postgres"}
