@@ -9,7 +9,9 @@ from corral.harness.deferredmodel import DeferredModel
 
 
 def test_the_harness_starts_without_importing_the_sdk() -> None:
-    probe = "import sys, corral.harness.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] == 'anthropic'))"
+    probe = (
+        "import sys, corral.harness.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] == 'anthropic'))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.strip() == "[]"
 
