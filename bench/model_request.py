@@ -26,8 +26,9 @@ import time
 import anthropic
 import httpx2
 
+from corral.harness.anthropicmodel import AnthropicModel
 from corral.harness.conversation import ConversationBuilder
-from corral.harness.model import AnthropicModel, ModelRequest
+from corral.harness.model import ModelRequest
 
 _TEXT = "The quick brown fox jumps over the lazy dog; " * 5
 

@@ -40,8 +40,9 @@ def _listing(kb: dict[str, int | float]) -> str:
     return ", ".join(f"{name} {value / 1024:.1f}" for name, value in sorted(kb.items(), key=lambda kv: -kv[1]))
 
 
-async def measure(stack: Stack, streams: int, settle: float) -> tuple[dict[str, int], dict[str, int]]:
-    """The stack's PSS idle (after the warm-up) and with ``streams`` streams open."""
+async def measure(stack: Stack, streams: int, settle: float) -> tuple[dict[str, int], dict[str, int], dict[str, int]]:
+    """The stack's PSS idle (after the warm-up), with the first half of ``streams`` streams open,
+    and with all of them open."""
     limits = httpx.Limits(max_connections=streams + 20, max_keepalive_connections=streams + 20)
     async with httpx.AsyncClient(
         base_url=stack.gateway_url, headers={"x-api-key": stack.api_key}, timeout=120, limits=limits
@@ -57,9 +58,13 @@ async def measure(stack: Stack, streams: int, settle: float) -> tuple[dict[str, 
         await asyncio.sleep(settle)  # a measurement window, not synchronisation
         idle = stack_memory_kb(stack)
         if streams == 0:
-            return idle, idle
+            return idle, idle, idle
         say(f"opening {streams} streams ...")
-        tasks = await open_streams(http, ids[:streams])
+        half = streams // 2
+        tasks = await open_streams(http, ids[:half]) if half else []
+        await asyncio.sleep(settle)  # a measurement window, not synchronisation
+        halfway = stack_memory_kb(stack)
+        tasks += await open_streams(http, ids[half:streams])
         await asyncio.sleep(settle)  # a measurement window, not synchronisation
         loaded = stack_memory_kb(stack)
         alive = sum(not t.done() for t in tasks)
@@ -68,7 +73,7 @@ async def measure(stack: Stack, streams: int, settle: float) -> tuple[dict[str, 
         await asyncio.gather(*tasks, return_exceptions=True)
     if alive != streams:
         raise SystemExit(f"only {alive} of {streams} streams stayed open")
-    return idle, loaded
+    return idle, halfway, loaded
 
 
 async def main() -> int:
@@ -99,7 +104,7 @@ async def main() -> int:
         try:
             assert baseline.stdout is not None
             baseline.stdout.readline()  # it is up
-            idle, loaded = await measure(stack, n, args.settle)
+            idle, halfway, loaded = await measure(stack, n, args.settle)
             baseline_kb = memory_kb(baseline.pid)
         finally:
             baseline.kill()
@@ -132,6 +137,19 @@ async def main() -> int:
                 n=n,
                 target="<= 16 KB",
                 note="KB per stream: " + ", ".join(f"{k} {v / n:+.1f}" for k, v in sorted(added.items())),
+            )
+        )
+        second = n - n // 2
+        more = {k: loaded[k] - halfway.get(k, 0) for k in loaded}
+        figures.append(
+            Figure(
+                "extra",
+                f"PSS added per open SSE stream, the second {second} alone",
+                sum(more.values()) / second,
+                "KB",
+                n=second,
+                target="<= 16 KB",
+                note="KB per stream: " + ", ".join(f"{k} {v / second:+.1f}" for k, v in sorted(more.items())),
             )
         )
     for figure in figures:

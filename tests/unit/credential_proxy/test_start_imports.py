@@ -21,3 +21,11 @@ def test_starting_the_proxy_loads_no_library_only_some_sessions_need() -> None:
         [sys.executable, "-c", PROBE, *ON_DEMAND], capture_output=True, text=True, timeout=120, check=True
     )
     assert out.stdout.strip() == "[]", out.stderr
+
+
+def test_starting_the_proxy_loads_no_http_command_line_tool() -> None:
+    """``httpx`` imports its CLI (``rich``, ``pygments``, ``click``: ~9 MiB) whenever they are
+    installed; web search uses ``httpx2``, which does not."""
+    cli = ("httpx", "rich", "pygments", "click")
+    out = subprocess.run([sys.executable, "-c", PROBE, *cli], capture_output=True, text=True, timeout=120, check=True)
+    assert out.stdout.strip() == "[]", out.stderr

@@ -13,7 +13,15 @@ from gateway_fakes import FakeFeed, FakeStore, client_for
 from corral.bus import StoredMessage
 from corral.contracts.api.errors import not_found
 from corral.contracts.rpc import GetObject, Op
-from corral.gateway.sse import PING, DeltaFilter, EventStreamResponse, StreamItem, StreamRegistry, frame, record_frame
+from corral.gateway.sse import (
+    PING,
+    DeltaFilter,
+    EventStreamResponse,
+    StreamInbox,
+    StreamRegistry,
+    frame,
+    record_frame,
+)
 
 
 def raw(record: dict[str, Any]) -> bytes:
@@ -136,9 +144,9 @@ class Connection:
 
 async def open_stream(
     feed: FakeFeed, registry: StreamRegistry, *, deltas: bool = False, heartbeat_s: float = 10.0
-) -> tuple[Connection, asyncio.Task[None], asyncio.Queue[StreamItem]]:
+) -> tuple[Connection, asyncio.Task[None], StreamInbox]:
     """What the route does (attach the queue, open the deltas), then the response, served in a task."""
-    queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+    queue = StreamInbox()
     after = await feed.attach_log("sesn_1", queue)
     response = EventStreamResponse(
         feed,
@@ -272,3 +280,14 @@ async def test_event_deltas_outside_message_and_thinking_are_a_400() -> None:
     assert response.json()["error"]["message"].startswith("event_deltas[]: 'agent.tool_use' is not one of")
     assert too_many.status_code == 400
     assert feed.opened == []
+
+
+async def test_the_stream_inbox_hands_items_over_in_order_and_wakes_its_reader() -> None:
+    inbox = StreamInbox()
+    inbox.put_nowait(b"first")
+    inbox.put_nowait(b"second")
+    assert [await inbox.get(), await inbox.get()] == [b"first", b"second"]
+    reader = asyncio.create_task(inbox.get())  # finds the inbox empty and waits
+    asyncio.get_running_loop().call_soon(inbox.put_nowait, None)  # runs after the reader's first step
+    assert await asyncio.wait_for(reader, 5) is None
+    assert inbox.qsize() == 0

@@ -9,8 +9,9 @@ import httpx2
 import pytest
 
 from corral.contracts.api.events import ModelUsage
+from corral.harness.anthropicmodel import AnthropicModel, classify
 from corral.harness.health import report
-from corral.harness.model import AnthropicModel, ModelError, ModelRequest, ToolRequest, classify
+from corral.harness.model import ModelError, ModelRequest, ToolRequest
 from corral.harness.retry import RetryPolicy
 
 KEY = "sk-ant-test-very-secret"

@@ -26,9 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.harness import snapshots
+from corral.harness.anthropicmodel import AnthropicModel, classify
 from corral.harness.fold import FORMAT, SessionFold, decode
 from corral.harness.messageblocks import ChatMessage
-from corral.harness.model import AnthropicModel, ModelError, ModelRequest, classify
+from corral.harness.model import ModelError, ModelRequest
 from corral.harness.requestbody import Messages, encode, messages_json, with_field
 from tests.unit.harness.fakes import SESSION_ID
 from tests.unit.harness.test_fold import fold_of, logs, records, restored, with_compaction

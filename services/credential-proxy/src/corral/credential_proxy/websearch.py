@@ -15,7 +15,7 @@ from __future__ import annotations
 import logging
 from typing import Any, Protocol
 
-import httpx
+import httpx2
 
 from corral.contracts.web import SearchHit, SearchResults, SearchWeb, UserLocation, WebError
 from corral.credential_proxy.settings import WebSettings
@@ -53,9 +53,9 @@ class SearxngBackend:
         if location is not None and location.country:
             params["language"] = f"all-{location.country.upper()}"
         try:
-            async with httpx.AsyncClient(timeout=self._timeout_s, follow_redirects=False) as client:
+            async with httpx2.AsyncClient(timeout=self._timeout_s, follow_redirects=False) as client:
                 answer = await client.get(self._url, params=params, headers={"Accept": "application/json"})
-        except httpx.HTTPError as exc:
+        except httpx2.HTTPError as exc:
             raise web_error(
                 WebError.UNAVAILABLE, f"the search backend could not be reached ({type(exc).__name__})"
             ) from None

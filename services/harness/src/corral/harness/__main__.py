@@ -1,9 +1,9 @@
 """Composition root: ``python -m corral.harness`` (or ``corral-harness``).
 
 Started by ``corral.runner`` (settings, telemetry, signals). Bus, wake consumer, lease bucket,
-snapshot bucket, model client, sandbox client → a TaskGroup of the wake loop and the health
-responder. SIGTERM/SIGINT stop fetching; running sessions get ``shutdown_grace_s`` to finish, then
-their wake-ups are handed back and their leases released.
+snapshot bucket, model (its SDK loaded on the first request), sandbox client → a TaskGroup of the
+wake loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
+``shutdown_grace_s`` to finish, then their wake-ups are handed back and their leases released.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-
-import anthropic
 
 from corral import runner
 from corral.bus import Bus, KeyValueBucket, StreamMismatch
@@ -22,12 +20,12 @@ from corral.harness import metrics
 from corral.harness.compaction import Compactor, ContextPolicy
 from corral.harness.crashpoints import Crashpoint, ExitAt, no_crash
 from corral.harness.credentialhosts import BusCredentialHosts
+from corral.harness.deferredmodel import DeferredModel
 from corral.harness.deltas import BusDeltas
 from corral.harness.environments import BusEnvironments
 from corral.harness.health import serve_health
 from corral.harness.lease import Leases
 from corral.harness.mcp import BusMcp, McpTools
-from corral.harness.model import AnthropicModel
 from corral.harness.pricing import load_prices
 from corral.harness.redispatch import RedispatchPolicy
 from corral.harness.retry import RetryPolicy
@@ -62,8 +60,8 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
     )
     api_key = endpoint.api_key.get_secret_value()
     async with contextlib.AsyncExitStack() as stack:
-        client = anthropic.AsyncAnthropic(base_url=endpoint.base_url, api_key=api_key, max_retries=0)
-        stack.push_async_callback(client.close)
+        model = DeferredModel(base_url=endpoint.base_url, api_key=api_key)  # the SDK loads on the first request
+        stack.push_async_callback(model.close)
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name=f"harness {settings.worker_id}"))
         try:
             await bus.ensure_stream(subjects.WAKE_SPEC)
@@ -80,7 +78,6 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
         if bucket is None:  # stopped before the session-store made it
             return
 
-        model = AnthropicModel(client, secrets=[api_key])
         driver = SessionDriver(
             store=BusStore(bus),
             log=BusLog(bus),

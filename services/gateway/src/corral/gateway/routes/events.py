@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from typing import Final
 
@@ -19,7 +18,7 @@ from corral.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from corral.gateway.query import Query
 from corral.gateway.responses import page
 from corral.gateway.routes.sessions import session_id_of
-from corral.gateway.sse import DELTA_EVENT_TYPES, MAX_EVENT_DELTAS, EventStreamResponse, StreamItem
+from corral.gateway.sse import DELTA_EVENT_TYPES, MAX_EVENT_DELTAS, EventStreamResponse, StreamInbox
 from corral.gateway.state import gateway_state
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/events", tags=["events"])
@@ -93,7 +92,7 @@ async def stream_events(
         "event_deltas", allowed=DELTA_EVENT_TYPES, max_items=MAX_EVENT_DELTAS
     )
     await store.call(StoreOps.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
-    queue: asyncio.Queue[StreamItem] = asyncio.Queue()
+    queue = StreamInbox()
     after_seq = await feed.attach_log(target, queue)
     try:
         deltas = await feed.open_deltas(target) if requested else None

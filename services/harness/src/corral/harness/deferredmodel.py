@@ -1,0 +1,64 @@
+"""The model, loaded on its first request.
+
+The ``anthropic`` SDK is the largest import of the harness (about 40 MB of its ~80 MB, most of it
+the SDK's pydantic types). A harness that waits for work does not need it: ``DeferredModel`` imports
+the adapter (``corral.harness.anthropicmodel``) and builds its client on the first request, in a
+worker thread (the import takes a few hundred milliseconds, and the event loop keeps renewing leases
+and answering health meanwhile). From then on it only forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from typing import TYPE_CHECKING
+
+from corral.harness.model import ModelReply, ModelRequest, Summary, TextSink
+
+if TYPE_CHECKING:
+    from corral.harness.anthropicmodel import AnthropicModel
+
+ADAPTER = "corral.harness.anthropicmodel"
+
+
+class DeferredModel:
+    """``Model`` (and what the compactor asks: ``count_tokens``, ``summarise``) over the ``anthropic``
+    adapter, which is made on the first request; ``close`` closes its client, if one was made."""
+
+    def __init__(self, *, base_url: str | None, api_key: str) -> None:
+        self._base_url = base_url
+        self._api_key = api_key
+        self._model: AnthropicModel | None = None
+        self._loading = asyncio.Lock()
+
+    @property
+    def state(self) -> str:
+        """The model endpoint's state as the last request found it (``ok`` before the first)."""
+        return self._model.state if self._model is not None else "ok"
+
+    @property
+    def loaded(self) -> bool:
+        return self._model is not None
+
+    async def _adapter(self) -> AnthropicModel:
+        if self._model is not None:
+            return self._model
+        async with self._loading:
+            if self._model is None:
+                module = await asyncio.to_thread(importlib.import_module, ADAPTER)
+                client = module.anthropic.AsyncAnthropic(base_url=self._base_url, api_key=self._api_key, max_retries=0)
+                self._model = module.AnthropicModel(client, secrets=[self._api_key])
+            return self._model
+
+    async def count_tokens(self, request: ModelRequest) -> int | None:
+        return await (await self._adapter()).count_tokens(request)
+
+    async def summarise(self, request: ModelRequest) -> Summary:
+        return await (await self._adapter()).summarise(request)
+
+    async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+        return await (await self._adapter()).stream(request, on_text)
+
+    async def close(self) -> None:
+        if self._model is not None:
+            await self._model.close()
