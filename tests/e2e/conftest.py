@@ -97,13 +97,15 @@ def start_stack(
     environ: dict[str, str] | None = None,
     sandbox_manager: dict[str, str] | None = None,
     harness_count: int | None = None,
+    replicas: dict[str, dict[str, str]] | None = None,
 ) -> Stack:
     """The stack; its credential-proxy allows this network's stand-ins for the outside hosts, as its
     operator would, and lets sandboxes try ``host_canary``'s port (which the address rules must refuse).
     With ``web_site``, it admits the site's address and port and uses it as its search backend.
     ``credential_proxy``: more settings of the credential-proxy (over those these make); ``gateway`` and
     ``sandbox_manager``: settings of those; ``environ``: stack settings over the test's
-    (``CORRAL_NATS_CLUSTER``); ``harness_count``: harness processes (default one, as ``make up``)."""
+    (``CORRAL_NATS_CLUSTER``); ``harness_count``: harness processes (default one, as ``make up``);
+    ``replicas``: settings of one replica by its name (``sandbox-manager-2``), over its kind's."""
     ports = [80, 443] if host_canary is None else [80, 443, host_canary.port]
     allowed = stand_in_addresses()
     egress = {}
@@ -138,6 +140,7 @@ def start_stack(
             "credential-proxy": egress,
             "gateway": gateway or {},
             "sandbox-manager": sandbox_manager or {},
+            **(replicas or {}),
         },
         log_level=log_level,
     )

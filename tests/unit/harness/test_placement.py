@@ -15,6 +15,7 @@ from corral.contracts import sandbox
 from corral.contracts.rpc import RpcReply
 from corral.contracts.sandbox import SandboxHost, SandboxPlacement
 from corral.contracts.sandbox_hosts import SANDBOX_HOSTS_BUCKET, SANDBOX_PLACEMENTS_BUCKET
+from corral.harness.credentialhosts import BusCredentialHosts
 from corral.harness.placement import Placements, choose_host
 from corral.harness.sandbox import BusSandbox, ManagerWait
 
@@ -217,3 +218,45 @@ async def test_the_hosts_are_listed_once_per_freshness_window_however_many_sessi
     assert set(await placements.hosts()) == {"a", "b"} and listed.listings == 1  # still fresh
     now[0] += 0.6
     assert set(await placements.hosts()) == {"b"} and listed.listings == 2
+
+
+class EgressFakeBus(FakeBus):
+    """Each credential-proxy answers ``failures`` from its own notes (by subject); the queue group
+    is served by the first."""
+
+    def __init__(self, *hosts: SandboxHost) -> None:
+        super().__init__(*hosts)
+        self.notes = {
+            "corral.rpc.egress.failures": [],
+            "corral.rpc.egress.host.egress-b.failures": [
+                {"credential_id": "vcrd_1", "vault_id": "vlt_1", "host": "api.example", "port": 443, "reason": "502"}
+            ],
+        }
+
+    async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:
+        self.requests.append(subject)
+        if subject not in self.notes:
+            raise NoResponders(subject)
+        return RpcReply(ok=True, result={"failures": self.notes[subject]}).model_dump_json().encode()
+
+
+async def test_credential_host_notes_are_asked_of_the_credential_proxy_of_the_sessions_host() -> None:
+    bus = EgressFakeBus(
+        host("a").model_copy(update={"egress_host": "egress-a"}),
+        host("b", warm=1).model_copy(update={"egress_host": "egress-b"}),
+    )
+    placements = Placements(cast(Bus, bus), fresh_s=0)
+    hosts = BusCredentialHosts(cast(Bus, bus), placements=placements)
+    assert await hosts.take_failures("sesn_1") == []  # not placed yet: the queue group
+    assert await placements.host_for("sesn_1") == "b"
+    [failure] = await hosts.take_failures("sesn_1")
+    assert failure.credential_id == "vcrd_1"
+    assert bus.requests == ["corral.rpc.egress.failures", "corral.rpc.egress.host.egress-b.failures"]
+
+
+async def test_a_host_naming_no_credential_proxy_has_its_notes_asked_of_the_queue_group() -> None:
+    bus = EgressFakeBus(host("a"))
+    placements = Placements(cast(Bus, bus), fresh_s=0)
+    assert await placements.host_for("sesn_1") == "a"
+    assert await BusCredentialHosts(cast(Bus, bus), placements=placements).take_failures("sesn_1") == []
+    assert bus.requests == ["corral.rpc.egress.failures"]

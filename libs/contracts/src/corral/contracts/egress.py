@@ -69,7 +69,12 @@ sandboxes' machine) and on ``egress_host_rpc(host, op)`` in the queue group ``cr
 (``on_egress_host``), ``<host>`` its ``CORRAL_CREDENTIAL_PROXY_HOST_ID``. A sandbox-manager told the host
 of its machine's credential-proxy (``CORRAL_SANDBOX_EGRESS_HOST``) asks that one only, so sandboxes on
 several machines each get a socket on their own machine. Each grant names the host that made it, and
-a restarted credential-proxy serves again only its own host's grants (and those naming none).
+a restarted credential-proxy serves again only its own host's grants (and those naming none). The
+notes of ``failures`` are in the memory of the credential-proxy holding the socket, so the harness
+asks that one too: the sandbox host the session is placed on advertises its egress host
+(``corral.contracts.sandbox.SandboxHost.egress_host``) and the harness sends ``failures`` to
+``on_egress_host(FAILURES, egress_host)``; with no placement, or a host naming no egress host, it asks
+the queue group (one machine).
 """
 
 from __future__ import annotations

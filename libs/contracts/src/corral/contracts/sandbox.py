@@ -36,7 +36,10 @@ records the choice in ``SANDBOX_PLACEMENTS_BUCKET`` (``SandboxPlacement``, creat
 compare-and-set, so two callers agree) and sends every later call of the session to that host. When
 the host stops answering (nothing serves its subject, or its advertisement expired) the placement
 moves to another host; the workspace is lost with the host, and the new host's first outcome for the
-session says so. With no advertisement at all (managers older than hosts), calls go to the queue group.
+session says so. A host whose sandboxes' egress goes through one machine's credential-proxy names it
+(``SandboxHost.egress_host``), so the caller asks that credential-proxy what it noted about the
+session (``corral.contracts.egress``, *Hosts*). With no advertisement at all (managers older than
+hosts), calls go to the queue group.
 """
 
 from __future__ import annotations
@@ -214,6 +217,11 @@ class SandboxHost(Message):
     capacity: int | None = None
     #: Warm (pre-started) sandboxes ready to be claimed, all configurations together.
     warm: int = 0
+    #: The credential-proxy its sandboxes' egress goes through (``CORRAL_SANDBOX_EGRESS_HOST``, that
+    #: proxy's ``CORRAL_CREDENTIAL_PROXY_HOST_ID``): what only it holds about a session placed here
+    #: (``EgressOps.FAILURES``) is asked of it on ``on_egress_host``. ``None``: any credential-proxy
+    #: (the queue group), as with one machine.
+    egress_host: str | None = Field(default=None, pattern=SANDBOX_HOST_ID_PATTERN)
     #: When it was written (seconds since the epoch, the manager's clock).
     at: float
 

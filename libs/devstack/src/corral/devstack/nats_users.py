@@ -254,8 +254,9 @@ def service_permissions() -> dict[str, Permissions]:
                 kv_write(SANDBOX_PLACEMENTS_BUCKET),  # where each session's sandbox is
                 [mcp_rpc("*")],  # MCP tool lists and calls, made by the credential-proxy
                 [web_rpc("*")],  # web_fetch and web_search, run by the credential-proxy
-                # the credential hosts its sandboxes could not reach (never open or close a proxy)
-                [EgressOps.FAILURES.subject],
+                # the credential hosts its sandboxes could not reach (never open or close a proxy), asked of
+                # any credential-proxy or of the one of the session's sandbox host
+                [EgressOps.FAILURES.subject, egress_host_rpc("*", EgressOps.FAILURES.name)],
                 bodies(),
             ),
             subscribe=(

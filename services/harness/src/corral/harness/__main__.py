@@ -78,6 +78,15 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
         if bucket is None:  # stopped before the session-store made it
             return
 
+        sandboxes = BusSandbox(
+            bus,
+            redispatch=RedispatchPolicy(
+                silence_s=settings.execute_silence_s,
+                wait_s=settings.execute_redispatch_wait_s,
+                max_redispatches=settings.execute_max_redispatches,
+            ),
+            manager_wait=ManagerWait(wait_s=settings.sandbox_wait_s),
+        )
         driver = SessionDriver(
             store=BusStore(bus),
             log=BusLog(bus),
@@ -98,15 +107,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
                 ),
             ),
             deltas=BusDeltas(bus),
-            sandbox=BusSandbox(
-                bus,
-                redispatch=RedispatchPolicy(
-                    silence_s=settings.execute_silence_s,
-                    wait_s=settings.execute_redispatch_wait_s,
-                    max_redispatches=settings.execute_max_redispatches,
-                ),
-                manager_wait=ManagerWait(wait_s=settings.sandbox_wait_s),
-            ),
+            sandbox=sandboxes,
             policy=RetryPolicy(
                 max_retries=settings.max_model_retries,
                 backoff_s=settings.retry_backoff_s,
@@ -120,7 +121,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
                 BusMcp(bus), list_timeout_s=settings.mcp_list_timeout_s, call_timeout_s=settings.mcp_call_timeout_s
             ),
             web=BusWeb(bus),
-            credential_hosts=BusCredentialHosts(bus),
+            credential_hosts=BusCredentialHosts(bus, placements=sandboxes.placements),
         )
         wake_loop = WakeLoop(
             consumer,

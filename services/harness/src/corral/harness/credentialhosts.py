@@ -8,6 +8,13 @@ call that ran in the sandbox of a session with vaults, the harness takes the not
 vault (never a value), the host and what to check. The turn goes on (``retry_status: retrying``:
 the sandbox already got the proxy's 403/502 and the model sees what the tool printed). Taking the
 notes is best effort: when the credential-proxy does not answer, nothing is logged for this call.
+
+The notes are in the memory of the credential-proxy holding the session's egress socket, the one of
+its sandbox host's machine: the session's placement names the host, whose advertisement names its
+egress host (``SandboxHost.egress_host``), and the notes are taken on that credential-proxy's own
+subject (``on_egress_host``). Asked on the queue group, any credential-proxy would answer from its
+own memory: empty for a session whose socket is on another machine. With no placement, no
+advertisement, or a host naming no egress host (one machine), the queue group is asked.
 """
 
 from __future__ import annotations
@@ -20,8 +27,9 @@ from pydantic import ValidationError
 from corral.bus import Bus, BusError
 from corral.contracts.api.errors import ApiError
 from corral.contracts.api.events import HarnessEvent
-from corral.contracts.egress import CredentialHostFailure, EgressOps, TakeCredentialHostFailures
+from corral.contracts.egress import CredentialHostFailure, EgressOps, TakeCredentialHostFailures, on_egress_host
 from corral.harness import events
+from corral.harness.placement import Placements
 from corral.harness.runstate import log_fields
 
 logger = logging.getLogger(__name__)
@@ -35,15 +43,31 @@ class CredentialHosts(Protocol):
 
 
 class BusCredentialHosts:
-    """``CredentialHosts`` over the bus: the credential-proxy's ``EgressOps.FAILURES``."""
+    """``CredentialHosts`` over the bus: ``EgressOps.FAILURES`` of the credential-proxy of the session's
+    sandbox host (``placements``: where sessions are; ``None``: always the queue group)."""
 
-    def __init__(self, bus: Bus, *, timeout_s: float = REPLY_TIMEOUT_S) -> None:
+    def __init__(self, bus: Bus, *, placements: Placements | None = None, timeout_s: float = REPLY_TIMEOUT_S) -> None:
         self._bus = bus
+        self._placements = placements
         self._timeout_s = timeout_s
 
     async def take_failures(self, session_id: str) -> list[CredentialHostFailure]:
         request = TakeCredentialHostFailures(session_id=session_id)
-        return (await self._bus.call(EgressOps.FAILURES, request, timeout=self._timeout_s)).failures
+        op = EgressOps.FAILURES
+        egress_host = await self.egress_host(session_id)
+        if egress_host is not None:
+            op = on_egress_host(op, egress_host)
+        return (await self._bus.call(op, request, timeout=self._timeout_s)).failures
+
+    async def egress_host(self, session_id: str) -> str | None:
+        """The credential-proxy host of the sandbox host ``session_id`` is placed on, if it names one."""
+        if self._placements is None:
+            return None
+        host = await self._placements.placed(session_id)
+        if host is None:
+            return None
+        advertised = (await self._placements.hosts()).get(host)
+        return advertised.egress_host if advertised is not None else None
 
 
 async def unreachable_errors(hosts: CredentialHosts | None, session_id: str) -> list[HarnessEvent]:

@@ -141,6 +141,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
             sessions=sessions.count(),
             capacity=box.capacity,
             warm=sum(pool.sizes().values()),
+            egress_host=box.egress_host,
         )
 
     serving = asyncio.Event()

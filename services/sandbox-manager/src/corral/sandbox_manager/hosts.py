@@ -2,11 +2,12 @@
 other hosts' sessions have (``corral.contracts.sandbox``, *Hosts*).
 
 While the manager serves, ``advertise`` rewrites its ``SandboxHost`` entry (ready, sessions, capacity,
-warm sandboxes) every ``SANDBOX_HOST_BEAT_S``; the entry expires ``SANDBOX_HOST_TTL_S`` after the last
-write, so a host that died (killed, frozen, cut off from NATS) stops being chosen without anyone
-deleting it. A clean stop deletes it at once. ``Placements`` reads where a session was placed: the
-release consumer, one for every manager, hands a session's archive mark to whichever manager fetches
-it, which releases locally or forwards the release to the session's host.
+warm sandboxes, the credential-proxy its egress goes through) every ``SANDBOX_HOST_BEAT_S``; the entry
+expires ``SANDBOX_HOST_TTL_S`` after the last write, so a host that died (killed, frozen, cut off from
+NATS) stops being chosen without anyone deleting it. A clean stop deletes it at once. ``Placements``
+reads where a session was placed: the release consumer, one for every manager, hands a session's
+archive mark to whichever manager fetches it, which releases locally or forwards the release to the
+session's host.
 """
 
 from __future__ import annotations
@@ -80,7 +81,9 @@ class HostBoard:
                 await self._placements.delete(session_id, last=entry.revision)
 
 
-def describe_host(host: str, instance: str, *, ready: bool, sessions: int, capacity: int, warm: int) -> SandboxHost:
+def describe_host(
+    host: str, instance: str, *, ready: bool, sessions: int, capacity: int, warm: int, egress_host: str = ""
+) -> SandboxHost:
     return SandboxHost(
         host=host,
         instance=instance,
@@ -88,5 +91,6 @@ def describe_host(host: str, instance: str, *, ready: bool, sessions: int, capac
         sessions=sessions,
         capacity=capacity or None,
         warm=warm,
+        egress_host=egress_host or None,
         at=time.time(),
     )
