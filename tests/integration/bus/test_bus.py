@@ -113,7 +113,7 @@ async def test_a_connection_with_a_consumer_whose_fetch_was_cancelled_closes_at_
     spec = SANDBOX_RELEASES_SPEC.model_copy(update={"stream": "T_CANCELLED_FETCH", "filter_subject": "t.cfetch.*"})
     await bus.ensure_stream(stream)
     await bus.ensure_consumer(spec)
-    js = bus._js  # the server's view of the consumer: its waiting pull requests and unacknowledged records
+    js = bus._js  # noqa: SLF001 - the server's view of the consumer: waiting pulls, unacknowledged records
     async with Bus.connect(NatsSettings(url=nats_url), name="stopping") as stopping:
         consumer = await stopping.bind(spec)
         assert consumer is not None
