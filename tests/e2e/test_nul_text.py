@@ -109,7 +109,8 @@ async def test_nul_everywhere_is_kept_and_nothing_stops(own_stack: tuple[Stack, 
             await client.beta.environments.create(name=NUL_ENV)
         await everything_works(stack, keys)
 
-    stack.stop()
+    took = stack.stop()
+    assert [name for name, seconds in took.items() if seconds is None] == [], f"killed after SIGTERM: {took}"
     again = start_stack(state)  # the same state: `make down && make up`
     try:
         async with anthropic.AsyncAnthropic(base_url=again.gateway_url, api_key=again.api_key, max_retries=0) as client:

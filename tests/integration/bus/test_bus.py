@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import nats
@@ -15,6 +17,7 @@ from nats.js.kv import KeyValue
 from corral.bus import Bus, KeyChanged, KeyExists, Refused, StreamMismatch, StreamUnavailable, WrongLastSequence
 from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, KeyValueSpec, StreamSpec
 from corral.settings import NatsSettings
+from tests.waiting import eventually
 
 pytestmark = pytest.mark.integration
 
@@ -99,6 +102,38 @@ async def test_a_consumer_made_by_the_owner_is_read_headers_only_and_resumes_aft
     [second] = await again.fetch(5, timeout=2)
     assert second.subject == "t.consumer.b" and second.headers["Corral-Record-Type"] == "corral.session_deleted"
     await again.close()
+
+
+async def test_a_connection_with_a_consumer_whose_fetch_was_cancelled_closes_at_once(bus: Bus, nats_url: str) -> None:
+    """A service stopping cancels its consumer's fetch; a record the server then hands to the
+    abandoned pull request sits in the subscription's queue, never marked done. Draining the
+    connection waited on it for nats-py's whole drain timeout (30 s); the bus unsubscribes its pull
+    consumers first, so the connection closes at once (and the record is redelivered later)."""
+    stream = SESSIONS_SPEC.model_copy(update={"name": "T_CANCELLED_FETCH", "subjects": ("t.cfetch.*",)})
+    spec = SANDBOX_RELEASES_SPEC.model_copy(update={"stream": "T_CANCELLED_FETCH", "filter_subject": "t.cfetch.*"})
+    await bus.ensure_stream(stream)
+    await bus.ensure_consumer(spec)
+    js = bus._js  # noqa: SLF001 - the server's view of the consumer: waiting pulls, unacknowledged records
+    async with Bus.connect(NatsSettings(url=nats_url), name="stopping") as stopping:
+        consumer = await stopping.bind(spec)
+        assert consumer is not None
+        fetching = asyncio.create_task(consumer.fetch(1, timeout=30))
+
+        async def pull_waiting() -> bool:
+            return (await js.consumer_info(spec.stream, spec.name)).num_waiting > 0
+
+        await eventually(pull_waiting, timeout=10)
+        fetching.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await fetching
+        await bus.publish("t.cfetch.a", b"{}", headers={"Corral-Record-Type": "corral.session_deleted"})
+
+        async def handed_out() -> bool:
+            return (await js.consumer_info(spec.stream, spec.name)).num_ack_pending == 1
+
+        await eventually(handed_out, timeout=10)
+        closing = time.monotonic()
+    assert time.monotonic() - closing < 3.0
 
 
 async def test_a_consumer_configured_otherwise_is_refused_with_the_difference_named(bus: Bus) -> None:

@@ -3,6 +3,8 @@ acknowledges every record it reads (the others without closing anything)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from dataclasses import dataclass, field
 
 from corral.contracts import headers as h
@@ -41,3 +43,39 @@ async def test_archive_and_delete_marks_close_the_sessions_connections_and_every
     assert await session_endings.handle(records, close) == 2
     assert closed == ["sesn_a", "sesn_c"]
     assert all(r.acked for r in records)
+
+
+class EndlessFeed:
+    """A consumer with nothing to hand out: every fetch waits until cancelled."""
+
+    def __init__(self) -> None:
+        self.fetching = asyncio.Event()
+        self.closed = False
+
+    async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> list[FakeRecord]:
+        self.fetching.set()
+        await asyncio.sleep(3600)
+        return []
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+async def test_the_follow_closes_its_consumer_when_cancelled() -> None:
+    """At shutdown the consumer is unsubscribed before the connection drains (a pull subscription
+    left open can hold the drain until its timeout)."""
+    feed = EndlessFeed()
+
+    async def bind() -> EndlessFeed:
+        return feed
+
+    async def close(session_id: str) -> int:
+        return 0
+
+    task = asyncio.create_task(session_endings.follow(bind, close))
+    async with asyncio.timeout(5):
+        await feed.fetching.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert feed.closed

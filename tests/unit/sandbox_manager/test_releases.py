@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -115,6 +116,7 @@ class FakeFeed:
     def __init__(self, batches: list[Sequence[releases.Record]]) -> None:
         self.batches = batches
         self.drained = asyncio.Event()
+        self.closed = False
 
     async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> Sequence[releases.Record]:
         if self.batches:
@@ -122,6 +124,9 @@ class FakeFeed:
         self.drained.set()
         await asyncio.sleep(3600)
         return []
+
+    async def close(self) -> None:
+        self.closed = True
 
 
 async def test_follow_waits_for_the_consumer_then_releases_what_it_reads() -> None:
@@ -144,6 +149,9 @@ async def test_follow_waits_for_the_consumer_then_releases_what_it_reads() -> No
             await feed.drained.wait()
     finally:
         task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
     assert len(binds) == 3
     assert released.released == [("sesn_a", "deleted")]
+    assert feed.closed  # unsubscribed when the follow ends, before the connection drains
     assert ("ack", 1) in acks.log

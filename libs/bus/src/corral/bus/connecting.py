@@ -14,6 +14,10 @@ from corral.settings import NatsSettings
 
 logger = logging.getLogger(__name__)
 
+DRAIN_TIMEOUT_S = 5.0
+"""How long a drain at shutdown may wait for subscriptions to finish what they were handed before
+the connection is closed anyway (nats-py's default, 30 s, is longer than a service's stop may take)."""
+
 
 def inbox_prefix(user: str) -> str:
     """Where replies to ``user``'s requests (and its consumers' deliveries) arrive: ``_INBOX.<user>``."""
@@ -58,6 +62,7 @@ async def open_connection(settings: NatsSettings, *, name: str) -> Client:
             connect_timeout=settings.connect_timeout_s,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
+            drain_timeout=DRAIN_TIMEOUT_S,
             error_cb=on_error,
             **credentials,
         )

@@ -177,18 +177,40 @@ def terminate_all(
 
     Returns the pids that had to be killed.
     """
+    return [pid for pid, took in terminate_timed(pids, timeout=timeout, sig=sig).items() if took is None]
+
+
+def terminate_timed(
+    pids: Iterable[int],
+    *,
+    timeout: float = 10.0,
+    sig: int = signal.SIGTERM,
+) -> dict[int, float | None]:
+    """Send ``sig`` to every pid, wait up to ``timeout`` s in total, then SIGKILL stragglers.
+
+    Returns, for every pid that was running, the seconds it took to exit after ``sig`` (all are
+    watched at once, to ``POLL_INTERVAL``), or ``None`` when it had to be killed.
+    """
+    started = time.monotonic()
     pending = [pid for pid in pids if send_signal(pid, sig)]
-    deadline = time.monotonic() + timeout
-    killed: list[int] = []
+    deadline = started + timeout
+    took: dict[int, float | None] = {}
+    while pending:
+        for pid in list(pending):
+            if not is_alive(pid):
+                took[pid] = time.monotonic() - started
+                pending.remove(pid)
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(POLL_INTERVAL)
     for pid in pending:
-        if not wait_exit(pid, deadline):
-            log.warning("pid %d did not exit within %.0fs; sending SIGKILL", pid, timeout)
-            send_signal(pid, signal.SIGKILL)
-            killed.append(pid)
+        log.warning("pid %d did not exit within %.0fs; sending SIGKILL", pid, timeout)
+        send_signal(pid, signal.SIGKILL)
+        took[pid] = None
     kill_deadline = time.monotonic() + 5.0
-    for pid in killed:
+    for pid in pending:
         wait_exit(pid, kill_deadline)
-    return killed
+    return took
 
 
 def tail(path: Path, lines: int = 30) -> str:

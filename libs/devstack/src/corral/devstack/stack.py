@@ -35,6 +35,7 @@ __all__ = [
     "DEFAULT_TIMEOUT",
     "DOCKER",
     "ENVIRONMENT_CA_VAR",
+    "EXIT_WITHIN_S",
     "INFRA",
     "STOP_TIMEOUT",
     "Progress",
@@ -46,6 +47,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 60.0
 STOP_TIMEOUT = 10.0
+#: Seconds a service may take to exit after SIGTERM: it ends its tasks and closes its clients in
+#: about a second; ``stop`` logs one that takes longer (its shutdown waits on something).
+EXIT_WITHIN_S = 5.0
 
 
 def _log_progress(line: str) -> None:
@@ -265,43 +269,66 @@ class Stack(Topology):
             services = [self.service(n) for n in self.service_names()]
             self._wait_services(services, deadline, time.monotonic())
 
-    def stop(self, timeout: float = STOP_TIMEOUT) -> None:
+    def stop(self, timeout: float = STOP_TIMEOUT) -> dict[str, float | None]:
         """Stop everything that has a pid file: services first, then the Docker engine (if this
         state dir started it; dockerd stops its containers), OpenBao, Postgres, NATS.
 
-        By pid only. Data directories are kept.
+        By pid only. Data directories are kept. Returns how long each component that was running
+        took to stop, in seconds (``None``: killed after ``timeout``); a service is signalled with
+        SIGTERM and should be gone within ``EXIT_WITHIN_S``, and one that is not is logged.
         """
+        took: dict[str, float | None] = {}
         with self.state.lock():
             services = [self.service(n) for n in self.known_service_names()]
             alive = {s.name: s.pid() for s in services}
             pids = [pid for pid in alive.values() if pid is not None]
-            killed = processes.terminate_all(pids, timeout=timeout)
+            exits = processes.terminate_timed(pids, timeout=timeout)
             for name, pid in alive.items():
-                if pid is not None:
-                    what = f"killed (no exit in {timeout:.0f}s)" if pid in killed else "stopped"
-                    self.progress(_line(name, what, pid, ""))
+                if pid is None:
+                    continue
+                took[name] = seconds = exits.get(pid)
+                if seconds is None:
+                    self.progress(_line(name, f"killed (no exit in {timeout:.0f}s)", pid, ""))
+                    continue
+                self.progress(_line(name, f"stopped in {seconds:.1f}s", pid, ""))
+                if seconds > EXIT_WITHIN_S:
+                    log.warning(
+                        "%s took %.1fs to exit after SIGTERM (more than %.0fs): its shutdown waits on "
+                        "something; see %s",
+                        name,
+                        seconds,
+                        EXIT_WITHIN_S,
+                        self.log_path(name),
+                    )
             for service in services:
                 processes.remove_pid_file(service.pid_file)
             for engine in self._known_host_engines():
                 pid = engine.pid()
+                started = time.monotonic()
                 engine.stop(max(timeout, DOCKER_STOP_TIMEOUT))
                 if pid is not None:
-                    self.progress(_line(engine.name, "stopped", pid, ""))
+                    took[engine.name] = time.monotonic() - started
+                    self.progress(_line(engine.name, f"stopped in {took[engine.name]:.1f}s", pid, ""))
             docker = self.docker_component()
             if isinstance(docker, DockerEngine):
                 pid = docker.pid()
                 if pid is not None and not docker.owned():
                     self.progress(_line(docker.name, "left running", pid, f"(shared: started by {docker.owner()})"))
                 else:
+                    started = time.monotonic()
                     docker.stop(max(timeout, DOCKER_STOP_TIMEOUT))
                     if pid is not None:
-                        self.progress(_line(docker.name, "stopped", pid, ""))
+                        took[docker.name] = time.monotonic() - started
+                        self.progress(_line(docker.name, f"stopped in {took[docker.name]:.1f}s", pid, ""))
             embedded_pg = EmbeddedPostgres(self.state, self.ports.postgres)
             for component in (self.collector, self.openbao, embedded_pg, *self._known_nats_nodes()):
                 pid = component.pid()
+                started = time.monotonic()
                 component.stop(timeout if component is not embedded_pg else 30.0)
                 if pid is not None:
-                    self.progress(_line(component.name, "stopped", pid, ""))
+                    took[component.name] = time.monotonic() - started
+                    self.progress(_line(component.name, f"stopped in {took[component.name]:.1f}s", pid, ""))
+        return took
 
     def status(self) -> list[ComponentStatus]:
         return [component.status() for component in self.components()]

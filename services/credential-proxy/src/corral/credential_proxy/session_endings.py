@@ -40,6 +40,8 @@ class Record(Protocol):
 class Feed(Protocol):
     async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> Sequence[Record]: ...
 
+    async def close(self) -> None: ...
+
 
 Close = Callable[[str], Awaitable[int]]
 """Close the session's MCP connections; how many there were."""
@@ -65,7 +67,7 @@ async def handle(records: Sequence[Record], close: Close) -> int:
 
 async def follow(bind: Callable[[], Awaitable[Feed | None]], close: Close, *, wait_s: float = 5.0) -> None:
     """Bind to the consumer (waiting while the session-store has not created it) and handle its
-    records until cancelled."""
+    records until cancelled, then close it."""
     feed: Feed | None = None
     while feed is None:
         try:
@@ -74,9 +76,12 @@ async def follow(bind: Callable[[], Awaitable[Feed | None]], close: Close, *, wa
             logger.warning("cannot bind to the session endings consumer", extra={"fields": {"error": repr(exc)}})
         if feed is None:
             await asyncio.sleep(wait_s)
-    while True:
-        try:
-            await handle(await feed.fetch(BATCH, timeout=FETCH_WAIT_S), close)
-        except Exception as exc:  # what was not acknowledged comes back after ack_wait
-            logger.warning("reading session endings failed; retrying", extra={"fields": {"error": repr(exc)}})
-            await asyncio.sleep(wait_s)
+    try:
+        while True:
+            try:
+                await handle(await feed.fetch(BATCH, timeout=FETCH_WAIT_S), close)
+            except Exception as exc:  # what was not acknowledged comes back after ack_wait
+                logger.warning("reading session endings failed; retrying", extra={"fields": {"error": repr(exc)}})
+                await asyncio.sleep(wait_s)
+    finally:  # unsubscribed before the connection drains (see ``corral.bus.Bus``)
+        await feed.close()

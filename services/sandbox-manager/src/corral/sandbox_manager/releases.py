@@ -57,6 +57,8 @@ class Record(Protocol):
 class Feed(Protocol):
     async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> Sequence[Record]: ...
 
+    async def close(self) -> None: ...
+
 
 Release = Callable[[str, str], Awaitable[object]]
 """Release the session's sandbox (session id, reason); a no-op for a session without one."""
@@ -110,7 +112,7 @@ async def _release(record: Record, session_id: str, reason: str, release: Releas
 
 async def follow(bind: Callable[[], Awaitable[Feed | None]], release: Release, *, wait_s: float = 5.0) -> None:
     """Bind to the consumer (waiting while the session-store has not created it) and handle its
-    records until cancelled. A failing fetch is logged and tried again after ``wait_s``."""
+    records until cancelled, then close it. A failing fetch is logged and tried again after ``wait_s``."""
     feed: Feed | None = None
     told = False
     while feed is None:
@@ -126,6 +128,13 @@ async def follow(bind: Callable[[], Awaitable[Feed | None]], release: Release, *
                 )
                 told = True
             await asyncio.sleep(wait_s)
+    try:
+        await _handle_all(feed, release, wait_s)
+    finally:  # unsubscribed before the connection drains (see ``corral.bus.Bus``)
+        await feed.close()
+
+
+async def _handle_all(feed: Feed, release: Release, wait_s: float) -> None:
     while True:
         try:
             records = await feed.fetch(BATCH, timeout=FETCH_WAIT_S)
