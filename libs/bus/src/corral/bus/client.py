@@ -18,7 +18,6 @@ beside this one do its work (``connecting``, ``streams``, ``publishing``, ``read
 from __future__ import annotations
 
 import contextlib
-import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import TypeVar
 
@@ -35,7 +34,7 @@ from corral.bus.cancellation import honouring_cancel
 from corral.bus.connecting import drain, inbox_prefix, open_connection
 from corral.bus.errors import NoResponders, PayloadTooLarge
 from corral.bus.kv import KeyValueBucket
-from corral.bus.messages import Delivery, PubAck, PullConsumer
+from corral.bus.messages import Delivery, OpenConsumers, PubAck, PullConsumer
 from corral.bus.mirrors import Mirrors
 from corral.bus.objects import ObjectBucket
 from corral.bus.producing import producer_span
@@ -62,7 +61,7 @@ class Bus:
         self._js: JetStreamContext = nc.jetstream(timeout=settings.request_timeout_s)
         self._settings = settings
         self._bodies = Bodies(self._js)
-        self._consumers: weakref.WeakSet[PullConsumer] = weakref.WeakSet()
+        self._consumers = OpenConsumers()
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -80,24 +79,8 @@ class Bus:
         try:
             yield bus
         finally:
-            await bus._close_consumers()
+            await bus._consumers.close_all()  # before the drain, which would wait on them
             await drain(nc, name=name)
-
-    def _pull_consumer(self, sub: JetStreamContext.PullSubscription) -> PullConsumer:
-        consumer = PullConsumer(sub)
-        self._consumers.add(consumer)
-        return consumer
-
-    async def _close_consumers(self) -> None:
-        """Unsubscribe every pull consumer still open, before the connection drains.
-
-        A pull subscription left to the drain can keep it waiting for its whole ``drain_timeout``:
-        nats-py's drain waits until every message the subscription was handed is marked done, and
-        a fetch that takes a stale message off the queue (the late ``408`` of an earlier fetch
-        that timed out) or is cancelled while it waits never marks it. What a pull consumer was
-        handed and did not acknowledge is redelivered after its ``ack_wait``, so nothing is lost."""
-        for consumer in list(self._consumers):
-            await consumer.close()
 
     @property
     def connected(self) -> bool:
@@ -141,7 +124,7 @@ class Bus:
         if not await streams.consumer_exists(self._js, spec):
             return None
         sub = await self._js.pull_subscribe_bind(durable=spec.name, stream=spec.stream)
-        return self._pull_consumer(sub)
+        return self._consumers.track(sub)
 
     async def stream_spec(self, stream: str) -> StreamSpec:
         """The stream's configuration as the server holds it (storage, retention, protections...)."""
@@ -333,7 +316,7 @@ class Bus:
         sub = await streams.pull_durable(
             self._js, stream, name, filter_subject=filter_subject, ack_wait_s=ack_wait_s, max_deliver=max_deliver
         )
-        return self._pull_consumer(sub)
+        return self._consumers.track(sub)
 
     # --- request-reply -------------------------------------------------------------------------------
     async def request(self, subject: str, data: bytes, *, timeout: float | None = None, spill: bool = True) -> bytes:

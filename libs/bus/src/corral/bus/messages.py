@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import weakref
 from dataclasses import dataclass, field
 
 import nats
@@ -78,6 +79,28 @@ class PullConsumer:
     async def close(self) -> None:
         with contextlib.suppress(Exception):
             await self._sub.unsubscribe()
+
+
+class OpenConsumers:
+    """The pull consumers a connection handed out, to unsubscribe before the connection drains.
+
+    A pull subscription left to the drain can keep it waiting for its whole ``drain_timeout``:
+    nats-py's drain waits until every message the subscription was handed is marked done, and a
+    fetch that takes a stale message off the queue (the late ``408`` of an earlier fetch that timed
+    out) or is cancelled while it waits never marks it. What a pull consumer was handed and did not
+    acknowledge is redelivered after its ``ack_wait``, so nothing is lost."""
+
+    def __init__(self) -> None:
+        self._open: weakref.WeakSet[PullConsumer] = weakref.WeakSet()
+
+    def track(self, sub: JetStreamContext.PullSubscription) -> PullConsumer:
+        consumer = PullConsumer(sub)
+        self._open.add(consumer)
+        return consumer
+
+    async def close_all(self) -> None:
+        for consumer in list(self._open):
+            await consumer.close()
 
 
 def stored(msg: Msg) -> StoredMessage:
