@@ -234,6 +234,16 @@ def post_request(path: str, body: dict[str, Any], api_key: str) -> bytes:
     return head.encode() + data
 
 
+async def nats_messages(http: httpx.AsyncClient, monitor_url: str) -> dict[str, int]:
+    """Messages each named NATS connection has sent and received so far (NATS's ``/connz``)."""
+    connections = ok(await http.get(f"{monitor_url}/connz", params={"limit": 1000}))["connections"]
+    counts: dict[str, int] = {}
+    for connection in connections:
+        name = connection.get("name") or "unnamed"
+        counts[name] = counts.get(name, 0) + connection["in_msgs"] + connection["out_msgs"]
+    return counts
+
+
 @dataclass
 class Creates:
     httpx_rate: float
@@ -243,10 +253,16 @@ class Creates:
     parallel_rate: float
     parallel_cpu_ms: dict[str, float]
     """The same with several lean clients at once."""
+    messages: dict[str, float]
+    """NATS messages per create, sent plus received, per connection (sequential lean run): unlike CPU
+    time, a count the machine's load does not move."""
 
 
-async def lean_creates(stack: Stack, request: bytes, count: int, clients: int) -> tuple[float, dict[str, float]]:
-    """``count`` creates through ``clients`` keep-alive clients at once: creates/s and CPU ms per create."""
+async def lean_creates(
+    stack: Stack, request: bytes, count: int, clients: int
+) -> tuple[float, dict[str, float], dict[str, float]]:
+    """``count`` creates through ``clients`` keep-alive clients at once: creates/s, CPU ms per create
+    by process and NATS messages per create by connection."""
     lean = [await KeepAliveClient.connect(stack.gateway_url) for _ in range(clients)]
     each = max(1, count // clients)
 
@@ -258,17 +274,24 @@ async def lean_creates(stack: Stack, request: bytes, count: int, clients: int) -
 
     try:
         await asyncio.gather(*(run(client, 5) for client in lean))  # warm-up, every connection open at once
-        before = cpu_ms(stack)
-        own = own_cpu_ms()
-        t0 = time.perf_counter()
-        await asyncio.gather(*(run(client, each) for client in lean))
-        rate = each * clients / (time.perf_counter() - t0)
-        spent = per_op(before, cpu_ms(stack), each * clients)
-        spent["bench-client"] = (own_cpu_ms() - own) / (each * clients)
+        async with httpx.AsyncClient(timeout=30) as monitor:
+            sent = await nats_messages(monitor, stack.nats_monitor_url)
+            before = cpu_ms(stack)
+            own = own_cpu_ms()
+            t0 = time.perf_counter()
+            await asyncio.gather(*(run(client, each) for client in lean))
+            rate = each * clients / (time.perf_counter() - t0)
+            spent = per_op(before, cpu_ms(stack), each * clients)
+            spent["bench-client"] = (own_cpu_ms() - own) / (each * clients)
+            # Deliveries to the consumers follow the reply: a client's count may lag by a message or two.
+            messages = {
+                name: round((n - sent.get(name, 0)) / (each * clients), 2)
+                for name, n in (await nats_messages(monitor, stack.nats_monitor_url)).items()
+            }
     finally:
         for client in lean:
             await client.aclose()
-    return rate, spent
+    return rate, spent, {name: n for name, n in messages.items() if n >= 0.01}
 
 
 async def session_creates(stack: Stack, count: int, clients: int) -> Creates:
@@ -286,14 +309,15 @@ async def session_creates(stack: Stack, count: int, clients: int) -> Creates:
             response.raise_for_status()
         httpx_rate = count / (time.perf_counter() - t0)
     request = post_request("/v1/sessions", body, stack.api_key)
-    lean_rate, spent = await lean_creates(stack, request, count, 1)
-    parallel_rate, parallel_spent = await lean_creates(stack, request, count, clients)
+    lean_rate, spent, messages = await lean_creates(stack, request, count, 1)
+    parallel_rate, parallel_spent, _ = await lean_creates(stack, request, count, clients)
     return Creates(
         httpx_rate=httpx_rate,
         lean_rate=lean_rate,
         cpu_ms=spent,
         parallel_rate=parallel_rate,
         parallel_cpu_ms=parallel_spent,
+        messages=messages,
     )
 
 
@@ -359,6 +383,14 @@ async def main() -> int:
             n=args.creates,
             target=">= 50 /s (performance.md), >= 500 /s and <= 1.5 CPU ms (ours)",
             cpu_ms_per_op=creates.cpu_ms,
+        ),
+        Figure(
+            "extra",
+            "NATS messages per session create (sent + received by the clients)",
+            sum(creates.messages.values()),
+            "msgs",
+            n=args.creates,
+            note=", ".join(f"{name} {n}" for name, n in sorted(creates.messages.items())),
         ),
         Figure(
             "B7",
