@@ -51,6 +51,8 @@ FIGURES = (
     ("B7", "baseline: JetStream publish,", False),
     ("B7", "events appended via POST /events", True),
     ("B7", "session creates, sequential, lean client", True),
+    ("B7", "session creates, 16 lean clients at once", True),
+    ("extra", "NATS messages per session create", False),
     ("cluster", "POST user.message -> SSE, one server", True),
     ("cluster", "POST user.message -> SSE, 3-node cluster R3", True),
     ("cluster", "session creates, sequential, 3-node cluster R3", True),

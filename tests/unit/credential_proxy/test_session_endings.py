@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from corral.contracts import headers as h
@@ -79,3 +80,51 @@ async def test_the_follow_closes_its_consumer_when_cancelled() -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert feed.closed
+
+
+class TimedFeed:
+    """Hands out ``batches`` in order, noting the loop time of each fetch; then waits forever."""
+
+    def __init__(self, batches: list[Sequence[session_endings.Record]]) -> None:
+        self.batches = batches
+        self.at: list[float] = []
+        self.drained = asyncio.Event()
+
+    async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> Sequence[session_endings.Record]:
+        self.at.append(asyncio.get_running_loop().time())
+        if self.batches:
+            return self.batches.pop(0)
+        self.drained.set()
+        await asyncio.sleep(3600)
+        return []
+
+    async def close(self) -> None:
+        pass
+
+
+async def follow_until_drained(feed: TimedFeed, linger_s: float) -> None:
+    async def bind() -> TimedFeed:
+        return feed
+
+    async def close(session_id: str) -> int:
+        return 0
+
+    task = asyncio.create_task(session_endings.follow(bind, close, wait_s=0.0, linger_s=linger_s))
+    try:
+        async with asyncio.timeout(5):
+            await feed.drained.wait()
+    finally:
+        task.cancel()
+
+
+async def test_follow_pauses_after_a_partial_batch_so_the_next_fetch_takes_what_came_meanwhile() -> None:
+    feed = TimedFeed([[record("sesn_a", "session.status_idle")]])
+    await follow_until_drained(feed, linger_s=0.2)
+    assert feed.at[1] - feed.at[0] >= 0.19
+
+
+async def test_follow_fetches_again_at_once_after_an_empty_or_a_full_batch() -> None:
+    full = [record("sesn_a", "agent.message") for _ in range(session_endings.BATCH)]
+    feed = TimedFeed([[], full])
+    await follow_until_drained(feed, linger_s=3600)  # a pause would outlast the 5 s this allows
+    assert len(feed.at) == 3

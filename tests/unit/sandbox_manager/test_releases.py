@@ -155,3 +155,47 @@ async def test_follow_waits_for_the_consumer_then_releases_what_it_reads() -> No
     assert released.released == [("sesn_a", "deleted")]
     assert feed.closed  # unsubscribed when the follow ends, before the connection drains
     assert ("ack", 1) in acks.log
+
+
+class TimedFeed:
+    """Hands out ``batches`` in order, noting the loop time of each fetch; then waits forever."""
+
+    def __init__(self, batches: list[Sequence[releases.Record]]) -> None:
+        self.batches = batches
+        self.at: list[float] = []
+        self.drained = asyncio.Event()
+
+    async def fetch(self, batch: int = 1, *, timeout: float = 5.0) -> Sequence[releases.Record]:
+        self.at.append(asyncio.get_running_loop().time())
+        if self.batches:
+            return self.batches.pop(0)
+        self.drained.set()
+        await asyncio.sleep(3600)
+        return []
+
+
+async def follow_until_drained(feed: TimedFeed, linger_s: float) -> None:
+    async def bind() -> TimedFeed:
+        return feed
+
+    task = asyncio.create_task(releases.follow(bind, Releaser(), wait_s=0.0, linger_s=linger_s))
+    try:
+        async with asyncio.timeout(5):
+            await feed.drained.wait()
+    finally:
+        task.cancel()
+
+
+async def test_follow_pauses_after_a_partial_batch_so_the_next_fetch_takes_what_came_meanwhile() -> None:
+    acks = Acks()
+    feed = TimedFeed([records(acks, ("sesn_a", "session.status_idle"))])
+    await follow_until_drained(feed, linger_s=0.2)
+    assert feed.at[1] - feed.at[0] >= 0.19
+
+
+async def test_follow_fetches_again_at_once_after_an_empty_or_a_full_batch() -> None:
+    acks = Acks()
+    full = records(acks, *[("sesn_a", "agent.message")] * releases.BATCH)
+    feed = TimedFeed([[], full])
+    await follow_until_drained(feed, linger_s=3600)  # a pause would outlast the 5 s this allows
+    assert len(feed.at) == 3

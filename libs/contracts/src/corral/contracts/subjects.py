@@ -280,6 +280,15 @@ JetStream filters by subject only, and the log has one subject per session, so t
 whole log; headers only keeps each delivery to a few hundred bytes whatever the record's size."""
 
 
+ENDINGS_LINGER_S: Final = 0.2
+"""How long a reader of ``SANDBOX_RELEASES_SPEC`` or ``MCP_SESSION_ENDINGS_SPEC`` waits after a fetch
+that got some records but fewer than it asked for, before fetching again. Either consumer is handed
+every record of every session and acts on a few (the endings), so under load the records of this
+pause come in the next fetch's one pull, where fetching at once would cost a pull request and a
+"no more messages" reply per record (four NATS messages per record instead of two). An ending
+waits at most this long more; after an idle spell (an empty fetch) the next record comes at once."""
+
+
 MCP_SESSION_ENDINGS_SPEC: Final = ConsumerSpec(
     stream=SESSIONS_STREAM,
     name="mcp-session-endings",

@@ -65,9 +65,16 @@ async def handle(records: Sequence[Record], close: Close) -> int:
     return closed
 
 
-async def follow(bind: Callable[[], Awaitable[Feed | None]], close: Close, *, wait_s: float = 5.0) -> None:
+async def follow(
+    bind: Callable[[], Awaitable[Feed | None]],
+    close: Close,
+    *,
+    wait_s: float = 5.0,
+    linger_s: float = subjects.ENDINGS_LINGER_S,
+) -> None:
     """Bind to the consumer (waiting while the session-store has not created it) and handle its
-    records until cancelled, then close it."""
+    records until cancelled, pausing ``linger_s`` after a fetch that was not full (see
+    ``subjects.ENDINGS_LINGER_S``), then close it."""
     feed: Feed | None = None
     while feed is None:
         try:
@@ -79,9 +86,13 @@ async def follow(bind: Callable[[], Awaitable[Feed | None]], close: Close, *, wa
     try:
         while True:
             try:
-                await handle(await feed.fetch(BATCH, timeout=FETCH_WAIT_S), close)
+                records = await feed.fetch(BATCH, timeout=FETCH_WAIT_S)
+                await handle(records, close)
             except Exception as exc:  # what was not acknowledged comes back after ack_wait
                 logger.warning("reading session endings failed; retrying", extra={"fields": {"error": repr(exc)}})
                 await asyncio.sleep(wait_s)
+                continue
+            if 0 < len(records) < BATCH:
+                await asyncio.sleep(linger_s)
     finally:  # unsubscribed before the connection drains (see ``corral.bus.Bus``)
         await feed.close()

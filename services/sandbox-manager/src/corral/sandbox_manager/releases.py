@@ -110,9 +110,17 @@ async def _release(record: Record, session_id: str, reason: str, release: Releas
         return
 
 
-async def follow(bind: Callable[[], Awaitable[Feed | None]], release: Release, *, wait_s: float = 5.0) -> None:
+async def follow(
+    bind: Callable[[], Awaitable[Feed | None]],
+    release: Release,
+    *,
+    wait_s: float = 5.0,
+    linger_s: float = subjects.ENDINGS_LINGER_S,
+) -> None:
     """Bind to the consumer (waiting while the session-store has not created it) and handle its
-    records until cancelled, then close it. A failing fetch is logged and tried again after ``wait_s``."""
+    records until cancelled, pausing ``linger_s`` after a fetch that was not full (see
+    ``subjects.ENDINGS_LINGER_S``), then close it. A failing fetch is logged and tried again after
+    ``wait_s``."""
     feed: Feed | None = None
     told = False
     while feed is None:
@@ -129,12 +137,12 @@ async def follow(bind: Callable[[], Awaitable[Feed | None]], release: Release, *
                 told = True
             await asyncio.sleep(wait_s)
     try:
-        await _handle_all(feed, release, wait_s)
+        await _handle_all(feed, release, wait_s, linger_s)
     finally:  # unsubscribed before the connection drains (see ``corral.bus.Bus``)
         await feed.close()
 
 
-async def _handle_all(feed: Feed, release: Release, wait_s: float) -> None:
+async def _handle_all(feed: Feed, release: Release, wait_s: float, linger_s: float) -> None:
     while True:
         try:
             records = await feed.fetch(BATCH, timeout=FETCH_WAIT_S)
@@ -147,3 +155,6 @@ async def _handle_all(feed: Feed, release: Release, wait_s: float) -> None:
         except Exception as exc:  # an acknowledgement not sent: the records come back after ack_wait
             logger.warning("handling release records failed; retrying", extra={"fields": {"error": repr(exc)}})
             await asyncio.sleep(wait_s)
+            continue
+        if 0 < len(records) < BATCH:
+            await asyncio.sleep(linger_s)

@@ -31,7 +31,11 @@ def session_id_of(value: str) -> str:
 
 
 @router.post("", response_model=None)
-async def create_session(request: Request, caller: Caller, store: StoreClient) -> JSONResponse:
+async def create_session(request: Request, caller: Caller) -> JSONResponse:
+    # The store is taken from the request rather than declared as a ``StoreClient`` dependency: one
+    # dependency solve fewer on the busiest write (``Caller`` has already checked the backends are ready).
+    backends = gateway_state(request).ready()
+    store = backends.store
     params = await read_params(request, SessionCreateParams)
     sent = params.model_dump(mode="json", exclude_unset=True)
     taken = take_tokens(sent.get("resources") or [])
@@ -40,7 +44,7 @@ async def create_session(request: Request, caller: Caller, store: StoreClient) -
             await store.call(StoreOps.SESSIONS_CREATE, CreateObject(workspace_id=caller.workspace_id, params=sent))
         )
     # Repositories: their tokens go to the credential-proxy (OpenBao), never on to the session-store.
-    tokens = gateway_state(request).ready().repositories
+    tokens = backends.repositories
     if tokens is None:
         raise invalid("resources: repositories are not available in this deployment (no credential-proxy)")
     sent["resources"] = taken.resources
