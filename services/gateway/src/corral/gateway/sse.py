@@ -16,7 +16,7 @@ An open stream costs one ``StreamInbox`` (a deque and at most one waiting future
 ``asyncio.Queue`` holds three deques and an event: about 3 KB less per stream) and the request's own
 task, which also notices the client leaving (``corral.gateway.disconnect``: no task waiting on
 ``receive``), plus a task pumping deltas when they were asked for: no StreamingResponse task group,
-no generator per source.
+no generator per source. The route itself is served in front of FastAPI (``corral.gateway.streamroute``).
 """
 
 from __future__ import annotations
