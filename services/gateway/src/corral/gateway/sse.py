@@ -12,8 +12,8 @@ frame and ends the stream. Deltas (``event_start``/``event_delta``) come from a 
 are forwarded only for the event types the client asked for. ``event: ping`` frames keep an idle
 connection alive.
 
-An open stream costs one ``StreamInbox`` (a deque and at most one waiting future and timer, where an
-``asyncio.Queue`` holds three deques and an event: about 3 KB less per stream) and the request's own
+An open stream costs one ``StreamInbox`` (a list and at most one waiting future and timer, where an
+``asyncio.Queue`` holds three deques and an event: about 3.7 KB less per stream) and the request's own
 task, which also notices the client leaving (``corral.gateway.disconnect``: no task waiting on
 ``receive``), plus a task pumping deltas when they were asked for: no StreamingResponse task group,
 no generator per source. The route itself is served in front of FastAPI (``corral.gateway.streamroute``).
@@ -24,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Mapping
 from typing import Any, Final
 
@@ -143,10 +143,13 @@ class StreamInbox:
     ``receive`` has news: ``corral.gateway.disconnect``) or a timeout, on one future and one timer.
     """
 
-    __slots__ = ("_items", "_waiter")
+    __slots__ = ("_head", "_items", "_waiter")
 
     def __init__(self) -> None:
-        self._items: deque[StreamItem] = deque()
+        # A list read from ``_head`` (an idle stream's empty list is 56 bytes, a deque's block ~700):
+        # emptied when read to the end, its read part cut off once it is half the list.
+        self._items: list[StreamItem] = []
+        self._head = 0
         self._waiter: asyncio.Future[bool] | None = None
 
     def put_nowait(self, item: StreamItem) -> None:
@@ -159,7 +162,7 @@ class StreamInbox:
 
     async def wait(self, timeout_s: float) -> bool:
         """Until an item is there, ``wake`` is called or ``timeout_s`` passed; whether it timed out."""
-        if self._items:
+        if self.qsize():
             return False
         loop = asyncio.get_running_loop()
         waiter: asyncio.Future[bool] = loop.create_future()
@@ -172,16 +175,29 @@ class StreamInbox:
             self._waiter = None
 
     async def get(self) -> StreamItem:
-        while not self._items:
+        while not self.qsize():
             await self.wait(3600.0)
-        return self._items.popleft()
+        return self.pop()
 
     def pop(self) -> StreamItem:
         """The next item (the inbox must not be empty: ``qsize``)."""
-        return self._items.popleft()
+        items, head = self._items, self._head
+        item, items[head] = items[head], None
+        head += 1
+        if head == len(items):
+            items.clear()
+            head = 0
+        elif head >= _COMPACT_AFTER and 2 * head >= len(items):
+            del items[:head]
+            head = 0
+        self._head = head
+        return item
 
     def qsize(self) -> int:
-        return len(self._items)
+        return len(self._items) - self._head
+
+
+_COMPACT_AFTER: Final = 64
 
 
 def _release(waiter: asyncio.Future[bool] | None, timed_out: bool) -> None:
