@@ -291,3 +291,15 @@ async def test_the_stream_inbox_hands_items_over_in_order_and_wakes_its_reader()
     asyncio.get_running_loop().call_soon(inbox.put_nowait, None)  # runs after the reader's first step
     assert await asyncio.wait_for(reader, 5) is None
     assert inbox.qsize() == 0
+
+
+async def test_the_stream_inbox_keeps_the_order_while_its_read_part_is_cut_off() -> None:
+    inbox, sent, read = StreamInbox(), 0, []
+    for batch, take in ((200, 150), (50, 60), (300, 340), (10, 10)):
+        for _ in range(batch):
+            inbox.put_nowait(str(sent).encode())
+            sent += 1
+        read += [inbox.pop() for _ in range(take)]
+        assert inbox.qsize() == sent - len(read)
+    assert read == [str(n).encode() for n in range(sent)]
+    assert inbox._items == []  # noqa: SLF001 (read to the end: nothing kept)

@@ -12,6 +12,7 @@ import logging
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
+from starlette.types import Receive, Scope, Send
 
 from corral import telemetry
 from corral.gateway import errors
@@ -23,12 +24,28 @@ from corral.gateway.ratelimit import RateLimiter
 from corral.gateway.routes import admin, agents, console, environments, events, resources, sessions, vaults
 from corral.gateway.routes import health as health_routes
 from corral.gateway.settings import Settings
-from corral.gateway.state import Backends, GatewayState
+from corral.gateway.state import Backends, GatewayState, state_of
+from corral.gateway.streamroute import serve_stream, stream_request
 
 logger = logging.getLogger(__name__)
 
 
-def create_app(settings: Settings, *, backends: Backends | None = None) -> FastAPI:
+class GatewayApp(FastAPI):
+    """The FastAPI app, which serves event streams itself, in front of its middleware and routing
+    (``corral.gateway.streamroute``: an open stream then holds only what it needs), unless
+    ``streams_in_front`` is off (tracing on: every request through FastAPI, for its server span)."""
+
+    streams_in_front: bool = True
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        session_id = stream_request(scope) if self.streams_in_front else None
+        if session_id is None:
+            await super().__call__(scope, receive, send)
+        else:
+            await serve_stream(state_of(self), scope, receive, send, session_id)
+
+
+def create_app(settings: Settings, *, backends: Backends | None = None) -> GatewayApp:
     limiter = RateLimiter(rate=settings.rate_limit_rps, burst=settings.rate_limit_burst)
     state = GatewayState(
         settings=settings, keys=KeyCache(ttl_s=settings.auth_cache_ttl_s), backends=backends, limiter=limiter
@@ -41,7 +58,7 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         finally:
             state.streams.close_all()
 
-    app = FastAPI(
+    app = GatewayApp(
         title="Corral",
         summary="Self-hosted Claude Managed Agents API (wire-compatible with the anthropic SDK's client.beta)",
         version="0.1.0",
@@ -75,4 +92,5 @@ def create_app(settings: Settings, *, backends: Backends | None = None) -> FastA
         from opentelemetry.instrumentation.fastapi import FastAPIInstrumentor  # only when exporting spans
 
         FastAPIInstrumentor.instrument_app(app, excluded_urls="/health", exclude_spans=["receive", "send"])
+        app.streams_in_front = False
     return app

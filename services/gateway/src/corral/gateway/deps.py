@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Annotated
 
 from fastapi import Depends
@@ -13,18 +14,27 @@ from corral.gateway.auth import check_workspace, require_admin, resolve
 from corral.gateway.feed import SessionFeed
 from corral.gateway.repositories import RepositoryTokens
 from corral.gateway.settings import Settings
-from corral.gateway.state import gateway_state
+from corral.gateway.state import GatewayState, gateway_state
 from corral.gateway.store import Store
 
 
-async def _caller(request: Request) -> ResolvedKey:
-    state = gateway_state(request)
+async def authorize(state: GatewayState, headers: Mapping[str, str]) -> ResolvedKey:
+    """The request's API key, allowed in the workspace it names and within its rate limit.
+
+    Raises:
+        ApiError: 503 before the bus is connected, 401 for a missing or unknown key, 403 for another
+            workspace, 429 over the key's rate limit.
+    """
     backends = state.ready()
-    caller = await resolve(request.headers, store=backends.store, cache=state.keys, directory=backends.directory)
-    check_workspace(request.headers, caller)
+    caller = await resolve(headers, store=backends.store, cache=state.keys, directory=backends.directory)
+    check_workspace(headers, caller)
     if state.limiter is not None:
         state.limiter.check(caller.key_id, caller.rate_limit)
     return caller
+
+
+async def _caller(request: Request) -> ResolvedKey:
+    return await authorize(gateway_state(request), request.headers)
 
 
 async def _admin(request: Request) -> ResolvedKey:

@@ -51,7 +51,11 @@ class RequestMetrics:
         finally:
             template = getattr(scope.get("route"), "path", None)
             route = template if isinstance(template, str) else UNMATCHED
-            method = str(scope.get("method", ""))
-            # 0: the client went away (or the server failed) before a response started
-            REQUESTS.labels(route=route, method=method, status=str(status)).inc()
-            REQUEST_DURATION.labels(route=route, method=method).observe(time.perf_counter() - started)
+            observe(route, str(scope.get("method", "")), status, started)
+
+
+def observe(route: str, method: str, status: int, started: float) -> None:
+    """Count one answered request (``status`` 0: the client went away, or the server failed, before a
+    response started) and its time since ``started`` (``time.perf_counter()``)."""
+    REQUESTS.labels(route=route, method=method, status=str(status)).inc()
+    REQUEST_DURATION.labels(route=route, method=method).observe(time.perf_counter() - started)

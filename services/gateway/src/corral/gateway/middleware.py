@@ -85,28 +85,15 @@ class BodyLimitMiddleware:
         self.app = app
         self.max_bytes = max_bytes
 
-    @staticmethod
-    def _too_large(limit: int) -> ApiError:
-        return ApiError(
-            "request_too_large",
-            f"request body is larger than the limit of {limit} bytes; send less "
-            "(split a long text into several messages)",
-        )
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         limit = self.max_bytes()
-        declared = Headers(scope=scope).get("content-length")
-        if declared is not None:
-            if not declared.strip().isdigit():
-                bad = ApiError("invalid_request_error", f"content-length header is not a number: {declared!r}")
-                await api_error_response(bad, request_id=request_id_of(scope))(scope, receive, send)
-                return
-            if int(declared) > limit:
-                await api_error_response(self._too_large(limit), request_id=request_id_of(scope))(scope, receive, send)
-                return
+        refusal = declared_length_refusal(scope, limit)
+        if refusal is not None:
+            await api_error_response(refusal, request_id=request_id_of(scope))(scope, receive, send)
+            return
         received = 0
 
         async def counted_receive() -> Message:
@@ -115,7 +102,24 @@ class BodyLimitMiddleware:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
-                    raise self._too_large(limit)
+                    raise _too_large(limit)
             return message
 
         await self.app(scope, counted_receive, send)
+
+
+def declared_length_refusal(scope: Scope, limit: int) -> ApiError | None:
+    """The error for a declared ``content-length`` that is not a number or is over ``limit``, else ``None``."""
+    declared = Headers(scope=scope).get("content-length")
+    if declared is None:
+        return None
+    if not declared.strip().isdigit():
+        return ApiError("invalid_request_error", f"content-length header is not a number: {declared!r}")
+    return _too_large(limit) if int(declared) > limit else None
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(
+        "request_too_large",
+        f"request body is larger than the limit of {limit} bytes; send less (split a long text into several messages)",
+    )

@@ -11,23 +11,21 @@ from starlette.responses import JSONResponse, Response
 
 from corral.contracts.api.event_params import SendEventsParams
 from corral.contracts.api.events import EVENT_TYPES
-from corral.contracts.rpc import AppendEvents, GetObject, ListEvents, StoreOps
+from corral.contracts.rpc import AppendEvents, ListEvents, StoreOps
 from corral.gateway.body import read_params
-from corral.gateway.deps import Caller, Feed, GatewaySettings, StoreClient
+from corral.gateway.deps import Caller, StoreClient
 from corral.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from corral.gateway.query import Query
 from corral.gateway.responses import page
 from corral.gateway.routes.sessions import session_id_of
-from corral.gateway.sse import DELTA_EVENT_TYPES, MAX_EVENT_DELTAS, EventStreamResponse, StreamInbox
 from corral.gateway.state import gateway_state
+from corral.gateway.streamroute import open_stream
 
 router = APIRouter(prefix="/v1/sessions/{session_id}/events", tags=["events"])
 
 DEFAULT_LIMIT: Final = 100
 MAX_LIMIT: Final = 1000
 MAX_TYPES: Final = 100
-
-STREAM_HEADERS: Final = {"cache-control": "no-cache", "x-accel-buffering": "no"}
 
 
 @router.post("", response_model=None)
@@ -78,35 +76,10 @@ async def list_events(request: Request, session_id: str, caller: Caller, store: 
 
 
 @router.get("/stream", response_model=None)
-async def stream_events(
-    request: Request, session_id: str, caller: Caller, store: StoreClient, feed: Feed, settings: GatewaySettings
-) -> Response:
+async def stream_events(request: Request, session_id: str, caller: Caller) -> Response:
     """Live events from now on, until the client leaves or the session is deleted.
 
-    Errors (unknown session, bad ``event_deltas[]``) are ordinary JSON errors, sent before the
-    stream starts. The log is followed before the headers go out, so nothing appended after the
-    client sees them is missed.
+    ``GatewayApp`` serves this path in front of FastAPI (``corral.gateway.streamroute``); this route
+    serves it while tracing is on, and names it in the OpenAPI document and in 405s.
     """
-    target = session_id_of(session_id)
-    requested = Query(request.query_params).values(
-        "event_deltas", allowed=DELTA_EVENT_TYPES, max_items=MAX_EVENT_DELTAS
-    )
-    await store.call(StoreOps.SESSIONS_GET, GetObject(workspace_id=caller.workspace_id, id=target))
-    queue = StreamInbox()
-    after_seq = await feed.attach_log(target, queue)
-    try:
-        deltas = await feed.open_deltas(target) if requested else None
-    except BaseException:
-        feed.detach_log(target, queue)
-        raise
-    return EventStreamResponse(
-        feed,
-        target,
-        queue,
-        after_seq=after_seq,
-        deltas=deltas,
-        delta_types=frozenset(requested or ()),
-        heartbeat_s=settings.sse_heartbeat_s,
-        registry=gateway_state(request).streams,
-        headers=STREAM_HEADERS,
-    )
+    return await open_stream(gateway_state(request), caller, session_id, request.query_params)
