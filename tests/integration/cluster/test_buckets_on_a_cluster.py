@@ -1,6 +1,6 @@
-"""Key-value buckets made on a three-node JetStream cluster by owners starting at once: two replicas of
-a service (two sandbox-managers, two session-stores) both ``ensure`` the buckets they own, each through
-its own node. Each must get the bucket, whoever made it (before the fix, the one that lost the race
+"""Key-value buckets and streams made on a three-node JetStream cluster by owners starting at once: two replicas of
+a service (two sandbox-managers, two session-stores) both ``ensure`` the buckets and streams they own, each
+through its own node. Each must get it, whoever made it (before the fix, the one that lost the race
 could ask for the bucket before its node knew of it, get "stream not found", and exit at start-up).
 
 NATS only (``services=False``): three servers of the devstack's cluster mode, no Corral service.
@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 
 from corral.bus import Bus
+from corral.contracts import subjects
 from corral.contracts.sandbox_hosts import sandbox_hosts_spec
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
@@ -43,7 +44,8 @@ def nats_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack.stop()
 
 
-async def test_owners_starting_together_on_different_nodes_all_get_the_bucket(nats_cluster: Stack) -> None:
+@pytest.mark.parametrize("kind", ["bucket", "stream"])
+async def test_owners_starting_together_on_different_nodes_all_get_it(nats_cluster: Stack, kind: str) -> None:
     settings = nats_cluster.nats_settings()
     nodes = nats_cluster.nats_nodes()
     assert settings.replicas == 3 and len(nodes) == 3
@@ -55,7 +57,13 @@ async def test_owners_starting_together_on_different_nodes_all_get_the_bucket(na
             for n in range(OWNERS)
         ]
         for round_ in range(ROUNDS):
-            spec = sandbox_hosts_spec().model_copy(update={"name": f"race_{round_}_{uuid.uuid4().hex[:8]}"})
-            results = await asyncio.gather(*(bus.ensure_key_value(spec) for bus in owners), return_exceptions=True)
+            name = f"race_{round_}_{uuid.uuid4().hex[:8]}"
+            if kind == "bucket":
+                bucket = sandbox_hosts_spec().model_copy(update={"name": name})
+                racing = [bus.ensure_key_value(bucket) for bus in owners]
+            else:
+                stream = subjects.WAKE_SPEC.model_copy(update={"name": name, "subjects": (f"{name}.>",)})
+                racing = [bus.ensure_stream(stream) for bus in owners]
+            results = await asyncio.gather(*racing, return_exceptions=True)
             failed = ["".join(traceback.format_exception(r)) for r in results if isinstance(r, BaseException)]
             assert not failed, f"round {round_}: {len(failed)} of {OWNERS} owners failed: {failed}"

@@ -30,8 +30,8 @@ def marker_ttl_s(spec: KeyValueSpec) -> float | None:
 #: made: on a cluster, the server asked may answer "stream not found" for a moment after the stream
 #: was made through another, or not answer a JetStream request in time while the stream is placed.
 SETTLE_S = 15.0
-_FIRST_PAUSE_S = 0.05
-_MAX_PAUSE_S = 1.0
+FIRST_PAUSE_S = 0.05
+MAX_PAUSE_S = 1.0
 
 
 async def ensure(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -> KeyValue:
@@ -65,7 +65,7 @@ async def _find_or_make(js: JetStreamContext, spec: KeyValueSpec, *, replicas: i
                 replicas=replicas,
             )
         await asyncio.sleep(pause)  # the cluster has not settled on it yet: ask again in a moment
-        pause = min(max(pause * 2, _FIRST_PAUSE_S), _MAX_PAUSE_S)
+        pause = min(max(pause * 2, FIRST_PAUSE_S), MAX_PAUSE_S)
 
 
 async def _add_expiry_marks(js: JetStreamContext, kv: KeyValue, spec: KeyValueSpec) -> None:

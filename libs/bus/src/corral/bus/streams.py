@@ -3,12 +3,16 @@ mismatches refused; and what callers may ask of a stream as a whole."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
 
+from nats import errors as nats_errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
+from corral.bus.buckets import FIRST_PAUSE_S, MAX_PAUSE_S, SETTLE_S
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import Refused, StreamMismatch
 from corral.contracts.subjects import ConsumerSpec, StreamSpec
@@ -46,14 +50,19 @@ def _replicas_fix(kind: str, name: str, found: int, wanted: int) -> str:
     )
 
 
-async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
-    """Create the stream if missing, with ``replicas`` copies; refuse (``StreamMismatch``) one
-    configured otherwise: another storage, retention, window or subjects, another number of
-    replicas, or limits (``UNLIMITED``) that would drop records."""
-    try:
-        info = await js.stream_info(spec.name)
-    except js_errors.NotFoundError:
-        with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
+async def _find_or_make(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> js_api.StreamInfo:
+    """The stream, made when missing; as ``buckets._find_or_make``: an owner starting together with a
+    sibling on a cluster looks again (up to ``buckets.SETTLE_S``) while its server does not show the
+    stream the sibling made."""
+    deadline = time.monotonic() + SETTLE_S
+    pause = 0.0
+    while True:
+        try:
+            return await js.stream_info(spec.name)
+        except (js_errors.NotFoundError, nats_errors.TimeoutError):
+            if time.monotonic() >= deadline:
+                raise
+        with contextlib.suppress(js_errors.BadRequestError, nats_errors.TimeoutError):  # made by a sibling
             await js.add_stream(
                 name=spec.name,
                 subjects=list(spec.subjects),
@@ -66,7 +75,15 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
                 deny_purge=spec.deny_purge,
                 num_replicas=replicas,
             )
-        info = await js.stream_info(spec.name)
+        await asyncio.sleep(pause)  # the cluster has not settled on it yet: ask again in a moment
+        pause = min(max(pause * 2, FIRST_PAUSE_S), MAX_PAUSE_S)
+
+
+async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
+    """Create the stream if missing, with ``replicas`` copies; refuse (``StreamMismatch``) one
+    configured otherwise: another storage, retention, window or subjects, another number of
+    replicas, or limits (``UNLIMITED``) that would drop records."""
+    info = await _find_or_make(js, spec, replicas=replicas)
     cfg = info.config
     if (spec.deny_delete and not cfg.deny_delete) or (spec.deny_purge and not cfg.deny_purge):
         # a stream made before these protections existed: add them (the server allows that)
