@@ -20,7 +20,6 @@ import pytest
 
 from corral.bus import Bus
 from corral.contracts import subjects
-from corral.contracts.sandbox_hosts import sandbox_hosts_spec
 from corral.devstack.ports import Ports
 from corral.devstack.stack import Stack
 
@@ -59,7 +58,7 @@ async def test_owners_starting_together_on_different_nodes_all_get_it(nats_clust
         for round_ in range(ROUNDS):
             name = f"race_{round_}_{uuid.uuid4().hex[:8]}"
             if kind == "bucket":
-                bucket = sandbox_hosts_spec().model_copy(update={"name": name})
+                bucket = subjects.lease_spec(3.0).model_copy(update={"name": name})  # with expiry marks
                 racing = [bus.ensure_key_value(bucket) for bus in owners]
             else:
                 stream = subjects.WAKE_SPEC.model_copy(update={"name": name, "subjects": (f"{name}.>",)})

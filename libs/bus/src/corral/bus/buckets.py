@@ -3,17 +3,13 @@ missing, bound to by everyone else, and refused (``StreamMismatch``) when config
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-
-from nats import errors as nats_errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
 
 from corral.bus.errors import StreamMismatch
+from corral.bus.settling import find_or_make, patiently
 from corral.contracts.subjects import KeyValueSpec
 
 
@@ -26,46 +22,27 @@ def marker_ttl_s(spec: KeyValueSpec) -> float | None:
     return float(max(1, round(spec.ttl_s))) if spec.expiry_marks else None
 
 
-#: How long an owner keeps looking for a bucket it (or a sibling starting at the same time) has just
-#: made: on a cluster, the server asked may answer "stream not found" for a moment after the stream
-#: was made through another, or not answer a JetStream request in time while the stream is placed.
-SETTLE_S = 15.0
-FIRST_PAUSE_S = 0.05
-MAX_PAUSE_S = 1.0
-
-
 async def ensure(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -> KeyValue:
     """The owner's side: create the bucket when missing (with ``replicas`` copies), then check it."""
     kv = await _find_or_make(js, spec, replicas=replicas)
-    await _add_expiry_marks(js, kv, spec)
-    await check(kv, spec, replicas=replicas, fix="remove the bucket (nats kv rm {name}) and start {owner} again")
+    await patiently(lambda: _add_expiry_marks(js, kv, spec))
+    fix = "remove the bucket (nats kv rm {name}) and start {owner} again"
+    await patiently(lambda: check(kv, spec, replicas=replicas, fix=fix))
     return kv
 
 
 async def _find_or_make(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int) -> KeyValue:
-    """The bucket, made when missing. Two owners starting together (two replicas of a service) both
-    find it missing and both make it; the one whose creation lost (a ``BadRequestError``), or whose
-    server does not show the new stream yet, looks again until it does (``SETTLE_S`` at most)."""
-    deadline = time.monotonic() + SETTLE_S
-    pause = 0.0  # the first lookup after making it is at once
-    while True:
-        try:
-            return await js.key_value(spec.name)
-        except (js_errors.BucketNotFoundError, nats_errors.TimeoutError):
-            if time.monotonic() >= deadline:
-                raise
-        # made concurrently by a sibling, or no answer in time (made or not): look again
-        with contextlib.suppress(js_errors.BadRequestError, nats_errors.TimeoutError):
-            await js.create_key_value(
-                bucket=spec.name,
-                description=spec.description,
-                ttl=spec.ttl_s,
-                history=spec.history,
-                storage=js_api.StorageType(spec.storage),
-                replicas=replicas,
-            )
-        await asyncio.sleep(pause)  # the cluster has not settled on it yet: ask again in a moment
-        pause = min(max(pause * 2, FIRST_PAUSE_S), MAX_PAUSE_S)
+    async def make() -> object:
+        return await js.create_key_value(
+            bucket=spec.name,
+            description=spec.description,
+            ttl=spec.ttl_s,
+            history=spec.history,
+            storage=js_api.StorageType(spec.storage),
+            replicas=replicas,
+        )
+
+    return await find_or_make(lambda: js.key_value(spec.name), make, missing=js_errors.BucketNotFoundError)
 
 
 async def _add_expiry_marks(js: JetStreamContext, kv: KeyValue, spec: KeyValueSpec) -> None:

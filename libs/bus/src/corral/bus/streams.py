@@ -3,18 +3,13 @@ mismatches refused; and what callers may ask of a stream as a whole."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
-
-from nats import errors as nats_errors
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
-from corral.bus.buckets import FIRST_PAUSE_S, MAX_PAUSE_S, SETTLE_S
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import Refused, StreamMismatch
+from corral.bus.settling import find_or_make
 from corral.contracts.subjects import ConsumerSpec, StreamSpec
 
 
@@ -51,32 +46,21 @@ def _replicas_fix(kind: str, name: str, found: int, wanted: int) -> str:
 
 
 async def _find_or_make(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> js_api.StreamInfo:
-    """The stream, made when missing; as ``buckets._find_or_make``: an owner starting together with a
-    sibling on a cluster looks again (up to ``buckets.SETTLE_S``) while its server does not show the
-    stream the sibling made."""
-    deadline = time.monotonic() + SETTLE_S
-    pause = 0.0
-    while True:
-        try:
-            return await js.stream_info(spec.name)
-        except (js_errors.NotFoundError, nats_errors.TimeoutError):
-            if time.monotonic() >= deadline:
-                raise
-        with contextlib.suppress(js_errors.BadRequestError, nats_errors.TimeoutError):  # made by a sibling
-            await js.add_stream(
-                name=spec.name,
-                subjects=list(spec.subjects),
-                retention=js_api.RetentionPolicy(spec.retention),
-                storage=js_api.StorageType(spec.storage),
-                duplicate_window=spec.duplicate_window_s,
-                max_msgs_per_subject=spec.max_msgs_per_subject,
-                allow_direct=True,
-                deny_delete=spec.deny_delete,
-                deny_purge=spec.deny_purge,
-                num_replicas=replicas,
-            )
-        await asyncio.sleep(pause)  # the cluster has not settled on it yet: ask again in a moment
-        pause = min(max(pause * 2, FIRST_PAUSE_S), MAX_PAUSE_S)
+    async def make() -> object:
+        return await js.add_stream(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=js_api.RetentionPolicy(spec.retention),
+            storage=js_api.StorageType(spec.storage),
+            duplicate_window=spec.duplicate_window_s,
+            max_msgs_per_subject=spec.max_msgs_per_subject,
+            allow_direct=True,
+            deny_delete=spec.deny_delete,
+            deny_purge=spec.deny_purge,
+            num_replicas=replicas,
+        )
+
+    return await find_or_make(lambda: js.stream_info(spec.name), make, missing=js_errors.NotFoundError)
 
 
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
