@@ -5,7 +5,10 @@ Targets are component names of the devstack (``Stack.component``), or a role res
 lands: ``harness`` is the harness worker holding the lease of one of the workload's sessions (the one
 mid-turn), else ``harness-1``; with several sandbox hosts, ``sandbox-manager`` is the manager of the
 host one of the workload's sessions is placed on; with several session-stores, ``PROJECTING`` is the
-store holding the projection's advisory lock and ``FOLLOWING`` one that does not.
+store holding the projection's advisory lock and ``FOLLOWING`` one that does not; ``SANDBOX_ENGINE``
+is the Docker engine (``docker``, ``docker-2``...) of the host one of the workload's sessions is placed
+on (killed, it is started again by ``Stack.start``; the sandbox-manager finds its sessions' containers
+stopped or gone).
 On a NATS cluster (``CORRAL_NATS_CLUSTER=3``): ``nats-leader`` is the node leading the session log,
 ``nats-follower`` another node, ``nats-all`` every node (killed together, restarted together); a killed
 node is started again on its store. Two more actions there (``cluster.py``): ``partition`` cuts a node
@@ -28,8 +31,9 @@ import asyncpg
 from corral.bus import Bus
 from corral.contracts import subjects
 from corral.contracts.sandbox_hosts import sandbox_placements_spec
-from corral.devstack.replicas import replica_name
+from corral.devstack.replicas import DOCKER_PREFIX, replica_name, split_name
 from corral.devstack.stack import Stack
+from corral.devstack.topology import DOCKER
 from corral.session_store.projector import LOCK_KEY
 from tests.e2e.flows import LEASE_TTL_S
 from tests.faults import cluster
@@ -40,6 +44,8 @@ SERVICES: Final = ("gateway", "session-store", "harness", "sandbox-manager", "cr
 #: With two session-stores: the one that projects into Postgres, and the other.
 PROJECTING: Final = "session-store:projecting"
 FOLLOWING: Final = "session-store:following"
+#: The Docker engine of a session's sandbox host.
+SANDBOX_ENGINE: Final = "sandbox-engine"
 #: One replica of each service on a stack with two of every service (``conftest.TWO_OF_EACH``).
 REPLICAS: Final = ("gateway", PROJECTING, FOLLOWING, "harness", "sandbox-manager", "credential-proxy")
 #: Longer than the harness's lease (``LEASE_TTL_S``), so a paused lease holder loses its lease.
@@ -65,10 +71,12 @@ ALL_FAULTS: Final = (
     *(Fault(action, service) for service in SERVICES for action in ("kill", "pause")),
     Fault("kill", "postgres"),
 )
-#: One replica of each service paused or killed, on a stack with two of each (the cluster soak draws these).
+#: One replica of each service paused or killed, Postgres killed, and a session's sandbox host's Docker
+#: engine killed, on a stack with two of each (the cluster soak draws these).
 REPLICA_FAULTS: Final = (
     *(Fault(action, target) for target in REPLICAS for action in ("kill", "pause")),
     Fault("kill", "postgres"),
+    Fault("kill", SANDBOX_ENGINE),
 )
 #: The faults of a three-node NATS cluster (the soak on the cluster draws from these and ``ALL_FAULTS``).
 NATS_FAULTS: Final = (
@@ -177,6 +185,9 @@ async def _resolve(stack: Stack, target: str, sessions: Iterable[str]) -> str:
         return await harness_of(stack, sessions)
     if target == "sandbox-manager":
         return await sandbox_manager_of(stack, sessions)
+    if target == SANDBOX_ENGINE:
+        _, host = split_name(await sandbox_manager_of(stack, sessions))
+        return DOCKER if host == 1 else f"{DOCKER_PREFIX}{host}"
     if target in (PROJECTING, FOLLOWING):
         return await session_store_by_role(stack, projecting=target == PROJECTING)
     if target in ("nats-leader", "nats-follower"):
@@ -194,7 +205,7 @@ def _node_serves(stack: Stack, name: str) -> bool:
 
 
 async def _restart(stack: Stack, name: str) -> None:
-    if name == "postgres" or name.startswith("nats"):
+    if name == "postgres" or name.startswith(("nats", DOCKER)):
         await asyncio.to_thread(stack.start, RESTART_TIMEOUT_S)  # starts what is not running
     else:
         await asyncio.to_thread(stack.start_service, name, RESTART_TIMEOUT_S)

@@ -5,7 +5,8 @@ single-server scenarios (three SDK clients doing tool turns through both gateway
 session finishing another turn, the checker). The faults: NATS's (reliability plan F8, F15, F20, a
 full disk) and one replica of each service paused then killed (the gateway, the session-store that
 projects and the one that follows, the lease-holding harness, a session's sandbox-manager, a
-credential-proxy). Each prints its recovery time and the checker's counts.
+credential-proxy); Postgres killed; the Docker engine of a session's sandbox host killed. Each prints
+its recovery time and the checker's counts.
 
 One stack for the module (its own: the service scenarios' stack is a single server with one of each).
 The store of ``cluster.SMALL_DISK_NODE`` is a tmpfs, so its disk can fill. Root is needed (the
@@ -26,7 +27,7 @@ from corral.devstack.stack import Stack
 from tests.e2e.conftest import start_stack
 from tests.faults import cluster
 from tests.faults.conftest import STORE_TIMEOUT_S, TWO_OF_EACH
-from tests.faults.nemesis import NATS_FAULTS, REPLICA_FAULTS, REPLICAS, Fault
+from tests.faults.nemesis import NATS_FAULTS, REPLICA_FAULTS, REPLICAS, SANDBOX_ENGINE, Fault
 from tests.faults.scenario import once, run, seeded
 from tests.faults.test_scenarios import SOAK_SECONDS, verify
 
@@ -80,6 +81,20 @@ async def test_one_nodes_disk_full_loses_and_drops_nothing_and_the_cluster_goes_
     cluster_stack: Stack, tmp_path: Path, report: list[str]
 ) -> None:
     await _scenario(cluster_stack, Fault("disk-full", cluster.SMALL_DISK_NODE), tmp_path, report)
+
+
+async def test_postgres_killed_mid_turn_and_restarted_loses_nothing_and_the_projection_catches_up(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    await _scenario(cluster_stack, Fault("kill", "postgres"), tmp_path, report)
+
+
+async def test_a_sandbox_hosts_docker_engine_killed_mid_turn_and_restarted_strands_no_session(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    """The engine of a session's host SIGKILLed and started again: its containers stop with it, and the
+    sandbox-manager serves the next call (a workspace it cannot keep is reported lost, not hidden)."""
+    await _scenario(cluster_stack, Fault("kill", SANDBOX_ENGINE), tmp_path, report)
 
 
 @pytest.mark.parametrize("target", REPLICAS)
