@@ -13,6 +13,15 @@ from tests.e2e.conftest import start_stack
 #: The gateway's deadline for session-store requests: shorter than a pause (``nemesis.PAUSE_S``), so a
 #: paused store makes the gateway give up on requests the store handles once it resumes.
 STORE_TIMEOUT_S = 3
+#: Two of every service (``test_replicas.py``, and the NATS cluster's stack in ``test_nats_scenarios.py``):
+#: two gateways, two session-stores, two credential-proxies, two sandbox hosts, three harnesses.
+TWO_OF_EACH = {
+    "CORRAL_GATEWAY_COUNT": "2",
+    "CORRAL_SESSION_STORE_COUNT": "2",
+    "CORRAL_CREDENTIAL_PROXY_COUNT": "2",
+    "CORRAL_SANDBOX_HOSTS": "2",
+    "CORRAL_HARNESS_COUNT": "3",
+}
 
 
 @pytest.fixture(scope="session")

@@ -1,8 +1,14 @@
 """The faults (Jepsen's "nemesis"): kill a component with SIGKILL and start it again, or pause it with
 SIGSTOP and resume it with SIGCONT, by the pid the devstack keeps for it (``Stack.kill``).
 
-Targets are component names of the devstack (``Stack.component``). ``harness`` means the harness
-worker holding the lease of one of the workload's sessions (the one mid-turn), else ``harness-1``.
+Targets are component names of the devstack (``Stack.component``), or a role resolved when the fault
+lands: ``harness`` is the harness worker holding the lease of one of the workload's sessions (the one
+mid-turn), else ``harness-1``; with several sandbox hosts, ``sandbox-manager`` is the manager of the
+host one of the workload's sessions is placed on; with several session-stores, ``PROJECTING`` is the
+store holding the projection's advisory lock and ``FOLLOWING`` one that does not; ``SANDBOX_ENGINE``
+is the Docker engine (``docker``, ``docker-2``...) of the host one of the workload's sessions is placed
+on (killed, it is started again by ``Stack.start``; the sandbox-manager finds its sessions' containers
+stopped or gone).
 On a NATS cluster (``CORRAL_NATS_CLUSTER=3``): ``nats-leader`` is the node leading the session log,
 ``nats-follower`` another node, ``nats-all`` every node (killed together, restarted together); a killed
 node is started again on its store. Two more actions there (``cluster.py``): ``partition`` cuts a node
@@ -14,20 +20,34 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, Literal
 
+import asyncpg
+
 from corral.bus import Bus
 from corral.contracts import subjects
+from corral.contracts.sandbox_hosts import sandbox_placements_spec
+from corral.devstack.replicas import DOCKER_PREFIX, replica_name, split_name
 from corral.devstack.stack import Stack
+from corral.devstack.topology import DOCKER
+from corral.session_store.projector import LOCK_KEY
 from tests.e2e.flows import LEASE_TTL_S
 from tests.faults import cluster
 from tests.faults.history import History
 
 #: The five services, by the name a scenario gives them.
 SERVICES: Final = ("gateway", "session-store", "harness", "sandbox-manager", "credential-proxy")
+#: With two session-stores: the one that projects into Postgres, and the other.
+PROJECTING: Final = "session-store:projecting"
+FOLLOWING: Final = "session-store:following"
+#: The Docker engine of a session's sandbox host.
+SANDBOX_ENGINE: Final = "sandbox-engine"
+#: One replica of each service on a stack with two of every service (``conftest.TWO_OF_EACH``).
+REPLICAS: Final = ("gateway", PROJECTING, FOLLOWING, "harness", "sandbox-manager", "credential-proxy")
 #: Longer than the harness's lease (``LEASE_TTL_S``), so a paused lease holder loses its lease.
 PAUSE_S: Final = float(LEASE_TTL_S) + 1.5
 #: A restarted component is healthy again within this (a liveness bound, not a timing).
@@ -51,6 +71,13 @@ ALL_FAULTS: Final = (
     *(Fault(action, service) for service in SERVICES for action in ("kill", "pause")),
     Fault("kill", "postgres"),
 )
+#: One replica of each service paused or killed, Postgres killed, and a session's sandbox host's Docker
+#: engine killed, on a stack with two of each (the cluster soak draws these).
+REPLICA_FAULTS: Final = (
+    *(Fault(action, target) for target in REPLICAS for action in ("kill", "pause")),
+    Fault("kill", "postgres"),
+    Fault("kill", SANDBOX_ENGINE),
+)
 #: The faults of a three-node NATS cluster (the soak on the cluster draws from these and ``ALL_FAULTS``).
 NATS_FAULTS: Final = (
     Fault("kill", "nats-leader"),
@@ -71,6 +98,43 @@ async def harness_of(stack: Stack, sessions: Iterable[str]) -> str:
             if entry is not None:
                 return str(json.loads(entry.value)["holder"])
     return "harness-1"
+
+
+async def sandbox_manager_of(stack: Stack, sessions: Iterable[str]) -> str:
+    """The sandbox-manager of the host one of ``sessions`` is placed on, else the first."""
+    async with Bus.connect(stack.nats_settings(), name="fault-nemesis") as bus:
+        placements = await bus.bind_key_value(sandbox_placements_spec())
+        if placements is None:  # no session placed yet
+            return "sandbox-manager"
+        for session in sessions:
+            entry = await placements.get(session)
+            if entry is not None:
+                numbered = re.fullmatch(r"sandbox-host-([0-9]+)", str(json.loads(entry.value)["host"]))
+                return replica_name("sandbox-manager", int(numbered[1])) if numbered else "sandbox-manager"
+    return "sandbox-manager"
+
+
+async def session_store_by_role(stack: Stack, *, projecting: bool) -> str:
+    """The session-store holding the projection's advisory lock (``projecting``), or another one: the
+    lock holder's Postgres connection, by its client port, among each store's TCP sockets."""
+    conn = await asyncpg.connect(stack.database_url)
+    try:
+        port = await conn.fetchval(
+            "SELECT a.client_port FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid"
+            " WHERE l.locktype = 'advisory' AND l.objid = $1 AND l.granted",
+            LOCK_KEY,
+        )
+    finally:
+        await conn.close()
+    assert port is not None, "no session-store holds the projection's lock"
+    stores = [name for name in stack.service_names() if name.startswith("session-store")]
+    assert len(stores) > 1, "a store's role needs two session-stores"
+    for name in stores:
+        pid = stack.pid(name)
+        holds = pid is not None and any(local == port for local, _ in cluster.tcp_connections(pid))
+        if holds == projecting:
+            return name
+    raise AssertionError(f"no session-store {'holds' if projecting else 'lacks'} the lock (port {port})")
 
 
 async def inject(stack: Stack, fault: Fault, history: History, sessions: Iterable[str]) -> str:
@@ -119,6 +183,13 @@ async def inject(stack: Stack, fault: Fault, history: History, sessions: Iterabl
 async def _resolve(stack: Stack, target: str, sessions: Iterable[str]) -> str:
     if target == "harness":
         return await harness_of(stack, sessions)
+    if target == "sandbox-manager":
+        return await sandbox_manager_of(stack, sessions)
+    if target == SANDBOX_ENGINE:
+        _, host = split_name(await sandbox_manager_of(stack, sessions))
+        return DOCKER if host == 1 else f"{DOCKER_PREFIX}{host}"
+    if target in (PROJECTING, FOLLOWING):
+        return await session_store_by_role(stack, projecting=target == PROJECTING)
     if target in ("nats-leader", "nats-follower"):
         leader = await asyncio.to_thread(cluster.stream_leader, stack)
         assert leader is not None, "the session log has no leader"
@@ -134,7 +205,7 @@ def _node_serves(stack: Stack, name: str) -> bool:
 
 
 async def _restart(stack: Stack, name: str) -> None:
-    if name == "postgres" or name.startswith("nats"):
+    if name == "postgres" or name.startswith(("nats", DOCKER)):
         await asyncio.to_thread(stack.start, RESTART_TIMEOUT_S)  # starts what is not running
     else:
         await asyncio.to_thread(stack.start_service, name, RESTART_TIMEOUT_S)

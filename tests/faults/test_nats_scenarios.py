@@ -1,13 +1,16 @@
-"""The fault scenarios of NATS on a three-node JetStream cluster (``CORRAL_NATS_CLUSTER=3``, every
-stream and bucket with three replicas; reliability plan F8, F15, F20): the same run as the service
-scenarios (three SDK clients doing tool turns, the fault, every session finishing another turn, the
-checker), with the fault on the cluster. Each prints its recovery time and the checker's counts.
+"""The fault scenarios on a three-node JetStream cluster (``CORRAL_NATS_CLUSTER=3``, every stream and
+bucket with three replicas) with two of every service (``conftest.TWO_OF_EACH``: two gateways, two
+session-stores, two credential-proxies, two sandbox hosts, three harnesses): the same run as the
+single-server scenarios (three SDK clients doing tool turns through both gateways, the fault, every
+session finishing another turn, the checker). The faults: NATS's (reliability plan F8, F15, F20, a
+full disk) and one replica of each service paused then killed (the gateway, the session-store that
+projects and the one that follows, the lease-holding harness, a session's sandbox-manager, a
+credential-proxy); Postgres killed; the Docker engine of a session's sandbox host killed. Each prints
+its recovery time and the checker's counts.
 
-One stack for the module (its own: the service scenarios' stack is a single server). The devstack
-runs two harness workers; the gateway, the session-store and the other services run once each (the
-devstack starts one of each). The store of ``cluster.SMALL_DISK_NODE`` is a tmpfs, so its disk can
-fill. Root is needed (the partition's cgroup and ``iptables`` rules, the tmpfs), as for the stack's
-Docker engine.
+One stack for the module (its own: the service scenarios' stack is a single server with one of each).
+The store of ``cluster.SMALL_DISK_NODE`` is a tmpfs, so its disk can fill. Root is needed (the
+partition's cgroup and ``iptables`` rules, the tmpfs), as for the stack's Docker engine.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ import pytest
 from corral.devstack.stack import Stack
 from tests.e2e.conftest import start_stack
 from tests.faults import cluster
-from tests.faults.conftest import STORE_TIMEOUT_S
-from tests.faults.nemesis import ALL_FAULTS, NATS_FAULTS, Fault
+from tests.faults.conftest import STORE_TIMEOUT_S, TWO_OF_EACH
+from tests.faults.nemesis import NATS_FAULTS, REPLICA_FAULTS, REPLICAS, SANDBOX_ENGINE, Fault
 from tests.faults.scenario import once, run, seeded
 from tests.faults.test_scenarios import SOAK_SECONDS, verify
 
@@ -38,10 +41,11 @@ def cluster_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         stack = start_stack(
             state_dir,
             gateway={"CORRAL_GATEWAY_STORE_TIMEOUT_S": str(STORE_TIMEOUT_S)},
-            environ={"CORRAL_NATS_CLUSTER": "3"},
+            environ={"CORRAL_NATS_CLUSTER": "3", **TWO_OF_EACH},
         )
         stopping.callback(stack.stop)
         assert [node.name for node in stack.nats_nodes()] == ["nats", "nats-2", "nats-3"]
+        assert len(stack.gateway_urls) == 2
         yield stack
 
 
@@ -79,13 +83,37 @@ async def test_one_nodes_disk_full_loses_and_drops_nothing_and_the_cluster_goes_
     await _scenario(cluster_stack, Fault("disk-full", cluster.SMALL_DISK_NODE), tmp_path, report)
 
 
+async def test_postgres_killed_mid_turn_and_restarted_loses_nothing_and_the_projection_catches_up(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    await _scenario(cluster_stack, Fault("kill", "postgres"), tmp_path, report)
+
+
+async def test_a_sandbox_hosts_docker_engine_killed_mid_turn_and_restarted_strands_no_session(
+    cluster_stack: Stack, tmp_path: Path, report: list[str]
+) -> None:
+    """The engine of a session's host SIGKILLed and started again: its containers stop with it, and the
+    sandbox-manager serves the next call (a workspace it cannot keep is reported lost, not hidden)."""
+    await _scenario(cluster_stack, Fault("kill", SANDBOX_ENGINE), tmp_path, report)
+
+
+@pytest.mark.parametrize("target", REPLICAS)
+async def test_one_replica_of_a_service_paused_then_killed_mid_turn_loses_duplicates_and_strands_nothing(
+    cluster_stack: Stack, target: str, tmp_path: Path, report: list[str]
+) -> None:
+    """One of the two (or three) replicas, its pause then its kill in one run (as on the single server):
+    the clients fail over to the other gateway, with the same ``Idempotency-Key``, when theirs fails."""
+    schedule = once(Fault("pause", target), Fault("kill", target))
+    verify(await run(cluster_stack, schedule, dump_to=tmp_path / "history.jsonl"), report)
+
+
 @pytest.mark.timeout(SOAK_SECONDS + 900)
 async def test_seeded_soak_of_nats_and_service_faults_on_the_cluster_breaks_no_invariant(
     cluster_stack: Stack, tmp_path: Path, report: list[str]
 ) -> None:
     """As the single-server soak (``CORRAL_SOAK_SECONDS``, ``CORRAL_SOAK_SEED``), drawing from the
-    cluster's faults as well as every service's."""
+    cluster's faults as well as every replica's."""
     seed = int(os.environ.get("CORRAL_SOAK_SEED") or secrets.randbelow(2**32))
     report.append(f"cluster soak: seed {seed} (CORRAL_SOAK_SEED={seed} replays it), {SOAK_SECONDS:g} s")
-    schedule = seeded(seed, SOAK_SECONDS, (*NATS_FAULTS, *ALL_FAULTS))
+    schedule = seeded(seed, SOAK_SECONDS, (*NATS_FAULTS, *REPLICA_FAULTS))
     verify(await run(cluster_stack, schedule, dump_to=tmp_path / "history.jsonl"), report)

@@ -30,7 +30,7 @@ from corral.contracts.rpc import AppendEvents, Op, RpcReply
 from corral.devstack.stack import Stack
 from tests.e2e.conftest import start_stack
 from tests.faults.checker import check
-from tests.faults.conftest import STORE_TIMEOUT_S
+from tests.faults.conftest import STORE_TIMEOUT_S, TWO_OF_EACH
 from tests.faults.harness_kills import soak
 from tests.faults.history import History
 from tests.faults.observe import observe
@@ -40,13 +40,6 @@ from tests.waiting import eventually
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 
-TWO_OF_EACH = {
-    "CORRAL_GATEWAY_COUNT": "2",
-    "CORRAL_SESSION_STORE_COUNT": "2",
-    "CORRAL_CREDENTIAL_PROXY_COUNT": "2",
-    "CORRAL_SANDBOX_HOSTS": "2",
-    "CORRAL_HARNESS_COUNT": "3",
-}
 FULL = os.environ.get("CORRAL_HARNESS_SOAK") == "full"
 SOAK_SESSIONS = 200 if FULL else 10
 SOAK_SECONDS = 120.0 if FULL else 30.0

@@ -7,8 +7,12 @@ land mid-tool as often as mid-model), then a streamed reply. A client sends one 
 (with an ``Idempotency-Key``, retried with the same key while the outcome is unknown), then reads the
 session's events until the turn it started has ended, then sends the next.
 
-With several gateways (``CORRAL_GATEWAY_COUNT``) every request goes to the next gateway in turn, so
-one client's send and the reads that follow it are served by different gateways.
+With several gateways (``CORRAL_GATEWAY_COUNT``) each client sends each of its requests to the next
+gateway in its own turn: its send and the reads that follow it are served by different gateways, and
+a request whose outcome was unknown (the gateway refused the connection, timed out, or answered a
+5xx) is retried, with the same ``Idempotency-Key``, on another gateway than the one that failed it.
+That is what a client given several gateway addresses does when one is killed or paused: it fails
+over to the next, and the key makes the retry safe whether or not the failed attempt took effect.
 
 ``probe`` measures recovery: after a fault it appends (a title update to a session of its own) until
 an append invoked after the fault succeeds.
@@ -17,6 +21,7 @@ an append invoked after the fault succeeds.
 from __future__ import annotations
 
 import asyncio
+import collections
 import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -69,6 +74,7 @@ class Workload:
         self.sessions: dict[str, str] = {}  # session id -> its script token
         self.probe_session = ""
         self.turns_ended = 0
+        self._requests: collections.Counter[str] = collections.Counter()  # per client: its requests so far
         self._stopping = asyncio.Event()
         self._progress = asyncio.Condition()
 
@@ -96,8 +102,11 @@ class Workload:
         self.probe_session = (await self.sdk.beta.sessions.create(agent=agent.id, environment_id=env.id)).id
 
     def via(self, op: Pending) -> anthropic.AsyncAnthropic:
-        """The gateway for ``op``: the next one in turn."""
-        return self.sdks[op.op_id % len(self.sdks)]
+        """The gateway for ``op``: its client's next one in turn, so a retry of a request that failed
+        goes to another gateway than the failed attempt (with two or more)."""
+        n = self._requests[op.process]
+        self._requests[op.process] += 1
+        return self.sdks[n % len(self.sdks)]
 
     def all_sessions(self) -> list[str]:
         return [*self.sessions, self.probe_session]

@@ -3,14 +3,13 @@ missing, bound to by everyone else, and refused (``StreamMismatch``) when config
 
 from __future__ import annotations
 
-import contextlib
-
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 from nats.js.kv import KeyValue
 
 from corral.bus.errors import StreamMismatch
+from corral.bus.settling import find_or_make, patiently
 from corral.contracts.subjects import KeyValueSpec
 
 
@@ -25,22 +24,25 @@ def marker_ttl_s(spec: KeyValueSpec) -> float | None:
 
 async def ensure(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -> KeyValue:
     """The owner's side: create the bucket when missing (with ``replicas`` copies), then check it."""
-    try:
-        kv = await js.key_value(spec.name)
-    except js_errors.BucketNotFoundError:
-        with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
-            await js.create_key_value(
-                bucket=spec.name,
-                description=spec.description,
-                ttl=spec.ttl_s,
-                history=spec.history,
-                storage=js_api.StorageType(spec.storage),
-                replicas=replicas,
-            )
-        kv = await js.key_value(spec.name)
-    await _add_expiry_marks(js, kv, spec)
-    await check(kv, spec, replicas=replicas, fix="remove the bucket (nats kv rm {name}) and start {owner} again")
+    kv = await _find_or_make(js, spec, replicas=replicas)
+    await patiently(lambda: _add_expiry_marks(js, kv, spec))
+    fix = "remove the bucket (nats kv rm {name}) and start {owner} again"
+    await patiently(lambda: check(kv, spec, replicas=replicas, fix=fix))
     return kv
+
+
+async def _find_or_make(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int) -> KeyValue:
+    async def make() -> object:
+        return await js.create_key_value(
+            bucket=spec.name,
+            description=spec.description,
+            ttl=spec.ttl_s,
+            history=spec.history,
+            storage=js_api.StorageType(spec.storage),
+            replicas=replicas,
+        )
+
+    return await find_or_make(lambda: js.key_value(spec.name), make, missing=js_errors.BucketNotFoundError)
 
 
 async def _add_expiry_marks(js: JetStreamContext, kv: KeyValue, spec: KeyValueSpec) -> None:

@@ -7,7 +7,6 @@ purges). The accounts' exports and imports are the NATS server's config
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 
 import nats.errors
@@ -17,6 +16,7 @@ from nats.js import api as js_api
 from nats.js import errors as js_errors
 
 from corral.bus.errors import Refused, StreamMismatch
+from corral.bus.settling import find_or_make
 from corral.contracts.subscribers import MIRRORS_API, ORIGIN_API, mirror_delivery
 
 
@@ -38,19 +38,18 @@ class Mirrors:
         source = js_api.StreamSource(
             name=stream, external=js_api.ExternalStream(api=ORIGIN_API, deliver=mirror_delivery(stream))
         )
-        try:
-            try:
-                info = await self._js.stream_info(stream)
-            except js_errors.NotFoundError:
-                with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
-                    await self._js.add_stream(
-                        name=stream,
-                        mirror=source,
-                        storage=js_api.StorageType.FILE,
-                        deny_delete=True,
-                        num_replicas=self._replicas,
-                    )
-                info = await self._js.stream_info(stream)
+
+        async def make() -> object:
+            return await self._js.add_stream(
+                name=stream,
+                mirror=source,
+                storage=js_api.StorageType.FILE,
+                deny_delete=True,
+                num_replicas=self._replicas,
+            )
+
+        try:  # a sibling making it at once (two session-stores) is waited for (``settling``)
+            info = await find_or_make(lambda: self._js.stream_info(stream), make, missing=js_errors.NotFoundError)
         except (nats.errors.NoRespondersError, nats.errors.TimeoutError) as exc:
             raise _no_account(exc) from None
         found = info.config.mirror

@@ -3,14 +3,13 @@ mismatches refused; and what callers may ask of a stream as a whole."""
 
 from __future__ import annotations
 
-import contextlib
-
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import Refused, StreamMismatch
+from corral.bus.settling import find_or_make
 from corral.contracts.subjects import ConsumerSpec, StreamSpec
 
 
@@ -46,27 +45,29 @@ def _replicas_fix(kind: str, name: str, found: int, wanted: int) -> str:
     )
 
 
+async def _find_or_make(js: JetStreamContext, spec: StreamSpec, *, replicas: int) -> js_api.StreamInfo:
+    async def make() -> object:
+        return await js.add_stream(
+            name=spec.name,
+            subjects=list(spec.subjects),
+            retention=js_api.RetentionPolicy(spec.retention),
+            storage=js_api.StorageType(spec.storage),
+            duplicate_window=spec.duplicate_window_s,
+            max_msgs_per_subject=spec.max_msgs_per_subject,
+            allow_direct=True,
+            deny_delete=spec.deny_delete,
+            deny_purge=spec.deny_purge,
+            num_replicas=replicas,
+        )
+
+    return await find_or_make(lambda: js.stream_info(spec.name), make, missing=js_errors.NotFoundError)
+
+
 async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int = 1) -> None:
     """Create the stream if missing, with ``replicas`` copies; refuse (``StreamMismatch``) one
     configured otherwise: another storage, retention, window or subjects, another number of
     replicas, or limits (``UNLIMITED``) that would drop records."""
-    try:
-        info = await js.stream_info(spec.name)
-    except js_errors.NotFoundError:
-        with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
-            await js.add_stream(
-                name=spec.name,
-                subjects=list(spec.subjects),
-                retention=js_api.RetentionPolicy(spec.retention),
-                storage=js_api.StorageType(spec.storage),
-                duplicate_window=spec.duplicate_window_s,
-                max_msgs_per_subject=spec.max_msgs_per_subject,
-                allow_direct=True,
-                deny_delete=spec.deny_delete,
-                deny_purge=spec.deny_purge,
-                num_replicas=replicas,
-            )
-        info = await js.stream_info(spec.name)
+    info = await _find_or_make(js, spec, replicas=replicas)
     cfg = info.config
     if (spec.deny_delete and not cfg.deny_delete) or (spec.deny_purge and not cfg.deny_purge):
         # a stream made before these protections existed: add them (the server allows that)

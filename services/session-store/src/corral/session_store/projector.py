@@ -38,7 +38,8 @@ from corral.session_store.session_projection import (
 
 logger = logging.getLogger(__name__)
 
-_LOCK_KEY = 4242002
+#: The Postgres advisory lock the projecting store holds (``pg_locks``: ``objid``; a fault test finds it there).
+LOCK_KEY = 4242002
 _BATCH = 512
 _RETRY_MIN_S = 0.5
 _RETRY_MAX_S = 10.0
@@ -141,7 +142,7 @@ class Projector:
             try:
                 async with asyncio.TaskGroup() as tg:
                     following = tg.create_task(self._follow_projecting_store())
-                    await lock_conn.execute("SELECT pg_advisory_lock($1)", _LOCK_KEY)
+                    await lock_conn.execute("SELECT pg_advisory_lock($1)", LOCK_KEY)
                     following.cancel()
                 rows = await lock_conn.fetch("SELECT stream, seq FROM projection_positions")
                 await self._moved_to({row["stream"]: row["seq"] for row in rows})
@@ -156,7 +157,7 @@ class Projector:
             finally:
                 self._projecting = False
                 with contextlib.suppress(Exception):
-                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
+                    await lock_conn.execute("SELECT pg_advisory_unlock($1)", LOCK_KEY)
 
     async def _follow_projecting_store(self) -> None:
         """While a sibling store holds the projection lock: take the positions it commits as this
