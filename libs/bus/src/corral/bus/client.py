@@ -18,7 +18,7 @@ beside this one do its work (``connecting``, ``streams``, ``publishing``, ``read
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 import nats
@@ -38,7 +38,7 @@ from corral.bus.messages import Delivery, OpenConsumers, PubAck, PullConsumer
 from corral.bus.mirrors import Mirrors
 from corral.bus.objects import ObjectBucket
 from corral.bus.producing import producer_span
-from corral.bus.publishing import RecordWriter
+from corral.bus.publishing import OutgoingRecord, RecordWriter
 from corral.bus.reading import Reading
 from corral.bus.records import StoredMessage
 from corral.bus.serving import Handler, error_reply, serve
@@ -204,6 +204,37 @@ class Bus:
             )
             span.set_attribute("messaging.message.id", str(ack.seq))
             return ack
+
+    async def publish_batch(
+        self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None = None
+    ) -> list[PubAck]:
+        """Store the records of ``batch`` (each of any size) in order on ``subject``, all or none, in
+        one JetStream atomic batch (one round trip), fenced once on ``expected_last_subject_seq``; one
+        ack per record. The stream needs ``allow_atomic`` (``StreamSpec.allow_atomic``).
+
+        A batch holding a ``msg_id`` the stream has stored already (a retried append) is stored
+        one record at a time, fenced as ``publish`` fences, so each duplicate is acknowledged as
+        such; so is a batch over the server's limits (``corral.bus.publishing``).
+
+        Raises:
+            WrongLastSequence: ``expected_last_subject_seq`` was given and the subject moved on
+                (nothing of the batch is stored).
+        """
+        writer = RecordWriter(
+            self._js,
+            chunk_size=self.chunk_size,
+            max_payload=self.max_payload,
+            nc=self._nc,
+            timeout=self._settings.request_timeout_s,
+        )
+        size = sum(len(r.data) for r in batch)
+        with producer_span(subject, size) as span:
+            traced = [OutgoingRecord(r.data, inject(dict(r.headers)), r.msg_id) for r in batch]
+            acks = await writer.publish_batch(subject, traced, fence=expected_last_subject_seq)
+            if acks:
+                span.set_attribute("messaging.message.id", str(acks[-1].seq))
+                span.set_attribute("messaging.batch.message_count", len(acks))
+            return acks
 
     async def publish_raw(self, subject: str, data: bytes, *, headers: dict[str, str]) -> PubAck:
         """Store one message exactly as given: no trace context, no parts, no fence but the headers'.

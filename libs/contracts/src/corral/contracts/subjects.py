@@ -206,6 +206,9 @@ class StreamSpec(BaseModel):
     ``deny_delete`` / ``deny_purge``: the server refuses to delete single messages / purge the
     stream, whoever asks. The session log allows purges because deleting a session purges its
     history (keeping the tombstone); only the session-store's NATS user may ask for that.
+
+    ``allow_atomic``: the stream takes JetStream atomic batches (nats-server >= 2.12): the session
+    log stores all the records of one append in one batch, all or none (``Bus.publish_batch``).
     """
 
     model_config = ConfigDict(frozen=True)
@@ -218,6 +221,7 @@ class StreamSpec(BaseModel):
     max_msgs_per_subject: int = -1
     deny_delete: bool = True
     deny_purge: bool = True
+    allow_atomic: bool = False
 
 
 SESSIONS_SPEC: Final = StreamSpec(
@@ -227,6 +231,7 @@ SESSIONS_SPEC: Final = StreamSpec(
     storage="file",
     duplicate_window_s=120.0,
     deny_purge=False,  # session delete purges the history but the tombstone
+    allow_atomic=True,  # an append's records are stored in one atomic batch
 )
 CATALOG_SPEC: Final = StreamSpec(
     name=CATALOG_STREAM, subjects=(CATALOG_WILDCARD,), retention="limits", storage="file", duplicate_window_s=120.0
