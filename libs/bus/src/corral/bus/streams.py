@@ -38,6 +38,12 @@ def _spec(config: js_api.StreamConfig) -> StreamSpec:
 UNLIMITED: dict[str, object] = {"max_msgs": -1, "max_bytes": -1, "max_age": 0.0}
 
 
+_ATOMIC_FIX = (
+    "Corral stores each append's records in one JetStream atomic batch, which needs nats-server 2.12 or "
+    "later: upgrade the server (the stream is then updated on the next start)"
+)
+
+
 def _replicas_fix(kind: str, name: str, found: int, wanted: int) -> str:
     return (
         f"this service is configured for {wanted} (CORRAL_NATS_REPLICAS={wanted}) but the {kind} has {found}: "
@@ -81,7 +87,13 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         # a stream made before its appends were stored as atomic batches: allow them (the server
         # allows that, nats-server >= 2.12; an older one ignores the field and the check below refuses)
         cfg.allow_atomic = True
-        info = await js.update_stream(cfg)
+        try:
+            info = await js.update_stream(cfg)
+        except js_errors.APIError as exc:
+            raise StreamMismatch(
+                f"stream {spec.name} does not allow atomic batches and the server refused to allow them "
+                f"({exc.description or exc}); {_ATOMIC_FIX}"
+            ) from None
         cfg = info.config
     found = _spec(cfg)
     checked = (
@@ -103,7 +115,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         detail = ", ".join(f"{k} is {v[0]!r}, expected {v[1]!r}" for k, v in diff.items())
         fix = "fix or remove the stream, or point Corral at another NATS server"
         if "allow_atomic" in diff and spec.allow_atomic:
-            fix = "atomic batch publish needs nats-server 2.12 or later: upgrade the server, or " + fix
+            fix = f"{_ATOMIC_FIX}, or {fix}"
         raise StreamMismatch(f"stream {spec.name} exists with a different configuration ({detail}); {fix}")
     found_replicas = int(cfg.num_replicas or 1)
     if found_replicas != replicas:
