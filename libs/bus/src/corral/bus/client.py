@@ -3,12 +3,9 @@
 Records on streams may be of any size: one larger than the chunk size is stored in parts and read
 back whole (the format and its crash rules are in ``corral.bus.records``).
 
-Every message published through here carries the current trace context in its headers; a record
-stored with ``publish`` is sent under a ``PRODUCER`` span of its own (OpenTelemetry messaging
-conventions: ``messaging.system=nats``, ``messaging.destination.name`` the subject), whose context is
-the one its headers carry, so a consumer's span is that span's child or links to it. A task
-cancelled while it waits for a reply, an ack or a fetch is never handed the result instead (see
-``corral.bus.cancellation``).
+Every message published through here carries the current trace context in its headers; records
+are stored under a ``PRODUCER`` span (``corral.bus.publishing``). A task cancelled while it waits for
+a reply, an ack or a fetch is never handed the result instead (see ``corral.bus.cancellation``).
 
 ``Bus`` is the only way in: its NATS connection and JetStream context are private, and the modules
 beside this one do its work (``connecting``, ``streams``, ``publishing``, ``reading``, ``bodies``,
@@ -37,7 +34,6 @@ from corral.bus.kv import KeyValueBucket
 from corral.bus.messages import Delivery, OpenConsumers, PubAck, PullConsumer
 from corral.bus.mirrors import Mirrors
 from corral.bus.objects import ObjectBucket
-from corral.bus.producing import producer_span
 from corral.bus.publishing import OutgoingRecord, RecordWriter
 from corral.bus.reading import Reading
 from corral.bus.records import StoredMessage
@@ -180,6 +176,11 @@ class Bus:
         wanted = self._settings.record_chunk_bytes
         return max(1024, min(wanted, room) if wanted else room)
 
+    @property
+    def _writer(self) -> RecordWriter:
+        size, timeout = self.chunk_size, self._settings.request_timeout_s
+        return RecordWriter(self._js, chunk_size=size, max_payload=self.max_payload, nc=self._nc, timeout=timeout)
+
     async def publish(
         self,
         subject: str,
@@ -197,44 +198,16 @@ class Bus:
         Raises:
             WrongLastSequence: ``expected_last_subject_seq`` was given and the subject moved on.
         """
-        writer = RecordWriter(self._js, chunk_size=self.chunk_size, max_payload=self.max_payload)
-        with producer_span(subject, len(data)) as span:
-            ack = await writer.publish(
-                subject, data, inject(dict(headers or {})), msg_id=msg_id, fence=expected_last_subject_seq
-            )
-            span.set_attribute("messaging.message.id", str(ack.seq))
-            return ack
+        record = OutgoingRecord(data, headers or {}, msg_id)
+        return await self._writer.publish_traced(subject, record, fence=expected_last_subject_seq)
 
     async def publish_batch(
         self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None = None
     ) -> list[PubAck]:
-        """Store the records of ``batch`` (each of any size) in order on ``subject``, all or none, in
-        one JetStream atomic batch (one round trip), fenced once on ``expected_last_subject_seq``; one
-        ack per record. The stream needs ``allow_atomic`` (``StreamSpec.allow_atomic``).
-
-        A batch holding a ``msg_id`` the stream has stored already (a retried append) is stored
-        one record at a time, fenced as ``publish`` fences, so each duplicate is acknowledged as
-        such; so is a batch over the server's limits (``corral.bus.publishing``).
-
-        Raises:
-            WrongLastSequence: ``expected_last_subject_seq`` was given and the subject moved on
-                (nothing of the batch is stored).
-        """
-        writer = RecordWriter(
-            self._js,
-            chunk_size=self.chunk_size,
-            max_payload=self.max_payload,
-            nc=self._nc,
-            timeout=self._settings.request_timeout_s,
-        )
-        size = sum(len(r.data) for r in batch)
-        with producer_span(subject, size) as span:
-            traced = [OutgoingRecord(r.data, inject(dict(r.headers)), r.msg_id) for r in batch]
-            acks = await writer.publish_batch(subject, traced, fence=expected_last_subject_seq)
-            if acks:
-                span.set_attribute("messaging.message.id", str(acks[-1].seq))
-                span.set_attribute("messaging.batch.message_count", len(acks))
-            return acks
+        """Store ``batch``'s records (each of any size) in order on ``subject``, all or none, in one
+        JetStream atomic batch fenced once on ``expected_last_subject_seq`` (``WrongLastSequence``:
+        nothing stored); one ack per record. See ``RecordWriter.publish_batch`` for retries."""
+        return await self._writer.publish_traced_batch(subject, batch, fence=expected_last_subject_seq)
 
     async def publish_raw(self, subject: str, data: bytes, *, headers: dict[str, str]) -> PubAck:
         """Store one message exactly as given: no trace context, no parts, no fence but the headers'.

@@ -8,6 +8,11 @@ reply subject: the server stores nothing until the commit, then every message wi
 stream sequences, or none (a batch not committed within its timeout, 10 s by default, is dropped).
 Only the first message may carry ``Nats-Expected-Last-Subject-Sequence``: the fence holds for the
 whole batch. A batch holding a ``Nats-Msg-Id`` the stream has already stored is refused whole.
+
+``Bus.publish`` stores a record under a ``PRODUCER`` span of its own, ``Bus.publish_batch`` a batch
+under one (OpenTelemetry messaging conventions: ``messaging.system=nats``,
+``messaging.destination.name`` the subject), whose context is the one the records' headers carry,
+so a consumer's span is that span's child or links to it.
 """
 
 from __future__ import annotations
@@ -28,8 +33,10 @@ from corral.bus import records
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import PayloadTooLarge, WrongLastSequence
 from corral.bus.messages import PubAck
+from corral.bus.producing import producer_span
 from corral.bus.reading import parts
 from corral.contracts import headers as h
+from corral.telemetry import inject
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +83,26 @@ class RecordWriter:
         self._timeout = timeout
         self._chunk_size = chunk_size
         self._max_payload = max_payload
+
+    async def publish_traced(self, subject: str, record: OutgoingRecord, *, fence: int | None) -> PubAck:
+        """``publish`` under a ``PRODUCER`` span of its own, whose context the record's headers carry."""
+        with producer_span(subject, len(record.data)) as span:
+            hdrs = inject(dict(record.headers))
+            ack = await self.publish(subject, record.data, hdrs, msg_id=record.msg_id, fence=fence)
+            span.set_attribute("messaging.message.id", str(ack.seq))
+            return ack
+
+    async def publish_traced_batch(
+        self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None
+    ) -> list[PubAck]:
+        """``publish_batch`` under one ``PRODUCER`` span, whose context every record's headers carry."""
+        with producer_span(subject, sum(len(r.data) for r in batch)) as span:
+            traced = [OutgoingRecord(r.data, inject(dict(r.headers)), r.msg_id) for r in batch]
+            acks = await self.publish_batch(subject, traced, fence=fence)
+            if acks:
+                span.set_attribute("messaging.message.id", str(acks[-1].seq))
+                span.set_attribute("messaging.batch.message_count", len(acks))
+            return acks
 
     async def publish_batch(self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None) -> list[PubAck]:
         """Store ``batch`` in order on ``subject``, all or nothing, fenced once on ``fence``: one
