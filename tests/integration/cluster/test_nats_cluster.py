@@ -17,6 +17,7 @@ from typing import Any
 import anthropic
 import pytest
 
+from corral.bus import Bus
 from corral.contracts import subjects
 from corral.devstack.ports import Ports
 from corral.devstack.probes import http
@@ -79,6 +80,12 @@ def test_corrals_streams_and_buckets_have_three_replicas(cluster_stack: Stack) -
         assert len(cluster.get("replicas") or []) == 2, cluster  # the leader and two followers
 
 
+async def test_the_session_log_takes_atomic_batches_on_the_cluster(cluster_stack: Stack) -> None:
+    # (the monitoring's /jsz leaves allow_atomic out of a clustered stream's config: ask JetStream)
+    async with Bus.connect(cluster_stack.nats_settings(), name="tests") as bus:
+        assert (await bus.stream_spec(subjects.SESSIONS_STREAM)).allow_atomic is True
+
+
 async def test_killing_the_session_logs_leader_loses_nothing_acknowledged(cluster_stack: Stack) -> None:
     async with anthropic.AsyncAnthropic(**cluster_stack.client_kwargs(), max_retries=8) as client:
         await _a_session_outlives_its_logs_leader(cluster_stack, client)
@@ -101,6 +108,13 @@ async def _a_session_outlives_its_logs_leader(cluster_stack: Stack, client: anth
     await eventually(new_leader, timeout=30)
     # appends go on: each sent event is acknowledged, and the turns it starts run to the end
     sent = [await send_text(client, session.id, f"after the leader went, {i}") for i in range(3)]
+    # a POST of several events is one atomic batch on the new leader: stored whole, in order
+    texts = [f"batched after the leader went, {i}" for i in range(5)]
+    batched = await client.beta.sessions.events.send(
+        session.id,
+        events=[{"type": "user.message", "content": [{"type": "text", "text": t}]} for t in texts],
+    )
+    assert batched.data is not None and len(batched.data) == len(texts)
     events = await run_turn(client, session.id, "and one more")
     assert events[-1].type == "session.status_idle"
 
@@ -109,6 +123,9 @@ async def _a_session_outlives_its_logs_leader(cluster_stack: Stack, client: anth
     assert not missing, f"acknowledged before {leader} was killed, gone after: {missing}"
     assert after[: len(acknowledged)] == acknowledged  # in the same order, first
     assert all(event.id in after for event in sent)
+    batch_ids = [event.id for event in batched.data]
+    start = after.index(batch_ids[0])
+    assert after[start : start + len(batch_ids)] == batch_ids  # whole, in order, nothing in between
     # and a new session can be made and run without the dead node
     other = await client.beta.sessions.create(agent=agent.id, environment_id=environment.id)
     assert (await run_turn(client, other.id, "a new session"))[-1].type == "session.status_idle"

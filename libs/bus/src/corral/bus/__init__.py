@@ -35,6 +35,7 @@ from corral.bus.health import instance_name, serve_health
 from corral.bus.kv import Change, Entry, KeyValueBucket
 from corral.bus.objects import ObjectBucket
 from corral.bus.operations import Operations
+from corral.bus.publishing import OutgoingRecord
 from corral.bus.records import StoredMessage
 
 __all__ = [
@@ -52,6 +53,7 @@ __all__ = [
     "NotAuthorized",
     "ObjectBucket",
     "Operations",
+    "OutgoingRecord",
     "PayloadTooLarge",
     "PubAck",
     "PullConsumer",

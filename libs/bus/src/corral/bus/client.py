@@ -3,12 +3,9 @@
 Records on streams may be of any size: one larger than the chunk size is stored in parts and read
 back whole (the format and its crash rules are in ``corral.bus.records``).
 
-Every message published through here carries the current trace context in its headers; a record
-stored with ``publish`` is sent under a ``PRODUCER`` span of its own (OpenTelemetry messaging
-conventions: ``messaging.system=nats``, ``messaging.destination.name`` the subject), whose context is
-the one its headers carry, so a consumer's span is that span's child or links to it. A task
-cancelled while it waits for a reply, an ack or a fetch is never handed the result instead (see
-``corral.bus.cancellation``).
+Every message published through here carries the current trace context in its headers; records
+are stored under a ``PRODUCER`` span (``corral.bus.publishing``). A task cancelled while it waits for
+a reply, an ack or a fetch is never handed the result instead (see ``corral.bus.cancellation``).
 
 ``Bus`` is the only way in: its NATS connection and JetStream context are private, and the modules
 beside this one do its work (``connecting``, ``streams``, ``publishing``, ``reading``, ``bodies``,
@@ -18,7 +15,7 @@ beside this one do its work (``connecting``, ``streams``, ``publishing``, ``read
 from __future__ import annotations
 
 import contextlib
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Sequence
 from typing import TypeVar
 
 import nats
@@ -37,8 +34,7 @@ from corral.bus.kv import KeyValueBucket
 from corral.bus.messages import Delivery, OpenConsumers, PubAck, PullConsumer
 from corral.bus.mirrors import Mirrors
 from corral.bus.objects import ObjectBucket
-from corral.bus.producing import producer_span
-from corral.bus.publishing import RecordWriter
+from corral.bus.publishing import OutgoingRecord, RecordWriter
 from corral.bus.reading import Reading
 from corral.bus.records import StoredMessage
 from corral.bus.serving import Handler, error_reply, serve
@@ -180,6 +176,11 @@ class Bus:
         wanted = self._settings.record_chunk_bytes
         return max(1024, min(wanted, room) if wanted else room)
 
+    @property
+    def _writer(self) -> RecordWriter:
+        size, timeout = self.chunk_size, self._settings.request_timeout_s
+        return RecordWriter(self._js, chunk_size=size, max_payload=self.max_payload, nc=self._nc, timeout=timeout)
+
     async def publish(
         self,
         subject: str,
@@ -197,13 +198,16 @@ class Bus:
         Raises:
             WrongLastSequence: ``expected_last_subject_seq`` was given and the subject moved on.
         """
-        writer = RecordWriter(self._js, chunk_size=self.chunk_size, max_payload=self.max_payload)
-        with producer_span(subject, len(data)) as span:
-            ack = await writer.publish(
-                subject, data, inject(dict(headers or {})), msg_id=msg_id, fence=expected_last_subject_seq
-            )
-            span.set_attribute("messaging.message.id", str(ack.seq))
-            return ack
+        record = OutgoingRecord(data, headers or {}, msg_id)
+        return await self._writer.publish_traced(subject, record, fence=expected_last_subject_seq)
+
+    async def publish_batch(
+        self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None = None
+    ) -> list[PubAck]:
+        """Store ``batch``'s records (each of any size) in order on ``subject``, all or none, in one
+        JetStream atomic batch fenced once on ``expected_last_subject_seq`` (``WrongLastSequence``:
+        nothing stored); one ack per record. See ``RecordWriter.publish_batch`` for retries."""
+        return await self._writer.publish_traced_batch(subject, batch, fence=expected_last_subject_seq)
 
     async def publish_raw(self, subject: str, data: bytes, *, headers: dict[str, str]) -> PubAck:
         """Store one message exactly as given: no trace context, no parts, no fence but the headers'.

@@ -1,11 +1,30 @@
-"""Storing a record on a stream subject: one message, or (larger than the chunk size) parts, each
+"""Storing records on a stream subject: one message, or (larger than the chunk size) parts, each
 fenced on the one before, with a crashed attempt's parts completed or abandoned (the format and its
-rules are in ``corral.bus.records``)."""
+rules are in ``corral.bus.records``); or several records at once in one JetStream atomic batch.
+
+An atomic batch (nats-server >= 2.12, a stream with ``allow_atomic``) is published as plain messages
+carrying ``Nats-Batch-Id``/``Nats-Batch-Sequence``, the last one also ``Nats-Batch-Commit: 1`` and a
+reply subject: the server stores nothing until the commit, then every message with consecutive
+stream sequences, or none (a batch not committed within its timeout, 10 s by default, is dropped).
+Only the first message may carry ``Nats-Expected-Last-Subject-Sequence``: the fence holds for the
+whole batch. A batch holding a ``Nats-Msg-Id`` the stream has already stored is refused whole.
+
+``Bus.publish`` stores a record under a ``PRODUCER`` span of its own, ``Bus.publish_batch`` a batch
+under one (OpenTelemetry messaging conventions: ``messaging.system=nats``,
+``messaging.destination.name`` the subject), whose context is the one the records' headers carry,
+so a consumer's span is that span's child or links to it.
+"""
 
 from __future__ import annotations
 
+import json
+import logging
 import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
 
+import nats.errors
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
@@ -14,19 +33,163 @@ from corral.bus import records
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import PayloadTooLarge, WrongLastSequence
 from corral.bus.messages import PubAck
+from corral.bus.producing import producer_span
 from corral.bus.reading import parts
 from corral.contracts import headers as h
+from corral.telemetry import inject
+
+logger = logging.getLogger(__name__)
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)
 
+MAX_BATCH_MESSAGES = 1000
+"""nats-server's default ``jetstream.limits.batch.max_msgs``: larger batches are stored one by one."""
+
+_BATCH_REFUSED = {
+    10199: "more messages than the server allows in one batch",
+    10201: "a message id already stored (a retried append)",
+    10210: "too many batches in flight on the stream",
+}
+"""Refusals after which nothing of the batch is stored and storing its records one by one is right."""
+
+
+@dataclass(frozen=True)
+class OutgoingRecord:
+    """One record of ``Bus.publish_batch``."""
+
+    data: bytes
+    headers: dict[str, str]
+    msg_id: str | None = None
+
+
+class _BatchRefused(Exception):
+    pass
+
 
 class RecordWriter:
-    """Publishes records of any size through ``js`` (see ``Bus.publish``)."""
+    """Publishes records of any size through ``js`` (see ``Bus.publish``); batches through ``nc``."""
 
-    def __init__(self, js: JetStreamContext, *, chunk_size: int, max_payload: int) -> None:
+    def __init__(
+        self,
+        js: JetStreamContext,
+        *,
+        chunk_size: int,
+        max_payload: int,
+        nc: Client | None = None,
+        timeout: float = 5.0,
+    ) -> None:
         self._js = js
+        self._nc = nc
+        self._timeout = timeout
         self._chunk_size = chunk_size
         self._max_payload = max_payload
+
+    async def publish_traced(self, subject: str, record: OutgoingRecord, *, fence: int | None) -> PubAck:
+        """``publish`` under a ``PRODUCER`` span of its own, whose context the record's headers carry."""
+        with producer_span(subject, len(record.data)) as span:
+            hdrs = inject(dict(record.headers))
+            ack = await self.publish(subject, record.data, hdrs, msg_id=record.msg_id, fence=fence)
+            span.set_attribute("messaging.message.id", str(ack.seq))
+            return ack
+
+    async def publish_traced_batch(
+        self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None
+    ) -> list[PubAck]:
+        """``publish_batch`` under one ``PRODUCER`` span, whose context every record's headers carry."""
+        with producer_span(subject, sum(len(r.data) for r in batch)) as span:
+            traced = [OutgoingRecord(r.data, inject(dict(r.headers)), r.msg_id) for r in batch]
+            acks = await self.publish_batch(subject, traced, fence=fence)
+            if acks:
+                span.set_attribute("messaging.message.id", str(acks[-1].seq))
+                span.set_attribute("messaging.batch.message_count", len(acks))
+            return acks
+
+    async def publish_batch(self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None) -> list[PubAck]:
+        """Store ``batch`` in order on ``subject``, all or nothing, fenced once on ``fence``: one
+        atomic batch. A batch the server refuses for a reason that stored none of it (a message id
+        it holds already, its limits) is stored one record at a time, each fenced on the one before,
+        as ``publish`` does: then duplicates are acknowledged one by one."""
+        messages: list[tuple[bytes, dict[str, str]]] = []
+        ends: list[tuple[int, int]] = []  # per record: (index of its first message, of its last)
+        for record in batch:
+            start = len(messages)
+            messages.extend(self._messages(record))
+            ends.append((start, len(messages) - 1))
+        if len(batch) == 1 and len(messages) == 1:
+            only = batch[0]
+            return [await self.publish_one(subject, only.data, only.headers, msg_id=only.msg_id, fence=fence)]
+        if self._nc is not None and 1 < len(messages) <= MAX_BATCH_MESSAGES:
+            try:
+                last = await self._commit(subject, messages, fence)
+            except _BatchRefused as exc:
+                logger.info(
+                    "atomic batch refused; storing its records one by one",
+                    extra={"fields": {"subject": subject, "records": len(batch), "reason": str(exc)}},
+                )
+            else:
+                first = last - len(messages) + 1
+                return [
+                    PubAck(seq=first + end, duplicate=False, first_seq=first + start if end > start else None)
+                    for start, end in ends
+                ]
+        acks: list[PubAck] = []
+        for record in batch:
+            ack = await self.publish(subject, record.data, record.headers, msg_id=record.msg_id, fence=fence)
+            if fence is not None and not ack.duplicate:
+                fence = ack.seq
+            acks.append(ack)
+        return acks
+
+    def _messages(self, record: OutgoingRecord) -> list[tuple[bytes, dict[str, str]]]:
+        if len(record.data) <= self._chunk_size:
+            hdrs = dict(record.headers)
+            if record.msg_id is not None:
+                hdrs[h.MSG_ID] = record.msg_id
+            return [(record.data, hdrs)]
+        record_id = record.msg_id or uuid.uuid4().hex
+        sha = records.digest(record.data)
+        chunks = records.split(record.data, self._chunk_size)
+        out: list[tuple[bytes, dict[str, str]]] = []
+        for index, chunk in enumerate(chunks, 1):
+            hdrs = records.part_headers(record.headers, record_id, index, len(chunks), sha)
+            if index > 1:
+                hdrs[h.RECORD_ATOMIC] = "1"
+            out.append((chunk, hdrs))
+        return out
+
+    async def _commit(self, subject: str, messages: list[tuple[bytes, dict[str, str]]], fence: int | None) -> int:
+        """Publish ``messages`` as one atomic batch; the stream sequence of its last message."""
+        assert self._nc is not None
+        batch_id = uuid.uuid4().hex
+        count = len(messages)
+        for index, (data, hdrs) in enumerate(messages, 1):
+            if len(data) > self._max_payload:
+                raise PayloadTooLarge(len(data), self._max_payload)
+            hdrs[h.BATCH_ID] = batch_id
+            hdrs[h.BATCH_SEQUENCE] = str(index)
+            if index == 1 and fence is not None:
+                hdrs[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(fence)
+            if index < count:
+                await self._nc.publish(subject, data, headers=hdrs)
+        data, hdrs = messages[-1]
+        hdrs[h.BATCH_COMMIT] = "1"
+        try:
+            reply = await honouring_cancel(self._nc.request(subject, data, timeout=self._timeout, headers=hdrs))
+        except nats.errors.NoRespondersError:
+            raise js_errors.NoStreamResponseError from None
+        answer = json.loads(reply.data)
+        error = answer.get("error")
+        if error:
+            code = error.get("err_code")
+            if code in _WRONG_LAST_SEQUENCE:
+                raise WrongLastSequence(error.get("description") or "wrong last sequence")
+            if code in _BATCH_REFUSED:
+                raise _BatchRefused(_BATCH_REFUSED[code])
+            js_errors.APIError.from_error(error)  # raises the error's class
+            raise js_errors.APIError(description=str(error))
+        if answer.get("batch") != batch_id or answer.get("count") != count:
+            raise js_errors.APIError(description=f"unexpected answer to an atomic batch: {reply.data!r}")
+        return int(answer["seq"])
 
     async def publish(
         self, subject: str, data: bytes, hdrs: dict[str, str], *, msg_id: str | None, fence: int | None

@@ -75,7 +75,7 @@ async def assemble(js: JetStreamContext, stream: str, msg: StoredMessage) -> Sto
     info = records.part_info(msg.headers)
     if info is None:
         return msg
-    first = msg.seq if info.index == 1 else info.first_seq
+    first = info.first_part_seq(msg.seq)
     if first is None:
         raise IncompleteRecord(f"message {msg.seq} on {msg.subject} is a part without its first part's sequence")
     found = await parts(js, stream, msg.subject, first, info.count)

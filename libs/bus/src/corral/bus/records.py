@@ -14,6 +14,12 @@ record whose encoding is larger than the chunk size (``CORRAL_NATS_RECORD_CHUNK_
 
 A record that fits in one chunk is one message without these headers, as before.
 
+``Bus.publish_batch`` stores several records in one JetStream atomic batch: every message of the
+batch, parts included, is stored with consecutive stream sequences, or none is. Its parts carry the
+headers above but, instead of ``Corral-Record-First-Seq`` (part 1's sequence is not known before the
+batch is stored), ``Corral-Record-Atomic: 1``: part ``i`` is ``i - 1`` sequences after part 1. Such
+parts are never left incomplete, so the rules below for crashed writers do not concern them.
+
 Readers (``Bus.read``, ``Bus.follow``, ``Bus.get``) yield ONE ``StoredMessage`` per record, whose
 ``seq`` is its last part's sequence ("resume after seq" keeps its meaning: everything up to it is
 read) and ``first_seq`` its first part's. A reader that starts in the middle of a record (after a
@@ -70,6 +76,16 @@ class PartInfo:
     count: int
     digest: str
     first_seq: int | None
+    atomic: bool = False
+    """Stored in one atomic batch: the parts have consecutive stream sequences."""
+
+    def first_part_seq(self, seq: int) -> int | None:
+        """The stream sequence of part 1, given this part's ``seq`` (``None``: not known)."""
+        if self.index == 1:
+            return seq
+        if self.first_seq is not None:
+            return self.first_seq
+        return seq - self.index + 1 if self.atomic else None
 
 
 def part_info(headers: dict[str, str]) -> PartInfo | None:
@@ -86,6 +102,7 @@ def part_info(headers: dict[str, str]) -> PartInfo | None:
             count=count,
             digest=headers.get(h.RECORD_DIGEST, ""),
             first_seq=int(first) if first else None,
+            atomic=headers.get(h.RECORD_ATOMIC) == "1",
         )
     except ValueError:
         return None
@@ -165,9 +182,10 @@ class Reassembler:
         else:
             # Started mid-record (a resume after one of its parts): fetch the parts before this one.
             self._drop(msg.subject)
-            if info.first_seq is None:
+            first = info.first_part_seq(msg.seq)
+            if first is None:
                 return None
-            earlier = await self._fetch(msg.subject, info.first_seq, info.index - 1)
+            earlier = await self._fetch(msg.subject, first, info.index - 1)
             pending = [*earlier, msg]
             if not is_chain(pending, info):
                 return None

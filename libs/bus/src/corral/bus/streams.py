@@ -29,12 +29,19 @@ def _spec(config: js_api.StreamConfig) -> StreamSpec:
         max_msgs_per_subject=int(config.max_msgs_per_subject if config.max_msgs_per_subject is not None else -1),
         deny_delete=bool(config.deny_delete),
         deny_purge=bool(config.deny_purge),
+        allow_atomic=bool(config.allow_atomic),
     )
 
 
 #: Corral's streams keep every record their retention keeps: a cap on messages, bytes or age would
 #: drop session history without anyone asking (the server's "no limit" values).
 UNLIMITED: dict[str, object] = {"max_msgs": -1, "max_bytes": -1, "max_age": 0.0}
+
+
+_ATOMIC_FIX = (
+    "Corral stores each append's records in one JetStream atomic batch, which needs nats-server 2.12 or "
+    "later: upgrade the server (the stream is then updated on the next start)"
+)
 
 
 def _replicas_fix(kind: str, name: str, found: int, wanted: int) -> str:
@@ -57,6 +64,7 @@ async def _find_or_make(js: JetStreamContext, spec: StreamSpec, *, replicas: int
             allow_direct=True,
             deny_delete=spec.deny_delete,
             deny_purge=spec.deny_purge,
+            allow_atomic=spec.allow_atomic or None,
             num_replicas=replicas,
         )
 
@@ -75,6 +83,18 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         cfg.deny_purge = bool(cfg.deny_purge) or spec.deny_purge
         info = await js.update_stream(cfg)
         cfg = info.config
+    if spec.allow_atomic and not cfg.allow_atomic:
+        # a stream made before its appends were stored as atomic batches: allow them (the server
+        # allows that, nats-server >= 2.12; an older one ignores the field and the check below refuses)
+        cfg.allow_atomic = True
+        try:
+            info = await js.update_stream(cfg)
+        except js_errors.APIError as exc:
+            raise StreamMismatch(
+                f"stream {spec.name} does not allow atomic batches and the server refused to allow them "
+                f"({exc.description or exc}); {_ATOMIC_FIX}"
+            ) from None
+        cfg = info.config
     found = _spec(cfg)
     checked = (
         "storage",
@@ -84,6 +104,7 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
         "deny_delete",
         "deny_purge",
         "max_msgs_per_subject",
+        "allow_atomic",
     )
     diff: dict[str, tuple[object, object]] = {
         k: (getattr(found, k), getattr(spec, k)) for k in checked if getattr(found, k) != getattr(spec, k)
@@ -92,10 +113,10 @@ async def ensure_stream(js: JetStreamContext, spec: StreamSpec, *, replicas: int
     diff |= {k: (limits[k], v) for k, v in UNLIMITED.items() if limits[k] not in (v, None)}
     if diff:
         detail = ", ".join(f"{k} is {v[0]!r}, expected {v[1]!r}" for k, v in diff.items())
-        raise StreamMismatch(
-            f"stream {spec.name} exists with a different configuration ({detail}); "
-            "fix or remove the stream, or point Corral at another NATS server"
-        )
+        fix = "fix or remove the stream, or point Corral at another NATS server"
+        if "allow_atomic" in diff and spec.allow_atomic:
+            fix = f"{_ATOMIC_FIX}, or {fix}"
+        raise StreamMismatch(f"stream {spec.name} exists with a different configuration ({detail}); {fix}")
     found_replicas = int(cfg.num_replicas or 1)
     if found_replicas != replicas:
         raise StreamMismatch(

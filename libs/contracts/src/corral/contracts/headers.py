@@ -8,6 +8,16 @@ MSG_ID: Final = "Nats-Msg-Id"
 EXPECTED_LAST_SUBJECT_SEQUENCE: Final = "Nats-Expected-Last-Subject-Sequence"
 """JetStream fencing: the publish fails unless the subject's last sequence is this value."""
 
+BATCH_ID: Final = "Nats-Batch-Id"
+"""JetStream atomic batch publish: the id every message of one batch carries (at most 64 characters)."""
+
+BATCH_SEQUENCE: Final = "Nats-Batch-Sequence"
+"""The message's place in its atomic batch, from 1."""
+
+BATCH_COMMIT: Final = "Nats-Batch-Commit"
+"""On the last message of an atomic batch (``1``): the server stores the batch whole, or none of it,
+and acknowledges this message. Only the batch's first message may carry the fencing header."""
+
 TRACEPARENT: Final = "traceparent"
 """W3C trace context, injected by ``corral.telemetry`` on publish and extracted on receipt."""
 
@@ -32,6 +42,11 @@ RECORD_PART: Final = "Corral-Record-Part"
 
 RECORD_FIRST_SEQ: Final = "Corral-Record-First-Seq"
 """On parts 2..n: the stream sequence of part 1, so a reader that starts mid-record can fetch the rest."""
+
+RECORD_ATOMIC: Final = "Corral-Record-Atomic"
+"""On parts 2..n of a record stored in one atomic batch, instead of ``RECORD_FIRST_SEQ`` (which is not
+known before the batch is stored): the batch's messages have consecutive stream sequences, so part 1
+is at this part's sequence less ``i - 1``."""
 
 RECORD_DIGEST: Final = "Corral-Record-Digest"
 """Hex SHA-256 of the whole record's bytes, on every part: a reader checks the joined parts against it."""

@@ -218,6 +218,7 @@ class StreamSpec(BaseModel):
     max_msgs_per_subject: int = -1
     deny_delete: bool = True
     deny_purge: bool = True
+    allow_atomic: bool = False  # takes JetStream atomic batches (nats-server >= 2.12; Bus.publish_batch)
 
 
 SESSIONS_SPEC: Final = StreamSpec(
@@ -227,6 +228,7 @@ SESSIONS_SPEC: Final = StreamSpec(
     storage="file",
     duplicate_window_s=120.0,
     deny_purge=False,  # session delete purges the history but the tombstone
+    allow_atomic=True,  # an append's records are stored in one atomic batch
 )
 CATALOG_SPEC: Final = StreamSpec(
     name=CATALOG_STREAM, subjects=(CATALOG_WILDCARD,), retention="limits", storage="file", duplicate_window_s=120.0
@@ -241,13 +243,12 @@ class ConsumerSpec(BaseModel):
     mismatch. Created by the stream's owner, so the process that reads from it needs only the
     rights to fetch from and acknowledge on that one consumer, not to read the stream at large.
 
-    ``headers_only``: deliveries carry the message's headers and no body (the server adds
-    ``Nats-Msg-Size``). ``ack_policy`` ``explicit``: each message is acknowledged on its own, and
-    one not acknowledged within ``ack_wait_s`` is delivered again (``all``, where an acknowledgement
-    covers every earlier message, would let a restarted reader acknowledge the messages its dead
-    predecessor had been handed but never handled). ``deliver_policy``
-    ``new``: the consumer starts at the stream's end when it is created, then resumes where its last
-    acknowledgement left it, whoever reads and however often the reader restarts.
+    ``headers_only``: deliveries carry the message's headers and no body (the server adds ``Nats-Msg-Size``).
+    ``ack_policy`` ``explicit``: each message is acknowledged on its own, and one not acknowledged within
+    ``ack_wait_s`` is delivered again (``all``, where an acknowledgement covers every earlier message, would
+    let a restarted reader acknowledge the messages its dead predecessor had been handed but never handled).
+    ``deliver_policy`` ``new``: the consumer starts at the stream's end when it is created, then resumes where
+    its last acknowledgement left it, whoever reads and however often the reader restarts.
     """
 
     model_config = ConfigDict(frozen=True)

@@ -2,12 +2,14 @@
 
 Every append is checked against the session's state (a fold of its subject, cached here), stamped
 with an id and ``processed_at``, and published with ``Nats-Msg-Id`` (dedupe) and
-``Nats-Expected-Last-Subject-Sequence`` (fencing). A record of any size is stored: the bus stores
-one larger than a message in parts and reads it back whole (``corral.bus.records``); fencing counts
-raw sequences, so a half record a crashed writer left behind never fences the next append out. A
-second session-store, or a stale cache, loses the race on the expected sequence: the state is
-reloaded from the stream and the append re-decided. An append the cached state refuses is refused
-only if the subject has not moved past it (another session-store may have written since).
+``Nats-Expected-Last-Subject-Sequence`` (fencing); an append's records go in one JetStream atomic
+batch (``Bus.publish_batch``): one round trip, stored all or none, fenced once. A record of any
+size is stored: the bus stores one larger than a message in parts and reads it back whole
+(``corral.bus.records``); fencing counts raw sequences, so a half record a crashed writer left
+behind never fences the next append out. A second session-store, or a stale cache, loses the race
+on the expected sequence: the state is reloaded from the stream and the append re-decided. An
+append the cached state refuses is refused only if the subject has not moved past it (another
+session-store may have written since).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from corral.bus import Bus, WrongLastSequence
+from corral.bus import Bus, OutgoingRecord, WrongLastSequence
 from corral.contracts import headers as h
 from corral.contracts import ids, subjects
 from corral.contracts.api.admin import ApiKey
@@ -181,27 +183,28 @@ class SessionLog:
     async def _publish_all(
         self, subject: str, state: SessionState, records: list[dict[str, Any]], msg_ids: list[str | None] | None
     ) -> list[Stored]:
-        stored: list[Stored] = []
+        """Store ``records`` in one atomic batch fenced on ``state.last_seq``: all of them or none."""
+        batch: list[OutgoingRecord] = []
+        typed: list[SessionRecord] = []
         for i, record in enumerate(records):
             if "type" in record and not record["type"].startswith("corral."):
                 record.setdefault("id", ids.new_id(ids.EVENT))
                 record["processed_at"] = now_rfc3339()
             msg_id = (msg_ids[i] if msg_ids and i < len(msg_ids) else None) or record.get("id")
-            typed = parse_session_record(record)  # a record no reader could load is never written
-            ack = await self._bus.publish(
-                subject,
-                encode(record),
-                msg_id=msg_id,
-                expected_last_subject_seq=state.last_seq,
-                headers={h.RECORD_TYPE: typed.type},  # readers of headers only (sandbox releases) need no body
-            )
+            parsed = parse_session_record(record)  # a record no reader could load is never written
+            typed.append(parsed)
+            # readers of headers only (sandbox releases) need no body
+            batch.append(OutgoingRecord(encode(record), {h.RECORD_TYPE: parsed.type}, msg_id))
+        acks = await self._bus.publish_batch(subject, batch, expected_last_subject_seq=state.last_seq)
+        stored: list[Stored] = []
+        for record, parsed, ack in zip(records, typed, acks, strict=True):
             if ack.duplicate:
                 # Stored before (a retried append): report what the log holds, not what we built.
                 original = await self._bus.get(subjects.SESSIONS_STREAM, ack.seq)
                 stored.append(decoded(ack.seq, original.data))
                 continue
-            state.apply(typed, ack.seq)
-            stored.append(Stored(ack.seq, record, typed))
+            state.apply(parsed, ack.seq)
+            stored.append(Stored(ack.seq, record, parsed))
             self.high_water = max(self.high_water, ack.seq)
         return stored
 
