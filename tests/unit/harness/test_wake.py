@@ -331,6 +331,35 @@ async def test_a_session_whose_lease_expires_is_taken_over_without_waiting_for_i
     assert harness.bucket.entries == {}, "the takeover let the session go after its run"
 
 
+async def test_a_lease_that_expires_while_every_slot_is_busy_is_taken_over_once_one_frees() -> None:
+    # The harness-kill soak (200 sessions, 8 slots a worker): a session's lease expired while every
+    # worker's slots were busy, each worker's expiry watch passed it over, and its wake-up had been
+    # acked (it had joined the run of the holder that died): the session stayed running, unleased, for good.
+    runner = FakeRunner(block=True)
+    harness = Harness(runner, concurrency=1)
+    harness.bucket.steal(SESSION_ID)  # a worker that then died
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(wake_delivery("sesn_other", seq=3))
+    async with asyncio.timeout(5):
+        await runner.started.wait()  # the one slot is busy
+        await harness.bucket.watching_all.wait()
+
+    harness.bucket.drained.clear()
+    harness.bucket.expire(SESSION_ID)
+    async with asyncio.timeout(5):
+        await harness.bucket.drained.wait()  # the watch has seen the expiry, with no slot free
+    runner.release.set()  # the slot frees
+
+    async def taken_over() -> bool:
+        return (SESSION_ID, 0) in runner.calls and harness.loop.takeovers == 1
+
+    await eventually(taken_over, timeout=5)
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+    assert harness.bucket.entries == {}, "the takeover let the session go after its run"
+
+
 async def test_a_waiting_wake_up_that_gets_the_lease_when_it_expires_runs_as_a_takeover() -> None:
     harness = Harness(FakeRunner())
     harness.bucket.steal(SESSION_ID)  # a worker that then died

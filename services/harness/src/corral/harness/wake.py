@@ -94,6 +94,9 @@ class WakeLoop:
         """Sessions taken over when their lease expired (its holder died), before any wake-up came back."""
         self._waiters: dict[str, asyncio.Future[int | None]] = {}
         """Sessions a wake-up here waits for the lease of → told by the expiry watch when it expires."""
+        self._expired: dict[str, int | None] = {}
+        """Sessions whose lease expired while every slot was busy → the revision to take it over from
+        (the latest seen), each taken over once a slot frees."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
@@ -101,7 +104,8 @@ class WakeLoop:
         inflight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as tg:
             stopping = tg.create_task(stop.wait())
-            watching = tg.create_task(self._take_over_expired(tg, slots, inflight), name="lease-expiries")
+            queued: set[asyncio.Task[None]] = set()  # expired leases waiting for a slot: not drained
+            watching = tg.create_task(self._take_over_expired(tg, slots, inflight, queued), name="lease-expiries")
             try:
                 while await take_slot(slots, stopping):
                     deliveries = await self._fetch(stop)
@@ -115,15 +119,23 @@ class WakeLoop:
             finally:
                 stopping.cancel()
                 watching.cancel()
+                for waiting in queued:
+                    waiting.cancel()
             await drain(inflight, grace_s=self._grace_s, active=self.active)
 
     async def _take_over_expired(
-        self, tg: asyncio.TaskGroup, slots: asyncio.Semaphore, inflight: set[asyncio.Task[None]]
+        self,
+        tg: asyncio.TaskGroup,
+        slots: asyncio.Semaphore,
+        inflight: set[asyncio.Task[None]],
+        queued: set[asyncio.Task[None]],
     ) -> None:
-        """Take over each session whose lease expires (its holder died mid-run) when a slot is free,
-        without waiting for its wake-up to come back after the ack wait: every worker with a free
-        slot tries, one gets the lease. The wake-up, when it comes back, joins the run or finds
-        the session served. The watch is opened again when it breaks (backoff 0.2 s doubling to 5 s)."""
+        """Take over each session whose lease expires (its holder died mid-run), without waiting for
+        its wake-up to come back after the ack wait: every worker tries, one gets the lease. The
+        wake-up, when it comes back, joins the run or finds the session served. With every slot busy
+        the session is taken over once one frees, not passed over: its wake-up may never come back
+        (acked by the run it had joined, of a holder that then died or lost the lease), and the expiry
+        is told once. The watch is opened again when it breaks (backoff 0.2 s doubling to 5 s)."""
         backoff = 0.2
         while True:
             try:
@@ -138,6 +150,14 @@ class WakeLoop:
                             waiter.set_result(expired.revision)
                         continue
                     if slots.locked():
+                        if session_id not in self._expired:
+                            waiting = tg.create_task(
+                                self._take_over_when_free(session_id, slots, inflight, queued),
+                                name=f"expired-{session_id}",
+                            )
+                            queued.add(waiting)
+                            waiting.add_done_callback(queued.discard)
+                        self._expired[session_id] = expired.revision
                         continue
                     await slots.acquire()  # free: taken at once
                     task = tg.create_task(
@@ -149,6 +169,30 @@ class WakeLoop:
                 logger.warning("the lease expiry watch failed; opening it again", exc_info=True)
             await self._sleep(backoff)
             backoff = min(backoff * 2, 5.0)
+
+    async def _take_over_when_free(
+        self,
+        session_id: str,
+        slots: asyncio.Semaphore,
+        inflight: set[asyncio.Task[None]],
+        queued: set[asyncio.Task[None]],
+    ) -> None:
+        """Wait for a slot (cancelled at a stop until it has one), then take over ``session_id``
+        unless this worker has it going by then (a worker that took it meanwhile makes the takeover
+        find the lease busy)."""
+        try:
+            await slots.acquire()
+        finally:
+            revision = self._expired.pop(session_id, None)
+        task = asyncio.current_task()
+        if task is not None:  # from here on a run like any other: drained at a stop, not cancelled
+            queued.discard(task)
+            inflight.add(task)
+            task.add_done_callback(inflight.discard)
+        if session_id in self._holding or session_id in self.active:
+            slots.release()
+            return
+        await self._take_over(session_id, revision, slots)
 
     async def _take_over(self, session_id: str, revision: int | None, slots: asyncio.Semaphore) -> None:
         fields = {"session_id": session_id, "reason": "lease_expired"}
