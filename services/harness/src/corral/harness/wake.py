@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import Awaitable, Sequence
 from typing import Any
@@ -34,7 +35,7 @@ from corral.harness import metrics, wakespans
 from corral.harness.lease import HeldLease, LeaseBusy, Leases, Released, Sleep
 from corral.harness.turn import Outcome
 from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
-from corral.harness.wakeslots import drain, take_slot
+from corral.harness.wakeslots import Runs, drain, take_slot
 
 logger = logging.getLogger(__name__)
 
@@ -100,36 +101,25 @@ class WakeLoop:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
-        slots = asyncio.Semaphore(self._concurrency)
-        inflight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as tg:
+            runs = Runs(tg, asyncio.Semaphore(self._concurrency))
             stopping = tg.create_task(stop.wait())
-            queued: set[asyncio.Task[None]] = set()  # expired leases waiting for a slot: not drained
-            watching = tg.create_task(self._take_over_expired(tg, slots, inflight, queued), name="lease-expiries")
+            watching = tg.create_task(self._take_over_expired(runs), name="lease-expiries")
             try:
-                while await take_slot(slots, stopping):
+                while await take_slot(runs.slots, stopping):
                     deliveries = await self._fetch(stop)
                     if not deliveries:
-                        slots.release()
+                        runs.slots.release()
                         continue
                     for delivery in deliveries:
-                        task = tg.create_task(self._run_one(delivery, slots))
-                        inflight.add(task)
-                        task.add_done_callback(inflight.discard)
+                        runs.start(self._handle(delivery))
             finally:
                 stopping.cancel()
                 watching.cancel()
-                for waiting in queued:
-                    waiting.cancel()
-            await drain(inflight, grace_s=self._grace_s, active=self.active)
+                runs.cancel_queued()
+            await drain(runs.inflight, grace_s=self._grace_s, active=self.active)
 
-    async def _take_over_expired(
-        self,
-        tg: asyncio.TaskGroup,
-        slots: asyncio.Semaphore,
-        inflight: set[asyncio.Task[None]],
-        queued: set[asyncio.Task[None]],
-    ) -> None:
+    async def _take_over_expired(self, runs: Runs) -> None:
         """Take over each session whose lease expires (its holder died mid-run), without waiting for
         its wake-up to come back after the ack wait: every worker tries, one gets the lease. The
         wake-up, when it comes back, joins the run or finds the session served. With every slot busy
@@ -149,52 +139,30 @@ class WakeLoop:
                         if not waiter.done():
                             waiter.set_result(expired.revision)
                         continue
-                    if slots.locked():
+                    if runs.slots.locked():
                         if session_id not in self._expired:
-                            waiting = tg.create_task(
-                                self._take_over_when_free(session_id, slots, inflight, queued),
-                                name=f"expired-{session_id}",
+                            runs.queue(
+                                functools.partial(self._take_over_queued, session_id), name=f"expired-{session_id}"
                             )
-                            queued.add(waiting)
-                            waiting.add_done_callback(queued.discard)
                         self._expired[session_id] = expired.revision
                         continue
-                    await slots.acquire()  # free: taken at once
-                    task = tg.create_task(
-                        self._take_over(session_id, expired.revision, slots), name=f"takeover-{session_id}"
-                    )
-                    inflight.add(task)
-                    task.add_done_callback(inflight.discard)
+                    await runs.slots.acquire()  # free: taken at once
+                    runs.start(self._take_over(session_id, expired.revision), name=f"takeover-{session_id}")
             except Exception:
                 logger.warning("the lease expiry watch failed; opening it again", exc_info=True)
             await self._sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def _take_over_when_free(
-        self,
-        session_id: str,
-        slots: asyncio.Semaphore,
-        inflight: set[asyncio.Task[None]],
-        queued: set[asyncio.Task[None]],
-    ) -> None:
-        """Wait for a slot (cancelled at a stop until it has one), then take over ``session_id``
-        unless this worker has it going by then (a worker that took it meanwhile makes the takeover
-        find the lease busy)."""
-        try:
-            await slots.acquire()
-        finally:
-            revision = self._expired.pop(session_id, None)
-        task = asyncio.current_task()
-        if task is not None:  # from here on a run like any other: drained at a stop, not cancelled
-            queued.discard(task)
-            inflight.add(task)
-            task.add_done_callback(inflight.discard)
+    async def _take_over_queued(self, session_id: str) -> None:
+        """Take over ``session_id``, queued when its lease expired with every slot busy, now that a
+        slot is free, unless this worker has it going by then (a worker that took it meanwhile makes
+        the takeover find the lease busy)."""
+        revision = self._expired.pop(session_id, None)
         if session_id in self._holding or session_id in self.active:
-            slots.release()
             return
-        await self._take_over(session_id, revision, slots)
+        await self._take_over(session_id, revision)
 
-    async def _take_over(self, session_id: str, revision: int | None, slots: asyncio.Semaphore) -> None:
+    async def _take_over(self, session_id: str, revision: int | None) -> None:
         fields = {"session_id": session_id, "reason": "lease_expired"}
         self.active.add(session_id)
         # ``revision``: seen expiring by this worker's own watch; none: the server's expiry mark.
@@ -208,7 +176,6 @@ class WakeLoop:
             return
         finally:
             self.active.discard(session_id)
-            slots.release()
         self.takeovers += 1
         metrics.LEASE_TAKEOVERS.inc()
         logger.info("took over a session whose lease expired", extra={"fields": {**fields, "outcome": outcome.value}})
@@ -222,12 +189,6 @@ class WakeLoop:
                 async with asyncio.timeout(1.0):
                     await stop.wait()
             return []
-
-    async def _run_one(self, delivery: WakeDelivery, slots: asyncio.Semaphore) -> None:
-        try:
-            await self._handle(delivery)
-        finally:
-            slots.release()
 
     async def _handle(self, delivery: WakeDelivery) -> None:
         try:
