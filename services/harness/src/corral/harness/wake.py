@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -32,17 +32,13 @@ from pydantic import ValidationError
 
 from corral.contracts import rpc
 from corral.harness import metrics, wakespans
-from corral.harness.lease import HeldLease, LeaseBusy, Leases, Released, Sleep
+from corral.harness.lease import HeldLease, LeaseBusy, Leases, LeaseUnavailable, Released, Sleep
 from corral.harness.turn import Outcome
 from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
+from corral.harness.wakesettle import keep_alive, redelivery_delay, settle
 from corral.harness.wakeslots import Runs, drain, take_slot
 
 logger = logging.getLogger(__name__)
-
-
-def redelivery_delay(num_delivered: int) -> float:
-    """Backoff for a wake-up handed back after a failure: 0.5 s doubling to 30 s."""
-    return float(min(0.5 * 2 ** max(num_delivered - 1, 0), 30.0))
 
 
 class WakeLoop:
@@ -163,12 +159,26 @@ class WakeLoop:
         await self._take_over(session_id, revision)
 
     async def _take_over(self, session_id: str, revision: int | None) -> None:
+        """Take the expired lease and run the session. A write of the lease the bucket does not answer
+        is tried again (0.5 s doubling to 30 s) until it is taken or found held: the session's wake-up
+        may have been acked by the run it joined, and the expiry is told once, so no one else would."""
         fields = {"session_id": session_id, "reason": "lease_expired"}
         self.active.add(session_id)
         # ``revision``: seen expiring by this worker's own watch; none: the server's expiry mark.
         logger.info("taking over a session whose lease expired", extra={"fields": {**fields, "revision": revision}})
+        attempts = 0
         try:
-            outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
+            while True:
+                try:
+                    outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
+                    break
+                except LeaseUnavailable as exc:
+                    attempts += 1
+                    logger.warning(
+                        "could not take an expired lease; trying again",
+                        extra={"fields": {**fields, "attempts": attempts, "error": repr(exc.__cause__)}},
+                    )
+                    await self._sleep(redelivery_delay(attempts))
         except LeaseBusy:  # another worker took it over
             return
         except Exception:  # its wake-up comes back after the ack wait
@@ -195,7 +205,7 @@ class WakeLoop:
             wake = rpc.Wake.model_validate_json(delivery.data)
         except ValidationError:
             logger.warning("terminating an unreadable wake-up", extra={"fields": {"stream_seq": delivery.seq}})
-            await self._settle(delivery.term(), wake=None)
+            await settle(delivery.term(), wake=None)
             return
         fields = {"session_id": wake.session_id, "reason": wake.reason, "num_delivered": delivery.num_delivered}
         if wake.session_id in self._holding:
@@ -207,9 +217,9 @@ class WakeLoop:
             if self._run_deliveries.get(wake.session_id) == delivery.seq:
                 # A redelivery of the very wake-up the run holds (its ack wait ran out): acking it would
                 # settle the message, and the run's own nak (retry later) would then be ignored.
-                await self._settle(delivery.in_progress(), wake=wake)
+                await settle(delivery.in_progress(), wake=wake)
             else:
-                await self._settle(delivery.ack(), wake=wake)
+                await settle(delivery.ack(), wake=wake)
             return
         self.active.add(wake.session_id)
         self._run_deliveries[wake.session_id] = delivery.seq
@@ -220,15 +230,15 @@ class WakeLoop:
         except LeaseBusy:
             self.lease_handbacks += 1
             logger.info("lease held elsewhere all along; handing the wake-up back", extra={"fields": fields})
-            await self._settle(delivery.nak(delay=self._busy_delay_s), wake=wake)
+            await settle(delivery.nak(delay=self._busy_delay_s), wake=wake)
             return
         except asyncio.CancelledError:
             logger.info("shutdown before the session finished; handing it back", extra={"fields": fields})
-            await self._settle(delivery.nak(), wake=wake)
+            await settle(delivery.nak(), wake=wake)
             raise
         except Exception:
             logger.exception("session run failed", extra={"fields": fields})
-            await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
+            await settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
             return
         finally:
             self.active.discard(wake.session_id)
@@ -236,11 +246,11 @@ class WakeLoop:
             self._run_deliveries.pop(wake.session_id, None)
         logger.info("session run ended", extra={"fields": {**fields, "outcome": outcome.value}})
         if outcome is Outcome.DONE:
-            await self._settle(delivery.ack(), wake=wake)
+            await settle(delivery.ack(), wake=wake)
         elif outcome is Outcome.REJECTED:
-            await self._settle(delivery.term(), wake=wake)
+            await settle(delivery.term(), wake=wake)
         else:
-            await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
+            await settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
         """Run the session; when its lease is held elsewhere, watch the lease until it is worth
@@ -361,7 +371,11 @@ class WakeLoop:
                     "took the lease after waiting for its holder",
                     extra={"fields": {"session_id": session_id, "expired": expired}},
                 )
-            heartbeat = tg.create_task(self._heartbeat(delivery)) if delivery is not None else None
+            heartbeat = (
+                tg.create_task(keep_alive(delivery, every_s=self._ack_wait_s / 3, sleep=self._sleep))
+                if delivery is not None
+                else None
+            )
             self._holding[session_id] = 0
             self._waiters.pop(session_id, None)  # an expiry it was told of is the lease it now holds
             try:
@@ -378,22 +392,3 @@ class WakeLoop:
                 del self._holding[session_id]
                 if heartbeat is not None:
                     heartbeat.cancel()
-
-    async def _heartbeat(self, delivery: WakeDelivery) -> None:
-        while True:
-            await self._sleep(self._ack_wait_s / 3)
-            try:
-                await delivery.in_progress()
-            except Exception:
-                logger.debug("in_progress failed", exc_info=True)
-
-    async def _settle(self, step: Awaitable[None], *, wake: rpc.Wake | None) -> None:
-        try:
-            await step
-        except Exception:
-            session = wake.session_id if wake else None
-            logger.warning(
-                "could not settle a wake-up; it comes back after the ack wait",
-                extra={"fields": {"session_id": session}},
-                exc_info=True,
-            )
