@@ -66,7 +66,14 @@ def _script(token: str) -> dict[str, Any]:
 class Workload:
     """Sessions and the clients that drive them; ``run`` until ``stop``."""
 
-    def __init__(self, stack: Stack, history: History, sdks: list[anthropic.AsyncAnthropic]) -> None:
+    def __init__(
+        self,
+        stack: Stack,
+        history: History,
+        sdks: list[anthropic.AsyncAnthropic],
+        *,
+        warm_up_deadline: float = TURN_DEADLINE_S,
+    ) -> None:
         self.stack = stack
         self.history = history
         self.sdks = sdks
@@ -77,12 +84,20 @@ class Workload:
         self._requests: collections.Counter[str] = collections.Counter()  # per client: its requests so far
         self._stopping = asyncio.Event()
         self._progress = asyncio.Condition()
+        self._warm_up_deadline = warm_up_deadline
+        self._warm = asyncio.Event()
 
     @classmethod
     @asynccontextmanager
-    async def open(cls, stack: Stack, history: History, clients: int) -> AsyncIterator[Workload]:
+    async def open(
+        cls, stack: Stack, history: History, clients: int, *, warm_up_deadline: float = TURN_DEADLINE_S
+    ) -> AsyncIterator[Workload]:
+        """``warm_up_deadline``: how long a turn begun before ``warmed`` may take (the first turns
+        provision every session's sandbox at once: with 200 sessions on two cores, longer than
+        ``TURN_DEADLINE_S``, and a client that gives up sends no more)."""
         async with AsyncExitStack() as sdks:
-            work = cls(stack, history, [await sdks.enter_async_context(_sdk(stack, url)) for url in stack.gateway_urls])
+            sdks_ = [await sdks.enter_async_context(_sdk(stack, url)) for url in stack.gateway_urls]
+            work = cls(stack, history, sdks_, warm_up_deadline=warm_up_deadline)
             await work._set_up(clients)
             yield work
 
@@ -116,6 +131,14 @@ class Workload:
             for n, (session, token) in enumerate(self.sessions.items()):
                 clients.create_task(self._client(f"client-{n}", session, token))
 
+    def warmed(self) -> None:
+        """The warm-up is over: turns begun from now on get ``TURN_DEADLINE_S``."""
+        self._warm.set()
+
+    def deadline(self) -> float:
+        """How long a turn begun now may take before its client gives up on it."""
+        return TURN_DEADLINE_S if self._warm.is_set() else max(TURN_DEADLINE_S, self._warm_up_deadline)
+
     def stop(self) -> None:
         """Clients finish the turn they are in and send no more."""
         self._stopping.set()
@@ -129,16 +152,17 @@ class Workload:
         for k in range(10**9):
             if self._stopping.is_set():
                 return
-            event_id = await self.send(process, session, f"{token}: turn {k}")
-            if event_id is None or not await self.await_turn(process, session, event_id):
+            deadline = self.deadline()
+            event_id = await self.send(process, session, f"{token}: turn {k}", deadline=deadline)
+            if event_id is None or not await self.await_turn(process, session, event_id, deadline=deadline):
                 return
             async with self._progress:
                 self.turns_ended += 1
                 self._progress.notify_all()
 
-    async def send(self, process: str, session: str, text: str) -> str | None:
+    async def send(self, process: str, session: str, text: str, *, deadline: float = TURN_DEADLINE_S) -> str | None:
         key = f"faults-{uuid.uuid4()}"
-        async with asyncio.timeout(TURN_DEADLINE_S):
+        async with asyncio.timeout(deadline):
             while True:
                 op = self.history.invoke(process, "send", session=session, text=text, key=key)
                 try:
@@ -160,10 +184,10 @@ class Workload:
                     return event_id
                 await asyncio.sleep(RETRY_PAUSE_S)  # a back-off between attempts, not a wait on an outcome
 
-    async def await_turn(self, process: str, session: str, event_id: str) -> bool:
+    async def await_turn(self, process: str, session: str, event_id: str, *, deadline: float = TURN_DEADLINE_S) -> bool:
         turn = self.history.invoke(process, "turn", session=session, user_event_id=event_id)
         try:
-            async with asyncio.timeout(TURN_DEADLINE_S):
+            async with asyncio.timeout(deadline):
                 while True:
                     ended = await self._read(process, session, event_id)
                     if ended is not None:
@@ -172,7 +196,7 @@ class Workload:
                         return True
                     await asyncio.sleep(READ_PAUSE_S)  # the turn runs in other processes
         except TimeoutError:
-            self.history.unknown(turn, error=f"no end within {TURN_DEADLINE_S:g} s")
+            self.history.unknown(turn, error=f"no end within {deadline:g} s")
             return False
 
     async def _read(self, process: str, session: str, event_id: str) -> tuple[str, int] | None:

@@ -500,6 +500,8 @@ class FakeBucket:
         self.revision = 0
         self.calls: list[tuple[str, str, int | None]] = []
         self.fail_update: Exception | None = None
+        self.fail_writes: list[Exception] = []
+        """Raised, one each, by the next ``create`` or ``update`` calls (a bucket that does not answer)."""
         self.watching = asyncio.Event()
         """Set when a watch of one key starts (a wake-up waiting for its session's lease)."""
         self.watching_all = asyncio.Event()
@@ -531,6 +533,8 @@ class FakeBucket:
     async def create(self, key: str, value: bytes) -> int:
         self.calls.append(("create", key, None))
         self.asked.set()
+        if self.fail_writes:
+            raise self.fail_writes.pop(0)
         if self.create_gate is not None:
             await self.create_gate.wait()
         if key in self.entries:
@@ -541,6 +545,8 @@ class FakeBucket:
         self.calls.append(("update", key, last))
         if self.fail_update is not None:
             raise self.fail_update
+        if self.fail_writes:
+            raise self.fail_writes.pop(0)
         if key not in self.entries or self.entries[key][1] != last:
             raise KeyChanged(key)
         return self._put(key, value)

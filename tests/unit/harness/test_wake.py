@@ -10,7 +10,8 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from corral.harness import wakespans
 from corral.harness.lease import HeldLease, Leases
 from corral.harness.turn import Outcome
-from corral.harness.wake import WakeLoop, redelivery_delay
+from corral.harness.wake import WakeLoop
+from corral.harness.wakesettle import redelivery_delay
 from corral.telemetry import inject
 from tests.unit.harness.fakes import SESSION_ID, FakeBucket, FakeDelivery, FakeSource, SteppedSleep, wake_delivery
 from tests.waiting import eventually
@@ -329,6 +330,62 @@ async def test_a_session_whose_lease_expires_is_taken_over_without_waiting_for_i
     assert harness.runner.calls == [(SESSION_ID, 0)]
     assert harness.loop.takeovers == 1
     assert harness.bucket.entries == {}, "the takeover let the session go after its run"
+
+
+async def test_a_lease_that_expires_while_every_slot_is_busy_is_taken_over_once_one_frees() -> None:
+    # The harness-kill soak (200 sessions, 8 slots a worker): a session's lease expired while every
+    # worker's slots were busy, each worker's expiry watch passed it over, and its wake-up had been
+    # acked (it had joined the run of the holder that died): the session stayed running, unleased, for good.
+    runner = FakeRunner(block=True)
+    harness = Harness(runner, concurrency=1)
+    harness.bucket.steal(SESSION_ID)  # a worker that then died
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    await harness.deliver(wake_delivery("sesn_other", seq=3))
+    async with asyncio.timeout(5):
+        await runner.started.wait()  # the one slot is busy
+        await harness.bucket.watching_all.wait()
+
+    harness.bucket.drained.clear()
+    harness.bucket.expire(SESSION_ID)
+    async with asyncio.timeout(5):
+        await harness.bucket.drained.wait()  # the watch has seen the expiry, with no slot free
+    runner.release.set()  # the slot frees
+
+    async def taken_over() -> bool:
+        return (SESSION_ID, 0) in runner.calls and harness.loop.takeovers == 1
+
+    await eventually(taken_over, timeout=5)
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+    assert harness.bucket.entries == {}, "the takeover let the session go after its run"
+
+
+async def test_a_takeover_whose_lease_write_goes_unanswered_is_tried_again_until_it_runs() -> None:
+    # The harness-kill soak at 100 slots a worker: the write taking an expired lease timed out on the
+    # client ("nats: timeout"); the takeover was dropped, its wake-up had been acked, and the session
+    # stayed running with no holder.
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)  # a worker that then died
+    harness.bucket.fail_writes = [TimeoutError("nats: timeout"), TimeoutError("nats: timeout")]
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    async with asyncio.timeout(5):
+        await harness.bucket.watching_all.wait()
+
+    harness.bucket.expire(SESSION_ID)
+    for _ in range(2):  # each unanswered write waits before the next try
+        async with asyncio.timeout(5):
+            await harness.heartbeat_sleep.parked.wait()
+        harness.heartbeat_sleep.tick()
+    async with asyncio.timeout(5):
+        await harness.runner.started.wait()
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+
+    assert harness.runner.calls == [(SESSION_ID, 0)]
+    assert harness.loop.takeovers == 1
+    assert [call[0] for call in harness.bucket.calls if call[0] in ("create", "update")] == ["create"] * 3
 
 
 async def test_a_waiting_wake_up_that_gets_the_lease_when_it_expires_runs_as_a_takeover() -> None:

@@ -18,6 +18,11 @@ from corral.bus.errors import KeyChanged, KeyExists, StreamUnavailable
 _MARKER_REASON = "Nats-Marker-Reason"
 """The header of a mark the server leaves where an entry expired (buckets with ``expiry_marks``)."""
 
+WATCH_IDLE_S = 5.0
+"""How long the server keeps a watch's consumer once nothing subscribes to it (the watch was closed,
+or its ordered consumer was replaced after a gap). nats-py asks for five minutes, so every closed
+watch left a consumer behind that long: a lease wait per taken-over session, hundreds a minute."""
+
 
 @dataclass(frozen=True)
 class Entry:
@@ -77,11 +82,19 @@ class KeyValueBucket:
         return Entry(msg.data or b"", msg.seq)
 
     async def keys(self) -> list[str]:
-        """Every key that currently has a value (deleted and purged keys are left out)."""
-        try:
-            return list(await honouring_cancel(self._kv.keys()))
-        except js_errors.NoKeysError:
-            return []
+        """Every key that currently has a value (deleted and purged keys are left out).
+
+        Read from the stream's subjects (``STREAM.INFO`` with a subject filter) and each one's last
+        message, not through a watch: nats-py's ``keys()`` makes a consumer the server keeps for five
+        minutes after the listing, so a listing per tool call grew the stream's consumers without
+        bound. The server answers with at most 100,000 subjects, more than any Corral bucket holds."""
+        info = await honouring_cancel(self._js.stream_info(self._stream, subjects_filter=self._prefix + ">"))
+        keys: list[str] = []
+        for subject in sorted(info.state.subjects or {}):
+            msg = await self._last(subject.removeprefix(self._prefix))
+            if msg is not None and not _gone(msg):
+                keys.append(subject.removeprefix(self._prefix))
+        return keys
 
     async def put(self, key: str, value: bytes) -> int:
         """Write ``value`` whatever the key holds (last writer wins); the new revision."""
@@ -135,7 +148,7 @@ class KeyValueBucket:
         """The changes of ``keys`` (a key, or a pattern such as ``>``) as they happen, until the
         iterator is closed; with ``current``, first each key's present state (its value, or the
         mark that says it has none). An expiry is seen only in a bucket with ``expiry_marks``."""
-        watcher = await honouring_cancel(self._kv.watch(keys), undo=_stop_watching)
+        watcher = await honouring_cancel(self._kv.watch(keys, inactive_threshold=WATCH_IDLE_S), undo=_stop_watching)
         live = current
         try:
             async for entry in watcher:

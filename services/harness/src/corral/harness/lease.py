@@ -116,6 +116,11 @@ class LeaseBusy(Exception):
     """Another worker holds the session's lease."""
 
 
+class LeaseUnavailable(Exception):
+    """The lease could not be taken because the bucket did not answer (a timeout, no leader): whether
+    the write landed is not known. A write that did land expires after the TTL like any other."""
+
+
 @dataclass
 class HeldLease:
     session_id: str
@@ -161,6 +166,7 @@ class Leases:
 
         Raises:
             LeaseBusy: someone else holds it (raised before the block runs).
+            LeaseUnavailable: the bucket did not answer the write that takes it.
         """
         token = secrets.token_urlsafe(16)
         value = json.dumps({"holder": self._holder, "token": token, "acquired_at": clock.now_rfc3339()}).encode()
@@ -171,6 +177,8 @@ class Leases:
                 revision = await self._bucket.update(session_id, value, last=over)
         except (KeyExists, KeyChanged):
             raise LeaseBusy(session_id) from None
+        except Exception as exc:
+            raise LeaseUnavailable(session_id) from exc
         lease = HeldLease(session_id=session_id, holder=self._holder, token=token, revision=revision)
         try:
             async with asyncio.TaskGroup() as tg:

@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -31,17 +32,13 @@ from pydantic import ValidationError
 
 from corral.contracts import rpc
 from corral.harness import metrics, wakespans
-from corral.harness.lease import HeldLease, LeaseBusy, Leases, Released, Sleep
+from corral.harness.lease import HeldLease, LeaseBusy, Leases, LeaseUnavailable, Released, Sleep
 from corral.harness.turn import Outcome
 from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
-from corral.harness.wakeslots import drain, take_slot
+from corral.harness.wakesettle import keep_alive, redelivery_delay, settle
+from corral.harness.wakeslots import Runs, drain, take_slot
 
 logger = logging.getLogger(__name__)
-
-
-def redelivery_delay(num_delivered: int) -> float:
-    """Backoff for a wake-up handed back after a failure: 0.5 s doubling to 30 s."""
-    return float(min(0.5 * 2 ** max(num_delivered - 1, 0), 30.0))
 
 
 class WakeLoop:
@@ -94,36 +91,37 @@ class WakeLoop:
         """Sessions taken over when their lease expired (its holder died), before any wake-up came back."""
         self._waiters: dict[str, asyncio.Future[int | None]] = {}
         """Sessions a wake-up here waits for the lease of → told by the expiry watch when it expires."""
+        self._expired: dict[str, int | None] = {}
+        """Sessions whose lease expired while every slot was busy → the revision to take it over from
+        (the latest seen), each taken over once a slot frees."""
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
-        slots = asyncio.Semaphore(self._concurrency)
-        inflight: set[asyncio.Task[None]] = set()
         async with asyncio.TaskGroup() as tg:
+            runs = Runs(tg, asyncio.Semaphore(self._concurrency))
             stopping = tg.create_task(stop.wait())
-            watching = tg.create_task(self._take_over_expired(tg, slots, inflight), name="lease-expiries")
+            watching = tg.create_task(self._take_over_expired(runs), name="lease-expiries")
             try:
-                while await take_slot(slots, stopping):
+                while await take_slot(runs.slots, stopping):
                     deliveries = await self._fetch(stop)
                     if not deliveries:
-                        slots.release()
+                        runs.slots.release()
                         continue
                     for delivery in deliveries:
-                        task = tg.create_task(self._run_one(delivery, slots))
-                        inflight.add(task)
-                        task.add_done_callback(inflight.discard)
+                        runs.start(self._handle(delivery))
             finally:
                 stopping.cancel()
                 watching.cancel()
-            await drain(inflight, grace_s=self._grace_s, active=self.active)
+                runs.cancel_queued()
+            await drain(runs.inflight, grace_s=self._grace_s, active=self.active)
 
-    async def _take_over_expired(
-        self, tg: asyncio.TaskGroup, slots: asyncio.Semaphore, inflight: set[asyncio.Task[None]]
-    ) -> None:
-        """Take over each session whose lease expires (its holder died mid-run) when a slot is free,
-        without waiting for its wake-up to come back after the ack wait: every worker with a free
-        slot tries, one gets the lease. The wake-up, when it comes back, joins the run or finds
-        the session served. The watch is opened again when it breaks (backoff 0.2 s doubling to 5 s)."""
+    async def _take_over_expired(self, runs: Runs) -> None:
+        """Take over each session whose lease expires (its holder died mid-run), without waiting for
+        its wake-up to come back after the ack wait: every worker tries, one gets the lease. The
+        wake-up, when it comes back, joins the run or finds the session served. With every slot busy
+        the session is taken over once one frees, not passed over: its wake-up may never come back
+        (acked by the run it had joined, of a holder that then died or lost the lease), and the expiry
+        is told once. The watch is opened again when it breaks (backoff 0.2 s doubling to 5 s)."""
         backoff = 0.2
         while True:
             try:
@@ -137,26 +135,50 @@ class WakeLoop:
                         if not waiter.done():
                             waiter.set_result(expired.revision)
                         continue
-                    if slots.locked():
+                    if runs.slots.locked():
+                        if session_id not in self._expired:
+                            runs.queue(
+                                functools.partial(self._take_over_queued, session_id), name=f"expired-{session_id}"
+                            )
+                        self._expired[session_id] = expired.revision
                         continue
-                    await slots.acquire()  # free: taken at once
-                    task = tg.create_task(
-                        self._take_over(session_id, expired.revision, slots), name=f"takeover-{session_id}"
-                    )
-                    inflight.add(task)
-                    task.add_done_callback(inflight.discard)
+                    await runs.slots.acquire()  # free: taken at once
+                    runs.start(self._take_over(session_id, expired.revision), name=f"takeover-{session_id}")
             except Exception:
                 logger.warning("the lease expiry watch failed; opening it again", exc_info=True)
             await self._sleep(backoff)
             backoff = min(backoff * 2, 5.0)
 
-    async def _take_over(self, session_id: str, revision: int | None, slots: asyncio.Semaphore) -> None:
+    async def _take_over_queued(self, session_id: str) -> None:
+        """Take over ``session_id``, queued when its lease expired with every slot busy, now that a
+        slot is free, unless this worker has it going by then (a worker that took it meanwhile makes
+        the takeover find the lease busy)."""
+        revision = self._expired.pop(session_id, None)
+        if session_id in self._holding or session_id in self.active:
+            return
+        await self._take_over(session_id, revision)
+
+    async def _take_over(self, session_id: str, revision: int | None) -> None:
+        """Take the expired lease and run the session. A write of the lease the bucket does not answer
+        is tried again (0.5 s doubling to 30 s) until it is taken or found held: the session's wake-up
+        may have been acked by the run it joined, and the expiry is told once, so no one else would."""
         fields = {"session_id": session_id, "reason": "lease_expired"}
         self.active.add(session_id)
         # ``revision``: seen expiring by this worker's own watch; none: the server's expiry mark.
         logger.info("taking over a session whose lease expired", extra={"fields": {**fields, "revision": revision}})
+        attempts = 0
         try:
-            outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
+            while True:
+                try:
+                    outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
+                    break
+                except LeaseUnavailable as exc:
+                    attempts += 1
+                    logger.warning(
+                        "could not take an expired lease; trying again",
+                        extra={"fields": {**fields, "attempts": attempts, "error": repr(exc.__cause__)}},
+                    )
+                    await self._sleep(redelivery_delay(attempts))
         except LeaseBusy:  # another worker took it over
             return
         except Exception:  # its wake-up comes back after the ack wait
@@ -164,7 +186,6 @@ class WakeLoop:
             return
         finally:
             self.active.discard(session_id)
-            slots.release()
         self.takeovers += 1
         metrics.LEASE_TAKEOVERS.inc()
         logger.info("took over a session whose lease expired", extra={"fields": {**fields, "outcome": outcome.value}})
@@ -179,18 +200,12 @@ class WakeLoop:
                     await stop.wait()
             return []
 
-    async def _run_one(self, delivery: WakeDelivery, slots: asyncio.Semaphore) -> None:
-        try:
-            await self._handle(delivery)
-        finally:
-            slots.release()
-
     async def _handle(self, delivery: WakeDelivery) -> None:
         try:
             wake = rpc.Wake.model_validate_json(delivery.data)
         except ValidationError:
             logger.warning("terminating an unreadable wake-up", extra={"fields": {"stream_seq": delivery.seq}})
-            await self._settle(delivery.term(), wake=None)
+            await settle(delivery.term(), wake=None)
             return
         fields = {"session_id": wake.session_id, "reason": wake.reason, "num_delivered": delivery.num_delivered}
         if wake.session_id in self._holding:
@@ -202,9 +217,9 @@ class WakeLoop:
             if self._run_deliveries.get(wake.session_id) == delivery.seq:
                 # A redelivery of the very wake-up the run holds (its ack wait ran out): acking it would
                 # settle the message, and the run's own nak (retry later) would then be ignored.
-                await self._settle(delivery.in_progress(), wake=wake)
+                await settle(delivery.in_progress(), wake=wake)
             else:
-                await self._settle(delivery.ack(), wake=wake)
+                await settle(delivery.ack(), wake=wake)
             return
         self.active.add(wake.session_id)
         self._run_deliveries[wake.session_id] = delivery.seq
@@ -215,15 +230,15 @@ class WakeLoop:
         except LeaseBusy:
             self.lease_handbacks += 1
             logger.info("lease held elsewhere all along; handing the wake-up back", extra={"fields": fields})
-            await self._settle(delivery.nak(delay=self._busy_delay_s), wake=wake)
+            await settle(delivery.nak(delay=self._busy_delay_s), wake=wake)
             return
         except asyncio.CancelledError:
             logger.info("shutdown before the session finished; handing it back", extra={"fields": fields})
-            await self._settle(delivery.nak(), wake=wake)
+            await settle(delivery.nak(), wake=wake)
             raise
         except Exception:
             logger.exception("session run failed", extra={"fields": fields})
-            await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
+            await settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
             return
         finally:
             self.active.discard(wake.session_id)
@@ -231,11 +246,11 @@ class WakeLoop:
             self._run_deliveries.pop(wake.session_id, None)
         logger.info("session run ended", extra={"fields": {**fields, "outcome": outcome.value}})
         if outcome is Outcome.DONE:
-            await self._settle(delivery.ack(), wake=wake)
+            await settle(delivery.ack(), wake=wake)
         elif outcome is Outcome.REJECTED:
-            await self._settle(delivery.term(), wake=wake)
+            await settle(delivery.term(), wake=wake)
         else:
-            await self._settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
+            await settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
 
     async def _work(self, wake: rpc.Wake, delivery: WakeDelivery) -> Outcome:
         """Run the session; when its lease is held elsewhere, watch the lease until it is worth
@@ -356,7 +371,11 @@ class WakeLoop:
                     "took the lease after waiting for its holder",
                     extra={"fields": {"session_id": session_id, "expired": expired}},
                 )
-            heartbeat = tg.create_task(self._heartbeat(delivery)) if delivery is not None else None
+            heartbeat = (
+                tg.create_task(keep_alive(delivery, every_s=self._ack_wait_s / 3, sleep=self._sleep))
+                if delivery is not None
+                else None
+            )
             self._holding[session_id] = 0
             self._waiters.pop(session_id, None)  # an expiry it was told of is the lease it now holds
             try:
@@ -373,22 +392,3 @@ class WakeLoop:
                 del self._holding[session_id]
                 if heartbeat is not None:
                     heartbeat.cancel()
-
-    async def _heartbeat(self, delivery: WakeDelivery) -> None:
-        while True:
-            await self._sleep(self._ack_wait_s / 3)
-            try:
-                await delivery.in_progress()
-            except Exception:
-                logger.debug("in_progress failed", exc_info=True)
-
-    async def _settle(self, step: Awaitable[None], *, wake: rpc.Wake | None) -> None:
-        try:
-            await step
-        except Exception:
-            session = wake.session_id if wake else None
-            logger.warning(
-                "could not settle a wake-up; it comes back after the ack wait",
-                extra={"fields": {"session_id": session}},
-                exc_info=True,
-            )
