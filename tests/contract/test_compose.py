@@ -36,8 +36,12 @@ def _schema() -> dict[str, Any]:
 
 
 def _corral_services(base: dict[str, Any]) -> list[str]:
-    """The services built from Corral's image (the ``x-corral`` ones)."""
-    return [name for name, service in base["services"].items() if service.get("image") == "corral:dev"]
+    """The services Corral's image runs (``python -m corral.<service>``; not its one-shot set-up steps)."""
+    return [
+        name
+        for name, service in base["services"].items()
+        if service.get("image") == "corral:dev" and service["command"][:2] == ["python", "-m"]
+    ]
 
 
 @pytest.mark.parametrize("name", FILES)
@@ -100,3 +104,20 @@ def test_every_corral_service_gets_every_server_and_the_same_replicas() -> None:
         assert env["CORRAL_NATS_URL"].split(",") == [f"nats://{node}:4222" for node in NODES], name
         assert env["CORRAL_NATS_REPLICAS"] == "3", name
         assert set(NODES) <= set(cluster[name]["depends_on"]), name
+
+
+def test_the_control_plane_runs_two_of_each_and_one_sandbox_host_pairs_its_two_services() -> None:
+    services = _load("compose.yaml")["services"]
+    for name in ("gateway", "session-store", "harness"):  # any one of them may die
+        assert services[name]["deploy"]["replicas"] >= 2, name
+    manager, proxy = services["sandbox-manager"], services["credential-proxy"]
+    # the manager drives this machine's engine, with the image the sandbox-image service builds into it
+    assert "/var/run/docker.sock:/var/run/docker.sock" in manager["volumes"]
+    assert manager["environment"]["CORRAL_SANDBOX_IMAGE"] == services["sandbox-image"]["image"]
+    assert manager["depends_on"]["sandbox-image"] == {"condition": "service_completed_successfully"}
+    # ...and asks the credential-proxy on its machine for egress sockets the engine can mount by path
+    assert (
+        manager["environment"]["CORRAL_SANDBOX_EGRESS_HOST"] == proxy["environment"]["CORRAL_CREDENTIAL_PROXY_HOST_ID"]
+    )
+    sockets = proxy["environment"]["CORRAL_CREDENTIAL_PROXY_EGRESS_SOCKET_DIR"]
+    assert f"{sockets}:{sockets}" in proxy["volumes"]
