@@ -77,7 +77,9 @@ async def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="corral-bench-") as tmp:
         say("starting a private stack ...")
-        no_limits = {"gateway": {"CORRAL_GATEWAY_RATE_LIMIT_RPS": "0"}}
+        # one client holds every stream: no rate limit and no cap on connections per client address
+        gateway = {"CORRAL_GATEWAY_RATE_LIMIT_RPS": "0", "CORRAL_GATEWAY_MAX_CONNECTIONS_PER_CLIENT": "0"}
+        no_limits = {"gateway": gateway}
         stack = Stack(Path(tmp), Ports.free(), environ={}, service_env=no_limits, log_level="WARNING")
         stack.start(timeout=180)
         baseline = subprocess.Popen(  # noqa: ASYNC220 (started once, before any load)
