@@ -56,12 +56,15 @@ async def migrate(pool: Pool) -> None:
         key=lambda f: f.name,
     )
     async with pool.acquire() as conn:
-        await conn.execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations "
-            "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
-        )
+        # Under the lock, the table too: two stores starting at once on an empty database both ran
+        # CREATE TABLE IF NOT EXISTS, and one failed on the catalog's unique index (Postgres checks
+        # "if not exists" before it takes the name, not atomically with it).
         await conn.execute("SELECT pg_advisory_lock(4242001)")
         try:
+            await conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(name text PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())"
+            )
             done = {r["name"] for r in await conn.fetch("SELECT name FROM schema_migrations")}
             for f in files:
                 if f.name in done:
