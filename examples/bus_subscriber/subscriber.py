@@ -49,6 +49,7 @@ PART = "Corral-Record-Part"  # "<i>/<n>": part i (from 1) of a record stored in 
 RECORD_ID = "Corral-Record-Id"  # shared by every part of one record
 DIGEST = "Corral-Record-Digest"  # hex SHA-256 of the whole record, on every part
 FIRST_SEQ = "Corral-Record-First-Seq"  # on parts 2..n: the stream sequence of part 1
+ATOMIC = "Corral-Record-Atomic"  # "1" instead, on parts 2..n stored in one atomic batch: consecutive
 
 
 @dataclass(frozen=True)
@@ -97,7 +98,9 @@ class Parts:
 
     async def _earlier(self, msg: Record, index: int) -> list[Record]:
         """Parts 1..index-1 of ``msg``'s record: consecutive messages on its subject from part 1's sequence."""
-        seq = int(msg.headers.get(FIRST_SEQ, "0"))
+        # stored in one atomic batch: part i is i - 1 sequences after part 1
+        atomic = msg.headers.get(ATOMIC) == "1"
+        seq = msg.seq - (index - 1) if atomic else int(msg.headers.get(FIRST_SEQ, "0"))
         parts: list[Record] = []
         while seq and len(parts) < index - 1:
             raw = await self.js.get_msg(self.stream, seq=seq, subject=msg.subject, next=True)

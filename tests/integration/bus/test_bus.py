@@ -289,8 +289,9 @@ async def test_the_owner_turns_expiry_marks_on_in_a_bucket_made_without_them(bus
     plain = _kv_spec("t_kv_marks_later", 30.0)
     await bus.ensure_key_value(plain)
     marked = plain.model_copy(update={"expiry_marks": True})
-    with pytest.raises(StreamMismatch, match=r"expiry_mark_ttl_s is None, expected 30\.0"):
-        await bus.bind_key_value(marked)
+    # a reader waits for the owner, as for a bucket not made yet (a harness binding the lease bucket
+    # between the session-store's create and its turning the marks on refused to start)
+    assert await bus.bind_key_value(marked) is None
     await bus.ensure_key_value(marked)
     assert await bus.bind_key_value(marked) is not None
 

@@ -57,10 +57,13 @@ async def _add_expiry_marks(js: JetStreamContext, kv: KeyValue, spec: KeyValueSp
 
 
 async def bind(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -> KeyValue | None:
-    """A reader's side: the bucket checked against ``spec``, or ``None`` while its owner has not made it."""
+    """A reader's side: the bucket checked against ``spec``, or ``None`` while its owner has not made
+    it, or has made it and not yet turned its expiry marks on (the owner's second step)."""
     try:
         kv = await js.key_value(spec.name)
     except js_errors.BucketNotFoundError:
+        return None
+    if spec.expiry_marks and (await kv.status()).stream_info.config.subject_delete_marker_ttl is None:
         return None
     await check(kv, spec, replicas=replicas, fix="give this service the same settings as {owner}, the bucket's owner")
     return kv
