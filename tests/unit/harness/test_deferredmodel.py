@@ -1,4 +1,5 @@
-"""An idle harness does not hold the ``anthropic`` SDK (about 40 MB): it loads on the first request."""
+"""The harness starts without the ``anthropic`` SDK (its slowest import) and loads it in the background
+once ready (``preload``), so no model request waits for the import."""
 
 from __future__ import annotations
 
@@ -21,3 +22,10 @@ async def test_the_model_is_ok_and_unloaded_until_its_first_request() -> None:
     assert model.state == "ok"
     assert not model.loaded
     await model.close()  # nothing was made: nothing to close
+
+
+async def test_preload_makes_the_model_before_any_request() -> None:
+    model = DeferredModel(base_url="http://127.0.0.1:9", api_key="sk-test")
+    await model.preload()
+    assert model.loaded
+    await model.close()

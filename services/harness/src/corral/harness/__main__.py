@@ -1,8 +1,8 @@
 """Composition root: ``python -m corral.harness`` (or ``corral-harness``).
 
 Started by ``corral.runner`` (settings, telemetry, signals). Bus, wake consumer, lease bucket,
-snapshot bucket, model (its SDK loaded on the first request), sandbox client → a TaskGroup of the
-wake loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
+snapshot bucket, model (its SDK loaded in the background once ready), sandbox client → a TaskGroup of
+the wake loop and the health responder. SIGTERM/SIGINT stop fetching; running sessions get
 ``shutdown_grace_s`` to finish, then their wake-ups are handed back and their leases released.
 """
 
@@ -60,7 +60,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
     )
     api_key = endpoint.api_key.get_secret_value()
     async with contextlib.AsyncExitStack() as stack:
-        model = DeferredModel(base_url=endpoint.base_url, api_key=api_key)  # the SDK loads on the first request
+        model = DeferredModel(base_url=endpoint.base_url, api_key=api_key)  # the SDK loads once ready
         stack.push_async_callback(model.close)
         bus = await stack.enter_async_context(Bus.connect(settings.nats, name=f"harness {settings.worker_id}"))
         try:
@@ -156,6 +156,7 @@ async def serve(settings: Settings, life: runner.Lifetime) -> None:
                 name="health",
             )
             life.ready(worker_id=settings.worker_id)
+            tg.create_task(model.preload(), name="model-preload")  # a worker thread: health answers meanwhile
         logger.info("harness stopped", extra={"fields": {"worker_id": settings.worker_id}})
 
 
