@@ -81,6 +81,28 @@ async def test_a_retried_batch_is_stored_once_and_its_new_records_after(bus: Bus
     assert [m.data async for m in bus.read(stream, subject)] == [*datas, b"four"]
 
 
+async def test_records_stored_one_at_a_time_are_in_order_whole_and_stored_once_when_retried(
+    bus: Bus, stream: str
+) -> None:
+    """``atomic=False``: no batch (the server stages none), each record fenced on the one before."""
+    subject = f"{stream.lower()}.a"
+    key = uuid.uuid4().hex
+    datas = [b"one", blob(2 * CHUNK), b"three"]
+    acks = await bus.publish_batch(subject, outgoing(datas, key), expected_last_subject_seq=0, atomic=False)
+    assert [a.seq for a in acks] == [1, 3, 4] and acks[1].first_seq == 2
+    stored = [m async for m in bus.read(stream, subject)]
+    assert [m.data for m in stored] == datas
+    assert not any(h.BATCH_ID in m.headers for m in stored)
+    again = await bus.publish_batch(
+        subject, outgoing([*datas, b"four"], key), expected_last_subject_seq=acks[-1].seq, atomic=False
+    )
+    assert [(a.seq, a.duplicate) for a in again[:3]] == [(a.seq, True) for a in acks]
+    assert again[3].duplicate is False and again[3].seq == acks[-1].seq + 1
+    with pytest.raises(WrongLastSequence):  # fenced on the first record like a batch
+        await bus.publish_batch(subject, outgoing([b"late"]), expected_last_subject_seq=acks[-1].seq, atomic=False)
+    assert [m.data async for m in bus.read(stream, subject)] == [*datas, b"four"]
+
+
 async def test_a_batch_whose_writer_goes_before_the_commit_stores_nothing(nats_url: str, bus: Bus, stream: str) -> None:
     subject = f"{stream.lower()}.a"
     nc = await nats.connect(nats_url)

@@ -202,29 +202,30 @@ class Bus:
         return await self._writer.publish_traced(subject, record, fence=expected_last_subject_seq)
 
     async def publish_batch(
-        self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None = None
+        self,
+        subject: str,
+        batch: Sequence[OutgoingRecord],
+        *,
+        expected_last_subject_seq: int | None = None,
+        atomic: bool = True,
     ) -> list[PubAck]:
-        """Store ``batch``'s records (each of any size) in order on ``subject``, all or none, in one
-        JetStream atomic batch fenced once on ``expected_last_subject_seq`` (``WrongLastSequence``:
-        nothing stored); one ack per record. See ``RecordWriter.publish_batch`` for retries."""
-        return await self._writer.publish_traced_batch(subject, batch, fence=expected_last_subject_seq)
+        """Store ``batch``'s records (each of any size) in order on ``subject``, fenced once on
+        ``expected_last_subject_seq`` (``WrongLastSequence``: nothing stored); one ack per record.
+        ``atomic``: all or none, in one JetStream atomic batch (``RecordWriter.publish_batch``); else
+        one at a time, each fenced on the one before (``RecordWriter.publish_each``), for writers with
+        no use for all-or-none: a one-replica stream in files stages each batch in a store of its own."""
+        return await self._writer.publish_traced_batch(subject, batch, fence=expected_last_subject_seq, atomic=atomic)
 
     async def publish_raw(self, subject: str, data: bytes, *, headers: dict[str, str]) -> PubAck:
-        """Store one message exactly as given: no trace context, no parts, no fence but the headers'.
-
-        For tests and tools that write the parts format of ``corral.bus.records`` themselves (to
-        leave a record half-written, say); services publish records with ``publish``.
-        """
+        """Store one message exactly as given: no trace context, no parts, no fence but the headers'
+        (for tests and tools writing ``corral.bus.records``' parts themselves; services ``publish``)."""
         self._check_size(data)
         ack = await honouring_cancel(self._js.publish(subject, data, headers=headers))
         return PubAck(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def publish_core(self, subject: str, data: bytes, *, headers: dict[str, str] | None = None) -> None:
-        """Fire-and-forget core NATS publish (nothing is stored).
-
-        Raises:
-            PayloadTooLarge: ``data`` is larger than the server carries; nothing was sent.
-        """
+        """Fire-and-forget core NATS publish (nothing is stored); ``PayloadTooLarge`` (nothing sent)
+        when ``data`` is larger than the server carries."""
         self._check_size(data)
         await self._nc.publish(subject, data, headers=inject(dict(headers or {})))
 

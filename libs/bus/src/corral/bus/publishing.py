@@ -93,12 +93,16 @@ class RecordWriter:
             return ack
 
     async def publish_traced_batch(
-        self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None
+        self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None, atomic: bool = True
     ) -> list[PubAck]:
-        """``publish_batch`` under one ``PRODUCER`` span, whose context every record's headers carry."""
+        """``publish_batch`` (or, not ``atomic``, ``publish_each``) under one ``PRODUCER`` span, whose
+        context every record's headers carry."""
         with producer_span(subject, sum(len(r.data) for r in batch)) as span:
             traced = [OutgoingRecord(r.data, inject(dict(r.headers)), r.msg_id) for r in batch]
-            acks = await self.publish_batch(subject, traced, fence=fence)
+            if atomic:
+                acks = await self.publish_batch(subject, traced, fence=fence)
+            else:
+                acks = await self.publish_each(subject, traced, fence=fence)
             if acks:
                 span.set_attribute("messaging.message.id", str(acks[-1].seq))
                 span.set_attribute("messaging.batch.message_count", len(acks))
@@ -132,6 +136,12 @@ class RecordWriter:
                     PubAck(seq=first + end, duplicate=False, first_seq=first + start if end > start else None)
                     for start, end in ends
                 ]
+        return await self.publish_each(subject, batch, fence=fence)
+
+    async def publish_each(self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None) -> list[PubAck]:
+        """Store ``batch`` in order on ``subject``, one record at a time, each fenced on the one before
+        (the first on ``fence``): a writer stopped midway leaves a prefix, which a retry with the same
+        message ids completes (the stored ones are acknowledged as duplicates)."""
         acks: list[PubAck] = []
         for record in batch:
             ack = await self.publish(subject, record.data, record.headers, msg_id=record.msg_id, fence=fence)

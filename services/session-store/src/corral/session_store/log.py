@@ -2,8 +2,12 @@
 
 Every append is checked against the session's state (a fold of its subject, cached here), stamped
 with an id and ``processed_at``, and published with ``Nats-Msg-Id`` (dedupe) and
-``Nats-Expected-Last-Subject-Sequence`` (fencing); an append's records go in one JetStream atomic
-batch (``Bus.publish_batch``): one round trip, stored all or none, fenced once. A record of any
+``Nats-Expected-Last-Subject-Sequence`` (fencing); a client's append goes in one JetStream atomic
+batch (``Bus.publish_batch``): one round trip, stored all or none, fenced once. The harness's
+appends are stored one record at a time, each fenced on the one before: the harness plans every
+step from the log as it is, so a prefix an interrupted append left is where its next run starts
+(as after a crash between two appends), and the batch, which costs the server several times the
+CPU on a stream of one replica (see ``Bus.publish_batch``), would buy it nothing. A record of any
 size is stored: the bus stores one larger than a message in parts and reads it back whole
 (``corral.bus.records``); fencing counts raw sequences, so a half record a crashed writer left
 behind never fences the next append out. A second session-store, or a stale cache, loses the race
@@ -135,8 +139,10 @@ class SessionLog:
         msg_ids: list[str | None] | None = None,
         expected_last_seq: int | None = None,
         new: bool = False,
+        atomic: bool = True,
     ) -> tuple[SessionState, list[Stored]]:
-        """Append what ``decide`` returns, in order, fenced on the subject's last sequence.
+        """Append what ``decide`` returns, in order, fenced on the subject's last sequence: all or
+        none, or (not ``atomic``) one record at a time, each fenced on the one before.
 
         Records without ``id``/``processed_at`` that are public events get them here. Returns the
         state after the append and the stored records with their stream sequences. ``new`` says
@@ -167,7 +173,7 @@ class SessionLog:
                         continue
                     raise
                 try:
-                    stored = await self._publish_all(subject, state, records, msg_ids)
+                    stored = await self._publish_all(subject, state, records, msg_ids, atomic=atomic)
                 except WrongLastSequence:
                     self._cache.pop(session_id, None)  # someone else wrote: reload and decide again
                     if expected_last_seq is not None:
@@ -181,9 +187,16 @@ class SessionLog:
         raise conflict(f"session {session_id!r} is being written too fast; retry", error_code="append_contention")
 
     async def _publish_all(
-        self, subject: str, state: SessionState, records: list[dict[str, Any]], msg_ids: list[str | None] | None
+        self,
+        subject: str,
+        state: SessionState,
+        records: list[dict[str, Any]],
+        msg_ids: list[str | None] | None,
+        *,
+        atomic: bool,
     ) -> list[Stored]:
-        """Store ``records`` in one atomic batch fenced on ``state.last_seq``: all of them or none."""
+        """Store ``records`` fenced on ``state.last_seq``: in one atomic batch, all of them or none;
+        or (not ``atomic``) one at a time."""
         batch: list[OutgoingRecord] = []
         typed: list[SessionRecord] = []
         for i, record in enumerate(records):
@@ -195,7 +208,7 @@ class SessionLog:
             typed.append(parsed)
             # readers of headers only (sandbox releases) need no body
             batch.append(OutgoingRecord(encode(record), {h.RECORD_TYPE: parsed.type}, msg_id))
-        acks = await self._bus.publish_batch(subject, batch, expected_last_subject_seq=state.last_seq)
+        acks = await self._bus.publish_batch(subject, batch, expected_last_subject_seq=state.last_seq, atomic=atomic)
         stored: list[Stored] = []
         for record, parsed, ack in zip(records, typed, acks, strict=True):
             if ack.duplicate:

@@ -49,8 +49,13 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
         return [dict(e) for e in events]
 
     msg_ids: list[str | None] | None = list(req.dedupe_keys) if req.dedupe_keys else None
+    # A client's POST is stored whole or not at all; the harness plans each step from the log as it is.
     state, stored = await deps.log.append(
-        req.session_id, decide, msg_ids=msg_ids, expected_last_seq=req.expected_last_seq
+        req.session_id,
+        decide,
+        msg_ids=msg_ids,
+        expected_last_seq=req.expected_last_seq,
+        atomic=req.origin == "client",
     )
     # Readers wait for the projection themselves (see ``list_``); appends return as soon as the
     # log holds the events.
