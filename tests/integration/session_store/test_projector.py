@@ -18,10 +18,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from corral.bus import Bus
+from corral.bus import Bus, OutgoingRecord
 from corral.contracts import ids, subjects
 from corral.contracts.log import parse_catalog_record, parse_session_record
 from corral.session_store import db, pgtext
+from corral.session_store.domain.sessions import SessionRow
 from corral.session_store.projector import Projector
 from corral.settings import NatsSettings
 
@@ -284,5 +285,63 @@ def test_the_session_log_projected_again_from_an_older_position_changes_nothing(
                 "SELECT seq FROM projection_positions WHERE stream = $1", subjects.SESSIONS_STREAM
             )
             assert position == last
+
+    asyncio.run(scenario())
+
+
+def test_the_rows_kept_between_batches_stay_the_fold_of_the_log_when_a_batch_fails(infra: tuple[str, str]) -> None:
+    """The projector keeps the rows it committed (``KeptRows``) and reads none back for a session it
+    continues. Twenty turns, each stored as one atomic batch (so delivered, and mostly projected, as
+    one batch), the eleventh holding a status whose time is not one: that batch fails after the
+    kept row took its first records, and is projected again one record at a time. The row is the
+    fold of the log without that record: statuses, active time, token counts, last sequence."""
+
+    def record(name: str, **fields: Any) -> dict[str, Any]:
+        out = copy.deepcopy(fixture("session", name))
+        out.update(id=ids.new_id(ids.EVENT), **fields)
+        return out
+
+    async def scenario() -> None:
+        session_id = ids.new_id(ids.SESSION)
+        subject = subjects.session_log(session_id)
+        folded = SessionRow(session_id=session_id)
+
+        async def put(batch: list[dict[str, Any]], broken: dict[str, Any] | None = None) -> int:
+            datas = [json.dumps(r).encode() for r in batch]
+            acks = await bus.publish_batch(subject, [OutgoingRecord(d, {}) for d in datas])
+            for r, data, ack in zip(batch, datas, acks, strict=True):
+                if r is not broken:
+                    folded.apply(parse_session_record(data), ack.seq)
+            return acks[-1].seq
+
+        async with projecting(infra) as (bus, pool, projector):
+            last = await put(session_records(session_id, []))
+            for turn in range(20):
+                start, end = f"2026-01-01T00:{turn:02d}:00.000000Z", f"2026-01-01T00:{turn:02d}:07.500000Z"
+                usage = {"input_tokens": 100 + turn, "output_tokens": 7, "cache_creation_input_tokens": 1}
+                broken = record("session.status_running", processed_at="not a time") if turn == 10 else None
+                batch = [
+                    record("session.status_running", processed_at=start),
+                    record("span.model_request_end", processed_at=end, model_usage=usage),
+                    *([broken] if broken else []),
+                    record("session.status_idle", processed_at=end),
+                ]
+                last = await put(batch, broken)
+            await projector.caught_up(subjects.SESSIONS_STREAM, last, timeout=30)
+            row = await pool.fetchrow(
+                "SELECT status, active_seconds, input_tokens, output_tokens, cache_creation_input_tokens, last_seq "
+                "FROM sessions WHERE session_id = $1",
+                session_id,
+            )
+            assert projector.errors == 1
+            assert folded.active_seconds == 20 * 7.5 and folded.input_tokens == sum(100 + t for t in range(20))
+            assert tuple(row) == (
+                folded.status,
+                folded.active_seconds,
+                folded.input_tokens,
+                folded.output_tokens,
+                folded.cache_creation_input_tokens,
+                folded.last_seq,
+            )
 
     asyncio.run(scenario())

@@ -28,6 +28,7 @@ from corral.session_store.db import Conn
 from corral.session_store.session_projection import (
     POSITION_CHANNEL,
     SESSIONS_COMMIT,
+    KeptRows,
     event_columns,
     parse_position,
     plan_sessions,
@@ -79,6 +80,7 @@ class Projector:
         self._moved = asyncio.Condition()
         self._failing = False
         self._projecting = False
+        self._rows = KeptRows()
         #: Records skipped since start because they could not be projected, and the last one's error.
         self.errors = 0
         self.last_error = ""
@@ -146,6 +148,7 @@ class Projector:
                     following.cancel()
                 rows = await lock_conn.fetch("SELECT stream, seq FROM projection_positions")
                 await self._moved_to({row["stream"]: row["seq"] for row in rows})
+                self._rows.clear()  # another store may have projected since this one last did
                 self._projecting = True
                 async with asyncio.TaskGroup() as tg:
                     tg.create_task(
@@ -237,20 +240,25 @@ class Projector:
         of the same rows. Reading the rows a batch changes needs no transaction: only this
         projector (it holds the projection lock) writes them.
         """
-        plan = await plan_sessions(conn, batch)
-        seq = batch[-1].seq
-        if not plan.purged:
-            await conn.execute(
-                SESSIONS_COMMIT,
-                *event_columns(plan.events),
-                *row_columns(list(plan.rows.values())),
-                subjects.SESSIONS_STREAM,
-                seq,
-            )
-            return
-        async with conn.transaction():
-            await write_sessions(conn, plan)
-            await save_position(conn, subjects.SESSIONS_STREAM, seq)
+        try:
+            plan = await plan_sessions(conn, batch, self._rows)
+            seq = batch[-1].seq
+            if not plan.purged:
+                await conn.execute(
+                    SESSIONS_COMMIT,
+                    *event_columns(plan.events),
+                    *row_columns(list(plan.rows.values())),
+                    subjects.SESSIONS_STREAM,
+                    seq,
+                )
+            else:
+                async with conn.transaction():
+                    await write_sessions(conn, plan)
+                    await save_position(conn, subjects.SESSIONS_STREAM, seq)
+        except BaseException:
+            self._rows.forget(subjects.session_id_of(msg.subject) for msg in batch)
+            raise
+        self._rows.committed(plan)
 
     async def _skip(self, stream: str, msg: StoredMessage, exc: BaseException) -> None:
         """Record that ``msg`` could not be projected and move past it (its row alone stays behind)."""

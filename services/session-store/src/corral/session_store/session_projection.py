@@ -5,6 +5,8 @@ that deletes nothing). Saving a position also announces it to the stores that do
 from __future__ import annotations
 
 import json
+from collections import OrderedDict
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -33,15 +35,52 @@ class SessionsPlan:
     """Sessions whose rows and events are deleted."""
 
 
-async def plan_sessions(conn: Conn, batch: list[StoredMessage]) -> SessionsPlan:
-    """The batch's writes. The rows of the sessions it continues are read in one query, not one
-    per session: a batch under load holds records of many sessions."""
+class KeptRows:
+    """The session rows as the projector's last commits left them, the most recently used
+    ``ROWS_KEPT``: a batch continuing one of them reads nothing from Postgres. Right only while
+    the projector holds the projection lock (nothing else writes the rows): emptied when it takes
+    the lock, and a batch's sessions are forgotten when its commit fails (``plan_sessions`` has
+    applied the batch to their rows already)."""
+
+    def __init__(self, size: int = 4096) -> None:
+        self._rows: OrderedDict[str, SessionRow] = OrderedDict()
+        self._size = size
+
+    def get(self, session_id: str) -> SessionRow | None:
+        row = self._rows.get(session_id)
+        if row is not None:
+            self._rows.move_to_end(session_id)
+        return row
+
+    def committed(self, plan: SessionsPlan) -> None:
+        for session_id in plan.purged:
+            self._rows.pop(session_id, None)
+        for session_id, row in plan.rows.items():
+            self._rows[session_id] = row
+            self._rows.move_to_end(session_id)
+        while len(self._rows) > self._size:
+            self._rows.popitem(last=False)
+
+    def forget(self, session_ids: Iterable[str]) -> None:
+        for session_id in session_ids:
+            self._rows.pop(session_id, None)
+
+    def clear(self) -> None:
+        self._rows.clear()
+
+
+async def plan_sessions(conn: Conn, batch: list[StoredMessage], kept: KeptRows | None = None) -> SessionsPlan:
+    """The batch's writes. The rows of the sessions it continues are taken from ``kept``, the
+    others read in one query, not one per session: a batch under load holds records of many
+    sessions. The rows are changed in place (a kept row too)."""
     # decoded once, typed; the raw JSON only for an event's body
     decoded = [(subjects.session_id_of(msg.subject), parse_session_record(msg.data), msg) for msg in batch]
     starts: dict[str, bool] = {}  # each session: whether the batch starts with its creation
     for session_id, record, _ in decoded:
         starts.setdefault(session_id, isinstance(record, SessionCreated))
-    rows = await load_rows(conn, [session_id for session_id, fresh in starts.items() if not fresh])
+    continued = [session_id for session_id, fresh in starts.items() if not fresh]
+    rows = {session_id: row for session_id in continued if kept and (row := kept.get(session_id)) is not None}
+    rows.update(await load_rows(conn, [session_id for session_id in continued if session_id not in rows]))
     rows.update({session_id: SessionRow(session_id=session_id) for session_id, fresh in starts.items() if fresh})
     events: list[EventRow] = []
     purged: set[str] = set()
