@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import nats
 import pytest
 
-from corral.bus import Bus, OutgoingRecord, StreamMismatch, WrongLastSequence
+from corral.bus import Bus, OutgoingRecord, PartlyStored, StreamMismatch, WrongLastSequence
 from corral.contracts import headers as h
 from corral.contracts.subjects import SESSIONS_SPEC, StreamSpec
 from corral.settings import NatsSettings
@@ -135,3 +135,20 @@ async def test_a_stream_that_allows_atomic_batches_the_spec_does_not_is_refused(
     await bus.ensure_stream(spec.model_copy(update={"allow_atomic": True}))
     with pytest.raises(StreamMismatch, match="allow_atomic is True, expected False"):
         await bus.ensure_stream(spec)
+
+
+async def test_records_stored_one_at_a_time_fenced_out_midway_say_how_many_were_stored(bus: Bus, stream: str) -> None:
+    subject = f"{stream.lower()}.a"
+    first = await bus.publish(subject, b"first")
+    with pytest.raises(WrongLastSequence) as nothing_stored:
+        await bus.publish_batch(subject, outgoing([b"x", b"y"]), expected_last_subject_seq=0, atomic=False)
+    assert not isinstance(nothing_stored.value, PartlyStored)
+    # another writer getting in after our first record, as the second record's fence sees it: a
+    # fence of its own that the subject has moved past
+    stale = OutgoingRecord(b"two", {h.EXPECTED_LAST_SUBJECT_SEQUENCE: str(first.seq)})
+    with pytest.raises(PartlyStored) as partly:
+        await bus.publish_batch(
+            subject, [OutgoingRecord(b"one", {}), stale, OutgoingRecord(b"three", {})], atomic=False
+        )
+    assert partly.value.stored == 1
+    assert [m.data async for m in bus.read(stream, subject)] == [b"first", b"one"]

@@ -408,6 +408,8 @@ def test_only_lease_conflicts_count_as_losing_the_lease() -> None:
     assert isinstance(error_for(detail(None, "not_found_error")), StoreRejected)
     assert isinstance(error_for(detail(None, "api_error")), StoreUnavailable)
     assert isinstance(error_for(detail(None, "overloaded_error")), StoreUnavailable)
+    # a prefix of the append is stored: the next run plans from the log as it is
+    assert isinstance(error_for(detail("append_interrupted")), StoreUnavailable)
 
 
 @pytest.mark.parametrize(("after_expiry", "counted"), [(False, (1, 0)), (True, (0, 1))])

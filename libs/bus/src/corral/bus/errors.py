@@ -50,6 +50,15 @@ class WrongLastSequence(BusError):
     pass
 
 
+class PartlyStored(WrongLastSequence):
+    """Records stored one at a time were fenced out after the first ``stored`` of them were stored
+    (or found stored): another writer got in between, and the subject holds that prefix."""
+
+    def __init__(self, message: str, *, stored: int) -> None:
+        super().__init__(message)
+        self.stored = stored
+
+
 class KeyExists(BusError):
     pass
 

@@ -31,7 +31,7 @@ from nats.js import errors as js_errors
 
 from corral.bus import records
 from corral.bus.cancellation import honouring_cancel
-from corral.bus.errors import PayloadTooLarge, WrongLastSequence
+from corral.bus.errors import PartlyStored, PayloadTooLarge, WrongLastSequence
 from corral.bus.messages import PubAck
 from corral.bus.producing import producer_span
 from corral.bus.reading import parts
@@ -141,10 +141,16 @@ class RecordWriter:
     async def publish_each(self, subject: str, batch: Sequence[OutgoingRecord], *, fence: int | None) -> list[PubAck]:
         """Store ``batch`` in order on ``subject``, one record at a time, each fenced on the one before
         (the first on ``fence``): a writer stopped midway leaves a prefix, which a retry with the same
-        message ids completes (the stored ones are acknowledged as duplicates)."""
+        message ids completes (the stored ones are acknowledged as duplicates). Fenced out after the
+        first record: ``PartlyStored``."""
         acks: list[PubAck] = []
         for record in batch:
-            ack = await self.publish(subject, record.data, record.headers, msg_id=record.msg_id, fence=fence)
+            try:
+                ack = await self.publish(subject, record.data, record.headers, msg_id=record.msg_id, fence=fence)
+            except WrongLastSequence as exc:
+                if not acks:
+                    raise
+                raise PartlyStored(f"{exc} after {len(acks)} of {len(batch)} records", stored=len(acks)) from exc
             if fence is not None and not ack.duplicate:
                 fence = ack.seq
             acks.append(ack)

@@ -8,7 +8,8 @@ as one of three ``StoreError`` kinds, each saying what the caller should do next
     StoreError
     ├── LeaseConflict     409 about the lease (``lease_lost``, ``lease_required``, or no code): the lease
     │                     is not ours any more; stop working on the session
-    ├── StoreUnavailable  no responder, timeout, a 429 or a 5xx: try again later
+    ├── StoreUnavailable  no responder, timeout, a 429 or a 5xx, or a 409 ``append_interrupted`` (a
+    │                     prefix of the append is stored): try again later, from the log as it is
     └── StoreRejected     any other refusal (session gone, an event the session's state does not
                           allow): retrying the same thing will not help
 """
@@ -62,6 +63,8 @@ def error_for(detail: ErrorDetail) -> StoreError:
     status = STATUS_FOR.get(detail.type, 500)
     code = (detail.details or {}).get("error_code")
     text = f"{detail.type} ({code}): {detail.message}" if code else f"{detail.type}: {detail.message}"
+    if status == 409 and code == "append_interrupted":  # a prefix is stored: the next run reads it
+        return StoreUnavailable(text)
     if status == 409 and code in _LEASE_CODES:
         return LeaseConflict(text)
     if status >= 500 or status == 429:

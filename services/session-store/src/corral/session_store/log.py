@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from corral.bus import Bus, OutgoingRecord, WrongLastSequence
+from corral.bus import Bus, OutgoingRecord, PartlyStored, WrongLastSequence
 from corral.contracts import headers as h
 from corral.contracts import ids, subjects
 from corral.contracts.api.admin import ApiKey
@@ -174,8 +174,15 @@ class SessionLog:
                     raise
                 try:
                     stored = await self._publish_all(subject, state, records, msg_ids, atomic=atomic)
-                except WrongLastSequence:
+                except WrongLastSequence as exc:
                     self._cache.pop(session_id, None)  # someone else wrote: reload and decide again
+                    if isinstance(exc, PartlyStored) and not atomic:
+                        # decided again, the prefix already stored would be checked a second time
+                        raise conflict(
+                            f"session {session_id!r}: another writer got in after {exc.stored} of the "
+                            f"{len(records)} records of this append; read the log and append what it lacks",
+                            error_code="append_interrupted",
+                        ) from None
                     if expected_last_seq is not None:
                         raise conflict(
                             f"session {session_id!r} log moved past sequence {expected_last_seq}",

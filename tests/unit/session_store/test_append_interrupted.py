@@ -1,0 +1,80 @@
+"""An append stored one record at a time (the harness's) that another writer interrupts after a
+prefix is refused with ``append_interrupted``, not decided again: the prefix is in the log, and its
+status steps checked a second time would be refused as illegal. A client's records (retried by
+message id, the stored ones acknowledged) are decided again."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral.bus import OutgoingRecord, PartlyStored, PubAck, StoredMessage
+from corral.contracts.api.errors import ApiError
+from corral.session_store.log import SessionLog
+
+FIXTURES = Path(__file__).parents[3] / "proto" / "fixtures" / "session"
+
+
+def fixture(name: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((FIXTURES / name / "v1" / "basic.json").read_text())
+    return data
+
+
+class _EmptyRead:
+    tail_seq = 0
+
+    def __aiter__(self) -> AsyncIterator[StoredMessage]:
+        return self._none()
+
+    async def _none(self) -> AsyncIterator[StoredMessage]:
+        return
+        yield
+
+
+class InterruptedOnce:
+    """A bus whose first append stores one record and is then fenced out (``PartlyStored``)."""
+
+    def __init__(self) -> None:
+        self.appends: list[bool] = []
+
+    async def publish_batch(
+        self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None, atomic: bool
+    ) -> list[PubAck]:
+        self.appends.append(atomic)
+        if len(self.appends) == 1:
+            raise PartlyStored(f"wrong last sequence after 1 of {len(batch)} records", stored=1)
+        return [PubAck(seq=10 + i, duplicate=False) for i in range(len(batch))]
+
+    def read(self, stream: str, subject: str) -> _EmptyRead:
+        return _EmptyRead()
+
+
+def records() -> list[dict[str, Any]]:
+    return [fixture("user.message"), fixture("user.message")]
+
+
+async def test_an_append_stored_one_record_at_a_time_and_interrupted_midway_is_refused_not_decided_again() -> None:
+    bus = InterruptedOnce()
+    log = SessionLog(bus, cache_size=4)  # type: ignore[arg-type]
+    decided = 0
+
+    def decide(_state: object) -> list[dict[str, Any]]:
+        nonlocal decided
+        decided += 1
+        return records()
+
+    with pytest.raises(ApiError) as refused:
+        await log.append("sesn_1", decide, new=True, atomic=False)
+    assert refused.value.error_code == "append_interrupted" and refused.value.status == 409
+    assert decided == 1 and bus.appends == [False]
+
+
+async def test_a_clients_append_interrupted_midway_is_decided_again_and_stored() -> None:
+    bus = InterruptedOnce()
+    log = SessionLog(bus, cache_size=4)  # type: ignore[arg-type]
+    _, stored = await log.append("sesn_1", lambda _state: records(), new=True, atomic=True)
+    assert [s.seq for s in stored] == [10, 11] and bus.appends == [True, True]
