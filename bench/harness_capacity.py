@@ -32,6 +32,7 @@ from pathlib import Path
 import httpx
 from long_session import QUICK, Session, new_session, overhead
 from report import Figure, finish, ok, pct, say
+from session_creates import nats_messages
 from stack_cpu import cpu_ms, per_op, spent
 
 from corral.devstack.ports import Ports
@@ -50,6 +51,9 @@ class Level:
     """CPU ms per turn of each process."""
     harness_ms: float
     """The harness's CPU ms over the window."""
+    messages: float
+    """NATS messages per turn, sent + received by every client connection (NATS's ``/connz``): a
+    count the machine's load does not move."""
 
     @property
     def harness_per_turn(self) -> float:
@@ -73,11 +77,14 @@ async def run_level(
             while time.perf_counter() < stop:
                 sent[session.id].append(await session.turn(f"turn {len(sent[session.id])}"))
 
-        before = cpu_ms(stack)
-        began = time.perf_counter()
-        await asyncio.gather(*(drive(s, began + seconds) for s in sessions))
-        took = time.perf_counter() - began
-        after = cpu_ms(stack)
+        async with httpx.AsyncClient(timeout=30) as monitor:
+            sent_before = sum((await nats_messages(monitor, stack.nats_monitor_url)).values())
+            before = cpu_ms(stack)
+            began = time.perf_counter()
+            await asyncio.gather(*(drive(s, began + seconds) for s in sessions))
+            took = time.perf_counter() - began
+            after = cpu_ms(stack)
+            moved = sum((await nats_messages(monitor, stack.nats_monitor_url)).values()) - sent_before
         turns = sum(len(times) for times in sent.values())
         samples: list[float] = []
         for session in sessions:
@@ -86,7 +93,8 @@ async def run_level(
         for _, reader in opened:
             reader.cancel()
         await asyncio.gather(*(reader for _, reader in opened), return_exceptions=True)
-    return Level(n, took, turns, samples, per_op(before, after, turns), spent(before, after, "harness"))
+    cpu = per_op(before, after, turns)
+    return Level(n, took, turns, samples, cpu, spent(before, after, "harness"), moved / max(1, turns))
 
 
 def figures_of(levels: list[Level]) -> list[Figure]:
@@ -113,6 +121,13 @@ def figures_of(levels: list[Level]) -> list[Figure]:
                 "turns/s",
             ),
             Figure("capacity", f"harness share of one core, {n} sessions", level.core_share * 100, "%"),
+            Figure(
+                "capacity",
+                f"NATS messages per turn, {n} sessions (sent + received by the clients)",
+                level.messages,
+                "msgs",
+                n=level.turns,
+            ),
         ]
     within = [lv.sessions for lv in levels if pct(lv.overhead_ms, 0.5) <= TARGET_MS]
     out.append(

@@ -63,6 +63,7 @@ FIGURES = (
     ("capacity", "turn overhead, 1 concurrent sessions, one harness", True),
     ("capacity", "harness CPU per turn, 4 sessions", False),
     ("capacity", "turns per harness CPU-second, 4 sessions", False),
+    ("capacity", "NATS messages per turn, 1 sessions", False),
     ("capacity", "most concurrent busy sessions", False),
 )
 #: Processes every stack runs, so every CPU breakdown of a stack operation names them.
