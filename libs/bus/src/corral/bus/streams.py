@@ -39,7 +39,7 @@ UNLIMITED: dict[str, object] = {"max_msgs": -1, "max_bytes": -1, "max_age": 0.0}
 
 
 _ATOMIC_FIX = (
-    "Corral stores each append's records in one JetStream atomic batch, which needs nats-server 2.12 or "
+    "Corral stores a client's append in one JetStream atomic batch, which needs nats-server 2.12 or "
     "later: upgrade the server (the stream is then updated on the next start)"
 )
 

@@ -228,7 +228,7 @@ SESSIONS_SPEC: Final = StreamSpec(
     storage="file",
     duplicate_window_s=120.0,
     deny_purge=False,  # session delete purges the history but the tombstone
-    allow_atomic=True,  # an append's records are stored in one atomic batch
+    allow_atomic=True,  # a client's append is stored in one atomic batch
 )
 CATALOG_SPEC: Final = StreamSpec(
     name=CATALOG_STREAM, subjects=(CATALOG_WILDCARD,), retention="limits", storage="file", duplicate_window_s=120.0
