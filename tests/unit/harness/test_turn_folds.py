@@ -8,6 +8,7 @@ import asyncio
 import json
 
 from corral.harness.conversation import rebuild
+from corral.harness.model import ModelReply, ModelRequest, TextSink
 from corral.harness.retry import RetryPolicy
 from corral.harness.turn import Outcome, SessionDriver
 from tests.unit.harness.fakes import (
@@ -149,3 +150,37 @@ async def test_a_kept_fold_does_not_skip_a_snapshot_that_is_due() -> None:
     harness, store = three_runs(7)
     await run_three_turns(harness, store)
     assert store.saved_seqs == [10, 19]
+
+
+async def test_a_run_on_a_kept_fold_looks_the_logs_end_up_once_before_its_first_request() -> None:
+    """The end looked up to check the kept fold is the one the first decision waits for: a run's
+    first model request costs one "last sequence" lookup, not two (each is a round trip to NATS)."""
+
+    class CountingLookups(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lookups: list[str] = []
+
+        async def last_seq_of_log(self, session_id: str) -> int:
+            self.lookups.append("end")
+            return await super().last_seq_of_log(session_id)
+
+    store = CountingLookups()
+    seen_at_request: list[int] = []
+
+    class Watching(FakeModel):
+        async def stream(self, request: ModelRequest, on_text: TextSink) -> ModelReply:
+            seen_at_request.append(len(store.lookups))
+            return await super().stream(request, on_text)
+
+    model = Watching(Reply(["one"]), Reply(["two"]))
+    harness = driver(store, model, snapshot_every=100)
+    store.add(user("message 0", id="u0"))
+    assert await harness.run(SESSION_ID, held_lease()) is Outcome.DONE
+    store.add(user("message 1", id="u1"))
+    store.lookups.clear()
+    seen_at_request.clear()
+    assert await harness.run(SESSION_ID, held_lease()) is Outcome.DONE
+    assert harness.resumed == {"missing": 1, "kept": 1}
+    assert seen_at_request == [1]
+    assert model.requests[-1].messages == conversation_at_last_request(store)

@@ -154,7 +154,7 @@ class SessionDriver:
             async with asyncio.TaskGroup() as tg:  # its end waits for a snapshot being written
                 guard = tg.create_task(self._stop_when_lost(lease))
                 try:
-                    fold, written_events = await self._resume(session_id)
+                    fold, written_events, log_end = await self._resume(session_id)
                     writer = SnapshotWriter(
                         self._snapshots,
                         session_id,
@@ -168,7 +168,7 @@ class SessionDriver:
                             self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
                         ) as log:
                             run = SessionRun(session_id=session_id, lease=lease, log=log, turn=turn, store=self._store)
-                            outcome = await self._run_turns(run, min_seq, writer)
+                            outcome = await self._run_turns(run, max(min_seq, log_end), writer, looked=log_end > 0)
                     finally:
                         if log is not None and log.failed is None:  # not stopped part-way into a record
                             intact = fold
@@ -195,12 +195,13 @@ class SessionDriver:
         await lease.lost.wait()
         raise LeaseLost
 
-    async def _resume(self, session_id: str) -> tuple[SessionFold, int]:
+    async def _resume(self, session_id: str) -> tuple[SessionFold, int, int]:
         """The fold to start from: the one this harness kept from its last run of the session if the
         log still holds it, else the session's snapshot if usable (checked against the log); with the
-        fold's events when the session's snapshot was last written (or resumed from)."""
+        fold's events when the session's snapshot was last written (or resumed from), and the log's
+        last sequence when it was looked up on the way (0: it was not)."""
         started = time.monotonic()
-        kept = await self._kept_fold(session_id)
+        kept, log_end = await self._kept_fold(session_id)
         source: str
         if kept is not None:
             fold, source, written_events = kept.fold, "kept", kept.snapshot_events
@@ -219,31 +220,41 @@ class SessionDriver:
                 resume_ms=round((time.monotonic() - started) * 1000, 1),
             ),
         )
-        return fold, written_events
+        return fold, written_events, log_end if kept is not None else 0
 
-    async def _kept_fold(self, session_id: str) -> Kept | None:
+    async def _kept_fold(self, session_id: str) -> tuple[Kept | None, int]:
         """The fold kept from this harness's last run of the session, if the log still holds its last
         record and no more than ``snapshot_every`` records were appended since (else a snapshot is
-        likely nearer)."""
+        likely nearer); and the log's last sequence (0 when nothing was kept). The two lookups go
+        out together."""
         kept = self._folds.take(session_id)
         if kept is None:
-            return None
+            return None, 0
         seq = kept.fold.last_seq
-        last = await self._log.last_seq(session_id)
-        if seq <= last <= seq + self._snapshot_every and await self._log.holds(session_id, seq):
-            return kept
+        last, held = await asyncio.gather(self._log.last_seq(session_id), self._log.holds(session_id, seq))
+        if seq <= last <= seq + self._snapshot_every and held:
+            return kept, last
         logger.info(
             "the fold kept from the last run is not used",
             extra=log_fields(session_id, kept_seq=seq, log_seq=last),
         )
-        return None
+        return None, last
 
-    async def _run_turns(self, run: SessionRun, min_seq: int, snapshots: SnapshotWriter) -> Outcome:
+    async def _run_turns(
+        self, run: SessionRun, min_seq: int, snapshots: SnapshotWriter, *, looked: bool = False
+    ) -> Outcome:
+        """Decide and take steps until nothing is pending. Each decision first catches the fold up
+        with the log's end; ``looked``: ``min_seq`` is an end looked up as the run started, which the
+        first decision waits for instead of looking again."""
         session_id, lease, log, turn = run.session_id, run.lease, run.log, run.turn
         fold = log.fold
         try:
             while True:
-                await log.catch_up(min_seq)
+                if looked:
+                    await log.reach(min_seq)
+                    looked = False
+                else:
+                    await log.catch_up(min_seq)
                 if not fold.created or fold.deleted:
                     raise StoreRejected(f"session {session_id!r} no longer exists (its log has no creation record)")
                 step = plan(fold.session, fold.ledger, owned=turn.owned, max_tool_uses=self._max_tool_uses)
