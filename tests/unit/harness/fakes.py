@@ -17,7 +17,7 @@ from corral.harness.lease import HeldLease
 from corral.harness.model import ModelError, ModelReply, ModelRequest, TextSink, ToolRequest
 from corral.harness.sandbox import SandboxError
 from corral.harness.sessionlog import LogEntry
-from corral.harness.store import StoreError, StoreRejected
+from corral.harness.store import LogMoved, StoreError, StoreRejected
 
 SESSION_ID = "sesn_test"
 ENVIRONMENT = Environment(
@@ -224,6 +224,8 @@ class FakeStore:
         created = {"type": "corral.session_created", "workspace_id": "wrkspc_test", "session": dict(self.session)}
         self.log: list[rpc.LoggedEvent] = [rpc.LoggedEvent(seq=1, event=created)]
         self.appends: list[list[dict[str, Any]]] = []
+        self.fences: list[int | None] = []
+        """The log position each append was fenced on (``None``: not fenced)."""
         self.leases: list[rpc.Lease] = []
         self.log_reads = 0
         self.log_read = asyncio.Event()
@@ -318,10 +320,22 @@ class FakeStore:
     async def save(self, session_id: str, data: bytes) -> None:
         self.snapshots[session_id] = data
 
-    async def append(self, session_id: str, events: Sequence[HarnessEvent], *, lease: rpc.Lease) -> rpc.Appended:
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[HarnessEvent],
+        *,
+        lease: rpc.Lease,
+        expected_last_seq: int | None = None,
+    ) -> rpc.Appended:
         assert session_id == SESSION_ID
         if self.fail_append is not None:
             raise self.fail_append
+        self.fences.append(expected_last_seq)
+        if expected_last_seq is not None and expected_last_seq != self.last_seq:
+            raise LogMoved(
+                f"conflict_error (wrong_last_sequence): the log is at {self.last_seq}, not {expected_last_seq}"
+            )
         batch = [wire(e) for e in events]  # serialised as BusStore sends them
         check_harness_append(self.session["status"], batch)
         self.appends.append(batch)

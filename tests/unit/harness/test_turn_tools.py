@@ -640,3 +640,35 @@ async def test_a_session_without_vaults_never_asks_and_an_unanswered_ask_logs_no
     assert await run(driver(store, model, FakeSandbox(), credential_hosts=down)) is Outcome.DONE
     assert down.takes == [SESSION_ID] and store.of_type("session.error") == []
     assert len(results(store)) == 1
+
+
+async def test_a_run_decided_on_a_log_a_late_holder_moved_on_decides_again_and_runs_no_call_twice() -> None:
+    """A harness whose lease ran out mid-call still appends the call's result (its lease was read as
+    held) just after another harness, taking over, decided on the log without it. The taker's first
+    append (its statuses, before any call runs) is fenced on the log its decision saw: refused, it
+    catches up and decides again, and the call is answered once."""
+    store = tools_store()
+    model = FakeModel(calls(RUN_IT), Reply(["done"]))
+    sandbox = FakeSandbox()
+    with pytest.raises(ExceptionGroup):  # the first holder dies once the call is logged, before it runs
+        await run(driver(store, model, sandbox, crashpoint=crash_at(crashpoints.AFTER_TURN_END)))
+    [use] = tool_uses(store)
+    assert results(store) == [] and store.session["status"] == "running"
+
+    decided_on = store.last_seq
+    store.fences.clear()
+    taking_over = store.append
+
+    async def late_holder_lands_first(session_id: str, events: Any, **kwargs: Any) -> Any:
+        if not results(store):  # the late holder's result is stored just before the taker's append
+            late = {"type": "agent.tool_result", "id": "late", "tool_use_id": use["id"], "content": text("ok")}
+            store.add({**late, "is_error": False, "processed_at": "2026-01-01T00:00:00.000000Z"})
+        return await taking_over(session_id, events, **kwargs)
+
+    store.append = late_holder_lands_first  # type: ignore[method-assign]
+    assert await run(driver(store, model, sandbox)) is Outcome.DONE
+
+    assert [r["id"] for r in results(store)] == ["late"]  # answered once, by the late holder
+    assert sandbox.executes == []
+    assert store.fences[0] == decided_on  # the taker's first append was fenced, and refused
+    assert store.types()[-1] == "session.status_idle"

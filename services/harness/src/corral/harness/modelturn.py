@@ -162,6 +162,7 @@ class ModelTurns:
         box = toolbox(agent_of(log.fold.session), turn.mcp_tools)
         attempt = 0
         level = 0
+        decided = True  # the step's first append is fenced on the log its decision saw
         while True:
             attempt += 1
             if turn.interrupted.is_set():
@@ -171,7 +172,8 @@ class ModelTurns:
             if paused:
                 return (await run.append([*prelude, *paused])).last_seq
             start = events.model_request_start()
-            started = await run.append([*prelude, start])
+            started = await run.append([*prelude, start], decided=decided)
+            decided = False
             start_id = _stored_id(started, start)
             prelude = []
             self._crash(crashpoints.AFTER_MODEL_REQUEST_START)

@@ -128,15 +128,20 @@ class SessionRun:
     turn: TurnState
     store: Store
 
-    async def append(self, batch: Sequence[HarnessEvent]) -> rpc.Appended:
-        """Append ``batch`` in one call, with the lease's proof.
+    async def append(self, batch: Sequence[HarnessEvent], *, decided: bool = False) -> rpc.Appended:
+        """Append ``batch`` in one call, with the lease's proof. ``decided``: the step's first
+        append, made before it acts (model request, tool calls) on the log as its decision saw it:
+        fenced on that position, so a step decided on a log that has moved on since (a holder whose
+        lease ran out still appending, a client's event) is decided again instead of acting.
 
         Raises:
             LeaseLost: the lease was lost (nothing is sent).
+            LogMoved: ``decided`` and the log moved past the decision's position (nothing stored).
         """
         if self.lease.lost.is_set():
             raise LeaseLost
-        appended = await self.store.append(self.session_id, batch, lease=self.lease.proof())
+        fence = self.log.position if decided else None
+        appended = await self.store.append(self.session_id, batch, lease=self.lease.proof(), expected_last_seq=fence)
         self.turn.appended(batch)
         first = not self.turn.overhead_observed
         if metrics.appended(batch, run_started=self.turn.started, first_request=first):

@@ -3,13 +3,15 @@
 ``BusStore`` asks the store's ``events.append`` operation through its descriptor
 (``StoreOps.EVENTS_APPEND``, with ``Bus.call``). Events arrive typed (``HarnessEvent``: a malformed
 one could not have been built) and are serialised here, once, into the request. Failures come back
-as one of three ``StoreError`` kinds, each saying what the caller should do next:
+as one of four ``StoreError`` kinds, each saying what the caller should do next:
 
     StoreError
     ├── LeaseConflict     409 about the lease (``lease_lost``, ``lease_required``, or no code): the lease
     │                     is not ours any more; stop working on the session
     ├── StoreUnavailable  no responder, timeout, a 429 or a 5xx, or a 409 ``append_interrupted`` (a
     │                     prefix of the append is stored): try again later, from the log as it is
+    ├── LogMoved          409 ``wrong_last_sequence``: an append fenced on the log position its step
+    │                     was decided on found the log moved on; nothing stored: catch up, decide again
     └── StoreRejected     any other refusal (session gone, an event the session's state does not
                           allow): retrying the same thing will not help
 """
@@ -51,8 +53,19 @@ class StoreRejected(StoreError):
     pass
 
 
+class LogMoved(StoreError):
+    pass
+
+
 class Store(Protocol):
-    async def append(self, session_id: str, events: Sequence[HarnessEvent], *, lease: rpc.Lease) -> rpc.Appended: ...
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[HarnessEvent],
+        *,
+        lease: rpc.Lease,
+        expected_last_seq: int | None = None,
+    ) -> rpc.Appended: ...
 
 
 _LEASE_CODES = frozenset({None, "lease_lost", "lease_required"})
@@ -63,6 +76,8 @@ def error_for(detail: ErrorDetail) -> StoreError:
     status = STATUS_FOR.get(detail.type, 500)
     code = (detail.details or {}).get("error_code")
     text = f"{detail.type} ({code}): {detail.message}" if code else f"{detail.type}: {detail.message}"
+    if status == 409 and code == "wrong_last_sequence":
+        return LogMoved(text)
     if status == 409 and code == "append_interrupted":  # a prefix is stored: the next run reads it
         return StoreUnavailable(text)
     if status == 409 and code in _LEASE_CODES:
@@ -77,7 +92,14 @@ class BusStore:
         self._bus = bus
         self._timeout_s = timeout_s
 
-    async def append(self, session_id: str, events: Sequence[HarnessEvent], *, lease: rpc.Lease) -> rpc.Appended:
+    async def append(
+        self,
+        session_id: str,
+        events: Sequence[HarnessEvent],
+        *,
+        lease: rpc.Lease,
+        expected_last_seq: int | None = None,
+    ) -> rpc.Appended:
         request = rpc.AppendEvents(
             workspace_id=None,
             session_id=session_id,
@@ -85,6 +107,7 @@ class BusStore:
             origin="harness",
             lease=lease,
             dedupe_keys=[event.id for event in events],
+            expected_last_seq=expected_last_seq,
         )
         return await self._call(rpc.StoreOps.EVENTS_APPEND, request)
 

@@ -77,8 +77,8 @@ class ToolRunner:
         turn = run.turn
         last_seq = run.log.fold.last_seq
         environment = await self.environment(run.log.fold, turn)
-        if prelude:
-            last_seq = (await run.append(prelude)).last_seq
+        if prelude:  # before any call runs: fenced on the log the decision saw
+            last_seq = (await run.append(prelude, decided=True)).last_seq
         for call in plan.execute:
             if turn.interrupted.is_set():
                 break

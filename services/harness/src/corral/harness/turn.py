@@ -50,11 +50,15 @@ from corral.harness.runstate import LeaseLost, SessionRun, TurnState, log_fields
 from corral.harness.sandbox import Sandbox
 from corral.harness.sessionlog import LogSource, SessionLog, following
 from corral.harness.snapshots import Snapshots, SnapshotWriter
-from corral.harness.store import LeaseConflict, Store, StoreRejected, StoreUnavailable
+from corral.harness.store import LeaseConflict, LogMoved, Store, StoreRejected, StoreUnavailable
 from corral.harness.toolrun import ToolRunner
 from corral.harness.webtools import Web
 
 logger = logging.getLogger(__name__)
+
+_MAX_MOVES = 20
+"""Decisions in a row a run makes again because the log moved on before their step acted
+(``LogMoved``); past it the run ends and is retried later."""
 
 _STATUS_EVENTS = {
     "session.status_rescheduled": events.status_rescheduled,
@@ -248,6 +252,7 @@ class SessionDriver:
         first decision waits for instead of looking again."""
         session_id, lease, log, turn = run.session_id, run.lease, run.log, run.turn
         fold = log.fold
+        moved = 0
         try:
             while True:
                 if looked:
@@ -289,7 +294,14 @@ class SessionDriver:
                         )
                 if step.action == "model_request":
                     await self._tools.start_provisioning(session_id, fold, turn)
-                min_seq = await self._step(run, step)
+                try:
+                    min_seq = await self._step(run, step)
+                except LogMoved as exc:  # decided on a log that moved on before the step acted
+                    moved += 1
+                    if moved > _MAX_MOVES:
+                        raise StoreUnavailable(f"the log kept moving under {moved} decisions: {exc}") from exc
+                    logger.info("the log moved on before the step acted; deciding again", extra=log_fields(session_id))
+                    continue
                 if not turn.owned:  # the step ended the turn
                     snapshots.offer(fold)
         except LeaseConflict as exc:
