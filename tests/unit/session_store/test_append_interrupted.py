@@ -1,7 +1,9 @@
-"""An append stored one record at a time (the harness's) that another writer interrupts after a
-prefix is refused with ``append_interrupted``, not decided again: the prefix is in the log, and its
-status steps checked a second time would be refused as illegal. A client's records (retried by
-message id, the stored ones acknowledged) are decided again."""
+"""Appends another writer got in before.
+
+One stored one record at a time (the harness's) and interrupted after a prefix is refused with
+``append_interrupted``, not decided again: the prefix is in the log, and its status steps checked a
+second time would be refused as illegal. A client's records (retried by message id, the stored ones
+acknowledged) are decided again. A harness's append fenced out reads its lease again first."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from corral.bus import OutgoingRecord, PartlyStored, PubAck, StoredMessage
+from corral.bus import OutgoingRecord, PartlyStored, PubAck, StoredMessage, WrongLastSequence
 from corral.contracts.api.errors import ApiError
 from corral.session_store.log import SessionLog
 
@@ -78,3 +80,34 @@ async def test_a_clients_append_interrupted_midway_is_decided_again_and_stored()
     log = SessionLog(bus, cache_size=4)  # type: ignore[arg-type]
     _, stored = await log.append("sesn_1", lambda _state: records(), new=True, atomic=True)
     assert [s.seq for s in stored] == [10, 11] and bus.appends == [True, True]
+
+
+class FencedOutOnce(InterruptedOnce):
+    """A bus whose first append is fenced out before anything is stored (someone else wrote)."""
+
+    async def publish_batch(
+        self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None, atomic: bool
+    ) -> list[PubAck]:
+        self.appends.append(atomic)
+        if len(self.appends) == 1:
+            raise WrongLastSequence("wrong last sequence")
+        return [PubAck(seq=10 + i, duplicate=False) for i in range(len(batch))]
+
+
+async def test_an_append_fenced_out_by_another_writer_reads_the_lease_again_before_it_is_decided_again() -> None:
+    """The writer that got in first may be the harness that took the lease over after this append's
+    lease was read: deciding again without reading it again would store a late holder's records
+    after the new holder's."""
+    bus = FencedOutOnce()
+    log = SessionLog(bus, cache_size=4)  # type: ignore[arg-type]
+    rechecks = 0
+
+    async def lease_taken_over() -> None:
+        nonlocal rechecks
+        rechecks += 1
+        raise ApiError("conflict_error", "the lease is no longer held", error_code="lease_lost")
+
+    with pytest.raises(ApiError) as refused:
+        await log.append("sesn_1", lambda _state: records(), new=True, atomic=False, recheck=lease_taken_over)
+    assert refused.value.error_code == "lease_lost"
+    assert rechecks == 1 and bus.appends == [False]  # read again once, and nothing appended after

@@ -22,7 +22,7 @@ import asyncio
 import json
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -140,9 +140,12 @@ class SessionLog:
         expected_last_seq: int | None = None,
         new: bool = False,
         atomic: bool = True,
+        recheck: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[SessionState, list[Stored]]:
         """Append what ``decide`` returns, in order, fenced on the subject's last sequence: all or
         none, or (not ``atomic``) one record at a time, each fenced on the one before.
+        ``recheck`` runs again before each decision after the first (someone else wrote meanwhile)
+        and refuses by raising: the harness's lease, which the writer in between may have taken.
 
         Records without ``id``/``processed_at`` that are public events get them here. Returns the
         state after the append and the stored records with their stream sequences. ``new`` says
@@ -151,7 +154,9 @@ class SessionLog:
         """
         subject = subjects.session_log(session_id)
         async with self._lock(session_id):
-            for _ in range(_MAX_RACES):
+            for race in range(_MAX_RACES):
+                if race and recheck is not None:
+                    await recheck()
                 state = self._cache.get(session_id)
                 cached = state is not None
                 if state is None:

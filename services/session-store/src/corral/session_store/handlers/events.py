@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from typing import Any
 
@@ -49,13 +50,17 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
         return [dict(e) for e in events]
 
     msg_ids: list[str | None] | None = list(req.dedupe_keys) if req.dedupe_keys else None
-    # A client's POST is stored whole or not at all; the harness plans each step from the log as it is.
+    # A client's POST is stored whole or not at all; the harness plans each step from the log as it
+    # is. A harness's lease is read again whenever another writer got in first: that writer may be
+    # the harness that took the lease over since it was read (its first append would be fenced out).
+    harness = req.origin == "harness"
     state, stored = await deps.log.append(
         req.session_id,
         decide,
         msg_ids=msg_ids,
         expected_last_seq=req.expected_last_seq,
-        atomic=req.origin == "client",
+        atomic=not harness,
+        recheck=functools.partial(_check_lease, deps, req) if harness else None,
     )
     # Readers wait for the projection themselves (see ``list_``); appends return as soon as the
     # log holds the events.
