@@ -657,15 +657,18 @@ async def test_a_run_decided_on_a_log_a_late_holder_moved_on_decides_again_and_r
 
     decided_on = store.last_seq
     store.fences.clear()
-    taking_over = store.append
+    reading_environment = store.get
 
-    async def late_holder_lands_first(session_id: str, events: Any, **kwargs: Any) -> Any:
-        if not results(store):  # the late holder's result is stored just before the taker's append
+    async def late_holder_lands_after_the_decision(environment_id: str) -> Any:
+        # the taker has decided; before its first append (it reads the environment first), the late
+        # holder's result is stored and the taker's own read of the log takes it in
+        if not results(store):
             late = {"type": "agent.tool_result", "id": "late", "tool_use_id": use["id"], "content": text("ok")}
             store.add({**late, "is_error": False, "processed_at": "2026-01-01T00:00:00.000000Z"})
-        return await taking_over(session_id, events, **kwargs)
+            await asyncio.sleep(0.05)
+        return await reading_environment(environment_id)
 
-    store.append = late_holder_lands_first  # type: ignore[method-assign]
+    store.get = late_holder_lands_after_the_decision  # type: ignore[method-assign]
     assert await run(driver(store, model, sandbox)) is Outcome.DONE
 
     assert [r["id"] for r in results(store)] == ["late"]  # answered once, by the late holder

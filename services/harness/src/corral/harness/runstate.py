@@ -130,8 +130,9 @@ class SessionRun:
 
     async def append(self, batch: Sequence[HarnessEvent], *, decided: bool = False) -> rpc.Appended:
         """Append ``batch`` in one call, with the lease's proof. ``decided``: the step's first
-        append, made before it acts (model request, tool calls) on the log as its decision saw it:
-        fenced on that position, so a step decided on a log that has moved on since (a holder whose
+        append, made before it acts (model request, tool calls): fenced on the position its decision
+        saw (``TurnState.horizon``, not the fold's position now, which may have taken in records the
+        decision did not see), so a step decided on a log that has moved on since (a holder whose
         lease ran out still appending, a client's event) is decided again instead of acting.
 
         Raises:
@@ -140,7 +141,7 @@ class SessionRun:
         """
         if self.lease.lost.is_set():
             raise LeaseLost
-        fence = self.log.position if decided else None
+        fence = self.turn.horizon if decided else None
         appended = await self.store.append(self.session_id, batch, lease=self.lease.proof(), expected_last_seq=fence)
         self.turn.appended(batch)
         first = not self.turn.overhead_observed
