@@ -61,6 +61,10 @@ LEASES_LOST = counter(
     "corral_harness_leases_lost_total",
     "Leases this worker lost while running a session (it stops; another worker resumes from the log).",
 )
+DECISIONS_AGAIN = counter(
+    "corral_harness_decisions_again_total",
+    "Steps decided again because the session's log moved on before they acted (their first append was fenced out).",
+)
 SESSIONS_ACTIVE = gauge("corral_harness_sessions_active", "Sessions this worker is running now.")
 WAKES_PENDING = gauge(
     "corral_harness_wakes_pending",

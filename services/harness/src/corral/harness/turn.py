@@ -30,7 +30,7 @@ import time
 from collections.abc import Mapping
 
 from corral.contracts.api.events import HarnessEvent
-from corral.harness import events, snapshots
+from corral.harness import events, metrics, snapshots
 from corral.harness.compaction import Compactor
 from corral.harness.crashpoints import Crashpoint, no_crash
 from corral.harness.credentialhosts import CredentialHosts
@@ -297,6 +297,7 @@ class SessionDriver:
                 try:
                     min_seq = await self._step(run, step)
                 except LogMoved as exc:  # decided on a log that moved on before the step acted
+                    metrics.DECISIONS_AGAIN.inc()
                     moved += 1
                     if moved > _MAX_MOVES:
                         raise StoreUnavailable(f"the log kept moving under {moved} decisions: {exc}") from exc
