@@ -675,3 +675,24 @@ async def test_a_run_decided_on_a_log_a_late_holder_moved_on_decides_again_and_r
     assert sandbox.executes == []
     assert store.fences[0] == decided_on  # the taker's first append was fenced, and refused
     assert store.types()[-1] == "session.status_idle"
+
+
+async def test_a_clients_message_logged_as_an_idle_session_starts_its_turn_does_not_make_it_decide_again() -> None:
+    """Only a step that takes a session over from another holder is fenced: a client's burst of
+    messages would otherwise keep refusing an idle session's first step. The message logged before
+    the model request's start is in that request."""
+    store = tools_store(first="one")
+    model = FakeModel(Reply(["first"]))
+    starting = store.append
+
+    async def client_writes_first(session_id: str, events: Any, **kwargs: Any) -> Any:
+        if len(store.of_type("user.message")) == 1:
+            store.add(user("two"))
+        return await starting(session_id, events, **kwargs)
+
+    store.append = client_writes_first  # type: ignore[method-assign]
+    assert await run(driver(store, model)) is Outcome.DONE
+    assert store.fences[0] is None
+    [request] = model.requests
+    assert [b["text"] for b in request.messages[0]["content"]] == ["one", "two"]
+    assert store.types()[-1] == "session.status_idle"

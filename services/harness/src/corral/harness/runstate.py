@@ -93,6 +93,9 @@ class TurnState:
     started: float = field(default_factory=time.monotonic)
     """When the run began (its wake-up taken, the lease held): ``corral_harness_turn_overhead_seconds``."""
     overhead_observed: bool = False
+    contested: bool = False
+    """The current step took the session over from another holder (it was ``running`` or
+    ``rescheduling`` without this run): that holder, its lease run out, may still be appending."""
 
     def begin(self, horizon: int) -> None:
         """A step decided on the log up to ``horizon``: an interrupt logged after it stops the step
@@ -130,10 +133,12 @@ class SessionRun:
 
     async def append(self, batch: Sequence[HarnessEvent], *, decided: bool = False) -> rpc.Appended:
         """Append ``batch`` in one call, with the lease's proof. ``decided``: the step's first
-        append, made before it acts (model request, tool calls): fenced on the position its decision
-        saw (``TurnState.horizon``, not the fold's position now, which may have taken in records the
-        decision did not see), so a step decided on a log that has moved on since (a holder whose
-        lease ran out still appending, a client's event) is decided again instead of acting.
+        append, made before it acts (model request, tool calls); when the step took the session
+        over (``TurnState.contested``) it is fenced on the position its decision saw
+        (``TurnState.horizon``, not the fold's position now, which may have taken in records the
+        decision did not see), so a step decided without the last records of a holder whose lease
+        ran out is decided again instead of acting. (Not every step: a client's burst of messages
+        would keep refusing an idle session's first step; its input is the next step's anyway.)
 
         Raises:
             LeaseLost: the lease was lost (nothing is sent).
@@ -141,7 +146,7 @@ class SessionRun:
         """
         if self.lease.lost.is_set():
             raise LeaseLost
-        fence = self.turn.horizon if decided else None
+        fence = self.turn.horizon if decided and self.turn.contested else None
         appended = await self.store.append(self.session_id, batch, lease=self.lease.proof(), expected_last_seq=fence)
         self.turn.appended(batch)
         first = not self.turn.overhead_observed

@@ -282,6 +282,7 @@ class SessionDriver:
                     snapshots.offer(fold)
                     return Outcome.DONE
                 turn.begin(fold.last_seq)
+                turn.contested = not turn.owned and fold.status in ("running", "rescheduling")
                 if step.action == "model_request" and lease.handed_off and not turn.owned and not turn.handoff_seen:
                     turn.handoff_seen = True
                     if lease.after_expiry:  # its holder died: a takeover, not a slow hand-off
