@@ -7,8 +7,9 @@ acknowledged) are decided again. A harness's append fenced out reads its lease a
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -94,20 +95,58 @@ class FencedOutOnce(InterruptedOnce):
         return [PubAck(seq=10 + i, duplicate=False) for i in range(len(batch))]
 
 
-async def test_an_append_fenced_out_by_another_writer_reads_the_lease_again_before_it_is_decided_again() -> None:
+async def test_a_harness_append_reads_its_lease_again_when_another_writer_got_in_first() -> None:
     """The writer that got in first may be the harness that took the lease over after this append's
     lease was read: deciding again without reading it again would store a late holder's records
     after the new holder's."""
     bus = FencedOutOnce()
     log = SessionLog(bus, cache_size=4)  # type: ignore[arg-type]
-    rechecks = 0
+    checks = 0
 
-    async def lease_taken_over() -> None:
-        nonlocal rechecks
-        rechecks += 1
-        raise ApiError("conflict_error", "the lease is no longer held", error_code="lease_lost")
+    async def taken_over_meanwhile() -> None:
+        nonlocal checks
+        checks += 1
+        if checks > 1:
+            raise ApiError("conflict_error", "the lease is no longer held", error_code="lease_lost")
 
     with pytest.raises(ApiError) as refused:
-        await log.append("sesn_1", lambda _state: records(), new=True, atomic=False, recheck=lease_taken_over)
+        await log.append("sesn_1", lambda _state: records(), new=True, atomic=False, check=taken_over_meanwhile)
     assert refused.value.error_code == "lease_lost"
-    assert rechecks == 1 and bus.appends == [False]  # read again once, and nothing appended after
+    assert checks == 2 and bus.appends == [False]  # read again once, and nothing appended after
+
+
+class Ordered:
+    """A bus that stores every append, noting when."""
+
+    def __init__(self, seen: list[str]) -> None:
+        self.seen = seen
+        self.seq = 0
+
+    async def publish_batch(
+        self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None, atomic: bool
+    ) -> list[PubAck]:
+        await asyncio.sleep(0.01)  # a round trip, during which the other append waits for the lock
+        self.seen.append("stored")
+        self.seq += len(batch)
+        return [PubAck(seq=self.seq - len(batch) + 1 + i, duplicate=False) for i in range(len(batch))]
+
+
+async def test_a_harness_append_reads_its_lease_under_the_sessions_lock_after_the_append_before_it() -> None:
+    """A late holder's append that arrives while the new holder's first append is being stored reads
+    the lease only once that append is stored: it finds the new holder's lease, not its own."""
+    seen: list[str] = []
+    log = SessionLog(Ordered(seen), cache_size=4)  # type: ignore[arg-type]
+    await log.append("sesn_1", lambda _state: records()[:1], new=True)
+
+    def check(who: str) -> Callable[[], Awaitable[None]]:
+        async def read() -> None:
+            seen.append(f"{who} lease read")
+
+        return read
+
+    seen.clear()
+    await asyncio.gather(
+        log.append("sesn_1", lambda _state: records()[:1], atomic=False, check=check("new holder")),
+        log.append("sesn_1", lambda _state: records()[:1], atomic=False, check=check("late holder")),
+    )
+    assert seen == ["new holder lease read", "stored", "late holder lease read", "stored"]

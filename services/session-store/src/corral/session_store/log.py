@@ -140,12 +140,13 @@ class SessionLog:
         expected_last_seq: int | None = None,
         new: bool = False,
         atomic: bool = True,
-        recheck: Callable[[], Awaitable[None]] | None = None,
+        check: Callable[[], Awaitable[None]] | None = None,
     ) -> tuple[SessionState, list[Stored]]:
         """Append what ``decide`` returns, in order, fenced on the subject's last sequence: all or
         none, or (not ``atomic``) one record at a time, each fenced on the one before.
-        ``recheck`` runs again before each decision after the first (someone else wrote meanwhile)
-        and refuses by raising: the harness's lease, which the writer in between may have taken.
+        ``check`` runs before every decision, under the session's lock, and refuses by raising: the
+        harness's lease, read after any append this store made before (a new holder's first one
+        included) and again after another writer got in first.
 
         Records without ``id``/``processed_at`` that are public events get them here. Returns the
         state after the append and the stored records with their stream sequences. ``new`` says
@@ -154,9 +155,9 @@ class SessionLog:
         """
         subject = subjects.session_log(session_id)
         async with self._lock(session_id):
-            for race in range(_MAX_RACES):
-                if race and recheck is not None:
-                    await recheck()
+            for _ in range(_MAX_RACES):
+                if check is not None:
+                    await check()
                 state = self._cache.get(session_id)
                 cached = state is not None
                 if state is None:

@@ -33,8 +33,6 @@ async def _check_lease(deps: Deps, req: AppendEvents) -> None:
 
 
 async def append(deps: Deps, req: AppendEvents) -> Appended:
-    if req.origin == "harness":
-        await _check_lease(deps, req)
     events = [dict(e) for e in req.events]
     if req.origin == "client":
         for event in events:  # ids and timestamps are the store's to give
@@ -51,8 +49,9 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
 
     msg_ids: list[str | None] | None = list(req.dedupe_keys) if req.dedupe_keys else None
     # A client's POST is stored whole or not at all; the harness plans each step from the log as it
-    # is. A harness's lease is read again whenever another writer got in first: that writer may be
-    # the harness that took the lease over since it was read (its first append would be fenced out).
+    # is. A harness's lease is read under the session's lock, before every decision: after any append
+    # this store made first (the new holder's, when a late one's request waited for the lock) and
+    # again whenever another writer got in first.
     harness = req.origin == "harness"
     state, stored = await deps.log.append(
         req.session_id,
@@ -60,7 +59,7 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
         msg_ids=msg_ids,
         expected_last_seq=req.expected_last_seq,
         atomic=not harness,
-        recheck=functools.partial(_check_lease, deps, req) if harness else None,
+        check=functools.partial(_check_lease, deps, req) if harness else None,
     )
     # Readers wait for the projection themselves (see ``list_``); appends return as soon as the
     # log holds the events.
