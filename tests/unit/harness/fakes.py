@@ -226,6 +226,9 @@ class FakeStore:
         self.appends: list[list[dict[str, Any]]] = []
         self.fences: list[int | None] = []
         """The log position each append was fenced on (``None``: not fenced)."""
+        self.followed = 0
+        """The last sequence a reader of ``follow`` took in (asked for the next record after)."""
+        self._followed_moved = asyncio.Event()
         self.leases: list[rpc.Lease] = []
         self.log_reads = 0
         self.log_read = asyncio.Event()
@@ -303,7 +306,15 @@ class FakeStore:
                 entry = self.log[i]
                 i += 1
                 yield LogEntry(entry.seq, json.dumps(entry.event).encode())
+                self.followed = max(self.followed, entry.seq)
+                self._followed_moved.set()
+                self._followed_moved = asyncio.Event()
             await grown.wait()
+
+    async def followed_through(self, seq: int) -> None:
+        """Wait until a reader of the log has taken in ``seq``."""
+        while self.followed < seq:
+            await self._followed_moved.wait()
 
     async def holds(self, session_id: str, seq: int) -> bool:
         return any(e.seq == seq for e in self.log)

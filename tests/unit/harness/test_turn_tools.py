@@ -665,7 +665,8 @@ async def test_a_run_decided_on_a_log_a_late_holder_moved_on_decides_again_and_r
         if not results(store):
             late = {"type": "agent.tool_result", "id": "late", "tool_use_id": use["id"], "content": text("ok")}
             store.add({**late, "is_error": False, "processed_at": "2026-01-01T00:00:00.000000Z"})
-            await asyncio.sleep(0.05)
+            async with asyncio.timeout(5):
+                await store.followed_through(store.last_seq)
         return await reading_environment(environment_id)
 
     store.get = late_holder_lands_after_the_decision  # type: ignore[method-assign]

@@ -116,16 +116,23 @@ async def test_a_harness_append_reads_its_lease_again_when_another_writer_got_in
 
 
 class Ordered:
-    """A bus that stores every append, noting when."""
+    """A bus that stores every append, noting when; ``hold_next``: the next append waits in its
+    round trip (``publishing`` set) until ``release``."""
 
     def __init__(self, seen: list[str]) -> None:
         self.seen = seen
         self.seq = 0
+        self.hold_next = False
+        self.publishing = asyncio.Event()
+        self.release = asyncio.Event()
 
     async def publish_batch(
         self, subject: str, batch: Sequence[OutgoingRecord], *, expected_last_subject_seq: int | None, atomic: bool
     ) -> list[PubAck]:
-        await asyncio.sleep(0.01)  # a round trip, during which the other append waits for the lock
+        if self.hold_next:
+            self.hold_next = False
+            self.publishing.set()
+            await self.release.wait()
         self.seen.append("stored")
         self.seq += len(batch)
         return [PubAck(seq=self.seq - len(batch) + 1 + i, duplicate=False) for i in range(len(batch))]
@@ -135,7 +142,8 @@ async def test_a_harness_append_reads_its_lease_under_the_sessions_lock_after_th
     """A late holder's append that arrives while the new holder's first append is being stored reads
     the lease only once that append is stored: it finds the new holder's lease, not its own."""
     seen: list[str] = []
-    log = SessionLog(Ordered(seen), cache_size=4)  # type: ignore[arg-type]
+    bus = Ordered(seen)
+    log = SessionLog(bus, cache_size=4)  # type: ignore[arg-type]
     await log.append("sesn_1", lambda _state: records()[:1], new=True)
 
     def check(who: str) -> Callable[[], Awaitable[None]]:
@@ -144,9 +152,17 @@ async def test_a_harness_append_reads_its_lease_under_the_sessions_lock_after_th
 
         return read
 
+    async def late_holder() -> None:
+        await bus.publishing.wait()  # the new holder's append is being stored
+        # its round trip ends once this append has gone as far as it can (queued for the lock)
+        asyncio.get_running_loop().call_soon(bus.release.set)
+        await log.append("sesn_1", lambda _state: records()[:1], atomic=False, check=check("late holder"))
+
     seen.clear()
-    await asyncio.gather(
-        log.append("sesn_1", lambda _state: records()[:1], atomic=False, check=check("new holder")),
-        log.append("sesn_1", lambda _state: records()[:1], atomic=False, check=check("late holder")),
-    )
+    bus.hold_next = True
+    async with asyncio.timeout(5):
+        await asyncio.gather(
+            log.append("sesn_1", lambda _state: records()[:1], atomic=False, check=check("new holder")),
+            late_holder(),
+        )
     assert seen == ["new holder lease read", "stored", "late holder lease read", "stored"]
