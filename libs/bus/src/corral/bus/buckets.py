@@ -60,12 +60,13 @@ async def bind(js: JetStreamContext, spec: KeyValueSpec, *, replicas: int = 1) -
     """A reader's side: the bucket checked against ``spec``, or ``None`` while its owner has not made
     it, or has made it and not yet turned its expiry marks on (the owner's second step)."""
     try:
-        kv = await js.key_value(spec.name)
+        kv = await patiently(lambda: js.key_value(spec.name))
     except js_errors.BucketNotFoundError:
         return None
-    if spec.expiry_marks and (await kv.status()).stream_info.config.subject_delete_marker_ttl is None:
+    if spec.expiry_marks and (await patiently(kv.status)).stream_info.config.subject_delete_marker_ttl is None:
         return None
-    await check(kv, spec, replicas=replicas, fix="give this service the same settings as {owner}, the bucket's owner")
+    fix = "give this service the same settings as {owner}, the bucket's owner"
+    await patiently(lambda: check(kv, spec, replicas=replicas, fix=fix))
     return kv
 
 

@@ -9,7 +9,7 @@ from nats.js import errors as js_errors
 
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import Refused, StreamMismatch
-from corral.bus.settling import find_or_make
+from corral.bus.settling import find_or_make, patiently
 from corral.contracts.subjects import ConsumerSpec, StreamSpec
 
 
@@ -162,14 +162,19 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
         ack_wait=spec.ack_wait_s,
         max_ack_pending=spec.max_ack_pending,
     )
-    try:
-        info = await js.consumer_info(spec.stream, spec.name)
-    except js_errors.NotFoundError:
+
+    async def find_or_add() -> js_api.ConsumerConfig:
         try:
-            info = await js.add_consumer(spec.stream, wanted)
-        except js_errors.BadRequestError:  # created concurrently by a sibling
             info = await js.consumer_info(spec.stream, spec.name)
-    cfg = info.config
+        except js_errors.NotFoundError:
+            try:
+                info = await js.add_consumer(spec.stream, wanted)
+            except js_errors.BadRequestError:  # created concurrently by a sibling
+                info = await js.consumer_info(spec.stream, spec.name)
+        config: js_api.ConsumerConfig = info.config
+        return config
+
+    cfg = await patiently(find_or_add)
     found = {
         "filter_subject": cfg.filter_subject,
         "headers_only": bool(cfg.headers_only),
@@ -197,7 +202,7 @@ async def ensure_consumer(js: JetStreamContext, spec: ConsumerSpec) -> None:
 
 async def consumer_exists(js: JetStreamContext, spec: ConsumerSpec) -> bool:
     try:
-        await js.consumer_info(spec.stream, spec.name)
+        await patiently(lambda: js.consumer_info(spec.stream, spec.name))
     except js_errors.NotFoundError:
         return False
     return True
@@ -207,7 +212,8 @@ async def pull_durable(
     js: JetStreamContext, stream: str, name: str, *, filter_subject: str, ack_wait_s: float, max_deliver: int
 ) -> JetStreamContext.PullSubscription:
     """Bind to (creating it when missing) the durable pull consumer ``name`` on ``filter_subject``:
-    explicit acks, every message from the first."""
+    explicit acks, every message from the first. Asked again while JetStream does not answer (a
+    service starting while the cluster elects a leader); the lookup and the creation are idempotent."""
     config = js_api.ConsumerConfig(
         durable_name=name,
         ack_policy=js_api.AckPolicy.EXPLICIT,
@@ -216,4 +222,4 @@ async def pull_durable(
         filter_subject=filter_subject,
         deliver_policy=js_api.DeliverPolicy.ALL,
     )
-    return await js.pull_subscribe(filter_subject, durable=name, stream=stream, config=config)
+    return await patiently(lambda: js.pull_subscribe(filter_subject, durable=name, stream=stream, config=config))
