@@ -175,6 +175,24 @@ async def test_a_crashing_session_is_handed_back_with_backoff_and_the_worker_car
     assert harness.bucket.entries == {}
 
 
+async def test_a_wake_up_whose_lease_write_goes_unanswered_is_handed_back_as_a_warning_not_a_failure(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    # A NATS node killed: the lease bucket elects a leader and leaves the write unanswered. The run has
+    # not started; the wake-up comes back after the backoff, and no error (with its traceback) is logged.
+    harness = Harness(FakeRunner())
+    harness.bucket.fail_writes = [TimeoutError("nats: timeout")]
+    delivery = wake_delivery(num_delivered=2)
+
+    with caplog.at_level("WARNING", logger="corral.harness"):
+        await run_until_settled(harness, delivery)
+
+    assert delivery.settled == [("nak", redelivery_delay(2))]
+    assert harness.runner.calls == []
+    assert [r.levelname for r in caplog.records if r.name == "corral.harness.wake"] == ["WARNING"]
+    assert "did not answer" in caplog.records[-1].getMessage()
+
+
 def test_redelivery_backoff_doubles_and_is_capped() -> None:
     assert [redelivery_delay(n) for n in (1, 2, 3, 4)] == [0.5, 1.0, 2.0, 4.0]
     assert redelivery_delay(50) == 30.0

@@ -236,6 +236,11 @@ class WakeLoop:
             logger.info("shutdown before the session finished; handing it back", extra={"fields": fields})
             await settle(delivery.nak(), wake=wake)
             raise
+        except LeaseUnavailable as exc:  # NATS electing a leader, or down: not a failure of the run
+            failed = {**fields, "error": repr(exc.__cause__)}
+            logger.warning("the lease bucket did not answer; handing the wake-up back", extra={"fields": failed})
+            await settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
+            return
         except Exception:
             logger.exception("session run failed", extra={"fields": fields})
             await settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
