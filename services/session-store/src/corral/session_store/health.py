@@ -27,7 +27,7 @@ LAG_SAMPLE_S = 5.0
 
 
 async def report(bus: Bus, pool: asyncpg.Pool, projector: Projector, *, instance: str) -> Health:
-    postgres = await probe_postgres(pool)
+    postgres, behind = await asyncio.gather(probe_postgres(pool), probe_lags(bus, projector))
     if projector.failing:
         projection = "stopped: its last attempt failed; retrying with backoff (appends go on)"
     else:
@@ -35,11 +35,17 @@ async def report(bus: Bus, pool: asyncpg.Pool, projector: Projector, *, instance
     details: dict[str, str] = {"projection_errors": str(projector.errors)}
     if projector.last_error:
         details["projection_last_error"] = projector.last_error
-    for name, lag in (await lags(bus, projector)).items():
+    for name, lag in (behind or {}).items():
         details[f"lag_{name}"] = str(lag)
     details["projection"] = projection
     details["projection_role"] = "projecting" if projector.projecting else "following the store that projects"
-    dependencies = {"nats": "ok" if bus.connected else "disconnected; reconnecting", "postgres": postgres}
+    if not bus.connected:
+        nats = "disconnected; reconnecting"
+    elif behind is None:
+        nats = f"JetStream did not answer within {PROBE_TIMEOUT_S:g} s (a stream electing its leader; appends wait)"
+    else:
+        nats = "ok"
+    dependencies = {"nats": nats, "postgres": postgres}
     healthy = projection == "ok" and all(state == "ok" for state in dependencies.values())
     return Health(
         service="session-store",
@@ -55,6 +61,15 @@ async def lags(bus: Bus, projector: Projector) -> dict[str, int]:
     return {
         name: max(0, await bus.stream_last_seq(stream) - projector.position(stream)) for name, stream in STREAMS.items()
     }
+
+
+async def probe_lags(bus: Bus, projector: Projector) -> dict[str, int] | None:
+    """``lags``, or ``None`` when JetStream does not answer within ``PROBE_TIMEOUT_S``."""
+    try:
+        async with asyncio.timeout(PROBE_TIMEOUT_S):
+            return await lags(bus, projector)
+    except TimeoutError:  # ours, or the client's own (nats' TimeoutError is one)
+        return None
 
 
 async def sample_lags(bus: Bus, projector: Projector) -> None:
