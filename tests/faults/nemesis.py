@@ -31,6 +31,7 @@ import asyncpg
 from corral.bus import Bus
 from corral.contracts import subjects
 from corral.contracts.sandbox_hosts import sandbox_placements_spec
+from corral.devstack import processes
 from corral.devstack.replicas import DOCKER_PREFIX, replica_name, split_name
 from corral.devstack.stack import Stack
 from corral.devstack.topology import DOCKER
@@ -147,11 +148,11 @@ async def inject(stack: Stack, fault: Fault, history: History, sessions: Iterabl
         for node in stack.nats_nodes():
             await asyncio.to_thread(stack.kill, node.name, signal.SIGKILL)
         history.mark(f"{name} killed")
-        await _restart(stack, "nats")
+        await _restart(stack, fault, "nats")
     elif fault.action == "kill":
         await asyncio.to_thread(stack.kill, name, signal.SIGKILL)
         history.mark(f"{name} killed")
-        await _restart(stack, name)
+        await _restart(stack, fault, name)
     elif fault.action == "partition":
         partition = cluster.Partition(stack, name)
         try:
@@ -171,7 +172,7 @@ async def inject(stack: Stack, fault: Fault, history: History, sessions: Iterabl
         if not await asyncio.to_thread(_node_serves, stack, name):  # JetStream gave up on the full disk
             history.mark(f"{name} has JetStream off after its disk filled; restarted")
             await asyncio.to_thread(stack.kill, name, signal.SIGKILL)
-            await _restart(stack, name)
+            await _restart(stack, fault, name)
     else:
         await asyncio.to_thread(stack.kill, name, signal.SIGSTOP)
         try:
@@ -179,7 +180,17 @@ async def inject(stack: Stack, fault: Fault, history: History, sessions: Iterabl
         finally:
             await asyncio.to_thread(stack.kill, name, signal.SIGCONT)
     history.mark(f"{fault} ({name}) repaired")
+    _outlived(stack, fault, name)
     return name
+
+
+def _outlived(stack: Stack, fault: Fault, name: str) -> None:
+    """Every service but the fault's target outlives a fault: one that exited fails the scenario with
+    its log's last lines, rather than being started again by the repair and passed over."""
+    dead = [service for service in stack.service_names() if service != name and stack.pid(service) is None]
+    if dead:
+        logs = "\n".join(f"--- {service}:\n{processes.tail(stack.component(service).log_file, 40)}" for service in dead)
+        raise AssertionError(f"{', '.join(dead)} exited during {fault} ({name}):\n{logs}")
 
 
 async def _resolve(stack: Stack, target: str, sessions: Iterable[str]) -> str:
@@ -206,8 +217,9 @@ def _node_serves(stack: Stack, name: str) -> bool:
     return node.is_running() and node.healthy()
 
 
-async def _restart(stack: Stack, name: str) -> None:
+async def _restart(stack: Stack, fault: Fault, name: str) -> None:
     if name == "postgres" or name.startswith(("nats", DOCKER)):
+        _outlived(stack, fault, name)  # before the start below starts what is not running
         await asyncio.to_thread(stack.start, RESTART_TIMEOUT_S)  # starts what is not running
     else:
         await asyncio.to_thread(stack.start_service, name, RESTART_TIMEOUT_S)
