@@ -1,12 +1,13 @@
 """Benchmark of the harness's own cost per model request, at a short and at a long conversation.
 
 Folds a conversation of N text blocks (alternating user and assistant turns, 200 characters each)
-with the harness's ``ConversationBuilder``, then sends it through ``AnthropicModel.stream`` (the
-real ``anthropic`` SDK) to an in-process transport (``httpx2.MockTransport``) that answers at once
-with a short streamed reply. Nothing crosses a socket, so what is measured is the harness and the
-SDK: building the request body and the client's preparation of it (*setup*: from the call to the
-moment the transport holds the request, its body encoded), then the whole call (*total*: setup,
-the transport reading the body, decoding the reply's events).
+with the harness's ``ConversationBuilder``, then sends it through ``MessagesModel.stream`` (the
+harness's Messages client over ``httpx2``) to an in-process transport (``httpx2.MockTransport``)
+that answers at once with a short streamed reply. Nothing crosses a socket, so what is measured is
+the harness and its HTTP client: building the request body and the client's preparation of it
+(*setup*: from the call to the moment the transport holds the request, its body encoded), then the
+whole call (*total*: setup, the transport reading the body, reading the reply's events and folding
+them into the reply).
 
 Prints p50 / p90 per size and the ratio of the long conversation's setup p50 to the short one's
 (a harness whose per-request cost does not grow with the conversation keeps it near the ratio of
@@ -23,11 +24,11 @@ import json
 import statistics
 import time
 
-import anthropic
 import httpx2
 
-from corral.harness.anthropicmodel import AnthropicModel
 from corral.harness.conversation import ConversationBuilder
+from corral.harness.messagesclient import MessagesClient
+from corral.harness.messagesmodel import MessagesModel
 from corral.harness.model import ModelRequest
 
 _TEXT = "The quick brown fox jumps over the lazy dog; " * 5
@@ -81,13 +82,9 @@ async def measure(blocks: int, calls: int) -> tuple[list[float], list[float], in
         sizes.append(len(request.read()))
         return httpx2.Response(200, headers={"content-type": "text/event-stream"}, content=_REPLY)
 
-    client = anthropic.AsyncAnthropic(
-        api_key="bench",
-        base_url="http://model.invalid",
-        max_retries=0,
-        http_client=httpx2.AsyncClient(transport=httpx2.MockTransport(answer)),
+    model = MessagesModel(
+        MessagesClient(base_url="http://model.invalid", api_key="bench", transport=httpx2.MockTransport(answer))
     )
-    model = AnthropicModel(client)
     builder = conversation(blocks)
 
     streamed: list[str] = []
@@ -105,7 +102,7 @@ async def measure(blocks: int, calls: int) -> tuple[list[float], list[float], in
         if call >= 3:  # the first calls warm the client up
             setups.append((reached[-1] - started) * 1000)
             totals.append((ended - started) * 1000)
-    await client.close()
+    await model.close()
     return setups, totals, sizes[-1]
 
 

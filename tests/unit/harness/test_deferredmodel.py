@@ -1,5 +1,6 @@
-"""The harness starts without the ``anthropic`` SDK (its slowest import) and loads it in the background
-once ready (``preload``), so no model request waits for the import."""
+"""The harness never imports the ``anthropic`` SDK, and starts without the Messages client's HTTP stack
+(``httpx2``), which it loads in the background once ready (``preload``), so no model request waits
+for the import."""
 
 from __future__ import annotations
 
@@ -9,12 +10,17 @@ import sys
 from corral.harness.deferredmodel import DeferredModel
 
 
-def test_the_harness_starts_without_importing_the_sdk() -> None:
+def test_the_harness_starts_without_its_http_stack_and_never_imports_the_sdk() -> None:
     probe = (
-        "import sys, corral.harness.__main__; print(sorted(m for m in sys.modules if m.split('.')[0] == 'anthropic'))"
+        "import asyncio, sys, corral.harness.__main__\n"
+        "from corral.harness.deferredmodel import DeferredModel\n"
+        "def loaded(): return sorted({m.split('.')[0] for m in sys.modules} & {'anthropic', 'httpx2'})\n"
+        "print(loaded())\n"
+        "asyncio.run(DeferredModel(base_url='http://127.0.0.1:9', api_key='k').preload())\n"
+        "print(loaded())\n"
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=120)
-    assert out.stdout.strip() == "[]"
+    assert out.stdout.split("\n")[:2] == ["[]", "['httpx2']"]
 
 
 async def test_the_model_is_ok_and_unloaded_until_its_first_request() -> None:

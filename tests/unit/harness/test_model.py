@@ -4,24 +4,17 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-import anthropic
 import httpx2
 import pytest
 
 from corral.contracts.api.events import ModelUsage
-from corral.harness.anthropicmodel import AnthropicModel, classify
 from corral.harness.health import report
+from corral.harness.messagesclient import MessagesClient, status_error
+from corral.harness.messagesmodel import MessagesModel
 from corral.harness.model import ModelError, ModelRequest, ToolRequest
 from corral.harness.retry import RetryPolicy
 
 KEY = "sk-ant-test-very-secret"
-REQUEST = httpx2.Request("POST", "http://model.test/v1/messages")
-
-
-def status_error(status: int, error_type: str, message: str = "nope") -> anthropic.APIStatusError:
-    body = {"type": "error", "error": {"type": error_type, "message": message}}
-    response = httpx2.Response(status, request=REQUEST, json=body)
-    return anthropic.APIStatusError(json.dumps(body), response=response, body=body)
 
 
 @pytest.mark.parametrize(
@@ -43,23 +36,14 @@ def status_error(status: int, error_type: str, message: str = "nope") -> anthrop
 def test_status_errors_map_to_session_error_types(
     status: int, body_type: str, error_type: str, retryable: bool
 ) -> None:
-    error = classify(status_error(status, body_type))
+    error = status_error(status, body_type, "nope")
 
     assert (error.error_type, error.retryable, error.status) == (error_type, retryable, status)
     assert str(status) in error.message
 
 
-def test_connection_failures_and_timeouts_are_retryable_request_failures() -> None:
-    refused = classify(anthropic.APIConnectionError(request=REQUEST))
-    slow = classify(anthropic.APITimeoutError(request=REQUEST))
-
-    assert (refused.error_type, refused.retryable) == ("model_request_failed_error", True)
-    assert (slow.error_type, slow.retryable) == ("model_request_failed_error", True)
-    assert "time" in slow.message
-
-
 def test_error_messages_never_carry_the_api_key_and_stay_short() -> None:
-    error = classify(status_error(401, "authentication_error", f"invalid x-api-key {KEY} " + "x" * 1000), secrets=[KEY])
+    error = status_error(401, "authentication_error", f"invalid x-api-key {KEY} " + "x" * 1000, secrets=[KEY])
 
     assert KEY not in error.message
     assert "[redacted]" in error.message
@@ -115,10 +99,9 @@ def message_stream(*blocks: list[str]) -> bytes:
     return sse(*frames)
 
 
-def adapter(handler: Callable[[httpx2.Request], httpx2.Response]) -> AnthropicModel:
-    http = httpx2.AsyncClient(transport=httpx2.MockTransport(handler))
-    client = anthropic.AsyncAnthropic(api_key=KEY, base_url="http://model.test", max_retries=0, http_client=http)
-    return AnthropicModel(client, secrets=[KEY])
+def adapter(handler: Callable[[httpx2.Request], httpx2.Response]) -> MessagesModel:
+    client = MessagesClient(base_url="http://model.test", api_key=KEY, transport=httpx2.MockTransport(handler))
+    return MessagesModel(client)
 
 
 def request(system: str | None = None) -> ModelRequest:

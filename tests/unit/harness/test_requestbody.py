@@ -5,12 +5,12 @@
   is encoded again).
 - A snapshot, its conversation joined from that kept JSON, is byte for byte the snapshot encoded
   from scratch, at every step of any log (``snapshots.encode``).
-- The bytes and headers the adapter sends are the ones ``client.messages.stream(...)`` (and
-  ``client.messages.count_tokens(...)``) sends for the same request (the client path it replaces),
-  for any conversation, system prompt and tools.
-- Errors reach the turn driver as they did through ``client.messages.stream(...)``: the same
-  ``ModelError`` for 400 "prompt is too long", 529, 500, 401 and an error event mid-stream; the same
-  transport error for a stream cut off mid-reply.
+- The bytes the adapter sends, and the headers the API reads (key, version, content type), are the
+  ones the ``anthropic`` SDK's ``client.messages.stream(...)`` (and ``client.messages.count_tokens(...)``)
+  sends for the same request, for any conversation, system prompt and tools.
+- Errors reach the turn driver as the SDK reads them: the same status, error type and message for
+  400 "prompt is too long", 529, 500, 401 and an error event mid-stream; a stream cut off mid-reply
+  (the SDK raises its transport's error) is a retryable ``ModelError``.
 """
 
 from __future__ import annotations
@@ -26,9 +26,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from corral.harness import snapshots
-from corral.harness.anthropicmodel import AnthropicModel, classify
 from corral.harness.fold import FORMAT, SessionFold, decode
 from corral.harness.messageblocks import ChatMessage
+from corral.harness.messagesclient import MessagesClient, status_error
+from corral.harness.messagesmodel import MessagesModel
 from corral.harness.model import ModelError, ModelRequest
 from corral.harness.requestbody import Messages, encode, messages_json, with_field
 from tests.unit.harness.fakes import SESSION_ID
@@ -122,7 +123,7 @@ def test_a_field_added_to_an_encoded_object_is_the_objects_encoding_with_it(
     assert with_field(encode(obj), key, encode(value)) == encode({**obj, key: value})
 
 
-# --- what reaches the model: the adapter against the client path it replaces ----------------------------
+# --- what reaches the model: the adapter against the SDK's stream helper ---------------------------------
 
 
 def client(handler: Handler) -> anthropic.AsyncAnthropic:
@@ -142,11 +143,17 @@ async def through_the_client(request: ModelRequest, handler: Handler) -> None:
         await stream.get_final_message()
 
 
+def adapter(handler: Handler) -> MessagesModel:
+    return MessagesModel(
+        MessagesClient(base_url="http://model.test", api_key=KEY, transport=httpx2.MockTransport(handler))
+    )
+
+
 async def through_the_adapter(request: ModelRequest, handler: Handler) -> None:
     async def on_text(_index: int, _text: str) -> None:
         return None
 
-    await AnthropicModel(client(handler), secrets=[KEY]).stream(request, on_text)
+    await adapter(handler).stream(request, on_text)
 
 
 def sent(send: Callable[[ModelRequest, Handler], Any], request: ModelRequest) -> httpx2.Request:
@@ -161,7 +168,8 @@ def sent(send: Callable[[ModelRequest, Handler], Any], request: ModelRequest) ->
     return seen[0]
 
 
-_PER_REQUEST = {"idempotency-key", "x-stainless-read-timeout", "x-stainless-timeout"}
+#: What the API reads of a request's headers (the SDK adds its own telemetry, ``x-stainless-*``).
+_API_HEADERS = ("authorization", "anthropic-version", "content-type", "accept", "content-length", "host")
 TOOL = {
     "name": "lookup",
     "description": "Looks a word up \u2603",
@@ -203,8 +211,7 @@ def test_the_adapter_sends_the_bytes_and_headers_the_clients_stream_helper_sends
 
     assert actual.content == expected.content
     assert (actual.method, actual.url) == (expected.method, expected.url)
-    same = {k: v for k, v in expected.headers.items() if k not in _PER_REQUEST}
-    assert {k: v for k, v in actual.headers.items() if k not in _PER_REQUEST} == same
+    assert [actual.headers.get(k) for k in _API_HEADERS] == [expected.headers.get(k) for k in _API_HEADERS]
 
 
 async def count_through_the_client(request: ModelRequest, handler: Handler) -> None:
@@ -217,7 +224,7 @@ async def count_through_the_client(request: ModelRequest, handler: Handler) -> N
 
 
 async def count_through_the_adapter(request: ModelRequest, handler: Handler) -> None:
-    assert await AnthropicModel(client(handler), secrets=[KEY]).count_tokens(request) == 1234
+    assert await adapter(handler).count_tokens(request) == 1234
 
 
 def counted(send: Callable[[ModelRequest, Handler], Any], request: ModelRequest) -> httpx2.Request:
@@ -254,8 +261,7 @@ def test_count_tokens_sends_the_bytes_and_headers_the_clients_count_tokens_sends
 
     assert actual.content == expected.content
     assert (actual.method, actual.url) == (expected.method, expected.url)
-    same = {k: v for k, v in expected.headers.items() if k not in _PER_REQUEST}
-    assert {k: v for k, v in actual.headers.items() if k not in _PER_REQUEST} == same
+    assert [actual.headers.get(k) for k in _API_HEADERS] == [expected.headers.get(k) for k in _API_HEADERS]
 
 
 async def test_a_server_without_count_tokens_is_not_asked_again() -> None:
@@ -265,7 +271,7 @@ async def test_a_server_without_count_tokens_is_not_asked_again() -> None:
         asked.append(http_request.url.path)
         return httpx2.Response(404, json={"type": "error", "error": {"type": "not_found_error", "message": "no"}})
 
-    model = AnthropicModel(client(handler), secrets=[KEY])
+    model = adapter(handler)
     request = ModelRequest(
         model="claude-test", messages=[{"role": "user", "content": [{"type": "text", "text": "hi"}]}], max_tokens=1
     )
@@ -312,8 +318,8 @@ def cut_off_mid_reply(request: httpx2.Request) -> httpx2.Response:
 async def error_through_the_client(request: ModelRequest, handler: Handler) -> ModelError:
     try:
         await through_the_client(request, handler)
-    except anthropic.AnthropicError as exc:
-        return classify(exc, secrets=[KEY])
+    except anthropic.APIStatusError as exc:  # what the SDK read of the answer, mapped as the adapter maps it
+        return status_error(exc.status_code, exc.type or "", exc.api_message or "", secrets=[KEY])
     raise AssertionError("the client raised nothing")
 
 
@@ -335,7 +341,7 @@ async def error_through_the_adapter(request: ModelRequest, handler: Handler) -> 
     ],
     ids=["prompt-too-long", "overloaded", "server-error", "key-refused", "error-event"],
 )  # fmt: skip
-async def test_errors_map_as_they_did_through_the_clients_stream_helper(
+async def test_errors_are_read_as_the_sdks_stream_helper_reads_them(
     handler: Handler, error_type: str, retryable: bool
 ) -> None:
     request = ModelRequest(
@@ -356,7 +362,7 @@ async def test_errors_map_as_they_did_through_the_clients_stream_helper(
 
 
 async def test_a_stream_cut_off_mid_reply_is_a_retryable_model_error() -> None:
-    """The client raises its transport's own error once the reply has started (not an
+    """The SDK raises its transport's own error once the reply has started (not an
     ``AnthropicError``); the adapter makes it a ``model_request_failed_error`` the turn retries,
     instead of an exception that ends the run."""
     request = ModelRequest(

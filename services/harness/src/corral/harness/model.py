@@ -1,7 +1,7 @@
 """The model port: what a turn asks the model for and what it gets back, errors included.
 
-The adapter over the ``anthropic`` SDK is ``corral.harness.anthropicmodel``; ``corral.harness.
-deferredmodel`` loads it (and the SDK, the largest import of the harness) on the first request.
+The adapter over the Messages API is ``corral.harness.messagesmodel``; ``corral.harness.
+deferredmodel`` loads it (and its HTTP client) in the background once the harness is ready.
 A failure reaches the driver as a ``ModelError`` whose ``error_type`` is a ``session.error`` type
 and whose message is safe to show (no key, no request body).
 """

@@ -1,15 +1,14 @@
 """A streamed Messages request's body, encoded from the JSON the conversation keeps (pure).
 
-The ``anthropic`` client copies and walks a request's whole body before it encodes it, on every
-request: at thousands of blocks that costs more than everything else the harness does per step.
-The conversation (``corral.harness.conversation``) keeps each placed message's JSON, encoded once
-as it is placed (again only when it changes), so a request's body (a turn's streamed request, or a
-``count_tokens``) is those pieces joined, plus the few fields around them; it goes to the client as
-ready bytes (``content=``), which it sends as they are.
+Encoding a request's whole body from its objects, on every request, costs more than everything
+else the harness does per step once a session holds thousands of blocks. The conversation
+(``corral.harness.conversation``) keeps each placed message's JSON, encoded once as it is placed
+(again only when it changes), so a request's body (a turn's streamed request, or a ``count_tokens``)
+is those pieces joined, plus the few fields around them, sent as ready bytes.
 
-The encoding is the client's own (``json.dumps`` with ``ensure_ascii=False``, compact separators,
-no NaN), so the bytes sent are the bytes the client would have sent for the same request (the unit
-tests compare them).
+The encoding is the ``anthropic`` SDK's (``json.dumps`` with ``ensure_ascii=False``, compact
+separators, no NaN, the fields in its order), so the bytes sent are the bytes the SDK would send for
+the same request (the unit tests compare them).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan
 
 
 def encode(value: Any) -> str:
-    """``value``'s JSON as the ``anthropic`` client encodes a request body."""
+    """``value``'s JSON as the ``anthropic`` SDK encodes a request body."""
     return _ENCODER.encode(value)
 
 
@@ -87,6 +86,11 @@ def _system_and_tools(system: str | None, tools: Sequence[dict[str, Any]]) -> li
 
 def _body(before: list[str], messages: Sequence[ChatMessage], after: list[str]) -> bytes:
     """The object of the fields ``before``, ``"messages"`` and ``after`` (each field's JSON), joined
-    once: the conversation is most of the body, and each copy of it costs at thousands of blocks."""
-    pieces = ["{", *(field + "," for field in before), '"messages":[', ",".join(_parts(messages)), "]"]
-    return "".join([*pieces, *("," + field for field in after), "}"]).encode()
+    once and encoded once: the conversation is most of the body, and each copy of it costs at
+    thousands of blocks (a copy of megabytes is mostly the page faults of fresh memory)."""
+    head = "".join(["{", *(field + "," for field in before), '"messages":['])
+    tail = "".join(["]", *("," + field for field in after), "}"])
+    pieces = list(_parts(messages)) or [""]
+    pieces[0] = head + pieces[0]
+    pieces[-1] = pieces[-1] + tail
+    return ",".join(pieces).encode()

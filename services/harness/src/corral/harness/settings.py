@@ -146,7 +146,7 @@ class Settings(BaseSettings):
 
 @dataclass(frozen=True)
 class ModelEndpoint:
-    """Where the model lives. ``base_url=None`` means the SDK's default (the Anthropic API)."""
+    """Where the model lives. ``base_url=None`` means the Anthropic API (``messagesclient.DEFAULT_BASE_URL``)."""
 
     base_url: str | None
     api_key: SecretStr
