@@ -14,7 +14,10 @@ logger = logging.getLogger(__name__)
 Pool = asyncpg.Pool
 
 #: What a lost or unreachable database raises: the store answers from the log where it can, and
-#: otherwise says the database is unavailable (never a bare internal error).
+#: otherwise says the database is unavailable (never a bare internal error). ``InternalClientError``
+#: is asyncpg's word for a connection found in a state it cannot go on from, seen on a pooled
+#: connection right after Postgres was killed and restarted ("cannot switch to state 12; another
+#: operation (2) is in progress"): asking again gets another connection.
 UNAVAILABLE: tuple[type[BaseException], ...] = (
     OSError,
     TimeoutError,
@@ -22,6 +25,7 @@ UNAVAILABLE: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.InterfaceError,
     asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InternalClientError,
 )
 Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
