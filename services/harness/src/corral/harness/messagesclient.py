@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any, Final
 
 import httpx2
@@ -81,6 +81,17 @@ def cut_off(exc: Exception) -> ModelError:
     )
 
 
+@contextlib.contextmanager
+def _unanswered_raised() -> Iterator[None]:
+    """A request that got no answer raised as the ``ModelError`` it becomes (timed out, or not sent)."""
+    try:
+        yield
+    except httpx2.TimeoutException:
+        raise timed_out() from None
+    except httpx2.TransportError:
+        raise unreachable() from None
+
+
 def _error_of(body: Any) -> tuple[str, str]:
     """An error body's ``error.type`` and ``error.message`` (empty when it has none)."""
     error = body.get("error") if isinstance(body, dict) else None
@@ -126,12 +137,8 @@ class MessagesClient:
 
     async def post(self, path: str, body: bytes) -> Any:
         """The JSON answer of ``POST path`` with ``body``; raises ``ModelError``."""
-        try:
+        with _unanswered_raised():
             response = await self._http.post(path, content=body)
-        except httpx2.TimeoutException:
-            raise timed_out() from None
-        except httpx2.TransportError:
-            raise unreachable() from None
         if not response.is_success:
             raise self._refused(response.status_code, response.content)
         try:
@@ -146,12 +153,8 @@ class MessagesClient:
         """The events of the streamed ``POST path`` with ``body``, each the JSON of one ``data``
         field; an ``error`` event, or a connection broken mid-reply, raises ``ModelError``."""
         request = self._http.build_request("POST", path, content=body)
-        try:
+        with _unanswered_raised():
             response = await self._http.send(request, stream=True)
-        except httpx2.TimeoutException:
-            raise timed_out() from None
-        except httpx2.TransportError:
-            raise unreachable() from None
         try:
             if not response.is_success:
                 raise self._refused(response.status_code, await response.aread())
