@@ -379,6 +379,37 @@ async def test_a_lease_that_expires_while_every_slot_is_busy_is_taken_over_once_
     assert harness.bucket.entries == {}, "the takeover let the session go after its run"
 
 
+async def test_a_lease_that_expires_under_the_run_holding_it_is_taken_over_when_that_run_ends_lost() -> None:
+    # The F20 partition: the session's lease expired while every harness was busy with the session
+    # (one running it, two taking it over); each left the expiry to that work, which ended without the
+    # lease, and the session stayed running with no holder until a session-store restarted.
+    runner = FakeRunner(Outcome.LOST, block=True)
+    harness = Harness(runner)
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    delivery = wake_delivery(seq=5)
+    await harness.deliver(delivery)
+    async with asyncio.timeout(5):
+        await runner.started.wait()  # the run holds the lease
+        await harness.bucket.watching_all.wait()
+
+    harness.bucket.drained.clear()
+    harness.bucket.expire(SESSION_ID)  # its renewals stopped landing
+    async with asyncio.timeout(5):
+        await harness.bucket.drained.wait()  # the watch has told the expiry, during the run
+    runner.block = False
+    runner.release.set()  # the run ends, lost (the takeover's run, unblocked, ends the same way)
+
+    async def taken_over() -> bool:
+        return runner.calls == [(SESSION_ID, 5), (SESSION_ID, 0)] and harness.loop.takeovers == 1
+
+    await eventually(taken_over, timeout=5)
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+    assert delivery.settled == [("nak", redelivery_delay(1))]
+    assert harness.bucket.entries == {}, "the takeover let the session go after its run"
+
+
 async def test_a_takeover_whose_lease_write_goes_unanswered_is_tried_again_until_it_runs() -> None:
     # The harness-kill soak at 100 slots a worker: the write taking an expired lease timed out on the
     # client ("nats: timeout"); the takeover was dropped, its wake-up had been acked, and the session

@@ -24,7 +24,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-from collections.abc import Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -34,14 +33,15 @@ from corral.contracts import rpc
 from corral.harness import metrics, wakespans
 from corral.harness.lease import HeldLease, LeaseBusy, Leases, LeaseUnavailable, Released, Sleep
 from corral.harness.turn import Outcome
+from corral.harness.wakecounts import WakeCounts
 from corral.harness.wakeports import SessionRunner, WakeDelivery, WakeSource
 from corral.harness.wakesettle import keep_alive, redelivery_delay, settle
-from corral.harness.wakeslots import Runs, drain, take_slot
+from corral.harness.wakeslots import Runs, drain, fetch, take_slot
 
 logger = logging.getLogger(__name__)
 
 
-class WakeLoop:
+class WakeLoop(WakeCounts):
     def __init__(
         self,
         source: WakeSource,
@@ -65,12 +65,7 @@ class WakeLoop:
         self._fetch_timeout_s = fetch_timeout_s
         self._busy_delay_s = busy_delay_s
         self._lease_wait_s = lease_wait_s
-        self.lease_waits = 0
-        """Wake-ups that found their session leased and waited for it."""
-        self.lease_handoffs = 0
-        """Wake-ups that got the lease after waiting for it (the holder let it go with work left)."""
-        self.lease_handbacks = 0
-        """Wake-ups handed back because the lease stayed held for all of ``lease_wait_s``."""
+        super().__init__()
         self._sleep = sleep
         self.active: set[str] = set()
         """Sessions this worker is running right now."""
@@ -81,29 +76,25 @@ class WakeLoop:
         """The span of each run this worker has going (a wake-up that joins the run links to it)."""
         self._run_deliveries: dict[str, int] = {}
         """The stream sequence of the wake-up each run this worker has going settles when it ends."""
-        self.joined = 0
-        """Wake-ups handed to this worker's own run of their session (it runs again before letting go)."""
-        self.lease_served = 0
-        """Wake-ups that waited for the lease and were served by its holder (it let go past their input)."""
-        self.retaken = 0
-        """Sessions taken back right after letting them go, for input logged as they were let go."""
-        self.takeovers = 0
-        """Sessions taken over when their lease expired (its holder died), before any wake-up came back."""
         self._waiters: dict[str, asyncio.Future[int | None]] = {}
         """Sessions a wake-up here waits for the lease of → told by the expiry watch when it expires."""
         self._expired: dict[str, int | None] = {}
         """Sessions whose lease expired while every slot was busy → the revision to take it over from
         (the latest seen), each taken over once a slot frees."""
+        self._told: dict[str, int | None] = {}
+        """Sessions this worker had going when the watch told their lease expired → its revision:
+        looked at again when the work ends (``_done_with``), which may not have taken the lease."""
+        self._runs: Runs | None = None
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fetch and run wake-ups until ``stop`` is set, then drain (see ``shutdown_grace_s``)."""
         async with asyncio.TaskGroup() as tg:
-            runs = Runs(tg, asyncio.Semaphore(self._concurrency))
+            runs = self._runs = Runs(tg, asyncio.Semaphore(self._concurrency))
             stopping = tg.create_task(stop.wait())
             watching = tg.create_task(self._take_over_expired(runs), name="lease-expiries")
             try:
                 while await take_slot(runs.slots, stopping):
-                    deliveries = await self._fetch(stop)
+                    deliveries = await fetch(self._source, stop, timeout_s=self._fetch_timeout_s)
                     if not deliveries:
                         runs.slots.release()
                         continue
@@ -116,18 +107,20 @@ class WakeLoop:
             await drain(runs.inflight, grace_s=self._grace_s, active=self.active)
 
     async def _take_over_expired(self, runs: Runs) -> None:
-        """Take over each session whose lease expires (its holder died mid-run), without waiting for
-        its wake-up to come back after the ack wait: every worker tries, one gets the lease. The
-        wake-up, when it comes back, joins the run or finds the session served. With every slot busy
-        the session is taken over once one frees, not passed over: its wake-up may never come back
-        (acked by the run it had joined, of a holder that then died or lost the lease), and the expiry
-        is told once. The watch is opened again when it breaks (backoff 0.2 s doubling to 5 s)."""
+        """Take over each session whose lease expires (its holder died mid-run) without waiting for its
+        wake-up: every worker tries, one gets the lease; the wake-up, when it comes back, joins the run
+        or finds the session served. The expiry is told once and the wake-up may never come back (acked
+        by a run it joined), so with every slot busy the takeover waits for one, and a session this
+        worker has going is looked at when that work ends (``_done_with``). The watch is opened again
+        when it breaks (backoff 0.2 s doubling to 5 s)."""
         backoff = 0.2
         while True:
             try:
                 async for expired in self._leases.expiries():
                     backoff = 0.2
                     session_id = expired.session_id
+                    if session_id in self._holding or session_id in self.active:
+                        self._told[session_id] = expired.revision  # for when this worker's work on it ends
                     if session_id in self._holding:
                         continue
                     if session_id in self.active:  # a wake-up here waits (or is about to) for it: its turn
@@ -136,11 +129,7 @@ class WakeLoop:
                             waiter.set_result(expired.revision)
                         continue
                     if runs.slots.locked():
-                        if session_id not in self._expired:
-                            runs.queue(
-                                functools.partial(self._take_over_queued, session_id), name=f"expired-{session_id}"
-                            )
-                        self._expired[session_id] = expired.revision
+                        self._queue_takeover(runs, session_id, expired.revision)
                         continue
                     await runs.slots.acquire()  # free: taken at once
                     runs.start(self._take_over(session_id, expired.revision), name=f"takeover-{session_id}")
@@ -150,9 +139,8 @@ class WakeLoop:
             backoff = min(backoff * 2, 5.0)
 
     async def _take_over_queued(self, session_id: str) -> None:
-        """Take over ``session_id``, queued when its lease expired with every slot busy, now that a
-        slot is free, unless this worker has it going by then (a worker that took it meanwhile makes
-        the takeover find the lease busy)."""
+        """Take over ``session_id`` (queued: ``_queue_takeover``) now that a slot is free, unless this worker
+        has it going by then (a worker that took it meanwhile makes the takeover find the lease busy)."""
         revision = self._expired.pop(session_id, None)
         if session_id in self._holding or session_id in self.active:
             return
@@ -163,8 +151,7 @@ class WakeLoop:
         is tried again (0.5 s doubling to 30 s) until it is taken or found held: the session's wake-up
         may have been acked by the run it joined, and the expiry is told once, so no one else would."""
         fields = {"session_id": session_id, "reason": "lease_expired"}
-        self.active.add(session_id)
-        # ``revision``: seen expiring by this worker's own watch; none: the server's expiry mark.
+        self.active.add(session_id)  # ``revision``: seen expiring by this worker's watch; none: the server's mark
         logger.info("taking over a session whose lease expired", extra={"fields": {**fields, "revision": revision}})
         attempts = 0
         try:
@@ -185,20 +172,26 @@ class WakeLoop:
             logger.exception("taking over a session failed", extra={"fields": fields})
             return
         finally:
-            self.active.discard(session_id)
+            self._done_with(session_id)
         self.takeovers += 1
         metrics.LEASE_TAKEOVERS.inc()
         logger.info("took over a session whose lease expired", extra={"fields": {**fields, "outcome": outcome.value}})
 
-    async def _fetch(self, stop: asyncio.Event) -> Sequence[WakeDelivery]:
-        try:
-            return await self._source.fetch(1, timeout=self._fetch_timeout_s)
-        except Exception:
-            logger.warning("fetching wake-ups failed; trying again shortly", exc_info=True)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(1.0):
-                    await stop.wait()
-            return []
+    def _queue_takeover(self, runs: Runs, session_id: str, revision: int | None) -> None:
+        """Take the session over once a slot frees (queued once, from the latest revision told)."""
+        if session_id not in self._expired:
+            runs.queue(functools.partial(self._take_over_queued, session_id), name=f"expired-{session_id}")
+        self._expired[session_id] = revision
+
+    def _done_with(self, session_id: str) -> None:
+        """This worker's work on the session ends: an expiry told meanwhile and left to it, which no lease
+        taken here since answered, is acted on now (in the F20 partition every harness had the session
+        going, each work ended without the lease, and the session stayed running with no holder)."""
+        self.active.discard(session_id)
+        if session_id in self._told and session_id not in self.active and session_id not in self._holding:
+            revision = self._told.pop(session_id)
+            if self._runs is not None:
+                self._queue_takeover(self._runs, session_id, revision)
 
     async def _handle(self, delivery: WakeDelivery) -> None:
         try:
@@ -246,7 +239,7 @@ class WakeLoop:
             await settle(delivery.nak(delay=redelivery_delay(delivery.num_delivered)), wake=wake)
             return
         finally:
-            self.active.discard(wake.session_id)
+            self._done_with(wake.session_id)
             self._run_spans.pop(wake.session_id, None)
             self._run_deliveries.pop(wake.session_id, None)
         logger.info("session run ended", extra={"fields": {**fields, "outcome": outcome.value}})
@@ -383,6 +376,7 @@ class WakeLoop:
             )
             self._holding[session_id] = 0
             self._waiters.pop(session_id, None)  # an expiry it was told of is the lease it now holds
+            self._told.pop(session_id, None)
             try:
                 while True:
                     lease.settled_through = None

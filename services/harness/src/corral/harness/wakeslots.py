@@ -1,11 +1,15 @@
-"""A worker's run slots: waiting for a free one (or the stop), the runs in flight and those queued
-for a slot, and letting the runs in flight finish at the stop, for at most the shutdown grace."""
+"""A worker's run slots: waiting for a free one (or the stop), fetching a wake-up for it, the runs in
+flight and those queued for a slot, and letting the runs in flight finish at the stop, for at most
+the shutdown grace."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+
+from corral.harness.wakeports import WakeDelivery, WakeSource
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +29,19 @@ async def take_slot(slots: asyncio.Semaphore, stopping: asyncio.Task[bool]) -> b
         slots.release()
         return False
     return True
+
+
+async def fetch(source: WakeSource, stop: asyncio.Event, *, timeout_s: float) -> Sequence[WakeDelivery]:
+    """The next wake-up (none when ``timeout_s`` passes first); a failed fetch is logged and, a second
+    later (or at the stop), answered with none."""
+    try:
+        return await source.fetch(1, timeout=timeout_s)
+    except Exception:
+        logger.warning("fetching wake-ups failed; trying again shortly", exc_info=True)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(1.0):
+                await stop.wait()
+        return []
 
 
 async def drain(inflight: set[asyncio.Task[None]], *, grace_s: float, active: set[str]) -> None:
