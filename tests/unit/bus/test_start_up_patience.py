@@ -1,9 +1,11 @@
-"""A service starting while the cluster elects a leader (a node just killed, or restarted): the
-JetStream lookups of its start-up (binding its durable consumer, looking a consumer up, creating one
-its stream's owner keeps) are asked again while unanswered, instead of failing the start."""
+"""A service starting while the cluster elects a leader (a node just killed, or restarted), or beside
+siblings making the same things: the JetStream lookups of its start-up (binding its durable consumer,
+looking a consumer up, creating one its stream's owner keeps, opening the snapshots' object store)
+are asked again while unanswered or not shown yet, instead of failing the start."""
 
 from __future__ import annotations
 
+from types import SimpleNamespace
 from typing import Any, cast
 
 from nats import errors as nats_errors
@@ -11,8 +13,8 @@ from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
 
-from corral.bus import streams
-from corral.contracts.subjects import ConsumerSpec
+from corral.bus import objects, streams
+from corral.contracts.subjects import ConsumerSpec, ObjectBucketSpec
 
 
 class Unanswered:
@@ -86,3 +88,29 @@ async def test_an_owner_creating_its_consumer_while_unanswered_looks_again_and_c
     fake = Unanswered(nats_errors.TimeoutError(), js_errors.NotFoundError(), made)
     await streams.ensure_consumer(_js(fake), SPEC)
     assert fake.calls == ["consumer_info", "consumer_info", "add_consumer"]
+
+
+class _Store:
+    async def status(self) -> object:
+        config = js_api.StreamConfig(name="OBJ_snapshots", num_replicas=3)
+        return SimpleNamespace(stream_info=SimpleNamespace(config=config))
+
+
+class ObjectStores(Unanswered):
+    async def object_store(self, *_args: object) -> object:
+        return self._next("object_store")
+
+    async def create_object_store(self, *_args: object, **_kwargs: object) -> object:
+        return self._next("create_object_store")
+
+
+async def test_an_object_store_just_made_is_looked_for_again_until_the_cluster_shows_it() -> None:
+    # CI, a harness starting beside two others on a three-node cluster: the store made, the next
+    # lookup on its server answered "stream not found", and the harness exited.
+    store = _Store()
+    fake = ObjectStores(js_errors.BucketNotFoundError(), "made", js_errors.BucketNotFoundError(), None, store)
+    fake.answers[3] = js_errors.BadRequestError()  # a sibling made it too: its second make is refused
+    spec = ObjectBucketSpec(name="snapshots", description="d", ttl_s=60.0, storage="file")
+
+    assert await objects.open_store(_js(fake), spec, replicas=3) is store
+    assert fake.calls == ["object_store", "create_object_store", "object_store", "create_object_store", "object_store"]

@@ -6,8 +6,6 @@ snapshots of a session's folded log.
 
 from __future__ import annotations
 
-import contextlib
-
 from nats.js import JetStreamContext
 from nats.js import api as js_api
 from nats.js import errors as js_errors
@@ -15,26 +13,27 @@ from nats.js.object_store import ObjectStore
 
 from corral.bus.cancellation import honouring_cancel
 from corral.bus.errors import StreamMismatch
+from corral.bus.settling import find_or_make, patiently
 from corral.contracts.subjects import ObjectBucketSpec
 
 
 async def open_store(js: JetStreamContext, spec: ObjectBucketSpec, *, replicas: int = 1) -> ObjectStore:
     """Bind to the object store ``spec`` describes, creating it when missing (with ``replicas``
     copies); refuse (``StreamMismatch``) one with another number of replicas."""
-    try:
-        store = await js.object_store(spec.name)
-    except js_errors.BucketNotFoundError:
-        config = js_api.ObjectStoreConfig(
-            bucket=spec.name,
-            description=spec.description,
-            ttl=spec.ttl_s,
-            storage=js_api.StorageType(spec.storage),
-            replicas=replicas,
-        )
-        with contextlib.suppress(js_errors.BadRequestError):  # created concurrently by a sibling
-            await js.create_object_store(spec.name, config=config)
-        store = await js.object_store(spec.name)
-    found = int((await store.status()).stream_info.config.num_replicas or 1)
+    config = js_api.ObjectStoreConfig(
+        bucket=spec.name,
+        description=spec.description,
+        ttl=spec.ttl_s,
+        storage=js_api.StorageType(spec.storage),
+        replicas=replicas,
+    )
+
+    async def make() -> object:
+        return await js.create_object_store(spec.name, config=config)
+
+    # On a cluster the store just made (here or by a sibling) may not show on this server yet.
+    store = await find_or_make(lambda: js.object_store(spec.name), make, missing=js_errors.BucketNotFoundError)
+    found = int((await patiently(store.status)).stream_info.config.num_replicas or 1)
     if found != replicas:
         raise StreamMismatch(
             f"object store {spec.name} exists with a different configuration (replicas is {found}, expected "
