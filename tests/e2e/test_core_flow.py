@@ -13,7 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral.bus import Bus
 from corral.contracts import subjects
 from corral.devstack.stack import Stack
-from tests.e2e.flows import all_events, open_stream, read_until_idle, run_turn, send_text
+from tests.e2e.flows import all_events, open_stream, read_until_idle, run_turn, send_text, unique
 from tests.waiting import eventually
 
 pytestmark = pytest.mark.e2e
@@ -94,18 +94,26 @@ async def test_the_stream_stays_open_across_turns_and_the_model_sees_the_history
 
 
 async def test_opted_in_deltas_concatenate_to_the_final_message(
-    client: anthropic.AsyncAnthropic, agent_env: tuple[str, str]
+    client: anthropic.AsyncAnthropic, model: httpx.AsyncClient, agent_env: tuple[str, str]
 ) -> None:
+    # A reply written over a moment, as a model writes: the gateway forwards a delta only until the
+    # finished message arrives, so a reply that arrives all at once may have none forwarded.
+    name = unique("deltas")
+    text = "Here is a reply, written out a few words at a time so its preview can be seen growing."
+    turn = {"content": [{"type": "text", "text": text}], "chunk_delay_ms": 20}
+    scenario = {"scenarios": [{"name": name, "match": f"^{name}", "turns": [turn]}]}
+    assert (await model.post("/_corral/scripts", json=scenario)).status_code == 200
     agent_id, env_id = agent_env
     session = await client.beta.sessions.create(agent=agent_id, environment_id=env_id)
-    streamed = await run_turn(client, session.id, "stream me please", event_deltas=["agent.message"])
+    streamed = await run_turn(client, session.id, f"{name}: stream me please", event_deltas=["agent.message"])
     starts = [e for e in streamed if e.type == "event_start"]
     deltas = [e for e in streamed if e.type == "event_delta"]
     message = next(e for e in streamed if e.type == "agent.message")
     assert [s.event.id for s in starts] == [message.id]
     assert deltas, "no deltas were streamed"
     assert all(d.event_id == message.id for d in deltas)
-    assert message.content[0].text.startswith("".join(d.delta.content.text for d in deltas))
+    assert message.content[0].text == text
+    assert text.startswith("".join(d.delta.content.text for d in deltas))
     listed = await all_events(client, session.id)
     assert not any(e.type in ("event_start", "event_delta") for e in listed)
 
