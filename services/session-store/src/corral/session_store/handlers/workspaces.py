@@ -13,7 +13,7 @@ from typing import Any
 from corral.contracts import ids, subjects
 from corral.contracts.admin_rpc import AdminCreate, AdminGet, AdminList, AdminPage, AdminUpdate
 from corral.contracts.api.admin import DEFAULT_DISPLAY_COLOR, Workspace, WorkspaceCreateParams, WorkspaceUpdateParams
-from corral.contracts.api.errors import invalid, not_found
+from corral.contracts.api.errors import ApiError, invalid, not_found
 from corral.contracts.clock import now_rfc3339
 from corral.contracts.log import WorkspaceSaved
 from corral.session_store import pgtext, queries
@@ -56,7 +56,12 @@ async def ensure(deps: Deps, workspace_id: str, *, name: str) -> None:
     if await deps.bus.last_seq(subjects.CATALOG_STREAM, subjects.workspace_log(workspace_id)):
         return  # recorded, not projected yet
     workspace = Workspace(id=workspace_id, name=name, created_at=now_rfc3339())
-    await _save(deps, workspace, expected=0, msg_id=f"workspace:{workspace_id}")
+    try:
+        await _save(deps, workspace, expected=0, msg_id=f"workspace:{workspace_id}")
+    except ApiError as exc:
+        if exc.error_code != "concurrent_update":
+            raise
+        # recorded meanwhile: two session-stores starting together both found it missing
 
 
 async def get(deps: Deps, req: AdminGet) -> dict[str, Any]:
