@@ -18,18 +18,11 @@ from corral.contracts.text import well_formed
 from corral.harness import metrics
 from corral.harness.messagesclient import MessagesClient
 from corral.harness.model import ModelError, ModelReply, ModelRequest, Summary, TextSink
-from corral.harness.replyfold import ReplyFold
+from corral.harness.replyfold import ReplyFold, token_counts
 from corral.harness.requestbody import count_body, encode, stream_body
 
 logger = logging.getLogger(__name__)
 _tracer = telemetry.tracer(__name__)
-
-
-def _usage(usage: Any) -> ModelUsage:
-    counts = usage if isinstance(usage, dict) else {}
-    return ModelUsage(
-        **{name: value for name, value in counts.items() if name in ModelUsage.model_fields and isinstance(value, int)}
-    )
 
 
 class MessagesModel:
@@ -78,7 +71,8 @@ class MessagesModel:
                 for block in blocks or ()
                 if isinstance(block, dict) and block.get("type") == "text"
             ]
-            summary = Summary("\n".join(texts), _usage(message.get("usage") if isinstance(message, dict) else None))
+            usage = ModelUsage(**token_counts(message.get("usage") if isinstance(message, dict) else None))
+            summary = Summary("\n".join(texts), usage)
             call.usage = summary.usage
             return summary
 

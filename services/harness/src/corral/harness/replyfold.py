@@ -43,6 +43,13 @@ class _ToolUse:
 _USAGE_FIELDS = ("input_tokens", "output_tokens", "cache_creation_input_tokens", "cache_read_input_tokens")
 
 
+def token_counts(usage: Any) -> dict[str, int]:
+    """The token counts a Messages ``usage`` object holds (a missing or null count is left out)."""
+    if not isinstance(usage, dict):
+        return {}
+    return {name: value for name in _USAGE_FIELDS if isinstance(value := usage.get(name), int)}
+
+
 class ReplyFold:
     """Feed it each event (``add``); ``reply()`` once the stream has ended."""
 
@@ -93,12 +100,7 @@ class ReplyFold:
         return None
 
     def _count(self, usage: Any) -> None:
-        if not isinstance(usage, dict):
-            return
-        for name in _USAGE_FIELDS:
-            value = usage.get(name)
-            if isinstance(value, int):
-                self._usage[name] = value
+        self._usage.update(token_counts(usage))
 
     def reply(self) -> ModelReply:
         """The reply; raises ``ModelError`` (retryable) when the stream ended before ``message_stop``."""
