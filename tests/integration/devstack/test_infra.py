@@ -143,6 +143,10 @@ def test_infrastructure_comes_up_healthy_on_the_ports_it_was_given(make_stack: l
     assert f"127.0.0.1:{ports.postgres}/" in stack.database_url
     assert _sql(stack.database_url, "SELECT 1") == 1
     assert _sql(stack.database_url, "SELECT current_database()") == "corral"
+    # the embedded server's lean settings (postgres.LEAN_OPTIONS) took effect
+    assert _sql(stack.database_url, "SHOW io_method") == "sync"
+    assert _sql(stack.database_url, "SHOW shared_buffers") == "64MB"
+    assert _sql(stack.database_url, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'io worker'") == 0
 
     assert stack.vault_addr == f"http://127.0.0.1:{ports.bao}"
     health = httpx.get(f"{stack.vault_addr}/v1/sys/health")
