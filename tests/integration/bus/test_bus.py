@@ -10,11 +10,21 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import nats
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.api import StorageType
 from nats.js.errors import BucketNotFoundError
 from nats.js.kv import KeyValue
 
-from corral.bus import Bus, KeyChanged, KeyExists, Refused, StreamMismatch, StreamUnavailable, WrongLastSequence
+from corral.bus import (
+    Bus,
+    KeyChanged,
+    KeyExists,
+    KeyValueBucket,
+    Refused,
+    StreamMismatch,
+    StreamUnavailable,
+    WrongLastSequence,
+)
 from corral.contracts.subjects import SANDBOX_RELEASES_SPEC, SESSIONS_SPEC, KeyValueSpec, StreamSpec
 from corral.settings import NatsSettings
 from tests.waiting import eventually
@@ -283,6 +293,62 @@ async def test_an_expired_entry_of_a_bucket_with_expiry_marks_is_seen_going_and_
     assert entry is not None and (entry.value, entry.revision) == (b"holder-2", revision)
     with pytest.raises(KeyExists):
         await bucket.create("lease", b"holder-3")
+
+
+async def test_a_key_created_over_the_callers_own_delete_mark_skips_the_lookup_and_a_wrong_mark_falls_back(
+    nats_url: str, bus: Bus
+) -> None:
+    """A harness takes back the lease of a session it let go with one write (the mark's revision from
+    its own ``delete``); a mark that is no longer the key's last message costs a lookup, never a wrong
+    answer. The lookups are counted on the wire: a plain subscriber to the bucket stream's get API."""
+    bucket = await bus.ensure_key_value(_kv_spec("t_kv_gone_at", 30.0))
+    raw = await nats.connect(nats_url)
+    looked_up: list[str] = []
+
+    async def seen(msg: Msg) -> None:
+        looked_up.append(msg.subject)
+
+    await raw.subscribe("$JS.API.DIRECT.GET.KV_t_kv_gone_at.>", cb=seen)
+    await raw.subscribe("$JS.API.DIRECT.GET.KV_t_kv_gone_at", cb=seen)
+    await raw.subscribe("$JS.API.STREAM.MSG.GET.KV_t_kv_gone_at", cb=seen)
+
+    async def lookups() -> int:
+        await raw.flush()
+        await asyncio.sleep(0.05)  # copies of requests sent on the bus's own connection
+        count = len(looked_up)
+        looked_up.clear()
+        return count
+
+    try:
+        await _created_over_marks(bucket, lookups)
+    finally:
+        await raw.close()
+
+
+async def _created_over_marks(bucket: KeyValueBucket, lookups: Callable[[], Awaitable[int]]) -> None:
+    first = await bucket.create("lease", b"holder-1")
+    mark = await bucket.delete("lease", last=first)
+    assert mark > first and await bucket.get("lease") is None
+    assert await lookups() == 1  # the get: the wire count sees this bucket's lookups
+    again = await bucket.create("lease", b"holder-1 again", gone_at=mark)
+    assert await lookups() == 0, "the right mark is taken over with one write"
+    entry = await bucket.get("lease")
+    assert entry is not None and (entry.value, entry.revision) == (b"holder-1 again", again)
+    assert await lookups() == 1
+
+    # the mark is stale: another holder took the key and let it go since
+    stale = await bucket.delete("lease", last=again)
+    other = await bucket.create("lease", b"holder-2", gone_at=stale)
+    await bucket.delete("lease", last=other)
+    assert await lookups() == 0
+    taken = await bucket.create("lease", b"holder-1", gone_at=stale)
+    assert await lookups() == 1
+    entry = await bucket.get("lease")
+    assert entry is not None and (entry.value, entry.revision) == (b"holder-1", taken)
+
+    # the key has a value: a stale mark never takes it
+    with pytest.raises(KeyExists):
+        await bucket.create("lease", b"holder-3", gone_at=stale)
 
 
 async def test_the_owner_turns_expiry_marks_on_in_a_bucket_made_without_them(bus: Bus) -> None:

@@ -540,6 +540,8 @@ class FakeBucket:
         """When set to an event, a watch of one key starts only once it is set (a slow watch start)."""
         self.create_gate: asyncio.Event | None = None
         """When set to an event, a ``create`` finds out whether the key is free only once it is set."""
+        self.create_hints: list[int | None] = []
+        """The ``gone_at`` of each ``create``, in order."""
         self.asked = asyncio.Event()
         """Set at each ``create`` and each watch of one key asked for (a worker reading the lease)."""
 
@@ -555,8 +557,9 @@ class FakeBucket:
         self._publish(Change(key, "put", value, self.revision))
         return self.revision
 
-    async def create(self, key: str, value: bytes) -> int:
+    async def create(self, key: str, value: bytes, *, gone_at: int | None = None) -> int:
         self.calls.append(("create", key, None))
+        self.create_hints.append(gone_at)
         self.asked.set()
         if self.fail_writes:
             raise self.fail_writes.pop(0)
@@ -576,11 +579,12 @@ class FakeBucket:
             raise KeyChanged(key)
         return self._put(key, value)
 
-    async def delete(self, key: str, *, last: int, note: bytes = b"") -> None:
+    async def delete(self, key: str, *, last: int, note: bytes = b"") -> int:
         self.calls.append(("delete", key, last))
         if key not in self.entries or self.entries[key][1] != last:
             raise KeyChanged(key)
         self._mark(key, "delete", note)
+        return self.revision
 
     def _mark(self, key: str, kind: Literal["delete", "expired"], note: bytes = b"") -> None:
         self.entries.pop(key, None)

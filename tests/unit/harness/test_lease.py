@@ -47,6 +47,28 @@ async def test_holding_a_lease_writes_holder_and_a_fresh_token_and_releases_it_a
     assert ("delete", SESSION_ID, 3) in bucket.calls  # revision 2 was the first delete
 
 
+async def test_a_worker_takes_back_a_lease_it_let_go_over_its_own_delete_mark() -> None:
+    """The next turn of a session is mostly this worker's again: its create names the mark its
+    release left, which the bucket takes in one write. A release that did not happen names none."""
+    bucket = FakeBucket()
+    sleep = SteppedSleep()
+    worker = leases(bucket, sleep)
+
+    async with worker.hold(SESSION_ID):
+        pass
+    mark = bucket.marks[SESSION_ID].revision
+    async with worker.hold(SESSION_ID) as lease:
+        bucket.steal(SESSION_ID)  # the release finds the key changed: it leaves no mark of its own
+    async with worker.hold("sesn_other"):
+        pass
+    bucket.release(SESSION_ID)
+    async with worker.hold(SESSION_ID):
+        pass
+
+    assert lease.revision != mark
+    assert bucket.create_hints == [None, mark, None, None]
+
+
 async def test_a_lease_someone_else_holds_is_busy() -> None:
     bucket = FakeBucket()
     bucket.steal(SESSION_ID)

@@ -101,12 +101,18 @@ class KeyValueBucket:
         with _leader_needed(self._stream):
             return await honouring_cancel(self._kv.put(key, value))
 
-    async def create(self, key: str, value: bytes) -> int:
+    async def create(self, key: str, value: bytes, *, gone_at: int | None = None) -> int:
         """Create ``key`` if it has no value (never set, deleted, purged or expired); raises
-        ``KeyExists`` otherwise."""
+        ``KeyExists`` otherwise.
+
+        ``gone_at``: the revision of a delete mark the caller believes is still the key's last message
+        (what its own ``delete`` returned; never a value's revision, which this would overwrite).
+        Tried first, so taking back a key this caller let go is one write, not the three a deleted
+        key otherwise takes (a write expecting no message, a lookup, the write); a mark written over
+        since costs one refused write and then the lookup."""
         try:
             with _leader_needed(self._stream):
-                return await honouring_cancel(self._kv.update(key, value, last=0))
+                return await honouring_cancel(self._kv.update(key, value, last=gone_at or 0))
         except js_errors.KeyWrongLastSequenceError:
             pass
         # The key has a last message: a value, or a mark saying it has none (nats-py's own ``create``
@@ -128,8 +134,9 @@ class KeyValueBucket:
         except js_errors.KeyWrongLastSequenceError as exc:
             raise KeyChanged(key) from exc
 
-    async def delete(self, key: str, *, last: int | None = None, note: bytes = b"") -> None:
-        """Delete ``key`` (if its revision is still ``last``, when given; ``KeyChanged`` otherwise).
+    async def delete(self, key: str, *, last: int | None = None, note: bytes = b"") -> int:
+        """Delete ``key`` (if its revision is still ``last``, when given; ``KeyChanged`` otherwise);
+        the delete mark's revision (for ``create(..., gone_at=)``).
         ``note``: the delete mark's body, which a watch sees as the ``delete`` change's ``value``,
         also a watch that starts after the delete (the mark is then the key's present state); the
         key has no value all the same."""
@@ -138,11 +145,12 @@ class KeyValueBucket:
             headers[api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(last)
         try:
             with _leader_needed(self._stream):
-                await honouring_cancel(self._js.publish(self._prefix + key, note, headers=headers))
+                ack = await honouring_cancel(self._js.publish(self._prefix + key, note, headers=headers))
         except js_errors.APIError as exc:
             if exc.err_code in (10071, 10164):
                 raise KeyChanged(key) from exc
             raise
+        return int(ack.seq)
 
     async def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]:
         """The changes of ``keys`` (a key, or a pattern such as ``>``) as they happen, until the

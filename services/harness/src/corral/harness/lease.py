@@ -29,6 +29,7 @@ import json
 import logging
 import secrets
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
@@ -41,15 +42,18 @@ logger = logging.getLogger(__name__)
 
 Sleep = Callable[[float], Awaitable[None]]
 
+#: How many sessions' last delete marks a worker remembers (``Leases._let_go``): a few bytes each.
+_LET_GO_KEPT = 4096
+
 
 class LeaseBucket(Protocol):
     """The compare-and-set operations of ``corral.bus.KeyValueBucket`` that leases use."""
 
-    async def create(self, key: str, value: bytes) -> int: ...
+    async def create(self, key: str, value: bytes, *, gone_at: int | None = None) -> int: ...
 
     async def update(self, key: str, value: bytes, *, last: int) -> int: ...
 
-    async def delete(self, key: str, *, last: int, note: bytes = b"") -> None: ...
+    async def delete(self, key: str, *, last: int, note: bytes = b"") -> int: ...
 
     def changes(self, keys: str = ">", *, current: bool = True) -> AsyncIterator[Change]: ...
 
@@ -157,6 +161,10 @@ class Leases:
         self._ttl_s = ttl_s
         self._sleep = sleep
         self._monotonic = monotonic
+        #: the revision of the delete mark this worker left at each session's last release here: a
+        #: session's next turn is mostly taken by the worker that ran its last one, and taking the
+        #: lease over that mark is one write (``KeyValueBucket.create``'s ``gone_at``)
+        self._let_go: OrderedDict[str, int] = OrderedDict()
 
     @contextlib.asynccontextmanager
     async def hold(self, session_id: str, *, over: int | None = None) -> AsyncIterator[HeldLease]:
@@ -170,9 +178,10 @@ class Leases:
         """
         token = secrets.token_urlsafe(16)
         value = json.dumps({"holder": self._holder, "token": token, "acquired_at": clock.now_rfc3339()}).encode()
+        gone_at = self._let_go.pop(session_id, None)
         try:
             if over is None:
-                revision = await self._bucket.create(session_id, value)
+                revision = await self._bucket.create(session_id, value, gone_at=gone_at)
             else:
                 revision = await self._bucket.update(session_id, value, last=over)
         except (KeyExists, KeyChanged):
@@ -301,7 +310,7 @@ class Leases:
         if lease.settled_through is not None:
             note = json.dumps({"holder": self._holder, "released_through": lease.settled_through}).encode()
         try:
-            await self._bucket.delete(lease.session_id, last=lease.revision, note=note)
+            mark = await self._bucket.delete(lease.session_id, last=lease.revision, note=note)
         except KeyChanged:
             logger.info("lease was already gone at release", extra={"fields": {"session_id": lease.session_id}})
         except Exception:
@@ -310,3 +319,7 @@ class Leases:
                 extra={"fields": {"session_id": lease.session_id}},
                 exc_info=True,
             )
+        else:
+            self._let_go[lease.session_id] = mark
+            while len(self._let_go) > _LET_GO_KEPT:
+                self._let_go.popitem(last=False)
