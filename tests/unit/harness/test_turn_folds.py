@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 
 from corral.harness.conversation import rebuild
 from corral.harness.model import ModelReply, ModelRequest, TextSink
 from corral.harness.retry import RetryPolicy
+from corral.harness.sessionlog import LogEntry
 from corral.harness.turn import Outcome, SessionDriver
 from tests.unit.harness.fakes import (
     SESSION_ID,
@@ -184,3 +186,34 @@ async def test_a_run_on_a_kept_fold_looks_the_logs_end_up_once_before_its_first_
     assert harness.resumed == {"missing": 1, "kept": 1}
     assert seen_at_request == [1]
     assert model.requests[-1].messages == conversation_at_last_request(store)
+
+
+async def test_the_read_from_a_kept_fold_starts_while_the_log_is_asked_whether_it_still_holds_it() -> None:
+    """The read of the log after a kept fold and the lookups that check the fold go out together:
+    the first decision waits for the slower of the two, not for one after the other."""
+
+    class ReadBeforeLookups(FakeStore):
+        def __init__(self) -> None:
+            super().__init__()
+            self.reading = asyncio.Event()
+            self.strict = False
+
+        def follow(self, session_id: str, after_seq: int) -> AsyncIterator[LogEntry]:
+            self.reading.set()
+            return super().follow(session_id, after_seq)
+
+        async def last_seq_of_log(self, session_id: str) -> int:
+            if self.strict:  # answered only once the read has started
+                async with asyncio.timeout(2):
+                    await self.reading.wait()
+            return await super().last_seq_of_log(session_id)
+
+    store = ReadBeforeLookups()
+    harness = driver(store, FakeModel(Reply(["one"]), Reply(["two"])), snapshot_every=100)
+    store.add(user("message 0", id="u0"))
+    assert await harness.run(SESSION_ID, held_lease()) is Outcome.DONE
+    store.add(user("message 1", id="u1"))
+    store.reading.clear()
+    store.strict = True
+    assert await harness.run(SESSION_ID, held_lease()) is Outcome.DONE
+    assert harness.resumed == {"missing": 1, "kept": 1}

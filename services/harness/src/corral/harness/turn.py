@@ -24,10 +24,11 @@ closes the calls not yet run and ends the turn).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 
 from corral.contracts.api.events import HarnessEvent
 from corral.harness import events, metrics, snapshots
@@ -158,24 +159,22 @@ class SessionDriver:
             async with asyncio.TaskGroup() as tg:  # its end waits for a snapshot being written
                 guard = tg.create_task(self._stop_when_lost(lease))
                 try:
-                    fold, written_events, log_end = await self._resume(session_id)
-                    writer = SnapshotWriter(
-                        self._snapshots,
-                        session_id,
-                        tg,
-                        every_events=self._snapshot_every,
-                        written_events=written_events,
-                    )
-                    log: SessionLog | None = None
+                    read: SessionLog | None = None
                     try:
-                        async with following(
-                            self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s
-                        ) as log:
+                        async with self._followed(session_id, on_record) as (log, written_events, log_end):
+                            read = log
+                            writer = SnapshotWriter(
+                                self._snapshots,
+                                session_id,
+                                tg,
+                                every_events=self._snapshot_every,
+                                written_events=written_events,
+                            )
                             run = SessionRun(session_id=session_id, lease=lease, log=log, turn=turn, store=self._store)
                             outcome = await self._run_turns(run, max(min_seq, log_end), writer, looked=log_end > 0)
                     finally:
-                        if log is not None and log.failed is None:  # not stopped part-way into a record
-                            intact = fold
+                        if read is not None and read.failed is None:  # not stopped part-way into a record
+                            intact = read.fold
                 except StoreUnavailable as exc:
                     logger.warning("session log unavailable: %s", exc, extra=log_fields(session_id))
                     outcome = Outcome.RETRY_LATER
@@ -199,20 +198,53 @@ class SessionDriver:
         await lease.lost.wait()
         raise LeaseLost
 
-    async def _resume(self, session_id: str) -> tuple[SessionFold, int, int]:
-        """The fold to start from: the one this harness kept from its last run of the session if the
-        log still holds it, else the session's snapshot if usable (checked against the log); with the
-        fold's events when the session's snapshot was last written (or resumed from), and the log's
-        last sequence when it was looked up on the way (0: it was not)."""
+    @contextlib.asynccontextmanager
+    async def _followed(
+        self, session_id: str, on_record: Callable[[Decoded], None]
+    ) -> AsyncIterator[tuple[SessionLog, int, int]]:
+        """The session's log, followed from the fold to start from: the one this harness kept from
+        its last run of the session if the log still holds it, else the session's snapshot if usable
+        (checked against the log). Yields the followed log, the fold's events when the session's
+        snapshot was last written (or resumed from), and the log's last sequence when it was looked
+        up on the way (0: it was not).
+
+        A kept fold is followed at once, while the log is asked whether it still holds the fold's
+        last record: the read starts during the lookups instead of after them. A kept fold the log
+        no longer holds is dropped, with its read."""
         started = time.monotonic()
-        kept, log_end = await self._kept_fold(session_id)
-        source: str
+        kept = self._folds.take(session_id)
         if kept is not None:
-            fold, source, written_events = kept.fold, "kept", kept.snapshot_events
-        else:
-            max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
-            resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
-            fold, source, written_events = resumed.fold, resumed.source, resumed.fold.events
+            async with self._following(session_id, kept.fold, on_record) as log:
+                log_end = await self._still_logged(session_id, kept.fold.last_seq)
+                if log_end is not None:
+                    self._resumed(session_id, "kept", kept.fold, started)
+                    yield log, kept.snapshot_events, log_end
+                    return
+        max_result_chars = self._compactor.policy.max_result_chars if self._compactor is not None else None
+        resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
+        self._resumed(session_id, resumed.source, resumed.fold, started)
+        async with self._following(session_id, resumed.fold, on_record) as log:
+            yield log, resumed.fold.events, 0
+
+    def _following(
+        self, session_id: str, fold: SessionFold, on_record: Callable[[Decoded], None]
+    ) -> contextlib.AbstractAsyncContextManager[SessionLog]:
+        return following(self._log, session_id, fold, on_record=on_record, reach_timeout_s=self._reach_timeout_s)
+
+    async def _still_logged(self, session_id: str, seq: int) -> int | None:
+        """The log's last sequence if the log still holds the kept fold's last record ``seq`` and no
+        more than ``snapshot_every`` records were appended since (else a snapshot is likely nearer);
+        ``None`` if the kept fold is not to be used. The two lookups go out together."""
+        last, held = await asyncio.gather(self._log.last_seq(session_id), self._log.holds(session_id, seq))
+        if seq <= last <= seq + self._snapshot_every and held:
+            return last
+        logger.info(
+            "the fold kept from the last run is not used",
+            extra=log_fields(session_id, kept_seq=seq, log_seq=last),
+        )
+        return None
+
+    def _resumed(self, session_id: str, source: str, fold: SessionFold, started: float) -> None:
         self.resumed[source] = self.resumed.get(source, 0) + 1
         logger.info(
             "resumed the session's fold",
@@ -224,25 +256,6 @@ class SessionDriver:
                 resume_ms=round((time.monotonic() - started) * 1000, 1),
             ),
         )
-        return fold, written_events, log_end if kept is not None else 0
-
-    async def _kept_fold(self, session_id: str) -> tuple[Kept | None, int]:
-        """The fold kept from this harness's last run of the session, if the log still holds its last
-        record and no more than ``snapshot_every`` records were appended since (else a snapshot is
-        likely nearer); and the log's last sequence (0 when nothing was kept). The two lookups go
-        out together."""
-        kept = self._folds.take(session_id)
-        if kept is None:
-            return None, 0
-        seq = kept.fold.last_seq
-        last, held = await asyncio.gather(self._log.last_seq(session_id), self._log.holds(session_id, seq))
-        if seq <= last <= seq + self._snapshot_every and held:
-            return kept, last
-        logger.info(
-            "the fold kept from the last run is not used",
-            extra=log_fields(session_id, kept_seq=seq, log_seq=last),
-        )
-        return None, last
 
     async def _run_turns(
         self, run: SessionRun, min_seq: int, snapshots: SnapshotWriter, *, looked: bool = False
