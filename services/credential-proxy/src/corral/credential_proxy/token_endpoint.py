@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from urllib.parse import urlencode, urlsplit
 
-import httpcore
+import httpcore2
 
 from corral.credential_proxy.hosts import BadHost, IPAddress, parse_host
 from corral.credential_proxy.mcp_destinations import DestinationRefused, Rules
@@ -89,7 +89,7 @@ class TokenEndpoint:
                 addresses = await self.vet(host, port)
                 backend = PinnedBackend(host, port, addresses, what="a token endpoint")
                 async with (
-                    httpcore.AsyncConnectionPool(
+                    httpcore2.AsyncConnectionPool(
                         ssl_context=self.ssl_context or ssl.create_default_context(),
                         max_connections=1,
                         network_backend=backend,
@@ -110,7 +110,7 @@ class TokenEndpoint:
                     return TokenAnswer(status=response.status, content_type=content_type, body=bytes(read))
         except TimeoutError:
             raise EndpointUnusable(f"the token endpoint {url} did not answer within {self.timeout_s:g} s") from None
-        except (httpcore.NetworkError, httpcore.ProtocolError, httpcore.TimeoutException, ssl.SSLError) as exc:
+        except (httpcore2.NetworkError, httpcore2.ProtocolError, httpcore2.TimeoutException, ssl.SSLError) as exc:
             raise EndpointUnusable(
                 f"the token endpoint {url} could not be reached ({exc or type(exc).__name__})"
             ) from None

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 from urllib.parse import urljoin, urlsplit
 
-import httpcore
+import httpcore2
 from opentelemetry import trace
 
 from corral import telemetry
@@ -216,7 +216,9 @@ class WebFetcher:
         )
         try:
             async with (
-                httpcore.AsyncConnectionPool(ssl_context=self._ssl, max_connections=1, network_backend=backend) as pool,
+                httpcore2.AsyncConnectionPool(
+                    ssl_context=self._ssl, max_connections=1, network_backend=backend
+                ) as pool,
                 pool.stream("GET", target.url, headers=_HEADERS) as response,
             ):
                 headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in response.headers}
@@ -229,7 +231,7 @@ class WebFetcher:
                         cut = True
                         break
                 return Response(status=response.status, headers=headers, body=bytes(body), cut=cut)
-        except (httpcore.TimeoutException, httpcore.NetworkError, httpcore.ProtocolError, ssl.SSLError) as exc:
+        except (httpcore2.TimeoutException, httpcore2.NetworkError, httpcore2.ProtocolError, ssl.SSLError) as exc:
             raise web_error(
                 WebError.URL_NOT_ACCESSIBLE, f"fetching {target.url} failed: {exc or type(exc).__name__}"
             ) from None
