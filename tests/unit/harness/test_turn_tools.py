@@ -697,3 +697,29 @@ async def test_a_clients_message_logged_as_an_idle_session_starts_its_turn_does_
     [request] = model.requests
     assert [b["text"] for b in request.messages[0]["content"]] == ["one", "two"]
     assert store.types()[-1] == "session.status_idle"
+
+
+async def test_within_a_turn_each_decision_waits_for_its_steps_append_and_only_the_last_looks_the_end_up() -> None:
+    """A step's last append was stored at the log's end, so the decision after it waits for that
+    record instead of asking NATS for the end again (a round trip per step); the decision after the
+    step that ended the turn still asks, so input logged right after the idle is taken by this run."""
+
+    class CountingLookups(FakeStore):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self.looked_up_at: list[int] = []  # appends made when each lookup was asked
+
+        async def last_seq_of_log(self, session_id: str) -> int:
+            self.looked_up_at.append(len(self.appends))
+            return await super().last_seq_of_log(session_id)
+
+    store = CountingLookups(agent=agent_snapshot(tools=[toolset()]))
+    store.add(user("build it"))
+    model = FakeModel(calls(WRITE), calls(RUN_IT), Reply(["done"]))
+    sandbox = FakeSandbox(lambda request: f"{request.name} done")
+
+    assert await run(driver(store, model, sandbox)) is Outcome.DONE
+
+    assert append_types(store)[-1][-1] == "session.status_idle"
+    # two as the run starts (the snapshot's check, then the first decision's) and one after the idle
+    assert store.looked_up_at == [0, 0, len(store.appends)]

@@ -261,8 +261,12 @@ class SessionDriver:
         self, run: SessionRun, min_seq: int, snapshots: SnapshotWriter, *, looked: bool = False
     ) -> Outcome:
         """Decide and take steps until nothing is pending. Each decision first catches the fold up
-        with the log's end; ``looked``: ``min_seq`` is an end looked up as the run started, which the
-        first decision waits for instead of looking again."""
+        with the log's end; ``looked``: ``min_seq`` is an end already known, which the decision waits
+        for instead of looking it up again (a round trip to NATS): the end looked up as the run
+        started, then, within a turn, the sequence of the step's last append (the store stored it
+        fenced on the log's end, so it was the end; what others log later is taken in as it arrives,
+        as it would be after a lookup). The decision after a step that ended the turn looks the end
+        up: input logged just after the idle is then taken by this run, not by a hand-off."""
         session_id, lease, log, turn = run.session_id, run.lease, run.log, run.turn
         fold = log.fold
         moved = 0
@@ -319,6 +323,8 @@ class SessionDriver:
                     continue
                 if not turn.owned:  # the step ended the turn
                     snapshots.offer(fold)
+                else:  # its last append's sequence was the log's end when stored: no lookup needed
+                    looked = True
         except LeaseConflict as exc:
             logger.warning("store refused our lease: %s", exc, extra=log_fields(session_id))
             return Outcome.LOST
