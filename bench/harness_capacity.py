@@ -54,6 +54,8 @@ class Level:
     messages: float
     """NATS messages per turn, sent + received by every client connection (NATS's ``/connz``): a
     count the machine's load does not move."""
+    pause_ms: float = 0.0
+    """Each session's pause between a turn's end and its next message."""
 
     @property
     def harness_per_turn(self) -> float:
@@ -65,7 +67,13 @@ class Level:
 
 
 async def run_level(
-    stack: Stack, http: httpx.AsyncClient, model: httpx.AsyncClient, agent_env: tuple[str, str], n: int, seconds: float
+    stack: Stack,
+    http: httpx.AsyncClient,
+    model: httpx.AsyncClient,
+    agent_env: tuple[str, str],
+    n: int,
+    seconds: float,
+    pause_s: float = 0.0,
 ) -> Level:
     opened = [await new_session(http, model, agent_env, [QUICK]) for _ in range(n)]
     sessions = [s for s, _ in opened]
@@ -76,6 +84,7 @@ async def run_level(
         async def drive(session: Session, stop: float) -> None:
             while time.perf_counter() < stop:
                 sent[session.id].append(await session.turn(f"turn {len(sent[session.id])}"))
+                await asyncio.sleep(pause_s)
 
         async with httpx.AsyncClient(timeout=30) as monitor:
             sent_before = sum((await nats_messages(monitor, stack.nats_monitor_url)).values())
@@ -94,7 +103,7 @@ async def run_level(
             reader.cancel()
         await asyncio.gather(*(reader for _, reader in opened), return_exceptions=True)
     cpu = per_op(before, after, turns)
-    return Level(n, took, turns, samples, cpu, spent(before, after, "harness"), moved / max(1, turns))
+    return Level(n, took, turns, samples, cpu, spent(before, after, "harness"), moved / max(1, turns), pause_s * 1000)
 
 
 def figures_of(levels: list[Level]) -> list[Figure]:
@@ -104,7 +113,8 @@ def figures_of(levels: list[Level]) -> list[Figure]:
         out += [
             Figure.latency(
                 "capacity",
-                f"turn overhead, {n} concurrent sessions, one harness",
+                f"turn overhead, {n} concurrent sessions, one harness"
+                + (f", {level.pause_ms:.0f} ms between turns" if level.pause_ms else ""),
                 level.overhead_ms,
                 target=f"p50 <= {TARGET_MS:.0f} ms",
                 cpu_ms_per_op=level.cpu,
@@ -146,6 +156,13 @@ async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--levels", type=int, nargs="+", default=[1, 4, 8, 16, 32], help="concurrent sessions")
     parser.add_argument("--seconds", type=float, default=15.0, help="how long each level runs turns")
+    parser.add_argument(
+        "--pause-ms",
+        type=float,
+        default=0.0,
+        help="each session's pause between a turn's end and its next message (0: at once, as the run ends; "
+        "a pause lets the harness let the session go first, as when a person reads the reply)",
+    )
     parser.add_argument("--json", type=Path, default=None)
     args = parser.parse_args()
     most = max(args.levels)
@@ -172,7 +189,11 @@ async def main() -> int:
                 env = ok(await http.post("/v1/environments", json={"name": f"cap-{agent['id'].lower()}"}))
                 for n in args.levels:
                     say(f"{n} concurrent sessions for {args.seconds:.0f} s ...")
-                    levels.append(await run_level(stack, http, model, (agent["id"], env["id"]), n, args.seconds))
+                    levels.append(
+                        await run_level(
+                            stack, http, model, (agent["id"], env["id"]), n, args.seconds, args.pause_ms / 1000
+                        )
+                    )
         finally:
             stack.stop()
 
