@@ -14,7 +14,11 @@ the setting (default 8), is what limits it. A quick turn keeps its session busy 
 session spends seconds in the model between requests, so it loads the harness far less (the README's
 capacity guide derives sessions per core from the CPU per turn).
 
-    uv run python bench/harness_capacity.py [--levels 1 4 8 16 32] [--seconds 15] [--json PATH]
+With ``--pause-ms``, each session waits that long after a turn's end before its next message, so
+the harness has let the session go and takes its lease again for every turn (back to back, most
+turns join the run still holding the session).
+
+    uv run python bench/harness_capacity.py [--levels 1 4 8 16 32] [--seconds 15] [--pause-ms 0] [--json PATH]
 
 Target (reported, not asserted): turn overhead p50 <= 15 ms.
 """
