@@ -721,5 +721,6 @@ async def test_within_a_turn_each_decision_waits_for_its_steps_append_and_only_t
     assert await run(driver(store, model, sandbox)) is Outcome.DONE
 
     assert append_types(store)[-1][-1] == "session.status_idle"
-    # two as the run starts (the snapshot's check, then the first decision's) and one after the idle
-    assert store.looked_up_at == [0, 0, len(store.appends)]
+    # one as the run starts (beside the snapshot's read, and the first decision waits for it) and one
+    # after the idle
+    assert store.looked_up_at == [0, len(store.appends)]

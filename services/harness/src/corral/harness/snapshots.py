@@ -118,6 +118,9 @@ async def _load_and_log_end(
 class Resumed:
     fold: SessionFold
     source: Source
+    log_end: int = 0
+    """The log's last sequence, looked up (after the lease was taken) beside the snapshot's read; 0
+    when it was not, or the lookup failed."""
 
 
 LOAD_TIMEOUT_S: Final = 5.0
@@ -138,13 +141,14 @@ async def resume(
     if snapshots is None:
         return Resumed(empty, "missing")
     data, last = await _load_and_log_end(session_id, snapshots, log, load_timeout_s)
+    end = last if isinstance(last, int) else 0
     if isinstance(data, Exception):
-        return Resumed(empty, "unreadable")
+        return Resumed(empty, "unreadable", end)
     if data is None:
-        return Resumed(empty, "missing")
+        return Resumed(empty, "missing", end)
     found = decode(session_id, data, max_result_chars=max_result_chars)
     if isinstance(found, str):
-        return Resumed(empty, found)
+        return Resumed(empty, found, end)
     if isinstance(last, Exception):
         raise last
     if found.last_seq > last or not await log.holds(session_id, found.last_seq):
@@ -152,8 +156,8 @@ async def resume(
             "the session's snapshot is past the end of its log; folding the log from the start",
             extra={"fields": {"session_id": session_id, "snapshot_seq": found.last_seq, "log_seq": last}},
         )
-        return Resumed(empty, "past_log_end")
-    return Resumed(found, "snapshot")
+        return Resumed(empty, "past_log_end", end)
+    return Resumed(found, "snapshot", end)
 
 
 WRITE_TIMEOUT_S: Final = 30.0

@@ -224,7 +224,7 @@ class SessionDriver:
         resumed = await snapshots.resume(session_id, self._snapshots, self._log, max_result_chars=max_result_chars)
         self._resumed(session_id, resumed.source, resumed.fold, started)
         async with self._following(session_id, resumed.fold, on_record) as log:
-            yield log, resumed.fold.events, 0
+            yield log, resumed.fold.events, resumed.log_end
 
     def _following(
         self, session_id: str, fold: SessionFold, on_record: Callable[[Decoded], None]
