@@ -194,10 +194,10 @@ def check_harness_append(status: str, events: Sequence[dict[str, Any]]) -> None:
         kind = event["type"]
         if kind in _STATUS_FROM:
             if status not in _STATUS_FROM[kind]:
-                raise StoreRejected(f"conflict_error (illegal): events.{i}: {kind} while {status}")
+                raise LogMoved(f"conflict_error (wrong_status): events.{i}: {kind} while {status}")
             status = _STATUS_AFTER[kind]
         elif status != "running":
-            raise StoreRejected(f"conflict_error (illegal): events.{i}: {kind} only while running, not {status}")
+            raise LogMoved(f"conflict_error (wrong_status): events.{i}: {kind} only while running, not {status}")
 
 
 class FakeStore:

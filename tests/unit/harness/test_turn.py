@@ -9,7 +9,7 @@ from corral.contracts.api.errors import ErrorDetail
 from corral.harness.lease import Sleep
 from corral.harness.model import ModelError
 from corral.harness.retry import RetryPolicy
-from corral.harness.store import LeaseConflict, StoreError, StoreRejected, StoreUnavailable, error_for
+from corral.harness.store import LeaseConflict, LogMoved, StoreError, StoreRejected, StoreUnavailable, error_for
 from corral.harness.turn import Outcome, SessionDriver
 from tests.unit.harness.fakes import (
     SESSION_ID,
@@ -410,6 +410,9 @@ def test_only_lease_conflicts_count_as_losing_the_lease() -> None:
     assert isinstance(error_for(detail(None, "overloaded_error")), StoreUnavailable)
     # a prefix of the append is stored: the next run plans from the log as it is
     assert isinstance(error_for(detail("append_interrupted")), StoreUnavailable)
+    # decided on a fold behind the log (its status moved on): nothing stored, decide again
+    assert isinstance(error_for(detail("wrong_last_sequence")), LogMoved)
+    assert isinstance(error_for(detail("wrong_status")), LogMoved)
 
 
 @pytest.mark.parametrize(("after_expiry", "counted"), [(False, (1, 0)), (True, (0, 1))])

@@ -90,6 +90,17 @@ def test_the_harness_cannot_write_agent_events_to_an_idle_session() -> None:
     with pytest.raises(ApiError) as err:
         check_harness_append(state_after(), [{"type": "agent.message"}])
     assert err.value.status == 409
+    assert err.value.error_code == "wrong_status"  # the harness decided on a fold behind the log
+
+
+def test_a_status_step_the_sessions_status_does_not_allow_is_a_wrong_status_conflict() -> None:
+    """What a harness that decided on a fold behind the log gets (``session.status_running`` again
+    while the log already says running): the harness decides again from the log, it does not take it
+    for a lost lease."""
+    running = state_after(event("session.status_running"))
+    with pytest.raises(ApiError) as err:
+        check_harness_append(running, [{"type": "session.status_running"}])
+    assert (err.value.status, err.value.error_code) == (409, "wrong_status")
 
 
 def test_the_harness_records_compactions_while_running_only() -> None:

@@ -11,7 +11,10 @@ as one of four ``StoreError`` kinds, each saying what the caller should do next:
     ├── StoreUnavailable  no responder, timeout, a 429 or a 5xx, or a 409 ``append_interrupted`` (a
     │                     prefix of the append is stored): try again later, from the log as it is
     ├── LogMoved          409 ``wrong_last_sequence``: an append fenced on the log position its step
-    │                     was decided on found the log moved on; nothing stored: catch up, decide again
+    │                     was decided on found the log moved on; or 409 ``wrong_status``: the session's
+    │                     status in the log does not allow the step (it was decided on a fold behind
+    │                     the log: a lookup answered by a replica still catching up, after a partition);
+    │                     nothing stored either way: catch up, decide again
     └── StoreRejected     any other refusal (session gone, an event the session's state does not
                           allow): retrying the same thing will not help
 """
@@ -76,7 +79,7 @@ def error_for(detail: ErrorDetail) -> StoreError:
     status = STATUS_FOR.get(detail.type, 500)
     code = (detail.details or {}).get("error_code")
     text = f"{detail.type} ({code}): {detail.message}" if code else f"{detail.type}: {detail.message}"
-    if status == 409 and code == "wrong_last_sequence":
+    if status == 409 and code in ("wrong_last_sequence", "wrong_status"):
         return LogMoved(text)
     if status == 409 and code == "append_interrupted":  # a prefix is stored: the next run reads it
         return StoreUnavailable(text)

@@ -199,11 +199,16 @@ def check_harness_append(state: SessionState, events: list[dict[str, Any]]) -> N
         kind = event.get("type", "")
         if kind in STATUS_FROM:
             if status not in STATUS_FROM[kind]:
-                raise conflict(f"events.{i}: {kind} is not allowed while the session is {status}")
+                raise conflict(
+                    f"events.{i}: {kind} is not allowed while the session is {status}", error_code="wrong_status"
+                )
             status = STATUS_FOR_EVENT[kind]
         elif kind in HARNESS_WHILE_RUNNING:
             if status != "running":
-                raise conflict(f"events.{i}: {kind} is only allowed while the session is running, not {status}")
+                raise conflict(
+                    f"events.{i}: {kind} is only allowed while the session is running, not {status}",
+                    error_code="wrong_status",
+                )
         else:
             raise invalid(f"events.{i}.type: the harness cannot append {kind!r}")
 
