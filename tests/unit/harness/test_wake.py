@@ -437,6 +437,38 @@ async def test_a_takeover_whose_lease_write_goes_unanswered_is_tried_again_until
     assert [call[0] for call in harness.bucket.calls if call[0] in ("create", "update")] == ["create"] * 3
 
 
+async def test_a_takeover_whose_run_ends_retry_later_is_run_again_until_it_ends_otherwise() -> None:
+    # The F20 partition: a takeover decided on a fold behind the log (a lookup answered by a replica
+    # still catching up); its steps were refused until the run gave up for later. A takeover has no
+    # wake-up to hand back, so nobody would have run the session again: it stayed running, unleased.
+    class LaterThenDone(FakeRunner):
+        async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:
+            await super().run(session_id, lease, min_seq=min_seq)
+            return Outcome.RETRY_LATER if len(self.calls) == 1 else Outcome.DONE
+
+    harness = Harness(LaterThenDone())
+    harness.bucket.steal(SESSION_ID)  # a worker that then died
+    task = asyncio.create_task(harness.loop.run(harness.stop))
+    async with asyncio.timeout(5):
+        await harness.bucket.watching_all.wait()
+
+    harness.bucket.expire(SESSION_ID)
+    async with asyncio.timeout(5):
+        await harness.heartbeat_sleep.parked.wait()  # waiting before the second try
+    harness.heartbeat_sleep.tick()
+
+    async def ran_twice() -> bool:
+        return len(harness.runner.calls) == 2 and harness.loop.takeovers == 1
+
+    await eventually(ran_twice, timeout=5)
+    harness.stop.set()
+    async with asyncio.timeout(5):
+        await task
+    assert harness.runner.calls == [(SESSION_ID, 0), (SESSION_ID, 0)]
+    assert harness.bucket.entries == {}, "the second run let the session go"
+    assert [call[0] for call in harness.bucket.calls if call[0] in ("create", "update")] == ["create", "create"]
+
+
 async def test_a_waiting_wake_up_that_gets_the_lease_when_it_expires_runs_as_a_takeover() -> None:
     harness = Harness(FakeRunner())
     harness.bucket.steal(SESSION_ID)  # a worker that then died

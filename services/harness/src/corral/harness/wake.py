@@ -147,8 +147,9 @@ class WakeLoop(WakeCounts):
         await self._take_over(session_id, revision)
 
     async def _take_over(self, session_id: str, revision: int | None) -> None:
-        """Take the expired lease and run the session. A write of the lease the bucket does not answer
-        is tried again (0.5 s doubling to 30 s) until it is taken or found held: the session's wake-up
+        """Take the expired lease and run the session. A write of the lease the bucket does not answer,
+        and a run that ends ``retry_later`` (the store unavailable, or behind), are tried again (0.5 s
+        doubling to 30 s) until the run ends otherwise or the lease is found held: the session's wake-up
         may have been acked by the run it joined, and the expiry is told once, so no one else would."""
         fields = {"session_id": session_id, "reason": "lease_expired"}
         self.active.add(session_id)  # ``revision``: seen expiring by this worker's watch; none: the server's mark
@@ -158,7 +159,13 @@ class WakeLoop(WakeCounts):
             while True:
                 try:
                     outcome = await self._hold_and_run(session_id, 0, None, waited=False, over=revision)
-                    break
+                    if outcome is not Outcome.RETRY_LATER:
+                        break
+                    attempts, revision = attempts + 1, None  # the run let the lease go: take it as anyone would
+                    logger.warning(
+                        "taken-over session to be run again later", extra={"fields": {**fields, "attempts": attempts}}
+                    )
+                    await self._sleep(redelivery_delay(attempts))
                 except LeaseUnavailable as exc:
                     attempts += 1
                     logger.warning(
