@@ -20,10 +20,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Final, Literal
 
 import asyncpg
@@ -223,3 +226,42 @@ async def _restart(stack: Stack, fault: Fault, name: str) -> None:
         await asyncio.to_thread(stack.start, RESTART_TIMEOUT_S)  # starts what is not running
     else:
         await asyncio.to_thread(stack.start_service, name, RESTART_TIMEOUT_S)
+    await every_replica_ready(stack, RESTART_TIMEOUT_S)
+
+
+#: How much of a service's log is read for its last start and its word that it is ready.
+_LOG_TAIL_BYTES: Final = 256 * 1024
+_LAUNCHED = "--- corral-dev "
+
+
+async def every_replica_ready(stack: Stack, timeout_s: float) -> None:
+    """Until every service process has said it is ready since it was last started. A started stack
+    is up once every service answers on the bus, which one replica of each does: a fault that lands
+    on a second replica still starting (two session-stores, say) ends that start-up, which is not the
+    fault under test (F8 once killed every NATS node under a session-store still looking for its
+    buckets, and the store exited)."""
+    deadline = time.monotonic() + timeout_s
+    for name in stack.service_names():
+        log = stack.component(name).log_file
+        while not _ready_since_started(log):
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"{name} did not say it was ready within {timeout_s} s:\n{processes.tail(log, 40)}"
+                )
+            await asyncio.sleep(0.2)
+
+
+def _ready_since_started(log: Path) -> bool:
+    """Whether the log says ``<service> ready`` after its last start; a log whose tail holds no start
+    is of a process up long enough to have written that much since, so past its start-up."""
+    try:
+        with log.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            handle.seek(max(handle.tell() - _LOG_TAIL_BYTES, 0))
+            text = handle.read().decode(errors="replace")
+    except FileNotFoundError:
+        return False
+    started = text.rfind(_LAUNCHED)
+    if started < 0:
+        return True
+    return any('"logger": "corral.runner"' in line and ' ready"' in line for line in text[started:].splitlines())

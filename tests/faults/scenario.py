@@ -19,7 +19,7 @@ from typing import Final
 from corral.devstack.stack import Stack
 from tests.faults.checker import Verdict, check
 from tests.faults.history import History
-from tests.faults.nemesis import ALL_FAULTS, RESTART_TIMEOUT_S, Fault, inject
+from tests.faults.nemesis import ALL_FAULTS, RESTART_TIMEOUT_S, Fault, every_replica_ready, inject
 from tests.faults.observe import observe
 from tests.faults.workload import Workload
 from tests.waiting import eventually
@@ -70,6 +70,7 @@ async def run(stack: Stack, schedule: Schedule, *, dump_to: Path) -> Outcome:
     lines: list[str] = []
     # whole again (a no-op when it is): a run that failed mid-fault leaves no component down for the next
     await asyncio.to_thread(stack.start, RESTART_TIMEOUT_S)
+    await every_replica_ready(stack, RESTART_TIMEOUT_S)
     async with Workload.open(stack, history, CLIENTS) as work:
         async with asyncio.TaskGroup() as group:
             clients = group.create_task(work.run())
