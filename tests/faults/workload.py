@@ -102,19 +102,22 @@ class Workload:
             yield work
 
     async def _set_up(self, clients: int) -> None:
-        agent = await self.sdk.beta.agents.create(
+        # Set-up is not under test: asked again while the stack still settles from the last scenario
+        # (a 503 "the session-store did not answer in time" right after a cluster restart).
+        sdk = self.sdk.with_options(max_retries=5)
+        agent = await sdk.beta.agents.create(
             name="faults", model="claude-sonnet-4-6", tools=[{"type": "agent_toolset_20260401"}]
         )
-        env = await self.sdk.beta.environments.create(name=f"faults-{uuid.uuid4().hex[:8]}")
+        env = await sdk.beta.environments.create(name=f"faults-{uuid.uuid4().hex[:8]}")
         tokens = [uuid.uuid4().hex[:10] for _ in range(clients)]
         document = {"scenarios": [_script(token) for token in tokens]}
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{self.stack.ports.embedded_model}") as model:
             answer = await model.post("/_corral/scripts", json=document, timeout=10)
             assert answer.status_code == 200, answer.text
         for token in tokens:
-            session = await self.sdk.beta.sessions.create(agent=agent.id, environment_id=env.id)
+            session = await sdk.beta.sessions.create(agent=agent.id, environment_id=env.id)
             self.sessions[session.id] = token
-        self.probe_session = (await self.sdk.beta.sessions.create(agent=agent.id, environment_id=env.id)).id
+        self.probe_session = (await sdk.beta.sessions.create(agent=agent.id, environment_id=env.id)).id
 
     def via(self, op: Pending) -> anthropic.AsyncAnthropic:
         """The gateway for ``op``: its client's next one in turn, so a retry of a request that failed
