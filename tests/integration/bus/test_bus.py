@@ -305,16 +305,29 @@ async def test_a_key_created_over_the_callers_own_delete_mark_skips_the_lookup_a
     raw = await nats.connect(nats_url)
     looked_up: list[str] = []
 
+    marks: list[int] = []
+
     async def seen(msg: Msg) -> None:
         looked_up.append(msg.subject)
+
+    async def marked(msg: Msg) -> None:
+        marks.append(int(msg.data))
 
     await raw.subscribe("$JS.API.DIRECT.GET.KV_t_kv_gone_at.>", cb=seen)
     await raw.subscribe("$JS.API.DIRECT.GET.KV_t_kv_gone_at", cb=seen)
     await raw.subscribe("$JS.API.STREAM.MSG.GET.KV_t_kv_gone_at", cb=seen)
+    await raw.subscribe("t.gone_at.mark", cb=marked)
+    await raw.flush()
 
     async def lookups() -> int:
-        await raw.flush()
-        await asyncio.sleep(0.05)  # copies of requests sent on the bus's own connection
+        # A mark sent on the bus's own connection after its requests arrives after their copies.
+        await bus.publish_core("t.gone_at.mark", str(len(marks) + 1).encode())
+        expected = len(marks) + 1
+
+        async def arrived() -> bool:
+            return len(marks) >= expected
+
+        await eventually(arrived, timeout=5)
         count = len(looked_up)
         looked_up.clear()
         return count
