@@ -1,7 +1,8 @@
-"""Key-value buckets and streams made on a three-node JetStream cluster by owners starting at once: two replicas of
-a service (two sandbox-managers, two session-stores) both ``ensure`` the buckets and streams they own, each
-through its own node. Each must get it, whoever made it (before the fix, the one that lost the race
-could ask for the bucket before its node knew of it, get "stream not found", and exit at start-up).
+"""Key-value buckets and streams made on a three-node JetStream cluster by owners starting at once,
+and records stored under one message id by writers at once: two replicas of a service (two
+sandbox-managers, two session-stores) both ``ensure`` the buckets and streams they own, each through
+its own node. Each must get it, whoever made it (before the fix, the one that lost the race could ask
+for the bucket before its node knew of it, get "stream not found", and exit at start-up).
 
 NATS only (``services=False``): three servers of the devstack's cluster mode, no Corral service.
 """
@@ -68,3 +69,33 @@ async def test_owners_starting_together_on_different_nodes_all_get_it(nats_clust
             results = await asyncio.gather(*racing, return_exceptions=True)
             failed = ["".join(traceback.format_exception(r)) for r in results if isinstance(r, BaseException)]
             assert not failed, f"round {round_}: {len(failed)} of {OWNERS} owners failed: {failed}"
+
+
+@pytest.mark.timeout(300)
+async def test_writers_storing_the_same_message_id_at_once_all_get_an_ack(nats_cluster: Stack) -> None:
+    """Session-stores starting together each register the bootstrap key under the same message id.
+    While the stream is still storing one writer's message, the others are answered "duplicate
+    message id is in process" (10158); each must end with the one stored record's ack, not an error
+    (before the fix such a store exited at start-up)."""
+    settings = nats_cluster.nats_settings()
+    nodes = nats_cluster.nats_nodes()
+    async with AsyncExitStack() as connections:
+        writers = [
+            await connections.enter_async_context(
+                Bus.connect(settings.model_copy(update={"url": nodes[n % len(nodes)].url}), name=f"writer-{n}")
+            )
+            for n in range(OWNERS)
+        ]
+        await writers[0].ensure_stream(subjects.CATALOG_SPEC)
+        for round_ in range(ROUNDS * 3):
+            msg_id = f"apikey:{uuid.uuid4().hex}"
+            racing = [
+                bus.publish(subjects.api_key_log(f"key_{n}_{round_}"), b"{}", msg_id=msg_id)
+                for n, bus in enumerate(writers)
+            ]
+            results = await asyncio.gather(*racing, return_exceptions=True)
+            failed = ["".join(traceback.format_exception(r)) for r in results if isinstance(r, BaseException)]
+            assert not failed, f"round {round_}: {len(failed)} of {OWNERS} writers failed: {failed}"
+            acks = [r for r in results if not isinstance(r, BaseException)]
+            assert len({ack.seq for ack in acks}) == 1, f"round {round_}: stored more than once: {acks}"
+            assert sum(not ack.duplicate for ack in acks) == 1

@@ -17,8 +17,10 @@ so a consumer's span is that span's child or links to it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -41,6 +43,11 @@ from corral.telemetry import inject
 logger = logging.getLogger(__name__)
 
 _WRONG_LAST_SEQUENCE = (10071, 10164)
+
+_DUPLICATE_IN_PROCESS = 10158
+"""A clustered stream is still storing a message with the same ``Nats-Msg-Id`` (another writer's,
+or this one's earlier attempt): asked again once that is decided, the publish is acknowledged as a
+duplicate, or stored if the other attempt failed."""
 
 MAX_BATCH_MESSAGES = 1000
 """nats-server's default ``jetstream.limits.batch.max_msgs``: larger batches are stored one by one."""
@@ -231,12 +238,7 @@ class RecordWriter:
             hdrs[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(fence)
         if len(data) > self._max_payload:
             raise PayloadTooLarge(len(data), self._max_payload)
-        try:
-            ack = await honouring_cancel(self._js.publish(subject, data, headers=hdrs))
-        except js_errors.APIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
-                raise WrongLastSequence(exc.description or "wrong last sequence") from exc
-            raise
+        ack = await self._stored(subject, data, hdrs)
         return PubAck(seq=ack.seq, duplicate=bool(ack.duplicate))
 
     async def publish_parts(
@@ -295,9 +297,21 @@ class RecordWriter:
     async def publish_part(self, subject: str, data: bytes, hdrs: dict[str, str], fence: int | None) -> js_api.PubAck:
         if fence is not None:
             hdrs[h.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(fence)
-        try:
-            return await honouring_cancel(self._js.publish(subject, data, headers=hdrs))
-        except js_errors.APIError as exc:
-            if exc.err_code in _WRONG_LAST_SEQUENCE:
-                raise WrongLastSequence(exc.description or "wrong last sequence") from exc
-            raise
+        return await self._stored(subject, data, hdrs)
+
+    async def _stored(self, subject: str, data: bytes, hdrs: dict[str, str]) -> js_api.PubAck:
+        """One JetStream publish. A fenced-out one raises ``WrongLastSequence``; one whose message
+        id the stream is still storing for another attempt is asked again, pausing a little longer
+        each time, for up to the publish timeout."""
+        deadline = time.monotonic() + self._timeout
+        pause = 0.005
+        while True:
+            try:
+                return await honouring_cancel(self._js.publish(subject, data, headers=hdrs))
+            except js_errors.APIError as exc:
+                if exc.err_code in _WRONG_LAST_SEQUENCE:
+                    raise WrongLastSequence(exc.description or "wrong last sequence") from exc
+                if exc.err_code != _DUPLICATE_IN_PROCESS or time.monotonic() + pause > deadline:
+                    raise
+            await asyncio.sleep(pause)
+            pause = min(pause * 2, 0.25)
