@@ -49,9 +49,11 @@ async def observe(stack: Stack, sessions: Iterable[str], *, sandboxes: bool = Tr
             log[session] = events
             if not row.deleted and row.created_at is not None:
                 folded[session] = _row(row, events)
-            entry = await bucket.get(session)
+            # From the leaders: a replica still catching up after its fault may answer with a value
+            # from before it, a sandbox since replaced say, whose lines are gone with it.
+            entry = await bucket.get(session, leader=True)
             leases[session] = str(json.loads(entry.value)["holder"]) if entry is not None else None
-            kept = await records.get(f"session.{session}") if records is not None and sandboxes else None
+            kept = await records.get(f"session.{session}", leader=True) if records is not None and sandboxes else None
             if kept is not None and json.loads(kept.value).get("container_id"):
                 containers.append(json.loads(kept.value)["container_id"])
     return Observation(

@@ -65,18 +65,22 @@ class KeyValueBucket:
         self._prefix = f"$KV.{name}."
         self._direct = direct
 
-    async def _last(self, key: str) -> RawStreamMsg | None:
+    async def _last(self, key: str, *, leader: bool = False) -> RawStreamMsg | None:
         """The key's last message, whatever it says (a value, a delete, an expiry mark)."""
+        direct = self._direct and not leader
         try:
-            return await honouring_cancel(
-                self._js.get_msg(self._stream, subject=self._prefix + key, direct=self._direct)
-            )
+            return await honouring_cancel(self._js.get_msg(self._stream, subject=self._prefix + key, direct=direct))
         except js_errors.NotFoundError:
             return None
 
-    async def get(self, key: str) -> Entry | None:
-        """The key's value, or ``None`` when it has none (never set, deleted, purged or expired)."""
-        msg = await self._last(key)
+    async def get(self, key: str, *, leader: bool = False) -> Entry | None:
+        """The key's value, or ``None`` when it has none (never set, deleted, purged or expired).
+
+        On a replicated bucket any replica may answer, one still catching up included, so the value
+        may be an older one; a writer's compare-and-set refuses what it decides on a stale value. With
+        ``leader`` the bucket's stream leader answers: the value last written, at the cost of going
+        to that one server."""
+        msg = await self._last(key, leader=leader)
         if msg is None or _gone(msg) or msg.seq is None:
             return None
         return Entry(msg.data or b"", msg.seq)
