@@ -20,10 +20,13 @@ from corral.session_store.service import Deps
 from corral.session_store.wakes import publish_wake
 
 
-async def _check_lease(deps: Deps, req: AppendEvents) -> None:
+async def check_lease(deps: Deps, req: AppendEvents) -> None:
+    """Refuse (409 ``lease_lost``) a harness's append whose lease is not the session's lease now."""
     if req.lease is None:
         raise conflict("harness appends must carry the session lease", error_code="lease_required")
-    entry = await deps.leases.get(req.session_id)
+    # From the bucket's leader: a replica still catching up could answer with the lease as it was
+    # before another harness took the session over, and the stale holder's append would be taken.
+    entry = await deps.leases.get(req.session_id, leader=True)
     held = json.loads(entry.value) if entry is not None else None
     if not held or held.get("token") != req.lease.token:
         raise conflict(
@@ -59,7 +62,7 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
         msg_ids=msg_ids,
         expected_last_seq=req.expected_last_seq,
         atomic=not harness,
-        check=functools.partial(_check_lease, deps, req) if harness else None,
+        check=functools.partial(check_lease, deps, req) if harness else None,
     )
     # Readers wait for the projection themselves (see ``list_``); appends return as soon as the
     # log holds the events.
