@@ -1,5 +1,6 @@
 """The session-store's composition root: bus and streams, Postgres and its migrations, the projector
-caught up with the streams, the bootstrap workspace and keys, the wake sweep, then the operations and health.
+caught up with the streams, the bootstrap workspace and keys, the wake sweep, then the operations and health,
+and the wake-ups the operations' appends cause, stored after their replies (``wakesender``).
 
 It is ready (and answers health) only once the projection has caught up and the operations are served.
 """
@@ -25,6 +26,7 @@ from corral.session_store.projector import Projector
 from corral.session_store.rpc import operations
 from corral.session_store.service import Deps
 from corral.session_store.settings import Settings
+from corral.session_store.wakesender import WakeSender
 from corral.telemetry import metrics
 
 
@@ -54,6 +56,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     # The cache hears of every catalog record stored from here on, before anything is read to fill it.
     catalog_seq = await bus.stream_last_seq(subjects.CATALOG_STREAM)
     life.background(catalog_cache.follow(bus, [agents, environments], after_seq=catalog_seq), name="catalog-cache")
+    wake_sender = WakeSender(bus)
     deps = Deps(
         bus=bus,
         pool=pool,
@@ -63,6 +66,7 @@ async def serve(settings: Settings, life: Lifetime) -> None:
         environments=environments,
         projector=projector,
         leases=leases,
+        wakes=wake_sender,
         events_page_bytes=settings.events_page_bytes,
         bootstrap_workspace=settings.bootstrap_workspace,
         subscriber_mirrors=settings.subscriber_mirrors,
@@ -79,9 +83,14 @@ async def serve(settings: Settings, life: Lifetime) -> None:
     await _wait_projection(bus, projector)
     await _bootstrap(deps, settings)
     await wakes.sweep(deps)
-    async with operations(deps).serve(bus), serve_health(bus, "session-store", report):
-        life.ready(instance=instance)
-        await life.stop.wait()
+    # Not a background task: it ends once the operations are no longer served and what waits is sent.
+    life.tasks.create_task(wake_sender.run(), name="wake-sender")
+    try:
+        async with operations(deps).serve(bus), serve_health(bus, "session-store", report):
+            life.ready(instance=instance)
+            await life.stop.wait()
+    finally:
+        wake_sender.close()
     # the operations are no longer served: nothing reads the projection any more
     projecting.cancel()
 

@@ -14,6 +14,7 @@ from corral.contracts.api.environments import Environment
 from corral.session_store.catalog_cache import CatalogCache
 from corral.session_store.log import Catalog, SessionLog
 from corral.session_store.projector import Projector
+from corral.session_store.wakesender import WakeSender
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +27,8 @@ class Deps:
     catalog: Catalog
     projector: Projector
     leases: KeyValueBucket
+    wakes: WakeSender
+    """Stores the wake-ups appends cause, after their replies."""
     events_page_bytes: int = 512 * 1024
     """The byte bound of an events.list page (``CORRAL_SESSION_STORE_EVENTS_PAGE_BYTES``)."""
     bootstrap_workspace: str | None = None

@@ -1,7 +1,7 @@
 """Wake-ups: the hint that a session has input for a harness, and the sweep that re-sends lost ones.
 
-A wake is published after the input is in the log. If the store dies between the two, the input is
-safe but nobody is told; so at start-up, once the projection has caught up, the store wakes every
+A wake is published after the input is in the log (by ``wakesender``, after the append's reply). If
+the store dies between the two, the input is safe but nobody is told; so at start-up, once the projection has caught up, the store wakes every
 session that still has unanswered input or was left running. A wake too many costs a harness one
 look at the log; a wake too few would strand a session.
 """
@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import logging
 
-from corral.contracts import subjects
 from corral.contracts.rpc import Wake
 from corral.session_store.service import Deps
+from corral.session_store.wakesender import publish_wake
 
 logger = logging.getLogger(__name__)
 
@@ -35,18 +35,11 @@ WHERE s.archived_at IS NULL AND s.status <> 'terminated' AND (
 """
 
 
-async def publish_wake(deps: Deps, session_id: str, seq: int, reason: str) -> None:
-    wake = Wake(session_id=session_id, seq=seq, reason=reason)
-    await deps.bus.publish(
-        subjects.wake(session_id), wake.model_dump_json().encode(), msg_id=f"wake:{session_id}:{seq}"
-    )
-
-
 async def sweep(deps: Deps) -> int:
     """Wake every session with input no harness has answered yet; returns how many."""
     rows = await deps.pool.fetch(_PENDING_SQL, _INPUT_TYPES)
     for row in rows:
-        await publish_wake(deps, row["session_id"], row["last_seq"], "sweep")
+        await publish_wake(deps.bus, Wake(session_id=row["session_id"], seq=row["last_seq"], reason="sweep"))
     if rows:
         logger.info("woke sessions with pending input", extra={"fields": {"sessions": len(rows)}})
     return len(rows)

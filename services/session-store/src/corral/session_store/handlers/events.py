@@ -17,7 +17,6 @@ from corral.session_store.domain.sessions import (
     ensure_exists,
 )
 from corral.session_store.service import Deps
-from corral.session_store.wakes import publish_wake
 
 
 async def check_lease(deps: Deps, req: AppendEvents) -> None:
@@ -67,7 +66,7 @@ async def append(deps: Deps, req: AppendEvents) -> Appended:
     # Readers wait for the projection themselves (see ``list_``); appends return as soon as the
     # log holds the events.
     if req.origin == "client" and any(s.record.get("type") in WAKING_TYPES for s in stored):
-        await publish_wake(deps, req.session_id, stored[-1].seq, "input")
+        deps.wakes.send(req.session_id, stored[-1].seq, "input")
     return Appended(events=[s.record for s in stored], last_seq=state.last_seq)
 
 

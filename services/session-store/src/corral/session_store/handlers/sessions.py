@@ -45,7 +45,6 @@ from corral.session_store.domain.unsupported import (
 from corral.session_store.handlers import agents, environments, vaults
 from corral.session_store.service import Deps
 from corral.session_store.session_projection import load_row, row_from_record
-from corral.session_store.wakes import publish_wake
 
 logger = logging.getLogger(__name__)
 
@@ -119,7 +118,7 @@ async def create(deps: Deps, req: CreateObject) -> dict[str, Any]:
     # reach what the log holds (see ``get``, ``list_`` and ``events.list_``).
     _, stored = await deps.log.append(session.id, decide, new=True)
     if initial:
-        await publish_wake(deps, session.id, stored[-1].seq, "initial_events")
+        deps.wakes.send(session.id, stored[-1].seq, "initial_events")
         return await _read(deps, session.id, stored[-1].seq)
     return session.model_dump(mode="json")
 
