@@ -42,7 +42,7 @@ import httpx
 from pydantic import BaseModel
 from report import Figure, finish, ok, pct, say
 from stack_cpu import cpu_ms, per_op
-from ttft import MODEL_TTFT_MS, Ttft, direct_ttft, script_model_ttft
+from ttft import MODEL_TTFT_MS, Steps, Ttft, direct_ttft, script_model_ttft
 
 from corral.bus import Bus
 from corral.contracts.api.errors import ApiError
@@ -232,6 +232,7 @@ async def main() -> int:
             async with (
                 Bus.connect(stack.nats_settings(), name="bench-sandbox") as bus,
                 httpx.AsyncClient(base_url=stack.gateway_url, headers=headers, timeout=60) as http,
+                httpx.AsyncClient(base_url=f"http://127.0.0.1:{stack.ports.embedded_model}", timeout=10) as model,
             ):
                 sandboxes = Sandboxes(bus)
                 plain_agent = ok(await http.post("/v1/agents", json={"name": "bench", "model": "claude-sonnet-4-6"}))
@@ -248,7 +249,7 @@ async def main() -> int:
                     await http.post("/v1/environments", json={"name": f"bench-isolated-{suffix}", "config": ISOLATED})
                 )["id"]
                 await script_model_ttft(stack)
-                ttft = Ttft(http, sandboxes)
+                ttft = Ttft(http, sandboxes, model)
 
                 say("warming up ...")
                 await ttft.sample(plain_agent["id"], env, release=False)
@@ -279,9 +280,10 @@ async def main() -> int:
                 ttft_none: list[float] = []
                 ttft_cold: list[float] = []
                 ttft_cpu: dict[str, float] = {}
+                steps = Steps()
                 for _ in range(n):
                     before = cpu_ms(stack)
-                    ttft_none.append(await ttft.sample(plain_agent["id"], env, release=False))
+                    ttft_none.append(await ttft.sample(plain_agent["id"], env, release=False, steps=steps))
                     for name, ms in per_op(before, cpu_ms(stack), n).items():
                         ttft_cpu[name] = ttft_cpu.get(name, 0.0) + ms
                     ttft_cold.append(await ttft.sample(tools_agent["id"], env, release=True))
@@ -379,6 +381,7 @@ async def main() -> int:
             target=b3,
             note=f"p95 {pct(ttft_warm, 0.95):.2f} ms",
         ),
+        *(lat("extra", f"B3 without tools, step: {step}", ms) for step, ms in steps.ms.items()),
         Figure("B3", "TTFT p50 ratio, toolset cold / no tools", ratio_cold, "x", target="1.00 +- 0.05"),
         Figure("B3", "TTFT p50 ratio, toolset warm default / none", ratio_warm_default, "x", target="1.00 +- 0.05"),
         Figure("B3", "TTFT p50 ratio, toolset warm isolated / none", ratio_warm, "x", target="1.00 +- 0.05"),

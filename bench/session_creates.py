@@ -32,6 +32,11 @@ class KeepAliveClient:
 
     async def send(self, request: bytes) -> bytes:
         """Send ``request``; the status line (the body is read and dropped)."""
+        status, _ = await self.exchange(request)
+        return status
+
+    async def exchange(self, request: bytes) -> tuple[bytes, bytes]:
+        """Send ``request``; the status line and the body."""
         self._writer.write(request)
         status = await self._reader.readline()
         length = 0
@@ -39,8 +44,7 @@ class KeepAliveClient:
             name, _, value = header.partition(b":")
             if name.strip().lower() == b"content-length":
                 length = int(value)
-        await self._reader.readexactly(length)
-        return status
+        return status, await self._reader.readexactly(length)
 
     async def aclose(self) -> None:
         self._writer.close()

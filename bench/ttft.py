@@ -1,11 +1,12 @@
 """B3's measurements for ``bench/sandbox.py``: time to the first token through Corral (session create +
 user.message -> first delta on the stream) and straight from the model (its baseline), both minus the
-scripted model TTFT."""
+scripted model TTFT; and, for the samples given a ``Steps``, where that time went step by step."""
 
 from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import httpx
@@ -33,18 +34,32 @@ async def script_model_ttft(stack: Stack) -> None:
         raise SystemExit(f"the embedded model refused the TTFT script: {answer.text}")
 
 
+@dataclass
+class Steps:
+    """Where the samples' milliseconds went, per step, in the order the steps happen. The POST and
+    the way from it to the model request overlap: the wake-up is under way before the POST's answer."""
+
+    ms: dict[str, list[float]] = field(default_factory=dict)
+
+    def add(self, step: str, ms: float) -> None:
+        self.ms.setdefault(step, []).append(ms)
+
+
 class Ttft:
     """Session create + POST user.message -> first ``event_delta`` / ``agent.message`` frame, minus
-    the scripted model TTFT; a fresh session per sample."""
+    the scripted model TTFT; a fresh session per sample. ``model`` is the embedded model, whose record
+    of the requests it received times the steps."""
 
-    def __init__(self, http: httpx.AsyncClient, sandboxes: Releases) -> None:
+    def __init__(self, http: httpx.AsyncClient, sandboxes: Releases, model: httpx.AsyncClient) -> None:
         self.http = http
         self.sandboxes = sandboxes
+        self.model = model
 
-    async def sample(self, agent_id: str, environment_id: str, *, release: bool) -> float:
+    async def sample(self, agent_id: str, environment_id: str, *, release: bool, steps: Steps | None = None) -> float:
         body = {"agent": agent_id, "environment_id": environment_id}
-        t0 = time.perf_counter()
+        wall0, t0 = time.time(), time.perf_counter()
         sid = ok(await self.http.post("/v1/sessions", json=body))["id"]
+        created = time.perf_counter()
         text = f"{TTFT_SCENARIO}: hello"
         message = {"events": [{"type": "user.message", "content": [{"type": "text", "text": text}]}]}
         first: float | None = None
@@ -53,7 +68,9 @@ class Ttft:
             asyncio.timeout(60),
             self.http.stream("GET", url, params={"event_deltas[]": "agent.message"}) as stream,
         ):
+            opened = time.perf_counter()
             ok(await self.http.post(f"/v1/sessions/{sid}/events", json=message))
+            answered = time.perf_counter()
             async for raw in stream.aiter_lines():
                 if not raw.startswith("event: "):
                     continue
@@ -64,9 +81,27 @@ class Ttft:
                     break
         if first is None:
             raise SystemExit(f"session {sid}: the turn ended without a message")
+        if steps is not None:
+            # the model's clock is the wall clock: its request's arrival on ours
+            arrived = t0 + await self._arrival(after=wall0 + (opened - t0)) - wall0
+            steps.add("session create (POST /v1/sessions)", (created - t0) * 1000)
+            steps.add("the stream opened (GET .../events/stream, headers)", (opened - created) * 1000)
+            steps.add("POST user.message, answered", (answered - opened) * 1000)
+            steps.add("POST user.message -> the model request", (arrived - opened) * 1000)
+            steps.add(
+                "the model request -> first token on the stream, minus TTFT", (first - arrived) * 1000 - MODEL_TTFT_MS
+            )
         if release:
             await self.sandboxes.release(sid)  # waits for the turn's provisioning, then removes it
         return (first - t0) * 1000 - MODEL_TTFT_MS
+
+    async def _arrival(self, *, after: float) -> float:
+        """When the model received the first TTFT request sent after ``after`` (wall clock)."""
+        answer = await self.model.get("/_corral/requests", params={"scenario": TTFT_SCENARIO})
+        arrivals = sorted(r["received_at"] for r in answer.json()["requests"] if r["received_at"] >= after)
+        if not arrivals:
+            raise SystemExit("the embedded model recorded no request for the TTFT sample")
+        return float(arrivals[0])
 
 
 async def direct_ttft(url: str, samples: int) -> list[float]:
