@@ -106,6 +106,18 @@ class SseWatcher:
                         self.seen[event_id] = now
 
 
+async def all_idle(http: httpx.AsyncClient, session_ids: list[str], timeout_s: float = 60.0) -> None:
+    """Until every session is idle again."""
+    deadline = time.monotonic() + timeout_s
+    for session_id in session_ids:
+        for _ in range(int(timeout_s / 0.02)):
+            if ok(await http.get(f"/v1/sessions/{session_id}"))["status"] == "idle":
+                break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"session {session_id} was still busy {timeout_s:.0f} s after the last POST")
+            await asyncio.sleep(0.02)
+
+
 async def append_to_sse(stack: Stack, sessions: int, samples: int) -> tuple[list[float], list[float]]:
     headers = {"x-api-key": stack.api_key}
     limits = httpx.Limits(max_connections=sessions + 20, max_keepalive_connections=sessions + 20)
@@ -143,6 +155,7 @@ async def append_to_sse(stack: Stack, sessions: int, samples: int) -> tuple[list
                 arrived = await asyncio.wait_for(future, 30)
             latencies.append((arrived - t0) * 1000)
         await lean.aclose()
+        await all_idle(http, ids)  # the turns the POSTs started end here, not in what is measured next
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
