@@ -1,9 +1,9 @@
 """Wake-ups: the hint that a session has input for a harness, and the sweep that re-sends lost ones.
 
 A wake is published after the input is in the log (by ``wakesender``, after the append's reply). If
-the store dies between the two, the input is safe but nobody is told; so at start-up, once the projection has caught up, the store wakes every
-session that still has unanswered input or was left running. A wake too many costs a harness one
-look at the log; a wake too few would strand a session.
+the store dies between the two, the input is safe but nobody is told; so at start-up, once the
+projection has caught up, the store wakes every session that still has unanswered input or was left
+running. A wake too many costs a harness one look at the log; a wake too few would strand a session.
 """
 
 from __future__ import annotations
