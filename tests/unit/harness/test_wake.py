@@ -331,14 +331,19 @@ async def test_a_redelivery_of_the_wake_up_a_run_holds_is_not_acked_so_the_runs_
 
 
 # --- lease hand-offs: expiry, a holder that served the wake-up, a holder that takes the session back ----------
-async def test_a_session_whose_lease_expires_is_taken_over_without_waiting_for_its_wake_up() -> None:
-    harness = Harness(FakeRunner())
-    harness.bucket.steal(SESSION_ID)  # a worker that then died
+async def expired_under_watch(harness: Harness) -> asyncio.Task[None]:
+    """The harness's loop, started; once it watches every lease, ``SESSION_ID``'s expires."""
     task = asyncio.create_task(harness.loop.run(harness.stop))
     async with asyncio.timeout(5):
         await harness.bucket.watching_all.wait()
-
     harness.bucket.expire(SESSION_ID)
+    return task
+
+
+async def test_a_session_whose_lease_expires_is_taken_over_without_waiting_for_its_wake_up() -> None:
+    harness = Harness(FakeRunner())
+    harness.bucket.steal(SESSION_ID)  # a worker that then died
+    task = await expired_under_watch(harness)
     async with asyncio.timeout(5):
         await harness.runner.started.wait()
     harness.stop.set()
@@ -417,11 +422,7 @@ async def test_a_takeover_whose_lease_write_goes_unanswered_is_tried_again_until
     harness = Harness(FakeRunner())
     harness.bucket.steal(SESSION_ID)  # a worker that then died
     harness.bucket.fail_writes = [TimeoutError("nats: timeout"), TimeoutError("nats: timeout")]
-    task = asyncio.create_task(harness.loop.run(harness.stop))
-    async with asyncio.timeout(5):
-        await harness.bucket.watching_all.wait()
-
-    harness.bucket.expire(SESSION_ID)
+    task = await expired_under_watch(harness)
     for _ in range(2):  # each unanswered write waits before the next try
         async with asyncio.timeout(5):
             await harness.heartbeat_sleep.parked.wait()
@@ -438,8 +439,8 @@ async def test_a_takeover_whose_lease_write_goes_unanswered_is_tried_again_until
 
 
 async def test_a_takeover_whose_run_ends_retry_later_is_run_again_until_it_ends_otherwise() -> None:
-    # The F20 partition: a takeover decided on a fold behind the log (a lookup answered by a replica
-    # still catching up); its steps were refused until the run gave up for later. A takeover has no
+    # The F20 partition: a takeover decided on a fold behind the log (a lookup of its end answered
+    # behind it); its steps were refused until the run gave up for later. A takeover has no
     # wake-up to hand back, so nobody would have run the session again: it stayed running, unleased.
     class LaterThenDone(FakeRunner):
         async def run(self, session_id: str, lease: HeldLease, *, min_seq: int = 0) -> Outcome:
@@ -448,11 +449,7 @@ async def test_a_takeover_whose_run_ends_retry_later_is_run_again_until_it_ends_
 
     harness = Harness(LaterThenDone())
     harness.bucket.steal(SESSION_ID)  # a worker that then died
-    task = asyncio.create_task(harness.loop.run(harness.stop))
-    async with asyncio.timeout(5):
-        await harness.bucket.watching_all.wait()
-
-    harness.bucket.expire(SESSION_ID)
+    task = await expired_under_watch(harness)
     async with asyncio.timeout(5):
         await harness.heartbeat_sleep.parked.wait()  # waiting before the second try
     harness.heartbeat_sleep.tick()

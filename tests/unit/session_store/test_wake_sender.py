@@ -26,8 +26,11 @@ class Bus:
         self.contexts: list[object] = []
         self.gate = asyncio.Event()
         self.gate.set()
+        self.asked = asyncio.Event()
+        """Set by the first publish, before it waits at the gate."""
 
     async def publish(self, subject: str, data: bytes, *, msg_id: str | None = None) -> None:
+        self.asked.set()
         await self.gate.wait()
         self.contexts.append(otel_context.get_value("request"))
         if self.broken:
@@ -68,7 +71,8 @@ async def test_a_newer_wake_up_replaces_one_still_waiting_and_an_older_one_does_
     wakes = sender(bus)
     running = asyncio.create_task(wakes.run())
     wakes.send("sesn_1", 3, "input")
-    await asyncio.sleep(0.01)
+    async with asyncio.timeout(5):
+        await bus.asked.wait()
     wakes.send("sesn_1", 5, "input")
     wakes.send("sesn_1", 9, "input")
     wakes.send("sesn_1", 8, "input")

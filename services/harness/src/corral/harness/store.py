@@ -13,7 +13,7 @@ as one of four ``StoreError`` kinds, each saying what the caller should do next:
     ├── LogMoved          409 ``wrong_last_sequence``: an append fenced on the log position its step
     │                     was decided on found the log moved on; or 409 ``wrong_status``: the session's
     │                     status in the log does not allow the step (it was decided on a fold behind
-    │                     the log: a lookup answered by a replica still catching up, after a partition);
+    │                     the log: a lookup of its end answered behind it, after a partition);
     │                     nothing stored either way: catch up, decide again
     └── StoreRejected     any other refusal (session gone, an event the session's state does not
                           allow): retrying the same thing will not help
